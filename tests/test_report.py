@@ -1,0 +1,339 @@
+"""The report against a planted dataset: every number recomputed independently from the Parquet rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from trbench import metrics
+from trbench.report import build_report, render_markdown, write_report
+from trbench.spec import MatrixSpec
+from trbench.storage import RUN_SCHEMA, REQUEST_SCHEMA, write_run
+
+TR_ID = "TRtest"
+MODELS = ["beta-model", "alpha-model"]  # not alphabetical: the baseline rule must pick alpha-model
+CONFIGS = [(0, 512, 0.8), (80, 1024, 0.8)]
+RUNS = 3
+REQUESTS = 4
+WARMUP_EXTREME = 1_000_000.0  # a warm-up value that would dominate every statistic it got into
+INVALID = ("beta-model", CONFIGS[1], 1)  # model, config, run_index of the invalid run
+FAILED = ("alpha-model", CONFIGS[0], 2, 1)  # model, config, run_index, measured request of the failed request
+FAIL_KIND = "http_5xx"
+FAIL_MESSAGE = "server exploded: " + "x" * 300  # longer than the 200-character limit
+MANIFEST = {
+    "command": "trbench run deployments/test.yaml",
+    "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True},
+    "packages": {"pandas": "3.0.0", "pyarrow": "20.0.0"},
+    "hardware": {"cpu": "Planted CPU 9000", "cpu_cores_logical": 2, "memory_gib": 7.5, "gpus": []},
+    "instances": [{"name": "embedded-0", "provider": "embedded", "url": "http://127.0.0.1:18434"}],
+    "models": {"alpha-model": {"digest": "sha256:aaaa"}, "beta-model": {"digest": "sha256:bbbb"}},
+}
+
+RESULT_HEADERS = ["decode tok/s mean", "decode tok/s p50", "decode tok/s p95", "TTFT p50 ms", "TTFT p95 ms",
+                  "e2e p50 ms", "e2e p95 ms", "CV %"]
+
+
+def _label(cfg: tuple[int, int, float]) -> str:
+    return f"gpu{cfg[0]}_ctx{cfg[1]}_temp{cfg[2]:g}"
+
+
+def _plant(root: Path) -> None:
+    rng = np.random.default_rng(7)
+    started = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    for mi, model in enumerate(MODELS):
+        for cfg in CONFIGS:
+            g, c, t = cfg
+            for run_index in range(RUNS):
+                run_id = f"{model}_{_label(cfg)}_r{run_index:02d}_a1"
+                keys = {
+                    "tr_id": TR_ID, "run_id": run_id, "attempt": 1, "cell_hash": f"h{mi}{g}{c}",
+                    "model": model, "provider": "embedded", "backend": "openai", "instance": "embedded-0",
+                    "instance_url": "http://127.0.0.1:18434", "num_gpu": g, "num_ctx": c, "temperature": t,
+                    "prompt_cache": "allow", "run_index": run_index,
+                }
+                rows = []
+                warmups = 1 if run_index == 0 else 0
+                for i in range(warmups + REQUESTS):
+                    warm = i < warmups
+                    failed = (model, cfg, run_index, i - warmups) == FAILED
+                    base_tps = 50.0 + 20 * mi + g / 10
+                    ok = not failed
+                    rows.append({
+                        **keys, "request_index": i, "is_warmup": warm, "prompt_id": f"p{i}",
+                        "sent_at": started, "status": "ok" if ok else "error",
+                        "error_kind": None if ok else FAIL_KIND, "error_message": None if ok else FAIL_MESSAGE,
+                        "ttft_ms": WARMUP_EXTREME if warm else (float(rng.uniform(20, 200)) if ok else None),
+                        "e2e_ms": WARMUP_EXTREME if warm else float(rng.uniform(500, 3000)),
+                        "decode_tps": WARMUP_EXTREME if warm else (base_tps + float(rng.normal(0, 5)) if ok else None),
+                        "output_tokens": 64 if ok else None,
+                        "cached_tokens": 1000 if warm else (10 if ok else None),
+                    })
+                valid = (model, cfg, run_index) != INVALID
+                if not valid:  # an invalid run whose numbers would also skew every statistic
+                    for r in rows:
+                        if not r["is_warmup"]:
+                            r["decode_tps"], r["ttft_ms"], r["e2e_ms"] = 1e-3, 9e5, 9e5
+                measured = [r for r in rows if not r["is_warmup"]]
+                run_row = {
+                    **keys, "started_at": started + dt.timedelta(minutes=len(list(root.rglob("*.parquet")))),
+                    "wall_s": 1.0, "n_requests": len(measured), "n_warmup": warmups,
+                    "n_ok": sum(r["status"] == "ok" for r in measured),
+                    "n_errors": sum(r["status"] != "ok" for r in measured), "min_ok_requests": REQUESTS - 1,
+                    "valid": valid, "invalid_reason": None if valid else "planted: instance restarted mid-run",
+                }
+                write_run(root, run_row, rows, MANIFEST)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tr") / TR_ID
+    _plant(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report_path(planted: Path) -> Path:
+    return write_report(planted)
+
+
+@pytest.fixture(scope="module")
+def text(report_path: Path) -> str:
+    return report_path.read_text()
+
+
+# --- an independent recomputation: pyarrow.dataset + numpy, no trbench code --------------------
+
+
+def _frame(root: Path, table: str) -> pd.DataFrame:
+    return ds.dataset(root / table, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def _expected(root: Path) -> dict[tuple[str, str], dict[str, float]]:
+    reqs, runs = _frame(root, "requests"), _frame(root, "runs")
+    out = {}
+    for (model, g, c, t), cell_runs in runs.groupby(["model", "num_gpu", "num_ctx", "temperature"]):
+        valid_ids = cell_runs.loc[cell_runs["valid"], "run_id"]
+        r = reqs[reqs["run_id"].isin(cell_runs["run_id"])]
+        measured = r[~r["is_warmup"]]
+        pooled = measured[(measured["status"] == "ok") & measured["run_id"].isin(valid_ids)]
+        tps, ttft, e2e = (pooled[k].dropna().to_numpy() for k in ("decode_tps", "ttft_ms", "e2e_ms"))
+        run_means = pooled.groupby("run_id")["decode_tps"].mean().to_numpy()
+        out[(model, f"gpu{g}_ctx{c}_temp{t:g}")] = {
+            "decode tok/s mean": tps.mean(),
+            "decode tok/s p50": np.percentile(tps, 50),
+            "decode tok/s p95": np.percentile(tps, 95),
+            "TTFT p50 ms": np.percentile(ttft, 50),
+            "TTFT p95 ms": np.percentile(ttft, 95),
+            "e2e p50 ms": np.percentile(e2e, 50),
+            "e2e p95 ms": np.percentile(e2e, 95),
+            "CV %": run_means.std(ddof=1) / run_means.mean() * 100,
+            "n": len(pooled),
+            "valid": int(cell_runs["valid"].sum()),
+            "runs": len(cell_runs),
+            "failed": int((measured["status"] != "ok").sum()),
+            "invalid": int((~cell_runs["valid"]).sum()),
+        }
+    return out
+
+
+def _table(text: str, heading: str) -> list[dict[str, str]]:
+    """The first Markdown table after `heading`, as dicts keyed by header."""
+    lines = text[text.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append(line)
+    split = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block]
+    header, body = split[0], split[2:]
+    assert all(len(row) == len(header) for row in body), block
+    return [dict(zip(header, row)) for row in body]
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+def test_report_written_at_tr_root_report_tr_id(planted: Path, report_path: Path) -> None:
+    assert report_path == planted / "report" / f"{TR_ID}.md"
+    assert report_path.is_file()
+    assert not list(report_path.parent.glob(".*.tmp"))
+    assert f"`{TR_ID}`" in report_path.read_text()
+
+
+def test_planted_data_is_what_the_test_expects(planted: Path) -> None:
+    reqs, runs = _frame(planted, "requests"), _frame(planted, "runs")
+    assert len(runs) == len(MODELS) * len(CONFIGS) * RUNS
+    assert (~runs["valid"]).sum() == 1
+    assert (reqs["status"] != "ok").sum() == 1
+    assert (reqs["is_warmup"] & (reqs["decode_tps"] == WARMUP_EXTREME)).sum() == len(MODELS) * len(CONFIGS)
+
+
+def test_results_table_matches_independent_recomputation(planted: Path, text: str) -> None:
+    expected = _expected(planted)
+    rows = _table(text, "## Results")
+    assert {(r["model"], r["config"]) for r in rows} == set(expected)
+    assert len(rows) == len(MODELS) * len(CONFIGS)
+    for row in rows:
+        exp = expected[(row["model"], row["config"])]
+        for header in RESULT_HEADERS:
+            assert row[header] == f"{exp[header]:.1f}", (row["model"], row["config"], header)
+        assert row["n"] == str(exp["n"])
+        assert row["valid runs / runs"] == f"{exp['valid']} / {exp['runs']}"
+        assert row["failed requests"] == str(exp["failed"])
+        assert row["invalid runs"] == str(exp["invalid"])
+
+
+def test_report_data_matches_recomputation_to_full_precision(planted: Path) -> None:
+    expected = _expected(planted)
+    data = build_report(planted)
+    fields = dict(zip(RESULT_HEADERS, ["decode_tps_mean", "decode_tps_p50", "decode_tps_p95", "ttft_p50_ms",
+                                       "ttft_p95_ms", "e2e_p50_ms", "e2e_p95_ms", "cv_pct"]))
+    assert len(data.cells) == len(expected)
+    for cell in data.cells:
+        exp = expected[(cell.model, cell.config.label)]
+        for header, field in fields.items():
+            assert getattr(cell, field) == pytest.approx(exp[header], rel=1e-12), (cell.model, field)
+
+
+def test_warmup_and_invalid_rows_excluded(planted: Path, text: str) -> None:
+    data = build_report(planted)
+    for cell in data.cells:
+        for v in (cell.decode_tps_mean, cell.decode_tps_p95, cell.ttft_p95_ms, cell.e2e_p95_ms):
+            assert v < 10_000, (cell.model, cell.config.label, v)  # warm-up values are 1e6, invalid-run 9e5
+        assert cell.decode_tps_p50 > 1  # invalid-run decode_tps is 1e-3
+    bad = next(c for c in data.cells if (c.model, c.config.label) == (INVALID[0], _label(INVALID[1])))
+    assert (bad.valid_runs, bad.runs, bad.invalid_runs) == (RUNS - 1, RUNS, 1)
+    assert bad.n_requests == (RUNS - 1) * REQUESTS
+    assert len(bad.run_means_decode_tps) == RUNS - 1
+    assert data.n_warmup_rows == len(MODELS) * len(CONFIGS)
+    # cached tokens: warm-ups (1000 each) excluded, 10 per pooled ok request
+    assert data.cache.cached_tokens_total == 10 * sum(c.n_requests for c in data.cells)
+    assert "1000000.0" not in text and "900000.0" not in text
+
+
+def test_baseline_is_first_alphabetically_and_100_percent(text: str, planted: Path) -> None:
+    data = build_report(planted)
+    assert data.baseline_model == "alpha-model"
+    assert "alphabetically" in data.baseline_source
+    assert "Baseline: `alpha-model`" in text
+    rows = _table(text, "### % of baseline")
+    assert len(rows) == len(MODELS) * len(CONFIGS)
+    expected = _expected(planted)
+    for row in rows:
+        pct_cols = [h for h in row if h.endswith(" %") and h != "CV % %"]
+        assert len(pct_cols) == 7
+        for col in pct_cols:
+            header = col[: -len(" %")]
+            if row["model"] == "alpha-model":
+                assert row[col] == "100.0", (row, col)
+            else:
+                exp = expected[(row["model"], row["config"])][header] / expected[("alpha-model", row["config"])][header]
+                assert row[col] == f"{exp * 100:.1f}", (row, col)
+
+
+def test_spec_baseline_and_title_take_precedence(planted: Path) -> None:
+    spec = MatrixSpec(tr_id=TR_ID, title="Planted TR", objective="Check the report.", models=MODELS,
+                      baseline_model="beta-model")
+    data = build_report(planted, spec)
+    assert data.tr_id == TR_ID
+    assert data.baseline_model == "beta-model"
+    assert data.baseline_source == "the spec's baseline_model"
+    assert [c.model for c in data.cells][0] == "beta-model"  # the spec's model order
+    text = render_markdown(data)
+    assert text.startswith("# Planted TR")
+    assert "Check the report." in text
+    assert "Baseline: `beta-model`" in text
+    for row in _table(text, "### % of baseline"):
+        if row["model"] == "beta-model":
+            assert all(row[h] == "100.0" for h in row if h.endswith(" %")), row
+
+
+def test_definitions_section_has_every_formula(text: str) -> None:
+    section = text[text.index("## Metric definitions"):text.index("## Results")]
+    for name, formula in {**metrics.DEFINITIONS, **metrics.RUN_DEFINITIONS}.items():
+        assert formula in section, name
+    for name in metrics.DEFINITIONS:
+        assert f"`{name}`" in section
+
+
+def test_failures_section_lists_failed_request_and_invalid_run(text: str) -> None:
+    section = text[text.index("## Failures"):]
+    failed = _table(section, "### Failed requests")
+    assert len(failed) == 1
+    f = failed[0]
+    assert f["error_kind"] == FAIL_KIND
+    assert (f["model"], f["config"]) == (FAILED[0], _label(FAILED[1]))
+    assert f["run_id"] == f"{FAILED[0]}_{_label(FAILED[1])}_r{FAILED[2]:02d}_a1"
+    assert f["message"].startswith("server exploded")
+    assert len(f["message"]) == 200
+    invalid = _table(section, "### Invalid runs")
+    assert len(invalid) == 1
+    assert invalid[0]["invalid_reason"] == "planted: instance restarted mid-run"
+    assert invalid[0]["model"] == INVALID[0]
+
+
+def test_setup_section_from_manifest_in_run_metadata(planted: Path, text: str) -> None:
+    # no manifest.json was written: the manifest comes from the Parquet metadata
+    assert not (planted / "manifest.json").exists()
+    setup = text[text.index("## Setup"):text.index("## Metric definitions")]
+    assert MANIFEST["command"] in setup
+    assert MANIFEST["git"]["commit"] in setup and "dirty" in setup
+    assert "Planted CPU 9000" in setup and "2 logical cores" in setup and "7.5 GiB" in setup
+    assert "GPUs: none" in setup
+    assert "http://127.0.0.1:18434" in setup and "embedded-0" in setup
+    assert "sha256:aaaa" in setup and "sha256:bbbb" in setup
+    assert "| pandas | 3.0.0 |" in setup
+    assert "repeated prefixes served from the KV cache" in setup
+
+
+def test_manifest_json_preferred_over_metadata(planted: Path, tmp_path: Path) -> None:
+    root = tmp_path / TR_ID
+    _plant(root)
+    (root / "manifest.json").write_text(json.dumps({**MANIFEST, "command": "from manifest.json"}))
+    data = build_report(root)
+    assert data.setup.command == "from manifest.json"
+    assert data.setup.manifest_source == "manifest.json"
+
+
+def test_empty_tr_root_renders(tmp_path: Path) -> None:
+    data = build_report(tmp_path / "nothing")
+    text = render_markdown(data)
+    assert "No finished runs." in text
+    assert data.cells == [] and data.baseline_model is None
+
+
+def test_schemas_cover_planted_columns() -> None:
+    # the planted rows only use columns the storage schemas define (write_run would drop others silently)
+    planted_request_cols = {"ttft_ms", "e2e_ms", "decode_tps", "cached_tokens", "is_warmup", "error_kind"}
+    planted_run_cols = {"valid", "invalid_reason", "started_at"}
+    assert planted_request_cols <= set(REQUEST_SCHEMA.names)
+    assert planted_run_cols <= set(RUN_SCHEMA.names)
+
+
+def test_rerun_attempt_supersedes_earlier_attempt(tmp_path: Path) -> None:
+    root = tmp_path / TR_ID
+    _plant(root)
+    model, cfg, run_index = INVALID
+    old_id = f"{model}_{_label(cfg)}_r{run_index:02d}_a1"
+    def pylist(table: str) -> list[dict]:
+        rows = ds.dataset(root / table, format="parquet", partitioning="hive").to_table().to_pylist()
+        return [{k: v for k, v in r.items() if k != "model_slug"} for r in rows if r["run_id"] == old_id]
+
+    new_id = old_id.replace("_a1", "_a2")
+    run_row = {**pylist("runs")[0], "run_id": new_id, "attempt": 2, "valid": True, "invalid_reason": None}
+    rows = [{**r, "run_id": new_id, "attempt": 2, "decode_tps": 60.0, "ttft_ms": 100.0, "e2e_ms": 1000.0}
+            for r in pylist("requests")]
+    write_run(root, run_row, rows, MANIFEST)
+    data = build_report(root)
+    cell = next(c for c in data.cells if (c.model, c.config.label) == (model, _label(cfg)))
+    assert (cell.valid_runs, cell.runs, cell.invalid_runs, cell.superseded_runs) == (RUNS, RUNS, 0, 1)
+    assert cell.n_requests == RUNS * REQUESTS
+    assert data.invalid_runs == []
+    assert "1 superseded attempt(s)" in render_markdown(data)

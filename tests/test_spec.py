@@ -1,0 +1,101 @@
+"""The spec is validated before anything starts; a bad one fails with one line naming field and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trbench.spec import SpecError, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = {"tr_id": "t", "models": ["smollm2:135m"]}
+
+
+def error_of(data) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_shipped_specs_load_and_mirror_seed_003():
+    quick = load_spec(ROOT / "deployments/quickstart.yaml")
+    assert set(quick.models) == {"smollm2:135m", "gemma3:270m"} and quick.provider == "embedded"
+    tr116 = load_spec(ROOT / "deployments/tr116.yaml")
+    assert tr116.models == ["qwen2.5:7b", "gemma3:latest", "llama3.1:8b-instruct-q4_0"]
+    assert tr116.grid.num_gpu == [60, 80] and tr116.grid.num_ctx == [512, 1024]
+    assert tr116.grid.temperature == [0.8] and tr116.runs == 5 and tr116.baseline == "gemma3:latest"
+    assert len(tr116.cells()) == 3 * 2 * 2
+
+
+@pytest.mark.parametrize(
+    "patch, field, hint",
+    [
+        ({"runs": 0}, "runs", "greater than or equal to 1"),
+        ({"grid": {"num_ctx": [64]}}, "grid.num_ctx", "128..1048576"),
+        ({"grid": {"num_gpu": [-1]}}, "grid.num_gpu", "0..999"),
+        ({"grid": {"temperature": [3.0]}}, "grid.temperature", "0..2"),
+        ({"grid": {"num_ctxx": [512]}}, "grid.num_ctxx", "remove it or fix its spelling"),
+        ({"modles": ["x"]}, "modles", "allowed: tr_id"),
+        ({"provider": "vllm"}, "provider", "embedded"),
+        ({"backend": "grpc"}, "backend", "openai"),
+        ({"ports": [80]}, "ports", "1024..65535"),
+        ({"prompt_cache": "sometimes"}, "prompt_cache", "defeat"),
+        ({"tr_id": "bad id/with slash"}, "tr_id", "letters, digits"),
+        ({"models": []}, "models", "at least 1"),
+        ({"models": ["a", "a"]}, "models", "repeat"),
+    ],
+)
+def test_bad_fields_are_named_with_a_fix(patch, field, hint):
+    message = error_of({**GOOD, **patch})
+    assert f"field '{field}'" in message
+    assert hint in message
+    assert "fix:" in message
+
+
+def test_cross_field_rules():
+    assert "baseline_model" in error_of({**GOOD, "baseline_model": "other"})
+    assert "min_ok_requests" in error_of({**GOOD, "requests_per_run": 2, "min_ok_requests": 3})
+    assert "urls" in error_of({**GOOD, "provider": "external"})
+
+
+def test_missing_required_field():
+    message = error_of({"models": ["m"]})
+    assert "field 'tr_id'" in message and "fix: add it" in message
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tr_id: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML at line"):
+        load_spec(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text(yaml.safe_dump(["a"]))
+    with pytest.raises(SpecError, match="YAML mapping"):
+        load_spec(listy)
+
+
+def test_cells_and_hashes():
+    spec = parse_spec({**GOOD, "models": ["a", "b"], "grid": {"num_ctx": [512, 1024], "temperature": [0.2, 0.8]}})
+    cells = spec.cells()
+    assert len(cells) == 2 * 2 * 2
+    # ordered by model first so the server reloads as rarely as possible
+    assert [c.model for c in cells] == ["a"] * 4 + ["b"] * 4
+    hashes = {spec.cell_hash(c, "p1") for c in cells}
+    assert len(hashes) == len(cells)
+    assert spec.cell_hash(cells[0], "p1") != spec.cell_hash(cells[0], "p2")  # the prompt suite is part of it
+    more_runs = spec.with_overrides(runs=9)
+    assert more_runs.cell_hash(cells[0], "p1") == spec.cell_hash(cells[0], "p1")  # the run count is not
+
+
+def test_overrides_validate_and_move_the_baseline():
+    spec = parse_spec({**GOOD, "models": ["a", "b"], "baseline_model": "b"})
+    assert spec.with_overrides(models=["a"]).baseline == "a"
+    assert spec.with_overrides(runs=None).runs == spec.runs
+    with pytest.raises(SpecError, match="field 'runs'"):
+        spec.with_overrides(runs=-1)

@@ -1,0 +1,90 @@
+"""What a wire client sends and the raw record it keeps of each request.
+
+The raw record holds only observations (client clock readings and what the server said);
+every metric is derived from it in trbench.metrics, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+ErrorKind = Literal["timeout", "connect", "http_4xx", "http_5xx", "oom", "bad_response", "cancelled"]
+TokenKind = Literal["content", "reasoning"]
+
+_OOM_MARKERS = ("out of memory", "requires more system memory", "cudamalloc failed", "failed to allocate")
+
+
+class ChatRequest(BaseModel):
+    model: str
+    messages: list[dict[str, str]]
+    temperature: float
+    max_tokens: int
+    num_ctx: int | None = None
+    num_gpu: int | None = None
+    seed: int | None = None
+    cache_prompt: bool = True
+
+
+class RawExchange(BaseModel):
+    """One request as observed. Times are time.perf_counter_ns() readings of this process."""
+
+    backend: str
+    url: str
+    model: str
+    sent_at_unix: float
+    t_send_ns: int
+    t_end_ns: int
+    token_times_ns: list[int] = Field(default_factory=list, description="arrival of each chunk carrying text")
+    token_kinds: list[TokenKind] = Field(default_factory=list)
+    text: str = ""
+    reasoning_text: str = ""
+    finish_reason: str | None = None
+    http_status: int | None = None
+    # the server's own counts and durations, None where it did not say
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    server_decode_tokens: int | None = None
+    server_prefill_ms: float | None = None
+    server_decode_ms: float | None = None
+    server_load_ms: float | None = None
+    server_total_ms: float | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+
+
+class WireClient(Protocol):
+    backend: str
+
+    def chat(self, request: ChatRequest) -> RawExchange: ...
+
+    def close(self) -> None: ...
+
+
+def classify_http_error(status: int, message: str) -> ErrorKind:
+    if is_oom(message):
+        return "oom"
+    return "http_4xx" if status < 500 else "http_5xx"
+
+
+def is_oom(message: str) -> bool:
+    low = message.lower()
+    return any(m in low for m in _OOM_MARKERS)
+
+
+def error_text(body: bytes | str) -> str:
+    """The server's error message from a JSON body {"error": "..."} or {"error": {"message": ...}}."""
+    import json
+
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:2000]
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        err = err.get("message", err)
+    return str(err)[:2000]

@@ -1,0 +1,56 @@
+"""Ollama's native streaming chat (/api/chat, NDJSON); durations in its final chunk are nanoseconds."""
+
+from __future__ import annotations
+
+import httpx
+
+from trbench.backends.base import ChatRequest, RawExchange
+from trbench.backends.streaming import StreamError, stamp, stream_exchange
+
+_NS_PER_MS = 1e6
+
+
+class OllamaClient:
+    backend = "ollama"
+
+    def __init__(self, base_url: str, timeout_s: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), trust_env=False)
+
+    def body(self, req: ChatRequest) -> dict:
+        options: dict = {"temperature": req.temperature, "num_predict": req.max_tokens}
+        if req.num_ctx is not None:
+            options["num_ctx"] = req.num_ctx
+        if req.num_gpu is not None:
+            options["num_gpu"] = req.num_gpu
+        if req.seed is not None:
+            options["seed"] = req.seed
+        return {"model": req.model, "messages": req.messages, "stream": True, "options": options}
+
+    def chat(self, req: ChatRequest) -> RawExchange:
+        return stream_exchange(self._http, self.backend, f"{self.base_url}/api/chat", req.model, self.body(req), read_ndjson_chunk)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def read_ndjson_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
+    if "error" in data:
+        raise StreamError(str(data["error"]))
+    message = data.get("message") or {}
+    stamp(ex, t_ns, message.get("content"), message.get("thinking"))
+    if not data.get("done"):
+        return False
+    ex.finish_reason = data.get("done_reason")
+    ex.prompt_tokens = data.get("prompt_eval_count")
+    ex.output_tokens = data.get("eval_count")
+    ex.server_decode_tokens = data.get("eval_count")
+    ex.server_prefill_ms = _ms(data.get("prompt_eval_duration"))
+    ex.server_decode_ms = _ms(data.get("eval_duration"))
+    ex.server_load_ms = _ms(data.get("load_duration"))
+    ex.server_total_ms = _ms(data.get("total_duration"))
+    return True
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / _NS_PER_MS

@@ -1,0 +1,67 @@
+"""OpenAI-compatible streaming chat (/v1/chat/completions, SSE), with llama.cpp's timings."""
+
+from __future__ import annotations
+
+import httpx
+
+from trbench.backends.base import ChatRequest, RawExchange
+from trbench.backends.streaming import StreamError, stamp, stream_exchange
+
+
+class OpenAIClient:
+    backend = "openai"
+
+    def __init__(self, base_url: str, timeout_s: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), trust_env=False)
+
+    def body(self, req: ChatRequest) -> dict:
+        body: dict = {
+            "model": req.model,
+            "messages": req.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if not req.cache_prompt:
+            body["cache_prompt"] = False  # llama.cpp extension; reuse of the KV cache off
+        return body
+
+    def chat(self, req: ChatRequest) -> RawExchange:
+        return stream_exchange(
+            self._http, self.backend, f"{self.base_url}/v1/chat/completions", req.model,
+            self.body(req), read_sse_chunk, strip_prefix="data:",
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def read_sse_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
+    if "error" in data:
+        err = data["error"]
+        raise StreamError(str(err.get("message", err) if isinstance(err, dict) else err))
+    for choice in data.get("choices") or []:
+        delta = choice.get("delta") or {}
+        stamp(ex, t_ns, delta.get("content"), delta.get("reasoning_content") or delta.get("reasoning"))
+        if choice.get("finish_reason"):
+            ex.finish_reason = choice["finish_reason"]
+    usage = data.get("usage")
+    if usage:
+        ex.prompt_tokens = usage.get("prompt_tokens")
+        ex.output_tokens = usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details") or {}
+        if details.get("cached_tokens") is not None:
+            ex.cached_tokens = details["cached_tokens"]
+    timings = data.get("timings")
+    if timings:  # llama.cpp server: its own view of prefill and decode
+        ex.cached_tokens = timings.get("cache_n", ex.cached_tokens)
+        ex.server_prefill_ms = timings.get("prompt_ms")
+        ex.server_decode_ms = timings.get("predicted_ms")
+        ex.server_decode_tokens = timings.get("predicted_n")
+        if ex.server_prefill_ms is not None and ex.server_decode_ms is not None:
+            ex.server_total_ms = ex.server_prefill_ms + ex.server_decode_ms
+    return False

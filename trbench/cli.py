@@ -1,0 +1,124 @@
+"""The trbench command line: `trbench run SPEC`, `trbench report TR_ID`, `trbench validate SPEC`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trbench import progress as events
+from trbench.spec import SpecError, load_spec
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technical-Report benchmarks of local LLM servers.")
+console = Console(stderr=True)
+
+
+def _die(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _terminate_as_interrupt() -> None:
+    # SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _progress_bar() -> tuple[Progress, callable]:
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False)
+    task_id = bar.add_task("runs", total=None, detail="preflight")
+
+    def on_event(e: events.ProgressEvent) -> None:
+        if e.kind == "planned":
+            bar.update(task_id, total=e.total_runs, detail=e.message)
+        elif e.kind == "run_skipped":
+            bar.advance(task_id)
+        elif e.kind == "run_started":
+            bar.update(task_id, detail=e.run_id)
+        elif e.kind == "request_done":
+            bar.update(task_id, detail=f"{e.run_id} request {e.request}/{e.requests}")
+        elif e.kind == "run_finished":
+            bar.advance(task_id)
+            if not e.valid:
+                bar.console.print(f"[yellow]run {e.run_id} invalid[/]")
+
+    return bar, on_event
+
+
+@app.command()
+def run(
+    spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML), e.g. deployments/quickstart.yaml"),
+    tr_id: str | None = typer.Option(None, help="override the spec's tr_id (same id again resumes)"),
+    models: str | None = typer.Option(None, help="comma-separated models, overriding the spec"),
+    runs: int | None = typer.Option(None, min=1, help="runs per cell, overriding the spec"),
+    output_dir: str | None = typer.Option(None, help="where results go (default: the spec's, 'outputs')"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
+) -> None:
+    """Run a TR matrix: preflight, servers, runs, Parquet, report."""
+    try:
+        spec = load_spec(spec_path)
+        spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
+    except SpecError as err:
+        _die(str(err))
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    _terminate_as_interrupt()
+    from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
+    from tasks.setup import resolve_path
+    from trbench.storage import tr_dir
+
+    bar, on_event = _progress_bar()
+    unsubscribe = events.subscribe(on_event)
+    try:
+        with bar:
+            state = tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
+                              output_dir=spec.output_dir, return_state=True)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished runs are kept; run the same command again to resume[/]")
+        raise typer.Exit(130) from None
+    finally:
+        unsubscribe()
+    root = tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    console.print(f"data:   {root / 'requests'}  and  {root / 'runs'}  (Parquet, hive-partitioned by model_slug)")
+    console.print(f"report: {root / 'report' / (spec.tr_id + '.md')}")
+    colour = "green" if state.is_completed() else "red"
+    console.print(f"[{colour}]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if state.is_completed() else 1)
+
+
+@app.command()
+def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")) -> None:
+    """Check a spec without starting anything."""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as err:
+        _die(str(err))
+    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), "
+                  f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)")
+
+
+@app.command()
+def report(
+    tr_id: str = typer.Argument(..., help="the TR run to report on"),
+    output_dir: str = typer.Option("outputs", help="where the TR run's data is"),
+) -> None:
+    """Render the report of a TR run again from its Parquet data."""
+    from trbench.report import write_report
+    from trbench.storage import tr_dir
+
+    root = tr_dir(output_dir, tr_id)
+    if not (root / "runs").is_dir():
+        _die(f"no data for tr_id {tr_id!r} under {root}; fix: check --output-dir and the tr_id")
+    console.print(f"report: {write_report(root)}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,193 @@
+"""Instances: running LLM servers at one URL each, and the providers that start them.
+
+An instance is prepared for a matrix cell before its runs: the embedded engine (re)starts
+llama.cpp when the model, GPU layers or context size change, as Ollama reloads a model.
+Every started process is stopped on every exit path: stop(), the context manager, atexit,
+and, for a kill -9 of this process, the server's own parent watchdog.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from trbench.engines import bundled
+from trbench.spec import Cell, MatrixSpec
+
+SERVER_MODULE = "trbench.engines.llamacpp_server"
+
+
+class InstanceError(RuntimeError):
+    """An instance that would not start or answer; the message names instance, check and fix."""
+
+
+class Instance(Protocol):
+    name: str
+    url: str
+    provider: str
+
+    def prepare(self, cell: Cell) -> float | None:
+        """Make the server ready for this cell; the load time in ms if it (re)loaded."""
+
+    def model_facts(self, model: str) -> dict: ...
+
+    def stop(self) -> None: ...
+
+
+def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None, name: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise InstanceError(f"instance {name}: server process exited with code {proc.returncode} while loading")
+            try:
+                r = http.get(f"{url}/health")
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as err:
+                last = type(err).__name__
+            time.sleep(0.1)
+    raise InstanceError(f"instance {name} at {url}: /health did not answer 200 within {timeout_s:.0f} s ({last})")
+
+
+_LIVE: weakref.WeakSet[EmbeddedInstance] = weakref.WeakSet()
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every embedded server this process started (atexit, signal handlers, tests)."""
+    for inst in list(_LIVE):
+        inst.stop()
+
+
+class EmbeddedInstance:
+    provider = "embedded"
+
+    def __init__(self, name: str, host: str, port: int, threads: int | None, log_dir: Path, load_timeout_s: float = 180):
+        self.name = name
+        self.host = host
+        self.port = port
+        self.threads = threads or os.cpu_count() or 1
+        self.log_dir = log_dir
+        self.load_timeout_s = load_timeout_s
+        self.loaded: tuple[str, int, int] | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def prepare(self, cell: Cell) -> float | None:
+        with self._lock:
+            if self.loaded == cell.server_key and self.pid is not None:
+                return None
+            self._stop_locked()
+            return self._start_locked(cell)
+
+    def _start_locked(self, cell: Cell) -> float:
+        model_path = bundled.resolve(cell.model)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{self.name}.log").open("ab")
+        cmd = [
+            sys.executable, "-m", SERVER_MODULE,
+            "--model", str(model_path), "--alias", cell.model,
+            "--host", self.host, "--port", str(self.port),
+            "--ctx", str(cell.num_ctx), "--ngl", str(cell.num_gpu),
+            "--threads", str(self.threads), "--parent-pid", str(os.getpid()),
+        ]
+        t0 = time.perf_counter()
+        # own session: a Ctrl-C in the terminal reaches us, and we stop the server in order
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        _LIVE.add(self)
+        try:
+            wait_healthy(self.url, self.load_timeout_s, self._proc, self.name)
+        except BaseException:
+            self._stop_locked()
+            raise
+        self.loaded = cell.server_key
+        return (time.perf_counter() - t0) * 1000.0
+
+    def model_facts(self, model: str) -> dict:
+        path = bundled.resolve(model)
+        return {"model": model, "source": bundled.BUNDLED_MODELS[model], "file": path.name,
+                "size_bytes": path.stat().st_size, "digest": bundled.digest(path)}
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        proc, self._proc, self.loaded = self._proc, None, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class ExternalInstance:
+    """A server someone else runs: trbench only health-checks and measures it."""
+
+    provider = "external"
+
+    def __init__(self, name: str, url: str, backend: str):
+        self.name = name
+        self.url = url
+        self.backend = backend
+
+    def prepare(self, cell: Cell) -> float | None:
+        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+
+    def model_facts(self, model: str) -> dict:
+        if self.backend != "ollama":
+            return {"model": model, "digest": None, "source": self.url}
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            tags = http.get(f"{self.url}/api/tags").json().get("models", [])
+        for m in tags:
+            if m.get("name") == model or m.get("model") == model:
+                return {"model": model, "digest": m.get("digest"), "size_bytes": m.get("size"),
+                        "details": m.get("details", {}), "source": self.url}
+        return {"model": model, "digest": None, "source": self.url}
+
+    def stop(self) -> None:
+        return None
+
+
+UNAVAILABLE_PROVIDERS = {"ollama-docker", "ollama-process"}
+
+
+def create_instances(spec: MatrixSpec, log_dir: Path, count: int = 1) -> list[Instance]:
+    """The instances of a spec, not yet started (embedded servers start at their first prepare)."""
+    if spec.provider == "embedded":
+        if len(spec.ports) < count:
+            raise InstanceError(f"spec field 'ports': {count} instance(s) needed, {len(spec.ports)} port(s) given; fix: list more ports")
+        return [EmbeddedInstance(f"embedded-{i}", spec.host, spec.ports[i], spec.threads, log_dir, spec.load_timeout_s)
+                for i in range(count)]
+    if spec.provider == "external":
+        if len(spec.urls) < count:
+            raise InstanceError(f"spec field 'urls': {count} instance(s) needed, {len(spec.urls)} URL(s) given; fix: list more urls")
+        return [ExternalInstance(f"external-{i}", spec.urls[i], spec.backend) for i in range(count)]
+    raise InstanceError(
+        f"provider {spec.provider!r} is not available in this version of trbench; fix: set provider to "
+        "'embedded' (bundled models) or 'external' (urls of servers you started)"
+    )

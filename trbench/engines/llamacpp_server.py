@@ -1,0 +1,57 @@
+"""One llama.cpp HTTP server (xllamacpp) as its own OS process.
+
+Run as `python -m trbench.engines.llamacpp_server ...` by EmbeddedInstance. It exits when told
+(SIGTERM/SIGINT) and also when its parent disappears, so a kill -9 of the flow process never
+leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="llamacpp_server")
+    p.add_argument("--model", required=True)
+    p.add_argument("--alias", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ctx", type=int, required=True)
+    p.add_argument("--ngl", type=int, default=0)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--parent-pid", type=int, required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+
+    import xllamacpp as xlc
+
+    params = xlc.CommonParams()
+    params.model.path = args.model
+    params.model_alias = args.alias
+    params.n_ctx = args.ctx
+    params.n_gpu_layers = args.ngl
+    params.n_parallel = 1  # one slot: a request is timed alone, as one agent on one Ollama instance
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads
+    params.hostnames = [args.host]
+    params.port = args.port
+    params.endpoint_metrics = True
+    server = xlc.Server(params)  # noqa: F841 - the HTTP server lives as long as this object
+    print(f"trbench-llamacpp ready {args.host}:{args.port}", flush=True)
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != args.parent_pid:
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

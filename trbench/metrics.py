@@ -1,0 +1,164 @@
+"""Every metric trbench reports, defined once, from the raw record of each request.
+
+Peers disagree on names (one tool's ITL is another's TPOT; some count the first token in the
+decode rate), so DEFINITIONS holds the exact formula of each, and the report prints it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+from trbench.backends.base import RawExchange
+
+_NS_PER_MS = 1e6
+
+DEFINITIONS: dict[str, str] = {
+    "ttft_ms": "t(first chunk carrying generated text of any kind, reasoning included) - t(request sent); client clock, "
+    "so it includes queueing, model load and prefill",
+    "ttfat_ms": "t(first chunk carrying answer text) - t(request sent); equals ttft_ms unless the server streams "
+    "reasoning first",
+    "e2e_ms": "t(last byte of the response) - t(request sent); client clock",
+    "output_tokens": "generated tokens as the server counts them (OpenAI usage.completion_tokens; Ollama eval_count); "
+    "never estimated from characters",
+    "prompt_tokens": "prompt tokens as the server counts them (usage.prompt_tokens; Ollama prompt_eval_count)",
+    "cached_tokens": "prompt tokens served from the server's KV cache (llama.cpp timings.cache_n; "
+    "usage.prompt_tokens_details.cached_tokens); null where the server does not say",
+    "decode_tps": "server view: decode tokens / decode time (llama.cpp predicted_n / predicted_ms; "
+    "Ollama eval_count / eval_duration), tokens per second",
+    "decode_tps_client": "(output_tokens - 1) / (t(last text chunk) - t(first text chunk)), tokens per second; "
+    "the first token is excluded because its time belongs to prefill",
+    "prefill_ms": "server-reported prompt processing time (llama.cpp timings.prompt_ms; Ollama prompt_eval_duration)",
+    "load_ms": "server-reported model load time (Ollama load_duration); for the embedded engine the measured "
+    "server (re)start per cell is in the run table as instance_load_ms",
+    "tpot_ms": "(e2e_ms - ttft_ms) / (output_tokens - 1): time per output token after the first, client clock",
+    "itl_ms": "gaps between arrivals of consecutive text chunks, client clock; p50, p95 and max kept per request",
+    "status": "ok, or error with error_kind one of timeout, connect, http_4xx, http_5xx, oom, bad_response, "
+    "cancelled, and the server's message",
+}
+
+RUN_DEFINITIONS: dict[str, str] = {
+    "requests": "warm-up requests are sent and stored but excluded from every statistic",
+    "valid run": "a run with at least min_ok_requests measured requests of status ok; invalid runs are kept "
+    "and marked, never averaged in",
+    "percentiles": "p50/p95/p99 by linear interpolation between order statistics (numpy 'linear')",
+    "per-config statistics": "over the measured ok requests of the valid runs of one model x config (pooled)",
+    "cv_pct": "run-to-run coefficient of variation: sample standard deviation / mean of the per-run mean "
+    "decode_tps, in %; needs at least two valid runs",
+    "pct_of_baseline": "value / value of the baseline model at the same config x 100",
+}
+
+
+class RequestMetrics(BaseModel):
+    status: str
+    error_kind: str | None = None
+    error_message: str | None = None
+    ttft_ms: float | None = None
+    ttfat_ms: float | None = None
+    e2e_ms: float
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    decode_tps: float | None = None
+    decode_tps_client: float | None = None
+    prefill_ms: float | None = None
+    load_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_p50_ms: float | None = None
+    itl_p95_ms: float | None = None
+    itl_max_ms: float | None = None
+    n_chunks: int = 0
+
+
+def derive(ex: RawExchange) -> RequestMetrics:
+    """The metrics of one request, from its raw record alone."""
+    times = ex.token_times_ns
+    e2e = (ex.t_end_ns - ex.t_send_ns) / _NS_PER_MS
+    ttft = (times[0] - ex.t_send_ns) / _NS_PER_MS if times else None
+    answer_times = [t for t, k in zip(times, ex.token_kinds) if k == "content"]
+    ttfat = (answer_times[0] - ex.t_send_ns) / _NS_PER_MS if answer_times else None
+    n_out = ex.output_tokens if ex.output_tokens is not None else (len(times) if times else None)
+    gaps = np.diff(np.asarray(times, dtype=np.float64)) / _NS_PER_MS if len(times) > 1 else np.array([])
+    span_s = (times[-1] - times[0]) / 1e9 if len(times) > 1 else 0.0
+    return RequestMetrics(
+        status=ex.status,
+        error_kind=ex.error_kind,
+        error_message=ex.error_message,
+        ttft_ms=ttft,
+        ttfat_ms=ttfat,
+        e2e_ms=e2e,
+        prompt_tokens=ex.prompt_tokens,
+        output_tokens=n_out,
+        cached_tokens=ex.cached_tokens,
+        decode_tps=_ratio(ex.server_decode_tokens, ex.server_decode_ms, scale=1000.0),
+        decode_tps_client=(n_out - 1) / span_s if n_out and n_out > 1 and span_s > 0 else None,
+        prefill_ms=ex.server_prefill_ms,
+        load_ms=ex.server_load_ms,
+        tpot_ms=(e2e - ttft) / (n_out - 1) if ttft is not None and n_out and n_out > 1 else None,
+        itl_p50_ms=_pct(gaps, 50),
+        itl_p95_ms=_pct(gaps, 95),
+        itl_max_ms=float(gaps.max()) if gaps.size else None,
+        n_chunks=len(times),
+    )
+
+
+def _ratio(num: float | None, den_ms: float | None, scale: float) -> float | None:
+    if num is None or not den_ms:
+        return None
+    return num / den_ms * scale
+
+
+def _pct(a: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(a, q)) if a.size else None
+
+
+# --- statistics over many requests or runs ---------------------------------------------------
+
+
+def clean(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+
+
+def percentile(values: Sequence[float | None], q: float) -> float | None:
+    return _pct(clean(values), q)
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    a = clean(values)
+    return float(a.mean()) if a.size else None
+
+
+def cv_pct(values: Sequence[float | None]) -> float | None:
+    """Sample coefficient of variation in %, None with fewer than two values."""
+    a = clean(values)
+    if a.size < 2 or a.mean() == 0:
+        return None
+    return float(a.std(ddof=1) / a.mean() * 100.0)
+
+
+class Summary(BaseModel):
+    n: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+def summarize(values: Sequence[float | None]) -> Summary:
+    a = clean(values)
+    return Summary(
+        n=int(a.size),
+        mean=float(a.mean()) if a.size else None,
+        p50=_pct(a, 50),
+        p95=_pct(a, 95),
+        p99=_pct(a, 99),
+    )
+
+
+def pct_of(value: float | None, baseline: float | None) -> float | None:
+    if value is None or baseline is None or baseline == 0:
+        return None
+    return value / baseline * 100.0

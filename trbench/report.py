@@ -1,0 +1,488 @@
+"""The TR report: every number computed from the Parquet files alone, then rendered to Markdown.
+
+build_report() computes (ReportData, no formatting); render_markdown() formats (the Jinja2
+template in trbench/templates/report.md.j2); write_report() does both and writes
+<tr_root>/report/<tr_id>.md atomically.
+
+Statistics follow metrics.RUN_DEFINITIONS: only measured (not warm-up) requests of status ok
+from valid runs, pooled per model x config; CV is over the per-run mean decode_tps of the valid
+runs. When a run was re-run (the same model, config and run_index with a higher attempt), only
+the latest attempt counts; the superseded ones are counted in the report and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from pydantic import BaseModel
+
+from trbench import metrics
+from trbench.spec import MatrixSpec
+from trbench.storage import read_manifest, read_requests, read_runs
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAME = "report.md.j2"
+MESSAGE_CHARS = 200
+
+CACHE_MODES = {
+    "allow": "prompt caching allowed: repeated prefixes served from the KV cache; cached tokens reported",
+    "defeat": "unique prefix per request, cache_prompt=false",
+}
+
+# The per model x config numbers, in table order: (field, column header, unit kind).
+RESULT_COLUMNS: list[tuple[str, str]] = [
+    ("decode_tps_mean", "decode tok/s mean"),
+    ("decode_tps_p50", "decode tok/s p50"),
+    ("decode_tps_p95", "decode tok/s p95"),
+    ("ttft_p50_ms", "TTFT p50 ms"),
+    ("ttft_p95_ms", "TTFT p95 ms"),
+    ("e2e_p50_ms", "e2e p50 ms"),
+    ("e2e_p95_ms", "e2e p95 ms"),
+    ("cv_pct", "CV %"),
+]
+# The numbers the % of baseline table compares (CV and counts are not ratios of performance).
+PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f != "cv_pct"]
+CONFIG_KEYS = ["num_gpu", "num_ctx", "temperature"]
+
+
+# --- the computed report ----------------------------------------------------------------------
+
+
+class Config(BaseModel):
+    num_gpu: int
+    num_ctx: int
+    temperature: float
+
+    @property
+    def label(self) -> str:
+        return f"gpu{self.num_gpu}_ctx{self.num_ctx}_temp{self.temperature:g}"
+
+    def key(self) -> tuple[int, int, float]:
+        return (self.num_gpu, self.num_ctx, self.temperature)
+
+
+class CellResult(BaseModel):
+    """One model x config: the pooled statistics and the run/request counts."""
+
+    model: str
+    config: Config
+    n_requests: int  # measured ok requests of valid runs: the pooled sample
+    decode_tps_mean: float | None
+    decode_tps_p50: float | None
+    decode_tps_p95: float | None
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    e2e_p50_ms: float | None
+    e2e_p95_ms: float | None
+    cv_pct: float | None
+    run_means_decode_tps: list[float | None]  # per valid run, in run_index order
+    runs: int
+    valid_runs: int
+    invalid_runs: int
+    failed_requests: int  # measured requests with status != ok, in any counted run
+    superseded_runs: int = 0
+
+
+class PctRow(BaseModel):
+    """A CellResult's numbers as % of the baseline model's at the same config (None: no baseline value)."""
+
+    model: str
+    config: Config
+    values: dict[str, float | None]
+
+
+class FailedRequest(BaseModel):
+    model: str
+    config: Config
+    run_id: str
+    request_index: int
+    is_warmup: bool
+    error_kind: str | None
+    message: str | None  # truncated to MESSAGE_CHARS
+    note: str = ""  # warm-up / superseded attempt / unfinished run: not in the failed-request counts
+
+
+class InvalidRun(BaseModel):
+    model: str
+    config: Config
+    run_id: str
+    invalid_reason: str | None
+
+
+class InstanceInfo(BaseModel):
+    name: str
+    provider: str | None
+    url: str | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    digest: str | None
+    details: dict[str, str] = {}
+
+
+class Setup(BaseModel):
+    command: str | None
+    commit: str | None
+    dirty: bool | None
+    packages: dict[str, str | None]
+    cpu: str | None
+    cores: int | None
+    memory_gib: float | None
+    gpus: list[str]
+    platform: str | None
+    python: str | None
+    instances: list[InstanceInfo]
+    models: list[ModelInfo]
+    manifest_source: str
+
+
+class CacheInfo(BaseModel):
+    modes: list[str]  # prompt_cache values seen in the data (or the spec's when there is no data)
+    descriptions: dict[str, str]
+    cached_tokens_total: int  # over the measured ok requests of valid runs
+    cached_tokens_reported: bool  # False when no request carried a cached_tokens value
+
+
+class ReportData(BaseModel):
+    tr_id: str
+    title: str
+    objective: str
+    setup: Setup
+    cache: CacheInfo
+    definitions: dict[str, str]
+    run_definitions: dict[str, str]
+    first_started_at: str | None
+    last_started_at: str | None
+    n_run_files: int
+    n_request_rows: int
+    n_warmup_rows: int
+    baseline_model: str | None
+    baseline_source: str
+    cells: list[CellResult]
+    pct_of_baseline: list[PctRow]
+    failures: list[FailedRequest]
+    invalid_runs: list[InvalidRun]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _none(v: Any) -> Any:
+    """pandas' missing values (NaN, NA, NaT) as None."""
+    if v is None:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v
+
+
+def _str(v: Any) -> str | None:
+    v = _none(v)
+    return None if v is None else str(v)
+
+
+def _values(frame: pd.DataFrame, column: str) -> list[float | None]:
+    return [_none(v) for v in frame[column].tolist()] if column in frame else []
+
+
+def _load_manifest(tr_root: Path) -> tuple[dict, str]:
+    path = tr_root / "manifest.json"
+    if path.is_file():
+        return json.loads(path.read_text()), str(path.name)
+    for run_file in sorted((tr_root / "runs").glob("model_slug=*/*.parquet")):
+        found = read_manifest(run_file)
+        if found:
+            return found, f"metadata of {run_file.relative_to(tr_root)}"
+    return {}, "none found"
+
+
+def _setup(manifest: dict, manifest_source: str, runs: pd.DataFrame, models: list[str]) -> Setup:
+    git = manifest.get("git") or {}
+    hw = manifest.get("hardware") or {}
+    gpu_names = []
+    for g in hw.get("gpus") or []:
+        if isinstance(g, dict):
+            mem = g.get("memory_total_mib")
+            gpu_names.append(f"{g.get('name', '?')}" + (f" ({mem} MiB)" if mem else ""))
+        else:
+            gpu_names.append(str(g))
+
+    instances = []
+    for inst in manifest.get("instances") or []:
+        if isinstance(inst, dict):
+            instances.append(InstanceInfo(
+                name=str(inst.get("name", "?")),
+                provider=_str(inst.get("provider")),
+                url=_str(inst.get("url") or inst.get("base_url")),
+            ))
+    if not instances and not runs.empty:  # the data says which instances served the runs
+        seen = runs[["instance", "provider", "instance_url"]].drop_duplicates().sort_values("instance")
+        instances = [InstanceInfo(name=str(r.instance), provider=_str(r.provider), url=_str(r.instance_url))
+                     for r in seen.itertuples()]
+
+    facts = manifest.get("models") or {}
+    model_infos = []
+    for name in sorted(set(models) | set(facts)):
+        f = facts.get(name) or {}
+        details = {k: str(v) for k, v in f.items()
+                   if k not in ("digest", "model") and v is not None and not isinstance(v, (dict, list))}
+        model_infos.append(ModelInfo(name=name, digest=_str(f.get("digest")), details=details))
+
+    return Setup(
+        command=_str(manifest.get("command")),
+        commit=_str(git.get("commit")),
+        dirty=git.get("dirty"),
+        packages={str(k): _str(v) for k, v in (manifest.get("packages") or {}).items()},
+        cpu=_str(hw.get("cpu")),
+        cores=hw.get("cpu_cores_logical"),
+        memory_gib=hw.get("memory_gib"),
+        gpus=gpu_names,
+        platform=_str(hw.get("platform")),
+        python=_str(hw.get("python")),
+        instances=instances,
+        models=model_infos,
+        manifest_source=manifest_source,
+    )
+
+
+def _baseline(spec: MatrixSpec | None, manifest: dict, models: list[str]) -> tuple[str | None, str]:
+    if spec is not None:
+        if spec.baseline_model:
+            return spec.baseline_model, "the spec's baseline_model"
+        return spec.baseline, "the spec's first model, since it names no baseline_model"
+    stored = manifest.get("baseline_model") or manifest.get("baseline")
+    if not stored and isinstance(manifest.get("spec"), dict):
+        stored = manifest["spec"].get("baseline_model")
+    if stored:
+        return str(stored), "the baseline stored in the manifest"
+    if models:
+        return sorted(models)[0], "the first model alphabetically, since no spec was given and no baseline is stored"
+    return None, "no models in the data"
+
+
+def _latest_attempts(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(counted runs, superseded runs): per model x config x run_index only the highest attempt counts."""
+    if runs.empty:
+        return runs, runs
+    keys = ["model", *CONFIG_KEYS, "run_index"]
+    latest = runs.groupby(keys)["attempt"].transform("max")
+    return runs[runs["attempt"] == latest], runs[runs["attempt"] != latest]
+
+
+def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded: int,
+                 requests: pd.DataFrame) -> CellResult:
+    valid_runs = cell_runs[cell_runs["valid"].astype(bool)].sort_values("run_index")
+    reqs = requests[requests["run_id"].isin(cell_runs["run_id"])]
+    measured = reqs[~reqs["is_warmup"].astype(bool)]
+    failed = measured[measured["status"] != "ok"]
+    pooled = measured[(measured["status"] == "ok") & measured["run_id"].isin(valid_runs["run_id"])]
+
+    decode = metrics.summarize(_values(pooled, "decode_tps"))
+    ttft = metrics.summarize(_values(pooled, "ttft_ms"))
+    e2e = metrics.summarize(_values(pooled, "e2e_ms"))
+    run_means = [metrics.mean(_values(pooled[pooled["run_id"] == rid], "decode_tps"))
+                 for rid in valid_runs["run_id"]]
+    return CellResult(
+        model=model,
+        config=config,
+        n_requests=len(pooled),
+        decode_tps_mean=decode.mean,
+        decode_tps_p50=decode.p50,
+        decode_tps_p95=decode.p95,
+        ttft_p50_ms=ttft.p50,
+        ttft_p95_ms=ttft.p95,
+        e2e_p50_ms=e2e.p50,
+        e2e_p95_ms=e2e.p95,
+        cv_pct=metrics.cv_pct(run_means),
+        run_means_decode_tps=run_means,
+        runs=len(cell_runs),
+        valid_runs=len(valid_runs),
+        invalid_runs=len(cell_runs) - len(valid_runs),
+        failed_requests=len(failed),
+        superseded_runs=superseded,
+    )
+
+
+def _config_of(row: Any) -> Config:
+    return Config(num_gpu=int(row.num_gpu), num_ctx=int(row.num_ctx), temperature=float(row.temperature))
+
+
+def _model_order(spec: MatrixSpec | None, models: set[str]) -> list[str]:
+    listed = [m for m in spec.models if m in models] if spec is not None else []
+    return listed + sorted(models - set(listed))
+
+
+def _truncate(text: str | None, limit: int = MESSAGE_CHARS) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _iso(v: Any) -> str | None:
+    v = _none(v)
+    return None if v is None else pd.Timestamp(v).isoformat()
+
+
+# --- the public API ---------------------------------------------------------------------------
+
+
+def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
+    """Everything the report says, computed from the Parquet files (and manifest) under tr_root."""
+    tr_root = Path(tr_root)
+    all_runs = read_runs(tr_root)
+    requests = read_requests(tr_root)
+    manifest, manifest_source = _load_manifest(tr_root)
+    runs, superseded = _latest_attempts(all_runs)
+
+    data_models = set(all_runs["model"].dropna().astype(str)) | set(requests["model"].dropna().astype(str))
+    models = _model_order(spec, data_models)
+    baseline, baseline_source = _baseline(spec, manifest, models)
+
+    # the model x config cells, each from its counted runs (requests of unfinished runs have no run row)
+    cells: list[CellResult] = []
+    if not runs.empty:
+        configs = sorted({_config_of(r).key() for r in runs.itertuples()})
+        for model in models:
+            for g, c, t in configs:
+                sel = (runs["model"] == model) & (runs["num_gpu"] == g) & (runs["num_ctx"] == c) & (
+                    runs["temperature"] == t)
+                if not sel.any():
+                    continue
+                n_superseded = 0
+                if not superseded.empty:
+                    n_superseded = int(((superseded["model"] == model) & (superseded["num_gpu"] == g)
+                                        & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)).sum())
+                cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t))
+                cells.append(_cell_result(model, cfg, runs[sel], n_superseded, requests))
+
+    base_by_config = {cell.config.key(): cell for cell in cells if cell.model == baseline}
+    pct_rows = []
+    for cell in cells:
+        base = base_by_config.get(cell.config.key())
+        pct_rows.append(PctRow(
+            model=cell.model,
+            config=cell.config,
+            values={f: metrics.pct_of(getattr(cell, f), getattr(base, f) if base else None) for f in PCT_FIELDS},
+        ))
+
+    counted_ids = set(runs["run_id"]) if not runs.empty else set()
+    superseded_ids = set(superseded["run_id"]) if not superseded.empty else set()
+    counted_requests = requests[requests["run_id"].isin(counted_ids)]
+    failures = []
+    for r in (requests[requests["status"] != "ok"]
+              .sort_values(["model", *CONFIG_KEYS, "run_index", "attempt", "request_index"]).itertuples()):
+        notes = []
+        if bool(r.is_warmup):
+            notes.append("warm-up")
+        if r.run_id in superseded_ids:
+            notes.append("superseded attempt")
+        elif r.run_id not in counted_ids:
+            notes.append("unfinished run (no run row)")
+        failures.append(FailedRequest(
+            model=str(r.model), config=_config_of(r), run_id=str(r.run_id), request_index=int(r.request_index),
+            is_warmup=bool(r.is_warmup), error_kind=_str(r.error_kind), message=_truncate(_str(r.error_message)),
+            note=", ".join(notes),
+        ))
+    invalid = [
+        InvalidRun(model=str(r.model), config=_config_of(r), run_id=str(r.run_id),
+                   invalid_reason=_str(r.invalid_reason))
+        for r in runs[~runs["valid"].astype(bool)].sort_values(["model", *CONFIG_KEYS, "run_index"]).itertuples()
+    ] if not runs.empty else []
+
+    # prompt caching: the mode(s) the runs used and the cached tokens of the pooled requests
+    modes = sorted(set(runs["prompt_cache"].dropna().astype(str))) if not runs.empty else []
+    if not modes and spec is not None:
+        modes = [spec.prompt_cache]
+    valid_ids = set(runs.loc[runs["valid"].astype(bool), "run_id"]) if not runs.empty else set()
+    pooled = counted_requests[(~counted_requests["is_warmup"].astype(bool)) & (counted_requests["status"] == "ok")
+                              & counted_requests["run_id"].isin(valid_ids)]
+    cached = [v for v in _values(pooled, "cached_tokens") if v is not None]
+    cache = CacheInfo(
+        modes=modes,
+        descriptions={m: CACHE_MODES.get(m, m) for m in modes},
+        cached_tokens_total=int(sum(cached)),
+        cached_tokens_reported=bool(cached),
+    )
+
+    tr_ids = sorted(set(all_runs["tr_id"].dropna().astype(str))) if not all_runs.empty else []
+    tr_id = spec.tr_id if spec is not None else (tr_ids[0] if tr_ids else tr_root.name)
+    return ReportData(
+        tr_id=tr_id,
+        title=(spec.title if spec is not None and spec.title else f"Technical Report {tr_id}"),
+        objective=spec.objective if spec is not None else "",
+        setup=_setup(manifest, manifest_source, all_runs, models),
+        cache=cache,
+        definitions=dict(metrics.DEFINITIONS),
+        run_definitions=dict(metrics.RUN_DEFINITIONS),
+        first_started_at=_iso(all_runs["started_at"].min()) if not all_runs.empty else None,
+        last_started_at=_iso(all_runs["started_at"].max()) if not all_runs.empty else None,
+        n_run_files=len(all_runs),
+        n_request_rows=len(requests),
+        n_warmup_rows=int(requests["is_warmup"].astype(bool).sum()) if not requests.empty else 0,
+        baseline_model=baseline,
+        baseline_source=baseline_source,
+        cells=cells,
+        pct_of_baseline=pct_rows,
+        failures=failures,
+        invalid_runs=invalid,
+    )
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A number with `digits` decimals; 'n/a' for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def cell_text(text: Any) -> str:
+    """Text safe inside a Markdown table cell: one line, pipes escaped."""
+    if text is None:
+        return ""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["fmt"] = fmt
+    env.filters["cell"] = cell_text
+    return env
+
+
+def render_markdown(data: ReportData) -> str:
+    template = _environment().get_template(TEMPLATE_NAME)
+    return template.render(data=data, result_columns=RESULT_COLUMNS, pct_fields=PCT_FIELDS,
+                           pct_headers=dict(RESULT_COLUMNS))
+
+
+def write_report(tr_root: Path, spec: MatrixSpec | None = None) -> Path:
+    """Build and render the report and write it to tr_root/report/<tr_id>.md (temp file + rename)."""
+    tr_root = Path(tr_root)
+    data = build_report(tr_root, spec)
+    text = render_markdown(data)
+    path = tr_root / "report" / f"{data.tr_id}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

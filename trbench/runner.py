@@ -1,0 +1,158 @@
+"""One single-agent benchmark run: warm-ups, then N measured requests of one cell, in order.
+
+Prefect-free: the task in tasks/bench.py calls execute_run and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from trbench import metrics
+from trbench.backends import ChatRequest, RawExchange, WireClient
+from trbench.prompts import PromptSuite
+from trbench.spec import Cell, MatrixSpec
+from trbench.storage import slug
+
+
+class RunPlan(BaseModel):
+    """Everything that identifies one run of one cell."""
+
+    tr_id: str
+    cell: Cell
+    cell_hash: str
+    run_index: int
+    attempt: int = 1
+    instance: str
+    instance_url: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{slug(self.cell.model)}_{self.cell.label}_r{self.run_index:02d}_a{self.attempt}"
+
+
+class RunResult(BaseModel):
+    run_row: dict
+    request_rows: list[dict]
+
+
+RequestHook = Callable[[int, int, RawExchange], None]
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
+
+
+def _request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, index: int) -> tuple[str, ChatRequest]:
+    unique = f"trbench {plan.run_id} req {index} t{time.time_ns()}" if spec.prompt_cache == "defeat" else None
+    prompt_id, messages = prompts.messages(index, unique_prefix=unique)
+    return prompt_id, ChatRequest(
+        model=plan.cell.model,
+        messages=messages,
+        temperature=plan.cell.temperature,
+        max_tokens=spec.max_tokens,
+        num_ctx=plan.cell.num_ctx,
+        num_gpu=plan.cell.num_gpu,
+        seed=spec.seed,
+        cache_prompt=spec.prompt_cache == "allow",
+    )
+
+
+def _keys(spec: MatrixSpec, plan: RunPlan) -> dict:
+    c = plan.cell
+    return {
+        "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.cell_hash,
+        "model": c.model, "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
+        "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
+        "temperature": c.temperature, "prompt_cache": spec.prompt_cache, "run_index": plan.run_index,
+    }
+
+
+def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExchange) -> dict:
+    m = metrics.derive(ex)
+    return {
+        **keys,
+        "request_index": index,
+        "is_warmup": warmup,
+        "prompt_id": prompt_id,
+        "sent_at": _utc(ex.sent_at_unix),
+        "http_status": ex.http_status,
+        "finish_reason": ex.finish_reason,
+        **m.model_dump(),
+        "server_decode_tokens": ex.server_decode_tokens,
+        "server_decode_ms": ex.server_decode_ms,
+        "server_total_ms": ex.server_total_ms,
+        "chunk_offsets_ms": [(t - ex.t_send_ns) / 1e6 for t in ex.token_times_ns],
+        "chunk_kinds": list(ex.token_kinds),
+        "output_text": ex.text,
+        "reasoning_text": ex.reasoning_text,
+    }
+
+
+def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall_s: float,
+            load_ms: float | None, manifest_digest: str) -> dict:
+    measured = [r for r in rows if not r["is_warmup"]]
+    ok = [r for r in measured if r["status"] == "ok"]
+    errors = [r for r in measured if r["status"] != "ok"]
+    valid = len(ok) >= spec.min_ok
+    row = {
+        **keys,
+        "started_at": _utc(started),
+        "wall_s": wall_s,
+        "instance_load_ms": load_ms,
+        "n_requests": len(measured),
+        "n_warmup": len(rows) - len(measured),
+        "n_ok": len(ok),
+        "n_errors": len(errors),
+        "min_ok_requests": spec.min_ok,
+        "valid": valid,
+        "invalid_reason": None if valid else f"{len(ok)} ok request(s) of {len(measured)}, fewer than min_ok_requests={spec.min_ok}",
+        "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
+        "output_tokens_total": sum(r["output_tokens"] or 0 for r in ok),
+        "cached_tokens_total": sum(r["cached_tokens"] or 0 for r in ok),
+        "manifest_digest": manifest_digest,
+    }
+    for name in ("decode_tps", "decode_tps_client", "ttft_ms", "e2e_ms", "tpot_ms"):
+        s = metrics.summarize([r[name] for r in ok])
+        row.update({f"{name}_mean": s.mean, f"{name}_p50": s.p50, f"{name}_p95": s.p95, f"{name}_p99": s.p99})
+    row["decode_tps_cv_pct_within_run"] = metrics.cv_pct([r["decode_tps"] for r in ok])
+    return row
+
+
+def execute_run(
+    spec: MatrixSpec,
+    plan: RunPlan,
+    client: WireClient,
+    prompts: PromptSuite,
+    load_ms: float | None,
+    manifest_digest: str,
+    warmups: int,
+    on_request: RequestHook | None = None,
+) -> RunResult:
+    """Send `warmups` warm-up requests, then the measured requests of one run, one after the other.
+
+    Warm-ups are per cell (the flow asks for them on the first run of a cell after a server
+    load); they are stored with is_warmup=True and left out of every statistic."""
+    keys = _keys(spec, plan)
+    total = warmups + spec.requests_per_run
+    rows: list[dict] = []
+    started, t0 = time.time(), time.perf_counter()
+    for i in range(total):
+        warmup = i < warmups
+        prompt_id, req = _request(spec, plan, prompts, i if warmup else i - warmups)
+        ex = client.chat(req)
+        rows.append(request_row(keys, i, warmup, prompt_id, ex))
+        if on_request:
+            on_request(i + 1, total, ex)
+    wall_s = time.perf_counter() - t0
+    return RunResult(run_row=run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest), request_rows=rows)
+
+
+def failed_run(spec: MatrixSpec, plan: RunPlan, reason: str, manifest_digest: str) -> dict:
+    """The run row of a run that could not start (its server would not load): kept, marked invalid."""
+    row = run_row(_keys(spec, plan), spec, [], time.time(), 0.0, None, manifest_digest)
+    row.update(invalid_reason=f"instance failed: {reason}", error_kinds="instance")
+    return row

@@ -1,0 +1,235 @@
+"""The TR matrix spec: what a Technical Report run measures, validated before anything starts.
+
+A bad spec fails with SpecError, whose message is one line naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
+Backend = Literal["openai", "ollama"]
+PromptCache = Literal["allow", "defeat"]
+
+# Ollama's default port; the embedded engine uses its own range so a local Ollama keeps working.
+DEFAULT_EMBEDDED_PORTS = [18434, 18435]
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; str() is a one-line message naming the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Grid(_Strict):
+    """The settings swept per model; every combination is one matrix cell."""
+
+    num_gpu: list[int] = Field(default=[0], min_length=1, description="GPU layers (Ollama num_gpu, llama.cpp -ngl)")
+    num_ctx: list[int] = Field(default=[512], min_length=1, description="context size in tokens")
+    temperature: list[float] = Field(default=[0.8], min_length=1)
+
+    @field_validator("num_gpu")
+    @classmethod
+    def _gpu_layers(cls, v: list[int]) -> list[int]:
+        for x in v:
+            if x < 0 or x > 999:
+                raise ValueError(f"GPU layers must be 0..999, got {x}")
+        return _unique(v)
+
+    @field_validator("num_ctx")
+    @classmethod
+    def _ctx(cls, v: list[int]) -> list[int]:
+        for x in v:
+            if x < 128 or x > 1_048_576:
+                raise ValueError(f"context size must be 128..1048576 tokens, got {x}")
+        return _unique(v)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temp(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if x < 0 or x > 2:
+                raise ValueError(f"temperature must be 0..2, got {x}")
+        return _unique(v)
+
+
+def _unique(v: list) -> list:
+    if len(set(v)) != len(v):
+        raise ValueError(f"values repeat: {v}")
+    return v
+
+
+class Cell(_Strict):
+    """One matrix cell: a model with one setting of each grid axis."""
+
+    model: str
+    num_gpu: int
+    num_ctx: int
+    temperature: float
+
+    @property
+    def server_key(self) -> tuple[str, int, int]:
+        """Settings that need a server (re)load; temperature is per request."""
+        return (self.model, self.num_gpu, self.num_ctx)
+
+    @property
+    def label(self) -> str:
+        return f"gpu{self.num_gpu}_ctx{self.num_ctx}_temp{self.temperature:g}"
+
+
+class MatrixSpec(_Strict):
+    tr_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    title: str = ""
+    objective: str = ""
+    provider: Provider = "embedded"
+    backend: Backend = "openai"
+    host: str = "127.0.0.1"
+    ports: list[int] = Field(default_factory=lambda: list(DEFAULT_EMBEDDED_PORTS), min_length=1)
+    urls: list[str] = Field(default_factory=list, description="external provider: base URLs of running servers")
+    models: list[str] = Field(min_length=1)
+    baseline_model: str | None = None
+    grid: Grid = Grid()
+    runs: int = Field(default=3, ge=1, le=1000)
+    requests_per_run: int = Field(default=3, ge=1, le=10_000)
+    warmup_requests: int = Field(default=1, ge=0, le=100)
+    min_ok_requests: int | None = Field(default=None, ge=1)
+    max_tokens: int = Field(default=128, ge=1, le=131_072)
+    prompt_cache: PromptCache = "allow"
+    prompts: str = "datasets/prompts/single_agent.yaml"
+    timeout_s: float = Field(default=300.0, gt=0, description="per request")
+    load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load")
+    threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
+    seed: int | None = None
+    output_dir: str = "outputs"
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 1024 <= p <= 65535:
+                raise ValueError(f"port must be 1024..65535, got {p}")
+        return _unique(v)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"URL must start with http:// or https://, got {u!r}")
+        return [u.rstrip("/") for u in v]
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not m.strip():
+                raise ValueError("model names must not be empty")
+        return _unique(v)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> MatrixSpec:
+        if self.baseline_model is not None and self.baseline_model not in self.models:
+            raise ValueError(f"baseline_model {self.baseline_model!r} is not one of models {self.models}")
+        if self.min_ok_requests is not None and self.min_ok_requests > self.requests_per_run:
+            raise ValueError(
+                f"min_ok_requests ({self.min_ok_requests}) exceeds requests_per_run ({self.requests_per_run})"
+            )
+        if self.provider == "external" and not self.urls:
+            raise ValueError("provider 'external' needs urls: the base URLs of the running servers")
+        return self
+
+    # --- derived -------------------------------------------------------------------------
+
+    @property
+    def baseline(self) -> str:
+        return self.baseline_model or self.models[0]
+
+    @property
+    def min_ok(self) -> int:
+        return self.min_ok_requests or self.requests_per_run
+
+    def cells(self) -> list[Cell]:
+        """Cells ordered so that server reloads are fewest: by model, then GPU layers, then context."""
+        return [
+            Cell(model=m, num_gpu=g, num_ctx=c, temperature=t)
+            for m, g, c, t in itertools.product(
+                self.models, self.grid.num_gpu, self.grid.num_ctx, self.grid.temperature
+            )
+        ]
+
+    def cell_hash(self, cell: Cell, prompts_digest: str) -> str:
+        """Content hash of everything that shapes one cell's measurement (not its run count),
+        so the same cell in two TR runs can be compared."""
+        payload = {
+            "cell": cell.model_dump(),
+            "backend": self.backend,
+            "provider": self.provider,
+            "max_tokens": self.max_tokens,
+            "prompt_cache": self.prompt_cache,
+            "prompts": prompts_digest,
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_overrides(self, **overrides: Any) -> MatrixSpec:
+        """A copy with top-level fields replaced (None means keep), validated again."""
+        data = self.model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("models") and data.get("baseline_model") not in overrides["models"]:
+            data["baseline_model"] = None  # the first of the chosen models becomes the baseline
+        return _validate(data, source=f"spec {self.tr_id} with overrides")
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(MatrixSpec.model_fields) if len(e["loc"]) == 1 else ", ".join(Grid.model_fields)
+        fix = f"remove it or fix its spelling (allowed: {allowed})"
+    elif kind == "missing":
+        fix = "add it"
+    elif kind == "string_pattern_mismatch":
+        fix = "use letters, digits, '_', '.' and '-' only (at most 64)"
+    elif kind == "literal_error":
+        fix = "use one of the values above"
+    else:
+        fix = "change the value"
+    msg = e["msg"].removeprefix("Value error, ")
+    extra = f" ({len(err.errors()) - 1} more error(s))" if len(err.errors()) > 1 else ""
+    return f"{source}: field '{field}': {msg}; fix: {fix}{extra}"
+
+
+def _validate(data: Any, source: str) -> MatrixSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a YAML mapping of fields, got {type(data).__name__}")
+    try:
+        return MatrixSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_error(err, source)) from None
+
+
+def parse_spec(data: Any, source: str = "spec") -> MatrixSpec:
+    return _validate(data, source)
+
+
+def load_spec(path: str | Path) -> MatrixSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec {p}: file not found; fix: give the path of a YAML spec, e.g. deployments/quickstart.yaml")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"spec {p}: not valid YAML{where}; fix: check indentation and quoting") from None
+    return _validate(data, f"spec {p}")
