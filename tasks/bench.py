@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from trbench import progress, storage
 from trbench.backends import make_client
-from trbench.engines.instances import Instance
+from trbench.engines.instances import Instance, InstanceError
 from trbench.prompts import PromptSuite
 from trbench.runner import RunPlan, execute_run, failed_run
 from trbench.spec import MatrixSpec
@@ -29,6 +29,12 @@ def bench_run(
 ) -> dict:
     """One run of one cell; its Parquet files are written before the task returns."""
     progress.emit(kind="run_started", run_id=plan.run_id)
+    try:
+        reloaded = inst.prepare(plan.cell)  # a server that died during the last run is started again
+    except InstanceError as err:
+        return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
+    if reloaded is not None:
+        load_ms, warmups = reloaded, spec.warmup_requests
     client = make_client(spec.backend, inst.url, spec.timeout_s)
     try:
         result = execute_run(
@@ -40,17 +46,21 @@ def bench_run(
     storage.write_run(root, result.run_row, result.request_rows, manifest)
     row = result.run_row
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=row["valid"])
-    return {k: row[k] for k in ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50")}
+    return _outcome(row)
 
 
 @task(name="record-failed-runs", cache_policy=NO_CACHE)
 def record_failed_runs(plans: list[RunPlan], spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> list[dict]:
     """A cell whose server would not load still leaves a row per planned run, with the error."""
-    out = []
-    for plan in plans:
-        row = failed_run(spec, plan, reason, manifest_digest)
-        storage.write_run(root, row, [], manifest)
-        progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
-        out.append({"run_id": plan.run_id, "model": plan.cell.model, "valid": False, "n_ok": 0, "n_errors": 0,
-                    "invalid_reason": row["invalid_reason"], "decode_tps_p50": None})
-    return out
+    return [_persist_failed(plan, spec, reason, manifest, manifest_digest, root) for plan in plans]
+
+
+def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> dict:
+    row = failed_run(spec, plan, reason, manifest_digest)
+    storage.write_run(root, row, [], manifest)
+    progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
+    return _outcome(row)
+
+
+def _outcome(row: dict) -> dict:
+    return {k: row[k] for k in ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50")}

@@ -34,7 +34,8 @@ def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) 
 def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path) -> dict:
     """Describe the environment once per TR run and keep it next to the data."""
     models = {m: instances[0].model_facts(m) for m in spec.models}
-    described = [{"name": i.name, "provider": i.provider, "url": i.url} for i in instances]
+    described = [{"name": i.name, "provider": i.provider, "url": i.url, "threads": getattr(i, "threads", None)}
+                 for i in instances]
     manifest = env_manifest.collect(described, models, command=" ".join(sys.argv))
     manifest["spec"] = spec.model_dump()
     storage.write_json_atomic(root / "manifest.json", manifest)

@@ -98,3 +98,33 @@ def test_partial_failure_completes_with_a_message():
     state = final_state(spec, outcomes, 0, "r.md")
     assert state.is_completed() and "1 of 2 run(s) valid" in state.message and "b: 1 ok request(s) of 3" in state.message
     assert final_state(spec, outcomes[1:], 0, "r.md").is_failed()
+
+
+def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefect_api, tmp_path, port):
+    import threading
+    import time
+
+    root = tmp_path / "crash"
+
+    def kill_server_after_first_run():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((root / "runs").rglob("*.parquet")):
+            time.sleep(0.02)
+        for proc in llama_servers(port):
+            proc.kill()
+
+    killer = threading.Thread(target=kill_server_after_first_run, daemon=True)
+    killer.start()
+    spec = tiny_spec("crash", port, runs=3, requests_per_run=3, grid={"num_ctx": [512]}, min_ok_requests=1)
+    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    killer.join()
+    assert state.is_completed(), state.message
+    runs = storage.read_runs(root).sort_values("run_index")
+    assert len(runs) == 3
+    # a later run found the server gone, started it again (its load time recorded) and measured
+    restarted = runs[(runs["run_index"] > 0) & runs["instance_load_ms"].notna()]
+    assert len(restarted) >= 1 and runs.iloc[-1]["valid"]
+    requests = storage.read_requests(root)
+    after_restart = requests[requests["run_id"].isin(restarted["run_id"])]
+    assert after_restart["is_warmup"].sum() == 1  # a reloaded server gets its warm-up again
+    assert not llama_servers(port)

@@ -68,8 +68,11 @@ def run(
         spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
     except SpecError as err:
         _die(str(err))
+    # trbench sends nothing anywhere but the instances under test: no Prefect telemetry either
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     _terminate_as_interrupt()
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
     from tasks.setup import resolve_path

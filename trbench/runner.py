@@ -46,7 +46,7 @@ def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
 
 
-def _request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, index: int) -> tuple[str, ChatRequest]:
+def build_request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, index: int) -> tuple[str, ChatRequest]:
     unique = f"trbench {plan.run_id} req {index} t{time.time_ns()}" if spec.prompt_cache == "defeat" else None
     prompt_id, messages = prompts.messages(index, unique_prefix=unique)
     return prompt_id, ChatRequest(
@@ -142,7 +142,7 @@ def execute_run(
     started, t0 = time.time(), time.perf_counter()
     for i in range(total):
         warmup = i < warmups
-        prompt_id, req = _request(spec, plan, prompts, i if warmup else i - warmups)
+        prompt_id, req = build_request(spec, plan, prompts, i if warmup else i - warmups)
         ex = client.chat(req)
         rows.append(request_row(keys, i, warmup, prompt_id, ex))
         if on_request:
