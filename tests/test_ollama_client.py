@@ -237,7 +237,8 @@ def test_fake_ollama_metadata_endpoints_feed_model_facts(fake: FakeOllama) -> No
     assert facts["digest"] == MODELS["fake-llama:1b"].digest("fake-llama:1b")
     assert facts["size_bytes"] == MODELS["fake-llama:1b"].size
     assert facts["details"]["quantization_level"] == "Q4_K_M"
-    assert fake.requests[-1].path == "/api/tags"
+    assert {r.path for r in fake.requests[-2:]} == {"/api/tags", "/api/show"}
+    assert facts["context_length"] and facts["modelfile"]  # the `ollama show --modelfile` data
     assert ExternalInstance("external-0", fake.url, "ollama").model_facts("absent:1b")["digest"] is None
 
 

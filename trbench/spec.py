@@ -18,8 +18,9 @@ Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
 Backend = Literal["openai", "ollama"]
 PromptCache = Literal["allow", "defeat"]
 
-# Ollama's default port; the embedded engine uses its own range so a local Ollama keeps working.
-DEFAULT_EMBEDDED_PORTS = [18434, 18435]
+# Ollama's own ports for the Ollama providers (seed 003: collector 11434, insight 11435); the
+# embedded engine uses its own range so that a local Ollama keeps working beside it.
+DEFAULT_PORTS = {"embedded": [18434, 18435], "ollama-docker": [11434, 11435], "ollama-process": [11434, 11435]}
 
 
 class SpecError(ValueError):
@@ -93,8 +94,14 @@ class MatrixSpec(_Strict):
     provider: Provider = "embedded"
     backend: Backend = "openai"
     host: str = "127.0.0.1"
-    ports: list[int] = Field(default_factory=lambda: list(DEFAULT_EMBEDDED_PORTS), min_length=1)
+    ports: list[int] | None = Field(default=None, min_length=1, description="local ports, one per instance")
     urls: list[str] = Field(default_factory=list, description="external provider: base URLs of running servers")
+    gpu_devices: list[str] | None = Field(
+        default=None, description="GPU per instance (round robin): docker device request / CUDA_VISIBLE_DEVICES")
+    docker_image: str = "ollama/ollama:latest"
+    docker_volume: str = Field(default="trbench-ollama-models", description="shared model volume: pulled once")
+    ollama_binary: str = "ollama"
+    pull_models: bool = Field(default=False, description="preflight pulls missing Ollama models")
     models: list[str] = Field(min_length=1)
     baseline_model: str | None = None
     grid: Grid = Grid()
@@ -113,11 +120,11 @@ class MatrixSpec(_Strict):
 
     @field_validator("ports")
     @classmethod
-    def _ports(cls, v: list[int]) -> list[int]:
-        for p in v:
+    def _ports(cls, v: list[int] | None) -> list[int] | None:
+        for p in v or []:
             if not 1024 <= p <= 65535:
                 raise ValueError(f"port must be 1024..65535, got {p}")
-        return _unique(v)
+        return _unique(v) if v else v
 
     @field_validator("urls")
     @classmethod
@@ -152,6 +159,10 @@ class MatrixSpec(_Strict):
     @property
     def baseline(self) -> str:
         return self.baseline_model or self.models[0]
+
+    @property
+    def instance_ports(self) -> list[int]:
+        return self.ports or DEFAULT_PORTS.get(self.provider, [])
 
     @property
     def min_ok(self) -> int:

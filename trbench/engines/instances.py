@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from trbench.engines import bundled
+from trbench.engines import bundled, ollama_api
 from trbench.spec import Cell, MatrixSpec
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
@@ -31,19 +31,31 @@ class InstanceError(RuntimeError):
 
 
 class Instance(Protocol):
+    """One running LLM server at one URL. Providers differ in how it starts; flows see only this."""
+
     name: str
     url: str
     provider: str
 
+    def start(self) -> None:
+        """Start the server if this provider starts one (idempotent); raise InstanceError if it cannot."""
+
     def prepare(self, cell: Cell) -> float | None:
         """Make the server ready for this cell; the load time in ms if it (re)loaded."""
 
-    def model_facts(self, model: str) -> dict: ...
+    def unload(self, model: str) -> None:
+        """Free the model's memory (serial mode, between models)."""
 
-    def stop(self) -> None: ...
+    def model_facts(self, model: str) -> dict:
+        """Digest and metadata of a model on this instance, for the manifest."""
+
+    def stop(self) -> None:
+        """Stop and remove whatever start() created; safe to call twice and on every exit path."""
 
 
-def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None, name: str = "") -> None:
+def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None, name: str = "",
+                 path: str = "/health") -> None:
+    """Poll url+path until it answers 200 (llama.cpp: /health; Ollama: /api/version)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     with httpx.Client(timeout=2.0, trust_env=False) as http:
@@ -51,14 +63,14 @@ def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
             if proc is not None and proc.poll() is not None:
                 raise InstanceError(f"instance {name}: server process exited with code {proc.returncode} while loading")
             try:
-                r = http.get(f"{url}/health")
+                r = http.get(f"{url}{path}")
                 if r.status_code == 200:
                     return
                 last = f"HTTP {r.status_code}"
             except httpx.HTTPError as err:
                 last = type(err).__name__
             time.sleep(0.1)
-    raise InstanceError(f"instance {name} at {url}: /health did not answer 200 within {timeout_s:.0f} s ({last})")
+    raise InstanceError(f"instance {name} at {url}: {path} did not answer 200 within {timeout_s:.0f} s ({last})")
 
 
 def default_threads(instances: int = 1) -> int:
@@ -99,6 +111,13 @@ class EmbeddedInstance:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def start(self) -> None:
+        return None  # the server starts at the first prepare(): model and context come with the cell
+
+    def unload(self, model: str) -> None:
+        if self.loaded and self.loaded[0] == model:
+            self.stop()
 
     def prepare(self, cell: Cell) -> float | None:
         with self._lock:
@@ -162,39 +181,46 @@ class ExternalInstance:
         self.url = url
         self.backend = backend
 
+    def start(self) -> None:
+        return None
+
     def prepare(self, cell: Cell) -> float | None:
         return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+
+    def unload(self, model: str) -> None:
+        if self.backend == "ollama":
+            ollama_api.unload(self.url, model)
 
     def model_facts(self, model: str) -> dict:
         if self.backend != "ollama":
             return {"model": model, "digest": None, "source": self.url}
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
-            tags = http.get(f"{self.url}/api/tags").json().get("models", [])
-        for m in tags:
-            if m.get("name") == model or m.get("model") == model:
-                return {"model": model, "digest": m.get("digest"), "size_bytes": m.get("size"),
-                        "details": m.get("details", {}), "source": self.url}
-        return {"model": model, "digest": None, "source": self.url}
+        return ollama_api.model_facts(self.url, model)
 
     def stop(self) -> None:
         return None
 
 
-UNAVAILABLE_PROVIDERS = {"ollama-docker", "ollama-process"}
-
-
 def create_instances(spec: MatrixSpec, log_dir: Path, count: int = 1) -> list[Instance]:
-    """The instances of a spec, not yet started (embedded servers start at their first prepare)."""
-    if spec.provider == "embedded":
-        if len(spec.ports) < count:
-            raise InstanceError(f"spec field 'ports': {count} instance(s) needed, {len(spec.ports)} port(s) given; fix: list more ports")
-        return [EmbeddedInstance(f"embedded-{i}", spec.host, spec.ports[i], spec.threads, log_dir, spec.load_timeout_s)
-                for i in range(count)]
+    """The spec's first `count` instances, not started yet (the flow starts them after preflight)."""
     if spec.provider == "external":
         if len(spec.urls) < count:
             raise InstanceError(f"spec field 'urls': {count} instance(s) needed, {len(spec.urls)} URL(s) given; fix: list more urls")
         return [ExternalInstance(f"external-{i}", spec.urls[i], spec.backend) for i in range(count)]
-    raise InstanceError(
-        f"provider {spec.provider!r} is not available in this version of trbench; fix: set provider to "
-        "'embedded' (bundled models) or 'external' (urls of servers you started)"
-    )
+    ports = spec.instance_ports
+    if len(ports) < count:
+        raise InstanceError(f"spec field 'ports': {count} instance(s) needed, {len(ports)} port(s) given; fix: list more ports")
+    gpus = spec.gpu_devices or []
+    gpu_of = [gpus[i % len(gpus)] if gpus else None for i in range(count)]
+    if spec.provider == "embedded":
+        threads = spec.threads or default_threads(count)
+        return [EmbeddedInstance(f"embedded-{i}", spec.host, ports[i], threads, log_dir, spec.load_timeout_s)
+                for i in range(count)]
+    if spec.provider == "ollama-docker":
+        from trbench.engines.ollama_docker import OllamaContainerInstance
+
+        return [OllamaContainerInstance(f"ollama-docker-{i}", spec, ports[i], gpu_of[i]) for i in range(count)]
+    if spec.provider == "ollama-process":
+        from trbench.engines.ollama_process import OllamaProcessInstance
+
+        return [OllamaProcessInstance(f"ollama-process-{i}", spec, ports[i], gpu_of[i], log_dir) for i in range(count)]
+    raise InstanceError(f"unknown provider {spec.provider!r}; fix: use embedded, external, ollama-docker or ollama-process")
