@@ -1,49 +1,68 @@
-"""tr_matrix: one Technical Report run of the single-agent matrix.
+"""tr_matrix: one Technical Report run.
 
-  1. load and validate the spec          (a bad spec stops here, before any server starts)
-  2. preflight every instance and model  (before any benchmark time is spent)
-  3. record the environment manifest
-  4. plan the runs, skipping those already finished under this tr_id (resume)
-  5. per server configuration: load the server, then map the runs over it
-  6. stop the instances, whatever happened
-  7. render the report
+  1. load and validate the spec, its prompts and agents  (a bad spec stops here)
+  2. preflight: ports free or servers answering
+  3. start the instances, then preflight every model (pulled where the spec allows)
+  4. record the environment manifest
+  5. single-agent matrix: runs mapped over lanes of cells (serial: one model at a time)
+  6. multi-agent matrix: per model x scenario, both agents at once, then each alone
+  7. stop the instances, whatever happened
+  8. render the report
+Runs already finished under the same tr_id are skipped: running it again resumes.
 """
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
-from tasks.bench import bench_run, record_failed_runs
-from tasks.instances import prepare_instance, stop_instances
+from tasks.bench import plan_lanes, run_lane
+from tasks.instances import start_instances, stop_instances
+from tasks.multi_agent import multi_agent_run
 from tasks.preflight import check_instance, check_model
 from tasks.report import render_report
 from tasks.setup import load_matrix_spec, record_manifest, resolve_path
 from trbench import manifest as env_manifest
 from trbench import progress, storage
+from trbench.agents import ROLES, AgentSuite
 from trbench.engines.instances import Instance, create_instances
+from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
 from trbench.prompts import PromptSuite
 from trbench.runner import RunPlan
 from trbench.spec import MatrixSpec
 
 
-def plan_runs(spec: MatrixSpec, prompts: PromptSuite, inst: Instance, finished: set[str]) -> list[RunPlan]:
-    plans = [
+def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance]) -> list[RunPlan]:
+    if not spec.single_agent:
+        return []
+    return [
         RunPlan(tr_id=spec.tr_id, cell=cell, cell_hash=spec.cell_hash(cell, prompts.digest), run_index=i,
-                instance=inst.name, instance_url=inst.url)
+                instance=instances[0].name, instance_url=instances[0].url)
         for cell in spec.cells()
         for i in range(spec.runs)
     ]
-    return [p for p in plans if p.run_id not in finished]
 
 
-def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path) -> State:
+def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[Instance]) -> list[MultiRunPlan]:
+    if spec.multi_agent is None or suite is None:
+        return []
+    plans = []
+    for model in spec.multi_agent_models:
+        for scenario in spec.multi_agent.scenarios:
+            options = spec.multi_agent.options(scenario)
+            slots = [AgentSlot(role=role, instance=inst.name, instance_url=inst.url, options=spec.resolve_options(o))
+                     for role, inst, o in zip(ROLES, instances, options)]
+            h = config_hash(spec, model, scenario, slots, suite.content_digest)
+            plans += [MultiRunPlan(tr_id=spec.tr_id, model=model, scenario=scenario, run_index=i, slots=slots, config_hash=h)
+                      for i in range(spec.multi_agent.runs)]
+    return plans
+
+
+def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str) -> State:
     valid = sum(o["valid"] for o in outcomes)
     invalid = [o for o in outcomes if not o["valid"]]
     summary = (f"{spec.tr_id}: {valid} of {len(outcomes)} run(s) valid"
@@ -56,8 +75,9 @@ def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Pa
     return Completed(message=summary)
 
 
-# One task at a time: two runs measured at once would contend for the same cores and GPU.
-@flow(name="tr_matrix", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
+# Parallelism is decided by the spec (lanes), never by the task runner: runs within a lane and the
+# multi-agent runs are measured one at a time.
+@flow(name="tr_matrix", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
 def tr_matrix(
     spec_path: str = "deployments/quickstart.yaml",
     spec: dict | None = None,
@@ -71,50 +91,46 @@ def tr_matrix(
     logger = get_run_logger()
     overrides = {"tr_id": tr_id, "models": models, "runs": runs, "requests_per_run": requests_per_run,
                  "output_dir": output_dir}
-    spec_obj, prompts = load_matrix_spec(spec_path, spec, overrides)
+    spec_obj, prompts, agents = load_matrix_spec(spec_path, spec, overrides)
     root = storage.tr_dir(resolve_path(spec_obj.output_dir), spec_obj.tr_id)
-    instances = create_instances(spec_obj, root / "logs")
-
+    instances = create_instances(spec_obj, root / "logs", spec_obj.instance_count)
     for inst in instances:
         check_instance(inst, spec_obj.backend)
-        for model in spec_obj.models:
-            check_model(inst, spec_obj.backend, model)
-
-    manifest = record_manifest(spec_obj, instances, root)
-    manifest_digest = env_manifest.digest(manifest)
-    inst = instances[0]
-    finished = storage.finished_run_ids(root)
-    plans = plan_runs(spec_obj, prompts, inst, finished)
-    skipped = len(spec_obj.cells()) * spec_obj.runs - len(plans)
-    progress.emit(kind="planned", total_runs=len(plans) + skipped, message=f"{skipped} already finished")
-    for run_id in sorted(finished):
-        progress.emit(kind="run_skipped", run_id=run_id)
 
     outcomes: list[dict] = []
     try:
-        for _key, group in itertools.groupby(plans, key=lambda p: p.cell.server_key):
-            group = list(group)
-            loaded = prepare_instance.submit(inst, group[0].cell)
-            wait([loaded])
-            if loaded.state.is_failed():
-                reason = str(loaded.state.message or "server did not load")
-                logger.error("%s: %s; its %d run(s) are recorded as failed", group[0].cell.model, reason, len(group))
-                outcomes += record_failed_runs(group, spec_obj, reason, manifest, manifest_digest, root)
-                continue
-            load_ms = loaded.result()
-            # warm-ups once per cell, on the cell's first run after the server is ready
-            warmups = [spec_obj.warmup_requests if i == 0 or p.cell != group[i - 1].cell else 0 for i, p in enumerate(group)]
-            futures = bench_run.map(
-                group, unmapped(spec_obj), unmapped(inst), unmapped(prompts), unmapped(manifest),
-                unmapped(manifest_digest), unmapped(root), warmups, [load_ms] + [None] * (len(group) - 1),
-            )
-            outcomes += [f.result() for f in futures]
+        start_instances(instances)
+        for inst in instances:
+            for model in spec_obj.models:
+                check_model(inst, spec_obj.backend, model, spec_obj.pull_models)
+        manifest = record_manifest(spec_obj, instances, root)
+        digest = env_manifest.digest(manifest)
+
+        single = plan_runs(spec_obj, prompts, instances)
+        multi = plan_multi_runs(spec_obj, agents, instances)
+        done_single, done_multi = storage.finished_run_ids(root), storage.finished_run_ids(root, "multi")
+        todo_single = [p for p in single if p.run_id not in done_single]
+        todo_multi = [p for p in multi if p.run_id not in done_multi]
+        skipped = len(single) + len(multi) - len(todo_single) - len(todo_multi)
+        progress.emit(kind="planned", total_runs=len(single) + len(multi), message=f"{skipped} already finished")
+        for _ in range(skipped):
+            progress.emit(kind="run_skipped")
+
+        lanes = plan_lanes(todo_single, spec_obj, len(instances))
+        for lane_outcomes in run_lane.map(lanes, unmapped(spec_obj), unmapped(instances), unmapped(prompts),
+                                          unmapped(manifest), unmapped(digest), unmapped(root)).result():
+            outcomes += lane_outcomes
+
+        pair = dict(zip(ROLES, instances))
+        for i, plan in enumerate(todo_multi):
+            first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
+            outcomes.append(multi_agent_run(plan, spec_obj, pair, agents, manifest, digest, root, first))
     finally:
         try:
             stop_instances(instances)
         finally:
-            for i in instances:  # again, plainly: also when the interrupt hit the task machinery itself
-                i.stop()
+            for inst in instances:  # again, plainly: also when the interrupt hit the task machinery itself
+                inst.stop()
 
     report = render_report(root, spec_obj)
     state = final_state(spec_obj, outcomes, skipped, report)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from prefect import task
+from pydantic import BaseModel
 from prefect.cache_policies import NO_CACHE
 
 from trbench import progress, storage
@@ -13,6 +15,7 @@ from trbench.engines.instances import Instance, InstanceError
 from trbench.prompts import PromptSuite
 from trbench.runner import RunPlan, execute_run, failed_run
 from trbench.spec import MatrixSpec
+from tasks.instances import prepare_instance, unload_model
 
 
 @task(name="bench-run", cache_policy=NO_CACHE, task_run_name="run {plan.run_id}")
@@ -64,3 +67,45 @@ def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict
 
 def _outcome(row: dict) -> dict:
     return {k: row[k] for k in ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50")}
+
+
+class Lane(BaseModel):
+    """Runs that share one instance, measured one after the other."""
+
+    instance: int
+    plans: list[RunPlan]
+
+
+def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, n_instances: int) -> list[Lane]:
+    """serial: every run on instance 0, one model loaded at a time. parallel: models spread over
+    up to max_parallel instances, each lane measuring its own cells (never a batch average)."""
+    if spec.execution.mode == "serial":
+        return [Lane(instance=0, plans=plans)] if plans else []
+    width = min(spec.execution.max_parallel, n_instances, len(spec.models))
+    lane_of = {m: i % width for i, m in enumerate(spec.models)}
+    lanes = [Lane(instance=i, plans=[p for p in plans if lane_of[p.cell.model] == i]) for i in range(width)]
+    return [lane for lane in lanes if lane.plans]
+
+
+@task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
+def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
+             manifest_digest: str, root: Path) -> list[dict]:
+    """Per server configuration: load the instance, then its runs; in serial mode a model is
+    unloaded before the next one is loaded."""
+    inst = instances[lane.instance]
+    outcomes: list[dict] = []
+    groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
+    for n, group in enumerate(groups):
+        try:
+            load_ms = prepare_instance(inst, group[0].cell)
+        except InstanceError as err:
+            outcomes += record_failed_runs(group, spec, str(err), manifest, manifest_digest, root)
+            continue
+        for i, plan in enumerate(group):
+            first_of_cell = i == 0 or plan.cell != group[i - 1].cell
+            outcomes.append(bench_run(plan, spec, inst, prompts, manifest, manifest_digest, root,
+                                      spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None))
+        next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
+        if spec.execution.mode == "serial" and next_model != group[0].cell.model:
+            unload_model(inst, group[0].cell.model)
+    return outcomes

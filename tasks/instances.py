@@ -22,3 +22,16 @@ def prepare_instance(inst: Instance, cell: Cell) -> float | None:
 def stop_instances(instances: list[Instance]) -> None:
     for inst in instances:
         inst.stop()
+
+
+@task(name="start-instances", cache_policy=NO_CACHE)
+def start_instances(instances: list[Instance]) -> list[str]:
+    """Start every server the provider starts (containers, `ollama serve`); embedded ones load per cell."""
+    for inst in instances:
+        inst.start()
+    return [f"{i.name}: {i.url}" for i in instances]
+
+
+@task(name="unload-model", cache_policy=NO_CACHE, task_run_name="unload {model} from {inst.name}")
+def unload_model(inst: Instance, model: str) -> None:
+    inst.unload(model)

@@ -19,7 +19,7 @@ def check_instance(inst: Instance, backend: str) -> str:
     return f"{inst.name}: {inst.url} answers"
 
 
-@task(name="preflight-model", cache_policy=NO_CACHE)
-def check_model(inst: Instance, backend: str, model: str) -> str:
-    preflight.check_model(inst, backend, model)
-    return f"{inst.name}: {model} present"
+@task(name="preflight-model", cache_policy=NO_CACHE, task_run_name="preflight {model} on {inst.name}")
+def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:
+    """The model is on the instance; an Ollama server pulls it first when the spec allows."""
+    return preflight.check_model(inst, backend, model, pull)

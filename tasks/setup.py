@@ -12,6 +12,7 @@ from trbench import manifest as env_manifest
 from trbench import storage
 from trbench.engines.instances import Instance
 from trbench.manifest import PROJECT_ROOT
+from trbench.agents import AgentSuite, load_agents
 from trbench.prompts import PromptSuite, load_prompts
 from trbench.spec import MatrixSpec, load_spec, parse_spec
 
@@ -23,11 +24,12 @@ def resolve_path(path: str) -> Path:
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)
-def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) -> tuple[MatrixSpec, PromptSuite]:
-    """The spec (from a file or given inline) with overrides applied, and its prompt suite."""
+def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) -> tuple[MatrixSpec, PromptSuite, AgentSuite | None]:
+    """The spec (from a file or given inline) with overrides applied, its prompts and agents."""
     base = parse_spec(spec, "spec parameter") if spec is not None else load_spec(resolve_path(spec_path or ""))
     final = base.with_overrides(**overrides)
-    return final, load_prompts(resolve_path(final.prompts))
+    agents = load_agents(resolve_path(final.multi_agent.agents)) if final.multi_agent else None
+    return final, load_prompts(resolve_path(final.prompts)), agents
 
 
 @task(name="record-manifest", cache_policy=NO_CACHE)

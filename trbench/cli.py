@@ -118,7 +118,7 @@ def report(
     from trbench.storage import tr_dir
 
     root = tr_dir(output_dir, tr_id)
-    if not (root / "runs").is_dir():
+    if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):
         _die(f"no data for tr_id {tr_id!r} under {root}; fix: check --output-dir and the tr_id")
     console.print(f"report: {write_report(root)}")
 

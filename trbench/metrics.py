@@ -52,6 +52,31 @@ RUN_DEFINITIONS: dict[str, str] = {
 }
 
 
+MULTI_AGENT_DEFINITIONS: dict[str, str] = {
+    "concurrent_wall_s": "t(last agent finished) - t(first agent started) with both agents running at once, "
+    "one per instance",
+    "sequential_wall_s": "measured, not assumed: collector alone on its instance, then insight alone on its "
+    "instance; the sum of the two agents' walls",
+    "speedup": "sequential_wall_s / concurrent_wall_s",
+    "efficiency_pct": "speedup / n_agents x 100 (n_agents = 2); 100 % means two agents cost no more than one",
+    "agent decode tok/s": "mean decode_tps (server view) over the agent's calls",
+    "agent TTFT": "mean ttft_ms over the agent's calls",
+    "deltas": "insight minus collector, in the concurrent phase",
+    "phase order": "even runs measure the concurrent phase first, odd runs the solo phase first, so that "
+    "neither phase always gets the warmer caches",
+}
+
+
+def speedup(sequential_wall_s: float | None, concurrent_wall_s: float | None) -> float | None:
+    if not sequential_wall_s or not concurrent_wall_s:
+        return None
+    return sequential_wall_s / concurrent_wall_s
+
+
+def efficiency_pct(speedup_value: float | None, n_agents: int) -> float | None:
+    return None if speedup_value is None else speedup_value / n_agents * 100.0
+
+
 class RequestMetrics(BaseModel):
     status: str
     error_kind: str | None = None

@@ -7,7 +7,7 @@ import socket
 
 import httpx
 
-from trbench.engines import bundled
+from trbench.engines import bundled, ollama_api
 from trbench.engines.instances import EmbeddedInstance, Instance
 
 
@@ -57,15 +57,25 @@ def available_models(inst: Instance, backend: str) -> list[str]:
         return sorted(m.get("id") for m in data.get("data", []) if m.get("id"))
 
 
-def check_model(inst: Instance, backend: str, model: str) -> None:
+def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:
+    """Raise PreflightError unless the model is there; returns what was found or done."""
     if isinstance(inst, EmbeddedInstance):
         try:
             bundled.resolve(model)
         except bundled.ModelNotFound as err:
-            raise PreflightError(inst.name, "model present", str(err).split("; fix: ")[0],
-                                 str(err).split("; fix: ")[-1]) from None
-        return
+            problem, _, fix = str(err).partition("; fix: ")
+            raise PreflightError(inst.name, "model present", problem, fix) from None
+        return f"{inst.name}: {model} bundled"
     names = available_models(inst, backend)
-    if model not in names:
-        fix = f"`ollama pull {model}` on that host" if backend == "ollama" else "load that model on the server"
-        raise PreflightError(inst.name, "model present", f"model {model!r} is not on {inst.url} (it has: {', '.join(names) or 'none'})", fix)
+    if model in names:
+        return f"{inst.name}: {model} present"
+    if backend == "ollama" and pull:
+        try:
+            ollama_api.pull(inst.url, model)
+        except ollama_api.OllamaAPIError as err:
+            raise PreflightError(inst.name, "model present", f"pulling {model!r} failed: {err}",
+                                 "check the model name and the server's network") from None
+        return f"{inst.name}: {model} pulled"
+    fix = (f"`ollama pull {model}` on that host, or set pull_models: true in the spec" if backend == "ollama"
+           else "load that model on the server")
+    raise PreflightError(inst.name, "model present", f"model {model!r} is not on {inst.url} (it has: {', '.join(names) or 'none'})", fix)

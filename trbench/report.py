@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench import metrics
+from trbench.report_multi import MultiAgentSection, build_multi_agent
 from trbench.spec import MatrixSpec
 from trbench.storage import read_manifest, read_requests, read_runs
 
@@ -169,6 +170,7 @@ class ReportData(BaseModel):
     pct_of_baseline: list[PctRow]
     failures: list[FailedRequest]
     invalid_runs: list[InvalidRun]
+    multi_agent: MultiAgentSection | None = None
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -435,6 +437,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
         pct_of_baseline=pct_rows,
         failures=failures,
         invalid_runs=invalid,
+        multi_agent=build_multi_agent(tr_root, models),
     )
 
 

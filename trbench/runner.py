@@ -42,7 +42,7 @@ class RunResult(BaseModel):
 RequestHook = Callable[[int, int, RawExchange], None]
 
 
-def _utc(ts: float) -> dt.datetime:
+def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
 
 
@@ -78,7 +78,7 @@ def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExc
         "request_index": index,
         "is_warmup": warmup,
         "prompt_id": prompt_id,
-        "sent_at": _utc(ex.sent_at_unix),
+        "sent_at": utc(ex.sent_at_unix),
         "http_status": ex.http_status,
         "finish_reason": ex.finish_reason,
         **m.model_dump(),
@@ -100,7 +100,7 @@ def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall
     valid = len(ok) >= spec.min_ok
     row = {
         **keys,
-        "started_at": _utc(started),
+        "started_at": utc(started),
         "wall_s": wall_s,
         "instance_load_ms": load_ms,
         "n_requests": len(measured),

@@ -69,6 +69,75 @@ def _unique(v: list) -> list:
     return v
 
 
+class OptionSet(_Strict):
+    """Per-agent model options; a field left null means the server's own default."""
+
+    num_gpu: int | None = Field(default=None, ge=0, le=999)
+    num_ctx: int | None = Field(default=None, ge=128, le=1_048_576)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+# What "server defaults" means on the embedded engine, where every setting must be given:
+# Ollama's documented defaults (context 4096, all layers that fit on the GPU) and llama.cpp's 0.8.
+EMBEDDED_DEFAULTS = OptionSet(num_gpu=999, num_ctx=4096, temperature=0.8)
+
+Scenario = Literal["baseline_vs_chimera", "chimera_homo", "chimera_hetero"]
+SCENARIOS: dict[str, str] = {
+    "baseline_vs_chimera": "collector on the server's defaults, insight on the chimera options",
+    "chimera_homo": "both agents on the chimera options",
+    "chimera_hetero": "collector on the chimera options, insight on the second option set (chimera_alt)",
+}
+
+
+class ContentionRule(_Strict):
+    """When an agent running beside another counts as contended, against its own solo run."""
+
+    throughput_drop_pct: float = Field(default=25.0, gt=0, lt=100)
+    ttft_factor: float = Field(default=3.0, gt=1)
+
+    def describe(self) -> str:
+        return (f"an agent is contended when its concurrent decode tok/s is more than {self.throughput_drop_pct:g}% "
+                f"below its solo run, or its concurrent TTFT is more than {self.ttft_factor:g}x its solo TTFT; "
+                "a run shows contention when any agent is contended")
+
+
+class MultiAgentSpec(_Strict):
+    """Seed 003's dual-instance experiment: collector on instance 0, insight on instance 1."""
+
+    models: list[str] | None = Field(default=None, description="default: the spec's models")
+    scenarios: list[Scenario] = Field(default=["baseline_vs_chimera", "chimera_homo"], min_length=1)
+    chimera: OptionSet = OptionSet(num_gpu=80, num_ctx=2048, temperature=1.0)
+    chimera_alt: OptionSet = OptionSet(num_gpu=60, num_ctx=1024, temperature=0.6)
+    defaults: OptionSet = Field(default=OptionSet(), description="'server defaults'; null fields: the server's own")
+    runs: int = Field(default=3, ge=1, le=1000)
+    warmup_requests: int = Field(default=1, ge=0, le=100)
+    max_tokens: int = Field(default=128, ge=1, le=131_072)
+    agents: str = "datasets/agents/tr_agents.yaml"
+    contention: ContentionRule = ContentionRule()
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scen(cls, v: list[str]) -> list[str]:
+        return _unique(v)
+
+    def options(self, scenario: str) -> tuple[OptionSet, OptionSet]:
+        """(collector, insight) options of a scenario."""
+        return {
+            "baseline_vs_chimera": (self.defaults, self.chimera),
+            "chimera_homo": (self.chimera, self.chimera),
+            "chimera_hetero": (self.chimera, self.chimera_alt),
+        }[scenario]
+
+
+class ExecutionSpec(_Strict):
+    """How the single-agent matrix uses the machine (seed 000)."""
+
+    mode: Literal["serial", "parallel"] = Field(
+        default="serial", description="serial: one model loaded at a time, unloaded between; "
+        "parallel: up to max_parallel models at once, one instance each, each cell timed on its own")
+    max_parallel: int = Field(default=2, ge=1, le=16)
+
+
 class Cell(_Strict):
     """One matrix cell: a model with one setting of each grid axis."""
 
@@ -117,6 +186,9 @@ class MatrixSpec(_Strict):
     threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
     seed: int | None = None
     output_dir: str = "outputs"
+    single_agent: bool = Field(default=True, description="run the single-agent matrix")
+    execution: ExecutionSpec = ExecutionSpec()
+    multi_agent: MultiAgentSpec | None = None
 
     @field_validator("ports")
     @classmethod
@@ -152,6 +224,11 @@ class MatrixSpec(_Strict):
             )
         if self.provider == "external" and not self.urls:
             raise ValueError("provider 'external' needs urls: the base URLs of the running servers")
+        ma = self.multi_agent
+        if ma and ma.models and (stray := [m for m in ma.models if m not in self.models]):
+            raise ValueError(f"multi_agent.models {stray} are not in models {self.models} (preflight checks those)")
+        if not self.single_agent and ma is None:
+            raise ValueError("single_agent is false and there is no multi_agent section: nothing to run")
         return self
 
     # --- derived -------------------------------------------------------------------------
@@ -165,6 +242,16 @@ class MatrixSpec(_Strict):
         return self.ports or DEFAULT_PORTS.get(self.provider, [])
 
     @property
+    def instance_count(self) -> int:
+        """Instances the spec needs: two for the multi-agent runs, max_parallel in parallel mode."""
+        parallel = min(self.execution.max_parallel, len(self.models)) if self.execution.mode == "parallel" else 1
+        return max(parallel, 2 if self.multi_agent else 1)
+
+    @property
+    def multi_agent_models(self) -> list[str]:
+        return (self.multi_agent.models or self.models) if self.multi_agent else []
+
+    @property
     def min_ok(self) -> int:
         return self.min_ok_requests or self.requests_per_run
 
@@ -176,6 +263,12 @@ class MatrixSpec(_Strict):
                 self.models, self.grid.num_gpu, self.grid.num_ctx, self.grid.temperature
             )
         ]
+
+    def resolve_options(self, opts: OptionSet) -> OptionSet:
+        """Options as sent: on the embedded engine null fields become its stated defaults."""
+        if self.provider != "embedded":
+            return opts
+        return OptionSet(**{k: v if v is not None else getattr(EMBEDDED_DEFAULTS, k) for k, v in opts.model_dump().items()})
 
     def cell_hash(self, cell: Cell, prompts_digest: str) -> str:
         """Content hash of everything that shapes one cell's measurement (not its run count),

@@ -103,6 +103,39 @@ RUN_SCHEMA = pa.schema(
 )
 
 
+MA_REQUEST_SCHEMA = pa.schema(
+    list(REQUEST_SCHEMA)
+    + [("scenario", pa.string()), ("agent", pa.string()), ("phase", pa.string()), ("call", pa.string())]
+)
+
+_AGENT_FIGURES = [("decode_tps", pa.float64()), ("ttft_ms", pa.float64()), ("wall_s", pa.float64()),
+                  ("output_tokens", pa.int64())]
+MA_RUN_SCHEMA = pa.schema(
+    [
+        ("tr_id", pa.string()), ("run_id", pa.string()), ("attempt", pa.int32()), ("cell_hash", pa.string()),
+        ("model", pa.string()), ("scenario", pa.string()), ("provider", pa.string()), ("backend", pa.string()),
+        ("run_index", pa.int32()), ("started_at", pa.timestamp("us", tz="UTC")), ("phase_order", pa.string()),
+        ("n_agents", pa.int32()), ("concurrent_wall_s", pa.float64()), ("sequential_wall_s", pa.float64()),
+        ("speedup", pa.float64()), ("efficiency_pct", pa.float64()), ("n_requests", pa.int32()),
+        ("n_errors", pa.int32()), ("error_kinds", pa.string()), ("valid", pa.bool_()), ("invalid_reason", pa.string()),
+        ("contention", pa.bool_()), ("contention_rule", pa.string()), ("delta_decode_tps", pa.float64()),
+        ("delta_ttft_ms", pa.float64()), ("manifest_digest", pa.string()),
+    ]
+    + [
+        field
+        for role in ("collector", "insight")
+        for field in [(f"{role}_instance", pa.string()), (f"{role}_options", pa.string()), (f"{role}_contended", pa.bool_())]
+        + [(f"{role}_{phase}_{name}", t) for phase in ("concurrent", "solo") for name, t in _AGENT_FIGURES]
+    ]
+)
+
+# kind -> (requests table, runs table, their schemas)
+TABLES = {
+    "single": ("requests", "runs", REQUEST_SCHEMA, RUN_SCHEMA),
+    "multi": ("ma_requests", "ma_runs", MA_REQUEST_SCHEMA, MA_RUN_SCHEMA),
+}
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
 
@@ -136,17 +169,18 @@ def _table(rows: list[dict], schema: pa.Schema, manifest: dict) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema.with_metadata(meta))
 
 
-def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: dict) -> Path:
+def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: dict, kind: str = "single") -> Path:
     """Persist one finished run: its requests, then its run row (the ledger entry)."""
+    requests, runs, request_schema, run_schema = TABLES[kind]
     model, run_id = run_row["model"], run_row["run_id"]
-    write_table_atomic(_run_file(root, "requests", model, run_id), _table(request_rows, REQUEST_SCHEMA, manifest))
-    run_path = _run_file(root, "runs", model, run_id)
-    write_table_atomic(run_path, _table([run_row], RUN_SCHEMA, manifest))
+    write_table_atomic(_run_file(root, requests, model, run_id), _table(request_rows, request_schema, manifest))
+    run_path = _run_file(root, runs, model, run_id)
+    write_table_atomic(run_path, _table([run_row], run_schema, manifest))
     return run_path
 
 
-def finished_run_ids(root: Path) -> set[str]:
-    return {p.stem for p in (root / "runs").glob("model_slug=*/*.parquet")}
+def finished_run_ids(root: Path, kind: str = "single") -> set[str]:
+    return {p.stem for p in (root / TABLES[kind][1]).glob("model_slug=*/*.parquet")}
 
 
 def _read(root: Path, table: str, schema: pa.Schema) -> pd.DataFrame:
@@ -163,6 +197,14 @@ def read_requests(root: Path) -> pd.DataFrame:
 
 def read_runs(root: Path) -> pd.DataFrame:
     return _read(root, "runs", RUN_SCHEMA)
+
+
+def read_ma_requests(root: Path) -> pd.DataFrame:
+    return _read(root, "ma_requests", MA_REQUEST_SCHEMA)
+
+
+def read_ma_runs(root: Path) -> pd.DataFrame:
+    return _read(root, "ma_runs", MA_RUN_SCHEMA)
 
 
 def read_manifest(path: Path) -> dict:

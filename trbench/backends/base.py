@@ -19,7 +19,7 @@ _OOM_MARKERS = ("out of memory", "requires more system memory", "cudamalloc fail
 class ChatRequest(BaseModel):
     model: str
     messages: list[dict[str, str]]
-    temperature: float
+    temperature: float | None = None  # None: the server's default
     max_tokens: int
     num_ctx: int | None = None
     num_gpu: int | None = None

@@ -18,7 +18,9 @@ class OllamaClient:
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), trust_env=False)
 
     def body(self, req: ChatRequest) -> dict:
-        options: dict = {"temperature": req.temperature, "num_predict": req.max_tokens}
+        options: dict = {"num_predict": req.max_tokens}
+        if req.temperature is not None:
+            options["temperature"] = req.temperature
         if req.num_ctx is not None:
             options["num_ctx"] = req.num_ctx
         if req.num_gpu is not None:

@@ -21,9 +21,10 @@ class OpenAIClient:
             "messages": req.messages,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "temperature": req.temperature,
             "max_tokens": req.max_tokens,
         }
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
         if req.seed is not None:
             body["seed"] = req.seed
         if not req.cache_prompt:

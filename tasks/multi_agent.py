@@ -1,0 +1,55 @@
+"""The multi-agent run as a task: load both instances for the scenario, measure, persist at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from trbench import progress, storage
+from trbench.agents import AgentSuite
+from trbench.backends import make_client
+from trbench.engines.instances import Instance, InstanceError
+from trbench.multi_agent import MultiRunPlan, execute_multi_run, failed_multi_run
+from trbench.spec import Cell, MatrixSpec, OptionSet
+
+
+def cell_for(model: str, opts: OptionSet) -> Cell | None:
+    """The server configuration an instance must load, when every setting is given."""
+    if None in (opts.num_gpu, opts.num_ctx):
+        return None  # an Ollama server takes its defaults (or the options) per request
+    return Cell(model=model, num_gpu=opts.num_gpu, num_ctx=opts.num_ctx, temperature=opts.temperature or 0.0)
+
+
+@task(name="multi-agent-run", cache_policy=NO_CACHE, task_run_name="multi-agent {plan.run_id}")
+def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, Instance], suite: AgentSuite,
+                    manifest: dict, manifest_digest: str, root: Path, first_of_config: bool) -> dict:
+    """Collector and insight at once, then alone; the run's Parquet files are written before returning."""
+    progress.emit(kind="run_started", run_id=plan.run_id)
+    reloaded = False
+    try:
+        for slot in plan.slots:
+            cell = cell_for(plan.model, slot.options)
+            if cell is not None:
+                reloaded |= instances[slot.role].prepare(cell) is not None
+    except InstanceError as err:
+        row = failed_multi_run(spec, plan, str(err), manifest_digest)
+        storage.write_run(root, row, [], manifest, kind="multi")
+        progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
+        return _outcome(row)
+    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s) for role, inst in instances.items()}
+    try:
+        warmups = spec.multi_agent.warmup_requests if (reloaded or first_of_config) else 0
+        result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest)
+    finally:
+        for c in clients.values():
+            c.close()
+    storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi")
+    progress.emit(kind="run_finished", run_id=plan.run_id, valid=result.run_row["valid"])
+    return _outcome(result.run_row)
+
+
+def _outcome(row: dict) -> dict:
+    return {"run_id": row["run_id"], "model": row["model"], "valid": row["valid"], "invalid_reason": row["invalid_reason"],
+            "speedup": row.get("speedup"), "contention": row.get("contention")}

@@ -1,0 +1,64 @@
+"""Agents as data (datasets/agents/*.yaml): a persona and a chain of calls over a data digest."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ROLES = ("collector", "insight")
+
+
+class AgentCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    prompt: str = Field(min_length=1, description="may use {digest} and {previous} (the last call's answer)")
+
+
+class Agent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    persona: str
+    calls: list[AgentCall] = Field(min_length=1)
+
+    def messages(self, call: AgentCall, digest: str, previous: str, unique_prefix: str | None) -> list[dict[str, str]]:
+        system = f"[{unique_prefix}] {self.persona}" if unique_prefix else self.persona
+        user = call.prompt.replace("{digest}", digest).replace("{previous}", previous or "(no answer)")
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+class AgentSuite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    digest: str = Field(description="file name of the data digest, next to the suite")
+    agents: dict[str, Agent]
+    digest_text: str = ""
+    content_digest: str = ""
+
+    def agent(self, role: str) -> Agent:
+        return self.agents[role]
+
+
+class AgentSuiteError(ValueError):
+    pass
+
+
+def load_agents(path: Path) -> AgentSuite:
+    if not path.is_file():
+        raise AgentSuiteError(f"spec field 'multi_agent.agents': file {path} not found; fix: point it at datasets/agents/tr_agents.yaml")
+    raw = path.read_bytes()
+    try:
+        suite = AgentSuite.model_validate(yaml.safe_load(raw))
+    except (yaml.YAMLError, ValidationError) as err:
+        raise AgentSuiteError(f"spec field 'multi_agent.agents': {path} is not a valid agent suite "
+                              f"({str(err).splitlines()[0]}); fix: see datasets/agents/tr_agents.yaml") from None
+    missing = [r for r in ROLES if r not in suite.agents]
+    if missing:
+        raise AgentSuiteError(f"spec field 'multi_agent.agents': {path} lacks agent(s) {missing}; fix: define {list(ROLES)}")
+    digest_file = path.parent / suite.digest
+    if not digest_file.is_file():
+        raise AgentSuiteError(f"agent suite {path}: digest file {digest_file} not found; fix: ship it beside the suite")
+    text = digest_file.read_text()
+    h = hashlib.sha256(raw + text.encode()).hexdigest()[:16]
+    return suite.model_copy(update={"digest_text": text, "content_digest": f"sha256:{h}"})

@@ -1,0 +1,215 @@
+"""One multi-agent run (seed 003): collector and insight at once on two instances, then each alone.
+
+Prefect-free: tasks/multi_agent.py calls execute_multi_run and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel
+
+from trbench import metrics
+from trbench.agents import ROLES, AgentSuite
+from trbench.backends import ChatRequest, RawExchange, WireClient
+from trbench.runner import request_row, utc
+from trbench.spec import MatrixSpec, OptionSet
+from trbench.storage import slug
+
+N_AGENTS = len(ROLES)
+
+
+class AgentSlot(BaseModel):
+    role: str
+    instance: str
+    instance_url: str
+    options: OptionSet  # as sent; null = the server's default
+
+
+class MultiRunPlan(BaseModel):
+    tr_id: str
+    model: str
+    scenario: str
+    run_index: int
+    attempt: int = 1
+    slots: list[AgentSlot]  # collector first, then insight
+    config_hash: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{slug(self.model)}_{self.scenario}_r{self.run_index:02d}_a{self.attempt}"
+
+    def slot(self, role: str) -> AgentSlot:
+        return next(s for s in self.slots if s.role == role)
+
+
+def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
+    payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
+               "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
+               "max_tokens": spec.multi_agent.max_tokens, "prompt_cache": spec.prompt_cache, "seed": spec.seed}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class AgentRun(BaseModel):
+    role: str
+    phase: str
+    calls: list[tuple[str, RawExchange]]
+    t_start_ns: int
+    t_end_ns: int
+
+    @property
+    def wall_s(self) -> float:
+        return (self.t_end_ns - self.t_start_ns) / 1e9
+
+
+class MultiRunResult(BaseModel):
+    run_row: dict
+    request_rows: list[dict]
+
+
+def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
+              phase: str, calls: int | None = None) -> AgentRun:
+    """The agent's calls in order, each fed the previous answer; `calls` limits them (warm-ups)."""
+    agent, slot = suite.agent(role), plan.slot(role)
+    previous, out = "", []
+    t0 = time.perf_counter_ns()
+    for call in agent.calls[:calls]:
+        unique = f"trbench {plan.run_id} {role} {phase} {call.name} t{time.time_ns()}" if spec.prompt_cache == "defeat" else None
+        req = ChatRequest(
+            model=plan.model, messages=agent.messages(call, suite.digest_text, previous, unique),
+            temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
+            num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
+            cache_prompt=spec.prompt_cache == "allow",
+        )
+        ex = client.chat(req)
+        out.append((call.name, ex))
+        previous = ex.text
+        if ex.status != "ok":
+            break  # the next call needs this answer
+    return AgentRun(role=role, phase=phase, calls=out, t_start_ns=t0, t_end_ns=time.perf_counter_ns())
+
+
+def run_concurrently(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
+    """Both agents released at the same instant, one per instance."""
+    barrier = threading.Barrier(N_AGENTS)
+
+    def go(role: str) -> AgentRun:
+        barrier.wait()
+        return run_agent(spec, plan, suite, role, clients[role], "concurrent")
+
+    with ThreadPoolExecutor(max_workers=N_AGENTS, thread_name_prefix="agent") as pool:
+        futures = {role: pool.submit(go, role) for role in ROLES}
+        return {role: f.result() for role, f in futures.items()}
+
+
+def run_solo(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
+    """The measured sequential baseline: the same agents, one after the other, same instances."""
+    return {role: run_agent(spec, plan, suite, role, clients[role], "solo") for role in ROLES}
+
+
+def _agent_figures(run: AgentRun) -> dict:
+    ms = [metrics.derive(ex) for _, ex in run.calls]
+    ok = [m for m in ms if m.status == "ok"]
+    return {
+        "decode_tps": metrics.mean([m.decode_tps for m in ok]),
+        "ttft_ms": metrics.mean([m.ttft_ms for m in ok]),
+        "wall_s": run.wall_s,
+        "output_tokens": sum(m.output_tokens or 0 for m in ok),
+    }
+
+
+def contended(conc: dict, solo: dict, spec: MatrixSpec) -> bool | None:
+    rule = spec.multi_agent.contention
+    if None in (conc["decode_tps"], solo["decode_tps"], conc["ttft_ms"], solo["ttft_ms"]):
+        return None
+    slower = conc["decode_tps"] < solo["decode_tps"] * (1 - rule.throughput_drop_pct / 100)
+    later = conc["ttft_ms"] > solo["ttft_ms"] * rule.ttft_factor
+    return bool(slower or later)
+
+
+def _keys(spec: MatrixSpec, plan: MultiRunPlan, slot: AgentSlot) -> dict:
+    o = slot.options
+    return {
+        "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
+        "model": plan.model, "provider": spec.provider, "backend": spec.backend, "instance": slot.instance,
+        "instance_url": slot.instance_url, "num_gpu": o.num_gpu, "num_ctx": o.num_ctx, "temperature": o.temperature,
+        "prompt_cache": spec.prompt_cache, "run_index": plan.run_index, "scenario": plan.scenario, "agent": slot.role,
+    }
+
+
+def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[dict]:
+    rows = []
+    for run in runs:
+        keys = _keys(spec, plan, plan.slot(run.role))
+        for i, (call, ex) in enumerate(run.calls):
+            row = request_row(keys, len(rows), run.phase == "warmup", call, ex)
+            rows.append({**row, "phase": run.phase, "call": call})
+    return rows
+
+
+def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
+                      warmups: int, manifest_digest: str) -> MultiRunResult:
+    started = time.time()
+    warm = [run_agent(spec, plan, suite, role, clients[role], "warmup", calls=1)
+            for _ in range(warmups) for role in ROLES]
+    concurrent_first = plan.run_index % 2 == 0
+    if concurrent_first:
+        conc, solo = run_concurrently(spec, plan, suite, clients), run_solo(spec, plan, suite, clients)
+    else:
+        solo, conc = run_solo(spec, plan, suite, clients), run_concurrently(spec, plan, suite, clients)
+    rows = _rows(spec, plan, warm + list(conc.values()) + list(solo.values()))
+    return MultiRunResult(run_row=multi_run_row(spec, plan, conc, solo, rows, started, concurrent_first, manifest_digest),
+                          request_rows=rows)
+
+
+def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun], solo: dict[str, AgentRun],
+                  rows: list[dict], started: float, concurrent_first: bool, manifest_digest: str) -> dict:
+    measured = [r for r in rows if r["phase"] != "warmup"]
+    errors = [r for r in measured if r["status"] != "ok"]
+    concurrent_wall = (max(r.t_end_ns for r in conc.values()) - min(r.t_start_ns for r in conc.values())) / 1e9
+    sequential_wall = sum(r.wall_s for r in solo.values())
+    s = metrics.speedup(sequential_wall, concurrent_wall)
+    row = {
+        "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
+        "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
+        "run_index": plan.run_index, "started_at": utc(started), "phase_order": "concurrent,solo" if concurrent_first else "solo,concurrent",
+        "n_agents": N_AGENTS, "concurrent_wall_s": concurrent_wall, "sequential_wall_s": sequential_wall,
+        "speedup": s, "efficiency_pct": metrics.efficiency_pct(s, N_AGENTS),
+        "n_requests": len(measured), "n_errors": len(errors),
+        "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
+        "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest,
+    }
+    flags = []
+    for role in ROLES:
+        slot = plan.slot(role)
+        c, so = _agent_figures(conc[role]), _agent_figures(solo[role])
+        flag = contended(c, so, spec)
+        flags.append(flag)
+        row.update({f"{role}_instance": slot.instance, f"{role}_options": slot.options.model_dump_json(),
+                    f"{role}_contended": flag})
+        for phase, fig in (("concurrent", c), ("solo", so)):
+            row.update({f"{role}_{phase}_{k}": v for k, v in fig.items()})
+    row["contention"] = any(f for f in flags if f is not None) if any(f is not None for f in flags) else None
+    for k in ("decode_tps", "ttft_ms"):
+        a, b = row[f"insight_concurrent_{k}"], row[f"collector_concurrent_{k}"]
+        row[f"delta_{k}"] = a - b if a is not None and b is not None else None
+    row["valid"] = not errors and s is not None
+    row["invalid_reason"] = None if row["valid"] else f"{len(errors)} failed call(s) of {len(measured)}"
+    return row
+
+
+def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest_digest: str) -> dict:
+    """The row of a multi-agent run whose instances would not load: kept, marked invalid."""
+    row = {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
+           "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
+           "run_index": plan.run_index, "started_at": utc(time.time()), "n_agents": N_AGENTS, "n_requests": 0,
+           "n_errors": 0, "valid": False, "invalid_reason": f"instance failed: {reason}", "error_kinds": "instance",
+           "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest}
+    for role in ROLES:
+        slot = plan.slot(role)
+        row.update({f"{role}_instance": slot.instance, f"{role}_options": slot.options.model_dump_json()})
+    return row
