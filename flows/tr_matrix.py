@@ -32,7 +32,7 @@ from trbench.agents import ROLES, AgentSuite
 from trbench.engines.instances import Instance, create_instances
 from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
 from trbench.prompts import PromptSuite
-from trbench.runner import RunPlan
+from trbench.runner import Gate, RunPlan
 from trbench.spec import MatrixSpec
 
 
@@ -98,6 +98,7 @@ def tr_matrix(
         check_instance(inst, spec_obj.backend)
 
     outcomes: list[dict] = []
+    gate = Gate()
     try:
         start_instances(instances)
         for inst in instances:
@@ -116,16 +117,17 @@ def tr_matrix(
         for _ in range(skipped):
             progress.emit(kind="run_skipped")
 
-        lanes = plan_lanes(todo_single, spec_obj, len(instances))
+        lanes = plan_lanes(todo_single, spec_obj, instances)
         for lane_outcomes in run_lane.map(lanes, unmapped(spec_obj), unmapped(instances), unmapped(prompts),
-                                          unmapped(manifest), unmapped(digest), unmapped(root)).result():
+                                          unmapped(manifest), unmapped(digest), unmapped(root), unmapped(gate)).result():
             outcomes += lane_outcomes
 
         pair = dict(zip(ROLES, instances))
         for i, plan in enumerate(todo_multi):
             first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
-            outcomes.append(multi_agent_run(plan, spec_obj, pair, agents, manifest, digest, root, first))
+            outcomes.append(multi_agent_run(plan, spec_obj, pair, agents, manifest, digest, root, first, gate))
     finally:
+        gate.close()  # before the servers go: a run cut short by this is not written
         try:
             stop_instances(instances)
         finally:

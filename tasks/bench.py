@@ -13,7 +13,7 @@ from trbench import progress, storage
 from trbench.backends import make_client
 from trbench.engines.instances import Instance, InstanceError
 from trbench.prompts import PromptSuite
-from trbench.runner import RunPlan, execute_run, failed_run
+from trbench.runner import Gate, RunPlan, execute_run, failed_run
 from trbench.spec import MatrixSpec
 from tasks.instances import prepare_instance, unload_model
 
@@ -29,8 +29,10 @@ def bench_run(
     root: Path,
     warmups: int,
     load_ms: float | None,
+    gate: Gate,
 ) -> dict:
     """One run of one cell; its Parquet files are written before the task returns."""
+    gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
     try:
         reloaded = inst.prepare(plan.cell)  # a server that died during the last run is started again
@@ -43,6 +45,7 @@ def bench_run(
         result = execute_run(
             spec, plan, client, prompts, load_ms, manifest_digest, warmups,
             on_request=lambda i, n, _ex: progress.emit(kind="request_done", run_id=plan.run_id, request=i, requests=n),
+            gate=gate,
         )
     finally:
         client.close()
@@ -76,26 +79,29 @@ class Lane(BaseModel):
     plans: list[RunPlan]
 
 
-def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, n_instances: int) -> list[Lane]:
+def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, instances: list[Instance]) -> list[Lane]:
     """serial: every run on instance 0, one model loaded at a time. parallel: models spread over
     up to max_parallel instances, each lane measuring its own cells (never a batch average)."""
-    if spec.execution.mode == "serial":
-        return [Lane(instance=0, plans=plans)] if plans else []
-    width = min(spec.execution.max_parallel, n_instances, len(spec.models))
+    width = 1 if spec.execution.mode == "serial" else min(spec.execution.max_parallel, len(instances), len(spec.models))
     lane_of = {m: i % width for i, m in enumerate(spec.models)}
-    lanes = [Lane(instance=i, plans=[p for p in plans if lane_of[p.cell.model] == i]) for i in range(width)]
+    lanes = [
+        Lane(instance=i, plans=[p.model_copy(update={"instance": instances[i].name, "instance_url": instances[i].url})
+                                for p in plans if lane_of[p.cell.model] == i])
+        for i in range(width)
+    ]
     return [lane for lane in lanes if lane.plans]
 
 
 @task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
 def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
-             manifest_digest: str, root: Path) -> list[dict]:
+             manifest_digest: str, root: Path, gate: Gate) -> list[dict]:
     """Per server configuration: load the instance, then its runs; in serial mode a model is
     unloaded before the next one is loaded."""
     inst = instances[lane.instance]
     outcomes: list[dict] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
     for n, group in enumerate(groups):
+        gate.check()
         try:
             load_ms = prepare_instance(inst, group[0].cell)
         except InstanceError as err:
@@ -104,7 +110,7 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
         for i, plan in enumerate(group):
             first_of_cell = i == 0 or plan.cell != group[i - 1].cell
             outcomes.append(bench_run(plan, spec, inst, prompts, manifest, manifest_digest, root,
-                                      spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None))
+                                      spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None, gate))
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
         if spec.execution.mode == "serial" and next_model != group[0].cell.model:
             unload_model(inst, group[0].cell.model)

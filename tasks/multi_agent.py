@@ -11,6 +11,7 @@ from trbench import progress, storage
 from trbench.agents import AgentSuite
 from trbench.backends import make_client
 from trbench.engines.instances import Instance, InstanceError
+from trbench.runner import Gate
 from trbench.multi_agent import MultiRunPlan, execute_multi_run, failed_multi_run
 from trbench.spec import Cell, MatrixSpec, OptionSet
 
@@ -24,8 +25,9 @@ def cell_for(model: str, opts: OptionSet) -> Cell | None:
 
 @task(name="multi-agent-run", cache_policy=NO_CACHE, task_run_name="multi-agent {plan.run_id}")
 def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, Instance], suite: AgentSuite,
-                    manifest: dict, manifest_digest: str, root: Path, first_of_config: bool) -> dict:
+                    manifest: dict, manifest_digest: str, root: Path, first_of_config: bool, gate: Gate) -> dict:
     """Collector and insight at once, then alone; the run's Parquet files are written before returning."""
+    gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
     reloaded = False
     try:
@@ -45,6 +47,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     finally:
         for c in clients.values():
             c.close()
+    gate.check()  # the servers may have been stopped under this run
     storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi")
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=result.run_row["valid"])
     return _outcome(result.run_row)

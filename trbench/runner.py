@@ -6,6 +6,7 @@ Prefect-free: the task in tasks/bench.py calls execute_run and writes what it re
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,25 @@ from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.prompts import PromptSuite
 from trbench.spec import Cell, MatrixSpec
 from trbench.storage import slug
+
+
+class RunCancelled(RuntimeError):
+    """The flow is stopping: this run was not finished and is not written (a resume runs it)."""
+
+
+class Gate:
+    """Closed by the flow when it is interrupted: no run starts after that, and a run cut short
+    is never written, so that resuming measures it again instead of keeping a broken run."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def check(self) -> None:
+        if self._closed.is_set():
+            raise RunCancelled("the flow is stopping")
 
 
 class RunPlan(BaseModel):
@@ -131,6 +151,7 @@ def execute_run(
     manifest_digest: str,
     warmups: int,
     on_request: RequestHook | None = None,
+    gate: Gate | None = None,
 ) -> RunResult:
     """Send `warmups` warm-up requests, then the measured requests of one run, one after the other.
 
@@ -141,6 +162,8 @@ def execute_run(
     rows: list[dict] = []
     started, t0 = time.time(), time.perf_counter()
     for i in range(total):
+        if gate:
+            gate.check()
         warmup = i < warmups
         prompt_id, req = build_request(spec, plan, prompts, i if warmup else i - warmups)
         ex = client.chat(req)
@@ -148,6 +171,8 @@ def execute_run(
         if on_request:
             on_request(i + 1, total, ex)
     wall_s = time.perf_counter() - t0
+    if gate:
+        gate.check()  # the servers may have been stopped under this run
     return RunResult(run_row=run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest), request_rows=rows)
 
 

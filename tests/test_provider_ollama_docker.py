@@ -1,0 +1,351 @@
+"""The ollama-docker provider against a FAKE Docker engine (tests/fakes/fake_docker.py).
+
+No Docker engine runs here: the fake answers the Engine API for a real docker.DockerClient and
+starts a fake Ollama on each started container's host port, so health checks and chat requests
+travel the same path as against real containers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import docker
+import psutil
+import pytest
+
+from tests.conftest import free_port
+from tests.fakes.fake_docker import FakeDocker
+from tests.fakes.fake_ollama import DEFAULT_MODEL
+from trbench.backends import ChatRequest, OllamaClient
+from trbench.engines import instances as instances_mod
+from trbench.engines.instances import InstanceError
+from trbench.engines.ollama_docker import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    MODELS_PATH,
+    OllamaContainerInstance,
+    remove_stale,
+)
+from trbench.spec import MatrixSpec
+
+IMAGE = "ollama/ollama:0.12.6"
+VOLUME = "trbench-test-models"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_spec(**kw) -> MatrixSpec:
+    base = dict(tr_id="TR-docker", provider="ollama-docker", backend="ollama", models=[DEFAULT_MODEL],
+                docker_image=IMAGE, docker_volume=VOLUME, load_timeout_s=10)
+    return MatrixSpec(**{**base, **kw})
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """A FAKE Docker engine with the Ollama image present; DOCKER_HOST points at it (for the reapers too)."""
+    with FakeDocker(images=[IMAGE]) as fake:
+        monkeypatch.setenv("DOCKER_HOST", fake.docker_host)
+        monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+        monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
+        yield fake
+
+
+@pytest.fixture
+def started():
+    """Instances a test starts; stopped whatever the test's outcome."""
+    made: list[OllamaContainerInstance] = []
+    yield made
+    for inst in made:
+        inst.stop()
+
+
+def new_instance(made: list, name: str = "ollama-docker-0", gpu: str | None = None, port: int | None = None,
+                 **spec_kw) -> OllamaContainerInstance:
+    inst = OllamaContainerInstance(name, make_spec(**spec_kw), port or free_port(), gpu)
+    made.append(inst)
+    return inst
+
+
+def test_fake_docker_start_creates_container_bound_to_loopback(engine, started):
+    inst = new_instance(started)
+    inst.start()
+
+    assert inst.provider == "ollama-docker"
+    assert inst.url == f"http://127.0.0.1:{inst.port}"
+    body = engine.create_bodies[-1]
+    assert body["_name"] == "trbench-ollama-docker-0"
+    assert body["Image"] == IMAGE
+    hc = body["HostConfig"]
+    assert hc["PortBindings"] == {"11434/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(inst.port)}]}
+    assert hc["Mounts"] == [{"Target": MODELS_PATH, "Source": VOLUME, "Type": "volume", "ReadOnly": False}]
+    assert not hc.get("DeviceRequests")
+    assert body["Labels"][LABEL_MANAGED] == "true" and body["Labels"][LABEL_INSTANCE] == "ollama-docker-0"
+    env = dict(e.split("=", 1) for e in body["Env"])
+    assert env["OLLAMA_KEEP_ALIVE"] and env["OLLAMA_HOST"] == "0.0.0.0:11434"
+
+    c = engine.container("trbench-ollama-docker-0")
+    assert c is not None and c.running and c.id == inst.container_id
+    assert c.bound == [("127.0.0.1", inst.port)]  # what the fake bound: loopback only, never 0.0.0.0
+    inspect = docker.DockerClient(base_url=engine.docker_host, version="1.47").containers.get(c.id).attrs
+    assert inspect["State"]["Status"] == "running"
+    assert inspect["Mounts"][0]["Name"] == VOLUME and inspect["Mounts"][0]["Destination"] == MODELS_PATH
+    assert engine.volumes[VOLUME]["Labels"][LABEL_MANAGED] == "true"
+    assert engine.calls_to("POST", r"/images/create") == []  # present: never pulled
+
+
+@pytest.mark.parametrize("gpu, expected", [
+    ("all", [{"Driver": "", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]),
+    ("1", [{"Driver": "", "Count": 0, "DeviceIDs": ["1"], "Capabilities": [["gpu"]], "Options": {}}]),
+])
+def test_fake_docker_gpu_device_requests(engine, started, gpu, expected):
+    inst = new_instance(started, gpu=gpu)
+    inst.start()
+    assert engine.create_bodies[-1]["HostConfig"]["DeviceRequests"] == expected
+    assert engine.container(inst.container_id).host_config["DeviceRequests"] == expected
+
+
+def test_fake_docker_two_instances_share_one_volume_and_pull_once(monkeypatch, started):
+    with FakeDocker() as fake:  # no image yet
+        monkeypatch.setenv("DOCKER_HOST", fake.docker_host)
+        a = new_instance(started, "ollama-docker-0")
+        b = new_instance(started, "ollama-docker-1")
+        a.start()
+        b.start()
+        pulls = fake.calls_to("POST", r"/images/create")
+        assert len(pulls) == 1
+        assert pulls[0].query["fromImage"] == "ollama/ollama" and pulls[0].query["tag"] == "0.12.6"
+        assert len(fake.calls_to("POST", r"/volumes/create")) == 1
+        mounts = [bd["HostConfig"]["Mounts"][0]["Source"] for bd in fake.create_bodies]
+        assert mounts == [VOLUME, VOLUME]
+        assert a.image_id == b.image_id == fake.images[IMAGE]["Id"]
+        assert {c.name for c in fake.containers.values()} == {"trbench-ollama-docker-0", "trbench-ollama-docker-1"}
+        for inst in (a, b):
+            inst.stop()
+        assert fake.containers == {}
+
+
+def test_fake_docker_create_instances_dispatches(engine, tmp_path):
+    spec = make_spec(ports=[free_port(), free_port()], gpu_devices=["0", "1"])
+    made = instances_mod.create_instances(spec, tmp_path, count=2)
+    assert [type(i).__name__ for i in made] == ["OllamaContainerInstance"] * 2
+    assert [(i.name, i.gpu, i.port) for i in made] == [("ollama-docker-0", "0", spec.ports[0]),
+                                                       ("ollama-docker-1", "1", spec.ports[1])]
+
+
+def test_fake_docker_chat_through_instance_url(engine, started):
+    inst = new_instance(started)
+    inst.start()
+    client = OllamaClient(inst.url, timeout_s=10)
+    try:
+        ex = client.chat(ChatRequest(model=DEFAULT_MODEL, messages=[{"role": "user", "content": "Why is the sky blue?"}],
+                                     temperature=0.8, max_tokens=8, num_ctx=1024, num_gpu=80))
+    finally:
+        client.close()
+    assert ex.status == "ok", ex.error_message
+    assert ex.output_tokens == 8 and ex.text
+    server = engine.container(inst.container_id).ollama[0]
+    assert server.last_options()["num_ctx"] == 1024 and server.last_options()["num_gpu"] == 80
+    assert inst.prepare(make_spec().cells()[0]) is None
+    facts = inst.model_facts(DEFAULT_MODEL)
+    assert facts["digest"] and facts["model"] == DEFAULT_MODEL
+    inst.unload(DEFAULT_MODEL)
+    assert server.bodies("/api/generate")[-1] == {"model": DEFAULT_MODEL, "keep_alive": 0}
+
+
+def test_fake_docker_stop_removes_container_and_is_idempotent(engine, started):
+    inst = new_instance(started)
+    inst.start()
+    cid = inst.container_id
+    reaper = inst._reaper
+    server = engine.container(cid).ollama[0]
+    inst.start()  # idempotent: no second container
+    assert len(engine.create_bodies) == 1
+
+    inst.stop()
+    assert engine.container(cid) is None and engine.removed[-1].id == cid
+    assert engine.calls_to("POST", rf"/containers/{cid}/stop")[0].query["t"] == "3"
+    assert engine.calls_to("DELETE", rf"/containers/{cid}")[0].query["force"] in ("1", "true", "True")
+    assert server._stopping.is_set()  # the container's Ollama is gone with it
+    assert reaper.poll() is not None  # the watchdog is stopped too
+    assert inst.container_id is None
+
+    n_calls = len(engine.calls)
+    inst.stop()
+    assert len(engine.calls) == n_calls  # the second stop has nothing to do
+
+
+def test_fake_docker_stale_container_removed_first(engine, started):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = engine.add_container("trbench-ollama-docker-0", running=True, labels={
+        LABEL_MANAGED: "true", LABEL_INSTANCE: "ollama-docker-0",
+        "trbench.owner": f"{socket.gethostname()}:{dead.stdout.strip()}"})
+    other = engine.add_container("someone-else", labels={LABEL_MANAGED: "true", LABEL_INSTANCE: "ollama-docker-9"})
+    inst = new_instance(started)
+    inst.start()
+    assert engine.container(stale.id) is None
+    assert engine.container(other.id) is not None
+    assert engine.container("trbench-ollama-docker-0").id == inst.container_id
+
+
+def test_fake_docker_stale_container_of_live_run_is_kept(engine, started):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        engine.add_container("trbench-ollama-docker-0", running=True, labels={
+            LABEL_MANAGED: "true", LABEL_INSTANCE: "ollama-docker-0",
+            "trbench.owner": f"{socket.gethostname()}:{live.pid}"})
+        with pytest.raises(InstanceError, match=rf"trbench process {live.pid}.*still running; fix:"):
+            new_instance(started).start()
+        assert engine.container("trbench-ollama-docker-0") is not None
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_stale(engine.client(), "ollama-docker-0")  # its owner gone: now it goes
+    assert engine.container("trbench-ollama-docker-0") is None
+
+
+def test_fake_docker_name_taken_by_foreign_container(engine, started):
+    engine.add_container("trbench-ollama-docker-0")  # not made by trbench: no labels
+    with pytest.raises(InstanceError) as info:
+        new_instance(started).start()
+    msg = str(info.value)
+    assert "\n" not in msg and "docker rm -f trbench-ollama-docker-0" in msg
+    assert len(engine.containers) == 1  # the foreign one is left alone
+
+
+def test_fake_docker_never_healthy_removes_container(engine, started):
+    engine.health = "refuse"
+    inst = new_instance(started, load_timeout_s=0.8)
+    t0 = time.monotonic()
+    with pytest.raises(InstanceError) as info:
+        inst.start()
+    assert time.monotonic() - t0 < 5
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("instance ollama-docker-0: container trbench-ollama-docker-0")
+    assert "/api/version did not answer 200" in msg and "fix: raise load_timeout_s" in msg
+    assert engine.containers == {} and len(engine.removed) == 1
+    assert inst.container_id is None and inst._reaper is None
+
+
+def test_fake_docker_container_exits_at_start(engine, started):
+    engine.exit_on_start = (1, "Error: could not create directory mkdir /root/.ollama: permission denied\n")
+    inst = new_instance(started)
+    t0 = time.monotonic()
+    with pytest.raises(InstanceError) as info:
+        inst.start()
+    assert time.monotonic() - t0 < 3  # noticed by the container watch, not by the health timeout
+    msg = str(info.value)
+    assert "\n" not in msg and "exited with code 1" in msg and "permission denied" in msg and "fix:" in msg
+    assert engine.containers == {}
+
+
+def test_fake_docker_port_in_use(engine, started):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InstanceError) as info:
+            new_instance(started, port=port).start()
+    msg = str(info.value)
+    assert "\n" not in msg and "address already in use" in msg and f"free port {port}" in msg
+    assert engine.containers == {}  # created, failed to start, removed
+
+
+def test_fake_docker_gpu_without_runtime(engine, started):
+    engine.gpu_available = False
+    with pytest.raises(InstanceError, match="NVIDIA Container Toolkit.*gpu_devices to null"):
+        new_instance(started, gpu="all").start()
+    assert engine.containers == {}
+
+
+def test_fake_docker_pull_failure(monkeypatch, started):
+    with FakeDocker(pull_error="pull access denied for ollama/ollama, repository does not exist") as fake:
+        monkeypatch.setenv("DOCKER_HOST", fake.docker_host)
+        with pytest.raises(InstanceError, match=r"could not be pulled \(pull access denied.*fix: check the docker_image"):
+            new_instance(started).start()
+        assert fake.create_bodies == []
+
+
+def test_fake_docker_engine_unreachable(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{dead_port}")
+    inst = OllamaContainerInstance("ollama-docker-0", make_spec(), free_port(), None)
+    with pytest.raises(InstanceError) as info:
+        inst.start()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("instance ollama-docker-0: docker engine not reachable")
+    assert "fix: start Docker" in msg
+    inst.stop()  # nothing started: nothing to do
+
+    def broken() -> docker.DockerClient:
+        raise docker.errors.DockerException("Error while fetching server API version: socket missing")
+
+    with pytest.raises(InstanceError, match=r"docker engine not reachable \(Error while fetching server API version"):
+        OllamaContainerInstance("ollama-docker-1", make_spec(), free_port(), None, client_factory=broken).start()
+
+
+def test_fake_docker_client_factory_is_used(engine, started, monkeypatch):
+    made = []
+
+    def factory() -> docker.DockerClient:
+        made.append(engine.client())
+        return made[-1]
+
+    inst = OllamaContainerInstance("ollama-docker-0", make_spec(), free_port(), None, client_factory=factory)
+    started.append(inst)
+    inst.start()
+    assert len(made) == 1
+    # the explicit client speaks the pinned version: every versioned call carries its prefix
+    assert {c.api_version for c in engine.calls if c.path.startswith("/containers")} == {"1.47"}
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from trbench.engines.ollama_docker import OllamaContainerInstance
+    from trbench.spec import MatrixSpec
+
+    spec = MatrixSpec(tr_id="TR-kill", provider="ollama-docker", backend="ollama", models=["m"],
+                      docker_image=sys.argv[2], docker_volume=sys.argv[3], load_timeout_s=10)
+    inst = OllamaContainerInstance("ollama-docker-0", spec, int(sys.argv[1]), None)
+    inst.start()
+    print("READY", inst.container_id, inst._reaper.pid, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_fake_docker_kill_9_reaper_removes_container(engine):
+    port = free_port()
+    env = {**os.environ, "DOCKER_HOST": engine.docker_host, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port), IMAGE, VOLUME], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reaper_pid = None
+    try:
+        line = child.stdout.readline()
+        assert line.startswith("READY"), child.stderr.read() if child.poll() is not None else line
+        _, cid, reaper_pid = line.split()
+        assert engine.container(cid).running
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=5)
+        assert engine.wait_until(lambda: engine.container(cid) is None, timeout_s=8), "the reaper did not remove it"
+        assert engine.removed[-1].id == cid
+        assert engine.calls_to("DELETE", rf"/containers/{cid}")[-1].query["force"] in ("1", "true", "True")
+        assert engine.wait_until(lambda: not psutil.pid_exists(int(reaper_pid))
+                                 or psutil.Process(int(reaper_pid)).status() == psutil.STATUS_ZOMBIE, 5)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if reaper_pid and psutil.pid_exists(int(reaper_pid)):
+            try:
+                os.kill(int(reaper_pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,199 @@
+"""Provider 'ollama-process': one `ollama serve` subprocess per instance.
+
+Each instance runs `<ollama_binary> serve` in its own process group (start_new_session) with
+OLLAMA_HOST=127.0.0.1:<port> (never 0.0.0.0: the benchmark servers are not for the network)
+and, when the instance has a GPU, CUDA_VISIBLE_DEVICES=<gpu>; with no GPU the environment is
+passed on as it is. Its output goes to <log_dir>/<name>.log.
+
+`ollama serve` starts runner subprocesses in its process group, and it cannot watch its parent
+itself, so the whole group is stopped on every exit path: stop() (SIGTERM, then SIGKILL after
+stop_timeout_s), atexit, and a reaper (trbench.engines.reaper) that SIGKILLs the group if this
+process dies without cleaning up (kill -9).
+
+Ollama loads models per request (options.num_ctx/num_gpu), so prepare() has nothing to do; its
+load_duration says the cost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import weakref
+from pathlib import Path
+
+from trbench.engines import ollama_api, reaper
+from trbench.engines.instances import InstanceError, wait_healthy
+from trbench.spec import Cell, MatrixSpec
+
+LOOPBACK = "127.0.0.1"
+
+_LIVE: weakref.WeakSet[OllamaProcessInstance] = weakref.WeakSet()
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every `ollama serve` this process started (atexit, signal handlers, tests)."""
+    for inst in list(_LIVE):
+        inst.stop()
+
+
+def _port_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OllamaProcessInstance:
+    """An `ollama serve` process on 127.0.0.1:<port>, optionally pinned to one GPU."""
+
+    provider = "ollama-process"
+    stop_timeout_s: float = 10.0  # SIGTERM -> SIGKILL
+
+    def __init__(self, name: str, spec: MatrixSpec, port: int, gpu: str | None, log_dir: Path):
+        self.name = name
+        self.spec = spec
+        self.port = port
+        self.gpu = gpu
+        self.log_dir = Path(log_dir)
+        self.binary = spec.ollama_binary
+        self._proc: subprocess.Popen | None = None
+        self._reaper: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    # --- identity ----------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return LOOPBACK
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def ollama_host(self) -> str:
+        """The OLLAMA_HOST value `ollama serve` gets."""
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The `ollama serve` process (also its process group id) while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def environment(self) -> dict[str, str]:
+        """The environment `ollama serve` runs with: ours, plus OLLAMA_HOST and the GPU."""
+        env = dict(os.environ)
+        env["OLLAMA_HOST"] = self.ollama_host
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        return env
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self.pid is not None:
+                return
+            self._stop_locked()  # a server that exited on its own: collect it and its reaper
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        binary = shutil.which(self.binary)
+        if binary is None:
+            raise InstanceError(
+                f"instance {self.name}: check 'ollama binary': {self.binary!r} not found on PATH; "
+                f"fix: install ollama (https://ollama.com/download) or set ollama_binary to its path")
+        if _port_answers(LOOPBACK, self.port):
+            try:
+                other = f"Ollama {ollama_api.version(self.url)}"
+            except Exception:  # noqa: BLE001 - whatever it is, the port is taken
+                other = "another server"
+            raise InstanceError(
+                f"instance {self.name}: check 'port free': {LOOPBACK}:{self.port} already answers "
+                f"({other} is there); fix: stop it or choose other ports")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            # own session: a terminal Ctrl-C reaches us, and we stop the group in order
+            self._proc = subprocess.Popen([binary, "serve"], env=self.environment(), stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _LIVE.add(self)
+        try:
+            self._reaper = reaper.spawn(pgids=[self._proc.pid])
+            wait_healthy(self.url, self.spec.load_timeout_s, self._proc, self.name, path="/api/version")
+            if self._proc.poll() is not None:  # another server took the port and answered for it
+                raise InstanceError(f"instance {self.name}: server process exited with code {self._proc.returncode}")
+        except BaseException as err:
+            self._stop_locked()
+            if isinstance(err, InstanceError):
+                raise InstanceError(f"{err}; 'ollama serve' log: {self.log_path}") from None
+            raise
+
+    def prepare(self, cell: Cell) -> float | None:
+        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+
+    def unload(self, model: str) -> None:
+        ollama_api.unload(self.url, model)
+
+    def model_facts(self, model: str) -> dict:
+        return ollama_api.model_facts(self.url, model)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        proc, self._proc = self._proc, None
+        reaper_proc, self._reaper = self._reaper, None
+        if proc is not None:
+            pgid = proc.pid  # start_new_session: the group id is the leader's pid
+            if proc.poll() is None:
+                _killpg(pgid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            # the leader gone or stuck: nothing of its group (runners) may outlive it
+            _killpg(pgid, signal.SIGKILL)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if reaper_proc is not None and reaper_proc.poll() is None:
+            reaper_proc.terminate()
+            try:
+                reaper_proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                reaper_proc.kill()
+                reaper_proc.wait(timeout=5)
+        _LIVE.discard(self)
+
+    def __enter__(self) -> OllamaProcessInstance:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
