@@ -3,7 +3,7 @@
   1. load and validate the spec, its prompts and agents  (a bad spec stops here)
   2. preflight: ports free or servers answering
   3. start the instances, then preflight every model (pulled where the spec allows)
-  4. record the environment manifest
+  4. model facts, the VRAM budget per configuration, the environment manifest
   5. single-agent matrix: runs mapped over lanes of cells (serial: one model at a time)
   6. multi-agent matrix: per model x scenario, both agents at once, then each alone
   7. stop the instances, whatever happened
@@ -20,12 +20,12 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
-from tasks.bench import plan_lanes, run_lane
+from tasks.bench import plan_lanes, record_failed_runs, run_lane
 from tasks.instances import start_instances, stop_instances
 from tasks.multi_agent import multi_agent_run
-from tasks.preflight import check_instance, check_model
+from tasks.preflight import check_instance, check_model, vram_budget
 from tasks.report import render_report
-from tasks.setup import load_matrix_spec, record_manifest, resolve_path
+from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench import manifest as env_manifest
 from trbench import progress, storage
 from trbench.agents import ROLES, AgentSuite
@@ -45,6 +45,23 @@ def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance])
         for cell in spec.cells()
         for i in range(spec.runs)
     ]
+
+
+def apply_budget(plans: list[RunPlan], decisions: list[dict], spec: MatrixSpec,
+                 prompts: PromptSuite) -> tuple[list[RunPlan], list[tuple[RunPlan, str]]]:
+    """Downgraded cells run at the rung that fits; skipped cells are returned with their reason."""
+    by_key = {(d["model"], d["num_gpu"], d["num_ctx"]): d for d in decisions}
+    kept, skipped = [], []
+    for plan in plans:
+        d = by_key.get(plan.cell.server_key)
+        if d is None or d["action"] == "run":
+            kept.append(plan)
+        elif d["action"] == "skip":
+            skipped.append((plan, f"skipped by the VRAM budget: {d['reason']}"))
+        else:
+            cell = plan.cell.model_copy(update={"num_gpu": d["to_num_gpu"], "num_ctx": d["to_num_ctx"]})
+            kept.append(plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest)}))
+    return kept, skipped
 
 
 def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[Instance]) -> list[MultiRunPlan]:
@@ -104,10 +121,15 @@ def tr_matrix(
         for inst in instances:
             for model in spec_obj.models:
                 check_model(inst, spec_obj.backend, model, spec_obj.pull_models)
-        manifest = record_manifest(spec_obj, instances, root)
+        facts = collect_model_facts(spec_obj, instances[0])
+        budget = vram_budget(spec_obj, facts)
+        manifest = record_manifest(spec_obj, instances, root, facts, budget)
         digest = env_manifest.digest(manifest)
 
-        single = plan_runs(spec_obj, prompts, instances)
+        single, over_budget = apply_budget(plan_runs(spec_obj, prompts, instances), budget, spec_obj, prompts)
+        for plan, reason in over_budget:
+            if plan.run_id not in storage.finished_run_ids(root):
+                outcomes += record_failed_runs([plan], spec_obj, reason, manifest, digest, root)
         multi = plan_multi_runs(spec_obj, agents, instances)
         done_single, done_multi = storage.finished_run_ids(root), storage.finished_run_ids(root, "multi")
         todo_single = [p for p in single if p.run_id not in done_single]

@@ -5,16 +5,16 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from trbench import preflight
-from trbench.engines.instances import EmbeddedInstance, Instance
+from trbench import preflight, vram
+from trbench.spec import MatrixSpec
+from trbench.engines.instances import Instance
 
 
 @task(name="preflight-instance", cache_policy=NO_CACHE)
 def check_instance(inst: Instance, backend: str) -> str:
-    """Embedded: the port is free. External: the server answers."""
-    if isinstance(inst, EmbeddedInstance):
-        preflight.check_port_free(inst)
-        return f"{inst.name}: port {inst.port} free"
+    """A server trbench starts: its port is free. An external one: it answers."""
+    if inst.provider != "external":
+        return preflight.check_port_free(inst)
     preflight.check_health(inst, backend)
     return f"{inst.name}: {inst.url} answers"
 
@@ -23,3 +23,22 @@ def check_instance(inst: Instance, backend: str) -> str:
 def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:
     """The model is on the instance; an Ollama server pulls it first when the spec allows."""
     return preflight.check_model(inst, backend, model, pull)
+
+
+@task(name="vram-budget", cache_policy=NO_CACHE)
+def vram_budget(spec: MatrixSpec, facts: dict[str, dict]) -> list[dict]:
+    """Each server configuration's estimated GPU memory against what the GPU has free (seed 000's
+    estimate, with a real KV cache term): run, downgrade or skip, with the reason recorded."""
+    free = vram.gpu_free_mib()
+    out = []
+    for model, num_gpu, num_ctx in dict.fromkeys(c.server_key for c in spec.cells()):
+        row = {"model": model, "num_gpu": num_gpu, "num_ctx": num_ctx}
+        try:
+            estimate = vram.estimate_from_facts(facts.get(model) or {}, num_ctx, num_gpu)
+        except (ValueError, TypeError, KeyError) as err:
+            out.append({**row, "action": "run", "reason": f"no estimate ({err}); budget not checked", "estimate_gib": None})
+            continue
+        d = vram.budget_decision(estimate, free)
+        out.append({**row, "action": d.action, "reason": d.reason, "estimate_gib": round(estimate.total_gib, 3),
+                    "formula": estimate.formula, "to_num_gpu": d.num_gpu, "to_num_ctx": d.num_ctx, "free_mib": d.free_mib})
+    return out

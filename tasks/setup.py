@@ -32,13 +32,20 @@ def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) 
     return final, load_prompts(resolve_path(final.prompts)), agents
 
 
+@task(name="model-facts", cache_policy=NO_CACHE)
+def collect_model_facts(spec: MatrixSpec, inst: Instance) -> dict[str, dict]:
+    """Digest and metadata of every model (GGUF header; Ollama /api/tags and /api/show)."""
+    return {m: inst.model_facts(m) for m in spec.models}
+
+
 @task(name="record-manifest", cache_policy=NO_CACHE)
-def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path) -> dict:
+def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path, models: dict[str, dict],
+                    vram_budget: list[dict]) -> dict:
     """Describe the environment once per TR run and keep it next to the data."""
-    models = {m: instances[0].model_facts(m) for m in spec.models}
     described = [{"name": i.name, "provider": i.provider, "url": i.url, "threads": getattr(i, "threads", None)}
                  for i in instances]
     manifest = env_manifest.collect(described, models, command=" ".join(sys.argv))
     manifest["spec"] = spec.model_dump()
+    manifest["vram_budget"] = vram_budget
     storage.write_json_atomic(root / "manifest.json", manifest)
     return manifest

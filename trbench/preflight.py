@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -17,19 +18,22 @@ class PreflightError(RuntimeError):
         self.instance, self.check = instance, check
 
 
-def check_port_free(inst: EmbeddedInstance) -> None:
-    """The embedded server's port must be free: a server already there would be measured instead."""
+def check_port_free(inst: Instance) -> str:
+    """The port of a server we start must be free: a server already there would be measured instead."""
+    where = urlsplit(inst.url)
+    host, port = where.hostname, where.port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # as servers do: connections in TIME_WAIT from an earlier run do not make the port busy
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((inst.host, inst.port))
+            s.bind((host, port))
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
-                raise PreflightError(inst.name, "port free", f"{inst.host}:{inst.port} is already in use",
+                raise PreflightError(inst.name, "port free", f"{host}:{port} is already in use",
                                      "stop the process that holds it, or pick other ports in the spec field 'ports'") from None
-            raise PreflightError(inst.name, "port free", f"cannot bind {inst.host}:{inst.port} ({err})",
+            raise PreflightError(inst.name, "port free", f"cannot bind {host}:{port} ({err})",
                                  "use a local address in 'host' and a port in 1024..65535") from None
+    return f"{inst.name}: port {port} free"
 
 
 def check_health(inst: Instance, backend: str, timeout_s: float = 5.0) -> None:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from trbench.engines import bundled, ollama_api
+from trbench.engines import bundled, gguf, ollama_api
 from trbench.spec import Cell, MatrixSpec
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
@@ -152,8 +152,8 @@ class EmbeddedInstance:
 
     def model_facts(self, model: str) -> dict:
         path = bundled.resolve(model)
-        return {"model": model, "source": bundled.BUNDLED_MODELS[model], "file": path.name,
-                "size_bytes": path.stat().st_size, "digest": bundled.digest(path)}
+        facts = {k: v for k, v in gguf.model_facts(path).items() if k not in ("path", "tensor_types")}
+        return {**facts, "model": model, "source": bundled.BUNDLED_MODELS[model], "digest": bundled.digest(path)}
 
     def stop(self) -> None:
         with self._lock:

@@ -1,0 +1,89 @@
+"""tr_matrix on the Ollama providers, end to end, against FAKES of what cannot run here:
+a fake Docker Engine API (tests/fakes/fake_docker.py) and a fake `ollama` CLI
+(tests/fakes/bin/ollama); both serve the fake Ollama HTTP API with the documented shapes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import free_port
+
+from flows.tr_matrix import tr_matrix
+from tests.fakes.fake_docker import FakeDocker
+from tests.fakes.fake_ollama import DEFAULT_MODEL
+from trbench import storage
+
+FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
+
+
+def spec(tr_id: str, provider: str, **extra) -> dict:
+    return {"tr_id": tr_id, "provider": provider, "backend": "ollama", "models": [DEFAULT_MODEL],
+            "ports": [free_port(), free_port()], "grid": {"num_gpu": [60, 80], "num_ctx": [512]}, "runs": 2,
+            "requests_per_run": 2, "max_tokens": 8, "load_timeout_s": 20,
+            "multi_agent": {"scenarios": ["baseline_vs_chimera"], "runs": 2, "max_tokens": 8}, **extra}
+
+
+def check_tr(root: Path) -> None:
+    runs, requests = storage.read_runs(root), storage.read_requests(root)
+    assert len(runs) == 4 and runs["valid"].all()
+    measured = requests[~requests["is_warmup"]]
+    assert (measured["output_tokens"] > 0).all() and measured["decode_tps"].notna().all()
+    assert sorted(measured["num_gpu"].unique()) == [60, 80]
+    ma = storage.read_ma_runs(root)
+    assert len(ma) == 2 and ma["valid"].all()
+    assert ((ma["efficiency_pct"] - ma["speedup"] / 2 * 100).abs() < 1e-9).all()
+    manifest = storage.read_manifest(next((root / "runs").rglob("*.parquet")))
+    assert len(manifest["models"][DEFAULT_MODEL]["digest"]) == 64  # /api/tags: the bare sha256 hex
+    assert manifest["models"][DEFAULT_MODEL]["modelfile"]  # the `ollama show --modelfile` data
+
+
+def test_fake_docker_tr_matrix_runs_and_removes_its_containers(prefect_api, tmp_path, monkeypatch):
+    with FakeDocker(images=["ollama/ollama:latest"]) as engine:
+        monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
+        state = tr_matrix(spec=spec("dock", "ollama-docker", gpu_devices=["0", "1"]), output_dir=str(tmp_path),
+                          return_state=True)
+        assert state.is_completed(), state.message
+        check_tr(tmp_path / "dock")
+        creates = engine.create_bodies
+        assert len(creates) == 2
+        for body in creates:
+            bindings = body["HostConfig"]["PortBindings"]["11434/tcp"]
+            assert bindings[0]["HostIp"] == "127.0.0.1"
+        assert {r["DeviceIDs"][0] for b in creates for r in b["HostConfig"]["DeviceRequests"]} == {"0", "1"}
+        assert engine.wait_until(lambda: not any(c.running for c in engine.containers.values()) and not engine.containers)
+
+
+def test_fake_ollama_cli_tr_matrix_runs_and_leaves_no_process(prefect_api, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_OLLAMA_PYTHON", sys.executable)
+    monkeypatch.setenv("FAKE_OLLAMA_RECORD_DIR", str(tmp_path / "records"))
+    state = tr_matrix(spec=spec("proc", "ollama-process"), output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    check_tr(tmp_path / "proc")
+    left = [p for p in psutil.process_iter(["cmdline"]) if "fake_ollama_cli.py" in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_fake_ollama_cli_missing_model_fails_preflight_with_the_fix(prefect_api, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_OLLAMA_PYTHON", sys.executable)
+    state = tr_matrix(spec={**spec("nomodel", "ollama-process"), "models": ["qwen2.5:7b"]}, output_dir=str(tmp_path),
+                      return_state=True)
+    assert state.is_failed()
+    message = repr(state.result(raise_on_failure=False))
+    assert "check 'model present'" in message and "qwen2.5:7b" in message and "pull_models: true" in message
+
+
+@pytest.mark.parametrize("pull", [True])
+def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_path, monkeypatch, pull):
+    monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_OLLAMA_PYTHON", sys.executable)
+    s = {**spec("pulled", "ollama-process"), "models": ["qwen2.5:7b"], "pull_models": pull, "multi_agent": None,
+         "grid": {"num_ctx": [512]}}
+    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    assert set(storage.read_runs(tmp_path / "pulled")["model"]) == {"qwen2.5:7b"}

@@ -1,0 +1,86 @@
+"""Preflight: each bad case gives one clear error naming instance, check and fix, before any
+benchmark time is spent; the VRAM budget skips or downgrades with a recorded reason."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import free_port, llama_servers
+
+from flows.tr_matrix import apply_budget, plan_runs
+from tasks.preflight import vram_budget
+from trbench import vram
+from trbench.engines.instances import create_instances
+from trbench.prompts import load_prompts
+from trbench.spec import SpecError, parse_spec
+
+
+def failure(prefect_api, tmp_path, spec: dict) -> str:
+    from flows.tr_matrix import tr_matrix
+
+    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    assert state.is_failed()
+    message = repr(state.result(raise_on_failure=False))
+    assert not (tmp_path / spec["tr_id"] / "runs").exists()
+    return message
+
+
+def test_server_down(prefect_api, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    message = failure(prefect_api, tmp_path, {"tr_id": "down", "provider": "external", "backend": "ollama",
+                                               "urls": [url], "models": ["m"]})
+    assert "instance external-0, check 'server answers'" in message and url in message and "fix: start the server" in message
+
+
+def test_model_missing_on_the_embedded_engine(prefect_api, tmp_path):
+    port = free_port()
+    message = failure(prefect_api, tmp_path, {"tr_id": "nomodel", "models": ["llama3.1:8b"], "ports": [port]})
+    assert "check 'model present'" in message and "'llama3.1:8b' is not bundled" in message
+    assert "fix: use one of ['gemma3:270m', 'smollm2:135m']" in message
+    assert not llama_servers(port)
+
+
+def test_unknown_provider_is_a_spec_error():
+    with pytest.raises(SpecError, match=r"field 'provider': Input should be 'embedded', 'external', 'ollama-docker' or 'ollama-process'"):
+        parse_spec({"tr_id": "x", "models": ["m"], "provider": "vllm"})
+
+
+class FakeNVML:
+    """A FAKE of pynvml's answers as gpu_free_mib() reads them: one 12 GiB card with `free` MiB free."""
+
+    def __init__(self, free_mib: int):
+        self.free = free_mib
+
+    def __call__(self):
+        return [{"index": 0, "name": "Fake RTX 4080", "total_mib": 12282, "free_mib": self.free, "used_mib": 12282 - self.free}]
+
+
+def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int]):
+    spec = parse_spec({"tr_id": "v", "models": ["gemma3:270m"], "grid": {"num_gpu": [80], "num_ctx": num_ctx}})
+    monkeypatch.setattr(vram, "gpu_free_mib", (lambda: None) if free_mib is None else FakeNVML(free_mib))
+    inst = create_instances(spec, __import__("pathlib").Path("/tmp"))[0]
+    facts = {"gemma3:270m": inst.model_facts("gemma3:270m")}
+    return spec, vram_budget.fn(spec, facts)
+
+
+def test_no_gpu_runs_every_cell_and_says_the_budget_was_not_checked(monkeypatch):
+    _, decisions = budget_for(monkeypatch, None, [512])
+    assert [d["action"] for d in decisions] == ["run"]
+    assert decisions[0]["reason"] == "no GPU visible: budget not checked" and decisions[0]["estimate_gib"] > 0.5
+
+
+def test_a_cell_over_budget_is_downgraded_or_skipped_with_its_reason(monkeypatch):
+    # Gemma 3 270M at gpu 80: 756 MiB estimated at ctx 512, 1323 MiB at ctx 32768; 800 MiB free
+    spec, decisions = budget_for(monkeypatch, 800, [512, 32768])
+    by_ctx = {d["num_ctx"]: d for d in decisions}
+    assert by_ctx[512]["action"] == "run"
+    assert by_ctx[32768]["action"] in ("downgrade", "skip") and "800 MiB" in by_ctx[32768]["reason"]
+    prompts = load_prompts("datasets/prompts/single_agent.yaml")
+    plans = plan_runs(spec, prompts, create_instances(spec, __import__("pathlib").Path("/tmp")))
+    kept, skipped = apply_budget(plans, decisions, spec, prompts)
+    assert len(kept) + len(skipped) == len(plans)
+    big = [p for p in kept if p.cell.num_ctx != 512] + [p for p, _ in skipped]
+    assert all(p.cell.num_ctx < 32768 or p.cell.num_gpu < 80 for p in big if p in kept)
+    assert all("VRAM budget" in reason for _, reason in skipped)
+
+    _, nothing = budget_for(monkeypatch, 100, [512])
+    assert nothing[0]["action"] == "skip" and "100 MiB" in nothing[0]["reason"]
