@@ -87,3 +87,20 @@ def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_pat
     state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     assert set(storage.read_runs(tmp_path / "pulled")["model"]) == {"qwen2.5:7b"}
+
+
+def test_fake_ollama_serial_mode_unloads_each_model_before_the_next(prefect_api, tmp_path):
+    from tests.fakes.fake_ollama import DEFAULT_THINKER, FakeOllama
+
+    with FakeOllama() as server:
+        s = {"tr_id": "serial", "provider": "external", "backend": "ollama", "urls": [server.url],
+             "models": [DEFAULT_MODEL, DEFAULT_THINKER], "runs": 1, "requests_per_run": 2, "max_tokens": 4,
+             "execution": {"mode": "serial"}}
+        state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+        assert state.is_completed(), state.message
+        sequence = [(r.path, (r.body or {}).get("model"), (r.body or {}).get("keep_alive"))
+                    for r in server.requests if r.path in ("/api/chat", "/api/generate")]
+    unload_first = sequence.index(("/api/generate", DEFAULT_MODEL, 0))
+    first_chat_of_second = next(i for i, (path, model, _) in enumerate(sequence) if path == "/api/chat" and model == DEFAULT_THINKER)
+    last_chat_of_first = max(i for i, (path, model, _) in enumerate(sequence) if path == "/api/chat" and model == DEFAULT_MODEL)
+    assert last_chat_of_first < unload_first < first_chat_of_second

@@ -142,6 +142,12 @@ class Setup(BaseModel):
     instances: list[InstanceInfo]
     models: list[ModelInfo]
     manifest_source: str
+    vram_budget: list[dict] = []
+
+
+# Model facts worth a reader's eye; the manifest keeps them all.
+MODEL_DETAIL_KEYS = ["source", "file", "size_bytes", "architecture", "quantization", "params_b", "context_length",
+                     "block_count", "head_count_kv", "parameters", "modelfile"]
 
 
 class CacheInfo(BaseModel):
@@ -236,8 +242,9 @@ def _setup(manifest: dict, manifest_source: str, runs: pd.DataFrame, models: lis
     model_infos = []
     for name in sorted(set(models) | set(facts)):
         f = facts.get(name) or {}
-        details = {k: str(v) for k, v in f.items()
-                   if k not in ("digest", "model") and v is not None and not isinstance(v, (dict, list))}
+        details = {k: str(f[k]) for k in MODEL_DETAIL_KEYS if f.get(k) is not None and k != "modelfile"}
+        details.update({k: str(v) for k, v in (f.get("details") or {}).items()
+                        if k in ("family", "parameter_size", "quantization_level")})
         model_infos.append(ModelInfo(name=name, digest=_str(f.get("digest")), details=details))
 
     return Setup(
@@ -254,6 +261,7 @@ def _setup(manifest: dict, manifest_source: str, runs: pd.DataFrame, models: lis
         instances=instances,
         models=model_infos,
         manifest_source=manifest_source,
+        vram_budget=[d for d in manifest.get("vram_budget") or [] if isinstance(d, dict)],
     )
 
 
