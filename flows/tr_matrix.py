@@ -24,6 +24,7 @@ from tasks.bench import plan_lanes, record_failed_runs, run_lane
 from tasks.instances import start_instances, stop_instances
 from tasks.multi_agent import multi_agent_run
 from tasks.preflight import check_instance, check_model, vram_budget
+from tasks.progress import track_progress
 from tasks.report import render_report
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench import manifest as env_manifest
@@ -116,6 +117,7 @@ def tr_matrix(
 
     outcomes: list[dict] = []
     gate = Gate()
+    untrack = None
     try:
         start_instances(instances)
         for inst in instances:
@@ -138,6 +140,7 @@ def tr_matrix(
         progress.emit(kind="planned", total_runs=len(single) + len(multi), message=f"{skipped} already finished")
         for _ in range(skipped):
             progress.emit(kind="run_skipped")
+        untrack = track_progress(spec_obj.tr_id, len(single) + len(multi), skipped)
 
         lanes = plan_lanes(todo_single, spec_obj, instances)
         for lane_outcomes in run_lane.map(lanes, unmapped(spec_obj), unmapped(instances), unmapped(prompts),
@@ -150,6 +153,8 @@ def tr_matrix(
             outcomes.append(multi_agent_run(plan, spec_obj, pair, agents, manifest, digest, root, first, gate))
     finally:
         gate.close()  # before the servers go: a run cut short by this is not written
+        if untrack:
+            untrack()
         try:
             stop_instances(instances)
         finally:

@@ -55,7 +55,12 @@ def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
         keys = {a.key for a in artifact}
-    assert "flowtest-report" in keys
+    assert "flowtest-report" in keys and "flowtest-progress" in keys
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flowtest-progress"])))
+    assert progress and float(progress[0].data) == 100.0
 
     again = tr_matrix(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
     assert again.is_completed() and "4 already finished" in again.message

@@ -488,7 +488,8 @@ def _sections(text: str) -> list[tuple[int, str, int]]:
 
 def report_frame(path: Path, single_runs: bool, multi_runs: bool) -> pd.DataFrame:
     """One row per required heading: found, characters of content up to the next heading of the same
-    or a higher level (sub-sections count), and whether it holds a Markdown table."""
+    or a higher level (sub-sections count), and whether its own text (before any sub-heading) holds a
+    Markdown table."""
     required = ["# <title>", *REPORT_SECTIONS] + (REPORT_MULTI_SECTIONS if multi_runs else [])
     exists = path.is_file()
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if exists else []
@@ -503,7 +504,8 @@ def report_frame(path: Path, single_runs: bool, multi_runs: bool) -> pd.DataFram
             end = next((h[2] for h in heads if h[2] > match[2] and h[0] <= level), len(lines))
             body = [ln for ln in lines[start:end] if not re.match(r"^#{1,6}\s", ln)]
             body_chars = sum(len(ln.strip()) for ln in body)
-            has_table = any(ln.lstrip().startswith("|") for ln in lines[start:end])
+            own_end = next((h[2] for h in heads if h[2] > match[2]), len(lines))  # before any sub-heading
+            has_table = any(ln.lstrip().startswith("|") for ln in lines[start:own_end])
         needs_table = want in REPORT_TABLE_SECTIONS and (multi_runs if want in REPORT_MULTI_SECTIONS else single_runs)
         rows.append({"heading": want, "file_exists": exists, "found": match is not None,
                      "body_chars": float(body_chars), "has_table": has_table, "needs_table": needs_table,
@@ -568,7 +570,7 @@ def _examples(tc: TableCheck, check: Check, index: list) -> list[dict]:
 
 
 def _message(tc: TableCheck, check: Check, success: bool, element_count, unexpected_count, examples, observed) -> str:
-    where = f"{tc.table}.{'/'.join(check.columns)}"
+    where = tc.table if check.name == "columns_present" else f"{tc.table}.{'/'.join(check.columns)}"
     if success:
         return f"{where}: {check.name} passed ({check.what})"
     configs = sorted({str(e["config"]) for e in examples if e.get("config")})
@@ -598,15 +600,17 @@ def _run_table(ctx, datasource, tc: TableCheck) -> list[ExpectationOutcome]:
     import great_expectations.expectations as gxe  # noqa: PLC0415
     from great_expectations.expectations.row_conditions import Column as C  # noqa: PLC0415
 
-    suite = gx.ExpectationSuite(name=f"trbench.{tc.table}")
     by_name: dict[str, Check] = {}
+    expectations = []
     for check in tc.checks:
         if check.name in by_name:
             raise ValueError(f"duplicate expectation name {check.name!r} on table {tc.table}")
         by_name[check.name] = check
         exp = check.build(gxe, C)
         exp.meta = {"name": check.name, "table": tc.table}
-        suite.add_expectation(exp)
+        expectations.append(exp)
+    # given at construction: add_expectation() compares each new one with all before it (quadratic)
+    suite = gx.ExpectationSuite(name=f"trbench.{tc.table}", expectations=expectations)
     asset = datasource.add_dataframe_asset(f"{tc.table}")
     batch = asset.add_batch_definition_whole_dataframe(f"{tc.table}.all").get_batch(
         batch_parameters={"dataframe": tc.frame})

@@ -1,0 +1,32 @@
+"""Live progress of a TR run as a Prefect progress artifact, updated as runs finish."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from tasks.report import artifact_key
+from trbench import progress
+
+
+def track_progress(tr_id: str, total_runs: int, already_done: int) -> Callable[[], None]:
+    """Create the artifact and keep it current; returns the function that stops tracking."""
+    lock = threading.Lock()
+    state = {"done": already_done}
+
+    def percent() -> float:
+        return 100.0 if total_runs == 0 else round(state["done"] / total_runs * 100.0, 1)
+
+    artifact_id = create_progress_artifact(progress=percent(), key=artifact_key(tr_id, "progress"),
+                                           description=f"{tr_id}: runs finished of {total_runs} planned")
+
+    def on_event(event: progress.ProgressEvent) -> None:
+        if event.kind != "run_finished":
+            return
+        with lock:
+            state["done"] += 1
+            update_progress_artifact(artifact_id=artifact_id, progress=percent())
+
+    return progress.subscribe(on_event)

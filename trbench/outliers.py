@@ -1,0 +1,219 @@
+"""MAD outlier flags per config group (DESIGN: |x - median| > k x MAD, k = 2, raw MAD).
+
+Groups and the runs in them:
+  single-agent  model x num_gpu x num_ctx x temperature; per run_index only its latest attempt
+                counts (as in the report), and only if that attempt is valid
+  multi-agent   model x scenario; same latest-attempt and validity rule
+
+Metrics, one flag row per run x metric:
+  single-agent  decode_tps_mean   the run's mean server-view decode tok/s: the per-run figure the
+                                  report's run-to-run CV is computed over
+                ttft_ms_p50       the run's median TTFT: one cold request inside a run does not move it,
+                                  a run whose TTFT is off as a whole does
+  multi-agent   speedup           the headline figure (sequential_wall_s / concurrent_wall_s)
+                collector_concurrent_decode_tps, insight_concurrent_decode_tps
+                collector_concurrent_ttft_ms,    insight_concurrent_ttft_ms
+                                  each agent's decode throughput and TTFT while both run at once
+  (efficiency_pct is speedup / n_agents x 100, so it would only repeat the speedup flag.)
+
+Rule: median and raw MAD = median(|x_i - median|) over the group's non-null values (no 1.4826
+factor); scale = max(MAD, min_rel_mad x |median|); threshold = k x scale; a run is flagged when
+|x - median| > threshold (strictly).
+
+MAD == 0 (at least half the runs have exactly the median value, e.g. a deterministic server):
+the raw rule's threshold would be 0 and flag any run that differs in the last digit, so the scale
+has a floor, min_rel_mad x |median| (default 1 %): with k = 2 a run within 2 % of its group's
+median is never an outlier, a run 2 % or more off a group of identical runs is. The same floor
+keeps groups whose runs agree to within a fraction of a percent from flagging noise. The raw
+MAD, the scale and the threshold are all in the output; min_rel_mad=0 gives the plain rule (then
+with MAD == 0 every value that differs from the median is flagged).
+
+Groups with fewer than 3 values never flag (with 2 values |x - median| == MAD; with 1, both 0);
+n_runs says how many values the median and MAD are over. A null metric value gets a row with
+flagged false.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trbench import storage
+
+DEFAULT_K = 2.0
+DEFAULT_MIN_REL_MAD = 0.01
+
+SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
+MULTI_CONFIG = ["model", "scenario"]
+SINGLE_METRICS = ["decode_tps_mean", "ttft_ms_p50"]
+MULTI_METRICS = ["speedup", "collector_concurrent_decode_tps", "insight_concurrent_decode_tps",
+                 "collector_concurrent_ttft_ms", "insight_concurrent_ttft_ms"]
+
+FLAGS_SCHEMA = pa.schema([
+    ("kind", pa.string()),  # single | multi
+    ("tr_id", pa.string()),
+    ("run_id", pa.string()),
+    ("attempt", pa.int32()),
+    ("run_index", pa.int32()),
+    ("cell_hash", pa.string()),
+    ("model", pa.string()),
+    ("num_gpu", pa.int32()),  # single-agent config; null on multi-agent rows
+    ("num_ctx", pa.int32()),
+    ("temperature", pa.float64()),
+    ("scenario", pa.string()),  # multi-agent config; null on single-agent rows
+    ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.validation keys)
+    ("metric", pa.string()),
+    ("value", pa.float64()),
+    ("n_runs", pa.int32()),  # values in the group the median and MAD are over
+    ("median", pa.float64()),
+    ("mad", pa.float64()),  # raw MAD
+    ("scale", pa.float64()),  # max(mad, min_rel_mad x |median|)
+    ("k", pa.float64()),
+    ("threshold", pa.float64()),  # k x scale
+    ("deviation", pa.float64()),  # value - median (signed)
+    ("flagged", pa.bool_()),
+])
+
+FLAGS_FILE = Path("flags") / "flags.parquet"
+
+
+def _float_text(v: Any) -> str:
+    return "null" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):g}"
+
+
+def _int_text(v: Any) -> str:
+    return "null" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
+
+
+def config_key(kind: str, row: dict) -> str:
+    """The same keys as trbench.validation's expected_runs."""
+    if kind == "multi":
+        return f"{row['model']}|{row['scenario']}"
+    return f"{row['model']}|{_int_text(row['num_gpu'])}|{_int_text(row['num_ctx'])}|{_float_text(row['temperature'])}"
+
+
+def _counted(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
+    """Latest attempt per config x run_index, then valid ones only."""
+    if runs.empty:
+        return runs
+    top = runs.groupby([*config, "run_index"], dropna=False)["attempt"].transform("max")
+    latest = runs[runs["attempt"] == top]
+    return latest[latest["valid"].fillna(False).astype(bool)]
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def mad_stats(values: list[float], k: float = DEFAULT_K, min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> dict:
+    """median, raw MAD, scale and threshold of a group's values (see the module doc)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"n_runs": 0, "median": None, "mad": None, "scale": None, "threshold": None}
+    med = float(np.median(a))
+    mad = float(np.median(np.abs(a - med)))
+    scale = max(mad, min_rel_mad * abs(med))
+    return {"n_runs": int(a.size), "median": med, "mad": mad, "scale": scale, "threshold": k * scale}
+
+
+def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
+                  min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> list[dict]:
+    """Flag rows (FLAGS_SCHEMA fields) for one runs table (kind 'single': read_runs, 'multi': read_ma_runs)."""
+    config, metric_names = (MULTI_CONFIG, MULTI_METRICS) if kind == "multi" else (SINGLE_CONFIG, SINGLE_METRICS)
+    counted = _counted(runs, config)
+    out: list[dict] = []
+    if counted.empty:
+        return out
+    records = counted.sort_values([*config, "run_index"]).to_dict("records")
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(config_key(kind, r), []).append(r)
+    for key, members in groups.items():
+        for metric in metric_names:
+            vals = [_num(r.get(metric)) for r in members]
+            stats = mad_stats([v for v in vals if v is not None], k, min_rel_mad)
+            for r, v in zip(members, vals):
+                deviation = None if v is None or stats["median"] is None else v - stats["median"]
+                out.append({
+                    "kind": kind, "tr_id": r.get("tr_id"), "run_id": r["run_id"], "attempt": int(r["attempt"]),
+                    "run_index": int(r["run_index"]), "cell_hash": r.get("cell_hash"), "model": r["model"],
+                    "num_gpu": None if kind == "multi" else int(r["num_gpu"]),
+                    "num_ctx": None if kind == "multi" else int(r["num_ctx"]),
+                    "temperature": None if kind == "multi" else float(r["temperature"]),
+                    "scenario": r["scenario"] if kind == "multi" else None,
+                    "config": key, "metric": metric, "value": v, **stats, "k": float(k), "deviation": deviation,
+                    "flagged": bool(deviation is not None and abs(deviation) > stats["threshold"]),
+                })
+    return out
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pa.Table.from_pylist(rows, schema=FLAGS_SCHEMA).to_pandas()
+
+
+def flag_outliers(tr_root: Path, k: float = DEFAULT_K, min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> pd.DataFrame:
+    """Every counted run x metric of one TR (single- and multi-agent), with its group's median, MAD,
+    threshold and whether it is flagged. Columns: FLAGS_SCHEMA."""
+    root = Path(tr_root)
+    rows = compute_flags(storage.read_runs(root), "single", k, min_rel_mad)
+    rows += compute_flags(storage.read_ma_runs(root), "multi", k, min_rel_mad)
+    return _frame(rows)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    out = []
+    for rec in frame[[f.name for f in FLAGS_SCHEMA]].to_dict("records"):
+        out.append({key: (None if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v)
+                    for key, v in rec.items()})
+    return out
+
+
+def write_flags(tr_root: Path, frame: pd.DataFrame) -> Path:
+    """tr_root/flags/flags.parquet, written atomically (temp name + rename)."""
+    path = Path(tr_root) / FLAGS_FILE
+    table = pa.Table.from_pylist(_records(frame), schema=FLAGS_SCHEMA)
+    storage.write_table_atomic(path, table)
+    return path
+
+
+def read_flags(tr_root: Path) -> pd.DataFrame:
+    path = Path(tr_root) / FLAGS_FILE
+    if not path.is_file():
+        return FLAGS_SCHEMA.empty_table().to_pandas()
+    return pq.read_table(path, schema=FLAGS_SCHEMA).to_pandas()
+
+
+def flagged_configs(frame: pd.DataFrame) -> list[dict]:
+    """The configs with at least one flagged run, for re-running: kind, config key, the config's
+    fields, cell_hash, and the flagged metrics and run_ids. Sorted by kind, then config."""
+    if frame.empty:
+        return []
+    flagged = frame[frame["flagged"].fillna(False).astype(bool)]
+    out = []
+    for (kind, key), g in flagged.groupby(["kind", "config"], sort=True):
+        first = g.iloc[0]
+        entry: dict[str, Any] = {"kind": kind, "config": key, "model": first["model"]}
+        if kind == "multi":
+            entry["scenario"] = first["scenario"]
+        else:
+            entry.update(num_gpu=int(first["num_gpu"]), num_ctx=int(first["num_ctx"]),
+                         temperature=float(first["temperature"]))
+        hashes = sorted({h for h in g["cell_hash"] if isinstance(h, str)})
+        entry["cell_hash"] = hashes[0] if len(hashes) == 1 else (hashes or None)
+        entry["metrics"] = sorted(set(g["metric"]))
+        entry["run_ids"] = sorted(set(g["run_id"]))
+        entry["run_indexes"] = sorted({int(i) for i in g["run_index"]})
+        out.append(entry)
+    return out
