@@ -13,6 +13,7 @@ Runs already finished under the same tr_id are skipped: running it again resumes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -25,7 +26,8 @@ from tasks.instances import start_instances, stop_instances
 from tasks.multi_agent import multi_agent_run
 from tasks.preflight import check_instance, check_model, vram_budget
 from tasks.progress import track_progress
-from tasks.report import render_report
+from tasks.quality import flag_outliers, validate
+from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench import manifest as env_manifest
 from trbench import progress, storage
@@ -35,6 +37,7 @@ from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
 from trbench.prompts import PromptSuite
 from trbench.runner import Gate, RunPlan
 from trbench.spec import MatrixSpec
+from trbench.validation import ValidationResult
 
 
 def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance]) -> list[RunPlan]:
@@ -80,7 +83,10 @@ def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[
     return plans
 
 
-def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str) -> State:
+def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
+                checked: ValidationResult | None = None, flagged: list[dict] | None = None) -> State:
+    """Completed with a message when something was measured; Failed when nothing was valid or a
+    Great Expectations check failed (the message names the config and the column)."""
     valid = sum(o["valid"] for o in outcomes)
     invalid = [o for o in outcomes if not o["valid"]]
     summary = (f"{spec.tr_id}: {valid} of {len(outcomes)} run(s) valid"
@@ -88,9 +94,88 @@ def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Pa
     if invalid:
         reasons = "; ".join(f"{o['run_id']}: {o['invalid_reason']}" for o in invalid[:3])
         summary += f"; invalid: {reasons}" + (" ..." if len(invalid) > 3 else "")
+    if flagged:
+        summary += f"; {len(flagged)} config(s) with outlier runs (rerun_flagged runs them again)"
+    if checked is not None and not checked.success:
+        summary += "; validation failed: " + "; ".join(f.message for f in checked.failures[:3])
+        return Failed(message=summary)
     if outcomes and valid == 0:
         return Failed(message=summary)
     return Completed(message=summary)
+
+
+Selector = Callable[[list[RunPlan], list[MultiRunPlan], Path], tuple[list[RunPlan], list[MultiRunPlan]]]
+
+
+def unfinished(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
+    """Resume: the runs without a finished run file (the run files are the ledger)."""
+    done_single, done_multi = storage.finished_run_ids(root), storage.finished_run_ids(root, "multi")
+    return [p for p in single if p.run_id not in done_single], [p for p in multi if p.run_id not in done_multi]
+
+
+def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, select: Selector) -> State:
+    """The body of a TR run, shared by tr_matrix (every unfinished run) and rerun_flagged (the
+    flagged configs, as a new attempt): preflight, instances, runs, checks, report."""
+    logger = get_run_logger()
+    root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    instances = create_instances(spec, root / "logs", spec.instance_count)
+    for inst in instances:
+        check_instance(inst, spec.backend)
+
+    outcomes: list[dict] = []
+    gate = Gate()
+    untrack = None
+    fallbacks: list[dict] = []
+    try:
+        start_instances(instances)
+        for inst in instances:
+            for model in spec.models:
+                check_model(inst, spec.backend, model, spec.pull_models)
+        facts = collect_model_facts(spec, instances[0])
+        budget = vram_budget(spec, facts)
+        manifest = record_manifest(spec, instances, root, facts, budget)
+        digest = env_manifest.digest(manifest)
+
+        single, over_budget = apply_budget(plan_runs(spec, prompts, instances), budget, spec, prompts)
+        multi = plan_multi_runs(spec, agents, instances)
+        todo_single, todo_multi = select(single, multi, root)
+        for plan, reason in over_budget:
+            if plan.run_id not in storage.finished_run_ids(root):
+                outcomes += record_failed_runs([plan], spec, reason, manifest, digest, root)
+        planned = len(todo_single) + len(todo_multi)
+        skipped = len(single) + len(multi) - planned if select is unfinished else 0
+        progress.emit(kind="planned", total_runs=planned + skipped, message=f"{skipped} already finished")
+        for _ in range(skipped):
+            progress.emit(kind="run_skipped")
+        untrack = track_progress(spec.tr_id, planned + skipped, skipped)
+
+        lanes = plan_lanes(todo_single, spec, instances)
+        for lane in run_lane.map(lanes, unmapped(spec), unmapped(instances), unmapped(prompts),
+                                 unmapped(manifest), unmapped(digest), unmapped(root), unmapped(gate)).result():
+            outcomes += lane.outcomes
+            fallbacks += lane.fallbacks
+
+        pair = dict(zip(ROLES, instances))
+        for i, plan in enumerate(todo_multi):
+            first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
+            outcomes.append(multi_agent_run(plan, spec, pair, agents, manifest, digest, root, first, gate))
+    finally:
+        gate.close()  # before the servers go: a run cut short by this is not written
+        if untrack:
+            untrack()
+        try:
+            stop_instances(instances)
+        finally:
+            for inst in instances:  # again, plainly: also when the interrupt hit the task machinery itself
+                inst.stop()
+
+    write_failure_log(root, fallbacks)
+    flagged = flag_outliers(root, spec)
+    report = render_report(root, spec)
+    checked = validate(root, spec, report)
+    state = final_state(spec, outcomes, skipped, report, checked, flagged)
+    logger.info(state.message)
+    return state
 
 
 # Parallelism is decided by the spec (lanes), never by the task runner: runs within a lane and the
@@ -105,63 +190,9 @@ def tr_matrix(
     requests_per_run: int | None = None,
     output_dir: str | None = None,
 ) -> State:
-    """Run a TR matrix spec (a YAML path, or the spec itself) with optional overrides."""
-    logger = get_run_logger()
+    """Run a TR matrix spec (a YAML path, or the spec itself) with optional overrides; the same
+    tr_id again resumes, running only what has no finished run file."""
     overrides = {"tr_id": tr_id, "models": models, "runs": runs, "requests_per_run": requests_per_run,
                  "output_dir": output_dir}
     spec_obj, prompts, agents = load_matrix_spec(spec_path, spec, overrides)
-    root = storage.tr_dir(resolve_path(spec_obj.output_dir), spec_obj.tr_id)
-    instances = create_instances(spec_obj, root / "logs", spec_obj.instance_count)
-    for inst in instances:
-        check_instance(inst, spec_obj.backend)
-
-    outcomes: list[dict] = []
-    gate = Gate()
-    untrack = None
-    try:
-        start_instances(instances)
-        for inst in instances:
-            for model in spec_obj.models:
-                check_model(inst, spec_obj.backend, model, spec_obj.pull_models)
-        facts = collect_model_facts(spec_obj, instances[0])
-        budget = vram_budget(spec_obj, facts)
-        manifest = record_manifest(spec_obj, instances, root, facts, budget)
-        digest = env_manifest.digest(manifest)
-
-        single, over_budget = apply_budget(plan_runs(spec_obj, prompts, instances), budget, spec_obj, prompts)
-        for plan, reason in over_budget:
-            if plan.run_id not in storage.finished_run_ids(root):
-                outcomes += record_failed_runs([plan], spec_obj, reason, manifest, digest, root)
-        multi = plan_multi_runs(spec_obj, agents, instances)
-        done_single, done_multi = storage.finished_run_ids(root), storage.finished_run_ids(root, "multi")
-        todo_single = [p for p in single if p.run_id not in done_single]
-        todo_multi = [p for p in multi if p.run_id not in done_multi]
-        skipped = len(single) + len(multi) - len(todo_single) - len(todo_multi)
-        progress.emit(kind="planned", total_runs=len(single) + len(multi), message=f"{skipped} already finished")
-        for _ in range(skipped):
-            progress.emit(kind="run_skipped")
-        untrack = track_progress(spec_obj.tr_id, len(single) + len(multi), skipped)
-
-        lanes = plan_lanes(todo_single, spec_obj, instances)
-        for lane_outcomes in run_lane.map(lanes, unmapped(spec_obj), unmapped(instances), unmapped(prompts),
-                                          unmapped(manifest), unmapped(digest), unmapped(root), unmapped(gate)).result():
-            outcomes += lane_outcomes
-
-        pair = dict(zip(ROLES, instances))
-        for i, plan in enumerate(todo_multi):
-            first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
-            outcomes.append(multi_agent_run(plan, spec_obj, pair, agents, manifest, digest, root, first, gate))
-    finally:
-        gate.close()  # before the servers go: a run cut short by this is not written
-        if untrack:
-            untrack()
-        try:
-            stop_instances(instances)
-        finally:
-            for inst in instances:  # again, plainly: also when the interrupt hit the task machinery itself
-                inst.stop()
-
-    report = render_report(root, spec_obj)
-    state = final_state(spec_obj, outcomes, skipped, report)
-    logger.info(state.message)
-    return state
+    return run_tr(spec_obj, prompts, agents, unfinished)

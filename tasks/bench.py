@@ -14,7 +14,7 @@ from trbench.backends import make_client
 from trbench.engines.instances import Instance, InstanceError
 from trbench.prompts import PromptSuite
 from trbench.runner import Gate, RunPlan, execute_run, failed_run
-from trbench.spec import MatrixSpec
+from trbench.spec import MatrixSpec, OptionSet
 from tasks.instances import prepare_instance, unload_model
 
 
@@ -69,7 +69,8 @@ def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict
 
 
 def _outcome(row: dict) -> dict:
-    return {k: row[k] for k in ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50")}
+    return {k: row[k] for k in ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50",
+                                "error_kinds")}
 
 
 class Lane(BaseModel):
@@ -92,26 +93,59 @@ def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, instances: list[Instance]
     return [lane for lane in lanes if lane.plans]
 
 
+class LaneResult(BaseModel):
+    outcomes: list[dict]
+    fallbacks: list[dict]
+
+
+def fallback_plan(plan: RunPlan, rung: OptionSet, spec: MatrixSpec, prompts: PromptSuite) -> RunPlan:
+    """The same run one rung down the OOM ladder: fewer GPU layers and/or a smaller context."""
+    cell = plan.cell.model_copy(update={k: v for k, v in (("num_gpu", rung.num_gpu), ("num_ctx", rung.num_ctx)) if v is not None})
+    return plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest),
+                                   "fallback_from": plan.fallback_from or plan.cell.label})
+
+
+def _run_group(group: list[RunPlan], spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
+               manifest_digest: str, root: Path, gate: Gate) -> list[dict]:
+    gate.check()
+    try:
+        load_ms = prepare_instance(inst, group[0].cell)
+    except InstanceError as err:
+        return record_failed_runs(group, spec, str(err), manifest, manifest_digest, root)
+    outcomes = []
+    for i, plan in enumerate(group):
+        first_of_cell = i == 0 or plan.cell != group[i - 1].cell
+        outcomes.append(bench_run(plan, spec, inst, prompts, manifest, manifest_digest, root,
+                                  spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None, gate))
+    return outcomes
+
+
 @task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
 def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
-             manifest_digest: str, root: Path, gate: Gate) -> list[dict]:
-    """Per server configuration: load the instance, then its runs; in serial mode a model is
-    unloaded before the next one is loaded."""
+             manifest_digest: str, root: Path, gate: Gate) -> LaneResult:
+    """Per server configuration: load the instance, then its runs; a configuration that runs out of
+    memory is tried again one rung down spec.oom_fallback; in serial mode a model is unloaded
+    before the next one is loaded."""
     inst = instances[lane.instance]
     outcomes: list[dict] = []
+    fallbacks: list[dict] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
     for n, group in enumerate(groups):
-        gate.check()
-        try:
-            load_ms = prepare_instance(inst, group[0].cell)
-        except InstanceError as err:
-            outcomes += record_failed_runs(group, spec, str(err), manifest, manifest_digest, root)
-            continue
-        for i, plan in enumerate(group):
-            first_of_cell = i == 0 or plan.cell != group[i - 1].cell
-            outcomes.append(bench_run(plan, spec, inst, prompts, manifest, manifest_digest, root,
-                                      spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None, gate))
+        rungs = list(spec.oom_fallback)
+        while True:
+            results = _run_group(group, spec, inst, prompts, manifest, manifest_digest, root, gate)
+            outcomes += results
+            oom = [o["run_id"] for o in results if "oom" in (o.get("error_kinds") or "")]
+            if not oom:
+                break
+            decision = {"model": group[0].cell.model, "from_config": group[0].cell.label, "oom_runs": oom}
+            if not rungs:
+                fallbacks.append({**decision, "to_config": None, "decision": "no fallback left: the config stays failed"})
+                break
+            group = [fallback_plan(p, rungs.pop(0), spec, prompts) for p in group]
+            fallbacks.append({**decision, "to_config": group[0].cell.label,
+                              "decision": f"retried at {group[0].cell.label} (next rung of oom_fallback)"})
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
         if spec.execution.mode == "serial" and next_model != group[0].cell.model:
             unload_model(inst, group[0].cell.model)
-    return outcomes
+    return LaneResult(outcomes=outcomes, fallbacks=fallbacks)

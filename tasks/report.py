@@ -9,6 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from trbench import failures
 from trbench.report import write_report
 from trbench.spec import MatrixSpec
 
@@ -24,3 +25,10 @@ def render_report(root: Path, spec: MatrixSpec) -> Path:
     create_markdown_artifact(key=artifact_key(spec.tr_id, "report"), markdown=path.read_text(),
                              description=f"Technical report {spec.tr_id}")
     return path
+
+
+@task(name="failure-log", cache_policy=NO_CACHE)
+def write_failure_log(root: Path, fallbacks: list[dict]) -> Path:
+    """Keep this flow run's fallback decisions, then rewrite the failure log of the whole TR run."""
+    failures.record_fallbacks(root, fallbacks)
+    return failures.write_failure_log(root)

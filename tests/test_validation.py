@@ -260,3 +260,18 @@ def test_empty_tr_fails_only_for_having_no_runs(tmp_path, gx_context):
     failed = {(r.table, r.expectation) for r in result.failures}
     assert failed == {("tr", "tr_has_finished_runs"), ("run_counts", "expected_runs_per_config")}
     assert "m|0|512|0.8" in result.get("run_counts", "expected_runs_per_config").message
+
+
+def test_oom_fallback_runs_count_for_the_cell_they_replace():
+    import pandas as pd
+
+    def run(num_gpu, run_index, valid, fallback_from=None):
+        return {"model": "m", "num_gpu": num_gpu, "num_ctx": 2048, "temperature": 1.0, "run_index": run_index,
+                "attempt": 1, "valid": valid, "fallback_from": fallback_from}
+
+    # the cell gpu80 ran out of memory on every run; each run was retried at gpu40
+    runs = pd.DataFrame([run(80, i, False) for i in range(3)] + [run(40, i, True, "gpu80_ctx2048_temp1") for i in range(3)])
+    frame = validation.count_frame(runs, "single", {"m|80|2048|1": 3})
+    assert frame.to_dict("records") == [{
+        "config": "m|80|2048|1", "model": "m", "n_runs": 3.0, "n_valid": 3.0, "expected": 3.0,
+        "run_indexes": [0, 1, 2], "missing_run_indexes": [], "measured_as": ["m|40|2048|1", "m|80|2048|1"]}]

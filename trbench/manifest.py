@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from trbench import vram
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["trbench", "prefect", "xllamacpp", "httpx", "pydantic", "pandas", "pyarrow", "numpy",
             "great-expectations", "nvidia-ml-py", "docker"]
@@ -51,26 +53,9 @@ def cpu_model() -> str:
 
 
 def gpus() -> list[dict]:
-    """NVIDIA GPUs through NVML when the library and a driver are present; [] otherwise."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver is the common case, not an error
-        return []
-    try:
-        out = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            out.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                        "memory_total_mib": mem.total // (1 << 20)})
-        return out
-    finally:
-        pynvml.nvmlShutdown()
+    """NVIDIA GPUs (name, total memory) through NVML; [] without one."""
+    return [{"index": g["index"], "name": g["name"], "memory_total_mib": round(g["total_mib"])}
+            for g in vram.gpu_free_mib() or []]
 
 
 def hardware() -> dict:

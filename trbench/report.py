@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from trbench import metrics
 from trbench.report_multi import MultiAgentSection, build_multi_agent
+from trbench.report_quality import FlaggedRun, Rerun, flagged_runs, reruns
 from trbench.spec import MatrixSpec
 from trbench.storage import read_manifest, read_requests, read_runs
 
@@ -177,6 +178,8 @@ class ReportData(BaseModel):
     failures: list[FailedRequest]
     invalid_runs: list[InvalidRun]
     multi_agent: MultiAgentSection | None = None
+    flagged_runs: list[FlaggedRun] = []
+    reruns: list[Rerun] = []
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -446,6 +449,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
         failures=failures,
         invalid_runs=invalid,
         multi_agent=build_multi_agent(tr_root, models),
+        flagged_runs=flagged_runs(tr_root),
+        reruns=reruns(tr_root),
     )
 
 

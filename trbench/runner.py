@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from trbench import metrics
+from trbench import metrics, vram
+from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.prompts import PromptSuite
 from trbench.spec import Cell, MatrixSpec
@@ -48,6 +49,7 @@ class RunPlan(BaseModel):
     attempt: int = 1
     instance: str
     instance_url: str
+    fallback_from: str | None = None  # the config label this OOM fallback replaces
 
     @property
     def run_id(self) -> str:
@@ -88,6 +90,7 @@ def _keys(spec: MatrixSpec, plan: RunPlan) -> dict:
         "model": c.model, "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
         "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
         "temperature": c.temperature, "prompt_cache": spec.prompt_cache, "run_index": plan.run_index,
+        "fallback_from": plan.fallback_from,
     }
 
 
@@ -109,6 +112,8 @@ def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExc
         "chunk_kinds": list(ex.token_kinds),
         "output_text": ex.text,
         "reasoning_text": ex.reasoning_text,
+        # what the GPUs held when the request failed (an OOM's context); None without a GPU
+        "gpu_memory_at_error": vram.gpu_memory_snapshot() if ex.status != "ok" else None,
     }
 
 
@@ -179,5 +184,6 @@ def execute_run(
 def failed_run(spec: MatrixSpec, plan: RunPlan, reason: str, manifest_digest: str) -> dict:
     """The run row of a run that could not start (its server would not load): kept, marked invalid."""
     row = run_row(_keys(spec, plan), spec, [], time.time(), 0.0, None, manifest_digest)
-    row.update(invalid_reason=f"instance failed: {reason}", error_kinds="instance")
+    row.update(invalid_reason=f"instance failed: {reason}", error_kinds="oom" if is_oom(reason) else "instance",
+               gpu_memory_at_error=vram.gpu_memory_snapshot())
     return row

@@ -138,6 +138,14 @@ class ExecutionSpec(_Strict):
     max_parallel: int = Field(default=2, ge=1, le=16)
 
 
+class OutlierRule(_Strict):
+    """|x - median| > k x max(MAD, min_rel_mad x |median|) within a config group (raw MAD)."""
+
+    k: float = Field(default=2.0, gt=0)
+    min_rel_mad: float = Field(default=0.02, ge=0, lt=1, description="floor under MAD, as a share of the median: "
+                               "with 3-5 runs MAD is often tiny and would flag noise")
+
+
 class Cell(_Strict):
     """One matrix cell: a model with one setting of each grid axis."""
 
@@ -187,6 +195,9 @@ class MatrixSpec(_Strict):
     seed: int | None = None
     output_dir: str = "outputs"
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
+    outliers: OutlierRule = OutlierRule()
+    oom_fallback: list[OptionSet] = Field(
+        default_factory=list, description="rungs tried in order when a cell runs out of memory: lower num_gpu, then num_ctx")
     execution: ExecutionSpec = ExecutionSpec()
     multi_agent: MultiAgentSpec | None = None
 
@@ -227,6 +238,9 @@ class MatrixSpec(_Strict):
         ma = self.multi_agent
         if ma and ma.models and (stray := [m for m in ma.models if m not in self.models]):
             raise ValueError(f"multi_agent.models {stray} are not in models {self.models} (preflight checks those)")
+        for i, rung in enumerate(self.oom_fallback):
+            if rung.num_gpu is None and rung.num_ctx is None:
+                raise ValueError(f"oom_fallback[{i}] lowers nothing: give num_gpu and/or num_ctx")
         if not self.single_agent and ma is None:
             raise ValueError("single_agent is false and there is no multi_agent section: nothing to run")
         return self

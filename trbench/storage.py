@@ -74,6 +74,7 @@ REQUEST_SCHEMA = pa.schema(
         ("chunk_kinds", pa.list_(pa.string())),
         ("output_text", pa.string()),
         ("reasoning_text", pa.string()),
+        ("gpu_memory_at_error", pa.string()),
     ]
 )
 
@@ -99,7 +100,8 @@ RUN_SCHEMA = pa.schema(
         for m in ("decode_tps", "decode_tps_client", "ttft_ms", "e2e_ms", "tpot_ms")
         for s in ("mean", "p50", "p95", "p99")
     ]
-    + [("decode_tps_cv_pct_within_run", pa.float64()), ("manifest_digest", pa.string())]
+    + [("decode_tps_cv_pct_within_run", pa.float64()), ("manifest_digest", pa.string()),
+       ("gpu_memory_at_error", pa.string()), ("fallback_from", pa.string())]
 )
 
 

@@ -20,6 +20,8 @@ with the temperature formatted like the cell label ({:g}: 0.8, 1), e.g. "smollm2
 multi-agent "model|scenario", e.g. "smollm2:135m|chimera_homo". A run counts once per run_index (its
 latest attempt), valid or not: a missing run is a run_index that has no run row at all. Whether the
 latest attempts are valid is checked separately, as a warning (an expected OOM leaves invalid runs).
+A single-agent OOM fallback run (fallback_from = the label of the cell it replaces) counts for the
+cell it replaces, so a cell that fell back to fewer GPU layers or a smaller context is not missing.
 
 Types are checked against the pandas dtypes that pyarrow produces under pandas 3 from the storage
 schemas: string -> `str` (StringDtype, whose scalar type is str; an object column of str passes
@@ -443,24 +445,43 @@ def _request_rows_per_run(requests: pd.DataFrame, runs: pd.DataFrame) -> pd.Seri
     return runs["run_id"].map(counts).fillna(0).astype("float64")
 
 
+_LABEL = re.compile(r"^gpu(\d+)_ctx(\d+)_temp(.+)$")
+
+
+def _counted_as(runs: pd.DataFrame, own: pd.Series) -> pd.Series:
+    """The config a single-agent run counts for: an OOM fallback run (fallback_from = the label of the
+    cell it replaces, gpu<g>_ctx<c>_temp<t>) counts for that cell, whose expected runs it stands in for."""
+    if "fallback_from" not in runs.columns:
+        return own
+    out = own.copy()
+    for i, (model, label) in enumerate(zip(runs["model"], runs["fallback_from"])):
+        m = _LABEL.match(label) if isinstance(label, str) else None
+        if m:
+            out.iloc[i] = single_key(model, int(m.group(1)), int(m.group(2)), float(m.group(3)))
+    return out
+
+
 def count_frame(runs: pd.DataFrame, kind: str, expected: dict[str, int]) -> pd.DataFrame:
     """One row per config: n_runs (distinct run_index, latest attempt, any validity), n_valid,
-    expected (null when the config is not in expected_runs), run indexes present and missing."""
+    expected (null when the config is not in expected_runs), run indexes present and missing, and the
+    configs actually measured (an OOM fallback run counts for the cell it replaces)."""
     config = MULTI_CONFIG if kind == "multi" else SINGLE_CONFIG
     latest = _latest(runs, config)
     rows: dict[str, dict] = {}
     if not latest.empty:
-        latest = latest.assign(_config=_config_column(latest, kind))
+        own = _config_column(latest, kind)
+        latest = latest.assign(_own=own, _config=_counted_as(latest, own) if kind == "single" else own)
         for key, g in latest.groupby("_config", sort=True):
             rows[key] = {"config": key, "model": g["model"].iloc[0],
                          "n_runs": int(g["run_index"].nunique()),
                          "n_valid": int(g[g["valid"].astype(bool)]["run_index"].nunique()),
-                         "run_indexes": sorted(int(i) for i in g["run_index"].unique())}
+                         "run_indexes": sorted(int(i) for i in g["run_index"].unique()),
+                         "measured_as": sorted(set(g["_own"]))}
     for key, n in expected.items():
         if is_multi_key(key) != (kind == "multi"):
             continue
         row = rows.setdefault(key, {"config": key, "model": key.split("|", 1)[0] if kind == "single" else key.rsplit("|", 1)[0],
-                                    "n_runs": 0, "n_valid": 0, "run_indexes": []})
+                                    "n_runs": 0, "n_valid": 0, "run_indexes": [], "measured_as": []})
         row["expected"] = int(n)
     out = []
     for row in rows.values():
@@ -468,7 +489,7 @@ def count_frame(runs: pd.DataFrame, kind: str, expected: dict[str, int]) -> pd.D
         row["expected"] = float(exp) if exp is not None else float("nan")
         row["missing_run_indexes"] = sorted(set(range(int(exp))) - set(row["run_indexes"])) if exp is not None else []
         out.append(row)
-    cols = ["config", "model", "n_runs", "n_valid", "expected", "run_indexes", "missing_run_indexes"]
+    cols = ["config", "model", "n_runs", "n_valid", "expected", "run_indexes", "missing_run_indexes", "measured_as"]
     frame = pd.DataFrame(out, columns=cols)
     return frame.astype({"n_runs": "float64", "n_valid": "float64", "expected": "float64"})
 
@@ -595,7 +616,7 @@ def _message(tc: TableCheck, check: Check, success: bool, element_count, unexpec
     return f"{where}: {check.name} failed on {unexpected_count}{of} row(s){cfg}{run_txt}: expected {check.what}"
 
 
-def _run_table(ctx, datasource, tc: TableCheck) -> list[ExpectationOutcome]:
+def _run_table(datasource, tc: TableCheck) -> list[ExpectationOutcome]:
     gx = _gx()
     import great_expectations.expectations as gxe  # noqa: PLC0415
     from great_expectations.expectations.row_conditions import Column as C  # noqa: PLC0415
@@ -666,7 +687,7 @@ def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path
         TableCheck("ma_runs", ma_runs, ma_run_checks(ma_runs), "multi", run_examples),
     ]
     if expected_runs is not None:
-        cols = ["config", "model", "n_runs", "n_valid", "expected", "run_indexes", "missing_run_indexes"]
+        cols = ["config", "model", "n_runs", "n_valid", "expected", "run_indexes", "missing_run_indexes", "measured_as"]
         tables.append(TableCheck("run_counts", count_frame(runs, "single", expected_runs), count_checks(), "single", cols))
         tables.append(TableCheck("ma_run_counts", count_frame(ma_runs, "multi", expected_runs), count_checks(), "multi", cols))
     if report_path is not None:
@@ -690,7 +711,7 @@ def validate_tr(tr_root: Path, expected_runs: dict[str, int] | None = None, repo
     name = f"trbench_{uuid.uuid4().hex[:12]}"
     datasource = ctx.data_sources.add_pandas(name)
     try:
-        results = [outcome for tc in tables for outcome in _run_table(ctx, datasource, tc)]
+        results = [outcome for tc in tables for outcome in _run_table(datasource, tc)]
     finally:
         try:
             ctx.data_sources.delete(name)

@@ -22,6 +22,7 @@ buffer and CUDA context are the flat 0.5 GiB overhead.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from typing import Any, Literal
 
@@ -315,6 +316,15 @@ def gpu_free_mib() -> list[dict] | None:
         except Exception:
             pass
     return gpus or None
+
+
+def gpu_memory_snapshot() -> str | None:
+    """Used/free MiB per GPU as one JSON string, for the failure log; None without a GPU."""
+    gpus = gpu_free_mib()
+    if gpus is None:
+        return None
+    return json.dumps([{"index": g["index"], "used_mib": round(g["used_mib"]), "free_mib": round(g["free_mib"])}
+                       for g in gpus])
 
 
 # ---------------------------------------------------------------- the decision

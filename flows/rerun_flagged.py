@@ -1,0 +1,77 @@
+"""rerun_flagged: run the configs whose runs were flagged as outliers again, as a new attempt.
+
+  1. load the TR run's recorded spec and its outlier flags
+  2. plan every run of each flagged config with attempt = the config's highest attempt + 1
+     (old rows are kept; the report counts the latest attempt and shows what changed)
+  3. the same body as tr_matrix: preflight, instances, runs, failure log, new flags,
+     report, Great Expectations
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.tr_matrix import run_tr
+from tasks.setup import resolve_path
+from trbench import outliers, storage
+from trbench.agents import AgentSuite, load_agents
+from trbench.multi_agent import MultiRunPlan
+from trbench.prompts import PromptSuite, load_prompts
+from trbench.runner import RunPlan
+from trbench.spec import MatrixSpec, parse_spec
+
+
+@task(name="load-recorded-spec", cache_policy=NO_CACHE)
+def load_recorded_spec(tr_id: str, output_dir: str) -> tuple[MatrixSpec, PromptSuite, AgentSuite | None]:
+    """The spec a TR run was made with, from its manifest."""
+    root = storage.tr_dir(resolve_path(output_dir), tr_id)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no TR run {tr_id!r} under {root} (manifest.json missing); fix: check tr_id and output_dir")
+    spec = parse_spec(json.loads(manifest_path.read_text())["spec"], f"spec recorded in {manifest_path}")
+    spec = spec.with_overrides(output_dir=output_dir)
+    agents = load_agents(resolve_path(spec.multi_agent.agents)) if spec.multi_agent else None
+    return spec, load_prompts(resolve_path(spec.prompts)), agents
+
+
+def _top(runs) -> int:
+    return 0 if runs.empty else int(runs["attempt"].max())
+
+
+def next_attempts(flagged: list[dict]):
+    """A selector for run_tr: every run of each flagged config, one attempt higher than any before."""
+
+    def select(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
+        runs, ma_runs = storage.read_runs(root), storage.read_ma_runs(root)
+        cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"]) for f in flagged if f["kind"] == "single"}
+        scenarios = {(f["model"], f["scenario"]) for f in flagged if f["kind"] == "multi"}
+        todo_single = []
+        for p in single:
+            c = p.cell
+            if (c.model, c.num_gpu, c.num_ctx, c.temperature) in cells:
+                same = runs[(runs["cell_hash"] == p.cell_hash)]
+                todo_single.append(p.model_copy(update={"attempt": _top(same) + 1}))
+        todo_multi = []
+        for p in multi:
+            if (p.model, p.scenario) in scenarios:
+                same = ma_runs[(ma_runs["model"] == p.model) & (ma_runs["scenario"] == p.scenario)]
+                todo_multi.append(p.model_copy(update={"attempt": _top(same) + 1}))
+        return todo_single, todo_multi
+
+    return select
+
+
+@flow(name="rerun_flagged", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
+    """Run the flagged configs of TR run `tr_id` again (new attempt), re-validate, re-flag, re-report."""
+    spec, prompts, agents = load_recorded_spec(tr_id, output_dir)
+    flagged = outliers.flagged_configs(outliers.read_flags(storage.tr_dir(resolve_path(output_dir), tr_id)))
+    if not flagged:
+        return Completed(message=f"{tr_id}: no flagged configs; nothing to run again")
+    return run_tr(spec, prompts, agents, next_attempts(flagged))

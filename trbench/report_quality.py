@@ -1,0 +1,79 @@
+"""The outliers and re-runs part of the report, from the flags and run files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from trbench import metrics
+from trbench.outliers import read_flags
+from trbench.storage import read_ma_runs, read_runs
+
+# per kind: the columns naming a config, and the run metrics compared between attempts
+_CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}
+_COMPARED = {"single": [("decode_tps_mean", "decode tok/s"), ("ttft_ms_p50", "TTFT p50 ms")],
+             "multi": [("speedup", "speedup"), ("efficiency_pct", "efficiency %")]}
+
+
+class FlaggedRun(BaseModel):
+    kind: str
+    config: str
+    run_id: str
+    attempt: int
+    metric: str
+    value: float | None
+    median: float | None
+    mad: float | None
+    threshold: float | None
+
+
+class Rerun(BaseModel):
+    kind: str
+    config: str
+    metric: str
+    attempts: list[int]
+    before: float | None  # median over the runs of the previous attempt
+    after: float | None   # median over the runs of the latest attempt
+    change_pct: float | None
+
+
+def _label(kind: str, row) -> str:
+    if kind == "multi":
+        return f"{row['model']} {row['scenario']}"
+    return f"{row['model']} gpu{int(row['num_gpu'])}_ctx{int(row['num_ctx'])}_temp{float(row['temperature']):g}"
+
+
+def flagged_runs(tr_root: Path) -> list[FlaggedRun]:
+    flags = read_flags(tr_root)
+    if flags.empty:
+        return []
+    hit = flags[flags["flagged"].fillna(False).astype(bool)]
+    return [FlaggedRun(kind=r["kind"], config=str(r["config"]), run_id=r["run_id"], attempt=int(r["attempt"]),
+                       metric=r["metric"], value=r["value"], median=r["median"], mad=r["mad"], threshold=r["threshold"])
+            for _, r in hit.iterrows()]
+
+
+def reruns(tr_root: Path) -> list[Rerun]:
+    """Each config run again (more than one attempt): its latest attempt against the one before."""
+    out = []
+    for kind, runs in (("single", read_runs(tr_root)), ("multi", read_ma_runs(tr_root))):
+        if runs.empty or runs["attempt"].max() < 2:
+            continue
+        for _, group in runs.groupby(_CONFIG[kind], sort=True):
+            attempts = sorted(int(a) for a in group["attempt"].unique())
+            if len(attempts) < 2:
+                continue
+            before, after = group[group["attempt"] == attempts[-2]], group[group["attempt"] == attempts[-1]]
+            for column, name in _COMPARED[kind]:
+                b = metrics.percentile(_values(before, column), 50)
+                a = metrics.percentile(_values(after, column), 50)
+                change = metrics.pct_of(a, b)
+                out.append(Rerun(kind=kind, config=_label(kind, group.iloc[0]), metric=name, attempts=attempts,
+                                 before=b, after=a, change_pct=None if change is None else change - 100.0))
+    return out
+
+
+def _values(frame: pd.DataFrame, column: str) -> list[float | None]:
+    return [None if pd.isna(v) else float(v) for v in frame[column]]
