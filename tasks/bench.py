@@ -142,7 +142,8 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
             if not rungs:
                 fallbacks.append({**decision, "to_config": None, "decision": "no fallback left: the config stays failed"})
                 break
-            group = [fallback_plan(p, rungs.pop(0), spec, prompts) for p in group]
+            rung = rungs.pop(0)
+            group = [fallback_plan(p, rung, spec, prompts) for p in group]
             fallbacks.append({**decision, "to_config": group[0].cell.label,
                               "decision": f"retried at {group[0].cell.label} (next rung of oom_fallback)"})
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from trbench import metrics
 from trbench.report_multi import MultiAgentSection, build_multi_agent
+from trbench.failures import read_fallbacks
 from trbench.report_quality import FlaggedRun, Rerun, flagged_runs, reruns
 from trbench.spec import MatrixSpec
 from trbench.storage import read_manifest, read_requests, read_runs
@@ -179,6 +180,7 @@ class ReportData(BaseModel):
     invalid_runs: list[InvalidRun]
     multi_agent: MultiAgentSection | None = None
     flagged_runs: list[FlaggedRun] = []
+    fallbacks: list[dict] = []
     reruns: list[Rerun] = []
 
 
@@ -450,6 +452,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
         invalid_runs=invalid,
         multi_agent=build_multi_agent(tr_root, models),
         flagged_runs=flagged_runs(tr_root),
+        fallbacks=[{k: r[k] for k in ("model", "from_config", "to_config", "decision")}
+                   for r in read_fallbacks(tr_root).to_dict("records")],
         reruns=reruns(tr_root),
     )
 

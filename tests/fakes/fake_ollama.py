@@ -64,6 +64,7 @@ class FakeModel:
     load_delay_s: float = 0.0  # before anything is sent (model load); reported as load_duration
     prefill_delay_s: float = 0.002  # after load, before the first token; reported as prompt_eval_duration
     fail: FailMode | None = None
+    oom_above_num_gpu: int | None = None  # options.num_gpu above this fails as out of memory (a card that fits so many layers)
     fail_after_tokens: int = 3  # mid_stream: tokens sent before the error line
     error_message: str | None = None  # overrides the default message of the fail mode
     prompt_eval_count: int | None = None  # default: whitespace-separated words of the prompt
@@ -392,7 +393,8 @@ class _Handler(BaseHTTPRequestHandler):
         t0 = time.perf_counter_ns()
 
         fake._wait(m.load_delay_s)
-        if m.fail == "oom":
+        too_many_layers = m.oom_above_num_gpu is not None and int(options.get("num_gpu", 0)) > m.oom_above_num_gpu
+        if m.fail == "oom" or too_many_layers:
             self._error(500, m.error_message or OOM_MESSAGE)
             return
         if m.fail == "http_500":

@@ -1,0 +1,59 @@
+"""Failures are rows: every failed request or run with config, error and fallback decision; an
+out-of-memory config walks down the spec's oom_fallback ladder. Against a FAKE Ollama server
+(tests/fakes/fake_ollama.py) whose model runs out of memory above 50 GPU layers."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.tr_matrix import tr_matrix
+from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
+from trbench import failures, storage
+
+
+@pytest.fixture
+def small_gpu():
+    with FakeOllama(models={DEFAULT_MODEL: FakeModel(oom_above_num_gpu=50)}) as server:
+        yield server
+
+
+def spec(url: str, ladder: list[dict]) -> dict:
+    return {"tr_id": "oom", "provider": "external", "backend": "ollama", "urls": [url], "models": [DEFAULT_MODEL],
+            "grid": {"num_gpu": [80], "num_ctx": [1024]}, "runs": 2, "requests_per_run": 2, "max_tokens": 4,
+            "oom_fallback": ladder}
+
+
+def test_fake_ollama_oom_walks_down_the_ladder_and_is_logged(prefect_api, tmp_path, small_gpu):
+    ladder = [{"num_gpu": 60}, {"num_gpu": 40, "num_ctx": 512}]
+    state = tr_matrix(spec=spec(small_gpu.url, ladder), output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    root = tmp_path / "oom"
+    runs = storage.read_runs(root).sort_values(["num_gpu", "run_index"])
+    by_gpu = {g: frame for g, frame in runs.groupby("num_gpu")}
+    assert set(by_gpu) == {80, 60, 40}
+    assert not by_gpu[80]["valid"].any() and set(by_gpu[80]["error_kinds"]) == {"oom"}
+    assert not by_gpu[60]["valid"].any()
+    assert by_gpu[40]["valid"].all() and set(by_gpu[40]["num_ctx"]) == {512}
+    assert set(by_gpu[40]["fallback_from"]) == {"gpu80_ctx1024_temp0.8"}
+    log = failures.read_failure_log(root)
+    assert set(log["error_kind"]) == {"oom"} and log["error_message"].str.contains("out of memory").all()
+    first = log[log["config"] == "gpu80_ctx1024_temp0.8"]
+    assert len(first) > 0 and set(first["fallback_decision"]) == {"retried at gpu60_ctx1024_temp0.8 (next rung of oom_fallback)"}
+    second = log[log["config"] == "gpu60_ctx1024_temp0.8"]
+    assert set(second["fallback_decision"]) == {"retried at gpu40_ctx512_temp0.8 (next rung of oom_fallback)"}
+    assert log["gpu_memory_at_error"].isna().all()  # no GPU visible here: nothing invented
+
+
+def test_fake_ollama_oom_with_no_rung_left_stays_failed_and_says_so(prefect_api, tmp_path, small_gpu):
+    state = tr_matrix(spec=spec(small_gpu.url, []), output_dir=str(tmp_path), return_state=True)
+    assert state.is_failed() and "0 of 2 run(s) valid" in state.message
+    log = failures.read_failure_log(tmp_path / "oom")
+    assert set(log["fallback_decision"]) == {"no fallback left: the config stays failed"}
+    assert (log["scope"] == "request").all() and len(log) == 2 * 2 + 1  # measured + the warm-up
+
+
+def test_fake_ollama_fallbacks_are_in_the_report(prefect_api, tmp_path, small_gpu):
+    state = tr_matrix(spec=spec(small_gpu.url, [{"num_gpu": 40}]), output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    report = (tmp_path / "oom" / "report" / "oom.md").read_text()
+    assert "| fake-llama:1b | gpu80_ctx1024_temp0.8 | retried at gpu40_ctx1024_temp0.8 (next rung of oom_fallback) |" in report
