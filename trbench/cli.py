@@ -53,6 +53,35 @@ def _progress_bar() -> tuple[Progress, callable]:
     return bar, on_event
 
 
+def _quiet_prefect(verbose: bool) -> None:
+    # trbench sends nothing anywhere but the instances under test: no Prefect telemetry either
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def _run_flow(call) -> object:
+    """Run a flow call under the progress bar; Ctrl-C / SIGTERM stop it with every server."""
+    _terminate_as_interrupt()
+    bar, on_event = _progress_bar()
+    unsubscribe = events.subscribe(on_event)
+    try:
+        with bar:
+            return call()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished runs are kept; run the same command again to resume[/]")
+        raise typer.Exit(130) from None
+    finally:
+        unsubscribe()
+
+
+def _finish(state) -> None:
+    colour = "green" if state.is_completed() else "red"
+    console.print(f"[{colour}]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if state.is_completed() else 1)
+
+
 @app.command()
 def run(
     spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML), e.g. deployments/quickstart.yaml"),
@@ -62,39 +91,36 @@ def run(
     output_dir: str | None = typer.Option(None, help="where results go (default: the spec's, 'outputs')"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
 ) -> None:
-    """Run a TR matrix: preflight, servers, runs, Parquet, report."""
+    """Run a TR matrix: preflight, servers, runs, Parquet, checks, report."""
     try:
         spec = load_spec(spec_path)
         spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
     except SpecError as err:
         _die(str(err))
-    # trbench sends nothing anywhere but the instances under test: no Prefect telemetry either
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-    _terminate_as_interrupt()
+    _quiet_prefect(verbose)
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
     from tasks.setup import resolve_path
     from trbench.storage import tr_dir
 
-    bar, on_event = _progress_bar()
-    unsubscribe = events.subscribe(on_event)
-    try:
-        with bar:
-            state = tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
-                              output_dir=spec.output_dir, return_state=True)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: finished runs are kept; run the same command again to resume[/]")
-        raise typer.Exit(130) from None
-    finally:
-        unsubscribe()
+    state = _run_flow(lambda: tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
+                                        output_dir=spec.output_dir, return_state=True))
     root = tr_dir(resolve_path(spec.output_dir), spec.tr_id)
-    console.print(f"data:   {root / 'requests'}  and  {root / 'runs'}  (Parquet, hive-partitioned by model_slug)")
+    console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)")
     console.print(f"report: {root / 'report' / (spec.tr_id + '.md')}")
-    colour = "green" if state.is_completed() else "red"
-    console.print(f"[{colour}]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if state.is_completed() else 1)
+    _finish(state)
+
+
+@app.command()
+def rerun(
+    tr_id: str = typer.Argument(..., help="the TR run whose flagged configs run again"),
+    output_dir: str = typer.Option("outputs", help="where the TR run's data is"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
+) -> None:
+    """Run the configs flagged as outliers again (new attempt), re-validate, re-flag, re-report."""
+    _quiet_prefect(verbose)
+    from flows.rerun_flagged import rerun_flagged
+
+    _finish(_run_flow(lambda: rerun_flagged(tr_id=tr_id, output_dir=output_dir, return_state=True)))
 
 
 @app.command()
