@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench ui ui-stop clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ test: setup
 
 bench: setup
 	$(PY) bench/decode_agreement.py
+
+# the Prefect UI with trbench deployed and a worker, on this machine (README: Run it from the Prefect UI)
+ui: setup
+	scripts/ui.sh start
+
+ui-stop:
+	scripts/ui.sh stop
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache

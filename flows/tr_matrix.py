@@ -14,7 +14,9 @@ Runs already finished under the same tr_id are skipped: running it again resumes
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timezone
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
@@ -178,21 +180,44 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
     return state
 
 
+def expand_tr_id(tr_id: str | None) -> str | None:
+    """`{date}` in a tr_id becomes the flow run's scheduled date (UTC, YYYY-MM-DD), so each run of a
+    cron schedule is a TR run of its own (the same tr_id would resume, i.e. do nothing)."""
+    if not tr_id or "{date}" not in tr_id:
+        return tr_id
+    from prefect.runtime import flow_run
+
+    when = flow_run.scheduled_start_time.astimezone(timezone.utc)
+    return tr_id.replace("{date}", when.strftime("%Y-%m-%d"))
+
+
 # Parallelism is decided by the spec (lanes), never by the task runner: runs within a lane and the
 # multi-agent runs are measured one at a time.
 @flow(name="tr_matrix", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
 def tr_matrix(
     spec_path: str = "deployments/quickstart.yaml",
-    spec: dict | None = None,
+    spec: dict[str, Any] | None = None,
     tr_id: str | None = None,
     models: list[str] | None = None,
     runs: int | None = None,
     requests_per_run: int | None = None,
     output_dir: str | None = None,
+    ports: list[int] | None = None,
 ) -> State:
     """Run a TR matrix spec (a YAML path, or the spec itself) with optional overrides; the same
-    tr_id again resumes, running only what has no finished run file."""
-    overrides = {"tr_id": tr_id, "models": models, "runs": runs, "requests_per_run": requests_per_run,
-                 "output_dir": output_dir}
+    tr_id again resumes, running only what has no finished run file.
+
+    Args:
+        spec_path: TR matrix spec (YAML), relative to the repository, e.g. deployments/tr116.yaml.
+        spec: the spec itself as a JSON object; replaces spec_path when given.
+        tr_id: override the spec's tr_id (the same id again resumes); `{date}` becomes the run's date.
+        models: override the spec's models, e.g. ["smollm2:135m"].
+        runs: override the runs per cell.
+        requests_per_run: override the measured requests per run.
+        output_dir: where the results go (default: the spec's, 'outputs').
+        ports: override the local ports of the servers trbench starts (one per instance).
+    """
+    overrides = {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
+                 "requests_per_run": requests_per_run, "output_dir": output_dir, "ports": ports}
     spec_obj, prompts, agents = load_matrix_spec(spec_path, spec, overrides)
     return run_tr(spec_obj, prompts, agents, unfinished)

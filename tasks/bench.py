@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from prefect import task
 from pydantic import BaseModel
 from prefect.cache_policies import NO_CACHE
 
-from trbench import progress, storage
+from trbench import energy, progress, storage
 from trbench.backends import make_client
 from trbench.engines.instances import Instance, InstanceError
 from trbench.prompts import PromptSuite
@@ -41,15 +42,18 @@ def bench_run(
     if reloaded is not None:
         load_ms, warmups = reloaded, spec.warmup_requests
     client = make_client(spec.backend, inst.url, spec.timeout_s)
+    sampler = energy.sampler_for(spec, [inst])  # GPU and host telemetry beside the run
     try:
-        result = execute_run(
-            spec, plan, client, prompts, load_ms, manifest_digest, warmups,
-            on_request=lambda i, n, _ex: progress.emit(kind="request_done", run_id=plan.run_id, request=i, requests=n),
-            gate=gate,
-        )
+        with sampler or contextlib.nullcontext():
+            result = execute_run(
+                spec, plan, client, prompts, load_ms, manifest_digest, warmups,
+                on_request=lambda i, n, _ex: progress.emit(kind="request_done", run_id=plan.run_id, request=i, requests=n),
+                gate=gate, on_phase=sampler.mark if sampler else None,
+            )
     finally:
         client.close()
-    storage.write_run(root, result.run_row, result.request_rows, manifest)
+    telemetry_rows = energy.finish(sampler, result.run_row, result.run_row["output_tokens_total"], spec)
+    storage.write_run(root, result.run_row, result.request_rows, manifest, telemetry_rows=telemetry_rows)
     row = result.run_row
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=row["valid"])
     return _outcome(row)
@@ -63,6 +67,7 @@ def record_failed_runs(plans: list[RunPlan], spec: MatrixSpec, reason: str, mani
 
 def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> dict:
     row = failed_run(spec, plan, reason, manifest_digest)
+    row.update(energy.no_telemetry("no telemetry: the run did not start"))
     storage.write_run(root, row, [], manifest)
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
     return _outcome(row)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from trbench import progress, storage
+from trbench import energy, progress, storage
 from trbench.agents import AgentSuite
 from trbench.backends import make_client
 from trbench.engines.instances import Instance, InstanceError
@@ -37,18 +38,24 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
                 reloaded |= instances[slot.role].prepare(cell) is not None
     except InstanceError as err:
         row = failed_multi_run(spec, plan, str(err), manifest_digest)
+        row.update(energy.no_telemetry("no telemetry: the run did not start"))
         storage.write_run(root, row, [], manifest, kind="multi")
         progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
         return _outcome(row)
     clients = {role: make_client(spec.backend, inst.url, spec.timeout_s) for role, inst in instances.items()}
+    sampler = energy.sampler_for(spec, list(instances.values()))  # GPU and host telemetry beside the run
     try:
         warmups = spec.multi_agent.warmup_requests if (reloaded or first_of_config) else 0
-        result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest)
+        with sampler or contextlib.nullcontext():
+            result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest,
+                                       on_phase=sampler.mark if sampler else None)
     finally:
         for c in clients.values():
             c.close()
     gate.check()  # the servers may have been stopped under this run
-    storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi")
+    tokens = sum(r["output_tokens"] or 0 for r in result.request_rows if r["phase"] != "warmup" and r["status"] == "ok")
+    telemetry_rows = energy.finish(sampler, result.run_row, tokens, spec)
+    storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi", telemetry_rows=telemetry_rows)
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=result.run_row["valid"])
     return _outcome(result.run_row)
 

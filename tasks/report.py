@@ -1,4 +1,4 @@
-"""The report task: Markdown from the Parquet data alone, also shown as a Prefect artifact."""
+"""The report tasks: Markdown, HTML and plots from the Parquet data alone, also shown as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from trbench import failures
-from trbench.report import write_report
+from trbench.regression import DEFAULT_THRESHOLD_PCT
+from trbench.report import ReportFiles, publish, render_markdown
 from trbench.spec import MatrixSpec
 
 
@@ -19,12 +20,44 @@ def artifact_key(tr_id: str, what: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{tr_id}-{what}".lower()).strip("-")
 
 
+def _artifacts(files: ReportFiles) -> None:
+    data = files.data
+    # the artifact is the Markdown without the plot links (relative files the UI cannot show);
+    # the HTML beside the data has them inline
+    text = render_markdown(data)
+    if files.html is not None:
+        text += f"\n---\n\nHTML report with plots: `{files.html}`\n"
+    create_markdown_artifact(key=artifact_key(data.tr_id, "report"), markdown=text,
+                             description=f"Technical report {data.tr_id}")
+    if data.regression is not None:
+        r = data.regression
+        rows = [{"cell": c.label, "metric": c.metric, "baseline": c.baseline, "current": c.current,
+                 "change_pct": None if c.change_pct is None else round(c.change_pct, 2), "verdict": c.verdict}
+                for c in r.regressions + r.improvements]
+        create_table_artifact(key=artifact_key(data.tr_id, "regression"), table=rows or [{"verdict": "none beyond "
+                              f"{r.threshold_pct:g}%"}], description=f"{data.tr_id} against {r.baseline_tr_id}: "
+                              f"regressions and improvements beyond {r.threshold_pct:g}%")
+
+
 @task(name="render-report", cache_policy=NO_CACHE)
 def render_report(root: Path, spec: MatrixSpec) -> Path:
-    path = write_report(root, spec)
-    create_markdown_artifact(key=artifact_key(spec.tr_id, "report"), markdown=path.read_text(),
-                             description=f"Technical report {spec.tr_id}")
-    return path
+    """The TR run's report (Markdown, HTML, plots) and its artifact; returns the Markdown's path."""
+    threshold = getattr(spec, "regression_threshold_pct", None) or DEFAULT_THRESHOLD_PCT
+    files = publish(root, spec, threshold_pct=threshold)
+    _artifacts(files)
+    return files.markdown
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(root: Path, baseline_root: Path | None = None,
+                   threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> ReportFiles:
+    """The report of a stored TR run (its recorded spec, from the manifest), optionally checked
+    against a baseline TR run; Markdown, HTML, plots and the artifacts."""
+    if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):
+        raise FileNotFoundError(f"no TR data under {root}; fix: check tr_id and output_dir")
+    files = publish(root, baseline_root=baseline_root, threshold_pct=threshold_pct)
+    _artifacts(files)
+    return files
 
 
 @task(name="failure-log", cache_policy=NO_CACHE)

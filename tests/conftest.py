@@ -47,3 +47,23 @@ def prefect_api():
         from prefect.settings import PREFECT_API_URL
 
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def local_prefect(tmp_path_factory):
+    """`prefect server start` (with the UI) on a free port, the `trbench` process pool,
+    `prefect deploy --all` from prefect.yaml and two process workers, `host-a` and `host-b`, with
+    one flow run slot each (as one worker per GPU host would run): what `make ui` sets up."""
+    from local_prefect import LocalPrefect
+
+    prefect = LocalPrefect(tmp_path_factory.mktemp("prefect-home"), free_port())
+    try:
+        prefect.start_server()
+        prefect.cli("work-pool", "create", "trbench", "--type", "process")
+        prefect.deployed = prefect.cli("deploy", "--all").stdout
+        for name in ("host-a", "host-b"):
+            prefect.start_worker(name, limit=1, queue="default")
+        prefect.wait_workers_online({"host-a", "host-b"})
+        yield prefect
+    finally:
+        prefect.stop()

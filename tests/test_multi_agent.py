@@ -95,6 +95,14 @@ def test_multi_agent_on_two_real_embedded_servers(prefect_api, tmp_path, free_po
     assert set(base.loc[base["agent"] == "collector", "num_ctx"]) == {4096}
     assert set(base.loc[base["agent"] == "insight", "num_ctx"]) == {1024}
     assert requests["phase"].eq("warmup").sum() >= 2
+    # telemetry beside each run: both servers' processes; the measured window is the concurrent
+    # and solo phases together, warm-ups outside it
+    tele = storage.read_telemetry(root)
+    assert set(tele["run_id"]) == set(runs["run_id"]) and set(tele["kind"]) == {"multi"}
+    assert {"warmup", "concurrent", "solo", "idle"} <= set(tele["phase"])
+    assert (tele.loc[tele["gpu_index"].isna(), "server_rss_mib"] > 0).all()
+    assert (runs["energy_window_s"] >= runs["concurrent_wall_s"] + runs["sequential_wall_s"] - 0.01).all()
+    assert runs["server_rss_mib_max"].gt(0).all()
     report = (root / "report" / "matest.md").read_text()
     assert "## Multi-agent results" in report and "speedup / n_agents x 100" in report
     assert not llama_servers(ports[0]) and not llama_servers(ports[1])

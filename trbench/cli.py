@@ -1,4 +1,5 @@
-"""The trbench command line: `trbench run SPEC`, `trbench report TR_ID`, `trbench validate SPEC`."""
+"""The trbench command line: `trbench run SPEC`, `trbench report TR_ID [--baseline OTHER]`,
+`trbench validate SPEC`."""
 
 from __future__ import annotations
 
@@ -138,15 +139,45 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
 def report(
     tr_id: str = typer.Argument(..., help="the TR run to report on"),
     output_dir: str = typer.Option("outputs", help="where the TR run's data is"),
+    baseline: str | None = typer.Option(None, "--baseline", help="a baseline TR run (same --output-dir) to check "
+                                        "for regressions against; exit code 3 when there are any"),
+    threshold: float = typer.Option(10.0, "--threshold", min=0.0, help="regression threshold in % (a matched cell "
+                                    "worse by more than this is a regression)"),
+    html: bool = typer.Option(True, "--html/--no-html", help="also write the self-contained HTML report"),
 ) -> None:
-    """Render the report of a TR run again from its Parquet data."""
-    from trbench.report import write_report
+    """Render the report of a TR run again from its Parquet data (Markdown, HTML, plots).
+
+    Exit codes: 0 done (no regressions), 2 bad input, 3 regressions against --baseline."""
+    from trbench.regression import EXIT_REGRESSION, describe, summary_message
+    from trbench.report import publish
     from trbench.storage import tr_dir
 
     root = tr_dir(output_dir, tr_id)
     if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):
         _die(f"no data for tr_id {tr_id!r} under {root}; fix: check --output-dir and the tr_id")
-    console.print(f"report: {write_report(root)}")
+    baseline_root = None
+    if baseline is not None:
+        baseline_root = tr_dir(output_dir, baseline)
+        if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+            _die(f"no data for baseline tr_id {baseline!r} under {baseline_root}; fix: check --baseline and "
+                 "--output-dir")
+    files = publish(root, baseline_root=baseline_root, threshold_pct=threshold, html=html)
+    console.print(f"report: {files.markdown}")
+    if files.html:
+        console.print(f"html:   {files.html}")
+    if files.plots:
+        console.print(f"plots:  {files.plots[0].parent}/ ({len(files.plots)})")
+    result = files.data.regression
+    if result is None:
+        return
+    for c in result.regressions:
+        console.print(f"[red]regression[/]: {describe(c)}", highlight=False, soft_wrap=True)
+    for c in result.improvements:
+        console.print(f"[green]improvement[/]: {describe(c)}", highlight=False, soft_wrap=True)
+    colour = "red" if result.has_regressions else "green"
+    console.print(f"[{colour}]{summary_message(result)}[/]", highlight=False, soft_wrap=True)
+    if result.has_regressions:
+        raise typer.Exit(EXIT_REGRESSION)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,40 @@ MULTI_AGENT_DEFINITIONS: dict[str, str] = {
 }
 
 
+ENERGY_DEFINITIONS: dict[str, str] = {
+    "telemetry": "sampled beside every run every telemetry.interval_s seconds (default 0.5) and once at each phase "
+    "change: per NVIDIA GPU via NVML power draw (W), total energy counter (mJ, where the GPU has one), utilization %, "
+    "memory used (MiB, every process on the GPU) and temperature; the host's CPU % and the server processes' RSS "
+    "and CPU % via psutil; stored in the telemetry table, one row per GPU and one host row per sample",
+    "measured window": "from the sample taken when the measured requests start to the sample taken when they end: "
+    "single-agent phase 'measured'; multi-agent phases 'concurrent' and 'solo' (back to back, both measured); "
+    "warm-ups (phase 'warmup'), model loads and idle time are outside it",
+    "energy_window_s": "length of the measured window in seconds (monotonic clock)",
+    "energy_j": "GPU energy over the measured window, summed over the sampled GPUs: each GPU's energy counter "
+    "difference (nvmlDeviceGetTotalEnergyConsumption) where it has one, else the trapezoidal integral of its power "
+    "samples; board power only (host CPU and DRAM not included); null when no GPU is visible",
+    "energy_method": "'energy counter' or 'power integral' (per GPU when they differ)",
+    "gpu_power_w_mean": "mean GPU power during active inference: energy_j / energy_window_s, summed over the "
+    "sampled GPUs",
+    "j_per_token": "energy_j / output tokens of the run's ok measured requests",
+    "tokens_per_j": "output tokens of the run's ok measured requests / energy_j",
+    "tokens_per_dollar": "output tokens of the run's ok measured requests / cost of the measured window; cost = "
+    "energy_window_s / 3600 x price_per_gpu_hour x GPUs sampled when telemetry.price_per_gpu_hour is given (it wins: "
+    "a GPU-hour price already includes the electricity), else energy_j / 3.6e6 (kWh) x telemetry.price_per_kwh; "
+    "null without a price; in the prices' currency",
+    "cost_basis": "the arithmetic of the run's cost, e.g. '12.5 s x 1 GPU(s) x 2.5/GPU-hour'",
+    "gpu_mem_used_mib_max": "peak over the whole run (warm-ups included) of the GPU memory used, summed over the "
+    "sampled GPUs, every process on them included: the measured VRAM next to the estimate",
+    "gpu_util_pct_mean": "time-weighted mean NVML GPU utilization over the measured window (each sample weighted by "
+    "the time since the one before it, which its value describes), averaged over the sampled GPUs",
+    "cpu_pct_mean": "time-weighted mean system CPU busy % (all cores) over the measured window, weighted as "
+    "gpu_util_pct_mean",
+    "server_rss_mib_max": "peak resident memory of the local server process(es) and their children over the run, "
+    "MiB; null for servers that are not local processes (external, containers)",
+    "telemetry_note": "what was not measured and why, e.g. 'no GPU visible: GPU metrics unavailable (NVML: ...)'",
+}
+
+
 def speedup(sequential_wall_s: float | None, concurrent_wall_s: float | None) -> float | None:
     if not sequential_wall_s or not concurrent_wall_s:
         return None
@@ -187,3 +221,92 @@ def pct_of(value: float | None, baseline: float | None) -> float | None:
     if value is None or baseline is None or baseline == 0:
         return None
     return value / baseline * 100.0
+
+
+# --- bootstrap intervals ----------------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20250101  # fixed: the same data always gives the same interval
+BOOTSTRAP_LEVEL = 0.95
+_BOOTSTRAP_CHUNK_VALUES = 2_000_000  # values drawn per chunk of resamples: bounds memory on large runs
+
+BOOTSTRAP_DEFINITIONS: dict[str, str] = {
+    "95% CI of a single-agent median": (
+        f"percentile bootstrap, {BOOTSTRAP_RESAMPLES} resamples, fixed seed {BOOTSTRAP_SEED}, two-stage over the "
+        "pooled per-request values: each resample draws the config's valid runs with replacement, then each drawn "
+        "run's measured ok requests with replacement, and takes the median of the pooled draw; the interval is the "
+        "2.5th to 97.5th percentile of the resampled medians. Resampling runs as well as requests keeps run-to-run "
+        "variation (server restarts, cache state) in the interval; with one run it is a plain request bootstrap"),
+    "95% CI of a per-run median": (
+        f"percentile bootstrap of the median over the per-run values ({BOOTSTRAP_RESAMPLES} resamples, seed "
+        f"{BOOTSTRAP_SEED}): multi-agent speedup and efficiency, tokens per joule; with 3 runs it spans about "
+        "their range"),
+    "intervals": "n/a with fewer than two values; intervals are for reading the medians, not a test between "
+    "more than two models",
+}
+
+
+def bootstrap_median_ci(
+    groups: Sequence[Sequence[float | None]] | Sequence[float | None],
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = BOOTSTRAP_LEVEL,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the median.
+
+    `groups` is either a flat list of values (plain bootstrap) or a list of groups, one per run
+    (two-stage: runs with replacement, then values within each drawn run with replacement, pooled).
+    None with fewer than two values in all."""
+    if not len(groups):
+        return None
+    nested = not isinstance(groups[0], (int, float, type(None))) and not np.isscalar(groups[0])
+    arrays = [clean(g) for g in groups] if nested else [clean(groups)]
+    arrays = [a for a in arrays if a.size]
+    if sum(a.size for a in arrays) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    if len(arrays) == 1:
+        medians = _bootstrap_flat(arrays[0], n_resamples, rng)
+    else:
+        medians = _bootstrap_two_stage(arrays, n_resamples, rng)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(medians, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def _chunks(n_resamples: int, per_resample: int):
+    size = max(1, _BOOTSTRAP_CHUNK_VALUES // max(per_resample, 1))
+    for start in range(0, n_resamples, size):
+        yield min(size, n_resamples - start)
+
+
+def _bootstrap_flat(a: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    out = []
+    for b in _chunks(n_resamples, a.size):
+        out.append(np.median(a[rng.integers(0, a.size, size=(b, a.size))], axis=1))
+    return np.concatenate(out)
+
+
+def _bootstrap_two_stage(arrays: list[np.ndarray], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    n_runs = len(arrays)
+    sizes = np.array([a.size for a in arrays])
+    width = int(sizes.max())
+    padded = np.full((n_runs, width), np.nan)
+    for i, a in enumerate(arrays):
+        padded[i, : a.size] = a
+    out = []
+    for b in _chunks(n_resamples, n_runs * width):
+        runs = rng.integers(0, n_runs, size=(b, n_runs))  # the drawn runs
+        n = sizes[runs]  # (b, n_runs): each drawn run's request count
+        within = np.floor(rng.random((b, n_runs, width)) * n[..., None]).astype(np.int64)
+        drawn = padded[runs[..., None], within]
+        drawn[np.arange(width) >= n[..., None]] = np.nan  # draw each run's own count, not the widest
+        out.append(np.nanmedian(drawn.reshape(b, -1), axis=1))
+    return np.concatenate(out)
+
+
+def intervals_overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    """True when the two intervals share a point (or either is missing: nothing separates them)."""
+    if a is None or b is None:
+        return True
+    return a[0] <= b[1] and b[0] <= a[1]

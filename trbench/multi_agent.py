@@ -9,6 +9,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
@@ -152,15 +153,31 @@ def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[di
 
 
 def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
-                      warmups: int, manifest_digest: str) -> MultiRunResult:
+                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None) -> MultiRunResult:
+    """Warm-ups, then the concurrent and the solo phase (order alternating by run_index). on_phase
+    hears each phase as it starts: 'warmup' (only with warm-ups), 'concurrent' and 'solo' (the
+    measured window, back to back), then 'idle' at the end (telemetry.Sampler.mark fits)."""
+    phase = on_phase or (lambda _label: None)
+    if warmups:
+        phase("warmup")
     started = time.time()
     warm = [run_agent(spec, plan, suite, role, clients[role], "warmup", calls=1)
             for _ in range(warmups) for role in ROLES]
     concurrent_first = plan.run_index % 2 == 0
+
+    def concurrent() -> dict[str, AgentRun]:
+        phase("concurrent")
+        return run_concurrently(spec, plan, suite, clients)
+
+    def solo_phase() -> dict[str, AgentRun]:
+        phase("solo")
+        return run_solo(spec, plan, suite, clients)
+
     if concurrent_first:
-        conc, solo = run_concurrently(spec, plan, suite, clients), run_solo(spec, plan, suite, clients)
+        conc, solo = concurrent(), solo_phase()
     else:
-        solo, conc = run_solo(spec, plan, suite, clients), run_concurrently(spec, plan, suite, clients)
+        solo, conc = solo_phase(), concurrent()
+    phase("idle")
     rows = _rows(spec, plan, warm + list(conc.values()) + list(solo.values()))
     return MultiRunResult(run_row=multi_run_row(spec, plan, conc, solo, rows, started, concurrent_first, manifest_digest),
                           request_rows=rows)

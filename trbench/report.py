@@ -1,8 +1,11 @@
-"""The TR report: every number computed from the Parquet files alone, then rendered to Markdown.
+"""The TR report: every number computed from the Parquet files alone, then rendered to Markdown
+and to one self-contained HTML page.
 
-build_report() computes (ReportData, no formatting); render_markdown() formats (the Jinja2
-template in trbench/templates/report.md.j2); write_report() does both and writes
-<tr_root>/report/<tr_id>.md atomically.
+build_report() computes (ReportData, no formatting); trbench.report_tables formats every table
+once; render_markdown() and render_html() lay them out (the Jinja2 templates report.md.j2 and
+report.html.j2, the HTML one autoescaped); trbench.plots draws the figures; publish() writes
+<tr_root>/report/<tr_id>.md, <tr_id>.html and plots/*.png, each atomically; write_report() is
+publish() returning the Markdown's path.
 
 Statistics follow metrics.RUN_DEFINITIONS: only measured (not warm-up) requests of status ok
 from valid runs, pooled per model x config; CV is over the per-run mean decode_tps of the valid
@@ -12,25 +15,33 @@ the latest attempt counts; the superseded ones are counted in the report and lef
 
 from __future__ import annotations
 
+import base64
 import json
-import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
+from markupsafe import Markup, escape
 from pydantic import BaseModel
 
-from trbench import metrics
-from trbench.report_multi import MultiAgentSection, build_multi_agent
+from trbench import metrics, report_compare
 from trbench.failures import read_fallbacks
+from trbench.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, rule_text
+from trbench.regression import compare as compare_regression
+from trbench.report_compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
+from trbench.report_multi import MultiAgentSection, build_multi_agent
 from trbench.report_quality import FlaggedRun, Rerun, flagged_runs, reruns
-from trbench.spec import MatrixSpec
+from trbench.report_tables import (  # noqa: F401 (re-exported: the report's column names and formatters)
+    PCT_FIELDS, PCT_HEADERS, RESULT_COLUMNS, cell_text, fmt, fmt_ci, tables, to_markdown)
+from trbench.spec import MatrixSpec, parse_spec
 from trbench.storage import read_manifest, read_requests, read_runs
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.md.j2"
+HTML_TEMPLATE_NAME = "report.html.j2"
 MESSAGE_CHARS = 200
 
 CACHE_MODES = {
@@ -38,19 +49,15 @@ CACHE_MODES = {
     "defeat": "unique prefix per request, cache_prompt=false",
 }
 
-# The per model x config numbers, in table order: (field, column header, unit kind).
-RESULT_COLUMNS: list[tuple[str, str]] = [
-    ("decode_tps_mean", "decode tok/s mean"),
-    ("decode_tps_p50", "decode tok/s p50"),
-    ("decode_tps_p95", "decode tok/s p95"),
-    ("ttft_p50_ms", "TTFT p50 ms"),
-    ("ttft_p95_ms", "TTFT p95 ms"),
-    ("e2e_p50_ms", "e2e p50 ms"),
-    ("e2e_p95_ms", "e2e p95 ms"),
-    ("cv_pct", "CV %"),
+DEFAULT_OBJECTIVE = (
+    "Measure each model's single-agent throughput, time to first token, latency and run-to-run consistency, "
+    "and its dual-instance multi-agent efficiency and contention, with the architecture and configs held constant; "
+    "compare the models against the baseline model.")
+QUESTIONS = [
+    "Does model choice materially shift single-agent throughput (decode tok/s), TTFT and latency at the same config?",
+    "Does model choice change multi-agent efficiency, or does the architecture (two instances, two agents) dominate?",
+    "Which configurations fit the GPU memory budget, and what did a model cost in VRAM and, where measured, energy?",
 ]
-# The numbers the % of baseline table compares (CV and counts are not ratios of performance).
-PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f != "cv_pct"]
 CONFIG_KEYS = ["num_gpu", "num_ctx", "temperature"]
 
 
@@ -90,6 +97,19 @@ class CellResult(BaseModel):
     invalid_runs: int
     failed_requests: int  # measured requests with status != ok, in any counted run
     superseded_runs: int = 0
+    cell_hashes: list[str] = []  # the runs' content hashes: what a baseline TR run is matched on
+    # bootstrap 95% intervals of the medians (metrics.bootstrap_median_ci, two-stage over runs and requests)
+    decode_tps_p50_ci: tuple[float, float] | None = None
+    ttft_p50_ci: tuple[float, float] | None = None
+    e2e_p50_ci: tuple[float, float] | None = None
+    # energy and memory, per valid run, where the run table has them (telemetry)
+    run_tokens_per_j: list[float | None] = []
+    tokens_per_j_p50: float | None = None
+    tokens_per_j_ci: tuple[float, float] | None = None
+    energy_j_p50: float | None = None
+    energy_runs: int = 0
+    tokens_per_dollar_p50: float | None = None
+    gpu_mem_used_mib_max: float | None = None
 
 
 class PctRow(BaseModel):
@@ -182,6 +202,23 @@ class ReportData(BaseModel):
     flagged_runs: list[FlaggedRun] = []
     fallbacks: list[dict] = []
     reruns: list[Rerun] = []
+    questions: list[str] = []
+    methodology: list[tuple[str, str]] = []
+    statistics: dict[str, str] = {}
+    energy_definitions: dict[str, str] = {}
+    reproduce: list[str] = []
+    runs_per_cell: int | None = None
+    warmup_per_run: int | None = None
+    winners: list[WinnerRow] = []
+    winner_models: list[str] = []
+    winner_rule: str = report_compare.WINNER_RULE
+    ma_pct_of_baseline: list[MaPctRow] = []
+    energy: EnergySection = EnergySection(measured=False, note=report_compare.NO_GPU_ENERGY, points=[])
+    vram: list[VramRow] = []
+    quant: list[QuantRow] = []
+    samples: list[SampleAnswer] = []
+    regression: RegressionResult | None = None
+    regression_note: str = ""
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -307,6 +344,8 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     e2e = metrics.summarize(_values(pooled, "e2e_ms"))
     run_means = [metrics.mean(_values(pooled[pooled["run_id"] == rid], "decode_tps"))
                  for rid in valid_runs["run_id"]]
+    per_run = [pooled[pooled["run_id"] == rid] for rid in valid_runs["run_id"]]
+    tpj, energy, tpd = report_compare.run_energy(valid_runs)
     return CellResult(
         model=model,
         config=config,
@@ -325,6 +364,17 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         invalid_runs=len(cell_runs) - len(valid_runs),
         failed_requests=len(failed),
         superseded_runs=superseded,
+        cell_hashes=sorted(set(cell_runs["cell_hash"].dropna().astype(str))),
+        decode_tps_p50_ci=metrics.bootstrap_median_ci([_values(r, "decode_tps") for r in per_run]),
+        ttft_p50_ci=metrics.bootstrap_median_ci([_values(r, "ttft_ms") for r in per_run]),
+        e2e_p50_ci=metrics.bootstrap_median_ci([_values(r, "e2e_ms") for r in per_run]),
+        run_tokens_per_j=tpj,
+        tokens_per_j_p50=metrics.percentile(tpj, 50),
+        tokens_per_j_ci=metrics.bootstrap_median_ci(tpj),
+        energy_j_p50=metrics.percentile(energy, 50),
+        energy_runs=sum(v is not None for v in tpj),
+        tokens_per_dollar_p50=metrics.percentile(tpd, 50),
+        gpu_mem_used_mib_max=report_compare.gpu_mem_max(valid_runs),
     )
 
 
@@ -351,13 +401,32 @@ def _iso(v: Any) -> str | None:
 # --- the public API ---------------------------------------------------------------------------
 
 
-def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
-    """Everything the report says, computed from the Parquet files (and manifest) under tr_root."""
+def recorded_spec(manifest: dict) -> MatrixSpec | None:
+    """The spec a TR run recorded in its manifest, when it is there and still parses."""
+    raw = manifest.get("spec")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return parse_spec(raw, "recorded spec")
+    except Exception:  # an older or hand-made manifest: the report falls back on the data
+        return None
+
+
+def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> ReportData:
+    """Everything the report says, computed from the Parquet files (and manifest) under tr_root.
+
+    spec: the TR's spec (title, objective, model order, baseline model); without it the spec recorded
+    in the manifest is used where there is one. baseline_root: another TR run's folder to check for
+    regressions against (trbench.regression), with threshold_pct."""
     tr_root = Path(tr_root)
     all_runs = read_runs(tr_root)
     requests = read_requests(tr_root)
     manifest, manifest_source = _load_manifest(tr_root)
     runs, superseded = _latest_attempts(all_runs)
+    given_spec = spec
+    if spec is None:
+        spec = recorded_spec(manifest)
 
     data_models = set(all_runs["model"].dropna().astype(str)) | set(requests["model"].dropna().astype(str))
     models = _model_order(spec, data_models)
@@ -430,12 +499,17 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
     )
 
     tr_ids = sorted(set(all_runs["tr_id"].dropna().astype(str))) if not all_runs.empty else []
-    tr_id = spec.tr_id if spec is not None else (tr_ids[0] if tr_ids else tr_root.name)
-    return ReportData(
+    tr_id = given_spec.tr_id if given_spec is not None else (tr_ids[0] if tr_ids else tr_root.name)
+    setup = _setup(manifest, manifest_source, all_runs, models)
+    multi_agent = build_multi_agent(tr_root, models)
+    ma_results = multi_agent.results if multi_agent else []
+    energy = report_compare.energy_section(cells, setup.gpus)
+    winners = report_compare.winner_rows(cells, ma_results, models, energy.measured)
+    data = ReportData(
         tr_id=tr_id,
         title=(spec.title if spec is not None and spec.title else f"Technical Report {tr_id}"),
-        objective=spec.objective if spec is not None else "",
-        setup=_setup(manifest, manifest_source, all_runs, models),
+        objective=(spec.objective if spec is not None and spec.objective else DEFAULT_OBJECTIVE),
+        setup=setup,
         cache=cache,
         definitions=dict(metrics.DEFINITIONS),
         run_definitions=dict(metrics.RUN_DEFINITIONS),
@@ -450,59 +524,204 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None) -> ReportData:
         pct_of_baseline=pct_rows,
         failures=failures,
         invalid_runs=invalid,
-        multi_agent=build_multi_agent(tr_root, models),
+        multi_agent=multi_agent,
         flagged_runs=flagged_runs(tr_root),
         fallbacks=[{k: r[k] for k in ("model", "from_config", "to_config", "decision")}
                    for r in read_fallbacks(tr_root).to_dict("records")],
         reruns=reruns(tr_root),
+        questions=list(QUESTIONS),
+        statistics=dict(metrics.BOOTSTRAP_DEFINITIONS),
+        energy_definitions=dict(getattr(metrics, "ENERGY_DEFINITIONS", {})),
+        runs_per_cell=(int(runs.groupby(["model", *CONFIG_KEYS])["run_index"].nunique().max())
+                       if not runs.empty else None),
+        warmup_per_run=int(runs["n_warmup"].max()) if not runs.empty and runs["n_warmup"].notna().any() else None,
+        winners=winners,
+        winner_models=[m for m in models if any(m in w.estimates for w in winners)],
+        ma_pct_of_baseline=report_compare.ma_pct_rows(ma_results, baseline),
+        energy=energy,
+        vram=report_compare.vram_rows(setup.vram_budget, cells),
+        quant=report_compare.quant_rows(manifest.get("models") or {}, models),
+        samples=report_compare.sample_answers(cells, counted_requests, valid_ids),
     )
+    data.reproduce = _reproduce(data, tr_root)
+    data.methodology = _methodology(data, spec)
+    if baseline_root is not None:
+        baseline_root = Path(baseline_root)
+        if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+            raise FileNotFoundError(f"no baseline TR data under {baseline_root}")
+        data.regression = compare_regression(data, build_report(baseline_root), threshold_pct)
+    else:
+        data.regression_note = ("No baseline TR run given: nothing compared. Give one with "
+                                f"`trbench report {tr_id} --baseline OTHER_TR_ID` (or the report flow's `baseline`).")
+    return data
+
+
+def _reproduce(data: ReportData, tr_root: Path) -> list[str]:
+    """The commands that measure and report this TR run again."""
+    out = []
+    if data.setup.commit:
+        out.append(f"git checkout {data.setup.commit}")
+    out.append("python -m venv .venv && .venv/bin/pip install -e .   # versions: see Package versions")
+    out.append(data.setup.command or "trbench run <spec>   # the command was not recorded")
+    output_dir = tr_root.parent
+    flag = "" if output_dir.name == "outputs" else f" --output-dir {output_dir}"
+    out.append(f"trbench report {data.tr_id}{flag}")
+    out.append(f"trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold {DEFAULT_THRESHOLD_PCT:g}"
+               "   # exit code 3 on regressions")
+    return out
+
+
+def _methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, str]]:
+    configs = list(dict.fromkeys(c.config.label for c in data.cells))
+    models = list(dict.fromkeys(c.model for c in data.cells))
+    matrix = (f"{len(models)} model(s) x {len(configs)} config(s) (GPU layers, context size, temperature): "
+              f"{', '.join(configs) or 'none'}; up to {data.runs_per_cell or 0} run(s) per model x config")
+    if data.warmup_per_run:
+        matrix += f"; up to {data.warmup_per_run} warm-up request(s) per run, stored but never counted"
+    items = [
+        ("matrix", matrix),
+        ("baseline model", f"{data.baseline_model or 'none'} ({data.baseline_source}); normalized tables are "
+                           "value / baseline value at the same config or scenario x 100"),
+        ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
+         + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
+        ("medians and intervals", "every median is shown with a bootstrap 95% interval: "
+                                  + metrics.BOOTSTRAP_DEFINITIONS["95% CI of a single-agent median"]),
+        ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
+        ("winner by scenario", report_compare.WINNER_RULE),
+        ("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]),
+        ("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its config "
+                     "(raw MAD); flagged configs are run again as a new attempt and the latest attempt counts"),
+    ]
+    if data.multi_agent:
+        items.append(("multi-agent", "collector and insight at once on two instances, then each alone on the same "
+                                     "instances (the measured sequential baseline); speedup = sequential wall / "
+                                     "concurrent wall, efficiency = speedup / 2 x 100"))
+    items.append(("energy", data.energy.note if not data.energy.measured else
+                  data.energy.note + "; " + report_compare.FRONTIER_RULE))
+    items.append(("regression check", data.regression.rule if data.regression else
+                  "against a baseline TR run when one is given: " + rule_text(DEFAULT_THRESHOLD_PCT)))
+    return items
 
 
 # --- rendering --------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    """A number with `digits` decimals; 'n/a' for a missing one."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
+class Plot(BaseModel):
+    """One figure of the report: a PNG and where it is written (report/plots/<name>.png)."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+    @property
+    def file(self) -> str:
+        return f"plots/{self.name}.png"
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
-def cell_text(text: Any) -> str:
-    """Text safe inside a Markdown table cell: one line, pipes escaped."""
-    if text is None:
-        return ""
-    return " ".join(str(text).split()).replace("|", "\\|")
+class ReportFiles(BaseModel):
+    markdown: Path
+    html: Path | None
+    plots: list[Path]
+    data: ReportData
 
 
-def _environment() -> jinja2.Environment:
+def _fence(text: str) -> str:
+    """A fenced code block that no backtick run inside the text can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _inline(text: str) -> Markup:
+    """HTML for prose with `code` spans: everything escaped, then the spans marked up."""
+    parts = str(text).split("`")
+    out = [str(escape(p)) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts)]
+    return Markup("".join(out))
+
+
+def _environment(html: bool = False) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,
+        autoescape=html,  # the HTML escapes every value it did not mark safe itself (model output included)
     )
     env.filters["fmt"] = fmt
+    env.filters["ci"] = fmt_ci
     env.filters["cell"] = cell_text
+    env.filters["md"] = to_markdown
+    env.filters["fence"] = _fence
+    env.filters["inline"] = _inline
     return env
 
 
-def render_markdown(data: ReportData) -> str:
-    template = _environment().get_template(TEMPLATE_NAME)
-    return template.render(data=data, result_columns=RESULT_COLUMNS, pct_fields=PCT_FIELDS,
-                           pct_headers=dict(RESULT_COLUMNS))
+class _Plots(dict):
+    """Plots by name; a plot that was not drawn reads as None in the templates."""
+
+    def __getattr__(self, name: str) -> Plot | None:
+        return self.get(name)
 
 
-def write_report(tr_root: Path, spec: MatrixSpec | None = None) -> Path:
-    """Build and render the report and write it to tr_root/report/<tr_id>.md (temp file + rename)."""
-    tr_root = Path(tr_root)
-    data = build_report(tr_root, spec)
-    text = render_markdown(data)
-    path = tr_root / "report" / f"{data.tr_id}.md"
+def _context(data: ReportData, plots: list[Plot] | None) -> dict:
+    return {"data": data, "t": tables(data), "plots": _Plots({p.name: p for p in plots or []}),
+            "sample_chars": report_compare.SAMPLE_CHARS}
+
+
+def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:
+    """The report as Markdown; plots (when given) are linked as report/plots/<name>.png."""
+    return _environment().get_template(TEMPLATE_NAME).render(**_context(data, plots))
+
+
+def render_html(data: ReportData, plots: list[Plot] | None = None) -> str:
+    """The report as one self-contained HTML page (inline CSS, plots as data: URIs), autoescaped."""
+    return _environment(html=True).get_template(HTML_TEMPLATE_NAME).render(**_context(data, plots))
+
+
+def _write_atomic(path: Path, payload: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
+    if isinstance(payload, bytes):
+        tmp.write_bytes(payload)
+    else:
+        tmp.write_text(payload, encoding="utf-8")
     os.replace(tmp, path)
-    return path
+
+
+def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+            threshold_pct: float = DEFAULT_THRESHOLD_PCT, html: bool = True, plots: bool = True) -> ReportFiles:
+    """Build the report and write report/<tr_id>.md, report/<tr_id>.html and report/plots/*.png
+    (each file temp + rename)."""
+    tr_root = Path(tr_root)
+    data = build_report(tr_root, spec, baseline_root, threshold_pct)
+    figures: list[Plot] = []
+    if plots:
+        from trbench.plots import render_plots  # matplotlib: only when plotting
+
+        figures = render_plots(data)
+    folder = tr_root / "report"
+    plot_paths = []
+    for fig in figures:
+        path = folder / fig.file
+        _write_atomic(path, fig.png)
+        plot_paths.append(path)
+    md_path = folder / f"{data.tr_id}.md"
+    _write_atomic(md_path, render_markdown(data, figures))
+    html_path = None
+    if html:
+        html_path = folder / f"{data.tr_id}.html"
+        _write_atomic(html_path, render_html(data, figures))
+    return ReportFiles(markdown=md_path, html=html_path, plots=plot_paths, data=data)
+
+
+def write_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT, html: bool = True, plots: bool = True) -> Path:
+    """Build and render the report; returns the Markdown's path, tr_root/report/<tr_id>.md (the HTML
+    and the plots are written beside it)."""
+    return publish(tr_root, spec, baseline_root, threshold_pct, html=html, plots=plots).markdown

@@ -23,9 +23,13 @@ class ScenarioResult(BaseModel):
     speedup_mean: float | None
     speedup_p50: float | None
     speedup_min: float | None
+    speedup_p50_ci: tuple[float, float] | None = None  # bootstrap 95% interval over the per-run values
     efficiency_mean: float | None
     efficiency_p50: float | None
     efficiency_min: float | None
+    efficiency_p50_ci: tuple[float, float] | None = None
+    efficiency_runs: list[float | None] = []  # per valid run, in run_index order
+    config_hashes: list[str] = []  # the runs' config hashes (cell_hash column): what a baseline TR matches on
     concurrent_wall_s_mean: float | None
     sequential_wall_s_mean: float | None
     contention_runs: int
@@ -61,13 +65,16 @@ def _min(values: list[float | None]) -> float | None:
 
 
 def _scenario(model: str, scenario: str, runs: pd.DataFrame) -> ScenarioResult:
-    valid = runs[runs["valid"].astype(bool)]
+    valid = runs[runs["valid"].astype(bool)].sort_values("run_index")
     speedups, effs = _vals(valid, "speedup"), _vals(valid, "efficiency_pct")
     first = runs.iloc[0]
     return ScenarioResult(
         model=model, scenario=scenario, runs=len(runs), valid_runs=len(valid),
         speedup_mean=metrics.mean(speedups), speedup_p50=metrics.percentile(speedups, 50), speedup_min=_min(speedups),
+        speedup_p50_ci=metrics.bootstrap_median_ci(speedups),
         efficiency_mean=metrics.mean(effs), efficiency_p50=metrics.percentile(effs, 50), efficiency_min=_min(effs),
+        efficiency_p50_ci=metrics.bootstrap_median_ci(effs), efficiency_runs=effs,
+        config_hashes=sorted(set(runs["cell_hash"].dropna().astype(str))),
         concurrent_wall_s_mean=metrics.mean(_vals(valid, "concurrent_wall_s")),
         sequential_wall_s_mean=metrics.mean(_vals(valid, "sequential_wall_s")),
         contention_runs=int(valid["contention"].fillna(False).astype(bool).sum()),

@@ -37,6 +37,8 @@ class Rerun(BaseModel):
     before: float | None  # median over the runs of the previous attempt
     after: float | None   # median over the runs of the latest attempt
     change_pct: float | None
+    before_ci: tuple[float, float] | None = None  # bootstrap 95% intervals over the per-run values
+    after_ci: tuple[float, float] | None = None
 
 
 def _label(kind: str, row) -> str:
@@ -71,7 +73,9 @@ def reruns(tr_root: Path) -> list[Rerun]:
                 a = metrics.percentile(_values(after, column), 50)
                 change = metrics.pct_of(a, b)
                 out.append(Rerun(kind=kind, config=_label(kind, group.iloc[0]), metric=name, attempts=attempts,
-                                 before=b, after=a, change_pct=None if change is None else change - 100.0))
+                                 before=b, after=a, change_pct=None if change is None else change - 100.0,
+                                 before_ci=metrics.bootstrap_median_ci(_values(before, column)),
+                                 after_ci=metrics.bootstrap_median_ci(_values(after, column))))
     return out
 
 

@@ -62,6 +62,9 @@ class RunResult(BaseModel):
 
 
 RequestHook = Callable[[int, int, RawExchange], None]
+# called with the phase that starts: 'warmup' (only when there are warm-ups), 'measured', then
+# 'idle' once the last request has returned (telemetry.Sampler.mark fits)
+PhaseHook = Callable[[str], None]
 
 
 def utc(ts: float) -> dt.datetime:
@@ -157,25 +160,32 @@ def execute_run(
     warmups: int,
     on_request: RequestHook | None = None,
     gate: Gate | None = None,
+    on_phase: PhaseHook | None = None,
 ) -> RunResult:
     """Send `warmups` warm-up requests, then the measured requests of one run, one after the other.
 
     Warm-ups are per cell (the flow asks for them on the first run of a cell after a server
-    load); they are stored with is_warmup=True and left out of every statistic."""
+    load); they are stored with is_warmup=True and left out of every statistic. on_phase hears
+    where the warm-ups and the measured requests start and where the run ends."""
     keys = _keys(spec, plan)
     total = warmups + spec.requests_per_run
     rows: list[dict] = []
+    phase = on_phase or (lambda _label: None)
+    phase("warmup" if warmups else "measured")
     started, t0 = time.time(), time.perf_counter()
     for i in range(total):
         if gate:
             gate.check()
         warmup = i < warmups
+        if i == warmups and warmups:
+            phase("measured")
         prompt_id, req = build_request(spec, plan, prompts, i if warmup else i - warmups)
         ex = client.chat(req)
         rows.append(request_row(keys, i, warmup, prompt_id, ex))
         if on_request:
             on_request(i + 1, total, ex)
     wall_s = time.perf_counter() - t0
+    phase("idle")
     if gate:
         gate.check()  # the servers may have been stopped under this run
     return RunResult(run_row=run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest), request_rows=rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,6 +147,32 @@ class OutlierRule(_Strict):
                                "with 3-5 runs MAD is often tiny and would flag noise")
 
 
+class TelemetrySpec(_Strict):
+    """The sampler beside every run (trbench/telemetry.py) and the prices its energy is costed at.
+
+    Cost of a run (trbench/energy.py): price_per_gpu_hour wins when both prices are given, since a
+    GPU-hour price is the all-in rent of the hardware, its electricity included, and adding the
+    kWh price on top would count the power twice; price_per_kwh alone prices the measured GPU
+    energy (owned hardware, where electricity is the marginal cost)."""
+
+    enabled: bool = Field(default=True, description="sample GPU and host while each run is measured")
+    interval_s: float = Field(default=0.5, ge=0.01, le=60, description="seconds between samples")
+    gpu_indices: list[int] | None = Field(
+        default=None, description="NVML indices of the GPUs to sample (NVML numbers GPUs as the driver does, "
+        "not as CUDA_VISIBLE_DEVICES); null: every GPU NVML sees")
+    price_per_kwh: float | None = Field(default=None, gt=0, description="electricity price per kWh of GPU energy")
+    price_per_gpu_hour: float | None = Field(default=None, gt=0, description="price of one GPU for one hour; "
+                                             "wins over price_per_kwh when both are given")
+
+    @field_validator("gpu_indices")
+    @classmethod
+    def _gpus(cls, v: list[int] | None) -> list[int] | None:
+        for x in v or []:
+            if x < 0:
+                raise ValueError(f"GPU index must be >= 0, got {x}")
+        return _unique(v) if v else v
+
+
 class Cell(_Strict):
     """One matrix cell: a model with one setting of each grid axis."""
 
@@ -199,6 +226,7 @@ class MatrixSpec(_Strict):
     oom_fallback: list[OptionSet] = Field(
         default_factory=list, description="rungs tried in order when a cell runs out of memory: lower num_gpu, then num_ctx")
     execution: ExecutionSpec = ExecutionSpec()
+    telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
 
     @field_validator("ports")
@@ -307,12 +335,30 @@ class MatrixSpec(_Strict):
         return _validate(data, source=f"spec {self.tr_id} with overrides")
 
 
+def _section_model(path: tuple) -> type[BaseModel]:
+    """The model class of a nested spec section ('telemetry', 'multi_agent.chimera'...)."""
+    model: type[BaseModel] = MatrixSpec
+    for part in path:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            break
+        inner = [a for a in typing.get_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif inner:
+            model = inner[0]
+        else:
+            break
+    return model
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     field = ".".join(str(p) for p in e["loc"]) or "(top level)"
     kind = e["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(MatrixSpec.model_fields) if len(e["loc"]) == 1 else ", ".join(Grid.model_fields)
+        allowed = ", ".join(_section_model(e["loc"][:-1]).model_fields)
         fix = f"remove it or fix its spelling (allowed: {allowed})"
     elif kind == "missing":
         fix = "add it"

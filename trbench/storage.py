@@ -2,8 +2,11 @@
 
 Layout under <output_dir>/<tr_id>/:
   requests/model_slug=<slug>/<run_id>.parquet   every request of the run, warm-ups included
+  telemetry/model_slug=<slug>/<run_id>.parquet  GPU and host samples beside the run (single and
+                                                multi-agent runs alike; `kind` tells them apart)
   runs/model_slug=<slug>/<run_id>.parquet       the run's aggregates; written last, so it is the
                                                 ledger: a run is finished once this file exists
+  ma_requests/, ma_runs/                        the same for multi-agent runs
   manifest.json                                 the environment (also in each file's metadata)
   report/<tr_id>.md
 """
@@ -78,6 +81,15 @@ REQUEST_SCHEMA = pa.schema(
     ]
 )
 
+# energy and telemetry columns of both run tables (definitions: metrics.ENERGY_DEFINITIONS)
+ENERGY_FIELDS = [
+    ("energy_j", pa.float64()), ("energy_method", pa.string()), ("energy_window_s", pa.float64()),
+    ("j_per_token", pa.float64()), ("tokens_per_j", pa.float64()), ("tokens_per_dollar", pa.float64()),
+    ("cost_basis", pa.string()), ("gpu_power_w_mean", pa.float64()), ("gpu_mem_used_mib_max", pa.float64()),
+    ("gpu_util_pct_mean", pa.float64()), ("cpu_pct_mean", pa.float64()), ("server_rss_mib_max", pa.float64()),
+    ("telemetry_note", pa.string()),
+]
+
 RUN_SCHEMA = pa.schema(
     _KEYS
     + [
@@ -102,6 +114,7 @@ RUN_SCHEMA = pa.schema(
     ]
     + [("decode_tps_cv_pct_within_run", pa.float64()), ("manifest_digest", pa.string()),
        ("gpu_memory_at_error", pa.string()), ("fallback_from", pa.string())]
+    + ENERGY_FIELDS
 )
 
 
@@ -129,7 +142,24 @@ MA_RUN_SCHEMA = pa.schema(
         for field in [(f"{role}_instance", pa.string()), (f"{role}_options", pa.string()), (f"{role}_contended", pa.bool_())]
         + [(f"{role}_{phase}_{name}", t) for phase in ("concurrent", "solo") for name, t in _AGENT_FIGURES]
     ]
+    + ENERGY_FIELDS
 )
+
+# The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
+# (gpu_index set; power_w, energy_mj, util_pct, mem_used_mib, temp_c filled; host columns null)
+# plus one host row (gpu_index null; cpu_pct, server_rss_mib, server_cpu_pct filled; GPU columns
+# null); the rows of one tick share `sample`. t: wall clock (UTC) of the read; t_rel_s: monotonic
+# seconds since the sampler started; phase: idle | warmup | measured (single-agent) or idle |
+# warmup | concurrent | solo (multi-agent). Field meanings: trbench/telemetry.py.
+TELEMETRY_SCHEMA = pa.schema([
+    ("tr_id", pa.string()), ("run_id", pa.string()), ("attempt", pa.int32()), ("model", pa.string()),
+    ("kind", pa.string()), ("sample", pa.int32()), ("phase", pa.string()), ("gpu_index", pa.int32()),
+    ("gpu_name", pa.string()), ("t", pa.timestamp("us", tz="UTC")), ("t_rel_s", pa.float64()),
+    ("power_w", pa.float64()), ("energy_mj", pa.int64()), ("util_pct", pa.float64()), ("mem_used_mib", pa.float64()),
+    ("temp_c", pa.float64()), ("cpu_pct", pa.float64()), ("server_rss_mib", pa.float64()),
+    ("server_cpu_pct", pa.float64()),
+])
+TELEMETRY_TABLE = "telemetry"
 
 # kind -> (requests table, runs table, their schemas)
 TABLES = {
@@ -171,11 +201,16 @@ def _table(rows: list[dict], schema: pa.Schema, manifest: dict) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema.with_metadata(meta))
 
 
-def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: dict, kind: str = "single") -> Path:
-    """Persist one finished run: its requests, then its run row (the ledger entry)."""
+def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: dict, kind: str = "single",
+              telemetry_rows: list[dict] | None = None) -> Path:
+    """Persist one finished run: its requests, its telemetry (when sampled), then its run row
+    (the ledger entry)."""
     requests, runs, request_schema, run_schema = TABLES[kind]
     model, run_id = run_row["model"], run_row["run_id"]
     write_table_atomic(_run_file(root, requests, model, run_id), _table(request_rows, request_schema, manifest))
+    if telemetry_rows is not None:
+        rows = [{**r, "kind": kind} for r in telemetry_rows]
+        write_table_atomic(_run_file(root, TELEMETRY_TABLE, model, run_id), _table(rows, TELEMETRY_SCHEMA, manifest))
     run_path = _run_file(root, runs, model, run_id)
     write_table_atomic(run_path, _table([run_row], run_schema, manifest))
     return run_path
@@ -186,10 +221,13 @@ def finished_run_ids(root: Path, kind: str = "single") -> set[str]:
 
 
 def _read(root: Path, table: str, schema: pa.Schema) -> pd.DataFrame:
+    """Every file of a table under today's schema: files written before a column existed read
+    back with that column null (without the schema pyarrow would take the first file's)."""
     folder = root / table
     if not any(folder.glob("model_slug=*/*.parquet")):
         return schema.empty_table().to_pandas()
-    dataset = ds.dataset(folder, format="parquet", partitioning="hive")
+    full = schema.remove_metadata().append(pa.field("model_slug", pa.string()))
+    dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=full)
     return dataset.to_table().to_pandas()
 
 
@@ -207,6 +245,10 @@ def read_ma_requests(root: Path) -> pd.DataFrame:
 
 def read_ma_runs(root: Path) -> pd.DataFrame:
     return _read(root, "ma_runs", MA_RUN_SCHEMA)
+
+
+def read_telemetry(root: Path) -> pd.DataFrame:
+    return _read(root, TELEMETRY_TABLE, TELEMETRY_SCHEMA)
 
 
 def read_manifest(path: Path) -> dict:

@@ -70,9 +70,12 @@ SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
 MULTI_CONFIG = ["model", "scenario"]
 
 # The report's section headings (trbench/templates/report.md.j2); multi-agent only with ma runs.
-REPORT_SECTIONS = ["## Setup", "## Metric definitions", "## Results", "### % of baseline", "## Failures"]
+REPORT_SECTIONS = ["## Objective", "## Setup", "## Methodology", "## Metric definitions", "## Results",
+                   "### % of baseline", "## Cross-model comparison", "### Winner by scenario", "## Efficiency frontier",
+                   "## VRAM and quantization", "## Regression against a baseline", "## Outliers and re-runs",
+                   "## Failures"]
 REPORT_MULTI_SECTIONS = ["## Multi-agent results"]
-REPORT_TABLE_SECTIONS = {"## Results", "### % of baseline", "## Multi-agent results"}  # a table when there are runs
+REPORT_TABLE_SECTIONS = {"## Results", "### % of baseline", "### Winner by scenario", "## Multi-agent results"}  # a table when there are runs
 
 Severity = Literal["error", "warning"]
 

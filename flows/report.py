@@ -1,0 +1,51 @@
+"""report: the Technical Report of a stored TR run, from its Parquet data alone.
+
+  1. build the report (the spec recorded in the run's manifest gives title, objective, baseline model)
+  2. with a baseline TR run: compare cell by cell (trbench.regression; threshold_pct)
+  3. write report/<tr_id>.md, report/<tr_id>.html (self-contained: plots inline) and report/plots/*.png;
+     the Markdown as an artifact, regressions and improvements as a table artifact
+  4. Failed, with the regressions in the message, when the check finds any; Completed otherwise
+
+No server is started: run it any time after tr_matrix (e.g. nightly against last week's run).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed, State
+
+from tasks.report import publish_report
+from tasks.setup import resolve_path
+from trbench import storage
+from trbench.regression import DEFAULT_THRESHOLD_PCT, summary_message
+from trbench.report import ReportFiles
+
+
+def report_state(files: ReportFiles) -> State:
+    """Completed with the files written; Failed when the regression check found regressions."""
+    where = f"report {files.markdown} and {files.html}" if files.html else f"report {files.markdown}"
+    regression = files.data.regression
+    if regression is None:
+        return Completed(message=f"{files.data.tr_id}: {where}; no baseline given")
+    message = f"{summary_message(regression)}; {where}"
+    return Failed(message=message) if regression.has_regressions else Completed(message=message)
+
+
+@flow(name="report", log_prints=True)
+def report(tr_id: str, baseline: str | None = None, output_dir: str = "outputs",
+           threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> State:
+    """Render the report of TR run `tr_id` (Markdown, HTML, plots) from its Parquet data.
+
+    Args:
+        tr_id: the TR run to report on.
+        baseline: another TR run under the same output_dir to check for regressions against.
+        output_dir: where the TR runs' data is.
+        threshold_pct: a change worse than this (in %) on a matched cell is a regression.
+    """
+    folder = resolve_path(output_dir)
+    root = storage.tr_dir(folder, tr_id)
+    baseline_root = storage.tr_dir(folder, baseline) if baseline else None
+    files = publish_report(root, baseline_root, threshold_pct)
+    state = report_state(files)
+    (get_run_logger().error if state.is_failed() else get_run_logger().info)(state.message)
+    return state

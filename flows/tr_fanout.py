@@ -1,0 +1,181 @@
+"""tr_fanout: one TR matrix spread over several worker hosts, one report over the union.
+
+  1. load the spec (with overrides) and split it into one sub-run per model
+  2. start each sub-run on a tr_matrix deployment (run_deployment): any worker of its pool takes it,
+     so with one worker per GPU host (`--limit 1`) each host measures a share on its own instances
+  3. every sub-run writes into the same tr_id under the same output_dir: one Parquet dataset
+     (output_dir must be a path every host sees at the same place, e.g. an NFS mount)
+  4. wait for all, record which worker took which sub-run (table artifact `<tr_id>-fanout`)
+  5. merge the sub-runs' manifests, then flag outliers, render the report and validate once,
+     over the union
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling, Completed, Failed, State
+
+from flows.tr_matrix import expand_tr_id
+from tasks.quality import flag_outliers, validate
+from tasks.report import artifact_key, render_report, write_failure_log
+from tasks.setup import load_matrix_spec, resolve_path
+from trbench import storage
+from trbench.spec import MatrixSpec
+
+WORKER_LINE = re.compile(r"Worker '([^']+)' submitting flow run")
+
+
+def sub_run_parameters(spec: MatrixSpec, spec_path: str, output_dir: str,
+                       ports: list[list[int]] | None) -> list[dict]:
+    """One tr_matrix parameter set per model: the same tr_id and output_dir, one model each."""
+    if spec.multi_agent and spec.multi_agent.models:
+        raise ValueError("tr_fanout splits the matrix by model and cannot split multi_agent.models; fix: remove "
+                         "multi_agent.models from the spec (every model then runs the multi-agent scenarios)")
+    if ports is not None and len(ports) != len(spec.models):
+        raise ValueError(f"ports: {len(ports)} port list(s) for {len(spec.models)} sub-run(s); "
+                         "fix: give one list per model, in the spec's model order")
+    return [
+        {"spec_path": spec_path, "tr_id": spec.tr_id, "models": [model], "runs": spec.runs,
+         "requests_per_run": spec.requests_per_run, "output_dir": output_dir,
+         **({"ports": ports[i]} if ports else {})}
+        for i, model in enumerate(spec.models)
+    ]
+
+
+def worker_of(client, flow_run_id: UUID) -> str | None:
+    """The worker that took a flow run, from the line it logs for it ("Worker 'x' submitting ...")."""
+    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+    for log in logs:
+        m = WORKER_LINE.search(log.message)
+        if m:
+            return m.group(1)
+    return None
+
+
+def wait_all(ids: list[UUID], timeout_s: float, poll_s: float = 5.0) -> dict[UUID, object]:
+    """Poll until every flow run is final; on timeout or interrupt the unfinished ones are cancelled."""
+    deadline = time.monotonic() + timeout_s
+    done: dict[UUID, object] = {}
+    with get_client(sync_client=True) as client:
+        try:
+            while len(done) < len(ids):
+                for i in ids:
+                    if i not in done:
+                        run = client.read_flow_run(i)
+                        if run.state and run.state.is_final():
+                            done[i] = run
+                if len(done) < len(ids):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{len(ids) - len(done)} sub-run(s) unfinished after {timeout_s:.0f} s")
+                    time.sleep(poll_s)
+        except BaseException:
+            for i in ids:
+                if i not in done:
+                    client.set_flow_run_state(i, Cancelling(message="tr_fanout stopped"), force=True)
+            raise
+    return done
+
+
+@task(name="merge-manifests", cache_policy=NO_CACHE)
+def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> dict:
+    """One manifest for the union: the full spec, every model's facts and every host's instances
+    (each sub-run wrote its own manifest.json; each run file keeps its sub-run's manifest)."""
+    merged: dict = {}
+    hosts = []
+    for sub in sub_runs:
+        files = sorted((root / "runs" / f"model_slug={storage.slug(sub['model'])}").glob("*.parquet"))
+        if not files:
+            continue
+        m = storage.read_manifest(files[-1])
+        merged = merged or dict(m)
+        merged.setdefault("models", {})
+        merged["models"] = {**merged["models"], **(m.get("models") or {})}
+        hosts.append({"model": sub["model"], "worker": sub["worker"], "flow_run": sub["flow_run"],
+                      "hardware": m.get("hardware"), "instances": m.get("instances")})
+    merged["instances"] = [inst for h in hosts for inst in h["instances"] or []]
+    merged["spec"] = spec.model_dump(mode="json")
+    merged["fanout"] = hosts
+    storage.write_json_atomic(root / "manifest.json", merged)
+    return merged
+
+
+@flow(name="tr_fanout", log_prints=True)
+def tr_fanout(
+    spec_path: str = "deployments/quickstart.yaml",
+    output_dir: str | None = None,
+    deployment_name: str = "tr_matrix/quickstart",
+    tr_id: str | None = None,
+    models: list[str] | None = None,
+    runs: int | None = None,
+    requests_per_run: int | None = None,
+    ports: list[list[int]] | None = None,
+    timeout_s: int = 86400,
+) -> State:
+    """Spread a TR matrix over the workers of a pool: one tr_matrix sub-run per model, all into one
+    dataset (same tr_id and output_dir), then one report over the union.
+
+    Args:
+        spec_path: TR matrix spec (YAML), relative to the repository on every host.
+        output_dir: where every sub-run writes: a path all worker hosts share (default: the spec's).
+        deployment_name: the tr_matrix deployment the sub-runs run on ("flow/deployment").
+        tr_id: override the spec's tr_id (`{date}` becomes the run's date).
+        models: override the spec's models (one sub-run each).
+        runs: override the runs per cell.
+        requests_per_run: override the measured requests per run.
+        ports: server ports per sub-run, in model order, e.g. [[18434], [18444]]; needed when two
+            sub-runs can land on the same host (default: the spec's ports on every host).
+        timeout_s: how long to wait for the sub-runs before cancelling them.
+    """
+    logger = get_run_logger()
+    spec, _, _ = load_matrix_spec(spec_path, None, {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
+                                                    "requests_per_run": requests_per_run, "output_dir": output_dir})
+    out = resolve_path(spec.output_dir).resolve()
+    root = storage.tr_dir(out, spec.tr_id)
+
+    params = sub_run_parameters(spec, spec_path, str(out), ports)
+    started = []
+    for p in params:
+        run = run_deployment(deployment_name, parameters=p, timeout=0,
+                             flow_run_name=f"{spec.tr_id}-{storage.slug(p['models'][0])}", tags=["trbench-fanout"])
+        logger.info("sub-run %s (%s) started on %s", run.name, p["models"][0], deployment_name)
+        started.append((p, run))
+
+    finished = wait_all([run.id for _, run in started], timeout_s)
+
+    sub_runs = []
+    with get_client(sync_client=True) as client:
+        for p, run in started:
+            fr = finished[run.id]
+            sub_runs.append({"model": p["models"][0], "worker": worker_of(client, fr.id), "state": fr.state.name,
+                             "flow_run": fr.name, "infrastructure_pid": fr.infrastructure_pid,
+                             "message": fr.state.message or "", "flow_run_id": str(fr.id)})
+    create_table_artifact(key=artifact_key(spec.tr_id, "fanout"), table=sub_runs,
+                          description=f"{spec.tr_id}: the sub-runs of the fan-out and the worker that took each")
+
+    merge_manifests(root, spec, sub_runs)
+    write_failure_log(root, [])
+    flagged = flag_outliers(root, spec)
+    report = render_report(root, spec)
+    checked = validate(root, spec, report)
+
+    shares = ", ".join(f"{s['model']} -> {s['worker'] or '?'} ({s['state']})" for s in sub_runs)
+    message = f"{spec.tr_id}: {len(sub_runs)} sub-run(s): {shares}; report {report}"
+    if flagged:
+        message += f"; {len(flagged)} config(s) with outlier runs (rerun_flagged runs them again)"
+    bad = [s for s in sub_runs if s["state"] != "Completed"]
+    if bad:
+        return Failed(message=message + "; failed: " + "; ".join(f"{s['model']}: {s['message']}" for s in bad))
+    if not checked.success:
+        return Failed(message=message + "; validation failed: " + "; ".join(f.message for f in checked.failures[:3]))
+    logger.info(message)
+    return Completed(message=message)

@@ -1,0 +1,179 @@
+"""Regression detection: a TR run against a stored baseline TR run, over the same matrix cells.
+
+Cells are matched on their content hash, never on their names: single-agent cells on `cell_hash`
+(the model, GPU layers, context, temperature, backend, provider, max_tokens, prompt caching,
+the prompt suite's digest and the seed; spec.cell_hash), multi-agent configs on model + scenario +
+their config hash (multi_agent.config_hash: the agents' options, the agent suite, max_tokens...).
+A cell whose hash differs was measured differently and is listed as missing on either side,
+not compared.
+
+Per matched cell and metric (the same numbers the report prints, from build_report):
+
+  metric                  better   figure
+  decode tok/s median     higher   pooled p50 of decode_tps
+  TTFT p50 ms             lower    pooled p50 of ttft_ms
+  e2e p95 ms              lower    pooled p95 of e2e_ms
+  efficiency % median     higher   p50 over the valid runs' efficiency_pct (multi-agent)
+
+change % = (current - baseline) / baseline x 100. A regression is a change worse than the
+threshold (default 10 %, strictly more), in the metric's bad direction; an improvement is a change
+better than the threshold. Missing cells are listed but are neither.
+
+Prefect-free; the report flow turns `has_regressions` into a Failed state and the CLI into exit
+code 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+DEFAULT_THRESHOLD_PCT = 10.0
+EXIT_REGRESSION = 3
+
+# (field of the cell result, display name, higher is better)
+SINGLE_METRICS: list[tuple[str, str, bool]] = [
+    ("decode_tps_p50", "decode tok/s median", True),
+    ("ttft_p50_ms", "TTFT p50 ms", False),
+    ("e2e_p95_ms", "e2e p95 ms", False),
+]
+MULTI_METRICS: list[tuple[str, str, bool]] = [
+    ("efficiency_p50", "efficiency % median", True),
+]
+
+Verdict = Literal["regression", "improvement", "within threshold", "not comparable"]
+
+
+class Comparison(BaseModel):
+    kind: Literal["single", "multi"]
+    key: str  # the matched content hash (multi-agent: matched together with model and scenario)
+    label: str  # model and config / scenario, for people
+    metric: str
+    higher_is_better: bool
+    baseline: float | None
+    current: float | None
+    change_pct: float | None  # (current - baseline) / baseline x 100
+    verdict: Verdict
+
+
+class MissingCell(BaseModel):
+    kind: Literal["single", "multi"]
+    key: str
+    label: str
+    side: Literal["only in the baseline", "only in the current run"]
+
+
+class RegressionResult(BaseModel):
+    tr_id: str
+    baseline_tr_id: str
+    threshold_pct: float
+    comparisons: list[Comparison]
+    missing: list[MissingCell]
+    rule: str
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict == "improvement"]
+
+    @property
+    def has_regressions(self) -> bool:
+        return bool(self.regressions)
+
+    @property
+    def matched_cells(self) -> int:
+        return len({(c.kind, c.label, c.key) for c in self.comparisons})
+
+
+def rule_text(threshold_pct: float) -> str:
+    return (f"change % = (current - baseline) / baseline x 100 per matched cell; a regression is a change more than "
+            f"{threshold_pct:g} % in the bad direction (decode tok/s and efficiency lower, TTFT and e2e latency "
+            f"higher), an improvement more than {threshold_pct:g} % in the good direction; cells are matched on "
+            "their content hash (single agent: cell_hash; multi-agent: model + scenario + config hash)")
+
+
+def verdict(baseline: float | None, current: float | None, higher_is_better: bool,
+            threshold_pct: float) -> tuple[float | None, Verdict]:
+    """(change %, verdict) of one metric of one matched cell."""
+    if baseline is None or current is None or baseline == 0:
+        return None, "not comparable"
+    change = (current - baseline) / abs(baseline) * 100.0
+    worse = -change if higher_is_better else change
+    if worse > threshold_pct:
+        return change, "regression"
+    if -worse > threshold_pct:
+        return change, "improvement"
+    return change, "within threshold"
+
+
+def _key(hashes: list[str]) -> str:
+    return "+".join(sorted(hashes)) if hashes else "(no hash)"
+
+
+def _single_cells(data) -> dict[tuple, tuple[str, str, object]]:
+    """match key -> (label, hash, cell result)"""
+    return {(_key(c.cell_hashes),): (f"{c.model} {c.config.label}", _key(c.cell_hashes), c) for c in data.cells}
+
+
+def _multi_cells(data) -> dict[tuple, tuple[str, str, object]]:
+    if data.multi_agent is None:
+        return {}
+    return {(r.model, r.scenario, _key(r.config_hashes)): (f"{r.model} {r.scenario}", _key(r.config_hashes), r)
+            for r in data.multi_agent.results}
+
+
+def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
+    """Compare two built reports (trbench.report.ReportData) cell by cell."""
+    comparisons: list[Comparison] = []
+    missing: list[MissingCell] = []
+    for kind, cells_of, metric_list in (("single", _single_cells, SINGLE_METRICS),
+                                        ("multi", _multi_cells, MULTI_METRICS)):
+        cur, base = cells_of(current), cells_of(baseline)
+        for match, (label, key, cell) in cur.items():
+            if match not in base:
+                missing.append(MissingCell(kind=kind, key=key, label=label, side="only in the current run"))
+                continue
+            base_cell = base[match][2]
+            for field, name, higher in metric_list:
+                b, c = getattr(base_cell, field), getattr(cell, field)
+                change, v = verdict(b, c, higher, threshold_pct)
+                comparisons.append(Comparison(kind=kind, key=key, label=label, metric=name, higher_is_better=higher,
+                                              baseline=b, current=c, change_pct=change, verdict=v))
+        missing += [MissingCell(kind=kind, key=key, label=label, side="only in the baseline")
+                    for match, (label, key, _) in base.items() if match not in cur]
+    return RegressionResult(tr_id=current.tr_id, baseline_tr_id=baseline.tr_id, threshold_pct=threshold_pct,
+                            comparisons=comparisons, missing=missing, rule=rule_text(threshold_pct))
+
+
+def compare_tr(tr_root: Path, baseline_root: Path, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
+    """Build both reports from their Parquet data and compare them."""
+    from trbench.report import build_report  # report imports this module for its types
+
+    return compare(build_report(Path(tr_root)), build_report(Path(baseline_root)), threshold_pct)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def describe(c: Comparison) -> str:
+    return f"{c.label} {c.metric} {c.change_pct:+.1f}% ({_fmt(c.baseline)} -> {_fmt(c.current)})"
+
+
+def summary_message(result: RegressionResult, limit: int = 5) -> str:
+    """One line for a flow state or a CI log: the regressions first, then the counts."""
+    head = f"{result.tr_id} vs baseline {result.baseline_tr_id} (threshold {result.threshold_pct:g}%)"
+    counts = (f"{len(result.improvements)} improvement(s), {result.matched_cells} matched cell(s), "
+              f"{len(result.missing)} cell(s) on one side only")
+    if not result.regressions:
+        if not result.comparisons:
+            return f"{head}: no regressions; no cells in common to compare ({counts})"
+        return f"{head}: no regressions; {counts}"
+    listed = "; ".join(describe(c) for c in result.regressions[:limit])
+    more = f"; and {len(result.regressions) - limit} more" if len(result.regressions) > limit else ""
+    return f"{head}: {len(result.regressions)} regression(s): {listed}{more}; {counts}"

@@ -1,0 +1,294 @@
+"""The cross-model parts of the report: winner by scenario, multi-agent % of baseline, the energy
+frontier, VRAM against the estimate, quantization facts and sample answers.
+
+Computed from the report's cell results (trbench.report.CellResult, report_multi.ScenarioResult)
+and the manifest; no formatting here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from trbench import metrics
+
+WINNER_RULE = (
+    "the model with the best median wins a scenario only when its bootstrap 95% interval overlaps no other "
+    "model's interval; otherwise the scenario is a tie (the models whose intervals overlap the best one's are "
+    "named); n/a with fewer than two models measured")
+FRONTIER_RULE = (
+    "a model x config is on the efficiency frontier when no other one has both a higher (or equal) decode tok/s "
+    "median and a higher (or equal) tokens-per-joule median, one of them strictly")
+NO_GPU_ENERGY = "no GPU: energy not measured"
+SAMPLE_CHARS = 600
+
+
+class Estimate(BaseModel):
+    value: float | None
+    ci: tuple[float, float] | None = None
+
+
+class WinnerRow(BaseModel):
+    scenario: str  # e.g. "single-agent decode tok/s", "multi-agent efficiency chimera_homo"
+    config: str  # the config label, or "" for multi-agent rows
+    metric: str  # what the estimates are: "decode tok/s median"
+    higher_is_better: bool
+    estimates: dict[str, Estimate]  # model -> median and interval (models without a value are absent)
+    winner: str  # a model, "tie" or "n/a"
+    reason: str
+
+
+class MaPctRow(BaseModel):
+    model: str
+    scenario: str
+    values: dict[str, float | None]  # field -> % of the baseline model's value in the same scenario
+
+
+class EnergyPoint(BaseModel):
+    model: str
+    config: str
+    decode_tps_p50: float | None
+    tokens_per_j_p50: float | None
+    tokens_per_j_ci: tuple[float, float] | None
+    energy_j_p50: float | None
+    runs_with_energy: int
+    tokens_per_dollar_p50: float | None = None
+    on_frontier: bool = False
+
+
+class EnergySection(BaseModel):
+    measured: bool
+    note: str
+    points: list[EnergyPoint]
+    rule: str = FRONTIER_RULE
+
+
+class VramRow(BaseModel):
+    model: str
+    num_gpu: int | None
+    num_ctx: int | None
+    estimate_gib: float | None
+    decision: str
+    reason: str
+    measured_mib_max: float | None  # max gpu_mem_used_mib_max over the valid runs at the config actually run
+
+
+class QuantRow(BaseModel):
+    model: str
+    quantization: str | None
+    params_b: float | None
+    bits_per_weight: float | None
+    file_gib: float | None
+    context_length: int | None
+    source: str | None
+
+
+class SampleAnswer(BaseModel):
+    model: str
+    config: str
+    run_id: str
+    prompt_id: str | None
+    text: str  # raw model output (escaped by the renderers), cut to SAMPLE_CHARS
+    truncated: bool
+
+
+# --- winner by scenario -------------------------------------------------------------------------
+
+
+def decide(estimates: dict[str, Estimate], higher_is_better: bool) -> tuple[str, str]:
+    """(winner or 'tie' or 'n/a', why) by the interval rule."""
+    have = {m: e for m, e in estimates.items() if e.value is not None}
+    if len(have) < 2:
+        return "n/a", "fewer than two models measured"
+    pick = max if higher_is_better else min
+    best = pick(have, key=lambda m: have[m].value)
+    if have[best].ci is None:
+        return "tie", f"no interval for {best} (fewer than two values)"
+    tied = [m for m in have if m != best and metrics.intervals_overlap(have[best].ci, have[m].ci)]
+    if tied:
+        return "tie", f"95% intervals overlap: {best} with {', '.join(tied)}"
+    return best, "95% interval separate from every other model's"
+
+
+SINGLE_SCENARIOS: list[tuple[str, str, str, str, bool]] = [
+    # scenario, value field, interval field, metric name, higher is better
+    ("single-agent decode tok/s", "decode_tps_p50", "decode_tps_p50_ci", "decode tok/s median", True),
+    ("single-agent TTFT", "ttft_p50_ms", "ttft_p50_ci", "TTFT p50 ms", False),
+    ("single-agent e2e latency", "e2e_p50_ms", "e2e_p50_ci", "e2e p50 ms", False),
+]
+ENERGY_SCENARIO = ("single-agent tokens per joule", "tokens_per_j_p50", "tokens_per_j_ci", "tok/J median", True)
+
+
+def winner_rows(cells: list, ma_results: list, models: list[str], energy_measured: bool) -> list[WinnerRow]:
+    rows: list[WinnerRow] = []
+    configs: list[str] = []
+    for c in cells:
+        if c.config.label not in configs:
+            configs.append(c.config.label)
+    scenarios = SINGLE_SCENARIOS + ([ENERGY_SCENARIO] if energy_measured else [])
+    for scenario, field, ci_field, metric, higher in scenarios:
+        for label in configs:
+            at = {c.model: c for c in cells if c.config.label == label}
+            estimates = {m: Estimate(value=getattr(at[m], field), ci=getattr(at[m], ci_field))
+                         for m in models if m in at and getattr(at[m], field) is not None}
+            winner, reason = decide(estimates, higher)
+            rows.append(WinnerRow(scenario=scenario, config=label, metric=metric, higher_is_better=higher,
+                                  estimates=estimates, winner=winner, reason=reason))
+    scenario_names: list[str] = []
+    for r in ma_results:
+        if r.scenario not in scenario_names:
+            scenario_names.append(r.scenario)
+    for scenario in scenario_names:
+        at = {r.model: r for r in ma_results if r.scenario == scenario}
+        estimates = {m: Estimate(value=at[m].efficiency_p50, ci=at[m].efficiency_p50_ci)
+                     for m in models if m in at and at[m].efficiency_p50 is not None}
+        winner, reason = decide(estimates, True)
+        rows.append(WinnerRow(scenario=f"multi-agent efficiency {scenario}", config="", metric="efficiency % median",
+                              higher_is_better=True, estimates=estimates, winner=winner, reason=reason))
+    return rows
+
+
+# --- multi-agent % of baseline --------------------------------------------------------------------
+
+MA_PCT_FIELDS: list[tuple[str, str]] = [
+    ("speedup_p50", "speedup median"),
+    ("efficiency_p50", "efficiency % median"),
+    ("concurrent_wall_s_mean", "concurrent wall s mean"),
+]
+
+
+def ma_pct_rows(ma_results: list, baseline: str | None) -> list[MaPctRow]:
+    base = {r.scenario: r for r in ma_results if r.model == baseline}
+    return [MaPctRow(model=r.model, scenario=r.scenario,
+                     values={f: metrics.pct_of(getattr(r, f), getattr(base[r.scenario], f) if r.scenario in base
+                                               else None) for f, _ in MA_PCT_FIELDS})
+            for r in ma_results]
+
+
+# --- energy ---------------------------------------------------------------------------------------
+
+
+def _frontier(points: list[EnergyPoint]) -> None:
+    usable = [p for p in points if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
+    for p in usable:
+        p.on_frontier = not any(
+            q is not p and q.decode_tps_p50 >= p.decode_tps_p50 and q.tokens_per_j_p50 >= p.tokens_per_j_p50
+            and (q.decode_tps_p50 > p.decode_tps_p50 or q.tokens_per_j_p50 > p.tokens_per_j_p50)
+            for q in usable)
+
+
+def energy_section(cells: list, gpus: list[str]) -> EnergySection:
+    points = [EnergyPoint(model=c.model, config=c.config.label, decode_tps_p50=c.decode_tps_p50,
+                          tokens_per_j_p50=c.tokens_per_j_p50, tokens_per_j_ci=c.tokens_per_j_ci,
+                          energy_j_p50=c.energy_j_p50, runs_with_energy=c.energy_runs,
+                          tokens_per_dollar_p50=c.tokens_per_dollar_p50)
+              for c in cells if c.tokens_per_j_p50 is not None]
+    if not points:
+        if not gpus:
+            note = NO_GPU_ENERGY
+        else:
+            note = (f"energy not measured: the runs carry no energy readings although a GPU was seen "
+                    f"({', '.join(gpus)}); telemetry was off or the GPU reports no energy counter")
+        return EnergySection(measured=False, note=note, points=[])
+    _frontier(points)
+    return EnergySection(measured=True, note="GPU energy of each run's measured window from the telemetry sampler; "
+                         "tokens per joule = output tokens of the run's ok measured requests / that energy (J); "
+                         "medians over the valid runs", points=points)
+
+
+def run_energy(valid_runs: pd.DataFrame) -> tuple[list[float | None], list[float | None], list[float | None]]:
+    """Per valid run: (tokens per joule, energy J, tokens per dollar), as the run table has them
+    (metrics.ENERGY_DEFINITIONS); None where a run has no reading."""
+    return (_column(valid_runs, "tokens_per_j"), _column(valid_runs, "energy_j"),
+            _column(valid_runs, "tokens_per_dollar"))
+
+
+def gpu_mem_max(valid_runs: pd.DataFrame) -> float | None:
+    values = [v for v in _column(valid_runs, "gpu_mem_used_mib_max") if v is not None]
+    return max(values) if values else None
+
+
+def _column(frame: pd.DataFrame, column: str) -> list[float | None]:
+    if column not in frame:
+        return [None] * len(frame)
+    return [None if pd.isna(v) else float(v) for v in frame[column]]
+
+
+# --- VRAM and quantization -----------------------------------------------------------------------
+
+
+def vram_rows(budget: list[dict], cells: list) -> list[VramRow]:
+    measured: dict[tuple[str, int, int], float] = {}
+    for c in cells:
+        if c.gpu_mem_used_mib_max is not None:
+            key = (c.model, c.config.num_gpu, c.config.num_ctx)
+            measured[key] = max(measured.get(key, 0.0), c.gpu_mem_used_mib_max)
+    rows = []
+    for d in budget:
+        action = str(d.get("action", "?"))
+        decision = action
+        run_gpu, run_ctx = d.get("num_gpu"), d.get("num_ctx")
+        if action == "downgrade":
+            decision = f"downgrade to gpu {d.get('to_num_gpu')} / ctx {d.get('to_num_ctx')}"
+            run_gpu, run_ctx = d.get("to_num_gpu"), d.get("to_num_ctx")
+        rows.append(VramRow(
+            model=str(d.get("model", "?")), num_gpu=d.get("num_gpu"), num_ctx=d.get("num_ctx"),
+            estimate_gib=d.get("estimate_gib"), decision=decision, reason=str(d.get("reason") or ""),
+            measured_mib_max=None if action == "skip" else measured.get((str(d.get("model")), run_gpu, run_ctx)),
+        ))
+    return rows
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
+    rows = []
+    for name in models + sorted(set(facts) - set(models)):
+        f = facts.get(name) or {}
+        details = f.get("details") or {}
+        size = _num(f.get("size_bytes"))
+        ctx = _num(f.get("context_length"))
+        rows.append(QuantRow(
+            model=name,
+            quantization=f.get("quantization") or details.get("quantization_level"),
+            params_b=_num(f.get("params_b")),
+            bits_per_weight=_num(f.get("bits_per_weight")),
+            file_gib=size / 2**30 if size else None,
+            context_length=int(ctx) if ctx else None,
+            source=f.get("source") or f.get("file"),
+        ))
+    return rows
+
+
+# --- sample answers -------------------------------------------------------------------------------
+
+
+def sample_answers(cells: list, requests: pd.DataFrame, valid_ids: set[str]) -> list[SampleAnswer]:
+    """Per model: the first measured ok answer of its first valid run (config order, run_index, request)."""
+    if requests.empty or "output_text" not in requests:
+        return []
+    ok = requests[(requests["status"] == "ok") & (~requests["is_warmup"].astype(bool))
+                  & requests["run_id"].isin(valid_ids) & requests["output_text"].notna()]
+    out, seen = [], set()
+    for c in cells:
+        if c.model in seen:
+            continue
+        mine = ok[(ok["model"] == c.model) & (ok["num_gpu"] == c.config.num_gpu) & (ok["num_ctx"] == c.config.num_ctx)
+                  & (ok["temperature"] == c.config.temperature)]
+        mine = mine[mine["output_text"].astype(str).str.strip() != ""]
+        if mine.empty:
+            continue
+        r = mine.sort_values(["run_index", "attempt", "request_index"]).iloc[0]
+        text = str(r["output_text"])
+        out.append(SampleAnswer(model=c.model, config=c.config.label, run_id=str(r["run_id"]),
+                                prompt_id=None if pd.isna(r["prompt_id"]) else str(r["prompt_id"]),
+                                text=text[:SAMPLE_CHARS], truncated=len(text) > SAMPLE_CHARS))
+        seen.add(c.model)
+    return out

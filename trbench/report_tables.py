@@ -1,0 +1,336 @@
+"""Every table of the report, formatted once: the Markdown and the HTML render the same strings.
+
+tables(data) turns a ReportData into Table views (headers, alignment, rows of formatted
+strings); to_markdown() writes one as a Markdown table, the HTML template loops over it. So a
+number in the HTML is, character for character, the number in the Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel
+
+from trbench.report_compare import MA_PCT_FIELDS
+
+# The per model x config numbers, in table order: (field, column header).
+RESULT_COLUMNS: list[tuple[str, str]] = [
+    ("decode_tps_mean", "decode tok/s mean"),
+    ("decode_tps_p50", "decode tok/s p50"),
+    ("decode_tps_p95", "decode tok/s p95"),
+    ("ttft_p50_ms", "TTFT p50 ms"),
+    ("ttft_p95_ms", "TTFT p95 ms"),
+    ("e2e_p50_ms", "e2e p50 ms"),
+    ("e2e_p95_ms", "e2e p95 ms"),
+    ("cv_pct", "CV %"),
+]
+# medians that carry a bootstrap interval: value field -> (interval field, header)
+RESULT_INTERVALS: dict[str, tuple[str, str]] = {
+    "decode_tps_p50": ("decode_tps_p50_ci", "decode tok/s p50 95% CI"),
+    "ttft_p50_ms": ("ttft_p50_ci", "TTFT p50 95% CI"),
+    "e2e_p50_ms": ("e2e_p50_ci", "e2e p50 95% CI"),
+}
+# The numbers the % of baseline table compares (CV and counts are not ratios of performance).
+PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f != "cv_pct"]
+PCT_HEADERS = dict(RESULT_COLUMNS)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A number with `digits` decimals; 'n/a' for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def fmt_ci(ci: tuple[float, float] | None, digits: int = 1) -> str:
+    """An interval as '[lo, hi]'; 'n/a' when there is none."""
+    if ci is None:
+        return "n/a"
+    return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def fmt_est(value: float | None, ci: tuple[float, float] | None, digits: int = 1) -> str:
+    """A median and its interval: '79.2 [78.1, 80.3]'."""
+    if value is None:
+        return "n/a"
+    return f"{fmt(value, digits)} {fmt_ci(ci, digits)}"
+
+
+def cell_text(text: Any) -> str:
+    """Text safe inside a Markdown table cell: one line, pipes escaped."""
+    if text is None:
+        return ""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+class Column(BaseModel):
+    header: str
+    align: Literal["left", "right"] = "left"
+    code: bool = False  # shown as code (Markdown backticks, HTML <code>)
+
+
+class Table(BaseModel):
+    columns: list[Column]
+    rows: list[list[str]]
+    row_classes: list[str] = []  # HTML only: one class per row ("" for none)
+
+    def column(self, header: str) -> list[str]:
+        i = [c.header for c in self.columns].index(header)
+        return [r[i] for r in self.rows]
+
+
+def _cols(*spec: str) -> list[Column]:
+    """'name' left-aligned, '>name' right-aligned, '`name' code."""
+    out = []
+    for s in spec:
+        if s.startswith(">"):
+            out.append(Column(header=s[1:], align="right"))
+        elif s.startswith("`"):
+            out.append(Column(header=s[1:], code=True))
+        else:
+            out.append(Column(header=s))
+    return out
+
+
+def _md_cell(value: str, column: Column) -> str:
+    text = cell_text(value)
+    if column.code and text:
+        return f"``{text}``" if "`" in text else f"`{text}`"
+    return text
+
+
+def to_markdown(table: Table) -> str:
+    lines = ["| " + " | ".join(c.header for c in table.columns) + " |",
+             "|" + "|".join("---:" if c.align == "right" else "---" for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(_md_cell(v, c) for v, c in zip(row, table.columns)) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+def _port(url: str | None) -> str:
+    try:
+        port = urlparse(url).port if url else None
+    except ValueError:
+        port = None
+    return str(port) if port else "unknown"
+
+
+def _s(v: Any) -> str:
+    """Text of a value; '' for a missing one (None or NaN)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+# --- the tables -----------------------------------------------------------------------------------
+
+
+def setup_tables(data) -> dict[str, Table]:
+    s = data.setup
+    return {
+        "packages": Table(columns=_cols("package", "version"),
+                          rows=[[name, version or "not installed"] for name, version in s.packages.items()]),
+        "instances": Table(columns=_cols("instance", "provider", "URL", ">port"),
+                           rows=[[i.name, i.provider or "unknown", i.url or "unknown", _port(i.url)]
+                                 for i in s.instances]),
+        "models": Table(columns=_cols("model", "`digest", "details"),
+                        rows=[[m.name, m.digest or "unknown", "; ".join(f"{k}={v}" for k, v in m.details.items())]
+                              for m in s.models]),
+    }
+
+
+def definition_tables(data) -> dict[str, Table]:
+    out = {
+        "definitions": Table(columns=_cols("`metric", "definition"),
+                             rows=[[name, formula] for name, formula in data.definitions.items()]),
+        "run_definitions": Table(columns=_cols("term", "definition"),
+                                 rows=[[name, formula] for name, formula in data.run_definitions.items()]),
+        "statistics": Table(columns=_cols("term", "definition"),
+                            rows=[[name, text] for name, text in data.statistics.items()]),
+        "energy_definitions": Table(columns=_cols("`column", "definition"),
+                                    rows=[[name, text] for name, text in data.energy_definitions.items()]),
+    }
+    return out
+
+
+def results_table(data) -> Table:
+    cols = _cols("model", "config", ">n")
+    for field, header in RESULT_COLUMNS:
+        cols.append(Column(header=header, align="right"))
+        if field in RESULT_INTERVALS:
+            cols.append(Column(header=RESULT_INTERVALS[field][1], align="right"))
+    cols += _cols(">valid runs / runs", ">failed requests", ">invalid runs")
+    rows = []
+    for c in data.cells:
+        row = [c.model, c.config.label, str(c.n_requests)]
+        for field, _ in RESULT_COLUMNS:
+            row.append(fmt(getattr(c, field)))
+            if field in RESULT_INTERVALS:
+                row.append(fmt_ci(getattr(c, RESULT_INTERVALS[field][0])))
+        row += [f"{c.valid_runs} / {c.runs}", str(c.failed_requests), str(c.invalid_runs)]
+        rows.append(row)
+    return Table(columns=cols, rows=rows)
+
+
+def pct_table(data) -> Table:
+    cols = _cols("model", "config") + [Column(header=f"{PCT_HEADERS[f]} %", align="right") for f in PCT_FIELDS]
+    rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in PCT_FIELDS] for r in data.pct_of_baseline]
+    return Table(columns=cols, rows=rows)
+
+
+def run_spread_table(data) -> Table:
+    width = max((len(c.run_means_decode_tps) for c in data.cells), default=0)
+    cols = _cols("model", "config") + [Column(header=f"run {i + 1}", align="right") for i in range(width)] + _cols(
+        ">CV %")
+    rows = [[c.model, c.config.label] + [fmt(v) for v in c.run_means_decode_tps]
+            + [""] * (width - len(c.run_means_decode_tps)) + [fmt(c.cv_pct)] for c in data.cells]
+    return Table(columns=cols, rows=rows)
+
+
+def multi_agent_tables(data) -> dict[str, Table]:
+    ma = data.multi_agent
+    if ma is None:
+        return {}
+    a = "agents"
+    return {
+        "ma_scenarios": Table(columns=_cols("`scenario", "meaning"), rows=[[n, m] for n, m in ma.scenarios.items()]),
+        "ma_results": Table(
+            columns=_cols("model", "scenario", ">valid runs / runs", ">speedup mean", ">speedup p50",
+                          ">speedup p50 95% CI", ">speedup min", ">efficiency % mean", ">efficiency % p50",
+                          ">efficiency % p50 95% CI", ">efficiency % min", ">concurrent wall s", ">sequential wall s",
+                          ">runs with contention"),
+            rows=[[r.model, r.scenario, f"{r.valid_runs} / {r.runs}", fmt(r.speedup_mean, 2), fmt(r.speedup_p50, 2),
+                   fmt_ci(r.speedup_p50_ci, 2), fmt(r.speedup_min, 2), fmt(r.efficiency_mean), fmt(r.efficiency_p50),
+                   fmt_ci(r.efficiency_p50_ci), fmt(r.efficiency_min), fmt(r.concurrent_wall_s_mean, 2),
+                   fmt(r.sequential_wall_s_mean, 2), f"{r.contention_runs} / {r.valid_runs}"] for r in ma.results]),
+        "ma_agents": Table(
+            columns=_cols("model", "scenario", ">collector tok/s conc", ">collector tok/s solo", ">insight tok/s conc",
+                          ">insight tok/s solo", ">collector TTFT ms conc", ">collector TTFT ms solo",
+                          ">insight TTFT ms conc", ">insight TTFT ms solo", ">delta tok/s", ">delta TTFT ms"),
+            rows=[[r.model, r.scenario] + [fmt(getattr(r, a)[k]) for k in (
+                "collector_concurrent_decode_tps", "collector_solo_decode_tps", "insight_concurrent_decode_tps",
+                "insight_solo_decode_tps", "collector_concurrent_ttft_ms", "collector_solo_ttft_ms",
+                "insight_concurrent_ttft_ms", "insight_solo_ttft_ms")] + [fmt(r.delta_decode_tps), fmt(r.delta_ttft_ms)]
+                  for r in ma.results]),
+        "ma_options": Table(columns=_cols("model", "scenario", "`collector", "`insight"),
+                            rows=[[r.model, r.scenario, r.collector_options, r.insight_options] for r in ma.results]),
+        "ma_definitions": Table(columns=_cols("term", "definition"),
+                                rows=[[n, t] for n, t in ma.definitions.items()]
+                                + [["contention", rule] for rule in ma.contention_rules]),
+        "ma_invalid": Table(columns=_cols("model", "scenario", "run_id", "invalid_reason"),
+                            rows=[[_s(r["model"]), _s(r["scenario"]), _s(r["run_id"]),
+                                   _s(r["invalid_reason"]) or "not given"] for r in ma.invalid_runs]),
+        "ma_pct": Table(columns=_cols("model", "scenario") + [Column(header=f"{h} %", align="right")
+                                                              for _, h in MA_PCT_FIELDS],
+                        rows=[[r.model, r.scenario] + [fmt(r.values[f]) for f, _ in MA_PCT_FIELDS]
+                              for r in data.ma_pct_of_baseline]),
+    }
+
+
+def winner_table(data) -> Table:
+    cols = _cols("scenario", "config") + [Column(header=f"{m} median [95% CI]", align="right")
+                                          for m in data.winner_models] + _cols("winner", "why")
+    rows, classes = [], []
+    for w in data.winners:
+        digits = 3 if "joule" in w.scenario else 1
+        better = "higher" if w.higher_is_better else "lower"
+        rows.append([w.scenario, w.config or "scenario options"]
+                    + [fmt_est(w.estimates[m].value, w.estimates[m].ci, digits) if m in w.estimates else "n/a"
+                       for m in data.winner_models]
+                    + [w.winner, f"{w.metric}, {better} is better; {w.reason}"])
+        classes.append("tie" if w.winner in ("tie", "n/a") else "win")
+    return Table(columns=cols, rows=rows, row_classes=classes)
+
+
+def energy_table(data) -> Table:
+    e = data.energy
+    priced = any(p.tokens_per_dollar_p50 is not None for p in e.points)
+    cols = _cols("model", "config", ">decode tok/s p50", ">tok/J median", ">tok/J 95% CI", ">energy J per run median",
+                 ">runs with energy") + (_cols(">tokens per currency unit median") if priced else []) + _cols(
+        "on frontier")
+    rows = [[p.model, p.config, fmt(p.decode_tps_p50), fmt(p.tokens_per_j_p50, 3), fmt_ci(p.tokens_per_j_ci, 3),
+             fmt(p.energy_j_p50), str(p.runs_with_energy)] + ([fmt(p.tokens_per_dollar_p50, 0)] if priced else [])
+            + ["yes" if p.on_frontier else "no"] for p in e.points]
+    return Table(columns=cols, rows=rows, row_classes=["win" if p.on_frontier else "" for p in e.points])
+
+
+def vram_tables(data) -> dict[str, Table]:
+    measured = any(r.measured_mib_max is not None for r in data.vram)
+    cols = _cols("model", ">GPU layers", ">ctx", ">estimate GiB")
+    if measured:
+        cols += _cols(">measured max MiB", ">measured GiB")
+    cols += _cols("decision", "reason")
+    rows = []
+    for r in data.vram:
+        row = [r.model, _s(r.num_gpu), _s(r.num_ctx), fmt(r.estimate_gib, 3)]
+        if measured:
+            row += [fmt(r.measured_mib_max, 0),
+                    fmt(None if r.measured_mib_max is None else r.measured_mib_max / 1024, 3)]
+        rows.append(row + [r.decision, r.reason])
+    return {
+        "vram": Table(columns=cols, rows=rows),
+        "quant": Table(columns=_cols("model", "quantization", ">params (B)", ">bits/weight", ">file GiB",
+                                     ">max context", "source"),
+                       rows=[[q.model, q.quantization or "unknown", fmt(q.params_b, 3), fmt(q.bits_per_weight, 2),
+                              fmt(q.file_gib, 3), _s(q.context_length) or "unknown", q.source or "unknown"]
+                             for q in data.quant]),
+    }
+
+
+def regression_tables(data) -> dict[str, Table]:
+    r = data.regression
+    if r is None:
+        return {}
+    order = {"regression": 0, "improvement": 1, "within threshold": 2, "not comparable": 3}
+    comps = sorted(r.comparisons, key=lambda c: order[c.verdict])
+    return {
+        "regression": Table(
+            columns=_cols("kind", "cell", "metric", ">baseline", ">current", ">change %", "verdict", "`matched on"),
+            rows=[[c.kind, c.label, f"{c.metric} ({'higher' if c.higher_is_better else 'lower'} is better)",
+                   fmt(c.baseline), fmt(c.current),
+                   "n/a" if c.change_pct is None else f"{c.change_pct:+.1f}", c.verdict, c.key] for c in comps],
+            row_classes=["regression" if c.verdict == "regression" else "win" if c.verdict == "improvement" else ""
+                         for c in comps]),
+        "regression_missing": Table(columns=_cols("kind", "cell", "`hash", "side"),
+                                    rows=[[m.kind, m.label, m.key, m.side] for m in r.missing]),
+    }
+
+
+def quality_tables(data) -> dict[str, Table]:
+    return {
+        "flagged": Table(columns=_cols("config", "run_id", ">attempt", "metric", ">value", ">median", ">MAD",
+                                       ">threshold"),
+                         rows=[[f.config, f.run_id, str(f.attempt), f.metric, fmt(f.value, 2), fmt(f.median, 2),
+                                fmt(f.mad, 2), fmt(f.threshold, 2)] for f in data.flagged_runs]),
+        "reruns": Table(columns=_cols("config", "metric", "attempts", ">before", ">after", ">change %",
+                                      ">before 95% CI", ">after 95% CI"),
+                        rows=[[r.config, r.metric, ", ".join(str(a) for a in r.attempts), fmt(r.before), fmt(r.after),
+                               fmt(r.change_pct), fmt_ci(r.before_ci), fmt_ci(r.after_ci)] for r in data.reruns]),
+        "failures": Table(columns=_cols("model", "config", "run_id", ">request", "error_kind", "message", "note"),
+                          rows=[[f.model, f.config.label, f.run_id, str(f.request_index), f.error_kind or "unknown",
+                                 _s(f.message), f.note] for f in data.failures]),
+        "fallbacks": Table(columns=_cols("model", "config", "decision"),
+                           rows=[[_s(f.get("model")), _s(f.get("from_config")), _s(f.get("decision"))]
+                                 for f in data.fallbacks]),
+        "invalid": Table(columns=_cols("model", "config", "run_id", "invalid_reason"),
+                         rows=[[r.model, r.config.label, r.run_id, r.invalid_reason or "not given"]
+                               for r in data.invalid_runs]),
+    }
+
+
+def tables(data) -> dict[str, Table]:
+    """All of the report's tables by name (a name is absent when its section has no data at all)."""
+    out: dict[str, Table] = {}
+    out.update(setup_tables(data))
+    out.update(definition_tables(data))
+    out["results"] = results_table(data)
+    out["pct"] = pct_table(data)
+    out["run_spread"] = run_spread_table(data)
+    out.update(multi_agent_tables(data))
+    out["winners"] = winner_table(data)
+    out["energy"] = energy_table(data)
+    out.update(vram_tables(data))
+    out.update(regression_tables(data))
+    out.update(quality_tables(data))
+    return out
