@@ -32,7 +32,7 @@ from tasks.quality import flag_outliers, validate
 from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench import manifest as env_manifest
-from trbench import progress, storage
+from trbench import progress, regression, storage
 from trbench.agents import ROLES, AgentSuite
 from trbench.engines.instances import Instance, create_instances
 from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
@@ -176,6 +176,9 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
     report = render_report(root, spec)
     checked = validate(root, spec, report)
     state = final_state(spec, outcomes, skipped, report, checked, flagged)
+    if spec.baseline_tr_id:  # the regression check's verdict belongs in the state message too
+        verdict = regression.compare_tr(root, root.parent / spec.baseline_tr_id, spec.regression_threshold_pct)
+        state.message = f"{state.message}; {regression.summary_message(verdict)}"
     logger.info(state.message)
     return state
 

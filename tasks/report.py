@@ -42,8 +42,8 @@ def _artifacts(files: ReportFiles) -> None:
 @task(name="render-report", cache_policy=NO_CACHE)
 def render_report(root: Path, spec: MatrixSpec) -> Path:
     """The TR run's report (Markdown, HTML, plots) and its artifact; returns the Markdown's path."""
-    threshold = getattr(spec, "regression_threshold_pct", None) or DEFAULT_THRESHOLD_PCT
-    files = publish(root, spec, threshold_pct=threshold)
+    baseline = root.parent / spec.baseline_tr_id if spec.baseline_tr_id else None
+    files = publish(root, spec, baseline_root=baseline, threshold_pct=spec.regression_threshold_pct)
     _artifacts(files)
     return files.markdown
 

@@ -133,3 +133,15 @@ def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefe
     after_restart = requests[requests["run_id"].isin(restarted["run_id"])]
     assert after_restart["is_warmup"].sum() == 1  # a reloaded server gets its warm-up again
     assert not llama_servers(port)
+
+
+def test_a_tr_run_is_checked_against_its_baseline_tr_run(prefect_api, tmp_path, port):
+    base = tiny_spec("nightly-1", port, grid={"num_ctx": [512]})
+    assert tr_matrix(spec=base, output_dir=str(tmp_path), return_state=True).is_completed()
+    state = tr_matrix(spec={**base, "tr_id": "nightly-2", "baseline_tr_id": "nightly-1", "regression_threshold_pct": 10},
+                      output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    assert "vs baseline nightly-1 (threshold 10%)" in state.message
+    report = (tmp_path / "nightly-2" / "report" / "nightly-2.md").read_text()
+    section = report.split("## Regression against a baseline", 1)[1].split("\n## ", 1)[0]
+    assert "nightly-1" in section and "10" in section

@@ -223,6 +223,9 @@ class MatrixSpec(_Strict):
     output_dir: str = "outputs"
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
     outliers: OutlierRule = OutlierRule()
+    baseline_tr_id: str | None = Field(default=None, description="a stored TR run (same output_dir) to check "
+                                       "this one against for regressions, cell by cell")
+    regression_threshold_pct: float = Field(default=10.0, gt=0, lt=1000)
     oom_fallback: list[OptionSet] = Field(
         default_factory=list, description="rungs tried in order when a cell runs out of memory: lower num_gpu, then num_ctx")
     execution: ExecutionSpec = ExecutionSpec()
