@@ -44,7 +44,7 @@ def check_health(inst: Instance, backend: str, timeout_s: float = 5.0) -> None:
             r = http.get(f"{inst.url}{path}")
     except httpx.HTTPError as err:
         raise PreflightError(inst.name, "server answers", f"{inst.url} did not answer ({type(err).__name__})",
-                             f"start the server or correct the URL in the spec field 'urls'") from None
+                             "start the server or correct the URL in the spec field 'urls'") from None
     if r.status_code != 200:
         raise PreflightError(inst.name, "server answers", f"GET {path} answered HTTP {r.status_code}",
                              f"check that {inst.url} is a {backend} server")

@@ -171,6 +171,21 @@ class EmbeddedInstance:
             proc.wait(timeout=10)
 
 
+class OllamaServed:
+    """What every instance that trbench starts as an Ollama server answers the same way."""
+
+    url: str
+
+    def prepare(self, cell: Cell) -> float | None:
+        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+
+    def unload(self, model: str) -> None:
+        ollama_api.unload(self.url, model)
+
+    def model_facts(self, model: str) -> dict:
+        return ollama_api.model_facts(self.url, model)
+
+
 class ExternalInstance:
     """A server someone else runs: trbench only health-checks and measures it."""
 

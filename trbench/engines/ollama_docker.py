@@ -29,9 +29,9 @@ import docker.errors
 import requests
 from docker.types import DeviceRequest, Mount
 
-from trbench.engines import ollama_api, reaper
-from trbench.engines.instances import InstanceError, wait_healthy
-from trbench.spec import Cell, MatrixSpec
+from trbench.engines import reaper
+from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
+from trbench.spec import MatrixSpec
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +122,6 @@ def ensure_volume(client: docker.DockerClient, volume: str) -> None:
         client.volumes.create(name=volume, driver="local", labels={LABEL_MANAGED: "true"})
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(client: docker.DockerClient, instance: str) -> list[str]:
     """Remove containers of this instance name that an earlier run left (label trbench.instance, or the
     container name when trbench made it); the ids removed. A container whose owner process is alive on
@@ -146,7 +136,7 @@ def remove_stale(client: docker.DockerClient, instance: str) -> list[str]:
     removed = []
     for cid, c in found.items():
         host, _, pid = (c.labels.get(LABEL_OWNER) or "").rpartition(":")
-        if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and reaper.pid_alive(int(pid)):
             raise InstanceError(
                 f"instance {instance}: container {c.name} belongs to trbench process {pid}, which is still running; "
                 f"fix: let that run finish or stop it (two runs cannot use the same instance names at once)")
@@ -195,7 +185,7 @@ def stop_all() -> None:
         inst.stop()
 
 
-class OllamaContainerInstance:
+class OllamaContainerInstance(OllamaServed):
     provider = "ollama-docker"
 
     def __init__(self, name: str, spec: MatrixSpec, port: int, gpu: str | None,
@@ -318,15 +308,6 @@ class OllamaContainerInstance:
             return ""
         lines = [ln for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
         return _one_line(lines[-1], 200) if lines else ""
-
-    def prepare(self, cell: Cell) -> float | None:
-        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
-
-    def unload(self, model: str) -> None:
-        ollama_api.unload(self.url, model)
-
-    def model_facts(self, model: str) -> dict:
-        return ollama_api.model_facts(self.url, model)
 
     def stop(self) -> None:
         with self._lock:

@@ -23,13 +23,12 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import weakref
 from pathlib import Path
 
 from trbench.engines import ollama_api, reaper
-from trbench.engines.instances import InstanceError, wait_healthy
-from trbench.spec import Cell, MatrixSpec
+from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
+from trbench.spec import MatrixSpec
 
 LOOPBACK = "127.0.0.1"
 
@@ -63,7 +62,7 @@ def _killpg(pgid: int, sig: int) -> bool:
     return True
 
 
-class OllamaProcessInstance:
+class OllamaProcessInstance(OllamaServed):
     """An `ollama serve` process on 127.0.0.1:<port>, optionally pinned to one GPU."""
 
     provider = "ollama-process"
@@ -151,15 +150,6 @@ class OllamaProcessInstance:
             if isinstance(err, InstanceError):
                 raise InstanceError(f"{err}; 'ollama serve' log: {self.log_path}") from None
             raise
-
-    def prepare(self, cell: Cell) -> float | None:
-        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
-
-    def unload(self, model: str) -> None:
-        ollama_api.unload(self.url, model)
-
-    def model_facts(self, model: str) -> dict:
-        return ollama_api.model_facts(self.url, model)
 
     def stop(self) -> None:
         with self._lock:

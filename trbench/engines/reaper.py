@@ -20,7 +20,7 @@ import sys
 import time
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interval", type=float, default=0.25)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal Ctrl-C is for the flow, which cleans up
-    while _alive(args.parent_pid) and os.getppid() == args.parent_pid:
+    while pid_alive(args.parent_pid) and os.getppid() == args.parent_pid:
         time.sleep(args.interval)
     _reap(args.pgid, args.container)
 
