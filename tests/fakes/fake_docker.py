@@ -40,13 +40,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.fakes.fake_ollama import FakeModel, FakeOllama, _Handler as _OllamaHandler, default_models
+from tests.fakes.fake_ollama import FakeModel, FakeOllama, GoLikeHandler, _Handler as _OllamaHandler, default_models
 
 API_VERSION = "1.47"
 ENGINE_VERSION = "27.5.1"
@@ -380,33 +380,9 @@ class FakeDocker:
         return True
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GoLikeHandler):
     fake: FakeDocker  # set on the per-server subclass
-    protocol_version = "HTTP/1.1"
     server_version = "FakeDocker"
-    sys_version = ""
-
-    def setup(self) -> None:
-        super().setup()
-        # as a Go server (dockerd): without TCP_NODELAY the body, written after the headers, waits
-        # for the client's delayed ACK (~40 ms a request)
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.fake._lock:
-            self.fake._conns.add(self.connection)
-
-    def finish(self) -> None:
-        with self.fake._lock:
-            self.fake._conns.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except ConnectionError:
-            pass
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
         return

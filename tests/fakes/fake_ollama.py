@@ -190,16 +190,17 @@ class FakeOllama:
             raise _Aborted("fake Ollama server stopping")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeOllama  # set on the per-server subclass
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as Ollama (Go net/http)
-    server_version = "FakeOllama"
+class GoLikeHandler(BaseHTTPRequestHandler):
+    """Answers as a Go net/http server (Ollama, dockerd): keep-alive HTTP/1.1, TCP_NODELAY, and
+    its connections tracked on `fake` (which has _lock and _conns) so that stopping closes them."""
+
+    protocol_version = "HTTP/1.1"
     sys_version = ""
 
     def setup(self) -> None:
         super().setup()
-        # Go's net/http (Ollama) sets TCP_NODELAY; without it Nagle's algorithm holds small
-        # NDJSON lines back until the client's delayed ACK and the chunks arrive in bunches
+        # Go's net/http sets TCP_NODELAY; without it Nagle's algorithm holds small lines back until
+        # the client's delayed ACK (~40 ms), and streamed chunks arrive in bunches
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.fake._lock:
             self.fake._conns.add(self.connection)
@@ -217,6 +218,11 @@ class _Handler(BaseHTTPRequestHandler):
             super().handle()
         except ConnectionError:
             pass  # the client closed or reset a keep-alive connection, or the fake stopped
+
+
+class _Handler(GoLikeHandler):
+    fake: FakeOllama  # set on the per-server subclass
+    server_version = "FakeOllama"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
         return
