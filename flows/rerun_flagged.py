@@ -2,7 +2,8 @@
 
   1. load the TR run's recorded spec and its outlier flags
   2. plan every run of each flagged config with attempt = the config's highest attempt + 1
-     (old rows are kept; the report counts the latest attempt and shows what changed)
+     (old rows are kept; the report counts the latest attempt and shows what changed); when a
+     crash cut that latest attempt short, only its missing runs are run, under its own number
   3. the same body as tr_matrix: preflight, instances, runs, failure log, new flags,
      report, Great Expectations
 """
@@ -44,6 +45,16 @@ def _top(runs) -> int:
     return 0 if runs.empty else int(runs["attempt"].max())
 
 
+def _attempt_plans(plans: list, stored) -> list:
+    """The plans of one config as the next attempt, or, when the latest attempt has fewer runs
+    than planned (a crashed rerun_flagged), the runs that attempt is missing."""
+    top = _top(stored)
+    cut_short = top > 0 and int((stored["attempt"] == top).sum()) < len(plans)
+    attempt = top if cut_short else top + 1
+    done = set(stored["run_id"])
+    return [q for q in (p.model_copy(update={"attempt": attempt}) for p in plans) if q.run_id not in done]
+
+
 def next_attempts(flagged: list[dict]):
     """A selector for run_tr: every run of each flagged config, one attempt higher than any before."""
 
@@ -51,17 +62,17 @@ def next_attempts(flagged: list[dict]):
         runs, ma_runs = storage.read_runs(root), storage.read_ma_runs(root)
         cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"]) for f in flagged if f["kind"] == "single"}
         scenarios = {(f["model"], f["scenario"]) for f in flagged if f["kind"] == "multi"}
-        todo_single = []
-        for p in single:
-            c = p.cell
+        todo_single: list[RunPlan] = []
+        for cell_hash in dict.fromkeys(p.cell_hash for p in single):
+            plans = [p for p in single if p.cell_hash == cell_hash]
+            c = plans[0].cell
             if (c.model, c.num_gpu, c.num_ctx, c.temperature) in cells:
-                same = runs[(runs["cell_hash"] == p.cell_hash)]
-                todo_single.append(p.model_copy(update={"attempt": _top(same) + 1}))
-        todo_multi = []
-        for p in multi:
-            if (p.model, p.scenario) in scenarios:
-                same = ma_runs[(ma_runs["model"] == p.model) & (ma_runs["scenario"] == p.scenario)]
-                todo_multi.append(p.model_copy(update={"attempt": _top(same) + 1}))
+                todo_single += _attempt_plans(plans, runs[runs["cell_hash"] == cell_hash])
+        todo_multi: list[MultiRunPlan] = []
+        for key in dict.fromkeys((p.model, p.scenario) for p in multi):
+            if key in scenarios:
+                plans = [p for p in multi if (p.model, p.scenario) == key]
+                todo_multi += _attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])])
         return todo_single, todo_multi
 
     return select

@@ -163,7 +163,7 @@ def tr_fanout(
                           description=f"{spec.tr_id}: the sub-runs of the fan-out and the worker that took each")
 
     merge_manifests(root, spec, sub_runs)
-    write_failure_log(root, [])
+    write_failure_log(root)
     flagged = flag_outliers(root, spec)
     report = render_report(root, spec)
     checked = validate(root, spec, report)

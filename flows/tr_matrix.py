@@ -127,7 +127,6 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
     outcomes: list[dict] = []
     gate = Gate()
     untrack = None
-    fallbacks: list[dict] = []
     try:
         start_instances(instances)
         for inst in instances:
@@ -151,11 +150,12 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             progress.emit(kind="run_skipped")
         untrack = track_progress(spec.tr_id, planned + skipped, skipped)
 
-        lanes = plan_lanes(todo_single, spec, instances)
+        # resuming, the lanes see every planned run: they skip the finished ones, but an
+        # out-of-memory config finished before the crash still moves on to its next rung
+        lanes = plan_lanes(single if select is unfinished else todo_single, spec, instances)
         for lane in run_lane.map(lanes, unmapped(spec), unmapped(instances), unmapped(prompts),
                                  unmapped(manifest), unmapped(digest), unmapped(root), unmapped(gate)).result():
             outcomes += lane.outcomes
-            fallbacks += lane.fallbacks
 
         pair = dict(zip(ROLES, instances))
         for i, plan in enumerate(todo_multi):
@@ -171,7 +171,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             for inst in instances:  # again, plainly: also when the interrupt hit the task machinery itself
                 inst.stop()
 
-    write_failure_log(root, fallbacks)
+    write_failure_log(root)
     flagged = flag_outliers(root, spec)
     report = render_report(root, spec)
     checked = validate(root, spec, report)

@@ -10,7 +10,7 @@ from prefect import task
 from pydantic import BaseModel
 from prefect.cache_policies import NO_CACHE
 
-from trbench import energy, progress, storage
+from trbench import energy, failures, progress, storage
 from trbench.backends import make_client
 from trbench.engines.instances import Instance, InstanceError
 from trbench.prompts import PromptSuite
@@ -125,33 +125,59 @@ def _run_group(group: list[RunPlan], spec: MatrixSpec, inst: Instance, prompts: 
     return outcomes
 
 
+def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict]:
+    """The outcomes of runs a crashed flow run already finished, from their run files."""
+    if not run_ids:
+        return []
+    runs = storage.read_runs(root)
+    runs = runs[runs["run_id"].isin(run_ids)].astype(object)
+    return [_outcome(row) for row in runs.where(runs.notna(), None).to_dict("records")]
+
+
+def _oom_decision(group: list[RunPlan], oom: list[str], rungs: list[OptionSet], spec: MatrixSpec,
+                  prompts: PromptSuite) -> tuple[dict, list[RunPlan]]:
+    """What an out-of-memory config does next: the same runs one rung down, or stay failed."""
+    decision = {"model": group[0].cell.model, "from_config": group[0].cell.label, "oom_runs": oom}
+    if not rungs:
+        return {**decision, "to_config": None, "decision": "no fallback left: the config stays failed"}, []
+    rung = rungs.pop(0)
+    lower = [fallback_plan(p, rung, spec, prompts) for p in group]
+    return {**decision, "to_config": lower[0].cell.label,
+            "decision": f"retried at {lower[0].cell.label} (next rung of oom_fallback)"}, lower
+
+
 @task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
 def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
              manifest_digest: str, root: Path, gate: Gate) -> LaneResult:
     """Per server configuration: load the instance, then its runs; a configuration that runs out of
     memory is tried again one rung down spec.oom_fallback; in serial mode a model is unloaded
-    before the next one is loaded."""
+    before the next one is loaded.
+
+    Runs that already have a run file (a resumed TR run) are not measured again, but their
+    outcomes still count for the ladder: a crash between an out-of-memory rung and the next one
+    resumes on the next rung. Each decision is kept at once, so a crash does not lose it."""
     inst = instances[lane.instance]
     outcomes: list[dict] = []
     fallbacks: list[dict] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
+    loaded = False
     for n, group in enumerate(groups):
         rungs = list(spec.oom_fallback)
-        while True:
-            results = _run_group(group, spec, inst, prompts, manifest, manifest_digest, root, gate)
-            outcomes += results
-            oom = [o["run_id"] for o in results if "oom" in (o.get("error_kinds") or "")]
+        while group:
+            done = storage.finished_run_ids(root)
+            todo = [p for p in group if p.run_id not in done]
+            ran = _run_group(todo, spec, inst, prompts, manifest, manifest_digest, root, gate) if todo else []
+            loaded = loaded or bool(todo)
+            outcomes += ran
+            results = ran + _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
+            oom = sorted(o["run_id"] for o in results if "oom" in (o.get("error_kinds") or ""))
             if not oom:
                 break
-            decision = {"model": group[0].cell.model, "from_config": group[0].cell.label, "oom_runs": oom}
-            if not rungs:
-                fallbacks.append({**decision, "to_config": None, "decision": "no fallback left: the config stays failed"})
-                break
-            rung = rungs.pop(0)
-            group = [fallback_plan(p, rung, spec, prompts) for p in group]
-            fallbacks.append({**decision, "to_config": group[0].cell.label,
-                              "decision": f"retried at {group[0].cell.label} (next rung of oom_fallback)"})
+            decision, group = _oom_decision(group, oom, rungs, spec, prompts)
+            failures.record_fallbacks(root, [decision])
+            fallbacks.append(decision)
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
-        if spec.execution.mode == "serial" and next_model != group[0].cell.model:
-            unload_model(inst, group[0].cell.model)
+        if spec.execution.mode == "serial" and loaded and next_model != groups[n][0].cell.model:
+            unload_model(inst, groups[n][0].cell.model)
+            loaded = False
     return LaneResult(outcomes=outcomes, fallbacks=fallbacks)

@@ -61,7 +61,6 @@ def publish_report(root: Path, baseline_root: Path | None = None,
 
 
 @task(name="failure-log", cache_policy=NO_CACHE)
-def write_failure_log(root: Path, fallbacks: list[dict]) -> Path:
-    """Keep this flow run's fallback decisions, then rewrite the failure log of the whole TR run."""
-    failures.record_fallbacks(root, fallbacks)
+def write_failure_log(root: Path) -> Path:
+    """Rewrite the failure log of the whole TR run (the lanes keep each fallback decision as it is taken)."""
     return failures.write_failure_log(root)

@@ -57,3 +57,57 @@ def test_fake_ollama_fallbacks_are_in_the_report(prefect_api, tmp_path, small_gp
     assert state.is_completed(), state.message
     report = (tmp_path / "oom" / "report" / "oom.md").read_text()
     assert "| fake-llama:1b | gpu80_ctx1024_temp0.8 | retried at gpu40_ctx1024_temp0.8 (next rung of oom_fallback) |" in report
+
+
+def _run_files(root) -> dict[str, int]:
+    return {p.stem: p.stat().st_mtime_ns for p in (root / "runs").rglob("*.parquet")}
+
+
+def test_resume_after_a_crash_between_rungs_goes_on_down_the_ladder(prefect_api, tmp_path, small_gpu):
+    """The files a kill -9 leaves right after the out-of-memory rung finished: its run files, no
+    fallback run and no decision yet. The same TR id again finishes the ladder, and measures
+    nothing twice (the OOM runs are not run again)."""
+    ladder = [{"num_gpu": 60}, {"num_gpu": 40, "num_ctx": 512}]
+    s = spec(small_gpu.url, ladder)
+    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    root = tmp_path / "oom"
+    complete = _run_files(root)
+    for path in (root / "runs").rglob("*.parquet"):
+        if "gpu80" not in path.stem:
+            path.unlink()
+    for path in (root / "requests").rglob("*.parquet"):
+        if "gpu80" not in path.stem:
+            path.unlink()
+    for path in (root / "fallbacks").glob("*.parquet"):
+        path.unlink()
+    kept = _run_files(root)
+    assert kept and all("gpu80" in run_id for run_id in kept)
+
+    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    resumed = _run_files(root)
+    assert set(resumed) == set(complete)  # every rung again, with the same run ids
+    assert all(resumed[run_id] == mtime for run_id, mtime in kept.items())  # the OOM runs were not run again
+    assert f"{len(kept)} already finished" in state.message
+    decisions = failures.read_fallbacks(root)
+    assert list(decisions["to_config"]) == ["gpu60_ctx1024_temp0.8", "gpu40_ctx512_temp0.8"]
+
+
+def test_resume_runs_only_the_missing_run_of_a_fallback_rung(prefect_api, tmp_path, small_gpu):
+    s = spec(small_gpu.url, [{"num_gpu": 40}])
+    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    root = tmp_path / "oom"
+    before = _run_files(root)
+    lost = "fake-llama_1b_gpu40_ctx1024_temp0.8_r01_a1"
+    assert lost in before
+    next((root / "runs").rglob(f"{lost}.parquet")).unlink()
+    next((root / "requests").rglob(f"{lost}.parquet")).unlink()
+
+    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    after = _run_files(root)
+    assert set(after) == set(before)
+    assert [run_id for run_id in after if after[run_id] != before[run_id]] == [lost]
+    # the decision taken twice (first run, and again on resume) is logged once
+    assert len(failures.read_fallbacks(root)) == 1
+    log = failures.read_failure_log(root)
+    assert set(log["fallback_decision"]) == {"retried at gpu40_ctx1024_temp0.8 (next rung of oom_fallback)"}

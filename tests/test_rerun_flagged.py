@@ -44,6 +44,20 @@ def test_planted_outlier_is_flagged_rerun_and_reported(prefect_api, tmp_path, fr
     latest = outliers.flag_outliers(root)
     assert victim not in set(latest["run_id"])
 
+    # a kill -9 in the middle of that rerun would leave half of attempt 2 and the old flags:
+    # the same rerun again finishes attempt 2 instead of starting attempt 3
+    outliers.write_flags(root, flags)
+    second = storage.read_runs(root).query("attempt == 2").sort_values("run_index")["run_id"].tolist()
+    for run_id in second[2:]:
+        for table in ("runs", "requests"):
+            next((root / table).rglob(f"{run_id}.parquet")).unlink()
+    kept = {r: next((root / "runs").rglob(f"{r}.parquet")).stat().st_mtime_ns for r in second[:2]}
+    state = rerun_flagged(tr_id="rerun", output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    runs = storage.read_runs(root)
+    assert sorted(runs["attempt"].tolist()) == [1] * 4 + [2] * 4 and set(second) <= set(runs["run_id"])
+    assert {r: next((root / "runs").rglob(f"{r}.parquet")).stat().st_mtime_ns for r in second[:2]} == kept
+
 
 def test_nothing_flagged_means_nothing_to_run(prefect_api, tmp_path, free_ports):
     port = free_ports(1)[0]

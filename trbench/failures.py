@@ -43,7 +43,9 @@ def read_fallbacks(root: Path) -> pd.DataFrame:
     files = sorted((root / "fallbacks").glob("*.parquet"))
     if not files:
         return FALLBACK_SCHEMA.empty_table().to_pandas()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values("decided_at", kind="stable")
+    # a resumed TR run takes the decisions of the runs it found finished again: keep the first
+    return frame.drop_duplicates(["model", "from_config", "to_config", "decision"]).reset_index(drop=True)
 
 
 def _label(row) -> str:
