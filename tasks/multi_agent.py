@@ -45,7 +45,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     clients = {role: make_client(spec.backend, inst.url, spec.timeout_s) for role, inst in instances.items()}
     sampler = energy.sampler_for(spec, list(instances.values()))  # GPU and host telemetry beside the run
     try:
-        warmups = spec.multi_agent.warmup_requests if (reloaded or first_of_config) else 0
+        warmups = spec.multi_agent.warmup_rounds if (reloaded or first_of_config) else 0
         with sampler or contextlib.nullcontext():
             result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest,
                                        on_phase=sampler.mark if sampler else None)

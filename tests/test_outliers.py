@@ -68,7 +68,8 @@ def tr(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def flags(tr):
-    return outliers.flag_outliers(tr)
+    # a 1 % floor, so that the hand-computed MADs below decide (the default floor is 5 %)
+    return outliers.flag_outliers(tr, min_rel_mad=0.01)
 
 
 def rows(flags, config: str, metric: str):
@@ -106,6 +107,16 @@ def test_mad_zero_uses_the_relative_floor(flags, tr):
     assert p["flagged"].tolist() == [False, False, False, True, True]
     # identical values everywhere (TTFT 40 in every run of b): nothing to flag either way
     assert not rows(plain, "b|0|512|0.8", "ttft_ms_p50")["flagged"].any()
+
+
+def test_default_floor_flags_only_runs_more_than_10_percent_off(tr):
+    assert outliers.DEFAULT_MIN_REL_MAD == 0.05 and outliers.DEFAULT_K == 2.0  # the spec's OutlierRule defaults
+    default = outliers.flag_outliers(tr)
+    b = rows(default, "b|0|512|0.8", "decode_tps_mean")
+    assert b["threshold"].tolist() == pytest.approx([8.0] * 5)  # 2 x 5 % of 80
+    assert b["flagged"].tolist() == [False, False, False, False, True]  # 70 is 12.5 % off
+    a = rows(default, "a|0|512|0.8", "ttft_ms_p50")
+    assert not a["flagged"].any()  # 2 % off: noise
 
 
 def test_only_latest_valid_attempts_count(flags):

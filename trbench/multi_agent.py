@@ -73,12 +73,12 @@ class MultiRunResult(BaseModel):
 
 
 def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
-              phase: str, calls: int | None = None) -> AgentRun:
-    """The agent's calls in order, each fed the previous answer; `calls` limits them (warm-ups)."""
+              phase: str) -> AgentRun:
+    """The agent's calls in order, each fed the previous answer."""
     agent, slot = suite.agent(role), plan.slot(role)
     previous, out = "", []
     t0 = time.perf_counter_ns()
-    for call in agent.calls[:calls]:
+    for call in agent.calls:
         unique = f"trbench {plan.run_id} {role} {phase} {call.name} t{time.time_ns()}" if spec.prompt_cache == "defeat" else None
         req = ChatRequest(
             model=plan.model, messages=agent.messages(call, suite.digest_text, previous, unique),
@@ -161,8 +161,7 @@ def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, c
     if warmups:
         phase("warmup")
     started = time.time()
-    warm = [run_agent(spec, plan, suite, role, clients[role], "warmup", calls=1)
-            for _ in range(warmups) for role in ROLES]
+    warm = [run_agent(spec, plan, suite, role, clients[role], "warmup") for _ in range(warmups) for role in ROLES]
     concurrent_first = plan.run_index % 2 == 0
 
     def concurrent() -> dict[str, AgentRun]:

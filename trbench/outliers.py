@@ -22,9 +22,12 @@ factor); scale = max(MAD, min_rel_mad x |median|); threshold = k x scale; a run 
 
 MAD == 0 (at least half the runs have exactly the median value, e.g. a deterministic server):
 the raw rule's threshold would be 0 and flag any run that differs in the last digit, so the scale
-has a floor, min_rel_mad x |median| (default 1 %): with k = 2 a run within 2 % of its group's
-median is never an outlier, a run 2 % or more off a group of identical runs is. The same floor
-keeps groups whose runs agree to within a fraction of a percent from flagging noise. The raw
+has a floor, min_rel_mad x |median| (default 5 %): with k = 2 a run within 10 % of its group's
+median is never an outlier, a run more than 10 % off a group of identical runs is. The same floor
+keeps the small groups of a TR run (3-5 runs, where MAD is often tiny) from flagging noise: on
+the quickstart a 2 % floor flagged every multi-agent config for runs 4-7 % off their median.
+10 % is also the default regression threshold: a run is an outlier only when it differs from
+its siblings by as much as a regression would. The raw
 MAD, the scale and the threshold are all in the output; min_rel_mad=0 gives the plain rule (then
 with MAD == 0 every value that differs from the median is flagged).
 
@@ -45,9 +48,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trbench import storage
+from trbench.spec import OutlierRule
 
-DEFAULT_K = 2.0
-DEFAULT_MIN_REL_MAD = 0.01
+DEFAULT_K, DEFAULT_MIN_REL_MAD = OutlierRule().k, OutlierRule().min_rel_mad
 
 SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
 MULTI_CONFIG = ["model", "scenario"]
