@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,6 +34,22 @@ def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) 
     return final, load_prompts(resolve_path(final.prompts)), agents
 
 
+def launch_command(tr_id: str) -> str:
+    """How to start this TR run again: a deployment run (UI, schedule, worker, fan-out) as the
+    `prefect deployment run` with its parameters, where the process's own argv would only name
+    Prefect's engine; anything else as its argv. The tr_id is the expanded one ({date}), so the
+    command resumes this TR run rather than starting today's."""
+    from prefect.runtime import deployment, flow_run
+
+    if not deployment.name:
+        return " ".join(sys.argv)
+    params = dict(flow_run.parameters)
+    if "tr_id" in params:
+        params["tr_id"] = tr_id
+    return (f"prefect deployment run {shlex.quote(f'{flow_run.flow_name}/{deployment.name}')} "
+            f"--params {shlex.quote(json.dumps(params, sort_keys=True, default=str))}")
+
+
 @task(name="model-facts", cache_policy=NO_CACHE)
 def collect_model_facts(spec: MatrixSpec, inst: Instance) -> dict[str, dict]:
     """Digest and metadata of every model (GGUF header; Ollama /api/tags and /api/show)."""
@@ -44,7 +62,7 @@ def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path, mod
     """Describe the environment once per TR run and keep it next to the data."""
     described = [{"name": i.name, "provider": i.provider, "url": i.url, "threads": getattr(i, "threads", None)}
                  for i in instances]
-    manifest = env_manifest.collect(described, models, command=" ".join(sys.argv))
+    manifest = env_manifest.collect(described, models, command=launch_command(spec.tr_id))
     manifest["spec"] = spec.model_dump()
     manifest["vram_budget"] = vram_budget
     storage.write_json_atomic(root / "manifest.json", manifest)

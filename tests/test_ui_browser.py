@@ -7,7 +7,9 @@ step go to test-output/ui/ (git-ignored). About 2-3 minutes on 2 cores, most of 
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import time
 import uuid
@@ -182,3 +184,8 @@ def test_custom_run_from_the_ui_shows_report_and_validation(local_prefect, free_
     # the data went where the form said: one model, one run per cell
     runs = ds.dataset(out / tr_id / "runs", partitioning="hive").to_table().to_pandas()
     assert set(runs["model"]) == {"smollm2:135m"} and (runs.groupby("num_ctx").size() == 1).all()
+    # the report's command starts this run again, not Prefect's engine the worker ran
+    command = json.loads((out / tr_id / "manifest.json").read_text())["command"]
+    start, params = command.split(" --params ")
+    assert start == "prefect deployment run tr_matrix/quickstart"
+    assert {k: json.loads(shlex.split(params)[0]).get(k) for k in expected} == expected
