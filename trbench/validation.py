@@ -37,6 +37,7 @@ Great Expectations is imported inside the functions (the import takes seconds).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 import re
@@ -543,6 +544,10 @@ def report_frame(path: Path, single_runs: bool, multi_runs: bool) -> pd.DataFram
 def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # noqa: PLC0415 (seconds to import: only when validating)
+
+    # this GX module pins its logger to INFO and announces its temporary docs folder on every
+    # context: noise in the CLI and the flow logs
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
     return gx
 
