@@ -224,7 +224,7 @@ def test_fake_docker_never_healthy_removes_container(engine, started):
     t0 = time.monotonic()
     with pytest.raises(InstanceError) as info:
         inst.start()
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 30  # the 0.8 s timeout, not the default 300 s
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith("instance ollama-docker-0: container trbench-ollama-docker-0")
@@ -239,7 +239,7 @@ def test_fake_docker_container_exits_at_start(engine, started):
     t0 = time.monotonic()
     with pytest.raises(InstanceError) as info:
         inst.start()
-    assert time.monotonic() - t0 < 3  # noticed by the container watch, not by the health timeout
+    assert time.monotonic() - t0 < 30  # noticed by the container watch, not by the health timeout (300 s)
     msg = str(info.value)
     assert "\n" not in msg and "exited with code 1" in msg and "permission denied" in msg and "fix:" in msg
     assert engine.containers == {}

@@ -235,7 +235,7 @@ def test_fake_ollama_cli_stop_escalates_to_sigkill(records, started, free_ports,
     rec = read_record(records, port)
     t0 = time.monotonic()
     inst.stop()
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 30  # SIGKILL after 0.5 s; a fake that ignores SIGTERM would hang forever
     assert wait_gone(serve_processes(rec), 2) == []
 
 

@@ -126,10 +126,11 @@ def test_samples_every_interval_per_gpu_and_host(fake_nvml):
     # one row per GPU and one host row per tick, sharing the tick number
     assert len(gpu_rows(rows, 0)) == len(gpu_rows(rows, 1)) == len(host) == s.n_samples
     assert {r["sample"] for r in host} == set(range(s.n_samples))
-    # at the interval: 1 s / 0.05 s ticks, plus the samples at start and stop
-    assert 17 <= s.n_samples <= 23
+    # at the interval: at most 1 s / 0.05 s ticks plus the samples at start and stop (a busy
+    # machine may delay ticks, never add them)
+    assert 10 <= s.n_samples <= 23
     gaps = [b["t_rel_s"] - a["t_rel_s"] for a, b in zip(host[1:-2], host[2:-1])]
-    assert statistics.median(gaps) == pytest.approx(0.05, rel=0.2)
+    assert 0.045 <= statistics.median(gaps) <= 0.1
     g0 = gpu_rows(rows, 0)[3]
     assert g0["power_w"] == pytest.approx(123.456) and g0["mem_used_mib"] == pytest.approx(2048)
     assert g0["util_pct"] == 77 and g0["temp_c"] == 61 and g0["gpu_name"] == "Fake GPU 0"
@@ -160,14 +161,14 @@ def test_energy_from_the_counter_and_from_the_power_integral(fake_nvml):
     assert g0.method == "energy counter" and g0.energy_j == g0.counter_j
     assert g0.counter_j == pytest.approx(250.0 * g0.window_s, rel=0.01)
     assert g0.integral_j == pytest.approx(250.0 * g0.window_s, rel=1e-6)
-    assert g0.counter_j == pytest.approx(250.0 * 1.0, rel=0.03)
+    assert 1.0 <= g0.window_s < 1.3  # the sleep between the marks, and whatever a busy machine adds
     # GPU 1 has none: the power integral
     assert g1.counter_j is None and g1.method == "power integral"
-    assert g1.energy_j == pytest.approx(100.0 * 1.0, rel=0.03)
+    assert g1.energy_j == pytest.approx(100.0 * g1.window_s, rel=1e-6)
     cols = energy.run_energy(rows, 1000, note=s.note())
     assert cols["energy_j"] == pytest.approx(g0.energy_j + g1.energy_j)
     assert cols["energy_method"] == "GPU 0: energy counter, GPU 1: power integral"
-    assert cols["energy_window_s"] == pytest.approx(1.0, abs=0.03)
+    assert cols["energy_window_s"] == pytest.approx(g0.window_s, abs=0.005)
     assert cols["gpu_power_w_mean"] == pytest.approx(350.0, rel=0.02)
     assert cols["gpu_mem_used_mib_max"] == pytest.approx(2000.0)  # summed over the two GPUs
     assert cols["gpu_util_pct_mean"] == pytest.approx(50.0)
@@ -192,7 +193,7 @@ def test_warmup_and_idle_are_excluded(fake_nvml):
     assert all(r["power_w"] == 100.0 for r in measured)
     assert g.counter_j == pytest.approx(100.0 * g.window_s, rel=0.02)
     assert g.integral_j == pytest.approx(100.0 * g.window_s, rel=1e-6)
-    assert g.window_s == pytest.approx(0.8, abs=0.03)
+    assert 0.8 <= g.window_s < 1.1
     cols = energy.run_energy(rows, 40)
     assert cols["gpu_power_w_mean"] == pytest.approx(100.0, rel=0.02)
     assert cols["j_per_token"] == pytest.approx(g.counter_j / 40)
@@ -213,7 +214,7 @@ def test_multi_agent_phases_both_count_as_measured(fake_nvml):
         time.sleep(0.3)
         s.mark("idle")
     cols = energy.run_energy(s.rows(), 10)
-    assert cols["energy_window_s"] == pytest.approx(0.6, abs=0.03)
+    assert 0.6 <= cols["energy_window_s"] < 0.9  # concurrent + solo, not the warm-up
     assert cols["energy_j"] == pytest.approx(200.0 * cols["energy_window_s"], rel=0.02)
 
 
