@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,23 @@ def test_run_rejects_a_bad_spec_before_starting_anything(tmp_path):
 def test_report_of_an_unknown_tr_id(tmp_path):
     out = trbench("report", "nope", "--output-dir", str(tmp_path))
     assert out.returncode == 2 and "no data for tr_id 'nope'" in out.stderr
+
+
+def test_rerun_of_an_unknown_tr_id_says_so_before_prefect_starts(tmp_path):
+    out = trbench("rerun", "nope", "--output-dir", str(tmp_path))
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1
+    assert "no TR run 'nope'" in lines[0] and "fix: check the tr_id and --output-dir" in lines[0]
+
+
+def test_failed_preflight_is_explained_without_a_traceback(prefect_api, tmp_path, free_ports):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"tr_id: nomodel\nmodels: [llama3.1:8b]\nports: [{free_ports(1)[0]}]\n")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    out = trbench("run", str(spec), "--output-dir", str(tmp_path), env=env)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "PreflightError" in out.stderr
+    assert out.stderr.rstrip().splitlines()[-1].startswith("Failed: ") and "fix: use one of" in out.stderr
+    assert "report:" not in out.stderr and "data:" not in out.stderr  # nothing was measured: no paths to nothing
+    verbose = trbench("run", str(spec), "--output-dir", str(tmp_path), "--verbose", env=env)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr  # --verbose keeps it

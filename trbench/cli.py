@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -62,8 +63,32 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
 
-def _run_flow(call) -> object:
+class _NoTracebackForKnownErrors(logging.Filter):
+    """On the console, an error trbench explains in one line (bad spec, failed preflight, a server
+    that would not start) needs no traceback: the line names the check and the fix. Prefect's API
+    log (the UI) keeps the traceback; so does --verbose; unexpected errors keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], _explained_errors()):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _explained_errors() -> tuple[type[BaseException], ...]:
+    from trbench.agents import AgentSuiteError
+    from trbench.engines.gguf import GGUFError
+    from trbench.engines.instances import InstanceError
+    from trbench.preflight import PreflightError
+    from trbench.prompts import PromptSuiteError
+
+    return SpecError, PreflightError, InstanceError, AgentSuiteError, PromptSuiteError, GGUFError
+
+
+def _run_flow(call, verbose: bool = False) -> object:
     """Run a flow call under the progress bar; Ctrl-C / SIGTERM stop it with every server."""
+    if not verbose:
+        for handler in logging.getLogger().handlers:  # the console; Prefect's API handlers sit lower
+            handler.addFilter(_NoTracebackForKnownErrors())
     _terminate_as_interrupt()
     bar, on_event = _progress_bar()
     unsubscribe = events.subscribe(on_event)
@@ -101,13 +126,17 @@ def run(
     _quiet_prefect(verbose)
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
     from tasks.setup import resolve_path
+    from trbench import storage
     from trbench.storage import tr_dir
 
     state = _run_flow(lambda: tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
-                                        output_dir=spec.output_dir, return_state=True))
+                                        output_dir=spec.output_dir, return_state=True), verbose)
     root = tr_dir(resolve_path(spec.output_dir), spec.tr_id)
-    console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)")
-    console.print(f"report: {root / 'report' / (spec.tr_id + '.md')}")
+    if storage.finished_run_ids(root) or storage.finished_run_ids(root, "multi"):
+        console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)")
+    report = root / "report" / f"{spec.tr_id}.md"
+    if report.is_file():
+        console.print(f"report: {report}")
     _finish(state)
 
 
@@ -118,10 +147,15 @@ def rerun(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
 ) -> None:
     """Run the configs flagged as outliers again (new attempt), re-validate, re-flag, re-report."""
+    from trbench.storage import tr_dir
+
+    manifest = tr_dir(output_dir, tr_id) / "manifest.json"
+    if not manifest.is_file():  # before Prefect starts: seconds saved on a typo
+        _die(f"no TR run {tr_id!r} under {manifest.parent} (manifest.json missing); fix: check the tr_id and --output-dir")
     _quiet_prefect(verbose)
     from flows.rerun_flagged import rerun_flagged
 
-    _finish(_run_flow(lambda: rerun_flagged(tr_id=tr_id, output_dir=output_dir, return_state=True)))
+    _finish(_run_flow(lambda: rerun_flagged(tr_id=tr_id, output_dir=output_dir, return_state=True), verbose))
 
 
 @app.command()
