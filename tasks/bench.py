@@ -99,8 +99,7 @@ def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, instances: list[Instance]
 
 
 class LaneResult(BaseModel):
-    outcomes: list[dict]
-    fallbacks: list[dict]
+    outcomes: list[dict]  # the runs this lane measured (finished ones it skipped are not among them)
 
 
 def fallback_plan(plan: RunPlan, rung: OptionSet, spec: MatrixSpec, prompts: PromptSuite) -> RunPlan:
@@ -158,7 +157,6 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
     resumes on the next rung. Each decision is kept at once, so a crash does not lose it."""
     inst = instances[lane.instance]
     outcomes: list[dict] = []
-    fallbacks: list[dict] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
     loaded = False
     for n, group in enumerate(groups):
@@ -175,9 +173,8 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
                 break
             decision, group = _oom_decision(group, oom, rungs, spec, prompts)
             failures.record_fallbacks(root, [decision])
-            fallbacks.append(decision)
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
         if spec.execution.mode == "serial" and loaded and next_model != groups[n][0].cell.model:
             unload_model(inst, groups[n][0].cell.model)
             loaded = False
-    return LaneResult(outcomes=outcomes, fallbacks=fallbacks)
+    return LaneResult(outcomes=outcomes)

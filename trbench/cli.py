@@ -127,11 +127,10 @@ def run(
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
     from tasks.setup import resolve_path
     from trbench import storage
-    from trbench.storage import tr_dir
 
     state = _run_flow(lambda: tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
                                         output_dir=spec.output_dir, return_state=True), verbose)
-    root = tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     if storage.finished_run_ids(root) or storage.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)")
     report = root / "report" / f"{spec.tr_id}.md"

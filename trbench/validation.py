@@ -330,13 +330,20 @@ _RUN_KEYS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "ba
              "temperature", "run_index", "started_at", "n_requests", "n_warmup", "n_ok", "n_errors", "valid"]
 
 
-def run_checks(frame: pd.DataFrame) -> list[Check]:
-    checks = _dtype_checks(storage.RUN_SCHEMA, frame, set(_RUN_KEYS)) + _not_null(_RUN_KEYS, frame)
-    checks += [
+def _run_table_checks(schema: pa.Schema, keys: list[str], frame: pd.DataFrame) -> list[Check]:
+    """What every run table (single- and multi-agent) must hold: its types, non-null keys, one row
+    per run_id, attempts from 1, run indices from 0."""
+    return _dtype_checks(schema, frame, set(keys)) + _not_null(keys, frame) + [
         Check("run_id_unique", ["run_id"], "run_id is unique",
               lambda gxe, C: gxe.ExpectColumnValuesToBeUnique(column="run_id")),
         _between("attempt_at_least_1", "attempt", "attempt >= 1", min_value=1),
         _between("run_index_non_negative", "run_index", "run_index >= 0", min_value=0),
+    ]
+
+
+def run_checks(frame: pd.DataFrame) -> list[Check]:
+    checks = _run_table_checks(storage.RUN_SCHEMA, _RUN_KEYS, frame)
+    checks += [
         _pair_eq("ok_plus_errors_equals_requests", "n_requests", "_chk_ok_plus_errors",
                  "n_ok + n_errors == n_requests", columns=["n_requests", "n_ok", "n_errors"]),
         _pair_eq("run_has_its_requests", "n_requests", "_chk_request_rows",
@@ -361,12 +368,8 @@ _MA_RUN_KEYS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "scenario", 
 
 
 def ma_run_checks(frame: pd.DataFrame) -> list[Check]:
-    checks = _dtype_checks(storage.MA_RUN_SCHEMA, frame, set(_MA_RUN_KEYS)) + _not_null(_MA_RUN_KEYS, frame)
+    checks = _run_table_checks(storage.MA_RUN_SCHEMA, _MA_RUN_KEYS, frame)
     checks += [
-        Check("run_id_unique", ["run_id"], "run_id is unique",
-              lambda gxe, C: gxe.ExpectColumnValuesToBeUnique(column="run_id")),
-        _between("attempt_at_least_1", "attempt", "attempt >= 1", min_value=1),
-        _between("run_index_non_negative", "run_index", "run_index >= 0", min_value=0),
         _in_set("scenario_in_set", "scenario", SCENARIO_NAMES, f"scenario is one of {', '.join(SCENARIO_NAMES)}"),
         _between("n_agents_at_least_1", "n_agents", "n_agents >= 1", min_value=1),
         _pair_eq("run_has_its_requests", "n_requests", "_chk_request_rows",

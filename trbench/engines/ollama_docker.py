@@ -334,12 +334,7 @@ class OllamaContainerInstance(OllamaServed):
         _LIVE.discard(self)
         proc, self._reaper = self._reaper, None
         if proc is not None and removed:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            reaper.stop(proc)
         elif proc is not None:
             self._reaper = proc  # still armed: it force-removes the container when this process exits
         client, self._client = self._client, None

@@ -172,13 +172,8 @@ class OllamaProcessInstance(OllamaServed):
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        if reaper_proc is not None and reaper_proc.poll() is None:
-            reaper_proc.terminate()
-            try:
-                reaper_proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                reaper_proc.kill()
-                reaper_proc.wait(timeout=5)
+        if reaper_proc is not None:
+            reaper.stop(reaper_proc)
         _LIVE.discard(self)
 
     def __enter__(self) -> OllamaProcessInstance:
