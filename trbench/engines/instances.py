@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from trbench.engines import bundled, gguf, ollama_api
+from trbench.engines import bundled, gguf, ollama_api, processes
 from trbench.spec import Cell, MatrixSpec
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
@@ -161,14 +161,8 @@ class EmbeddedInstance:
 
     def _stop_locked(self) -> None:
         proc, self._proc, self.loaded = self._proc, None, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            processes.terminate(proc, 10)
 
 
 class OllamaServed:

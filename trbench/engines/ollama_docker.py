@@ -29,7 +29,7 @@ import docker.errors
 import requests
 from docker.types import DeviceRequest, Mount
 
-from trbench.engines import reaper
+from trbench.engines import processes, reaper
 from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
 from trbench.spec import MatrixSpec
 
@@ -334,7 +334,7 @@ class OllamaContainerInstance(OllamaServed):
         _LIVE.discard(self)
         proc, self._reaper = self._reaper, None
         if proc is not None and removed:
-            reaper.stop(proc)
+            processes.terminate(proc, 5)
         elif proc is not None:
             self._reaper = proc  # still armed: it force-removes the container when this process exits
         client, self._client = self._client, None

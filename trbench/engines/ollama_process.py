@@ -26,7 +26,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from trbench.engines import ollama_api, reaper
+from trbench.engines import ollama_api, processes, reaper
 from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
 from trbench.spec import MatrixSpec
 
@@ -173,7 +173,7 @@ class OllamaProcessInstance(OllamaServed):
             except subprocess.TimeoutExpired:
                 pass
         if reaper_proc is not None:
-            reaper.stop(reaper_proc)
+            processes.terminate(reaper_proc, 5)
         _LIVE.discard(self)
 
     def __enter__(self) -> OllamaProcessInstance:

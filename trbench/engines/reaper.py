@@ -72,17 +72,5 @@ def spawn(pgids: list[int] = (), containers: list[str] = ()) -> subprocess.Popen
                             start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a reaper whose resources were cleaned up normally (terminate, then kill after 5 s)."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 if __name__ == "__main__":
     main()
