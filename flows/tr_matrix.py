@@ -35,6 +35,7 @@ from trbench import manifest as env_manifest
 from trbench import progress, regression, storage
 from trbench.agents import ROLES, AgentSuite
 from trbench.engines.instances import Instance, create_instances
+from trbench.engines.model_kind import prompt_style
 from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
 from trbench.prompts import PromptSuite
 from trbench.runner import Gate, RunPlan
@@ -42,12 +43,17 @@ from trbench.spec import MatrixSpec
 from trbench.validation import ValidationResult
 
 
-def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance]) -> list[RunPlan]:
+def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance],
+              facts: dict[str, dict] | None = None) -> list[RunPlan]:
+    """Every run of the single-agent matrix; a base model (facts: no chat template) is prompted as
+    plain-text completion."""
     if not spec.single_agent:
         return []
+    facts = facts or {}
     return [
         RunPlan(tr_id=spec.tr_id, cell=cell, cell_hash=spec.cell_hash(cell, prompts.digest), run_index=i,
-                instance=instances[0].name, instance_url=instances[0].url)
+                instance=instances[0].name, instance_url=instances[0].url,
+                prompt_style=prompt_style(facts.get(cell.model)))
         for cell in spec.cells()
         for i in range(spec.runs)
     ]
@@ -70,9 +76,11 @@ def apply_budget(plans: list[RunPlan], decisions: list[dict], spec: MatrixSpec,
     return kept, skipped
 
 
-def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[Instance]) -> list[MultiRunPlan]:
+def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[Instance],
+                    facts: dict[str, dict] | None = None) -> list[MultiRunPlan]:
     if spec.multi_agent is None or suite is None:
         return []
+    facts = facts or {}
     plans = []
     for model in spec.multi_agent_models:
         for scenario in spec.multi_agent.scenarios:
@@ -80,7 +88,8 @@ def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[
             slots = [AgentSlot(role=role, instance=inst.name, instance_url=inst.url, options=spec.resolve_options(o))
                      for role, inst, o in zip(ROLES, instances, options)]
             h = config_hash(spec, model, scenario, slots, suite.content_digest)
-            plans += [MultiRunPlan(tr_id=spec.tr_id, model=model, scenario=scenario, run_index=i, slots=slots, config_hash=h)
+            plans += [MultiRunPlan(tr_id=spec.tr_id, model=model, scenario=scenario, run_index=i, slots=slots,
+                                   config_hash=h, prompt_style=prompt_style(facts.get(model)))
                       for i in range(spec.multi_agent.runs)]
     return plans
 
@@ -137,8 +146,8 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         manifest = record_manifest(spec, instances, root, facts, budget)
         digest = env_manifest.digest(manifest)
 
-        single, over_budget = apply_budget(plan_runs(spec, prompts, instances), budget, spec, prompts)
-        multi = plan_multi_runs(spec, agents, instances)
+        single, over_budget = apply_budget(plan_runs(spec, prompts, instances, facts), budget, spec, prompts)
+        multi = plan_multi_runs(spec, agents, instances, facts)
         todo_single, todo_multi = select(single, multi, root)
         for plan, reason in over_budget:
             if plan.run_id not in storage.finished_run_ids(root):

@@ -14,6 +14,8 @@ from trbench.backends.base import RawExchange
 from trbench.metrics import (
     DEFINITIONS,
     RequestMetrics,
+    answer_check,
+    cache_state,
     clean,
     cv_pct,
     derive,
@@ -108,9 +110,44 @@ def test_itl_p50_interpolates_even_count() -> None:
     assert m.itl_max_ms == pytest.approx(40.0)
 
 
-def test_decode_tps_server_view_is_decode_tokens_over_decode_time() -> None:
+def test_decode_tps_server_view_is_n_minus_one_steps_over_decode_time() -> None:
+    # llama.cpp's convention (its timings.predicted_per_second): the first token comes out of prefill,
+    # so predicted_ms spans 40 - 1 steps; n / ms would read 80, n/(n-1) = 2.6 % high
     m = derive(raw(OFFSETS, server_decode_tokens=40, server_decode_ms=500.0, output_tokens=41))
-    assert m.decode_tps == pytest.approx(80.0)  # 40 / 0.5 s; not output_tokens (82) nor the client view
+    assert m.decode_tps == pytest.approx(78.0)
+
+
+def test_decode_tps_client_leaves_out_the_unstreamed_end_of_sequence_token() -> None:
+    # 6 chunks streamed at OFFSETS, then the server stopped on EOS and counts it: 7 tokens.
+    # The streamed span (100 -> 300 ms) holds 5 steps: 25/s; counting the EOS token would read 30/s
+    m = derive(raw(OFFSETS, output_tokens=7, finish_reason="stop"))
+    assert m.decode_tps_client == pytest.approx(25.0)
+    # cut at max_tokens (finish 'length'): every counted token was streamed
+    assert derive(raw(OFFSETS, output_tokens=6, finish_reason="length")).decode_tps_client == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize(("prompt", "cached", "state"), [
+    (100, None, "unknown"), (None, 5, "unknown"), (0, 0, "unknown"),
+    (100, 0, "cold"), (100, 4, "cold"), (100, 10, "cold"),  # a cold prompt shares the template's first tokens
+    (100, 11, "partial"), (100, 60, "partial"), (100, 89, "partial"),
+    (100, 90, "cached"), (100, 99, "cached"), (100, 100, "cached"),  # llama.cpp re-evaluates the last token
+    (8, 7, "cached"), (8, 6, "partial"),
+])
+def test_cache_state_from_the_servers_counts(prompt, cached, state) -> None:
+    assert cache_state(prompt, cached) == state
+    assert derive(raw(OFFSETS, prompt_tokens=prompt, cached_tokens=cached)).cache_state == state
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [
+    ("A KV cache keeps the keys and values of earlier tokens so they are not computed again.", "ok"),
+    ("", "empty"), ("  \n ", "empty"),
+    ("user\nExplain the cache<|im_end|>\n<|im_start|>assistant", "template_tokens"),
+    ("<start_of_turn>model\nsure", "template_tokens"), ("It is fast.<|eot_id|>", "template_tokens"),
+    ("Explain in a few sentences what a KV cache is and why it speeds up text generation.", "echo"),
+])
+def test_answer_check(answer, verdict) -> None:
+    prompt = "You are concise.\nExplain in a few sentences what a KV cache is and why it speeds up text generation."
+    assert answer_check(answer, prompt) == verdict
 
 
 def test_decode_tps_server_view_absent_without_server_numbers() -> None:
@@ -198,10 +235,10 @@ def test_every_per_request_metric_is_defined() -> None:
 
 def test_definitions_state_the_formulas_derive_uses() -> None:
     assert "(e2e_ms - ttft_ms) / (output_tokens - 1)" in DEFINITIONS["tpot_ms"]
-    assert "(output_tokens - 1) / (t(last text chunk) - t(first text chunk))" in DEFINITIONS["decode_tps_client"]
+    assert "(streamed tokens - 1) / (t(last text chunk) - t(first text chunk))" in DEFINITIONS["decode_tps_client"]
+    assert "(predicted_n - 1) / predicted_ms" in DEFINITIONS["decode_tps"]
     assert "reasoning included" in DEFINITIONS["ttft_ms"]
-    assert "eval_count / eval_duration" in DEFINITIONS["decode_tps"]
-    assert "predicted_n / predicted_ms" in DEFINITIONS["decode_tps"]
+    assert "(eval_count - 1) / eval_duration" in DEFINITIONS["decode_tps"]
     assert "p50, p95 and max" in DEFINITIONS["itl_ms"]
 
 

@@ -107,7 +107,7 @@ def test_fake_ollama_tokens_and_durations_ns_to_ms(client: OllamaClient) -> None
     m = derive(ex)
     assert m.prefill_ms == pytest.approx(120.0)
     assert m.load_ms == pytest.approx(250.0)
-    assert m.decode_tps == pytest.approx(len(CONTENT) / 2.0)  # eval_count / eval_duration[s]
+    assert m.decode_tps == pytest.approx((len(CONTENT) - 1) / 2.0)  # (eval_count - 1) / eval_duration[s]
     assert m.output_tokens == len(CONTENT)
     assert m.prompt_tokens == 26
 
@@ -118,7 +118,7 @@ def test_fake_ollama_decode_tps_from_eval_count_and_duration(fake: FakeOllama, c
     final = fake.final_chunks[-1]
     m = derive(ex)
     assert m.output_tokens == final["eval_count"] == 20
-    assert m.decode_tps == pytest.approx(final["eval_count"] / final["eval_duration"] * 1e9, rel=1e-9)
+    assert m.decode_tps == pytest.approx((final["eval_count"] - 1) / final["eval_duration"] * 1e9, rel=1e-9)
     # the fake waits 10 ms before each token, so the rate is at most 100/s and not far below it
     assert 40.0 < m.decode_tps <= 100.5
     # the client clock sees the same pace (19 gaps of ~10 ms)

@@ -91,7 +91,8 @@ def test_llamacpp_timings_parsed(client: OpenAIClient) -> None:
     assert ex.cached_tokens is not None
     m = derive(ex)
     assert m.prefill_ms == ex.server_prefill_ms
-    assert m.decode_tps == pytest.approx(ex.server_decode_tokens / ex.server_decode_ms * 1000.0)
+    # llama.cpp's own convention: the first token comes out of prefill, predicted_ms spans n - 1 steps
+    assert m.decode_tps == pytest.approx((ex.server_decode_tokens - 1) / ex.server_decode_ms * 1000.0)
     # the server's times fit inside what the client saw
     assert ex.server_total_ms <= m.e2e_ms
 

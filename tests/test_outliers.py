@@ -20,7 +20,7 @@ def single(root: Path, model: str, ctx: int, run_index: int, tps: float, ttft: f
            "provider": "embedded", "backend": "openai", "num_gpu": 0, "num_ctx": ctx, "temperature": 0.8,
            "run_index": run_index, "started_at": STARTED, "n_requests": 3, "n_ok": 3 if valid else 0,
            "n_errors": 0 if valid else 3, "min_ok_requests": 3, "valid": valid,
-           "invalid_reason": None if valid else "planted", "decode_tps_mean": tps, "ttft_ms_p50": ttft}
+           "invalid_reason": None if valid else "planted", "decode_tps_mean": tps, "ttft_cold_ms_p50": ttft}
     storage.write_run(root, row, [], {})
     return run_id
 
@@ -89,7 +89,7 @@ def test_planted_slow_run_is_flagged_with_its_median_mad_threshold(flags):
 
 
 def test_value_exactly_at_the_threshold_is_not_flagged(flags):
-    r = rows(flags, "a|0|512|0.8", "ttft_ms_p50")
+    r = rows(flags, "a|0|512|0.8", "ttft_cold_ms_p50")
     # median 50; |dev| 0, 1, 1, 0.5, 0 -> MAD 0.5, floor 0.5 -> threshold 1.0; 49 and 51 are exactly at it
     assert set(r["median"]) == {50.0} and set(r["mad"]) == {0.5} and set(r["threshold"]) == {1.0}
     assert not r["flagged"].any()
@@ -106,7 +106,7 @@ def test_mad_zero_uses_the_relative_floor(flags, tr):
     assert set(p["threshold"]) == {0.0}
     assert p["flagged"].tolist() == [False, False, False, True, True]
     # identical values everywhere (TTFT 40 in every run of b): nothing to flag either way
-    assert not rows(plain, "b|0|512|0.8", "ttft_ms_p50")["flagged"].any()
+    assert not rows(plain, "b|0|512|0.8", "ttft_cold_ms_p50")["flagged"].any()
 
 
 def test_default_floor_flags_only_runs_more_than_10_percent_off(tr):
@@ -115,8 +115,12 @@ def test_default_floor_flags_only_runs_more_than_10_percent_off(tr):
     b = rows(default, "b|0|512|0.8", "decode_tps_mean")
     assert b["threshold"].tolist() == pytest.approx([8.0] * 5)  # 2 x 5 % of 80
     assert b["flagged"].tolist() == [False, False, False, False, True]  # 70 is 12.5 % off
-    a = rows(default, "a|0|512|0.8", "ttft_ms_p50")
+    a = rows(default, "a|0|512|0.8", "ttft_cold_ms_p50")
     assert not a["flagged"].any()  # 2 % off: noise
+
+
+def test_unmeasured_cache_states_get_no_rows(flags):
+    assert set(flags.loc[flags["kind"] == "single", "metric"]) == {"decode_tps_mean", "ttft_cold_ms_p50"}
 
 
 def test_only_latest_valid_attempts_count(flags):
@@ -127,7 +131,7 @@ def test_only_latest_valid_attempts_count(flags):
 
 
 def test_two_run_groups_never_flag(flags):
-    for metric in outliers.SINGLE_METRICS:
+    for metric in ("decode_tps_mean", "ttft_cold_ms_p50"):  # the planted runs measure cold TTFT only
         assert not rows(flags, "d|0|512|0.8", metric)["flagged"].any()
 
 

@@ -35,8 +35,10 @@ MANIFEST = {
     "models": {"alpha-model": {"digest": "sha256:aaaa"}, "beta-model": {"digest": "sha256:bbbb"}},
 }
 
-RESULT_HEADERS = ["decode tok/s mean", "decode tok/s p50", "decode tok/s p95", "TTFT p50 ms", "TTFT p95 ms",
-                  "e2e p50 ms", "e2e p95 ms", "CV %"]
+RESULT_HEADERS = ["decode tok/s mean", "decode tok/s p50", "decode tok/s p95", "TTFT cold p50 ms", "TTFT cold p95 ms",
+                  "TTFT cached p50 ms", "TTFT cached p95 ms", "e2e p50 ms", "e2e p95 ms", "CV %"]
+RESULT_FIELDS = ["decode_tps_mean", "decode_tps_p50", "decode_tps_p95", "ttft_cold_p50_ms", "ttft_cold_p95_ms",
+                 "ttft_cached_p50_ms", "ttft_cached_p95_ms", "e2e_p50_ms", "e2e_p95_ms", "cv_pct"]
 
 
 def _label(cfg: tuple[int, int, float]) -> str:
@@ -55,7 +57,7 @@ def _plant(root: Path) -> None:
                     "tr_id": TR_ID, "run_id": run_id, "attempt": 1, "cell_hash": f"h{mi}{g}{c}",
                     "model": model, "provider": "embedded", "backend": "openai", "instance": "embedded-0",
                     "instance_url": "http://127.0.0.1:18434", "num_gpu": g, "num_ctx": c, "temperature": t,
-                    "prompt_cache": "allow", "run_index": run_index,
+                    "ttft_mode": "both", "run_index": run_index,
                 }
                 rows = []
                 warmups = 1 if run_index == 0 else 0
@@ -64,11 +66,16 @@ def _plant(root: Path) -> None:
                     failed = (model, cfg, run_index, i - warmups) == FAILED
                     base_tps = 50.0 + 20 * mi + g / 10
                     ok = not failed
+                    # measured prompts alternate cold (a 100-200 ms prefill) and cached (5-20 ms), as ttft: both
+                    cold = (i - warmups) % 2 == 0
+                    ttft = float(rng.uniform(100, 200) if cold else rng.uniform(5, 20))
                     rows.append({
                         **keys, "request_index": i, "is_warmup": warm, "prompt_id": f"p{i}",
                         "sent_at": started, "status": "ok" if ok else "error",
                         "error_kind": None if ok else FAIL_KIND, "error_message": None if ok else FAIL_MESSAGE,
-                        "ttft_ms": WARMUP_EXTREME if warm else (float(rng.uniform(20, 200)) if ok else None),
+                        "ttft_ms": WARMUP_EXTREME if warm else (ttft if ok else None),
+                        "cache_target": None if warm else ("cold" if cold else "cached"),
+                        "cache_state": "cold" if warm or cold else "cached",
                         "e2e_ms": WARMUP_EXTREME if warm else float(rng.uniform(500, 3000)),
                         "decode_tps": WARMUP_EXTREME if warm else (base_tps + float(rng.normal(0, 5)) if ok else None),
                         "output_tokens": 64 if ok else None,
@@ -122,14 +129,20 @@ def _expected(root: Path) -> dict[tuple[str, str], dict[str, float]]:
         r = reqs[reqs["run_id"].isin(cell_runs["run_id"])]
         measured = r[~r["is_warmup"]]
         pooled = measured[(measured["status"] == "ok") & measured["run_id"].isin(valid_ids)]
-        tps, ttft, e2e = (pooled[k].dropna().to_numpy() for k in ("decode_tps", "ttft_ms", "e2e_ms"))
+        tps, e2e = (pooled[k].dropna().to_numpy() for k in ("decode_tps", "e2e_ms"))
+        cold = pooled.loc[pooled["cache_state"] == "cold", "ttft_ms"].to_numpy()
+        cached = pooled.loc[pooled["cache_state"] == "cached", "ttft_ms"].to_numpy()
         run_means = pooled.groupby("run_id")["decode_tps"].mean().to_numpy()
         out[(model, f"gpu{g}_ctx{c}_temp{t:g}")] = {
             "decode tok/s mean": tps.mean(),
             "decode tok/s p50": np.percentile(tps, 50),
             "decode tok/s p95": np.percentile(tps, 95),
-            "TTFT p50 ms": np.percentile(ttft, 50),
-            "TTFT p95 ms": np.percentile(ttft, 95),
+            "TTFT cold p50 ms": np.percentile(cold, 50),
+            "TTFT cold p95 ms": np.percentile(cold, 95),
+            "TTFT cached p50 ms": np.percentile(cached, 50),
+            "TTFT cached p95 ms": np.percentile(cached, 95),
+            "TTFT cold n": len(cold),
+            "TTFT cached n": len(cached),
             "e2e p50 ms": np.percentile(e2e, 50),
             "e2e p95 ms": np.percentile(e2e, 95),
             "CV %": run_means.std(ddof=1) / run_means.mean() * 100,
@@ -185,6 +198,8 @@ def test_results_table_matches_independent_recomputation(planted: Path, text: st
         for header in RESULT_HEADERS:
             assert row[header] == f"{exp[header]:.1f}", (row["model"], row["config"], header)
         assert row["n"] == str(exp["n"])
+        assert row["TTFT cold n"] == str(exp["TTFT cold n"]) and row["TTFT cached n"] == str(exp["TTFT cached n"])
+        assert "TTFT p50 ms" not in row and "TTFT partial p50 ms" not in row  # no pooled TTFT, no empty states
         assert row["valid runs / runs"] == f"{exp['valid']} / {exp['runs']}"
         assert row["failed requests"] == str(exp["failed"])
         assert row["invalid runs"] == str(exp["invalid"])
@@ -193,8 +208,7 @@ def test_results_table_matches_independent_recomputation(planted: Path, text: st
 def test_report_data_matches_recomputation_to_full_precision(planted: Path) -> None:
     expected = _expected(planted)
     data = build_report(planted)
-    fields = dict(zip(RESULT_HEADERS, ["decode_tps_mean", "decode_tps_p50", "decode_tps_p95", "ttft_p50_ms",
-                                       "ttft_p95_ms", "e2e_p50_ms", "e2e_p95_ms", "cv_pct"]))
+    fields = dict(zip(RESULT_HEADERS, RESULT_FIELDS))
     assert len(data.cells) == len(expected)
     for cell in data.cells:
         exp = expected[(cell.model, cell.config.label)]
@@ -205,7 +219,8 @@ def test_report_data_matches_recomputation_to_full_precision(planted: Path) -> N
 def test_warmup_and_invalid_rows_excluded(planted: Path, text: str) -> None:
     data = build_report(planted)
     for cell in data.cells:
-        for v in (cell.decode_tps_mean, cell.decode_tps_p95, cell.ttft_p95_ms, cell.e2e_p95_ms):
+        for v in (cell.decode_tps_mean, cell.decode_tps_p95, cell.ttft_cold_p95_ms, cell.ttft_cached_p95_ms,
+                  cell.e2e_p95_ms):
             assert v < 10_000, (cell.model, cell.config.label, v)  # warm-up values are 1e6, invalid-run 9e5
         assert cell.decode_tps_p50 > 1  # invalid-run decode_tps is 1e-3
     bad = next(c for c in data.cells if (c.model, c.config.label) == (INVALID[0], _label(INVALID[1])))
@@ -228,7 +243,7 @@ def test_baseline_is_first_alphabetically_and_100_percent(text: str, planted: Pa
     expected = _expected(planted)
     for row in rows:
         pct_cols = [h for h in row if h.endswith(" %") and h != "CV % %"]
-        assert len(pct_cols) == 7
+        assert len(pct_cols) == 9
         for col in pct_cols:
             header = col[: -len(" %")]
             if row["model"] == "alpha-model":
@@ -256,7 +271,7 @@ def test_spec_baseline_and_title_take_precedence(planted: Path) -> None:
 
 
 def test_definitions_section_has_every_formula(text: str) -> None:
-    section = text[text.index("## Metric definitions"):text.index("## Results")]
+    section = text[text.index("## Appendix: metric definitions"):]
     for name, formula in {**metrics.DEFINITIONS, **metrics.RUN_DEFINITIONS}.items():
         assert formula in section, name
     for name in metrics.DEFINITIONS:
@@ -282,7 +297,7 @@ def test_failures_section_lists_failed_request_and_invalid_run(text: str) -> Non
 def test_setup_section_from_manifest_in_run_metadata(planted: Path, text: str) -> None:
     # no manifest.json was written: the manifest comes from the Parquet metadata
     assert not (planted / "manifest.json").exists()
-    setup = text[text.index("## Setup"):text.index("## Metric definitions")]
+    setup = text[text.index("## Setup"):text.index("## Methodology")]
     assert MANIFEST["command"] in setup
     assert MANIFEST["git"]["commit"] in setup and "dirty" in setup
     assert "Planted CPU 9000" in setup and "2 logical cores" in setup and "7.5 GiB" in setup
@@ -290,7 +305,9 @@ def test_setup_section_from_manifest_in_run_metadata(planted: Path, text: str) -
     assert "http://127.0.0.1:18434" in setup and "embedded-0" in setup
     assert "sha256:aaaa" in setup and "sha256:bbbb" in setup
     assert "| pandas | 3.0.0 |" in setup
-    assert "repeated prefixes served from the KV cache" in setup
+    assert "sent cold (a unique prefix), then again, identical" in setup  # ttft: both
+    checks = _table(setup, "### Prompt caching and TTFT")
+    assert {(r["asked for"], r["server reports"]) for r in checks} == {("cold", "cold"), ("cached", "cached")}
 
 
 def test_manifest_json_preferred_over_metadata(planted: Path, tmp_path: Path) -> None:

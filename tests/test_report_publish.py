@@ -64,7 +64,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
                 keys = {"tr_id": tr_id, "run_id": run_id, "attempt": 1, "cell_hash": f"{model}-{g}-{c}",
                         "model": model, "provider": "embedded", "backend": "openai", "instance": "embedded-0",
                         "instance_url": "http://127.0.0.1:18434", "num_gpu": g, "num_ctx": c, "temperature": t,
-                        "prompt_cache": "allow", "run_index": run_index}
+                        "ttft_mode": "cold", "run_index": run_index}
                 rows = [{**keys, "request_index": 0, "is_warmup": True, "prompt_id": "warm", "status": "ok",
                          "ttft_ms": 9e5, "e2e_ms": 9e5, "decode_tps": 1e6, "output_tokens": 8, "sent_at": started}]
                 for i in range(requests):
@@ -72,6 +72,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
                     rows.append({**keys, "request_index": i + 1, "is_warmup": False, "prompt_id": f"p{i}",
                                  "status": "ok", "sent_at": started, "decode_tps": p["tps"] * noise(),
                                  "ttft_ms": p["ttft"] * noise(), "e2e_ms": p["e2e"] * noise(), "output_tokens": 64,
+                                 "cache_target": "cold", "cache_state": "cold", "answer_check": "ok",
                                  "output_text": (answers or {}).get(model, f"answer {i} of {model}")})
                 run = {**keys, "started_at": started + dt.timedelta(minutes=run_index), "wall_s": 1.0,
                        "n_requests": requests, "n_warmup": 1, "n_ok": requests, "n_errors": 0,
@@ -219,7 +220,7 @@ def test_clearly_faster_model_wins(clear) -> None:
     data = clear[1].data
     rows = {(w.scenario, w.config): w for w in data.winners}
     for cfg in CONFIGS:
-        for scenario in ("single-agent decode tok/s", "single-agent TTFT", "single-agent e2e latency"):
+        for scenario in ("single-agent decode tok/s", "single-agent TTFT cold", "single-agent e2e latency"):
             w = rows[(scenario, _label(cfg))]
             assert w.winner == "fast-model", (scenario, w)
             assert not metrics.intervals_overlap(w.estimates["fast-model"].ci, w.estimates["slow-model"].ci)
@@ -248,10 +249,10 @@ def test_bootstrap_intervals_contain_the_median_and_are_reproducible(clear) -> N
     root, files = clear
     again = build_report(root)
     for cell, same in zip(files.data.cells, again.cells):
-        for value, ci in ((cell.decode_tps_p50, cell.decode_tps_p50_ci), (cell.ttft_p50_ms, cell.ttft_p50_ci),
+        for value, ci in ((cell.decode_tps_p50, cell.decode_tps_p50_ci), (cell.ttft_cold_p50_ms, cell.ttft_cold_p50_ci),
                           (cell.e2e_p50_ms, cell.e2e_p50_ci)):
             assert ci is not None and ci[0] <= value <= ci[1]
-        assert (cell.decode_tps_p50_ci, cell.ttft_p50_ci) == (same.decode_tps_p50_ci, same.ttft_p50_ci)
+        assert (cell.decode_tps_p50_ci, cell.ttft_cold_p50_ci) == (same.decode_tps_p50_ci, same.ttft_cold_p50_ci)
 
 
 def test_bootstrap_interval_width_is_about_right() -> None:
@@ -270,9 +271,9 @@ def test_bootstrap_interval_width_is_about_right() -> None:
 
 # --- the HTML ------------------------------------------------------------------------------------------
 
-SECTIONS = ["Objective", "Setup", "Methodology", "Metric definitions", "Results", "Multi-agent results",
+SECTIONS = ["Key findings", "Objective", "Setup", "Methodology", "Results", "Multi-agent results",
             "Cross-model comparison", "Efficiency frontier", "VRAM and quantization", "Regression against a baseline",
-            "Outliers and re-runs", "Failures"]
+            "Outliers and re-runs", "Failures", "Recommendations", "Appendix: metric definitions"]
 
 
 def test_html_is_one_self_contained_page_with_every_section(clear, html_page) -> None:
@@ -301,7 +302,10 @@ def test_sections_have_their_data(clear, html_page) -> None:
     assert "fedcba9876543210fedcba9876543210fedcba98" in s["Setup"] and "sha256:f00d" in s["Setup"]
     assert "18434" in s["Setup"] and "pandas" in s["Setup"] and "GPUs: none" in s["Setup"]
     assert "bootstrap" in s["Methodology"] and "2000 resamples" in s["Methodology"]
-    assert "decode_tps" in s["Metric definitions"]
+    assert "decode_tps" in s["Appendix: metric definitions"]
+    # findings first, from the data: the fast model decodes faster with separate intervals
+    assert "fast-model decodes faster than slow-model at both configs" in s["Key findings"]
+    assert "fast-model:" in s["Recommendations"] and "cannot decide" in s["Recommendations"]
     assert "fast-model" in s["Results"] and "gpu80_ctx1024_temp0.8" in s["Results"]
     assert "chimera_homo" in s["Multi-agent results"]
     assert "single-agent decode tok/s" in s["Cross-model comparison"]
@@ -347,7 +351,7 @@ def test_numbers_equal_a_recomputation_from_parquet(clear) -> None:
     for (model, g, c, t), cell in ok.groupby(["model", "num_gpu", "num_ctx", "temperature"]):
         expected[(model, f"gpu{g}_ctx{c}_temp{t:g}")] = {
             "decode tok/s p50": np.percentile(cell["decode_tps"], 50),
-            "TTFT p50 ms": np.percentile(cell["ttft_ms"], 50),
+            "TTFT cold p50 ms": np.percentile(cell["ttft_ms"], 50),
             "e2e p50 ms": np.percentile(cell["e2e_ms"], 50), "e2e p95 ms": np.percentile(cell["e2e_ms"], 95)}
     rows = md_table_after(md, "## Results")
     assert len(rows) == len(expected) == 4
@@ -451,13 +455,13 @@ def test_20_percent_slower_ttft_is_a_regression(tmp_path) -> None:
     result = compare(build_report(cur), build_report(base), 10.0)
     assert result.has_regressions
     assert {(r.label, r.metric) for r in result.regressions} == {
-        (f"fast-model {_label(c)}", "TTFT p50 ms") for c in CONFIGS}
+        (f"fast-model {_label(c)}", "TTFT cold p50 ms") for c in CONFIGS}
     assert all(r.change_pct == pytest.approx(20.0) for r in result.regressions)
     assert not result.improvements and not result.missing
     within = [c for c in result.comparisons if c.verdict == "within threshold"]
     assert {c.metric for c in within} == {"decode tok/s median", "e2e p95 ms"}
     message = summary_message(result)
-    assert "2 regression(s)" in message and "TTFT p50 ms +20.0%" in message and "(100.0 -> 120.0)" in message
+    assert "2 regression(s)" in message and "TTFT cold p50 ms +20.0%" in message and "(100.0 -> 120.0)" in message
 
 
 def test_5_percent_slower_ttft_is_not(tmp_path) -> None:
@@ -467,7 +471,7 @@ def test_5_percent_slower_ttft_is_not(tmp_path) -> None:
     assert "no regressions" in summary_message(result)
     # a tighter threshold catches it; a faster run is an improvement
     assert compare(build_report(cur), build_report(base), 4.0).has_regressions
-    assert [c.metric for c in compare(build_report(base), build_report(cur), 4.0).improvements] == ["TTFT p50 ms"] * 2
+    assert [c.metric for c in compare(build_report(base), build_report(cur), 4.0).improvements] == ["TTFT cold p50 ms"] * 2
 
 
 def test_cells_on_one_side_only_are_listed_not_compared(tmp_path) -> None:
@@ -511,7 +515,7 @@ def test_cli_exit_code_for_ci(tmp_path, factor, code) -> None:
     assert out.returncode == code, out.stderr
     assert (tmp_path / "cur" / "report" / "cur.html").is_file()
     if code:
-        assert "regression" in out.stderr and "TTFT p50 ms +20.0%" in out.stderr
+        assert "regression" in out.stderr and "TTFT cold p50 ms +20.0%" in out.stderr
     else:
         assert "no regressions" in out.stderr
 
@@ -528,7 +532,7 @@ def test_report_flow_fails_on_regressions(prefect_api, tmp_path) -> None:
     _pair(tmp_path, 1.20)
     state = report(tr_id="cur", baseline="base", output_dir=str(tmp_path), threshold_pct=10.0, return_state=True)
     assert state.is_failed()
-    assert "2 regression(s)" in state.message and "TTFT p50 ms" in state.message
+    assert "2 regression(s)" in state.message and "TTFT cold p50 ms" in state.message
     assert (tmp_path / "cur" / "report" / "cur.html").is_file()
     assert (tmp_path / "cur" / "report" / "plots" / "throughput_ttft.png").is_file()
 

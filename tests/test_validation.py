@@ -21,7 +21,7 @@ TR_ID = "TRqa"
 MANIFEST = {"command": "pytest", "packages": {"pandas": "3"}}
 SPEC = parse_spec({
     "tr_id": TR_ID, "models": ["alpha:1b", "beta:2b"], "grid": {"num_ctx": [512, 1024], "temperature": [0.8]},
-    "runs": 3, "requests_per_run": 3, "min_ok_requests": 2, "warmup_requests": 1,
+    "runs": 3, "requests_per_run": 3, "min_ok_requests": 2, "warmup_requests": 1, "ttft": "cold",
     "multi_agent": {"scenarios": ["baseline_vs_chimera", "chimera_homo"], "runs": 2},
 })
 CELLS = SPEC.cells()  # alpha 512, alpha 1024, beta 512, beta 1024
@@ -59,7 +59,7 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                 warm = i < spec.warmup_requests
                 t0 = (ci * 100 + run_index * 10 + i) * 10**9
                 ex = exchange(t0, 40.0 + i, 16, 200.0 + 5 * run_index, cell.model)
-                rows.append(request_row(keys, i, warm, f"p{i}", ex))
+                rows.append(request_row(keys, i, warm, f"p{i}", ex, "a prompt", None if warm else "cold"))
             if defects:
                 measured = [r for r in rows if not r["is_warmup"]]
                 for defect, (k, ri, req) in (("neg", NEG_TTFT), ("zero", ZERO_TOKENS), ("over", TTFT_OVER_E2E),
@@ -81,7 +81,7 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
 
 def agent(role: str, phase: str, start_s: float, wall_s: float, ttft_ms: float, tps: float, model: str) -> AgentRun:
     t0 = int(start_s * 1e9)
-    calls = [(name, exchange(t0 + int(n * wall_s / 2 * 1e9), ttft_ms, 20, 20 / tps * 1000, model))
+    calls = [(name, exchange(t0 + int(n * wall_s / 2 * 1e9), ttft_ms, 20, 20 / tps * 1000, model), "a prompt")
              for n, name in enumerate(["analysis", "report"])]
     return AgentRun(role=role, phase=phase, calls=calls, t_start_ns=t0, t_end_ns=t0 + int(wall_s * 1e9))
 
@@ -236,11 +236,12 @@ def test_report_sections_missing_or_empty(clean, gx_context, tmp_path):
     root, report, _ = clean
     text = report.read_text()
     head, _, rest = text.partition("## Failures")
+    rest = rest[rest.index("## Recommendations"):]
     broken = tmp_path / "broken.md"
     # drop the Failures section and empty the Results section's table
     results_start = head.index("## Results")
     pct_start = head.index("### % of baseline")
-    broken.write_text(head[:results_start] + "## Results\n\n" + head[pct_start:])
+    broken.write_text(head[:results_start] + "## Results\n\n" + head[pct_start:] + rest)
     result = validation.validate_tr(root, None, broken, context=gx_context)
     present = result.get("report", "report_sections_present")
     assert not present.success and "## Failures" in present.message

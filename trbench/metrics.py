@@ -7,7 +7,9 @@ decode rate), so DEFINITIONS holds the exact formula of each, and the report pri
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -27,10 +29,22 @@ DEFINITIONS: dict[str, str] = {
     "prompt_tokens": "prompt tokens as the server counts them (usage.prompt_tokens; Ollama prompt_eval_count)",
     "cached_tokens": "prompt tokens served from the server's KV cache (llama.cpp timings.cache_n; "
     "usage.prompt_tokens_details.cached_tokens); null where the server does not say",
-    "decode_tps": "server view: decode tokens / decode time (llama.cpp predicted_n / predicted_ms; "
-    "Ollama eval_count / eval_duration), tokens per second",
-    "decode_tps_client": "(output_tokens - 1) / (t(last text chunk) - t(first text chunk)), tokens per second; "
-    "the first token is excluded because its time belongs to prefill",
+    "decode_tps": "server view: decode steps after the first token / decode time, tokens per second. llama.cpp: "
+    "(predicted_n - 1) / predicted_ms, equal to its own timings.predicted_per_second; Ollama: (eval_count - 1) / "
+    "eval_duration. Both servers sample the first token at the end of prefill and start the decode clock there, so "
+    "the decode time spans n - 1 steps; both count a final end-of-sequence token in n, which is sampled by a decode "
+    "step of its own, so it stays in the step count (trbench follows llama.cpp's convention on both backends)",
+    "decode_tps_client": "(streamed tokens - 1) / (t(last text chunk) - t(first text chunk)), tokens per second; "
+    "streamed tokens = output_tokens, less the end-of-sequence token when the server stopped on it (finish "
+    "'stop': the server counts it but streams no text for it); the first token's time belongs to prefill",
+    "cache_state": "the prompt cache as the server's own counts say: cold (cached_tokens <= 10 % of prompt_tokens), "
+    "cached (the uncached rest <= 10 % of prompt_tokens, or one token), partial (between), unknown (the server "
+    "reports no cached tokens); TTFT is never pooled across states",
+    "cache_target": "what trbench asked for: cold (a unique prefix at the very start of the prompt, so no earlier "
+    "request shares more than the template's first tokens) or cached (the identical prompt sent just before)",
+    "answer_check": "sanity check of the answer text: ok, empty (no text), template_tokens (chat-template tokens "
+    "such as <start_of_turn>, <end_of_turn> or ChatML's im_start and im_end markers in the text: the model was "
+    "driven with the wrong template), or echo (at least half of the answer's word 4-grams repeat the prompt)",
     "prefill_ms": "server-reported prompt processing time (llama.cpp timings.prompt_ms; Ollama prompt_eval_duration)",
     "load_ms": "server-reported model load time (Ollama load_duration); for the embedded engine the measured "
     "server (re)start per cell is in the run table as instance_load_ms",
@@ -38,6 +52,9 @@ DEFINITIONS: dict[str, str] = {
     "itl_ms": "gaps between arrivals of consecutive text chunks, client clock; p50, p95 and max kept per request",
     "status": "ok, or error with error_kind one of timeout, connect, http_4xx, http_5xx, oom, bad_response, "
     "cancelled, and the server's message",
+    "prompt_style": "chat (the server applies the model's chat template to the messages) or completion (a base model "
+    "without a chat template: the messages as plain text, 'system text, Question: ..., Answer:', on the completion "
+    "endpoint: OpenAI /v1/completions, Ollama /api/generate with raw true)",
 }
 
 RUN_DEFINITIONS: dict[str, str] = {
@@ -121,6 +138,7 @@ class RequestMetrics(BaseModel):
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int | None = None
+    cache_state: CacheState = "unknown"
     decode_tps: float | None = None
     decode_tps_client: float | None = None
     prefill_ms: float | None = None
@@ -130,6 +148,40 @@ class RequestMetrics(BaseModel):
     itl_p95_ms: float | None = None
     itl_max_ms: float | None = None
     n_chunks: int = 0
+
+
+CacheState = Literal["cold", "partial", "cached", "unknown"]
+CACHE_STATES: tuple[CacheState, ...] = ("cold", "partial", "cached", "unknown")
+_COLD_MAX_SHARE = 0.10  # a cold prompt still shares the template's first few tokens with the last one
+_CACHED_MAX_REST = 0.10  # llama.cpp re-evaluates the last prompt token even on a full hit
+
+
+def cache_state(prompt_tokens: int | None, cached_tokens: int | None) -> CacheState:
+    """Cold, partial or cached, from the server's own counts; unknown where it does not say."""
+    if cached_tokens is None or not prompt_tokens:
+        return "unknown"
+    if cached_tokens <= _COLD_MAX_SHARE * prompt_tokens:
+        return "cold"
+    rest = prompt_tokens - cached_tokens
+    if rest <= max(1.0, _CACHED_MAX_REST * prompt_tokens):
+        return "cached"
+    return "partial"
+
+
+def streamed_tokens(ex: RawExchange) -> int | None:
+    """Tokens that arrived as text: the server's count less the end-of-sequence token it counts but
+    does not stream (llama.cpp predicted_n and Ollama eval_count both include it)."""
+    if ex.output_tokens is None:
+        return len(ex.token_times_ns) or None
+    eos = 1 if ex.finish_reason == "stop" and ex.output_tokens > 1 else 0
+    return ex.output_tokens - eos
+
+
+def decode_rate(steps_n: int | None, decode_ms: float | None) -> float | None:
+    """Server-view decode rate: the first of n tokens comes out of prefill, so decode_ms spans n - 1 steps."""
+    if steps_n is None or steps_n < 2 or not decode_ms:
+        return None
+    return (steps_n - 1) / decode_ms * 1000.0
 
 
 def derive(ex: RawExchange) -> RequestMetrics:
@@ -142,6 +194,7 @@ def derive(ex: RawExchange) -> RequestMetrics:
     n_out = ex.output_tokens if ex.output_tokens is not None else (len(times) if times else None)
     gaps = np.diff(np.asarray(times, dtype=np.float64)) / _NS_PER_MS if len(times) > 1 else np.array([])
     span_s = (times[-1] - times[0]) / 1e9 if len(times) > 1 else 0.0
+    n_streamed = streamed_tokens(ex)
     return RequestMetrics(
         status=ex.status,
         error_kind=ex.error_kind,
@@ -152,8 +205,9 @@ def derive(ex: RawExchange) -> RequestMetrics:
         prompt_tokens=ex.prompt_tokens,
         output_tokens=n_out,
         cached_tokens=ex.cached_tokens,
-        decode_tps=_ratio(ex.server_decode_tokens, ex.server_decode_ms, scale=1000.0),
-        decode_tps_client=(n_out - 1) / span_s if n_out and n_out > 1 and span_s > 0 else None,
+        cache_state=cache_state(ex.prompt_tokens, ex.cached_tokens),
+        decode_tps=decode_rate(ex.server_decode_tokens, ex.server_decode_ms),
+        decode_tps_client=(n_streamed - 1) / span_s if n_streamed and n_streamed > 1 and span_s > 0 else None,
         prefill_ms=ex.server_prefill_ms,
         load_ms=ex.server_load_ms,
         tpot_ms=(e2e - ttft) / (n_out - 1) if ttft is not None and n_out and n_out > 1 else None,
@@ -164,10 +218,30 @@ def derive(ex: RawExchange) -> RequestMetrics:
     )
 
 
-def _ratio(num: float | None, den_ms: float | None, scale: float) -> float | None:
-    if num is None or not den_ms:
-        return None
-    return num / den_ms * scale
+# --- answer sanity ------------------------------------------------------------------------------
+
+AnswerCheck = Literal["ok", "empty", "template_tokens", "echo"]
+TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|im_start", "<start_of_turn>", "<end_of_turn>", "<|eot_id|>",
+                   "<|start_header_id|>", "<|endoftext|>")
+_ECHO_SHARE = 0.5
+_NGRAM = 4
+
+
+def _ngrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + _NGRAM]) for i in range(len(words) - _NGRAM + 1)}
+
+
+def answer_check(answer: str, prompt: str) -> AnswerCheck:
+    """Whether an answer looks like an answer: not empty, no chat-template tokens, not the prompt again."""
+    if not answer.strip():
+        return "empty"
+    if any(tok in answer for tok in TEMPLATE_TOKENS):
+        return "template_tokens"
+    grams = _ngrams(answer)
+    if grams and len(grams & _ngrams(prompt)) >= _ECHO_SHARE * len(grams):
+        return "echo"
+    return "ok"
 
 
 def _pct(a: np.ndarray, q: float) -> float | None:

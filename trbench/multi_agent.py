@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 from pydantic import BaseModel
 
 from trbench import metrics
 from trbench.agents import ROLES, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
-from trbench.runner import request_row, utc
+from trbench.runner import completion_text, prompt_text, request_row, unique_prefix, utc
 from trbench.spec import MatrixSpec, OptionSet
 from trbench.storage import slug
 
@@ -39,6 +40,7 @@ class MultiRunPlan(BaseModel):
     attempt: int = 1
     slots: list[AgentSlot]  # collector first, then insight
     config_hash: str
+    prompt_style: Literal["chat", "completion"] = "chat"  # completion: a base model without a chat template
 
     @property
     def run_id(self) -> str:
@@ -51,14 +53,14 @@ class MultiRunPlan(BaseModel):
 def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
     payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
                "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
-               "max_tokens": spec.multi_agent.max_tokens, "prompt_cache": spec.prompt_cache, "seed": spec.seed}
+               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class AgentRun(BaseModel):
     role: str
     phase: str
-    calls: list[tuple[str, RawExchange]]
+    calls: list[tuple[str, RawExchange, str]]  # call name, what came back, the prompt text sent
     t_start_ns: int
     t_end_ns: int
 
@@ -79,15 +81,18 @@ def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str
     previous, out = "", []
     t0 = time.perf_counter_ns()
     for call in agent.calls:
-        unique = f"trbench {plan.run_id} {role} {phase} {call.name} t{time.time_ns()}" if spec.prompt_cache == "defeat" else None
+        # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
+        # cache; only ttft: cold makes every call new to it
+        unique = unique_prefix(f"{plan.run_id} {role} {phase} {call.name}") if spec.ttft == "cold" else None
+        messages = agent.messages(call, suite.digest_text, previous, unique)
         req = ChatRequest(
-            model=plan.model, messages=agent.messages(call, suite.digest_text, previous, unique),
+            model=plan.model, messages=messages,
+            prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
             temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
             num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
-            cache_prompt=spec.prompt_cache == "allow",
         )
         ex = client.chat(req)
-        out.append((call.name, ex))
+        out.append((call.name, ex, prompt_text(req)))
         previous = ex.text
         if ex.status != "ok":
             break  # the next call needs this answer
@@ -113,7 +118,7 @@ def run_solo(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, Age
 
 
 def _agent_figures(run: AgentRun) -> dict:
-    ms = [metrics.derive(ex) for _, ex in run.calls]
+    ms = [metrics.derive(ex) for _, ex, _ in run.calls]
     ok = [m for m in ms if m.status == "ok"]
     return {
         "decode_tps": metrics.mean([m.decode_tps for m in ok]),
@@ -138,7 +143,8 @@ def _keys(spec: MatrixSpec, plan: MultiRunPlan, slot: AgentSlot) -> dict:
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
         "model": plan.model, "provider": spec.provider, "backend": spec.backend, "instance": slot.instance,
         "instance_url": slot.instance_url, "num_gpu": o.num_gpu, "num_ctx": o.num_ctx, "temperature": o.temperature,
-        "prompt_cache": spec.prompt_cache, "run_index": plan.run_index, "scenario": plan.scenario, "agent": slot.role,
+        "ttft_mode": spec.ttft, "prompt_style": plan.prompt_style, "run_index": plan.run_index,
+        "scenario": plan.scenario, "agent": slot.role,
     }
 
 
@@ -146,8 +152,8 @@ def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[di
     rows = []
     for run in runs:
         keys = _keys(spec, plan, plan.slot(run.role))
-        for i, (call, ex) in enumerate(run.calls):
-            row = request_row(keys, len(rows), run.phase == "warmup", call, ex)
+        for call, ex, prompt in run.calls:
+            row = request_row(keys, len(rows), run.phase == "warmup", call, ex, prompt)
             rows.append({**row, "phase": run.phase, "call": call})
     return rows
 

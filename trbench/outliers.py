@@ -8,8 +8,9 @@ Groups and the runs in them:
 Metrics, one flag row per run x metric:
   single-agent  decode_tps_mean   the run's mean server-view decode tok/s: the per-run figure the
                                   report's run-to-run CV is computed over
-                ttft_ms_p50       the run's median TTFT: one cold request inside a run does not move it,
-                                  a run whose TTFT is off as a whole does
+                ttft_<state>_ms_p50  the run's median TTFT per cache state (cold, partial, cached,
+                                  unknown): each state against the same state of the sibling runs;
+                                  a state a TR does not measure has no rows
   multi-agent   speedup           the headline figure (sequential_wall_s / concurrent_wall_s)
                 collector_concurrent_decode_tps, insight_concurrent_decode_tps
                 collector_concurrent_ttft_ms,    insight_concurrent_ttft_ms
@@ -54,7 +55,7 @@ DEFAULT_K, DEFAULT_MIN_REL_MAD = OutlierRule().k, OutlierRule().min_rel_mad
 
 SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
 MULTI_CONFIG = ["model", "scenario"]
-SINGLE_METRICS = ["decode_tps_mean", "ttft_ms_p50"]
+SINGLE_METRICS = ["decode_tps_mean", *[f"ttft_{st}_ms_p50" for st in ("cold", "partial", "cached", "unknown")]]
 MULTI_METRICS = ["speedup", "collector_concurrent_decode_tps", "insight_concurrent_decode_tps",
                  "collector_concurrent_ttft_ms", "insight_concurrent_ttft_ms"]
 
@@ -146,6 +147,8 @@ def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
     for key, members in groups.items():
         for metric in metric_names:
             vals = [_num(r.get(metric)) for r in members]
+            if metric.startswith("ttft_") and all(v is None for v in vals):
+                continue  # a cache state this config did not measure
             stats = mad_stats([v for v in vals if v is not None], k, min_rel_mad)
             for r, v in zip(members, vals):
                 deviation = None if v is None or stats["median"] is None else v - stats["median"]

@@ -103,16 +103,27 @@ def throughput_ttft(data: ReportData) -> Plot | None:
         c = cell.get((cfg, m))
         return (c.decode_tps_p50, c.decode_tps_p50_ci) if c else None
 
-    def ttft(cfg, m):
-        c = cell.get((cfg, m))
-        return (c.ttft_p50_ms, c.ttft_p50_ci) if c else None
+    # TTFT per cache state: one group per config x state, never a bar that pools cold and cached
+    states = data.cache.states
+    groups = [(cfg, st) for cfg in configs for st in states]
+
+    def ttft(group, m):
+        c = cell.get((group[0], m))
+        if c is None or getattr(c, f"ttft_{group[1]}_p50_ms") is None:
+            return None
+        return getattr(c, f"ttft_{group[1]}_p50_ms"), getattr(c, f"ttft_{group[1]}_p50_ci")
 
     _grouped_bars(ax1, configs, models, tps, "decode tok/s median (higher is better)", "tok/s")
-    _grouped_bars(ax2, configs, models, ttft, "TTFT p50 (lower is better)", "ms")
+    labels = {f"{cfg}\n{st}": (cfg, st) for cfg, st in groups}
+    _grouped_bars(ax2, list(labels), models, lambda label, m: ttft(labels[label], m),
+                  "TTFT p50 by cache state (lower is better)", "ms")
+    if len(states) > 1:
+        ax2.set_yscale("log")  # cold and cached prefills differ tenfold
     _legend_on_top(fig, ax1)
-    return Plot(name="throughput_ttft", title="Throughput and TTFT per model x config",
-                caption="Bars: pooled medians; whiskers: bootstrap 95% intervals (runs and requests resampled).",
-                png=_png(fig))
+    return Plot(name="throughput_ttft", title="Throughput and TTFT (per cache state) per model x config",
+                caption="Bars: pooled medians; whiskers: bootstrap 95% intervals (runs and requests resampled). "
+                        "TTFT is shown per cache state of the prefill (cold, cached), on a log scale when both "
+                        "are shown.", png=_png(fig))
 
 
 def run_spread(data: ReportData) -> Plot | None:

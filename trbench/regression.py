@@ -11,7 +11,8 @@ Per matched cell and metric (the same numbers the report prints, from build_repo
 
   metric                  better   figure
   decode tok/s median     higher   pooled p50 of decode_tps
-  TTFT p50 ms             lower    pooled p50 of ttft_ms
+  TTFT <state> p50 ms     lower    p50 of ttft_ms per cache state (cold, partial, cached, unknown),
+                                   compared only where both runs measured that state
   e2e p95 ms              lower    pooled p95 of e2e_ms
   efficiency % median     higher   p50 over the valid runs' efficiency_pct (multi-agent)
 
@@ -36,7 +37,7 @@ EXIT_REGRESSION = 3
 # (field of the cell result, display name, higher is better)
 SINGLE_METRICS: list[tuple[str, str, bool]] = [
     ("decode_tps_p50", "decode tok/s median", True),
-    ("ttft_p50_ms", "TTFT p50 ms", False),
+    *[(f"ttft_{st}_p50_ms", f"TTFT {st} p50 ms", False) for st in ("cold", "partial", "cached", "unknown")],
     ("e2e_p95_ms", "e2e p95 ms", False),
 ]
 MULTI_METRICS: list[tuple[str, str, bool]] = [
@@ -141,6 +142,8 @@ def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> 
             base_cell = base[match][2]
             for field, name, higher in metric_list:
                 b, c = getattr(base_cell, field), getattr(cell, field)
+                if b is None and c is None:
+                    continue  # neither run measured it (a cache state the TR does not measure)
                 change, v = verdict(b, c, higher, threshold_pct)
                 comparisons.append(Comparison(kind=kind, key=key, label=label, metric=name, higher_is_better=higher,
                                               baseline=b, current=c, change_pct=change, verdict=v))

@@ -31,6 +31,7 @@ from trbench import metrics, report_compare
 from trbench.failures import read_fallbacks
 from trbench.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, rule_text
 from trbench.regression import compare as compare_regression
+from trbench.report_findings import Findings, build_findings
 from trbench.report_compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report_multi import MultiAgentSection, build_multi_agent
 from trbench.report_quality import FlaggedRun, Rerun, flagged_runs, reruns
@@ -45,8 +46,9 @@ HTML_TEMPLATE_NAME = "report.html.j2"
 MESSAGE_CHARS = 200
 
 CACHE_MODES = {
-    "allow": "prompt caching allowed: repeated prefixes served from the KV cache; cached tokens reported",
-    "defeat": "unique prefix per request, cache_prompt=false",
+    "cold": "every measured prompt starts with a unique prefix, so the server has nothing of it in its KV cache",
+    "cached": "every measured prompt is sent once as a 1-token warm-up (stored, not counted), then again, identical",
+    "both": "every measured prompt is sent cold (a unique prefix), then again, identical, served from the KV cache",
 }
 
 DEFAULT_OBJECTIVE = (
@@ -86,8 +88,6 @@ class CellResult(BaseModel):
     decode_tps_mean: float | None
     decode_tps_p50: float | None
     decode_tps_p95: float | None
-    ttft_p50_ms: float | None
-    ttft_p95_ms: float | None
     e2e_p50_ms: float | None
     e2e_p95_ms: float | None
     cv_pct: float | None
@@ -100,8 +100,26 @@ class CellResult(BaseModel):
     cell_hashes: list[str] = []  # the runs' content hashes: what a baseline TR run is matched on
     # bootstrap 95% intervals of the medians (metrics.bootstrap_median_ci, two-stage over runs and requests)
     decode_tps_p50_ci: tuple[float, float] | None = None
-    ttft_p50_ci: tuple[float, float] | None = None
     e2e_p50_ci: tuple[float, float] | None = None
+    # TTFT per cache state (metrics.CACHE_STATES), never pooled: ttft_<state>_{n,p50_ms,p95_ms,p50_ci}
+    ttft_cold_n: int = 0
+    ttft_cold_p50_ms: float | None = None
+    ttft_cold_p95_ms: float | None = None
+    ttft_cold_p50_ci: tuple[float, float] | None = None
+    ttft_partial_n: int = 0
+    ttft_partial_p50_ms: float | None = None
+    ttft_partial_p95_ms: float | None = None
+    ttft_partial_p50_ci: tuple[float, float] | None = None
+    ttft_cached_n: int = 0
+    ttft_cached_p50_ms: float | None = None
+    ttft_cached_p95_ms: float | None = None
+    ttft_cached_p50_ci: tuple[float, float] | None = None
+    ttft_unknown_n: int = 0
+    ttft_unknown_p50_ms: float | None = None
+    ttft_unknown_p95_ms: float | None = None
+    ttft_unknown_p50_ci: tuple[float, float] | None = None
+    prompt_style: str = "chat"  # completion: a base model driven as plain text
+    answer_checks: dict[str, int] = {}  # answer_check value -> measured ok requests of the counted runs
     # energy and memory, per valid run, where the run table has them (telemetry)
     run_tokens_per_j: list[float | None] = []
     tokens_per_j_p50: float | None = None
@@ -146,6 +164,7 @@ class InstanceInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    kind: str = "unknown"  # instruct (has a chat template) | base (driven as plain-text completion)
     digest: str | None
     details: dict[str, str] = {}
 
@@ -172,11 +191,21 @@ MODEL_DETAIL_KEYS = ["source", "file", "size_bytes", "architecture", "quantizati
                      "block_count", "head_count_kv", "parameters", "modelfile"]
 
 
+class CacheCheck(BaseModel):
+    """How many measured ok requests aimed at a cache state got which, by the server's own counts."""
+
+    target: str
+    state: str
+    n: int
+
+
 class CacheInfo(BaseModel):
-    modes: list[str]  # prompt_cache values seen in the data (or the spec's when there is no data)
+    modes: list[str]  # ttft modes seen in the data (or the spec's when there is no data)
     descriptions: dict[str, str]
     cached_tokens_total: int  # over the measured ok requests of valid runs
     cached_tokens_reported: bool  # False when no request carried a cached_tokens value
+    checks: list[CacheCheck] = []
+    states: list[str] = []  # the cache states measured, in metrics.CACHE_STATES order
 
 
 class ReportData(BaseModel):
@@ -219,6 +248,7 @@ class ReportData(BaseModel):
     samples: list[SampleAnswer] = []
     regression: RegressionResult | None = None
     regression_note: str = ""
+    findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -287,7 +317,10 @@ def _setup(manifest: dict, manifest_source: str, runs: pd.DataFrame, models: lis
         details = {k: str(f[k]) for k in MODEL_DETAIL_KEYS if f.get(k) is not None and k != "modelfile"}
         details.update({k: str(v) for k, v in (f.get("details") or {}).items()
                         if k in ("family", "parameter_size", "quantization_level")})
-        model_infos.append(ModelInfo(name=name, digest=_str(f.get("digest")), details=details))
+        kind = str(f.get("model_kind") or "unknown")
+        if kind == "base":
+            kind = "base model (no chat template): plain-text completion"
+        model_infos.append(ModelInfo(name=name, kind=kind, digest=_str(f.get("digest")), details=details))
 
     return Setup(
         command=_str(manifest.get("command")),
@@ -340,21 +373,23 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     pooled = measured[(measured["status"] == "ok") & measured["run_id"].isin(valid_runs["run_id"])]
 
     decode = metrics.summarize(_values(pooled, "decode_tps"))
-    ttft = metrics.summarize(_values(pooled, "ttft_ms"))
     e2e = metrics.summarize(_values(pooled, "e2e_ms"))
     run_means = [metrics.mean(_values(pooled[pooled["run_id"] == rid], "decode_tps"))
                  for rid in valid_runs["run_id"]]
     per_run = [pooled[pooled["run_id"] == rid] for rid in valid_runs["run_id"]]
     tpj, energy, tpd = report_compare.run_energy(valid_runs)
+    ok_measured = measured[measured["status"] == "ok"]
+    styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str))) if "prompt_style" in cell_runs else []
     return CellResult(
+        **_ttft_by_state(pooled, per_run),
+        prompt_style="+".join(styles) or "chat",
+        answer_checks={str(k): int(v) for k, v in ok_measured["answer_check"].dropna().value_counts().items()},
         model=model,
         config=config,
         n_requests=len(pooled),
         decode_tps_mean=decode.mean,
         decode_tps_p50=decode.p50,
         decode_tps_p95=decode.p95,
-        ttft_p50_ms=ttft.p50,
-        ttft_p95_ms=ttft.p95,
         e2e_p50_ms=e2e.p50,
         e2e_p95_ms=e2e.p95,
         cv_pct=metrics.cv_pct(run_means),
@@ -366,7 +401,6 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         superseded_runs=superseded,
         cell_hashes=sorted(set(cell_runs["cell_hash"].dropna().astype(str))),
         decode_tps_p50_ci=metrics.bootstrap_median_ci([_values(r, "decode_tps") for r in per_run]),
-        ttft_p50_ci=metrics.bootstrap_median_ci([_values(r, "ttft_ms") for r in per_run]),
         e2e_p50_ci=metrics.bootstrap_median_ci([_values(r, "e2e_ms") for r in per_run]),
         run_tokens_per_j=tpj,
         tokens_per_j_p50=metrics.percentile(tpj, 50),
@@ -376,6 +410,18 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         tokens_per_dollar_p50=metrics.percentile(tpd, 50),
         gpu_mem_used_mib_max=report_compare.gpu_mem_max(valid_runs),
     )
+
+
+def _ttft_by_state(pooled: pd.DataFrame, per_run: list[pd.DataFrame]) -> dict[str, Any]:
+    """TTFT n, p50, p95 and the p50's interval for each cache state, from the server's own counts."""
+    out: dict[str, Any] = {}
+    for state in metrics.CACHE_STATES:
+        sel = pooled[pooled["cache_state"] == state]
+        s = metrics.summarize(_values(sel, "ttft_ms"))
+        out.update({f"ttft_{state}_n": s.n, f"ttft_{state}_p50_ms": s.p50, f"ttft_{state}_p95_ms": s.p95,
+                    f"ttft_{state}_p50_ci": metrics.bootstrap_median_ci(
+                        [_values(r[r["cache_state"] == state], "ttft_ms") for r in per_run])})
+    return out
 
 
 def _config_of(row: Any) -> Config:
@@ -484,18 +530,21 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     ] if not runs.empty else []
 
     # prompt caching: the mode(s) the runs used and the cached tokens of the pooled requests
-    modes = sorted(set(runs["prompt_cache"].dropna().astype(str))) if not runs.empty else []
+    modes = sorted(set(runs["ttft_mode"].dropna().astype(str))) if not runs.empty else []
     if not modes and spec is not None:
-        modes = [spec.prompt_cache]
+        modes = [spec.ttft]
     valid_ids = set(runs.loc[runs["valid"].astype(bool), "run_id"]) if not runs.empty else set()
     pooled = counted_requests[(~counted_requests["is_warmup"].astype(bool)) & (counted_requests["status"] == "ok")
                               & counted_requests["run_id"].isin(valid_ids)]
     cached = [v for v in _values(pooled, "cached_tokens") if v is not None]
+    checks = pooled.groupby([pooled["cache_target"].fillna("none"), "cache_state"]).size() if not pooled.empty else {}
     cache = CacheInfo(
         modes=modes,
         descriptions={m: CACHE_MODES.get(m, m) for m in modes},
         cached_tokens_total=int(sum(cached)),
         cached_tokens_reported=bool(cached),
+        checks=[CacheCheck(target=str(t), state=str(st), n=int(n)) for (t, st), n in dict(checks).items()],
+        states=[st for st in metrics.CACHE_STATES if any(getattr(c, f"ttft_{st}_n") for c in cells)],
     )
 
     tr_ids = sorted(set(all_runs["tr_id"].dropna().astype(str))) if not all_runs.empty else []
@@ -545,6 +594,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     )
     data.reproduce = _reproduce(data, tr_root)
     data.methodology = _methodology(data, spec)
+    data.findings = build_findings(data)
     if baseline_root is not None:
         baseline_root = Path(baseline_root)
         if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
@@ -556,18 +606,29 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     return data
 
 
+def _cli(command: str | None) -> str:
+    """The recorded command with the trbench executable as the README names it (.venv/bin/trbench)."""
+    if not command:
+        return ".venv/bin/trbench run <spec>   # the command was not recorded"
+    argv = command.split()
+    if argv and Path(argv[0]).name == "trbench":
+        argv[0] = ".venv/bin/trbench"
+    return " ".join(argv)
+
+
 def _reproduce(data: ReportData, tr_root: Path) -> list[str]:
-    """The commands that measure and report this TR run again."""
-    out = []
+    """The commands that measure and report this TR run again from a fresh clone: the README's setup
+    (`make setup`: the venv, trbench and the bundled models), then the recorded command."""
+    out = ["git clone <this repository> trbench && cd trbench"]
     if data.setup.commit:
         out.append(f"git checkout {data.setup.commit}")
-    out.append("python -m venv .venv && .venv/bin/pip install -e .   # versions: see Package versions")
-    out.append(data.setup.command or "trbench run <spec>   # the command was not recorded")
+    out.append("make setup   # README: venv, trbench and the bundled models (make run = setup + the quickstart)")
+    out.append(_cli(data.setup.command))
     output_dir = tr_root.parent
     flag = "" if output_dir.name == "outputs" else f" --output-dir {output_dir}"
-    out.append(f"trbench report {data.tr_id}{flag}")
-    out.append(f"trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold {DEFAULT_THRESHOLD_PCT:g}"
-               "   # exit code 3 on regressions")
+    out.append(f".venv/bin/trbench report {data.tr_id}{flag}")
+    out.append(f".venv/bin/trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold "
+               f"{DEFAULT_THRESHOLD_PCT:g}   # exit code 3 on regressions")
     return out
 
 

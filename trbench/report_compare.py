@@ -28,6 +28,7 @@ SAMPLE_CHARS = 600
 class Estimate(BaseModel):
     value: float | None
     ci: tuple[float, float] | None = None
+    n: int | None = None  # the values the median is over (TTFT: of that cache state)
 
 
 class WinnerRow(BaseModel):
@@ -115,10 +116,19 @@ def decide(estimates: dict[str, Estimate], higher_is_better: bool) -> tuple[str,
 SINGLE_SCENARIOS: list[tuple[str, str, str, str, bool]] = [
     # scenario, value field, interval field, metric name, higher is better
     ("single-agent decode tok/s", "decode_tps_p50", "decode_tps_p50_ci", "decode tok/s median", True),
-    ("single-agent TTFT", "ttft_p50_ms", "ttft_p50_ci", "TTFT p50 ms", False),
+    # TTFT per cache state: a cold and a cached prefill differ tenfold and are never compared pooled
+    *[(f"single-agent TTFT {st}", f"ttft_{st}_p50_ms", f"ttft_{st}_p50_ci", f"TTFT p50 ms of {st} prefills", False)
+      for st in ("cold", "partial", "cached", "unknown")],
     ("single-agent e2e latency", "e2e_p50_ms", "e2e_p50_ci", "e2e p50 ms", False),
 ]
 ENERGY_SCENARIO = ("single-agent tokens per joule", "tokens_per_j_p50", "tokens_per_j_ci", "tok/J median", True)
+
+
+def _n_of(cell, field: str) -> int | None:
+    """n of a cell figure: the TTFT values of its cache state, or the pooled requests."""
+    if field.startswith("ttft_"):
+        return getattr(cell, f"ttft_{field.split('_')[1]}_n")
+    return None if "tokens_per_j" in field else cell.n_requests
 
 
 def winner_rows(cells: list, ma_results: list, models: list[str], energy_measured: bool) -> list[WinnerRow]:
@@ -131,8 +141,10 @@ def winner_rows(cells: list, ma_results: list, models: list[str], energy_measure
     for scenario, field, ci_field, metric, higher in scenarios:
         for label in configs:
             at = {c.model: c for c in cells if c.config.label == label}
-            estimates = {m: Estimate(value=getattr(at[m], field), ci=getattr(at[m], ci_field))
+            estimates = {m: Estimate(value=getattr(at[m], field), ci=getattr(at[m], ci_field), n=_n_of(at[m], field))
                          for m in models if m in at and getattr(at[m], field) is not None}
+            if not estimates:
+                continue  # e.g. a cache state this TR did not measure
             winner, reason = decide(estimates, higher)
             rows.append(WinnerRow(scenario=scenario, config=label, metric=metric, higher_is_better=higher,
                                   estimates=estimates, winner=winner, reason=reason))
@@ -142,7 +154,7 @@ def winner_rows(cells: list, ma_results: list, models: list[str], energy_measure
             scenario_names.append(r.scenario)
     for scenario in scenario_names:
         at = {r.model: r for r in ma_results if r.scenario == scenario}
-        estimates = {m: Estimate(value=at[m].efficiency_p50, ci=at[m].efficiency_p50_ci)
+        estimates = {m: Estimate(value=at[m].efficiency_p50, ci=at[m].efficiency_p50_ci, n=at[m].valid_runs)
                      for m in models if m in at and at[m].efficiency_p50 is not None}
         winner, reason = decide(estimates, True)
         rows.append(WinnerRow(scenario=f"multi-agent efficiency {scenario}", config="", metric="efficiency % median",

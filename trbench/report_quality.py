@@ -13,7 +13,8 @@ from trbench.storage import read_ma_runs, read_runs
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
 _CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}
-_COMPARED = {"single": [("decode_tps_mean", "decode tok/s"), ("ttft_ms_p50", "TTFT p50 ms")],
+_COMPARED = {"single": [("decode_tps_mean", "decode tok/s"), ("ttft_cold_ms_p50", "TTFT cold p50 ms"),
+                        ("ttft_cached_ms_p50", "TTFT cached p50 ms")],
              "multi": [("speedup", "speedup"), ("efficiency_pct", "efficiency %")]}
 
 

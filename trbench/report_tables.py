@@ -15,13 +15,16 @@ from pydantic import BaseModel
 
 from trbench.report_compare import MA_PCT_FIELDS
 
-# The per model x config numbers, in table order: (field, column header).
+CACHE_STATES = ("cold", "partial", "cached", "unknown")  # metrics.CACHE_STATES, in table order
+
+# The per model x config numbers, in table order: (field, column header). TTFT is per cache state,
+# with its own n; a table shows the states that were measured (data.cache.states).
 RESULT_COLUMNS: list[tuple[str, str]] = [
     ("decode_tps_mean", "decode tok/s mean"),
     ("decode_tps_p50", "decode tok/s p50"),
     ("decode_tps_p95", "decode tok/s p95"),
-    ("ttft_p50_ms", "TTFT p50 ms"),
-    ("ttft_p95_ms", "TTFT p95 ms"),
+    *[col for st in CACHE_STATES for col in ((f"ttft_{st}_n", f"TTFT {st} n"), (f"ttft_{st}_p50_ms", f"TTFT {st} p50 ms"),
+                                             (f"ttft_{st}_p95_ms", f"TTFT {st} p95 ms"))],
     ("e2e_p50_ms", "e2e p50 ms"),
     ("e2e_p95_ms", "e2e p95 ms"),
     ("cv_pct", "CV %"),
@@ -29,12 +32,17 @@ RESULT_COLUMNS: list[tuple[str, str]] = [
 # medians that carry a bootstrap interval: value field -> (interval field, header)
 RESULT_INTERVALS: dict[str, tuple[str, str]] = {
     "decode_tps_p50": ("decode_tps_p50_ci", "decode tok/s p50 95% CI"),
-    "ttft_p50_ms": ("ttft_p50_ci", "TTFT p50 95% CI"),
+    **{f"ttft_{st}_p50_ms": (f"ttft_{st}_p50_ci", f"TTFT {st} p50 95% CI") for st in CACHE_STATES},
     "e2e_p50_ms": ("e2e_p50_ci", "e2e p50 95% CI"),
 }
 # The numbers the % of baseline table compares (CV and counts are not ratios of performance).
-PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f != "cv_pct"]
+PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f != "cv_pct" and not f.endswith("_n")]
 PCT_HEADERS = dict(RESULT_COLUMNS)
+
+
+def _shown(field: str, states: list[str]) -> bool:
+    """A TTFT column only for a cache state that was measured."""
+    return not field.startswith("ttft_") or field.split("_")[1] in states
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -134,10 +142,23 @@ def setup_tables(data) -> dict[str, Table]:
         "instances": Table(columns=_cols("instance", "provider", "URL", ">port"),
                            rows=[[i.name, i.provider or "unknown", i.url or "unknown", _port(i.url)]
                                  for i in s.instances]),
-        "models": Table(columns=_cols("model", "`digest", "details"),
-                        rows=[[m.name, m.digest or "unknown", "; ".join(f"{k}={v}" for k, v in m.details.items())]
-                              for m in s.models]),
+        "models": Table(columns=_cols("model", "kind", "`digest", "details"),
+                        rows=[[m.name, m.kind, m.digest or "unknown",
+                               "; ".join(f"{k}={v}" for k, v in m.details.items())] for m in s.models]),
+        "cache_checks": Table(columns=_cols("asked for", "server reports", ">requests"),
+                              rows=[[c.target, c.state, str(c.n)] for c in data.cache.checks]),
     }
+
+
+ANSWER_CHECKS = ("ok", "empty", "template_tokens", "echo")  # metrics.AnswerCheck
+
+
+def answers_table(data) -> Table:
+    cols = _cols("model", "config", "prompt style") + [Column(header=k, align="right") for k in ANSWER_CHECKS]
+    rows = [[c.model, c.config.label, c.prompt_style] + [str(c.answer_checks.get(k, 0)) for k in ANSWER_CHECKS]
+            for c in data.cells]
+    classes = ["regression" if any(c.answer_checks.get(k) for k in ANSWER_CHECKS[1:]) else "" for c in data.cells]
+    return Table(columns=cols, rows=rows, row_classes=classes)
 
 
 def definition_tables(data) -> dict[str, Table]:
@@ -155,8 +176,9 @@ def definition_tables(data) -> dict[str, Table]:
 
 
 def results_table(data) -> Table:
+    columns = [(f, h) for f, h in RESULT_COLUMNS if _shown(f, data.cache.states)]
     cols = _cols("model", "config", ">n")
-    for field, header in RESULT_COLUMNS:
+    for field, header in columns:
         cols.append(Column(header=header, align="right"))
         if field in RESULT_INTERVALS:
             cols.append(Column(header=RESULT_INTERVALS[field][1], align="right"))
@@ -164,8 +186,8 @@ def results_table(data) -> Table:
     rows = []
     for c in data.cells:
         row = [c.model, c.config.label, str(c.n_requests)]
-        for field, _ in RESULT_COLUMNS:
-            row.append(fmt(getattr(c, field)))
+        for field, _ in columns:
+            row.append(str(getattr(c, field)) if field.endswith("_n") else fmt(getattr(c, field)))
             if field in RESULT_INTERVALS:
                 row.append(fmt_ci(getattr(c, RESULT_INTERVALS[field][0])))
         row += [f"{c.valid_runs} / {c.runs}", str(c.failed_requests), str(c.invalid_runs)]
@@ -174,8 +196,9 @@ def results_table(data) -> Table:
 
 
 def pct_table(data) -> Table:
-    cols = _cols("model", "config") + [Column(header=f"{PCT_HEADERS[f]} %", align="right") for f in PCT_FIELDS]
-    rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in PCT_FIELDS] for r in data.pct_of_baseline]
+    fields = [f for f in PCT_FIELDS if _shown(f, data.cache.states)]
+    cols = _cols("model", "config") + [Column(header=f"{PCT_HEADERS[f]} %", align="right") for f in fields]
+    rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in fields] for r in data.pct_of_baseline]
     return Table(columns=cols, rows=rows)
 
 
@@ -236,11 +259,16 @@ def winner_table(data) -> Table:
         digits = 3 if "joule" in w.scenario else 1
         better = "higher" if w.higher_is_better else "lower"
         rows.append([w.scenario, w.config or "scenario options"]
-                    + [fmt_est(w.estimates[m].value, w.estimates[m].ci, digits) if m in w.estimates else "n/a"
+                    + [fmt_est(w.estimates[m].value, w.estimates[m].ci, digits) + _n(w.estimates[m].n)
+                       if m in w.estimates else "n/a"
                        for m in data.winner_models]
                     + [w.winner, f"{w.metric}, {better} is better; {w.reason}"])
         classes.append("tie" if w.winner in ("tie", "n/a") else "win")
     return Table(columns=cols, rows=rows, row_classes=classes)
+
+
+def _n(n: int | None) -> str:
+    return "" if n is None else f" n={n}"
 
 
 def energy_table(data) -> Table:
@@ -325,6 +353,7 @@ def tables(data) -> dict[str, Table]:
     out.update(setup_tables(data))
     out.update(definition_tables(data))
     out["results"] = results_table(data)
+    out["answers"] = answers_table(data)
     out["pct"] = pct_table(data)
     out["run_spread"] = run_spread_table(data)
     out.update(multi_agent_tables(data))

@@ -6,9 +6,11 @@ Prefect-free: the task in tasks/bench.py calls execute_run and writes what it re
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -50,6 +52,7 @@ class RunPlan(BaseModel):
     instance: str
     instance_url: str
     fallback_from: str | None = None  # the config label this OOM fallback replaces
+    prompt_style: Literal["chat", "completion"] = "chat"  # completion: a base model without a chat template
 
     @property
     def run_id(self) -> str:
@@ -71,19 +74,67 @@ def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
 
 
-def build_request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, index: int) -> tuple[str, ChatRequest]:
-    unique = f"trbench {plan.run_id} req {index} t{time.time_ns()}" if spec.prompt_cache == "defeat" else None
-    prompt_id, messages = prompts.messages(index, unique_prefix=unique)
+class RequestSlot(BaseModel):
+    """One request of a run: which prompt, which cache state it aims at, and whether it is counted."""
+
+    index: int  # position in the run, warm-ups included
+    prompt_index: int
+    warmup: bool
+    cache_target: str | None  # cold | cached for measured requests; None for warm-ups
+    unique: str  # the prefix that makes the prompt new to the server's cache
+    max_tokens: int
+
+
+def unique_prefix(label: str) -> str:
+    """A prefix no earlier prompt starts with: random first, so that two prompts part at the first token."""
+    return f"{secrets.token_hex(6)} trbench {label}"
+
+
+def request_slots(spec: MatrixSpec, plan: RunPlan, warmups: int) -> list[RequestSlot]:
+    """The run's requests in order. Warm-ups (after a server load) come first, each prompt new to the
+    cache. Then per measured prompt, by spec.ttft: cold sends it once with a unique prefix; cached
+    sends it once as a 1-token warm-up, then again, identical, measured; both sends it cold, then
+    the identical prompt again, which the server now serves from its cache."""
+    slots: list[RequestSlot] = []
+
+    def add(prompt_index: int, warmup: bool, target: str | None, unique: str, max_tokens: int) -> None:
+        slots.append(RequestSlot(index=len(slots), prompt_index=prompt_index, warmup=warmup, cache_target=target,
+                                 unique=unique, max_tokens=max_tokens))
+
+    for w in range(warmups):
+        add(w, True, None, unique_prefix(f"{plan.run_id} warm-up {w}"), spec.max_tokens)
+    for i in range(spec.requests_per_run):
+        unique = unique_prefix(f"{plan.run_id} prompt {i}")
+        if spec.ttft == "cached":
+            add(i, True, None, unique, 1)  # puts the prompt into the KV cache; its one token costs nothing
+        for target in spec.cache_targets:
+            add(i, False, target, unique, spec.max_tokens)
+    return slots
+
+
+def completion_text(messages: list[dict[str, str]]) -> str:
+    """A chat as plain text for a base model: the system text, then the question, then 'Answer:'."""
+    parts = [m["content"] for m in messages if m["role"] == "system"]
+    users = [m["content"] for m in messages if m["role"] != "system"]
+    return "\n\n".join(parts + [f"Question: {u}" for u in users]) + "\nAnswer:"
+
+
+def build_request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, slot: RequestSlot) -> tuple[str, ChatRequest]:
+    prompt_id, messages = prompts.messages(slot.prompt_index, unique_prefix=slot.unique)
     return prompt_id, ChatRequest(
         model=plan.cell.model,
         messages=messages,
+        prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
         temperature=plan.cell.temperature,
-        max_tokens=spec.max_tokens,
+        max_tokens=slot.max_tokens,
         num_ctx=plan.cell.num_ctx,
         num_gpu=plan.cell.num_gpu,
         seed=spec.seed,
-        cache_prompt=spec.prompt_cache == "allow",
     )
+
+
+def prompt_text(req: ChatRequest) -> str:
+    return req.prompt if req.prompt is not None else "\n".join(m["content"] for m in req.messages)
 
 
 def _keys(spec: MatrixSpec, plan: RunPlan) -> dict:
@@ -92,18 +143,21 @@ def _keys(spec: MatrixSpec, plan: RunPlan) -> dict:
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.cell_hash,
         "model": c.model, "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
         "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
-        "temperature": c.temperature, "prompt_cache": spec.prompt_cache, "run_index": plan.run_index,
-        "fallback_from": plan.fallback_from,
+        "temperature": c.temperature, "ttft_mode": spec.ttft, "prompt_style": plan.prompt_style,
+        "run_index": plan.run_index, "fallback_from": plan.fallback_from,
     }
 
 
-def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExchange) -> dict:
+def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExchange, prompt: str,
+                cache_target: str | None = None) -> dict:
     m = metrics.derive(ex)
     return {
         **keys,
         "request_index": index,
         "is_warmup": warmup,
         "prompt_id": prompt_id,
+        "cache_target": cache_target,
+        "answer_check": metrics.answer_check(ex.text, prompt) if ex.status == "ok" else None,
         "sent_at": utc(ex.sent_at_unix),
         "http_status": ex.http_status,
         "finish_reason": ex.finish_reason,
@@ -125,7 +179,12 @@ def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall
     measured = [r for r in rows if not r["is_warmup"]]
     ok = [r for r in measured if r["status"] == "ok"]
     errors = [r for r in measured if r["status"] != "ok"]
-    valid = len(ok) >= spec.min_ok
+    short = {t: n for t in spec.cache_targets
+             if (n := sum(r.get("cache_target") == t for r in ok)) < spec.min_ok}
+    valid = bool(measured) and not short
+    reason = None if valid else (
+        f"{len(ok)} ok request(s) of {len(measured)}, fewer than min_ok_requests={spec.min_ok} per cache state"
+        + (f" ({', '.join(f'{t}: {n}' for t, n in short.items())})" if short and measured else ""))
     row = {
         **keys,
         "started_at": utc(started),
@@ -137,15 +196,19 @@ def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall
         "n_errors": len(errors),
         "min_ok_requests": spec.min_ok,
         "valid": valid,
-        "invalid_reason": None if valid else f"{len(ok)} ok request(s) of {len(measured)}, fewer than min_ok_requests={spec.min_ok}",
+        "invalid_reason": reason,
         "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
         "output_tokens_total": sum(r["output_tokens"] or 0 for r in ok),
         "cached_tokens_total": sum(r["cached_tokens"] or 0 for r in ok),
+        "answers_flagged": sum(r.get("answer_check") not in (None, "ok") for r in ok),
         "manifest_digest": manifest_digest,
     }
-    for name in ("decode_tps", "decode_tps_client", "ttft_ms", "e2e_ms", "tpot_ms"):
+    for name in ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms"):
         s = metrics.summarize([r[name] for r in ok])
         row.update({f"{name}_mean": s.mean, f"{name}_p50": s.p50, f"{name}_p95": s.p95, f"{name}_p99": s.p99})
+    for state in metrics.CACHE_STATES:  # TTFT only ever per cache state: cold and cached differ tenfold
+        s = metrics.summarize([r["ttft_ms"] for r in ok if r["cache_state"] == state])
+        row.update({f"n_{state}": s.n, f"ttft_{state}_ms_mean": s.mean, f"ttft_{state}_ms_p50": s.p50})
     row["decode_tps_cv_pct_within_run"] = metrics.cv_pct([r["decode_tps"] for r in ok])
     return row
 
@@ -168,22 +231,21 @@ def execute_run(
     load); they are stored with is_warmup=True and left out of every statistic. on_phase hears
     where the warm-ups and the measured requests start and where the run ends."""
     keys = _keys(spec, plan)
-    total = warmups + spec.requests_per_run
+    slots = request_slots(spec, plan, warmups)
     rows: list[dict] = []
     phase = on_phase or (lambda _label: None)
     phase("warmup" if warmups else "measured")
     started, t0 = time.time(), time.perf_counter()
-    for i in range(total):
+    for slot in slots:
         if gate:
             gate.check()
-        warmup = i < warmups
-        if i == warmups and warmups:
+        if slot.index == warmups and warmups:
             phase("measured")
-        prompt_id, req = build_request(spec, plan, prompts, i if warmup else i - warmups)
+        prompt_id, req = build_request(spec, plan, prompts, slot)
         ex = client.chat(req)
-        rows.append(request_row(keys, i, warmup, prompt_id, ex))
+        rows.append(request_row(keys, slot.index, slot.warmup, prompt_id, ex, prompt_text(req), slot.cache_target))
         if on_request:
-            on_request(i + 1, total, ex)
+            on_request(slot.index + 1, len(slots), ex)
     wall_s = time.perf_counter() - t0
     phase("idle")
     if gate:

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
 Backend = Literal["openai", "ollama"]
-PromptCache = Literal["allow", "defeat"]
+# What a TR's TTFT measures: a cold prefill (unique prefix: nothing cached), a cached one (the same
+# prompt sent just before) or both, each measured request of a run once per state.
+TtftMode = Literal["cold", "cached", "both"]
 
 # Ollama's own ports for the Ollama providers (seed 003: collector 11434, insight 11435); the
 # embedded engine uses its own range so that a local Ollama keeps working beside it.
@@ -218,7 +220,9 @@ class MatrixSpec(_Strict):
     warmup_requests: int = Field(default=1, ge=0, le=100)
     min_ok_requests: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=128, ge=1, le=131_072)
-    prompt_cache: PromptCache = "allow"
+    ttft: TtftMode = Field(default="both", description="cold: every measured prompt starts with a unique prefix, so "
+                           "nothing is served from the KV cache; cached: each measured prompt is sent once just before "
+                           "(a 1-token warm-up, stored, not counted); both: each prompt cold, then again cached")
     prompts: str = "datasets/prompts/single_agent.yaml"
     timeout_s: float = Field(default=300.0, gt=0, description="per request")
     load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load")
@@ -302,7 +306,13 @@ class MatrixSpec(_Strict):
 
     @property
     def min_ok(self) -> int:
+        """Ok measured requests a run needs, per cache state it measures."""
         return self.min_ok_requests or self.requests_per_run
+
+    @property
+    def cache_targets(self) -> list[str]:
+        """The cache states each measured prompt of a run is sent in, in order."""
+        return ["cold", "cached"] if self.ttft == "both" else [self.ttft]
 
     def cells(self) -> list[Cell]:
         """Cells ordered so that server reloads are fewest: by model, then GPU layers, then context."""
@@ -327,7 +337,7 @@ class MatrixSpec(_Strict):
             "backend": self.backend,
             "provider": self.provider,
             "max_tokens": self.max_tokens,
-            "prompt_cache": self.prompt_cache,
+            "ttft": self.ttft,
             "prompts": prompts_digest,
             "seed": self.seed,
         }
@@ -383,6 +393,9 @@ def _format_error(err: ValidationError, source: str) -> str:
 def _validate(data: Any, source: str) -> MatrixSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a YAML mapping of fields, got {type(data).__name__}")
+    if "prompt_cache" in data:
+        raise SpecError(f"{source}: field 'prompt_cache' was replaced by 'ttft'; fix: write ttft: cached (was allow), "
+                        "ttft: cold (was defeat) or ttft: both")
     try:
         return MatrixSpec.model_validate(data)
     except ValidationError as err:

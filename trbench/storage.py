@@ -38,7 +38,8 @@ _KEYS = [
     ("num_gpu", pa.int32()),
     ("num_ctx", pa.int32()),
     ("temperature", pa.float64()),
-    ("prompt_cache", pa.string()),
+    ("ttft_mode", pa.string()),  # the spec's ttft: cold | cached | both
+    ("prompt_style", pa.string()),  # chat | completion (base model)
     ("run_index", pa.int32()),
 ]
 
@@ -48,6 +49,9 @@ REQUEST_SCHEMA = pa.schema(
         ("request_index", pa.int32()),
         ("is_warmup", pa.bool_()),
         ("prompt_id", pa.string()),
+        ("cache_target", pa.string()),  # what trbench asked for: cold | cached (null on warm-ups)
+        ("cache_state", pa.string()),  # what the server's counts say: cold | partial | cached | unknown
+        ("answer_check", pa.string()),  # ok | empty | template_tokens | echo (null on failed requests)
         ("sent_at", pa.timestamp("us", tz="UTC")),
         ("status", pa.string()),
         ("error_kind", pa.string()),
@@ -106,11 +110,17 @@ RUN_SCHEMA = pa.schema(
         ("error_kinds", pa.string()),
         ("output_tokens_total", pa.int64()),
         ("cached_tokens_total", pa.int64()),
+        ("answers_flagged", pa.int32()),
     ]
     + [
         (f"{m}_{s}", pa.float64())
-        for m in ("decode_tps", "decode_tps_client", "ttft_ms", "e2e_ms", "tpot_ms")
+        for m in ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
         for s in ("mean", "p50", "p95", "p99")
+    ]
+    + [  # TTFT per cache state (metrics.CACHE_STATES): never pooled across states
+        field for state in ("cold", "partial", "cached", "unknown")
+        for field in [(f"n_{state}", pa.int32()), (f"ttft_{state}_ms_mean", pa.float64()),
+                      (f"ttft_{state}_ms_p50", pa.float64())]
     ]
     + [("decode_tps_cv_pct_within_run", pa.float64()), ("manifest_digest", pa.string()),
        ("gpu_memory_at_error", pa.string()), ("fallback_from", pa.string())]

@@ -59,6 +59,7 @@ from trbench.backends.base import ErrorKind
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
+CACHE_STATES = ("cold", "partial", "cached", "unknown")  # trbench.metrics.CACHE_STATES
 AGENTS = ("collector", "insight")
 PHASES = ("warmup", "concurrent", "solo")
 SCENARIO_NAMES = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
@@ -71,10 +72,10 @@ SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
 MULTI_CONFIG = ["model", "scenario"]
 
 # The report's section headings (trbench/templates/report.md.j2); multi-agent only with ma runs.
-REPORT_SECTIONS = ["## Objective", "## Setup", "## Methodology", "## Metric definitions", "## Results",
-                   "### % of baseline", "## Cross-model comparison", "### Winner by scenario", "## Efficiency frontier",
-                   "## VRAM and quantization", "## Regression against a baseline", "## Outliers and re-runs",
-                   "## Failures"]
+REPORT_SECTIONS = ["## Key findings", "## Objective", "## Setup", "## Methodology", "## Results",
+                   "### % of baseline", "### Answer sanity", "## Cross-model comparison", "### Winner by scenario",
+                   "## Efficiency frontier", "## VRAM and quantization", "## Regression against a baseline",
+                   "## Outliers and re-runs", "## Failures", "## Recommendations", "## Appendix: metric definitions"]
 REPORT_MULTI_SECTIONS = ["## Multi-agent results"]
 REPORT_TABLE_SECTIONS = {"## Results", "### % of baseline", "### Winner by scenario", "## Multi-agent results"}  # a table when there are runs
 
@@ -244,11 +245,11 @@ def _between(name: str, column: str, what: str, *, min_value=None, max_value=Non
     return Check(name, [column], what, build, severity)
 
 
-def _in_set(name: str, column: str, values, what: str, when=None) -> Check:
+def _in_set(name: str, column: str, values, what: str, when=None, severity: Severity = "error") -> Check:
     def build(gxe, C):
         kw = {"row_condition": when(C)} if when else {}
         return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values), **kw)
-    return Check(name, [column], what, build)
+    return Check(name, [column], what, build, severity)
 
 
 def _pair_ge(name: str, a: str, b: str, what: str, when=None, severity: Severity = "error",
@@ -286,7 +287,7 @@ def _invalid(C):
 # --- the suites ---------------------------------------------------------------------------------
 
 _REQUEST_KEYS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "backend", "instance",
-                 "prompt_cache", "run_index", "request_index", "is_warmup", "status", "sent_at", "e2e_ms"]
+                 "ttft_mode", "run_index", "request_index", "is_warmup", "status", "sent_at", "e2e_ms"]
 
 
 def request_checks(frame: pd.DataFrame, multi: bool) -> list[Check]:
@@ -316,6 +317,10 @@ def request_checks(frame: pd.DataFrame, multi: bool) -> list[Check]:
         _between("decode_tps_positive_on_ok_rows", "decode_tps", "decode_tps > 0 on ok rows (where reported)",
                  min_value=0, strict_min=True, when=_ok),
         _between("prompt_tokens_non_negative", "prompt_tokens", "prompt_tokens >= 0", min_value=0),
+        _in_set("cache_state_in_set", "cache_state", list(CACHE_STATES), f"cache_state is one of {', '.join(CACHE_STATES)}"),
+        # a warning, not a failure: the numbers stand, but a reader must know the answers were not answers
+        _in_set("answers_sane_on_ok_rows", "answer_check", ["ok"], "ok rows carry a sane answer (not empty, no chat-"
+                "template tokens, not an echo of the prompt)", when=_ok, severity="warning"),
     ]
     if multi:
         checks += [
@@ -354,10 +359,9 @@ def run_checks(frame: pd.DataFrame) -> list[Check]:
               lambda gxe, C: gxe.ExpectColumnValuesToNotBeNull(column="invalid_reason", row_condition=_invalid(C))),
         _between("decode_tps_mean_positive_on_valid_runs", "decode_tps_mean", "decode_tps_mean > 0 on valid runs",
                  min_value=0, strict_min=True, when=_valid),
-        _between("ttft_p50_positive_on_valid_runs", "ttft_ms_p50", "ttft_ms_p50 > 0 on valid runs",
-                 min_value=0, strict_min=True, when=_valid),
-        _pair_ge("ttft_p50_not_above_e2e_p50_on_valid_runs", "e2e_ms_p50", "ttft_ms_p50",
-                 "ttft_ms_p50 <= e2e_ms_p50 on valid runs", when=_valid),
+        *[_between(f"ttft_{st}_p50_positive_on_valid_runs", f"ttft_{st}_ms_p50",
+                   f"ttft_{st}_ms_p50 > 0 on valid runs (where measured)", min_value=0, strict_min=True, when=_valid)
+          for st in CACHE_STATES],
         _between("wall_s_non_negative", "wall_s", "wall_s >= 0", min_value=0),
     ]
     return checks

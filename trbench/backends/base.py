@@ -17,8 +17,12 @@ _OOM_MARKERS = ("out of memory", "requires more system memory", "cudamalloc fail
 
 
 class ChatRequest(BaseModel):
+    """One generation request. With `prompt` set it is a plain-text completion (a base model without a
+    chat template: OpenAI /v1/completions, Ollama /api/generate raw); else a chat of `messages`."""
+
     model: str
     messages: list[dict[str, str]]
+    prompt: str | None = None
     temperature: float | None = None  # None: the server's default
     max_tokens: int
     num_ctx: int | None = None

@@ -1,4 +1,5 @@
-"""Ollama's native streaming chat (/api/chat, NDJSON); durations in its final chunk are nanoseconds."""
+"""Ollama's native streaming chat (/api/chat) and raw generation (/api/generate, raw: true), NDJSON; durations
+in its final chunk are nanoseconds."""
 
 from __future__ import annotations
 
@@ -27,10 +28,14 @@ class OllamaClient:
             options["num_gpu"] = req.num_gpu
         if req.seed is not None:
             options["seed"] = req.seed
+        if req.prompt is not None:  # raw: Ollama applies no template to the text
+            return {"model": req.model, "prompt": req.prompt, "raw": True, "stream": True, "options": options}
         return {"model": req.model, "messages": req.messages, "stream": True, "options": options}
 
     def chat(self, req: ChatRequest) -> RawExchange:
-        return stream_exchange(self._http, self.backend, f"{self.base_url}/api/chat", req.model, self.body(req), read_ndjson_chunk)
+        path = "/api/generate" if req.prompt is not None else "/api/chat"
+        return stream_exchange(self._http, self.backend, f"{self.base_url}{path}", req.model, self.body(req),
+                               read_ndjson_chunk)
 
     def close(self) -> None:
         self._http.close()
@@ -39,8 +44,8 @@ class OllamaClient:
 def read_ndjson_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
     if "error" in data:
         raise StreamError(str(data["error"]))
-    message = data.get("message") or {}
-    stamp(ex, t_ns, message.get("content"), message.get("thinking"))
+    message = data.get("message") or {}  # /api/chat; /api/generate carries response and thinking at the top
+    stamp(ex, t_ns, message.get("content", data.get("response")), message.get("thinking", data.get("thinking")))
     if not data.get("done"):
         return False
     ex.finish_reason = data.get("done_reason")

@@ -1,4 +1,5 @@
-"""OpenAI-compatible streaming chat (/v1/chat/completions, SSE), with llama.cpp's timings."""
+"""OpenAI-compatible streaming chat (/v1/chat/completions) and completion (/v1/completions), SSE, with
+llama.cpp's timings."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class OpenAIClient:
     def body(self, req: ChatRequest) -> dict:
         body: dict = {
             "model": req.model,
-            "messages": req.messages,
+            **({"prompt": req.prompt} if req.prompt is not None else {"messages": req.messages}),
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": req.max_tokens,
@@ -32,8 +33,9 @@ class OpenAIClient:
         return body
 
     def chat(self, req: ChatRequest) -> RawExchange:
+        path = "/v1/completions" if req.prompt is not None else "/v1/chat/completions"
         return stream_exchange(
-            self._http, self.backend, f"{self.base_url}/v1/chat/completions", req.model,
+            self._http, self.backend, f"{self.base_url}{path}", req.model,
             self.body(req), read_sse_chunk, strip_prefix="data:",
         )
 
@@ -47,7 +49,8 @@ def read_sse_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
         raise StreamError(str(err.get("message", err) if isinstance(err, dict) else err))
     for choice in data.get("choices") or []:
         delta = choice.get("delta") or {}
-        stamp(ex, t_ns, delta.get("content"), delta.get("reasoning_content") or delta.get("reasoning"))
+        content = delta.get("content") if "delta" in choice else choice.get("text")  # chat / completion
+        stamp(ex, t_ns, content, delta.get("reasoning_content") or delta.get("reasoning"))
         if choice.get("finish_reason"):
             ex.finish_reason = choice["finish_reason"]
     usage = data.get("usage")

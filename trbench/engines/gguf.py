@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from trbench.engines.model_kind import kind_facts
+
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 # Arrays longer than this (tokenizer.ggml.tokens, .scores, .merges, .token_type) are summarised.
@@ -261,7 +263,8 @@ def model_facts(path: str | Path) -> dict[str, Any]:
     params_b, file_type (llama_ftype int), quantization (its name, e.g. 'Q4_K_M'; + source),
     quantization_version, tensor_types (ggml type -> tensor count), tensor_data_bytes,
     bits_per_weight, context_length, block_count, embedding_length, feed_forward_length,
-    head_count, head_count_kv, key_length, value_length, head_dim, sliding_window, expert_count.
+    head_count, head_count_kv, key_length, value_length, head_dim, sliding_window, expert_count,
+    chat_template (tokenizer.chat_template present), model_kind (instruct | base), prompt_style.
     A key whose metadata is absent is None.
     """
     path = Path(path)
@@ -323,4 +326,5 @@ def model_facts(path: str | Path) -> dict[str, Any]:
         "head_dim": head_dim,
         "sliding_window": a("attention.sliding_window"),
         "expert_count": a("expert_count"),
+        **kind_facts("tokenizer.chat_template" in meta),
     }

@@ -21,6 +21,7 @@ from typing import Protocol
 import httpx
 
 from trbench.engines import bundled, gguf, ollama_api, processes
+from trbench.engines.model_kind import kind_facts
 from trbench.spec import Cell, MatrixSpec
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
@@ -71,6 +72,20 @@ def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
                 last = type(err).__name__
             time.sleep(0.1)
     raise InstanceError(f"instance {name} at {url}: {path} did not answer 200 within {timeout_s:.0f} s ({last})")
+
+
+def served_names(url: str) -> list[str]:
+    """Every name an OpenAI-compatible server answers to (/v1/models: ids and llama.cpp's aliases)."""
+    with httpx.Client(timeout=10.0, trust_env=False) as http:
+        data = http.get(f"{url}/v1/models").raise_for_status().json()
+    return sorted({n for m in data.get("data", []) for n in [m.get("id"), *(m.get("aliases") or [])] if n})
+
+
+def check_served_names(url: str, name: str, model: str) -> None:
+    """The server must list exactly the model's name: a client asking for it by name must get it."""
+    names = served_names(url)
+    if names != [model]:
+        raise InstanceError(f"instance {name} at {url}: /v1/models lists {names}, expected exactly [{model!r}]")
 
 
 def default_threads(instances: int = 1) -> int:
@@ -144,6 +159,7 @@ class EmbeddedInstance:
         _LIVE.add(self)
         try:
             wait_healthy(self.url, self.load_timeout_s, self._proc, self.name)
+            check_served_names(self.url, self.name, cell.model)
         except BaseException:
             self._stop_locked()
             raise
@@ -201,8 +217,8 @@ class ExternalInstance:
             ollama_api.unload(self.url, model)
 
     def model_facts(self, model: str) -> dict:
-        if self.backend != "ollama":
-            return {"model": model, "digest": None, "source": self.url}
+        if self.backend != "ollama":  # an OpenAI-compatible server does not say: assume a chat model
+            return {"model": model, "digest": None, "source": self.url, **kind_facts(None)}
         return ollama_api.model_facts(self.url, model)
 
     def stop(self) -> None:

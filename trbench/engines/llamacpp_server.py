@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = xlc.CommonParams()
     params.model.path = args.model
-    params.model_alias = args.alias
+    params.model_alias = {args.alias}  # a set of names: a plain string would be read as its characters
     params.n_ctx = args.ctx
     params.n_gpu_layers = args.ngl
     params.n_parallel = 1  # one slot: a request is timed alone, as one agent on one Ollama instance

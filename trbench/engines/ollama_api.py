@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from trbench.backends.base import error_text
+from trbench.engines.model_kind import kind_facts, ollama_has_chat_template
 
 
 class OllamaAPIError(RuntimeError):
@@ -86,4 +87,5 @@ def model_facts(url: str, model: str) -> dict:
         "context_length": model_info.get(f"{arch}.context_length"),
         "architecture": {k.removeprefix(f"{arch}."): v for k, v in model_info.items()
                          if k.startswith(f"{arch}.") and not isinstance(v, list | dict)},
+        **kind_facts(ollama_has_chat_template(info.get("template"))),
     }

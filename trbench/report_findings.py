@@ -1,0 +1,193 @@
+"""What the report says first and last: key findings, answers to the objective's questions, and
+recommendations, each sentence generated from the computed report under the interval rule.
+
+A difference is stated only when the bootstrap 95% intervals separate (report_compare.decide);
+otherwise the sentence says the data does not separate the models. Prefect-free, no formatting
+beyond the sentences themselves.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from trbench.report_compare import WinnerRow
+
+_STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
+                "unknown": "a prefill of unknown cache state"}
+
+
+class Findings(BaseModel):
+    key: list[str]  # 3-6 sentences
+    answers: list[tuple[str, str]]  # (question, one-sentence answer)
+    recommendations: list[str]
+    undecided: list[str]  # what the data cannot decide
+
+
+def _pct_range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.0f} %" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} %"
+
+
+def _num_range(values: list[float], unit: str) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.0f} {unit}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} {unit}"
+
+
+def _rows(winners: list[WinnerRow], scenario: str) -> list[WinnerRow]:
+    return [w for w in winners if w.scenario == scenario and len(w.estimates) >= 2]
+
+
+def _margin(w: WinnerRow) -> float | None:
+    """How far the winner is ahead of the best other model, in % of the other's value."""
+    others = [e.value for m, e in w.estimates.items() if m != w.winner and e.value]
+    best = w.estimates[w.winner].value
+    if not others or best is None:
+        return None
+    other = max(others) if w.higher_is_better else min(others)
+    return (best / other - 1) * 100 if w.higher_is_better else (1 - best / other) * 100
+
+
+def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str) -> str | None:
+    """One sentence over every config of one scenario."""
+    if not rows:
+        return None
+    winners = {w.winner for w in rows}
+    n = len(rows)
+    where = "at the one config" if n == 1 else "at both configs" if n == 2 else f"at all {n} configs"
+    if len(winners) == 1 and (win := next(iter(winners))) not in ("tie", "n/a"):
+        margins = [m for w in rows if (m := _margin(w)) is not None]
+        others = sorted({m for w in rows for m in w.estimates if m != win})
+        return (f"{win} {verb_better} than {', '.join(others)} {where}"
+                + (f" (by {_pct_range(margins)})" if margins else "") + f" on {what}; the 95 % intervals separate.")
+    decided = [w for w in rows if w.winner not in ("tie", "n/a")]
+    if not decided:
+        values = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
+        return (f"On {what}, the models are a tie {where} (95 % intervals overlap; medians "
+                f"{min(values):.1f} to {max(values):.1f}).")
+    parts = [f"{w.winner} at {w.config}" for w in decided]
+    return f"On {what}, the lead depends on the config: {', '.join(parts)}; the other configs are ties."
+
+
+def _cache_sentence(cells: list, states: list[str]) -> str | None:
+    """How much a cached prefill saves, per model, from the same runs."""
+    if "cold" not in states or "cached" not in states:
+        return None
+    by_model: dict[str, list[tuple[float, float]]] = {}
+    for c in cells:
+        if c.ttft_cold_p50_ms and c.ttft_cached_p50_ms:
+            by_model.setdefault(c.model, []).append((c.ttft_cold_p50_ms, c.ttft_cached_p50_ms))
+    if not by_model:
+        return None
+    parts = [f"{m} {_num_range([a for a, _ in v], 'ms')} cold against {_num_range([b for _, b in v], 'ms')} cached"
+             for m, v in by_model.items()]
+    return ("A prompt the server has in its KV cache cuts TTFT by an order of magnitude, so the two are reported "
+            f"apart: TTFT p50 {'; '.join(parts)}.")
+
+
+def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
+    rows = [w for w in winners if w.scenario.startswith("multi-agent efficiency") and len(w.estimates) >= 2]
+    if not rows:
+        if ma_results:
+            effs = [r.efficiency_p50 for r in ma_results if r.efficiency_p50 is not None]
+            if effs:
+                return f"Multi-agent efficiency is {_pct_range(effs)} (one model measured: no model comparison)."
+        return None
+    effs = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
+    if all(w.winner in ("tie", "n/a") for w in rows):
+        return (f"Multi-agent efficiency is a tie between models ({_pct_range(effs)}) in every scenario: "
+                "the architecture (two agents on two instances), not the model, dominates.")
+    decided = [f"{w.winner} in {w.scenario.removeprefix('multi-agent efficiency ')}" for w in rows
+               if w.winner not in ("tie", "n/a")]
+    return (f"Model choice changes multi-agent efficiency ({_pct_range(effs)}): {', '.join(decided)} is ahead "
+            "with separate 95 % intervals.")
+
+
+def _answers_sentence(cells: list) -> str:
+    total = sum(sum(c.answer_checks.values()) for c in cells)
+    flagged: dict[str, int] = {}
+    for c in cells:
+        for kind, n in c.answer_checks.items():
+            if kind != "ok":
+                flagged[kind] = flagged.get(kind, 0) + n
+    base = sorted({c.model for c in cells if c.prompt_style == "completion"})
+    note = (f" {', '.join(base)} {'is a base model' if len(base) == 1 else 'are base models'} without a chat "
+            "template, driven as plain-text completion." if base else "")
+    if not flagged:
+        return f"All {total} measured answers passed the answer sanity check.{note}"
+    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(flagged.items()))
+    return f"{sum(flagged.values())} of {total} measured answers failed the answer sanity check ({kinds}).{note}"
+
+
+def _vram_answer(data) -> str:
+    rows = data.vram
+    if not rows:
+        return ("No GPU was visible, so no VRAM budget applied and every configuration ran; "
+                + ("energy was measured." if data.energy.measured else "energy was not measured."))
+    skipped = [r for r in rows if r.decision == "skip"]
+    downgraded = [r for r in rows if r.decision.startswith("downgrade")]
+    fits = len(rows) - len(skipped) - len(downgraded)
+    return (f"{fits} of {len(rows)} server configurations fit the VRAM budget as specified"
+            + (f", {len(downgraded)} ran downgraded" if downgraded else "")
+            + (f", {len(skipped)} were skipped" if skipped else "") + "; "
+            + ("energy per token is in the efficiency frontier." if data.energy.measured else
+               "energy was not measured."))
+
+
+def _best_configs(data) -> list[str]:
+    out = []
+    for model in dict.fromkeys(c.model for c in data.cells):
+        cells = [c for c in data.cells if c.model == model and c.decode_tps_p50 is not None]
+        if not cells:
+            continue
+        best = max(cells, key=lambda c: c.decode_tps_p50)
+        rivals = [c for c in cells if c is not best and c.decode_tps_p50_ci and best.decode_tps_p50_ci
+                  and c.decode_tps_p50_ci[0] <= best.decode_tps_p50_ci[1]
+                  and best.decode_tps_p50_ci[0] <= c.decode_tps_p50_ci[1]]
+        ttft = "; ".join(f"TTFT {st} p50 {getattr(best, f'ttft_{st}_p50_ms'):.0f} ms"
+                         for st in data.cache.states if getattr(best, f"ttft_{st}_p50_ms") is not None)
+        line = f"{model}: {best.config.label} ({best.decode_tps_p50:.1f} tok/s" + (f", {ttft}" if ttft else "") + ")"
+        if rivals:
+            line += (f"; not separable from {', '.join(c.config.label for c in rivals)} (intervals overlap): "
+                     "choose among them by memory")
+        out.append(line + ".")
+    return out
+
+
+def build_findings(data) -> Findings:
+    """Key findings, answers, recommendations and open questions of a built report (ReportData)."""
+    w = data.winners
+    decode = _compare_sentence(_rows(w, "single-agent decode tok/s"), "decode throughput", "decodes faster")
+    ttft = [_compare_sentence(_rows(w, f"single-agent TTFT {st}"), f"TTFT of {_STATE_WORDS[st]}", "answers sooner")
+            for st in data.cache.states]
+    ma_results = data.multi_agent.results if data.multi_agent else []
+    multi = _multi_sentence(w, ma_results)
+    key = [s for s in [decode, *ttft[:2], _cache_sentence(data.cells, data.cache.states), multi,
+                       _answers_sentence(data.cells)] if s]
+    if not data.cells and not ma_results:
+        key = ["Nothing was measured: no valid run in the data."]
+
+    single_answer = " ".join(s for s in [decode, ttft[0] if ttft else None] if s) or "No single-agent runs measured."
+    answers = []
+    for q in data.questions:
+        if "multi-agent" in q:
+            answers.append((q, multi or "No multi-agent runs measured."))
+        elif "VRAM" in q or "memory" in q:
+            answers.append((q, _vram_answer(data)))
+        else:
+            answers.append((q, single_answer))
+
+    recommendations = _best_configs(data)
+    flagged = sorted({f.config for f in data.flagged_runs})
+    if flagged:
+        recommendations.append(f"Re-run the {len(flagged)} config(s) with outlier runs ({', '.join(flagged)}): "
+                               f"`trbench rerun {data.tr_id}`.")
+    if data.invalid_runs:
+        recommendations.append(f"{len(data.invalid_runs)} invalid run(s) (see Failures): fix their cause and run the "
+                               "same command again; only the missing runs are measured.")
+    undecided = [f"{r.scenario} at {r.config or 'its options'}: {r.reason}." for r in w if r.winner == "tie"]
+    if not data.energy.measured:
+        undecided.append("Energy per token: " + data.energy.note + ".")
+    if (data.runs_per_cell or 0) < 5:
+        undecided.append(f"With {data.runs_per_cell or 0} run(s) per config, run-to-run intervals are wide; "
+                         "more runs narrow them.")
+    return Findings(key=key[:6], answers=answers, recommendations=recommendations, undecided=undecided)
