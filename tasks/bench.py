@@ -55,7 +55,7 @@ def bench_run(
     telemetry_rows = energy.finish(sampler, result.run_row, result.run_row["output_tokens_total"], spec)
     storage.write_run(root, result.run_row, result.request_rows, manifest, telemetry_rows=telemetry_rows)
     row = result.run_row
-    progress.emit(kind="run_finished", run_id=plan.run_id, valid=row["valid"])
+    progress.emit(kind="run_finished", **progress.run_figures(row))
     return _outcome(row)
 
 
@@ -69,7 +69,7 @@ def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict
     row = failed_run(spec, plan, reason, manifest_digest)
     row.update(energy.no_telemetry("no telemetry: the run did not start"))
     storage.write_run(root, row, [], manifest)
-    progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
+    progress.emit(kind="run_finished", **progress.run_figures(row))
     return _outcome(row)
 
 

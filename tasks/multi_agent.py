@@ -40,7 +40,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
         row = failed_multi_run(spec, plan, str(err), manifest_digest)
         row.update(energy.no_telemetry("no telemetry: the run did not start"))
         storage.write_run(root, row, [], manifest, kind="multi")
-        progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
+        progress.emit(kind="run_finished", **progress.multi_run_figures(row))
         return _outcome(row)
     clients = {role: make_client(spec.backend, inst.url, spec.timeout_s) for role, inst in instances.items()}
     sampler = energy.sampler_for(spec, list(instances.values()))  # GPU and host telemetry beside the run
@@ -56,7 +56,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     tokens = sum(r["output_tokens"] or 0 for r in result.request_rows if r["phase"] != "warmup" and r["status"] == "ok")
     telemetry_rows = energy.finish(sampler, result.run_row, tokens, spec)
     storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi", telemetry_rows=telemetry_rows)
-    progress.emit(kind="run_finished", run_id=plan.run_id, valid=result.run_row["valid"])
+    progress.emit(kind="run_finished", **progress.multi_run_figures(result.run_row))
     return _outcome(result.run_row)
 
 

@@ -7,29 +7,28 @@ import shlex
 import sys
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from trbench import manifest as env_manifest
 from trbench import storage
 from trbench.engines.instances import Instance
-from trbench.manifest import PROJECT_ROOT
 from trbench.agents import AgentSuite, load_agents
 from trbench.prompts import PromptSuite, load_prompts
 from trbench.spec import MatrixSpec, load_spec, parse_spec
-
-
-def resolve_path(path: str) -> Path:
-    """Relative paths mean the working directory first, then the project root (deployments run there)."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
+from trbench.spec_checks import check_spec, resolve_path
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)
 def load_matrix_spec(spec_path: str | None, spec: dict | None, overrides: dict) -> tuple[MatrixSpec, PromptSuite, AgentSuite | None]:
     """The spec (from a file or given inline) with overrides applied, its prompts and agents."""
-    base = parse_spec(spec, "spec parameter") if spec is not None else load_spec(resolve_path(spec_path or ""))
+    source = "spec parameter" if spec is not None else f"spec {resolve_path(spec_path or '')}"
+    base = parse_spec(spec, source) if spec is not None else load_spec(resolve_path(spec_path or ""))
     final = base.with_overrides(**overrides)
+    # the checks `trbench validate` makes, for runs started from the UI or a schedule; the embedded
+    # models are left to preflight, whose message names the instance and the check
+    for line in check_spec(final, source, models=False):
+        get_run_logger().warning(line)
     agents = load_agents(resolve_path(final.multi_agent.agents)) if final.multi_agent else None
     return final, load_prompts(resolve_path(final.prompts)), agents
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,13 +51,68 @@ def test_rerun_of_an_unknown_tr_id_says_so_before_prefect_starts(tmp_path):
 
 
 def test_failed_preflight_is_explained_without_a_traceback(prefect_api, tmp_path, free_ports):
+    port = free_ports(1)[0]
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"tr_id: nomodel\nmodels: [llama3.1:8b]\nports: [{free_ports(1)[0]}]\n")
+    spec.write_text(f"tr_id: busy\nmodels: [smollm2:135m]\nports: [{port}]\n")
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    out = trbench("run", str(spec), "--output-dir", str(tmp_path), env=env)
-    assert out.returncode == 1
-    assert "Traceback" not in out.stderr and "PreflightError" in out.stderr
-    assert out.stderr.rstrip().splitlines()[-1].startswith("Failed: ") and "fix: use one of" in out.stderr
-    assert "report:" not in out.stderr and "data:" not in out.stderr  # nothing was measured: no paths to nothing
-    verbose = trbench("run", str(spec), "--output-dir", str(tmp_path), "--verbose", env=env)
-    assert verbose.returncode == 1 and "Traceback" in verbose.stderr  # --verbose keeps it
+    with socket.socket() as holder:  # another server on the port: preflight's check, not the spec's
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        out = trbench("run", str(spec), "--output-dir", str(tmp_path), env=env)
+        assert out.returncode == 1
+        assert "Traceback" not in out.stderr and "PreflightError" in out.stderr
+        assert out.stderr.rstrip().splitlines()[-1].startswith("Failed: ")
+        assert f"check 'port free': 127.0.0.1:{port} is already in use" in out.stderr
+        assert "report:" not in out.stderr and "data:" not in out.stderr  # nothing was measured: no paths to nothing
+        verbose = trbench("run", str(spec), "--output-dir", str(tmp_path), "--verbose", env=env)
+        assert verbose.returncode == 1 and "Traceback" in verbose.stderr  # --verbose keeps it
+
+
+def test_run_checks_what_validate_checks_before_prefect_starts(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("tr_id: x\nmodels: [llama3.1:8b]\n")
+    out = trbench("run", str(spec), "--output-dir", str(tmp_path / "out"))
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and "field 'models'" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # an --output-dir override is checked too
+    spec.write_text("tr_id: x\nmodels: [smollm2:135m]\n")
+    (tmp_path / "a_file").write_text("")
+    out = trbench("run", str(spec), "--output-dir", str(tmp_path / "a_file"))
+    assert out.returncode == 2 and "field 'output_dir'" in out.stderr and "is a file, not a folder" in out.stderr
+
+
+def test_run_piped_prints_a_line_per_run_as_it_finishes(prefect_api, tmp_path, free_ports):
+    """stdout a pipe (`trbench run ... | tee log`): one plain line per finished run while the rest
+    still runs, then a summary line; a real SmolLM2 run on the embedded engine."""
+    import pyarrow.dataset as ds
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"tr_id: piped\nmodels: [smollm2:135m]\nports: [{free_ports(1)[0]}]\nruns: 2\n"
+                    "requests_per_run: 1\nwarmup_requests: 0\nmax_tokens: 8\nseed: 1\n")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    with open(tmp_path / "stderr.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(tmp_path)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            lines, alive_at_first_run = [], None
+            for line in proc.stdout:  # read as the lines come, not at the end
+                lines.append(line.rstrip("\n"))
+                if alive_at_first_run is None and line.startswith("[1/2] run "):
+                    alive_at_first_run = proc.poll() is None
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+    assert alive_at_first_run, lines  # the first run's line came while the second run was still to go
+    assert lines[0] == "planned: 2 run(s), 0 already finished"
+    run_line = re.compile(r"^\[(\d)/2\] run (\S+): valid, decode p50 ([\d.]+) tok/s, TTFT(?: cold| cached)? p50 [\d.]+ ms")
+    matches = [m for line in lines if (m := run_line.match(line))]
+    assert [m.group(1) for m in matches] == ["1", "2"], lines
+    runs = ds.dataset(tmp_path / "piped" / "runs", partitioning="hive").to_table().to_pandas().set_index("run_id")
+    assert sorted(m.group(2) for m in matches) == sorted(runs.index)
+    for m in matches:  # the figures are the run row's
+        assert float(m.group(3)) == pytest.approx(runs.loc[m.group(2), "decode_tps_p50"], abs=0.06)
+    assert lines[-1].startswith("summary: 2 run(s) finished, 2 valid, 0 invalid; Completed: ")
+    assert len(lines) == 4

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from trbench import progress as events
-from trbench.spec import SpecError, load_spec
+from trbench.spec import MatrixSpec, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technical-Report benchmarks of local LLM servers.")
 console = Console(stderr=True)
@@ -84,6 +84,12 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     return SpecError, PreflightError, InstanceError, AgentSuiteError, PromptSuiteError, GGUFError
 
 
+def _plain_lines() -> events.PlainLines | None:
+    """Plain progress lines on stdout when it is not a terminal (`make run | tee log`, CI logs),
+    where the progress bar shows nothing until the end."""
+    return None if sys.stdout.isatty() else events.PlainLines(sys.stdout)
+
+
 def _run_flow(call, verbose: bool = False) -> object:
     """Run a flow call under the progress bar; Ctrl-C / SIGTERM stop it with every server."""
     if not verbose:
@@ -91,15 +97,35 @@ def _run_flow(call, verbose: bool = False) -> object:
             handler.addFilter(_NoTracebackForKnownErrors())
     _terminate_as_interrupt()
     bar, on_event = _progress_bar()
-    unsubscribe = events.subscribe(on_event)
+    plain = _plain_lines()
+    unsubscribe = [events.subscribe(on_event)] + ([events.subscribe(plain)] if plain else [])
     try:
         with bar:
-            return call()
+            state = call()
     except KeyboardInterrupt:
+        if plain:
+            plain.write_summary("interrupted")
         console.print("[yellow]interrupted: finished runs are kept; run the same command again to resume[/]")
         raise typer.Exit(130) from None
     finally:
-        unsubscribe()
+        for stop in unsubscribe:
+            stop()
+    if plain:
+        plain.write_summary(f"{state.name}: {state.message}" if hasattr(state, "name") else "done")
+    return state
+
+
+def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
+    """The checks against files and machine (trbench/spec_checks.py); warnings printed, errors end here."""
+    from trbench.spec_checks import check_spec
+
+    try:
+        warnings = check_spec(spec, source)
+    except SpecError as err:
+        _die(str(err))
+    for line in warnings:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    return spec
 
 
 def _finish(state) -> None:
@@ -123,16 +149,18 @@ def run(
         spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
     except SpecError as err:
         _die(str(err))
+    _checked(spec, f"spec {spec_path}")  # everything that needs no server, before Prefect starts
     _quiet_prefect(verbose)
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
-    from tasks.setup import resolve_path
     from trbench import storage
+    from trbench.spec_checks import resolve_path
 
     state = _run_flow(lambda: tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
                                         output_dir=spec.output_dir, return_state=True), verbose)
     root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     if storage.finished_run_ids(root) or storage.finished_run_ids(root, "multi"):
-        console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)")
+        console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
+                      soft_wrap=True)
     report = root / "report" / f"{spec.tr_id}.md"
     if report.is_file():
         console.print(f"report: {report}")
@@ -159,11 +187,13 @@ def rerun(
 
 @app.command()
 def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")) -> None:
-    """Check a spec without starting anything."""
+    """Check a spec without starting anything: its fields, its prompt and agent files, ports or
+    URLs for every instance, the embedded models, the output folder."""
     try:
         spec = load_spec(spec_path)
     except SpecError as err:
         _die(str(err))
+    _checked(spec, f"spec {spec_path}")
     console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), "
                   f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)")
 

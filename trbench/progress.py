@@ -1,9 +1,12 @@
-"""Progress events from the flow to whoever shows them (the CLI's progress bar, Prefect artifacts)."""
+"""Progress events from the flow to whoever shows them (the CLI's progress bar or plain lines,
+Prefect artifacts)."""
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TextIO
 
 from pydantic import BaseModel
 
@@ -16,6 +19,10 @@ class ProgressEvent(BaseModel):
     request: int = 0
     requests: int = 0
     valid: bool | None = None
+    # run_finished: the run's decode tok/s and TTFT, each under the label it is shown with
+    decode_tps: float | None = None
+    decode_label: str = "decode p50"
+    ttft_ms: dict[str, float] = {}  # label -> ms: "TTFT p50", or per cache state "TTFT cold p50"...
 
 
 _listeners: list[Callable[[ProgressEvent], None]] = []
@@ -30,3 +37,78 @@ def emit(**fields) -> None:
     event = ProgressEvent(**fields)
     for listener in list(_listeners):
         listener(event)
+
+
+# The run row's median TTFT columns and their labels: per cache state where the run row has them.
+TTFT_COLUMNS = (("ttft_cold_ms_p50", "TTFT cold p50"), ("ttft_cached_ms_p50", "TTFT cached p50"),
+                ("ttft_ms_p50", "TTFT p50"))
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _reason(row: dict) -> str:
+    return "" if row.get("valid") else " ".join(str(row.get("invalid_reason") or "").split())[:200]
+
+
+def run_figures(row: dict) -> dict:
+    """The fields of a single-agent run's run_finished event, from its run row."""
+    ttft = {label: v for col, label in TTFT_COLUMNS if (v := _number(row.get(col))) is not None}
+    return {"run_id": row["run_id"], "valid": bool(row["valid"]), "message": _reason(row),
+            "decode_tps": _number(row.get("decode_tps_p50")), "ttft_ms": ttft}
+
+
+def multi_run_figures(row: dict) -> dict:
+    """The same for a multi-agent run, which has no run-wide median: the mean of its agents'
+    concurrent figures stands in, labelled so."""
+    decode = [v for role in ("collector", "insight") if (v := _number(row.get(f"{role}_concurrent_decode_tps"))) is not None]
+    ttft = [v for role in ("collector", "insight") if (v := _number(row.get(f"{role}_concurrent_ttft_ms"))) is not None]
+    return {"run_id": row["run_id"], "valid": bool(row["valid"]), "message": _reason(row),
+            "decode_tps": sum(decode) / len(decode) if decode else None, "decode_label": "decode agents' mean",
+            "ttft_ms": {"TTFT agents' mean": sum(ttft) / len(ttft)} if ttft else {}}
+
+
+def describe_run(e: ProgressEvent) -> str:
+    """One plain line for a finished run: id, valid or invalid, decode tok/s, TTFT."""
+    verdict = "valid" if e.valid else "invalid"
+    decode = f"{e.decode_tps:.1f}" if e.decode_tps is not None else "-"
+    ttft = ", ".join(f"{label} {ms:.1f} ms" for label, ms in e.ttft_ms.items()) or "TTFT -"
+    return f"run {e.run_id}: {verdict}, {e.decode_label} {decode} tok/s, {ttft}" + (f" ({e.message})" if e.message else "")
+
+
+class PlainLines:
+    """Progress as plain lines, one per finished run as it finishes, for a log or a pipe where a
+    progress bar shows nothing until the end."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.lock = threading.Lock()  # runs of parallel lanes finish on their own threads
+        self.valid = self.invalid = self.skipped = 0
+        self.planned = 0
+
+    def __call__(self, e: ProgressEvent) -> None:
+        if e.kind == "planned":
+            self.planned = e.total_runs
+            self._write(f"planned: {e.total_runs} run(s)" + (f", {e.message}" if e.message else ""))
+        elif e.kind == "run_skipped":
+            self.skipped += 1
+        elif e.kind == "run_finished":
+            with self.lock:
+                self.valid += bool(e.valid)
+                self.invalid += not e.valid
+                done = self.valid + self.invalid + self.skipped
+            self._write(f"[{done}/{self.planned or '?'}] {describe_run(e)}")
+
+    def summary(self, outcome: str) -> str:
+        finished = self.valid + self.invalid
+        return (f"summary: {finished} run(s) finished, {self.valid} valid, {self.invalid} invalid"
+                + (f", {self.skipped} already finished before" if self.skipped else "") + f"; {outcome}")
+
+    def write_summary(self, outcome: str) -> None:
+        self._write(self.summary(outcome))
+
+    def _write(self, line: str) -> None:
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()  # a pipe is block-buffered: the line must leave now, not at exit

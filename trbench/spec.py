@@ -6,14 +6,16 @@ A bad spec fails with SpecError, whose message is one line naming the field and 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
 Backend = Literal["openai", "ollama"]
@@ -26,12 +28,26 @@ TtftMode = Literal["cold", "cached", "both"]
 DEFAULT_PORTS = {"embedded": [18434, 18435], "ollama-docker": [11434, 11435], "ollama-process": [11434, 11435]}
 
 
+# A tr_id names a folder under output_dir: one safe path component (no '/', no leading '.' or '-')
+TR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class SpecError(ValueError):
     """A spec that cannot run; str() is a one-line message naming the field and the fix."""
 
 
+class _FieldRule(ValueError):
+    """A rule across fields, raised with the field the message is about (pydantic places the
+    errors of a model validator at the top level)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN passes every range check (each comparison is False), .inf most of them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Grid(_Strict):
@@ -198,11 +214,13 @@ class Cell(_Strict):
 
 
 class MatrixSpec(_Strict):
-    tr_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    tr_id: str = Field(pattern=TR_ID_PATTERN)
     title: str = ""
     objective: str = ""
     provider: Provider = "embedded"
     backend: Backend = "openai"
+    allow_remote_bind: bool = Field(default=False, description="let the embedded servers listen on a "
+                                    "non-loopback host, reachable from the network")
     host: str = "127.0.0.1"
     ports: list[int] | None = Field(default=None, min_length=1, description="local ports, one per instance")
     urls: list[str] = Field(default_factory=list, description="external provider: base URLs of running servers")
@@ -231,7 +249,7 @@ class MatrixSpec(_Strict):
     output_dir: str = "outputs"
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
     outliers: OutlierRule = OutlierRule()
-    baseline_tr_id: str | None = Field(default=None, description="a stored TR run (same output_dir) to check "
+    baseline_tr_id: str | None = Field(default=None, pattern=TR_ID_PATTERN, description="a stored TR run (same output_dir) to check "
                                        "this one against for regressions, cell by cell")
     regression_threshold_pct: float = Field(default=10.0, gt=0, lt=1000)
     oom_fallback: list[OptionSet] = Field(
@@ -256,6 +274,17 @@ class MatrixSpec(_Strict):
                 raise ValueError(f"URL must start with http:// or https://, got {u!r}")
         return [u.rstrip("/") for u in v]
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str, info: ValidationInfo) -> str:
+        if not (_is_ip(v) or _HOSTNAME.match(v)):
+            raise ValueError(f"host must be an IP address or a host name, got {v!r}")
+        # only the embedded engine takes the host: the Ollama providers always bind 127.0.0.1
+        if info.data.get("provider") == "embedded" and not is_loopback(v) and not info.data.get("allow_remote_bind"):
+            raise ValueError(f"{v!r} is not a loopback address: the embedded servers would be reachable from "
+                             "the network; fix: use 127.0.0.1, or set allow_remote_bind: true to mean it")
+        return v
+
     @field_validator("models")
     @classmethod
     def _models(cls, v: list[str]) -> list[str]:
@@ -267,24 +296,33 @@ class MatrixSpec(_Strict):
     @model_validator(mode="after")
     def _cross_field(self) -> MatrixSpec:
         if self.baseline_model is not None and self.baseline_model not in self.models:
-            raise ValueError(f"baseline_model {self.baseline_model!r} is not one of models {self.models}")
+            raise _FieldRule("baseline_model", f"{self.baseline_model!r} is not one of models {self.models}; "
+                             "fix: name one of models, or remove it (the first model is the baseline)")
         if self.min_ok_requests is not None and self.min_ok_requests > self.requests_per_run:
-            raise ValueError(
-                f"min_ok_requests ({self.min_ok_requests}) exceeds requests_per_run ({self.requests_per_run})"
-            )
+            raise _FieldRule("min_ok_requests", f"min_ok_requests ({self.min_ok_requests}) exceeds requests_per_run "
+                             f"({self.requests_per_run}); fix: lower min_ok_requests or raise requests_per_run")
         if self.provider == "external" and not self.urls:
-            raise ValueError("provider 'external' needs urls: the base URLs of the running servers")
+            raise _FieldRule("urls", "provider 'external' needs urls: the base URLs of the running servers; "
+                             "fix: list them, e.g. urls: ['http://127.0.0.1:8080']")
         ma = self.multi_agent
         if ma and ma.models and (stray := [m for m in ma.models if m not in self.models]):
-            raise ValueError(f"multi_agent.models {stray} are not in models {self.models} (preflight checks those)")
+            raise _FieldRule("multi_agent.models", f"{stray} are not in models {self.models} (preflight checks "
+                             "those); fix: add them to models, or remove them here")
         for i, rung in enumerate(self.oom_fallback):
             if rung.num_gpu is None and rung.num_ctx is None:
-                raise ValueError(f"oom_fallback[{i}] lowers nothing: give num_gpu and/or num_ctx")
+                raise _FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         if not self.single_agent and ma is None:
-            raise ValueError("single_agent is false and there is no multi_agent section: nothing to run")
+            raise _FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
+                             "run; fix: set single_agent: true, or add a multi_agent section")
         return self
 
     # --- derived -------------------------------------------------------------------------
+
+    @property
+    def remote_bind(self) -> bool:
+        """Whether the servers trbench starts listen beyond this machine (only the embedded engine
+        takes the host: the Ollama providers always bind 127.0.0.1)."""
+        return self.provider == "embedded" and not is_loopback(self.host)
 
     @property
     def baseline(self) -> str:
@@ -352,6 +390,23 @@ class MatrixSpec(_Strict):
         return _validate(data, source=f"spec {self.tr_id} with overrides")
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    return _is_ip(host) and ipaddress.ip_address(host).is_loopback
+
+
 def _section_model(path: tuple) -> type[BaseModel]:
     """The model class of a nested spec section ('telemetry', 'multi_agent.chimera'...)."""
     model: type[BaseModel] = MatrixSpec
@@ -371,8 +426,11 @@ def _section_model(path: tuple) -> type[BaseModel]:
 
 
 def _format_error(err: ValidationError, source: str) -> str:
-    e = err.errors()[0]
-    field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    # a misspelt field also reads as a missing one: name the misspelling, it is the fix
+    e = min(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
+    rule = (e.get("ctx") or {}).get("error")
+    loc = e["loc"] + tuple(rule.field.split(".")) if isinstance(rule, _FieldRule) else e["loc"]
+    field = ".".join(str(p) for p in loc) or "(top level)"
     kind = e["type"]
     if kind == "extra_forbidden":
         allowed = ", ".join(_section_model(e["loc"][:-1]).model_fields)
@@ -383,16 +441,22 @@ def _format_error(err: ValidationError, source: str) -> str:
         fix = "use letters, digits, '_', '.' and '-' only (at most 64)"
     elif kind == "literal_error":
         fix = "use one of the values above"
+    elif kind == "finite_number":
+        fix = "use a finite number (not .nan or .inf)"
     else:
         fix = "change the value"
-    msg = e["msg"].removeprefix("Value error, ")
+    msg, _, own_fix = e["msg"].removeprefix("Value error, ").partition("; fix: ")  # a validator may name its fix
+    fix = own_fix or fix
+    if kind == "finite_number":
+        msg += f", got {e['input']}"
     extra = f" ({len(err.errors()) - 1} more error(s))" if len(err.errors()) > 1 else ""
     return f"{source}: field '{field}': {msg}; fix: {fix}{extra}"
 
 
 def _validate(data: Any, source: str) -> MatrixSpec:
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: the spec must be a YAML mapping of fields, got {type(data).__name__}")
+        raise SpecError(f"{source}: the spec must be a YAML mapping of fields, got {type(data).__name__}; "
+                        "fix: write one `field: value` per line, as in deployments/quickstart.yaml")
     if "prompt_cache" in data:
         raise SpecError(f"{source}: field 'prompt_cache' was replaced by 'ttft'; fix: write ttft: cached (was allow), "
                         "ttft: cold (was defeat) or ttft: both")
@@ -406,14 +470,50 @@ def parse_spec(data: Any, source: str = "spec") -> MatrixSpec:
     return _validate(data, source)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(p: Path) -> Any:
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise SpecError(f"spec {p}: cannot read the file ({err.strerror}); fix: check its permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise SpecError(f"spec {p}: not UTF-8 text (byte 0x{raw[err.start]:02x} at line {line}); "
+                        "fix: save the file as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None)
+        why = f" ({' '.join(str(problem).split())})" if problem else ""
+        fix = "keep one of them" if "appears twice" in why else "check indentation and quoting"
+        raise SpecError(f"spec {p}: not valid YAML{where}{why}; fix: {fix}") from None
+    except RecursionError:
+        raise SpecError(f"spec {p}: not valid YAML (nested too deeply); fix: check the structure") from None
+    if data is None:
+        raise SpecError(f"spec {p}: the file is empty; fix: give at least tr_id and models, "
+                        "see deployments/quickstart.yaml")
+    return data
+
+
 def load_spec(path: str | Path) -> MatrixSpec:
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"spec {p}: file not found; fix: give the path of a YAML spec, e.g. deployments/quickstart.yaml")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"spec {p}: not valid YAML{where}; fix: check indentation and quoting") from None
-    return _validate(data, f"spec {p}")
+    return _validate(_read_yaml(p), f"spec {p}")

@@ -1,0 +1,145 @@
+"""Checks of a spec against the files and the machine, that need no server: run by
+`trbench validate`, by `trbench run` before Prefect starts, and by the flow's load step.
+
+The spec's own fields are checked by its pydantic models (trbench/spec.py); what they cannot see
+is here: the prompt and agent files, enough ports or URLs for the instances, models the embedded
+engine has, and an output folder that can be written. Each problem is a SpecError with one line
+in the spec's style: `spec <path>: field '<field>': <what is wrong>; fix: <the fix>`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from trbench.agents import AgentSuiteError, load_agents
+from trbench.engines.bundled import BUNDLED_MODELS
+from trbench.manifest import PROJECT_ROOT
+from trbench.prompts import PromptSuiteError, load_prompts
+from trbench.spec import MatrixSpec, SpecError
+
+
+def resolve_path(path: str) -> Path:
+    """Relative paths mean the working directory first, then the project root (deployments run there)."""
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
+
+
+def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
+    """Raise SpecError on the first problem; return the warnings (one line each) of a spec that
+    may run. `models=False` leaves the embedded models to preflight, which names instance and check."""
+    check_prompts(spec, source)
+    check_agents(spec, source)
+    check_instances(spec, source)
+    if models:
+        check_models(spec, source)
+    check_output_dir(spec, source)
+    return warnings(spec, source)
+
+
+def _error(source: str, field: str, what: str, fix: str) -> SpecError:
+    return SpecError(f"{source}: field '{field}': {what}; fix: {fix}")
+
+
+def _problem_of(message: str) -> tuple[str, str]:
+    """(what, fix) of a loader's one-line message, without the loader's own 'spec field' prefix."""
+    what, _, fix = message.partition("; fix: ")
+    what = what.removeprefix("spec field 'prompts': ").removeprefix("spec field 'multi_agent.agents': ")
+    return what, fix or "see the shipped files under datasets/"
+
+
+def check_prompts(spec: MatrixSpec, source: str) -> None:
+    path = resolve_path(spec.prompts)
+    if not path.is_file():
+        raise _error(source, "prompts", f"file {spec.prompts} not found" + (" (a folder)" if path.is_dir() else ""),
+                     "point it at a prompt suite, e.g. datasets/prompts/single_agent.yaml")
+    try:
+        load_prompts(path)
+    except PromptSuiteError as err:
+        raise _error(source, "prompts", *_problem_of(str(err))) from None
+
+
+def check_agents(spec: MatrixSpec, source: str) -> None:
+    if spec.multi_agent is None:
+        return
+    path = resolve_path(spec.multi_agent.agents)
+    if not path.is_file():
+        raise _error(source, "multi_agent.agents", f"file {spec.multi_agent.agents} not found"
+                     + (" (a folder)" if path.is_dir() else ""),
+                     "point it at an agent suite, e.g. datasets/agents/tr_agents.yaml")
+    try:
+        load_agents(path)
+    except AgentSuiteError as err:
+        raise _error(source, "multi_agent.agents", *_problem_of(str(err))) from None
+    except (OSError, UnicodeDecodeError) as err:  # the digest file beside the suite
+        raise _error(source, "multi_agent.agents", f"{path}: its digest file cannot be read as UTF-8 text ({err})",
+                     "ship a UTF-8 digest file beside the suite") from None
+
+
+def _why_instances(spec: MatrixSpec) -> str:
+    if spec.multi_agent is not None and spec.instance_count == 2:
+        return "the multi-agent runs need two"
+    return f"execution.mode parallel runs {spec.instance_count} models at once"
+
+
+def check_instances(spec: MatrixSpec, source: str) -> None:
+    """One port (or URL) per instance, as create_instances will need them."""
+    need = spec.instance_count
+    if spec.provider == "external":
+        if len(spec.urls) < need:
+            raise _error(source, "urls", f"{len(spec.urls)} URL(s) for {need} instances ({_why_instances(spec)})",
+                         f"list {need} urls of running servers")
+        return
+    have = len(spec.instance_ports)
+    if have < need:
+        raise _error(source, "ports", f"{have} port(s) for {need} instances ({_why_instances(spec)})",
+                     f"list {need} ports, or remove ports to use the defaults")
+
+
+def check_models(spec: MatrixSpec, source: str) -> None:
+    if spec.provider != "embedded":
+        return  # an Ollama or external server's models are known only to the server: preflight asks it
+    unknown = [m for m in spec.models if m not in BUNDLED_MODELS]
+    if unknown:
+        raise _error(source, "models", f"{', '.join(map(repr, unknown))} not bundled with the embedded engine",
+                     f"use {' or '.join(sorted(BUNDLED_MODELS))}, or a provider that serves it (ollama-process, "
+                     "ollama-docker, external)")
+
+
+def check_output_dir(spec: MatrixSpec, source: str) -> None:
+    """output_dir is a folder this process can write, or can be created; its tr_id folder too."""
+    out = resolve_path(spec.output_dir)
+    if out.exists() and not out.is_dir():
+        raise _error(source, "output_dir", f"{spec.output_dir} is a file, not a folder",
+                     "give a folder (it is created when missing)")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _error(source, "output_dir", f"{spec.output_dir} cannot be created: {existing} is a file",
+                     "give a folder path whose parents are folders")
+    if not _writable(existing):
+        what = f"{spec.output_dir} is not writable" if existing == out else \
+            f"{spec.output_dir} cannot be created: {existing} is not writable"
+        raise _error(source, "output_dir", what, "give a folder you can write, e.g. outputs")
+    tr_root = out / spec.tr_id
+    if tr_root.exists() and not tr_root.is_dir():
+        raise _error(source, "tr_id", f"{tr_root} is a file, where the TR run's folder goes",
+                     "choose another tr_id or move the file")
+
+
+def _writable(folder: Path) -> bool:
+    # a real file, not os.access: access() says yes to root on a read-only file system
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def warnings(spec: MatrixSpec, source: str) -> list[str]:
+    """What the spec may do but should not do unnoticed."""
+    if spec.remote_bind:
+        return [f"{source}: field 'host': the embedded servers listen on {spec.host}, reachable from the network "
+                "(allow_remote_bind: true); anyone who can reach this machine can use them"]
+    return []
