@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from trbench import metrics
 from trbench.spec import SCENARIOS
-from trbench.storage import read_ma_runs
+from trbench.storage import read_ma_requests, read_ma_runs
 
 AGENT_FIELDS = [(role, phase, name) for role in ("collector", "insight") for phase in ("concurrent", "solo")
                 for name in ("decode_tps", "ttft_ms")]
@@ -38,6 +38,7 @@ class ScenarioResult(BaseModel):
     delta_ttft_ms: float | None
     collector_options: str
     insight_options: str
+    ttft_states: str = "unknown"  # the cache states of the measured calls the agent TTFTs are over, with n
 
 
 class MultiAgentSection(BaseModel):
@@ -64,7 +65,18 @@ def _min(values: list[float | None]) -> float | None:
     return float(a.min()) if a.size else None
 
 
-def _scenario(model: str, scenario: str, runs: pd.DataFrame) -> ScenarioResult:
+def _states(requests: pd.DataFrame, run_ids: pd.Series) -> str:
+    """'cached (48)' or 'cached 40, partial 8': what the agents' TTFT means, from the server's counts."""
+    calls = requests[requests["run_id"].isin(run_ids) & (requests["phase"] != "warmup") & (requests["status"] == "ok")]
+    counts = calls["cache_state"].fillna("unknown").value_counts()
+    if counts.empty:
+        return "none"
+    if len(counts) == 1:
+        return f"{counts.index[0]} ({int(counts.iloc[0])})"
+    return "mixed: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items())
+
+
+def _scenario(model: str, scenario: str, runs: pd.DataFrame, requests: pd.DataFrame) -> ScenarioResult:
     valid = runs[runs["valid"].astype(bool)].sort_values("run_index")
     speedups, effs = _vals(valid, "speedup"), _vals(valid, "efficiency_pct")
     first = runs.iloc[0]
@@ -83,6 +95,7 @@ def _scenario(model: str, scenario: str, runs: pd.DataFrame) -> ScenarioResult:
         delta_ttft_ms=metrics.mean(_vals(valid, "delta_ttft_ms")),
         collector_options=str(first.get("collector_options") or ""),
         insight_options=str(first.get("insight_options") or ""),
+        ttft_states=_states(requests, valid["run_id"]),
     )
 
 
@@ -91,9 +104,10 @@ def build_multi_agent(tr_root: Path, models_order: list[str]) -> MultiAgentSecti
     if all_runs.empty:
         return None
     runs = _latest(all_runs)
+    requests = read_ma_requests(tr_root)
     order = models_order + sorted(set(runs["model"]) - set(models_order))
     results = [
-        _scenario(model, scenario, runs[(runs["model"] == model) & (runs["scenario"] == scenario)])
+        _scenario(model, scenario, runs[(runs["model"] == model) & (runs["scenario"] == scenario)], requests)
         for model in order
         for scenario in [s for s in SCENARIOS if s in set(runs["scenario"])]
         if ((runs["model"] == model) & (runs["scenario"] == scenario)).any()

@@ -230,11 +230,13 @@ def multi_agent_tables(data) -> dict[str, Table]:
         "ma_agents": Table(
             columns=_cols("model", "scenario", ">collector tok/s conc", ">collector tok/s solo", ">insight tok/s conc",
                           ">insight tok/s solo", ">collector TTFT ms conc", ">collector TTFT ms solo",
-                          ">insight TTFT ms conc", ">insight TTFT ms solo", ">delta tok/s", ">delta TTFT ms"),
+                          ">insight TTFT ms conc", ">insight TTFT ms solo", ">delta tok/s", ">delta TTFT ms",
+                          "TTFT cache state (calls)"),
             rows=[[r.model, r.scenario] + [fmt(getattr(r, a)[k]) for k in (
                 "collector_concurrent_decode_tps", "collector_solo_decode_tps", "insight_concurrent_decode_tps",
                 "insight_solo_decode_tps", "collector_concurrent_ttft_ms", "collector_solo_ttft_ms",
-                "insight_concurrent_ttft_ms", "insight_solo_ttft_ms")] + [fmt(r.delta_decode_tps), fmt(r.delta_ttft_ms)]
+                "insight_concurrent_ttft_ms", "insight_solo_ttft_ms")] + [fmt(r.delta_decode_tps), fmt(r.delta_ttft_ms),
+                                                                            r.ttft_states]
                   for r in ma.results]),
         "ma_options": Table(columns=_cols("model", "scenario", "`collector", "`insight"),
                             rows=[[r.model, r.scenario, r.collector_options, r.insight_options] for r in ma.results]),

@@ -164,6 +164,7 @@ def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExc
         **m.model_dump(),
         "server_decode_tokens": ex.server_decode_tokens,
         "server_decode_ms": ex.server_decode_ms,
+        "server_decode_tps_reported": ex.server_decode_tps_reported,
         "server_total_ms": ex.server_total_ms,
         "chunk_offsets_ms": [(t - ex.t_send_ns) / 1e6 for t in ex.token_times_ns],
         "chunk_kinds": list(ex.token_kinds),

@@ -76,6 +76,7 @@ REQUEST_SCHEMA = pa.schema(
         # the raw observations every metric above is derived from
         ("server_decode_tokens", pa.int64()),
         ("server_decode_ms", pa.float64()),
+        ("server_decode_tps_reported", pa.float64()),  # the server's own decode rate, where it reports one
         ("server_total_ms", pa.float64()),
         ("chunk_offsets_ms", pa.list_(pa.float64())),
         ("chunk_kinds", pa.list_(pa.string())),

@@ -53,6 +53,7 @@ class RawExchange(BaseModel):
     server_decode_tokens: int | None = None
     server_prefill_ms: float | None = None
     server_decode_ms: float | None = None
+    server_decode_tps_reported: float | None = None  # the server's own rate (llama.cpp timings.predicted_per_second)
     server_load_ms: float | None = None
     server_total_ms: float | None = None
     status: Literal["ok", "error"] = "ok"
