@@ -457,6 +457,9 @@ def test_20_percent_slower_ttft_is_a_regression(tmp_path) -> None:
     assert {(r.label, r.metric) for r in result.regressions} == {
         (f"fast-model {_label(c)}", "TTFT cold p50 ms") for c in CONFIGS}
     assert all(r.change_pct == pytest.approx(20.0) for r in result.regressions)
+    assert all((r.n_baseline, r.n_current) == (15, 15) for r in result.regressions)  # 3 runs x 5 cold requests
+    # only the cache state both runs measured is compared: no 'not comparable' rows for cached/partial/unknown
+    assert not [c for c in result.comparisons if c.verdict == "not comparable"]
     assert not result.improvements and not result.missing
     within = [c for c in result.comparisons if c.verdict == "within threshold"]
     assert {c.metric for c in within} == {"decode tok/s median", "e2e p95 ms"}

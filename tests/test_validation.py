@@ -33,6 +33,7 @@ TTFT_OVER_E2E = ("beta:2b|0|512|0.8", 2, 0)
 BAD_ERROR_KIND = ("beta:2b|0|1024|0.8", 0, 1)
 MISSING_RUN = ("beta:2b|0|1024|0.8", 2)  # this run is never written
 BAD_EFFICIENCY = ("alpha:1b|chimera_homo", 1)
+NOT_SERVERS_RATE = ("alpha:1b|0|1024|0.8", 1, 0)  # a server view in another convention than the server's own
 
 
 def exchange(t0_ns: int, ttft_ms: float, tokens: int, decode_ms: float, model: str) -> RawExchange:
@@ -42,7 +43,7 @@ def exchange(t0_ns: int, ttft_ms: float, tokens: int, decode_ms: float, model: s
                        t_send_ns=t0_ns, t_end_ns=times[-1] + 2_000_000, token_times_ns=times,
                        token_kinds=["content"] * tokens, text="x" * tokens, output_tokens=tokens, prompt_tokens=30,
                        server_decode_tokens=tokens, server_decode_ms=decode_ms, finish_reason="length",
-                       http_status=200)
+                       server_decode_tps_reported=(tokens - 1) / decode_ms * 1000.0, http_status=200)
 
 
 def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
@@ -63,7 +64,7 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
             if defects:
                 measured = [r for r in rows if not r["is_warmup"]]
                 for defect, (k, ri, req) in (("neg", NEG_TTFT), ("zero", ZERO_TOKENS), ("over", TTFT_OVER_E2E),
-                                             ("kind", BAD_ERROR_KIND)):
+                                             ("kind", BAD_ERROR_KIND), ("rate", NOT_SERVERS_RATE)):
                     if (key, run_index) != (k, ri):
                         continue
                     r = measured[req]
@@ -73,6 +74,8 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                         r["output_tokens"] = 0
                     elif defect == "over":
                         r["ttft_ms"] = r["e2e_ms"] + 100.0
+                    elif defect == "rate":  # n / ms, as trbench read before: 1/(n-1) high
+                        r["decode_tps"] = r["server_decode_tokens"] / r["server_decode_ms"] * 1000.0
                     else:
                         r.update(status="error", error_kind="gremlins", error_message="planted")
             row = run_row(keys, spec, rows, 1.7e9, 1.0, None, "digest")
@@ -190,6 +193,7 @@ CAUGHT = [
     ("requests", "output_tokens_at_least_1_on_ok_rows", ZERO_TOKENS[0], "output_tokens"),
     ("requests", "ttft_not_above_e2e_on_ok_rows", TTFT_OVER_E2E[0], "ttft_ms"),
     ("requests", "error_kind_in_documented_set", BAD_ERROR_KIND[0], "error_kind"),
+    ("requests", "decode_tps_is_the_servers_own_rate", NOT_SERVERS_RATE[0], "decode_tps"),
     ("run_counts", "expected_runs_per_config", MISSING_RUN[0], "n_runs"),
     ("ma_runs", "efficiency_equals_speedup_over_n_agents", BAD_EFFICIENCY[0], "efficiency_pct"),
 ]

@@ -57,6 +57,8 @@ class Comparison(BaseModel):
     current: float | None
     change_pct: float | None  # (current - baseline) / baseline x 100
     verdict: Verdict
+    n_baseline: int | None = None  # values each figure is over (TTFT: of its cache state; multi-agent: valid runs)
+    n_current: int | None = None
 
 
 class MissingCell(BaseModel):
@@ -112,6 +114,12 @@ def verdict(baseline: float | None, current: float | None, higher_is_better: boo
     return change, "within threshold"
 
 
+def _n(cell, field: str) -> int | None:
+    if field.startswith("ttft_"):
+        return getattr(cell, f"ttft_{field.split('_')[1]}_n", None)
+    return getattr(cell, "n_requests", None) if hasattr(cell, "n_requests") else getattr(cell, "valid_runs", None)
+
+
 def _key(hashes: list[str]) -> str:
     return "+".join(sorted(hashes)) if hashes else "(no hash)"
 
@@ -146,7 +154,8 @@ def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> 
                     continue  # neither run measured it (a cache state the TR does not measure)
                 change, v = verdict(b, c, higher, threshold_pct)
                 comparisons.append(Comparison(kind=kind, key=key, label=label, metric=name, higher_is_better=higher,
-                                              baseline=b, current=c, change_pct=change, verdict=v))
+                                              baseline=b, current=c, change_pct=change, verdict=v,
+                                              n_baseline=_n(base_cell, field), n_current=_n(cell, field)))
         missing += [MissingCell(kind=kind, key=key, label=label, side="only in the baseline")
                     for match, (label, key, _) in base.items() if match not in cur]
     return RegressionResult(tr_id=current.tr_id, baseline_tr_id=baseline.tr_id, threshold_pct=threshold_pct,

@@ -316,9 +316,10 @@ def regression_tables(data) -> dict[str, Table]:
     comps = sorted(r.comparisons, key=lambda c: order[c.verdict])
     return {
         "regression": Table(
-            columns=_cols("kind", "cell", "metric", ">baseline", ">current", ">change %", "verdict", "`matched on"),
+            columns=_cols("kind", "cell", "metric", ">baseline", ">current", ">n baseline / current", ">change %",
+                          "verdict", "`matched on"),
             rows=[[c.kind, c.label, f"{c.metric} ({'higher' if c.higher_is_better else 'lower'} is better)",
-                   fmt(c.baseline), fmt(c.current),
+                   fmt(c.baseline), fmt(c.current), f"{_s(c.n_baseline) or '?'} / {_s(c.n_current) or '?'}",
                    "n/a" if c.change_pct is None else f"{c.change_pct:+.1f}", c.verdict, c.key] for c in comps],
             row_classes=["regression" if c.verdict == "regression" else "win" if c.verdict == "improvement" else ""
                          for c in comps]),

@@ -60,6 +60,7 @@ from trbench.backends.base import ErrorKind
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
 CACHE_STATES = ("cold", "partial", "cached", "unknown")  # trbench.metrics.CACHE_STATES
+DECODE_VS_SERVER_TOL_PCT = 0.1  # rounding only: the server view must be the server's own figure
 AGENTS = ("collector", "insight")
 PHASES = ("warmup", "concurrent", "solo")
 SCENARIO_NAMES = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
@@ -317,6 +318,12 @@ def request_checks(frame: pd.DataFrame, multi: bool) -> list[Check]:
         _between("decode_tps_positive_on_ok_rows", "decode_tps", "decode_tps > 0 on ok rows (where reported)",
                  min_value=0, strict_min=True, when=_ok),
         _between("prompt_tokens_non_negative", "prompt_tokens", "prompt_tokens >= 0", min_value=0),
+        # the server view is the server's own figure (llama.cpp predicted_per_second): one convention
+        Check("decode_tps_is_the_servers_own_rate", ["decode_tps", "server_decode_tps_reported"],
+              f"decode_tps within {DECODE_VS_SERVER_TOL_PCT:g} % of the server's own published rate, where it reports one",
+              lambda gxe, C: gxe.ExpectColumnValuesToBeBetween(column="_chk_decode_vs_server_pct",
+                                                               min_value=-DECODE_VS_SERVER_TOL_PCT,
+                                                               max_value=DECODE_VS_SERVER_TOL_PCT)),
         _in_set("cache_state_in_set", "cache_state", list(CACHE_STATES), f"cache_state is one of {', '.join(CACHE_STATES)}"),
         # a warning, not a failure: the numbers stand, but a reader must know the answers were not answers
         _in_set("answers_sane_on_ok_rows", "answer_check", ["ok"], "ok rows carry a sane answer (not empty, no chat-"
@@ -673,14 +680,22 @@ def _run_table(datasource, tc: TableCheck) -> list[ExpectationOutcome]:
     return [outcomes[c.name] for c in tc.checks]  # in suite order
 
 
+def _decode_vs_server_pct(requests: pd.DataFrame) -> pd.Series:
+    """decode_tps against the server's own published rate, in %, where the server reports one."""
+    reported = requests["server_decode_tps_reported"].astype("float64")
+    return ((requests["decode_tps"].astype("float64") / reported - 1.0) * 100.0).replace([np.inf, -np.inf], np.nan)
+
+
 def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path | None) -> list[TableCheck]:
     requests = storage.read_requests(root).reset_index(drop=True)
     runs = storage.read_runs(root).reset_index(drop=True)
     ma_requests = storage.read_ma_requests(root).reset_index(drop=True)
     ma_runs = storage.read_ma_runs(root).reset_index(drop=True)
 
-    requests = requests.assign(config=_config_column(requests, "single"))
-    ma_requests = ma_requests.assign(config=_config_column(ma_requests, "multi"))
+    requests = requests.assign(config=_config_column(requests, "single"),
+                               _chk_decode_vs_server_pct=_decode_vs_server_pct(requests))
+    ma_requests = ma_requests.assign(config=_config_column(ma_requests, "multi"),
+                                     _chk_decode_vs_server_pct=_decode_vs_server_pct(ma_requests))
     runs = runs.assign(config=_config_column(runs, "single"),
                        _chk_ok_plus_errors=(runs["n_ok"].astype("float64") + runs["n_errors"].astype("float64")),
                        _chk_request_rows=_request_rows_per_run(requests, runs))
