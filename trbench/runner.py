@@ -173,6 +173,7 @@ def execute_run(
     phase = on_phase or (lambda _label: None)
     phase("warmup" if warmups else "measured")
     started, t0 = time.time(), time.perf_counter()
+    oom: str | None = None
     for i in range(total):
         if gate:
             gate.check()
@@ -184,11 +185,18 @@ def execute_run(
         rows.append(request_row(keys, i, warmup, prompt_id, ex))
         if on_request:
             on_request(i + 1, total, ex)
+        if ex.error_kind == "oom":  # every further request meets the same error: the next rung instead
+            oom = f"out of memory at {'warm-up' if warmup else 'measured'} request {i}: the run ended there"
+            break
     wall_s = time.perf_counter() - t0
     phase("idle")
     if gate:
         gate.check()  # the servers may have been stopped under this run
-    return RunResult(run_row=run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest), request_rows=rows)
+    row = run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest)
+    if oom:
+        kinds = {k for k in (row["error_kinds"] or "").split(",") if k} | {"oom"}
+        row.update(valid=False, invalid_reason=oom, error_kinds=",".join(sorted(kinds)))
+    return RunResult(run_row=row, request_rows=rows)
 
 
 def failed_run(spec: MatrixSpec, plan: RunPlan, reason: str, manifest_digest: str) -> dict:
