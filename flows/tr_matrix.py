@@ -140,7 +140,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         start_instances(instances, faults)
         live = [inst for inst in instances if not faults.down(inst.name)]
         if not live:
-            raise InstanceError("no instance started: " + "; ".join(faults.messages))
+            raise InstanceError(f"no instance started ({len(instances)} tried; the failure log says why)")
         for inst in live:
             for model in spec.models:
                 check_model(inst, spec.backend, model, spec.pull_models)
