@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import CancelledRun
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
@@ -171,7 +172,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         for future in futures:  # one lane's failure leaves the others' outcomes counted
             try:
                 outcomes += future.result().outcomes
-            except RunCancelled:
+            except (RunCancelled, CancelledRun):
                 raise
             except Exception as err:  # noqa: BLE001 - reported in the state, after the checks
                 lane_errors.append(err)
@@ -182,8 +183,8 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             outcomes.append(multi_agent_run(plan, spec, pair, agents, manifest, digest, root, first, gate, faults))
         if lane_errors:
             raise lane_errors[0]
-    except (RunCancelled, PreflightError):
-        raise  # an interrupt, or bad input found before anything was measured: no checks
+    except (RunCancelled, CancelledRun, PreflightError):
+        raise  # an interrupt or a cancel, or bad input found before anything was measured: no checks
     except Exception as err:  # noqa: BLE001 - what was measured is still checked and reported below
         stopped = err
         logger.error("the measuring stopped early: %s: %s", type(err).__name__, err)
