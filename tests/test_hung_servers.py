@@ -59,7 +59,10 @@ def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on
     assert set(stalls["model"]) == {STUCK} and len(stalls) == 3  # the warm-up and both measured requests
     assert stalls["error_message"].str.contains("no byte for 1 s (stall_timeout_s)", regex=False).all()
     report = (root / "report" / "hung.md").read_text()
-    assert "stall" in report
+    servers = report[report.index("### Server failures"):report.index("### Out-of-memory fallbacks")]
+    assert f"| external-0 | unload | {DEFAULT_MODEL} | timeout | unload {DEFAULT_MODEL} on external-0 failed" in servers
+    failed = report[report.index("### Failed requests"):report.index("### Server failures")]
+    assert failed.count(f"| {STUCK} |") == 3 and "| stall |" in failed
 
 
 def test_fake_ollama_everything_hung_still_leaves_report_and_failure_log(prefect_api, tmp_path):
