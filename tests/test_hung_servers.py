@@ -100,3 +100,26 @@ def test_fake_ollama_cli_servers_that_never_start_fail_the_flow_with_the_report_
     start = log[log["scope"] == "instance"]
     assert list(start["operation"]) == ["start"] and list(start["instance"]) == ["ollama-process-0"]
     assert "did not answer 200 within 3 s" in start["error_message"].iloc[0]
+
+
+def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_run(prefect_api, tmp_path):
+    """The server goes away during the first run: after that run it does not answer at all, so it
+    is marked, and every run left for it is recorded as not run, with the reason."""
+    with FakeOllama({DEFAULT_MODEL: FakeModel(crashes=True), "fake-next:1b": FakeModel()}) as server:
+        state = tr_matrix(spec=external("dies", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2), output_dir=str(tmp_path),
+                          return_state=True)
+        chats = len(server.bodies("/api/chat"))
+    assert state.is_failed() and "0 of 4 run(s) valid" in state.message
+    assert chats == 1  # the one that took it down; the rest found nothing listening
+    root = tmp_path / "dies"
+    written(root, "dies")
+    runs = storage.read_runs(root).set_index("run_id")
+    first = runs.loc["fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1"]
+    assert not first["valid"] and "connect" in first["error_kinds"]
+    rest = runs.drop(index=first.name)
+    assert len(rest) == 3 and not rest["valid"].any()
+    assert rest["invalid_reason"].str.startswith("not run: external-0 cannot be used again: health failed").all()
+    log = failures.read_failure_log(root)
+    health = log[log["scope"] == "instance"]
+    assert list(health["operation"]) == ["health"] and "external-0 is not used again" in health["error_message"].iloc[0]
+    assert not log["run_id"].isin(rest.index).any()  # the runs not run are not failures of their own

@@ -10,7 +10,8 @@ keep_alive 0 as well unloads it (one object, done_reason "unload"), as docs/api.
 
 Misbehaviours, per model: a load that never finishes (the request is accepted and nothing is
 ever sent: Ollama answers nothing until the model is loaded), an unload that is accepted and
-never answered, and a stream that stops sending mid-way without ending.
+never answered, a stream that stops sending mid-way without ending, and a crash of the whole
+server (it stops listening and drops its connections).
 
 It is built on the standard library only (http.server.ThreadingHTTPServer in a background
 thread, bound to 127.0.0.1 on a port the OS picks). Each model it serves has a
@@ -76,6 +77,7 @@ class FakeModel:
     load_hangs: bool = False  # a request that must load the model is accepted, then nothing is sent
     unload_hangs: bool = False  # an unload (generate, no prompt, keep_alive 0) is accepted, never answered
     stall_after_tokens: int | None = None  # the stream sends this many tokens, then nothing, never ending
+    crashes: bool = False  # a request for it takes the whole server down (a crashed `ollama serve`)
     prompt_eval_count: int | None = None  # default: whitespace-separated words of the prompt
     durations_ns: dict[str, int] | None = None  # fixes reported durations (total/load/prompt_eval/eval_duration)
     family: str = "llama"
@@ -440,6 +442,9 @@ class _Handler(GoLikeHandler):
         stream = body.get("stream", True) is not False
         t0 = time.perf_counter_ns()
 
+        if m.crashes:  # nothing listens any more, and every open connection is dropped
+            threading.Thread(target=fake.stop, name="fake-ollama-crash", daemon=True).start()
+            fake._hang()
         with fake._lock:
             held = fake.loaded.get(name)
         if m.load_hangs and (held is None or held["num_ctx"] != options.get("num_ctx", 2048)):
