@@ -208,11 +208,16 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
                 outcomes += record_not_run(todo, spec, f"{inst.name} cannot be used again: {down}", manifest,
                                            manifest_digest, root)
                 break
-            ran = _run_group(todo, spec, inst, prompts, manifest, manifest_digest, root, gate, faults) if todo else []
-            loaded = loaded or bool(todo)
+            stored = _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
+            oom_before = sorted(o["run_id"] for o in stored if "oom" in (o.get("error_kinds") or ""))
+            if todo and oom_before:  # a crash came between an OOM and the not-run rows of its rung
+                ran = record_not_run(todo, spec, f"{group[0].cell.label} ran out of memory in run {oom_before[0]}",
+                                     manifest, manifest_digest, root)
+            else:
+                ran = _run_group(todo, spec, inst, prompts, manifest, manifest_digest, root, gate, faults) if todo else []
+                loaded = loaded or bool(todo)
             outcomes += ran
-            results = ran + _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
-            oom = sorted(o["run_id"] for o in results if "oom" in (o.get("error_kinds") or ""))
+            oom = sorted(o["run_id"] for o in ran + stored if "oom" in (o.get("error_kinds") or ""))
             if not oom:
                 break
             decision, group = _oom_decision(group, oom, rungs, spec, prompts)

@@ -155,3 +155,29 @@ def test_resume_runs_only_the_missing_run_of_a_fallback_rung(prefect_api, tmp_pa
     assert len(failures.read_fallbacks(root)) == 1
     log = failures.read_failure_log(root)
     assert set(log["fallback_decision"]) == {"retried at gpu40_ctx1024_temp0.8 (next rung of oom_fallback)"}
+
+
+def test_resume_after_a_crash_right_after_an_oom_sends_nothing_more_on_that_rung(prefect_api, tmp_path, small_gpu):
+    """The files a kill -9 leaves right after the first run of a rung ran out of memory: that run
+    only. The same TR id again records the rung's other runs as not run, without a request, and
+    goes on down the ladder."""
+    s = spec(small_gpu.url, [{"num_gpu": 40}])
+    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    root = tmp_path / "oom"
+    kept = "fake-llama_1b_gpu80_ctx1024_temp0.8_r00_a1"
+    for table in ("runs", "requests"):
+        for path in (root / table).rglob("*.parquet"):
+            if path.stem != kept:
+                path.unlink()
+    for path in (root / "fallbacks").glob("*.parquet"):
+        path.unlink()
+    before = _chats_per_gpu_layers(small_gpu)
+
+    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    after = _chats_per_gpu_layers(small_gpu)
+    assert after[80] == before[80]  # nothing more sent into the out-of-memory configuration
+    assert after[40] == before[40] * 2
+    runs = storage.read_runs(root).set_index("run_id")
+    assert runs.loc["fake-llama_1b_gpu80_ctx1024_temp0.8_r01_a1", "invalid_reason"] == (
+        f"not run: gpu80_ctx1024_temp0.8 ran out of memory in run {kept}")
