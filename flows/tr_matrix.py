@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import CancelledRun
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
@@ -34,11 +35,13 @@ from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, 
 from trbench import manifest as env_manifest
 from trbench import progress, regression, storage
 from trbench.agents import ROLES, AgentSuite
-from trbench.engines.instances import Instance, create_instances
+from trbench.engines.instances import Instance, InstanceError, create_instances
 from trbench.engines.model_kind import prompt_style
+from trbench.failures import InstanceFaults
+from trbench.preflight import PreflightError
 from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
 from trbench.prompts import PromptSuite
-from trbench.runner import Gate, RunPlan
+from trbench.runner import Gate, RunCancelled, RunPlan
 from trbench.spec import MatrixSpec
 from trbench.validation import ValidationResult
 
@@ -126,7 +129,11 @@ def unfinished(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> 
 
 def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, select: Selector) -> State:
     """The body of a TR run, shared by tr_matrix (every unfinished run) and rerun_flagged (the
-    flagged configs, as a new attempt): preflight, instances, runs, checks, report."""
+    flagged configs, as a new attempt): preflight, instances, runs, checks, report.
+
+    Nothing a server does ends it early without the checks: whatever stops the measuring (but an
+    interrupt, or a preflight error before anything is measured), the failure log, outlier flags,
+    report and validation are written for what was measured, and the state says what stopped it."""
     logger = get_run_logger()
     root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     instances = create_instances(spec, root / "logs", spec.instance_count)
@@ -135,13 +142,19 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
 
     outcomes: list[dict] = []
     gate = Gate()
+    faults = InstanceFaults(root, spec.tr_id)
     untrack = None
+    skipped = 0
+    stopped: Exception | None = None
     try:
-        start_instances(instances)
-        for inst in instances:
+        start_instances(instances, faults)
+        live = [inst for inst in instances if not faults.down(inst.name)]
+        if not live:
+            raise InstanceError(f"no instance started ({len(instances)} tried; the failure log says why)")
+        for inst in live:
             for model in spec.models:
                 check_model(inst, spec.backend, model, spec.pull_models)
-        facts = collect_model_facts(spec, instances[0])
+        facts = collect_model_facts(spec, live[0])
         budget = vram_budget(spec, facts)
         manifest = record_manifest(spec, instances, root, facts, budget)
         digest = env_manifest.digest(manifest)
@@ -162,33 +175,76 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         # resuming, the lanes see every planned run: they skip the finished ones, but an
         # out-of-memory config finished before the crash still moves on to its next rung
         lanes = plan_lanes(single if select is unfinished else todo_single, spec, instances)
-        for lane in run_lane.map(lanes, unmapped(spec), unmapped(instances), unmapped(prompts),
-                                 unmapped(manifest), unmapped(digest), unmapped(root), unmapped(gate)).result():
-            outcomes += lane.outcomes
+        futures = run_lane.map(lanes, unmapped(spec), unmapped(instances), unmapped(prompts), unmapped(manifest),
+                               unmapped(digest), unmapped(root), unmapped(gate), unmapped(faults))
+        lane_errors = []
+        for future in futures:  # one lane's failure leaves the others' outcomes counted
+            try:
+                outcomes += future.result().outcomes
+            except (RunCancelled, CancelledRun):
+                raise
+            except Exception as err:  # noqa: BLE001 - reported in the state, after the checks
+                lane_errors.append(err)
 
         pair = dict(zip(ROLES, instances))
         for i, plan in enumerate(todo_multi):
             first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
-            outcomes.append(multi_agent_run(plan, spec, pair, agents, manifest, digest, root, first, gate))
+            outcomes.append(multi_agent_run(plan, spec, pair, agents, manifest, digest, root, first, gate, faults))
+        if lane_errors:
+            raise lane_errors[0]
+    except (RunCancelled, CancelledRun, PreflightError):
+        raise  # an interrupt or a cancel, or bad input found before anything was measured: no checks
+    except Exception as err:  # noqa: BLE001 - what was measured is still checked and reported below
+        stopped = err
+        logger.error("the measuring stopped early: %s: %s", type(err).__name__, err)
     finally:
         gate.close()  # before the servers go: a run cut short by this is not written
         if untrack:
             untrack()
         try:
-            stop_instances(instances)
+            stop_instances(instances, faults)
         finally:
             for inst in instances:  # again, plainly: also when the interrupt hit the task machinery itself
-                inst.stop()
+                try:
+                    inst.stop()
+                except Exception:  # noqa: BLE001 - recorded by stop_instances; the rest are stopped
+                    pass
 
-    write_failure_log(root)
-    flagged = flag_outliers(root, spec)
-    report = render_report(root, spec)
-    checked = validate(root, spec, report)
+    return check_and_report(spec, root, outcomes, skipped, stopped, faults)
+
+
+def _attempt(problems: list[str], what: str, fn: Callable, *args: Any) -> Any:
+    """One of the closing checks; a failure is noted and the others still run."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - the state names it
+        get_run_logger().error("%s failed: %s: %s", what, type(err).__name__, err)
+        problems.append(f"{what} failed: {type(err).__name__}: {err}")
+        return None
+
+
+def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped: int, stopped: Exception | None,
+                     faults: InstanceFaults) -> State:
+    """The failure log, outlier flags, report and validation, each attempted whatever came before;
+    the final state says what was measured and what went wrong."""
+    problems: list[str] = []
+    _attempt(problems, "failure log", write_failure_log, root)
+    flagged = _attempt(problems, "outlier flags", flag_outliers, root, spec)
+    report = _attempt(problems, "report", render_report, root, spec) or root / "report" / f"{spec.tr_id}.md"
+    checked = _attempt(problems, "validation", validate, root, spec, report)
     state = final_state(spec, outcomes, skipped, report, checked, flagged)
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the state message too
-        verdict = regression.compare_tr(root, root.parent / spec.baseline_tr_id, spec.regression_threshold_pct)
-        state.message = f"{state.message}; {regression.summary_message(verdict)}"
-    logger.info(state.message)
+        verdict = _attempt(problems, "regression check", regression.compare_tr, root,
+                           root.parent / spec.baseline_tr_id, spec.regression_threshold_pct)
+        if verdict is not None:
+            state.message = f"{state.message}; {regression.summary_message(verdict)}"
+    if faults.messages:
+        state.message += (f"; {len(faults.messages)} instance failure(s) in the failure log: "
+                          + "; ".join(faults.messages[:2]) + (" ..." if len(faults.messages) > 2 else ""))
+    if stopped is not None or problems:
+        what = [f"the measuring stopped early: {type(stopped).__name__}: {stopped}"] if stopped else []
+        state = Failed(message="; ".join([state.message, *what, *problems]))
+    get_run_logger().info(state.message)
     return state
 
 

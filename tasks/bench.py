@@ -12,11 +12,15 @@ from prefect.cache_policies import NO_CACHE
 
 from trbench import energy, failures, progress, storage
 from trbench.backends import make_client
-from trbench.engines.instances import Instance, InstanceError
+from trbench.engines.instances import Instance, unanswered
+from trbench.failures import InstanceFaults
 from trbench.prompts import PromptSuite
 from trbench.runner import Gate, RunPlan, execute_run, failed_run
 from trbench.spec import MatrixSpec, OptionSet
 from tasks.instances import prepare_instance, unload_model
+
+# errors after which the server is asked whether it still answers at all
+_SERVER_GONE_KINDS = {"connect", "timeout", "stall"}
 
 
 @task(name="bench-run", cache_policy=NO_CACHE, task_run_name="run {plan.run_id}")
@@ -37,11 +41,11 @@ def bench_run(
     progress.emit(kind="run_started", run_id=plan.run_id)
     try:
         reloaded = inst.prepare(plan.cell)  # a server that died during the last run is started again
-    except InstanceError as err:
+    except Exception as err:  # noqa: BLE001 - whatever the server did, the run is recorded and the matrix goes on
         return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
     if reloaded is not None:
         load_ms, warmups = reloaded, spec.warmup_requests
-    client = make_client(spec.backend, inst.url, spec.timeout_s)
+    client = make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s)
     sampler = energy.sampler_for(spec, [inst])  # GPU and host telemetry beside the run
     try:
         with sampler or contextlib.nullcontext():
@@ -71,6 +75,22 @@ def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict
     storage.write_run(root, row, [], manifest)
     progress.emit(kind="run_finished", **progress.run_figures(row))
     return _outcome(row)
+
+
+@task(name="record-not-run", cache_policy=NO_CACHE)
+def record_not_run(plans: list[RunPlan], spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str,
+                   root: Path) -> list[dict]:
+    """Planned runs that are not measured, kept as invalid rows with the reason ("not run: ...");
+    the failure log holds their cause once, not once per run."""
+    outcomes = []
+    for plan in plans:
+        row = failed_run(spec, plan, reason, manifest_digest)
+        row.update(invalid_reason=f"not run: {reason}", error_kinds=None, gpu_memory_at_error=None)
+        row.update(energy.no_telemetry("no telemetry: the run was not run"))
+        storage.write_run(root, row, [], manifest)
+        progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
+        outcomes.append(_outcome(row))
+    return outcomes
 
 
 def _outcome(row: dict) -> dict:
@@ -110,17 +130,34 @@ def fallback_plan(plan: RunPlan, rung: OptionSet, spec: MatrixSpec, prompts: Pro
 
 
 def _run_group(group: list[RunPlan], spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
-               manifest_digest: str, root: Path, gate: Gate) -> list[dict]:
+               manifest_digest: str, root: Path, gate: Gate, faults: InstanceFaults) -> list[dict]:
+    """The runs of one server configuration. The first out-of-memory answer ends them: the rest
+    are not run (the ladder moves on), so the failure log holds one OOM per rung; so does a
+    server that no longer answers after a run that lost it."""
     gate.check()
+    label = group[0].cell.label
     try:
         load_ms = prepare_instance(inst, group[0].cell)
-    except InstanceError as err:
-        return record_failed_runs(group, spec, str(err), manifest, manifest_digest, root)
+    except Exception as err:  # noqa: BLE001 - a server that would not load fails this configuration only
+        first = record_failed_runs(group[:1], spec, str(err), manifest, manifest_digest, root)
+        return first + record_not_run(group[1:], spec, f"{inst.name} would not load {label} (see run "
+                                      f"{group[0].run_id})", manifest, manifest_digest, root)
     outcomes = []
     for i, plan in enumerate(group):
         first_of_cell = i == 0 or plan.cell != group[i - 1].cell
-        outcomes.append(bench_run(plan, spec, inst, prompts, manifest, manifest_digest, root,
-                                  spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None, gate))
+        outcome = bench_run(plan, spec, inst, prompts, manifest, manifest_digest, root,
+                            spec.warmup_requests if first_of_cell else 0, load_ms if i == 0 else None, gate)
+        outcomes.append(outcome)
+        kinds = set((outcome.get("error_kinds") or "").split(","))
+        rest = group[i + 1:]
+        if "oom" in kinds:
+            return outcomes + record_not_run(rest, spec, f"{label} ran out of memory in run {plan.run_id}",
+                                             manifest, manifest_digest, root)
+        if kinds & _SERVER_GONE_KINDS and (gone := unanswered(inst, spec.backend)):
+            faults.record("health", inst.name, f"after run {plan.run_id} ({outcome.get('error_kinds')})",
+                          model=plan.cell.model, config=label, unusable=f"it does not answer ({gone})")
+            return outcomes + record_not_run(rest, spec, f"{inst.name} cannot be used again: {faults.down(inst.name)}",
+                                             manifest, manifest_digest, root)
     return outcomes
 
 
@@ -147,14 +184,17 @@ def _oom_decision(group: list[RunPlan], oom: list[str], rungs: list[OptionSet], 
 
 @task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
 def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
-             manifest_digest: str, root: Path, gate: Gate) -> LaneResult:
+             manifest_digest: str, root: Path, gate: Gate, faults: InstanceFaults) -> LaneResult:
     """Per server configuration: load the instance, then its runs; a configuration that runs out of
     memory is tried again one rung down spec.oom_fallback; in serial mode a model is unloaded
     before the next one is loaded.
 
     Runs that already have a run file (a resumed TR run) are not measured again, but their
     outcomes still count for the ladder: a crash between an out-of-memory rung and the next one
-    resumes on the next rung. Each decision is kept at once, so a crash does not lose it."""
+    resumes on the next rung. Each decision is kept at once, so a crash does not lose it.
+
+    An instance marked unusable (it did not start, or stopped answering) measures nothing more:
+    its remaining runs are recorded as not run, with the reason."""
     inst = instances[lane.instance]
     outcomes: list[dict] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
@@ -164,17 +204,27 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
         while group:
             done = storage.finished_run_ids(root)
             todo = [p for p in group if p.run_id not in done]
-            ran = _run_group(todo, spec, inst, prompts, manifest, manifest_digest, root, gate) if todo else []
-            loaded = loaded or bool(todo)
+            if todo and (down := faults.down(inst.name)):
+                outcomes += record_not_run(todo, spec, f"{inst.name} cannot be used again: {down}", manifest,
+                                           manifest_digest, root)
+                break
+            stored = _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
+            oom_before = sorted(o["run_id"] for o in stored if "oom" in (o.get("error_kinds") or ""))
+            if todo and oom_before:  # a crash came between an OOM and the not-run rows of its rung
+                ran = record_not_run(todo, spec, f"{group[0].cell.label} ran out of memory in run {oom_before[0]}",
+                                     manifest, manifest_digest, root)
+            else:
+                ran = _run_group(todo, spec, inst, prompts, manifest, manifest_digest, root, gate, faults) if todo else []
+                loaded = loaded or bool(todo)
             outcomes += ran
-            results = ran + _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
-            oom = sorted(o["run_id"] for o in results if "oom" in (o.get("error_kinds") or ""))
+            oom = sorted(o["run_id"] for o in ran + stored if "oom" in (o.get("error_kinds") or ""))
             if not oom:
                 break
             decision, group = _oom_decision(group, oom, rungs, spec, prompts)
             failures.record_fallbacks(root, [decision])
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
         if spec.execution.mode == "serial" and loaded and next_model != groups[n][0].cell.model:
-            unload_model(inst, groups[n][0].cell.model)
+            if not faults.down(inst.name):  # a failed unload is recorded; the next model is tried all the same
+                unload_model(inst, groups[n][0].cell.model, spec.backend, faults)
             loaded = False
     return LaneResult(outcomes=outcomes)

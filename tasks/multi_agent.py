@@ -11,7 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from trbench import energy, progress, storage
 from trbench.agents import AgentSuite
 from trbench.backends import make_client
-from trbench.engines.instances import Instance, InstanceError
+from trbench.engines.instances import Instance
+from trbench.failures import InstanceFaults
 from trbench.runner import Gate
 from trbench.multi_agent import MultiRunPlan, execute_multi_run, failed_multi_run
 from trbench.spec import Cell, MatrixSpec, OptionSet
@@ -26,23 +27,25 @@ def cell_for(model: str, opts: OptionSet) -> Cell | None:
 
 @task(name="multi-agent-run", cache_policy=NO_CACHE, task_run_name="multi-agent {plan.run_id}")
 def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, Instance], suite: AgentSuite,
-                    manifest: dict, manifest_digest: str, root: Path, first_of_config: bool, gate: Gate) -> dict:
-    """Collector and insight at once, then alone; the run's Parquet files are written before returning."""
+                    manifest: dict, manifest_digest: str, root: Path, first_of_config: bool, gate: Gate,
+                    faults: InstanceFaults | None = None) -> dict:
+    """Collector and insight at once, then alone; the run's Parquet files are written before returning.
+    An instance marked unusable leaves the run recorded as not run, with the reason."""
     gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
+    down = [f"{i.name} cannot be used again: {why}" for i in instances.values() if faults and (why := faults.down(i.name))]
+    if down:
+        return _persist_failed(plan, spec, "; ".join(down), manifest, manifest_digest, root, prefix="not run: ")
     reloaded = False
     try:
         for slot in plan.slots:
             cell = cell_for(plan.model, slot.options)
             if cell is not None:
                 reloaded |= instances[slot.role].prepare(cell) is not None
-    except InstanceError as err:
-        row = failed_multi_run(spec, plan, str(err), manifest_digest)
-        row.update(energy.no_telemetry("no telemetry: the run did not start"))
-        storage.write_run(root, row, [], manifest, kind="multi")
-        progress.emit(kind="run_finished", **progress.multi_run_figures(row))
-        return _outcome(row)
-    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s) for role, inst in instances.items()}
+    except Exception as err:  # noqa: BLE001 - whatever the server did, the run is recorded and the matrix goes on
+        return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
+    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s)
+               for role, inst in instances.items()}
     sampler = energy.sampler_for(spec, list(instances.values()))  # GPU and host telemetry beside the run
     try:
         warmups = spec.multi_agent.warmup_rounds if (reloaded or first_of_config) else 0
@@ -58,6 +61,17 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi", telemetry_rows=telemetry_rows)
     progress.emit(kind="run_finished", **progress.multi_run_figures(result.run_row))
     return _outcome(result.run_row)
+
+
+def _persist_failed(plan: MultiRunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str,
+                    root: Path, prefix: str | None = None) -> dict:
+    row = failed_multi_run(spec, plan, reason, manifest_digest)
+    if prefix:
+        row.update(invalid_reason=f"{prefix}{reason}", error_kinds=None)
+    row.update(energy.no_telemetry("no telemetry: the run did not start"))
+    storage.write_run(root, row, [], manifest, kind="multi")
+    progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
+    return _outcome(row)
 
 
 def _outcome(row: dict) -> dict:

@@ -17,6 +17,7 @@ from fakes.fake_ollama import MID_STREAM_MESSAGE, OOM_MESSAGE, SERVER_ERROR_MESS
 
 from trbench.backends.base import ChatRequest
 from trbench.backends.ollama import OllamaClient
+from trbench.engines import ollama_api
 from trbench.engines.instances import ExternalInstance
 from trbench.metrics import derive
 
@@ -41,6 +42,10 @@ MODELS = {
     "fake-midstream-oom:1b": FakeModel(content_tokens=list(CONTENT), fail="mid_stream", fail_after_tokens=2,
                                        error_message="CUDA error: out of memory"),
     "fake-slow:1b": FakeModel(load_delay_s=5.0),
+    "fake-stall:1b": FakeModel(content_tokens=list(CONTENT), stall_after_tokens=3),
+    "fake-trickle:1b": FakeModel(content_tokens=[f" t{i}" for i in range(40)], token_delay_s=0.1),
+    "fake-hung-load:1b": FakeModel(load_hangs=True),
+    "fake-hung-unload:1b": FakeModel(unload_hangs=True),
 }
 
 
@@ -278,3 +283,57 @@ def test_fake_ollama_serves_concurrent_requests(fake: FakeOllama) -> None:
     # served side by side rather than in turn: every stream has begun before any has ended
     # (20 tokens x 10 ms each; in turn, a stream would begin only after the one before ended)
     assert max(r.token_times_ns[0] for r in results) < min(r.t_end_ns for r in results)
+
+
+def test_fake_ollama_stream_that_goes_silent_is_cut_as_stall(fake: FakeOllama) -> None:
+    c = OllamaClient(fake.url, timeout_s=60.0, stall_timeout_s=0.5)  # the fake sends 3 tokens, then nothing
+    try:
+        ex = c.chat(_req("fake-stall:1b"))
+    finally:
+        c.close()
+    assert ex.status == "error" and ex.error_kind == "stall"
+    assert "no byte for 0.5 s (stall_timeout_s)" in ex.error_message and "after 3 text chunk(s)" in ex.error_message
+    assert ex.text == "".join(CONTENT[:3]) and ex.http_status == 200
+    assert derive(ex).e2e_ms < 60_000  # cut by the watchdog, long before the whole-request timeout
+
+
+def test_fake_ollama_load_that_never_answers_is_cut_as_stall(fake: FakeOllama) -> None:
+    c = OllamaClient(fake.url, timeout_s=60.0, stall_timeout_s=0.5)
+    try:
+        ex = c.chat(_req("fake-hung-load:1b", num_ctx=1024))
+    finally:
+        c.close()
+    assert ex.status == "error" and ex.error_kind == "stall" and ex.http_status is None
+    assert "after 0 text chunk(s)" in ex.error_message
+    assert fake.bodies("/api/chat")[-1]["model"] == "fake-hung-load:1b"  # accepted, never answered
+
+
+def test_fake_ollama_whole_request_timeout_holds_for_a_stream_that_keeps_sending(fake: FakeOllama) -> None:
+    """httpx's read timeout is per read: a server sending a token every 0.1 s never meets it. The
+    whole request has a deadline of its own, and reaching it is a timeout, not a stall."""
+    c = OllamaClient(fake.url, timeout_s=1.0, stall_timeout_s=0.5)  # 40 tokens x 0.1 s: ~4 s in all
+    try:
+        ex = c.chat(_req("fake-trickle:1b"))
+    finally:
+        c.close()
+    assert ex.status == "error" and ex.error_kind == "timeout"
+    assert "longer than timeout_s=1 s" in ex.error_message
+    assert 0 < len(ex.token_times_ns) < 40
+
+
+def test_fake_ollama_unload_answers_as_documented(fake: FakeOllama) -> None:
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        loaded = http.post(f"{fake.url}/api/generate", json={"model": "fake-llama:1b"}).json()
+        assert loaded["done"] is True and loaded["done_reason"] == "load" and loaded["response"] == ""
+        assert [m["name"] for m in http.get(f"{fake.url}/api/ps").json()["models"]] == ["fake-llama:1b"]
+    ollama_api.unload(fake.url, "fake-llama:1b", timeout_s=10)
+    assert ollama_api.loaded(fake.url) == []
+    assert fake.final_chunks == []  # nothing was generated for either
+
+
+def test_fake_ollama_unload_that_never_answers_is_bounded(fake: FakeOllama) -> None:
+    with pytest.raises(ollama_api.OllamaAPIError) as caught:
+        ollama_api.unload(fake.url, "fake-hung-unload:1b", timeout_s=0.5)
+    assert caught.value.kind == "timeout"
+    assert str(caught.value).startswith(f"unload fake-hung-unload:1b at {fake.url}/api/generate: no answer within 0.5 s")
+    assert fake.bodies("/api/generate")[-1] == {"model": "fake-hung-unload:1b", "keep_alive": 0}

@@ -50,8 +50,8 @@ DEFINITIONS: dict[str, str] = {
     "server (re)start per cell is in the run table as instance_load_ms",
     "tpot_ms": "(e2e_ms - ttft_ms) / (output_tokens - 1): time per output token after the first, client clock",
     "itl_ms": "gaps between arrivals of consecutive text chunks, client clock; p50, p95 and max kept per request",
-    "status": "ok, or error with error_kind one of timeout, connect, http_4xx, http_5xx, oom, bad_response, "
-    "cancelled, and the server's message",
+    "status": "ok, or error with error_kind one of timeout (the whole request over timeout_s), stall (no byte "
+    "for stall_timeout_s), connect, http_4xx, http_5xx, oom, bad_response, cancelled, and the server's message",
     "prompt_style": "chat (the server applies the model's chat template to the messages) or completion (a base model "
     "without a chat template: the messages as plain text, 'system text, Question: ..., Answer:', on the completion "
     "endpoint: OpenAI /v1/completions, Ollama /api/generate with raw true)",

@@ -28,7 +28,7 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel
 
 from trbench import metrics, report_compare
-from trbench.failures import read_fallbacks
+from trbench.failures import read_fallbacks, read_instance_failures
 from trbench.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, rule_text
 from trbench.regression import compare as compare_regression
 from trbench.report_findings import Findings, build_findings
@@ -230,6 +230,7 @@ class ReportData(BaseModel):
     multi_agent: MultiAgentSection | None = None
     flagged_runs: list[FlaggedRun] = []
     fallbacks: list[dict] = []
+    server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance
     reruns: list[Rerun] = []
     questions: list[str] = []
     methodology: list[tuple[str, str]] = []
@@ -577,6 +578,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         flagged_runs=flagged_runs(tr_root),
         fallbacks=[{k: r[k] for k in ("model", "from_config", "to_config", "decision")}
                    for r in read_fallbacks(tr_root).to_dict("records")],
+        server_failures=[{k: r[k] for k in ("instance", "operation", "model", "error_kind", "error_message")}
+                         for r in read_instance_failures(tr_root).to_dict("records")],
         reruns=reruns(tr_root),
         questions=list(QUESTIONS),
         statistics=dict(metrics.BOOTSTRAP_DEFINITIONS),

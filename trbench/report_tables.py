@@ -344,6 +344,10 @@ def quality_tables(data) -> dict[str, Table]:
         "fallbacks": Table(columns=_cols("model", "config", "decision"),
                            rows=[[_s(f.get("model")), _s(f.get("from_config")), _s(f.get("decision"))]
                                  for f in data.fallbacks]),
+        "server_failures": Table(columns=_cols("instance", "operation", "model", "error_kind", "message"),
+                                 rows=[[_s(f.get("instance")), _s(f.get("operation")), _s(f.get("model")),
+                                        _s(f.get("error_kind")), _s(f.get("error_message"))]
+                                       for f in data.server_failures]),
         "invalid": Table(columns=_cols("model", "config", "run_id", "invalid_reason"),
                          rows=[[r.model, r.config.label, r.run_id, r.invalid_reason or "not given"]
                                for r in data.invalid_runs]),

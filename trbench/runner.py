@@ -237,6 +237,7 @@ def execute_run(
     phase = on_phase or (lambda _label: None)
     phase("warmup" if warmups else "measured")
     started, t0 = time.time(), time.perf_counter()
+    oom: str | None = None
     for slot in slots:
         if gate:
             gate.check()
@@ -247,11 +248,19 @@ def execute_run(
         rows.append(request_row(keys, slot.index, slot.warmup, prompt_id, ex, prompt_text(req), slot.cache_target))
         if on_request:
             on_request(slot.index + 1, len(slots), ex)
+        if ex.error_kind == "oom":  # every further request meets the same error: the next rung instead
+            where = "warm-up" if slot.warmup else "measured"
+            oom = f"out of memory at {where} request {slot.index}: the run ended there"
+            break
     wall_s = time.perf_counter() - t0
     phase("idle")
     if gate:
         gate.check()  # the servers may have been stopped under this run
-    return RunResult(run_row=run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest), request_rows=rows)
+    row = run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest)
+    if oom:
+        kinds = {k for k in (row["error_kinds"] or "").split(",") if k} | {"oom"}
+        row.update(valid=False, invalid_reason=oom, error_kinds=",".join(sorted(kinds)))
+    return RunResult(run_row=row, request_rows=rows)
 
 
 def failed_run(spec: MatrixSpec, plan: RunPlan, reason: str, manifest_digest: str) -> dict:

@@ -242,8 +242,10 @@ class MatrixSpec(_Strict):
                            "nothing is served from the KV cache; cached: each measured prompt is sent once just before "
                            "(a 1-token warm-up, stored, not counted); both: each prompt cold, then again cached")
     prompts: str = "datasets/prompts/single_agent.yaml"
-    timeout_s: float = Field(default=300.0, gt=0, description="per request")
-    load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load")
+    timeout_s: float = Field(default=300.0, gt=0, description="per request, the whole of it")
+    stall_timeout_s: float = Field(default=60.0, gt=0, description="a request whose server sends no byte this "
+                                   "long (waiting for the first one included) is cut: error kind 'stall'")
+    load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load, start or unload")
     threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
     seed: int | None = None
     output_dir: str = "outputs"

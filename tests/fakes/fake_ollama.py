@@ -5,6 +5,13 @@ trbench talks to with the shapes of Ollama's docs/api.md: streaming NDJSON from
 POST /api/chat and POST /api/generate (and their "stream": false variants), GET /api/tags,
 POST /api/show, GET /api/ps, GET /api/version, and errors as Ollama sends them
 (a JSON object {"error": "..."} with an HTTP status, or an error line inside a stream).
+A generate request with no prompt loads the model (one object, done_reason "load"), and with
+keep_alive 0 as well unloads it (one object, done_reason "unload"), as docs/api.md says.
+
+Misbehaviours, per model: a load that never finishes (the request is accepted and nothing is
+ever sent: Ollama answers nothing until the model is loaded), an unload that is accepted and
+never answered, a stream that stops sending mid-way without ending, and a crash of the whole
+server (it stops listening and drops its connections).
 
 It is built on the standard library only (http.server.ThreadingHTTPServer in a background
 thread, bound to 127.0.0.1 on a port the OS picks). Each model it serves has a
@@ -67,6 +74,10 @@ class FakeModel:
     oom_above_num_gpu: int | None = None  # options.num_gpu above this fails as out of memory (a card that fits so many layers)
     fail_after_tokens: int = 3  # mid_stream: tokens sent before the error line
     error_message: str | None = None  # overrides the default message of the fail mode
+    load_hangs: bool = False  # a request that must load the model is accepted, then nothing is sent
+    unload_hangs: bool = False  # an unload (generate, no prompt, keep_alive 0) is accepted, never answered
+    stall_after_tokens: int | None = None  # the stream sends this many tokens, then nothing, never ending
+    crashes: bool = False  # a request for it takes the whole server down (a crashed `ollama serve`)
     prompt_eval_count: int | None = None  # default: whitespace-separated words of the prompt
     durations_ns: dict[str, int] | None = None  # fixes reported durations (total/load/prompt_eval/eval_duration)
     family: str = "llama"
@@ -188,6 +199,11 @@ class FakeOllama:
     def _wait(self, seconds: float) -> None:
         if seconds > 0 and self._stopping.wait(seconds):
             raise _Aborted("fake Ollama server stopping")
+
+    def _hang(self) -> None:
+        """Keep the connection open and send nothing, until the fake stops."""
+        self._stopping.wait()
+        raise _Aborted("fake Ollama server stopping")
 
 
 class GoLikeHandler(BaseHTTPRequestHandler):
@@ -379,8 +395,36 @@ class _Handler(GoLikeHandler):
         self._complete(body, words, chat=True)
 
     def _generate(self, body: dict) -> None:
+        if not body.get("prompt") and body.get("model"):
+            self._load_or_unload(body)
+            return
         words = len(str(body.get("prompt", "")).split()) + len(str(body.get("system", "")).split())
         self._complete(body, words, chat=False)
+
+    def _load_or_unload(self, body: dict) -> None:
+        """docs/api.md: no prompt loads the model; keep_alive 0 as well unloads it. Either way a
+        single JSON object answers, without generating anything."""
+        fake = self.fake
+        found = fake.resolve(body["model"])
+        if found is None:
+            self._error(404, f'model "{body["model"]}" not found, try pulling it first')
+            return
+        name, m = found
+        unload = body.get("keep_alive") in (0, "0", "0s", "0m")
+        if unload:
+            if m.unload_hangs:
+                fake._hang()
+            with fake._lock:
+                fake.loaded.pop(name, None)
+        else:
+            if m.load_hangs:
+                fake._hang()
+            fake._wait(m.load_delay_s)
+            with fake._lock:
+                fake.loaded[name] = {"num_ctx": (body.get("options") or {}).get("num_ctx", 2048),
+                                     "expires_at": _now_rfc3339(timedelta(minutes=5))}
+        self._send_json(200, {"model": name, "created_at": _now_rfc3339(), "response": "", "done": True,
+                              "done_reason": "unload" if unload else "load"})
 
     # --- the generation both /api/chat and /api/generate share --------------------------------
 
@@ -398,6 +442,13 @@ class _Handler(GoLikeHandler):
         stream = body.get("stream", True) is not False
         t0 = time.perf_counter_ns()
 
+        if m.crashes:  # nothing listens any more, and every open connection is dropped
+            threading.Thread(target=fake.stop, name="fake-ollama-crash", daemon=True).start()
+            fake._hang()
+        with fake._lock:
+            held = fake.loaded.get(name)
+        if m.load_hangs and (held is None or held["num_ctx"] != options.get("num_ctx", 2048)):
+            fake._hang()  # the model (re)loads for this request, and the load never finishes
         fake._wait(m.load_delay_s)
         too_many_layers = m.oom_above_num_gpu is not None and int(options.get("num_gpu", 0)) > m.oom_above_num_gpu
         if m.fail == "oom" or too_many_layers:
@@ -446,6 +497,8 @@ class _Handler(GoLikeHandler):
                 else:
                     self._error(500, message)
                 return
+            if stream and m.stall_after_tokens is not None and i == m.stall_after_tokens:
+                fake._hang()  # mid-stream, the server goes silent and keeps the connection open
             fake._wait(m.token_delay_s)
             (thinking_text if kind == "thinking" else content_text).append(text)
             if stream:

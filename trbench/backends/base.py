@@ -10,7 +10,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-ErrorKind = Literal["timeout", "connect", "http_4xx", "http_5xx", "oom", "bad_response", "cancelled"]
+# stall: the stream sent no byte for stall_timeout_s; timeout: the whole request took over timeout_s
+ErrorKind = Literal["timeout", "stall", "connect", "http_4xx", "http_5xx", "oom", "bad_response", "cancelled"]
 TokenKind = Literal["content", "reasoning"]
 
 _OOM_MARKERS = ("out of memory", "requires more system memory", "cudamalloc failed", "failed to allocate")

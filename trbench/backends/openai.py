@@ -6,15 +6,16 @@ from __future__ import annotations
 import httpx
 
 from trbench.backends.base import ChatRequest, RawExchange
-from trbench.backends.streaming import StreamError, stamp, stream_exchange
+from trbench.backends.streaming import StreamError, http_timeout, stamp, stream_exchange
 
 
 class OpenAIClient:
     backend = "openai"
 
-    def __init__(self, base_url: str, timeout_s: float = 300.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 300.0, stall_timeout_s: float | None = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), trust_env=False)
+        self.timeout_s, self.stall_timeout_s = timeout_s, stall_timeout_s
+        self._http = httpx.Client(timeout=http_timeout(timeout_s, stall_timeout_s), trust_env=False)
 
     def body(self, req: ChatRequest) -> dict:
         body: dict = {
@@ -36,7 +37,8 @@ class OpenAIClient:
         path = "/v1/completions" if req.prompt is not None else "/v1/chat/completions"
         return stream_exchange(
             self._http, self.backend, f"{self.base_url}{path}", req.model,
-            self.body(req), read_sse_chunk, strip_prefix="data:",
+            self.body(req), read_sse_chunk, strip_prefix="data:", timeout_s=self.timeout_s,
+            stall_timeout_s=self.stall_timeout_s,
         )
 
     def close(self) -> None:

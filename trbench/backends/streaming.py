@@ -6,8 +6,9 @@ A backend supplies only how to build its body and how to read one line of its st
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -16,6 +17,33 @@ from trbench.backends.base import RawExchange, classify_http_error, error_text, 
 
 class StreamError(Exception):
     """An error object inside an otherwise well-formed stream."""
+
+
+class _DeadlinePassed(Exception):
+    """The whole request took longer than timeout_s."""
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def http_timeout(timeout_s: float, stall_timeout_s: float | None) -> httpx.Timeout:
+    """httpx's read timeout is per read: it is the stall watchdog (no byte for stall_timeout_s,
+    the wait for the first byte included); the whole request has a deadline of its own."""
+    per_read = min(timeout_s, stall_timeout_s) if stall_timeout_s else timeout_s
+    return httpx.Timeout(per_read, connect=min(10.0, timeout_s))
+
+
+def watched_lines(resp: httpx.Response, deadline_ns: int | None) -> Iterator[str]:
+    """resp.iter_lines(), with the whole-request deadline checked at every chunk received: a
+    server that keeps sending, however slowly, never meets a per-read timeout."""
+    pending = ""
+    for text in resp.iter_text():
+        if deadline_ns is not None and time.perf_counter_ns() > deadline_ns:
+            raise _DeadlinePassed
+        *lines, pending = _NEWLINE.split(pending + text)
+        yield from lines
+    if pending:
+        yield pending
 
 
 # Reads one decoded JSON line into the exchange, stamping its arrival time; returns True when done.
@@ -30,9 +58,15 @@ def stream_exchange(
     payload: dict,
     read_line: LineReader,
     strip_prefix: str = "",
+    timeout_s: float | None = None,
+    stall_timeout_s: float | None = None,
 ) -> RawExchange:
+    """timeout_s bounds the whole request; stall_timeout_s, when shorter, cuts a server gone
+    silent (the client's read timeout must be http_timeout(timeout_s, stall_timeout_s))."""
     ex = RawExchange(backend=backend, url=url, model=model, sent_at_unix=time.time(), t_send_ns=0, t_end_ns=0)
     ex.t_send_ns = time.perf_counter_ns()
+    deadline_ns = ex.t_send_ns + int(timeout_s * 1e9) if timeout_s else None
+    stalls = bool(stall_timeout_s and timeout_s and stall_timeout_s < timeout_s)
     try:
         with http.stream("POST", url, json=payload) as resp:
             ex.http_status = resp.status_code
@@ -40,7 +74,7 @@ def stream_exchange(
                 message = error_text(resp.read())
                 _fail(ex, classify_http_error(resp.status_code, message), f"HTTP {resp.status_code}: {message}")
                 return ex
-            for line in resp.iter_lines():
+            for line in watched_lines(resp, deadline_ns):
                 now = time.perf_counter_ns()
                 if strip_prefix:
                     if not line.startswith(strip_prefix):
@@ -60,6 +94,14 @@ def stream_exchange(
     except StreamError as err:
         message = str(err)
         _fail(ex, "oom" if is_oom(message) else "bad_response", message)
+    except _DeadlinePassed:
+        _fail(ex, "timeout", f"the request took longer than timeout_s={timeout_s:g} s")
+    except httpx.ReadTimeout as err:
+        if stalls:
+            _fail(ex, "stall", f"the server sent no byte for {stall_timeout_s:g} s (stall_timeout_s); "
+                               f"cut after {len(ex.token_times_ns)} text chunk(s)")
+        else:
+            _fail(ex, "timeout", f"{type(err).__name__}: {err}")
     except httpx.TimeoutException as err:
         _fail(ex, "timeout", f"{type(err).__name__}: {err}")
     except httpx.ConnectError as err:

@@ -185,12 +185,13 @@ class OllamaServed:
     """What every instance that trbench starts as an Ollama server answers the same way."""
 
     url: str
+    spec: MatrixSpec
 
     def prepare(self, cell: Cell) -> float | None:
         return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
 
     def unload(self, model: str) -> None:
-        ollama_api.unload(self.url, model)
+        ollama_api.unload(self.url, model, self.spec.load_timeout_s)
 
     def model_facts(self, model: str) -> dict:
         return ollama_api.model_facts(self.url, model)
@@ -201,10 +202,11 @@ class ExternalInstance:
 
     provider = "external"
 
-    def __init__(self, name: str, url: str, backend: str):
+    def __init__(self, name: str, url: str, backend: str, load_timeout_s: float = 300.0):
         self.name = name
         self.url = url
         self.backend = backend
+        self.load_timeout_s = load_timeout_s  # bounds an unload as a load
 
     def start(self) -> None:
         return None
@@ -214,7 +216,7 @@ class ExternalInstance:
 
     def unload(self, model: str) -> None:
         if self.backend == "ollama":
-            ollama_api.unload(self.url, model)
+            ollama_api.unload(self.url, model, self.load_timeout_s)
 
     def model_facts(self, model: str) -> dict:
         if self.backend != "ollama":  # an OpenAI-compatible server does not say: assume a chat model
@@ -225,12 +227,26 @@ class ExternalInstance:
         return None
 
 
+def unanswered(inst: Instance, backend: str, timeout_s: float = 5.0) -> str | None:
+    """Why a server that failed once cannot be used again (it does not answer), or None. The
+    embedded engine is started again by its next prepare(), so it always can."""
+    if inst.provider == "embedded":
+        return None
+    path = "/api/version" if backend == "ollama" else "/v1/models"
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False) as http:
+            status = http.get(f"{inst.url}{path}").status_code
+    except httpx.HTTPError as err:
+        return f"{inst.url}{path} did not answer within {timeout_s:g} s ({type(err).__name__})"
+    return None if status == 200 else f"{inst.url}{path} answered HTTP {status}"
+
+
 def create_instances(spec: MatrixSpec, log_dir: Path, count: int = 1) -> list[Instance]:
     """The spec's first `count` instances, not started yet (the flow starts them after preflight)."""
     if spec.provider == "external":
         if len(spec.urls) < count:
             raise InstanceError(f"spec field 'urls': {count} instance(s) needed, {len(spec.urls)} URL(s) given; fix: list more urls")
-        return [ExternalInstance(f"external-{i}", spec.urls[i], spec.backend) for i in range(count)]
+        return [ExternalInstance(f"external-{i}", spec.urls[i], spec.backend, spec.load_timeout_s) for i in range(count)]
     ports = spec.instance_ports
     if len(ports) < count:
         raise InstanceError(f"spec field 'ports': {count} instance(s) needed, {len(ports)} port(s) given; fix: list more ports")

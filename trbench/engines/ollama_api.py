@@ -2,29 +2,69 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 
-from trbench.backends.base import error_text
+from trbench.backends.base import error_text, is_oom
 from trbench.engines.model_kind import kind_facts, ollama_has_chat_template
 
 
 class OllamaAPIError(RuntimeError):
-    pass
+    """A management call that failed; kind is an error kind (timeout, connect, http_4xx, ...)."""
+
+    def __init__(self, message: str, kind: str = "bad_response") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _client(timeout_s: float = 30.0) -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), trust_env=False)
+    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), trust_env=False)
 
 
-def version(url: str) -> str:
-    with _client(5.0) as http:
-        return http.get(f"{url}/api/version").raise_for_status().json().get("version", "")
+def call(method: str, url: str, what: str, body: dict | None = None, timeout_s: float = 30.0) -> httpx.Response:
+    """One management call, bounded as a whole: httpx's timeout is per read, so a server that
+    trickles bytes (or answers nothing) could otherwise hold the flow for ever. Raises
+    OllamaAPIError naming what was asked and how it failed; any HTTP status is returned."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        with _client(timeout_s) as http, http.stream(method, url, json=body) as r:
+            chunks = []
+            for chunk in r.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("answer not complete within the call's time", request=r.request)
+            return httpx.Response(r.status_code, content=b"".join(chunks), request=r.request)
+    except httpx.TimeoutException as err:
+        raise OllamaAPIError(f"{what} at {url}: no answer within {timeout_s:g} s ({type(err).__name__})", "timeout") from None
+    except httpx.ConnectError as err:
+        raise OllamaAPIError(f"{what} at {url}: cannot connect ({err})", "connect") from None
+    except httpx.HTTPError as err:
+        raise OllamaAPIError(f"{what} at {url}: {type(err).__name__}: {err}") from None
 
 
-def tags(url: str) -> list[dict]:
+def _json(r: httpx.Response, what: str) -> dict:
+    if r.status_code != 200:
+        message = error_text(r.content)
+        kind = "oom" if is_oom(message) else "http_4xx" if r.status_code < 500 else "http_5xx"
+        raise OllamaAPIError(f"{what}: HTTP {r.status_code}: {message}", kind)
+    try:
+        data = json.loads(r.content)
+    except ValueError:
+        raise OllamaAPIError(f"{what}: not JSON: {r.content[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise OllamaAPIError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def version(url: str, timeout_s: float = 5.0) -> str:
+    return _json(call("GET", f"{url}/api/version", "version", timeout_s=timeout_s), "/api/version").get("version", "")
+
+
+def tags(url: str, timeout_s: float = 30.0) -> list[dict]:
     """Local models (/api/tags): name, model, size, digest, details."""
-    with _client() as http:
-        return http.get(f"{url}/api/tags").raise_for_status().json().get("models", [])
+    return _json(call("GET", f"{url}/api/tags", "list models", timeout_s=timeout_s), "/api/tags").get("models", [])
 
 
 def find_tag(url: str, model: str) -> dict | None:
@@ -34,38 +74,30 @@ def find_tag(url: str, model: str) -> dict | None:
     return None
 
 
-def show(url: str, model: str) -> dict:
+def show(url: str, model: str, timeout_s: float = 30.0) -> dict:
     """/api/show: modelfile, parameters, template, details, model_info (the `ollama show` data)."""
-    with _client() as http:
-        r = http.post(f"{url}/api/show", json={"model": model})
-    if r.status_code != 200:
-        raise OllamaAPIError(f"/api/show {model}: HTTP {r.status_code}: {error_text(r.content)}")
-    return r.json()
+    what = f"/api/show {model}"
+    return _json(call("POST", f"{url}/api/show", what, {"model": model}, timeout_s), what)
 
 
 def pull(url: str, model: str, timeout_s: float = 3600.0) -> None:
     """Pull a model (non-streaming /api/pull answers once, when the pull has finished)."""
-    with _client(timeout_s) as http:
-        r = http.post(f"{url}/api/pull", json={"model": model, "stream": False})
-    if r.status_code != 200:
-        raise OllamaAPIError(f"pull {model}: HTTP {r.status_code}: {error_text(r.content)}")
-    status = r.json().get("status")
+    what = f"pull {model}"
+    status = _json(call("POST", f"{url}/api/pull", what, {"model": model, "stream": False}, timeout_s), what).get("status")
     if status != "success":
         raise OllamaAPIError(f"pull {model}: server said {status!r}")
 
 
-def unload(url: str, model: str) -> None:
-    """Free the model's memory now (keep_alive 0), as serial mode needs between models."""
-    with _client() as http:
-        r = http.post(f"{url}/api/generate", json={"model": model, "keep_alive": 0})
-    if r.status_code != 200:
-        raise OllamaAPIError(f"unload {model}: HTTP {r.status_code}: {error_text(r.content)}")
+def unload(url: str, model: str, timeout_s: float = 60.0) -> None:
+    """Free the model's memory now, as serial mode needs between models: /api/generate with no
+    prompt and keep_alive 0, which Ollama answers with one object, done_reason "unload"."""
+    what = f"unload {model}"
+    _json(call("POST", f"{url}/api/generate", what, {"model": model, "keep_alive": 0}, timeout_s), what)
 
 
-def loaded(url: str) -> list[dict]:
+def loaded(url: str, timeout_s: float = 30.0) -> list[dict]:
     """/api/ps: models in memory, with size and size_vram."""
-    with _client() as http:
-        return http.get(f"{url}/api/ps").raise_for_status().json().get("models", [])
+    return _json(call("GET", f"{url}/api/ps", "list loaded models", timeout_s=timeout_s), "/api/ps").get("models", [])
 
 
 def model_facts(url: str, model: str) -> dict:
