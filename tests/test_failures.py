@@ -20,7 +20,7 @@ def small_gpu():
 def spec(url: str, ladder: list[dict]) -> dict:
     return {"tr_id": "oom", "provider": "external", "backend": "ollama", "urls": [url], "models": [DEFAULT_MODEL],
             "grid": {"num_gpu": [80], "num_ctx": [1024]}, "runs": 2, "requests_per_run": 2, "max_tokens": 4,
-            "oom_fallback": ladder}
+            "ttft": "cold", "oom_fallback": ladder}
 
 
 def test_fake_ollama_oom_walks_down_the_ladder_and_is_logged(prefect_api, tmp_path, small_gpu):

@@ -17,7 +17,7 @@ def tiny_spec(tr_id: str, port: int, **extra) -> dict:
     return {
         "tr_id": tr_id, "models": ["smollm2:135m"], "ports": [port],
         "grid": {"num_ctx": [512, 1024]}, "runs": 2, "requests_per_run": 2, "warmup_requests": 1,
-        "min_ok_requests": 2, "max_tokens": 16, "seed": 1, **extra,
+        "min_ok_requests": 2, "max_tokens": 16, "seed": 1, "ttft": "cold", **extra,
     }
 
 
@@ -39,6 +39,8 @@ def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path
     assert requests.groupby("num_ctx")["is_warmup"].sum().tolist() == [1, 1]
     measured = requests[~requests["is_warmup"]]
     assert len(measured) == 4 * 2 and (measured["output_tokens"] > 0).all()
+    # ttft: cold: every measured prompt new to the server's cache, by its own counts
+    assert set(measured["cache_target"]) == {"cold"} and set(measured["cache_state"]) == {"cold"}
     # the server was (re)loaded once per context size: the first run of each cell carries the load time
     loads = runs.sort_values(["num_ctx", "run_index"])["instance_load_ms"].tolist()
     assert loads[0] > 0 and loads[2] > 0 and loads[1] != loads[1] and loads[3] != loads[3]  # NaN for the rest

@@ -21,7 +21,7 @@ FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 
 def external(tr_id: str, url: str, models: list[str], **extra) -> dict:
     return {"tr_id": tr_id, "provider": "external", "backend": "ollama", "urls": [url], "models": models,
-            "grid": {"num_ctx": [1024]}, "runs": 1, "requests_per_run": 2, "max_tokens": 4,
+            "grid": {"num_ctx": [1024]}, "runs": 1, "requests_per_run": 2, "max_tokens": 4, "ttft": "cold",
             "execution": {"mode": "serial"}, "stall_timeout_s": 1, "load_timeout_s": 1, **extra}
 
 
