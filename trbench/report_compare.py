@@ -143,8 +143,8 @@ def winner_rows(cells: list, ma_results: list, models: list[str], energy_measure
             at = {c.model: c for c in cells if c.config.label == label}
             estimates = {m: Estimate(value=getattr(at[m], field), ci=getattr(at[m], ci_field), n=_n_of(at[m], field))
                          for m in models if m in at and getattr(at[m], field) is not None}
-            if not estimates:
-                continue  # e.g. a cache state this TR did not measure
+            if not estimates and field.startswith("ttft_"):
+                continue  # a cache state this TR did not measure at this config
             winner, reason = decide(estimates, higher)
             rows.append(WinnerRow(scenario=scenario, config=label, metric=metric, higher_is_better=higher,
                                   estimates=estimates, winner=winner, reason=reason))
