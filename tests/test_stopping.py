@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 import yaml
@@ -136,3 +138,95 @@ def test_stop_with_the_temporary_server(tmp_path, free_ports, how, group):
     assert len(after) == RUNS and len(set(after)) == RUNS
     assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the kept runs were not run again
     assert llama_servers(port) == []
+
+
+def wait_state(api_url: str, flow_run_id: str, types: set[str], timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        if run["state"]["type"] in types or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
+
+
+def run_deployment(api_url: str, parameters: dict) -> str:
+    deployment = httpx.get(f"{api_url}/deployments/name/tr_matrix/quickstart", timeout=10).json()
+    created = httpx.post(f"{api_url}/deployments/{deployment['id']}/create_flow_run",
+                         json={"parameters": parameters}, timeout=10)
+    created.raise_for_status()
+    return created.json()["id"]
+
+
+def test_cancel_from_the_ui_stops_servers_and_keeps_finished_runs(local_prefect, tmp_path, free_ports):
+    """A deployment run (process worker), cancelled as the UI's Cancel button does it: the run's
+    state set to CANCELLING. The worker stops the flow process; its servers go, its finished runs
+    stay, and the same run again completes the matrix."""
+    port = free_ports(1)[0]
+    tr_id = f"cancel-{uuid.uuid4().hex[:8]}"
+    spec = yaml.safe_load(write_spec(tmp_path, port).read_text()) | {"tr_id": tr_id}
+    out = tmp_path / "out"
+    root, api = out / tr_id, local_prefect.api_url
+    params = {"spec": spec, "output_dir": str(out)}
+    flow_run_id = run_deployment(api, params)
+    deadline = time.monotonic() + 300
+    while not list((root / "runs").rglob("*.parquet")):
+        state = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+        assert state in {"SCHEDULED", "PENDING", "RUNNING"} and time.monotonic() < deadline, state
+        time.sleep(0.05)
+    httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state",
+               json={"state": {"type": "CANCELLING", "name": "Cancelling"}}, timeout=10).raise_for_status()
+    run = wait_state(api, flow_run_id, {"CANCELLED", "CRASHED", "FAILED", "COMPLETED"}, STOP_BOUND_S)
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    deadline = time.monotonic() + STOP_BOUND_S
+    while llama_servers(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert llama_servers(port) == []
+    finished = assert_intact(root)
+    assert 1 <= len(finished) < RUNS
+    kept = {f: f.stat().st_mtime_ns for f in (root / "runs").rglob("*.parquet")}
+
+    again = wait_state(api, run_deployment(api, params), {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 600)
+    assert again["state"]["type"] == "COMPLETED", again["state"]
+    after = assert_intact(root)
+    assert len(after) == RUNS and len(set(after)) == RUNS
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept
+
+
+def test_cancel_in_the_ui_of_a_cli_run(prefect_api, tmp_path, free_ports):
+    """`trbench run` with PREFECT_API_URL shows up in that server's UI; cancelled there (state set
+    to CANCELLING, as the Cancel button does) it stops as on Ctrl-C and the run ends Cancelled."""
+    port = free_ports(1)[0]
+    tr_id = f"cancel-cli-{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(yaml.safe_load(write_spec(tmp_path, port).read_text()) | {"tr_id": tr_id}))
+    out = tmp_path / "out"
+    root, env = out / tr_id, {**os.environ, "PREFECT_API_URL": prefect_api}
+    cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)]
+    proc = start_cli(cmd, env, tmp_path / "cancel.log")
+    started: list[psutil.Process] = []
+    try:
+        wait_for_runs(root, 1, proc)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        running = httpx.post(f"{prefect_api}/flow_runs/filter", timeout=10,
+                             json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}).json()
+        flow_run_id = next(r["id"] for r in running if r["parameters"].get("tr_id") == tr_id)
+        httpx.post(f"{prefect_api}/flow_runs/{flow_run_id}/set_state",
+                   json={"state": {"type": "CANCELLING", "name": "Cancelling"}}, timeout=10).raise_for_status()
+        left = wait_gone(proc, started, STOP_BOUND_S)
+    finally:
+        if proc.poll() is None or group_alive(proc.pid):
+            kill_all(proc, started)
+    output = (tmp_path / "cancel.log").read_text(errors="replace")
+    assert left == [], output[-3000:]
+    assert llama_servers(port) == []
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert httpx.get(f"{prefect_api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"] == "CANCELLED"
+    finished = assert_intact(root)
+    assert 1 <= len(finished) < RUNS
+    said = [line for line in output.splitlines() if "resume with:" in line]
+    assert len(said) == 1 and said[0].startswith(f"cancelled in Prefect: {len(finished)} finished run(s) kept"), output
+
+    again = start_cli(shlex.split(said[0].split("resume with: ", 1)[1]), env, tmp_path / "resume.log")
+    assert again.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text(errors="replace")[-3000:]
+    after = assert_intact(root)
+    assert len(after) == RUNS and len(set(after)) == RUNS and set(finished) <= set(after)

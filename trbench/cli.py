@@ -101,6 +101,12 @@ class _NoTracebackForKnownErrors(logging.Filter):
         return True
 
 
+# Prefect's words for a run cut short by the stop (the flow's and the tasks' crashed states), and
+# trbench's exception for a run the closed gate did not let finish
+_STOP_MARKS = ("Execution was aborted by an interrupt signal", "Execution was aborted by a termination signal",
+               "RunCancelled: ", "RunCancelled(")
+
+
 class _NoStopNoise(logging.Filter):
     """On the console, a stop is said in one line (what was kept, the command that resumes), not
     as Prefect's errors about it: the runs cut short by the closed gate (RunCancelled) and the
@@ -114,8 +120,7 @@ class _NoStopNoise(logging.Filter):
         if record.exc_info and isinstance(record.exc_info[1], (RunCancelled, KeyboardInterrupt, TerminationSignal)):
             return False
         message = record.getMessage()
-        return not (f"{RunCancelled.__name__}:" in message or f"{RunCancelled.__name__}(" in message
-                    or message.startswith("Crash detected! Execution was aborted by"))
+        return not any(mark in message for mark in _STOP_MARKS)
 
 
 def _explained_errors() -> tuple[type[BaseException], ...]:
@@ -128,15 +133,15 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     return SpecError, PreflightError, InstanceError, AgentSuiteError, PromptSuiteError, GGUFError
 
 
-def _run_flow(call, root: Path, verbose: bool = False) -> object:
-    """Run a flow call under the progress bar, against the temporary Prefect server when no
-    PREFECT_API_URL is set. Ctrl-C / SIGTERM stop it with every server; one line then says what
-    was kept under root and the command that resumes."""
+def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
+    """Run a flow under the progress bar, against the temporary Prefect server when no
+    PREFECT_API_URL is set. Ctrl-C, SIGTERM or a cancel in the UI stop it with every server; one
+    line then says what was kept under root and the command that resumes."""
     global _prefect_drained
     from prefect.exceptions import TerminationSignal
 
     from trbench import storage
-    from trbench.prefect_server import TemporaryServer
+    from trbench.cli_prefect import CancelWatch, TemporaryServer
 
     if not verbose:
         for handler in logging.getLogger().handlers:  # the console; Prefect's API handlers sit lower
@@ -145,13 +150,14 @@ def _run_flow(call, root: Path, verbose: bool = False) -> object:
     _stop_on_signals()
     bar, on_event = _progress_bar()
     unsubscribe = events.subscribe(on_event)
-    prefect = TemporaryServer()
+    prefect, watch = TemporaryServer(), CancelWatch()
     try:
-        with prefect, bar:
-            return call()
+        with prefect, bar, watch:
+            return flow.with_options(on_running=[watch.hook])(**params, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
         kept = len(storage.finished_run_ids(root)) + len(storage.finished_run_ids(root, "multi"))
-        console.print(f"interrupted: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
+        how = "cancelled in Prefect" if watch.cancelled else "interrupted"
+        console.print(f"{how}: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
         _exit(130)
     finally:
@@ -186,8 +192,9 @@ def run(
     from trbench import storage
 
     root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
-    state = _run_flow(lambda: tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
-                                        output_dir=spec.output_dir, return_state=True), root, verbose)
+    params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
+              "output_dir": spec.output_dir}
+    state = _run_flow(tr_matrix, params, root, verbose)
     if storage.finished_run_ids(root) or storage.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)")
     report = root / "report" / f"{spec.tr_id}.md"
@@ -211,8 +218,7 @@ def rerun(
     _quiet_prefect(verbose)
     from flows.rerun_flagged import rerun_flagged
 
-    _finish(_run_flow(lambda: rerun_flagged(tr_id=tr_id, output_dir=output_dir, return_state=True), manifest.parent,
-                      verbose))
+    _finish(_run_flow(rerun_flagged, {"tr_id": tr_id, "output_dir": output_dir}, manifest.parent, verbose))
 
 
 @app.command()

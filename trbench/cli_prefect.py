@@ -1,12 +1,14 @@
-"""The temporary Prefect server of `trbench run` without PREFECT_API_URL, owned by the CLI.
+"""The CLI's side of Prefect: the temporary server it owns, and the watch that stops a flow run
+the CLI runs in-process when it is cancelled in the UI.
 
-Prefect would start it itself (SubprocessASGIServer) as a child in the CLI's process group. A
-Ctrl-C in the terminal goes to the whole group, so the server died with the flow's first
-breath of cleanup, and the flow process then spent minutes retrying every queued event and log
-against it (about 7 s per event) and printed each one. Started here in its own session, the
-server outlives the interrupt: the flow reports its final state, the event and log workers are
-drained while the server still answers, and only then is the server stopped. A reaper process
-stops it if the CLI itself is killed (kill -9), as the llama.cpp servers watch their parent.
+The temporary server: `trbench run` without PREFECT_API_URL needs one. Prefect would start it
+itself (SubprocessASGIServer) as a child in the CLI's process group. A Ctrl-C in the terminal goes
+to the whole group, so the server died at once, and the flow process then spent minutes retrying
+every queued event and log against it (about 7 s per event) and printed each one. Started here in
+its own session, the server outlives the interrupt: the flow reports its final state, the event
+and log workers are drained while the server still answers, and only then is the server stopped.
+A reaper process stops it if the CLI itself is killed (kill -9), as the llama.cpp servers watch
+their parent.
 
 Only the CLI imports this (it imports Prefect); the rest of trbench/ stays Prefect-free.
 """
@@ -14,9 +16,12 @@ Only the CLI imports this (it imports Prefect); the rest of trbench/ stays Prefe
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 from trbench.engines import processes, reaper
 
@@ -112,3 +117,53 @@ class TemporaryServer:
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
+
+
+class CancelWatch:
+    """A flow run deployed to a worker is stopped by the worker when it is cancelled in the UI; one
+    the CLI runs in-process has nobody to stop it, and would stay Cancelling until the matrix
+    ended. This watches its state from the moment it runs (`hook`, an on_running flow hook) and
+    on Cancelling stops it as Ctrl-C does (SIGINT to this process: servers stopped, finished runs
+    kept), then records it Cancelled (the interrupt had made it Crashed)."""
+
+    POLL_S = 1.0
+
+    def __init__(self) -> None:
+        self.flow_run_id = None
+        self.cancelled = False
+        self._done = threading.Event()
+
+    def hook(self, _flow, flow_run, _state) -> None:
+        if self.flow_run_id is not None:
+            return
+        self.flow_run_id = flow_run.id
+        context = contextvars.copy_context()  # the API URL of the flow's settings, also the temporary one
+        threading.Thread(target=context.run, args=(self._watch,), name="trbench-cancel-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            while not self._done.wait(self.POLL_S):
+                try:
+                    state = client.read_flow_run(self.flow_run_id).state
+                except Exception:  # noqa: BLE001 - a missed poll is retried; the flow goes on meanwhile
+                    continue
+                if state is not None and state.is_cancelling():
+                    self.cancelled = True
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+
+    def __enter__(self) -> CancelWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if not self.cancelled:
+            return
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+            client.set_flow_run_state(self.flow_run_id, Cancelled(message="Flow run was cancelled: servers stopped, "
+                                                                          "finished runs kept"), force=True)
