@@ -99,11 +99,12 @@ class TemporaryServer:
         # Prefect code that asks for the ephemeral server gets this one, as under prefect_test_harness
         SubprocessASGIServer._instances[None] = server
         self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
+        guard: list[subprocess.Popen] = []
+        self._stack.callback(lambda: [processes.terminate(g, 5) for g in guard])  # once the server is gone
         self._stack.callback(server.stop)
         try:
             server.start()
-            guard = reaper.spawn(pgids=[server.server_process.pid])  # stops it if the CLI is killed (kill -9)
-            self._stack.callback(processes.terminate, guard, 5)
+            guard.append(reaper.spawn(pgids=[server.server_process.pid]))  # stops it if the CLI is killed (kill -9)
             self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
         except BaseException:
             self._stack.close()
