@@ -28,9 +28,8 @@ def _die(message: str, code: int = 2) -> None:
 
 def _stop_on_signals() -> None:
     """SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out. Once
-    stopping, further signals are ignored: a second Ctrl-C, or the SIGTERM that Prefect sends
-    itself again once the flow has reported, must not cut short stopping the servers and
-    reporting to Prefect (both bounded, seconds)."""
+    stopping, further signals are ignored: a second Ctrl-C must not cut short stopping the
+    servers and reporting to Prefect (both bounded, seconds)."""
 
     def handler(signum, _frame):
         for sig in (signal.SIGINT, signal.SIGTERM):
