@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -25,12 +26,37 @@ def _die(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _terminate_as_interrupt() -> None:
-    # SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out
+def _stop_on_signals() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out. Once
+    stopping, further signals are ignored: a second Ctrl-C must not cut short stopping the
+    servers and reporting to Prefect (both bounded, seconds)."""
+
     def handler(signum, _frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
+    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _command_line() -> str:
+    """The command as it was typed (`python -m trbench.cli` when run as a module)."""
+    head = [sys.argv[0]] if not sys.argv[0].endswith(".py") else [sys.executable, "-m", "trbench.cli"]
+    return shlex.join(head + sys.argv[1:])
+
+
+def _exit(code: int) -> None:
+    """Exit; without Prefect's drain at interpreter exit when its server did not take everything
+    (it would retry each event against a server that is gone, for minutes)."""
+    if not _prefect_drained:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+_prefect_drained = True
 
 
 def _progress_bar() -> tuple[Progress, callable]:
@@ -74,6 +100,28 @@ class _NoTracebackForKnownErrors(logging.Filter):
         return True
 
 
+# Prefect's words for a run cut short by the stop (the flow's and the tasks' crashed states), and
+# trbench's exception for a run the closed gate did not let finish
+_STOP_MARKS = ("Execution was aborted by an interrupt signal", "Execution was aborted by a termination signal",
+               "RunCancelled: ", "RunCancelled(")
+
+
+class _NoStopNoise(logging.Filter):
+    """On the console, a stop is said in one line (what was kept, the command that resumes), not
+    as Prefect's errors about it: the runs cut short by the closed gate (RunCancelled) and the
+    flow run "crashed" by the interrupt. The UI and --verbose keep them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.exceptions import TerminationSignal
+
+        from trbench.runner import RunCancelled
+
+        if record.exc_info and isinstance(record.exc_info[1], (RunCancelled, KeyboardInterrupt, TerminationSignal)):
+            return False
+        message = record.getMessage()
+        return not any(mark in message for mark in _STOP_MARKS)
+
+
 def _explained_errors() -> tuple[type[BaseException], ...]:
     from trbench.agents import AgentSuiteError
     from trbench.engines.gguf import GGUFError
@@ -90,24 +138,38 @@ def _plain_lines() -> events.PlainLines | None:
     return None if sys.stdout.isatty() else events.PlainLines(sys.stdout)
 
 
-def _run_flow(call, verbose: bool = False) -> object:
-    """Run a flow call under the progress bar; Ctrl-C / SIGTERM stop it with every server."""
+def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
+    """Run a flow under the progress bar, against the temporary Prefect server when no
+    PREFECT_API_URL is set. Ctrl-C, SIGTERM or a cancel in the UI stop it with every server; one
+    line then says what was kept under root and the command that resumes."""
+    global _prefect_drained
+    from prefect.exceptions import TerminationSignal
+
+    from trbench import storage
+    from trbench.cli_prefect import CancelWatch, TemporaryServer
+
     if not verbose:
         for handler in logging.getLogger().handlers:  # the console; Prefect's API handlers sit lower
             handler.addFilter(_NoTracebackForKnownErrors())
-    _terminate_as_interrupt()
+            handler.addFilter(_NoStopNoise())
+    _stop_on_signals()
     bar, on_event = _progress_bar()
     plain = _plain_lines()
     unsubscribe = [events.subscribe(on_event)] + ([events.subscribe(plain)] if plain else [])
+    prefect, watch = TemporaryServer(), CancelWatch()
     try:
-        with bar:
-            state = call()
-    except KeyboardInterrupt:
+        with prefect, bar, watch:
+            state = flow.with_options(on_running=[watch.hook])(**params, return_state=True)
+    except (KeyboardInterrupt, TerminationSignal):
+        kept = len(storage.finished_run_ids(root)) + len(storage.finished_run_ids(root, "multi"))
+        how = "cancelled in Prefect" if watch.cancelled else "interrupted"
         if plain:
-            plain.write_summary("interrupted")
-        console.print("[yellow]interrupted: finished runs are kept; run the same command again to resume[/]")
-        raise typer.Exit(130) from None
+            plain.write_summary(how)
+        console.print(f"{how}: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
+                      style="yellow", markup=False, highlight=False, soft_wrap=True)
+        _exit(130)
     finally:
+        _prefect_drained = prefect.drained
         for stop in unsubscribe:
             stop()
     if plain:
@@ -131,7 +193,7 @@ def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
 def _finish(state) -> None:
     colour = "green" if state.is_completed() else "red"
     console.print(f"[{colour}]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if state.is_completed() else 1)
+    _exit(0 if state.is_completed() else 1)
 
 
 @app.command()
@@ -155,9 +217,10 @@ def run(
     from trbench import storage
     from trbench.spec_checks import resolve_path
 
-    state = _run_flow(lambda: tr_matrix(spec_path=str(spec_path), tr_id=spec.tr_id, models=spec.models, runs=spec.runs,
-                                        output_dir=spec.output_dir, return_state=True), verbose)
     root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
+              "output_dir": spec.output_dir}
+    state = _run_flow(tr_matrix, params, root, verbose)
     if storage.finished_run_ids(root) or storage.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)
@@ -182,7 +245,7 @@ def rerun(
     _quiet_prefect(verbose)
     from flows.rerun_flagged import rerun_flagged
 
-    _finish(_run_flow(lambda: rerun_flagged(tr_id=tr_id, output_dir=output_dir, return_state=True), verbose))
+    _finish(_run_flow(rerun_flagged, {"tr_id": tr_id, "output_dir": output_dir}, manifest.parent, verbose))
 
 
 @app.command()

@@ -1,0 +1,170 @@
+"""The CLI's side of Prefect: the temporary server it owns, and the watch that stops a flow run
+the CLI runs in-process when it is cancelled in the UI.
+
+The temporary server: `trbench run` without PREFECT_API_URL needs one. Prefect would start it
+itself (SubprocessASGIServer) as a child in the CLI's process group. A Ctrl-C in the terminal goes
+to the whole group, so the server died at once, and the flow process then spent minutes retrying
+every queued event and log against it (about 7 s per event) and printed each one. Started here in
+its own session, the server outlives the interrupt: the flow reports its final state, the event
+and log workers are drained while the server still answers, and only then is the server stopped.
+A reaper process stops it if the CLI itself is killed (kill -9), as the llama.cpp servers watch
+their parent.
+
+Only the CLI imports this (it imports Prefect); the rest of trbench/ stays Prefect-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from trbench.engines import processes, reaper
+
+DRAIN_TIMEOUT_S = 5.0  # events and logs to a live local server take well under a second
+
+
+def needed() -> bool:
+    """A temporary server is what Prefect would start: no API URL, ephemeral mode allowed."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    return not settings.api.url and settings.server.ephemeral.enabled
+
+
+def _server_class():
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class OwnSessionServer(SubprocessASGIServer):
+        """Prefect's temporary server, the same command and settings, in a session of its own."""
+
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            import prefect
+            from prefect.settings import get_current_settings
+
+            cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                   "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--log-level", "error", "--lifespan", "on"]
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1",
+                   **get_current_settings().to_environment_variables(exclude_unset=True)}
+            return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def stop(self) -> None:
+            proc, self.server_process = self.server_process, None
+            if proc is not None:
+                processes.terminate(proc, 5)
+            self.running = False
+
+    return OwnSessionServer
+
+
+def drain_workers(timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+    """Send what Prefect's event and log workers still hold, within timeout_s each; False if
+    something was left (its server gone after all): then Prefect's own drain at interpreter exit
+    would retry it for minutes, and the caller ends the process without it."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    left = 0
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            left += len(worker.drain_all(timeout=timeout_s)[1])
+        except Exception:  # noqa: BLE001 - a worker that never started has nothing to send
+            pass
+    return left == 0
+
+
+class TemporaryServer:
+    """Start the temporary server (when Prefect would) and point Prefect at it; on every way out,
+    drain the event and log workers, then stop it. `api_url` is None when none was needed;
+    `drained` says whether everything Prefect queued was delivered."""
+
+    def __init__(self) -> None:
+        self.api_url: str | None = None
+        self.drained = True
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> TemporaryServer:
+        if not needed():
+            return self
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        server = _server_class()(port=None)
+        # Prefect code that asks for the ephemeral server gets this one, as under prefect_test_harness
+        SubprocessASGIServer._instances[None] = server
+        self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
+        guard: list[subprocess.Popen] = []
+        self._stack.callback(lambda: [processes.terminate(g, 5) for g in guard])  # once the server is gone
+        self._stack.callback(server.stop)
+        try:
+            server.start()
+            guard.append(reaper.spawn(pgids=[server.server_process.pid]))  # stops it if the CLI is killed (kill -9)
+            self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+        except BaseException:
+            self._stack.close()
+            raise
+        self._stack.callback(self._drain)  # runs first: while the server still answers
+        self.api_url = server.api_url
+        return self
+
+    def _drain(self) -> None:
+        self.drained = drain_workers()
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
+class CancelWatch:
+    """A flow run deployed to a worker is stopped by the worker when it is cancelled in the UI; one
+    the CLI runs in-process has nobody to stop it, and would stay Cancelling until the matrix
+    ended. This watches its state from the moment it runs (`hook`, an on_running flow hook) and
+    on Cancelling stops it as Ctrl-C does (SIGINT to this process: servers stopped, finished runs
+    kept), then records it Cancelled (the interrupt had made it Crashed)."""
+
+    POLL_S = 1.0
+
+    def __init__(self) -> None:
+        self.flow_run_id = None
+        self.cancelled = False
+        self._done = threading.Event()
+
+    def hook(self, _flow, flow_run, _state) -> None:
+        if self.flow_run_id is not None:
+            return
+        self.flow_run_id = flow_run.id
+        context = contextvars.copy_context()  # the API URL of the flow's settings, also the temporary one
+        threading.Thread(target=context.run, args=(self._watch,), name="trbench-cancel-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            while not self._done.wait(self.POLL_S):
+                try:
+                    state = client.read_flow_run(self.flow_run_id).state
+                except Exception:  # noqa: BLE001 - a missed poll is retried; the flow goes on meanwhile
+                    continue
+                if state is not None and state.is_cancelling():
+                    self.cancelled = True
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+
+    def __enter__(self) -> CancelWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if not self.cancelled:
+            return
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+            client.set_flow_run_state(self.flow_run_id, Cancelled(message="Flow run was cancelled: servers stopped, "
+                                                                          "finished runs kept"), force=True)
