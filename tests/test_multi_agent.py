@@ -27,8 +27,9 @@ def exchange(t0_ns: int, ttft_ms: float, tokens: int, decode_ms: float) -> RawEx
 def agent(role: str, phase: str, start_s: float, wall_s: float, ttft_ms: float, tps: float) -> AgentRun:
     t0 = int(start_s * 1e9)
     tokens = 20
-    calls = [("analysis", exchange(t0, ttft_ms, tokens, tokens / tps * 1000), "analysis prompt"),
-             ("report", exchange(t0 + int(wall_s / 2 * 1e9), ttft_ms, tokens, tokens / tps * 1000), "report prompt")]
+    decode_ms = (tokens - 1) / tps * 1000  # the first token comes out of prefill: n - 1 steps at tps
+    calls = [("analysis", exchange(t0, ttft_ms, tokens, decode_ms), "analysis prompt"),
+             ("report", exchange(t0 + int(wall_s / 2 * 1e9), ttft_ms, tokens, decode_ms), "report prompt")]
     return AgentRun(role=role, phase=phase, calls=calls, t_start_ns=t0, t_end_ns=t0 + int(wall_s * 1e9))
 
 

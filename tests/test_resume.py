@@ -19,7 +19,7 @@ def test_kill_9_at_ten_random_points_then_resume(prefect_api, tmp_path, free_por
     spec = {"tr_id": "resume", "models": ["smollm2:135m"], "ports": ports, "grid": {"num_ctx": [512, 1024]},
             "runs": 3, "requests_per_run": 2, "max_tokens": 12, "seed": 9, "ttft": "cold",
             "multi_agent": {"scenarios": ["chimera_homo"], "runs": 2, "max_tokens": 8,
-                            "chimera": {"num_gpu": 80, "num_ctx": 512, "temperature": 1.0}}}
+                            "chimera": {"num_gpu": 80, "num_ctx": 1024, "temperature": 1.0}}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out, root = tmp_path / "out", tmp_path / "out" / "resume"

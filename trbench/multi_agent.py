@@ -83,7 +83,7 @@ def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str
     for call in agent.calls:
         # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
         # cache; only ttft: cold makes every call new to it
-        unique = unique_prefix(f"{plan.run_id} {role} {phase} {call.name}") if spec.ttft == "cold" else None
+        unique = unique_prefix() if spec.ttft == "cold" else None
         messages = agent.messages(call, suite.digest_text, previous, unique)
         req = ChatRequest(
             model=plan.model, messages=messages,

@@ -85,9 +85,10 @@ class RequestSlot(BaseModel):
     max_tokens: int
 
 
-def unique_prefix(label: str) -> str:
-    """A prefix no earlier prompt starts with: random first, so that two prompts part at the first token."""
-    return f"{secrets.token_hex(6)} trbench {label}"
+def unique_prefix() -> str:
+    """A prefix no earlier prompt starts with, so that two prompts part at their first token; short,
+    since it lengthens every prompt it is put on (about 8 tokens)."""
+    return secrets.token_hex(6)
 
 
 def request_slots(spec: MatrixSpec, plan: RunPlan, warmups: int) -> list[RequestSlot]:
@@ -102,9 +103,9 @@ def request_slots(spec: MatrixSpec, plan: RunPlan, warmups: int) -> list[Request
                                  unique=unique, max_tokens=max_tokens))
 
     for w in range(warmups):
-        add(w, True, None, unique_prefix(f"{plan.run_id} warm-up {w}"), spec.max_tokens)
+        add(w, True, None, unique_prefix(), spec.max_tokens)
     for i in range(spec.requests_per_run):
-        unique = unique_prefix(f"{plan.run_id} prompt {i}")
+        unique = unique_prefix()
         if spec.ttft == "cached":
             add(i, True, None, unique, 1)  # puts the prompt into the KV cache; its one token costs nothing
         for target in spec.cache_targets:
