@@ -30,3 +30,25 @@ def track_progress(tr_id: str, total_runs: int, already_done: int) -> Callable[[
             update_progress_artifact(artifact_id=artifact_id, progress=percent())
 
     return progress.subscribe(on_event)
+
+
+def track_pulls() -> Callable[[], None]:
+    """A Prefect progress artifact per model an instance pulls (preflight, pull_models: true),
+    kept current as the layers download; returns the function that stops tracking."""
+    lock = threading.Lock()
+    artifacts: dict[str, object] = {}
+    throttle = progress.PullThrottle(step_pct=5.0)  # an API call per progress line would be thousands
+
+    def on_event(event: progress.ProgressEvent) -> None:
+        if event.kind != "pull":
+            return
+        who = event.message.rpartition(": ")[0]
+        with lock:
+            if who not in artifacts:
+                artifacts[who] = create_progress_artifact(progress=0.0, key=artifact_key("pull", who),
+                                                          description=f"pull {who}")
+            if throttle.due(event):
+                update_progress_artifact(artifact_id=artifacts[who], progress=event.pull_pct or 0.0,
+                                         description=progress.describe_pull(event))
+
+    return progress.subscribe(on_event)

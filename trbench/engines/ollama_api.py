@@ -6,6 +6,7 @@ import httpx
 
 from trbench.backends.base import error_text
 from trbench.engines.model_kind import kind_facts, ollama_has_chat_template
+from trbench.engines.ollama_names import same_model
 
 
 class OllamaAPIError(RuntimeError):
@@ -28,8 +29,9 @@ def tags(url: str) -> list[dict]:
 
 
 def find_tag(url: str, model: str) -> dict | None:
+    """The /api/tags entry of `model`, named as Ollama names it ("llama3.2" is "llama3.2:latest")."""
     for m in tags(url):
-        if model in (m.get("name"), m.get("model")):
+        if same_model(model, m.get("name")) or same_model(model, m.get("model")):
             return m
     return None
 
@@ -41,17 +43,6 @@ def show(url: str, model: str) -> dict:
     if r.status_code != 200:
         raise OllamaAPIError(f"/api/show {model}: HTTP {r.status_code}: {error_text(r.content)}")
     return r.json()
-
-
-def pull(url: str, model: str, timeout_s: float = 3600.0) -> None:
-    """Pull a model (non-streaming /api/pull answers once, when the pull has finished)."""
-    with _client(timeout_s) as http:
-        r = http.post(f"{url}/api/pull", json={"model": model, "stream": False})
-    if r.status_code != 200:
-        raise OllamaAPIError(f"pull {model}: HTTP {r.status_code}: {error_text(r.content)}")
-    status = r.json().get("status")
-    if status != "success":
-        raise OllamaAPIError(f"pull {model}: server said {status!r}")
 
 
 def unload(url: str, model: str) -> None:
