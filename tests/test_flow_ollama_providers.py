@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import psutil
-import pytest
 from conftest import free_port
 
 from flows.tr_matrix import tr_matrix
