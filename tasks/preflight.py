@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.progress import track_pulls
 from trbench import preflight, vram
 from trbench.spec import MatrixSpec
 from trbench.engines.instances import Instance
@@ -12,8 +13,12 @@ from trbench.engines.instances import Instance
 
 @task(name="preflight-instance", cache_policy=NO_CACHE)
 def check_instance(inst: Instance, backend: str) -> str:
-    """A server trbench starts: its port is free. An external one: it answers."""
+    """A server trbench starts: what an earlier run left of it removed, then its port is free.
+    An external one: it answers."""
     if inst.provider != "external":
+        removed = preflight.remove_leftovers(inst)
+        if removed:
+            get_run_logger().warning("%s: removed what a crashed run left: %s", inst.name, ", ".join(removed))
         return preflight.check_port_free(inst)
     preflight.check_health(inst, backend)
     return f"{inst.name}: {inst.url} answers"
@@ -21,8 +26,14 @@ def check_instance(inst: Instance, backend: str) -> str:
 
 @task(name="preflight-model", cache_policy=NO_CACHE, task_run_name="preflight {model} on {inst.name}")
 def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:
-    """The model is on the instance; an Ollama server pulls it first when the spec allows."""
-    return preflight.check_model(inst, backend, model, pull)
+    """The model is on the instance; an Ollama server pulls it first when the spec allows (a
+    progress artifact follows the pull)."""
+    untrack = track_pulls() if pull else None
+    try:
+        return preflight.check_model(inst, backend, model, pull)
+    finally:
+        if untrack:
+            untrack()
 
 
 @task(name="vram-budget", cache_policy=NO_CACHE)

@@ -30,3 +30,28 @@ def track_progress(tr_id: str, total_runs: int, already_done: int) -> Callable[[
             update_progress_artifact(artifact_id=artifact_id, progress=percent())
 
     return progress.subscribe(on_event)
+
+
+def track_pulls() -> Callable[[], None]:
+    """A Prefect progress artifact per model an instance pulls (preflight, pull_models: true),
+    kept current as the layers download; returns the function that stops tracking."""
+    lock = threading.Lock()
+    artifacts: dict[str, object] = {}
+    percent: dict[str, float] = {}  # of the layer downloading; the statuses after it carry no byte counts
+    throttle = progress.PullThrottle(step_pct=5.0)  # an API call per progress line would be thousands
+
+    def on_event(event: progress.ProgressEvent) -> None:
+        if event.kind != "pull":
+            return
+        who, _, status = event.message.rpartition(": ")
+        with lock:
+            if who not in artifacts:
+                artifacts[who] = create_progress_artifact(progress=0.0, key=artifact_key("pull", who),
+                                                          description=f"pull {who}")
+            pct = 100.0 if status == "success" else event.pull_pct
+            percent[who] = pct if pct is not None else percent.get(who, 0.0)
+            if throttle.due(event):
+                update_progress_artifact(artifact_id=artifacts[who], progress=percent[who],
+                                         description=progress.describe_pull(event))
+
+    return progress.subscribe(on_event)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import psutil
-import pytest
 from conftest import free_port
 
 from flows.tr_matrix import tr_matrix
@@ -78,15 +77,43 @@ def test_fake_ollama_cli_missing_model_fails_preflight_with_the_fix(prefect_api,
     assert "check 'model present'" in message and "qwen2.5:7b" in message and "pull_models: true" in message
 
 
-@pytest.mark.parametrize("pull", [True])
-def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_path, monkeypatch, pull):
+def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_OLLAMA_PYTHON", sys.executable)
-    s = {**spec("pulled", "ollama-process"), "models": ["qwen2.5:7b"], "pull_models": pull, "multi_agent": None,
+    # a name without a tag: Ollama stores and lists it as qwen2.5:latest
+    s = {**spec("pulled", "ollama-process"), "models": ["qwen2.5"], "pull_models": True, "multi_agent": None,
          "grid": {"num_ctx": [512]}}
     state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    assert set(storage.read_runs(tmp_path / "pulled")["model"]) == {"qwen2.5:7b"}
+    root = tmp_path / "pulled"
+    assert set(storage.read_runs(root)["model"]) == {"qwen2.5"}
+    manifest = storage.read_manifest(next((root / "runs").rglob("*.parquet")))
+    assert len(manifest["models"]["qwen2.5"]["digest"]) == 64  # its facts found under the listed name
+    assert all(d["estimate_gib"] for d in manifest["vram_budget"])  # and an estimate from them
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        pulls = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["pull-ollama-process-0-qwen2-5", "pull-ollama-process-1-qwen2-5"])))
+    assert pulls and all(float(a.data) == 100.0 for a in pulls)  # the pull's progress, streamed
+
+
+def test_fake_docker_stale_container_on_the_port_is_removed_and_the_run_goes_on(prefect_api, tmp_path, monkeypatch):
+    import socket
+
+    s = {**spec("stale", "ollama-docker"), "multi_agent": None, "grid": {"num_ctx": [512]}}
+    with FakeDocker(images=["ollama/ollama:latest"]) as engine:
+        monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
+        # what a crashed run left: its container (owner and reaper gone) still publishes the port
+        stale = engine.add_container("trbench-ollama-docker-0", running=True,
+                                     ports={"11434/tcp": ("127.0.0.1", s["ports"][0])},
+                                     labels={"trbench.managed": "true", "trbench.instance": "ollama-docker-0",
+                                             "trbench.owner": f"{socket.gethostname()}:999999999"})
+        state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+        assert state.is_completed(), state.message
+        assert stale in engine.removed
+        assert storage.read_runs(tmp_path / "stale")["valid"].all()
 
 
 def test_fake_ollama_serial_mode_unloads_each_model_before_the_next(prefect_api, tmp_path):

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from fakes.fake_ollama import MID_STREAM_MESSAGE, OOM_MESSAGE, SERVER_ERROR_MESSAGE, FakeModel, FakeOllama
+from fakes.fake_ollama import MID_STREAM_MESSAGE, OOM_MESSAGES, SERVER_ERROR_MESSAGE, FakeModel, FakeOllama
 
-from trbench.backends.base import ChatRequest
+from trbench.backends.base import ChatRequest, is_oom
 from trbench.backends.ollama import OllamaClient
 from trbench.engines import ollama_api
 from trbench.engines.instances import ExternalInstance
@@ -103,8 +103,9 @@ def test_fake_ollama_tokens_and_durations_ns_to_ms(client: OllamaClient) -> None
     assert ex.token_kinds == ["content"] * len(CONTENT)
     assert ex.finish_reason == "stop"
     assert ex.prompt_tokens == 26
-    assert ex.output_tokens == len(CONTENT)
-    assert ex.server_decode_tokens == len(CONTENT)
+    # eval_count: every streamed token and the end-of-sequence token the runner sampled, not streamed
+    assert ex.output_tokens == len(CONTENT) + 1
+    assert ex.server_decode_tokens == len(CONTENT) + 1
     assert ex.server_total_ms == pytest.approx(1500.0)
     assert ex.server_load_ms == pytest.approx(250.0)
     assert ex.server_prefill_ms == pytest.approx(120.0)
@@ -112,8 +113,8 @@ def test_fake_ollama_tokens_and_durations_ns_to_ms(client: OllamaClient) -> None
     m = derive(ex)
     assert m.prefill_ms == pytest.approx(120.0)
     assert m.load_ms == pytest.approx(250.0)
-    assert m.decode_tps == pytest.approx((len(CONTENT) - 1) / 2.0)  # (eval_count - 1) / eval_duration[s]
-    assert m.output_tokens == len(CONTENT)
+    assert m.decode_tps == pytest.approx(len(CONTENT) / 2.0)  # (eval_count - 1) / eval_duration[s]
+    assert m.output_tokens == len(CONTENT) + 1
     assert m.prompt_tokens == 26
 
 
@@ -122,9 +123,9 @@ def test_fake_ollama_decode_tps_from_eval_count_and_duration(fake: FakeOllama, c
     assert ex.status == "ok", ex.error_message
     final = fake.final_chunks[-1]
     m = derive(ex)
-    assert m.output_tokens == final["eval_count"] == 20
+    assert m.output_tokens == final["eval_count"] == 21  # 20 streamed + the end-of-sequence token
     assert m.decode_tps == pytest.approx((final["eval_count"] - 1) / final["eval_duration"] * 1e9, rel=1e-9)
-    # the fake waits 10 ms before each token, so the rate is at most 100/s and not far below it
+    # the fake takes 10 ms per decode step, so the rate is at most 100/s and not far below it
     assert 40.0 < m.decode_tps <= 100.5
     # the client clock sees the same pace (19 gaps of ~10 ms)
     assert m.decode_tps_client is not None
@@ -138,7 +139,7 @@ def test_fake_ollama_thinking_first_makes_ttft_earlier_than_ttfat(fake: FakeOlla
     assert ex.reasoning_text == "".join(THINKING)
     assert ex.text == "".join(CONTENT)
     assert ex.token_kinds == ["reasoning"] * len(THINKING) + ["content"] * len(CONTENT)
-    assert ex.output_tokens == len(THINKING) + len(CONTENT)  # Ollama's eval_count counts thinking tokens
+    assert ex.output_tokens == len(THINKING) + len(CONTENT) + 1  # eval_count: thinking tokens and EOS too
     m = derive(ex)
     assert m.ttft_ms is not None and m.ttfat_ms is not None
     assert m.ttft_ms < m.ttfat_ms
@@ -167,12 +168,36 @@ def test_fake_ollama_unknown_model_is_http_4xx_with_server_text(fake: FakeOllama
     assert derive(ex).ttft_ms is None
 
 
-def test_fake_ollama_out_of_memory_500_is_oom(client: OllamaClient) -> None:
-    ex = client.chat(_req("fake-oom:1b"))
+@pytest.mark.parametrize("kind", sorted(OOM_MESSAGES))
+def test_fake_ollama_out_of_memory_500_is_oom(kind: str) -> None:
+    # each message Ollama gives when a model does not fit, as HTTP 500 before any stream
+    with FakeOllama({"m:1b": FakeModel(fail="oom", oom_kind=kind)}) as fake:
+        c = OllamaClient(fake.url, timeout_s=10.0)
+        try:
+            ex = c.chat(_req("m:1b", num_gpu=80))
+        finally:
+            c.close()
     assert ex.status == "error"
-    assert ex.error_kind == "oom"
+    assert ex.error_kind == "oom", ex.error_message
     assert ex.http_status == 500
-    assert OOM_MESSAGE in ex.error_message
+    assert OOM_MESSAGES[kind].format(num_gpu=80) in ex.error_message
+    assert ex.token_times_ns == []
+
+
+def test_fake_ollama_layout_message_names_the_num_gpu_asked(client: OllamaClient) -> None:
+    ex = client.chat(_req("fake-oom:1b", num_gpu=33))
+    assert ex.error_kind == "oom" and "memory layout cannot be allocated with num_gpu = 33" in ex.error_message
+    ex = client.chat(_req("fake-oom:1b"))  # num_gpu left to Ollama: the backoff gave up
+    assert ex.error_kind == "oom" and ex.error_message.endswith("memory layout cannot be allocated")
+
+
+@pytest.mark.parametrize("message", [
+    "llama runner process has terminated: exit status 2",
+    "model \"x\" not found, try pulling it first",
+    "an error was encountered while running the model: unexpected EOF",
+])
+def test_other_server_errors_are_not_oom(message: str) -> None:
+    assert not is_oom(message)
 
 
 def test_fake_ollama_other_500_is_http_5xx(client: OllamaClient) -> None:
@@ -256,6 +281,7 @@ def test_fake_ollama_answers_generate_show_ps_version_as_documented(fake: FakeOl
         assert [c["response"] for c in lines[:-1]] == CONTENT[:4]
         assert all(c["done"] is False and c["model"] == "fake-llama:1b" and c["created_at"] for c in lines[:-1])
         final = lines[-1]
+        # stopped by num_predict: nothing is sampled after the 4th token, so no EOS in eval_count
         assert final["done"] is True and final["done_reason"] == "length" and final["eval_count"] == 4
         for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_duration"):
             assert isinstance(final[key], int), key

@@ -349,3 +349,44 @@ def test_fake_docker_kill_9_reaper_removes_container(engine):
                 os.kill(int(reaper_pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.mark.parametrize("gpu, visible", [(None, []), ("1", ["1"]), ("all", ["0", "1"])])
+def test_fake_docker_gpus_on_a_host_whose_default_runtime_is_nvidia(monkeypatch, started, gpu, visible):
+    # the image says NVIDIA_VISIBLE_DEVICES=all: without "void", a container asking for no GPU gets all
+    with FakeDocker(images=[IMAGE], default_runtime="nvidia", gpus=["0", "1"]) as fake:
+        monkeypatch.setenv("DOCKER_HOST", fake.docker_host)
+        inst = new_instance(started, gpu=gpu)
+        inst.start()
+        env = dict(e.split("=", 1) for e in fake.create_bodies[-1]["Env"])
+        assert env.get("NVIDIA_VISIBLE_DEVICES") == ("void" if gpu is None else None)
+        assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["OLLAMA_NUM_PARALLEL"] == "1"
+        assert fake.container(inst.container_id).visible_gpus == visible
+
+
+def test_fake_docker_pull_error_line_after_progress(monkeypatch, started):
+    with FakeDocker(pull_error="unexpected EOF", pull_error_in_stream=True) as fake:
+        monkeypatch.setenv("DOCKER_HOST", fake.docker_host)
+        with pytest.raises(InstanceError, match=r"could not be pulled \(unexpected EOF\)"):
+            new_instance(started).start()
+
+
+def test_fake_docker_stale_container_holding_the_port_is_removed_before_the_port_check(engine, started):
+    from trbench import preflight
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    port = free_port()
+    stale = engine.add_container("trbench-ollama-docker-0", running=True, ports={"11434/tcp": ("127.0.0.1", port)},
+                                 labels={LABEL_MANAGED: "true", LABEL_INSTANCE: "ollama-docker-0",
+                                         "trbench.owner": f"{socket.gethostname()}:{dead.stdout.strip()}"})
+    inst = new_instance(started, port=port)
+    # the crashed run's container still publishes the port, and an Ollama answers behind it
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    with pytest.raises(preflight.PreflightError, match="already in use"):
+        preflight.check_port_free(inst)
+    assert preflight.remove_leftovers(inst) == ["trbench-ollama-docker-0"]
+    assert engine.container(stale.id) is None
+    assert preflight.check_port_free(inst) == f"ollama-docker-0: port {port} free"
+    inst.start()
+    assert engine.container("trbench-ollama-docker-0").id == inst.container_id

@@ -275,3 +275,34 @@ def test_fake_ollama_cli_reaper_kills_serve_group_after_kill_9(records, free_por
             child.wait()
         if rec is not None and alive(rec["pid"]):
             os.killpg(rec["pid"], signal.SIGKILL)
+
+
+def test_fake_ollama_cli_pinned_environment_all_gpus_and_model_store(records, started, free_ports, tmp_path,
+                                                                       monkeypatch, caplog):
+    # a user's own settings that would change what is measured, and a GPU pin "all" must undo
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "0")
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "4")
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
+    store = tmp_path / "store"
+    (port,) = free_ports(1)
+    inst = OllamaProcessInstance("ollama-process-0", make_spec(ollama_models_dir=str(store)), port, "all",
+                                 tmp_path / "logs")
+    started.append(inst)
+    with caplog.at_level("WARNING", logger="trbench.engines.ollama_process"):
+        inst.start()
+    env = read_record(records, port)["env"]
+    # CUDA reads CUDA_VISIBLE_DEVICES=all as no device at all: "all" leaves it unset
+    assert env["CUDA_VISIBLE_DEVICES"] is None
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # one index means one GPU for CUDA, NVML and docker
+    assert env["OLLAMA_KEEP_ALIVE"] == "30m" and env["OLLAMA_NUM_PARALLEL"] == "1"
+    assert env["OLLAMA_MODELS"] == str(store)
+    assert "OLLAMA_FLASH_ATTENTION=1" in caplog.text  # passed on, and said so
+
+
+def test_fake_ollama_cli_default_model_store_is_explicit(tmp_path):
+    inst = OllamaProcessInstance("ollama-process-0", make_spec(), 11434, "1", tmp_path)
+    env = inst.environment()
+    assert env["OLLAMA_MODELS"] == os.path.expanduser("~/.ollama/models") and env["CUDA_VISIBLE_DEVICES"] == "1"
+    fix = inst.pull_fix("qwen2.5:7b")
+    assert "ollama_models_dir" in fix and "/usr/share/ollama/.ollama/models" in fix and "pull_models: true" in fix

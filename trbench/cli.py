@@ -73,6 +73,8 @@ def _progress_bar() -> tuple[Progress, callable]:
             bar.update(task_id, detail=e.run_id)
         elif e.kind == "request_done":
             bar.update(task_id, detail=f"{e.run_id} request {e.request}/{e.requests}")
+        elif e.kind == "pull":
+            bar.update(task_id, detail=events.describe_pull(e))
         elif e.kind == "run_finished":
             bar.advance(task_id)
             if not e.valid:

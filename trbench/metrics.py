@@ -28,7 +28,8 @@ DEFINITIONS: dict[str, str] = {
     "never estimated from characters",
     "prompt_tokens": "prompt tokens as the server counts them (usage.prompt_tokens; Ollama prompt_eval_count)",
     "cached_tokens": "prompt tokens served from the server's KV cache (llama.cpp timings.cache_n; "
-    "usage.prompt_tokens_details.cached_tokens); null where the server does not say",
+    "usage.prompt_tokens_details.cached_tokens; Ollama prompt_eval_cached_count, newer Ollama only); null where "
+    "the server does not say (older Ollama: prompt_eval_count is the whole prompt, cached or not)",
     "decode_tps": "server view: decode steps after the first token / decode time, tokens per second. llama.cpp: "
     "(predicted_n - 1) / predicted_ms, equal to its own timings.predicted_per_second; Ollama: (eval_count - 1) / "
     "eval_duration. Both servers sample the first token at the end of prefill and start the decode clock there, so "

@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from trbench.engines import bundled, ollama_api
+from trbench import progress
+from trbench.backends.base import error_text
+from trbench.engines import bundled, ollama_api, ollama_names, ollama_pull
 from trbench.engines.instances import EmbeddedInstance, Instance
 
 
@@ -16,6 +18,14 @@ class PreflightError(RuntimeError):
     def __init__(self, instance: str, check: str, problem: str, fix: str):
         super().__init__(f"preflight failed: instance {instance}, check '{check}': {problem}; fix: {fix}")
         self.instance, self.check = instance, check
+
+
+def remove_leftovers(inst: Instance) -> list[str]:
+    """What a crashed earlier run left of this instance and still holds its port (a container
+    whose reaper died with it keeps publishing the port): removed before the port is checked, so
+    that the check sees only what trbench did not start. The names of what was removed."""
+    remove = getattr(inst, "remove_leftovers", None)
+    return list(remove()) if remove is not None else []
 
 
 def check_port_free(inst: Instance) -> str:
@@ -53,16 +63,38 @@ def check_health(inst: Instance, backend: str, timeout_s: float = 5.0) -> None:
 def available_models(inst: Instance, backend: str) -> list[str]:
     if isinstance(inst, EmbeddedInstance):
         return sorted(bundled.BUNDLED_MODELS)
-    with httpx.Client(timeout=10.0, trust_env=False) as http:
-        if backend == "ollama":
-            data = http.get(f"{inst.url}/api/tags").json()
-            return sorted({n for m in data.get("models", []) for n in (m.get("name"), m.get("model")) if n})
-        data = http.get(f"{inst.url}/v1/models").json()
-        return sorted(m.get("id") for m in data.get("data", []) if m.get("id"))
+    path = "/api/tags" if backend == "ollama" else "/v1/models"
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            r = http.get(f"{inst.url}{path}")
+        data = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as err:
+        raise PreflightError(inst.name, "model present", f"listing the models of {inst.url} failed "
+                             f"({type(err).__name__}: {err})", f"check that {inst.url} is a {backend} server") from None
+    if not isinstance(data, dict):
+        raise PreflightError(inst.name, "model present", f"GET {path} answered HTTP {r.status_code}: "
+                             f"{error_text(r.content)[:200]}", f"check that {inst.url} is a {backend} server")
+    if backend == "ollama":
+        return sorted({n for m in data.get("models", []) for n in (m.get("name"), m.get("model")) if n})
+    return sorted(m.get("id") for m in data.get("data", []) if m.get("id"))
+
+
+def _report_pull(inst: Instance, p: ollama_pull.PullProgress) -> None:
+    progress.emit(kind="pull", message=f"{inst.name}: {p.model}: {p.status}", model=p.model,
+                  completed=p.completed, total=p.total)
+
+
+def _store_fix(inst: Instance, model: str) -> str:
+    """How to get the model onto the instance, naming the model store the instance uses."""
+    pull_fix = getattr(inst, "pull_fix", None)
+    if pull_fix is not None:
+        return pull_fix(model)
+    return f"`ollama pull {model}` on that host, or set pull_models: true in the spec"
 
 
 def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:
-    """Raise PreflightError unless the model is there; returns what was found or done."""
+    """Raise PreflightError unless the model is there; returns what was found or done. Ollama
+    names are compared as Ollama does ("llama3.2" is "llama3.2:latest")."""
     if isinstance(inst, EmbeddedInstance):
         try:
             bundled.resolve(model)
@@ -71,15 +103,18 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
             raise PreflightError(inst.name, "model present", problem, fix) from None
         return f"{inst.name}: {model} bundled"
     names = available_models(inst, backend)
-    if model in names:
-        return f"{inst.name}: {model} present"
+    found = ollama_names.find(model, names) if backend == "ollama" else (model if model in names else None)
+    if found is not None:
+        return f"{inst.name}: {model} present" + (f" (as {found})" if found != model else "")
     if backend == "ollama" and pull:
         try:
-            ollama_api.pull(inst.url, model)
+            ollama_pull.pull(inst.url, model, on_progress=lambda p: _report_pull(inst, p))
         except ollama_api.OllamaAPIError as err:
             raise PreflightError(inst.name, "model present", f"pulling {model!r} failed: {err}",
-                                 "check the model name and the server's network") from None
+                                 "check the model name (ollama.com/library) and the server's network") from None
+        if ollama_names.find(model, available_models(inst, backend)) is None:
+            raise PreflightError(inst.name, "model present", f"{model!r} was pulled but {inst.url} does not list it",
+                                 "check the server's log")
         return f"{inst.name}: {model} pulled"
-    fix = (f"`ollama pull {model}` on that host, or set pull_models: true in the spec" if backend == "ollama"
-           else "load that model on the server")
+    fix = _store_fix(inst, model) if backend == "ollama" else "load that model on the server"
     raise PreflightError(inst.name, "model present", f"model {model!r} is not on {inst.url} (it has: {', '.join(names) or 'none'})", fix)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 
 class ProgressEvent(BaseModel):
-    kind: Literal["planned", "run_started", "request_done", "run_finished", "run_skipped", "stage"]
+    kind: Literal["planned", "run_started", "request_done", "run_finished", "run_skipped", "stage", "pull"]
     total_runs: int = 0
     run_id: str = ""
     message: str = ""
@@ -23,6 +23,14 @@ class ProgressEvent(BaseModel):
     decode_tps: float | None = None
     decode_label: str = "decode p50"
     ttft_ms: dict[str, float] = {}  # label -> ms: "TTFT p50", or per cache state "TTFT cold p50"...
+    # pull: a model being pulled into an instance (message: "<instance>: <model>: <status>")
+    model: str = ""
+    completed: int = 0  # bytes of the layer downloading
+    total: int = 0
+
+    @property
+    def pull_pct(self) -> float | None:
+        return round(self.completed / self.total * 100.0, 1) if self.total else None
 
 
 _listeners: list[Callable[[ProgressEvent], None]] = []
@@ -69,6 +77,29 @@ def multi_run_figures(row: dict) -> dict:
             "ttft_ms": {"TTFT agents' mean": sum(ttft) / len(ttft)} if ttft else {}}
 
 
+def describe_pull(e: ProgressEvent) -> str:
+    pct = e.pull_pct
+    return f"pull {e.message}" + (f" {pct:.0f}% of {e.total / 1e9:.2f} GB" if pct is not None else "")
+
+
+class PullThrottle:
+    """Ollama sends a pull progress line for every few hundred KB; a listener that writes a line
+    or calls an API should act on a new status, or every `step_pct` percent, only."""
+
+    def __init__(self, step_pct: float = 10.0):
+        self.step_pct = step_pct
+        self._last: dict[str, tuple[str, float]] = {}
+
+    def due(self, e: ProgressEvent) -> bool:
+        who, _, status = e.message.rpartition(": ")  # "<instance>: <model>", "<status>"
+        pct = e.pull_pct or 0.0
+        prev = self._last.get(who)
+        if prev is None or prev[0] != status or pct >= prev[1] + self.step_pct or (pct == 100.0 != prev[1]):
+            self._last[who] = (status, pct)
+            return True
+        return False
+
+
 def describe_run(e: ProgressEvent) -> str:
     """One plain line for a finished run: id, valid or invalid, decode tok/s, TTFT."""
     verdict = "valid" if e.valid else "invalid"
@@ -86,9 +117,13 @@ class PlainLines:
         self.lock = threading.Lock()  # runs of parallel lanes finish on their own threads
         self.valid = self.invalid = self.skipped = 0
         self.planned = 0
+        self.pulls = PullThrottle()
 
     def __call__(self, e: ProgressEvent) -> None:
-        if e.kind == "planned":
+        if e.kind == "pull":
+            if self.pulls.due(e):
+                self._write(describe_pull(e))
+        elif e.kind == "planned":
             self.planned = e.total_runs
             self._write(f"planned: {e.total_runs} run(s)" + (f", {e.message}" if e.message else ""))
         elif e.kind == "run_skipped":

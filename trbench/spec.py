@@ -229,6 +229,10 @@ class MatrixSpec(_Strict):
     docker_image: str = "ollama/ollama:latest"
     docker_volume: str = Field(default="trbench-ollama-models", description="shared model volume: pulled once")
     ollama_binary: str = "ollama"
+    ollama_models_dir: str = Field(
+        default="~/.ollama/models", description="ollama-process: the model store every `ollama serve` uses "
+        "(OLLAMA_MODELS); Ollama's default for a user, while Linux service installs keep models in "
+        "/usr/share/ollama/.ollama/models")
     pull_models: bool = Field(default=False, description="preflight pulls missing Ollama models")
     models: list[str] = Field(min_length=1)
     baseline_model: str | None = None

@@ -11,13 +11,26 @@ JSON objects {"message": "..."} with the engine's status codes (404 unknown, 409
 500 engine error), so the SDK raises its own exception classes (NotFound, ImageNotFound,
 APIError) exactly as against a real engine.
 
-A "container" is a record. Starting one starts a FakeOllama (tests/fakes/fake_ollama.py) on
-the host address of its HostConfig.PortBindings (HostIp honoured: "" means every address, as
-Docker does; each binding is recorded in FakeContainer.bound), so an instance's health check
-and chat requests really reach a server; stop and remove stop it. Behaviours for failure
-tests: `health="refuse"` (started containers serve nothing: never healthy),
-`exit_on_start=(code, log_text)` (the process exits at once), `gpu_available=False` (device
-requests fail as on an engine without the NVIDIA runtime), `pull_error` (the registry says no).
+A "container" is a record. Starting one publishes its ports as dockerd does (moby/moby's
+docker-proxy, libnetwork portmapper): each binding of HostConfig.PortBindings is bound on the
+host (HostIp honoured: "" means every address; each binding is recorded in FakeContainer.bound)
+for as long as the container runs, and every connection to it is relayed to the container's
+port, where a FakeOllama (tests/fakes/fake_ollama.py) serves, so an instance's health check and
+chat requests really reach a server. A published port is held whether or not anything serves
+behind it (a connection is then accepted and closed). Stop, kill and remove release it. A
+container a test adds with add_container(..., ports=..., running=True), as a crashed run leaves
+one, holds its port the same way.
+
+GPUs as the NVIDIA runtime gives them (FakeContainer.visible_gpus): the device requests' GPUs;
+without one, on a host whose default runtime is nvidia (default_runtime="nvidia"), what
+NVIDIA_VISIBLE_DEVICES says, the image's "all" (ollama/ollama's Dockerfile) unless the container
+sets "void" or "none".
+
+Behaviours for failure tests: `health="refuse"` (started containers serve nothing: never
+healthy), `exit_on_start=(code, log_text)` (the process exits at once), `gpu_available=False`
+(device requests fail as on an engine without the NVIDIA runtime), `pull_error` (the registry
+says no: an HTTP error before any progress, as dockerd's postImagesCreate answers when nothing
+was flushed yet; with pull_error_in_stream=True an error line after progress instead).
 
 Every API call is recorded (FakeDocker.calls: method, path without the version prefix,
 query, body), and every container create body (FakeDocker.create_bodies).
@@ -46,7 +59,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.fakes.fake_ollama import FakeModel, FakeOllama, GoLikeHandler, _Handler as _OllamaHandler, default_models
+from tests.fakes.fake_ollama import FakeModel, FakeOllama, GoLikeHandler, default_models
 
 API_VERSION = "1.47"
 ENGINE_VERSION = "27.5.1"
@@ -78,21 +91,89 @@ class DockerCall:
     api_version: str | None  # the prefix's version, None when unversioned (/version, /_ping)
 
 
-class PortedFakeOllama(FakeOllama):
-    """A FakeOllama on a given address and port (the host side of a container's port binding)."""
+class DockerProxy:
+    """A published port, as docker-proxy holds it (moby/moby cmd/docker-proxy): bound on the host
+    while the container runs, each connection relayed to the container's port; when nothing
+    listens there the connection is accepted and closed at once."""
 
-    def __init__(self, host: str, port: int, models: Mapping[str, FakeModel] | None = None) -> None:
-        super().__init__(models, host=host)
-        self._want_port = port
+    def __init__(self, host_ip: str, port: int, backend: Callable[[], int | None]) -> None:
+        self.host_ip, self.port, self.backend = host_ip, port, backend
+        self._sock: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
 
-    def start(self) -> PortedFakeOllama:
-        handler = type("FakeOllamaHandler", (_OllamaHandler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer((self.host, self._want_port), handler)  # OSError when taken
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-ollama-{self._want_port}", daemon=True)
-        self._thread.start()
+    def start(self) -> DockerProxy:
+        family = socket.AF_INET6 if ":" in self.host_ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's net.Listen
+        try:
+            sock.bind((self.host_ip, self.port))  # OSError when the port is taken
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(64)
+        self._sock = sock
+        threading.Thread(target=self._accept, name=f"docker-proxy-{self.port}", daemon=True).start()
         return self
+
+    def stop(self) -> None:
+        self._closed.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        port = self.backend()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=5) if port else None
+        except OSError:
+            upstream = None
+        if upstream is None:  # nothing serves in the container: accepted, then closed
+            client.close()
+            return
+        upstream.settimeout(None)
+        for s_ in (client, upstream):
+            s_.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._conns.update((client, upstream))
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s_ in (src, dst):
+                try:
+                    s_.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            with self._lock:
+                self._conns.discard(src)
+                self._conns.discard(dst)
 
 
 @dataclass
@@ -107,7 +188,9 @@ class FakeContainer:
     finished_at: str = "0001-01-01T00:00:00Z"
     logs: bytes = b""
     ollama: list[FakeOllama] = field(default_factory=list)
+    proxies: list[DockerProxy] = field(default_factory=list)  # its published ports, while it runs
     bound: list[tuple[str, int]] = field(default_factory=list)  # (HostIp as given, host port) of each start
+    visible_gpus: list[str] = field(default_factory=list)  # what the NVIDIA runtime gave it, while it runs
 
     @property
     def labels(self) -> dict[str, str]:
@@ -128,13 +211,17 @@ class FakeDocker:
     def __init__(self, images: Iterable[str] = (), api_version: str = API_VERSION,
                  ollama_models: Callable[[], Mapping[str, FakeModel]] = default_models,
                  health: Health = "ok", exit_on_start: tuple[int, str] | None = None,
-                 gpu_available: bool = True, pull_error: str | None = None) -> None:
+                 gpu_available: bool = True, pull_error: str | None = None, pull_error_in_stream: bool = False,
+                 gpus: Iterable[str] = ("0", "1"), default_runtime: str = "runc") -> None:
         self.api_version = api_version
         self.ollama_models = ollama_models
         self.health: Health = health
         self.exit_on_start = exit_on_start
         self.gpu_available = gpu_available
         self.pull_error = pull_error
+        self.pull_error_in_stream = pull_error_in_stream
+        self.gpus = list(gpus)  # the host's GPUs, as NVML numbers them
+        self.default_runtime = default_runtime  # "nvidia": containers get GPUs from NVIDIA_VISIBLE_DEVICES
         self.images: dict[str, dict] = {}
         self.volumes: dict[str, dict] = {}
         self.containers: dict[str, FakeContainer] = {}  # by id
@@ -211,8 +298,10 @@ class FakeDocker:
             "Architecture": "amd64",
             "Os": "linux",
             "Size": 3_400_000_000,
+            # ollama/ollama's Dockerfile: ENV OLLAMA_HOST, NVIDIA_DRIVER_CAPABILITIES, NVIDIA_VISIBLE_DEVICES=all
             "Config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                               "OLLAMA_HOST=0.0.0.0:11434"],
+                               "OLLAMA_HOST=0.0.0.0:11434", "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+                               "NVIDIA_VISIBLE_DEVICES=all"],
                        "Entrypoint": ["/bin/ollama"], "Cmd": ["serve"], "ExposedPorts": {"11434/tcp": {}}},
         }
         with self._lock:
@@ -220,14 +309,17 @@ class FakeDocker:
         return image
 
     def add_container(self, name: str, labels: Mapping[str, str] | None = None, image: str = "ollama/ollama:latest",
-                      running: bool = False) -> FakeContainer:
-        """A container made outside the code under test (e.g. left over from a killed run)."""
-        body = {"Image": image, "Labels": dict(labels or {}), "HostConfig": {}}
+                      running: bool = False, ports: Mapping[str, tuple[str, int]] | None = None) -> FakeContainer:
+        """A container made outside the code under test (e.g. left over from a killed run); running,
+        it publishes `ports` ({"11434/tcp": ("127.0.0.1", 11434)}) and serves Ollama behind them."""
+        bindings = {spec: [{"HostIp": ip, "HostPort": str(port)}] for spec, (ip, port) in (ports or {}).items()}
+        body = {"Image": image, "Labels": dict(labels or {}), "HostConfig": {"PortBindings": bindings}}
         c = FakeContainer(id=uuid.uuid4().hex + uuid.uuid4().hex, name=name, body=body, created=_now())
-        if running:
-            c.status, c.started_at = "running", _now()
         with self._lock:
             self.containers[c.id] = c
+            if running:
+                status, err = self._start(c)
+                assert err is None, err
         return c
 
     def container(self, ref: str) -> FakeContainer | None:
@@ -276,32 +368,52 @@ class FakeDocker:
             c.status, c.exit_code, c.started_at, c.finished_at = "exited", code, _now(), _now()
             c.logs = text.encode()
             return 204, None
-        servers: list[FakeOllama] = []
+        # the process inside: Ollama on the container's port (here an ephemeral one on loopback)
+        servers = [] if self.health == "refuse" else [FakeOllama(self.ollama_models()).start()]
+        inside = {"11434/tcp": servers[0].port if servers else None}
+        proxies: list[DockerProxy] = []
         for spec, bindings in (hc.get("PortBindings") or {}).items():
             for b in bindings or []:
                 host_ip = b.get("HostIp", "")
                 port = int(b.get("HostPort") or 0)
                 c.bound.append((host_ip, port))
-                if spec != "11434/tcp" or self.health == "refuse":
-                    continue
                 try:
-                    servers.append(PortedFakeOllama(host_ip or "0.0.0.0", port, self.ollama_models()).start())
+                    proxies.append(DockerProxy(host_ip or "0.0.0.0", port, lambda s=spec: inside.get(s)).start())
                 except OSError:
-                    for s in servers:
-                        s.stop()
+                    for x in [*proxies, *servers]:
+                        x.stop()
                     family = "tcp6" if ":" in (host_ip or "") else "tcp4"
                     return 500, {"message": f"driver failed programming external connectivity on endpoint {c.name} "
                                             f"({c.id}): Error starting userland proxy: listen {family} "
                                             f"{host_ip or '0.0.0.0'}:{port}: bind: address already in use"}
-        c.ollama = servers
+        c.ollama, c.proxies = servers, proxies
+        c.visible_gpus = self._visible_gpus(c)
         c.status, c.exit_code, c.started_at = "running", 0, _now()
         c.logs += b"time=" + _now().encode() + b" level=INFO source=routes.go msg=\"Listening on [::]:11434 (FAKE)\"\n"
         return 204, None
 
+    def _visible_gpus(self, c: FakeContainer) -> list[str]:
+        """The GPUs the NVIDIA runtime puts in the container: the device requests' (count -1: all);
+        with none, only where nvidia is the default runtime, NVIDIA_VISIBLE_DEVICES of the
+        container's env over the image's ("void", "none" or empty: no GPU)."""
+        requests = c.host_config.get("DeviceRequests") or []
+        if requests:
+            return [g for r in requests for g in (self.gpus if r.get("Count") == -1 else r.get("DeviceIDs") or [])]
+        if self.default_runtime != "nvidia":
+            return []
+        image = self.images.get(normalize_image(c.body.get("Image", "")), {})
+        env = dict(e.split("=", 1) for e in (image.get("Config") or {}).get("Env", []) + (c.body.get("Env") or []))
+        value = env.get("NVIDIA_VISIBLE_DEVICES", "")
+        if value in ("", "void", "none"):
+            return []
+        return list(self.gpus) if value == "all" else value.split(",")
+
     def _halt(self, c: FakeContainer, exit_code: int = 0) -> None:
         servers, c.ollama = c.ollama, []
-        for s in servers:
+        proxies, c.proxies = c.proxies, []
+        for s in [*proxies, *servers]:
             s.stop()
+        c.visible_gpus = []
         if c.running:
             c.status, c.exit_code, c.finished_at = "exited", exit_code, _now()
 
@@ -496,6 +608,11 @@ class _Handler(GoLikeHandler):
             ref = f"{base}@{tag}" if tag.startswith("sha256:") else f"{base}:{tag}"
         else:
             ref = normalize_image(from_image)
+        if self.fake.pull_error and not self.fake.pull_error_in_stream:
+            # api/server/router/image/image_routes.go postImagesCreate: an error before anything was
+            # flushed is returned as the HTTP status (a registry's "repository does not exist" is 404)
+            self._error(404, self.fake.pull_error)
+            return
         self.send_response(200)
         self.send_header("Api-Version", self.fake.api_version)
         self.send_header("Content-Type", "application/json")
@@ -510,7 +627,7 @@ class _Handler(GoLikeHandler):
         shown_tag = ref.rsplit(":", 1)[-1] if "@" not in ref else ref.split("@", 1)[1]
         line({"status": f"Pulling from {ref.rsplit(':', 1)[0] if '@' not in ref else ref.split('@')[0]}",
               "id": shown_tag})
-        if self.fake.pull_error:
+        if self.fake.pull_error:  # after progress was flushed: an error line (streamformatter.FormatError)
             line({"errorDetail": {"message": self.fake.pull_error}, "error": self.fake.pull_error})
         else:
             layer = hashlib.sha256(ref.encode()).hexdigest()[:12]

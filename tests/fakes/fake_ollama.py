@@ -3,7 +3,7 @@
 Ollama cannot run on the test machines, so this stand-in answers the HTTP API that
 trbench talks to with the shapes of Ollama's docs/api.md: streaming NDJSON from
 POST /api/chat and POST /api/generate (and their "stream": false variants), GET /api/tags,
-POST /api/show, GET /api/ps, GET /api/version, and errors as Ollama sends them
+POST /api/show, POST /api/pull, GET /api/ps, GET /api/version, and errors as Ollama sends them
 (a JSON object {"error": "..."} with an HTTP status, or an error line inside a stream).
 A generate request with no prompt loads the model (one object, done_reason "load"), and with
 keep_alive 0 as well unloads it (one object, done_reason "unload"), as docs/api.md says.
@@ -13,13 +13,36 @@ ever sent: Ollama answers nothing until the model is loaded), an unload that is 
 never answered, a stream that stops sending mid-way without ending, and a crash of the whole
 server (it stops listening and drops its connections).
 
+What it does beyond the documented shapes follows Ollama's source (ollama/ollama; each behaviour
+names the file and version it was read from where it is implemented below):
+
+- counts and durations as the runner reports them (runner/ollamarunner/runner.go, 2025, commit
+  010fd33; llamarunner the same): eval_count counts every sampled token, the first one and the
+  end-of-sequence token that is never streamed included; eval_duration starts when the first
+  token's logits are ready (that token's time is in prompt_eval_duration); prompt_eval_count is
+  the whole prompt, cached part included, while prompt_eval_duration covers only what was
+  evaluated (runner/ollamarunner/cache.go LoadCacheSlot: the longest cached prefix is reused,
+  always leaving one token to evaluate);
+- out-of-memory at load time as HTTP 500 {"error"} before any stream, with Ollama's own messages
+  (OOM_MESSAGES: llm/server.go v0.12.x, llm/status.go, llama.cpp through the runner);
+- names as types/model/name.go parses them: no tag means ":latest", default host and namespace
+  dropped, compared case-insensitively; /api/tags lists the tag ("llama3.2:latest");
+- POST /api/generate without a prompt: keep_alive 0 unloads without loading, answering one
+  object with done_reason "unload"; otherwise it loads and answers done_reason "load"
+  (server/routes.go GenerateHandler);
+- POST /api/pull streams progress lines and reports failures as {"error"} lines inside the
+  stream (server/routes.go PullHandler, streamResponse); a client that leaves cancels the pull;
+- optionally prompt_eval_cached_count, which newer Ollama adds (FakeOllama(reports_cached=True)).
+
 It is built on the standard library only (http.server.ThreadingHTTPServer in a background
 thread, bound to 127.0.0.1 on a port the OS picks). Each model it serves has a
-FakeModel behaviour: the tokens it emits, the delay before each, "thinking" tokens streamed
-before the answer, and a failure mode. Tokens are written one NDJSON line per HTTP chunk,
-flushed, with a real delay between them, so client-side timing metrics are meaningful; the
-durations in the final chunk are measured (nanoseconds, as Ollama reports them) unless a
-behaviour fixes them.
+FakeModel behaviour: the tokens it emits, the decode step between them, "thinking" tokens
+streamed before the answer, and a failure mode. Tokens are written one NDJSON line per HTTP
+chunk, flushed, with a real delay between them, so client-side timing metrics are meaningful;
+the durations in the final chunk are measured (nanoseconds, as Ollama reports them) unless a
+behaviour fixes them. With a StepClock (FakeOllama(clock=...)) time is virtual instead: the
+fake advances the clock by each step and waits until the client has read it after every
+chunk, so a test of the decode-rate arithmetic needs no wall-clock tolerance.
 
 Every request body received is recorded (FakeOllama.requests), and every final chunk sent
 (FakeOllama.final_chunks), so tests can assert what reached the server and what it said.
@@ -37,7 +60,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,10 +70,29 @@ import pytest
 
 FailMode = Literal["oom", "http_500", "mid_stream"]
 
-# The message Ollama's runner gives when a model does not fit (seen as HTTP 500 on /api/chat).
-OOM_MESSAGE = "llama runner process has terminated: cudaMalloc failed: out of memory"
+# What Ollama answers (HTTP 500 {"error": ...}, before any stream: server/routes.go
+# handleScheduleError) when a model does not fit, by where the failure is found:
+OOM_MESSAGES = {
+    # llm/server.go (v0.12.x, Ollama's own engine): the layout for an explicit options.num_gpu does not fit
+    "layout": "memory layout cannot be allocated with num_gpu = {num_gpu}",
+    # llm/server.go (v0.12.x): no layout fits even after the backoff (num_gpu left to Ollama)
+    "layout_auto": "memory layout cannot be allocated",
+    # the llama.cpp engine (llamarunner): llm/status.go StatusWriter keeps the last line with an error
+    # prefix ("error loading model"), and the server wraps it as the runner's exit
+    "llama_buffer": "llama runner process has terminated: error loading model: unable to allocate CUDA0 buffer",
+    "backend_buffer": "llama runner process has terminated: error loading model: unable to allocate backend buffer",
+    # newer Ollama on llama-server: llm/status.go (2026) appends every error line, OOM lines included
+    "llama_server": "llama-server process has terminated: exit status 1: cudaMalloc failed: out of memory\n"
+                    "alloc_tensor_range: failed to allocate CUDA0 buffer of size 5064192000\n"
+                    "error loading model: unable to allocate CUDA0 buffer",
+    # server/sched.go (through v0.9): the estimate says the model cannot fit in system memory
+    "system_memory": "model requires more system memory (37.9 GiB) than is available (14.2 GiB)",
+}
+OOM_MESSAGE = OOM_MESSAGES["llama_buffer"]
 MID_STREAM_MESSAGE = "an error was encountered while running the model: unexpected EOF"
 SERVER_ERROR_MESSAGE = "llama runner process has terminated: exit status 2"
+# server/routes.go PullHandler -> PullModel: a name the registry does not have
+PULL_NOT_FOUND_MESSAGE = "pull model manifest: file does not exist"
 FAKE_VERSION = "0.12.6"
 
 DEFAULT_MODEL = "fake-llama:1b"
@@ -67,11 +109,12 @@ class FakeModel:
 
     content_tokens: list[str] = field(default_factory=lambda: list(_DEFAULT_CONTENT))
     think_tokens: list[str] = field(default_factory=list)  # streamed as message.thinking before the answer
-    token_delay_s: float = 0.004  # before each generated token (the fake's decode step)
+    token_delay_s: float = 0.004  # one decode step: before each token after the first, and before the unstreamed EOS
     load_delay_s: float = 0.0  # before anything is sent (model load); reported as load_duration
-    prefill_delay_s: float = 0.002  # after load, before the first token; reported as prompt_eval_duration
+    prefill_delay_s: float = 0.002  # a cold prompt's evaluation, first token included; scaled by the uncached share
     fail: FailMode | None = None
     oom_above_num_gpu: int | None = None  # options.num_gpu above this fails as out of memory (a card that fits so many layers)
+    oom_kind: str = "layout"  # which of OOM_MESSAGES a load that does not fit answers
     fail_after_tokens: int = 3  # mid_stream: tokens sent before the error line
     error_message: str | None = None  # overrides the default message of the fail mode
     load_hangs: bool = False  # a request that must load the model is accepted, then nothing is sent
@@ -88,6 +131,10 @@ class FakeModel:
 
     def digest(self, name: str) -> str:
         return hashlib.sha256(f"fake-ollama:{name}".encode()).hexdigest()
+
+    def oom_message(self, num_gpu: object) -> str:
+        kind = "layout_auto" if self.oom_kind == "layout" and num_gpu is None else self.oom_kind
+        return self.error_message or OOM_MESSAGES[kind].format(num_gpu=num_gpu)
 
 
 @dataclass
@@ -109,21 +156,93 @@ def _now_rfc3339(delta: timedelta = timedelta()) -> str:
     return (datetime.now(timezone.utc) + delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# --- model names, as ollama/ollama types/model/name.go (ParseName, DisplayShortest) ------------
+
+_DEFAULT_HOST, _DEFAULT_NAMESPACE, _DEFAULT_TAG = "registry.ollama.ai", "library", "latest"
+
+
+def display_name(name: str) -> str:
+    """host/namespace/model:tag with Ollama's defaults filled in, shown as /api/tags shows it:
+    the default host and namespace left out, the tag always there ("llama3.2" -> "llama3.2:latest")."""
+    rest, tag = name, _DEFAULT_TAG
+    if rest.rfind(":") > rest.rfind("/"):
+        rest, tag = rest.rsplit(":", 1)
+    parts = rest.split("/")
+    model = parts[-1]
+    namespace = parts[-2] if len(parts) >= 2 else _DEFAULT_NAMESPACE
+    host = "/".join(parts[:-2]) if len(parts) >= 3 else _DEFAULT_HOST
+    shown = f"{model}:{tag}"
+    if namespace != _DEFAULT_NAMESPACE or host != _DEFAULT_HOST:
+        shown = f"{namespace}/{shown}"
+    if host != _DEFAULT_HOST:
+        shown = f"{host}/{shown}"
+    return shown
+
+
 class _Aborted(Exception):
     """The fake is stopping, or the client went away: end this response quietly."""
+
+
+class StepClock:
+    """Virtual time shared by the FAKE and the client under test (monkeypatch it in as the
+    client's `time` module). Only the fake moves it, by whole steps; after each streamed chunk
+    the fake waits until the client has read the clock (its stamp of that chunk), so every
+    reading lands on the step the fake meant. Everything but perf_counter_ns is the real time
+    module."""
+
+    def __init__(self, start_ns: int = 1_000_000_000_000) -> None:
+        self._ns = start_ns
+        self._reads = 0
+        self._cond = threading.Condition()
+
+    def perf_counter_ns(self) -> int:  # the client's reading
+        with self._cond:
+            self._reads += 1
+            self._cond.notify_all()
+            return self._ns
+
+    def now_ns(self) -> int:  # the fake's reading (not counted as the client's)
+        with self._cond:
+            return self._ns
+
+    def reads(self) -> int:
+        with self._cond:
+            return self._reads
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._ns += round(seconds * 1e9)
+
+    def wait_for_read(self, after: int, timeout_s: float = 10.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._reads > after, timeout=timeout_s):
+                raise _Aborted("the client never read the StepClock")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
 class FakeOllama:
     """A FAKE Ollama HTTP server (standard library only) for tests; use as a context manager."""
 
     def __init__(self, models: Mapping[str, FakeModel] | None = None, host: str = "127.0.0.1",
-                 version: str = FAKE_VERSION) -> None:
-        self.models: dict[str, FakeModel] = dict(models) if models is not None else default_models()
+                 version: str = FAKE_VERSION, *, reports_cached: bool = False, clock: StepClock | None = None,
+                 registry: Callable[[str], FakeModel | None] | None = None, pull_step_s: float = 0.0) -> None:
+        models = models if models is not None else default_models()
+        # stored as /api/tags lists them: "llama3.2" is "llama3.2:latest"
+        self.models: dict[str, FakeModel] = {display_name(n): m for n, m in models.items()}
         self.host = host
         self.version = version
+        self.reports_cached = reports_cached  # newer Ollama: prompt_eval_cached_count in the final chunk
+        self.clock = clock
+        # what `ollama pull` can fetch: a FakeModel for a name, None for a name the registry lacks;
+        # without one, every name can be pulled
+        self.registry = registry or (lambda name: FakeModel())
+        self.pull_step_s = pull_step_s  # between progress lines of a pull
         self.requests: list[RecordedRequest] = []
         self.final_chunks: list[dict] = []  # the done:true object of each completed chat/generate
         self.loaded: dict[str, dict] = {}  # model -> {"num_ctx", "expires_at"}, for /api/ps
+        self.prompt_cache: dict[str, list[str]] = {}  # model -> the prompt its cache slot holds
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -185,11 +304,15 @@ class FakeOllama:
     # --- internals used by the handler ---------------------------------------------------
 
     def resolve(self, name: str | None) -> tuple[str, FakeModel] | None:
+        """The model a request names, as Ollama finds it: ParseName's defaults, then a
+        case-insensitive match (types/model/name.go Name.EqualFold)."""
         if not name:
             return None
-        for candidate in (name, f"{name}:latest"):
-            if candidate in self.models:
-                return candidate, self.models[candidate]
+        wanted = display_name(name).lower()
+        with self._lock:
+            for known, model in self.models.items():
+                if known.lower() == wanted:
+                    return known, model
         return None
 
     def _record(self, req: RecordedRequest) -> None:
@@ -204,6 +327,16 @@ class FakeOllama:
         """Keep the connection open and send nothing, until the fake stops."""
         self._stopping.wait()
         raise _Aborted("fake Ollama server stopping")
+
+    # time as the generation sees it: real, or the StepClock's virtual steps
+    def _now_ns(self) -> int:
+        return self.clock.now_ns() if self.clock is not None else time.perf_counter_ns()
+
+    def _step(self, seconds: float) -> None:
+        if self.clock is not None:
+            self.clock.advance(seconds)
+        else:
+            self._wait(seconds)
 
 
 class GoLikeHandler(BaseHTTPRequestHandler):
@@ -305,7 +438,9 @@ class _Handler(GoLikeHandler):
         elif self.path == "/api/version":
             self._send_json(200, {"version": self.fake.version})
         elif self.path == "/api/tags":
-            self._send_json(200, {"models": [self._tag(n, m) for n, m in self.fake.models.items()]})
+            with self.fake._lock:
+                models = dict(self.fake.models)
+            self._send_json(200, {"models": [self._tag(n, m) for n, m in models.items()]})
         elif self.path == "/api/ps":
             self._send_json(200, {"models": self._running()})
         else:
@@ -315,7 +450,8 @@ class _Handler(GoLikeHandler):
         received = time.perf_counter_ns()
         body, is_json = self._read_body()
         self.fake._record(RecordedRequest("POST", self.path, body, received))
-        routes = {"/api/chat": self._chat, "/api/generate": self._generate, "/api/show": self._show}
+        routes = {"/api/chat": self._chat, "/api/generate": self._generate, "/api/show": self._show,
+                  "/api/pull": self._pull}
         route = routes.get(self.path)
         if route is None:
             self._send_text(404, "404 page not found")
@@ -391,23 +527,27 @@ class _Handler(GoLikeHandler):
 
     def _chat(self, body: dict) -> None:
         messages = body.get("messages") or []
-        words = sum(len(str(msg.get("content", "")).split()) for msg in messages if isinstance(msg, dict))
+        words = [w for msg in messages if isinstance(msg, dict) for w in str(msg.get("content", "")).split()]
         self._complete(body, words, chat=True)
 
     def _generate(self, body: dict) -> None:
         if not body.get("prompt") and body.get("model"):
             self._load_or_unload(body)
             return
-        words = len(str(body.get("prompt", "")).split()) + len(str(body.get("system", "")).split())
+        words = str(body.get("system", "")).split() + str(body.get("prompt", "")).split()
         self._complete(body, words, chat=False)
 
+    # --- load and unload without a prompt ------------------------------------------------------
+
     def _load_or_unload(self, body: dict) -> None:
-        """docs/api.md: no prompt loads the model; keep_alive 0 as well unloads it. Either way a
-        single JSON object answers, without generating anything."""
+        """server/routes.go GenerateHandler (v0.12.x and later): an empty prompt with keep_alive 0
+        expires the runner and answers one object, done_reason "unload", without loading anything;
+        an empty prompt otherwise loads the model and answers done_reason "load". Both are a single
+        JSON object, not a stream; an unknown model is 404 "model 'x' not found"."""
         fake = self.fake
         found = fake.resolve(body["model"])
         if found is None:
-            self._error(404, f'model "{body["model"]}" not found, try pulling it first')
+            self._error(404, f"model '{body['model']}' not found")
             return
         name, m = found
         unload = body.get("keep_alive") in (0, "0", "0s", "0m")
@@ -416,6 +556,7 @@ class _Handler(GoLikeHandler):
                 fake._hang()
             with fake._lock:
                 fake.loaded.pop(name, None)
+                fake.prompt_cache.pop(name, None)
         else:
             if m.load_hangs:
                 fake._hang()
@@ -423,12 +564,72 @@ class _Handler(GoLikeHandler):
             with fake._lock:
                 fake.loaded[name] = {"num_ctx": (body.get("options") or {}).get("num_ctx", 2048),
                                      "expires_at": _now_rfc3339(timedelta(minutes=5))}
-        self._send_json(200, {"model": name, "created_at": _now_rfc3339(), "response": "", "done": True,
+        self._send_json(200, {"model": body["model"], "created_at": _now_rfc3339(), "response": "", "done": True,
                               "done_reason": "unload" if unload else "load"})
+
+    # --- pulls -----------------------------------------------------------------------------------
+
+    def _pull(self, body: dict) -> None:
+        """server/routes.go PullHandler (v0.5.x .. 2026): progress lines {"status", "digest", "total",
+        "completed"} as the layers download, then "verifying sha256 digest", "writing manifest",
+        "success". A failure after the stream has begun (the manifest is fetched after the
+        "pulling manifest" line) is an {"error"} line with HTTP 200 (streamResponse). With
+        "stream": false the handler waits and answers once: {"status": "success"} or HTTP 500
+        {"error"} (waitForStream). The pull runs under the request's context: a client that
+        leaves cancels it, and nothing is added."""
+        fake = self.fake
+        name = body.get("model") or body.get("name")
+        if not name:
+            self._error(400, "model is required")
+            return
+        full = display_name(name)
+        model = fake.registry(full)
+        lines = [{"status": "pulling manifest"}]
+        if model is None:
+            lines.append({"error": PULL_NOT_FOUND_MESSAGE})
+        else:
+            digest = model.digest(full)
+            for done in (0, model.size // 4, model.size // 2, model.size):
+                lines.append({"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}",
+                              "total": model.size, "completed": done})
+            lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
+        if body.get("stream", True) is False:
+            fake._wait(fake.pull_step_s * len(lines))
+            if model is None:
+                self._error(500, PULL_NOT_FOUND_MESSAGE)
+                return
+            self._add_pulled(full, model)
+            self._send_json(200, {"status": "success"})
+            return
+        self._start_stream()
+        for line in lines:
+            fake._wait(fake.pull_step_s)
+            self._stream_line(line)
+        if model is not None:
+            self._add_pulled(full, model)
+        self._end_stream()
+
+    def _add_pulled(self, full: str, model: FakeModel) -> None:
+        with self.fake._lock:
+            self.fake.models.setdefault(full, model)
 
     # --- the generation both /api/chat and /api/generate share --------------------------------
 
-    def _complete(self, body: dict, prompt_words: int, chat: bool) -> None:
+    def _cached_prefix(self, name: str, words: list[str]) -> int:
+        """runner/ollamarunner/cache.go LoadCacheSlot (2025): the longest prefix the model's cache
+        slot already holds is reused, always leaving one input to evaluate; the slot then holds this
+        prompt."""
+        with self.fake._lock:
+            held = self.fake.prompt_cache.get(name, [])
+            self.fake.prompt_cache[name] = list(words)
+        n = 0
+        for a, b in zip(held, words):
+            if a != b:
+                break
+            n += 1
+        return min(n, max(len(words) - 1, 0))
+
+    def _complete(self, body: dict, prompt_words: list[str], chat: bool) -> None:
         fake = self.fake
         if not body.get("model"):
             self._error(400, "model is required")
@@ -440,7 +641,8 @@ class _Handler(GoLikeHandler):
         name, m = found
         options = body.get("options") or {}
         stream = body.get("stream", True) is not False
-        t0 = time.perf_counter_ns()
+        clock = fake.clock
+        t0 = fake._now_ns()
 
         if m.crashes:  # nothing listens any more, and every open connection is dropped
             threading.Thread(target=fake.stop, name="fake-ollama-crash", daemon=True).start()
@@ -449,15 +651,16 @@ class _Handler(GoLikeHandler):
             held = fake.loaded.get(name)
         if m.load_hangs and (held is None or held["num_ctx"] != options.get("num_ctx", 2048)):
             fake._hang()  # the model (re)loads for this request, and the load never finishes
-        fake._wait(m.load_delay_s)
+        # load_duration is checkpointLoaded - checkpointStart (server/routes.go): scheduler queueing included
+        fake._step(m.load_delay_s)
         too_many_layers = m.oom_above_num_gpu is not None and int(options.get("num_gpu", 0)) > m.oom_above_num_gpu
         if m.fail == "oom" or too_many_layers:
-            self._error(500, m.error_message or OOM_MESSAGE)
+            self._error(500, m.oom_message(options.get("num_gpu")))  # before any stream: handleScheduleError
             return
         if m.fail == "http_500":
             self._error(500, m.error_message or SERVER_ERROR_MESSAGE)
             return
-        t_loaded = time.perf_counter_ns()
+        t_loaded = fake._now_ns()
         with fake._lock:
             fake.loaded[name] = {"num_ctx": options.get("num_ctx", 2048), "expires_at": _now_rfc3339(timedelta(minutes=5))}
 
@@ -468,8 +671,15 @@ class _Handler(GoLikeHandler):
         if truncated:
             plan = plan[:num_predict]
 
-        fake._wait(m.prefill_delay_s)
-        t_prefilled = time.perf_counter_ns()
+        # prompt_eval_count is len(inputs) before the cache is consulted (runner.go NewSequence), so the
+        # whole prompt; prompt_eval_duration runs from the sequence's start to the first token's logits
+        # (startGenerationTime, set when numPredicted reaches 1), so only the uncached part and the
+        # first token's sampling
+        n_prompt = m.prompt_eval_count if m.prompt_eval_count is not None else max(len(prompt_words), 1)
+        cached = self._cached_prefix(name, prompt_words) if prompt_words else 0
+        fake._step(m.prefill_delay_s * (1.0 - cached / len(prompt_words) if prompt_words else 1.0))
+        cached = min(cached, n_prompt - 1)
+        t_first = fake._now_ns()
 
         def chunk(kind: str, text: str, done: bool) -> dict:
             out: dict = {"model": name, "created_at": _now_rfc3339()}
@@ -485,6 +695,12 @@ class _Handler(GoLikeHandler):
             out["done"] = done
             return out
 
+        def send(obj: dict) -> None:
+            seen = clock.reads() if clock is not None else 0
+            self._stream_line(obj)
+            if clock is not None:
+                clock.wait_for_read(seen)  # the client has stamped this line before time moves on
+
         thinking_text, content_text = [], []
         if stream:
             self._start_stream()
@@ -499,11 +715,18 @@ class _Handler(GoLikeHandler):
                 return
             if stream and m.stall_after_tokens is not None and i == m.stall_after_tokens:
                 fake._hang()  # mid-stream, the server goes silent and keeps the connection open
-            fake._wait(m.token_delay_s)
+            if i:  # every token after the first costs one decode step (one Forward in processBatch)
+                fake._step(m.token_delay_s)
             (thinking_text if kind == "thinking" else content_text).append(text)
             if stream:
-                self._stream_line(chunk(kind, text, done=False))
-        t_end = time.perf_counter_ns()
+                send(chunk(kind, text, done=False))
+        # done_reason "stop": the runner sampled an end-of-sequence token in one more decode step;
+        # numPredicted counts it, but its text is never sent (runner.go processBatch). "length": the
+        # sequence ends when numPredicted reaches num_predict, with nothing sampled after it
+        eos = not truncated
+        if eos:
+            fake._step(m.token_delay_s)
+        t_end = fake._now_ns()
 
         final = chunk("content", "" if stream else "".join(content_text), done=True)
         if not stream and thinking_text:
@@ -513,26 +736,31 @@ class _Handler(GoLikeHandler):
                 final["thinking"] = "".join(thinking_text)
         final["done_reason"] = "length" if truncated else "stop"
         if not chat:
-            final["context"] = list(range(1, prompt_words + len(plan) + 1))
+            final["context"] = list(range(1, n_prompt + len(plan) + 1))
         durations = {
             "total_duration": t_end - t0,
             "load_duration": max(t_loaded - t0, 1),
-            "prompt_eval_duration": t_prefilled - t_loaded,
-            "eval_duration": t_end - t_prefilled,
+            "prompt_eval_duration": t_first - t_loaded,
+            "eval_duration": t_end - t_first,  # time.Since(startGenerationTime)
         }
         durations.update(m.durations_ns or {})
         final.update({
             "total_duration": durations["total_duration"],
             "load_duration": durations["load_duration"],
-            "prompt_eval_count": m.prompt_eval_count if m.prompt_eval_count is not None else max(prompt_words, 1),
+            "prompt_eval_count": n_prompt,
             "prompt_eval_duration": durations["prompt_eval_duration"],
-            "eval_count": len(plan),
+            "eval_count": len(plan) + (1 if eos else 0),
             "eval_duration": durations["eval_duration"],
         })
+        if fake.reports_cached:
+            # api/types.go Metrics.PromptEvalCachedCount, "prompt_eval_cached_count" (ollama/ollama PR
+            # #17943, merged 2026-08-22): the prompt tokens read from the cache; prompt_eval_count stays
+            # the whole prompt (llm/llama_server.go: cache_n + prompt_n, PR #16428)
+            final["prompt_eval_cached_count"] = cached
         with fake._lock:
             fake.final_chunks.append(final)
         if stream:
-            self._stream_line(final)
+            send(final)
             self._end_stream()
         else:
             self._send_json(200, final)

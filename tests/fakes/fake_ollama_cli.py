@@ -8,7 +8,8 @@ that puts tests/fakes/bin first on PATH has an `ollama` that behaves as ollama's
     ollama list | ls              GET  /api/tags     of the server at OLLAMA_HOST
     ollama show MODEL [--modelfile|--parameters|--template]
                                   POST /api/show
-    ollama pull MODEL             POST /api/pull (streamed progress; the fake "downloads" any name)
+    ollama pull MODEL             POST /api/pull (streamed progress; the fake "downloads" any name
+                                  but those with "does-not-exist", or only FAKE_OLLAMA_REGISTRY's)
     ollama ps                     GET  /api/ps
     ollama --version | -v         GET  /api/version
 
@@ -17,6 +18,8 @@ What the fake `serve` does beyond Ollama, for tests (all through the environment
     FAKE_OLLAMA_RECORD_DIR=DIR    write DIR/serve-<port>.json at start: pid, pgid, argv, the
                                   environment it saw (OLLAMA_HOST, CUDA_VISIBLE_DEVICES, ...), runner_pid
     FAKE_OLLAMA_MODELS=a:1b,b:2b  the models it has (default: fake_ollama.default_models())
+    FAKE_OLLAMA_REGISTRY=a,b:2b   the only models `pull` finds (default: any name without "does-not-exist")
+    FAKE_OLLAMA_PULL_STEP_S=0.1   seconds between a pull's progress lines
     FAKE_OLLAMA_RUNNER=1          start a child process in its process group, as Ollama starts
                                   `ollama runner` processes (stopped on a clean shutdown)
     FAKE_OLLAMA_NEVER_HEALTHY=1   never listen: a server that does not become healthy
@@ -31,7 +34,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
@@ -41,10 +43,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by tests/fakes/bin/ollama
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fakes.fake_ollama import FAKE_VERSION, FakeModel, FakeOllama, RecordedRequest, _Handler, default_models  # noqa: E402
+from fakes.fake_ollama import FAKE_VERSION, FakeModel, FakeOllama, _Handler, default_models, display_name  # noqa: E402
 
 DEFAULT_PORT = 11434
-RECORDED_ENV = ("OLLAMA_HOST", "CUDA_VISIBLE_DEVICES", "OLLAMA_MODELS", "OLLAMA_KEEP_ALIVE", "PATH")
+RECORDED_ENV = ("OLLAMA_HOST", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OLLAMA_MODELS", "OLLAMA_KEEP_ALIVE",
+                "OLLAMA_NUM_PARALLEL", "PATH")
 _RUNNER_CODE = "import time\nwhile True: time.sleep(1)"
 
 
@@ -70,55 +73,25 @@ def _log(msg: str, level: str = "INFO") -> None:
 # --- serve -----------------------------------------------------------------------------------
 
 
-class _ServeHandler(_Handler):
-    """The fake server's handler plus POST /api/pull, which `ollama pull` needs."""
-
-    def do_POST(self) -> None:
-        if self.path != "/api/pull":
-            super().do_POST()
-            return
-        received = time.perf_counter_ns()
-        body, is_json = self._read_body()
-        self.fake._record(RecordedRequest("POST", self.path, body, received))
-        if not is_json or not isinstance(body, dict):
-            self._error(400, "invalid request body: expected a JSON object")
-            return
-        name = body.get("model") or body.get("name")
-        if not name:
-            self._error(400, "model is required")
-            return
-        if "does-not-exist" in name:
-            self._error(500, "pull model manifest: file does not exist")
-            return
-        found = self.fake.resolve(name)
-        if found is None:
-            full = name if ":" in name else f"{name}:latest"
-            with self.fake._lock:
-                self.fake.models[full] = FakeModel()
-            found = (full, self.fake.models[full])
-        full, model = found
-        digest = model.digest(full)
-        if body.get("stream", True) is False:
-            self._send_json(200, {"status": "success"})
-            return
-        self._start_stream()
-        for line in ({"status": "pulling manifest"},
-                     {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}",
-                      "total": model.size, "completed": model.size},
-                     {"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}):
-            self._stream_line(line)
-        self._end_stream()
+def _registry(name: str) -> FakeModel | None:
+    """What the fake `ollama pull` finds in "the registry": the names FAKE_OLLAMA_REGISTRY lists, or
+    any name without "does-not-exist" in it."""
+    listed = [n.strip() for n in os.environ.get("FAKE_OLLAMA_REGISTRY", "").split(",") if n.strip()]
+    if listed:
+        return FakeModel() if display_name(name) in {display_name(n) for n in listed} else None
+    return None if "does-not-exist" in name else FakeModel()
 
 
 class ServingFake(FakeOllama):
-    """FakeOllama bound to a given port (OLLAMA_HOST), with /api/pull."""
+    """FakeOllama bound to a given port (OLLAMA_HOST)."""
 
     def __init__(self, host: str, port: int, models: dict[str, FakeModel]) -> None:
-        super().__init__(models, host=host)
+        super().__init__(models, host=host, registry=_registry,
+                         pull_step_s=float(os.environ.get("FAKE_OLLAMA_PULL_STEP_S", "0")))
         self.bind_port = port
 
     def start(self) -> ServingFake:
-        handler = type("FakeOllamaServeHandler", (_ServeHandler,), {"fake": self})
+        handler = type("FakeOllamaServeHandler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer((self.host, self.bind_port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -316,7 +289,8 @@ def cmd_pull(model: str) -> int:
             if "error" in line:
                 raise RuntimeError(line["error"])
             if line.get("total"):
-                print(f"{line['status']}: 100% {human_bytes(line['total'])}")
+                pct = int(100 * int(line.get("completed") or 0) / int(line["total"]))
+                print(f"{line['status']}: {pct}% {human_bytes(line['total'])}")
             else:
                 print(line.get("status", ""))
     return 0

@@ -6,6 +6,7 @@ every metric is derived from it in trbench.metrics, in one place.
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -14,7 +15,20 @@ from pydantic import BaseModel, Field
 ErrorKind = Literal["timeout", "stall", "connect", "http_4xx", "http_5xx", "oom", "bad_response", "cancelled"]
 TokenKind = Literal["content", "reasoning"]
 
-_OOM_MARKERS = ("out of memory", "requires more system memory", "cudamalloc failed", "failed to allocate")
+# Out of memory, as Ollama itself recognises it: llm/status.go outOfMemorySubstrings (ollama/ollama,
+# 2026), compared lower-case as its IsOutOfMemoryMessage does. Ollama returns these as HTTP 500
+# {"error"} before any stream (server/routes.go handleScheduleError), so the message decides.
+_OLLAMA_OOM_SUBSTRINGS = ("out of memory", "out of device memory", "cudamalloc failed", "hipmalloc failed",
+                          "failed to allocate", "allocation failed", "not enough memory", "insufficient memory",
+                          "vk_error_out_of_device_memory", "erroroutofmemory")
+# ...and the messages that list misses because they arrive without the OOM line before them:
+_OOM_MARKERS = _OLLAMA_OOM_SUBSTRINGS + (
+    "memory layout cannot be allocated",  # llm/server.go v0.12.x: no GPU layout fits (with num_gpu = N)
+    "requires more system memory",  # server/sched.go through v0.9: the estimate does not fit in RAM
+)
+# llama.cpp's model loader, through Ollama's runner: "error loading model: unable to allocate CUDA0
+# buffer" / "... backend buffer" (llm/status.go keeps only that last error line on older Ollama)
+_OOM_PATTERN = re.compile(r"unable to allocate \S+ buffer")
 
 
 class ChatRequest(BaseModel):
@@ -78,7 +92,7 @@ def classify_http_error(status: int, message: str) -> ErrorKind:
 
 def is_oom(message: str) -> bool:
     low = message.lower()
-    return any(m in low for m in _OOM_MARKERS)
+    return any(m in low for m in _OOM_MARKERS) or _OOM_PATTERN.search(low) is not None
 
 
 def error_text(body: bytes | str) -> str:

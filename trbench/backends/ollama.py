@@ -50,7 +50,9 @@ def read_ndjson_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
     if not data.get("done"):
         return False
     ex.finish_reason = data.get("done_reason")
-    ex.prompt_tokens = data.get("prompt_eval_count")
+    ex.prompt_tokens = data.get("prompt_eval_count")  # the whole prompt, its cached part included
+    # newer Ollama only (ollama/ollama PR #17943); older ones do not say, and the state stays unknown
+    ex.cached_tokens = data.get("prompt_eval_cached_count")
     ex.output_tokens = data.get("eval_count")
     ex.server_decode_tokens = data.get("eval_count")
     ex.server_prefill_ms = _ms(data.get("prompt_eval_duration"))

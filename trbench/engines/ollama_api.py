@@ -9,6 +9,7 @@ import httpx
 
 from trbench.backends.base import error_text, is_oom
 from trbench.engines.model_kind import kind_facts, ollama_has_chat_template
+from trbench.engines.ollama_names import same_model
 
 
 class OllamaAPIError(RuntimeError):
@@ -68,8 +69,9 @@ def tags(url: str, timeout_s: float = 30.0) -> list[dict]:
 
 
 def find_tag(url: str, model: str) -> dict | None:
+    """The /api/tags entry of `model`, named as Ollama names it ("llama3.2" is "llama3.2:latest")."""
     for m in tags(url):
-        if model in (m.get("name"), m.get("model")):
+        if same_model(model, m.get("name")) or same_model(model, m.get("model")):
             return m
     return None
 
@@ -78,14 +80,6 @@ def show(url: str, model: str, timeout_s: float = 30.0) -> dict:
     """/api/show: modelfile, parameters, template, details, model_info (the `ollama show` data)."""
     what = f"/api/show {model}"
     return _json(call("POST", f"{url}/api/show", what, {"model": model}, timeout_s), what)
-
-
-def pull(url: str, model: str, timeout_s: float = 3600.0) -> None:
-    """Pull a model (non-streaming /api/pull answers once, when the pull has finished)."""
-    what = f"pull {model}"
-    status = _json(call("POST", f"{url}/api/pull", what, {"model": model, "stream": False}, timeout_s), what).get("status")
-    if status != "success":
-        raise OllamaAPIError(f"pull {model}: server said {status!r}")
 
 
 def unload(url: str, model: str, timeout_s: float = 60.0) -> None:

@@ -42,8 +42,12 @@ LABEL_INSTANCE = "trbench.instance"
 LABEL_OWNER = "trbench.owner"  # "<hostname>:<pid>" of the process that started the container
 STOP_TIMEOUT_S = 3
 # Ollama inside the container listens on every container address (the host side is 127.0.0.1
-# only); models stay loaded between the runs of a cell (serial mode unloads them explicitly).
-DEFAULT_ENVIRONMENT = {"OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_KEEP_ALIVE": "30m"}
+# only); models stay loaded between the runs of a cell (serial mode unloads them explicitly); one
+# request at a time per model, so that the KV cache is num_ctx (Ollama allocates num_ctx x
+# OLLAMA_NUM_PARALLEL) as the VRAM estimate assumes; CUDA numbers GPUs in bus order, as docker's
+# device ids and NVML do (CUDA's default is fastest first).
+DEFAULT_ENVIRONMENT = {"OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_NUM_PARALLEL": "1",
+                       "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -63,6 +67,13 @@ def device_requests(gpu: str | None) -> list[DeviceRequest]:
     if gpu == "all":
         return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
+
+
+def gpu_environment(gpu: str | None) -> dict[str, str]:
+    """No GPU asked: NVIDIA_VISIBLE_DEVICES=void. The ollama/ollama image sets it to "all", so on a
+    host whose default runtime is nvidia a container without a device request would still get every
+    GPU; "void" makes the NVIDIA runtime behave as runc (no GPU, no driver libraries)."""
+    return {"NVIDIA_VISIBLE_DEVICES": "void"} if gpu is None else {}
 
 
 def image_ref(image: str) -> tuple[str, str]:
@@ -103,12 +114,15 @@ def ensure_image(client: docker.DockerClient, image: str, name: str = "") -> str
     repo, tag = image_ref(image)
     log.info("instance %s: pulling docker image %s", name, image)
     error = None
-    for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
-        if isinstance(event, dict) and (event.get("error") or event.get("errorDetail")):
-            error = event.get("error") or (event.get("errorDetail") or {}).get("message")
     try:
+        # dockerd answers an HTTP error when the pull fails before any progress was written
+        # (api/server/router/image/image_routes.go postImagesCreate), which docker-py raises
+        # before streaming (docker/api/image.py pull, 7.x); a later failure is an error line
+        for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
+            if isinstance(event, dict) and (event.get("error") or event.get("errorDetail")):
+                error = event.get("error") or (event.get("errorDetail") or {}).get("message")
         return client.images.get(image).id
-    except docker.errors.NotFound as err:
+    except _ENGINE_ERRORS as err:
         raise InstanceError(
             f"instance {name}: docker image {image} could not be pulled ({_one_line(error or _explain(err))}); "
             f"fix: check the docker_image name and the engine's registry access, or `docker pull {image}`") from err
@@ -196,7 +210,7 @@ class OllamaContainerInstance(OllamaServed):
         self.port = port
         self.gpu = gpu
         self.client_factory = client_factory
-        self.environment = {**DEFAULT_ENVIRONMENT, **(environment or {})}
+        self.environment = {**DEFAULT_ENVIRONMENT, **gpu_environment(gpu), **(environment or {})}
         self.image_id: str | None = None
         self._client: docker.DockerClient | None = None
         self._container = None
@@ -215,7 +229,26 @@ class OllamaContainerInstance(OllamaServed):
     def container_id(self) -> str | None:
         return self._container.id if self._container is not None else None
 
+    def pull_fix(self, model: str) -> str:
+        return (f"set pull_models: true in the spec (it pulls into the docker volume {self.spec.docker_volume} "
+                f"that every instance mounts), or pull {model} into that volume yourself")
+
     # --- lifecycle -------------------------------------------------------------------------
+
+    def remove_leftovers(self) -> list[str]:
+        """Containers of this instance that a crashed run left (still publishing the port), removed
+        before preflight checks the port; their names."""
+        client = connect(self.name, self.client_factory)
+        try:
+            found = {c.id: c.name for c in client.containers.list(
+                all=True, filters={"label": f"{LABEL_INSTANCE}={self.name}"})}
+            removed = remove_stale(client, self.name)
+        except _ENGINE_ERRORS as err:
+            raise InstanceError(f"instance {self.name}: docker could not list or remove stale containers "
+                                f"({_explain(err)}); fix: `docker rm -f {self.container_name}`") from err
+        finally:
+            client.close()
+        return [found.get(cid, self.container_name) for cid in removed]
 
     def start(self) -> None:
         with self._lock:

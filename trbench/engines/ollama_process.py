@@ -1,9 +1,13 @@
 """Provider 'ollama-process': one `ollama serve` subprocess per instance.
 
 Each instance runs `<ollama_binary> serve` in its own process group (start_new_session) with
-OLLAMA_HOST=127.0.0.1:<port> (never 0.0.0.0: the benchmark servers are not for the network)
-and, when the instance has a GPU, CUDA_VISIBLE_DEVICES=<gpu>; with no GPU the environment is
-passed on as it is. Its output goes to <log_dir>/<name>.log.
+OLLAMA_HOST=127.0.0.1:<port> (never 0.0.0.0: the benchmark servers are not for the network),
+the spec's model store (OLLAMA_MODELS), OLLAMA_KEEP_ALIVE and OLLAMA_NUM_PARALLEL pinned (a
+user's own settings would change what is measured), CUDA_DEVICE_ORDER=PCI_BUS_ID and, when the
+instance has GPUs, CUDA_VISIBLE_DEVICES=<gpu>. "all" leaves CUDA_VISIBLE_DEVICES unset: CUDA
+reads the literal "all" as no valid device, and Ollama would silently run on the CPU. Other
+OLLAMA_* variables of the calling environment pass through, with a warning naming them.
+Its output goes to <log_dir>/<name>.log.
 
 `ollama serve` starts runner subprocesses in its process group, and it cannot watch its parent
 itself, so the whole group is stopped on every exit path: stop() (SIGTERM, then SIGKILL after
@@ -17,6 +21,7 @@ load_duration says the cost.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +36,14 @@ from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
 from trbench.spec import MatrixSpec
 
 LOOPBACK = "127.0.0.1"
+SERVICE_MODELS_DIR = "/usr/share/ollama/.ollama/models"  # install.sh's systemd service (user ollama)
+# models stay loaded between the runs of a cell (serial mode unloads them explicitly); one request at
+# a time per model, so the KV cache is num_ctx as the VRAM estimate assumes (Ollama allocates
+# num_ctx x OLLAMA_NUM_PARALLEL); GPU indices in bus order, as NVML and docker number them
+PINNED_ENVIRONMENT = {"OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_NUM_PARALLEL": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+_PINNED_NAMES = {"OLLAMA_HOST", "OLLAMA_MODELS", *PINNED_ENVIRONMENT}
+
+log = logging.getLogger(__name__)
 
 _LIVE: weakref.WeakSet[OllamaProcessInstance] = weakref.WeakSet()
 
@@ -103,11 +116,24 @@ class OllamaProcessInstance(OllamaServed):
         """The `ollama serve` process (also its process group id) while it runs."""
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
+    @property
+    def models_dir(self) -> str:
+        return os.path.expanduser(self.spec.ollama_models_dir)
+
+    def pull_fix(self, model: str) -> str:
+        return (f"`OLLAMA_MODELS={self.models_dir} ollama pull {model}` (the store the spec field ollama_models_dir "
+                f"names; a Linux service install keeps models in {SERVICE_MODELS_DIR}: point ollama_models_dir "
+                f"there), or set pull_models: true in the spec")
+
     def environment(self) -> dict[str, str]:
-        """The environment `ollama serve` runs with: ours, plus OLLAMA_HOST and the GPU."""
+        """The environment `ollama serve` runs with: ours, with what trbench relies on pinned."""
         env = dict(os.environ)
+        env.update(PINNED_ENVIRONMENT)
         env["OLLAMA_HOST"] = self.ollama_host
-        if self.gpu is not None:
+        env["OLLAMA_MODELS"] = self.models_dir
+        if self.gpu == "all":
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # every GPU; "all" is not a value CUDA knows
+        elif self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         return env
 
@@ -135,10 +161,15 @@ class OllamaProcessInstance(OllamaServed):
                 f"instance {self.name}: check 'port free': {LOOPBACK}:{self.port} already answers "
                 f"({other} is there); fix: stop it or choose other ports")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        env = self.environment()
+        inherited = sorted(k for k in env if k.startswith("OLLAMA_") and k not in _PINNED_NAMES)
+        if inherited:
+            log.warning("instance %s: `ollama serve` inherits %s from this environment; they may change what is "
+                        "measured", self.name, ", ".join(f"{k}={env[k]}" for k in inherited))
+        with self.log_path.open("ab") as out:
             # own session: a terminal Ctrl-C reaches us, and we stop the group in order
-            self._proc = subprocess.Popen([binary, "serve"], env=self.environment(), stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen([binary, "serve"], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _LIVE.add(self)
         try:
             self._reaper = reaper.spawn(pgids=[self._proc.pid])
