@@ -119,6 +119,8 @@ class CellResult(BaseModel):
     ttft_unknown_p95_ms: float | None = None
     ttft_unknown_p50_ci: tuple[float, float] | None = None
     prompt_style: str = "chat"  # completion: a base model driven as plain text
+    # median per-request (decode_tps_client - decode_tps) / decode_tps x 100: the client clock against the server's
+    decode_client_vs_server_pct: float | None = None
     answer_checks: dict[str, int] = {}  # answer_check value -> measured ok requests of the counted runs
     # energy and memory, per valid run, where the run table has them (telemetry)
     run_tokens_per_j: list[float | None] = []
@@ -383,6 +385,9 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str))) if "prompt_style" in cell_runs else []
     return CellResult(
         **_ttft_by_state(pooled, per_run),
+        decode_client_vs_server_pct=metrics.percentile(
+            [(c / v - 1) * 100 for c, v in zip(_values(pooled, "decode_tps_client"), _values(pooled, "decode_tps"))
+             if c is not None and v], 50),
         prompt_style="+".join(styles) or "chat",
         answer_checks={str(k): int(v) for k, v in ok_measured["answer_check"].dropna().value_counts().items()},
         model=model,

@@ -28,6 +28,7 @@ RESULT_COLUMNS: list[tuple[str, str]] = [
     ("e2e_p50_ms", "e2e p50 ms"),
     ("e2e_p95_ms", "e2e p95 ms"),
     ("cv_pct", "CV %"),
+    ("decode_client_vs_server_pct", "decode client vs server %"),
 ]
 # medians that carry a bootstrap interval: value field -> (interval field, header)
 RESULT_INTERVALS: dict[str, tuple[str, str]] = {
@@ -36,7 +37,7 @@ RESULT_INTERVALS: dict[str, tuple[str, str]] = {
     "e2e_p50_ms": ("e2e_p50_ci", "e2e p50 95% CI"),
 }
 # The numbers the % of baseline table compares (CV and counts are not ratios of performance).
-PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f != "cv_pct" and not f.endswith("_n")]
+PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f not in ("cv_pct", "decode_client_vs_server_pct") and not f.endswith("_n")]
 PCT_HEADERS = dict(RESULT_COLUMNS)
 
 
@@ -187,7 +188,8 @@ def results_table(data) -> Table:
     for c in data.cells:
         row = [c.model, c.config.label, str(c.n_requests)]
         for field, _ in columns:
-            row.append(str(getattr(c, field)) if field.endswith("_n") else fmt(getattr(c, field)))
+            value = getattr(c, field)
+            row.append(str(value) if field.endswith("_n") else fmt(value, 2) if field == "decode_client_vs_server_pct" else fmt(value))
             if field in RESULT_INTERVALS:
                 row.append(fmt_ci(getattr(c, RESULT_INTERVALS[field][0])))
         row += [f"{c.valid_runs} / {c.runs}", str(c.failed_requests), str(c.invalid_runs)]
