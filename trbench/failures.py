@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from trbench.data.cells import config_label
 from trbench import storage
 
 FALLBACK_SCHEMA = pa.schema([
@@ -121,7 +122,7 @@ def read_fallbacks(root: Path) -> pd.DataFrame:
 
 
 def _label(row) -> str:
-    return f"gpu{int(row.num_gpu)}_ctx{int(row.num_ctx)}_temp{float(row.temperature):g}"
+    return config_label(row.num_gpu, row.num_ctx, row.temperature)
 
 
 def _config(row) -> str:

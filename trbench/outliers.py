@@ -48,13 +48,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts, multi_key, single_key
 from trbench import storage
 from trbench.spec import OutlierRule
 
 DEFAULT_K, DEFAULT_MIN_REL_MAD = OutlierRule().k, OutlierRule().min_rel_mad
 
-SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
-MULTI_CONFIG = ["model", "scenario"]
+SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 SINGLE_METRICS = ["decode_tps_mean", *[f"ttft_{st}_ms_p50" for st in ("cold", "partial", "cached", "unknown")]]
 MULTI_METRICS = ["speedup", "collector_concurrent_decode_tps", "insight_concurrent_decode_tps",
                  "collector_concurrent_ttft_ms", "insight_concurrent_ttft_ms"]
@@ -87,28 +87,17 @@ FLAGS_SCHEMA = pa.schema([
 FLAGS_FILE = Path("flags") / "flags.parquet"
 
 
-def _float_text(v: Any) -> str:
-    return "null" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):g}"
-
-
-def _int_text(v: Any) -> str:
-    return "null" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
-
-
 def config_key(kind: str, row: dict) -> str:
-    """The same keys as trbench.validation's expected_runs."""
+    """The config key of a run row (trbench.data.cells)."""
     if kind == "multi":
-        return f"{row['model']}|{row['scenario']}"
-    return f"{row['model']}|{_int_text(row['num_gpu'])}|{_int_text(row['num_ctx'])}|{_float_text(row['temperature'])}"
+        return multi_key(row["model"], row["scenario"])
+    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"])
 
 
 def _counted(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
     """Latest attempt per config x run_index, then valid ones only."""
-    if runs.empty:
-        return runs
-    top = runs.groupby([*config, "run_index"], dropna=False)["attempt"].transform("max")
-    latest = runs[runs["attempt"] == top]
-    return latest[latest["valid"].fillna(False).astype(bool)]
+    latest = latest_attempts(runs, config)[0]
+    return latest[latest["valid"].fillna(False).astype(bool)] if not latest.empty else latest
 
 
 def _num(v: Any) -> float | None:

@@ -27,6 +27,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
+from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label, latest_attempts
 from trbench import metrics, report_compare
 from trbench.failures import read_fallbacks, read_instance_failures
 from trbench.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, rule_text
@@ -60,7 +61,7 @@ QUESTIONS = [
     "Does model choice change multi-agent efficiency, or does the architecture (two instances, two agents) dominate?",
     "Which configurations fit the GPU memory budget, and what did a model cost in VRAM and, where measured, energy?",
 ]
-CONFIG_KEYS = ["num_gpu", "num_ctx", "temperature"]
+CONFIG_KEYS = SINGLE_CONFIG_COLUMNS[1:]  # a config within one model
 
 
 # --- the computed report ----------------------------------------------------------------------
@@ -73,7 +74,7 @@ class Config(BaseModel):
 
     @property
     def label(self) -> str:
-        return f"gpu{self.num_gpu}_ctx{self.num_ctx}_temp{self.temperature:g}"
+        return config_label(self.num_gpu, self.num_ctx, self.temperature)
 
     def key(self) -> tuple[int, int, float]:
         return (self.num_gpu, self.num_ctx, self.temperature)
@@ -358,15 +359,6 @@ def _baseline(spec: MatrixSpec | None, manifest: dict, models: list[str]) -> tup
     return None, "no models in the data"
 
 
-def _latest_attempts(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(counted runs, superseded runs): per model x config x run_index only the highest attempt counts."""
-    if runs.empty:
-        return runs, runs
-    keys = ["model", *CONFIG_KEYS, "run_index"]
-    latest = runs.groupby(keys)["attempt"].transform("max")
-    return runs[runs["attempt"] == latest], runs[runs["attempt"] != latest]
-
-
 def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded: int,
                  requests: pd.DataFrame) -> CellResult:
     valid_runs = cell_runs[cell_runs["valid"].astype(bool)].sort_values("run_index")
@@ -475,7 +467,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     all_runs = read_runs(tr_root)
     requests = read_requests(tr_root)
     manifest, manifest_source = _load_manifest(tr_root)
-    runs, superseded = _latest_attempts(all_runs)
+    runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)
     given_spec = spec
     if spec is None:
         spec = recorded_spec(manifest)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
+from trbench.data.cells import MULTI_CONFIG_COLUMNS, latest_attempts
 from trbench import metrics
 from trbench.spec import SCENARIOS
 from trbench.storage import read_ma_requests, read_ma_runs
@@ -47,13 +48,6 @@ class MultiAgentSection(BaseModel):
     contention_rules: list[str]
     scenarios: dict[str, str]
     invalid_runs: list[dict]
-
-
-def _latest(runs: pd.DataFrame) -> pd.DataFrame:
-    if runs.empty:
-        return runs
-    top = runs.groupby(["model", "scenario", "run_index"])["attempt"].transform("max")
-    return runs[runs["attempt"] == top]
 
 
 def _vals(frame: pd.DataFrame, col: str) -> list[float | None]:
@@ -103,7 +97,7 @@ def build_multi_agent(tr_root: Path, models_order: list[str]) -> MultiAgentSecti
     all_runs = read_ma_runs(tr_root)
     if all_runs.empty:
         return None
-    runs = _latest(all_runs)
+    runs = latest_attempts(all_runs, MULTI_CONFIG_COLUMNS)[0]
     requests = read_ma_requests(tr_root)
     order = models_order + sorted(set(runs["model"]) - set(models_order))
     results = [

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
+from trbench.data.cells import config_label
 from trbench import metrics
 from trbench.outliers import read_flags
 from trbench.storage import read_ma_runs, read_runs
@@ -45,7 +46,7 @@ class Rerun(BaseModel):
 def _label(kind: str, row) -> str:
     if kind == "multi":
         return f"{row['model']} {row['scenario']}"
-    return f"{row['model']} gpu{int(row['num_gpu'])}_ctx{int(row['num_ctx'])}_temp{float(row['temperature']):g}"
+    return f"{row['model']} {config_label(row['num_gpu'], row['num_ctx'], row['temperature'])}"
 
 
 def flagged_runs(tr_root: Path) -> list[FlaggedRun]:

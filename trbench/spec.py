@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from trbench.data.cells import config_label
+
 Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
 Backend = Literal["openai", "ollama"]
 # What a TR's TTFT measures: a cold prefill (unique prefix: nothing cached), a cached one (the same
@@ -210,7 +212,7 @@ class Cell(_Strict):
 
     @property
     def label(self) -> str:
-        return f"gpu{self.num_gpu}_ctx{self.num_ctx}_temp{self.temperature:g}"
+        return config_label(self.num_gpu, self.num_ctx, self.temperature)
 
 
 class MatrixSpec(_Strict):

@@ -54,6 +54,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts, multi_key, parse_config_label, single_key
 from trbench import storage
 from trbench.backends.base import ErrorKind
 
@@ -69,8 +70,7 @@ EFFICIENCY_TOL_PCT = 0.01  # |efficiency_pct - speedup / n_agents x 100|, percen
 SPEEDUP_REL_TOL = 1e-6  # |speedup / (sequential_wall_s / concurrent_wall_s) - 1|
 MAX_EXAMPLES = 5
 
-SINGLE_CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
-MULTI_CONFIG = ["model", "scenario"]
+SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 
 # The report's section headings (trbench/templates/report.md.j2); multi-agent only with ma runs.
 REPORT_SECTIONS = ["## Key findings", "## Objective", "## Setup", "## Methodology", "## Results",
@@ -125,15 +125,6 @@ class ValidationResult(BaseModel):
 # --- config keys -------------------------------------------------------------------------------
 
 
-def single_key(model: str, num_gpu: Any, num_ctx: Any, temperature: Any) -> str:
-    """'model|num_gpu|num_ctx|temperature', temperature as in the cell label (0.8, 1)."""
-    return f"{model}|{_int_text(num_gpu)}|{_int_text(num_ctx)}|{_float_text(temperature)}"
-
-
-def multi_key(model: str, scenario: str) -> str:
-    return f"{model}|{scenario}"
-
-
 def is_multi_key(key: str) -> bool:
     return key.rsplit("|", 1)[-1] in SCENARIO_NAMES
 
@@ -150,18 +141,6 @@ def expected_runs_for(spec) -> dict[str, int]:
             for s in spec.multi_agent.scenarios:
                 out[multi_key(m, s)] = spec.multi_agent.runs
     return out
-
-
-def _int_text(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "null"
-    return str(int(v))
-
-
-def _float_text(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "null"
-    return f"{float(v):g}"
 
 
 def _config_column(frame: pd.DataFrame, kind: str) -> pd.Series:
@@ -444,15 +423,6 @@ def tr_checks() -> list[Check]:
 # --- derived frames -----------------------------------------------------------------------------
 
 
-def _latest(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
-    """Per config x run_index only the highest attempt counts (as in the report)."""
-    if runs.empty:
-        return runs
-    keys = [*config, "run_index"]
-    top = runs.groupby(keys, dropna=False)["attempt"].transform("max")
-    return runs[runs["attempt"] == top]
-
-
 def _request_rows_per_run(requests: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
     if runs.empty:
         return pd.Series([], dtype="float64", index=runs.index)
@@ -463,9 +433,6 @@ def _request_rows_per_run(requests: pd.DataFrame, runs: pd.DataFrame) -> pd.Seri
     return runs["run_id"].map(counts).fillna(0).astype("float64")
 
 
-_LABEL = re.compile(r"^gpu(\d+)_ctx(\d+)_temp(.+)$")
-
-
 def _counted_as(runs: pd.DataFrame, own: pd.Series) -> pd.Series:
     """The config a single-agent run counts for: an OOM fallback run (fallback_from = the label of the
     cell it replaces, gpu<g>_ctx<c>_temp<t>) counts for that cell, whose expected runs it stands in for."""
@@ -473,9 +440,9 @@ def _counted_as(runs: pd.DataFrame, own: pd.Series) -> pd.Series:
         return own
     out = own.copy()
     for i, (model, label) in enumerate(zip(runs["model"], runs["fallback_from"])):
-        m = _LABEL.match(label) if isinstance(label, str) else None
-        if m:
-            out.iloc[i] = single_key(model, int(m.group(1)), int(m.group(2)), float(m.group(3)))
+        parsed = parse_config_label(label)
+        if parsed:
+            out.iloc[i] = single_key(model, *parsed)
     return out
 
 
@@ -484,7 +451,7 @@ def count_frame(runs: pd.DataFrame, kind: str, expected: dict[str, int]) -> pd.D
     expected (null when the config is not in expected_runs), run indexes present and missing, and the
     configs actually measured (an OOM fallback run counts for the cell it replaces)."""
     config = MULTI_CONFIG if kind == "multi" else SINGLE_CONFIG
-    latest = _latest(runs, config)
+    latest = latest_attempts(runs, config)[0]
     rows: dict[str, dict] = {}
     if not latest.empty:
         own = _config_column(latest, kind)
