@@ -238,6 +238,10 @@ def test_overlapping_intervals_are_a_tie(tmp_path) -> None:
         assert w.winner == "tie", w
         assert metrics.intervals_overlap(w.estimates["fast-model"].ci, w.estimates["slow-model"].ci)
         assert "overlap" in w.reason
+    # the findings say so, and do not claim a difference the intervals do not carry
+    key = " ".join(data.findings.key)
+    assert "the models are a tie at both configs" in key and "faster than" not in key
+    assert any("decode tok/s at gpu0_ctx512_temp0.8" in u for u in data.findings.undecided)
 
 
 def test_one_model_is_not_a_winner(tmp_path) -> None:

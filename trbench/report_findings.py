@@ -47,7 +47,7 @@ def _margin(w: WinnerRow) -> float | None:
     return (best / other - 1) * 100 if w.higher_is_better else (1 - best / other) * 100
 
 
-def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str) -> str | None:
+def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str, unit: str) -> str | None:
     """One sentence over every config of one scenario."""
     if not rows:
         return None
@@ -63,7 +63,7 @@ def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str) -> str
     if not decided:
         values = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
         return (f"On {what}, the models are a tie {where} (95 % intervals overlap; medians "
-                f"{min(values):.1f} to {max(values):.1f}).")
+                f"{min(values):.1f} to {max(values):.1f} {unit}).")
     parts = [f"{w.winner} at {w.config}" for w in decided]
     return f"On {what}, the lead depends on the config: {', '.join(parts)}; the other configs are ties."
 
@@ -120,7 +120,7 @@ def _answers_sentence(cells: list) -> str:
 
 def _vram_answer(data) -> str:
     rows = data.vram
-    if not rows:
+    if not rows or not data.setup.gpus:
         return ("No GPU was visible, so no VRAM budget applied and every configuration ran; "
                 + ("energy was measured." if data.energy.measured else "energy was not measured."))
     skipped = [r for r in rows if r.decision == "skip"]
@@ -156,9 +156,9 @@ def _best_configs(data) -> list[str]:
 def build_findings(data) -> Findings:
     """Key findings, answers, recommendations and open questions of a built report (ReportData)."""
     w = data.winners
-    decode = _compare_sentence(_rows(w, "single-agent decode tok/s"), "decode throughput", "decodes faster")
-    ttft = [_compare_sentence(_rows(w, f"single-agent TTFT {st}"), f"TTFT of {_STATE_WORDS[st]}", "answers sooner")
-            for st in data.cache.states]
+    decode = _compare_sentence(_rows(w, "single-agent decode tok/s"), "decode throughput", "decodes faster", "tok/s")
+    ttft = [_compare_sentence(_rows(w, f"single-agent TTFT {st}"), f"TTFT of {_STATE_WORDS[st]}", "answers sooner",
+                              "ms") for st in data.cache.states]
     ma_results = data.multi_agent.results if data.multi_agent else []
     multi = _multi_sentence(w, ma_results)
     key = [s for s in [decode, *ttft[:2], _cache_sentence(data.cells, data.cache.states), multi,
