@@ -272,3 +272,41 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+# --- projected reads (post-processing at scale: read only the columns a computation needs) ---------
+
+
+def table_schema(table: str) -> pa.Schema:
+    """The storage schema of a table folder name (requests, runs, ma_requests, ma_runs, telemetry)."""
+    schemas = {t: s for req, run, rs, us in TABLES.values() for t, s in ((req, rs), (run, us))}
+    schemas[TELEMETRY_TABLE] = TELEMETRY_SCHEMA
+    return schemas[table]
+
+
+def read_arrow(root: Path, table: str, columns: list[str] | None = None, filter: object = None,
+               limit: int | None = None) -> pa.Table:
+    """A table's files as one Arrow table under today's schema (as _read), with only `columns` (all
+    when None), only the rows matching `filter` (a pyarrow.dataset expression), and at most `limit`
+    rows (the first ones) when given."""
+    schema = table_schema(table)
+    full = schema.remove_metadata().append(pa.field("model_slug", pa.string()))
+    folder = root / table
+    if not any(folder.glob("model_slug=*/*.parquet")):
+        empty = full.empty_table()
+        return empty.select(columns) if columns is not None else empty
+    dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=full)
+    if limit is not None:
+        return dataset.head(limit, columns=columns, filter=filter)
+    return dataset.to_table(columns=columns, filter=filter)
+
+
+def read_frame(root: Path, table: str, columns: list[str] | None = None, filter: object = None,
+               limit: int | None = None) -> pd.DataFrame:
+    """read_arrow as a pandas frame."""
+    return read_arrow(root, table, columns, filter, limit).to_pandas()
+
+
+def run_file(root: Path, table: str, model: str, run_id: str) -> Path:
+    """Where one run's file of a table is (it may not exist)."""
+    return _run_file(root, table, model, run_id)
