@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 from pydantic import BaseModel
@@ -39,7 +41,8 @@ from trbench.report_quality import FlaggedRun, Rerun, flagged_runs, reruns
 from trbench.report_tables import (  # noqa: F401 (re-exported: the report's column names and formatters)
     PCT_FIELDS, PCT_HEADERS, RESULT_COLUMNS, cell_text, fmt, fmt_ci, tables, to_markdown)
 from trbench.spec import MatrixSpec, parse_spec
-from trbench.storage import read_manifest, read_requests, read_runs
+from trbench.report_data import RequestColumns
+from trbench.storage import read_manifest, read_runs
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.md.j2"
@@ -275,10 +278,6 @@ def _str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
-def _values(frame: pd.DataFrame, column: str) -> list[float | None]:
-    return [_none(v) for v in frame[column].tolist()] if column in frame else []
-
-
 def _load_manifest(tr_root: Path) -> tuple[dict, str]:
     path = tr_root / "manifest.json"
     if path.is_file():
@@ -360,28 +359,27 @@ def _baseline(spec: MatrixSpec | None, manifest: dict, models: list[str]) -> tup
 
 
 def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded: int,
-                 requests: pd.DataFrame) -> CellResult:
+                 reqs: RequestColumns) -> CellResult:
     valid_runs = cell_runs[cell_runs["valid"].astype(bool)].sort_values("run_index")
-    reqs = requests[requests["run_id"].isin(cell_runs["run_id"])]
-    measured = reqs[~reqs["is_warmup"].astype(bool)]
-    failed = measured[measured["status"] != "ok"]
-    pooled = measured[(measured["status"] == "ok") & measured["run_id"].isin(valid_runs["run_id"])]
+    rows = reqs.rows(cell_runs["run_id"])
+    measured = rows[reqs.measured[rows]]
+    ok_measured = measured[reqs.ok[measured]]
+    per_run = [r[reqs.measured[r] & reqs.ok[r]] for r in (reqs.rows([rid]) for rid in valid_runs["run_id"])]
+    pooled = np.sort(np.concatenate(per_run)) if per_run else np.zeros(0, dtype=np.int64)
 
-    decode = metrics.summarize(_values(pooled, "decode_tps"))
-    e2e = metrics.summarize(_values(pooled, "e2e_ms"))
-    run_means = [metrics.mean(_values(pooled[pooled["run_id"] == rid], "decode_tps"))
-                 for rid in valid_runs["run_id"]]
-    per_run = [pooled[pooled["run_id"] == rid] for rid in valid_runs["run_id"]]
+    decode_values = reqs.floats("decode_tps", pooled)
+    decode = metrics.summarize(decode_values)
+    e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
+    run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
     tpj, energy, tpd = report_compare.run_energy(valid_runs)
-    ok_measured = measured[measured["status"] == "ok"]
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str))) if "prompt_style" in cell_runs else []
     return CellResult(
-        **_ttft_by_state(pooled, per_run),
+        **_ttft_by_state(reqs, pooled, per_run),
         decode_client_vs_server_pct=metrics.percentile(
-            [(c / v - 1) * 100 for c, v in zip(_values(pooled, "decode_tps_client"), _values(pooled, "decode_tps"))
-             if c is not None and v], 50),
+            [(c / v - 1) * 100 for c, v in zip(reqs.floats("decode_tps_client", pooled), decode_values)
+             if not math.isnan(c) and v and not math.isnan(v)], 50),
         prompt_style="+".join(styles) or "chat",
-        answer_checks={str(k): int(v) for k, v in ok_measured["answer_check"].dropna().value_counts().items()},
+        answer_checks=reqs.counts("answer_check", ok_measured),
         model=model,
         config=config,
         n_requests=len(pooled),
@@ -395,11 +393,11 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         runs=len(cell_runs),
         valid_runs=len(valid_runs),
         invalid_runs=len(cell_runs) - len(valid_runs),
-        failed_requests=len(failed),
+        failed_requests=int((~reqs.ok[measured]).sum()),
         superseded_runs=superseded,
         cell_hashes=sorted(set(cell_runs["cell_hash"].dropna().astype(str))),
-        decode_tps_p50_ci=metrics.bootstrap_median_ci([_values(r, "decode_tps") for r in per_run]),
-        e2e_p50_ci=metrics.bootstrap_median_ci([_values(r, "e2e_ms") for r in per_run]),
+        decode_tps_p50_ci=metrics.bootstrap_median_ci([reqs.values["decode_tps"][r] for r in per_run]),
+        e2e_p50_ci=metrics.bootstrap_median_ci([reqs.values["e2e_ms"][r] for r in per_run]),
         run_tokens_per_j=tpj,
         tokens_per_j_p50=metrics.percentile(tpj, 50),
         tokens_per_j_ci=metrics.bootstrap_median_ci(tpj),
@@ -410,16 +408,27 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     )
 
 
-def _ttft_by_state(pooled: pd.DataFrame, per_run: list[pd.DataFrame]) -> dict[str, Any]:
+def _ttft_by_state(reqs: RequestColumns, pooled: np.ndarray, per_run: list[np.ndarray]) -> dict[str, Any]:
     """TTFT n, p50, p95 and the p50's interval for each cache state, from the server's own counts."""
     out: dict[str, Any] = {}
     for state in metrics.CACHE_STATES:
-        sel = pooled[pooled["cache_state"] == state]
-        s = metrics.summarize(_values(sel, "ttft_ms"))
+        is_state = reqs.equals("cache_state", state)
+        s = metrics.summarize(reqs.floats("ttft_ms", pooled[is_state[pooled]]))
         out.update({f"ttft_{state}_n": s.n, f"ttft_{state}_p50_ms": s.p50, f"ttft_{state}_p95_ms": s.p95,
                     f"ttft_{state}_p50_ci": metrics.bootstrap_median_ci(
-                        [_values(r[r["cache_state"] == state], "ttft_ms") for r in per_run])})
+                        [reqs.values["ttft_ms"][r[is_state[r]]] for r in per_run])})
     return out
+
+
+def _cache_checks(reqs: RequestColumns, pooled: np.ndarray) -> list[CacheCheck]:
+    """Pooled requests per (cache target, cache state), sorted; a null target reads 'none', a null state is left out."""
+    (targets, target_labels), (states, state_labels) = reqs.coded["cache_target"], reqs.coded["cache_state"]
+    t, st = targets[pooled] + 1, states[pooled]  # target code 0: null
+    keep = st >= 0
+    n = np.bincount(t[keep] * len(state_labels) + st[keep], minlength=(len(target_labels) + 1) * len(state_labels))
+    pairs = {(target_labels[i // len(state_labels) - 1] if i // len(state_labels) else "none",
+              state_labels[i % len(state_labels)]): int(n[i]) for i in np.flatnonzero(n)}
+    return [CacheCheck(target=k[0], state=k[1], n=v) for k, v in sorted(pairs.items())]
 
 
 def _config_of(row: Any) -> Config:
@@ -465,14 +474,14 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     regressions against (trbench.regression), with threshold_pct."""
     tr_root = Path(tr_root)
     all_runs = read_runs(tr_root)
-    requests = read_requests(tr_root)
+    reqs = RequestColumns.read(tr_root)  # the columns the statistics read, not the texts and chunk lists
     manifest, manifest_source = _load_manifest(tr_root)
     runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)
     given_spec = spec
     if spec is None:
         spec = recorded_spec(manifest)
 
-    data_models = set(all_runs["model"].dropna().astype(str)) | set(requests["model"].dropna().astype(str))
+    data_models = set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
     models = _model_order(spec, data_models)
     baseline, baseline_source = _baseline(spec, manifest, models)
 
@@ -491,7 +500,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
                     n_superseded = int(((superseded["model"] == model) & (superseded["num_gpu"] == g)
                                         & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)).sum())
                 cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t))
-                cells.append(_cell_result(model, cfg, runs[sel], n_superseded, requests))
+                cells.append(_cell_result(model, cfg, runs[sel], n_superseded, reqs))
 
     base_by_config = {cell.config.key(): cell for cell in cells if cell.model == baseline}
     pct_rows = []
@@ -505,9 +514,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
 
     counted_ids = set(runs["run_id"]) if not runs.empty else set()
     superseded_ids = set(superseded["run_id"]) if not superseded.empty else set()
-    counted_requests = requests[requests["run_id"].isin(counted_ids)]
     failures = []
-    for r in (requests[requests["status"] != "ok"]
+    for r in (reqs.failed()
               .sort_values(["model", *CONFIG_KEYS, "run_index", "attempt", "request_index"]).itertuples()):
         notes = []
         if bool(r.is_warmup):
@@ -532,16 +540,16 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     if not modes and spec is not None:
         modes = [spec.ttft]
     valid_ids = set(runs.loc[runs["valid"].astype(bool), "run_id"]) if not runs.empty else set()
-    pooled = counted_requests[(~counted_requests["is_warmup"].astype(bool)) & (counted_requests["status"] == "ok")
-                              & counted_requests["run_id"].isin(valid_ids)]
-    cached = [v for v in _values(pooled, "cached_tokens") if v is not None]
-    checks = pooled.groupby([pooled["cache_target"].fillna("none"), "cache_state"]).size() if not pooled.empty else {}
+    pooled = reqs.rows(valid_ids)
+    pooled = pooled[reqs.measured[pooled] & reqs.ok[pooled]]
+    cached = [v for v in reqs.floats("cached_tokens", pooled) if not math.isnan(v)]
+    checks = _cache_checks(reqs, pooled)
     cache = CacheInfo(
         modes=modes,
         descriptions={m: CACHE_MODES.get(m, m) for m in modes},
         cached_tokens_total=int(sum(cached)),
         cached_tokens_reported=bool(cached),
-        checks=[CacheCheck(target=str(t), state=str(st), n=int(n)) for (t, st), n in dict(checks).items()],
+        checks=checks,
         states=[st for st in metrics.CACHE_STATES if any(getattr(c, f"ttft_{st}_n") for c in cells)],
     )
 
@@ -563,8 +571,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         first_started_at=_iso(all_runs["started_at"].min()) if not all_runs.empty else None,
         last_started_at=_iso(all_runs["started_at"].max()) if not all_runs.empty else None,
         n_run_files=len(all_runs),
-        n_request_rows=len(requests),
-        n_warmup_rows=int(requests["is_warmup"].astype(bool).sum()) if not requests.empty else 0,
+        n_request_rows=reqs.n,
+        n_warmup_rows=int(reqs.warmup.sum()),
         baseline_model=baseline,
         baseline_source=baseline_source,
         cells=cells,
@@ -577,7 +585,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
                    for r in read_fallbacks(tr_root).to_dict("records")],
         server_failures=[{k: r[k] for k in ("instance", "operation", "model", "error_kind", "error_message")}
                          for r in read_instance_failures(tr_root).to_dict("records")],
-        reruns=reruns(tr_root),
+        reruns=reruns(tr_root, all_runs),
         questions=list(QUESTIONS),
         statistics=dict(metrics.BOOTSTRAP_DEFINITIONS),
         energy_definitions=dict(getattr(metrics, "ENERGY_DEFINITIONS", {})),
@@ -590,7 +598,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         energy=energy,
         vram=report_compare.vram_rows(setup.vram_budget, cells),
         quant=report_compare.quant_rows(manifest.get("models") or {}, models),
-        samples=report_compare.sample_answers(cells, counted_requests, valid_ids),
+        samples=report_compare.sample_answers(tr_root, cells, reqs, valid_ids),
     )
     data.reproduce = _reproduce(data, tr_root)
     data.methodology = _methodology(data, spec)

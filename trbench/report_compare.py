@@ -7,12 +7,15 @@ and the manifest; no formatting here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from trbench import metrics
+from trbench.report_data import RequestColumns, first_answer
 
 WINNER_RULE = (
     "the model with the best median wins a scenario only when its bootstrap 95% interval overlaps no other "
@@ -282,25 +285,25 @@ def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
 # --- sample answers -------------------------------------------------------------------------------
 
 
-def sample_answers(cells: list, requests: pd.DataFrame, valid_ids: set[str]) -> list[SampleAnswer]:
-    """Per model: the first measured ok answer of its first valid run (config order, run_index, request)."""
-    if requests.empty or "output_text" not in requests:
-        return []
-    ok = requests[(requests["status"] == "ok") & (~requests["is_warmup"].astype(bool))
-                  & requests["run_id"].isin(valid_ids) & requests["output_text"].notna()]
+def sample_answers(tr_root: Path, cells: list, reqs: RequestColumns, valid_ids: set[str]) -> list[SampleAnswer]:
+    """Per model: the first measured ok answer of its first valid run (config order, run_index, attempt,
+    request), read from that run's file only."""
     out, seen = [], set()
+    candidates = reqs.rows(valid_ids)
+    candidates = candidates[reqs.measured[candidates] & reqs.ok[candidates]]
+    v = reqs.values
     for c in cells:
         if c.model in seen:
             continue
-        mine = ok[(ok["model"] == c.model) & (ok["num_gpu"] == c.config.num_gpu) & (ok["num_ctx"] == c.config.num_ctx)
-                  & (ok["temperature"] == c.config.temperature)]
-        mine = mine[mine["output_text"].astype(str).str.strip() != ""]
-        if mine.empty:
+        rows = candidates[reqs.equals("model", c.model)[candidates]]
+        rows = rows[(v["num_gpu"][rows] == c.config.num_gpu) & (v["num_ctx"][rows] == c.config.num_ctx)
+                    & (v["temperature"][rows] == c.config.temperature)]
+        rows = rows[np.lexsort((v["request_index"][rows], v["attempt"][rows], v["run_index"][rows]))]
+        found = first_answer(tr_root, reqs, rows)
+        if found is None:
             continue
-        r = mine.sort_values(["run_index", "attempt", "request_index"]).iloc[0]
-        text = str(r["output_text"])
-        out.append(SampleAnswer(model=c.model, config=c.config.label, run_id=str(r["run_id"]),
-                                prompt_id=None if pd.isna(r["prompt_id"]) else str(r["prompt_id"]),
+        run_id, text, prompt_id = found
+        out.append(SampleAnswer(model=c.model, config=c.config.label, run_id=run_id, prompt_id=prompt_id,
                                 text=text[:SAMPLE_CHARS], truncated=len(text) > SAMPLE_CHARS))
         seen.add(c.model)
     return out

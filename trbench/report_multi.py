@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, latest_attempts
 from trbench import metrics
 from trbench.spec import SCENARIOS
-from trbench.storage import read_ma_requests, read_ma_runs
+from trbench.storage import read_frame, read_ma_runs
 
 AGENT_FIELDS = [(role, phase, name) for role in ("collector", "insight") for phase in ("concurrent", "solo")
                 for name in ("decode_tps", "ttft_ms")]
@@ -98,7 +98,7 @@ def build_multi_agent(tr_root: Path, models_order: list[str]) -> MultiAgentSecti
     if all_runs.empty:
         return None
     runs = latest_attempts(all_runs, MULTI_CONFIG_COLUMNS)[0]
-    requests = read_ma_requests(tr_root)
+    requests = read_frame(tr_root, "ma_requests", ["run_id", "phase", "status", "cache_state"])  # what _states reads
     order = models_order + sorted(set(runs["model"]) - set(models_order))
     results = [
         _scenario(model, scenario, runs[(runs["model"] == model) & (runs["scenario"] == scenario)], requests)

@@ -59,10 +59,12 @@ def flagged_runs(tr_root: Path) -> list[FlaggedRun]:
             for _, r in hit.iterrows()]
 
 
-def reruns(tr_root: Path) -> list[Rerun]:
-    """Each config run again (more than one attempt): its latest attempt against the one before."""
+def reruns(tr_root: Path, single_runs: pd.DataFrame | None = None) -> list[Rerun]:
+    """Each config run again (more than one attempt): its latest attempt against the one before.
+    single_runs: the runs table when the caller has read it already."""
     out = []
-    for kind, runs in (("single", read_runs(tr_root)), ("multi", read_ma_runs(tr_root))):
+    single = read_runs(tr_root) if single_runs is None else single_runs
+    for kind, runs in (("single", single), ("multi", read_ma_runs(tr_root))):
         if runs.empty or runs["attempt"].max() < 2:
             continue
         for _, group in runs.groupby(_CONFIG[kind], sort=True):
