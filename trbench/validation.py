@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts, multi_key, parse_config_label, single_key
@@ -144,11 +145,14 @@ def expected_runs_for(spec) -> dict[str, int]:
 
 
 def _config_column(frame: pd.DataFrame, kind: str) -> pd.Series:
+    """Each row's config key, built once per distinct config (a million rows hold a few dozen)."""
     if frame.empty:
         return pd.Series([], dtype="str", index=frame.index)
-    if kind == "multi":
-        return pd.Series([multi_key(m, s) for m, s in zip(frame["model"], frame["scenario"])], index=frame.index)
-    return pd.Series([single_key(*vals) for vals in zip(*(frame[c] for c in SINGLE_CONFIG))], index=frame.index)
+    columns, key = (MULTI_CONFIG, multi_key) if kind == "multi" else (SINGLE_CONFIG, single_key)
+    group = frame.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
+    _, first = np.unique(group, return_index=True)  # the first row of each group, in group order
+    keys = np.array([key(*(frame[c].iloc[i] for c in columns)) for i in first], dtype=object)
+    return pd.Series(keys[group], index=frame.index, dtype="str")
 
 
 # --- checks: plain data, GX objects built from them -------------------------------------------
@@ -621,7 +625,7 @@ def _run_table(datasource, tc: TableCheck) -> list[ExpectationOutcome]:
         expectations.append(exp)
     # given at construction: add_expectation() compares each new one with all before it (quadratic)
     suite = gx.ExpectationSuite(name=f"trbench.{tc.table}", expectations=expectations)
-    asset = datasource.add_dataframe_asset(f"{tc.table}")
+    asset = datasource.add_dataframe_asset(f"{tc.table}.{uuid.uuid4().hex[:8]}")  # a table may come in parts
     batch = asset.add_batch_definition_whole_dataframe(f"{tc.table}.all").get_batch(
         batch_parameters={"dataframe": tc.frame})
     validation = batch.validate(suite, result_format="COMPLETE")
@@ -653,11 +657,69 @@ def _decode_vs_server_pct(requests: pd.DataFrame) -> pd.Series:
     return ((requests["decode_tps"].astype("float64") / reported - 1.0) * 100.0).replace([np.inf, -np.inf], np.nan)
 
 
+def _split(checks: list[Check]) -> tuple[list[Check], list[Check]]:
+    """(schema checks: columns_present and type_of_*, row checks)."""
+    schema = [c for c in checks if c.name == "columns_present" or c.name.startswith("type_of_")]
+    return schema, [c for c in checks if c not in schema]
+
+
+# besides the columns its checks name: what a table's rows are matched and counted by
+_ROW_EXTRA = ["run_id", "model", "status", "valid", "is_warmup", "request_index", "run_index", "attempt",
+              "fallback_from", "scenario", "agent", "phase", *SINGLE_CONFIG]
+
+
+def _dtype_frame(schema: pa.Schema, projected: pa.Table, head: pa.Table) -> pd.DataFrame:
+    """Two rows holding, per column, the pandas dtype of the whole column, for the schema checks.
+
+    pyarrow gives pandas a dtype from the column's arrow type and, for integers and booleans only,
+    from whether the column holds a null (then float64 / object). So each projected column (all
+    integer and boolean ones among them) gives its first value and then a null where it has one
+    (else its first value again); every other column (strings, floats, timestamps, lists, whose
+    dtype nulls do not change) gives the first row's value twice."""
+    columns = {}
+    for f in schema:
+        if f.name in projected.column_names:
+            col = projected.column(f.name)
+            second = pc.index(pc.is_null(col), True).as_py() if col.null_count else 0
+            columns[f.name] = col.take([0, second])
+        else:
+            columns[f.name] = head.column(f.name).take([0, 0])
+    return pa.table(columns).to_pandas()
+
+
+def _read_table(root: Path, table: str, checks: Callable[[pd.DataFrame], list[Check]],
+                categorical: bool) -> tuple[list[Check], pd.DataFrame, list[Check], pd.DataFrame]:
+    """(schema checks, dtype frame, row checks, row frame) of one table, reading only the columns the
+    row checks need (and the integer and boolean ones, whose dtype depends on their nulls).
+
+    The schema checks see the dtypes of the whole table (_dtype_frame); the row checks see every row
+    of the columns they name. categorical: strings as pandas categories in the row frame (a million
+    request rows are filtered by status for each row condition: codes are cheap to take)."""
+    schema = storage.table_schema(table)
+    schema_checks, row_checks = _split(checks(schema.empty_table().to_pandas()))
+    named = {c for check in row_checks for c in check.columns} | set(_ROW_EXTRA)
+    row_columns = [f.name for f in schema if f.name in named]
+    typed = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
+    projected = storage.read_arrow(root, table, list(dict.fromkeys(row_columns + typed)))
+    if projected.num_rows == 0:
+        dtypes = schema.empty_table().to_pandas()  # every column, no rows
+    else:
+        rest = [f.name for f in schema if f.name not in projected.column_names]
+        dtypes = _dtype_frame(schema, projected, storage.read_arrow(root, table, rest, limit=1))
+    rows = projected.select(row_columns)
+    if categorical:
+        rows = pa.table({c: rows.column(c).dictionary_encode() if pa.types.is_string(rows.schema.field(c).type)
+                         else rows.column(c) for c in row_columns})
+    return schema_checks, dtypes, row_checks, rows.to_pandas()
+
+
 def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path | None) -> list[TableCheck]:
-    requests = storage.read_requests(root).reset_index(drop=True)
-    runs = storage.read_runs(root).reset_index(drop=True)
-    ma_requests = storage.read_ma_requests(root).reset_index(drop=True)
-    ma_runs = storage.read_ma_runs(root).reset_index(drop=True)
+    req_schema, request_dtypes, req_rows, requests = _read_table(
+        root, "requests", lambda f: request_checks(f, multi=False), categorical=True)
+    ma_req_schema, ma_request_dtypes, ma_req_rows, ma_requests = _read_table(
+        root, "ma_requests", lambda f: request_checks(f, multi=True), categorical=True)
+    run_schema, run_dtypes, run_rows, runs = _read_table(root, "runs", run_checks, categorical=False)
+    ma_run_schema, ma_run_dtypes, ma_run_rows, ma_runs = _read_table(root, "ma_runs", ma_run_checks, categorical=False)
 
     requests = requests.assign(config=_config_column(requests, "single"),
                                _chk_decode_vs_server_pct=_decode_vs_server_pct(requests))
@@ -676,12 +738,16 @@ def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path
 
     req_examples = ["run_id", "model", "config", "request_index", "status"]
     run_examples = ["run_id", "model", "config", "valid"]
+    # each table's schema checks on its dtype frame, then its row checks on the rows (see _read_table)
     tables = [
-        TableCheck("requests", requests, request_checks(requests, multi=False), "single", req_examples),
-        TableCheck("runs", runs, run_checks(runs), "single", run_examples),
-        TableCheck("ma_requests", ma_requests, request_checks(ma_requests, multi=True), "multi",
-                   [*req_examples, "agent", "phase"]),
-        TableCheck("ma_runs", ma_runs, ma_run_checks(ma_runs), "multi", run_examples),
+        TableCheck("requests", request_dtypes, req_schema, "none", []),
+        TableCheck("requests", requests, req_rows, "single", req_examples),
+        TableCheck("runs", run_dtypes, run_schema, "none", []),
+        TableCheck("runs", runs, run_rows, "single", run_examples),
+        TableCheck("ma_requests", ma_request_dtypes, ma_req_schema, "none", []),
+        TableCheck("ma_requests", ma_requests, ma_req_rows, "multi", [*req_examples, "agent", "phase"]),
+        TableCheck("ma_runs", ma_run_dtypes, ma_run_schema, "none", []),
+        TableCheck("ma_runs", ma_runs, ma_run_rows, "multi", run_examples),
     ]
     if expected_runs is not None:
         cols = ["config", "model", "n_runs", "n_valid", "expected", "run_indexes", "missing_run_indexes", "measured_as"]
