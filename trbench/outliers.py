@@ -154,6 +154,11 @@ def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
     return out
 
 
+def _columns(config: list[str], metric_names: list[str]) -> list[str]:
+    """What compute_flags reads of a runs table: a run table has dozens of columns, read per file."""
+    return [*config, "tr_id", "run_id", "attempt", "run_index", "cell_hash", "valid", *metric_names]
+
+
 def _frame(rows: list[dict]) -> pd.DataFrame:
     return pa.Table.from_pylist(rows, schema=FLAGS_SCHEMA).to_pandas()
 
@@ -162,8 +167,10 @@ def flag_outliers(tr_root: Path, k: float = DEFAULT_K, min_rel_mad: float = DEFA
     """Every counted run x metric of one TR (single- and multi-agent), with its group's median, MAD,
     threshold and whether it is flagged. Columns: FLAGS_SCHEMA."""
     root = Path(tr_root)
-    rows = compute_flags(storage.read_runs(root), "single", k, min_rel_mad)
-    rows += compute_flags(storage.read_ma_runs(root), "multi", k, min_rel_mad)
+    rows = compute_flags(storage.read_frame(root, "runs", _columns(SINGLE_CONFIG, SINGLE_METRICS)), "single", k,
+                         min_rel_mad)
+    rows += compute_flags(storage.read_frame(root, "ma_runs", _columns(MULTI_CONFIG, MULTI_METRICS)), "multi", k,
+                          min_rel_mad)
     return _frame(rows)
 
 
