@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup run test bench ui ui-stop clean
+.PHONY: setup run test bench bench-scale ui ui-stop clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/decode_agreement.py
+
+# report, outlier flags and validation of a synthetic 1M-request TR, and of one 10x smaller (README: Scale)
+bench-scale: setup
+	$(PY) bench/scale.py $(SCALE_ARGS)
 
 # the Prefect UI with trbench deployed and a worker, on this machine (README: Run it from the Prefect UI)
 ui: setup

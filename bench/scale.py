@@ -12,7 +12,9 @@ Each step is one fresh process, as a person runs it:
   flags     trbench.outliers.flag_outliers + write_flags (what the flow does after the runs)
   validate  trbench.validation.validate_tr with the expected runs and the report just written
 and prints `scale: <step> <N> rows: X s, peak Y MB` (X: wall time of the process, imports included;
-Y: its peak resident memory, from wait4). The same again at N/10 shows how each step scales.
+Y: its peak resident memory, from wait4). The same again at N/10 shows how each step scales: a last
+line per step splits its time into a part per 100k rows and a fixed part (imports, the plots of the
+64 cells, Great Expectations' context and per-expectation work), which rows do not change.
 Targets (issue 12), 1M rows on 2 cores: report <= 20 s and <= 2 GB, validation <= 20 s and <= 2 GB.
 
 Run: `make bench-scale` or `python bench/scale.py --rows 1000000 [--out DIR] [--keep]`.
@@ -212,7 +214,7 @@ def plan_runs(n_files: int) -> list[tuple[int, int, int, int, bool]]:
     reruns = n_files // 100
     out = []
     for i in range(n_files - reruns):
-        out.append((i % cells // len(CONFIGS), i % len(CONFIGS), i // cells, 1, i % 800 == 799))
+        out.append((i % cells // len(CONFIGS), i % len(CONFIGS), i // cells, 1, i % 800 == 400))
     for j in range(reruns):
         m, cfg, ri, _, _ = out[j * 7 % len(out)]
         out.append((m, cfg, ri, 2, False))
@@ -289,6 +291,15 @@ def timed(step: str, root: Path, rows: int) -> tuple[float, float, int]:
     return wall, peak_mb, proc.returncode
 
 
+def scaling(step: str, big: int, t_big: float, small: int, t_small: float) -> str:
+    """The two timings as time = fixed + rows x per-row: what grows with the rows and what does not
+    (interpreter, imports, plots of the 64 cells, the GX context and its per-expectation work)."""
+    per_100k = (t_big - t_small) / (big - small) * 100_000
+    fixed = t_small - per_100k * small / 100_000
+    return (f"scale: {step} scaling: {small} rows take {t_small / t_big:.0%} of the time of {big}; "
+            f"{per_100k:.2f} s per 100k rows + {fixed:.1f} s fixed")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="request rows of the large TR (default 1,000,000)")
@@ -304,6 +315,8 @@ def main() -> int:
         return 0
     out = args.out or Path(tempfile.mkdtemp(prefix="trbench-scale-"))
     sizes = [args.rows] + ([] if args.no_tenth else [args.rows // 10])
+    steps = args.steps.split(",")
+    walls: dict[tuple[str, int], float] = {}
     failed = 0
     try:
         for rows in sizes:
@@ -314,8 +327,13 @@ def main() -> int:
                 build(root, rows)
                 print(f"built {root} ({rows} rows) in {time.perf_counter() - t0:.0f} s", flush=True)
             shutil.rmtree(root / "report", ignore_errors=True)
-            for step in args.steps.split(","):
-                failed += timed(step, root, rows)[2] != 0
+            for step in steps:
+                wall, _, code = timed(step, root, rows)
+                walls[step, rows] = wall
+                failed += code != 0
+        if len(sizes) == 2:
+            for step in steps:
+                print(scaling(step, sizes[0], walls[step, sizes[0]], sizes[1], walls[step, sizes[1]]))
     finally:
         if not args.keep and args.out is None:
             shutil.rmtree(out, ignore_errors=True)

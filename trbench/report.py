@@ -41,8 +41,8 @@ from trbench.report_quality import FlaggedRun, Rerun, flagged_runs, reruns
 from trbench.report_tables import (  # noqa: F401 (re-exported: the report's column names and formatters)
     PCT_FIELDS, PCT_HEADERS, RESULT_COLUMNS, cell_text, fmt, fmt_ci, tables, to_markdown)
 from trbench.spec import MatrixSpec, parse_spec
-from trbench.report_data import RequestColumns
-from trbench.storage import read_manifest, read_runs
+from trbench.report_data import RUN_COLUMNS, RequestColumns
+from trbench.storage import read_frame, read_manifest
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.md.j2"
@@ -372,7 +372,7 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
     run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
     tpj, energy, tpd = report_compare.run_energy(valid_runs)
-    styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str))) if "prompt_style" in cell_runs else []
+    styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
     return CellResult(
         **_ttft_by_state(reqs, pooled, per_run),
         decode_client_vs_server_pct=metrics.percentile(
@@ -473,7 +473,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     in the manifest is used where there is one. baseline_root: another TR run's folder to check for
     regressions against (trbench.regression), with threshold_pct."""
     tr_root = Path(tr_root)
-    all_runs = read_runs(tr_root)
+    all_runs = read_frame(tr_root, "runs", RUN_COLUMNS)
     reqs = RequestColumns.read(tr_root)  # the columns the statistics read, not the texts and chunk lists
     manifest, manifest_source = _load_manifest(tr_root)
     runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)

@@ -226,8 +226,6 @@ def gpu_mem_max(valid_runs: pd.DataFrame) -> float | None:
 
 
 def _column(frame: pd.DataFrame, column: str) -> list[float | None]:
-    if column not in frame:
-        return [None] * len(frame)
     return [None if pd.isna(v) else float(v) for v in frame[column]]
 
 
