@@ -317,6 +317,7 @@ def main() -> int:
     sizes = [args.rows] + ([] if args.no_tenth else [args.rows // 10])
     steps = args.steps.split(",")
     walls: dict[tuple[str, int], float] = {}
+    print(f"scale: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
     failed = 0
     try:
         for rows in sizes:
@@ -334,6 +335,7 @@ def main() -> int:
         if len(sizes) == 2:
             for step in steps:
                 print(scaling(step, sizes[0], walls[step, sizes[0]], sizes[1], walls[step, sizes[1]]))
+        print(f"scale: load average {os.getloadavg()[0]:.2f} at the end (1 = one core busy besides this bench)")
     finally:
         if not args.keep and args.out is None:
             shutil.rmtree(out, ignore_errors=True)

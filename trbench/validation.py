@@ -721,9 +721,9 @@ def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path
     run_schema, run_dtypes, run_rows, runs = _read_table(root, "runs", run_checks, categorical=False)
     ma_run_schema, ma_run_dtypes, ma_run_rows, ma_runs = _read_table(root, "ma_runs", ma_run_checks, categorical=False)
 
-    requests = requests.assign(config=_config_column(requests, "single"),
+    requests = requests.assign(config=_config_column(requests, "single").astype("category"),
                                _chk_decode_vs_server_pct=_decode_vs_server_pct(requests))
-    ma_requests = ma_requests.assign(config=_config_column(ma_requests, "multi"),
+    ma_requests = ma_requests.assign(config=_config_column(ma_requests, "multi").astype("category"),
                                      _chk_decode_vs_server_pct=_decode_vs_server_pct(ma_requests))
     runs = runs.assign(config=_config_column(runs, "single"),
                        _chk_ok_plus_errors=(runs["n_ok"].astype("float64") + runs["n_errors"].astype("float64")),
