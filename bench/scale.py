@@ -335,7 +335,7 @@ def main() -> int:
         if len(sizes) == 2:
             for step in steps:
                 print(scaling(step, sizes[0], walls[step, sizes[0]], sizes[1], walls[step, sizes[1]]))
-        print(f"scale: load average {os.getloadavg()[0]:.2f} at the end (1 = one core busy besides this bench)")
+        print(f"scale: load average {os.getloadavg()[0]:.2f} at the end (this bench itself counts about 1)")
     finally:
         if not args.keep and args.out is None:
             shutil.rmtree(out, ignore_errors=True)

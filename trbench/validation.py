@@ -30,6 +30,12 @@ float64, so nullable ones also accept float64), float64 -> float64, bool -> bool
 with nulls comes back as object; its values must be bool), timestamp -> Timestamp (DatetimeTZDtype);
 list columns (chunk_offsets_ms, chunk_kinds) are only required to exist.
 
+What each check reads (a TR of a million requests, with their chunk lists and texts, validates in
+seconds): a table's schema checks (columns_present, type_of_<column>) run on its dtype frame, two
+rows that carry, per column, the dtype pandas gives the whole column (see _dtype_frame); its row
+checks run on every row of the columns they name (plus keys and conditions), read as a projection,
+strings as pandas categories for the request tables. Both parts are reported under the table's name.
+
 Severity: 'error' expectations decide ValidationResult.success; 'warning' ones are reported only.
 Great Expectations is imported inside the functions (the import takes seconds).
 """
