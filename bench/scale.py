@@ -281,7 +281,9 @@ def _command(step: str, root: Path) -> list[str]:
 def timed(step: str, root: Path, rows: int) -> tuple[float, float, int]:
     """Run one step in a fresh process: (wall s, peak RSS MB, exit code); prints the scale line."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(_command(step, root), stdout=subprocess.DEVNULL)
+    # run from the TR's folder: `python -m` puts the working directory first on sys.path, and the
+    # child must import trbench from where this script does (PYTHONPATH or the installed package)
+    proc = subprocess.Popen(_command(step, root), stdout=subprocess.DEVNULL, cwd=root.parent)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
