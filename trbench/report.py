@@ -1,7 +1,9 @@
 """The TR report: every number computed from the Parquet files alone, then rendered to Markdown
 and to one self-contained HTML page.
 
-build_report() computes (ReportData, no formatting); trbench.report_tables formats every table
+build_report() computes (ReportData, no formatting) from a projection of the tables
+(trbench.report_data: the columns it uses, numpy arrays indexed by run; a TR of a million requests
+reads in seconds, bench/scale.py); trbench.report_tables formats every table
 once; render_markdown() and render_html() lay them out (the Jinja2 templates report.md.j2 and
 report.html.j2, the HTML one autoescaped); trbench.plots draws the figures; publish() writes
 <tr_root>/report/<tr_id>.md, <tr_id>.html and plots/*.png, each atomically; write_report() is
