@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from trbench.backends.base import RawExchange
@@ -294,3 +296,19 @@ def test_pct_of() -> None:
     assert pct_of(50.0, 0.0) is None
     assert pct_of(None, 10.0) is None
     assert pct_of(10.0, None) is None
+
+
+def test_integrated_two_stage_bootstrap_matches_drawing_every_request() -> None:
+    # large runs use the integrated form (requests not drawn one by one): it must give what drawing
+    # every request gives, up to Monte Carlo noise; small runs are drawn request by request
+    from trbench import metrics as m
+
+    rng = np.random.default_rng(11)
+    runs = [rng.normal(100 + shift, 8, 80) for shift in (0.0, 3.0, -2.0, 5.0)]
+    exact = np.percentile(m._bootstrap_two_stage(runs, 4000, np.random.default_rng(1)), [2.5, 97.5])
+    integrated = m._two_stage_quantiles(runs, 4000, np.random.default_rng(1), (0.025, 0.975))
+    width = exact[1] - exact[0]
+    assert abs(integrated[0] - exact[0]) < 0.1 * width and abs(integrated[1] - exact[1]) < 0.1 * width
+    small = [r[:10] for r in runs]
+    assert m.bootstrap_median_ci(small) == m.bootstrap_median_ci(small)  # seeded: reproducible
+    assert min(len(r) for r in small) < m.TWO_STAGE_EXACT_BELOW <= min(len(r) for r in runs)

@@ -303,6 +303,10 @@ def pct_of(value: float | None, baseline: float | None) -> float | None:
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20250101  # fixed: the same data always gives the same interval
 BOOTSTRAP_LEVEL = 0.95
+# Runs with fewer measured values than this are resampled request by request; from this size on,
+# the requests within the drawn runs are integrated out (normal approximation of a binomial sum,
+# which needs tens of values per run to hold; drawing every request of a 1M-row TR takes minutes).
+TWO_STAGE_EXACT_BELOW = 50
 _BOOTSTRAP_CHUNK_VALUES = 2_000_000  # values drawn per chunk of resamples: bounds memory on large runs
 
 BOOTSTRAP_DEFINITIONS: dict[str, str] = {
@@ -312,7 +316,8 @@ BOOTSTRAP_DEFINITIONS: dict[str, str] = {
         "run's measured ok requests with replacement, and takes the median of the pooled draw; the interval is the "
         "2.5th to 97.5th percentile of the resampled medians. Resampling runs as well as requests keeps run-to-run "
         "variation (server restarts, cache state) in the interval; with one run it is a plain request bootstrap. "
-        "The runs are drawn; the requests within them are not drawn one by one but integrated out: the pooled "
+        f"When every run has at least {TWO_STAGE_EXACT_BELOW} values (large TRs), the runs are drawn but the "
+        "requests within them are not drawn one by one but integrated out: the pooled "
         "draw's median is at most x when at least half of its values are, and that count is a sum of binomials "
         "(per drawn run: its request count, each at most x with the run's share of values at most x), taken as "
         "normal; the interval's ends are the observed values where the medians' distribution over the resamples "
@@ -349,6 +354,8 @@ def bootstrap_median_ci(
     tail = (1.0 - level) / 2.0
     if len(arrays) == 1:
         lo, hi = np.percentile(_bootstrap_flat(arrays[0], n_resamples, rng), [tail * 100.0, 100.0 - tail * 100.0])
+    elif min(a.size for a in arrays) < TWO_STAGE_EXACT_BELOW:  # small runs: draw every request
+        lo, hi = np.percentile(_bootstrap_two_stage(arrays, n_resamples, rng), [tail * 100.0, 100.0 - tail * 100.0])
     else:
         lo, hi = _two_stage_quantiles(arrays, n_resamples, rng, (tail, 1.0 - tail))
     return float(lo), float(hi)
@@ -371,6 +378,24 @@ def _bootstrap_flat(a: np.ndarray, n_resamples: int, rng: np.random.Generator) -
     out = []
     for b in _chunks(n_resamples, a.size):
         out.append(np.median(a[rng.integers(0, a.size, size=(b, a.size))], axis=1))
+    return np.concatenate(out)
+
+
+def _bootstrap_two_stage(arrays: list[np.ndarray], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    n_runs = len(arrays)
+    sizes = np.array([a.size for a in arrays])
+    width = int(sizes.max())
+    padded = np.full((n_runs, width), np.nan)
+    for i, a in enumerate(arrays):
+        padded[i, : a.size] = a
+    out = []
+    for b in _chunks(n_resamples, n_runs * width):
+        runs = rng.integers(0, n_runs, size=(b, n_runs))  # the drawn runs
+        n = sizes[runs]  # (b, n_runs): each drawn run's request count
+        within = np.floor(rng.random((b, n_runs, width)) * n[..., None]).astype(np.int64)
+        drawn = padded[runs[..., None], within]
+        drawn[np.arange(width) >= n[..., None]] = np.nan  # draw each run's own count, not the widest
+        out.append(np.nanmedian(drawn.reshape(b, -1), axis=1))
     return np.concatenate(out)
 
 
