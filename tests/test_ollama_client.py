@@ -19,7 +19,7 @@ from trbench.backends.base import ChatRequest, is_oom
 from trbench.backends.ollama import OllamaClient
 from trbench.engines import ollama_api
 from trbench.engines.instances import ExternalInstance
-from trbench.metrics import derive
+from trbench.measure.metrics import derive
 
 CONTENT = ["Blue", " light", " scatters", " more", " than", " red", " light", "."]
 THINKING = ["Hmm", ",", " Rayleigh", " scattering", "?"]

@@ -8,10 +8,10 @@ from conftest import free_port, llama_servers
 
 from flows.tr_matrix import apply_budget, plan_runs
 from tasks.preflight import vram_budget
-from trbench import vram
+from trbench.measure import vram
 from trbench.engines.instances import create_instances
-from trbench.prompts import load_prompts
-from trbench.spec import SpecError, parse_spec
+from trbench.config.prompts import load_prompts
+from trbench.config.spec import SpecError, parse_spec
 
 
 def failure(prefect_api, tmp_path, spec: dict) -> str:

@@ -33,7 +33,7 @@ from trbench.engines.ollama_docker import (
     OllamaContainerInstance,
     remove_stale,
 )
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 IMAGE = "ollama/ollama:0.12.6"
 VOLUME = "trbench-test-models"
@@ -311,7 +311,7 @@ def test_fake_docker_client_factory_is_used(engine, started, monkeypatch):
 CHILD = textwrap.dedent("""
     import sys, time
     from trbench.engines.ollama_docker import OllamaContainerInstance
-    from trbench.spec import MatrixSpec
+    from trbench.config.spec import MatrixSpec
 
     spec = MatrixSpec(tr_id="TR-kill", provider="ollama-docker", backend="ollama", models=["m"],
                       docker_image=sys.argv[2], docker_volume=sys.argv[3], load_timeout_s=10)
@@ -372,7 +372,7 @@ def test_fake_docker_pull_error_line_after_progress(monkeypatch, started):
 
 
 def test_fake_docker_stale_container_holding_the_port_is_removed_before_the_port_check(engine, started):
-    from trbench import preflight
+    from trbench.run import preflight
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     port = free_port()

@@ -26,7 +26,7 @@ from trbench.backends.base import ChatRequest
 from trbench.engines import ollama_api
 from trbench.engines.instances import InstanceError, create_instances
 from trbench.engines.ollama_process import OllamaProcessInstance
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 
@@ -243,7 +243,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from trbench.engines.ollama_process import OllamaProcessInstance
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 spec = MatrixSpec(tr_id="fake-ollama-cli", provider="ollama-process", backend="ollama",
                   models=["fake-llama:1b"], load_timeout_s=20)
 inst = OllamaProcessInstance("ollama-process-0", spec, int(sys.argv[1]), "0", Path(sys.argv[2]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trbench.spec import SpecError, load_spec, parse_spec
+from trbench.config.spec import SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"tr_id": "t", "models": ["smollm2:135m"]}

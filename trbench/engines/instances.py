@@ -22,7 +22,7 @@ import httpx
 
 from trbench.engines import bundled, gguf, ollama_api, processes
 from trbench.engines.model_kind import kind_facts
-from trbench.spec import Cell, MatrixSpec
+from trbench.config.spec import Cell, MatrixSpec
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
 

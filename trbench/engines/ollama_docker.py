@@ -31,7 +31,7 @@ from docker.types import DeviceRequest, Mount
 
 from trbench.engines import processes, reaper
 from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from trbench.engines import ollama_api, processes, reaper
 from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 LOOPBACK = "127.0.0.1"
 SERVICE_MODELS_DIR = "/usr/share/ollama/.ollama/models"  # install.sh's systemd service (user ollama)

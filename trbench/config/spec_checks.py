@@ -1,7 +1,7 @@
 """Checks of a spec against the files and the machine, that need no server: run by
 `trbench validate`, by `trbench run` before Prefect starts, and by the flow's load step.
 
-The spec's own fields are checked by its pydantic models (trbench/spec.py); what they cannot see
+The spec's own fields are checked by its pydantic models (trbench/config/spec.py); what they cannot see
 is here: the prompt and agent files, enough ports or URLs for the instances, models the embedded
 engine has, and an output folder that can be written. Each problem is a SpecError with one line
 in the spec's style: `spec <path>: field '<field>': <what is wrong>; fix: <the fix>`.
@@ -12,11 +12,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from trbench.agents import AgentSuiteError, load_agents
+from trbench.config.agents import AgentSuiteError, load_agents
 from trbench.engines.bundled import BUNDLED_MODELS
-from trbench.manifest import PROJECT_ROOT
-from trbench.prompts import PromptSuiteError, load_prompts
-from trbench.spec import MatrixSpec, SpecError
+from trbench.measure.manifest import PROJECT_ROOT
+from trbench.config.prompts import PromptSuiteError, load_prompts
+from trbench.config.spec import MatrixSpec, SpecError
 
 
 def resolve_path(path: str) -> Path:

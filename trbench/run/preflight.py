@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from trbench import progress
+from trbench.run import progress
 from trbench.backends.base import error_text
 from trbench.engines import bundled, ollama_api, ollama_names, ollama_pull
 from trbench.engines.instances import EmbeddedInstance, Instance
