@@ -27,7 +27,7 @@ import httpx
 
 from trbench.measure import metrics
 from trbench.backends import OpenAIClient
-from trbench.engines.instances import EmbeddedInstance
+from trbench.engines.embedded import EmbeddedInstance
 from trbench.engines.model_kind import prompt_style
 from trbench.config.prompts import load_prompts
 from trbench.run.single import RunPlan, build_request, request_slots

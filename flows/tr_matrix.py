@@ -37,7 +37,7 @@ from trbench.run import progress
 from trbench import regression
 from trbench.data import store
 from trbench.config.agents import ROLES, AgentSuite
-from trbench.engines.instances import Instance, InstanceError, create_instances
+from trbench.engines import Instance, InstanceError, create_instances
 from trbench.engines.model_kind import prompt_style
 from trbench.data.failures import InstanceFaults
 from trbench.run.preflight import PreflightError
@@ -138,7 +138,8 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
     report and validation are written for what was measured, and the state says what stopped it."""
     logger = get_run_logger()
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
-    instances = create_instances(spec, root / "logs", spec.instance_count)
+    instances = create_instances(spec.server, root / "logs", spec.instance_count, load_timeout_s=spec.load_timeout_s,
+                                 backend=spec.backend)
     for inst in instances:
         check_instance(inst, spec.backend)
 
@@ -155,7 +156,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             raise InstanceError(f"no instance started ({len(instances)} tried; the failure log says why)")
         for inst in live:
             for model in spec.models:
-                check_model(inst, spec.backend, model, spec.pull_models)
+                check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))
         facts = collect_model_facts(spec, live[0])
         budget = vram_budget(spec, facts)
         manifest = record_manifest(spec, instances, root, facts, budget)

@@ -15,7 +15,7 @@ from trbench.data import failures
 from trbench.run import progress
 from trbench.data import store
 from trbench.backends import make_client
-from trbench.engines.instances import Instance, unanswered
+from trbench.engines import Instance, unanswered
 from trbench.data.failures import InstanceFaults
 from trbench.config.prompts import PromptSuite
 from trbench.run.single import Gate, RunPlan, execute_run, failed_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from trbench.engines.instances import Instance, unanswered
+from trbench.engines import Instance, unanswered
 from trbench.data.failures import InstanceFaults
 from trbench.config.spec import Cell
 

@@ -13,7 +13,7 @@ from trbench.run import progress
 from trbench.data import store
 from trbench.config.agents import AgentSuite
 from trbench.backends import make_client
-from trbench.engines.instances import Instance
+from trbench.engines import Instance
 from trbench.data.failures import InstanceFaults
 from trbench.run.single import Gate
 from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run

@@ -9,7 +9,7 @@ from tasks.progress import track_pulls
 from trbench.run import preflight
 from trbench.measure import vram
 from trbench.config.spec import MatrixSpec
-from trbench.engines.instances import Instance
+from trbench.engines import Instance
 
 
 @task(name="preflight-instance", cache_policy=NO_CACHE)

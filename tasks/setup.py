@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from trbench.measure import manifest as env_manifest
 from trbench.data import store
-from trbench.engines.instances import Instance
+from trbench.engines import Instance
 from trbench.config.agents import AgentSuite, load_agents
 from trbench.config.prompts import PromptSuite, load_prompts
 from trbench.config.spec import MatrixSpec, load_spec, parse_spec

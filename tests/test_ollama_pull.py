@@ -12,7 +12,7 @@ from tests.fakes.fake_ollama import PULL_NOT_FOUND_MESSAGE, FakeModel, FakeOllam
 from trbench.run import preflight
 from trbench.run import progress
 from trbench.engines import ollama_names
-from trbench.engines.instances import ExternalInstance
+from trbench.engines.external import ExternalInstance
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from trbench.backends.base import ChatRequest
 from trbench.backends.openai import OpenAIClient
-from trbench.engines.instances import EmbeddedInstance
+from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
 from trbench.config.spec import Cell
 

@@ -390,7 +390,7 @@ def test_tr_matrix_writes_telemetry_aligned_to_each_run(prefect_api, tmp_path, f
 
 
 def test_spec_telemetry_section_and_what_it_leads_to(fake_nvml):
-    from trbench.engines.instances import ExternalInstance
+    from trbench.engines.external import ExternalInstance
     from trbench.config.spec import SpecError, parse_spec
 
     fake_nvml(init_error="Driver Not Loaded")

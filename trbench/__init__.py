@@ -11,5 +11,22 @@
   report*, validation, outliers, plots, regression: report and quality (moving to report/ and
              quality/); cli.py and cli_prefect.py: the command line
 
-Nothing is imported here: `import trbench.cli` stays fast.
+Each package names its API in __all__ and imports it lazily (lazy_exports): `import trbench.cli`
+stays fast.
 """
+
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+
+def lazy_exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+    """A package's public names, each imported from its module when first asked for (PEP 562), so
+    that an __init__.py can name its API without importing every module below it."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(import_module(f"{package}.{where[name]}"), name)
+
+    return __getattr__

@@ -127,7 +127,7 @@ class _NoStopNoise(logging.Filter):
 def _explained_errors() -> tuple[type[BaseException], ...]:
     from trbench.config.agents import AgentSuiteError
     from trbench.engines.gguf import GGUFError
-    from trbench.engines.instances import InstanceError
+    from trbench.engines import InstanceError
     from trbench.run.preflight import PreflightError
     from trbench.config.prompts import PromptSuiteError
 

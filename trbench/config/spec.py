@@ -6,29 +6,22 @@ A bad spec fails with SpecError, whose message is one line naming the field and 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import itertools
 import json
-import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from trbench.data.cells import config_label
+from trbench.config.servers import SERVER_SETTINGS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
+from trbench.data.cells import Cell
 
-Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
 Backend = Literal["openai", "ollama"]
 # What a TR's TTFT measures: a cold prefill (unique prefix: nothing cached), a cached one (the same
 # prompt sent just before) or both, each measured request of a run once per state.
 TtftMode = Literal["cold", "cached", "both"]
-
-# Ollama's own ports for the Ollama providers (seed 003: collector 11434, insight 11435); the
-# embedded engine uses its own range so that a local Ollama keeps working beside it.
-DEFAULT_PORTS = {"embedded": [18434, 18435], "ollama-docker": [11434, 11435], "ollama-process": [11434, 11435]}
-
 
 # A tr_id names a folder under output_dir: one safe path component (no '/', no leading '.' or '-')
 TR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -84,10 +77,7 @@ class Grid(_Strict):
         return _unique(v)
 
 
-def _unique(v: list) -> list:
-    if len(set(v)) != len(v):
-        raise ValueError(f"values repeat: {v}")
-    return v
+_unique = unique
 
 
 class OptionSet(_Strict):
@@ -197,45 +187,14 @@ class TelemetrySpec(_Strict):
         return _unique(v) if v else v
 
 
-class Cell(_Strict):
-    """One matrix cell: a model with one setting of each grid axis."""
-
-    model: str
-    num_gpu: int
-    num_ctx: int
-    temperature: float
-
-    @property
-    def server_key(self) -> tuple[str, int, int]:
-        """Settings that need a server (re)load; temperature is per request."""
-        return (self.model, self.num_gpu, self.num_ctx)
-
-    @property
-    def label(self) -> str:
-        return config_label(self.num_gpu, self.num_ctx, self.temperature)
-
-
 class MatrixSpec(_Strict):
     tr_id: str = Field(pattern=TR_ID_PATTERN)
     title: str = ""
     objective: str = ""
     provider: Provider = "embedded"
     backend: Backend = "openai"
-    allow_remote_bind: bool = Field(default=False, description="let the embedded servers listen on a "
-                                    "non-loopback host, reachable from the network")
-    host: str = "127.0.0.1"
-    ports: list[int] | None = Field(default=None, min_length=1, description="local ports, one per instance")
-    urls: list[str] = Field(default_factory=list, description="external provider: base URLs of running servers")
-    gpu_devices: list[str] | None = Field(
-        default=None, description="GPU per instance (round robin): docker device request / CUDA_VISIBLE_DEVICES")
-    docker_image: str = "ollama/ollama:latest"
-    docker_volume: str = Field(default="trbench-ollama-models", description="shared model volume: pulled once")
-    ollama_binary: str = "ollama"
-    ollama_models_dir: str = Field(
-        default="~/.ollama/models", description="ollama-process: the model store every `ollama serve` uses "
-        "(OLLAMA_MODELS); Ollama's default for a user, while Linux service installs keep models in "
-        "/usr/share/ollama/.ollama/models")
-    pull_models: bool = Field(default=False, description="preflight pulls missing Ollama models")
+    server: ServerSettings = Field(default_factory=EmbeddedServer, description="the provider's own settings "
+                                   "(trbench/config/servers.py); kind follows `provider`")
     models: list[str] = Field(min_length=1)
     baseline_model: str | None = None
     grid: Grid = Grid()
@@ -252,7 +211,6 @@ class MatrixSpec(_Strict):
     stall_timeout_s: float = Field(default=60.0, gt=0, description="a request whose server sends no byte this "
                                    "long (waiting for the first one included) is cut: error kind 'stall'")
     load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load, start or unload")
-    threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
     seed: int | None = None
     output_dir: str = "outputs"
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
@@ -266,32 +224,13 @@ class MatrixSpec(_Strict):
     telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
 
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[int] | None) -> list[int] | None:
-        for p in v or []:
-            if not 1024 <= p <= 65535:
-                raise ValueError(f"port must be 1024..65535, got {p}")
-        return _unique(v) if v else v
+    # which server fields a spec gave flat at the top level (the earlier layout): messages name them so
+    _flat: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("urls")
+    @model_validator(mode="before")
     @classmethod
-    def _urls(cls, v: list[str]) -> list[str]:
-        for u in v:
-            if not u.startswith(("http://", "https://")):
-                raise ValueError(f"URL must start with http:// or https://, got {u!r}")
-        return [u.rstrip("/") for u in v]
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str, info: ValidationInfo) -> str:
-        if not (_is_ip(v) or _HOSTNAME.match(v)):
-            raise ValueError(f"host must be an IP address or a host name, got {v!r}")
-        # only the embedded engine takes the host: the Ollama providers always bind 127.0.0.1
-        if info.data.get("provider") == "embedded" and not is_loopback(v) and not info.data.get("allow_remote_bind"):
-            raise ValueError(f"{v!r} is not a loopback address: the embedded servers would be reachable from "
-                             "the network; fix: use 127.0.0.1, or set allow_remote_bind: true to mean it")
-        return v
+    def _gather_server(cls, data: Any) -> Any:
+        return gather_server(data)[0] if isinstance(data, dict) else data
 
     @field_validator("models")
     @classmethod
@@ -309,9 +248,9 @@ class MatrixSpec(_Strict):
         if self.min_ok_requests is not None and self.min_ok_requests > self.requests_per_run:
             raise _FieldRule("min_ok_requests", f"min_ok_requests ({self.min_ok_requests}) exceeds requests_per_run "
                              f"({self.requests_per_run}); fix: lower min_ok_requests or raise requests_per_run")
-        if self.provider == "external" and not self.urls:
-            raise _FieldRule("urls", "provider 'external' needs urls: the base URLs of the running servers; "
-                             "fix: list them, e.g. urls: ['http://127.0.0.1:8080']")
+        if self.provider == "external" and not self.server.urls:
+            raise _FieldRule("server.urls", "provider 'external' needs urls: the base URLs of the running servers; "
+                             "fix: list them, e.g. server: {urls: ['http://127.0.0.1:8080']}")
         ma = self.multi_agent
         if ma and ma.models and (stray := [m for m in ma.models if m not in self.models]):
             raise _FieldRule("multi_agent.models", f"{stray} are not in models {self.models} (preflight checks "
@@ -330,7 +269,11 @@ class MatrixSpec(_Strict):
     def remote_bind(self) -> bool:
         """Whether the servers trbench starts listen beyond this machine (only the embedded engine
         takes the host: the Ollama providers always bind 127.0.0.1)."""
-        return self.provider == "embedded" and not is_loopback(self.host)
+        return isinstance(self.server, EmbeddedServer) and self.server.remote_bind
+
+    def field_name(self, server_field: str) -> str:
+        """Where the spec wrote a server field: flat at the top level (earlier specs) or in `server:`."""
+        return self._flat.get(server_field) or f"server.{server_field}"
 
     @property
     def baseline(self) -> str:
@@ -338,7 +281,7 @@ class MatrixSpec(_Strict):
 
     @property
     def instance_ports(self) -> list[int]:
-        return self.ports or DEFAULT_PORTS.get(self.provider, [])
+        return self.server.instance_ports() if hasattr(self.server, "instance_ports") else []
 
     @property
     def instance_count(self) -> int:
@@ -395,28 +338,15 @@ class MatrixSpec(_Strict):
         data.update({k: v for k, v in overrides.items() if v is not None})
         if overrides.get("models") and data.get("baseline_model") not in overrides["models"]:
             data["baseline_model"] = None  # the first of the chosen models becomes the baseline
-        return _validate(data, source=f"spec {self.tr_id} with overrides")
-
-
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    return _is_ip(host) and ipaddress.ip_address(host).is_loopback
+        spec = _validate(data, source=f"spec {self.tr_id} with overrides")
+        spec._flat = dict(self._flat)
+        return spec
 
 
 def _section_model(path: tuple) -> type[BaseModel]:
     """The model class of a nested spec section ('telemetry', 'multi_agent.chimera'...)."""
+    if path[:1] == ("server",) and len(path) > 1 and path[1] in SERVER_SETTINGS:
+        return SERVER_SETTINGS[path[1]]
     model: type[BaseModel] = MatrixSpec
     for part in path:
         field = model.model_fields.get(str(part)) if isinstance(part, str) else None
@@ -433,15 +363,25 @@ def _section_model(path: tuple) -> type[BaseModel]:
     return model
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _written_at(loc: tuple, flat: dict[str, str]) -> tuple:
+    """A field's place as the spec wrote it: without the provider tag pydantic puts after 'server',
+    and flat where the spec gave a server field flat."""
+    if loc[:1] == ("server",) and len(loc) > 1 and loc[1] in SERVER_SETTINGS:
+        loc = loc[:1] + loc[2:]
+    if loc[:1] == ("server",) and len(loc) > 1 and loc[1] in flat:
+        loc = (flat[loc[1]],) + loc[2:]
+    return loc
+
+
+def _format_error(err: ValidationError, source: str, flat: dict[str, str] | None = None) -> str:
     # a misspelt field also reads as a missing one: name the misspelling, it is the fix
     e = min(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
     rule = (e.get("ctx") or {}).get("error")
     loc = e["loc"] + tuple(rule.field.split(".")) if isinstance(rule, _FieldRule) else e["loc"]
-    field = ".".join(str(p) for p in loc) or "(top level)"
+    field = ".".join(str(p) for p in _written_at(loc, flat or {})) or "(top level)"
     kind = e["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(_section_model(e["loc"][:-1]).model_fields)
+        allowed = ", ".join(f for f in _section_model(e["loc"][:-1]).model_fields if f != "provider")
         fix = f"remove it or fix its spelling (allowed: {allowed})"
     elif kind == "missing":
         fix = "add it"
@@ -469,9 +409,15 @@ def _validate(data: Any, source: str) -> MatrixSpec:
         raise SpecError(f"{source}: field 'prompt_cache' was replaced by 'ttft'; fix: write ttft: cached (was allow), "
                         "ttft: cold (was defeat) or ttft: both")
     try:
-        return MatrixSpec.model_validate(data)
+        data, flat = gather_server(data)
+    except ValueError as err:
+        raise SpecError(f"{source}: {err}") from None
+    try:
+        spec = MatrixSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_error(err, source)) from None
+        raise SpecError(_format_error(err, source, flat)) from None
+    spec._flat = flat
+    return spec
 
 
 def parse_spec(data: Any, source: str = "spec") -> MatrixSpec:

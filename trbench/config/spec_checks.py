@@ -86,13 +86,13 @@ def check_instances(spec: MatrixSpec, source: str) -> None:
     """One port (or URL) per instance, as create_instances will need them."""
     need = spec.instance_count
     if spec.provider == "external":
-        if len(spec.urls) < need:
-            raise _error(source, "urls", f"{len(spec.urls)} URL(s) for {need} instances ({_why_instances(spec)})",
+        if len(spec.server.urls) < need:
+            raise _error(source, spec.field_name("urls"), f"{len(spec.server.urls)} URL(s) for {need} instances ({_why_instances(spec)})",
                          f"list {need} urls of running servers")
         return
     have = len(spec.instance_ports)
     if have < need:
-        raise _error(source, "ports", f"{have} port(s) for {need} instances ({_why_instances(spec)})",
+        raise _error(source, spec.field_name("ports"), f"{have} port(s) for {need} instances ({_why_instances(spec)})",
                      f"list {need} ports, or remove ports to use the defaults")
 
 
@@ -140,6 +140,7 @@ def _writable(folder: Path) -> bool:
 def warnings(spec: MatrixSpec, source: str) -> list[str]:
     """What the spec may do but should not do unnoticed."""
     if spec.remote_bind:
-        return [f"{source}: field 'host': the embedded servers listen on {spec.host}, reachable from the network "
+        return [f"{source}: field '{spec.field_name('host')}': the embedded servers listen on {spec.server.host}, "
+                "reachable from the network "
                 "(allow_remote_bind: true); anyone who can reach this machine can use them"]
     return []

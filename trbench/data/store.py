@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-MANIFEST_KEY = b"trbench.measure.manifest"
+MANIFEST_KEY = b"trbench.manifest"
 
 _KEYS = [
     ("tr_id", pa.string()),
