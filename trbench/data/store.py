@@ -1,20 +1,26 @@
 """Parquet storage: one file per finished run and table, written atomically, read back as datasets.
 
-Layout under <output_dir>/<tr_id>/:
-  requests/model_slug=<slug>/<run_id>.parquet   every request of the run, warm-ups included
+Layout under <output_dir>/<tr_id>/ (what writes each):
+  requests/model_slug=<slug>/<run_id>.parquet   every request of the run, warm-ups included (here)
   telemetry/model_slug=<slug>/<run_id>.parquet  GPU and host samples beside the run (single and
                                                 multi-agent runs alike; `kind` tells them apart)
   runs/model_slug=<slug>/<run_id>.parquet       the run's aggregates; written last, so it is the
                                                 ledger: a run is finished once this file exists
   ma_requests/, ma_runs/                        the same for multi-agent runs
   manifest.json                                 the environment (also in each file's metadata)
-  report/<tr_id>.md
+  fallbacks/<time>-<pid>.parquet                OOM fallback decisions, as taken (data/failures.py)
+  instance_failures/<time>-<pid>-<n>.parquet    failed instance operations, as they happen (same)
+  failures/failures.parquet                     the failure log, rebuilt whole at each flow's end (same)
+  flags/flags.parquet                           outlier flags per run (outliers.py)
+  validation/validation.json                    the checks' results (validation.py)
+  report/<tr_id>.md, report/<tr_id>.html, report/plots/   the report (report.py)
+  logs/<instance>.log                           the output of the servers trbench started (engines/)
+Every file is written by trbench.data.atomic: all or nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -22,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from trbench.data.atomic import write_atomic, write_text_atomic
 
 MANIFEST_KEY = b"trbench.manifest"
 
@@ -192,19 +200,8 @@ def _run_file(root: Path, table: str, model: str, run_id: str) -> Path:
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Write to a hidden temp name in the same folder, fsync, rename: readers see all or nothing.
-    The dot prefix keeps pyarrow datasets from ever reading the temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """One Parquet file, all or nothing (trbench.data.atomic)."""
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _table(rows: list[dict], schema: pa.Schema, manifest: dict) -> pa.Table:
@@ -268,7 +265,4 @@ def read_manifest(path: Path) -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
