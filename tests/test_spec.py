@@ -123,3 +123,5 @@ def test_flat_server_fields_of_earlier_specs_are_mapped_into_the_section():
     assert msg == "spec: field 'threads' is given twice, flat and as server.threads; fix: keep server.threads"
     # the section survives a round trip through overrides
     assert parse_spec({**GOOD, "server": {"threads": 3}}).with_overrides(runs=5).server.threads == 3
+    # the flow's `ports` override (a flat name) lands in the section, over what the spec gave there
+    assert parse_spec({**GOOD, "server": {"ports": [18500, 18501]}}).with_overrides(ports=[18600]).instance_ports == [18600]

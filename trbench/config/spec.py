@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from trbench.config.servers import SERVER_SETTINGS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
+from trbench.config.servers import FLAT_FIELDS, SERVER_SETTINGS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
 from trbench.data.cells import Cell
 
 Backend = Literal["openai", "ollama"]
@@ -55,26 +55,24 @@ class Grid(_Strict):
     @field_validator("num_gpu")
     @classmethod
     def _gpu_layers(cls, v: list[int]) -> list[int]:
-        for x in v:
-            if x < 0 or x > 999:
-                raise ValueError(f"GPU layers must be 0..999, got {x}")
-        return _unique(v)
+        return _each_within(v, 0, 999, "GPU layers must be 0..999")
 
     @field_validator("num_ctx")
     @classmethod
     def _ctx(cls, v: list[int]) -> list[int]:
-        for x in v:
-            if x < 128 or x > 1_048_576:
-                raise ValueError(f"context size must be 128..1048576 tokens, got {x}")
-        return _unique(v)
+        return _each_within(v, 128, 1_048_576, "context size must be 128..1048576 tokens")
 
     @field_validator("temperature")
     @classmethod
     def _temp(cls, v: list[float]) -> list[float]:
-        for x in v:
-            if x < 0 or x > 2:
-                raise ValueError(f"temperature must be 0..2, got {x}")
-        return _unique(v)
+        return _each_within(v, 0, 2, "temperature must be 0..2")
+
+
+def _each_within(values: list, low: float, high: float, rule: str) -> list:
+    for x in values:
+        if x < low or x > high:
+            raise ValueError(f"{rule}, got {x}")
+    return unique(values)
 
 
 _unique = unique
@@ -335,7 +333,11 @@ class MatrixSpec(_Strict):
     def with_overrides(self, **overrides: Any) -> MatrixSpec:
         """A copy with top-level fields replaced (None means keep), validated again."""
         data = self.model_dump()
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        for key, value in overrides.items():
+            if value is not None and key in FLAT_FIELDS:  # e.g. the flow's `ports`: into the server section
+                data["server"][FLAT_FIELDS[key]] = value
+            elif value is not None:
+                data[key] = value
         if overrides.get("models") and data.get("baseline_model") not in overrides["models"]:
             data["baseline_model"] = None  # the first of the chosen models becomes the baseline
         spec = _validate(data, source=f"spec {self.tr_id} with overrides")
