@@ -25,13 +25,13 @@ from pathlib import Path
 
 import httpx
 
-from trbench import metrics
+from trbench.measure import metrics
 from trbench.backends import OpenAIClient
-from trbench.engines.instances import EmbeddedInstance
+from trbench.engines.embedded import EmbeddedInstance
 from trbench.engines.model_kind import prompt_style
-from trbench.prompts import load_prompts
-from trbench.runner import RunPlan, build_request, request_slots
-from trbench.spec import parse_spec
+from trbench.config.prompts import load_prompts
+from trbench.run.single import RunPlan, build_request, request_slots
+from trbench.config.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 LENGTHS = (16, 64, 256)

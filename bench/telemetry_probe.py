@@ -5,7 +5,7 @@ short load measured both ways (the GPU's energy counter and the integral of its 
     python bench/telemetry_probe.py --seconds 20 --load idle --json out.json
 
 Phases: 2 s idle, 2 s warm-up, --seconds measured, 2 s idle; energy is counted over the measured
-phase only, exactly as a benchmark run's (trbench/energy.py). Loads:
+phase only, exactly as a benchmark run's (trbench/measure/energy.py). Loads:
   idle   nothing: the GPUs' idle power
   cpu    a busy child process (the 'server' whose RSS and CPU are sampled)
   gpu    matrix multiplications on GPU 0 with torch or cupy, whichever imports (else idle)
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trbench import energy  # noqa: E402
-from trbench.telemetry import Sampler  # noqa: E402
+from trbench.measure import energy  # noqa: E402
+from trbench.measure.telemetry import Sampler  # noqa: E402
 
 BUSY_CHILD = "import time\nx = bytearray(64 * 2**20)\nwhile True:\n    pass\n"
 

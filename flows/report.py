@@ -16,7 +16,7 @@ from prefect.states import Completed, Failed, State
 
 from tasks.report import publish_report
 from tasks.setup import resolve_path
-from trbench import storage
+from trbench.data import store
 from trbench.regression import DEFAULT_THRESHOLD_PCT, summary_message
 from trbench.report import ReportFiles
 
@@ -43,8 +43,8 @@ def report(tr_id: str, baseline: str | None = None, output_dir: str = "outputs",
         threshold_pct: a change worse than this (in %) on a matched cell is a regression.
     """
     folder = resolve_path(output_dir)
-    root = storage.tr_dir(folder, tr_id)
-    baseline_root = storage.tr_dir(folder, baseline) if baseline else None
+    root = store.tr_dir(folder, tr_id)
+    baseline_root = store.tr_dir(folder, baseline) if baseline else None
     files = publish_report(root, baseline_root, threshold_pct)
     state = report_state(files)
     (get_run_logger().error if state.is_failed() else get_run_logger().info)(state.message)

@@ -20,18 +20,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tr_matrix import run_tr
 from tasks.setup import resolve_path
-from trbench import outliers, storage
-from trbench.agents import AgentSuite, load_agents
-from trbench.multi_agent import MultiRunPlan
-from trbench.prompts import PromptSuite, load_prompts
-from trbench.runner import RunPlan
-from trbench.spec import MatrixSpec, parse_spec
+from trbench import outliers
+from trbench.data import store
+from trbench.config.agents import AgentSuite, load_agents
+from trbench.run.multi import MultiRunPlan
+from trbench.config.prompts import PromptSuite, load_prompts
+from trbench.run.single import RunPlan
+from trbench.config.spec import MatrixSpec, parse_spec
 
 
 @task(name="load-recorded-spec", cache_policy=NO_CACHE)
 def load_recorded_spec(tr_id: str, output_dir: str) -> tuple[MatrixSpec, PromptSuite, AgentSuite | None]:
     """The spec a TR run was made with, from its manifest."""
-    root = storage.tr_dir(resolve_path(output_dir), tr_id)
+    root = store.tr_dir(resolve_path(output_dir), tr_id)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"no TR run {tr_id!r} under {root} (manifest.json missing); fix: check tr_id and output_dir")
@@ -59,7 +60,7 @@ def next_attempts(flagged: list[dict]):
     """A selector for run_tr: every run of each flagged config, one attempt higher than any before."""
 
     def select(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
-        runs, ma_runs = storage.read_runs(root), storage.read_ma_runs(root)
+        runs, ma_runs = store.read_runs(root), store.read_ma_runs(root)
         cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"]) for f in flagged if f["kind"] == "single"}
         scenarios = {(f["model"], f["scenario"]) for f in flagged if f["kind"] == "multi"}
         todo_single: list[RunPlan] = []
@@ -82,7 +83,7 @@ def next_attempts(flagged: list[dict]):
 def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
     """Run the flagged configs of TR run `tr_id` again (new attempt), re-validate, re-flag, re-report."""
     spec, prompts, agents = load_recorded_spec(tr_id, output_dir)
-    flagged = outliers.flagged_configs(outliers.read_flags(storage.tr_dir(resolve_path(output_dir), tr_id)))
+    flagged = outliers.flagged_configs(outliers.read_flags(store.tr_dir(resolve_path(output_dir), tr_id)))
     if not flagged:
         return Completed(message=f"{tr_id}: no flagged configs; nothing to run again")
     return run_tr(spec, prompts, agents, next_attempts(flagged))

@@ -29,8 +29,8 @@ from flows.tr_matrix import expand_tr_id
 from tasks.quality import flag_outliers, validate
 from tasks.report import artifact_key, render_report, write_failure_log
 from tasks.setup import load_matrix_spec, resolve_path
-from trbench import storage
-from trbench.spec import MatrixSpec
+from trbench.data import store
+from trbench.config.spec import MatrixSpec
 
 WORKER_LINE = re.compile(r"Worker '([^']+)' submitting flow run")
 
@@ -93,10 +93,10 @@ def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> dict:
     merged: dict = {}
     hosts = []
     for sub in sub_runs:
-        files = sorted((root / "runs" / f"model_slug={storage.slug(sub['model'])}").glob("*.parquet"))
+        files = sorted((root / "runs" / f"model_slug={store.slug(sub['model'])}").glob("*.parquet"))
         if not files:
             continue
-        m = storage.read_manifest(files[-1])
+        m = store.read_manifest(files[-1])
         merged = merged or dict(m)
         merged.setdefault("models", {})
         merged["models"] = {**merged["models"], **(m.get("models") or {})}
@@ -105,7 +105,7 @@ def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> dict:
     merged["instances"] = [inst for h in hosts for inst in h["instances"] or []]
     merged["spec"] = spec.model_dump(mode="json")
     merged["fanout"] = hosts
-    storage.write_json_atomic(root / "manifest.json", merged)
+    store.write_json_atomic(root / "manifest.json", merged)
     return merged
 
 
@@ -140,13 +140,13 @@ def tr_fanout(
     spec, _, _ = load_matrix_spec(spec_path, None, {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
                                                     "requests_per_run": requests_per_run, "output_dir": output_dir})
     out = resolve_path(spec.output_dir).resolve()
-    root = storage.tr_dir(out, spec.tr_id)
+    root = store.tr_dir(out, spec.tr_id)
 
     params = sub_run_parameters(spec, spec_path, str(out), ports)
     started = []
     for p in params:
         run = run_deployment(deployment_name, parameters=p, timeout=0,
-                             flow_run_name=f"{spec.tr_id}-{storage.slug(p['models'][0])}", tags=["trbench-fanout"])
+                             flow_run_name=f"{spec.tr_id}-{store.slug(p['models'][0])}", tags=["trbench-fanout"])
         logger.info("sub-run %s (%s) started on %s", run.name, p["models"][0], deployment_name)
         started.append((p, run))
 

@@ -32,17 +32,19 @@ from tasks.progress import track_progress
 from tasks.quality import flag_outliers, validate
 from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
-from trbench import manifest as env_manifest
-from trbench import progress, regression, storage
-from trbench.agents import ROLES, AgentSuite
-from trbench.engines.instances import Instance, InstanceError, create_instances
+from trbench.measure import manifest as env_manifest
+from trbench.run import progress
+from trbench import regression
+from trbench.data import store
+from trbench.config.agents import ROLES, AgentSuite
+from trbench.engines import Instance, InstanceError, create_instances
 from trbench.engines.model_kind import prompt_style
-from trbench.failures import InstanceFaults
-from trbench.preflight import PreflightError
-from trbench.multi_agent import AgentSlot, MultiRunPlan, config_hash
-from trbench.prompts import PromptSuite
-from trbench.runner import Gate, RunCancelled, RunPlan
-from trbench.spec import MatrixSpec
+from trbench.data.failures import InstanceFaults
+from trbench.run.preflight import PreflightError
+from trbench.run.multi import AgentSlot, MultiRunPlan, config_hash
+from trbench.config.prompts import PromptSuite
+from trbench.run.single import Gate, RunCancelled, RunPlan
+from trbench.config.spec import MatrixSpec
 from trbench.validation import ValidationResult
 
 
@@ -123,7 +125,7 @@ Selector = Callable[[list[RunPlan], list[MultiRunPlan], Path], tuple[list[RunPla
 
 def unfinished(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
     """Resume: the runs without a finished run file (the run files are the ledger)."""
-    done_single, done_multi = storage.finished_run_ids(root), storage.finished_run_ids(root, "multi")
+    done_single, done_multi = store.finished_run_ids(root), store.finished_run_ids(root, "multi")
     return [p for p in single if p.run_id not in done_single], [p for p in multi if p.run_id not in done_multi]
 
 
@@ -135,8 +137,9 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
     interrupt, or a preflight error before anything is measured), the failure log, outlier flags,
     report and validation are written for what was measured, and the state says what stopped it."""
     logger = get_run_logger()
-    root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
-    instances = create_instances(spec, root / "logs", spec.instance_count)
+    root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    instances = create_instances(spec.server, root / "logs", spec.instance_count, load_timeout_s=spec.load_timeout_s,
+                                 backend=spec.backend)
     for inst in instances:
         check_instance(inst, spec.backend)
 
@@ -153,7 +156,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             raise InstanceError(f"no instance started ({len(instances)} tried; the failure log says why)")
         for inst in live:
             for model in spec.models:
-                check_model(inst, spec.backend, model, spec.pull_models)
+                check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))
         facts = collect_model_facts(spec, live[0])
         budget = vram_budget(spec, facts)
         manifest = record_manifest(spec, instances, root, facts, budget)
@@ -163,7 +166,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         multi = plan_multi_runs(spec, agents, instances, facts)
         todo_single, todo_multi = select(single, multi, root)
         for plan, reason in over_budget:
-            if plan.run_id not in storage.finished_run_ids(root):
+            if plan.run_id not in store.finished_run_ids(root):
                 outcomes += record_failed_runs([plan], spec, reason, manifest, digest, root)
         planned = len(todo_single) + len(todo_multi)
         skipped = len(single) + len(multi) - planned if select is unfinished else 0

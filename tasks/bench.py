@@ -10,13 +10,16 @@ from prefect import task
 from pydantic import BaseModel
 from prefect.cache_policies import NO_CACHE
 
-from trbench import energy, failures, progress, storage
+from trbench.measure import energy
+from trbench.data import failures
+from trbench.run import progress
+from trbench.data import store
 from trbench.backends import make_client
-from trbench.engines.instances import Instance, unanswered
-from trbench.failures import InstanceFaults
-from trbench.prompts import PromptSuite
-from trbench.runner import Gate, RunPlan, execute_run, failed_run
-from trbench.spec import MatrixSpec, OptionSet
+from trbench.engines import Instance, unanswered
+from trbench.data.failures import InstanceFaults
+from trbench.config.prompts import PromptSuite
+from trbench.run.single import Gate, RunPlan, execute_run, failed_run
+from trbench.config.spec import MatrixSpec, OptionSet
 from tasks.instances import prepare_instance, unload_model
 
 # errors after which the server is asked whether it still answers at all
@@ -57,7 +60,7 @@ def bench_run(
     finally:
         client.close()
     telemetry_rows = energy.finish(sampler, result.run_row, result.run_row["output_tokens_total"], spec)
-    storage.write_run(root, result.run_row, result.request_rows, manifest, telemetry_rows=telemetry_rows)
+    store.write_run(root, result.run_row, result.request_rows, manifest, telemetry_rows=telemetry_rows)
     row = result.run_row
     progress.emit(kind="run_finished", **progress.run_figures(row))
     return _outcome(row)
@@ -72,7 +75,7 @@ def record_failed_runs(plans: list[RunPlan], spec: MatrixSpec, reason: str, mani
 def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> dict:
     row = failed_run(spec, plan, reason, manifest_digest)
     row.update(energy.no_telemetry("no telemetry: the run did not start"))
-    storage.write_run(root, row, [], manifest)
+    store.write_run(root, row, [], manifest)
     progress.emit(kind="run_finished", **progress.run_figures(row))
     return _outcome(row)
 
@@ -87,7 +90,7 @@ def record_not_run(plans: list[RunPlan], spec: MatrixSpec, reason: str, manifest
         row = failed_run(spec, plan, reason, manifest_digest)
         row.update(invalid_reason=f"not run: {reason}", error_kinds=None, gpu_memory_at_error=None)
         row.update(energy.no_telemetry("no telemetry: the run was not run"))
-        storage.write_run(root, row, [], manifest)
+        store.write_run(root, row, [], manifest)
         progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
         outcomes.append(_outcome(row))
     return outcomes
@@ -165,7 +168,7 @@ def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict]:
     """The outcomes of runs a crashed flow run already finished, from their run files."""
     if not run_ids:
         return []
-    runs = storage.read_runs(root)
+    runs = store.read_runs(root)
     runs = runs[runs["run_id"].isin(run_ids)].astype(object)
     return [_outcome(row) for row in runs.where(runs.notna(), None).to_dict("records")]
 
@@ -202,7 +205,7 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
     for n, group in enumerate(groups):
         rungs = list(spec.oom_fallback)
         while group:
-            done = storage.finished_run_ids(root)
+            done = store.finished_run_ids(root)
             todo = [p for p in group if p.run_id not in done]
             if todo and (down := faults.down(inst.name)):
                 outcomes += record_not_run(todo, spec, f"{inst.name} cannot be used again: {down}", manifest,

@@ -1,14 +1,14 @@
 """Tasks that start, load, unload and stop instances. Nothing a server does here ends the flow:
-a failed operation is recorded (trbench.failures.InstanceFaults) and the matrix goes on."""
+a failed operation is recorded (trbench.data.failures.InstanceFaults) and the matrix goes on."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from trbench.engines.instances import Instance, unanswered
-from trbench.failures import InstanceFaults
-from trbench.spec import Cell
+from trbench.engines import Instance, unanswered
+from trbench.data.failures import InstanceFaults
+from trbench.config.spec import Cell
 
 
 @task(name="prepare-instance", cache_policy=NO_CACHE, task_run_name="prepare {inst.name} for {cell.model} {cell.label}")

@@ -8,14 +8,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from trbench import energy, progress, storage
-from trbench.agents import AgentSuite
+from trbench.measure import energy
+from trbench.run import progress
+from trbench.data import store
+from trbench.config.agents import AgentSuite
 from trbench.backends import make_client
-from trbench.engines.instances import Instance
-from trbench.failures import InstanceFaults
-from trbench.runner import Gate
-from trbench.multi_agent import MultiRunPlan, execute_multi_run, failed_multi_run
-from trbench.spec import Cell, MatrixSpec, OptionSet
+from trbench.engines import Instance
+from trbench.data.failures import InstanceFaults
+from trbench.run.single import Gate
+from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run
+from trbench.config.spec import Cell, MatrixSpec, OptionSet
 
 
 def cell_for(model: str, opts: OptionSet) -> Cell | None:
@@ -58,7 +60,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     gate.check()  # the servers may have been stopped under this run
     tokens = sum(r["output_tokens"] or 0 for r in result.request_rows if r["phase"] != "warmup" and r["status"] == "ok")
     telemetry_rows = energy.finish(sampler, result.run_row, tokens, spec)
-    storage.write_run(root, result.run_row, result.request_rows, manifest, kind="multi", telemetry_rows=telemetry_rows)
+    store.write_run(root, result.run_row, result.request_rows, manifest, kind="multi", telemetry_rows=telemetry_rows)
     progress.emit(kind="run_finished", **progress.multi_run_figures(result.run_row))
     return _outcome(result.run_row)
 
@@ -69,7 +71,7 @@ def _persist_failed(plan: MultiRunPlan, spec: MatrixSpec, reason: str, manifest:
     if prefix:
         row.update(invalid_reason=f"{prefix}{reason}", error_kinds=None)
     row.update(energy.no_telemetry("no telemetry: the run did not start"))
-    storage.write_run(root, row, [], manifest, kind="multi")
+    store.write_run(root, row, [], manifest, kind="multi")
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
     return _outcome(row)
 

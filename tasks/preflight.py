@@ -6,9 +6,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.progress import track_pulls
-from trbench import preflight, vram
-from trbench.spec import MatrixSpec
-from trbench.engines.instances import Instance
+from trbench.run import preflight
+from trbench.measure import vram
+from trbench.config.spec import MatrixSpec
+from trbench.engines import Instance
 
 
 @task(name="preflight-instance", cache_policy=NO_CACHE)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from tasks.report import artifact_key
-from trbench import progress
+from trbench.run import progress
 
 
 def track_progress(tr_id: str, total_runs: int, already_done: int) -> Callable[[], None]:

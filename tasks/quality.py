@@ -9,8 +9,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.report import artifact_key
-from trbench import outliers, validation
-from trbench.spec import MatrixSpec
+from trbench import outliers
+from trbench import validation
+from trbench.config.spec import MatrixSpec
 
 
 @task(name="flag-outliers", cache_policy=NO_CACHE)

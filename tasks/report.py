@@ -9,10 +9,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from trbench import failures
+from trbench.data import failures
 from trbench.regression import DEFAULT_THRESHOLD_PCT
 from trbench.report import ReportFiles, publish, render_markdown
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 
 def artifact_key(tr_id: str, what: str) -> str:

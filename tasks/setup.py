@@ -10,13 +10,13 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from trbench import manifest as env_manifest
-from trbench import storage
-from trbench.engines.instances import Instance
-from trbench.agents import AgentSuite, load_agents
-from trbench.prompts import PromptSuite, load_prompts
-from trbench.spec import MatrixSpec, load_spec, parse_spec
-from trbench.spec_checks import check_spec, resolve_path
+from trbench.measure import manifest as env_manifest
+from trbench.data import store
+from trbench.engines import Instance
+from trbench.config.agents import AgentSuite, load_agents
+from trbench.config.prompts import PromptSuite, load_prompts
+from trbench.config.spec import MatrixSpec, load_spec, parse_spec
+from trbench.config.spec_checks import check_spec, resolve_path
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)
@@ -64,5 +64,5 @@ def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path, mod
     manifest = env_manifest.collect(described, models, command=launch_command(spec.tr_id))
     manifest["spec"] = spec.model_dump()
     manifest["vram_budget"] = vram_budget
-    storage.write_json_atomic(root / "manifest.json", manifest)
+    store.write_json_atomic(root / "manifest.json", manifest)
     return manifest

@@ -13,7 +13,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from trbench.engines.instances import SERVER_MODULE  # noqa: E402
+from trbench.engines.embedded import SERVER_MODULE  # noqa: E402
 
 
 def free_port() -> int:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from trbench import metrics
+from trbench.measure import metrics
 from trbench.backends import ChatRequest, OpenAIClient
 from trbench.engines import bundled, gguf
-from trbench.engines.instances import EmbeddedInstance, served_names
+from trbench.engines.base import served_names
+from trbench.engines.embedded import EmbeddedInstance
 from trbench.engines.model_kind import ollama_has_chat_template, prompt_style
-from trbench.prompts import load_prompts
-from trbench.runner import RunPlan, execute_run
-from trbench.spec import parse_spec
+from trbench.config.prompts import load_prompts
+from trbench.run.single import RunPlan, execute_run
+from trbench.config.spec import parse_spec
 
 from conftest import free_port
 

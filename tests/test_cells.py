@@ -7,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from trbench import outliers, validation
+from trbench import outliers
+from trbench import validation
 from trbench.data.cells import (
     SINGLE_CONFIG_COLUMNS,
     config_label,
@@ -16,7 +17,7 @@ from trbench.data.cells import (
     parse_config_label,
     single_key,
 )
-from trbench.spec import Cell
+from trbench.config.spec import Cell
 
 
 @pytest.mark.parametrize(("g", "c", "t", "label"), [

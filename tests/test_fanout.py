@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 import yaml
 
 from flows.tr_fanout import sub_run_parameters
-from trbench.spec import parse_spec
+from trbench.config.spec import parse_spec
 
 
 def tiny_spec(tr_id: str) -> dict:

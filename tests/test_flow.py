@@ -9,8 +9,8 @@ import pytest
 from conftest import llama_servers
 
 from flows.tr_matrix import final_state, tr_matrix
-from trbench import storage
-from trbench.spec import parse_spec
+from trbench.data import store
+from trbench.config.spec import parse_spec
 
 
 def tiny_spec(tr_id: str, port: int, **extra) -> dict:
@@ -48,7 +48,7 @@ def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path
     for _, run in runs.iterrows():
         rows = measured[measured["run_id"] == run["run_id"]]
         assert run["decode_tps_p50"] == pytest.approx(rows["decode_tps"].median())
-    assert storage.read_manifest(next((root / "runs").rglob("*.parquet")))["models"]["smollm2:135m"]["digest"].startswith("sha256:")
+    assert store.read_manifest(next((root / "runs").rglob("*.parquet")))["models"]["smollm2:135m"]["digest"].startswith("sha256:")
     assert (root / "report" / "flowtest.md").is_file()
     assert not llama_servers(port)
 
@@ -91,9 +91,9 @@ def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_p
     spec = tiny_spec("allfail", port, timeout_s=0.001, grid={"num_ctx": [512]})
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed() and "0 of 2 run(s) valid" in state.message
-    requests = storage.read_requests(tmp_path / "allfail")
+    requests = store.read_requests(tmp_path / "allfail")
     assert set(requests["error_kind"]) == {"timeout"} and set(requests["status"]) == {"error"}
-    runs = storage.read_runs(tmp_path / "allfail")
+    runs = store.read_runs(tmp_path / "allfail")
     assert (~runs["valid"]).all() and runs["invalid_reason"].str.contains("fewer than min_ok_requests").all()
     assert not llama_servers(port)
 
@@ -126,12 +126,12 @@ def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefe
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     killer.join()
     assert state.is_completed(), state.message
-    runs = storage.read_runs(root).sort_values("run_index")
+    runs = store.read_runs(root).sort_values("run_index")
     assert len(runs) == 3
     # a later run found the server gone, started it again (its load time recorded) and measured
     restarted = runs[(runs["run_index"] > 0) & runs["instance_load_ms"].notna()]
     assert len(restarted) >= 1 and runs.iloc[-1]["valid"]
-    requests = storage.read_requests(root)
+    requests = store.read_requests(root)
     after_restart = requests[requests["run_id"].isin(restarted["run_id"])]
     assert after_restart["is_warmup"].sum() == 1  # a reloaded server gets its warm-up again
     assert not llama_servers(port)

@@ -13,7 +13,8 @@ from conftest import free_port
 
 from flows.tr_matrix import tr_matrix
 from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
-from trbench import failures, storage
+from trbench.data import failures
+from trbench.data import store
 
 STUCK = "fake-stuck:1b"  # its load never finishes
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
@@ -44,7 +45,7 @@ def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on
     written(root, "hung")
     # the matrix went on past the hung unload to the next model, whose load hung on every request
     assert asked.index(("/api/generate", DEFAULT_MODEL)) < asked.index(("/api/chat", STUCK))
-    runs = storage.read_runs(root).set_index("model")
+    runs = store.read_runs(root).set_index("model")
     assert bool(runs.loc[DEFAULT_MODEL, "valid"]) and not bool(runs.loc[STUCK, "valid"])
     assert runs.loc[STUCK, "error_kinds"] == "stall"
 
@@ -113,7 +114,7 @@ def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_r
     assert chats == 1  # the one that took it down; the rest found nothing listening
     root = tmp_path / "dies"
     written(root, "dies")
-    runs = storage.read_runs(root).set_index("run_id")
+    runs = store.read_runs(root).set_index("run_id")
     first = runs.loc["fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1"]
     assert not first["valid"] and "connect" in first["error_kinds"]
     rest = runs.drop(index=first.name)

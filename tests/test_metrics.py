@@ -1,4 +1,4 @@
-"""trbench.metrics on hand-built raw records whose times are known, so each formula is checked by value.
+"""trbench.measure.metrics on hand-built raw records whose times are known, so each formula is checked by value.
 
 The numbers are chosen so that the usual alternatives (n instead of n - 1, the answer instead of the
 first chunk, population instead of sample deviation, nearest-rank percentiles) give other results.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from trbench.backends.base import RawExchange
-from trbench.metrics import (
+from trbench.measure.metrics import (
     DEFINITIONS,
     RequestMetrics,
     answer_check,

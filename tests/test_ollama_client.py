@@ -18,8 +18,8 @@ from fakes.fake_ollama import MID_STREAM_MESSAGE, OOM_MESSAGES, SERVER_ERROR_MES
 from trbench.backends.base import ChatRequest, is_oom
 from trbench.backends.ollama import OllamaClient
 from trbench.engines import ollama_api
-from trbench.engines.instances import ExternalInstance
-from trbench.metrics import derive
+from trbench.engines.external import ExternalInstance
+from trbench.measure.metrics import derive
 
 CONTENT = ["Blue", " light", " scatters", " more", " than", " red", " light", "."]
 THINKING = ["Hmm", ",", " Rayleigh", " scattering", "?"]

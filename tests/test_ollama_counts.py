@@ -17,7 +17,7 @@ from tests.fakes.fake_ollama import FakeModel, FakeOllama, StepClock
 from trbench.backends import streaming
 from trbench.backends.base import ChatRequest
 from trbench.backends.ollama import OllamaClient
-from trbench.metrics import derive
+from trbench.measure.metrics import derive
 
 STEP_S = 0.010  # the true pace: 100 tokens/s
 STREAMED = 40

@@ -8,7 +8,8 @@ import pytest
 
 from flows.tr_matrix import tr_matrix
 from tests.fakes.fake_ollama import DEFAULT_MODEL, OOM_MESSAGES, FakeModel, FakeOllama
-from trbench import failures, storage
+from trbench.data import failures
+from trbench.data import store
 
 
 @pytest.mark.parametrize("kind", ["llama_buffer", "backend_buffer"])
@@ -19,7 +20,7 @@ def test_real_ollama_oom_messages_walk_the_ladder(prefect_api, tmp_path, kind):
                 "requests_per_run": 2, "max_tokens": 4, "oom_fallback": [{"num_gpu": 40}]}
         state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    runs = storage.read_runs(tmp_path / "oomreal")
+    runs = store.read_runs(tmp_path / "oomreal")
     assert set(runs.loc[~runs["valid"], "num_gpu"]) == {80} and set(runs.loc[runs["valid"], "num_gpu"]) == {40}
     log = failures.read_failure_log(tmp_path / "oomreal")
     assert set(log["error_kind"]) == {"oom"}

@@ -9,9 +9,10 @@ import io
 import pytest
 
 from tests.fakes.fake_ollama import PULL_NOT_FOUND_MESSAGE, FakeModel, FakeOllama
-from trbench import preflight, progress
+from trbench.run import preflight
+from trbench.run import progress
 from trbench.engines import ollama_names
-from trbench.engines.instances import ExternalInstance
+from trbench.engines.external import ExternalInstance
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 
 from trbench.backends.base import ChatRequest
 from trbench.backends.openai import OpenAIClient
-from trbench.engines.instances import EmbeddedInstance
-from trbench.metrics import derive
-from trbench.spec import Cell
+from trbench.engines.embedded import EmbeddedInstance
+from trbench.measure.metrics import derive
+from trbench.config.spec import Cell
 
 MODEL = "smollm2:135m"
 NUM_CTX = 1024

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trbench import outliers, storage
+from trbench import outliers
+from trbench.data import store
 
 TR_ID = "TRout"
 STARTED = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -21,7 +22,7 @@ def single(root: Path, model: str, ctx: int, run_index: int, tps: float, ttft: f
            "run_index": run_index, "started_at": STARTED, "n_requests": 3, "n_ok": 3 if valid else 0,
            "n_errors": 0 if valid else 3, "min_ok_requests": 3, "valid": valid,
            "invalid_reason": None if valid else "planted", "decode_tps_mean": tps, "ttft_cold_ms_p50": ttft}
-    storage.write_run(root, row, [], {})
+    store.write_run(root, row, [], {})
     return run_id
 
 
@@ -33,7 +34,7 @@ def multi(root: Path, model: str, scenario: str, run_index: int, speedup: float,
            "started_at": STARTED, "n_agents": 2, "speedup": speedup, "efficiency_pct": speedup / 2 * 100,
            "valid": True, "collector_concurrent_decode_tps": c_tps, "insight_concurrent_decode_tps": i_tps,
            "collector_concurrent_ttft_ms": c_ttft, "insight_concurrent_ttft_ms": i_ttft}
-    storage.write_run(root, row, [], {}, kind="multi")
+    store.write_run(root, row, [], {}, kind="multi")
     return run_id
 
 
@@ -164,7 +165,7 @@ def test_flags_round_trip_atomically(flags, tr):
     back = outliers.read_flags(tr)
     assert back.equals(flags)
     assert list(back.columns) == [f.name for f in outliers.FLAGS_SCHEMA]
-    assert storage.read_runs(tr)["run_id"].nunique() == 17  # the flags file is not read as a run
+    assert store.read_runs(tr)["run_id"].nunique() == 17  # the flags file is not read as a run
 
 
 def test_empty_tr(tmp_path):

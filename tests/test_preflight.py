@@ -8,10 +8,10 @@ from conftest import free_port, llama_servers
 
 from flows.tr_matrix import apply_budget, plan_runs
 from tasks.preflight import vram_budget
-from trbench import vram
-from trbench.engines.instances import create_instances
-from trbench.prompts import load_prompts
-from trbench.spec import SpecError, parse_spec
+from trbench.measure import vram
+from trbench.engines import create_instances
+from trbench.config.prompts import load_prompts
+from trbench.config.spec import SpecError, parse_spec
 
 
 def failure(prefect_api, tmp_path, spec: dict) -> str:
@@ -57,7 +57,7 @@ class FakeNVML:
 def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int]):
     spec = parse_spec({"tr_id": "v", "models": ["gemma3:270m"], "grid": {"num_gpu": [80], "num_ctx": num_ctx}})
     monkeypatch.setattr(vram, "gpu_free_mib", (lambda: None) if free_mib is None else FakeNVML(free_mib))
-    inst = create_instances(spec, __import__("pathlib").Path("/tmp"))[0]
+    inst = create_instances(spec.server, __import__("pathlib").Path("/tmp"))[0]
     facts = {"gemma3:270m": inst.model_facts("gemma3:270m")}
     return spec, vram_budget.fn(spec, facts)
 
@@ -75,7 +75,7 @@ def test_a_cell_over_budget_is_downgraded_or_skipped_with_its_reason(monkeypatch
     assert by_ctx[512]["action"] == "run"
     assert by_ctx[32768]["action"] in ("downgrade", "skip") and "800 MiB" in by_ctx[32768]["reason"]
     prompts = load_prompts("datasets/prompts/single_agent.yaml")
-    plans = plan_runs(spec, prompts, create_instances(spec, __import__("pathlib").Path("/tmp")))
+    plans = plan_runs(spec, prompts, create_instances(spec.server, __import__("pathlib").Path("/tmp")))
     kept, skipped = apply_budget(plans, decisions, spec, prompts)
     assert len(kept) + len(skipped) == len(plans)
     big = [p for p in kept if p.cell.num_ctx != 512] + [p for p, _ in skipped]

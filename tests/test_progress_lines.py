@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from trbench import progress
+from trbench.run import progress
 
 
 def event(row: dict, multi: bool = False) -> progress.ProgressEvent:

@@ -24,8 +24,8 @@ from tests.conftest import free_port
 from tests.fakes.fake_docker import FakeDocker
 from tests.fakes.fake_ollama import DEFAULT_MODEL
 from trbench.backends import ChatRequest, OllamaClient
-from trbench.engines import instances as instances_mod
-from trbench.engines.instances import InstanceError
+from trbench.engines import registry
+from trbench.engines import InstanceError
 from trbench.engines.ollama_docker import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
@@ -33,7 +33,7 @@ from trbench.engines.ollama_docker import (
     OllamaContainerInstance,
     remove_stale,
 )
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 IMAGE = "ollama/ollama:0.12.6"
 VOLUME = "trbench-test-models"
@@ -44,6 +44,10 @@ def make_spec(**kw) -> MatrixSpec:
     base = dict(tr_id="TR-docker", provider="ollama-docker", backend="ollama", models=[DEFAULT_MODEL],
                 docker_image=IMAGE, docker_volume=VOLUME, load_timeout_s=10)
     return MatrixSpec(**{**base, **kw})
+
+
+def container_instance(name: str, spec: MatrixSpec, port: int, gpu: str | None, **kw) -> OllamaContainerInstance:
+    return OllamaContainerInstance(name, spec.server, port, gpu, spec.load_timeout_s, **kw)
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ def started():
 
 def new_instance(made: list, name: str = "ollama-docker-0", gpu: str | None = None, port: int | None = None,
                  **spec_kw) -> OllamaContainerInstance:
-    inst = OllamaContainerInstance(name, make_spec(**spec_kw), port or free_port(), gpu)
+    inst = container_instance(name, make_spec(**spec_kw), port or free_port(), gpu)
     made.append(inst)
     return inst
 
@@ -132,10 +136,10 @@ def test_fake_docker_two_instances_share_one_volume_and_pull_once(monkeypatch, s
 
 def test_fake_docker_create_instances_dispatches(engine, tmp_path):
     spec = make_spec(ports=[free_port(), free_port()], gpu_devices=["0", "1"])
-    made = instances_mod.create_instances(spec, tmp_path, count=2)
+    made = registry.create_instances(spec.server, tmp_path, count=2, load_timeout_s=spec.load_timeout_s)
     assert [type(i).__name__ for i in made] == ["OllamaContainerInstance"] * 2
-    assert [(i.name, i.gpu, i.port) for i in made] == [("ollama-docker-0", "0", spec.ports[0]),
-                                                       ("ollama-docker-1", "1", spec.ports[1])]
+    assert [(i.name, i.gpu, i.port) for i in made] == [("ollama-docker-0", "0", spec.server.ports[0]),
+                                                       ("ollama-docker-1", "1", spec.server.ports[1])]
 
 
 def test_fake_docker_chat_through_instance_url(engine, started):
@@ -267,7 +271,7 @@ def test_fake_docker_gpu_without_runtime(engine, started):
 def test_fake_docker_pull_failure(monkeypatch, started):
     with FakeDocker(pull_error="pull access denied for ollama/ollama, repository does not exist") as fake:
         monkeypatch.setenv("DOCKER_HOST", fake.docker_host)
-        with pytest.raises(InstanceError, match=r"could not be pulled \(pull access denied.*fix: check the docker_image"):
+        with pytest.raises(InstanceError, match=r"could not be pulled \(pull access denied.*fix: check server.image \(flat: docker_image\)"):
             new_instance(started).start()
         assert fake.create_bodies == []
 
@@ -277,7 +281,7 @@ def test_fake_docker_engine_unreachable(monkeypatch):
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # closed again: nothing listens there
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{dead_port}")
-    inst = OllamaContainerInstance("ollama-docker-0", make_spec(), free_port(), None)
+    inst = container_instance("ollama-docker-0", make_spec(), free_port(), None)
     with pytest.raises(InstanceError) as info:
         inst.start()
     msg = str(info.value)
@@ -290,7 +294,7 @@ def test_fake_docker_engine_unreachable(monkeypatch):
         raise docker.errors.DockerException("Error while fetching server API version: socket missing")
 
     with pytest.raises(InstanceError, match=r"docker engine not reachable \(Error while fetching server API version"):
-        OllamaContainerInstance("ollama-docker-1", make_spec(), free_port(), None, client_factory=broken).start()
+        container_instance("ollama-docker-1", make_spec(), free_port(), None, client_factory=broken).start()
 
 
 def test_fake_docker_client_factory_is_used(engine, started, monkeypatch):
@@ -300,7 +304,7 @@ def test_fake_docker_client_factory_is_used(engine, started, monkeypatch):
         made.append(engine.client())
         return made[-1]
 
-    inst = OllamaContainerInstance("ollama-docker-0", make_spec(), free_port(), None, client_factory=factory)
+    inst = container_instance("ollama-docker-0", make_spec(), free_port(), None, client_factory=factory)
     started.append(inst)
     inst.start()
     assert len(made) == 1
@@ -311,11 +315,11 @@ def test_fake_docker_client_factory_is_used(engine, started, monkeypatch):
 CHILD = textwrap.dedent("""
     import sys, time
     from trbench.engines.ollama_docker import OllamaContainerInstance
-    from trbench.spec import MatrixSpec
+    from trbench.config.spec import MatrixSpec
 
     spec = MatrixSpec(tr_id="TR-kill", provider="ollama-docker", backend="ollama", models=["m"],
                       docker_image=sys.argv[2], docker_volume=sys.argv[3], load_timeout_s=10)
-    inst = OllamaContainerInstance("ollama-docker-0", spec, int(sys.argv[1]), None)
+    inst = OllamaContainerInstance("ollama-docker-0", spec.server, int(sys.argv[1]), None, spec.load_timeout_s)
     inst.start()
     print("READY", inst.container_id, inst._reaper.pid, flush=True)
     time.sleep(60)
@@ -372,7 +376,7 @@ def test_fake_docker_pull_error_line_after_progress(monkeypatch, started):
 
 
 def test_fake_docker_stale_container_holding_the_port_is_removed_before_the_port_check(engine, started):
-    from trbench import preflight
+    from trbench.run import preflight
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     port = free_port()

@@ -24,9 +24,9 @@ from fakes.fake_ollama import DEFAULT_MODEL, FAKE_VERSION, FakeOllama
 from trbench.backends import OllamaClient
 from trbench.backends.base import ChatRequest
 from trbench.engines import ollama_api
-from trbench.engines.instances import InstanceError, create_instances
+from trbench.engines import InstanceError, create_instances
 from trbench.engines.ollama_process import OllamaProcessInstance
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 
@@ -59,6 +59,10 @@ def make_spec(**fields) -> MatrixSpec:
     base = {"tr_id": "fake-ollama-cli", "provider": "ollama-process", "backend": "ollama",
             "models": [DEFAULT_MODEL], "load_timeout_s": 20}
     return MatrixSpec(**{**base, **fields})
+
+
+def process_instance(name: str, spec: MatrixSpec, port: int, gpu: str | None, log_dir: Path) -> OllamaProcessInstance:
+    return OllamaProcessInstance(name, spec.server, port, gpu, log_dir, spec.load_timeout_s)
 
 
 def read_record(records: Path, port: int, timeout_s: float = 10) -> dict:
@@ -96,7 +100,7 @@ def serve_processes(rec: dict) -> list[int]:
 def test_fake_ollama_cli_two_instances_on_own_ports_and_gpus(records, started, free_ports, tmp_path):
     ports = free_ports(2)
     spec = make_spec(ports=ports, gpu_devices=["0", "1"])
-    instances = create_instances(spec, tmp_path / "logs", count=2)
+    instances = create_instances(spec.server, tmp_path / "logs", count=2, load_timeout_s=spec.load_timeout_s)
     assert [type(i) for i in instances] == [OllamaProcessInstance] * 2
     started.extend(instances)
     for inst in instances:
@@ -140,7 +144,7 @@ def test_fake_ollama_cli_two_instances_on_own_ports_and_gpus(records, started, f
 def test_fake_ollama_cli_model_facts_unload_and_no_gpu(records, started, free_ports, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # no GPU of its own: the environment as it is
     (port,) = free_ports(1)
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(), port, None, Path(records.parent / "logs"))
+    inst = process_instance("ollama-process-0", make_spec(), port, None, Path(records.parent / "logs"))
     started.append(inst)
     inst.start()
     assert read_record(records, port)["env"]["CUDA_VISIBLE_DEVICES"] == "7"
@@ -156,7 +160,7 @@ def test_fake_ollama_cli_model_facts_unload_and_no_gpu(records, started, free_po
 
 def test_fake_ollama_cli_commands_talk_to_the_served_api(records, started, free_ports, tmp_path):
     (port,) = free_ports(1)
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(), port, "0", tmp_path / "logs")
+    inst = process_instance("ollama-process-0", make_spec(), port, "0", tmp_path / "logs")
     started.append(inst)
     inst.start()
     env = {**os.environ, "OLLAMA_HOST": inst.ollama_host}
@@ -180,7 +184,7 @@ def test_fake_ollama_cli_commands_talk_to_the_served_api(records, started, free_
 
 
 def test_fake_ollama_cli_binary_missing_names_the_fix(records, tmp_path):
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(ollama_binary="ollama-not-installed"), 11999, None,
+    inst = process_instance("ollama-process-0", make_spec(ollama_binary="ollama-not-installed"), 11999, None,
                                  tmp_path / "logs")
     with pytest.raises(InstanceError) as err:
         inst.start()
@@ -194,7 +198,7 @@ def test_fake_ollama_cli_binary_missing_names_the_fix(records, tmp_path):
 def test_fake_ollama_cli_never_healthy_fails_and_leaves_nothing(records, started, free_ports, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_OLLAMA_NEVER_HEALTHY", "1")
     (port,) = free_ports(1)
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(load_timeout_s=1.5), port, "0", tmp_path / "logs")
+    inst = process_instance("ollama-process-0", make_spec(load_timeout_s=1.5), port, "0", tmp_path / "logs")
     started.append(inst)
     with pytest.raises(InstanceError) as err:
         inst.start()
@@ -207,7 +211,7 @@ def test_fake_ollama_cli_never_healthy_fails_and_leaves_nothing(records, started
 
 def test_fake_ollama_cli_server_exits_while_starting(records, tmp_path, free_ports):
     (port,) = free_ports(1)
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(ollama_binary="false"), port, None, tmp_path / "logs")
+    inst = process_instance("ollama-process-0", make_spec(ollama_binary="false"), port, None, tmp_path / "logs")
     with pytest.raises(InstanceError, match=r"exited with code 1 while loading; 'ollama serve' log: .*\.log$"):
         inst.start()
     assert inst.pid is None
@@ -215,7 +219,7 @@ def test_fake_ollama_cli_server_exits_while_starting(records, tmp_path, free_por
 
 def test_fake_ollama_cli_port_in_use_is_refused(records, tmp_path):
     with FakeOllama() as other:  # another Ollama already on the port
-        inst = OllamaProcessInstance("ollama-process-1", make_spec(), other.port, "1", tmp_path / "logs")
+        inst = process_instance("ollama-process-1", make_spec(), other.port, "1", tmp_path / "logs")
         with pytest.raises(InstanceError) as err:
             inst.start()
     message = str(err.value)
@@ -228,7 +232,7 @@ def test_fake_ollama_cli_port_in_use_is_refused(records, tmp_path):
 def test_fake_ollama_cli_stop_escalates_to_sigkill(records, started, free_ports, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_OLLAMA_IGNORE_SIGTERM", "1")
     (port,) = free_ports(1)
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(), port, None, tmp_path / "logs")
+    inst = process_instance("ollama-process-0", make_spec(), port, None, tmp_path / "logs")
     inst.stop_timeout_s = 0.5
     started.append(inst)
     inst.start()
@@ -243,10 +247,10 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from trbench.engines.ollama_process import OllamaProcessInstance
-from trbench.spec import MatrixSpec
+from trbench.config.spec import MatrixSpec
 spec = MatrixSpec(tr_id="fake-ollama-cli", provider="ollama-process", backend="ollama",
                   models=["fake-llama:1b"], load_timeout_s=20)
-inst = OllamaProcessInstance("ollama-process-0", spec, int(sys.argv[1]), "0", Path(sys.argv[2]))
+inst = OllamaProcessInstance("ollama-process-0", spec.server, int(sys.argv[1]), "0", Path(sys.argv[2]), spec.load_timeout_s)
 inst.start()
 print(inst.pid, inst._reaper.pid, flush=True)
 time.sleep(120)
@@ -286,7 +290,7 @@ def test_fake_ollama_cli_pinned_environment_all_gpus_and_model_store(records, st
     monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
     store = tmp_path / "store"
     (port,) = free_ports(1)
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(ollama_models_dir=str(store)), port, "all",
+    inst = process_instance("ollama-process-0", make_spec(ollama_models_dir=str(store)), port, "all",
                                  tmp_path / "logs")
     started.append(inst)
     with caplog.at_level("WARNING", logger="trbench.engines.ollama_process"):
@@ -301,7 +305,7 @@ def test_fake_ollama_cli_pinned_environment_all_gpus_and_model_store(records, st
 
 
 def test_fake_ollama_cli_default_model_store_is_explicit(tmp_path):
-    inst = OllamaProcessInstance("ollama-process-0", make_spec(), 11434, "1", tmp_path)
+    inst = process_instance("ollama-process-0", make_spec(), 11434, "1", tmp_path)
     env = inst.environment()
     assert env["OLLAMA_MODELS"] == os.path.expanduser("~/.ollama/models") and env["CUDA_VISIBLE_DEVICES"] == "1"
     fix = inst.pull_fix("qwen2.5:7b")

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from trbench import metrics
+from trbench.measure import metrics
 from trbench.report import build_report, render_markdown, write_report
-from trbench.spec import MatrixSpec
-from trbench.storage import RUN_SCHEMA, REQUEST_SCHEMA, write_run
+from trbench.config.spec import MatrixSpec
+from trbench.data.store import RUN_SCHEMA, REQUEST_SCHEMA, write_run
 
 TR_ID = "TRtest"
 MODELS = ["beta-model", "alpha-model"]  # not alphabetical: the baseline rule must pick alpha-model

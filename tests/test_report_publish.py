@@ -1,5 +1,5 @@
 """The published report (Markdown + self-contained HTML + plots), the winner matrix, the energy
-frontier and the regression check, on planted datasets written with trbench.storage.write_run.
+frontier and the regression check, on planted datasets written with trbench.data.store.write_run.
 
 No servers: every dataset is planted, every number is recomputed here from the Parquet rows."""
 
@@ -20,10 +20,11 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
-from trbench import metrics, storage
+from trbench.measure import metrics
+from trbench.data import store
 from trbench.regression import compare, summary_message
 from trbench.report import build_report, publish
-from trbench.storage import write_run
+from trbench.data.store import write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -60,7 +61,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
         for cfg in CONFIGS:
             g, c, t = cfg
             for run_index in range(runs):
-                run_id = f"{storage.slug(model)}_{_label(cfg)}_r{run_index:02d}_a1"
+                run_id = f"{store.slug(model)}_{_label(cfg)}_r{run_index:02d}_a1"
                 keys = {"tr_id": tr_id, "run_id": run_id, "attempt": 1, "cell_hash": f"{model}-{g}-{c}",
                         "model": model, "provider": "embedded", "backend": "openai", "instance": "embedded-0",
                         "instance_url": "http://127.0.0.1:18434", "num_gpu": g, "num_ctx": c, "temperature": t,
@@ -87,7 +88,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
             for run_index in range(3):
                 eff = level + run_index * 0.5 + (5 if scenario == "chimera_homo" else 0)
                 write_run(root, {
-                    "tr_id": tr_id, "run_id": f"{storage.slug(model)}_{scenario}_r{run_index:02d}_a1", "attempt": 1,
+                    "tr_id": tr_id, "run_id": f"{store.slug(model)}_{scenario}_r{run_index:02d}_a1", "attempt": 1,
                     "cell_hash": f"ma-{model}-{scenario}", "model": model, "scenario": scenario, "provider": "embedded",
                     "backend": "openai", "run_index": run_index, "started_at": started, "n_agents": 2,
                     "concurrent_wall_s": 2.0, "sequential_wall_s": 2.0 * eff / 50, "speedup": eff / 50,
@@ -407,7 +408,7 @@ def test_plot_files_are_valid_pngs_and_inlined(clear, html_page) -> None:
 # --- energy and VRAM --------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif("energy_j" not in storage.RUN_SCHEMA.names, reason="run table without energy columns")
+@pytest.mark.skipif("energy_j" not in store.RUN_SCHEMA.names, reason="run table without energy columns")
 def test_energy_frontier_and_measured_vram(tmp_path) -> None:
     manifest = {**MANIFEST, "hardware": {**MANIFEST["hardware"], "gpus": [{"name": "Planted GPU",
                                                                                "memory_total_mib": 12288}]},

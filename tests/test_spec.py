@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trbench.spec import SpecError, load_spec, parse_spec
+from trbench.config.spec import SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"tr_id": "t", "models": ["smollm2:135m"]}
@@ -100,3 +100,28 @@ def test_overrides_validate_and_move_the_baseline():
     assert spec.with_overrides(runs=None).runs == spec.runs
     with pytest.raises(SpecError, match="field 'runs'"):
         spec.with_overrides(runs=-1)
+
+
+def test_each_provider_has_its_own_server_section():
+    spec = parse_spec({**GOOD, "provider": "ollama-docker",
+                       "server": {"image": "ollama/ollama:0.12.6", "gpu_devices": ["0", "1"], "ports": [11500, 11501]}})
+    assert type(spec.server).__name__ == "OllamaDockerServer"
+    assert (spec.server.image, spec.server.gpu_of(3), spec.instance_ports) == ("ollama/ollama:0.12.6", "1", [11500, 11501])
+    # a field of another provider's section is named, with the fields this one has
+    msg = error_of({**GOOD, "provider": "ollama-docker", "server": {"threads": 2}})
+    assert "field 'server.threads'" in msg and "allowed: ports, gpu_devices, pull_models, image, volume" in msg
+
+
+def test_flat_server_fields_of_earlier_specs_are_mapped_into_the_section():
+    spec = parse_spec({**GOOD, "provider": "ollama-process", "ollama_binary": "/opt/ollama", "pull_models": True,
+                       "threads": 4})  # threads: the embedded engine's, unused here as before
+    assert (spec.server.binary, spec.server.pull_models) == ("/opt/ollama", True)
+    assert not hasattr(spec.server, "threads")
+    assert "field 'ports'" in error_of({**GOOD, "ports": [80]})  # named where it was written
+    assert "field 'server.ports'" in error_of({**GOOD, "server": {"ports": [80]}})
+    msg = error_of({**GOOD, "threads": 2, "server": {"threads": 3}})
+    assert msg == "spec: field 'threads' is given twice, flat and as server.threads; fix: keep server.threads"
+    # the section survives a round trip through overrides
+    assert parse_spec({**GOOD, "server": {"threads": 3}}).with_overrides(runs=5).server.threads == 3
+    # the flow's `ports` override (a flat name) lands in the section, over what the spec gave there
+    assert parse_spec({**GOOD, "server": {"ports": [18500, 18501]}}).with_overrides(ports=[18600]).instance_ports == [18600]

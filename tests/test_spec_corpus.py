@@ -93,7 +93,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("host_public", OK + "host: 192.168.1.20\n", "field 'host': '192.168.1.20' is not a loopback address"),
     ("host_not_a_name", OK + "host: 'my host!'\n", "field 'host': host must be an IP address or a host name"),
     # --- external servers
-    ("external_without_urls", OK + "provider: external\n", "field 'urls': provider 'external' needs urls"),
+    ("external_without_urls", OK + "provider: external\n", "field 'server.urls': provider 'external' needs urls"),
     ("url_without_scheme", OK + "provider: external\nurls: ['localhost:8080']\n", "URL must start with http:// or https://"),
     ("one_url_two_instances", OK + "provider: external\nurls: ['http://127.0.0.1:8080']\nmulti_agent: {}\n",
      "field 'urls': 1 URL(s) for 2 instances (the multi-agent runs need two)"),

@@ -14,8 +14,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from trbench import energy, storage, vram
-from trbench.telemetry import Sampler
+from trbench.measure import energy
+from trbench.data import store
+from trbench.measure import vram
+from trbench.measure.telemetry import Sampler
 
 MIB = 1024**2
 
@@ -329,15 +331,15 @@ def test_telemetry_rows_round_trip_through_storage(tmp_path, fake_nvml):
         s.mark("idle")
     row = {"tr_id": "t", "run_id": "m_r00_a1", "attempt": 1, "model": "m:1b", **energy.run_energy(s.rows(), 10)}
     tele = s.rows(tr_id="t", run_id="m_r00_a1", attempt=1, model="m:1b")
-    storage.write_run(tmp_path, row, [], {}, telemetry_rows=tele)
+    store.write_run(tmp_path, row, [], {}, telemetry_rows=tele)
     assert (tmp_path / "telemetry" / "model_slug=m_1b" / "m_r00_a1.parquet").is_file()
-    back = storage.read_telemetry(tmp_path)
+    back = store.read_telemetry(tmp_path)
     assert len(back) == len(tele) and set(back["kind"]) == {"single"}
     assert back["gpu_index"].isna().sum() == s.n_samples  # one host row per tick
     # the energy recomputed from the stored table is the run row's
     again = energy.run_energy(back.to_dict("records"), 10)
     assert again["energy_j"] == pytest.approx(row["energy_j"])
-    runs = storage.read_runs(tmp_path)
+    runs = store.read_runs(tmp_path)
     assert runs.loc[0, "energy_j"] == pytest.approx(row["energy_j"])
 
 
@@ -355,8 +357,8 @@ def test_tr_matrix_writes_telemetry_aligned_to_each_run(prefect_api, tmp_path, f
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "teletest"
-    runs = storage.read_runs(root).set_index("run_id")
-    tele = storage.read_telemetry(root)
+    runs = store.read_runs(root).set_index("run_id")
+    tele = store.read_telemetry(root)
     assert len(runs) == 2
     assert {p.stem for p in (root / "telemetry").rglob("*.parquet")} == set(runs.index)
     assert set(tele["kind"]) == {"single"} and set(tele["model"]) == {"smollm2:135m"}
@@ -388,8 +390,8 @@ def test_tr_matrix_writes_telemetry_aligned_to_each_run(prefect_api, tmp_path, f
 
 
 def test_spec_telemetry_section_and_what_it_leads_to(fake_nvml):
-    from trbench.engines.instances import ExternalInstance
-    from trbench.spec import SpecError, parse_spec
+    from trbench.engines.external import ExternalInstance
+    from trbench.config.spec import SpecError, parse_spec
 
     fake_nvml(init_error="Driver Not Loaded")
     spec = parse_spec({"tr_id": "t", "models": ["m"], "telemetry": {"interval_s": 0.25, "price_per_kwh": 0.3}})

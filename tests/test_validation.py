@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from trbench import storage, validation
+from trbench.data import store
+from trbench import validation
 from trbench.backends import RawExchange
-from trbench.multi_agent import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
+from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
 from trbench.report import write_report
-from trbench.runner import RunPlan, _keys, request_row, run_row
-from trbench.spec import MatrixSpec, parse_spec
+from trbench.run.single import RunPlan, _keys, request_row, run_row
+from trbench.config.spec import MatrixSpec, parse_spec
 
 TR_ID = "TRqa"
 MANIFEST = {"command": "pytest", "packages": {"pandas": "3"}}
@@ -79,7 +80,7 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                     else:
                         r.update(status="error", error_kind="gremlins", error_message="planted")
             row = run_row(keys, spec, rows, 1.7e9, 1.0, None, "digest")
-            storage.write_run(root, row, rows, MANIFEST)
+            store.write_run(root, row, rows, MANIFEST)
 
 
 def agent(role: str, phase: str, start_s: float, wall_s: float, ttft_ms: float, tps: float, model: str) -> AgentRun:
@@ -109,7 +110,7 @@ def multi_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                 row = multi_run_row(spec, plan, conc, solo, rows, 1.7e9, run_index % 2 == 0, "digest")
                 if defects and (validation.multi_key(model, scenario), run_index) == BAD_EFFICIENCY:
                     row["efficiency_pct"] += 5.0
-                storage.write_run(root, row, rows, MANIFEST, kind="multi")
+                store.write_run(root, row, rows, MANIFEST, kind="multi")
 
 
 def build_tr(root: Path, defects: bool = False) -> Path:

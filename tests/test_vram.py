@@ -18,7 +18,7 @@ import types
 
 import pytest
 
-from trbench import vram
+from trbench.measure import vram
 from trbench.engines import bundled, gguf
 
 WEIGHTS_7B_Q4KM = 7e9 * 0.5 / 2**30  # 3.2596290...

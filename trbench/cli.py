@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trbench import progress as events
-from trbench.spec import MatrixSpec, SpecError, load_spec
+from trbench.run import progress as events
+from trbench.config.spec import MatrixSpec, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technical-Report benchmarks of local LLM servers.")
 console = Console(stderr=True)
@@ -116,7 +116,7 @@ class _NoStopNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from prefect.exceptions import TerminationSignal
 
-        from trbench.runner import RunCancelled
+        from trbench.run.single import RunCancelled
 
         if record.exc_info and isinstance(record.exc_info[1], (RunCancelled, KeyboardInterrupt, TerminationSignal)):
             return False
@@ -125,11 +125,11 @@ class _NoStopNoise(logging.Filter):
 
 
 def _explained_errors() -> tuple[type[BaseException], ...]:
-    from trbench.agents import AgentSuiteError
+    from trbench.config.agents import AgentSuiteError
     from trbench.engines.gguf import GGUFError
-    from trbench.engines.instances import InstanceError
-    from trbench.preflight import PreflightError
-    from trbench.prompts import PromptSuiteError
+    from trbench.engines import InstanceError
+    from trbench.run.preflight import PreflightError
+    from trbench.config.prompts import PromptSuiteError
 
     return SpecError, PreflightError, InstanceError, AgentSuiteError, PromptSuiteError, GGUFError
 
@@ -147,7 +147,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
     global _prefect_drained
     from prefect.exceptions import TerminationSignal
 
-    from trbench import storage
+    from trbench.data import store
     from trbench.cli_prefect import CancelWatch, TemporaryServer
 
     if not verbose:
@@ -163,7 +163,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
         with prefect, bar, watch:
             state = flow.with_options(on_running=[watch.hook])(**params, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
-        kept = len(storage.finished_run_ids(root)) + len(storage.finished_run_ids(root, "multi"))
+        kept = len(store.finished_run_ids(root)) + len(store.finished_run_ids(root, "multi"))
         how = "cancelled in Prefect" if watch.cancelled else "interrupted"
         if plain:
             plain.write_summary(how)
@@ -180,8 +180,8 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
 
 
 def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
-    """The checks against files and machine (trbench/spec_checks.py); warnings printed, errors end here."""
-    from trbench.spec_checks import check_spec
+    """The checks against files and machine (trbench/config/spec_checks.py); warnings printed, errors end here."""
+    from trbench.config.spec_checks import check_spec
 
     try:
         warnings = check_spec(spec, source)
@@ -216,14 +216,14 @@ def run(
     _checked(spec, f"spec {spec_path}")  # everything that needs no server, before Prefect starts
     _quiet_prefect(verbose)
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
-    from trbench import storage
-    from trbench.spec_checks import resolve_path
+    from trbench.data import store
+    from trbench.config.spec_checks import resolve_path
 
-    root = storage.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
               "output_dir": spec.output_dir}
     state = _run_flow(tr_matrix, params, root, verbose)
-    if storage.finished_run_ids(root) or storage.finished_run_ids(root, "multi"):
+    if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)
     report = root / "report" / f"{spec.tr_id}.md"
@@ -239,7 +239,7 @@ def rerun(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
 ) -> None:
     """Run the configs flagged as outliers again (new attempt), re-validate, re-flag, re-report."""
-    from trbench.storage import tr_dir
+    from trbench.data.store import tr_dir
 
     manifest = tr_dir(output_dir, tr_id) / "manifest.json"
     if not manifest.is_file():  # before Prefect starts: seconds saved on a typo
@@ -278,7 +278,7 @@ def report(
     Exit codes: 0 done (no regressions), 2 bad input, 3 regressions against --baseline."""
     from trbench.regression import EXIT_REGRESSION, describe, summary_message
     from trbench.report import publish
-    from trbench.storage import tr_dir
+    from trbench.data.store import tr_dir
 
     root = tr_dir(output_dir, tr_id)
     if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):

@@ -1,7 +1,7 @@
 """What a wire client sends and the raw record it keeps of each request.
 
 The raw record holds only observations (client clock readings and what the server said);
-every metric is derived from it in trbench.metrics, in one place.
+every metric is derived from it in trbench.measure.metrics, in one place.
 """
 
 from __future__ import annotations

@@ -3,21 +3,15 @@ in its final chunk are nanoseconds."""
 
 from __future__ import annotations
 
-import httpx
-
 from trbench.backends.base import ChatRequest, RawExchange
-from trbench.backends.streaming import StreamError, http_timeout, stamp, stream_exchange
+from trbench.backends.http import HttpClient
+from trbench.backends.streaming import StreamError, stamp, stream_exchange
 
 _NS_PER_MS = 1e6
 
 
-class OllamaClient:
+class OllamaClient(HttpClient):
     backend = "ollama"
-
-    def __init__(self, base_url: str, timeout_s: float = 300.0, stall_timeout_s: float | None = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s, self.stall_timeout_s = timeout_s, stall_timeout_s
-        self._http = httpx.Client(timeout=http_timeout(timeout_s, stall_timeout_s), trust_env=False)
 
     def body(self, req: ChatRequest) -> dict:
         options: dict = {"num_predict": req.max_tokens}
@@ -37,9 +31,6 @@ class OllamaClient:
         path = "/api/generate" if req.prompt is not None else "/api/chat"
         return stream_exchange(self._http, self.backend, f"{self.base_url}{path}", req.model, self.body(req),
                                read_ndjson_chunk, timeout_s=self.timeout_s, stall_timeout_s=self.stall_timeout_s)
-
-    def close(self) -> None:
-        self._http.close()
 
 
 def read_ndjson_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:

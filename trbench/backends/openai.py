@@ -3,19 +3,13 @@ llama.cpp's timings."""
 
 from __future__ import annotations
 
-import httpx
-
 from trbench.backends.base import ChatRequest, RawExchange
-from trbench.backends.streaming import StreamError, http_timeout, stamp, stream_exchange
+from trbench.backends.http import HttpClient
+from trbench.backends.streaming import StreamError, stamp, stream_exchange
 
 
-class OpenAIClient:
+class OpenAIClient(HttpClient):
     backend = "openai"
-
-    def __init__(self, base_url: str, timeout_s: float = 300.0, stall_timeout_s: float | None = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s, self.stall_timeout_s = timeout_s, stall_timeout_s
-        self._http = httpx.Client(timeout=http_timeout(timeout_s, stall_timeout_s), trust_env=False)
 
     def body(self, req: ChatRequest) -> dict:
         body: dict = {
@@ -40,9 +34,6 @@ class OpenAIClient:
             self.body(req), read_sse_chunk, strip_prefix="data:", timeout_s=self.timeout_s,
             stall_timeout_s=self.stall_timeout_s,
         )
-
-    def close(self) -> None:
-        self._http.close()
 
 
 def read_sse_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:

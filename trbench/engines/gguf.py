@@ -63,7 +63,8 @@ GGML_TYPE_NAMES = {
     34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
 }
 
-_SIZE_LABEL = re.compile(r"^(?:(\d+)x)?(\d+(?:\.\d+)?)([KMBTQ])", re.IGNORECASE)
+# GGUF general.size_label and Ollama details.parameter_size alike: "135M", "7.6B", "8x7B", "8 x 7B"
+_SIZE_LABEL = re.compile(r"^\s*(?:(\d+)\s*x\s*)?(\d+(?:\.\d+)?)\s*([KMBTQ])", re.IGNORECASE)
 _SCALE = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12, "Q": 1e15}
 
 
@@ -245,7 +246,8 @@ def read_metadata(path: str | Path, max_array_items: int = MAX_ARRAY_ITEMS) -> d
 
 
 def parse_size_label(label: str | None) -> float | None:
-    """Parameters in billions from a size label such as '135M', '7.6B', '8x7B' (None if unreadable)."""
+    """Parameters in billions from a size label such as '135M', '7.6B', '8x7B' (None if unreadable): a
+    GGUF's general.size_label or Ollama's details.parameter_size."""
     if not label:
         return None
     m = _SIZE_LABEL.match(label.strip())

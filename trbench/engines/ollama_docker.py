@@ -14,24 +14,23 @@ process's environment, which is also what the default client factory uses.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import socket
 import subprocess
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import docker
 import docker.errors
 import requests
 from docker.types import DeviceRequest, Mount
 
+from trbench.config.servers import OllamaDockerServer
 from trbench.engines import processes, reaper
-from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
-from trbench.spec import MatrixSpec
+from trbench.engines.base import Instance, InstanceError, OllamaServed, wait_healthy
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def ensure_image(client: docker.DockerClient, image: str, name: str = "") -> str
     except _ENGINE_ERRORS as err:
         raise InstanceError(
             f"instance {name}: docker image {image} could not be pulled ({_one_line(error or _explain(err))}); "
-            f"fix: check the docker_image name and the engine's registry access, or `docker pull {image}`") from err
+            f"fix: check server.image (flat: docker_image) and the engine's registry access, or `docker pull {image}`") from err
 
 
 def ensure_volume(client: docker.DockerClient, volume: str) -> None:
@@ -189,24 +188,20 @@ class _ContainerWatch:
         return self.returncode
 
 
-_LIVE: weakref.WeakSet[OllamaContainerInstance] = weakref.WeakSet()
-
-
-@atexit.register
-def stop_all() -> None:
-    """Remove every container this process started and did not stop yet (atexit, signal handlers)."""
-    for inst in list(_LIVE):
-        inst.stop()
+_LIVE = processes.LiveSet()
+stop_all = _LIVE.stop_all  # every container this process started and did not stop yet (atexit, signal handlers)
 
 
 class OllamaContainerInstance(OllamaServed):
     provider = "ollama-docker"
 
-    def __init__(self, name: str, spec: MatrixSpec, port: int, gpu: str | None,
+    def __init__(self, name: str, settings: OllamaDockerServer, port: int, gpu: str | None,
+                 load_timeout_s: float = 300.0,
                  client_factory: Callable[[], docker.DockerClient] = docker.from_env,
                  environment: Mapping[str, str] | None = None) -> None:
         self.name = name
-        self.spec = spec
+        self.settings = settings
+        self.load_timeout_s = load_timeout_s
         self.port = port
         self.gpu = gpu
         self.client_factory = client_factory
@@ -230,7 +225,7 @@ class OllamaContainerInstance(OllamaServed):
         return self._container.id if self._container is not None else None
 
     def pull_fix(self, model: str) -> str:
-        return (f"set pull_models: true in the spec (it pulls into the docker volume {self.spec.docker_volume} "
+        return (f"set server.pull_models: true in the spec (it pulls into the docker volume {self.settings.volume} "
                 f"that every instance mounts), or pull {model} into that volume yourself")
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -255,16 +250,16 @@ class OllamaContainerInstance(OllamaServed):
             if self._container is not None:
                 return
             client = self._client = connect(self.name, self.client_factory)
-            spec = self.spec
+            settings = self.settings
             try:
-                self.image_id = ensure_image(client, spec.docker_image, self.name)
-                ensure_volume(client, spec.docker_volume)
+                self.image_id = ensure_image(client, settings.image, self.name)
+                ensure_volume(client, settings.volume)
                 remove_stale(client, self.name)
             except InstanceError:
                 raise
             except _ENGINE_ERRORS as err:
                 raise InstanceError(f"instance {self.name}: docker engine refused to prepare image "
-                                    f"{spec.docker_image} / volume {spec.docker_volume} ({_explain(err)}); "
+                                    f"{settings.image} / volume {settings.volume} ({_explain(err)}); "
                                     f"fix: see the engine's message") from err
             self._container = self._create(client)
             _LIVE.add(self)
@@ -281,11 +276,11 @@ class OllamaContainerInstance(OllamaServed):
                   "trbench.port": str(self.port)}
         try:
             return client.containers.create(
-                self.spec.docker_image,
+                self.settings.image,
                 name=self.container_name,
                 detach=True,
                 ports={CONTAINER_PORT: ("127.0.0.1", self.port)},
-                mounts=[Mount(target=MODELS_PATH, source=self.spec.docker_volume, type="volume")],
+                mounts=[Mount(target=MODELS_PATH, source=self.settings.volume, type="volume")],
                 environment=dict(self.environment),
                 labels=labels,
                 device_requests=device_requests(self.gpu),
@@ -310,7 +305,7 @@ class OllamaContainerInstance(OllamaServed):
             if "address already in use" in low or "port is already allocated" in low:
                 fix = (f"free port {self.port} on 127.0.0.1 (a local `ollama serve`?) or give the spec other ports")
             elif "device driver" in low or "nvidia" in low or "gpu" in low:
-                fix = ("install the NVIDIA Container Toolkit and restart Docker, or set gpu_devices to null "
+                fix = ("install the NVIDIA Container Toolkit and restart Docker, or set server.gpu_devices to null "
                        "to run on the CPU")
             else:
                 fix = "see the engine's message"
@@ -320,18 +315,18 @@ class OllamaContainerInstance(OllamaServed):
     def _wait_healthy(self) -> None:
         watch = _ContainerWatch(self._container)
         try:
-            wait_healthy(self.url, self.spec.load_timeout_s, watch, self.name, path="/api/version")
+            wait_healthy(self.url, self.load_timeout_s, watch, self.name, path="/api/version")
         except InstanceError as err:
             last = self._last_log_line()
             seen = f"; last log line: {last}" if last else ""
             if watch.returncode is not None:
                 raise InstanceError(
                     f"instance {self.name}: container {self.container_name} exited with code {watch.returncode} "
-                    f"while starting{seen}; fix: check the image {self.spec.docker_image} runs "
-                    f"(`docker run --rm {self.spec.docker_image}`) and the GPU setting") from err
+                    f"while starting{seen}; fix: check the image {self.settings.image} runs "
+                    f"(`docker run --rm {self.settings.image}`) and the GPU setting") from err
             raise InstanceError(
                 f"instance {self.name}: container {self.container_name} runs but {self.url}/api/version did not "
-                f"answer 200 within {self.spec.load_timeout_s:g} s{seen}; fix: raise load_timeout_s, or check "
+                f"answer 200 within {self.load_timeout_s:g} s{seen}; fix: raise load_timeout_s, or check "
                 f"that nothing else serves 127.0.0.1:{self.port}") from err
 
     def _last_log_line(self) -> str:
@@ -373,3 +368,9 @@ class OllamaContainerInstance(OllamaServed):
         client, self._client = self._client, None
         if client is not None and removed:
             client.close()
+
+
+def create(settings: OllamaDockerServer, count: int, log_dir: Path, load_timeout_s: float, backend: str) -> list[Instance]:
+    ports = settings.instance_ports()
+    return [OllamaContainerInstance(f"ollama-docker-{i}", settings, ports[i], settings.gpu_of(i), load_timeout_s)
+            for i in range(count)]

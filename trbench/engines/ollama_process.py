@@ -1,6 +1,6 @@
 """Provider 'ollama-process': one `ollama serve` subprocess per instance.
 
-Each instance runs `<ollama_binary> serve` in its own process group (start_new_session) with
+Each instance runs `<server.binary> serve` in its own process group (start_new_session) with
 OLLAMA_HOST=127.0.0.1:<port> (never 0.0.0.0: the benchmark servers are not for the network),
 the spec's model store (OLLAMA_MODELS), OLLAMA_KEEP_ALIVE and OLLAMA_NUM_PARALLEL pinned (a
 user's own settings would change what is measured), CUDA_DEVICE_ORDER=PCI_BUS_ID and, when the
@@ -20,7 +20,6 @@ load_duration says the cost.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import shutil
@@ -28,12 +27,11 @@ import signal
 import socket
 import subprocess
 import threading
-import weakref
 from pathlib import Path
 
+from trbench.config.servers import OllamaProcessServer
 from trbench.engines import ollama_api, processes, reaper
-from trbench.engines.instances import InstanceError, OllamaServed, wait_healthy
-from trbench.spec import MatrixSpec
+from trbench.engines.base import Instance, InstanceError, OllamaServed, wait_healthy
 
 LOOPBACK = "127.0.0.1"
 SERVICE_MODELS_DIR = "/usr/share/ollama/.ollama/models"  # install.sh's systemd service (user ollama)
@@ -45,14 +43,8 @@ _PINNED_NAMES = {"OLLAMA_HOST", "OLLAMA_MODELS", *PINNED_ENVIRONMENT}
 
 log = logging.getLogger(__name__)
 
-_LIVE: weakref.WeakSet[OllamaProcessInstance] = weakref.WeakSet()
-
-
-@atexit.register
-def stop_all() -> None:
-    """Stop every `ollama serve` this process started (atexit, signal handlers, tests)."""
-    for inst in list(_LIVE):
-        inst.stop()
+_LIVE = processes.LiveSet()
+stop_all = _LIVE.stop_all  # every `ollama serve` this process started (atexit, signal handlers, tests)
 
 
 def _port_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -81,13 +73,15 @@ class OllamaProcessInstance(OllamaServed):
     provider = "ollama-process"
     stop_timeout_s: float = 10.0  # SIGTERM -> SIGKILL
 
-    def __init__(self, name: str, spec: MatrixSpec, port: int, gpu: str | None, log_dir: Path):
+    def __init__(self, name: str, settings: OllamaProcessServer, port: int, gpu: str | None, log_dir: Path,
+                 load_timeout_s: float = 300.0):
         self.name = name
-        self.spec = spec
+        self.settings = settings
+        self.load_timeout_s = load_timeout_s
         self.port = port
         self.gpu = gpu
         self.log_dir = Path(log_dir)
-        self.binary = spec.ollama_binary
+        self.binary = settings.binary
         self._proc: subprocess.Popen | None = None
         self._reaper: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -118,12 +112,12 @@ class OllamaProcessInstance(OllamaServed):
 
     @property
     def models_dir(self) -> str:
-        return os.path.expanduser(self.spec.ollama_models_dir)
+        return os.path.expanduser(self.settings.models_dir)
 
     def pull_fix(self, model: str) -> str:
-        return (f"`OLLAMA_MODELS={self.models_dir} ollama pull {model}` (the store the spec field ollama_models_dir "
-                f"names; a Linux service install keeps models in {SERVICE_MODELS_DIR}: point ollama_models_dir "
-                f"there), or set pull_models: true in the spec")
+        return (f"`OLLAMA_MODELS={self.models_dir} ollama pull {model}` (the store the spec field server.models_dir "
+                f"(flat: ollama_models_dir) names; a Linux service install keeps models in {SERVICE_MODELS_DIR}: point "
+                f"it there), or set server.pull_models: true in the spec")
 
     def environment(self) -> dict[str, str]:
         """The environment `ollama serve` runs with: ours, with what trbench relies on pinned."""
@@ -151,7 +145,7 @@ class OllamaProcessInstance(OllamaServed):
         if binary is None:
             raise InstanceError(
                 f"instance {self.name}: check 'ollama binary': {self.binary!r} not found on PATH; "
-                f"fix: install ollama (https://ollama.com/download) or set ollama_binary to its path")
+                f"fix: install ollama (https://ollama.com/download) or set server.binary (flat: ollama_binary) to its path")
         if _port_answers(LOOPBACK, self.port):
             try:
                 other = f"Ollama {ollama_api.version(self.url)}"
@@ -173,7 +167,7 @@ class OllamaProcessInstance(OllamaServed):
         _LIVE.add(self)
         try:
             self._reaper = reaper.spawn(pgids=[self._proc.pid])
-            wait_healthy(self.url, self.spec.load_timeout_s, self._proc, self.name, path="/api/version")
+            wait_healthy(self.url, self.load_timeout_s, self._proc, self.name, path="/api/version")
             if self._proc.poll() is not None:  # another server took the port and answered for it
                 raise InstanceError(f"instance {self.name}: server process exited with code {self._proc.returncode}")
         except BaseException as err:
@@ -213,3 +207,9 @@ class OllamaProcessInstance(OllamaServed):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def create(settings: OllamaProcessServer, count: int, log_dir: Path, load_timeout_s: float, backend: str) -> list[Instance]:
+    ports = settings.instance_ports()
+    return [OllamaProcessInstance(f"ollama-process-{i}", settings, ports[i], settings.gpu_of(i), log_dir, load_timeout_s)
+            for i in range(count)]

@@ -15,12 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from trbench import metrics
-from trbench.agents import ROLES, AgentSuite
+from trbench.measure import metrics
+from trbench.config.agents import ROLES, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
-from trbench.runner import completion_text, prompt_text, request_row, unique_prefix, utc
-from trbench.spec import MatrixSpec, OptionSet
-from trbench.storage import slug
+from trbench.run.single import completion_text, prompt_text, request_row, unique_prefix, utc
+from trbench.config.spec import MatrixSpec, OptionSet
+from trbench.data.store import slug
 
 N_AGENTS = len(ROLES)
 

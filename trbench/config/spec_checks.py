@@ -1,7 +1,7 @@
 """Checks of a spec against the files and the machine, that need no server: run by
 `trbench validate`, by `trbench run` before Prefect starts, and by the flow's load step.
 
-The spec's own fields are checked by its pydantic models (trbench/spec.py); what they cannot see
+The spec's own fields are checked by its pydantic models (trbench/config/spec.py); what they cannot see
 is here: the prompt and agent files, enough ports or URLs for the instances, models the embedded
 engine has, and an output folder that can be written. Each problem is a SpecError with one line
 in the spec's style: `spec <path>: field '<field>': <what is wrong>; fix: <the fix>`.
@@ -12,11 +12,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from trbench.agents import AgentSuiteError, load_agents
+from trbench.config.agents import AgentSuiteError, load_agents
 from trbench.engines.bundled import BUNDLED_MODELS
-from trbench.manifest import PROJECT_ROOT
-from trbench.prompts import PromptSuiteError, load_prompts
-from trbench.spec import MatrixSpec, SpecError
+from trbench.measure.manifest import PROJECT_ROOT
+from trbench.config.prompts import PromptSuiteError, load_prompts
+from trbench.config.spec import MatrixSpec, SpecError
 
 
 def resolve_path(path: str) -> Path:
@@ -86,13 +86,13 @@ def check_instances(spec: MatrixSpec, source: str) -> None:
     """One port (or URL) per instance, as create_instances will need them."""
     need = spec.instance_count
     if spec.provider == "external":
-        if len(spec.urls) < need:
-            raise _error(source, "urls", f"{len(spec.urls)} URL(s) for {need} instances ({_why_instances(spec)})",
+        if len(spec.server.urls) < need:
+            raise _error(source, spec.field_name("urls"), f"{len(spec.server.urls)} URL(s) for {need} instances ({_why_instances(spec)})",
                          f"list {need} urls of running servers")
         return
     have = len(spec.instance_ports)
     if have < need:
-        raise _error(source, "ports", f"{have} port(s) for {need} instances ({_why_instances(spec)})",
+        raise _error(source, spec.field_name("ports"), f"{have} port(s) for {need} instances ({_why_instances(spec)})",
                      f"list {need} ports, or remove ports to use the defaults")
 
 
@@ -140,6 +140,7 @@ def _writable(folder: Path) -> bool:
 def warnings(spec: MatrixSpec, source: str) -> list[str]:
     """What the spec may do but should not do unnoticed."""
     if spec.remote_bind:
-        return [f"{source}: field 'host': the embedded servers listen on {spec.host}, reachable from the network "
+        return [f"{source}: field '{spec.field_name('host')}': the embedded servers listen on {spec.server.host}, "
+                "reachable from the network "
                 "(allow_remote_bind: true); anyone who can reach this machine can use them"]
     return []

@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from trbench.engines.gguf import parse_size_label as parse_parameter_size  # Ollama's details.parameter_size
+
 GIB = 1024**3
 MIB = 1024**2
 OVERHEAD_GIB = 0.5
@@ -52,8 +54,6 @@ KV_BYTES_PER_ELEMENT: dict[str, float] = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "
 
 _ARCH_KEYS = ("block_count", "head_count", "head_count_kv", "key_length", "value_length",
               "embedding_length", "context_length", "sliding_window")
-_PARAM_SIZE = re.compile(r"^\s*(?:(\d+)\s*x\s*)?(\d+(?:\.\d+)?)\s*([KMBT])", re.IGNORECASE)
-_SCALE = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
 class VramEstimate(BaseModel):
@@ -242,14 +242,6 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
 
 
 # ---------------------------------------------------------------- model facts -> estimate inputs
-
-def parse_parameter_size(size: str | None) -> float | None:
-    """Ollama's details.parameter_size ('7.6B', '270M', '8x7B') in billions; None if unreadable."""
-    m = _PARAM_SIZE.match(size or "")
-    if not m:
-        return None
-    return int(m.group(1) or 1) * float(m.group(2)) * _SCALE[m.group(3).upper()] / 1e9
-
 
 def inputs_from_ollama(facts: dict) -> dict[str, Any]:
     """estimate_vram's model inputs from ollama_api.model_facts(): params_b from

@@ -31,7 +31,7 @@ started: monotonic, what energy is integrated over).
 
 Phases: every row carries the phase current when it was read. mark(label) switches the phase and
 takes a sample at once, so each phase has a sample exactly at its start, which is also the end of
-the phase before; energy (trbench/energy.py) is counted from the first sample of the measured
+the phase before; energy (trbench/measure/energy.py) is counted from the first sample of the measured
 phases to the first sample after them. A mark costs one synchronous sample (about a millisecond
 per GPU, plus a /proc scan for the server's child processes).
 

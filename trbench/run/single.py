@@ -14,12 +14,13 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from trbench import metrics, vram
+from trbench.measure import metrics
+from trbench.measure import vram
 from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
-from trbench.prompts import PromptSuite
-from trbench.spec import Cell, MatrixSpec
-from trbench.storage import slug
+from trbench.config.prompts import PromptSuite
+from trbench.config.spec import Cell, MatrixSpec
+from trbench.data.store import slug
 
 
 class RunCancelled(RuntimeError):

@@ -1,4 +1,4 @@
-"""Energy per run, from the telemetry rows of one run (trbench/telemetry.py), one definition.
+"""Energy per run, from the telemetry rows of one run (trbench/measure/telemetry.py), one definition.
 
 The definitions are metrics.ENERGY_DEFINITIONS (printed by the report); in short:
 
@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trbench.telemetry import MEASURED_PHASES, Sampler, server_pids
+from trbench.measure.telemetry import MEASURED_PHASES, Sampler, server_pids
 
 if TYPE_CHECKING:  # stdlib only at run time: bench/telemetry_probe.py runs on bare GPU machines
-    from trbench.spec import MatrixSpec
+    from trbench.config.spec import MatrixSpec
 
 J_PER_KWH = 3.6e6
 

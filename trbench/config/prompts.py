@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from trbench.config.loading import content_digest, read_suite
 
 
 class Prompt(BaseModel):
@@ -50,10 +50,6 @@ def load_prompts(path: str | Path, base: Path | None = None) -> PromptSuite:
         p = base / p
     if not p.is_file():
         raise PromptSuiteError(f"spec field 'prompts': file {path} not found; fix: point it at a suite in datasets/prompts/")
-    raw = p.read_bytes()
-    try:
-        suite = PromptSuite.model_validate(yaml.safe_load(raw))
-    except (yaml.YAMLError, ValidationError) as err:
-        first = str(err).splitlines()[0:3]
-        raise PromptSuiteError(f"spec field 'prompts': {p} is not a valid prompt suite ({' '.join(first)}); fix: see datasets/prompts/single_agent.yaml") from None
-    return suite.model_copy(update={"digest": "sha256:" + hashlib.sha256(raw).hexdigest()[:16]})
+    suite, raw = read_suite(p, PromptSuite, PromptSuiteError, "prompts", "point it at a suite in datasets/prompts/",
+                            "datasets/prompts/single_agent.yaml", detail_lines=3)
+    return suite.model_copy(update={"digest": content_digest(raw)})

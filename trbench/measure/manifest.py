@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 
-from trbench import vram
+from trbench.measure import vram
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["trbench", "prefect", "xllamacpp", "httpx", "pydantic", "pandas", "pyarrow", "numpy",
             "great-expectations", "nvidia-ml-py", "docker"]
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from trbench.config.loading import content_digest, read_suite
 
 ROLES = ("collector", "insight")
 
@@ -45,14 +45,8 @@ class AgentSuiteError(ValueError):
 
 
 def load_agents(path: Path) -> AgentSuite:
-    if not path.is_file():
-        raise AgentSuiteError(f"spec field 'multi_agent.agents': file {path} not found; fix: point it at datasets/agents/tr_agents.yaml")
-    raw = path.read_bytes()
-    try:
-        suite = AgentSuite.model_validate(yaml.safe_load(raw))
-    except (yaml.YAMLError, ValidationError) as err:
-        raise AgentSuiteError(f"spec field 'multi_agent.agents': {path} is not a valid agent suite "
-                              f"({str(err).splitlines()[0]}); fix: see datasets/agents/tr_agents.yaml") from None
+    suite, raw = read_suite(path, AgentSuite, AgentSuiteError, "multi_agent.agents",
+                            "point it at datasets/agents/tr_agents.yaml", "datasets/agents/tr_agents.yaml")
     missing = [r for r in ROLES if r not in suite.agents]
     if missing:
         raise AgentSuiteError(f"spec field 'multi_agent.agents': {path} lacks agent(s) {missing}; fix: define {list(ROLES)}")
@@ -60,5 +54,4 @@ def load_agents(path: Path) -> AgentSuite:
     if not digest_file.is_file():
         raise AgentSuiteError(f"agent suite {path}: digest file {digest_file} not found; fix: ship it beside the suite")
     text = digest_file.read_text()
-    h = hashlib.sha256(raw + text.encode()).hexdigest()[:16]
-    return suite.model_copy(update={"digest_text": text, "content_digest": f"sha256:{h}"})
+    return suite.model_copy(update={"digest_text": text, "content_digest": content_digest(raw, text.encode())})

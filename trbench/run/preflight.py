@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from trbench import progress
+from trbench.run import progress
 from trbench.backends.base import error_text
 from trbench.engines import bundled, ollama_api, ollama_names, ollama_pull
-from trbench.engines.instances import EmbeddedInstance, Instance
+from trbench.engines.base import Instance
+from trbench.engines.embedded import EmbeddedInstance
 
 
 class PreflightError(RuntimeError):
@@ -89,7 +90,7 @@ def _store_fix(inst: Instance, model: str) -> str:
     pull_fix = getattr(inst, "pull_fix", None)
     if pull_fix is not None:
         return pull_fix(model)
-    return f"`ollama pull {model}` on that host, or set pull_models: true in the spec"
+    return f"`ollama pull {model}` on that host, or set server.pull_models: true in the spec"
 
 
 def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:

@@ -1,0 +1,110 @@
+"""The package layout: no import cycle among trbench's modules, a handful of modules at the top,
+and an __init__.py naming the public API in every folder. Static (AST): nothing is imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "trbench"
+# the report and quality modules, until they move into trbench/report/ and trbench/quality/ (issue 12);
+# report <-> plots <-> regression is theirs to untangle, and the old paths they import are aliases
+REPORT_AND_QUALITY = {"report", "report_compare", "report_findings", "report_multi", "report_quality",
+                      "report_tables", "validation", "outliers", "plots", "regression"}
+ALIASES = {"spec", "storage", "metrics", "failures"}
+TOP_LEVEL = {"cli", "cli_prefect"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every trbench module this one imports, at any depth of the file (a lazy import inside a
+    function is still an edge), with the packages whose __init__ runs on the way (not this module's
+    own packages: they are already being imported when it runs)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        for t in targets:
+            parts = t.split(".")
+            found |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)} & known
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+    return found - own - {name}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_among_trbench_modules():
+    mods = all_modules()
+    known = set(mods)
+    skip = {f"trbench.{m}" for m in REPORT_AND_QUALITY}
+    graph = {name: imports_of(name, path, known) - skip for name, path in mods.items() if name not in skip}
+    assert cycles(graph) == []
+
+
+def test_a_handful_of_modules_at_the_top():
+    top = {p.stem for p in ROOT.glob("*.py")} - {"__init__"}
+    assert top - REPORT_AND_QUALITY - ALIASES == TOP_LEVEL
+
+
+def test_every_folder_is_a_package_that_names_its_api():
+    for folder in [d for d in ROOT.iterdir() if d.is_dir() and any(d.glob("*.py"))]:
+        init = folder / "__init__.py"
+        assert init.is_file(), f"{folder} has no __init__.py"
+        tree = ast.parse(init.read_text())
+        assert ast.get_docstring(tree), f"{init}: say what the folder is for"
+        names = [n for n in tree.body if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]
+        assert names, f"{init}: name the public API in __all__"

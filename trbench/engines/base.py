@@ -1,0 +1,109 @@
+"""Instances: running LLM servers at one URL each, as every provider's instances look to the flows.
+
+An instance is prepared for a matrix cell before its runs: the embedded engine (re)starts
+llama.cpp when the model, GPU layers or context size change, as Ollama reloads a model.
+The providers (embedded.py, external.py, ollama_docker.py, ollama_process.py) are found through
+registry.py; this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Protocol
+
+import httpx
+
+from trbench.data.cells import Cell
+from trbench.engines import ollama_api
+
+
+class InstanceError(RuntimeError):
+    """An instance that would not start or answer; the message names instance, check and fix."""
+
+
+class Instance(Protocol):
+    """One running LLM server at one URL. Providers differ in how it starts; flows see only this."""
+
+    name: str
+    url: str
+    provider: str
+
+    def start(self) -> None:
+        """Start the server if this provider starts one (idempotent); raise InstanceError if it cannot."""
+
+    def prepare(self, cell: Cell) -> float | None:
+        """Make the server ready for this cell; the load time in ms if it (re)loaded."""
+
+    def unload(self, model: str) -> None:
+        """Free the model's memory (serial mode, between models)."""
+
+    def model_facts(self, model: str) -> dict:
+        """Digest and metadata of a model on this instance, for the manifest."""
+
+    def stop(self) -> None:
+        """Stop and remove whatever start() created; safe to call twice and on every exit path."""
+
+
+def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None, name: str = "",
+                 path: str = "/health") -> None:
+    """Poll url+path until it answers 200 (llama.cpp: /health; Ollama: /api/version)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise InstanceError(f"instance {name}: server process exited with code {proc.returncode} while loading")
+            try:
+                r = http.get(f"{url}{path}")
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as err:
+                last = type(err).__name__
+            time.sleep(0.1)
+    raise InstanceError(f"instance {name} at {url}: {path} did not answer 200 within {timeout_s:.0f} s ({last})")
+
+
+def served_names(url: str) -> list[str]:
+    """Every name an OpenAI-compatible server answers to (/v1/models: ids and llama.cpp's aliases)."""
+    with httpx.Client(timeout=10.0, trust_env=False) as http:
+        data = http.get(f"{url}/v1/models").raise_for_status().json()
+    return sorted({n for m in data.get("data", []) for n in [m.get("id"), *(m.get("aliases") or [])] if n})
+
+
+def check_served_names(url: str, name: str, model: str) -> None:
+    """The server must list exactly the model's name: a client asking for it by name must get it."""
+    names = served_names(url)
+    if names != [model]:
+        raise InstanceError(f"instance {name} at {url}: /v1/models lists {names}, expected exactly [{model!r}]")
+
+
+class OllamaServed:
+    """What every instance that trbench starts as an Ollama server answers the same way."""
+
+    url: str
+    load_timeout_s: float
+
+    def prepare(self, cell: Cell) -> float | None:
+        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+
+    def unload(self, model: str) -> None:
+        ollama_api.unload(self.url, model, self.load_timeout_s)
+
+    def model_facts(self, model: str) -> dict:
+        return ollama_api.model_facts(self.url, model)
+
+
+def unanswered(inst: Instance, backend: str, timeout_s: float = 5.0) -> str | None:
+    """Why a server that failed once cannot be used again (it does not answer), or None. The
+    embedded engine is started again by its next prepare(), so it always can."""
+    if inst.provider == "embedded":
+        return None
+    path = "/api/version" if backend == "ollama" else "/v1/models"
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False) as http:
+            status = http.get(f"{inst.url}{path}").status_code
+    except httpx.HTTPError as err:
+        return f"{inst.url}{path} did not answer within {timeout_s:g} s ({type(err).__name__})"
+    return None if status == 200 else f"{inst.url}{path} answered HTTP {status}"

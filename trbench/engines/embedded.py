@@ -1,0 +1,119 @@
+"""Provider 'embedded': llama.cpp's own HTTP server (xllamacpp), one OS process per instance,
+serving a bundled GGUF model.
+
+The server (re)starts when the model, GPU layers or context size change, as Ollama reloads a
+model. Every started process is stopped on every exit path: stop(), atexit, and, for a kill -9
+of this process, the server's own parent watchdog (llamacpp_server --parent-pid).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from trbench.config.servers import EmbeddedServer
+from trbench.data.cells import Cell
+from trbench.engines import bundled, gguf, processes
+from trbench.engines.base import Instance, check_served_names, wait_healthy
+
+SERVER_MODULE = "trbench.engines.llamacpp_server"
+
+
+def default_threads(instances: int = 1) -> int:
+    """CPU threads per llama.cpp server: the cores less one (for the client, Prefect and the OS),
+    shared between the instances. llama.cpp's threads spin while waiting: more threads than free
+    cores slow decoding by orders of magnitude (measured here: 150 -> under 1 tok/s)."""
+    return max(1, ((os.cpu_count() or 1) - 1) // instances)
+
+
+_LIVE = processes.LiveSet()
+stop_all = _LIVE.stop_all  # every embedded server this process started (atexit, signal handlers, tests)
+
+
+class EmbeddedInstance:
+    provider = "embedded"
+
+    def __init__(self, name: str, host: str, port: int, threads: int | None, log_dir: Path, load_timeout_s: float = 180):
+        self.name = name
+        self.host = host
+        self.port = port
+        self.threads = threads or default_threads()
+        self.log_dir = log_dir
+        self.load_timeout_s = load_timeout_s
+        self.loaded: tuple[str, int, int] | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def start(self) -> None:
+        return None  # the server starts at the first prepare(): model and context come with the cell
+
+    def unload(self, model: str) -> None:
+        if self.loaded and self.loaded[0] == model:
+            self.stop()
+
+    def prepare(self, cell: Cell) -> float | None:
+        with self._lock:
+            if self.loaded == cell.server_key and self.pid is not None:
+                return None
+            self._stop_locked()
+            return self._start_locked(cell)
+
+    def _start_locked(self, cell: Cell) -> float:
+        model_path = bundled.resolve(cell.model)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{self.name}.log").open("ab")
+        cmd = [
+            sys.executable, "-m", SERVER_MODULE,
+            "--model", str(model_path), "--alias", cell.model,
+            "--host", self.host, "--port", str(self.port),
+            "--ctx", str(cell.num_ctx), "--ngl", str(cell.num_gpu),
+            "--threads", str(self.threads), "--parent-pid", str(os.getpid()),
+        ]
+        t0 = time.perf_counter()
+        # own session: a Ctrl-C in the terminal reaches us, and we stop the server in order
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        _LIVE.add(self)
+        try:
+            wait_healthy(self.url, self.load_timeout_s, self._proc, self.name)
+            check_served_names(self.url, self.name, cell.model)
+        except BaseException:
+            self._stop_locked()
+            raise
+        self.loaded = cell.server_key
+        return (time.perf_counter() - t0) * 1000.0
+
+    def model_facts(self, model: str) -> dict:
+        path = bundled.resolve(model)
+        facts = {k: v for k, v in gguf.model_facts(path).items() if k not in ("path", "tensor_types")}
+        return {**facts, "model": model, "source": bundled.BUNDLED_MODELS[model], "digest": bundled.digest(path)}
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        proc, self._proc, self.loaded = self._proc, None, None
+        if proc is not None:
+            processes.terminate(proc, 10)
+
+
+
+
+def create(settings: EmbeddedServer, count: int, log_dir: Path, load_timeout_s: float, backend: str) -> list[Instance]:
+    threads = settings.threads or default_threads(count)
+    ports = settings.instance_ports()
+    return [EmbeddedInstance(f"embedded-{i}", settings.host, ports[i], threads, log_dir, load_timeout_s)
+            for i in range(count)]

@@ -1,0 +1,47 @@
+"""Provider 'external': servers someone else runs, at the URLs the spec gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trbench.config.servers import ExternalServer
+from trbench.data.cells import Cell
+from trbench.engines import ollama_api
+from trbench.engines.base import Instance
+from trbench.engines.model_kind import kind_facts
+
+
+class ExternalInstance:
+    """A server someone else runs: trbench only health-checks and measures it."""
+
+    provider = "external"
+
+    def __init__(self, name: str, url: str, backend: str, load_timeout_s: float = 300.0):
+        self.name = name
+        self.url = url
+        self.backend = backend
+        self.load_timeout_s = load_timeout_s  # bounds an unload as a load
+
+    def start(self) -> None:
+        return None
+
+    def prepare(self, cell: Cell) -> float | None:
+        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+
+    def unload(self, model: str) -> None:
+        if self.backend == "ollama":
+            ollama_api.unload(self.url, model, self.load_timeout_s)
+
+    def model_facts(self, model: str) -> dict:
+        if self.backend != "ollama":  # an OpenAI-compatible server does not say: assume a chat model
+            return {"model": model, "digest": None, "source": self.url, **kind_facts(None)}
+        return ollama_api.model_facts(self.url, model)
+
+    def stop(self) -> None:
+        return None
+
+
+
+
+def create(settings: ExternalServer, count: int, log_dir: Path, load_timeout_s: float, backend: str) -> list[Instance]:
+    return [ExternalInstance(f"external-{i}", settings.urls[i], backend, load_timeout_s) for i in range(count)]
