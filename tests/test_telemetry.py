@@ -17,7 +17,7 @@ import pytest
 from trbench.measure import energy
 from trbench.data import store
 from trbench.measure import vram
-from trbench.measure.telemetry import Sampler
+from trbench.measure.sampler import Sampler
 
 MIB = 1024**2
 

@@ -160,7 +160,7 @@ class OutlierRule(_Strict):
 
 
 class TelemetrySpec(_Strict):
-    """The sampler beside every run (trbench/measure/telemetry.py) and the prices its energy is costed at.
+    """The sampler beside every run (trbench/measure/sampler.py) and the prices its energy is costed at.
 
     Cost of a run (trbench/measure/energy.py): price_per_gpu_hour wins when both prices are given, since a
     GPU-hour price is the all-in rent of the hardware, its electricity included, and adding the

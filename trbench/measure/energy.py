@@ -1,8 +1,8 @@
-"""Energy per run, from the telemetry rows of one run (trbench/measure/telemetry.py), one definition.
+"""Energy per run, from the telemetry rows of one run (trbench/measure/sampler.py), one definition.
 
 The definitions are metrics.ENERGY_DEFINITIONS (printed by the report); in short:
 
-  measured window  from the first sample of the measured phases (telemetry.MEASURED_PHASES) to the
+  measured window  from the first sample of the measured phases (sampler.MEASURED_PHASES) to the
                    first sample after them (the sample taken at the mark that ends them); warm-ups,
                    model loads and idle time before or after are outside it
   energy_j         sum over the sampled GPUs of each GPU's energy over the window: the difference
@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trbench.measure.telemetry import MEASURED_PHASES, Sampler, server_pids
+from trbench.measure.host import server_pids
+from trbench.measure.sampler import MEASURED_PHASES, Sampler
 
 if TYPE_CHECKING:  # stdlib only at run time: bench/telemetry_probe.py runs on bare GPU machines
     from trbench.config.spec import MatrixSpec
