@@ -141,10 +141,19 @@ class MatrixSpec(_Strict):
         return self.server.instance_ports() if hasattr(self.server, "instance_ports") else []
 
     @property
+    def lanes(self) -> int:
+        """Single-agent runs measured at the same time: up to max_parallel in parallel mode, else one."""
+        return min(self.execution.max_parallel, len(self.models)) if self.execution.mode == "parallel" else 1
+
+    @property
+    def shared_lanes(self) -> bool:
+        """Whether a run shares the GPUs and host with other lanes' runs (what its telemetry covers)."""
+        return self.single_agent and self.lanes > 1
+
+    @property
     def instance_count(self) -> int:
         """Instances the spec needs: two for the multi-agent runs, max_parallel in parallel mode."""
-        parallel = min(self.execution.max_parallel, len(self.models)) if self.execution.mode == "parallel" else 1
-        return max(parallel, 2 if self.multi_agent else 1)
+        return max(self.lanes, 2 if self.multi_agent else 1)
 
     @property
     def multi_agent_models(self) -> list[str]:
