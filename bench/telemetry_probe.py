@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trbench.measure import energy  # noqa: E402
-from trbench.measure.telemetry import Sampler  # noqa: E402
+from trbench.measure.sampler import Sampler  # noqa: E402
 
 BUSY_CHILD = "import time\nx = bytearray(64 * 2**20)\nwhile True:\n    pass\n"
 

@@ -49,7 +49,7 @@ def bench_run(
     if reloaded is not None:
         load_ms, warmups = reloaded, spec.warmup_requests
     client = make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s)
-    sampler = energy.sampler_for(spec, [inst])  # GPU and host telemetry beside the run
+    sampler = energy.sampler_for(spec.telemetry, [inst], spec.shared_lanes)  # GPU and host telemetry beside the run
     try:
         with sampler or contextlib.nullcontext():
             result = execute_run(
@@ -59,7 +59,7 @@ def bench_run(
             )
     finally:
         client.close()
-    telemetry_rows = energy.finish(sampler, result.run_row, result.run_row["output_tokens_total"], spec)
+    telemetry_rows = energy.finish(sampler, result.run_row, result.run_row["output_tokens_total"], spec.telemetry)
     store.write_run(root, result.run_row, result.request_rows, manifest, telemetry_rows=telemetry_rows)
     row = result.run_row
     progress.emit(kind="run_finished", **progress.run_figures(row))

@@ -48,7 +48,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
         return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
     clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s)
                for role, inst in instances.items()}
-    sampler = energy.sampler_for(spec, list(instances.values()))  # GPU and host telemetry beside the run
+    sampler = energy.sampler_for(spec.telemetry, list(instances.values()), spec.shared_lanes)  # GPU and host telemetry beside the run
     try:
         warmups = spec.multi_agent.warmup_rounds if (reloaded or first_of_config) else 0
         with sampler or contextlib.nullcontext():
@@ -59,7 +59,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
             c.close()
     gate.check()  # the servers may have been stopped under this run
     tokens = sum(r["output_tokens"] or 0 for r in result.request_rows if r["phase"] != "warmup" and r["status"] == "ok")
-    telemetry_rows = energy.finish(sampler, result.run_row, tokens, spec)
+    telemetry_rows = energy.finish(sampler, result.run_row, tokens, spec.telemetry)
     store.write_run(root, result.run_row, result.request_rows, manifest, kind="multi", telemetry_rows=telemetry_rows)
     progress.emit(kind="run_finished", **progress.multi_run_figures(result.run_row))
     return _outcome(result.run_row)

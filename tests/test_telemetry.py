@@ -17,7 +17,7 @@ import pytest
 from trbench.measure import energy
 from trbench.data import store
 from trbench.measure import vram
-from trbench.measure.telemetry import Sampler
+from trbench.measure.sampler import Sampler
 
 MIB = 1024**2
 
@@ -405,20 +405,36 @@ def test_spec_telemetry_section_and_what_it_leads_to(fake_nvml):
     with pytest.raises(SpecError, match=r"allowed: enabled, interval_s, gpu_indices, price_per_kwh, price_per_gpu_hour"):
         parse_spec({"tr_id": "t", "models": ["m"], "telemetry": {"rate": 1}})
     # an external server is no local process: said, not guessed
-    sampler = energy.sampler_for(spec, [ExternalInstance("external-0", "http://127.0.0.1:1", "openai")])
+    sampler = energy.sampler_for(spec.telemetry, [ExternalInstance("external-0", "http://127.0.0.1:1", "openai")])
     assert sampler.pids == [] and sampler.interval_s == 0.25
     with sampler:
         sampler.mark("measured")
         time.sleep(0.05)
         sampler.mark("idle")
     row = {"tr_id": "t", "run_id": "r", "attempt": 1, "model": "m"}
-    rows = energy.finish(sampler, row, 10, spec)
+    rows = energy.finish(sampler, row, 10, spec.telemetry)
     assert rows and all(r["run_id"] == "r" and r["model"] == "m" for r in rows)
     assert row["energy_j"] is None and row["tokens_per_dollar"] is None
     assert "no GPU visible" in row["telemetry_note"] and "no local server process for external-0 (external)" in row["telemetry_note"]
     # telemetry off: no sampler, no rows, and the run says so
     off = parse_spec({"tr_id": "t", "models": ["m"], "telemetry": {"enabled": False}})
-    assert energy.sampler_for(off, []) is None
+    assert energy.sampler_for(off.telemetry, []) is None
     row = {"tr_id": "t", "run_id": "r", "attempt": 1, "model": "m"}
-    assert energy.finish(None, row, 10, off) is None
+    assert energy.finish(None, row, 10, off.telemetry) is None
     assert row["telemetry_note"].startswith("telemetry off") and row["energy_j"] is None
+
+
+def test_parallel_lanes_are_named_in_the_telemetry_note(fake_nvml):
+    from trbench.config.spec import parse_spec
+
+    fake_nvml(init_error="Driver Not Loaded")
+    base = {"tr_id": "t", "models": ["a", "b"]}
+    parallel = parse_spec({**base, "execution": {"mode": "parallel", "max_parallel": 2}})
+    assert parallel.shared_lanes and parallel.lanes == 2
+    assert not parse_spec(base).shared_lanes  # serial
+    assert not parse_spec({**base, "models": ["a"], "execution": {"mode": "parallel"}}).shared_lanes  # one lane
+    shared = energy.sampler_for(parallel.telemetry, [], parallel.shared_lanes)
+    alone = energy.sampler_for(parallel.telemetry, [], False)
+    with shared, alone:
+        pass
+    assert "shared with the other lanes" in shared.note() and "shared" not in (alone.note() or "")

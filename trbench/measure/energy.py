@@ -1,8 +1,8 @@
-"""Energy per run, from the telemetry rows of one run (trbench/measure/telemetry.py), one definition.
+"""Energy per run, from the telemetry rows of one run (trbench/measure/sampler.py), one definition.
 
 The definitions are metrics.ENERGY_DEFINITIONS (printed by the report); in short:
 
-  measured window  from the first sample of the measured phases (telemetry.MEASURED_PHASES) to the
+  measured window  from the first sample of the measured phases (sampler.MEASURED_PHASES) to the
                    first sample after them (the sample taken at the mark that ends them); warm-ups,
                    model loads and idle time before or after are outside it
   energy_j         sum over the sampled GPUs of each GPU's energy over the window: the difference
@@ -23,10 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trbench.measure.telemetry import MEASURED_PHASES, Sampler, server_pids
+from trbench.measure.host import server_pids
+from trbench.measure.sampler import MEASURED_PHASES, Sampler
 
 if TYPE_CHECKING:  # stdlib only at run time: bench/telemetry_probe.py runs on bare GPU machines
-    from trbench.config.spec import MatrixSpec
+    from trbench.config.sections import TelemetrySpec
 
 J_PER_KWH = 3.6e6
 
@@ -225,23 +226,23 @@ def no_telemetry(reason: str) -> dict:
 # --- beside a run: the sampler for it, and its columns afterwards ----------------------------
 
 
-def sampler_for(spec: MatrixSpec, instances: list[Any]) -> Sampler | None:
+def sampler_for(telemetry: TelemetrySpec, instances: list[Any], shared_lanes: bool = False) -> Sampler | None:
     """A (not yet started) sampler for one run on these instances; None when the spec turns
-    telemetry off."""
-    t = spec.telemetry
-    if not t.enabled:
+    telemetry off. shared_lanes: other runs share the GPUs and host meanwhile (parallel mode)."""
+    if not telemetry.enabled:
         return None
     pids, note = server_pids(instances)
-    sampler = Sampler(t.interval_s, pids, t.gpu_indices)
+    sampler = Sampler(telemetry.interval_s, pids, telemetry.gpu_indices)
     if note:
         sampler.add_note(note)
-    if spec.execution.mode == "parallel" and min(spec.execution.max_parallel, len(spec.models)) > 1 and spec.single_agent:
+    if shared_lanes:
         sampler.add_note("parallel mode: GPUs and host are shared with the other lanes' runs at the same time, "
                          "so GPU energy, power and utilization cover them too")
     return sampler
 
 
-def finish(sampler: Sampler | None, run_row: dict, output_tokens: int | None, spec: MatrixSpec) -> list[dict] | None:
+def finish(sampler: Sampler | None, run_row: dict, output_tokens: int | None,
+           telemetry: TelemetrySpec) -> list[dict] | None:
     """Put the energy and telemetry columns into run_row; the telemetry rows to store (None when
     telemetry is off). output_tokens: output tokens of the ok measured requests."""
     if sampler is None:
@@ -249,6 +250,6 @@ def finish(sampler: Sampler | None, run_row: dict, output_tokens: int | None, sp
         return None
     rows = sampler.rows(tr_id=run_row["tr_id"], run_id=run_row["run_id"], attempt=run_row["attempt"],
                         model=run_row["model"])
-    t = spec.telemetry
-    run_row.update(run_energy(rows, output_tokens, t.price_per_kwh, t.price_per_gpu_hour, sampler.note()))
+    run_row.update(run_energy(rows, output_tokens, telemetry.price_per_kwh, telemetry.price_per_gpu_hour,
+                              sampler.note()))
     return rows

@@ -7,7 +7,7 @@ background thread, with phase marks so that energy is counted over the measured 
         sampler.mark("measured")    # the measured requests
         ...
         sampler.mark("idle")        # the run is over
-    rows = sampler.rows(tr_id=..., run_id=...)   # the telemetry table's rows (storage.TELEMETRY_SCHEMA)
+    rows = sampler.rows(tr_id=..., run_id=...)   # the telemetry table's rows (data.store.TELEMETRY_SCHEMA)
 
 What is sampled, every `interval_s` (and once more at every mark, at start and at stop):
   per NVIDIA GPU (NVML, nvidia-ml-py): power draw in W (nvmlDeviceGetPowerUsage, mW; on recent
@@ -15,13 +15,8 @@ What is sampled, every `interval_s` (and once more at every mark, at start and a
   (nvmlDeviceGetTotalEnergyConsumption, Volta and newer; NotSupported elsewhere), utilization %
   (nvmlDeviceGetUtilizationRates.gpu: share of the last sample period with a kernel running),
   memory used in MiB (every process on the GPU, not only the server) and temperature in C.
-  the host (psutil): system CPU % (busy share of all cores since the previous sample, from
-  cpu_times deltas, so two samplers never disturb each other), and the server processes' resident
-  memory (RSS, MiB) and CPU % (CPU seconds per wall second x 100: % of one core, as top shows it;
-  over 100 when it uses several cores), each summed over the process and its descendants
-  (`ollama serve` runs models in child `ollama runner` processes). Both CPU figures are rates over
-  the time since the previous rate was taken; a sample less than 20 ms after it (a mark just after
-  a tick) leaves them null, since CPU times advance in 10 ms clock ticks.
+  the host (psutil, measure/host.py): system CPU %, and the server processes' resident memory
+  (RSS, MiB) and CPU % (% of one core), summed over each process and its descendants.
 
 Rows are long ("tidy") by source: each tick gives one row per sampled GPU (gpu_index set, GPU
 columns filled, host columns null) and one host row (gpu_index null, host columns filled, GPU
@@ -42,18 +37,13 @@ only, sets gpu_available=False and gpu_reason, and never raises; no GPU number i
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import threading
 import time
 from typing import Any
 
-try:
-    import psutil
-except ImportError:  # a project dependency; optional only so that the probe runs on a bare GPU machine
-    psutil = None  # type: ignore[assignment]
+from trbench.measure.host import HostProbe
+from trbench.measure.nvml import MIB, nvml_session, open_gpus
 
-MIB = 1024**2
-MIN_RATE_INTERVAL_NS = 20_000_000  # CPU % over less than 20 ms (two clock ticks) is left null
 IDLE = "idle"
 WARMUP = "warmup"
 MEASURED = "measured"
@@ -63,35 +53,6 @@ MEASURED_PHASES = frozenset({MEASURED, "concurrent", "solo"})
 
 GPU_FIELDS = ("power_w", "energy_mj", "util_pct", "mem_used_mib", "temp_c")
 HOST_FIELDS = ("cpu_pct", "server_rss_mib", "server_cpu_pct")
-
-
-_NVML_LOCK = threading.Lock()
-_NVML_SESSION: list[Any] = []  # [the pynvml module it was initialised through], once it was
-
-
-def nvml_session() -> tuple[Any, str | None]:
-    """(pynvml, None) with NVML initialised, or (None, why not). NVML stays initialised for the
-    life of the process once it came up: nvmlInit can take a second on a GPU machine without the
-    persistence daemon, too slow to pay before every run (NVML counts its inits, so the
-    init/shutdown pairs elsewhere, e.g. vram.gpu_free_mib, leave this one standing). A failure is
-    not remembered: the next sampler tries again."""
-    try:
-        nvml = importlib.import_module("pynvml")
-    except Exception as err:
-        return None, f"nvidia-ml-py (pynvml) is not importable: {err}"
-    with _NVML_LOCK:
-        if _NVML_SESSION and _NVML_SESSION[0] is nvml:
-            return nvml, None
-        try:
-            nvml.nvmlInit()
-        except Exception as err:  # NVMLError_LibraryNotFound, _DriverNotLoaded, _NoPermission...
-            return None, f"NVML: {err}"
-        _NVML_SESSION[:] = [nvml]
-        return nvml, None
-
-
-def _name(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class Sampler:
@@ -123,11 +84,7 @@ class Sampler:
         self._failed_reads: set[tuple[int, str]] = set()
         self._t0_ns = 0
         self._tick = 0
-        self._procs: list[psutil.Process] = []
-        self._proc_cpu: dict[tuple[int, float], float] = {}
-        self._host_prev: tuple[float, float] | None = None
-        self._host_prev_ns: int | None = None
-        self._server_prev_ns: int | None = None
+        self._host = HostProbe(self.pids, self.add_note)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -145,7 +102,7 @@ class Sampler:
             self._init_gpus()
             self._t0_ns = time.perf_counter_ns()
             self.started_at = time.time()
-            self._init_procs()
+            self._host.start()
             self._running = True
             self._sample_locked()
         self._thread = threading.Thread(target=self._loop, name="trbench-telemetry", daemon=True)
@@ -214,26 +171,15 @@ class Sampler:
             self.gpu_reason = reason
             return
         try:
-            count = int(nvml.nvmlDeviceGetCount())
+            count, opened, notes = open_gpus(nvml, self.gpu_indices)
         except Exception as err:
             self.gpu_reason = f"NVML: nvmlDeviceGetCount failed: {err}"
             return
-        wanted = list(range(count)) if self.gpu_indices is None else self.gpu_indices
-        for i in wanted:
-            if not 0 <= i < count:
-                self.add_note(f"GPU {i} asked for but NVML sees {count} GPU(s): not sampled")
-                continue
-            try:
-                handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            except Exception as err:
-                self.add_note(f"GPU {i}: NVML handle failed ({err}): not sampled")
-                continue
-            try:
-                name = _name(nvml.nvmlDeviceGetName(handle))
-            except Exception:
-                name = None
-            self._handles[i] = handle
-            self.gpus.append({"index": i, "name": name, "energy_counter": None})
+        for text in notes:
+            self.add_note(text)
+        for gpu in opened:
+            self._handles[gpu.index] = gpu.handle
+            self.gpus.append({"index": gpu.index, "name": gpu.name, "energy_counter": None})
         if not self._handles:
             self.gpu_reason = "NVML: no GPU found" if count == 0 else "NVML: none of the asked GPUs could be opened"
             return
@@ -278,80 +224,9 @@ class Sampler:
 
     # --- host --------------------------------------------------------------------------------
 
-    def _init_procs(self) -> None:
-        if psutil is None:
-            self.add_note("psutil is not importable: host CPU and server CPU/RSS not measured")
-            return
-        for pid in self.pids:
-            try:
-                self._procs.append(psutil.Process(pid))
-            except psutil.Error as err:
-                self.add_note(f"server process {pid} not found ({err}): its CPU/RSS unavailable")
-        self._host_prev, self._host_prev_ns = self._cpu_busy_total(), time.perf_counter_ns()
-
-    @staticmethod
-    def _cpu_busy_total() -> tuple[float, float] | None:
-        if psutil is None:
-            return None
-        try:
-            ct = psutil.cpu_times()
-        except Exception:
-            return None
-        total = sum(ct)
-        idle = ct.idle + getattr(ct, "iowait", 0.0)
-        return total - idle, total
-
     def _host_row(self) -> dict:
         t, t_ns = time.time(), time.perf_counter_ns()
-        cpu_pct = None
-        # CPU times advance in clock ticks (10 ms): a rate over a shorter interval (a mark right
-        # after a tick) would be noise, so it is left null and the next sample covers the time
-        long_enough = self._host_prev_ns is None or t_ns - self._host_prev_ns >= MIN_RATE_INTERVAL_NS
-        if long_enough:
-            now = self._cpu_busy_total()
-            if now is not None and self._host_prev is not None and now[1] > self._host_prev[1]:
-                cpu_pct = min(max((now[0] - self._host_prev[0]) / (now[1] - self._host_prev[1]) * 100.0, 0.0), 100.0)
-            if now is not None and (self._host_prev is None or now[1] > self._host_prev[1]):
-                self._host_prev, self._host_prev_ns = now, t_ns
-        rss_mib, server_cpu = self._server_figures(t_ns)
-        return self._row(t, t_ns, gpu_index=None, gpu_name=None, cpu_pct=cpu_pct, server_rss_mib=rss_mib,
-                         server_cpu_pct=server_cpu)
-
-    def _server_figures(self, t_ns: int) -> tuple[float | None, float | None]:
-        if not self._procs:
-            return None, None
-        rate_due = self._server_prev_ns is None or t_ns - self._server_prev_ns >= MIN_RATE_INTERVAL_NS
-        rss, cpu_delta, seen, alive = 0, 0.0, {}, False
-        for root in self._procs:
-            try:
-                family = [root] + root.children(recursive=True)
-            except psutil.Error:
-                continue
-            for p in family:
-                try:
-                    with p.oneshot():
-                        key = (p.pid, p.create_time())
-                        if key in seen:
-                            continue  # counted already (two instances on one server)
-                        mem = p.memory_info().rss
-                        ct = p.cpu_times()
-                except psutil.Error:
-                    continue
-                alive = True
-                rss += mem
-                cpu = ct.user + ct.system
-                # a process first seen now was born after the previous sample: all its CPU is new
-                cpu_delta += cpu - self._proc_cpu.get(key, 0.0)
-                seen[key] = cpu
-        if not alive:
-            return None, None
-        if not rate_due:
-            return rss / MIB, None
-        first = self._server_prev_ns is None
-        dt_s = (t_ns - self._server_prev_ns) / 1e9 if not first else 0.0
-        self._proc_cpu, self._server_prev_ns = seen, t_ns
-        server_cpu = None if first or dt_s <= 0 else max(cpu_delta, 0.0) / dt_s * 100.0
-        return rss / MIB, server_cpu
+        return self._row(t, t_ns, gpu_index=None, gpu_name=None, **self._host.read(t_ns))
 
     # --- one tick ----------------------------------------------------------------------------
 
@@ -376,17 +251,3 @@ class Sampler:
         self._rows.extend(rows)
         self._tick += 1
 
-
-def server_pids(instances: Any) -> tuple[list[int], str | None]:
-    """The local server process ids of instances (EmbeddedInstance, OllamaProcessInstance have
-    .pid), and a note when some instance has none (external servers, containers)."""
-    pids, without = [], []
-    for inst in instances:
-        pid = getattr(inst, "pid", None)
-        if pid:
-            pids.append(int(pid))
-        else:
-            without.append(f"{getattr(inst, 'name', '?')} ({getattr(inst, 'provider', '?')})")
-    note = (f"no local server process for {', '.join(without)}: server CPU/RSS not measured for it"
-            if without else None)
-    return pids, note
