@@ -25,6 +25,7 @@ from trbench.data import store
 from trbench.config.agents import AgentSuite, load_agents
 from trbench.run.multi import MultiRunPlan
 from trbench.config.prompts import PromptSuite, load_prompts
+from trbench.run.plan import attempt_plans
 from trbench.run.single import RunPlan
 from trbench.config.spec import MatrixSpec, parse_spec
 
@@ -42,20 +43,6 @@ def load_recorded_spec(tr_id: str, output_dir: str) -> tuple[MatrixSpec, PromptS
     return spec, load_prompts(resolve_path(spec.prompts)), agents
 
 
-def _top(runs) -> int:
-    return 0 if runs.empty else int(runs["attempt"].max())
-
-
-def _attempt_plans(plans: list, stored) -> list:
-    """The plans of one config as the next attempt, or, when the latest attempt has fewer runs
-    than planned (a crashed rerun_flagged), the runs that attempt is missing."""
-    top = _top(stored)
-    cut_short = top > 0 and int((stored["attempt"] == top).sum()) < len(plans)
-    attempt = top if cut_short else top + 1
-    done = set(stored["run_id"])
-    return [q for q in (p.model_copy(update={"attempt": attempt}) for p in plans) if q.run_id not in done]
-
-
 def next_attempts(flagged: list[dict]):
     """A selector for run_tr: every run of each flagged config, one attempt higher than any before."""
 
@@ -68,12 +55,12 @@ def next_attempts(flagged: list[dict]):
             plans = [p for p in single if p.cell_hash == cell_hash]
             c = plans[0].cell
             if (c.model, c.num_gpu, c.num_ctx, c.temperature) in cells:
-                todo_single += _attempt_plans(plans, runs[runs["cell_hash"] == cell_hash])
+                todo_single += attempt_plans(plans, runs[runs["cell_hash"] == cell_hash])
         todo_multi: list[MultiRunPlan] = []
         for key in dict.fromkeys((p.model, p.scenario) for p in multi):
             if key in scenarios:
                 plans = [p for p in multi if (p.model, p.scenario) == key]
-                todo_multi += _attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])])
+                todo_multi += attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])])
         return todo_single, todo_multi
 
     return select

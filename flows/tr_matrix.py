@@ -24,7 +24,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
-from tasks.bench import plan_lanes, record_failed_runs, run_lane
+from tasks.bench import record_failed_runs, run_lane
 from tasks.instances import start_instances, stop_instances
 from tasks.multi_agent import multi_agent_run
 from tasks.preflight import check_instance, check_model, vram_budget
@@ -37,66 +37,15 @@ from trbench.run import progress
 from trbench import regression
 from trbench.data import store
 from trbench.config.agents import ROLES, AgentSuite
-from trbench.engines import Instance, InstanceError, create_instances
-from trbench.engines.model_kind import prompt_style
+from trbench.engines import InstanceError, create_instances
 from trbench.data.failures import InstanceFaults
 from trbench.run.preflight import PreflightError
-from trbench.run.multi import AgentSlot, MultiRunPlan, config_hash
+from trbench.run.multi import MultiRunPlan
+from trbench.run.plan import apply_budget, plan_lanes, plan_multi_runs, plan_runs, unfinished
 from trbench.config.prompts import PromptSuite
 from trbench.run.single import Gate, RunCancelled, RunPlan
 from trbench.config.spec import MatrixSpec
 from trbench.validation import ValidationResult
-
-
-def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance],
-              facts: dict[str, dict] | None = None) -> list[RunPlan]:
-    """Every run of the single-agent matrix; a base model (facts: no chat template) is prompted as
-    plain-text completion."""
-    if not spec.single_agent:
-        return []
-    facts = facts or {}
-    return [
-        RunPlan(tr_id=spec.tr_id, cell=cell, cell_hash=spec.cell_hash(cell, prompts.digest), run_index=i,
-                instance=instances[0].name, instance_url=instances[0].url,
-                prompt_style=prompt_style(facts.get(cell.model)))
-        for cell in spec.cells()
-        for i in range(spec.runs)
-    ]
-
-
-def apply_budget(plans: list[RunPlan], decisions: list[dict], spec: MatrixSpec,
-                 prompts: PromptSuite) -> tuple[list[RunPlan], list[tuple[RunPlan, str]]]:
-    """Downgraded cells run at the rung that fits; skipped cells are returned with their reason."""
-    by_key = {(d["model"], d["num_gpu"], d["num_ctx"]): d for d in decisions}
-    kept, skipped = [], []
-    for plan in plans:
-        d = by_key.get(plan.cell.server_key)
-        if d is None or d["action"] == "run":
-            kept.append(plan)
-        elif d["action"] == "skip":
-            skipped.append((plan, f"skipped by the VRAM budget: {d['reason']}"))
-        else:
-            cell = plan.cell.model_copy(update={"num_gpu": d["to_num_gpu"], "num_ctx": d["to_num_ctx"]})
-            kept.append(plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest)}))
-    return kept, skipped
-
-
-def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[Instance],
-                    facts: dict[str, dict] | None = None) -> list[MultiRunPlan]:
-    if spec.multi_agent is None or suite is None:
-        return []
-    facts = facts or {}
-    plans = []
-    for model in spec.multi_agent_models:
-        for scenario in spec.multi_agent.scenarios:
-            options = spec.multi_agent.options(scenario)
-            slots = [AgentSlot(role=role, instance=inst.name, instance_url=inst.url, options=spec.resolve_options(o))
-                     for role, inst, o in zip(ROLES, instances, options)]
-            h = config_hash(spec, model, scenario, slots, suite.content_digest)
-            plans += [MultiRunPlan(tr_id=spec.tr_id, model=model, scenario=scenario, run_index=i, slots=slots,
-                                   config_hash=h, prompt_style=prompt_style(facts.get(model)))
-                      for i in range(spec.multi_agent.runs)]
-    return plans
 
 
 def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
@@ -121,12 +70,6 @@ def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Pa
 
 
 Selector = Callable[[list[RunPlan], list[MultiRunPlan], Path], tuple[list[RunPlan], list[MultiRunPlan]]]
-
-
-def unfinished(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
-    """Resume: the runs without a finished run file (the run files are the ledger)."""
-    done_single, done_multi = store.finished_run_ids(root), store.finished_run_ids(root, "multi")
-    return [p for p in single if p.run_id not in done_single], [p for p in multi if p.run_id not in done_multi]
 
 
 def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, select: Selector) -> State:

@@ -19,7 +19,8 @@ from trbench.engines import Instance, unanswered
 from trbench.data.failures import InstanceFaults
 from trbench.config.prompts import PromptSuite
 from trbench.run.single import Gate, RunPlan, execute_run, failed_run
-from trbench.config.spec import MatrixSpec, OptionSet
+from trbench.config.spec import MatrixSpec
+from trbench.run.plan import Lane, oom_decision
 from tasks.instances import prepare_instance, unload_model
 
 # errors after which the server is asked whether it still answers at all
@@ -101,35 +102,8 @@ def _outcome(row: dict) -> dict:
                                 "error_kinds")}
 
 
-class Lane(BaseModel):
-    """Runs that share one instance, measured one after the other."""
-
-    instance: int
-    plans: list[RunPlan]
-
-
-def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, instances: list[Instance]) -> list[Lane]:
-    """serial: every run on instance 0, one model loaded at a time. parallel: models spread over
-    up to max_parallel instances, each lane measuring its own cells (never a batch average)."""
-    width = 1 if spec.execution.mode == "serial" else min(spec.execution.max_parallel, len(instances), len(spec.models))
-    lane_of = {m: i % width for i, m in enumerate(spec.models)}
-    lanes = [
-        Lane(instance=i, plans=[p.model_copy(update={"instance": instances[i].name, "instance_url": instances[i].url})
-                                for p in plans if lane_of[p.cell.model] == i])
-        for i in range(width)
-    ]
-    return [lane for lane in lanes if lane.plans]
-
-
 class LaneResult(BaseModel):
     outcomes: list[dict]  # the runs this lane measured (finished ones it skipped are not among them)
-
-
-def fallback_plan(plan: RunPlan, rung: OptionSet, spec: MatrixSpec, prompts: PromptSuite) -> RunPlan:
-    """The same run one rung down the OOM ladder: fewer GPU layers and/or a smaller context."""
-    cell = plan.cell.model_copy(update={k: v for k, v in (("num_gpu", rung.num_gpu), ("num_ctx", rung.num_ctx)) if v is not None})
-    return plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest),
-                                   "fallback_from": plan.fallback_from or plan.cell.label})
 
 
 def _run_group(group: list[RunPlan], spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
@@ -173,18 +147,6 @@ def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict]:
     return [_outcome(row) for row in runs.where(runs.notna(), None).to_dict("records")]
 
 
-def _oom_decision(group: list[RunPlan], oom: list[str], rungs: list[OptionSet], spec: MatrixSpec,
-                  prompts: PromptSuite) -> tuple[dict, list[RunPlan]]:
-    """What an out-of-memory config does next: the same runs one rung down, or stay failed."""
-    decision = {"model": group[0].cell.model, "from_config": group[0].cell.label, "oom_runs": oom}
-    if not rungs:
-        return {**decision, "to_config": None, "decision": "no fallback left: the config stays failed"}, []
-    rung = rungs.pop(0)
-    lower = [fallback_plan(p, rung, spec, prompts) for p in group]
-    return {**decision, "to_config": lower[0].cell.label,
-            "decision": f"retried at {lower[0].cell.label} (next rung of oom_fallback)"}, lower
-
-
 @task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
 def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
              manifest_digest: str, root: Path, gate: Gate, faults: InstanceFaults) -> LaneResult:
@@ -223,7 +185,7 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
             oom = sorted(o["run_id"] for o in ran + stored if "oom" in (o.get("error_kinds") or ""))
             if not oom:
                 break
-            decision, group = _oom_decision(group, oom, rungs, spec, prompts)
+            decision, group = oom_decision(group, oom, rungs, spec, prompts)
             failures.record_fallbacks(root, [decision])
         next_model = groups[n + 1][0].cell.model if n + 1 < len(groups) else None
         if spec.execution.mode == "serial" and loaded and next_model != groups[n][0].cell.model:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import free_port, llama_servers
 
-from flows.tr_matrix import apply_budget, plan_runs
+from trbench.run.plan import apply_budget, plan_runs
 from tasks.preflight import vram_budget
 from trbench.measure import vram
 from trbench.engines import create_instances

@@ -1,5 +1,5 @@
-"""Running a TR's measurements: the plan (which runs, on which instance, within the VRAM budget),
-one single-agent run, one multi-agent run, the preflight checks and the progress events. No Prefect:
+"""Running a TR's measurements: the plan (which runs, on which instance, within the VRAM budget,
+down the OOM ladder, what a resume still needs), one single-agent run, one multi-agent run, the preflight checks and the progress events. No Prefect:
 tasks/ and flows/ call these."""
 
 from trbench import lazy_exports
@@ -8,6 +8,8 @@ _WHERE = {
     "RunPlan": "single", "RunResult": "single", "Gate": "single", "RunCancelled": "single",
     "execute_run": "single", "failed_run": "single",
     "MultiRunPlan": "multi", "AgentSlot": "multi", "execute_multi_run": "multi", "failed_multi_run": "multi",
+    "plan_runs": "plan", "apply_budget": "plan", "plan_multi_runs": "plan", "unfinished": "plan", "Lane": "plan",
+    "plan_lanes": "plan", "fallback_plan": "plan", "oom_decision": "plan", "attempt_plans": "plan",
     "PreflightError": "preflight", "emit": "progress", "ProgressEvent": "progress",
 }
 __all__ = list(_WHERE)

@@ -20,6 +20,7 @@ from trbench.config.agents import ROLES, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.run.single import completion_text, prompt_text, request_row, unique_prefix, utc
 from trbench.config.spec import MatrixSpec, OptionSet
+from trbench.data.rows import AgentFigures, MaRequestRow, MaRunRow
 from trbench.data.store import slug
 
 N_AGENTS = len(ROLES)
@@ -120,12 +121,12 @@ def run_solo(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, Age
 def _agent_figures(run: AgentRun) -> dict:
     ms = [metrics.derive(ex) for _, ex, _ in run.calls]
     ok = [m for m in ms if m.status == "ok"]
-    return {
-        "decode_tps": metrics.mean([m.decode_tps for m in ok]),
-        "ttft_ms": metrics.mean([m.ttft_ms for m in ok]),
-        "wall_s": run.wall_s,
-        "output_tokens": sum(m.output_tokens or 0 for m in ok),
-    }
+    return AgentFigures(
+        decode_tps=metrics.mean([m.decode_tps for m in ok]),
+        ttft_ms=metrics.mean([m.ttft_ms for m in ok]),
+        wall_s=run.wall_s,
+        output_tokens=sum(m.output_tokens or 0 for m in ok),
+    ).model_dump()
 
 
 def contended(conc: dict, solo: dict, spec: MatrixSpec) -> bool | None:
@@ -153,8 +154,8 @@ def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[di
     for run in runs:
         keys = _keys(spec, plan, plan.slot(run.role))
         for call, ex, prompt in run.calls:
-            row = request_row(keys, len(rows), run.phase == "warmup", call, ex, prompt)
-            rows.append({**row, "phase": run.phase, "call": call})
+            rows.append(request_row(keys, len(rows), run.phase == "warmup", call, ex, prompt, model=MaRequestRow,
+                                    phase=run.phase, call=call))
     return rows
 
 
@@ -221,7 +222,7 @@ def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun
         row[f"delta_{k}"] = a - b if a is not None and b is not None else None
     row["valid"] = not errors and s is not None
     row["invalid_reason"] = None if row["valid"] else f"{len(errors)} failed call(s) of {len(measured)}"
-    return row
+    return MaRunRow(**row).model_dump()
 
 
 def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest_digest: str) -> dict:
@@ -234,4 +235,4 @@ def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest
     for role in ROLES:
         slot = plan.slot(role)
         row.update({f"{role}_instance": slot.instance, f"{role}_options": slot.options.model_dump_json()})
-    return row
+    return MaRunRow(**row).model_dump()

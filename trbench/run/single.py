@@ -20,6 +20,7 @@ from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
+from trbench.data.rows import RequestRow, RunRow
 from trbench.data.store import slug
 
 
@@ -151,30 +152,33 @@ def _keys(spec: MatrixSpec, plan: RunPlan) -> dict:
 
 
 def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExchange, prompt: str,
-                cache_target: str | None = None) -> dict:
+                cache_target: str | None = None, model: type[RequestRow] = RequestRow, **extra: object) -> dict:
+    """One request's row, built (and type-checked) through its model: RequestRow, or MaRequestRow
+    with the multi-agent columns in `extra`."""
     m = metrics.derive(ex)
-    return {
+    return model(
         **keys,
-        "request_index": index,
-        "is_warmup": warmup,
-        "prompt_id": prompt_id,
-        "cache_target": cache_target,
-        "answer_check": metrics.answer_check(ex.text, prompt) if ex.status == "ok" else None,
-        "sent_at": utc(ex.sent_at_unix),
-        "http_status": ex.http_status,
-        "finish_reason": ex.finish_reason,
+        **extra,
+        request_index=index,
+        is_warmup=warmup,
+        prompt_id=prompt_id,
+        cache_target=cache_target,
+        answer_check=metrics.answer_check(ex.text, prompt) if ex.status == "ok" else None,
+        sent_at=utc(ex.sent_at_unix),
+        http_status=ex.http_status,
+        finish_reason=ex.finish_reason,
         **m.model_dump(),
-        "server_decode_tokens": ex.server_decode_tokens,
-        "server_decode_ms": ex.server_decode_ms,
-        "server_decode_tps_reported": ex.server_decode_tps_reported,
-        "server_total_ms": ex.server_total_ms,
-        "chunk_offsets_ms": [(t - ex.t_send_ns) / 1e6 for t in ex.token_times_ns],
-        "chunk_kinds": list(ex.token_kinds),
-        "output_text": ex.text,
-        "reasoning_text": ex.reasoning_text,
+        server_decode_tokens=ex.server_decode_tokens,
+        server_decode_ms=ex.server_decode_ms,
+        server_decode_tps_reported=ex.server_decode_tps_reported,
+        server_total_ms=ex.server_total_ms,
+        chunk_offsets_ms=[(t - ex.t_send_ns) / 1e6 for t in ex.token_times_ns],
+        chunk_kinds=list(ex.token_kinds),
+        output_text=ex.text,
+        reasoning_text=ex.reasoning_text,
         # what the GPUs held when the request failed (an OOM's context); None without a GPU
-        "gpu_memory_at_error": vram.gpu_memory_snapshot() if ex.status != "ok" else None,
-    }
+        gpu_memory_at_error=vram.gpu_memory_snapshot() if ex.status != "ok" else None,
+    ).model_dump()
 
 
 def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall_s: float,
@@ -213,7 +217,7 @@ def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall
         s = metrics.summarize([r["ttft_ms"] for r in ok if r["cache_state"] == state])
         row.update({f"n_{state}": s.n, f"ttft_{state}_ms_mean": s.mean, f"ttft_{state}_ms_p50": s.p50})
     row["decode_tps_cv_pct_within_run"] = metrics.cv_pct([r["decode_tps"] for r in ok])
-    return row
+    return RunRow(**row).model_dump()
 
 
 def execute_run(

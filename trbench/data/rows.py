@@ -1,0 +1,283 @@
+"""The rows trbench stores, as pydantic models; the pyarrow schemas of store.py are derived from them.
+
+One home per column: a column is declared once, here, with its Python type; `arrow_schema` maps
+that to the Parquet type (int -> int32 unless marked Int64, float -> float64, str -> string, bool ->
+bool_, datetime -> timestamp(us, UTC), list[...] -> list_). Field order is column order, and the
+derived schemas are pinned to the ones stored files were written with (tests/test_rows.py).
+The runners build each row through its model (types checked as it is made) and hand its
+model_dump to store.write_run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+import pyarrow as pa
+from pydantic import BaseModel, create_model
+
+
+class Arrow:
+    """Field metadata: the column's pyarrow type where the default mapping does not fit."""
+
+    def __init__(self, type_: pa.DataType) -> None:
+        self.type = type_
+
+
+Int64 = Annotated[int, Arrow(pa.int64())]  # token counts and energy counters outgrow int32
+F = float | None
+S = str | None
+I = int | None  # noqa: E741
+I64 = Int64 | None
+
+_ARROW: dict[Any, pa.DataType] = {
+    int: pa.int32(), float: pa.float64(), str: pa.string(), bool: pa.bool_(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_type(annotation: Any, metadata: typing.Iterable[Any] = ()) -> pa.DataType:
+    """The pyarrow type of one field's annotation (Optional is nullable anyway: it is unwrapped)."""
+    for m in metadata:
+        if isinstance(m, Arrow):
+            return m.type
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return arrow_type(args[0], args[1:])
+    if origin in (Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return arrow_type(inner)
+    if origin is list:
+        return pa.list_(arrow_type(args[0]))
+    if origin is Literal and all(isinstance(a, str) for a in args):
+        return pa.string()
+    return _ARROW[annotation]
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    """The model's fields as a pyarrow schema, in field order."""
+    return pa.schema([(name, arrow_type(f.annotation, f.metadata)) for name, f in model.model_fields.items()])
+
+
+def _extend(name: str, base: type[BaseModel], *parts: dict | type[BaseModel], doc: str = "") -> type[BaseModel]:
+    """base's fields followed by each part's, in order: a dict of generated fields (name ->
+    (annotation, default)) or the fields of another model."""
+    fields: dict[str, Any] = {}
+    for part in parts:
+        if isinstance(part, dict):
+            fields.update(part)
+        else:
+            fields.update({n: (f.annotation, f) for n, f in part.model_fields.items()})
+    model = create_model(name, __base__=base, __module__=__name__, **fields)
+    model.__doc__ = doc
+    return model
+
+
+class RunKeys(BaseModel):
+    """What identifies a single-agent run and its cell: the first columns of its requests and its run row."""
+
+    tr_id: str
+    run_id: str
+    attempt: int
+    cell_hash: str
+    model: str
+    provider: str
+    backend: str
+    instance: str
+    instance_url: str
+    num_gpu: I = None  # multi-agent options may leave these to the server's default (null)
+    num_ctx: I = None
+    temperature: F = None
+    ttft_mode: str  # the spec's ttft: cold | cached | both
+    prompt_style: str  # chat | completion (base model)
+    run_index: int
+
+
+class RequestRow(RunKeys):
+    """One request of a run, warm-ups included, with the raw observations its metrics come from."""
+
+    request_index: int
+    is_warmup: bool
+    prompt_id: str
+    cache_target: S = None  # what trbench asked for: cold | cached (null on warm-ups)
+    cache_state: str  # what the server's counts say: cold | partial | cached | unknown
+    answer_check: S = None  # ok | empty | template_tokens | echo (null on failed requests)
+    sent_at: dt.datetime
+    status: str
+    error_kind: S = None
+    error_message: S = None
+    http_status: I = None
+    finish_reason: S = None
+    ttft_ms: F = None
+    ttfat_ms: F = None
+    e2e_ms: F = None
+    prompt_tokens: I64 = None
+    output_tokens: I64 = None
+    cached_tokens: I64 = None
+    decode_tps: F = None
+    decode_tps_client: F = None
+    prefill_ms: F = None
+    load_ms: F = None
+    tpot_ms: F = None
+    itl_p50_ms: F = None
+    itl_p95_ms: F = None
+    itl_max_ms: F = None
+    n_chunks: int = 0
+    # the raw observations every metric above is derived from
+    server_decode_tokens: I64 = None
+    server_decode_ms: F = None
+    server_decode_tps_reported: F = None  # the server's own decode rate, where it reports one
+    server_total_ms: F = None
+    chunk_offsets_ms: list[float] = []
+    chunk_kinds: list[str] = []
+    output_text: S = None
+    reasoning_text: S = None
+    gpu_memory_at_error: S = None  # what the GPUs held when the request failed; null without a GPU
+
+
+class MaRequestRow(RequestRow):
+    """One call of a multi-agent run."""
+
+    scenario: str
+    agent: str
+    phase: str  # warmup | concurrent | solo
+    call: str
+
+
+class Energy(BaseModel):
+    """Energy and telemetry columns of both run tables (definitions: metrics.ENERGY_DEFINITIONS)."""
+
+    energy_j: F = None
+    energy_method: S = None
+    energy_window_s: F = None
+    j_per_token: F = None
+    tokens_per_j: F = None
+    tokens_per_dollar: F = None
+    cost_basis: S = None
+    gpu_power_w_mean: F = None
+    gpu_mem_used_mib_max: F = None
+    gpu_util_pct_mean: F = None
+    cpu_pct_mean: F = None
+    server_rss_mib_max: F = None
+    telemetry_note: S = None
+
+
+class _RunCounts(RunKeys):
+    started_at: dt.datetime
+    wall_s: float
+    instance_load_ms: F = None
+    n_requests: int
+    n_warmup: int
+    n_ok: int
+    n_errors: int
+    min_ok_requests: int
+    valid: bool
+    invalid_reason: S = None
+    error_kinds: S = None  # comma-separated, sorted
+    output_tokens_total: Int64 = 0
+    cached_tokens_total: Int64 = 0
+    answers_flagged: int = 0
+
+
+class _RunTail(BaseModel):
+    decode_tps_cv_pct_within_run: F = None
+    manifest_digest: str
+    gpu_memory_at_error: S = None
+    fallback_from: S = None  # the config label this OOM fallback replaces
+
+
+SUMMARIZED = ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
+STATS = ("mean", "p50", "p95", "p99")
+CACHE_STATES = ("cold", "partial", "cached", "unknown")  # as metrics.CACHE_STATES
+
+RunRow = _extend(
+    "RunRow", _RunCounts,
+    {f"{m}_{s}": (F, None) for m in SUMMARIZED for s in STATS},
+    # TTFT per cache state: never pooled across states
+    {n: (t, None) for st in CACHE_STATES
+     for n, t in ((f"n_{st}", I), (f"ttft_{st}_ms_mean", F), (f"ttft_{st}_ms_p50", F))},
+    _RunTail, Energy,
+    doc="One single-agent run's aggregates: written last, the ledger entry of a finished run.",
+)
+
+
+class AgentFigures(BaseModel):
+    """One agent's figures in one phase of a multi-agent run."""
+
+    decode_tps: F = None
+    ttft_ms: F = None
+    wall_s: F = None
+    output_tokens: I64 = None
+
+
+class _MaRunHead(BaseModel):
+    tr_id: str
+    run_id: str
+    attempt: int
+    cell_hash: str
+    model: str
+    scenario: str
+    provider: str
+    backend: str
+    run_index: int
+    started_at: dt.datetime
+    phase_order: S = None  # concurrent,solo | solo,concurrent
+    n_agents: int
+    concurrent_wall_s: F = None
+    sequential_wall_s: F = None
+    speedup: F = None
+    efficiency_pct: F = None
+    n_requests: int
+    n_errors: int
+    error_kinds: S = None
+    valid: bool
+    invalid_reason: S = None
+    contention: bool | None = None
+    contention_rule: str
+    delta_decode_tps: F = None
+    delta_ttft_ms: F = None
+    manifest_digest: str
+
+
+AGENT_ROLES = ("collector", "insight")  # as config.agents.ROLES
+AGENT_PHASES = ("concurrent", "solo")
+
+MaRunRow = _extend(
+    "MaRunRow", _MaRunHead,
+    {n: (t, None) for role in AGENT_ROLES for n, t in
+     [(f"{role}_instance", S), (f"{role}_options", S), (f"{role}_contended", bool | None)]
+     + [(f"{role}_{phase}_{k}", f.annotation) for phase in AGENT_PHASES for k, f in AgentFigures.model_fields.items()]},
+    Energy,
+    doc="One multi-agent run: both agents at once, then each alone, and what contention cost.",
+)
+
+
+class TelemetryRow(BaseModel):
+    """The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
+    (gpu_index set; power_w, energy_mj, util_pct, mem_used_mib, temp_c filled; host columns null)
+    plus one host row (gpu_index null; cpu_pct, server_rss_mib, server_cpu_pct filled; GPU columns
+    null); the rows of one tick share `sample`. t: wall clock (UTC) of the read; t_rel_s: monotonic
+    seconds since the sampler started; phase: idle | warmup | measured (single-agent) or idle |
+    warmup | concurrent | solo (multi-agent). Field meanings: trbench/measure/telemetry.py."""
+
+    tr_id: str
+    run_id: str
+    attempt: int
+    model: str
+    kind: str  # single | multi
+    sample: int
+    phase: str
+    gpu_index: I = None
+    gpu_name: S = None
+    t: dt.datetime
+    t_rel_s: float
+    power_w: F = None
+    energy_mj: I64 = None
+    util_pct: F = None
+    mem_used_mib: F = None
+    temp_c: F = None
+    cpu_pct: F = None
+    server_rss_mib: F = None
+    server_cpu_pct: F = None
