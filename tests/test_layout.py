@@ -7,11 +7,6 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "trbench"
-# the report and quality modules, until they move into trbench/report/ and trbench/quality/ (issue 12);
-# report <-> plots <-> regression is theirs to untangle, and the old paths they import are aliases
-REPORT_AND_QUALITY = {"report", "report_compare", "report_findings", "report_multi", "report_quality",
-                      "report_tables", "validation", "outliers", "plots", "regression"}
-ALIASES = {"spec", "storage", "metrics", "failures"}
 TOP_LEVEL = {"cli", "cli_prefect"}
 
 
@@ -89,14 +84,13 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_import_cycle_among_trbench_modules():
     mods = all_modules()
     known = set(mods)
-    skip = {f"trbench.{m}" for m in REPORT_AND_QUALITY}
-    graph = {name: imports_of(name, path, known) - skip for name, path in mods.items() if name not in skip}
+    graph = {name: imports_of(name, path, known) for name, path in mods.items()}
     assert cycles(graph) == []
 
 
 def test_a_handful_of_modules_at_the_top():
     top = {p.stem for p in ROOT.glob("*.py")} - {"__init__"}
-    assert top - REPORT_AND_QUALITY - ALIASES == TOP_LEVEL
+    assert top == TOP_LEVEL
 
 
 def test_every_folder_is_a_package_that_names_its_api():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trbench import outliers
+from trbench.quality import outliers
 from trbench.data import store
 
 TR_ID = "TRout"

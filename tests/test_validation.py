@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trbench.data import store
-from trbench import validation
+from trbench.quality import validation
 from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
 from trbench.report import write_report

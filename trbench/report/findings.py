@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from trbench.report_compare import WinnerRow
+from trbench.report.compare import WinnerRow
 
 _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
                 "unknown": "a prefill of unknown cache state"}

@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts, multi_key, parse_config_label, single_key
-from trbench import storage
+from trbench.data import store
 from trbench.backends.base import ErrorKind
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
@@ -281,7 +281,7 @@ _REQUEST_KEYS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider",
 
 
 def request_checks(frame: pd.DataFrame, multi: bool) -> list[Check]:
-    schema = storage.MA_REQUEST_SCHEMA if multi else storage.REQUEST_SCHEMA
+    schema = store.MA_REQUEST_SCHEMA if multi else store.REQUEST_SCHEMA
     keys = _REQUEST_KEYS + (["scenario", "agent", "phase", "call"] if multi else ["num_gpu", "num_ctx", "temperature"])
     checks = _dtype_checks(schema, frame, set(keys)) + _not_null(keys, frame)
     checks += [
@@ -343,7 +343,7 @@ def _run_table_checks(schema: pa.Schema, keys: list[str], frame: pd.DataFrame) -
 
 
 def run_checks(frame: pd.DataFrame) -> list[Check]:
-    checks = _run_table_checks(storage.RUN_SCHEMA, _RUN_KEYS, frame)
+    checks = _run_table_checks(store.RUN_SCHEMA, _RUN_KEYS, frame)
     checks += [
         _pair_eq("ok_plus_errors_equals_requests", "n_requests", "_chk_ok_plus_errors",
                  "n_ok + n_errors == n_requests", columns=["n_requests", "n_ok", "n_errors"]),
@@ -368,7 +368,7 @@ _MA_RUN_KEYS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "scenario", 
 
 
 def ma_run_checks(frame: pd.DataFrame) -> list[Check]:
-    checks = _run_table_checks(storage.MA_RUN_SCHEMA, _MA_RUN_KEYS, frame)
+    checks = _run_table_checks(store.MA_RUN_SCHEMA, _MA_RUN_KEYS, frame)
     checks += [
         _in_set("scenario_in_set", "scenario", SCENARIO_NAMES, f"scenario is one of {', '.join(SCENARIO_NAMES)}"),
         _between("n_agents_at_least_1", "n_agents", "n_agents >= 1", min_value=1),
@@ -701,17 +701,17 @@ def _read_table(root: Path, table: str, checks: Callable[[pd.DataFrame], list[Ch
     The schema checks see the dtypes of the whole table (_dtype_frame); the row checks see every row
     of the columns they name. categorical: strings as pandas categories in the row frame (a million
     request rows are filtered by status for each row condition: codes are cheap to take)."""
-    schema = storage.table_schema(table)
+    schema = store.table_schema(table)
     schema_checks, row_checks = _split(checks(schema.empty_table().to_pandas()))
     named = {c for check in row_checks for c in check.columns} | set(_ROW_EXTRA)
     row_columns = [f.name for f in schema if f.name in named]
     typed = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
-    projected = storage.read_arrow(root, table, list(dict.fromkeys(row_columns + typed)))
+    projected = store.read_arrow(root, table, list(dict.fromkeys(row_columns + typed)))
     if projected.num_rows == 0:
         dtypes = schema.empty_table().to_pandas()  # every column, no rows
     else:
         rest = [f.name for f in schema if f.name not in projected.column_names]
-        dtypes = _dtype_frame(schema, projected, storage.read_arrow(root, table, rest, limit=1))
+        dtypes = _dtype_frame(schema, projected, store.read_arrow(root, table, rest, limit=1))
     rows = projected.select(row_columns)
     if categorical:
         rows = pa.table({c: rows.column(c).dictionary_encode() if pa.types.is_string(rows.schema.field(c).type)
@@ -794,7 +794,7 @@ def validate_tr(tr_root: Path, expected_runs: dict[str, int] | None = None, repo
 def write_validation_json(result: ValidationResult, path: Path) -> Path:
     """The whole result as JSON, written atomically."""
     path = Path(path)
-    storage.write_json_atomic(path, result.model_dump(mode="json"))
+    store.write_json_atomic(path, result.model_dump(mode="json"))
     return path
 
 
