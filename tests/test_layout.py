@@ -102,3 +102,14 @@ def test_every_folder_is_a_package_that_names_its_api():
         names = [n for n in tree.body if isinstance(n, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]
         assert names, f"{init}: name the public API in __all__"
+
+
+def test_no_public_name_is_also_a_submodule():
+    # once `pkg.name` is imported as a module, Python sets it as the package's attribute and the lazy
+    # export of the same name is never asked for: `from trbench.report import publish` would give the module
+    for init in ROOT.rglob("__init__.py"):
+        where = [n.value for n in ast.parse(init.read_text()).body if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_WHERE" for t in n.targets)]
+        names = {k.value for d in where if isinstance(d, ast.Dict) for k in d.keys if isinstance(k, ast.Constant)}
+        submodules = {p.stem for p in init.parent.glob("*.py")} | {d.name for d in init.parent.iterdir() if d.is_dir()}
+        assert names & submodules == set(), f"{init}: {sorted(names & submodules)} name both an export and a module"

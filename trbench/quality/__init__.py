@@ -1,6 +1,7 @@
 """Data quality after a TR run: outliers (MAD flags per config, the configs to run again),
 regression (two built reports compared cell by cell against a threshold) and validation (Great
-Expectations suites over the run files, written as validation.json)."""
+Expectations suites over the run files, written as validation.json: checks as plain data in checks,
+the projected reads and derived frames in frames, the GX driver in gx)."""
 
 from trbench import lazy_exports
 
