@@ -9,8 +9,8 @@ runner would compute from their requests.
 
 Each step is one fresh process, as a person runs it:
   report    `trbench report <tr_id> --output-dir <dir>` (Markdown, HTML, plots)
-  flags     trbench.outliers.flag_outliers + write_flags (what the flow does after the runs)
-  validate  trbench.validation.validate_tr with the expected runs and the report just written
+  flags     trbench.quality.outliers.flag_outliers + write_flags (what the flow does after the runs)
+  validate  trbench.quality.validation.validate_tr with the expected runs and the report just written
 and prints `scale: <step> <N> rows: X s, peak Y MB` (X: wall time of the process, imports included;
 Y: its peak resident memory, from wait4). The same again at N/10 shows how each step scales: a last
 line per step splits its time into a part per 100k rows and a fixed part (imports, the plots of the

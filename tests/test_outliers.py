@@ -1,4 +1,4 @@
-"""MAD outlier flags (trbench.outliers) on planted run rows with hand-computed medians and MADs."""
+"""MAD outlier flags (trbench.quality.outliers) on planted run rows with hand-computed medians and MADs."""
 
 from __future__ import annotations
 

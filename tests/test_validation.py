@@ -1,4 +1,4 @@
-"""GX data QA (trbench.validation) on datasets built with the real row builders: a clean TR passes
+"""GX data QA (trbench.quality.validation) on datasets built with the real row builders: a clean TR passes
 every expectation; each injected defect is caught by its own named expectation, whose message names
 the config and the column."""
 

@@ -19,7 +19,7 @@ from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
-CACHE_STATES = ("cold", "partial", "cached", "unknown")  # trbench.metrics.CACHE_STATES
+CACHE_STATES = ("cold", "partial", "cached", "unknown")  # trbench.measure.metrics.CACHE_STATES
 DECODE_VS_SERVER_TOL_PCT = 0.1  # rounding only: the server view must be the server's own figure
 AGENTS = ("collector", "insight")
 PHASES = ("warmup", "concurrent", "solo")
@@ -31,7 +31,7 @@ MAX_EXAMPLES = 5
 
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 
-# The report's section headings (trbench/templates/report.md.j2); multi-agent only with ma runs.
+# The report's section headings (trbench/report/templates/report.md.j2); multi-agent only with ma runs.
 REPORT_SECTIONS = ["## Key findings", "## Objective", "## Setup", "## Methodology", "## Results",
                    "### % of baseline", "### Answer sanity", "## Cross-model comparison", "### Winner by scenario",
                    "## Efficiency frontier", "## VRAM and quantization", "## Regression against a baseline",

@@ -71,7 +71,7 @@ FLAGS_SCHEMA = pa.schema([
     ("num_ctx", pa.int32()),
     ("temperature", pa.float64()),
     ("scenario", pa.string()),  # multi-agent config; null on single-agent rows
-    ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.validation keys)
+    ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.data.cells keys)
     ("metric", pa.string()),
     ("value", pa.float64()),
     ("n_runs", pa.int32()),  # values in the group the median and MAD are over

@@ -251,7 +251,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
 
     spec: the TR's spec (title, objective, model order, baseline model); without it the spec recorded
     in the manifest is used where there is one. baseline_root: another TR run's folder to check for
-    regressions against (trbench.regression), with threshold_pct."""
+    regressions against (trbench.quality.regression), with threshold_pct."""
     tr_root = Path(tr_root)
     all_runs = read_frame(tr_root, "runs", RUN_COLUMNS)
     reqs = RequestColumns.read(tr_root)  # the columns the statistics read, not the texts and chunk lists

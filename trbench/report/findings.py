@@ -1,7 +1,7 @@
 """What the report says first and last: key findings, answers to the objective's questions, and
 recommendations, each sentence generated from the computed report under the interval rule.
 
-A difference is stated only when the bootstrap 95% intervals separate (report_compare.decide);
+A difference is stated only when the bootstrap 95% intervals separate (trbench.report.compare.decide);
 otherwise the sentence says the data does not separate the models. Prefect-free, no formatting
 beyond the sentences themselves.
 """
