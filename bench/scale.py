@@ -1,7 +1,7 @@
 """Post-processing at scale: a synthetic TR of N request rows, then the report, the outlier flags and
 the validation, each timed in a fresh process (wall time and peak RSS).
 
-The TR is written with pyarrow directly, in trbench's real schema (storage.REQUEST_SCHEMA and
+The TR is written with pyarrow directly, in trbench's real schema (store.REQUEST_SCHEMA and
 RUN_SCHEMA, the manifest in each file's metadata): run files of 625 requests (1 warm-up, then 312
 prompts sent cold and again cached, ttft: both, TTFT tenfold apart), 8 models x 8 configs, a few
 failed requests, a few invalid runs and a few re-run attempts. Run rows carry the aggregates the
@@ -9,8 +9,8 @@ runner would compute from their requests.
 
 Each step is one fresh process, as a person runs it:
   report    `trbench report <tr_id> --output-dir <dir>` (Markdown, HTML, plots)
-  flags     trbench.outliers.flag_outliers + write_flags (what the flow does after the runs)
-  validate  trbench.validation.validate_tr with the expected runs and the report just written
+  flags     trbench.quality.outliers.flag_outliers + write_flags (what the flow does after the runs)
+  validate  trbench.quality.validation.validate_tr with the expected runs and the report just written
 and prints `scale: <step> <N> rows: X s, peak Y MB` (X: wall time of the process, imports included;
 Y: its peak resident memory, from wait4). The same again at N/10 shows how each step scales: a last
 line per step splits its time into a part per 100k rows and a fixed part (imports, the plots of the
@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trbench import storage
+from trbench.data import store
 from trbench.data.cells import config_label, single_key
 
 ROWS_PER_RUN = 625  # 1 warm-up + 312 prompts x (cold, cached)
@@ -108,7 +108,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
     model = MODELS[model_i]
     g, c, t = CONFIGS[config_i]
     label = config_label(g, c, t)
-    run_id = f"{storage.slug(model)}_{label}_r{run_index:02d}_a{attempt}"
+    run_id = f"{store.slug(model)}_{label}_r{run_index:02d}_a{attempt}"
     base_tps, base_ttft = _cell_base(model_i, config_i)
 
     error = np.zeros(n, dtype=bool)
@@ -151,7 +151,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
             "model": model, "provider": "external", "backend": "openai", "instance": "external-0",
             "instance_url": "http://127.0.0.1:1", "num_gpu": g, "num_ctx": c, "temperature": t, "ttft_mode": "both",
             "prompt_style": "chat", "run_index": run_index}
-    cols = {name: pa.array([v] * n, storage.REQUEST_SCHEMA.field(name).type) for name, v in keys.items()}
+    cols = {name: pa.array([v] * n, store.REQUEST_SCHEMA.field(name).type) for name, v in keys.items()}
     cols.update({
         "request_index": k.request_index, "is_warmup": k.is_warmup, "prompt_id": k.prompt_id,
         "cache_target": k.cache_target, "cache_state": pa.array(state, pa.string()),
@@ -179,7 +179,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
         "output_text": pa.array(np.where(ok, text.to_numpy(zero_copy_only=False), "").astype(object), pa.string()),
         "reasoning_text": pa.nulls(n, pa.string()), "gpu_memory_at_error": pa.nulls(n, pa.string()),
     })
-    schema = storage.REQUEST_SCHEMA.with_metadata(meta)
+    schema = store.REQUEST_SCHEMA.with_metadata(meta)
     requests = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
 
     measured, good = ~warm, ok & ~warm
@@ -203,7 +203,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
         row.update({f"n_{st}": int(sel.size), f"ttft_{st}_ms_mean": mean, f"ttft_{st}_ms_p50": p50})
     a = tps[good]
     row["decode_tps_cv_pct_within_run"] = float(a.std(ddof=1) / a.mean() * 100) if a.size > 1 else None
-    run_schema = storage.RUN_SCHEMA.with_metadata(meta)
+    run_schema = store.RUN_SCHEMA.with_metadata(meta)
     return requests, pa.Table.from_pylist([row], schema=run_schema)
 
 
@@ -231,7 +231,7 @@ def build(root: Path, rows: int) -> dict[str, int]:
         key = single_key(MODELS[m], *CONFIGS[cfg])
         expected[key] = max(expected.get(key, 0), ri + 1)
     man = manifest(tr_id, max(expected.values()))
-    meta = {storage.MANIFEST_KEY: json.dumps(man, sort_keys=True).encode()}
+    meta = {store.MANIFEST_KEY: json.dumps(man, sort_keys=True).encode()}
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").write_text(json.dumps(man, indent=2, sort_keys=True))
     k = _Constant()
@@ -241,7 +241,7 @@ def build(root: Path, rows: int) -> dict[str, int]:
         req, run = run_tables(k, tr_id, m, cfg, ri, attempt, 1000 + i, invalid, started, meta)
         run_id = run.column("run_id")[0].as_py()
         for table, data in (("requests", req), ("runs", run)):
-            path = root / table / f"model_slug={storage.slug(MODELS[m])}" / f"{run_id}.parquet"
+            path = root / table / f"model_slug={store.slug(MODELS[m])}" / f"{run_id}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(data, path)
     (root / "expected_runs.json").write_text(json.dumps(expected, indent=1, sort_keys=True))
@@ -254,11 +254,11 @@ def build(root: Path, rows: int) -> dict[str, int]:
 def _step(name: str, root: Path) -> None:
     """Child process: one step on one TR."""
     if name == "flags":
-        from trbench.outliers import flag_outliers, write_flags
+        from trbench.quality.outliers import flag_outliers, write_flags
 
         write_flags(root, flag_outliers(root))
     elif name == "validate":
-        from trbench.validation import validate_tr
+        from trbench.quality.validation import validate_tr
 
         expected = json.loads((root / "expected_runs.json").read_text())
         report = root / "report" / f"{root.name}.md"

@@ -34,7 +34,8 @@ from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench.measure import manifest as env_manifest
 from trbench.run import progress
-from trbench import regression
+from trbench.quality import regression
+from trbench.report import compare_tr
 from trbench.data import store
 from trbench.config.agents import ROLES, AgentSuite
 from trbench.engines import InstanceError, create_instances
@@ -45,7 +46,7 @@ from trbench.run.plan import apply_budget, plan_lanes, plan_multi_runs, plan_run
 from trbench.config.prompts import PromptSuite
 from trbench.run.single import Gate, RunCancelled, RunPlan
 from trbench.config.spec import MatrixSpec
-from trbench.validation import ValidationResult
+from trbench.quality.validation import ValidationResult
 
 
 def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
@@ -180,7 +181,7 @@ def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped
     checked = _attempt(problems, "validation", validate, root, spec, report)
     state = final_state(spec, outcomes, skipped, report, checked, flagged)
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the state message too
-        verdict = _attempt(problems, "regression check", regression.compare_tr, root,
+        verdict = _attempt(problems, "regression check", compare_tr, root,
                            root.parent / spec.baseline_tr_id, spec.regression_threshold_pct)
         if verdict is not None:
             state.message = f"{state.message}; {regression.summary_message(verdict)}"

@@ -301,7 +301,7 @@ def test_pct_of() -> None:
 def test_integrated_two_stage_bootstrap_matches_drawing_every_request() -> None:
     # large runs use the integrated form (requests not drawn one by one): it must give what drawing
     # every request gives, up to Monte Carlo noise; small runs are drawn request by request
-    from trbench import metrics as m
+    from trbench.measure import metrics as m
 
     rng = np.random.default_rng(11)
     runs = [rng.normal(100 + shift, 8, 80) for shift in (0.0, 3.0, -2.0, 5.0)]

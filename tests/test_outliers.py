@@ -1,4 +1,4 @@
-"""MAD outlier flags (trbench.outliers) on planted run rows with hand-computed medians and MADs."""
+"""MAD outlier flags (trbench.quality.outliers) on planted run rows with hand-computed medians and MADs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trbench import outliers
+from trbench.quality import outliers
 from trbench.data import store
 
 TR_ID = "TRout"

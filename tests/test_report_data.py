@@ -1,4 +1,4 @@
-"""The report reads a projection of the tables (trbench.report_data): every run column its modules
+"""The report reads a projection of the tables (trbench.report.data): every run column its modules
 name is in the projection, and the projected request columns give the same rows per run as a full read."""
 
 from __future__ import annotations
@@ -8,19 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-from trbench import storage
-from trbench.report_data import REQUEST_COLUMNS, RUN_COLUMNS, RequestColumns
+from trbench.data import store
+from trbench.report.data import REQUEST_COLUMNS, RUN_COLUMNS, RequestColumns
 
-REPORT_MODULES = ["report.py", "report_compare.py", "report_quality.py", "report_findings.py", "report_tables.py",
-                  "plots.py", "regression.py"]
+REPORT_MODULES = ["report/build.py", "report/models.py", "report/text.py", "report/compare.py", "report/quality.py",
+                  "report/findings.py", "report/tables.py", "report/plots.py", "quality/regression.py"]
+TRBENCH = Path(__file__).resolve().parent.parent / "trbench"
 
 
 def test_every_run_column_the_report_names_is_read():
-    src = "".join((Path(storage.__file__).parent / m).read_text() for m in REPORT_MODULES)
-    named = {f.name for f in storage.RUN_SCHEMA if re.search(rf"[\"']{re.escape(f.name)}[\"']", src)}
+    src = "".join((TRBENCH / m).read_text() for m in REPORT_MODULES)
+    named = {f.name for f in store.RUN_SCHEMA if re.search(rf"[\"']{re.escape(f.name)}[\"']", src)}
     assert named - set(RUN_COLUMNS) == set()
-    assert set(RUN_COLUMNS) <= {f.name for f in storage.RUN_SCHEMA}
-    assert set(REQUEST_COLUMNS) <= {f.name for f in storage.REQUEST_SCHEMA}
+    assert set(RUN_COLUMNS) <= {f.name for f in store.RUN_SCHEMA}
+    assert set(REQUEST_COLUMNS) <= {f.name for f in store.REQUEST_SCHEMA}
 
 
 def test_rows_per_run_match_a_full_read(tmp_path):
@@ -31,7 +32,7 @@ def test_rows_per_run_match_a_full_read(tmp_path):
     spec.loader.exec_module(scale)
     root = tmp_path / "TRrows"
     scale.build(root, 3 * scale.ROWS_PER_RUN)  # the third run has a failed request
-    full = storage.read_requests(root)
+    full = store.read_requests(root)
     reqs = RequestColumns.read(root)
     assert reqs.n == len(full)
     for run_id, frame in full.groupby("run_id"):

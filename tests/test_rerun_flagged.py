@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from flows.rerun_flagged import rerun_flagged
 from flows.tr_matrix import tr_matrix
-from trbench import outliers
+from trbench.quality import outliers
 from trbench.data import store
 
 

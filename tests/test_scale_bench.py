@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from trbench import storage, validation
+from trbench.data import store
+from trbench.quality import validation
 from trbench.report import build_report
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "scale.py"
@@ -38,15 +39,15 @@ def test_files_carry_the_storage_schemas(synthetic):
     runs = sorted((root / "runs").glob("model_slug=*/*.parquet"))
     assert len(requests) == len(runs) == 3
     for path in requests:
-        assert pq.read_schema(path).remove_metadata() == storage.REQUEST_SCHEMA.remove_metadata()
-        assert storage.read_manifest(path)["spec"]["ttft"] == "both"
+        assert pq.read_schema(path).remove_metadata() == store.REQUEST_SCHEMA.remove_metadata()
+        assert store.read_manifest(path)["spec"]["ttft"] == "both"
     for path in runs:
-        assert pq.read_schema(path).remove_metadata() == storage.RUN_SCHEMA.remove_metadata()
+        assert pq.read_schema(path).remove_metadata() == store.RUN_SCHEMA.remove_metadata()
 
 
 def test_rows_read_back_as_a_ttft_both_tr(synthetic, scale):
     root, _ = synthetic
-    req, runs = storage.read_requests(root), storage.read_runs(root)
+    req, runs = store.read_requests(root), store.read_runs(root)
     assert len(req) == 3 * scale.ROWS_PER_RUN and len(runs) == 3
     measured = req[~req["is_warmup"].astype(bool) & (req["status"] == "ok")]
     targets = measured["cache_target"].value_counts()

@@ -8,8 +8,9 @@
   measure/   metrics, telemetry probes and sampler, energy, VRAM estimate, the manifest
   data/      cell identity, row models and the Parquet schemas derived from them, the store,
              the atomic writer, the failure log
-  report*, validation, outliers, plots, regression: report and quality (moving to report/ and
-             quality/); cli.py and cli_prefect.py: the command line
+  quality/   outlier flags, the regression comparison of two built reports, GX validation
+  report/    the report: models, build per section, tables, text, plots, render (templates/), publish
+  cli.py and cli_prefect.py: the command line
 
 Each package names its API in __all__ and imports it lazily (lazy_exports): `import trbench.cli`
 stays fast.

@@ -276,7 +276,7 @@ def report(
     """Render the report of a TR run again from its Parquet data (Markdown, HTML, plots).
 
     Exit codes: 0 done (no regressions), 2 bad input, 3 regressions against --baseline."""
-    from trbench.regression import EXIT_REGRESSION, describe, summary_message
+    from trbench.quality.regression import EXIT_REGRESSION, describe, summary_message
     from trbench.report import publish
     from trbench.data.store import tr_dir
 

@@ -3,7 +3,6 @@
 Written under a hidden temp name in the same folder, fsynced, renamed over the target, then the
 folder fsynced so that the rename itself survives a power cut. Readers see the old file or the
 new one, never half of one; the dot prefix keeps pyarrow datasets from ever reading the temp file.
-(report.py still has a writer of its own, report._write_atomic, until the report moves to report/.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from trbench.data.cells import config_label
 from trbench.data import store
@@ -138,12 +139,25 @@ def _clean(row: dict) -> dict:
     return {k: (None if v is not None and not isinstance(v, (list, str)) and pd.isna(v) else v) for k, v in row.items()}
 
 
+# what the log takes from a failed request (scenario and instance where the table has them)
+_REQUEST_COLUMNS = ["tr_id", "run_id", "attempt", "model", "scenario", "num_gpu", "num_ctx", "temperature",
+                    "is_warmup", "error_kind", "error_message", "gpu_memory_at_error", "instance"]
+_NOT_OK = (ds.field("status") != "ok") | ds.field("status").is_null()
+
+
+def _failed_requests(root: Path, table: str) -> pd.DataFrame:
+    """Only the failed rows and the columns the log uses: a TR of a million requests has few failures,
+    and reading every column of every request cost minutes."""
+    present = set(store.table_schema(table).names)
+    return store.read_frame(root, table, [c for c in _REQUEST_COLUMNS if c in present], _NOT_OK)
+
+
 def build_failure_log(root: Path) -> list[dict]:
     decisions = read_fallbacks(root)
     by_config = {(r.model, r.from_config): r.decision for r in decisions.itertuples()}
     rows = []
-    for table, frame in (("requests", store.read_requests(root)), ("ma_requests", store.read_ma_requests(root))):
-        for r in frame[frame["status"] != "ok"].itertuples():
+    for table in ("requests", "ma_requests"):
+        for r in _failed_requests(root, table).itertuples():
             config = _config(r)
             rows.append({"tr_id": r.tr_id, "table": table, "scope": "request", "run_id": r.run_id,
                          "attempt": r.attempt, "model": r.model, "config": config, "num_gpu": r.num_gpu,

@@ -49,8 +49,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts, multi_key, single_key
-from trbench import storage
-from trbench.spec import OutlierRule
+from trbench.data import store
+from trbench.config.spec import OutlierRule
 
 DEFAULT_K, DEFAULT_MIN_REL_MAD = OutlierRule().k, OutlierRule().min_rel_mad
 
@@ -71,7 +71,7 @@ FLAGS_SCHEMA = pa.schema([
     ("num_ctx", pa.int32()),
     ("temperature", pa.float64()),
     ("scenario", pa.string()),  # multi-agent config; null on single-agent rows
-    ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.validation keys)
+    ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.data.cells keys)
     ("metric", pa.string()),
     ("value", pa.float64()),
     ("n_runs", pa.int32()),  # values in the group the median and MAD are over
@@ -167,9 +167,9 @@ def flag_outliers(tr_root: Path, k: float = DEFAULT_K, min_rel_mad: float = DEFA
     """Every counted run x metric of one TR (single- and multi-agent), with its group's median, MAD,
     threshold and whether it is flagged. Columns: FLAGS_SCHEMA."""
     root = Path(tr_root)
-    rows = compute_flags(storage.read_frame(root, "runs", _columns(SINGLE_CONFIG, SINGLE_METRICS)), "single", k,
+    rows = compute_flags(store.read_frame(root, "runs", _columns(SINGLE_CONFIG, SINGLE_METRICS)), "single", k,
                          min_rel_mad)
-    rows += compute_flags(storage.read_frame(root, "ma_runs", _columns(MULTI_CONFIG, MULTI_METRICS)), "multi", k,
+    rows += compute_flags(store.read_frame(root, "ma_runs", _columns(MULTI_CONFIG, MULTI_METRICS)), "multi", k,
                           min_rel_mad)
     return _frame(rows)
 
@@ -186,7 +186,7 @@ def write_flags(tr_root: Path, frame: pd.DataFrame) -> Path:
     """tr_root/flags/flags.parquet, written atomically (temp name + rename)."""
     path = Path(tr_root) / FLAGS_FILE
     table = pa.Table.from_pylist(_records(frame), schema=FLAGS_SCHEMA)
-    storage.write_table_atomic(path, table)
+    store.write_table_atomic(path, table)
     return path
 
 

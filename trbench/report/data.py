@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trbench import storage
+from trbench.data import store
 
 # what the report's statistics read of each request row
 REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
@@ -47,7 +47,7 @@ def _floats(column: pa.ChunkedArray) -> np.ndarray:
 
 
 class RequestColumns:
-    """The projected request rows of one TR, row order as the files are read (storage.read_requests)."""
+    """The projected request rows of one TR, row order as the files are read (store.read_requests)."""
 
     def __init__(self, table: pa.Table) -> None:
         self.n = table.num_rows
@@ -68,7 +68,7 @@ class RequestColumns:
 
     @classmethod
     def read(cls, root: Path) -> RequestColumns:
-        return cls(storage.read_arrow(root, "requests", REQUEST_COLUMNS))
+        return cls(store.read_arrow(root, "requests", REQUEST_COLUMNS))
 
     def equals(self, column: str, value: str) -> np.ndarray:
         """column == value on every row (False on null); kept, as each cell asks again."""
@@ -126,7 +126,7 @@ def first_answer(root: Path, reqs: RequestColumns, rows: np.ndarray) -> tuple[st
     for p, model in zip(rows.tolist(), model_of):
         rid = reqs.run_ids[reqs.run_code[p]]
         if rid not in texts:
-            path = storage.run_file(root, "requests", model, rid)
+            path = store.run_file(root, "requests", model, rid)
             texts[rid] = _answers(path) if path.is_file() else {}
         text, prompt_id = texts[rid].get(int(reqs.values["request_index"][p]), (None, None))
         if text is not None and text.strip() != "":

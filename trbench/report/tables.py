@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
-from trbench.report_compare import MA_PCT_FIELDS
+from trbench.report.compare import MA_PCT_FIELDS
 
 CACHE_STATES = ("cold", "partial", "cached", "unknown")  # metrics.CACHE_STATES, in table order
 

@@ -1,7 +1,7 @@
 """The cross-model parts of the report: winner by scenario, multi-agent % of baseline, the energy
 frontier, VRAM against the estimate, quantization facts and sample answers.
 
-Computed from the report's cell results (trbench.report.CellResult, report_multi.ScenarioResult)
+Computed from the report's cell results (trbench.report.CellResult, trbench.report.multi.ScenarioResult)
 and the manifest; no formatting here.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from trbench import metrics
-from trbench.report_data import RequestColumns, first_answer
+from trbench.measure import metrics
+from trbench.report.data import RequestColumns, first_answer
 
 WINNER_RULE = (
     "the model with the best median wins a scenario only when its bootstrap 95% interval overlaps no other "

@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # before anything imports pyplot; the figures below never
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from trbench.report import Plot, ReportData  # noqa: E402
+from trbench.report.models import Plot, ReportData  # noqa: E402
 
 DPI = 110
 COLORS = ["#1f5f99", "#d9822b", "#3a9a4f", "#b8403a", "#7b5ea7", "#8c6d31", "#3b9fb5", "#c25a9b"]

@@ -26,7 +26,6 @@ code 3.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
@@ -137,7 +136,8 @@ def _multi_cells(data) -> dict[tuple, tuple[str, str, object]]:
 
 
 def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
-    """Compare two built reports (trbench.report.ReportData) cell by cell."""
+    """Compare two built reports (trbench.report.ReportData) cell by cell. Whoever has both builds them
+    (build_report with baseline_root does); nothing here reads Parquet or imports the report."""
     comparisons: list[Comparison] = []
     missing: list[MissingCell] = []
     for kind, cells_of, metric_list in (("single", _single_cells, SINGLE_METRICS),
@@ -160,13 +160,6 @@ def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> 
                     for match, (label, key, _) in base.items() if match not in cur]
     return RegressionResult(tr_id=current.tr_id, baseline_tr_id=baseline.tr_id, threshold_pct=threshold_pct,
                             comparisons=comparisons, missing=missing, rule=rule_text(threshold_pct))
-
-
-def compare_tr(tr_root: Path, baseline_root: Path, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
-    """Build both reports from their Parquet data and compare them."""
-    from trbench.report import build_report  # report imports this module for its types
-
-    return compare(build_report(Path(tr_root)), build_report(Path(baseline_root)), threshold_pct)
 
 
 def _fmt(v: float | None) -> str:

@@ -8,9 +8,9 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, latest_attempts
-from trbench import metrics
-from trbench.spec import SCENARIOS
-from trbench.storage import read_frame, read_ma_runs
+from trbench.measure import metrics
+from trbench.config.spec import SCENARIOS
+from trbench.data.store import read_frame, read_ma_runs
 
 AGENT_FIELDS = [(role, phase, name) for role in ("collector", "insight") for phase in ("concurrent", "solo")
                 for name in ("decode_tps", "ttft_ms")]

@@ -1,7 +1,7 @@
 """What the report says first and last: key findings, answers to the objective's questions, and
 recommendations, each sentence generated from the computed report under the interval rule.
 
-A difference is stated only when the bootstrap 95% intervals separate (report_compare.decide);
+A difference is stated only when the bootstrap 95% intervals separate (trbench.report.compare.decide);
 otherwise the sentence says the data does not separate the models. Prefect-free, no formatting
 beyond the sentences themselves.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from trbench.report_compare import WinnerRow
+from trbench.report.compare import WinnerRow
 
 _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
                 "unknown": "a prefill of unknown cache state"}

@@ -8,9 +8,9 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench.data.cells import config_label
-from trbench import metrics
-from trbench.outliers import read_flags
-from trbench.storage import read_ma_runs, read_runs
+from trbench.measure import metrics
+from trbench.quality.outliers import read_flags
+from trbench.data.store import read_ma_runs, read_runs
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
 _CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}

@@ -1,0 +1,162 @@
+"""The Great Expectations driver: builds each TableCheck's expectations on an ephemeral GX context
+(pandas datasource, dataframe asset, whole-frame batch) and turns GX's results into
+ExpectationOutcome rows with a one-line message and a few failing rows. GX is imported only here,
+inside the functions (the import takes seconds)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from trbench.quality.checks import MAX_EXAMPLES, Check, Severity, TableCheck
+
+
+
+class ExpectationOutcome(BaseModel):
+    table: str
+    expectation: str = Field(description="stable human name, e.g. ttft_positive_on_ok_rows")
+    gx_type: str = Field(description="the GX expectation type, e.g. expect_column_values_to_be_between")
+    columns: list[str]
+    severity: Severity = "error"
+    success: bool
+    element_count: int | None = None
+    unexpected_count: int | None = None
+    unexpected_examples: list[dict[str, Any]] = Field(default_factory=list)
+    observed: Any = None
+    message: str
+
+
+# --- running the suites ---------------------------------------------------------------------------
+
+
+def import_gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx  # noqa: PLC0415 (seconds to import: only when validating)
+
+    # this GX module pins its logger to INFO and announces its temporary docs folder on every
+    # context: noise in the CLI and the flow logs
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
+
+    return gx
+
+
+def make_context():
+    """An ephemeral GX context with progress bars off (reuse it across calls: validate_tr(context=...))."""
+    gx = import_gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return ctx
+
+
+def _json_value(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, (pd.Timestamp, dt.datetime)):
+        return v.isoformat()
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v if isinstance(v, (int, str)) else str(v)
+
+
+def _examples(tc: TableCheck, check: Check, index: list) -> list[dict]:
+    out = []
+    frame = tc.frame
+    for i in index[:MAX_EXAMPLES]:
+        if i not in frame.index:
+            continue
+        row = frame.loc[i]
+        ex = {c: _json_value(row[c]) for c in tc.example_columns if c in frame.columns}
+        for c in check.columns:
+            if c in frame.columns and c not in ex:
+                ex[c] = _json_value(row[c])
+        out.append(ex)
+    return out
+
+
+def _message(tc: TableCheck, check: Check, success: bool, element_count, unexpected_count, examples, observed) -> str:
+    where = tc.table if check.name == "columns_present" else f"{tc.table}.{'/'.join(check.columns)}"
+    if success:
+        return f"{where}: {check.name} passed ({check.what})"
+    configs = sorted({str(e["config"]) for e in examples if e.get("config")})
+    if tc.table in ("run_counts", "ma_run_counts"):
+        detail = "; ".join(
+            f"config {e['config']}: {int(e['n_runs'] if check.name != 'valid_runs_per_config' else e['n_valid'])} "
+            f"{'valid ' if check.name == 'valid_runs_per_config' else ''}run(s) of "
+            f"{'?' if e.get('expected') is None else int(e['expected'])} expected"
+            + (f", missing run_index {e['missing_run_indexes']}" if e.get("missing_run_indexes") else "")
+            for e in examples)
+        return f"{where}: {check.name} failed: {detail} ({check.what})"
+    if tc.table == "report":
+        heads = ", ".join(repr(e.get("heading")) for e in examples)
+        return f"{where}: {check.name} failed in {tc.frame['path'].iloc[0] if len(tc.frame) else '?'}: {heads} ({check.what})"
+    if unexpected_count is None:
+        obs = f"; observed {observed!r}" if observed is not None else ""
+        return f"{where}: {check.name} failed ({check.what}{obs})"
+    of = f" of {element_count}" if element_count is not None else ""
+    cfg = f" in config(s) {', '.join(configs)}" if configs else ""
+    runs = sorted({str(e["run_id"]) for e in examples if e.get("run_id")})
+    run_txt = f" (e.g. run {runs[0]})" if runs else ""
+    return f"{where}: {check.name} failed on {unexpected_count}{of} row(s){cfg}{run_txt}: expected {check.what}"
+
+
+def run_table(datasource, tc: TableCheck) -> list[ExpectationOutcome]:
+    gx = import_gx()
+    import great_expectations.expectations as gxe  # noqa: PLC0415
+    from great_expectations.expectations.row_conditions import Column as C  # noqa: PLC0415
+
+    by_name: dict[str, Check] = {}
+    expectations = []
+    for check in tc.checks:
+        if check.name in by_name:
+            raise ValueError(f"duplicate expectation name {check.name!r} on table {tc.table}")
+        by_name[check.name] = check
+        exp = check.build(gxe, C)
+        exp.meta = {"name": check.name, "table": tc.table}
+        expectations.append(exp)
+    # given at construction: add_expectation() compares each new one with all before it (quadratic)
+    suite = gx.ExpectationSuite(name=f"trbench.{tc.table}", expectations=expectations)
+    asset = datasource.add_dataframe_asset(f"{tc.table}.{uuid.uuid4().hex[:8]}")  # a table may come in parts
+    batch = asset.add_batch_definition_whole_dataframe(f"{tc.table}.all").get_batch(
+        batch_parameters={"dataframe": tc.frame})
+    validation = batch.validate(suite, result_format="COMPLETE")
+    outcomes: dict[str, ExpectationOutcome] = {}
+    for er in validation.results:
+        cfg = er.expectation_config
+        check = by_name[cfg.meta["name"]]
+        res = er.result or {}
+        exc = er.exception_info or {}
+        raised = bool(exc.get("raised_exception")) if isinstance(exc, dict) else False
+        index = res.get("unexpected_index_list") or []
+        examples = _examples(tc, check, list(index))
+        observed = _json_value(res.get("observed_value"))
+        success = bool(er.success) and not raised
+        msg = _message(tc, check, success, res.get("element_count"), res.get("unexpected_count"), examples, observed)
+        if raised:
+            msg = f"{tc.table}.{'/'.join(check.columns)}: {check.name} could not run: {exc.get('exception_message')}"
+        outcomes[check.name] = ExpectationOutcome(
+            table=tc.table, expectation=check.name, gx_type=cfg.type, columns=check.columns,
+            severity=check.severity, success=success, element_count=res.get("element_count"),
+            unexpected_count=res.get("unexpected_count"), unexpected_examples=examples,
+            observed=None if index else observed, message=msg.replace("\n", " "))
+    return [outcomes[c.name] for c in tc.checks]  # in suite order

@@ -1,0 +1,19 @@
+"""The TR report, from the Parquet files alone: models (ReportData, no formatting), build
+(build_report, one module per section: data, compare, multi, quality, findings, text), tables
+(every table formatted once), plots (matplotlib figures), render (Markdown and HTML from
+templates/*.j2) and publishing (publish(): the files under <tr_root>/report/, each written atomically).
+
+Imports point down: publishing -> build -> sections -> models; plots and render read only models and
+tables. The regression comparison (trbench.quality.regression) takes built ReportData."""
+
+from trbench import lazy_exports
+
+_WHERE = {
+    "build_report": "build", "recorded_spec": "build", "compare_tr": "build",
+    "ReportData": "models", "ReportFiles": "models", "Plot": "models", "CellResult": "models", "Config": "models",
+    "render_markdown": "render", "render_html": "render",
+    "render_plots": "plots",
+    "publish": "publishing", "write_report": "publishing",
+}
+__all__ = list(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

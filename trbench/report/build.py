@@ -1,0 +1,402 @@
+"""build_report(): every number the report says, computed from the Parquet files alone.
+
+It reads a projection of the tables (trbench.report.data: the columns it uses, numpy arrays indexed
+by run; a TR of a million requests reads in seconds, bench/scale.py) and returns a ReportData
+(trbench.report.models), no formatting. Each section beyond the cells is built by its own module:
+compare (winners, energy, VRAM, quantization, samples), multi (multi-agent), quality (flagged runs,
+re-runs), findings; text writes the methodology and the commands that reproduce the TR.
+
+Statistics follow metrics.RUN_DEFINITIONS: only measured (not warm-up) requests of status ok
+from valid runs, pooled per model x config; CV is over the per-run mean decode_tps of the valid
+runs. When a run was re-run (the same model, config and run_index with a higher attempt), only
+the latest attempt counts; the superseded ones are counted in the report and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trbench.config.spec import MatrixSpec, parse_spec
+from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
+from trbench.data.failures import read_fallbacks, read_instance_failures
+from trbench.data.store import read_frame, read_manifest
+from trbench.measure import metrics
+from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, RegressionResult
+from trbench.quality.regression import compare as compare_regression
+from trbench.report import compare as report_compare
+from trbench.report.data import RUN_COLUMNS, RequestColumns
+from trbench.report.findings import build_findings
+from trbench.report.models import (
+    CACHE_MODES, CONFIG_KEYS, DEFAULT_OBJECTIVE, MESSAGE_CHARS, MODEL_DETAIL_KEYS, QUESTIONS, CacheCheck, CacheInfo,
+    CellResult, Config, FailedRequest, InstanceInfo, InvalidRun, ModelInfo, PctRow, ReportData, Setup)
+from trbench.report.multi import build_multi_agent
+from trbench.report.quality import flagged_runs, reruns
+from trbench.report.tables import PCT_FIELDS
+from trbench.report.text import methodology, reproduce
+
+
+def _none(v: Any) -> Any:
+    """pandas' missing values (NaN, NA, NaT) as None."""
+    if v is None:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v
+
+
+def _str(v: Any) -> str | None:
+    v = _none(v)
+    return None if v is None else str(v)
+
+
+def _load_manifest(tr_root: Path) -> tuple[dict, str]:
+    path = tr_root / "manifest.json"
+    if path.is_file():
+        return json.loads(path.read_text()), str(path.name)
+    for run_file in sorted((tr_root / "runs").glob("model_slug=*/*.parquet")):
+        found = read_manifest(run_file)
+        if found:
+            return found, f"metadata of {run_file.relative_to(tr_root)}"
+    return {}, "none found"
+
+
+def _setup(manifest: dict, manifest_source: str, runs: pd.DataFrame, models: list[str]) -> Setup:
+    git = manifest.get("git") or {}
+    hw = manifest.get("hardware") or {}
+    gpu_names = []
+    for g in hw.get("gpus") or []:
+        if isinstance(g, dict):
+            mem = g.get("memory_total_mib")
+            gpu_names.append(f"{g.get('name', '?')}" + (f" ({mem} MiB)" if mem else ""))
+        else:
+            gpu_names.append(str(g))
+
+    instances = []
+    for inst in manifest.get("instances") or []:
+        if isinstance(inst, dict):
+            instances.append(InstanceInfo(
+                name=str(inst.get("name", "?")),
+                provider=_str(inst.get("provider")),
+                url=_str(inst.get("url") or inst.get("base_url")),
+            ))
+    if not instances and not runs.empty:  # the data says which instances served the runs
+        seen = runs[["instance", "provider", "instance_url"]].drop_duplicates().sort_values("instance")
+        instances = [InstanceInfo(name=str(r.instance), provider=_str(r.provider), url=_str(r.instance_url))
+                     for r in seen.itertuples()]
+
+    facts = manifest.get("models") or {}
+    model_infos = []
+    for name in sorted(set(models) | set(facts)):
+        f = facts.get(name) or {}
+        details = {k: str(f[k]) for k in MODEL_DETAIL_KEYS if f.get(k) is not None and k != "modelfile"}
+        details.update({k: str(v) for k, v in (f.get("details") or {}).items()
+                        if k in ("family", "parameter_size", "quantization_level")})
+        kind = str(f.get("model_kind") or "unknown")
+        if kind == "base":
+            kind = "base model (no chat template): plain-text completion"
+        model_infos.append(ModelInfo(name=name, kind=kind, digest=_str(f.get("digest")), details=details))
+
+    return Setup(
+        command=_str(manifest.get("command")),
+        commit=_str(git.get("commit")),
+        dirty=git.get("dirty"),
+        packages={str(k): _str(v) for k, v in (manifest.get("packages") or {}).items()},
+        cpu=_str(hw.get("cpu")),
+        cores=hw.get("cpu_cores_logical"),
+        memory_gib=hw.get("memory_gib"),
+        gpus=gpu_names,
+        platform=_str(hw.get("platform")),
+        python=_str(hw.get("python")),
+        instances=instances,
+        models=model_infos,
+        manifest_source=manifest_source,
+        vram_budget=[d for d in manifest.get("vram_budget") or [] if isinstance(d, dict)],
+    )
+
+
+def _baseline(spec: MatrixSpec | None, manifest: dict, models: list[str]) -> tuple[str | None, str]:
+    if spec is not None:
+        if spec.baseline_model:
+            return spec.baseline_model, "the spec's baseline_model"
+        return spec.baseline, "the spec's first model, since it names no baseline_model"
+    stored = manifest.get("baseline_model") or manifest.get("baseline")
+    if not stored and isinstance(manifest.get("spec"), dict):
+        stored = manifest["spec"].get("baseline_model")
+    if stored:
+        return str(stored), "the baseline stored in the manifest"
+    if models:
+        return sorted(models)[0], "the first model alphabetically, since no spec was given and no baseline is stored"
+    return None, "no models in the data"
+
+
+def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded: int,
+                 reqs: RequestColumns) -> CellResult:
+    valid_runs = cell_runs[cell_runs["valid"].astype(bool)].sort_values("run_index")
+    rows = reqs.rows(cell_runs["run_id"])
+    measured = rows[reqs.measured[rows]]
+    ok_measured = measured[reqs.ok[measured]]
+    per_run = [r[reqs.measured[r] & reqs.ok[r]] for r in (reqs.rows([rid]) for rid in valid_runs["run_id"])]
+    pooled = np.sort(np.concatenate(per_run)) if per_run else np.zeros(0, dtype=np.int64)
+
+    decode_values = reqs.floats("decode_tps", pooled)
+    decode = metrics.summarize(decode_values)
+    e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
+    run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
+    tpj, energy, tpd = report_compare.run_energy(valid_runs)
+    styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
+    return CellResult(
+        **_ttft_by_state(reqs, pooled, per_run),
+        decode_client_vs_server_pct=metrics.percentile(
+            [(c / v - 1) * 100 for c, v in zip(reqs.floats("decode_tps_client", pooled), decode_values)
+             if not math.isnan(c) and v and not math.isnan(v)], 50),
+        prompt_style="+".join(styles) or "chat",
+        answer_checks=reqs.counts("answer_check", ok_measured),
+        model=model,
+        config=config,
+        n_requests=len(pooled),
+        decode_tps_mean=decode.mean,
+        decode_tps_p50=decode.p50,
+        decode_tps_p95=decode.p95,
+        e2e_p50_ms=e2e.p50,
+        e2e_p95_ms=e2e.p95,
+        cv_pct=metrics.cv_pct(run_means),
+        run_means_decode_tps=run_means,
+        runs=len(cell_runs),
+        valid_runs=len(valid_runs),
+        invalid_runs=len(cell_runs) - len(valid_runs),
+        failed_requests=int((~reqs.ok[measured]).sum()),
+        superseded_runs=superseded,
+        cell_hashes=sorted(set(cell_runs["cell_hash"].dropna().astype(str))),
+        decode_tps_p50_ci=metrics.bootstrap_median_ci([reqs.values["decode_tps"][r] for r in per_run]),
+        e2e_p50_ci=metrics.bootstrap_median_ci([reqs.values["e2e_ms"][r] for r in per_run]),
+        run_tokens_per_j=tpj,
+        tokens_per_j_p50=metrics.percentile(tpj, 50),
+        tokens_per_j_ci=metrics.bootstrap_median_ci(tpj),
+        energy_j_p50=metrics.percentile(energy, 50),
+        energy_runs=sum(v is not None for v in tpj),
+        tokens_per_dollar_p50=metrics.percentile(tpd, 50),
+        gpu_mem_used_mib_max=report_compare.gpu_mem_max(valid_runs),
+    )
+
+
+def _ttft_by_state(reqs: RequestColumns, pooled: np.ndarray, per_run: list[np.ndarray]) -> dict[str, Any]:
+    """TTFT n, p50, p95 and the p50's interval for each cache state, from the server's own counts."""
+    out: dict[str, Any] = {}
+    for state in metrics.CACHE_STATES:
+        is_state = reqs.equals("cache_state", state)
+        s = metrics.summarize(reqs.floats("ttft_ms", pooled[is_state[pooled]]))
+        out.update({f"ttft_{state}_n": s.n, f"ttft_{state}_p50_ms": s.p50, f"ttft_{state}_p95_ms": s.p95,
+                    f"ttft_{state}_p50_ci": metrics.bootstrap_median_ci(
+                        [reqs.values["ttft_ms"][r[is_state[r]]] for r in per_run])})
+    return out
+
+
+def _cache_checks(reqs: RequestColumns, pooled: np.ndarray) -> list[CacheCheck]:
+    """Pooled requests per (cache target, cache state), sorted; a null target reads 'none', a null state is left out."""
+    (targets, target_labels), (states, state_labels) = reqs.coded["cache_target"], reqs.coded["cache_state"]
+    t, st = targets[pooled] + 1, states[pooled]  # target code 0: null
+    keep = st >= 0
+    n = np.bincount(t[keep] * len(state_labels) + st[keep], minlength=(len(target_labels) + 1) * len(state_labels))
+    pairs = {(target_labels[i // len(state_labels) - 1] if i // len(state_labels) else "none",
+              state_labels[i % len(state_labels)]): int(n[i]) for i in np.flatnonzero(n)}
+    return [CacheCheck(target=k[0], state=k[1], n=v) for k, v in sorted(pairs.items())]
+
+
+def _config_of(row: Any) -> Config:
+    return Config(num_gpu=int(row.num_gpu), num_ctx=int(row.num_ctx), temperature=float(row.temperature))
+
+
+def _model_order(spec: MatrixSpec | None, models: set[str]) -> list[str]:
+    listed = [m for m in spec.models if m in models] if spec is not None else []
+    return listed + sorted(models - set(listed))
+
+
+def _truncate(text: str | None, limit: int = MESSAGE_CHARS) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _iso(v: Any) -> str | None:
+    v = _none(v)
+    return None if v is None else pd.Timestamp(v).isoformat()
+
+
+# --- the public API ---------------------------------------------------------------------------
+
+
+def recorded_spec(manifest: dict) -> MatrixSpec | None:
+    """The spec a TR run recorded in its manifest, when it is there and still parses."""
+    raw = manifest.get("spec")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return parse_spec(raw, "recorded spec")
+    except Exception:  # an older or hand-made manifest: the report falls back on the data
+        return None
+
+
+def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> ReportData:
+    """Everything the report says, computed from the Parquet files (and manifest) under tr_root.
+
+    spec: the TR's spec (title, objective, model order, baseline model); without it the spec recorded
+    in the manifest is used where there is one. baseline_root: another TR run's folder to check for
+    regressions against (trbench.quality.regression), with threshold_pct."""
+    tr_root = Path(tr_root)
+    all_runs = read_frame(tr_root, "runs", RUN_COLUMNS)
+    reqs = RequestColumns.read(tr_root)  # the columns the statistics read, not the texts and chunk lists
+    manifest, manifest_source = _load_manifest(tr_root)
+    runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)
+    given_spec = spec
+    if spec is None:
+        spec = recorded_spec(manifest)
+
+    data_models = set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
+    models = _model_order(spec, data_models)
+    baseline, baseline_source = _baseline(spec, manifest, models)
+
+    # the model x config cells, each from its counted runs (requests of unfinished runs have no run row)
+    cells: list[CellResult] = []
+    if not runs.empty:
+        configs = sorted({_config_of(r).key() for r in runs.itertuples()})
+        for model in models:
+            for g, c, t in configs:
+                sel = (runs["model"] == model) & (runs["num_gpu"] == g) & (runs["num_ctx"] == c) & (
+                    runs["temperature"] == t)
+                if not sel.any():
+                    continue
+                n_superseded = 0
+                if not superseded.empty:
+                    n_superseded = int(((superseded["model"] == model) & (superseded["num_gpu"] == g)
+                                        & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)).sum())
+                cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t))
+                cells.append(_cell_result(model, cfg, runs[sel], n_superseded, reqs))
+
+    base_by_config = {cell.config.key(): cell for cell in cells if cell.model == baseline}
+    pct_rows = []
+    for cell in cells:
+        base = base_by_config.get(cell.config.key())
+        pct_rows.append(PctRow(
+            model=cell.model,
+            config=cell.config,
+            values={f: metrics.pct_of(getattr(cell, f), getattr(base, f) if base else None) for f in PCT_FIELDS},
+        ))
+
+    counted_ids = set(runs["run_id"]) if not runs.empty else set()
+    superseded_ids = set(superseded["run_id"]) if not superseded.empty else set()
+    failures = []
+    for r in (reqs.failed()
+              .sort_values(["model", *CONFIG_KEYS, "run_index", "attempt", "request_index"]).itertuples()):
+        notes = []
+        if bool(r.is_warmup):
+            notes.append("warm-up")
+        if r.run_id in superseded_ids:
+            notes.append("superseded attempt")
+        elif r.run_id not in counted_ids:
+            notes.append("unfinished run (no run row)")
+        failures.append(FailedRequest(
+            model=str(r.model), config=_config_of(r), run_id=str(r.run_id), request_index=int(r.request_index),
+            is_warmup=bool(r.is_warmup), error_kind=_str(r.error_kind), message=_truncate(_str(r.error_message)),
+            note=", ".join(notes),
+        ))
+    invalid = [
+        InvalidRun(model=str(r.model), config=_config_of(r), run_id=str(r.run_id),
+                   invalid_reason=_str(r.invalid_reason))
+        for r in runs[~runs["valid"].astype(bool)].sort_values(["model", *CONFIG_KEYS, "run_index"]).itertuples()
+    ] if not runs.empty else []
+
+    # prompt caching: the mode(s) the runs used and the cached tokens of the pooled requests
+    modes = sorted(set(runs["ttft_mode"].dropna().astype(str))) if not runs.empty else []
+    if not modes and spec is not None:
+        modes = [spec.ttft]
+    valid_ids = set(runs.loc[runs["valid"].astype(bool), "run_id"]) if not runs.empty else set()
+    pooled = reqs.rows(valid_ids)
+    pooled = pooled[reqs.measured[pooled] & reqs.ok[pooled]]
+    cached = [v for v in reqs.floats("cached_tokens", pooled) if not math.isnan(v)]
+    checks = _cache_checks(reqs, pooled)
+    cache = CacheInfo(
+        modes=modes,
+        descriptions={m: CACHE_MODES.get(m, m) for m in modes},
+        cached_tokens_total=int(sum(cached)),
+        cached_tokens_reported=bool(cached),
+        checks=checks,
+        states=[st for st in metrics.CACHE_STATES if any(getattr(c, f"ttft_{st}_n") for c in cells)],
+    )
+
+    tr_ids = sorted(set(all_runs["tr_id"].dropna().astype(str))) if not all_runs.empty else []
+    tr_id = given_spec.tr_id if given_spec is not None else (tr_ids[0] if tr_ids else tr_root.name)
+    setup = _setup(manifest, manifest_source, all_runs, models)
+    multi_agent = build_multi_agent(tr_root, models)
+    ma_results = multi_agent.results if multi_agent else []
+    energy = report_compare.energy_section(cells, setup.gpus)
+    winners = report_compare.winner_rows(cells, ma_results, models, energy.measured)
+    data = ReportData(
+        tr_id=tr_id,
+        title=(spec.title if spec is not None and spec.title else f"Technical Report {tr_id}"),
+        objective=(spec.objective if spec is not None and spec.objective else DEFAULT_OBJECTIVE),
+        setup=setup,
+        cache=cache,
+        definitions=dict(metrics.DEFINITIONS),
+        run_definitions=dict(metrics.RUN_DEFINITIONS),
+        first_started_at=_iso(all_runs["started_at"].min()) if not all_runs.empty else None,
+        last_started_at=_iso(all_runs["started_at"].max()) if not all_runs.empty else None,
+        n_run_files=len(all_runs),
+        n_request_rows=reqs.n,
+        n_warmup_rows=int(reqs.warmup.sum()),
+        baseline_model=baseline,
+        baseline_source=baseline_source,
+        cells=cells,
+        pct_of_baseline=pct_rows,
+        failures=failures,
+        invalid_runs=invalid,
+        multi_agent=multi_agent,
+        flagged_runs=flagged_runs(tr_root),
+        fallbacks=[{k: r[k] for k in ("model", "from_config", "to_config", "decision")}
+                   for r in read_fallbacks(tr_root).to_dict("records")],
+        server_failures=[{k: r[k] for k in ("instance", "operation", "model", "error_kind", "error_message")}
+                         for r in read_instance_failures(tr_root).to_dict("records")],
+        reruns=reruns(tr_root, all_runs),
+        questions=list(QUESTIONS),
+        statistics=dict(metrics.BOOTSTRAP_DEFINITIONS),
+        energy_definitions=dict(getattr(metrics, "ENERGY_DEFINITIONS", {})),
+        runs_per_cell=(int(runs.groupby(["model", *CONFIG_KEYS])["run_index"].nunique().max())
+                       if not runs.empty else None),
+        warmup_per_run=int(runs["n_warmup"].max()) if not runs.empty and runs["n_warmup"].notna().any() else None,
+        winners=winners,
+        winner_models=[m for m in models if any(m in w.estimates for w in winners)],
+        ma_pct_of_baseline=report_compare.ma_pct_rows(ma_results, baseline),
+        energy=energy,
+        vram=report_compare.vram_rows(setup.vram_budget, cells),
+        quant=report_compare.quant_rows(manifest.get("models") or {}, models),
+        samples=report_compare.sample_answers(tr_root, cells, reqs, valid_ids),
+    )
+    data.reproduce = reproduce(data, tr_root)
+    data.methodology = methodology(data, spec)
+    data.findings = build_findings(data)
+    if baseline_root is not None:
+        baseline_root = Path(baseline_root)
+        if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+            raise FileNotFoundError(f"no baseline TR data under {baseline_root}")
+        data.regression = compare_regression(data, build_report(baseline_root), threshold_pct)
+    else:
+        data.regression_note = ("No baseline TR run given: nothing compared. Give one with "
+                                f"`trbench report {tr_id} --baseline OTHER_TR_ID` (or the report flow's `baseline`).")
+    return data
+
+
+
+def compare_tr(tr_root: Path, baseline_root: Path,
+               threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
+    """Build both reports from their Parquet data and compare them cell by cell (the TR flow's
+    regression check; build_report with baseline_root does the same inside the report)."""
+    return compare_regression(build_report(Path(tr_root)), build_report(Path(baseline_root)), threshold_pct)

@@ -1,0 +1,255 @@
+"""What the report says, as data: the computed report (ReportData and its parts, no formatting),
+its figures (Plot) and the files publish() writes (ReportFiles)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
+from trbench.quality.regression import RegressionResult
+from trbench.report import compare as report_compare
+from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
+from trbench.report.findings import Findings
+from trbench.report.multi import MultiAgentSection
+from trbench.report.quality import FlaggedRun, Rerun
+
+MESSAGE_CHARS = 200
+
+CACHE_MODES = {
+    "cold": "every measured prompt starts with a unique prefix, so the server has nothing of it in its KV cache",
+    "cached": "every measured prompt is sent once as a 1-token warm-up (stored, not counted), then again, identical",
+    "both": "every measured prompt is sent cold (a unique prefix), then again, identical, served from the KV cache",
+}
+
+DEFAULT_OBJECTIVE = (
+    "Measure each model's single-agent throughput, time to first token, latency and run-to-run consistency, "
+    "and its dual-instance multi-agent efficiency and contention, with the architecture and configs held constant; "
+    "compare the models against the baseline model.")
+QUESTIONS = [
+    "Does model choice materially shift single-agent throughput (decode tok/s), TTFT and latency at the same config?",
+    "Does model choice change multi-agent efficiency, or does the architecture (two instances, two agents) dominate?",
+    "Which configurations fit the GPU memory budget, and what did a model cost in VRAM and, where measured, energy?",
+]
+CONFIG_KEYS = SINGLE_CONFIG_COLUMNS[1:]  # a config within one model
+
+
+# --- the computed report ----------------------------------------------------------------------
+
+
+class Config(BaseModel):
+    num_gpu: int
+    num_ctx: int
+    temperature: float
+
+    @property
+    def label(self) -> str:
+        return config_label(self.num_gpu, self.num_ctx, self.temperature)
+
+    def key(self) -> tuple[int, int, float]:
+        return (self.num_gpu, self.num_ctx, self.temperature)
+
+
+class CellResult(BaseModel):
+    """One model x config: the pooled statistics and the run/request counts."""
+
+    model: str
+    config: Config
+    n_requests: int  # measured ok requests of valid runs: the pooled sample
+    decode_tps_mean: float | None
+    decode_tps_p50: float | None
+    decode_tps_p95: float | None
+    e2e_p50_ms: float | None
+    e2e_p95_ms: float | None
+    cv_pct: float | None
+    run_means_decode_tps: list[float | None]  # per valid run, in run_index order
+    runs: int
+    valid_runs: int
+    invalid_runs: int
+    failed_requests: int  # measured requests with status != ok, in any counted run
+    superseded_runs: int = 0
+    cell_hashes: list[str] = []  # the runs' content hashes: what a baseline TR run is matched on
+    # bootstrap 95% intervals of the medians (metrics.bootstrap_median_ci, two-stage over runs and requests)
+    decode_tps_p50_ci: tuple[float, float] | None = None
+    e2e_p50_ci: tuple[float, float] | None = None
+    # TTFT per cache state (metrics.CACHE_STATES), never pooled: ttft_<state>_{n,p50_ms,p95_ms,p50_ci}
+    ttft_cold_n: int = 0
+    ttft_cold_p50_ms: float | None = None
+    ttft_cold_p95_ms: float | None = None
+    ttft_cold_p50_ci: tuple[float, float] | None = None
+    ttft_partial_n: int = 0
+    ttft_partial_p50_ms: float | None = None
+    ttft_partial_p95_ms: float | None = None
+    ttft_partial_p50_ci: tuple[float, float] | None = None
+    ttft_cached_n: int = 0
+    ttft_cached_p50_ms: float | None = None
+    ttft_cached_p95_ms: float | None = None
+    ttft_cached_p50_ci: tuple[float, float] | None = None
+    ttft_unknown_n: int = 0
+    ttft_unknown_p50_ms: float | None = None
+    ttft_unknown_p95_ms: float | None = None
+    ttft_unknown_p50_ci: tuple[float, float] | None = None
+    prompt_style: str = "chat"  # completion: a base model driven as plain text
+    # median per-request (decode_tps_client - decode_tps) / decode_tps x 100: the client clock against the server's
+    decode_client_vs_server_pct: float | None = None
+    answer_checks: dict[str, int] = {}  # answer_check value -> measured ok requests of the counted runs
+    # energy and memory, per valid run, where the run table has them (telemetry)
+    run_tokens_per_j: list[float | None] = []
+    tokens_per_j_p50: float | None = None
+    tokens_per_j_ci: tuple[float, float] | None = None
+    energy_j_p50: float | None = None
+    energy_runs: int = 0
+    tokens_per_dollar_p50: float | None = None
+    gpu_mem_used_mib_max: float | None = None
+
+
+class PctRow(BaseModel):
+    """A CellResult's numbers as % of the baseline model's at the same config (None: no baseline value)."""
+
+    model: str
+    config: Config
+    values: dict[str, float | None]
+
+
+class FailedRequest(BaseModel):
+    model: str
+    config: Config
+    run_id: str
+    request_index: int
+    is_warmup: bool
+    error_kind: str | None
+    message: str | None  # truncated to MESSAGE_CHARS
+    note: str = ""  # warm-up / superseded attempt / unfinished run: not in the failed-request counts
+
+
+class InvalidRun(BaseModel):
+    model: str
+    config: Config
+    run_id: str
+    invalid_reason: str | None
+
+
+class InstanceInfo(BaseModel):
+    name: str
+    provider: str | None
+    url: str | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: str = "unknown"  # instruct (has a chat template) | base (driven as plain-text completion)
+    digest: str | None
+    details: dict[str, str] = {}
+
+
+class Setup(BaseModel):
+    command: str | None
+    commit: str | None
+    dirty: bool | None
+    packages: dict[str, str | None]
+    cpu: str | None
+    cores: int | None
+    memory_gib: float | None
+    gpus: list[str]
+    platform: str | None
+    python: str | None
+    instances: list[InstanceInfo]
+    models: list[ModelInfo]
+    manifest_source: str
+    vram_budget: list[dict] = []
+
+
+# Model facts worth a reader's eye; the manifest keeps them all.
+MODEL_DETAIL_KEYS = ["source", "file", "size_bytes", "architecture", "quantization", "params_b", "context_length",
+                     "block_count", "head_count_kv", "parameters", "modelfile"]
+
+
+class CacheCheck(BaseModel):
+    """How many measured ok requests aimed at a cache state got which, by the server's own counts."""
+
+    target: str
+    state: str
+    n: int
+
+
+class CacheInfo(BaseModel):
+    modes: list[str]  # ttft modes seen in the data (or the spec's when there is no data)
+    descriptions: dict[str, str]
+    cached_tokens_total: int  # over the measured ok requests of valid runs
+    cached_tokens_reported: bool  # False when no request carried a cached_tokens value
+    checks: list[CacheCheck] = []
+    states: list[str] = []  # the cache states measured, in metrics.CACHE_STATES order
+
+
+class ReportData(BaseModel):
+    tr_id: str
+    title: str
+    objective: str
+    setup: Setup
+    cache: CacheInfo
+    definitions: dict[str, str]
+    run_definitions: dict[str, str]
+    first_started_at: str | None
+    last_started_at: str | None
+    n_run_files: int
+    n_request_rows: int
+    n_warmup_rows: int
+    baseline_model: str | None
+    baseline_source: str
+    cells: list[CellResult]
+    pct_of_baseline: list[PctRow]
+    failures: list[FailedRequest]
+    invalid_runs: list[InvalidRun]
+    multi_agent: MultiAgentSection | None = None
+    flagged_runs: list[FlaggedRun] = []
+    fallbacks: list[dict] = []
+    server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance
+    reruns: list[Rerun] = []
+    questions: list[str] = []
+    methodology: list[tuple[str, str]] = []
+    statistics: dict[str, str] = {}
+    energy_definitions: dict[str, str] = {}
+    reproduce: list[str] = []
+    runs_per_cell: int | None = None
+    warmup_per_run: int | None = None
+    winners: list[WinnerRow] = []
+    winner_models: list[str] = []
+    winner_rule: str = report_compare.WINNER_RULE
+    ma_pct_of_baseline: list[MaPctRow] = []
+    energy: EnergySection = EnergySection(measured=False, note=report_compare.NO_GPU_ENERGY, points=[])
+    vram: list[VramRow] = []
+    quant: list[QuantRow] = []
+    samples: list[SampleAnswer] = []
+    regression: RegressionResult | None = None
+    regression_note: str = ""
+    findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+class Plot(BaseModel):
+    """One figure of the report: a PNG and where it is written (report/plots/<name>.png)."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+    @property
+    def file(self) -> str:
+        return f"plots/{self.name}.png"
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+class ReportFiles(BaseModel):
+    markdown: Path
+    html: Path | None
+    plots: list[Path]
+    data: ReportData
+

@@ -1,0 +1,47 @@
+"""publish(): build the report, draw its figures and write <tr_root>/report/<tr_id>.md,
+<tr_id>.html and plots/*.png, each atomically (trbench.data.atomic); write_report() is publish()
+returning the Markdown's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trbench.config.spec import MatrixSpec
+from trbench.data.atomic import write_atomic, write_text_atomic
+from trbench.quality.regression import DEFAULT_THRESHOLD_PCT
+from trbench.report.build import build_report
+from trbench.report.models import Plot, ReportFiles
+from trbench.report.render import render_html, render_markdown
+
+
+def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+            threshold_pct: float = DEFAULT_THRESHOLD_PCT, html: bool = True, plots: bool = True) -> ReportFiles:
+    """Build the report and write report/<tr_id>.md, report/<tr_id>.html and report/plots/*.png
+    (each file temp + rename)."""
+    tr_root = Path(tr_root)
+    data = build_report(tr_root, spec, baseline_root, threshold_pct)
+    figures: list[Plot] = []
+    if plots:
+        from trbench.report.plots import render_plots  # matplotlib: only when plotting
+
+        figures = render_plots(data)
+    folder = tr_root / "report"
+    plot_paths = []
+    for fig in figures:
+        path = folder / fig.file
+        write_atomic(path, lambda tmp, png=fig.png: tmp.write_bytes(png))
+        plot_paths.append(path)
+    md_path = folder / f"{data.tr_id}.md"
+    write_text_atomic(md_path, render_markdown(data, figures))
+    html_path = None
+    if html:
+        html_path = folder / f"{data.tr_id}.html"
+        write_text_atomic(html_path, render_html(data, figures))
+    return ReportFiles(markdown=md_path, html=html_path, plots=plot_paths, data=data)
+
+
+def write_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT, html: bool = True, plots: bool = True) -> Path:
+    """Build and render the report; returns the Markdown's path, tr_root/report/<tr_id>.md (the HTML
+    and the plots are written beside it)."""
+    return publish(tr_root, spec, baseline_root, threshold_pct, html=html, plots=plots).markdown

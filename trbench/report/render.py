@@ -1,0 +1,73 @@
+"""The report laid out: Markdown and one self-contained HTML page from the Jinja2 templates
+(templates/report.md.j2 and report.html.j2, the HTML one autoescaped); every table is formatted once
+by trbench.report.tables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup, escape
+
+from trbench.report import compare as report_compare
+from trbench.report.models import Plot, ReportData
+from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAME = "report.md.j2"
+HTML_TEMPLATE_NAME = "report.html.j2"
+
+
+def _fence(text: str) -> str:
+    """A fenced code block that no backtick run inside the text can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _inline(text: str) -> Markup:
+    """HTML for prose with `code` spans: everything escaped, then the spans marked up."""
+    parts = str(text).split("`")
+    out = [str(escape(p)) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts)]
+    return Markup("".join(out))
+
+
+def _environment(html: bool = False) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=html,  # the HTML escapes every value it did not mark safe itself (model output included)
+    )
+    env.filters["fmt"] = fmt
+    env.filters["ci"] = fmt_ci
+    env.filters["cell"] = cell_text
+    env.filters["md"] = to_markdown
+    env.filters["fence"] = _fence
+    env.filters["inline"] = _inline
+    return env
+
+
+class _Plots(dict):
+    """Plots by name; a plot that was not drawn reads as None in the templates."""
+
+    def __getattr__(self, name: str) -> Plot | None:
+        return self.get(name)
+
+
+def _context(data: ReportData, plots: list[Plot] | None) -> dict:
+    return {"data": data, "t": tables(data), "plots": _Plots({p.name: p for p in plots or []}),
+            "sample_chars": report_compare.SAMPLE_CHARS}
+
+
+def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:
+    """The report as Markdown; plots (when given) are linked as report/plots/<name>.png."""
+    return _environment().get_template(TEMPLATE_NAME).render(**_context(data, plots))
+
+
+def render_html(data: ReportData, plots: list[Plot] | None = None) -> str:
+    """The report as one self-contained HTML page (inline CSS, plots as data: URIs), autoescaped."""
+    return _environment(html=True).get_template(HTML_TEMPLATE_NAME).render(**_context(data, plots))
