@@ -125,7 +125,7 @@ class OutlierRule(_Strict):
 
     k: float = Field(default=2.0, gt=0)
     min_rel_mad: float = Field(default=0.05, ge=0, lt=1, description="floor under MAD, as a share of the median: "
-                               "with 3-5 runs MAD is often tiny and would flag noise (see trbench/outliers.py)")
+                               "with 3-5 runs MAD is often tiny and would flag noise (see trbench/quality/outliers.py)")
 
 
 class TelemetrySpec(_Strict):

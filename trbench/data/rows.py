@@ -260,7 +260,7 @@ class TelemetryRow(BaseModel):
     plus one host row (gpu_index null; cpu_pct, server_rss_mib, server_cpu_pct filled; GPU columns
     null); the rows of one tick share `sample`. t: wall clock (UTC) of the read; t_rel_s: monotonic
     seconds since the sampler started; phase: idle | warmup | measured (single-agent) or idle |
-    warmup | concurrent | solo (multi-agent). Field meanings: trbench/measure/telemetry.py."""
+    warmup | concurrent | solo (multi-agent). Field meanings: trbench/measure/sampler.py."""
 
     tr_id: str
     run_id: str
