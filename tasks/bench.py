@@ -133,7 +133,7 @@ def _run_group(group: list[RunPlan], spec: MatrixSpec, inst: Instance, prompts: 
         if kinds & _SERVER_GONE_KINDS and (gone := unanswered(inst, spec.backend)):
             faults.record("health", inst.name, f"after run {plan.run_id} ({outcome.get('error_kinds')})",
                           model=plan.cell.model, config=label, unusable=f"it does not answer ({gone})")
-            return outcomes + record_not_run(rest, spec, f"{inst.name} cannot be used again: {faults.down(inst.name)}",
+            return outcomes + record_not_run(rest, spec, f"{inst.name} {store.SERVER_DOWN}: {faults.down(inst.name)}",
                                              manifest, manifest_digest, root)
     return outcomes
 
@@ -167,10 +167,10 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
     for n, group in enumerate(groups):
         rungs = list(spec.oom_fallback)
         while group:
-            done = store.finished_run_ids(root)
+            done = store.done_run_ids(root)
             todo = [p for p in group if p.run_id not in done]
             if todo and (down := faults.down(inst.name)):
-                outcomes += record_not_run(todo, spec, f"{inst.name} cannot be used again: {down}", manifest,
+                outcomes += record_not_run(todo, spec, f"{inst.name} {store.SERVER_DOWN}: {down}", manifest,
                                            manifest_digest, root)
                 break
             stored = _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])

@@ -35,7 +35,8 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     An instance marked unusable leaves the run recorded as not run, with the reason."""
     gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
-    down = [f"{i.name} cannot be used again: {why}" for i in instances.values() if faults and (why := faults.down(i.name))]
+    down = [f"{i.name} {store.SERVER_DOWN}: {why}" for i in instances.values()
+            if faults and (why := faults.down(i.name))]
     if down:
         return _persist_failed(plan, spec, "; ".join(down), manifest, manifest_digest, root, prefix="not run: ")
     reloaded = False

@@ -124,3 +124,22 @@ def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_r
     health = log[log["scope"] == "instance"]
     assert list(health["operation"]) == ["health"] and "external-0 is not used again" in health["error_message"].iloc[0]
     assert not log["run_id"].isin(rest.index).any()  # the runs not run are not failures of their own
+
+
+def test_resume_measures_the_runs_a_dead_server_kept_from_running(prefect_api, tmp_path):
+    """Run again once the server is back: the runs recorded as not run because their server was down
+    are measured; the run that was measured (and failed) stays as it was, and nothing runs twice."""
+    with FakeOllama({DEFAULT_MODEL: FakeModel(crashes=True), "fake-next:1b": FakeModel()}) as server:
+        assert tr_matrix(spec=external("back", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
+                         output_dir=str(tmp_path), return_state=True).is_failed()
+    root = tmp_path / "back"
+    assert store.runs_to_retry(root) == store.finished_run_ids(root) - {"fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1"}
+    with FakeOllama({DEFAULT_MODEL: FakeModel(), "fake-next:1b": FakeModel()}) as healthy:
+        state = tr_matrix(spec=external("back", healthy.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
+                          output_dir=str(tmp_path), return_state=True)
+        chats = len(healthy.bodies("/api/chat"))
+    assert "3 of 3 run(s) valid" in state.message and "1 already finished" in state.message, state.message
+    assert chats == 3 * 2 + 2  # three runs of two cold requests, one warm-up per model, nothing else
+    runs = store.read_runs(root).set_index("run_id")
+    assert len(runs) == 4 and runs["valid"].sum() == 3 and store.runs_to_retry(root) == set()
+    assert not runs.loc["fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1", "valid"]  # measured before: kept

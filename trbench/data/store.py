@@ -92,6 +92,26 @@ def finished_run_ids(root: Path, kind: str = "single") -> set[str]:
     return {p.stem for p in (root / TABLES[kind][1]).glob("model_slug=*/*.parquet")}
 
 
+# The reason a run was not run because its server could not be used (a start that failed, a server
+# that stopped answering): such a run is measured when the TR run is resumed, unlike the rest of an
+# out-of-memory rung, which stays decided.
+SERVER_DOWN = "cannot be used again"
+
+
+def runs_to_retry(root: Path, kind: str = "single") -> set[str]:
+    """Run files of runs not run because their server was down: a resume measures them."""
+    if not finished_run_ids(root, kind):
+        return set()
+    runs = read_frame(root, TABLES[kind][1], ["run_id", "invalid_reason"])
+    reasons = runs["invalid_reason"].fillna("")
+    return set(runs.loc[reasons.str.startswith("not run: ") & reasons.str.contains(SERVER_DOWN), "run_id"])
+
+
+def done_run_ids(root: Path, kind: str = "single") -> set[str]:
+    """The ledger for resuming: finished run files, less the runs a down server kept from running."""
+    return finished_run_ids(root, kind) - runs_to_retry(root, kind)
+
+
 def _read(root: Path, table: str, schema: pa.Schema) -> pd.DataFrame:
     """Every file of a table under today's schema: files written before a column existed read
     back with that column null (without the schema pyarrow would take the first file's)."""

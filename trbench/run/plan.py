@@ -76,8 +76,9 @@ def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[
 
 
 def unfinished(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
-    """Resume: the runs without a finished run file (the run files are the ledger)."""
-    done_single, done_multi = store.finished_run_ids(root), store.finished_run_ids(root, "multi")
+    """Resume: the runs without a finished run file (the run files are the ledger), and the runs a
+    down server kept from running."""
+    done_single, done_multi = store.done_run_ids(root), store.done_run_ids(root, "multi")
     return [p for p in single if p.run_id not in done_single], [p for p in multi if p.run_id not in done_multi]
 
 
