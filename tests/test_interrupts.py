@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = 6
 
 
-def write_spec(tmp_path: Path, port: int) -> Path:
-    spec = {"tr_id": "killme", "models": ["smollm2:135m"], "ports": [port], "grid": {"num_ctx": [512]},
-            "runs": RUNS, "requests_per_run": 3, "warmup_requests": 1, "max_tokens": 64, "seed": 3}
+def write_spec(tmp_path: Path, port: int, tr_id: str = "killme", runs: int = RUNS) -> Path:
+    spec = {"tr_id": tr_id, "models": ["smollm2:135m"], "ports": [port], "grid": {"num_ctx": [512]},
+            "runs": runs, "requests_per_run": 3, "warmup_requests": 1, "max_tokens": 64, "seed": 3}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

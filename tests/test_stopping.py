@@ -25,6 +25,7 @@ import pytest
 import yaml
 from conftest import llama_servers
 from test_interrupts import assert_intact, wait_for_runs
+from test_interrupts import write_spec as interrupts_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 8
@@ -33,11 +34,7 @@ STOP_BOUND_S = 30
 
 
 def write_spec(tmp_path: Path, port: int) -> Path:
-    spec = {"tr_id": "stopme", "models": ["smollm2:135m"], "ports": [port], "grid": {"num_ctx": [512]},
-            "runs": RUNS, "requests_per_run": 3, "warmup_requests": 1, "max_tokens": 64, "seed": 3}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return interrupts_spec(tmp_path, port, "stopme", RUNS)
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
@@ -163,7 +160,7 @@ def test_cancel_from_the_ui_stops_servers_and_keeps_finished_runs(local_prefect,
     stay, and the same run again completes the matrix."""
     port = free_ports(1)[0]
     tr_id = f"cancel-{uuid.uuid4().hex[:8]}"
-    spec = yaml.safe_load(write_spec(tmp_path, port).read_text()) | {"tr_id": tr_id}
+    spec = yaml.safe_load(interrupts_spec(tmp_path, port, tr_id, RUNS).read_text())
     out = tmp_path / "out"
     root, api = out / tr_id, local_prefect.api_url
     params = {"spec": spec, "output_dir": str(out)}
@@ -197,8 +194,7 @@ def test_cancel_in_the_ui_of_a_cli_run(prefect_api, tmp_path, free_ports):
     to CANCELLING, as the Cancel button does) it stops as on Ctrl-C and the run ends Cancelled."""
     port = free_ports(1)[0]
     tr_id = f"cancel-cli-{uuid.uuid4().hex[:8]}"
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(yaml.safe_load(write_spec(tmp_path, port).read_text()) | {"tr_id": tr_id}))
+    spec = interrupts_spec(tmp_path, port, tr_id, RUNS)
     out = tmp_path / "out"
     root, env = out / tr_id, {**os.environ, "PREFECT_API_URL": prefect_api}
     cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)]
