@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
+from trbench.measure.metrics import CACHE_STATES
 from trbench.quality.regression import RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
@@ -52,8 +53,16 @@ class Config(BaseModel):
         return (self.num_gpu, self.num_ctx, self.temperature)
 
 
-class CellResult(BaseModel):
-    """One model x config: the pooled statistics and the run/request counts."""
+# TTFT per cache state (metrics.CACHE_STATES), never pooled: ttft_<state>_{n,p50_ms,p95_ms,p50_ci}
+_TtftByState = create_model("_TtftByState", **{
+    f"ttft_{state}_{name}": (kind, default) for state in CACHE_STATES
+    for name, kind, default in (("n", int, 0), ("p50_ms", float | None, None), ("p95_ms", float | None, None),
+                                ("p50_ci", tuple[float, float] | None, None))})
+
+
+class CellResult(_TtftByState):
+    """One model x config: the pooled statistics and the run/request counts; TTFT per cache state
+    comes from _TtftByState."""
 
     model: str
     config: Config
@@ -74,23 +83,6 @@ class CellResult(BaseModel):
     # bootstrap 95% intervals of the medians (metrics.bootstrap_median_ci, two-stage over runs and requests)
     decode_tps_p50_ci: tuple[float, float] | None = None
     e2e_p50_ci: tuple[float, float] | None = None
-    # TTFT per cache state (metrics.CACHE_STATES), never pooled: ttft_<state>_{n,p50_ms,p95_ms,p50_ci}
-    ttft_cold_n: int = 0
-    ttft_cold_p50_ms: float | None = None
-    ttft_cold_p95_ms: float | None = None
-    ttft_cold_p50_ci: tuple[float, float] | None = None
-    ttft_partial_n: int = 0
-    ttft_partial_p50_ms: float | None = None
-    ttft_partial_p95_ms: float | None = None
-    ttft_partial_p50_ci: tuple[float, float] | None = None
-    ttft_cached_n: int = 0
-    ttft_cached_p50_ms: float | None = None
-    ttft_cached_p95_ms: float | None = None
-    ttft_cached_p50_ci: tuple[float, float] | None = None
-    ttft_unknown_n: int = 0
-    ttft_unknown_p50_ms: float | None = None
-    ttft_unknown_p95_ms: float | None = None
-    ttft_unknown_p50_ci: tuple[float, float] | None = None
     prompt_style: str = "chat"  # completion: a base model driven as plain text
     # median per-request (decode_tps_client - decode_tps) / decode_tps x 100: the client clock against the server's
     decode_client_vs_server_pct: float | None = None
