@@ -13,7 +13,8 @@ _NS_PER_MS = 1e6
 class OllamaClient(HttpClient):
     backend = "ollama"
 
-    def body(self, req: ChatRequest) -> dict:
+    @staticmethod
+    def body(req: ChatRequest) -> dict:
         options: dict = {"num_predict": req.max_tokens}
         if req.temperature is not None:
             options["temperature"] = req.temperature
@@ -27,9 +28,12 @@ class OllamaClient(HttpClient):
             return {"model": req.model, "prompt": req.prompt, "raw": True, "stream": True, "options": options}
         return {"model": req.model, "messages": req.messages, "stream": True, "options": options}
 
+    @staticmethod
+    def path(req: ChatRequest) -> str:
+        return "/api/generate" if req.prompt is not None else "/api/chat"
+
     def chat(self, req: ChatRequest) -> RawExchange:
-        path = "/api/generate" if req.prompt is not None else "/api/chat"
-        return stream_exchange(self._http, self.backend, f"{self.base_url}{path}", req.model, self.body(req),
+        return stream_exchange(self._http, self.backend, f"{self.base_url}{self.path(req)}", req.model, self.body(req),
                                read_ndjson_chunk, timeout_s=self.timeout_s, stall_timeout_s=self.stall_timeout_s)
 
 

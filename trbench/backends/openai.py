@@ -8,10 +8,14 @@ from trbench.backends.http import HttpClient
 from trbench.backends.streaming import StreamError, stamp, stream_exchange
 
 
+SSE_PREFIX = "data:"
+
+
 class OpenAIClient(HttpClient):
     backend = "openai"
 
-    def body(self, req: ChatRequest) -> dict:
+    @staticmethod
+    def body(req: ChatRequest) -> dict:
         body: dict = {
             "model": req.model,
             **({"prompt": req.prompt} if req.prompt is not None else {"messages": req.messages}),
@@ -27,11 +31,14 @@ class OpenAIClient(HttpClient):
             body["cache_prompt"] = False  # llama.cpp extension; reuse of the KV cache off
         return body
 
+    @staticmethod
+    def path(req: ChatRequest) -> str:
+        return "/v1/completions" if req.prompt is not None else "/v1/chat/completions"
+
     def chat(self, req: ChatRequest) -> RawExchange:
-        path = "/v1/completions" if req.prompt is not None else "/v1/chat/completions"
         return stream_exchange(
-            self._http, self.backend, f"{self.base_url}{path}", req.model,
-            self.body(req), read_sse_chunk, strip_prefix="data:", timeout_s=self.timeout_s,
+            self._http, self.backend, f"{self.base_url}{self.path(req)}", req.model,
+            self.body(req), read_sse_chunk, strip_prefix=SSE_PREFIX, timeout_s=self.timeout_s,
             stall_timeout_s=self.stall_timeout_s,
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import httpx
 
@@ -75,21 +75,7 @@ def stream_exchange(
                 _fail(ex, classify_http_error(resp.status_code, message), f"HTTP {resp.status_code}: {message}")
                 return ex
             for line in watched_lines(resp, deadline_ns):
-                now = time.perf_counter_ns()
-                if strip_prefix:
-                    if not line.startswith(strip_prefix):
-                        continue  # SSE comments, event names, keep-alives
-                    line = line[len(strip_prefix):].strip()
-                    if line == "[DONE]":
-                        break
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except ValueError:
-                    _fail(ex, "bad_response", f"not JSON: {line[:200]}")
-                    return ex
-                if read_line(data, now, ex):
+                if feed_line(ex, line, time.perf_counter_ns(), read_line, strip_prefix):
                     break
     except StreamError as err:
         message = str(err)
@@ -113,6 +99,45 @@ def stream_exchange(
         raise
     finally:
         ex.t_end_ns = time.perf_counter_ns()
+    return require_text(ex)
+
+
+def feed_line(ex: RawExchange, line: str, t_ns: int, read_line: LineReader, strip_prefix: str = "") -> bool:
+    """Read one line of a stream that arrived at t_ns into the exchange; True when the stream is done
+    (its end marker, its last chunk, or a line that is not JSON, which fails the exchange).
+    Raises StreamError for an error object inside the stream."""
+    if strip_prefix:
+        if not line.startswith(strip_prefix):
+            return False  # SSE comments, event names, keep-alives
+        line = line[len(strip_prefix):].strip()
+        if line == "[DONE]":
+            return True
+    if not line.strip():
+        return False
+    try:
+        data = json.loads(line)
+    except ValueError:
+        _fail(ex, "bad_response", f"not JSON: {line[:200]}")
+        return True
+    return read_line(data, t_ns, ex)
+
+
+def replay_lines(ex: RawExchange, lines: Iterable[tuple[int, str]], read_line: LineReader,
+                 strip_prefix: str = "") -> RawExchange:
+    """Build the exchange from lines already received with their arrival times (an asynchronous client
+    or an external runner that keeps parsing out of its timed path): the same reading as a live stream."""
+    try:
+        for t_ns, line in lines:
+            if feed_line(ex, line, t_ns, read_line, strip_prefix):
+                break
+    except StreamError as err:
+        message = str(err)
+        _fail(ex, "oom" if is_oom(message) else "bad_response", message)
+    return ex if ex.status == "error" else require_text(ex)
+
+
+def require_text(ex: RawExchange) -> RawExchange:
+    """A stream that ended cleanly but carried no generated text is a bad response."""
     if ex.status == "ok" and not ex.token_times_ns:
         _fail(ex, "bad_response", "the stream ended without any generated text")
     return ex
