@@ -165,7 +165,7 @@ def tr_fanout(
     merge_manifests(root, spec, sub_runs)
     write_failure_log(root)
     flagged = flag_outliers(root, spec)
-    report = render_report(root, spec)
+    report = render_report(root, spec).markdown
     checked = validate(root, spec, report)
 
     shares = ", ".join(f"{s['model']} -> {s['worker'] or '?'} ({s['state']})" for s in sub_runs)

@@ -470,6 +470,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
 
 def compare_tr(tr_root: Path, baseline_root: Path,
                threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
-    """Build both reports from their Parquet data and compare them cell by cell (the TR flow's
-    regression check; build_report with baseline_root does the same inside the report)."""
+    """Build both reports from their Parquet data and compare them cell by cell. Where the report is
+    built anyway, build_report(baseline_root=...) does this inside it (ReportData.regression): the TR
+    flow reads it from there and calls this only when its report could not be built."""
     return compare_regression(build_report(Path(tr_root)), build_report(Path(baseline_root)), threshold_pct)
