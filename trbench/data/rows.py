@@ -254,14 +254,7 @@ MaRunRow = _extend(
 )
 
 
-class TelemetryRow(BaseModel):
-    """The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
-    (gpu_index set; power_w, energy_mj, util_pct, mem_used_mib, temp_c filled; host columns null)
-    plus one host row (gpu_index null; cpu_pct, server_rss_mib, server_cpu_pct filled; GPU columns
-    null); the rows of one tick share `sample`. t: wall clock (UTC) of the read; t_rel_s: monotonic
-    seconds since the sampler started; phase: idle | warmup | measured (single-agent) or idle |
-    warmup | concurrent | solo (multi-agent). Field meanings: trbench/measure/sampler.py."""
-
+class _TelemetryHead(BaseModel):
     tr_id: str
     run_id: str
     attempt: int
@@ -273,11 +266,19 @@ class TelemetryRow(BaseModel):
     gpu_name: S = None
     t: dt.datetime
     t_rel_s: float
-    power_w: F = None
-    energy_mj: I64 = None
-    util_pct: F = None
-    mem_used_mib: F = None
-    temp_c: F = None
-    cpu_pct: F = None
-    server_rss_mib: F = None
-    server_cpu_pct: F = None
+
+
+# the columns a GPU row fills and those the host row fills (each null on the other kind of row)
+GPU_FIELDS: dict[str, Any] = {"power_w": F, "energy_mj": I64, "util_pct": F, "mem_used_mib": F, "temp_c": F}
+HOST_FIELDS: dict[str, Any] = {"cpu_pct": F, "server_rss_mib": F, "server_cpu_pct": F}
+
+TelemetryRow = _extend(
+    "TelemetryRow", _TelemetryHead,
+    {n: (t, None) for n, t in GPU_FIELDS.items()}, {n: (t, None) for n, t in HOST_FIELDS.items()},
+    doc="""The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
+    (gpu_index set; the GPU_FIELDS filled; host columns null) plus one host row (gpu_index null; the
+    HOST_FIELDS filled; GPU columns null); the rows of one tick share `sample`. t: wall clock (UTC) of
+    the read; t_rel_s: monotonic seconds since the sampler started; phase: idle | warmup | measured
+    (single-agent) or idle | warmup | concurrent | solo (multi-agent). Field meanings:
+    trbench/measure/sampler.py.""",
+)
