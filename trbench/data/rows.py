@@ -95,9 +95,7 @@ class RunKeys(BaseModel):
     run_index: int
 
 
-class RequestRow(RunKeys):
-    """One request of a run, warm-ups included, with the raw observations its metrics come from."""
-
+class _RequestHead(RunKeys):
     request_index: int
     is_warmup: bool
     prompt_id: str
@@ -110,6 +108,13 @@ class RequestRow(RunKeys):
     error_message: S = None
     http_status: I = None
     finish_reason: S = None
+
+
+class RequestFigures(BaseModel):
+    """What metrics.derive computes from one request's raw record, as its row stores it (in column
+    order); trbench.measure.metrics.RequestMetrics is these with the request's status, error and
+    cache state."""
+
     ttft_ms: F = None
     ttfat_ms: F = None
     e2e_ms: F = None
@@ -125,7 +130,11 @@ class RequestRow(RunKeys):
     itl_p95_ms: F = None
     itl_max_ms: F = None
     n_chunks: int = 0
-    # the raw observations every metric above is derived from
+
+
+class _RequestRaw(BaseModel):
+    """The raw observations every figure is derived from."""
+
     server_decode_tokens: I64 = None
     server_decode_ms: F = None
     server_decode_tps_reported: F = None  # the server's own decode rate, where it reports one
@@ -135,6 +144,12 @@ class RequestRow(RunKeys):
     output_text: S = None
     reasoning_text: S = None
     gpu_memory_at_error: S = None  # what the GPUs held when the request failed; null without a GPU
+
+
+RequestRow = _extend(
+    "RequestRow", _RequestHead, RequestFigures, _RequestRaw,
+    doc="One request of a run, warm-ups included, with the raw observations its metrics come from.",
+)
 
 
 class MaRequestRow(RequestRow):
