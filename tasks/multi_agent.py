@@ -17,6 +17,7 @@ from trbench.engines import Instance
 from trbench.data.failures import InstanceFaults
 from trbench.run.single import Gate
 from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run
+from trbench.run.settings import MultiRunSettings
 from trbench.config.spec import Cell, MatrixSpec, OptionSet
 
 
@@ -53,7 +54,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
     try:
         warmups = spec.multi_agent.warmup_rounds if (reloaded or first_of_config) else 0
         with sampler or contextlib.nullcontext():
-            result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest,
+            result = execute_multi_run(MultiRunSettings.of(spec), plan, suite, clients, warmups, manifest_digest,
                                        on_phase=sampler.mark if sampler else None)
     finally:
         for c in clients.values():
@@ -68,7 +69,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
 
 def _persist_failed(plan: MultiRunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str,
                     root: Path, prefix: str | None = None) -> dict:
-    row = failed_multi_run(spec, plan, reason, manifest_digest)
+    row = failed_multi_run(MultiRunSettings.of(spec), plan, reason, manifest_digest)
     if prefix:
         row.update(invalid_reason=f"{prefix}{reason}", error_kinds=None)
     row.update(energy.no_telemetry("no telemetry: the run did not start"))
