@@ -336,13 +336,16 @@ def timed(step: str, root: Path, rows: int) -> tuple[float, float, int, dict]:
     return wall, peak_mb, proc.returncode, split
 
 
-def scaling(step: str, big: int, t_big: float, small: int, t_small: float) -> str:
+def scaling(step: str, big: int, small: int, work: dict[int, dict]) -> str:
     """The two work times (imports apart) as time = fixed + rows x per-row: what grows with the rows
-    and what does not (per TR: the plots of its 64 cells, Great Expectations' per-expectation work)."""
+    and what does not (per TR: the plots of its 64 cells, Great Expectations' per-expectation work).
+    CPU time beside wall time: on a shared machine the wall time also holds the other processes' turns."""
+    t_big, t_small = work[big]["work_s"], work[small]["work_s"]
     per_100k = (t_big - t_small) / (big - small) * 100_000
     fixed = t_small - per_100k * small / 100_000
+    cpu = work[small]["work_cpu_s"] / work[big]["work_cpu_s"]
     return (f"scale: {step} scaling (work, imports apart): {small} rows take {t_small / t_big:.0%} of the time of "
-            f"{big}; {per_100k:.2f} s per 100k rows + {fixed:.2f} s fixed")
+            f"{big} ({cpu:.0%} of its CPU time); {per_100k:.2f} s per 100k rows + {fixed:.2f} s fixed")
 
 
 def main() -> int:
@@ -362,7 +365,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="trbench-scale-"))
     sizes = [args.rows] + ([] if args.no_tenth else [args.rows // 10])
     steps = args.steps.split(",")
-    works: dict[tuple[str, int], float] = {}
+    works: dict[str, dict[int, dict]] = {step: {} for step in args.steps.split(",")}
     print(f"scale: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
     failed = 0
     try:
@@ -376,11 +379,11 @@ def main() -> int:
             shutil.rmtree(root / "report", ignore_errors=True)
             for step in steps:
                 _, _, code, split = timed(step, root, rows)
-                works[step, rows] = split.get("work_s", float("nan"))
+                works[step][rows] = split or {"work_s": float("nan"), "work_cpu_s": float("nan")}
                 failed += code != 0
         if len(sizes) == 2:
             for step in steps:
-                print(scaling(step, sizes[0], works[step, sizes[0]], sizes[1], works[step, sizes[1]]))
+                print(scaling(step, sizes[0], sizes[1], works[step]))
         print(f"scale: load average {os.getloadavg()[0]:.2f} at the end (this bench itself counts about 1)")
     finally:
         if not args.keep and args.out is None:
