@@ -1,0 +1,13 @@
+"""Quality suites, Prefect-free: WattBot-style QA scoring (qa_score; its CSV files in qa_csv)."""
+
+from trbench import lazy_exports
+
+_WHERE = {
+    "QAAnswer": "qa_score", "QAScore": "qa_score", "QuestionScore": "qa_score", "score_answers": "qa_score",
+    "score_question": "qa_score", "aggregate": "qa_score", "value_matches": "qa_score", "ref_overlap": "qa_score",
+    "is_blank": "qa_score", "BLANK": "qa_score", "WEIGHTS": "qa_score",
+    "read_answers": "qa_csv", "write_answers": "qa_csv", "write_question_scores": "qa_csv", "check_ids": "qa_csv",
+    "ScoreInputError": "qa_csv",
+}
+__all__ = list(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)
