@@ -1,4 +1,6 @@
-"""Quality suites, Prefect-free: WattBot-style QA scoring (qa_score; its CSV files in qa_csv)."""
+"""Quality suites, Prefect-free: WattBot-style QA scoring (qa_score; its CSV files in qa_csv), the
+QA suite with its documents, BM25 retrieval, prompt and answer parser (qa), and reading a model's
+answer as JSON (answers)."""
 
 from trbench import lazy_exports
 
@@ -8,6 +10,8 @@ _WHERE = {
     "is_blank": "qa_score", "BLANK": "qa_score", "WEIGHTS": "qa_score",
     "read_answers": "qa_csv", "write_answers": "qa_csv", "write_question_scores": "qa_csv", "check_ids": "qa_csv",
     "ScoreInputError": "qa_csv",
+    "load_qa": "qa", "QASet": "qa", "QASuite": "qa", "QASuiteError": "qa", "Retriever": "qa", "messages": "qa",
+    "parse_answer": "qa", "parse_json_answer": "answers",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)
