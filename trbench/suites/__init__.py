@@ -1,6 +1,6 @@
 """Quality suites, Prefect-free: WattBot-style QA scoring (qa_score; its CSV files in qa_csv), the
 QA suite with its documents, BM25 retrieval, prompt and answer parser (qa), and reading a model's
-answer as JSON (answers)."""
+answer as JSON (answers), the majority vote across models (ensemble)."""
 
 from trbench import lazy_exports
 
@@ -12,6 +12,7 @@ _WHERE = {
     "ScoreInputError": "qa_csv",
     "load_qa": "qa", "QASet": "qa", "QASuite": "qa", "QASuiteError": "qa", "Retriever": "qa", "messages": "qa",
     "parse_answer": "qa", "parse_json_answer": "answers",
+    "majority_vote": "ensemble",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)
