@@ -1,6 +1,7 @@
 """Quality suites, Prefect-free: WattBot-style QA scoring (qa_score; its CSV files in qa_csv), the
 QA suite with its documents, BM25 retrieval, prompt and answer parser (qa), and reading a model's
-answer as JSON (answers), the majority vote across models (ensemble)."""
+answer as JSON (answers), the majority vote across models (ensemble), and the router/orchestrator/chat scenario suites with
+their per-answer checks and per-scenario aggregates (scenarios)."""
 
 from trbench import lazy_exports
 
@@ -13,6 +14,10 @@ _WHERE = {
     "load_qa": "qa", "QASet": "qa", "QASuite": "qa", "QASuiteError": "qa", "Retriever": "qa", "messages": "qa",
     "parse_answer": "qa", "parse_json_answer": "answers",
     "majority_vote": "ensemble",
+    "load_scenario": "scenarios", "ScenarioSuiteError": "scenarios", "RouterSuite": "scenarios",
+    "OrchestratorSuite": "scenarios", "ChatSuite": "scenarios", "check_answer": "scenarios",
+    "ScenarioCheck": "scenarios", "ScenarioAnswer": "scenarios", "answer_from_exchange": "scenarios",
+    "summarize_scenario": "scenarios", "ScenarioSummary": "scenarios", "json_mode_fields": "scenarios",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)
