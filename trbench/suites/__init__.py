@@ -1,7 +1,8 @@
 """Quality suites, Prefect-free: WattBot-style QA scoring (qa_score; its CSV files in qa_csv), the
 QA suite with its documents, BM25 retrieval, prompt and answer parser (qa), and reading a model's
 answer as JSON (answers), the majority vote across models (ensemble), and the router/orchestrator/chat scenario suites with
-their per-answer checks and per-scenario aggregates (scenarios)."""
+their per-answer checks and per-scenario aggregates (scenarios), the model x metric results matrix
+as Parquet (matrix)."""
 
 from trbench import lazy_exports
 
@@ -18,6 +19,8 @@ _WHERE = {
     "OrchestratorSuite": "scenarios", "ChatSuite": "scenarios", "check_answer": "scenarios",
     "ScenarioCheck": "scenarios", "ScenarioAnswer": "scenarios", "answer_from_exchange": "scenarios",
     "summarize_scenario": "scenarios", "ScenarioSummary": "scenarios", "json_mode_fields": "scenarios",
+    "ModelQuality": "matrix", "results_matrix": "matrix", "write_results_matrix": "matrix",
+    "read_results_matrix": "matrix",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)
