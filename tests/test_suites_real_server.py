@@ -6,11 +6,11 @@ llama.cpp (its grammar makes every answer that ends on its own parse as JSON).""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from trbench.backends.base import ChatRequest
 from trbench.backends.openai import OpenAIClient
@@ -22,12 +22,6 @@ from trbench.suites.scenarios import answer_from_exchange, json_mode_fields, loa
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2:135m"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
