@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from rank_bm25 import BM25Okapi
 
@@ -84,8 +85,6 @@ def load_qa(path: str | Path) -> QASet:
 
 
 def _questions(suite_path: Path, csv_path: Path, doc_ids: set[str]) -> list[Question]:
-    import pandas as pd
-
     try:
         truth = read_answers(csv_path, f"QA suite {suite_path}: field 'questions':")
     except ScoreInputError as err:
