@@ -633,11 +633,7 @@ class _Handler(GoLikeHandler):
             self._error(404, f"model '{body.get('model')}' not found")
             return
         name, m = found
-        try:
-            with fake._admitted(name):
-                self._serve_embeddings(body, name, m, texts)
-        except _Busy:
-            self._error(503, MAX_QUEUE_MESSAGE)
+        self._scheduled(name, lambda: self._serve_embeddings(body, name, m, texts))
 
     def _serve_embeddings(self, body: dict, name: str, m: FakeModel, texts: list[str]) -> None:
         fake = self.fake
@@ -767,11 +763,16 @@ class _Handler(GoLikeHandler):
             self._error(404, f'model "{body["model"]}" not found, try pulling it first')
             return
         name, m = found
+        self._scheduled(name, lambda: self._serve_completion(body, name, m, prompt_words, chat))
+
+    def _scheduled(self, name: str, serve: Callable[[], None]) -> None:
+        """Serve in one of the model's places; HTTP 503 ErrMaxQueue when the queue is full (before any
+        stream, as every scheduling error)."""
         try:
-            with fake._admitted(name):
-                self._serve_completion(body, name, m, prompt_words, chat)
+            with self.fake._admitted(name):
+                serve()
         except _Busy:
-            self._error(503, MAX_QUEUE_MESSAGE)  # before any stream, as every scheduling error
+            self._error(503, MAX_QUEUE_MESSAGE)
 
     def _serve_completion(self, body: dict, name: str, m: FakeModel, prompt_words: list[str], chat: bool) -> None:
         fake = self.fake

@@ -77,12 +77,8 @@ class EmbeddingTextsError(ValueError):
     pass
 
 
-def load_texts(path: str | Path, base: Path | None = None) -> EmbeddingTexts:
-    """The texts file (relative paths also under `base`, the project root), with its content digest."""
-    p = Path(path)
-    if not p.is_absolute() and base is not None and not p.exists():
-        p = base / p
-    fix = f"point it at a texts file such as {DEFAULT_TEXTS}"
-    suite, raw = read_suite(p, EmbeddingTexts, EmbeddingTextsError, "load.embeddings.texts", fix, DEFAULT_TEXTS,
-                            detail_lines=3)
+def load_texts(path: str | Path) -> EmbeddingTexts:
+    """The texts file, with its content digest; EmbeddingTextsError in one line naming the spec field."""
+    suite, raw = read_suite(Path(path), EmbeddingTexts, EmbeddingTextsError, "load.embeddings.texts",
+                            f"point it at a texts file such as {DEFAULT_TEXTS}", DEFAULT_TEXTS, detail_lines=3)
     return suite.model_copy(update={"digest": content_digest(raw)})
