@@ -72,6 +72,12 @@ class _Section(BaseModel):
     # allow_inf_nan: a NaN passes every range check (each comparison is False), .inf most of them
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @property
+    def parallel_sequences(self) -> int:
+        """Requests one server holds at once, each with a whole num_ctx of KV cache (the VRAM estimate's
+        multiplier); 1 where trbench does not set it (external servers: their own business)."""
+        return 1
+
 
 class _LocalServers(_Section):
     """Providers that start servers on this machine, one port each."""
@@ -99,6 +105,10 @@ class EmbeddedServer(_LocalServers):
     host: str = "127.0.0.1"
     threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
     slots: Slots = 1  # 1: one request at a time, each timed alone (the single-agent matrix)
+
+    @property
+    def parallel_sequences(self) -> int:
+        return self.slots
 
     @field_validator("host")
     @classmethod
@@ -131,6 +141,10 @@ class _OllamaServers(_LocalServers):
     def concurrency(self) -> dict[str, int]:
         """What the manifest records of how the server queues and batches."""
         return {"num_parallel": self.num_parallel, "max_queue": self.max_queue}
+
+    @property
+    def parallel_sequences(self) -> int:
+        return self.num_parallel
 
 
 class OllamaDockerServer(_OllamaServers):
