@@ -2,7 +2,7 @@
 
 POST /v1/chat/completions (any path, in fact) answers a Server-Sent Events stream, HTTP/1.1 chunked
 as llama.cpp's server sends it: `max_tokens` chunks at a fixed rate per stream (--rate tokens/s, the
-first at once), then a last chunk with finish_reason and usage, then `data: [DONE]`. Each token's
+first within one token period, each stream at its own phase of the period), then a last chunk with finish_reason and usage, then `data: [DONE]`. Each token's
 text is " <send time>": time.perf_counter_ns() read just before the chunk is written to the socket
 (CLOCK_MONOTONIC on Linux, so the client process can compare it with its own arrival times).
 
@@ -56,7 +56,15 @@ class Scheduler:
         self.period_ns = round(1e9 / rate)
         self._heap: list[tuple[int, int, _Stream]] = []
         self._seq = 0  # tie-breaker: streams are not ordered
+        self._streams = 0
         self._wake = asyncio.Event()
+
+    def next_phase_ns(self) -> int:
+        """Where in the token period the next stream's tokens fall: spread evenly (golden-ratio steps), as
+        independent streams are. Streams that arrive together would otherwise tick in lockstep, and the
+        client would be timing bursts of one token per stream rather than a steady rate."""
+        self._streams += 1
+        return int((self._streams * 0.6180339887) % 1.0 * self.period_ns)
 
     def add(self, stream: _Stream) -> None:
         self._push(stream.t0_ns, stream)
@@ -122,7 +130,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_BAD_REQUEST % (len(message), message))
             return
         self.transport.write(_HEAD)
-        self.stream = _Stream(self, max(1, n_tokens), time.perf_counter_ns())
+        self.stream = _Stream(self, max(1, n_tokens), time.perf_counter_ns() + self.scheduler.next_phase_ns())
         self.scheduler.add(self.stream)
 
 

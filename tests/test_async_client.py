@@ -161,7 +161,7 @@ def test_fake_ollama_requests_in_flight_overlap(fake: FakeOllama) -> None:
 
 def test_lines_of_one_read_share_its_arrival_time() -> None:
     reads = [b'{"a":1}\n{"b"', b':2}\r\n{"c":3}\n', b"\n", b'{"d":"\xc3', b'\xa9"}']
-    assert list(arrived_lines([1, 2, 3, 4, 5], reads)) == [(1, '{"a":1}'), (2, '{"b":2}'), (2, '{"c":3}'), (3, ""),
+    assert list(arrived_lines([1, 2, 3, 4, 5], reads)) == [(1, '{"a":1}'), (2, '{"b":2}'), (2, '{"c":3}'),
                                           (5, '{"d":"\u00e9"}')]
 
 
@@ -210,3 +210,22 @@ def test_real_llamacpp_concurrent_requests_all_answered(instance: EmbeddedInstan
     assert [r.text for r in results] == [s.text for s in singles]  # each stream kept to its own request
     # all sent before any answer came back: in flight together (the server may still serve them in turn)
     assert max(r.t_send_ns for r in results) < min(r.token_times_ns[0] for r in results)
+
+
+def test_fake_ollama_pool_keeps_to_max_connections_and_reuses_them(fake: FakeOllama) -> None:
+    async def two_rounds() -> tuple[list[RawExchange], list[list]]:
+        async with AsyncWireClient("ollama", fake.url, timeout_s=60.0, max_connections=2) as client:
+            pool = client._http._transport._pool
+            results, open_after = [], []
+            for _ in range(2):
+                results += await asyncio.gather(*(client.chat(_req("fake-decode:1b")) for _ in range(4)))
+                open_after.append(list(pool.connections))
+            return results, open_after
+
+    results, open_after = asyncio.run(two_rounds())
+    assert [r.status for r in results] == ["ok"] * 8
+    assert len(open_after[0]) == 2 and open_after[1] == open_after[0]  # kept alive: the second round opened none
+    for rnd in (results[:4], results[4:]):
+        # four requests on two connections: two waited for the first two to end (20 x 10 ms each)
+        ends = sorted(r.t_end_ns for r in rnd)
+        assert sorted(r.token_times_ns[0] for r in rnd)[2] > ends[0]
