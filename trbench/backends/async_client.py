@@ -115,23 +115,28 @@ class _LinearPool(httpcore.AsyncConnectionPool):
     open): httpcore 1.0 counts all connections once per idle one at every request start and end, so
     when hundreds of streams end together (a load step's end) the pass is cubic in all, and it blocks
     the event loop for the streams still being timed (measured: 41 % of the client's CPU at 256 streams
-    of 500 tokens). The same decisions, in the same order; surplus idle connections are counted as
-    idle ones (httpcore compares the count of all connections, its bug 1 in #1035)."""
+    of 500 tokens). The same decisions, in the same order, but: surplus idle connections are counted as
+    idle ones (httpcore compares the count of all connections, its bug 1 in #1035), and an idle one's
+    expiry is checked when a request is waiting, not at every pass."""
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
         closing: list[httpcore.AsyncConnectionInterface] = []
         kept, idle = [], []
+        queued = [request for request in self._requests if request.is_queued()]
         for conn in self._connections:
             if conn.is_closed():
                 continue
-            if conn.has_expired() or (conn.is_idle() and len(idle) >= self._max_keepalive_connections):
+            # has_expired polls an idle socket (the server may have closed it): done only when a request
+            # may take it, not at every request end, where polling each idle one was most of the pass
+            idle_now = conn.is_idle()
+            expired = conn.has_expired() if queued or not idle_now else False
+            if expired or (idle_now and len(idle) >= self._max_keepalive_connections):
                 closing.append(conn)
                 continue
-            if conn.is_idle():
+            if idle_now:
                 idle.append(conn)
             kept.append(conn)
         self._connections[:] = kept
-        queued = [request for request in self._requests if request.is_queued()]
         available = [conn for conn in kept if conn.is_available()] if queued else []
         for pool_request in queued:
             origin = pool_request.request.url.origin
