@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tokens", type=int, default=1000, help="tokens per stream (default 1000)")
     ap.add_argument("--rate", type=float, default=250.0, help="tokens/s per stream sent by the server (default 250)")
     ap.add_argument("--verbose", action="store_true", help="each phase's figures on stderr")
+    ap.add_argument("--json", type=Path, help="also write every figure, each phase's included, to this file")
     ap.add_argument("--phase", choices=["trbench"], help=argparse.SUPPRESS)  # internal: one client process
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--rate must be above 0 tokens/s")
     fig = measure(args.streams, args.tokens, args.rate)
     print(LINE.format(**fig), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(fig, indent=1))
     if args.verbose:
         for phase in ("trbench", "bare"):
             print(f"  {phase}: {json.dumps(fig[phase])}", file=sys.stderr)
