@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fakes.fake_ollama import MID_STREAM_MESSAGE, FakeModel, FakeOllama
@@ -17,7 +20,7 @@ import test_openai_client
 from test_openai_client import LONG_ANSWER, MODEL
 
 from trbench.backends import AsyncWireClient, OllamaClient, OpenAIClient, RawExchange
-from trbench.backends.async_client import arrived_lines
+from trbench.backends.async_client import _LinearPool, arrived_lines
 from trbench.backends.base import ChatRequest
 from trbench.engines.embedded import EmbeddedInstance
 
@@ -41,6 +44,7 @@ MODELS = {
                               durations_ns=dict(FIXED_NS)),
     "fake-trickle:1b": FakeModel(content_tokens=[f" t{i}" for i in range(40)], token_delay_s=0.1),
 }
+SYNTHETIC_SERVER = Path(__file__).resolve().parent.parent / "bench" / "synthetic_server.py"
 instance = test_openai_client.instance  # its module-scoped fixture: one real llama.cpp server for this module
 # what both clients must agree on; times differ between two requests and are checked apart
 OBSERVED = ("status", "error_kind", "error_message", "http_status", "text", "reasoning_text", "token_kinds",
@@ -165,6 +169,29 @@ def test_lines_of_one_read_share_its_arrival_time() -> None:
                                           (5, '{"d":"\u00e9"}')]
 
 
+@pytest.fixture(scope="module")
+def burst_server() -> Iterator[str]:
+    """bench/synthetic_server.py at a rate so high that each stream's tokens are all due at once: one
+    write of every SSE chunk, each in an HTTP chunk of its own (as llama.cpp frames them)."""
+    proc = subprocess.Popen([sys.executable, str(SYNTHETIC_SERVER), "--port", "0", "--rate", "1e9"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield f"http://{proc.stdout.readline().split()[1]}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_pieces_of_one_network_read_share_its_arrival_time(burst_server: str) -> None:
+    req = ChatRequest(model="synthetic", messages=[{"role": "user", "content": "go"}], max_tokens=8)
+    ex = asyncio.run(_chat("openai", burst_server, req))
+    assert (ex.status, ex.output_tokens, len(ex.token_times_ns)) == ("ok", 8, 8)
+    # eight HTTP chunks in one socket read: httpx hands them over one by one, all stamped with that read
+    assert len(set(ex.token_times_ns)) == 1
+    sent = [int(t) for t in ex.text.split()]  # the server's send times, on the same clock
+    assert max(sent) < ex.token_times_ns[0] <= ex.t_end_ns
+
+
 def test_unknown_backend_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown backend 'grpc'; use one of 'openai', 'ollama'"):
         AsyncWireClient("grpc", "http://127.0.0.1:1")
@@ -229,3 +256,12 @@ def test_fake_ollama_pool_keeps_to_max_connections_and_reuses_them(fake: FakeOll
         # four requests on two connections: two waited for the first two to end (20 x 10 ms each)
         ends = sorted(r.t_end_ns for r in rnd)
         assert sorted(r.token_times_ns[0] for r in rnd)[2] > ends[0]
+
+
+def test_linear_pool_only_for_the_httpcore_pool_it_was_written_against() -> None:
+    client = AsyncWireClient("openai", "http://127.0.0.1:1")
+    try:
+        assert type(client._http._transport._pool).__name__ == "_LinearPool"  # this httpcore: the linear pass
+    finally:
+        asyncio.run(client.aclose())
+    assert not _LinearPool.fits(object())

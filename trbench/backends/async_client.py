@@ -50,8 +50,9 @@ class AsyncWireClient:
         # trust_env off: a benchmark of a local server must never go through a proxy; identity encoding:
         # the raw bytes read are the stream's own, with no decompression in the timed path
         transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-        if type(transport._pool) is httpcore.AsyncConnectionPool:  # the pool _LinearPool was written against
+        if _LinearPool.fits(transport._pool):
             transport._pool.__class__ = _LinearPool
+            transport._pool._network_backend = _StampingBackend(transport._pool._network_backend)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False,
                                        headers={"Accept-Encoding": "identity"})
 
@@ -119,6 +120,14 @@ class _LinearPool(httpcore.AsyncConnectionPool):
     idle ones (httpcore compares the count of all connections, its bug 1 in #1035), and an idle one's
     expiry is checked when a request is waiting, not at every pass."""
 
+    @staticmethod
+    def fits(pool: object) -> bool:
+        """The pool is httpcore's own, with the internals this pass uses (httpcore 1.0); another is left as is."""
+        return type(pool) is httpcore.AsyncConnectionPool and all(
+            hasattr(pool, name) for name in ("_connections", "_requests", "_max_connections", "_network_backend",
+                                             "_max_keepalive_connections", "create_connection",
+                                             "_assign_requests_to_connections"))
+
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
         closing: list[httpcore.AsyncConnectionInterface] = []
         kept, idle = [], []
@@ -158,10 +167,53 @@ class _LinearPool(httpcore.AsyncConnectionPool):
         return closing
 
 
+class _StampingStream(httpcore.AsyncNetworkStream):
+    """A connection's socket that notes when each read returned: every piece of the response that read
+    carried is stamped with it, not with the later moment httpx hands that piece over."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self.read_ns = 0
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = await self._inner.read(max_bytes, timeout)
+        self.read_ns = time.perf_counter_ns()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> _StampingStream:  # noqa: ANN001
+        return _StampingStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> object:
+        return self._inner.get_extra_info(info)
+
+
+class _StampingBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, *args, **kwargs) -> _StampingStream:  # noqa: ANN002, ANN003
+        return _StampingStream(await self._inner.connect_tcp(*args, **kwargs))
+
+    async def connect_unix_socket(self, *args, **kwargs) -> _StampingStream:  # noqa: ANN002, ANN003
+        return _StampingStream(await self._inner.connect_unix_socket(*args, **kwargs))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
 async def _receive(resp: httpx.Response, times: list[int], reads: list[bytes], deadline_ns: int) -> None:
-    """The timed path: each read with its arrival time, and the whole-request deadline (a server that
-    keeps sending, however slowly, never meets the per-read timeout)."""
-    clock, stamp, keep = time.perf_counter_ns, times.append, reads.append
+    """The timed path: each piece with the arrival time of the network read that brought it (the time
+    it is handed over, where the socket is not one of ours), and the whole-request deadline (a server
+    that keeps sending, however slowly, never meets the per-read timeout)."""
+    sock = resp.extensions.get("network_stream")
+    clock = (lambda: sock.read_ns) if isinstance(sock, _StampingStream) else time.perf_counter_ns
+    stamp, keep = times.append, reads.append
     async for data in resp.aiter_raw():
         t_ns = clock()
         if t_ns > deadline_ns:
