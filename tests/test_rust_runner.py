@@ -28,8 +28,13 @@ from tests.fakes.fake_paced import FakePacedServer
 from trbench.backends import BACKENDS, ChatRequest, make_client
 from trbench.backends.external_runner import (PREVIOUS_PLACEHOLDER, REPO_ROOT, ExternalRunner, ExternalRunnerClient,
                                               RunnerMissing, job, job_request, runner_path, to_exchange)
+from trbench.backends.openai import SSE_PREFIX, read_sse_chunk
+from trbench.backends.streaming import http_timeout, stream_exchange
+from trbench.config.spec import Cell
+from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
 
+SMOL = "smollm2:135m"
 PACE_S, FIRST_S, N_PACED = 0.02, 0.03, 26
 CRATE = REPO_ROOT / "runners" / "rust"
 HI = [{"role": "user", "content": "hi there, how are you"}]
@@ -166,6 +171,53 @@ def test_timing_agrees_with_python_at_a_known_pace(runner: Path, paced_url: str,
         first_token_ms[name] = statistics.median((ex.token_times_ns[0] - entry["t_recv_ns"]) / 1e6 for ex, entry in pairs)
         assert first_token_ms[name] == pytest.approx(FIRST_S * 1000, rel=0.1), name
     assert abs(first_token_ms["rust"] - first_token_ms["python"]) < 1.0, first_token_ms
+
+
+# --- REAL llama.cpp server: the OpenAI-compatible wire format as a real server streams it -------------
+
+@pytest.fixture(scope="module")
+def llamacpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInstance]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # one thread: llama.cpp's spin-waiting worker threads crawl when a shared CPU is busy
+    inst = EmbeddedInstance("test-rust-runner", "127.0.0.1", port, threads=1,
+                            log_dir=tmp_path_factory.mktemp("llamacpp-logs"), load_timeout_s=120)
+    try:
+        inst.prepare(Cell(model=SMOL, num_gpu=0, num_ctx=1024, temperature=0.0))
+        yield inst
+    finally:
+        inst.stop()
+
+
+@pytest.mark.parametrize("prompt", [None, "The capital of France is"], ids=["chat", "completion"])
+def test_real_llamacpp_same_answer_and_counts(runner: Path, llamacpp: EmbeddedInstance, prompt: str | None) -> None:
+    req = ChatRequest(model=SMOL, messages=[{"role": "user", "content": "Name three colours."}], prompt=prompt,
+                      max_tokens=12, temperature=0.0, seed=42, cache_prompt=False)
+    rust, py = both("openai", llamacpp.url, req, timeout_s=120, stall_s=60)
+    assert rust.status == py.status == "ok", (rust.error_message, py.error_message)
+    assert rust.text == py.text and rust.text.strip()  # greedy decoding: the same tokens
+    for field in ("prompt_tokens", "output_tokens", "server_decode_tokens", "finish_reason"):
+        assert getattr(rust, field) == getattr(py, field) is not None, field
+    # llama.cpp's own timings arrive in the runner's raw lines and are read by trbench's code
+    assert rust.server_prefill_ms > 0 and rust.server_decode_ms > 0 and rust.server_decode_tps_reported > 0
+    assert derive(rust).decode_tps is not None
+
+
+def test_real_llamacpp_rejected_body_is_http_error(runner: Path, llamacpp: EmbeddedInstance) -> None:
+    body = {"model": SMOL, "messages": "not a list", "stream": True}  # the server refuses it
+    one = job("openai", llamacpp.url, SMOL, 60, 30, requests=[{"id": 0, "path": "/v1/chat/completions", "body": body}])
+    r = ExternalRunner([str(runner)])
+    try:
+        rust = to_exchange("openai", SMOL, next(r.run_job(one)))
+    finally:
+        r.close()
+    with httpx.Client(timeout=http_timeout(60, 30), trust_env=False) as http:
+        py = stream_exchange(http, "openai", f"{llamacpp.url}/v1/chat/completions", SMOL, body, read_sse_chunk,
+                             SSE_PREFIX, 60, 30)
+    assert rust.http_status == py.http_status and rust.http_status >= 400
+    assert rust.error_kind == py.error_kind and rust.error_kind in ("http_4xx", "http_5xx")
+    assert rust.error_message == py.error_message
 
 
 # --- multi-agent: two agents as tokio tasks on two instances --------------------------------------
