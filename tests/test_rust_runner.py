@@ -30,9 +30,12 @@ from trbench.backends.external_runner import (PREVIOUS_PLACEHOLDER, REPO_ROOT, E
                                               RunnerMissing, job, job_request, runner_path, to_exchange)
 from trbench.backends.openai import SSE_PREFIX, read_sse_chunk
 from trbench.backends.streaming import http_timeout, stream_exchange
-from trbench.config.spec import Cell
+from trbench.config.prompts import load_prompts
+from trbench.config.spec import Cell, SpecError, parse_spec
+from trbench.config.spec_checks import check_spec
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
+from trbench.run.single import RunPlan, execute_run
 
 SMOL = "smollm2:135m"
 PACE_S, FIRST_S, N_PACED = 0.02, 0.03, 26
@@ -220,6 +223,27 @@ def test_real_llamacpp_rejected_body_is_http_error(runner: Path, llamacpp: Embed
     assert rust.error_message == py.error_message
 
 
+def test_single_agent_run_with_the_rust_harness(runner: Path, llamacpp: EmbeddedInstance) -> None:
+    """A spec with harness: [rust] runs its cells through the Rust runner: trbench.run.single unchanged,
+    every row derived from the runner's raw records."""
+    spec = parse_spec({"tr_id": "rs", "models": [SMOL], "max_tokens": 8, "requests_per_run": 2, "seed": 42,
+                       "ttft": "both", "grid": {"num_ctx": [1024], "temperature": [0.0]}, "harness": ["rust"]})
+    cell = spec.cells()[0]
+    plan = RunPlan(tr_id="rs", cell=cell, cell_hash=spec.cell_hash(cell, "p"), run_index=0, instance="i",
+                   instance_url=llamacpp.url)
+    client = make_client(spec.backend, llamacpp.url, spec.timeout_s, spec.stall_timeout_s, spec.runner)
+    assert isinstance(client, ExternalRunnerClient)
+    try:
+        result = execute_run(spec, plan, client, load_prompts(REPO_ROOT / spec.prompts), None, "d", 1)
+    finally:
+        client.close()
+    rows = result.request_rows
+    assert [r["is_warmup"] for r in rows] == [True, False, False, False, False]
+    assert all(r["status"] == "ok" and r["ttft_ms"] > 0 and r["decode_tps"] for r in rows), rows
+    assert [r["cache_state"] for r in rows[1:]] == ["cold", "cached", "cold", "cached"]  # llama.cpp's counts, as received
+    assert result.run_row["valid"]
+
+
 # --- multi-agent: two agents as tokio tasks on two instances --------------------------------------
 
 def test_agents_run_concurrently_on_two_instances_and_chain_answers(runner: Path) -> None:
@@ -250,6 +274,33 @@ def test_agents_run_concurrently_on_two_instances_and_chain_answers(runner: Path
     ca, ib = ex["collector-0"], ex["insight-0"]
     assert ca.t_send_ns < ib.t_end_ns and ib.t_send_ns < ca.t_end_ns
     assert ca.url.startswith(a.url) and ib.url.startswith(b.url)
+
+
+# --- the spec: harness field, its check, the hash ----------------------------------------------------
+
+def test_spec_asking_for_a_missing_runner_fails_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRBENCH_RUST_RUNNER", str(tmp_path / "nowhere"))
+    rust = parse_spec({"tr_id": "x", "models": [SMOL], "harness": ["rust"], "output_dir": str(tmp_path)})
+    with pytest.raises(SpecError) as err:
+        check_spec(rust, "spec x.yaml")
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("spec x.yaml: field 'harness': the rust runner ")
+    assert "fix: `make setup` with cargo" in line
+    # the Python harness needs no runner
+    assert check_spec(parse_spec({"tr_id": "x", "models": [SMOL], "output_dir": str(tmp_path)}), "spec x.yaml") is not None
+
+
+def test_harness_in_the_cell_hash() -> None:
+    base = {"tr_id": "x", "models": [SMOL]}
+    plain, py, rust = (parse_spec({**base, **extra}) for extra in ({}, {"harness": ["python"]}, {"harness": ["rust"]}))
+    cell = plain.cells()[0]
+    assert plain.cell_hash(cell, "p") == py.cell_hash(cell, "p")  # TR runs from before the field stay comparable
+    assert rust.cell_hash(cell, "p") != py.cell_hash(cell, "p")
+
+
+def test_two_harnesses_in_one_run_are_refused_for_now() -> None:
+    with pytest.raises(SpecError, match=r"field 'harness'.*fix: one TR run per harness"):
+        parse_spec({"tr_id": "x", "models": [SMOL], "harness": ["python", "rust"]})
 
 
 # --- what a missing runner says -------------------------------------------------------------------

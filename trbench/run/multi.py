@@ -54,7 +54,8 @@ class MultiRunPlan(BaseModel):
 def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
     payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
                "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
-               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed}
+               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed,
+               **spec.harness_key()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
