@@ -30,11 +30,14 @@ from trbench.backends.external_runner import (PREVIOUS_PLACEHOLDER, REPO_ROOT, E
                                               RunnerMissing, job, job_request, runner_path, to_exchange)
 from trbench.backends.openai import SSE_PREFIX, read_sse_chunk
 from trbench.backends.streaming import http_timeout, stream_exchange
+from trbench.config.agents import load_agents
 from trbench.config.prompts import load_prompts
 from trbench.config.spec import Cell, SpecError, parse_spec
 from trbench.config.spec_checks import check_spec
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
+from trbench.config.sections import OptionSet
+from trbench.run.multi import AgentSlot, MultiRunPlan, execute_multi_run
 from trbench.run.single import RunPlan, execute_run
 
 SMOL = "smollm2:135m"
@@ -158,12 +161,12 @@ def test_timing_agrees_with_python_at_a_known_pace(runner: Path, paced_url: str,
     try:
         rust.chat(req), py.chat(req)  # connections opened, not counted
         n_before = len(httpx.get(f"{paced_url}/log").json())
-        exchanges = [ex for _ in range(7) for ex in (rust.chat(req), py.chat(req))]
+        exchanges = [ex for _ in range(11) for ex in (rust.chat(req), py.chat(req))]
         log = httpx.get(f"{paced_url}/log").json()[n_before:]
     finally:
         rust.close()
         py.close()
-    first_token_ms = {}
+    first_token_ms: dict[str, list[float]] = {}
     for name, i in (("rust", 0), ("python", 1)):
         pairs = list(zip(exchanges, log))[i::2]
         ms = [derive(ex) for ex, _ in pairs]
@@ -171,9 +174,11 @@ def test_timing_agrees_with_python_at_a_known_pace(runner: Path, paced_url: str,
         pace_ms = statistics.median(1000 / m.decode_tps_client for m in ms)
         assert pace_ms == pytest.approx(PACE_S * 1000, rel=0.01), name
         # TTFT less the time until the server had the request: the server's wait plus the reading of the answer
-        first_token_ms[name] = statistics.median((ex.token_times_ns[0] - entry["t_recv_ns"]) / 1e6 for ex, entry in pairs)
-        assert first_token_ms[name] == pytest.approx(FIRST_S * 1000, rel=0.1), name
-    assert abs(first_token_ms["rust"] - first_token_ms["python"]) < 1.0, first_token_ms
+        first_token_ms[name] = [(ex.token_times_ns[0] - entry["t_recv_ns"]) / 1e6 for ex, entry in pairs]
+        assert statistics.median(first_token_ms[name]) == pytest.approx(FIRST_S * 1000, rel=0.1), name
+    # neighbours compared (a shared machine's load drifts): the median of the pairwise differences
+    differences = [r - p for r, p in zip(first_token_ms["rust"], first_token_ms["python"])]
+    assert abs(statistics.median(differences)) < 1.0, first_token_ms
 
 
 # --- REAL llama.cpp server: the OpenAI-compatible wire format as a real server streams it -------------
@@ -274,6 +279,35 @@ def test_agents_run_concurrently_on_two_instances_and_chain_answers(runner: Path
     ca, ib = ex["collector-0"], ex["insight-0"]
     assert ca.t_send_ns < ib.t_end_ns and ib.t_send_ns < ca.t_end_ns
     assert ca.url.startswith(a.url) and ib.url.startswith(b.url)
+
+
+def test_multi_agent_run_through_the_runners_own_tasks(runner: Path) -> None:
+    """execute_multi_run with the Rust harness: the concurrent and solo phases go to the runner as one
+    job (its tokio tasks on the two FAKE Ollama instances), each second call fed the agent's first answer."""
+    a_model = FakeModel(content_tokens=["alpha", " facts"], token_delay_s=0.03)
+    b_model = FakeModel(content_tokens=["beta", " ideas"], token_delay_s=0.03)
+    with FakeOllama({"m:1b": a_model}) as a, FakeOllama({"m:1b": b_model}) as b:
+        spec = parse_spec({"tr_id": "ma", "provider": "external", "backend": "ollama", "server": {"urls": [a.url, b.url]},
+                           "models": ["m:1b"], "ttft": "cached", "harness": ["rust"],
+                           "multi_agent": {"scenarios": ["chimera_homo"], "runs": 1, "max_tokens": 8}})
+        suite = load_agents(REPO_ROOT / spec.multi_agent.agents)
+        slots = [AgentSlot(role="collector", instance="i0", instance_url=a.url, options=OptionSet()),
+                 AgentSlot(role="insight", instance="i1", instance_url=b.url, options=OptionSet())]
+        plan = MultiRunPlan(tr_id="ma", model="m:1b", scenario="chimera_homo", run_index=0, slots=slots, config_hash="h")
+        clients = {s.role: make_client("ollama", s.instance_url, 30, 10, spec.runner) for s in slots}
+        try:
+            result = execute_multi_run(spec, plan, suite, clients, 0, "d")
+        finally:
+            for c in clients.values():
+                c.close()
+        second_calls = [body["messages"][1]["content"] for body in a.bodies("/api/chat")[1::2]]
+    rows = result.request_rows
+    assert [(r["phase"], r["agent"], r["call"]) for r in rows] == [
+        (phase, role, call) for phase in ("concurrent", "solo") for role in ("collector", "insight")
+        for call in ("analysis", "report")]
+    assert all(r["status"] == "ok" for r in rows)
+    assert all("alpha facts" in text and PREVIOUS_PLACEHOLDER not in text for text in second_calls), second_calls
+    assert result.run_row["valid"] and result.run_row["speedup"] > 1.2  # two instances at once: faster than in turn
 
 
 # --- the spec: harness field, its check, the hash ----------------------------------------------------

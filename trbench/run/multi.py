@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from trbench.measure import metrics
-from trbench.config.agents import ROLES, AgentSuite
+from trbench.config.agents import ROLES, AgentCall, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.run.single import completion_text, prompt_text, request_row, unique_prefix, utc
 from trbench.config.spec import MatrixSpec, OptionSet
@@ -76,23 +76,29 @@ class MultiRunResult(BaseModel):
     request_rows: list[dict]
 
 
+def agent_request(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, call: AgentCall,
+                  previous: str) -> ChatRequest:
+    """One call of an agent's workflow, fed the previous answer."""
+    agent, slot = suite.agent(role), plan.slot(role)
+    # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
+    # cache; only ttft: cold makes every call new to it
+    unique = unique_prefix() if spec.ttft == "cold" else None
+    messages = agent.messages(call, suite.digest_text, previous, unique)
+    return ChatRequest(
+        model=plan.model, messages=messages,
+        prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
+        temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
+        num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
+    )
+
+
 def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
               phase: str) -> AgentRun:
     """The agent's calls in order, each fed the previous answer."""
-    agent, slot = suite.agent(role), plan.slot(role)
     previous, out = "", []
     t0 = time.perf_counter_ns()
-    for call in agent.calls:
-        # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
-        # cache; only ttft: cold makes every call new to it
-        unique = unique_prefix() if spec.ttft == "cold" else None
-        messages = agent.messages(call, suite.digest_text, previous, unique)
-        req = ChatRequest(
-            model=plan.model, messages=messages,
-            prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
-            temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
-            num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
-        )
+    for call in suite.agent(role).calls:
+        req = agent_request(spec, plan, suite, role, call, previous)
         ex = client.chat(req)
         out.append((call.name, ex, prompt_text(req)))
         previous = ex.text
@@ -101,8 +107,18 @@ def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str
     return AgentRun(role=role, phase=phase, calls=out, t_start_ns=t0, t_end_ns=time.perf_counter_ns())
 
 
+def external_phase(spec, plan, suite, clients: dict[str, WireClient], phase: str) -> dict[str, AgentRun] | None:
+    """The phase as an external runner's own agents run it; None with trbench's Python clients."""
+    from trbench.run.multi_external import runner_phase  # it imports this module
+
+    return runner_phase(spec, plan, suite, clients, phase)
+
+
 def run_concurrently(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
-    """Both agents released at the same instant, one per instance."""
+    """Both agents released at the same instant, one per instance (with an external runner: its own
+    concurrent tasks, trbench.run.multi_external)."""
+    if (runner_phase := external_phase(spec, plan, suite, clients, "concurrent")) is not None:
+        return runner_phase
     barrier = threading.Barrier(N_AGENTS)
 
     def go(role: str) -> AgentRun:
@@ -116,6 +132,8 @@ def run_concurrently(spec, plan, suite, clients: dict[str, WireClient]) -> dict[
 
 def run_solo(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
     """The measured sequential baseline: the same agents, one after the other, same instances."""
+    if (runner_phase := external_phase(spec, plan, suite, clients, "solo")) is not None:
+        return runner_phase
     return {role: run_agent(spec, plan, suite, role, clients[role], "solo") for role in ROLES}
 
 

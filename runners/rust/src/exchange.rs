@@ -47,6 +47,7 @@ struct Observed {
     error_body: Option<String>,
     answer: String,
     text_chunks: usize,
+    line_failed: bool, // an error object or a line that is not JSON: trbench fails the exchange there
 }
 
 impl Observed {
@@ -65,12 +66,13 @@ pub async fn run(client: &reqwest::Client, backend: &str, url: &str, body: &Valu
         error_body: None,
         answer: String::new(),
         text_chunks: 0,
+        line_failed: false,
     };
     obs.t_send_ns = monotonic_ns();
     let deadline_ns = obs.t_send_ns + (limits.timeout_s * 1e9) as i64;
     exchange(client, backend, url, body, limits, deadline_ns, &mut obs).await;
     let t_end_ns = monotonic_ns();
-    let ok = obs.error.is_none() && obs.text_chunks > 0;
+    let ok = obs.error.is_none() && !obs.line_failed && obs.text_chunks > 0;
     let (kind, message) = match &obs.error {
         Some((k, m)) => (Value::from(*k), Value::from(m.as_str())),
         None => (Value::Null, Value::Null),
@@ -214,9 +216,13 @@ fn read_line(backend: &str, line: String, offset_ns: i64, obs: &mut Observed) ->
     }
     let data: Value = match serde_json::from_str(&payload) {
         Ok(v) => v,
-        Err(_) => return LineEnd::Done, // trbench fails the exchange on this line
+        Err(_) => {
+            obs.line_failed = true;
+            return LineEnd::Done;
+        }
     };
     if data.get("error").is_some() {
+        obs.line_failed = true;
         return LineEnd::Done;
     }
     let (content, reasoning) = texts(backend, &data);
