@@ -38,6 +38,7 @@ from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
 from trbench.config.sections import OptionSet
 from trbench.run.multi import AgentSlot, MultiRunPlan, execute_multi_run
+from trbench.run.multi_external import runner_phase
 from trbench.run.single import RunPlan, execute_run
 
 SMOL = "smollm2:135m"
@@ -296,7 +297,7 @@ def test_multi_agent_run_through_the_runners_own_tasks(runner: Path) -> None:
         plan = MultiRunPlan(tr_id="ma", model="m:1b", scenario="chimera_homo", run_index=0, slots=slots, config_hash="h")
         clients = {s.role: make_client("ollama", s.instance_url, 30, 10, spec.runner) for s in slots}
         try:
-            result = execute_multi_run(spec, plan, suite, clients, 0, "d")
+            result = execute_multi_run(spec, plan, suite, clients, 0, "d", phase_runner=runner_phase)
         finally:
             for c in clients.values():
                 c.close()

@@ -107,18 +107,8 @@ def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str
     return AgentRun(role=role, phase=phase, calls=out, t_start_ns=t0, t_end_ns=time.perf_counter_ns())
 
 
-def external_phase(spec, plan, suite, clients: dict[str, WireClient], phase: str) -> dict[str, AgentRun] | None:
-    """The phase as an external runner's own agents run it; None with trbench's Python clients."""
-    from trbench.run.multi_external import runner_phase  # it imports this module
-
-    return runner_phase(spec, plan, suite, clients, phase)
-
-
 def run_concurrently(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
-    """Both agents released at the same instant, one per instance (with an external runner: its own
-    concurrent tasks, trbench.run.multi_external)."""
-    if (runner_phase := external_phase(spec, plan, suite, clients, "concurrent")) is not None:
-        return runner_phase
+    """Both agents released at the same instant, one per instance."""
     barrier = threading.Barrier(N_AGENTS)
 
     def go(role: str) -> AgentRun:
@@ -132,8 +122,6 @@ def run_concurrently(spec, plan, suite, clients: dict[str, WireClient]) -> dict[
 
 def run_solo(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
     """The measured sequential baseline: the same agents, one after the other, same instances."""
-    if (runner_phase := external_phase(spec, plan, suite, clients, "solo")) is not None:
-        return runner_phase
     return {role: run_agent(spec, plan, suite, role, clients[role], "solo") for role in ROLES}
 
 
@@ -178,8 +166,14 @@ def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[di
     return rows
 
 
+# runs a measured phase ('concurrent' or 'solo') another way (trbench.run.multi_external: an external
+# runner's own tasks), or answers None to leave it to the threads here
+PhaseRunner = Callable[[MatrixSpec, MultiRunPlan, AgentSuite, dict[str, WireClient], str], "dict[str, AgentRun] | None"]
+
+
 def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
-                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None) -> MultiRunResult:
+                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None,
+                      phase_runner: PhaseRunner | None = None) -> MultiRunResult:
     """Warm-ups, then the concurrent and the solo phase (order alternating by run_index). on_phase
     hears each phase as it starts: 'warmup' (only with warm-ups), 'concurrent' and 'solo' (the
     measured window, back to back), then 'idle' at the end (telemetry.Sampler.mark fits)."""
@@ -192,11 +186,13 @@ def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, c
 
     def concurrent() -> dict[str, AgentRun]:
         phase("concurrent")
-        return run_concurrently(spec, plan, suite, clients)
+        other = phase_runner(spec, plan, suite, clients, "concurrent") if phase_runner else None
+        return other if other is not None else run_concurrently(spec, plan, suite, clients)
 
     def solo_phase() -> dict[str, AgentRun]:
         phase("solo")
-        return run_solo(spec, plan, suite, clients)
+        other = phase_runner(spec, plan, suite, clients, "solo") if phase_runner else None
+        return other if other is not None else run_solo(spec, plan, suite, clients)
 
     if concurrent_first:
         conc, solo = concurrent(), solo_phase()

@@ -3,7 +3,7 @@ go to the runner as one job, and it runs them itself (the Rust runner: tokio tas
 once by a barrier, for the concurrent phase; one after the other for the solo phase), feeding
 each call the previous answer where trbench's body holds PREVIOUS_PLACEHOLDER.
 
-Prefect-free; called by trbench.run.multi when its clients are external runners.
+Prefect-free; tasks/multi_agent.py hands runner_phase to execute_multi_run (phase_runner).
 """
 
 from __future__ import annotations
