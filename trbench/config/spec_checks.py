@@ -34,6 +34,7 @@ def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
     if models:
         check_models(spec, source)
     check_output_dir(spec, source)
+    check_harness(spec, source)
     return warnings(spec, source)
 
 
@@ -104,6 +105,16 @@ def check_models(spec: MatrixSpec, source: str) -> None:
         raise _error(source, "models", f"{', '.join(map(repr, unknown))} not bundled with the embedded engine",
                      f"use {' or '.join(sorted(BUNDLED_MODELS))}, or a provider that serves it (ollama-process, "
                      "ollama-docker, external)")
+
+
+def check_harness(spec: MatrixSpec, source: str) -> None:
+    """An external runner must be built before anything starts (the Python harness needs nothing)."""
+    from trbench.backends.external_runner import missing_runner
+
+    for harness in spec.harness:
+        if (why := missing_runner(harness)) is not None:
+            what, _, fix = why.partition("; fix: ")
+            raise _error(source, "harness", what, fix)
 
 
 def check_output_dir(spec: MatrixSpec, source: str) -> None:
