@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trbench.config.errors import FieldRule, SpecError, format_error
+from trbench.config.load import LoadSpec
 from trbench.config.sections import (
     EMBEDDED_DEFAULTS,
     SCENARIOS,
@@ -80,6 +81,8 @@ class MatrixSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
+    load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
+                                  "(trbench/config/load.py)")
 
     # which server fields a spec gave flat at the top level (the earlier layout): messages name them so
     _flat: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -115,9 +118,12 @@ class MatrixSpec(_Strict):
         for i, rung in enumerate(self.oom_fallback):
             if rung.num_gpu is None and rung.num_ctx is None:
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
-        if not self.single_agent and ma is None:
-            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
-                             "run; fix: set single_agent: true, or add a multi_agent section")
+        if not self.single_agent and ma is None and self.load is None:
+            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent or load section: "
+                             "nothing to run; fix: set single_agent: true, or add a multi_agent or load section")
+        if self.load and self.load.models and (stray := [m for m in self.load.models if m not in self.models]):
+            raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
+                             "those); fix: add them to models, or remove them here")
         return self
 
     # --- derived -------------------------------------------------------------------------
@@ -154,6 +160,10 @@ class MatrixSpec(_Strict):
     def instance_count(self) -> int:
         """Instances the spec needs: two for the multi-agent runs, max_parallel in parallel mode."""
         return max(self.lanes, 2 if self.multi_agent else 1)
+
+    @property
+    def load_models(self) -> list[str]:
+        return (self.load.models or self.models) if self.load else []
 
     @property
     def multi_agent_models(self) -> list[str]:
