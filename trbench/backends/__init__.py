@@ -38,4 +38,7 @@ def make_client(backend: str, base_url: str, timeout_s: float, stall_timeout_s: 
     return client(base_url, timeout_s, stall_timeout_s)
 
 
-__all__ = ["BACKENDS", "WIRE_FORMATS", "WireFormat", "replay", "ChatRequest", "RawExchange", "WireClient", "OllamaClient", "OpenAIClient", "make_client"]
+# last: the asynchronous client reads BACKENDS and WIRE_FORMATS from this package
+from trbench.backends.async_client import AsyncWireClient  # noqa: E402
+
+__all__ = ["AsyncWireClient", "BACKENDS", "WIRE_FORMATS", "WireFormat", "replay", "ChatRequest", "RawExchange", "WireClient", "OllamaClient", "OpenAIClient", "make_client"]
