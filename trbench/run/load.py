@@ -39,6 +39,13 @@ class AsyncChat(Protocol):
 ClientFactory = Callable[[str, str], AsyncChat]  # (backend, base_url) -> client, made inside the step's loop
 
 
+def wire_client(spec: MatrixSpec) -> ClientFactory:
+    """The real client, with the spec's limits."""
+    from trbench.backends.async_client import AsyncWireClient
+
+    return lambda backend, url: AsyncWireClient(backend, url, spec.timeout_s, spec.stall_timeout_s)
+
+
 class StepPlan(BaseModel):
     """Everything that identifies one load step of one cell."""
 
