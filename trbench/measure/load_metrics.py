@@ -17,6 +17,14 @@ from trbench.measure.metrics import itl_gaps, percentile
 # step figure family -> the request column it summarises (itl: every gap of every request, pooled)
 LATENCY_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": None, "e2e": "e2e_ms", "queue": "queue_ms",
                    "prefill": "prefill_ms"}
+# what the regression check compares per load step (quality/regression.py): (field, name, higher is better)
+LOAD_METRICS: list[tuple[str, str, bool]] = [
+    ("output_tps", "load output tok/s", True),
+    ("request_rps", "load req/s", True),
+    ("goodput_rps", "load goodput req/s", True),
+    ("ttft_ms_p95", "load TTFT p95 ms", False),
+    ("e2e_ms_p99", "load e2e p99 ms", False),
+]
 SATURATION_SHARE = 0.9  # goodput at least this share of the offered rate: not saturated
 
 LOAD_DEFINITIONS: dict[str, str] = {
