@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trbench.backends import ChatRequest, RawExchange
-from trbench.config.load import LoadSpec, LoadStep, Sweep, sweep_steps
+from trbench.config.load import Sweep, sweep_steps
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import parse_spec
 from trbench.run import load as runner

@@ -18,11 +18,12 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from trbench.backends import ChatRequest, RawExchange
-from trbench.config.load import LoadSpec, LoadStep
+from trbench.config.load import LoadSpec, LoadStep, sweep_steps
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow
 from trbench.data.store import slug
+from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
 from trbench.run.single import Gate, RequestSlot, build_request, prompt_text, request_row, unique_prefix, utc
@@ -236,9 +237,19 @@ def failed_step(spec: MatrixSpec, plan: StepPlan, reason: str, manifest_digest: 
 
 
 def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | None,
-               prompt_style: Callable[[str], str] = lambda _m: "chat") -> list[StepPlan]:
-    """The fixed steps of every load cell (a sweep's rates are planned once its first two are measured)."""
+               facts: dict[str, dict] | None = None) -> list[StepPlan]:
+    """The fixed steps of every load cell (a sweep's rates are planned once its first two are measured);
+    a base model (facts: no chat template) is prompted as plain-text completion, as in the matrix."""
     cells = [c for c in spec.cells() if c.model in spec.load_models]
     return [StepPlan(tr_id=spec.tr_id, cell=c, step=s, step_index=i, instance=instance, instance_url=instance_url,
-                     slots=slots, prompt_style=prompt_style(c.model))
+                     slots=slots, prompt_style=prompt_style((facts or {}).get(c.model)))
             for c in cells for i, s in enumerate(spec.load.fixed_steps())]
+
+
+def sweep_plans(spec: MatrixSpec, measured: list[StepPlan], rows: list[dict]) -> list[StepPlan]:
+    """A sweep's rate steps for one cell, from its synchronous and throughput steps' request rates."""
+    if spec.load.sweep is None or len(rows) < 2:
+        return []
+    steps = sweep_steps(spec.load.sweep, rows[0]["request_rps"], rows[1]["request_rps"])
+    first = measured[0]
+    return [first.model_copy(update={"step": s, "step_index": len(measured) + i}) for i, s in enumerate(steps)]
