@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup run test bench bench-scale ui ui-stop clean
+.PHONY: setup run test bench bench-scale bench-harness ui ui-stop clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ bench: setup
 # report, outlier flags and validation of a synthetic 1M-request TR, and of one 10x smaller (README: Scale)
 bench-scale: setup
 	$(PY) bench/scale.py $(SCALE_ARGS)
+
+# load mode's client against a synthetic streaming server, beside a bare httpx loop (README: Harness)
+bench-harness: setup
+	$(PY) bench/harness.py $(HARNESS_ARGS)
 
 # the Prefect UI with trbench deployed and a worker, on this machine (README: Run it from the Prefect UI)
 ui: setup

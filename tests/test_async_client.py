@@ -36,6 +36,9 @@ MODELS = {
                                        error_message="CUDA error: out of memory"),
     "fake-stall:1b": FakeModel(content_tokens=list(CONTENT), stall_after_tokens=3),
     "fake-decode:1b": FakeModel(content_tokens=[f" t{i}" for i in range(20)], token_delay_s=0.01),
+    # more lines than the client reads in one slice between returns to the event loop
+    "fake-long:1b": FakeModel(content_tokens=[f" w{i}" for i in range(150)], token_delay_s=0.0,
+                              durations_ns=dict(FIXED_NS)),
     "fake-trickle:1b": FakeModel(content_tokens=[f" t{i}" for i in range(40)], token_delay_s=0.1),
 }
 instance = test_openai_client.instance  # its module-scoped fixture: one real llama.cpp server for this module
@@ -80,7 +83,7 @@ def _in_order(ex: RawExchange) -> bool:
 
 # --- the FAKE Ollama ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["fake-ok:1b", "fake-thinker:1b", "fake-oom:1b", "fake-broken:1b",
+@pytest.mark.parametrize("model", ["fake-ok:1b", "fake-thinker:1b", "fake-long:1b", "fake-oom:1b", "fake-broken:1b",
                                    "fake-midstream:1b", "fake-midstream-oom:1b", "no-such-model:1b"])
 def test_fake_ollama_async_exchange_equals_the_sync_one(fake: FakeOllama, model: str) -> None:
     req = _req(model, temperature=0.0, seed=1)
@@ -157,8 +160,8 @@ def test_fake_ollama_requests_in_flight_overlap(fake: FakeOllama) -> None:
 
 
 def test_lines_of_one_read_share_its_arrival_time() -> None:
-    reads = [(1, b'{"a":1}\n{"b"'), (2, b':2}\r\n{"c":3}\n'), (3, b"\n"), (4, b'{"d":"\xc3'), (5, b'\xa9"}')]
-    assert list(arrived_lines(reads)) == [(1, '{"a":1}'), (2, '{"b":2}'), (2, '{"c":3}'), (3, ""),
+    reads = [b'{"a":1}\n{"b"', b':2}\r\n{"c":3}\n', b"\n", b'{"d":"\xc3', b'\xa9"}']
+    assert list(arrived_lines([1, 2, 3, 4, 5], reads)) == [(1, '{"a":1}'), (2, '{"b":2}'), (2, '{"c":3}'),
                                           (5, '{"d":"\u00e9"}')]
 
 
@@ -207,3 +210,22 @@ def test_real_llamacpp_concurrent_requests_all_answered(instance: EmbeddedInstan
     assert [r.text for r in results] == [s.text for s in singles]  # each stream kept to its own request
     # all sent before any answer came back: in flight together (the server may still serve them in turn)
     assert max(r.t_send_ns for r in results) < min(r.token_times_ns[0] for r in results)
+
+
+def test_fake_ollama_pool_keeps_to_max_connections_and_reuses_them(fake: FakeOllama) -> None:
+    async def two_rounds() -> tuple[list[RawExchange], list[list]]:
+        async with AsyncWireClient("ollama", fake.url, timeout_s=60.0, max_connections=2) as client:
+            pool = client._http._transport._pool
+            results, open_after = [], []
+            for _ in range(2):
+                results += await asyncio.gather(*(client.chat(_req("fake-decode:1b")) for _ in range(4)))
+                open_after.append(list(pool.connections))
+            return results, open_after
+
+    results, open_after = asyncio.run(two_rounds())
+    assert [r.status for r in results] == ["ok"] * 8
+    assert len(open_after[0]) == 2 and open_after[1] == open_after[0]  # kept alive: the second round opened none
+    for rnd in (results[:4], results[4:]):
+        # four requests on two connections: two waited for the first two to end (20 x 10 ms each)
+        ends = sorted(r.t_end_ns for r in rnd)
+        assert sorted(r.token_times_ns[0] for r in rnd)[2] > ends[0]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from itertools import islice
 
+import httpcore
 import httpx
 
 from trbench.backends import BACKENDS, WIRE_FORMATS
@@ -22,6 +24,7 @@ from trbench.backends.streaming import (STREAM_FAILURES, _DeadlinePassed, fail_h
                                         read_lines, record_failure, require_text)
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
+_SLICE = 64  # lines read between two returns to the event loop (~0.1 ms of parsing)
 
 
 class AsyncWireClient:
@@ -46,7 +49,10 @@ class AsyncWireClient:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         # trust_env off: a benchmark of a local server must never go through a proxy; identity encoding:
         # the raw bytes read are the stream's own, with no decompression in the timed path
-        self._http = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
+        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        if type(transport._pool) is httpcore.AsyncConnectionPool:  # the pool _LinearPool was written against
+            transport._pool.__class__ = _LinearPool
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False,
                                        headers={"Accept-Encoding": "identity"})
 
     async def chat(self, req: ChatRequest) -> RawExchange:
@@ -54,7 +60,9 @@ class AsyncWireClient:
         payload = self._client.body(req)
         ex = open_exchange(self.backend, url, req.model)
         deadline_ns = ex.t_send_ns + int(self.timeout_s * 1e9)
-        reads: list[tuple[int, bytes]] = []
+        # two flat lists, not (time, bytes) pairs: no object for the garbage collector to walk per read
+        times: list[int] = []
+        reads: list[bytes] = []
         cut: BaseException | None = None
         try:
             async with self._http.stream("POST", url, json=payload) as resp:
@@ -62,18 +70,35 @@ class AsyncWireClient:
                 if resp.status_code >= 400:
                     fail_http(ex, resp.status_code, await resp.aread())
                 else:
-                    await _receive(resp, reads, deadline_ns)
+                    await _receive(resp, times, reads, deadline_ns)
         except (*STREAM_FAILURES, asyncio.CancelledError) as err:
             cut = err
         ex.t_end_ns = time.perf_counter_ns()
         # the lines first: an error line read before the cut is what went wrong
-        read_lines(ex, arrived_lines(reads), self._wire.read_line, self._wire.strip_prefix)
+        try:
+            await self._read(ex, arrived_lines(times, reads))
+        except asyncio.CancelledError as err:
+            cut = cut or err
         if cut is not None:
             record_failure(ex, cut, url, self.timeout_s, self.stall_timeout_s)
             if isinstance(cut, asyncio.CancelledError):
                 self.cancelled.append(ex)
                 raise cut
         return require_text(ex)
+
+    async def _read(self, ex: RawExchange, lines: Iterator[tuple[int, str]]) -> None:
+        """Read the stream's lines a slice at a time, giving the event loop back in between: the other
+        streams' reads are stamped on time, not after the whole of a long stream has been parsed.
+        Cancelled mid-way, it reads the rest at once, so that the record is whole."""
+        try:
+            while True:
+                batch = list(islice(lines, _SLICE))
+                if read_lines(ex, batch, self._wire.read_line, self._wire.strip_prefix) or len(batch) < _SLICE:
+                    return
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            read_lines(ex, lines, self._wire.read_line, self._wire.strip_prefix)
+            raise
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -85,24 +110,69 @@ class AsyncWireClient:
         await self.aclose()
 
 
-async def _receive(resp: httpx.Response, reads: list[tuple[int, bytes]], deadline_ns: int) -> None:
+class _LinearPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool with its bookkeeping pass made linear in the connections (encode/httpcore#1035,
+    open): httpcore 1.0 counts all connections once per idle one at every request start and end, so
+    when hundreds of streams end together (a load step's end) the pass is cubic in all, and it blocks
+    the event loop for the streams still being timed (measured: 41 % of the client's CPU at 256 streams
+    of 500 tokens). The same decisions, in the same order; surplus idle connections are counted as
+    idle ones (httpcore compares the count of all connections, its bug 1 in #1035)."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        closing: list[httpcore.AsyncConnectionInterface] = []
+        kept, idle = [], []
+        for conn in self._connections:
+            if conn.is_closed():
+                continue
+            if conn.has_expired() or (conn.is_idle() and len(idle) >= self._max_keepalive_connections):
+                closing.append(conn)
+                continue
+            if conn.is_idle():
+                idle.append(conn)
+            kept.append(conn)
+        self._connections[:] = kept
+        queued = [request for request in self._requests if request.is_queued()]
+        available = [conn for conn in kept if conn.is_available()] if queued else []
+        for pool_request in queued:
+            origin = pool_request.request.url.origin
+            reusable = [conn for conn in available if conn.can_handle_request(origin)]
+            if reusable:
+                pool_request.assign_to_connection(reusable[0])
+                if reusable[0] in idle:  # spoken for: never the one closed to make room (encode/httpcore#1110)
+                    idle.remove(reusable[0])
+                continue
+            if len(self._connections) >= self._max_connections:
+                if not idle:
+                    continue  # it waits for a connection to be released
+                surplus = idle.pop(0)  # make room: close an idle connection to another origin
+                self._connections.remove(surplus)
+                closing.append(surplus)
+            conn = self.create_connection(origin)
+            self._connections.append(conn)
+            pool_request.assign_to_connection(conn)
+        return closing
+
+
+async def _receive(resp: httpx.Response, times: list[int], reads: list[bytes], deadline_ns: int) -> None:
     """The timed path: each read with its arrival time, and the whole-request deadline (a server that
     keeps sending, however slowly, never meets the per-read timeout)."""
-    clock, append = time.perf_counter_ns, reads.append
+    clock, stamp, keep = time.perf_counter_ns, times.append, reads.append
     async for data in resp.aiter_raw():
         t_ns = clock()
         if t_ns > deadline_ns:
             raise _DeadlinePassed
-        append((t_ns, data))
+        stamp(t_ns)
+        keep(data)
 
 
-def arrived_lines(reads: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, str]]:
-    """The lines of a stream, each with the arrival time of the read that completed it; a last line
-    without its newline arrives with the last read."""
+def arrived_lines(times: list[int], reads: list[bytes]) -> Iterator[tuple[int, str]]:
+    """The lines of a stream but blank ones, each with the arrival time of the read that completed it;
+    a last line without its newline arrives with the last read."""
     pending, t_ns = b"", 0
-    for t_ns, data in reads:
+    for t_ns, data in zip(times, reads, strict=True):
         *lines, pending = _NEWLINE.split(pending + data)
         for line in lines:
-            yield t_ns, line.decode(errors="replace")
+            if line:  # the blank line ending each SSE event: every reader passes it by
+                yield t_ns, line.decode(errors="replace")
     if pending:
         yield t_ns, pending.decode(errors="replace")

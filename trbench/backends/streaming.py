@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 import httpx
+import orjson
 
 from trbench.backends.base import RawExchange, classify_http_error, error_text, is_oom
 
@@ -24,6 +25,16 @@ class _DeadlinePassed(Exception):
 
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def _loads(line: str) -> object:
+    """json.loads, through orjson first: one decode per streamed chunk is most of a client's reading
+    (3-4x faster). What orjson refuses and json takes (NaN, integers past 64 bits, lone surrogates)
+    is read by json, so the same lines are accepted as before."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 def http_timeout(timeout_s: float, stall_timeout_s: float | None) -> httpx.Timeout:
@@ -138,7 +149,7 @@ def feed_line(ex: RawExchange, line: str, t_ns: int, read_line: LineReader, stri
     if not line.strip():
         return False
     try:
-        data = json.loads(line)
+        data = _loads(line)
     except ValueError:
         _fail(ex, "bad_response", f"not JSON: {line[:200]}")
         return True
@@ -154,14 +165,17 @@ def replay_lines(ex: RawExchange, lines: Iterable[tuple[int, str]], read_line: L
 
 
 def read_lines(ex: RawExchange, lines: Iterable[tuple[int, str]], read_line: LineReader,
-               strip_prefix: str = "") -> None:
-    """replay_lines without the final check for text: for a stream whose end is yet to be recorded."""
+               strip_prefix: str = "") -> bool:
+    """replay_lines without the final check for text, for a stream whose end is yet to be recorded or
+    that is read in parts; True when its end or a failure was read (what comes after is not read)."""
     try:
         for t_ns, line in lines:
             if feed_line(ex, line, t_ns, read_line, strip_prefix):
-                break
+                return True
     except StreamError as err:
         _fail(ex, "oom" if is_oom(str(err)) else "bad_response", str(err))
+        return True
+    return False
 
 
 def require_text(ex: RawExchange) -> RawExchange:
