@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trbench.config.errors import FieldRule
 from trbench.config.sections import _Strict, _each_within
 
 StepMode = Literal["concurrency", "rate"]
+# field -> (lowest, highest, rule, an example of the fix)
+_STEP_RULES = {"concurrency": (1, 1024, "concurrency must be 1..1024 streams", "streams in flight, e.g. [1, 2, 4]"),
+               "rate": (0, 10_000, "rate must be 0 < requests/s <= 10000", "requests per second, e.g. [0.5, 1, 2]")}
 
 
 class Slo(_Strict):
@@ -73,26 +76,17 @@ class LoadSpec(_Strict):
     # issue 13 item 4: the embeddings workload has its own model (issue-engines); kept here as its place
     embeddings: Any | None = None
 
-    @field_validator("concurrency")
+    @field_validator("concurrency", "rate")
     @classmethod
-    def _concurrency(cls, v: list[int] | None) -> list[int] | None:
+    def _steps(cls, v: list | None, info: ValidationInfo) -> list | None:
         if v is None:
             return v
+        low, high, rule, example = _STEP_RULES[info.field_name]
         if not v:
-            raise ValueError("concurrency lists no steps; fix: give streams in flight, e.g. [1, 2, 4]")
-        return _each_within(v, 1, 1024, "concurrency must be 1..1024 streams")
-
-    @field_validator("rate")
-    @classmethod
-    def _rate(cls, v: list[float] | None) -> list[float] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("rate lists no steps; fix: give requests per second, e.g. [0.5, 1, 2]")
-        for x in v:
-            if not 0 < x <= 10_000:
-                raise ValueError(f"rate must be 0 < requests/s <= 10000, got {x}")
-        return _each_within(v, 0, 10_000, "rate must be 0 < requests/s <= 10000")
+            raise ValueError(f"{info.field_name} lists no steps; fix: give {example}")
+        if any(x == 0 for x in v):  # a rate of 0 sends nothing; _each_within's bounds are inclusive
+            raise ValueError(f"{rule}, got 0")
+        return _each_within(v, low, high, rule)
 
     @model_validator(mode="after")
     def _one_mode(self) -> LoadSpec:
