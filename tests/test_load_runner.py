@@ -145,3 +145,23 @@ def test_a_duration_step_stops_sending_after_it_and_keeps_what_was_in_flight():
     assert len(rows) == client.calls >= 2
     assert all(r["scheduled_offset_ms"] < 200 for r in rows)  # none admitted after the duration
     assert row["n_ok"] == len(rows)
+
+
+def test_a_closed_gate_stops_the_step_with_run_cancelled_and_closes_the_client():
+    from trbench.run.single import Gate, RunCancelled
+
+    spec = _spec(concurrency=[2])
+    gate = Gate()
+
+    class ClosingClient(FakeAsyncClient):  # the flow is stopped after the third request
+        async def chat(self, req):
+            if self.calls == 3:
+                gate.close()
+            return await super().chat(req)
+
+    client = ClosingClient()
+    plan = runner.StepPlan(tr_id=spec.tr_id, cell=spec.cells()[0], step=spec.load.fixed_steps()[0], step_index=0,
+                           instance="i0", instance_url="http://fake")
+    with pytest.raises(RunCancelled):
+        runner.execute_step(spec, plan, lambda _b, _u: client, PROMPTS, "digest", gate)
+    assert client.closed and client.calls < 12

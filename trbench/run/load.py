@@ -130,26 +130,29 @@ async def drive(step: LoadStep, load: LoadSpec, send: Callable[[int], Awaitable[
                 return
             await one(index, warmup, now)
 
-    async with asyncio.TaskGroup() as group:  # one failing (a cancel) cancels the rest
-        if step.mode == "concurrency":
-            for start in stream_starts(step.concurrency or 1, load.ramp_up_s):
-                group.create_task(stream(start))
-        else:
-            room = asyncio.Semaphore(load.max_inflight) if load.max_inflight else None
-            arrivals = arrival_offsets(step.rate or 1.0, load.burstiness, seed, load.ramp_up_s)
-            for index, due_s in enumerate(arrivals):
-                warmup = budget.admit(index, due_s)
-                if warmup is None:
-                    break
-                due_ns = t0 + int(due_s * 1e9)
-                await sleep_until(due_ns)
-                if gate:
-                    gate.check()
-                if room:
-                    await room.acquire()  # the wait shows as sent later than scheduled
-                task = group.create_task(one(index, warmup, due_ns))
-                if room:
-                    task.add_done_callback(lambda _t: room.release())
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing (a cancel) cancels the rest
+            if step.mode == "concurrency":
+                for start in stream_starts(step.concurrency or 1, load.ramp_up_s):
+                    group.create_task(stream(start))
+            else:
+                room = asyncio.Semaphore(load.max_inflight) if load.max_inflight else None
+                arrivals = arrival_offsets(step.rate or 1.0, load.burstiness, seed, load.ramp_up_s)
+                for index, due_s in enumerate(arrivals):
+                    warmup = budget.admit(index, due_s)
+                    if warmup is None:
+                        break
+                    due_ns = t0 + int(due_s * 1e9)
+                    await sleep_until(due_ns)
+                    if gate:
+                        gate.check()
+                    if room:
+                        await room.acquire()  # the wait shows as sent later than scheduled
+                    task = group.create_task(one(index, warmup, due_ns))
+                    if room:
+                        task.add_done_callback(lambda _t: room.release())
+    except BaseExceptionGroup as failed:  # the first failure as itself (RunCancelled: the flow stops)
+        raise failed.exceptions[0] from None
     return t0, sorted(sent, key=lambda s: s.index)
 
 
