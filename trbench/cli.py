@@ -269,8 +269,11 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")
-    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), "
-                  f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)")
+    runs = (f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)" if spec.single_agent
+            else "no single-agent runs")
+    load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
+            f"{', '.join(spec.load_models)}" if spec.load else "")
+    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}")
 
 
 @app.command()
