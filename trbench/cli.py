@@ -1,5 +1,5 @@
 """The trbench command line: `trbench run SPEC`, `trbench report TR_ID [--baseline OTHER]`,
-`trbench validate SPEC`."""
+`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`."""
 
 from __future__ import annotations
 
@@ -319,6 +319,39 @@ def report(
     console.print(f"[{colour}]{summary_message(result)}[/]", highlight=False, soft_wrap=True)
     if result.has_regressions:
         raise typer.Exit(EXIT_REGRESSION)
+
+
+@app.command()
+def score(
+    truth_path: Path = typer.Argument(..., help="WattBot-style truth CSV: id, answer_value, answer_unit, ref_id"),
+    predictions_path: Path = typer.Argument(..., help="predictions CSV with the same columns (and ids)"),
+    out: Path | None = typer.Option(None, "--out", help="per-question scores CSV (default: beside the predictions, "
+                                    "PREDICTIONS.scores.csv)"),
+) -> None:
+    """Score QA predictions as WattBot does (docs/qa-scoring.md): overall and each component,
+    and one row per question. Exit codes: 0 scored, 2 bad input."""
+    from trbench.suites import qa_csv
+    from trbench.suites.qa_score import WEIGHTS, score_answers
+
+    try:
+        truth = qa_csv.read_answers(truth_path, "truth")
+        predictions = qa_csv.read_answers(predictions_path, "predictions")
+        missing = qa_csv.check_ids(truth, predictions, predictions_path)
+    except qa_csv.ScoreInputError as err:
+        _die(str(err))
+    result, rows = score_answers(truth, predictions)
+    target = out or predictions_path.with_name(f"{predictions_path.stem}.scores.csv")
+    qa_csv.write_question_scores(rows, target)
+    print(f"overall         {result.overall:.4f}")
+    print(f"value_accuracy  {result.value_accuracy:.4f}  (x {WEIGHTS['value']})")
+    print(f"ref_overlap     {result.ref_overlap:.4f}  (x {WEIGHTS['ref']})")
+    print(f"na_recall       {result.na_recall:.4f}  (x {WEIGHTS['na']}; {result.n_na} unanswerable question(s))")
+    print(f"unit_match      {result.unit_match:.4f}  (x 0: reported, not weighed)")
+    print(f"questions       {result.n}  (failed: {result.failed})")
+    if missing:
+        console.print(f"[yellow]warning:[/] {len(missing)} question(s) without a prediction, scored 0: "
+                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", highlight=False, soft_wrap=True)
+    console.print(f"per-question scores: {target}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,85 @@ class TelemetryRow(BaseModel):
     server_cpu_pct: F = None
 
 
+# --- the embeddings workload of load mode (trbench/run/embeddings.py) ------------------------------
+
+
+class EmbeddingKeys(BaseModel):
+    """What identifies an embeddings step (one batch size on one instance): the first columns of its
+    requests and of its step row."""
+
+    tr_id: str
+    run_id: str  # the step's id: a step is the unit that is written, and resumed, at once
+    attempt: int
+    model: str
+    provider: str
+    backend: str
+    instance: str
+    instance_url: str
+    batch_size: int
+    concurrency: int
+
+
+class EmbeddingRequestRow(EmbeddingKeys):
+    """One embeddings request, warm-ups included, as observed."""
+
+    request_index: int
+    is_warmup: bool
+    sent_at: dt.datetime
+    sent_offset_ms: float  # client perf_counter_ns since the step began: the step's wall time comes from these
+    status: str
+    error_kind: S = None
+    error_message: S = None
+    http_status: I = None
+    latency_ms: float  # request sent -> whole answer received, or -> the failure (client perf_counter_ns)
+    n_texts: int
+    n_vectors: I = None
+    dims: I = None
+    prompt_tokens: I64 = None  # as the server counts them (OpenAI usage.prompt_tokens; Ollama prompt_eval_count)
+    server_total_ms: F = None  # Ollama total_duration
+    server_load_ms: F = None  # Ollama load_duration
+
+
+class EmbeddingFigures(BaseModel):
+    """An embeddings step's figures over its measured requests (definitions:
+    trbench.measure.embeddings.DEFINITIONS)."""
+
+    n_requests: int
+    n_ok: int
+    n_errors: int
+    error_kinds: S = None  # comma-separated, sorted
+    wall_s: F = None
+    texts_total: int = 0
+    tokens_total: I64 = None
+    texts_per_s: F = None
+    tokens_per_s: F = None
+    latency_mean_ms: F = None
+    latency_p50_ms: F = None
+    latency_p95_ms: F = None
+    latency_p99_ms: F = None
+    slo_ms: float
+    n_within_slo: int = 0
+    within_slo_pct: F = None
+
+
+class _EmbeddingStepHead(EmbeddingKeys):
+    started_at: dt.datetime
+    n_warmup: int
+    load_ms: F = None  # the embedding server's (re)load before this step, where it loaded
+    texts_name: str
+    texts_digest: str
+
+
+class _EmbeddingStepTail(BaseModel):
+    manifest_digest: str
+
+
+EmbeddingStepRow = _extend(
+    "EmbeddingStepRow", _EmbeddingStepHead, EmbeddingFigures, _EmbeddingStepTail,
+    doc="One embeddings step: a batch size on one instance, its figures; written last, its ledger entry.",
+)
+
+
 # --- load mode (issue 13): many requests in flight; one row per request and one per step --------
 
 
