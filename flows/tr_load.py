@@ -4,7 +4,8 @@
   2. preflight: the port is free or the server answers
   3. start the instance, then preflight every model it loads
   4. model facts and the environment manifest
-  5. per cell, the load steps in order, each a task (a sweep's rates follow its first two steps)
+  5. per cell, the load steps in order, each a task (a sweep's rates follow its first two steps);
+     then the embeddings workload, a step per batch size (load.embeddings)
   6. stop the instance, whatever happened
   7. the report (the load section beside whatever the single-agent matrix measured)
 Steps already finished under the same tr_id are skipped: running it again resumes.
@@ -19,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from flows.tr_matrix import expand_tr_id
+from tasks.embeddings import embeddings_workload
 from tasks.instances import start_instances, stop_instances
 from tasks.load import load_step
 from tasks.preflight import check_instance, check_model
@@ -34,15 +36,19 @@ from trbench.run.load import StepPlan, plan_steps, sweep_plans
 from trbench.run.single import Gate
 
 
-def load_state(spec: MatrixSpec, rows: list[dict], skipped: int, report: Path | str) -> State:
+def load_state(spec: MatrixSpec, rows: list[dict], skipped: int, report: Path | str,
+               embedded: list[dict] | None = None) -> State:
     """Completed when a step measured something; Failed when none did."""
     valid = sum(r["valid"] for r in rows)
-    msg = (f"{spec.tr_id}: {valid} of {len(rows)} load step(s) valid" + (f", {skipped} already finished" if skipped
-           else "") + f"; report {report}")
+    emb_ok = sum(r["n_ok"] > 0 for r in embedded or [])
+    msg = (f"{spec.tr_id}: {valid} of {len(rows)} load step(s) valid"
+           + (f", {emb_ok} of {len(embedded)} embeddings step(s) with ok requests" if embedded else "")
+           + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     bad = [r for r in rows if not r["valid"]]
     if bad:
         msg += "; invalid: " + "; ".join(f"{r['run_id']}: {r['invalid_reason']}" for r in bad[:3])
-    return Failed(message=msg) if rows and not valid else Completed(message=msg)
+    measured = rows + (embedded or [])
+    return Failed(message=msg) if measured and not (valid or emb_ok) else Completed(message=msg)
 
 
 def run_cell(plans: list[StepPlan], spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
@@ -74,12 +80,14 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
     faults = InstanceFaults(root, spec.tr_id)
     gate = Gate()
     rows: list[dict] = []
+    embedded: list[dict] = []
     skipped = 0
     try:
         start_instances([inst], faults)
         if faults.down(inst.name):
             raise InstanceError(f"{inst.name} did not start (the failure log says why)")
-        for model in spec.load_models:
+        emb = spec.load.embeddings
+        for model in dict.fromkeys(spec.load_models + ([emb.model or spec.models[0]] if emb else [])):
             check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))
         facts = collect_model_facts(spec, inst)
         manifest = record_manifest(spec, [inst], root, facts, [])
@@ -90,6 +98,8 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
                                    root, gate)
             rows += measured
             skipped += n
+        if emb is not None:  # last: the embedded engine restarts llama.cpp in embedding mode for it
+            embedded = embeddings_workload(emb, spec, [inst], manifest, digest, root)
     finally:
         gate.close()
         try:
@@ -97,7 +107,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
         finally:
             inst.stop()
     report = render_report(root, spec)
-    state = load_state(spec, rows, skipped, report)
+    state = load_state(spec, rows, skipped, report, embedded)
     get_run_logger().info(state.message)
     return state
 

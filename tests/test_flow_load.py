@@ -17,10 +17,10 @@ def load_spec(tr_id: str, port: int, **load) -> dict:
 
 def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(prefect_api, tmp_path, free_ports):
     port = free_ports(1)[0]
-    spec = load_spec("loadflow", port, concurrency=[1, 2])
+    spec = load_spec("loadflow", port, concurrency=[1, 2], embeddings={"batch_sizes": [2], "requests": 3, "warmup": 1})
     state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    assert "2 of 2 load step(s) valid" in state.message
+    assert "2 of 2 load step(s) valid, 1 of 1 embeddings step(s) with ok requests" in state.message
     root = tmp_path / "loadflow"
     steps = store.read_load_steps(root).sort_values("step_index")
     requests = store.read_load_requests(root)
@@ -33,8 +33,10 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
         assert step["n_ok"] == len(ok)
         if len(ok):
             assert step["ttft_ms_p50"] == pytest.approx(ok["ttft_ms"].median())
+    emb = store.read_emb_steps(root)
+    assert emb["batch_size"].tolist() == [2] and emb["n_requests"].tolist() == [3]
     md = (root / "report" / "loadflow.md").read_text()
-    assert "## Load" in md and "| c2 |" in md
+    assert "## Load" in md and "| c2 |" in md and "### Embeddings" in md and "quality of the vectors" in md.split("### Embeddings")[1]
     assert (root / "manifest.json").is_file()
     assert not llama_servers(port)
 

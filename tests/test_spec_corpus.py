@@ -93,7 +93,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("host_public", OK + "host: 192.168.1.20\n", "field 'host': '192.168.1.20' is not a loopback address"),
     ("host_not_a_name", OK + "host: 'my host!'\n", "field 'host': host must be an IP address or a host name"),
     # --- load mode (issue 13)
-    ("load_no_mode", OK + "load: {requests: 4}\n", "field 'load.concurrency': load needs exactly one of concurrency, rate or sweep, got none"),
+    ("load_no_mode", OK + "load: {requests: 4}\n", "field 'load.concurrency': load needs exactly one of concurrency, rate or sweep (or only embeddings), got none"),
     ("load_two_modes", OK + "load: {concurrency: [1], rate: [1], requests: 4}\n", "got concurrency and rate; fix: keep one"),
     ("load_no_end", OK + "load: {concurrency: [1, 2]}\n", "field 'load.requests': a load step ends after `requests`"),
     ("load_both_ends", OK + "load: {concurrency: [1], requests: 4, duration_s: 10}\n", "fix: give exactly one of them"),
@@ -107,6 +107,8 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("load_slo_negative", OK + "load: {concurrency: [1], requests: 4, slo: {ttft_ms: -5}}\n", "field 'load.slo.ttft_ms': Input should be greater than 0"),
     ("load_slo_misspelt", OK + "load: {concurrency: [1], requests: 4, slo: {ttfb_ms: 5}}\n", "field 'load.slo.ttfb_ms': Extra inputs are not permitted; fix: remove it or fix its spelling (allowed: ttft_ms, tpot_ms, e2e_ms)"),
     ("load_sweep_rates_zero", OK + "load: {sweep: {rates: 0}, requests: 4}\n", "field 'load.sweep.rates': Input should be greater than or equal to 1"),
+    ("load_embeddings_texts_missing", OK + "load: {embeddings: {texts: datasets/embeddings/nope.yaml}}\n", "field 'load.embeddings.texts': file datasets/embeddings/nope.yaml not found"),
+    ("load_embeddings_model_stray", OK + "load: {embeddings: {model: gemma3:270m}}\n", "field 'load.embeddings.model': 'gemma3:270m' is not in models"),
     ("load_model_stray", OK + "load: {concurrency: [1], requests: 4, models: [gemma3:270m]}\n", "field 'load.models': ['gemma3:270m'] are not in models"),
     # --- external servers
     ("external_without_urls", OK + "provider: external\n", "field 'server.urls': provider 'external' needs urls"),

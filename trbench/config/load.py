@@ -12,10 +12,11 @@ that is sent and stored but left out of every statistic.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from trbench.config.embeddings import EmbeddingsLoad
 from trbench.config.errors import FieldRule
 from trbench.config.sections import _Strict, _each_within
 
@@ -73,8 +74,8 @@ class LoadSpec(_Strict):
     max_tokens: int | None = Field(default=None, ge=1, le=131_072, description="per request; default: the spec's")
     models: list[str] | None = Field(default=None, description="models to load; default: the spec's models")
     slo: Slo = Slo()
-    # issue 13 item 4: the embeddings workload has its own model (issue-engines); kept here as its place
-    embeddings: Any | None = None
+    embeddings: EmbeddingsLoad | None = Field(default=None, description="the embeddings workload: a step per "
+                                              "batch size (trbench/config/embeddings.py)")
 
     @field_validator("concurrency", "rate")
     @classmethod
@@ -91,11 +92,11 @@ class LoadSpec(_Strict):
     @model_validator(mode="after")
     def _one_mode(self) -> LoadSpec:
         modes = [m for m in ("concurrency", "rate", "sweep") if getattr(self, m) is not None]
-        if len(modes) != 1:
+        if len(modes) > 1 or not (modes or self.embeddings):
             what = "none" if not modes else " and ".join(modes)
-            raise FieldRule("concurrency", f"load needs exactly one of concurrency, rate or sweep, got {what}; "
-                            "fix: keep one, e.g. concurrency: [1, 2, 4]")
-        if (self.requests is None) == (self.duration_s is None):
+            raise FieldRule("concurrency", f"load needs exactly one of concurrency, rate or sweep (or only "
+                            f"embeddings), got {what}; fix: keep one, e.g. concurrency: [1, 2, 4]")
+        if modes and (self.requests is None) == (self.duration_s is None):
             raise FieldRule("requests", "a load step ends after `requests` measured requests or `duration_s` "
                             "seconds; fix: give exactly one of them")
         if self.burstiness != 1.0 and self.rate is None and self.sweep is None:
@@ -106,12 +107,14 @@ class LoadSpec(_Strict):
         return self
 
     def fixed_steps(self) -> list[LoadStep]:
-        """The steps known before anything is measured (a sweep's rates follow from its first two)."""
+        """The steps known before anything is measured (a sweep's rates follow from its first two); none
+        when the section has only the embeddings workload."""
         if self.concurrency is not None:
             return [LoadStep(label=f"c{n}", mode="concurrency", concurrency=n) for n in self.concurrency]
         if self.rate is not None:
             return [LoadStep(label=f"r{_num(r)}", mode="rate", rate=r) for r in self.rate]
-        assert self.sweep is not None
+        if self.sweep is None:
+            return []
         return [LoadStep(label="sync", mode="concurrency", concurrency=1),
                 LoadStep(label="throughput", mode="concurrency", concurrency=self.sweep.max_concurrency)]
 

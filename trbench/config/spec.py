@@ -121,6 +121,10 @@ class MatrixSpec(_Strict):
         if not self.single_agent and ma is None and self.load is None:
             raise FieldRule("single_agent", "single_agent is false and there is no multi_agent or load section: "
                              "nothing to run; fix: set single_agent: true, or add a multi_agent or load section")
+        emb = self.load.embeddings if self.load else None
+        if emb and emb.model and emb.model not in self.models:
+            raise FieldRule("load.embeddings.model", f"{emb.model!r} is not in models {self.models} (preflight checks "
+                             "those); fix: add it to models, or remove it here (the first model is used)")
         if self.load and self.load.models and (stray := [m for m in self.load.models if m not in self.models]):
             raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
                              "those); fix: add them to models, or remove them here")

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from trbench.data.cells import config_label
 from trbench.data.rows import LoadFigures
-from trbench.data.store import read_load_steps
+from trbench.data.store import read_emb_steps, read_load_steps
 from trbench.measure.load_metrics import LOAD_DEFINITIONS, saturation_point
 
 _STEP_KEYS = ["model", "num_gpu", "num_ctx", "temperature", "step_index", "step_label"]
@@ -46,11 +46,18 @@ class LoadModelSummary(BaseModel):
     peak_output_tps: float | None
 
 
+# the emb_steps columns the embeddings table shows (report/embeddings.py)
+_EMB_COLUMNS = ["run_id", "attempt", "model", "instance", "batch_size", "concurrency", "n_requests", "n_errors",
+                "error_kinds", "texts_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                "within_slo_pct", "slo_ms"]
+
+
 class LoadSection(BaseModel):
     steps: list[LoadStepResult]
     summaries: list[LoadModelSummary]
     slo: dict[str, float]
     definitions: dict[str, str]
+    embedding_steps: list[dict] = []  # the embeddings workload's step rows (_EMB_COLUMNS), as stored
 
 
 def _none(v):
@@ -60,8 +67,11 @@ def _none(v):
 def build_load(tr_root: Path, models: list[str]) -> LoadSection | None:
     """The load section of a TR run's report; None when it measured no load step."""
     steps = read_load_steps(Path(tr_root))
+    emb = read_emb_steps(Path(tr_root))
+    embedding_steps = [{k: _none(v) for k, v in r.items()} for r in emb[_EMB_COLUMNS].to_dict("records")]
     if steps.empty:
-        return None
+        return LoadSection(steps=[], summaries=[], slo={}, definitions=dict(LOAD_DEFINITIONS),
+                           embedding_steps=embedding_steps) if embedding_steps else None
     top = steps.groupby(_STEP_KEYS, dropna=False)["attempt"].transform("max")
     steps = steps[steps["attempt"] == top]
     order = {m: i for i, m in enumerate(models)}
@@ -84,7 +94,8 @@ def build_load(tr_root: Path, models: list[str]) -> LoadSection | None:
     first = steps.iloc[0]
     slo = {k.removeprefix("slo_"): float(first[k]) for k in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
            if _none(first[k]) is not None}
-    return LoadSection(steps=results, summaries=summaries, slo=slo, definitions=dict(LOAD_DEFINITIONS))
+    return LoadSection(steps=results, summaries=summaries, slo=slo, definitions=dict(LOAD_DEFINITIONS),
+                       embedding_steps=embedding_steps)
 
 
 def _groups(results: list[LoadStepResult]) -> dict[tuple[str, str], list[LoadStepResult]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from trbench.report.embeddings import embeddings_table
 from trbench.report.tables import Table, _cols, fmt
 
 
@@ -38,4 +41,5 @@ def load_tables(data) -> dict[str, Table]:
                                     for s in steps if not s.valid]),
         "load_definitions": Table(columns=_cols("term", "definition"),
                                   rows=[[n, t] for n, t in section.definitions.items()]),
+        "load_embeddings": embeddings_table(pd.DataFrame(section.embedding_steps)),
     }
