@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trbench.config.errors import FieldRule, SpecError, format_error
+from trbench.config.load import LoadSpec
 from trbench.config.sections import (
     EMBEDDED_DEFAULTS,
     SCENARIOS,
@@ -84,6 +85,8 @@ class MatrixSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
+    load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
+                                  "(trbench/config/load.py)")
 
     # which server fields a spec gave flat at the top level (the earlier layout): messages name them so
     _flat: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -123,9 +126,16 @@ class MatrixSpec(_Strict):
             raise FieldRule("harness", f"{self.harness} asks for more than one harness in one TR run, which this "
                              "version cannot yet keep apart in its tables; fix: one TR run per harness (harness: [python] "
                              "and harness: [rust], two tr_id)")
-        if not self.single_agent and ma is None:
-            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
-                             "run; fix: set single_agent: true, or add a multi_agent section")
+        if not self.single_agent and ma is None and self.load is None:
+            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent or load section: "
+                             "nothing to run; fix: set single_agent: true, or add a multi_agent or load section")
+        emb = self.load.embeddings if self.load else None
+        if emb and emb.model and emb.model not in self.models:
+            raise FieldRule("load.embeddings.model", f"{emb.model!r} is not in models {self.models} (preflight checks "
+                             "those); fix: add it to models, or remove it here (the first model is used)")
+        if self.load and self.load.models and (stray := [m for m in self.load.models if m not in self.models]):
+            raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
+                             "those); fix: add them to models, or remove them here")
         return self
 
     # --- derived -------------------------------------------------------------------------
@@ -162,6 +172,10 @@ class MatrixSpec(_Strict):
     def instance_count(self) -> int:
         """Instances the spec needs: two for the multi-agent runs, max_parallel in parallel mode."""
         return max(self.lanes, 2 if self.multi_agent else 1)
+
+    @property
+    def load_models(self) -> list[str]:
+        return (self.load.models or self.models) if self.load else []
 
     @property
     def multi_agent_models(self) -> list[str]:

@@ -360,3 +360,92 @@ EmbeddingStepRow = _extend(
     "EmbeddingStepRow", _EmbeddingStepHead, EmbeddingFigures, _EmbeddingStepTail,
     doc="One embeddings step: a batch size on one instance, its figures; written last, its ledger entry.",
 )
+
+
+# --- load mode (issue 13): many requests in flight; one row per request and one per step --------
+
+
+class LoadKeys(BaseModel):
+    """What identifies one load step (run_id: the step's id, the ledger key as for runs)."""
+
+    tr_id: str
+    run_id: str
+    attempt: int
+    model: str
+    provider: str
+    backend: str
+    instance: str
+    instance_url: str
+    num_gpu: I = None
+    num_ctx: I = None
+    temperature: F = None
+    slots: I = None  # requests the server decodes at once (llama.cpp n_parallel); null: the server's own
+    step_index: int
+    step_label: str  # c4, r0.5, sync, throughput, sweep-r1.2
+    mode: str  # concurrency (closed loop) | rate (open loop)
+    concurrency: I = None
+    rate: F = None  # requests per second, open loop
+    burstiness: F = None  # gamma shape of the open-loop gaps (1: Poisson)
+
+
+_REQUEST_OWN = set(RunKeys.model_fields) | {"request_index", "is_warmup", "prompt_id", "cache_target", "sent_at"}
+
+LoadRequestRow = _extend(
+    "LoadRequestRow", LoadKeys,
+    {"request_index": (int, ...), "is_warmup": (bool, ...), "prompt_id": (str, ...), "sent_at": (dt.datetime, ...),
+     # seconds after the step started: when the request was due (open loop: its arrival; closed loop: its stream
+     # was free) and when it was sent; the difference is the client's own wait (max_inflight), never the server's
+     "scheduled_offset_ms": (float, ...), "sent_offset_ms": (float, ...),
+     "queue_ms": (F, None)},
+    {n: (f.annotation, f) for n, f in RequestRow.model_fields.items() if n not in _REQUEST_OWN},
+    doc="One request of a load step, warm-ups included, with the same measurement columns as a run's requests.",
+)
+
+LOAD_LATENCIES = ("ttft", "tpot", "itl", "e2e", "queue", "prefill")  # as load_metrics.LATENCY_COLUMNS
+LOAD_PCTS = (50, 90, 95, 99)
+
+
+class _LoadCounts(BaseModel):
+    n_requests: int = 0  # measured requests sent (warm-ups not counted)
+    n_warmup: int = 0
+    n_ok: int = 0
+    n_errors: int = 0
+    error_rate_pct: F = None
+    error_kinds: S = None  # kind:count, comma-separated, sorted
+    window_s: F = None
+    offered_rps: F = None
+    request_rps: F = None
+    output_tps: F = None
+    n_good: int = 0
+    good_pct: F = None
+    goodput_rps: F = None
+
+
+LoadFigures = _extend(
+    "LoadFigures", _LoadCounts,
+    {f"{m}_ms_p{p}": (F, None) for m in LOAD_LATENCIES for p in LOAD_PCTS},
+    doc="One load step's figures from its raw records (definitions: measure/load_metrics.LOAD_DEFINITIONS).",
+)
+
+
+class _LoadStepHead(LoadKeys):
+    started_at: dt.datetime
+    wall_s: float
+    warmup_requests: int = 0
+    warmup_s: F = None
+    ramp_up_s: F = None
+    max_inflight: I = None
+    max_tokens: int
+    slo_ttft_ms: F = None
+    slo_tpot_ms: F = None
+    slo_e2e_ms: F = None
+
+
+class _LoadStepTail(BaseModel):
+    valid: bool
+    invalid_reason: S = None
+    manifest_digest: str
+
+
+LoadStepRow = _extend("LoadStepRow", _LoadStepHead, LoadFigures, _LoadStepTail,
+                      doc="One load step: its settings and figures; written last, the ledger entry.")
