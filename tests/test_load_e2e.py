@@ -99,7 +99,5 @@ def test_three_streams_on_one_slot_queue_rather_than_prefill_slower(steps):
     assert three["queue_ms_p50"] > three["prefill_ms_p50"]
 
 
-@pytest.mark.xfail(reason="the wire clients reuse keep-alive connections llama.cpp has closed (issue-harness)",
-                   strict=False)
 def test_no_request_is_lost_to_a_closed_keepalive_connection(steps):
     assert not [r for _, rows in steps.values() for r in _lost(rows)]

@@ -21,7 +21,7 @@ import httpx
 from trbench.backends import BACKENDS, WIRE_FORMATS
 from trbench.backends.base import ChatRequest, RawExchange
 from trbench.backends.streaming import (STREAM_FAILURES, _DeadlinePassed, fail_http, http_timeout, open_exchange,
-                                        read_lines, record_failure, require_text)
+                                        read_lines, record_failure, require_text, unanswered)
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 _SLICE = 64  # lines read between two returns to the event loop (~0.1 ms of parsing)
@@ -59,7 +59,10 @@ class AsyncWireClient:
     async def chat(self, req: ChatRequest) -> RawExchange:
         url = f"{self.base_url}{self._client.path(req)}"
         payload = self._client.body(req)
-        ex = open_exchange(self.backend, url, req.model)
+        return await self._send(url, payload, req.model, retry=True)
+
+    async def _send(self, url: str, payload: dict, model: str, retry: bool) -> RawExchange:
+        ex = open_exchange(self.backend, url, model)
         deadline_ns = ex.t_send_ns + int(self.timeout_s * 1e9)
         # two flat lists, not (time, bytes) pairs: no object for the garbage collector to walk per read
         times: list[int] = []
@@ -73,6 +76,8 @@ class AsyncWireClient:
                 else:
                     await _receive(resp, times, reads, deadline_ns)
         except (*STREAM_FAILURES, asyncio.CancelledError) as err:
+            if retry and unanswered(ex, err):
+                return await self._send(url, payload, model, retry=False)
             cut = err
         ex.t_end_ns = time.perf_counter_ns()
         # the lines first: an error line read before the cut is what went wrong

@@ -74,24 +74,36 @@ def stream_exchange(
 ) -> RawExchange:
     """timeout_s bounds the whole request; stall_timeout_s, when shorter, cuts a server gone
     silent (the client's read timeout must be http_timeout(timeout_s, stall_timeout_s))."""
-    ex = open_exchange(backend, url, model)
-    deadline_ns = ex.t_send_ns + int(timeout_s * 1e9) if timeout_s else None
-    try:
-        with http.stream("POST", url, json=payload) as resp:
-            ex.http_status = resp.status_code
-            if resp.status_code >= 400:
-                fail_http(ex, resp.status_code, resp.read())
-                return ex
-            for line in watched_lines(resp, deadline_ns):
-                if feed_line(ex, line, time.perf_counter_ns(), read_line, strip_prefix):
-                    break
-    except (*STREAM_FAILURES, KeyboardInterrupt) as err:
-        record_failure(ex, err, url, timeout_s, stall_timeout_s)
-        if isinstance(err, KeyboardInterrupt):
-            raise
-    finally:
-        ex.t_end_ns = time.perf_counter_ns()
+    for attempt in range(2):
+        ex = open_exchange(backend, url, model)
+        deadline_ns = ex.t_send_ns + int(timeout_s * 1e9) if timeout_s else None
+        try:
+            with http.stream("POST", url, json=payload) as resp:
+                ex.http_status = resp.status_code
+                if resp.status_code >= 400:
+                    fail_http(ex, resp.status_code, resp.read())
+                    return ex
+                for line in watched_lines(resp, deadline_ns):
+                    if feed_line(ex, line, time.perf_counter_ns(), read_line, strip_prefix):
+                        break
+        except (*STREAM_FAILURES, KeyboardInterrupt) as err:
+            if attempt == 0 and unanswered(ex, err):
+                continue
+            record_failure(ex, err, url, timeout_s, stall_timeout_s)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+        finally:
+            ex.t_end_ns = time.perf_counter_ns()
+        break
     return require_text(ex)
+
+
+def unanswered(ex: RawExchange, err: BaseException) -> bool:
+    """The connection closed before any byte of a response: a kept-alive connection the server had
+    just closed (llama.cpp's HTTP server closes idle ones; the close can cross the next request on
+    the wire). The server never took the request, so it is sent once more on a new connection and
+    timed from that send; a second such close is recorded as the error it is."""
+    return isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError)) and ex.http_status is None
 
 
 def open_exchange(backend: str, url: str, model: str) -> RawExchange:
