@@ -10,7 +10,6 @@ from flows.tr_matrix import tr_matrix
 from trbench.data import store
 from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, multi_run_row
-from trbench.run.settings import MultiRunSettings
 from trbench.config.spec import OptionSet, parse_spec
 
 SPEC = parse_spec({"tr_id": "ma", "models": ["m"], "single_agent": False,
@@ -45,7 +44,7 @@ def row_for(conc_tps: float, conc_ttft: float) -> dict:
             "insight": agent("insight", "concurrent", 10.5, 4.0, conc_ttft + 50, conc_tps)}
     solo = {"collector": agent("collector", "solo", 20.0, 2.0, 100.0, 100.0),
             "insight": agent("insight", "solo", 22.0, 2.5, 120.0, 100.0)}
-    return multi_run_row(MultiRunSettings.of(SPEC), plan(), conc, solo, [], 0.0, True, "d")
+    return multi_run_row(SPEC, plan(), conc, solo, [], 0.0, True, "d")
 
 
 def test_speedup_efficiency_and_deltas_follow_their_definitions():

@@ -16,7 +16,7 @@ from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
 from trbench.report import write_report
 from trbench.run.single import RunPlan, _keys, request_row, run_row
-from trbench.run.settings import MultiRunSettings, RunSettings
+from trbench.run.settings import RunSettings
 from trbench.config.spec import MatrixSpec, parse_spec
 
 TR_ID = "TRqa"
@@ -107,8 +107,8 @@ def multi_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                         "insight": agent("insight", "concurrent", base + 10.2, 3.5, 90.0, 58.0, model)}
                 solo = {"collector": agent("collector", "solo", base + 20, 2.0, 60.0, 90.0, model),
                         "insight": agent("insight", "solo", base + 23, 2.4, 65.0, 88.0, model)}
-                rows = _rows(MultiRunSettings.of(spec), plan, warm + list(conc.values()) + list(solo.values()))
-                row = multi_run_row(MultiRunSettings.of(spec), plan, conc, solo, rows, 1.7e9, run_index % 2 == 0, "digest")
+                rows = _rows(spec, plan, warm + list(conc.values()) + list(solo.values()))
+                row = multi_run_row(spec, plan, conc, solo, rows, 1.7e9, run_index % 2 == 0, "digest")
                 if defects and (validation.multi_key(model, scenario), run_index) == BAD_EFFICIENCY:
                     row["efficiency_pct"] += 5.0
                 store.write_run(root, row, rows, MANIFEST, kind="multi")

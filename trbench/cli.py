@@ -1,5 +1,5 @@
 """The trbench command line: `trbench run SPEC`, `trbench report TR_ID [--baseline OTHER]`,
-`trbench validate SPEC`."""
+`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`."""
 
 from __future__ import annotations
 
@@ -222,7 +222,17 @@ def run(
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
               "output_dir": spec.output_dir}
-    state = _run_flow(tr_matrix, params, root, verbose)
+    state = None
+    if spec.single_agent or spec.multi_agent:
+        state = _run_flow(tr_matrix, params, root, verbose)
+    if spec.load is not None:  # load mode after the matrix (or alone): its report covers both
+        from flows.tr_load import tr_load
+
+        params.pop("runs")
+        loaded = _run_flow(tr_load, params, root, verbose)
+        state = loaded if state is None or state.is_completed() else state
+        if store.finished_run_ids(root, "load"):
+            console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)
@@ -259,8 +269,11 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")
-    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), "
-                  f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)")
+    runs = (f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)" if spec.single_agent
+            else "no single-agent runs")
+    load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
+            f"{', '.join(spec.load_models)}" if spec.load else "")
+    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}")
 
 
 @app.command()
@@ -281,12 +294,12 @@ def report(
     from trbench.data.store import tr_dir
 
     root = tr_dir(output_dir, tr_id)
-    if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):
+    if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
         _die(f"no data for tr_id {tr_id!r} under {root}; fix: check --output-dir and the tr_id")
     baseline_root = None
     if baseline is not None:
         baseline_root = tr_dir(output_dir, baseline)
-        if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+        if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
             _die(f"no data for baseline tr_id {baseline!r} under {baseline_root}; fix: check --baseline and "
                  "--output-dir")
     files = publish(root, baseline_root=baseline_root, threshold_pct=threshold, html=html)
@@ -306,6 +319,39 @@ def report(
     console.print(f"[{colour}]{summary_message(result)}[/]", highlight=False, soft_wrap=True)
     if result.has_regressions:
         raise typer.Exit(EXIT_REGRESSION)
+
+
+@app.command()
+def score(
+    truth_path: Path = typer.Argument(..., help="WattBot-style truth CSV: id, answer_value, answer_unit, ref_id"),
+    predictions_path: Path = typer.Argument(..., help="predictions CSV with the same columns (and ids)"),
+    out: Path | None = typer.Option(None, "--out", help="per-question scores CSV (default: beside the predictions, "
+                                    "PREDICTIONS.scores.csv)"),
+) -> None:
+    """Score QA predictions as WattBot does (docs/qa-scoring.md): overall and each component,
+    and one row per question. Exit codes: 0 scored, 2 bad input."""
+    from trbench.suites import qa_csv
+    from trbench.suites.qa_score import WEIGHTS, score_answers
+
+    try:
+        truth = qa_csv.read_answers(truth_path, "truth")
+        predictions = qa_csv.read_answers(predictions_path, "predictions")
+        missing = qa_csv.check_ids(truth, predictions, predictions_path)
+    except qa_csv.ScoreInputError as err:
+        _die(str(err))
+    result, rows = score_answers(truth, predictions)
+    target = out or predictions_path.with_name(f"{predictions_path.stem}.scores.csv")
+    qa_csv.write_question_scores(rows, target)
+    print(f"overall         {result.overall:.4f}")
+    print(f"value_accuracy  {result.value_accuracy:.4f}  (x {WEIGHTS['value']})")
+    print(f"ref_overlap     {result.ref_overlap:.4f}  (x {WEIGHTS['ref']})")
+    print(f"na_recall       {result.na_recall:.4f}  (x {WEIGHTS['na']}; {result.n_na} unanswerable question(s))")
+    print(f"unit_match      {result.unit_match:.4f}  (x 0: reported, not weighed)")
+    print(f"questions       {result.n}  (failed: {result.failed})")
+    if missing:
+        console.print(f"[yellow]warning:[/] {len(missing)} question(s) without a prediction, scored 0: "
+                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", highlight=False, soft_wrap=True)
+    console.print(f"per-question scores: {target}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

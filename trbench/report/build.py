@@ -33,6 +33,7 @@ from trbench.quality.regression import compare as compare_regression
 from trbench.report import compare as report_compare
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
+from trbench.report.load import build_load
 from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, DEFAULT_OBJECTIVE, MESSAGE_CHARS, MODEL_DETAIL_KEYS, QUESTIONS, CacheCheck, CacheInfo,
     CellResult, Config, FailedRequest, InstanceInfo, InvalidRun, ModelInfo, PctRow, ReportData, Setup)
@@ -276,7 +277,9 @@ def _read(tr_root: Path, given_spec: MatrixSpec | None) -> _Sources:
     manifest, manifest_source = _load_manifest(tr_root)
     runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)
     spec = given_spec if given_spec is not None else recorded_spec(manifest)
-    models = _model_order(spec, set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model"))
+    data_models = (set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
+                   | set(read_frame(tr_root, "load_steps", ["model"])["model"].dropna().astype(str)))
+    models = _model_order(spec, data_models)
     baseline, baseline_source = _baseline(spec, manifest, models)
     return _Sources(tr_root, all_runs, runs, superseded, reqs, manifest, manifest_source, given_spec, spec, models,
                     baseline, baseline_source)
@@ -429,7 +432,7 @@ def _regression(data: ReportData, baseline_root: Path | None, threshold_pct: flo
                                 "`baseline`).")
         return
     baseline_root = Path(baseline_root)
-    if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+    if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
         raise FileNotFoundError(f"no baseline TR data under {baseline_root}")
     data.regression = compare_regression(data, build_report(baseline_root), threshold_pct)
 
@@ -461,6 +464,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         **_failures(src),
         **_definitions(),
     )
+    data.load = build_load(src.root, src.models)
     data.reproduce = reproduce(data, src.root)
     data.methodology = methodology(data, src.spec)
     data.findings = build_findings(data)

@@ -16,13 +16,12 @@ from typing import Literal
 from pydantic import BaseModel
 
 from trbench.measure import metrics
-from trbench.config.agents import ROLES, AgentSuite
+from trbench.config.agents import ROLES, AgentCall, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.run.single import completion_text, prompt_text, request_row, unique_prefix, utc
-from trbench.config.spec import OptionSet
+from trbench.config.spec import MatrixSpec, OptionSet
 from trbench.data.rows import AgentFigures, MaRequestRow, MaRunRow
 from trbench.data.store import slug
-from trbench.run.settings import MultiRunSettings
 
 N_AGENTS = len(ROLES)
 
@@ -52,10 +51,11 @@ class MultiRunPlan(BaseModel):
         return next(s for s in self.slots if s.role == role)
 
 
-def config_hash(settings: MultiRunSettings, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
-    payload = {"model": model, "scenario": scenario, "backend": settings.backend, "provider": settings.provider,
+def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
+    payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
                "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
-               "max_tokens": settings.max_tokens, "ttft": settings.ttft, "seed": settings.seed}
+               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed,
+               **spec.harness_key()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -76,23 +76,29 @@ class MultiRunResult(BaseModel):
     request_rows: list[dict]
 
 
-def run_agent(settings: MultiRunSettings, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
+def agent_request(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, call: AgentCall,
+                  previous: str) -> ChatRequest:
+    """One call of an agent's workflow, fed the previous answer."""
+    agent, slot = suite.agent(role), plan.slot(role)
+    # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
+    # cache; only ttft: cold makes every call new to it
+    unique = unique_prefix() if spec.ttft == "cold" else None
+    messages = agent.messages(call, suite.digest_text, previous, unique)
+    return ChatRequest(
+        model=plan.model, messages=messages,
+        prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
+        temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
+        num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
+    )
+
+
+def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
               phase: str) -> AgentRun:
     """The agent's calls in order, each fed the previous answer."""
-    agent, slot = suite.agent(role), plan.slot(role)
     previous, out = "", []
     t0 = time.perf_counter_ns()
-    for call in agent.calls:
-        # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
-        # cache; only ttft: cold makes every call new to it
-        unique = unique_prefix() if settings.ttft == "cold" else None
-        messages = agent.messages(call, suite.digest_text, previous, unique)
-        req = ChatRequest(
-            model=plan.model, messages=messages,
-            prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
-            temperature=slot.options.temperature, max_tokens=settings.max_tokens,
-            num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=settings.seed,
-        )
+    for call in suite.agent(role).calls:
+        req = agent_request(spec, plan, suite, role, call, previous)
         ex = client.chat(req)
         out.append((call.name, ex, prompt_text(req)))
         previous = ex.text
@@ -101,24 +107,22 @@ def run_agent(settings: MultiRunSettings, plan: MultiRunPlan, suite: AgentSuite,
     return AgentRun(role=role, phase=phase, calls=out, t_start_ns=t0, t_end_ns=time.perf_counter_ns())
 
 
-def run_concurrently(settings: MultiRunSettings, plan: MultiRunPlan, suite: AgentSuite,
-                     clients: dict[str, WireClient]) -> dict[str, AgentRun]:
+def run_concurrently(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
     """Both agents released at the same instant, one per instance."""
     barrier = threading.Barrier(N_AGENTS)
 
     def go(role: str) -> AgentRun:
         barrier.wait()
-        return run_agent(settings, plan, suite, role, clients[role], "concurrent")
+        return run_agent(spec, plan, suite, role, clients[role], "concurrent")
 
     with ThreadPoolExecutor(max_workers=N_AGENTS, thread_name_prefix="agent") as pool:
         futures = {role: pool.submit(go, role) for role in ROLES}
         return {role: f.result() for role, f in futures.items()}
 
 
-def run_solo(settings: MultiRunSettings, plan: MultiRunPlan, suite: AgentSuite,
-             clients: dict[str, WireClient]) -> dict[str, AgentRun]:
+def run_solo(spec, plan, suite, clients: dict[str, WireClient]) -> dict[str, AgentRun]:
     """The measured sequential baseline: the same agents, one after the other, same instances."""
-    return {role: run_agent(settings, plan, suite, role, clients[role], "solo") for role in ROLES}
+    return {role: run_agent(spec, plan, suite, role, clients[role], "solo") for role in ROLES}
 
 
 def _agent_figures(run: AgentRun) -> dict:
@@ -132,8 +136,8 @@ def _agent_figures(run: AgentRun) -> dict:
     ).model_dump()
 
 
-def contended(conc: dict, solo: dict, settings: MultiRunSettings) -> bool | None:
-    rule = settings.contention
+def contended(conc: dict, solo: dict, spec: MatrixSpec) -> bool | None:
+    rule = spec.multi_agent.contention
     if None in (conc["decode_tps"], solo["decode_tps"], conc["ttft_ms"], solo["ttft_ms"]):
         return None
     slower = conc["decode_tps"] < solo["decode_tps"] * (1 - rule.throughput_drop_pct / 100)
@@ -141,29 +145,35 @@ def contended(conc: dict, solo: dict, settings: MultiRunSettings) -> bool | None
     return bool(slower or later)
 
 
-def _keys(settings: MultiRunSettings, plan: MultiRunPlan, slot: AgentSlot) -> dict:
+def _keys(spec: MatrixSpec, plan: MultiRunPlan, slot: AgentSlot) -> dict:
     o = slot.options
     return {
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
-        "model": plan.model, "provider": settings.provider, "backend": settings.backend, "instance": slot.instance,
+        "model": plan.model, "provider": spec.provider, "backend": spec.backend, "instance": slot.instance,
         "instance_url": slot.instance_url, "num_gpu": o.num_gpu, "num_ctx": o.num_ctx, "temperature": o.temperature,
-        "ttft_mode": settings.ttft, "prompt_style": plan.prompt_style, "run_index": plan.run_index,
+        "ttft_mode": spec.ttft, "prompt_style": plan.prompt_style, "run_index": plan.run_index,
         "scenario": plan.scenario, "agent": slot.role,
     }
 
 
-def _rows(settings: MultiRunSettings, plan: MultiRunPlan, runs: list[AgentRun]) -> list[dict]:
+def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[dict]:
     rows = []
     for run in runs:
-        keys = _keys(settings, plan, plan.slot(run.role))
+        keys = _keys(spec, plan, plan.slot(run.role))
         for call, ex, prompt in run.calls:
             rows.append(request_row(keys, len(rows), run.phase == "warmup", call, ex, prompt, model=MaRequestRow,
                                     phase=run.phase, call=call))
     return rows
 
 
-def execute_multi_run(settings: MultiRunSettings, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
-                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None) -> MultiRunResult:
+# runs a measured phase ('concurrent' or 'solo') another way (trbench.run.multi_external: an external
+# runner's own tasks), or answers None to leave it to the threads here
+PhaseRunner = Callable[[MatrixSpec, MultiRunPlan, AgentSuite, dict[str, WireClient], str], "dict[str, AgentRun] | None"]
+
+
+def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
+                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None,
+                      phase_runner: PhaseRunner | None = None) -> MultiRunResult:
     """Warm-ups, then the concurrent and the solo phase (order alternating by run_index). on_phase
     hears each phase as it starts: 'warmup' (only with warm-ups), 'concurrent' and 'solo' (the
     measured window, back to back), then 'idle' at the end (telemetry.Sampler.mark fits)."""
@@ -171,28 +181,30 @@ def execute_multi_run(settings: MultiRunSettings, plan: MultiRunPlan, suite: Age
     if warmups:
         phase("warmup")
     started = time.time()
-    warm = [run_agent(settings, plan, suite, role, clients[role], "warmup") for _ in range(warmups) for role in ROLES]
+    warm = [run_agent(spec, plan, suite, role, clients[role], "warmup") for _ in range(warmups) for role in ROLES]
     concurrent_first = plan.run_index % 2 == 0
 
     def concurrent() -> dict[str, AgentRun]:
         phase("concurrent")
-        return run_concurrently(settings, plan, suite, clients)
+        other = phase_runner(spec, plan, suite, clients, "concurrent") if phase_runner else None
+        return other if other is not None else run_concurrently(spec, plan, suite, clients)
 
     def solo_phase() -> dict[str, AgentRun]:
         phase("solo")
-        return run_solo(settings, plan, suite, clients)
+        other = phase_runner(spec, plan, suite, clients, "solo") if phase_runner else None
+        return other if other is not None else run_solo(spec, plan, suite, clients)
 
     if concurrent_first:
         conc, solo = concurrent(), solo_phase()
     else:
         solo, conc = solo_phase(), concurrent()
     phase("idle")
-    rows = _rows(settings, plan, warm + list(conc.values()) + list(solo.values()))
-    return MultiRunResult(run_row=multi_run_row(settings, plan, conc, solo, rows, started, concurrent_first, manifest_digest),
+    rows = _rows(spec, plan, warm + list(conc.values()) + list(solo.values()))
+    return MultiRunResult(run_row=multi_run_row(spec, plan, conc, solo, rows, started, concurrent_first, manifest_digest),
                           request_rows=rows)
 
 
-def multi_run_row(settings: MultiRunSettings, plan: MultiRunPlan, conc: dict[str, AgentRun], solo: dict[str, AgentRun],
+def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun], solo: dict[str, AgentRun],
                   rows: list[dict], started: float, concurrent_first: bool, manifest_digest: str) -> dict:
     measured = [r for r in rows if r["phase"] != "warmup"]
     errors = [r for r in measured if r["status"] != "ok"]
@@ -201,19 +213,19 @@ def multi_run_row(settings: MultiRunSettings, plan: MultiRunPlan, conc: dict[str
     s = metrics.speedup(sequential_wall, concurrent_wall)
     row = {
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
-        "model": plan.model, "scenario": plan.scenario, "provider": settings.provider, "backend": settings.backend,
+        "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
         "run_index": plan.run_index, "started_at": utc(started), "phase_order": "concurrent,solo" if concurrent_first else "solo,concurrent",
         "n_agents": N_AGENTS, "concurrent_wall_s": concurrent_wall, "sequential_wall_s": sequential_wall,
         "speedup": s, "efficiency_pct": metrics.efficiency_pct(s, N_AGENTS),
         "n_requests": len(measured), "n_errors": len(errors),
         "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
-        "contention_rule": settings.contention.describe(), "manifest_digest": manifest_digest,
+        "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest,
     }
     flags = []
     for role in ROLES:
         slot = plan.slot(role)
         c, so = _agent_figures(conc[role]), _agent_figures(solo[role])
-        flag = contended(c, so, settings)
+        flag = contended(c, so, spec)
         flags.append(flag)
         row.update({f"{role}_instance": slot.instance, f"{role}_options": slot.options.model_dump_json(),
                     f"{role}_contended": flag})
@@ -228,13 +240,13 @@ def multi_run_row(settings: MultiRunSettings, plan: MultiRunPlan, conc: dict[str
     return MaRunRow(**row).model_dump()
 
 
-def failed_multi_run(settings: MultiRunSettings, plan: MultiRunPlan, reason: str, manifest_digest: str) -> dict:
+def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest_digest: str) -> dict:
     """The row of a multi-agent run whose instances would not load: kept, marked invalid."""
     row = {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
-           "model": plan.model, "scenario": plan.scenario, "provider": settings.provider, "backend": settings.backend,
+           "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
            "run_index": plan.run_index, "started_at": utc(time.time()), "n_agents": N_AGENTS, "n_requests": 0,
            "n_errors": 0, "valid": False, "invalid_reason": f"instance failed: {reason}", "error_kinds": "instance",
-           "contention_rule": settings.contention.describe(), "manifest_digest": manifest_digest}
+           "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest}
     for role in ROLES:
         slot = plan.slot(role)
         row.update({f"{role}_instance": slot.instance, f"{role}_options": slot.options.model_dump_json()})

@@ -19,7 +19,6 @@ from trbench.data import store
 from trbench.engines import Instance
 from trbench.engines.model_kind import prompt_style
 from trbench.run.multi import AgentSlot, MultiRunPlan, config_hash
-from trbench.run.settings import MultiRunSettings
 from trbench.run.single import RunPlan
 
 P = TypeVar("P", RunPlan, MultiRunPlan)
@@ -63,14 +62,13 @@ def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[
     if spec.multi_agent is None or suite is None:
         return []
     facts = facts or {}
-    settings = MultiRunSettings.of(spec)
     plans = []
     for model in spec.multi_agent_models:
         for scenario in spec.multi_agent.scenarios:
             options = spec.multi_agent.options(scenario)
             slots = [AgentSlot(role=role, instance=inst.name, instance_url=inst.url, options=spec.resolve_options(o))
                      for role, inst, o in zip(ROLES, instances, options)]
-            h = config_hash(settings, model, scenario, slots, suite.content_digest)
+            h = config_hash(spec, model, scenario, slots, suite.content_digest)
             plans += [MultiRunPlan(tr_id=spec.tr_id, model=model, scenario=scenario, run_index=i, slots=slots,
                                    config_hash=h, prompt_style=prompt_style(facts.get(model)))
                       for i in range(spec.multi_agent.runs)]

@@ -1,16 +1,16 @@
-"""What the runners read of the spec: small typed objects built once from a MatrixSpec (of()), so
-run/single.py and run/multi.py take what they use, not the whole spec."""
+"""What a single-agent run reads of the spec: a small typed object built once from a MatrixSpec
+(RunSettings.of), so run/single.py takes what it uses, not the whole spec."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from trbench.config.sections import ContentionRule
 from trbench.config.spec import Backend, MatrixSpec, TtftMode
 
 
-class _RunIdentity(BaseModel):
-    """What every run row records of how it was measured."""
+class RunSettings(BaseModel):
+    """A single-agent run: the columns its rows record of how it was measured, its requests and when
+    it counts as valid."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -18,15 +18,6 @@ class _RunIdentity(BaseModel):
     backend: Backend
     ttft: TtftMode  # the run's ttft_mode: cold | cached | both
     seed: int | None = None
-
-
-def _identity(spec: MatrixSpec) -> dict:
-    return {"provider": spec.provider, "backend": spec.backend, "ttft": spec.ttft, "seed": spec.seed}
-
-
-class RunSettings(_RunIdentity):
-    """A single-agent run: its requests and when it counts as valid."""
-
     max_tokens: int
     requests_per_run: int
     cache_targets: tuple[str, ...]  # per measured prompt, in order: cold, cached or both
@@ -34,18 +25,6 @@ class RunSettings(_RunIdentity):
 
     @classmethod
     def of(cls, spec: MatrixSpec) -> RunSettings:
-        return cls(**_identity(spec), max_tokens=spec.max_tokens, requests_per_run=spec.requests_per_run,
+        return cls(provider=spec.provider, backend=spec.backend, ttft=spec.ttft, seed=spec.seed,
+                   max_tokens=spec.max_tokens, requests_per_run=spec.requests_per_run,
                    cache_targets=tuple(spec.cache_targets), min_ok=spec.min_ok)
-
-
-class MultiRunSettings(_RunIdentity):
-    """A multi-agent run: its agents' answer length and when an agent counts as contended."""
-
-    max_tokens: int
-    contention: ContentionRule
-
-    @classmethod
-    def of(cls, spec: MatrixSpec) -> MultiRunSettings:
-        if spec.multi_agent is None:
-            raise ValueError("the spec has no multi_agent section")
-        return cls(**_identity(spec), max_tokens=spec.multi_agent.max_tokens, contention=spec.multi_agent.contention)
