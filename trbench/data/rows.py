@@ -300,9 +300,8 @@ TelemetryRow = _extend(
 # --- the embeddings workload of load mode (trbench/run/embeddings.py) ------------------------------
 
 
-class EmbeddingKeys(BaseModel):
-    """What identifies an embeddings step (one batch size on one instance): the first columns of its
-    requests and of its step row."""
+class StepKeys(BaseModel):
+    """The first columns of every load-mode step and its requests (embeddings and load steps)."""
 
     tr_id: str
     run_id: str  # the step's id: a step is the unit that is written, and resumed, at once
@@ -312,6 +311,12 @@ class EmbeddingKeys(BaseModel):
     backend: str
     instance: str
     instance_url: str
+
+
+class EmbeddingKeys(StepKeys):
+    """What identifies an embeddings step (one batch size on one instance): the first columns of its
+    requests and of its step row."""
+
     batch_size: int
     concurrency: int
 
@@ -379,17 +384,9 @@ EmbeddingStepRow = _extend(
 # --- load mode (issue 13): many requests in flight; one row per request and one per step --------
 
 
-class LoadKeys(BaseModel):
+class LoadKeys(StepKeys):
     """What identifies one load step (run_id: the step's id, the ledger key as for runs)."""
 
-    tr_id: str
-    run_id: str
-    attempt: int
-    model: str
-    provider: str
-    backend: str
-    instance: str
-    instance_url: str
     num_gpu: I = None
     num_ctx: I = None
     temperature: F = None
