@@ -9,6 +9,8 @@ from trbench.backends.streaming import StreamError, stamp, stream_exchange
 
 
 SSE_PREFIX = "data:"
+# what asks an OpenAI-compatible server (llama.cpp included: a JSON grammar) for one JSON object
+JSON_MODE = {"response_format": {"type": "json_object"}}
 
 
 class OpenAIClient(HttpClient):
@@ -29,6 +31,8 @@ class OpenAIClient(HttpClient):
             body["seed"] = req.seed
         if not req.cache_prompt:
             body["cache_prompt"] = False  # llama.cpp extension; reuse of the KV cache off
+        if req.json_mode:
+            body.update({k: dict(v) for k, v in JSON_MODE.items()})  # a copy: the caller may change it
         return body
 
     @staticmethod
