@@ -29,6 +29,7 @@ from trbench.config.sections import (
 )
 from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
 from trbench.config.spec_file import read_yaml
+from trbench.config.suites import QA_MIN_CTX, SuitesSpec
 from trbench.data.cells import Cell
 
 # the names callers import from here (the sections, the error and the cell live in their own modules)
@@ -80,6 +81,8 @@ class MatrixSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
+    suites: SuitesSpec | None = Field(default=None, description="quality suites beside the speed matrix "
+                                      "(trbench/config/suites.py): scenarios, QA")
 
     # which server fields a spec gave flat at the top level (the earlier layout): messages name them so
     _flat: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -115,10 +118,24 @@ class MatrixSpec(_Strict):
         for i, rung in enumerate(self.oom_fallback):
             if rung.num_gpu is None and rung.num_ctx is None:
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
-        if not self.single_agent and ma is None:
+        self._check_suites()
+        if not self.single_agent and ma is None and not (self.suites and self.suites.names):
             raise FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
                              "run; fix: set single_agent: true, or add a multi_agent section")
         return self
+
+    def _check_suites(self) -> None:
+        su = self.suites
+        if su is None:
+            return
+        if su.models and (stray := [m for m in su.models if m not in self.models]):
+            raise FieldRule("suites.models", f"{stray} are not in models {self.models} (preflight checks those); "
+                            "fix: add them to models, or remove them here")
+        if su.qa and self.suites_num_ctx < QA_MIN_CTX:
+            where = "suites.num_ctx" if su.num_ctx else "grid.num_ctx"
+            raise FieldRule("suites.num_ctx", f"the QA prompt (its retrieved documents) needs a context of at least "
+                            f"{QA_MIN_CTX} tokens, {where} gives {self.suites_num_ctx}; fix: set suites.num_ctx: "
+                            f"{QA_MIN_CTX}")
 
     # --- derived -------------------------------------------------------------------------
 
@@ -158,6 +175,15 @@ class MatrixSpec(_Strict):
     @property
     def multi_agent_models(self) -> list[str]:
         return (self.multi_agent.models or self.models) if self.multi_agent else []
+
+    @property
+    def suite_models(self) -> list[str]:
+        return (self.suites.models or self.models) if self.suites and self.suites.names else []
+
+    @property
+    def suites_num_ctx(self) -> int:
+        """The context the suites run at: suites.num_ctx, else the grid's largest."""
+        return (self.suites.num_ctx if self.suites else None) or max(self.grid.num_ctx)
 
     @property
     def min_ok(self) -> int:
