@@ -41,6 +41,9 @@ Backend = Literal["openai", "ollama"]
 # prompt sent just before) or both, each measured request of a run once per state.
 TtftMode = Literal["cold", "cached", "both"]
 
+# the tr_ids of mock-provider TRs, and only theirs (MatrixSpec._keep_mock_apart)
+MOCK_TR_PREFIX = "mock"
+
 # A tr_id names a folder under output_dir: one safe path component (no '/', no leading '.' or '-')
 TR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -119,10 +122,25 @@ class MatrixSpec(_Strict):
             if rung.num_gpu is None and rung.num_ctx is None:
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         self._check_suites()
+        self._keep_mock_apart()
         if not self.single_agent and ma is None and not (self.suites and self.suites.names):
             raise FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
                              "run; fix: set single_agent: true, or add a multi_agent section")
         return self
+
+    def _keep_mock_apart(self) -> None:
+        """A mock TR (canned answers, no model) never shares a folder, a resume or a baseline with a
+        real one: its tr_id starts with 'mock' and no other provider's does, and it has no baseline."""
+        mock_id = self.tr_id.lower().startswith(MOCK_TR_PREFIX)
+        if self.provider == "mock" and not mock_id:
+            raise FieldRule("tr_id", f"provider mock measures the harness, not a model, and its TR is kept apart: its "
+                            f"tr_id must start with '{MOCK_TR_PREFIX}'; fix: e.g. tr_id: {MOCK_TR_PREFIX}-{self.tr_id}")
+        if self.provider != "mock" and mock_id:
+            raise FieldRule("tr_id", f"tr_ids starting with '{MOCK_TR_PREFIX}' are kept for provider mock (its runs "
+                            "would mix with this one's on a resume); fix: choose another tr_id")
+        if self.provider == "mock" and self.baseline_tr_id:
+            raise FieldRule("baseline_tr_id", "a mock TR is not compared with a stored TR (its figures are canned); "
+                            "fix: remove baseline_tr_id")
 
     def _check_suites(self) -> None:
         su = self.suites

@@ -34,6 +34,11 @@ def _none(v: object) -> object:
     return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
 
 
+def _refs(v: object) -> tuple[str, ...]:
+    """A stored list column (a numpy array once read back, or None) as a tuple."""
+    return () if v is None else tuple(str(x) for x in v)  # type: ignore[union-attr]
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _none(v) for k, v in r.items()} for r in frame.astype(object).to_dict("records")]
 
@@ -105,7 +110,7 @@ def prediction(r: dict) -> QAAnswer:
     if r["problem"] is not None and not r["json_ok"]:
         return QAAnswer(id=r["item_id"], answer_value="", error=r["problem"])
     return QAAnswer(id=r["item_id"], answer_value=r["answer_value"] or "", answer_unit=r["answer_unit"] or "",
-                    ref_id=tuple(r["ref_id"] or ()))
+                    ref_id=_refs(r["ref_id"]))
 
 
 def qa_predictions(rows: pd.DataFrame) -> dict[str, list[QAAnswer]]:
@@ -167,7 +172,7 @@ def stored_ensembles(root: Path) -> dict[str, list[QAAnswer]]:
         recs = _records(pq.read_table(path, schema=store.ENSEMBLE_SCHEMA).to_pandas())
         if recs:
             out[recs[0]["ensemble"]] = [QAAnswer(id=r["question_id"], answer_value=r["answer_value"],
-                                                 answer_unit=r["answer_unit"], ref_id=tuple(r["ref_id"] or ()),
+                                                 answer_unit=r["answer_unit"], ref_id=_refs(r["ref_id"]),
                                                  error=r["error"]) for r in recs]
     return out
 
