@@ -199,3 +199,51 @@ def write_suite_results(root: Path, qa: QASet | None) -> list[Path]:
                     for name, answers in stored_ensembles(root).items()]
         written.append(write_results_matrix(quality, out / MATRIX_FILE))
     return written
+
+
+# --- trbench ensemble ---------------------------------------------------------------------------
+
+
+class EnsembleError(ValueError):
+    """An ensemble that cannot be made; str() is one line naming the problem and the fix."""
+
+
+def recorded_qa(root: Path, rows: pd.DataFrame) -> QASet:
+    """The QA suite a TR ran (its path from the recorded spec), checked against the rows' digest."""
+    import json
+
+    from trbench.config.spec_checks import resolve_path
+    from trbench.suites.qa import QASuiteError, load_qa
+
+    manifest = root / "manifest.json"
+    spec = json.loads(manifest.read_text()).get("spec") or {} if manifest.is_file() else {}
+    path = ((spec.get("suites") or {}).get("qa_suite")) or "datasets/qa/qa.yaml"
+    try:
+        qa = load_qa(resolve_path(path))
+    except QASuiteError as err:
+        raise EnsembleError(str(err)) from None
+    ran = set(rows.loc[rows["kind"] == "qa", "suite_digest"])
+    if ran and qa.digest not in ran:
+        raise EnsembleError(f"the QA suite {path} changed since TR {root.name} ran (digest {qa.digest[:15]}..., the "
+                            f"TR's {sorted(ran)[0][:15]}...); fix: restore the suite the TR ran, or run the TR again")
+    return qa
+
+
+def add_ensemble(root: Path, models: Sequence[str]) -> ModelQuality:
+    """The majority vote of `models` over the stored TR's QA answers: written beside the TR, scored,
+    and the results matrix written again with it."""
+    rows = store.read_suite_requests(root)
+    if rows.empty or not (rows["kind"] == "qa").any():
+        raise EnsembleError(f"no QA answers under {root}; fix: check the tr_id and --output-dir, and that the TR ran "
+                            "the QA suite (spec suites: {qa: true})")
+    if len(models) < 2 or len(set(models)) != len(models):
+        raise EnsembleError(f"--models {','.join(models)}: an ensemble votes across two or more different models; "
+                            "fix: name them, e.g. --models a,b,c")
+    qa = recorded_qa(root, rows)
+    try:
+        answers = ensemble_answers(rows, models)
+    except ValueError as err:
+        raise EnsembleError(str(err)) from None
+    write_ensemble(root, str(rows["tr_id"].iloc[0]), models, answers)
+    write_suite_results(root, qa)
+    return ModelQuality(model=ensemble_name(models), kind="ensemble", qa=score_predictions(qa, answers))

@@ -1,0 +1,33 @@
+"""Smoke mode (`trbench run SPEC --smoke`): the spec cut to a setup check that touches every part
+once, before a long run: every model, one cell each, every multi-agent scenario and every quality
+suite (router, orchestrator, chat, QA), each with 1 run of 2 requests and short answers. Its data
+goes under its own tr_id (`<tr_id>-smoke`), so a smoke run never mixes into the real TR."""
+
+from __future__ import annotations
+
+from trbench.config.spec import MatrixSpec, parse_spec
+from trbench.config.suites import QA_MIN_CTX, SCENARIO_NAMES
+
+RUNS, REQUESTS, MAX_TOKENS, SUITE_MAX_TOKENS = 1, 2, 16, 32
+SUFFIX = "-smoke"
+
+
+def smoke_spec(spec: MatrixSpec) -> MatrixSpec:
+    data = spec.model_dump()
+    grid = data["grid"]
+    data.update(
+        tr_id=(spec.tr_id[: 64 - len(SUFFIX)] + SUFFIX) if not spec.tr_id.endswith(SUFFIX) else spec.tr_id,
+        runs=RUNS, requests_per_run=REQUESTS, warmup_requests=0, min_ok_requests=None, ttft="cold",
+        max_tokens=min(spec.max_tokens, MAX_TOKENS), baseline_tr_id=None, oom_fallback=[],
+        grid={k: v[:1] for k, v in grid.items()},
+    )
+    if data.get("multi_agent"):
+        data["multi_agent"].update(runs=RUNS, warmup_rounds=0, max_tokens=min(spec.multi_agent.max_tokens, MAX_TOKENS))
+    suites = data.get("suites") or {}
+    suites.update(scenarios=list(SCENARIO_NAMES), qa=True, runs=RUNS, messages=REQUESTS, questions=REQUESTS,
+                  max_tokens=min(suites.get("max_tokens") or SUITE_MAX_TOKENS, SUITE_MAX_TOKENS),
+                  num_ctx=max(suites.get("num_ctx") or 0, max(spec.grid.num_ctx), QA_MIN_CTX))
+    data["suites"] = suites
+    out = parse_spec(data, f"spec {spec.tr_id} in smoke mode")
+    out._flat = dict(spec._flat)
+    return out
