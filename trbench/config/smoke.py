@@ -1,7 +1,10 @@
 """Smoke mode (`trbench run SPEC --smoke`): the spec cut to a setup check that touches every part
-once, before a long run: every model, one cell each, every multi-agent scenario and every quality
-suite (router, orchestrator, chat, QA), each with 1 run of 2 requests and short answers. Its data
-goes under its own tr_id (`<tr_id>-smoke`), so a smoke run never mixes into the real TR."""
+once, before a long run, in about a minute on the embedded engine: every model loads and answers
+(one cell each, 1 run of 2 requests), every quality suite (router, orchestrator, chat, QA with one
+document per prompt) runs 1 run of 2 requests on the first model, all with short answers. The
+multi-agent experiment is left out: one run of it costs more than the rest together (both agents'
+whole workflows, at once and then alone) and checks no part the single-agent runs do not. Its
+data goes under its own tr_id (`<tr_id>-smoke`), so a smoke run never mixes into the real TR."""
 
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ def smoke_spec(spec: MatrixSpec) -> MatrixSpec:
         max_tokens=min(spec.max_tokens, MAX_TOKENS), baseline_tr_id=None, oom_fallback=[],
         grid={k: v[:1] for k, v in grid.items()},
     )
-    if data.get("multi_agent"):
-        data["multi_agent"].update(runs=RUNS, warmup_rounds=0, max_tokens=min(spec.multi_agent.max_tokens, MAX_TOKENS))
+    data.update(multi_agent=None, single_agent=True)
     suites = data.get("suites") or {}
-    suites.update(scenarios=list(SCENARIO_NAMES), qa=True, runs=RUNS, messages=REQUESTS, questions=REQUESTS,
+    suites.update(scenarios=list(SCENARIO_NAMES), qa=True, runs=RUNS, messages=REQUESTS, questions=REQUESTS, top_k=1,
+                  models=(suites.get("models") or spec.models)[:1],
                   max_tokens=min(suites.get("max_tokens") or SUITE_MAX_TOKENS, SUITE_MAX_TOKENS),
                   num_ctx=max(suites.get("num_ctx") or 0, max(spec.grid.num_ctx), QA_MIN_CTX))
     data["suites"] = suites

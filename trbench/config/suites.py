@@ -34,6 +34,7 @@ class SuitesSpec(_Strict):
     questions: int = Field(default=6, ge=1, le=10_000, description="QA questions per run")
     max_tokens: int | None = Field(default=None, ge=8, le=4096, description="null: each suite's own")
     json_mode: bool | None = Field(default=None, description="ask the server for JSON; null: as each suite says")
+    top_k: int | None = Field(default=None, ge=1, le=20, description="QA documents per prompt; null: the suite's own")
     temperature: float = Field(default=0.0, ge=0, le=2, description="0: the answers are repeatable")
     num_ctx: int | None = Field(default=None, ge=128, le=1_048_576,
                                 description="context size for the suites (default: the grid's largest)")

@@ -66,7 +66,8 @@ def load_suites(spec: MatrixSpec) -> Suites:
     qa = None
     if su.qa:
         qa = load_qa(resolve_path(su.qa_suite))
-        qa = qa.model_copy(update={"suite": qa.suite.model_copy(update=knobs)})
+        qa_knobs = knobs | ({"top_k": su.top_k} if su.top_k is not None else {})
+        qa = qa.model_copy(update={"suite": qa.suite.model_copy(update=qa_knobs)})
     return Suites(scenarios=scenarios, qa=qa)
 
 
