@@ -75,3 +75,18 @@ def test_suites_run_as_tasks_and_are_summarized(prefect_api, tmp_path, free_port
     bad = CliRunner().invoke(app, ["ensemble", "mock-suites", "--models", "tiny-a:1,nope", "--output-dir",
                                    str(tmp_path)])
     assert bad.exit_code == 2 and "model(s) nope have no QA answers" in bad.output and "fix:" in bad.output
+
+    # the report: the quality section beside the speed results, stamped as a mock TR
+    from trbench.report import publish
+
+    files = publish(root)
+    md = files.markdown.read_text()
+    assert md.count("**Mock provider.**") == 1 and "never a baseline" in md
+    quality = md.split("## Quality", 1)[1].split("\n## ", 1)[0]
+    for part in ("### Scenarios", "| `tiny-a:1` | router | yes |", "### QA results matrix",
+                 "| `ensemble(tiny-a:1,tiny-b:1)` | ensemble |", "JSON mode: the server was asked for JSON"):
+        assert part in quality, part
+    assert {"qa_breakdown"} <= {p.stem for p in files.plots}
+    key = md.split("## Key findings", 1)[1].split("## Objective", 1)[0]
+    assert "Quality suites, answers that parse" in key and "QA over retrieved documents" in key
+    assert "id=\"quality\"" in files.html.read_text()

@@ -37,6 +37,7 @@ from trbench.report.models import (
     CellResult, Config, FailedRequest, InstanceInfo, InvalidRun, ModelInfo, PctRow, ReportData, Setup)
 from trbench.report.multi import build_multi_agent
 from trbench.report.quality import flagged_runs, reruns
+from trbench.report.suites import build_suites_section
 from trbench.report.tables import PCT_FIELDS
 from trbench.report.text import methodology, reproduce
 
@@ -380,6 +381,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         quant=report_compare.quant_rows(manifest.get("models") or {}, models),
         samples=report_compare.sample_answers(tr_root, cells, reqs, valid_ids),
     )
+    data.suites = build_suites_section(tr_root, cells)
+    data.mock = any(i.provider == "mock" for i in setup.instances)
     data.reproduce = reproduce(data, tr_root)
     data.methodology = methodology(data, spec)
     data.findings = build_findings(data)

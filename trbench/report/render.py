@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 
 from trbench.report import compare as report_compare
 from trbench.report.models import Plot, ReportData
+from trbench.report.suites import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -60,7 +61,7 @@ class _Plots(dict):
 
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
     return {"data": data, "t": tables(data), "plots": _Plots({p.name: p for p in plots or []}),
-            "sample_chars": report_compare.SAMPLE_CHARS}
+            "sample_chars": report_compare.SAMPLE_CHARS, "mock_note": MOCK_NOTE}
 
 
 def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:
