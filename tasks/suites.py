@@ -17,7 +17,7 @@ from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance
 from trbench.run.single import Gate
 from trbench.run.suites import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
-from trbench.suites.results import write_suite_results
+from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 
 
 @task(name="suite-run", cache_policy=NO_CACHE, task_run_name="suite {plan.run_id}")
@@ -63,8 +63,16 @@ def suite_lane(plans: list[SuitePlan], spec: MatrixSpec, instances: list[Instanc
 
 @task(name="suite-results", cache_policy=NO_CACHE)
 def suite_results(root: Path, spec: MatrixSpec) -> list[Path]:
-    """The per-scenario summary and the QA results matrix, from every stored suite row."""
-    return write_suite_results(root, load_suites(spec).qa) if spec.suites else []
+    """The per-scenario summary and the QA results matrix, from every stored suite row (with the
+    ensemble of all the suites' models, when the spec asks for it)."""
+    if not spec.suites:
+        return []
+    if spec.suites.ensemble and spec.suites.qa and len(spec.suite_models) > 1:
+        try:
+            add_ensemble(root, spec.suite_models)
+        except EnsembleError as err:  # e.g. a model whose server never loaded: the matrix without it
+            get_run_logger().warning("no ensemble: %s", err)
+    return write_suite_results(root, load_suites(spec).qa)
 
 
 def run_suites(spec: MatrixSpec, instances: list[Instance], facts: dict, manifest: dict, manifest_digest: str,

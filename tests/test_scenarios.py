@@ -64,6 +64,8 @@ def test_json_mode_goes_into_both_wire_bodies(prompt):
     body["response_format"]["type"] = "text"  # each body has its own copy
     assert OpenAIClient.body(on)["response_format"] == {"type": "json_object"}
     assert OllamaClient.body(on)["format"] == "json"
+    # a completion (base model) also carries llama.cpp's json_schema: /v1/completions ignores response_format
+    assert ("json_schema" in OpenAIClient.body(on)) == (prompt is not None)
     assert "response_format" not in OpenAIClient.body(off) and "format" not in OllamaClient.body(off)
 
 

@@ -73,3 +73,22 @@ def test_qa_prompt_answers_are_read_and_scored(url):
     assert 0.0 <= score.overall <= 1.0
     for p, r in zip(preds, rows):  # an unreadable answer is a scored failure, not a crash
         assert (p.error is None) == (r.error is None)
+
+
+def test_json_mode_reaches_a_completion_prompt_too(url):
+    """A base model is prompted as plain text (/v1/completions), where llama.cpp has no
+    response_format: json_mode sends its json_schema, and the grammar holds there too."""
+    from trbench.run.single import completion_text
+
+    router = load_scenario(ROOT / "datasets/scenarios/router.yaml")
+    m = router.messages[0]
+    c = OpenAIClient(url, timeout_s=300.0)
+    ex = c.chat(ChatRequest(model=MODEL, messages=router.chat(m), prompt=completion_text(router.chat(m)),
+                            temperature=0.0, max_tokens=48, seed=42, json_mode=True))
+    plain = c.chat(ChatRequest(model=MODEL, messages=router.chat(m), prompt=completion_text(router.chat(m)),
+                               temperature=0.0, max_tokens=8, seed=42))
+    c.close()
+    assert ex.status == "ok" and plain.status == "ok", (ex.error_message, plain.error_message)
+    assert ex.text.lstrip().startswith("{")
+    if ex.finish_reason == "stop":
+        assert answer_from_exchange(router, m, ex).check.json_ok

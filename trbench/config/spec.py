@@ -252,6 +252,9 @@ class MatrixSpec(_Strict):
                 data[key] = value
         if overrides.get("models") and data.get("baseline_model") not in overrides["models"]:
             data["baseline_model"] = None  # the first of the chosen models becomes the baseline
+        if overrides.get("models") and (data.get("suites") or {}).get("models"):
+            kept = [m for m in data["suites"]["models"] if m in overrides["models"]]
+            data["suites"]["models"] = kept or None  # none of them chosen: the suites run on the chosen models
         spec = _validate(data, source=f"spec {self.tr_id} with overrides")
         spec._flat = dict(self._flat)
         return spec

@@ -35,6 +35,8 @@ class SuitesSpec(_Strict):
     max_tokens: int | None = Field(default=None, ge=8, le=4096, description="null: each suite's own")
     json_mode: bool | None = Field(default=None, description="ask the server for JSON; null: as each suite says")
     top_k: int | None = Field(default=None, ge=1, le=20, description="QA documents per prompt; null: the suite's own")
+    ensemble: bool = Field(default=False, description="also the QA majority vote of all the suites' models "
+                           "(trbench ensemble), when two or more ran QA")
     temperature: float = Field(default=0.0, ge=0, le=2, description="0: the answers are repeatable")
     num_ctx: int | None = Field(default=None, ge=128, le=1_048_576,
                                 description="context size for the suites (default: the grid's largest)")

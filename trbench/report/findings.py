@@ -158,12 +158,14 @@ def _scenario_sentence(su) -> str | None:
     parts = []
     for scenario in dict.fromkeys(r["scenario"] for r in su.scenarios if r["json_parse_rate"] is not None):
         rows = [r for r in su.scenarios if r["scenario"] == scenario and r["json_parse_rate"] is not None]
-        best = max(rows, key=lambda r: (r["schema_valid_rate"] or 0.0, r["route_accuracy"] or 0.0))
+        key = lambda r: (r["schema_valid_rate"] or 0.0, r["route_accuracy"] or 0.0)  # noqa: E731
+        best = max(rows, key=key)
+        tied = sum(key(r) == key(best) for r in rows) > 1
         figures = ", ".join(
             f"{r['model']} {100 * r['json_parse_rate']:.0f} % JSON / {100 * (r['schema_valid_rate'] or 0):.0f} % valid"
             + (f" / {100 * r['route_accuracy']:.0f} % routed right" if r["route_accuracy"] is not None else "")
             for r in rows)
-        parts.append(f"{scenario}: {figures} (best: {best['model']})")
+        parts.append(f"{scenario}: {figures}" + ("" if tied else f" (best: {best['model']})"))
     if not parts:
         return None
     return "Quality suites, answers that parse / match the schema / route right: " + "; ".join(parts) + "."
@@ -180,7 +182,9 @@ def _qa_sentence(su) -> str | None:
     ens = [r for r in su.qa if r["kind"] == "ensemble" and r["overall"] is not None]
     if ens:
         line += "; " + ", ".join(f"{r['model']} {r['overall']:.3f}" for r in ens)
-    if best["overall"] < 0.5:
+    if best["overall"] == 0:
+        line += ". No model answered any question right: none is usable for this task as is, whatever its speed"
+    elif best["overall"] < 0.5:
         line += (f". Even the best, {best['model']}, is wrong on most questions: not usable for this task as is, "
                  "whatever its speed")
     front = [p for p in sorted(su.points, key=lambda p: -p.decode_tps_p50) if p.on_frontier]

@@ -14,8 +14,8 @@ from trbench.suites.results import MATRIX_FILE, SUITES_DIR, SUMMARY_FILE
 
 MOCK_NOTE = ("This TR ran on the mock provider: every answer is canned (trbench/engines/mock_server.py) and every "
              "figure measures the harness, not a model. It is never a baseline and never compared with a real TR.")
-FRONTIER_RULE = ("a model is on the frontier when no other model has both a higher QA overall score and a higher "
-                 "median decode tok/s (its fastest config)")
+FRONTIER_RULE = ("a model is on the frontier when no other model is at least as good on both QA overall score and "
+                 "median decode tok/s (its fastest config) and better on one")
 
 
 class QualityPoint(BaseModel):
@@ -51,7 +51,8 @@ def _rows(frame: pd.DataFrame) -> list[dict]:
 def frontier(points: list[QualityPoint]) -> list[QualityPoint]:
     """The points marked: on the frontier unless another beats it on both axes."""
     for p in points:
-        p.on_frontier = not any(q.overall > p.overall and q.decode_tps_p50 > p.decode_tps_p50 for q in points)
+        p.on_frontier = not any(q.overall >= p.overall and q.decode_tps_p50 >= p.decode_tps_p50
+                                and (q.overall > p.overall or q.decode_tps_p50 > p.decode_tps_p50) for q in points)
     return points
 
 
