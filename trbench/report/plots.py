@@ -178,6 +178,18 @@ def multi_agent_efficiency(data: ReportData) -> Plot | None:
                 png=_png(fig))
 
 
+def _frontier_axes(fig: Figure, ax, front: list[tuple[float, float]], xlabel: str, ylabel: str, title: str) -> None:
+    """A frontier plot's dashed line through its frontier points (x, y), its labels, grid and legend."""
+    if len(front) > 1:
+        xs, ys = zip(*sorted(front))
+        ax.plot(xs, ys, color="#444", linestyle="--", linewidth=1, label="frontier")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend_on_top(fig, ax)
+
+
 def efficiency_frontier(data: ReportData) -> Plot | None:
     points = [p for p in data.energy.points if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
     if not data.energy.measured or not points:
@@ -200,16 +212,9 @@ def efficiency_frontier(data: ReportData) -> Plot | None:
         placed.append((p.decode_tps_p50, p.tokens_per_j_p50))
         ax.annotate(p.config, (p.decode_tps_p50, p.tokens_per_j_p50), fontsize=7, xytext=(5, 4 - 10 * near),
                     textcoords="offset points")
-    front = sorted((p for p in points if p.on_frontier), key=lambda p: p.decode_tps_p50)
-    if len(front) > 1:
-        ax.plot([p.decode_tps_p50 for p in front], [p.tokens_per_j_p50 for p in front], color="#444",
-                linestyle="--", linewidth=1, label="frontier")
     ax.margins(x=0.15, y=0.12)
-    ax.set_xlabel("decode tok/s median", fontsize=9)
-    ax.set_ylabel("tokens per joule median", fontsize=9)
-    ax.set_title("Efficiency frontier (up and right is better)", fontsize=10)
-    ax.grid(alpha=0.3)
-    _legend_on_top(fig, ax)
+    _frontier_axes(fig, ax, [(p.decode_tps_p50, p.tokens_per_j_p50) for p in points if p.on_frontier],
+                   "decode tok/s median", "tokens per joule median", "Efficiency frontier (up and right is better)")
     return Plot(name="efficiency_frontier", title="Efficiency frontier: tokens per joule against decode tok/s",
                 caption="One point per model x config; whiskers: bootstrap 95% intervals of tokens per joule over "
                         "runs; dashed: the configs no other beats on both axes.", png=_png(fig))
@@ -255,17 +260,11 @@ def quality_vs_speed(data: ReportData) -> Plot | None:
         ax.plot([p.decode_tps_p50], [p.overall], "o", color=_color(i), markersize=8 if p.on_frontier else 5,
                 label=p.model)
         ax.annotate(p.model, (p.decode_tps_p50, p.overall), fontsize=7, xytext=(5, 4), textcoords="offset points")
-    front = sorted((p for p in points if p.on_frontier), key=lambda p: p.decode_tps_p50)
-    if len(front) > 1:
-        ax.plot([p.decode_tps_p50 for p in front], [p.overall for p in front], color="#444", linestyle="--",
-                linewidth=1, label="frontier")
     ax.set_ylim(-0.02, 1.02)
     ax.margins(x=0.2)
-    ax.set_xlabel("decode tok/s median (fastest config)", fontsize=9)
-    ax.set_ylabel("QA overall score", fontsize=9)
-    ax.set_title("Good enough and fastest (up and right is better)", fontsize=10)
-    ax.grid(alpha=0.3)
-    _legend_on_top(fig, ax)
+    _frontier_axes(fig, ax, [(p.decode_tps_p50, p.overall) for p in points if p.on_frontier],
+                   "decode tok/s median (fastest config)", "QA overall score",
+                   "Good enough and fastest (up and right is better)")
     return Plot(name="quality_vs_speed", title="QA quality against decode speed",
                 caption=f"One point per model; larger points are on the frontier ({su.frontier_rule}).",
                 png=_png(fig))
