@@ -17,19 +17,13 @@ from trbench.backends.openai import OpenAIClient
 from trbench.config.spec import Cell
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive, summarize
+from trbench.run.suites import spread
 from trbench.suites import qa_csv
 from trbench.suites.qa import Retriever, load_qa, messages, parse_answer
 from trbench.suites.qa_score import score_answers
 from trbench.suites.scenarios import answer_from_exchange, load_scenario, summarize_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def spread(items: list, k: int) -> list:
-    """k items evenly spaced from the first to the last."""
-    if k >= len(items):
-        return list(items)
-    return [items[round(i * (len(items) - 1) / max(1, k - 1))] for i in range(k)]
 
 
 def main() -> None:
