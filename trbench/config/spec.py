@@ -123,7 +123,7 @@ class MatrixSpec(_Strict):
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         self._check_suites()
         self._keep_mock_apart()
-        if not self.single_agent and ma is None and not (self.suites and self.suites.names):
+        if not self.single_agent and ma is None:
             raise FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
                              "run; fix: set single_agent: true, or add a multi_agent section")
         return self
