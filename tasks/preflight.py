@@ -46,7 +46,8 @@ def vram_budget(spec: MatrixSpec, facts: dict[str, dict]) -> list[dict]:
     for model, num_gpu, num_ctx in dict.fromkeys(c.server_key for c in spec.cells()):
         row = {"model": model, "num_gpu": num_gpu, "num_ctx": num_ctx}
         try:
-            estimate = vram.estimate_from_facts(facts.get(model) or {}, num_ctx, num_gpu)
+            estimate = vram.estimate_from_facts(facts.get(model) or {}, num_ctx, num_gpu,
+                                                sequences=spec.server.parallel_sequences)
         except (ValueError, TypeError, KeyError) as err:
             out.append({**row, "action": "run", "reason": f"no estimate ({err}); budget not checked", "estimate_gib": None})
             continue

@@ -53,7 +53,7 @@ def publish_report(root: Path, baseline_root: Path | None = None,
                    threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> ReportFiles:
     """The report of a stored TR run (its recorded spec, from the manifest), optionally checked
     against a baseline TR run; Markdown, HTML, plots and the artifacts."""
-    if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):
+    if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
         raise FileNotFoundError(f"no TR data under {root}; fix: check tr_id and output_dir")
     files = publish(root, baseline_root=baseline_root, threshold_pct=threshold_pct)
     _artifacts(files)

@@ -59,8 +59,7 @@ def collect_model_facts(spec: MatrixSpec, inst: Instance) -> dict[str, dict]:
 def record_manifest(spec: MatrixSpec, instances: list[Instance], root: Path, models: dict[str, dict],
                     vram_budget: list[dict]) -> dict:
     """Describe the environment once per TR run and keep it next to the data."""
-    described = [{"name": i.name, "provider": i.provider, "url": i.url, "threads": getattr(i, "threads", None)}
-                 for i in instances]
+    described = [env_manifest.describe_instance(i) for i in instances]
     manifest = env_manifest.collect(described, models, command=launch_command(spec.tr_id))
     manifest["spec"] = spec.model_dump()
     manifest["vram_budget"] = vram_budget

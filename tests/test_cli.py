@@ -116,3 +116,23 @@ def test_run_piped_prints_a_line_per_run_as_it_finishes(prefect_api, tmp_path, f
         assert float(m.group(3)) == pytest.approx(runs.loc[m.group(2), "decode_tps_p50"], abs=0.06)
     assert lines[-1].startswith("summary: 2 run(s) finished, 2 valid, 0 invalid; Completed: ")
     assert len(lines) == 4
+
+
+def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
+    """A spec with both: `trbench run` runs tr_matrix, then tr_load, each on a real llama.cpp server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "both.yaml"
+    spec.write_text(
+        f"tr_id: both\nmodels: [smollm2:135m]\nports: [{port}]\nthreads: 1\nruns: 1\nrequests_per_run: 1\n"
+        "warmup_requests: 0\nttft: cold\nmax_tokens: 8\ngrid: {num_ctx: [1024]}\n"
+        f"prompts: {ROOT}/datasets/prompts/single_agent.yaml\n"
+        "load: {concurrency: [2], requests: 2}\n")
+    out = trbench("run", str(spec), "--output-dir", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    root = tmp_path / "both"
+    assert list((root / "runs").rglob("*.parquet")) and list((root / "load_steps").rglob("*.parquet"))
+    report = (root / "report" / "both.md").read_text()
+    assert "## Results" in report and "## Load" in report and "| c2 |" in report
+    assert "1 of 1 load step(s) valid" in out.stdout

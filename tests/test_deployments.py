@@ -12,7 +12,8 @@ import pytest
 
 from flows.tr_matrix import expand_tr_id
 
-DEPLOYMENTS = {"tr_matrix/quickstart", "tr_matrix/tr116", "rerun_flagged/rerun", "report/report", "tr_fanout/fanout"}
+DEPLOYMENTS = {"tr_matrix/quickstart", "tr_matrix/tr116", "rerun_flagged/rerun", "report/report", "tr_fanout/fanout",
+               "tr_load/load-quickstart"}
 
 
 def deployments(api_url: str) -> dict[str, dict]:
@@ -38,6 +39,9 @@ def test_deploy_all_creates_every_deployment_on_the_trbench_process_pool(local_p
     assert props["spec"]["anyOf"][0]["type"] == "object"
     assert all(p.get("description") for p in props.values())  # from the flow's docstring
     assert found["rerun_flagged/rerun"]["parameter_openapi_schema"]["required"] == ["tr_id"]
+    load = found["tr_load/load-quickstart"]
+    assert load["parameters"]["spec_path"] == "deployments/load-quickstart.yaml"
+    assert all(p.get("description") for p in load["parameter_openapi_schema"]["properties"].values())
     assert set(found["report/report"]["parameter_openapi_schema"]["properties"]) >= {"tr_id", "baseline"}
     # flow runs start in the repository the deployment was made from
     assert found["tr_matrix/quickstart"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"]

@@ -54,8 +54,9 @@ class FakeNVML:
         return [{"index": 0, "name": "Fake RTX 4080", "total_mib": 12282, "free_mib": self.free, "used_mib": 12282 - self.free}]
 
 
-def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int]):
-    spec = parse_spec({"tr_id": "v", "models": ["gemma3:270m"], "grid": {"num_gpu": [80], "num_ctx": num_ctx}})
+def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int], slots: int = 1):
+    spec = parse_spec({"tr_id": "v", "models": ["gemma3:270m"], "grid": {"num_gpu": [80], "num_ctx": num_ctx},
+                       "server": {"slots": slots}})
     monkeypatch.setattr(vram, "gpu_free_mib", (lambda: None) if free_mib is None else FakeNVML(free_mib))
     inst = create_instances(spec.server, __import__("pathlib").Path("/tmp"))[0]
     facts = {"gemma3:270m": inst.model_facts("gemma3:270m")}
@@ -66,6 +67,12 @@ def test_no_gpu_runs_every_cell_and_says_the_budget_was_not_checked(monkeypatch)
     _, decisions = budget_for(monkeypatch, None, [512])
     assert [d["action"] for d in decisions] == ["run"]
     assert decisions[0]["reason"] == "no GPU visible: budget not checked" and decisions[0]["estimate_gib"] > 0.5
+
+
+def test_the_budget_counts_a_whole_context_per_slot(monkeypatch):
+    (one,), (two,) = (budget_for(monkeypatch, 4000, [8192], slots=n)[1] for n in (1, 2))
+    assert "x 2 parallel sequences" in two["formula"] and "parallel" not in one["formula"]
+    assert two["estimate_gib"] > one["estimate_gib"]
 
 
 def test_a_cell_over_budget_is_downgraded_or_skipped_with_its_reason(monkeypatch):

@@ -394,3 +394,14 @@ def test_fake_docker_stale_container_holding_the_port_is_removed_before_the_port
     assert preflight.check_port_free(inst) == f"ollama-docker-0: port {port} free"
     inst.start()
     assert engine.container("trbench-ollama-docker-0").id == inst.container_id
+
+
+def test_fake_docker_num_parallel_and_max_queue_reach_ollama_in_the_container(engine, started):
+    # server.num_parallel / max_queue -> the container's env -> the FAKE Ollama inside honours them
+    inst = new_instance(started, server={"num_parallel": 3, "max_queue": 9})
+    inst.start()
+    env = dict(e.split("=", 1) for e in engine.create_bodies[-1]["Env"])
+    assert (env["OLLAMA_NUM_PARALLEL"], env["OLLAMA_MAX_QUEUE"]) == ("3", "9")
+    (inside,) = engine.container(inst.container_id).ollama
+    assert (inside.num_parallel, inside.max_queue) == (3, 9)
+    assert inst.concurrency == {"num_parallel": 3, "max_queue": 9}

@@ -310,3 +310,16 @@ def test_fake_ollama_cli_default_model_store_is_explicit(tmp_path):
     assert env["OLLAMA_MODELS"] == os.path.expanduser("~/.ollama/models") and env["CUDA_VISIBLE_DEVICES"] == "1"
     fix = inst.pull_fix("qwen2.5:7b")
     assert "ollama_models_dir" in fix and "/usr/share/ollama/.ollama/models" in fix and "pull_models: true" in fix
+
+
+def test_fake_ollama_cli_gets_num_parallel_and_max_queue_from_the_spec(records, started, free_ports, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("OLLAMA_MAX_QUEUE", "1000")  # a user's own value: the spec's wins
+    (port,) = free_ports(1)
+    spec = make_spec(server={"num_parallel": 2, "max_queue": 5})
+    inst = process_instance("ollama-process-0", spec, port, None, tmp_path / "logs")
+    started.append(inst)
+    inst.start()
+    env = read_record(records, port)["env"]
+    assert (env["OLLAMA_NUM_PARALLEL"], env["OLLAMA_MAX_QUEUE"]) == ("2", "5")
+    assert inst.concurrency == {"num_parallel": 2, "max_queue": 5}

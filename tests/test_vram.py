@@ -150,6 +150,27 @@ def test_estimate_matches_llama_cpp_kv_cache_for_bundled_models():
     assert "sliding_window=512" in g4096.formula
 
 
+def test_parallel_sequences_each_hold_a_whole_context():
+    """llama.cpp with slots=2 at num_ctx 1024 logs `n_slots = 2, n_ctx_slot = 1024, kv_unified = 'false'`:
+    2048 KV cells, twice SmolLM2's 22.50 MiB at one slot. OLLAMA_NUM_PARALLEL allocates the same way."""
+    one, two = est(4096), est(4096, sequences=2)
+    assert two.kv_cache_gib == pytest.approx(2 * one.kv_cache_gib)
+    assert two.weights_gib == pytest.approx(one.weights_gib)
+    assert "x 2 parallel sequences" in two.formula and "parallel" not in one.formula
+    assert two.at(16, 2048).sequences == 2  # a ladder rung keeps the server's slots
+    with pytest.raises(ValueError, match="sequences"):
+        est(sequences=0)
+
+
+def test_each_provider_says_how_many_sequences_its_servers_hold():
+    from trbench.config.servers import EmbeddedServer, ExternalServer, OllamaDockerServer, OllamaProcessServer
+
+    assert EmbeddedServer(slots=3).parallel_sequences == 3
+    assert OllamaDockerServer(num_parallel=4).parallel_sequences == 4
+    assert OllamaProcessServer().parallel_sequences == 1
+    assert ExternalServer(urls=["http://127.0.0.1:8080"]).parallel_sequences == 1
+
+
 # ------------------------------------------------------------------ Ollama facts
 
 OLLAMA_QWEN = {  # ollama_api.model_facts() for qwen2.5:7b, shaped as /api/tags + /api/show answer

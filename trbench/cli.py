@@ -230,7 +230,17 @@ def run(
               "output_dir": spec.output_dir}
     if smoke:  # the cut spec itself: the file says the long run
         params["spec"] = spec.model_dump(mode="json")
-    state = _run_flow(tr_matrix, params, root, verbose)
+    state = None
+    if spec.single_agent or spec.multi_agent:
+        state = _run_flow(tr_matrix, params, root, verbose)
+    if spec.load is not None:  # load mode after the matrix (or alone): its report covers both
+        from flows.tr_load import tr_load
+
+        params.pop("runs")
+        loaded = _run_flow(tr_load, params, root, verbose)
+        state = loaded if state is None or state.is_completed() else state
+        if store.finished_run_ids(root, "load"):
+            console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)
@@ -267,8 +277,11 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")
-    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), "
-                  f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)")
+    runs = (f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)" if spec.single_agent
+            else "no single-agent runs")
+    load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
+            f"{', '.join(spec.load_models)}" if spec.load else "")
+    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}")
 
 
 @app.command()
@@ -289,12 +302,12 @@ def report(
     from trbench.data.store import tr_dir
 
     root = tr_dir(output_dir, tr_id)
-    if not ((root / "runs").is_dir() or (root / "ma_runs").is_dir()):
+    if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
         _die(f"no data for tr_id {tr_id!r} under {root}; fix: check --output-dir and the tr_id")
     baseline_root = None
     if baseline is not None:
         baseline_root = tr_dir(output_dir, baseline)
-        if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+        if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
             _die(f"no data for baseline tr_id {baseline!r} under {baseline_root}; fix: check --baseline and "
                  "--output-dir")
     files = publish(root, baseline_root=baseline_root, threshold_pct=threshold, html=html)

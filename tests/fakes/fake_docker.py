@@ -59,7 +59,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.fakes.fake_ollama import FakeModel, FakeOllama, GoLikeHandler, default_models
+from tests.fakes.fake_ollama import FakeModel, FakeOllama, GoLikeHandler, concurrency_from_env, default_models
 
 API_VERSION = "1.47"
 ENGINE_VERSION = "27.5.1"
@@ -369,7 +369,9 @@ class FakeDocker:
             c.logs = text.encode()
             return 204, None
         # the process inside: Ollama on the container's port (here an ephemeral one on loopback)
-        servers = [] if self.health == "refuse" else [FakeOllama(self.ollama_models()).start()]
+        # the container's environment over the image's, as the process inside sees it
+        servers = [] if self.health == "refuse" else [
+            FakeOllama(self.ollama_models(), **concurrency_from_env(self._environment(c))).start()]
         inside = {"11434/tcp": servers[0].port if servers else None}
         proxies: list[DockerProxy] = []
         for spec, bindings in (hc.get("PortBindings") or {}).items():
@@ -392,6 +394,11 @@ class FakeDocker:
         c.logs += b"time=" + _now().encode() + b" level=INFO source=routes.go msg=\"Listening on [::]:11434 (FAKE)\"\n"
         return 204, None
 
+    def _environment(self, c: FakeContainer) -> dict[str, str]:
+        """The container's environment: its own Env over its image's."""
+        image = self.images.get(normalize_image(c.body.get("Image", "")), {})
+        return dict(e.split("=", 1) for e in (image.get("Config") or {}).get("Env", []) + (c.body.get("Env") or []))
+
     def _visible_gpus(self, c: FakeContainer) -> list[str]:
         """The GPUs the NVIDIA runtime puts in the container: the device requests' (count -1: all);
         with none, only where nvidia is the default runtime, NVIDIA_VISIBLE_DEVICES of the
@@ -401,9 +408,7 @@ class FakeDocker:
             return [g for r in requests for g in (self.gpus if r.get("Count") == -1 else r.get("DeviceIDs") or [])]
         if self.default_runtime != "nvidia":
             return []
-        image = self.images.get(normalize_image(c.body.get("Image", "")), {})
-        env = dict(e.split("=", 1) for e in (image.get("Config") or {}).get("Env", []) + (c.body.get("Env") or []))
-        value = env.get("NVIDIA_VISIBLE_DEVICES", "")
+        value = self._environment(c).get("NVIDIA_VISIBLE_DEVICES", "")
         if value in ("", "void", "none"):
             return []
         return list(self.gpus) if value == "all" else value.split(",")

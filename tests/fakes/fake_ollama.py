@@ -32,7 +32,21 @@ names the file and version it was read from where it is implemented below):
   (server/routes.go GenerateHandler);
 - POST /api/pull streams progress lines and reports failures as {"error"} lines inside the
   stream (server/routes.go PullHandler, streamResponse); a client that leaves cancels the pull;
-- optionally prompt_eval_cached_count, which newer Ollama adds (FakeOllama(reports_cached=True)).
+- optionally prompt_eval_cached_count, which newer Ollama adds (FakeOllama(reports_cached=True));
+- concurrent requests as docs/faq.md "How does Ollama handle concurrent requests?" and envconfig
+  say (FakeOllama(num_parallel=, max_queue=), OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE): each model
+  works on up to num_parallel requests at once, further requests wait in a queue of max_queue
+  places, and a request that finds the queue full is answered at once with HTTP 503
+  {"error": "server busy, please try again.  maximum pending requests exceeded"} (server/sched.go
+  ErrMaxQueue, server/routes.go handleScheduleError). Without num_parallel the in-process fake
+  serves every request at once (tests that do not look at queueing); the fake `ollama serve` and
+  the fake container read the variables with Ollama's defaults (1 and 512);
+- POST /api/embed (docs/api.md "Generate Embeddings"; server/routes.go EmbedHandler): `input` a
+  string or a list of strings (anything else: 400 "invalid input type"; an empty string or list: no
+  embeddings), each embedded one after the other at FakeModel.embed_delay_s per text, normalised
+  to unit length, `prompt_eval_count` the tokens of all inputs (whitespace words here), with
+  `truncate: false` an input over the context 400 "input length exceeds maximum context length",
+  `total_duration` and `load_duration` in nanoseconds.
 
 It is built on the standard library only (http.server.ThreadingHTTPServer in a background
 thread, bound to 127.0.0.1 on a port the OS picks). Each model it serves has a
@@ -55,6 +69,7 @@ Every request body received is recorded (FakeOllama.requests), and every final c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -91,6 +106,9 @@ OOM_MESSAGES = {
 OOM_MESSAGE = OOM_MESSAGES["llama_buffer"]
 MID_STREAM_MESSAGE = "an error was encountered while running the model: unexpected EOF"
 SERVER_ERROR_MESSAGE = "llama runner process has terminated: exit status 2"
+# server/sched.go ErrMaxQueue (two spaces after the full stop, as Ollama writes it), answered as HTTP 503
+MAX_QUEUE_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+OLLAMA_DEFAULT_NUM_PARALLEL, OLLAMA_DEFAULT_MAX_QUEUE = 1, 512  # envconfig defaults
 # server/routes.go PullHandler -> PullModel: a name the registry does not have
 PULL_NOT_FOUND_MESSAGE = "pull model manifest: file does not exist"
 FAKE_VERSION = "0.12.6"
@@ -123,6 +141,8 @@ class FakeModel:
     crashes: bool = False  # a request for it takes the whole server down (a crashed `ollama serve`)
     prompt_eval_count: int | None = None  # default: whitespace-separated words of the prompt
     durations_ns: dict[str, int] | None = None  # fixes reported durations (total/load/prompt_eval/eval_duration)
+    embed_delay_s: float = 0.002  # /api/embed: evaluation of one input text
+    embedding_length: int = 16  # /api/embed: dimensions of each vector
     family: str = "llama"
     parameter_size: str = "1.2B"
     quantization_level: str = "Q4_K_M"
@@ -179,8 +199,31 @@ def display_name(name: str) -> str:
     return shown
 
 
+def concurrency_from_env(env: Mapping[str, str]) -> dict[str, int]:
+    """FakeOllama's num_parallel and max_queue from OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE as envconfig
+    reads them: unset or not a number gives the default (1, 512); a parallelism below 1 is 1."""
+    def read(key: str, default: int) -> int:
+        try:
+            return int(env.get(key, ""))
+        except ValueError:
+            return default
+    return {"num_parallel": max(1, read("OLLAMA_NUM_PARALLEL", OLLAMA_DEFAULT_NUM_PARALLEL)),
+            "max_queue": read("OLLAMA_MAX_QUEUE", OLLAMA_DEFAULT_MAX_QUEUE)}
+
+
+def _unit_vector(text: str, dims: int) -> list[float]:
+    """A deterministic vector of unit length for a text (what Ollama's normalize leaves)."""
+    raw = [b - 127.5 for b in hashlib.sha256(text.encode()).digest()[:dims]] or [1.0]
+    norm = sum(v * v for v in raw) ** 0.5 or 1.0
+    return [v / norm for v in raw]
+
+
 class _Aborted(Exception):
     """The fake is stopping, or the client went away: end this response quietly."""
+
+
+class _Busy(Exception):
+    """The queue is full: Ollama's ErrMaxQueue."""
 
 
 class StepClock:
@@ -227,7 +270,8 @@ class FakeOllama:
 
     def __init__(self, models: Mapping[str, FakeModel] | None = None, host: str = "127.0.0.1",
                  version: str = FAKE_VERSION, *, reports_cached: bool = False, clock: StepClock | None = None,
-                 registry: Callable[[str], FakeModel | None] | None = None, pull_step_s: float = 0.0) -> None:
+                 registry: Callable[[str], FakeModel | None] | None = None, pull_step_s: float = 0.0,
+                 num_parallel: int | None = None, max_queue: int = OLLAMA_DEFAULT_MAX_QUEUE) -> None:
         models = models if models is not None else default_models()
         # stored as /api/tags lists them: "llama3.2" is "llama3.2:latest"
         self.models: dict[str, FakeModel] = {display_name(n): m for n, m in models.items()}
@@ -239,11 +283,17 @@ class FakeOllama:
         # without one, every name can be pulled
         self.registry = registry or (lambda name: FakeModel())
         self.pull_step_s = pull_step_s  # between progress lines of a pull
+        self.num_parallel = num_parallel  # OLLAMA_NUM_PARALLEL; None: no limit (the in-process default)
+        self.max_queue = max_queue  # OLLAMA_MAX_QUEUE
+        self.running: dict[str, int] = {}  # model -> requests it is working on now
+        self.waiting = 0  # requests queued for a model that is busy (Ollama's pending queue is one for all)
+        self.max_running_seen: dict[str, int] = {}  # model -> most requests it worked on at once
         self.requests: list[RecordedRequest] = []
         self.final_chunks: list[dict] = []  # the done:true object of each completed chat/generate
         self.loaded: dict[str, dict] = {}  # model -> {"num_ctx", "expires_at"}, for /api/ps
         self.prompt_cache: dict[str, list[str]] = {}  # model -> the prompt its cache slot holds
         self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
@@ -314,6 +364,31 @@ class FakeOllama:
                 if known.lower() == wanted:
                     return known, model
         return None
+
+    @contextlib.contextmanager
+    def _admitted(self, model: str) -> Iterator[None]:
+        """One of the model's num_parallel places, held while the request is served: a request that
+        finds them taken waits in the queue, and one that finds the queue full gets _Busy at once."""
+        with self._slot_freed:
+            if self.num_parallel is not None and self.running.get(model, 0) >= self.num_parallel:
+                if self.waiting >= self.max_queue:
+                    raise _Busy
+                self.waiting += 1
+                try:
+                    while self.running.get(model, 0) >= self.num_parallel:
+                        if self._stopping.is_set():
+                            raise _Aborted("fake Ollama server stopping")
+                        self._slot_freed.wait(0.05)
+                finally:
+                    self.waiting -= 1
+            self.running[model] = self.running.get(model, 0) + 1
+            self.max_running_seen[model] = max(self.max_running_seen.get(model, 0), self.running[model])
+        try:
+            yield
+        finally:
+            with self._slot_freed:
+                self.running[model] -= 1
+                self._slot_freed.notify_all()
 
     def _record(self, req: RecordedRequest) -> None:
         with self._lock:
@@ -451,7 +526,7 @@ class _Handler(GoLikeHandler):
         body, is_json = self._read_body()
         self.fake._record(RecordedRequest("POST", self.path, body, received))
         routes = {"/api/chat": self._chat, "/api/generate": self._generate, "/api/show": self._show,
-                  "/api/pull": self._pull}
+                  "/api/pull": self._pull, "/api/embed": self._embed}
         route = routes.get(self.path)
         if route is None:
             self._send_text(404, "404 page not found")
@@ -536,6 +611,55 @@ class _Handler(GoLikeHandler):
             return
         words = str(body.get("system", "")).split() + str(body.get("prompt", "")).split()
         self._complete(body, words, chat=False)
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    def _embed(self, body: dict) -> None:
+        """server/routes.go EmbedHandler: input checked first, then the model (404), then scheduling
+        (503 when the queue is full); each input evaluated in turn; vectors of unit length."""
+        fake = self.fake
+        raw = body.get("input")
+        if isinstance(raw, str):
+            texts = [raw] if raw else []
+        elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
+            texts = list(raw)
+        elif raw is None:
+            texts = []
+        else:
+            self._error(400, "invalid input type")
+            return
+        found = fake.resolve(body.get("model"))
+        if found is None:
+            self._error(404, f"model '{body.get('model')}' not found")
+            return
+        name, m = found
+        self._scheduled(name, lambda: self._serve_embeddings(body, name, m, texts))
+
+    def _serve_embeddings(self, body: dict, name: str, m: FakeModel, texts: list[str]) -> None:
+        fake = self.fake
+        t0 = fake._now_ns()
+        fake._step(m.load_delay_s if name not in fake.loaded else 0.0)
+        t_loaded = fake._now_ns()
+        options = body.get("options") or {}
+        ctx = int(options.get("num_ctx", 2048))
+        with fake._lock:
+            fake.loaded[name] = {"num_ctx": ctx, "expires_at": _now_rfc3339(timedelta(minutes=5))}
+        if not texts:  # an empty input only loads the model
+            self._send_json(200, {"model": body["model"], "embeddings": []})
+            return
+        count, vectors = 0, []
+        for text in texts:
+            words = text.split() or [text]
+            if len(words) > ctx:
+                if body.get("truncate") is False:
+                    self._error(400, "input length exceeds maximum context length")
+                    return
+                words = words[:ctx]
+            count += len(words)
+            fake._step(m.embed_delay_s)
+            vectors.append(_unit_vector(" ".join(words), m.embedding_length))
+        self._send_json(200, {"model": body["model"], "embeddings": vectors, "total_duration": fake._now_ns() - t0,
+                              "load_duration": t_loaded - t0, "prompt_eval_count": count})
 
     # --- load and unload without a prompt ------------------------------------------------------
 
@@ -639,6 +763,19 @@ class _Handler(GoLikeHandler):
             self._error(404, f'model "{body["model"]}" not found, try pulling it first')
             return
         name, m = found
+        self._scheduled(name, lambda: self._serve_completion(body, name, m, prompt_words, chat))
+
+    def _scheduled(self, name: str, serve: Callable[[], None]) -> None:
+        """Serve in one of the model's places; HTTP 503 ErrMaxQueue when the queue is full (before any
+        stream, as every scheduling error)."""
+        try:
+            with self.fake._admitted(name):
+                serve()
+        except _Busy:
+            self._error(503, MAX_QUEUE_MESSAGE)
+
+    def _serve_completion(self, body: dict, name: str, m: FakeModel, prompt_words: list[str], chat: bool) -> None:
+        fake = self.fake
         options = body.get("options") or {}
         stream = body.get("stream", True) is not False
         clock = fake.clock

@@ -43,11 +43,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by tests/fakes/bin/ollama
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fakes.fake_ollama import FAKE_VERSION, FakeModel, FakeOllama, _Handler, default_models, display_name  # noqa: E402
+from fakes.fake_ollama import (  # noqa: E402
+    FAKE_VERSION, FakeModel, FakeOllama, _Handler, concurrency_from_env, default_models, display_name)
 
 DEFAULT_PORT = 11434
 RECORDED_ENV = ("OLLAMA_HOST", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OLLAMA_MODELS", "OLLAMA_KEEP_ALIVE",
-                "OLLAMA_NUM_PARALLEL", "PATH")
+                "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE", "PATH")
 _RUNNER_CODE = "import time\nwhile True: time.sleep(1)"
 
 
@@ -87,7 +88,8 @@ class ServingFake(FakeOllama):
 
     def __init__(self, host: str, port: int, models: dict[str, FakeModel]) -> None:
         super().__init__(models, host=host, registry=_registry,
-                         pull_step_s=float(os.environ.get("FAKE_OLLAMA_PULL_STEP_S", "0")))
+                         pull_step_s=float(os.environ.get("FAKE_OLLAMA_PULL_STEP_S", "0")),
+                         **concurrency_from_env(os.environ))
         self.bind_port = port
 
     def start(self) -> ServingFake:

@@ -31,11 +31,21 @@ def replay(ex: RawExchange, lines: list[tuple[int, str]]) -> RawExchange:
     return replay_lines(ex, lines, wire.read_line, wire.strip_prefix)
 
 
-def make_client(backend: str, base_url: str, timeout_s: float, stall_timeout_s: float | None = 60.0) -> WireClient:
+def make_client(backend: str, base_url: str, timeout_s: float, stall_timeout_s: float | None = 60.0,
+                harness: str = "python") -> WireClient:
+    """The wire client of a backend; with harness other than python, an external runner that sends the
+    same requests (trbench.backends.external_runner)."""
     client = BACKENDS.get(backend)
     if client is None:
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(repr(b) for b in BACKENDS)}")
+    if harness != "python":
+        from trbench.backends.external_runner import ExternalRunnerClient  # it imports this package
+
+        return ExternalRunnerClient(harness, backend, base_url, timeout_s, stall_timeout_s)
     return client(base_url, timeout_s, stall_timeout_s)
 
 
-__all__ = ["BACKENDS", "WIRE_FORMATS", "WireFormat", "replay", "ChatRequest", "RawExchange", "WireClient", "OllamaClient", "OpenAIClient", "make_client"]
+# last: the asynchronous client reads BACKENDS and WIRE_FORMATS from this package
+from trbench.backends.async_client import AsyncWireClient  # noqa: E402
+
+__all__ = ["AsyncWireClient", "BACKENDS", "WIRE_FORMATS", "WireFormat", "replay", "ChatRequest", "RawExchange", "WireClient", "OllamaClient", "OpenAIClient", "make_client"]

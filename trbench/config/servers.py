@@ -22,6 +22,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationInfo, field_validator
 
+# How many requests one server works on at once, and how many more Ollama lets wait. Declared once,
+# used by each provider's section after its own fields (so the fields a provider allows keep their order).
+Slots = Annotated[int, Field(ge=1, le=256, description=(
+    "requests each embedded llama.cpp server decodes at once (llama.cpp n_parallel, continuous batching); "
+    "num_ctx stays the context of one request: the server gets num_ctx x slots, one num_ctx per slot"))]
+NumParallel = Annotated[int, Field(ge=1, le=256, description=(
+    "OLLAMA_NUM_PARALLEL: requests each loaded model processes at once (Ollama allocates num_ctx x this)"))]
+MaxQueue = Annotated[int, Field(ge=1, le=1_000_000, description=(
+    "OLLAMA_MAX_QUEUE: requests Ollama queues when busy; beyond it answers HTTP 503 'server busy'"))]
+
 Provider = Literal["embedded", "external", "ollama-docker", "ollama-process", "mock"]
 
 # Ollama's own ports for the Ollama providers (seed 003: collector 11434, insight 11435); the
@@ -63,6 +73,12 @@ class _Section(BaseModel):
     # allow_inf_nan: a NaN passes every range check (each comparison is False), .inf most of them
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @property
+    def parallel_sequences(self) -> int:
+        """Requests one server holds at once, each with a whole num_ctx of KV cache (the VRAM estimate's
+        multiplier); 1 where trbench does not set it (external servers: their own business)."""
+        return 1
+
 
 class _LocalServers(_Section):
     """Providers that start servers on this machine, one port each."""
@@ -89,6 +105,11 @@ class EmbeddedServer(_LocalServers):
                                     "non-loopback host, reachable from the network")
     host: str = "127.0.0.1"
     threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
+    slots: Slots = 1  # 1: one request at a time, each timed alone (the single-agent matrix)
+
+    @property
+    def parallel_sequences(self) -> int:
+        return self.slots
 
     @field_validator("host")
     @classmethod
@@ -114,6 +135,18 @@ class _OllamaServers(_LocalServers):
         gpus = self.gpu_devices or []
         return gpus[index % len(gpus)] if gpus else None
 
+    def concurrency_environment(self) -> dict[str, str]:
+        """OLLAMA_NUM_PARALLEL and OLLAMA_MAX_QUEUE as the subclass's num_parallel and max_queue set them."""
+        return {"OLLAMA_NUM_PARALLEL": str(self.num_parallel), "OLLAMA_MAX_QUEUE": str(self.max_queue)}
+
+    def concurrency(self) -> dict[str, int]:
+        """What the manifest records of how the server queues and batches."""
+        return {"num_parallel": self.num_parallel, "max_queue": self.max_queue}
+
+    @property
+    def parallel_sequences(self) -> int:
+        return self.num_parallel
+
 
 class OllamaDockerServer(_OllamaServers):
     """`ollama/ollama` containers through the docker SDK, sharing one model volume."""
@@ -121,6 +154,8 @@ class OllamaDockerServer(_OllamaServers):
     provider: Literal["ollama-docker"] = Field(default="ollama-docker", exclude=True)
     image: str = "ollama/ollama:latest"
     volume: str = Field(default="trbench-ollama-models", description="shared model volume: pulled once")
+    num_parallel: NumParallel = 1  # trbench's pinned value: one request at a time per model
+    max_queue: MaxQueue = 512  # Ollama's own default (envconfig.MaxQueue)
 
 
 class OllamaProcessServer(_OllamaServers):
@@ -131,6 +166,8 @@ class OllamaProcessServer(_OllamaServers):
     models_dir: str = Field(
         default="~/.ollama/models", description="the model store every `ollama serve` uses (OLLAMA_MODELS); "
         "Ollama's default for a user, while Linux service installs keep models in /usr/share/ollama/.ollama/models")
+    num_parallel: NumParallel = 1
+    max_queue: MaxQueue = 512
 
 
 class ExternalServer(_Section):

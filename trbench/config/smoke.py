@@ -24,7 +24,7 @@ def smoke_spec(spec: MatrixSpec) -> MatrixSpec:
         max_tokens=min(spec.max_tokens, MAX_TOKENS), baseline_tr_id=None, oom_fallback=[],
         grid={k: v[:1] for k, v in grid.items()},
     )
-    data.update(multi_agent=None, single_agent=True)
+    data.update(multi_agent=None, single_agent=True, load=None)  # load mode: a run of its own, not a setup check
     suites = data.get("suites") or {}
     suites.update(scenarios=list(SCENARIO_NAMES), qa=True, runs=RUNS, messages=REQUESTS, questions=REQUESTS, top_k=1,
                   models=(suites.get("models") or spec.models)[:1],

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trbench.config.errors import FieldRule, SpecError, format_error
+from trbench.config.load import LoadSpec
 from trbench.config.sections import (
     EMBEDDED_DEFAULTS,
     SCENARIOS,
@@ -37,6 +38,8 @@ __all__ = ["Cell", "ContentionRule", "EMBEDDED_DEFAULTS", "ExecutionSpec", "Grid
            "OptionSet", "OutlierRule", "SCENARIOS", "Scenario", "SpecError", "TelemetrySpec", "load_spec", "parse_spec"]
 
 Backend = Literal["openai", "ollama"]
+# Who sends the requests: trbench's Python client, or an external runner (docs/runner-contract.md)
+Harness = Literal["python", "rust"]
 # What a TR's TTFT measures: a cold prefill (unique prefix: nothing cached), a cached one (the same
 # prompt sent just before) or both, each measured request of a run once per state.
 TtftMode = Literal["cold", "cached", "both"]
@@ -75,6 +78,8 @@ class MatrixSpec(_Strict):
     seed: int | None = None
     output_dir: str = "outputs"
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
+    harness: list[Harness] = Field(default=["python"], min_length=1, description="who sends the requests: trbench's "
+                                   "Python client, or the Rust runner (runners/rust, docs/runner-contract.md)")
     outliers: OutlierRule = OutlierRule()
     baseline_tr_id: str | None = Field(default=None, pattern=TR_ID_PATTERN, description="a stored TR run (same output_dir) to check "
                                        "this one against for regressions, cell by cell")
@@ -86,6 +91,8 @@ class MatrixSpec(_Strict):
     multi_agent: MultiAgentSpec | None = None
     suites: SuitesSpec | None = Field(default=None, description="quality suites beside the speed matrix "
                                       "(trbench/config/suites.py): scenarios, QA")
+    load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
+                                  "(trbench/config/load.py)")
 
     # which server fields a spec gave flat at the top level (the earlier layout): messages name them so
     _flat: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -123,9 +130,20 @@ class MatrixSpec(_Strict):
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         self._check_suites()
         self._keep_mock_apart()
-        if not self.single_agent and ma is None:
-            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent section: nothing to "
-                             "run; fix: set single_agent: true, or add a multi_agent section")
+        if len(set(self.harness)) > 1:
+            raise FieldRule("harness", f"{self.harness} asks for more than one harness in one TR run, which this "
+                             "version cannot yet keep apart in its tables; fix: one TR run per harness (harness: [python] "
+                             "and harness: [rust], two tr_id)")
+        if not self.single_agent and ma is None and self.load is None:
+            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent or load section: "
+                             "nothing to run; fix: set single_agent: true, or add a multi_agent or load section")
+        emb = self.load.embeddings if self.load else None
+        if emb and emb.model and emb.model not in self.models:
+            raise FieldRule("load.embeddings.model", f"{emb.model!r} is not in models {self.models} (preflight checks "
+                             "those); fix: add it to models, or remove it here (the first model is used)")
+        if self.load and self.load.models and (stray := [m for m in self.load.models if m not in self.models]):
+            raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
+                             "those); fix: add them to models, or remove them here")
         return self
 
     def _keep_mock_apart(self) -> None:
@@ -191,6 +209,10 @@ class MatrixSpec(_Strict):
         return max(self.lanes, 2 if self.multi_agent else 1)
 
     @property
+    def load_models(self) -> list[str]:
+        return (self.load.models or self.models) if self.load else []
+
+    @property
     def multi_agent_models(self) -> list[str]:
         return (self.multi_agent.models or self.models) if self.multi_agent else []
 
@@ -228,6 +250,16 @@ class MatrixSpec(_Strict):
             return opts
         return OptionSet(**{k: v if v is not None else getattr(EMBEDDED_DEFAULTS, k) for k, v in opts.model_dump().items()})
 
+    @property
+    def runner(self) -> str:
+        """The harness that sends this run's requests (one per TR run)."""
+        return self.harness[0]
+
+    def harness_key(self) -> dict:
+        """What a content hash adds for the harness: nothing for the Python client (the hashes of TR
+        runs from before the harness existed stay comparable), else its name."""
+        return {} if self.runner == "python" else {"harness": self.runner}
+
     def cell_hash(self, cell: Cell, prompts_digest: str) -> str:
         """Content hash of everything that shapes one cell's measurement (not its run count),
         so the same cell in two TR runs can be compared."""
@@ -239,6 +271,7 @@ class MatrixSpec(_Strict):
             "ttft": self.ttft,
             "prompts": prompts_digest,
             "seed": self.seed,
+            **self.harness_key(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

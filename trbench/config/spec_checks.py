@@ -31,10 +31,12 @@ def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
     check_prompts(spec, source)
     check_agents(spec, source)
     check_suites(spec, source)
+    check_embedding_texts(spec, source)
     check_instances(spec, source)
     if models:
         check_models(spec, source)
     check_output_dir(spec, source)
+    check_harness(spec, source)
     return warnings(spec, source)
 
 
@@ -58,6 +60,25 @@ def check_prompts(spec: MatrixSpec, source: str) -> None:
         load_prompts(path)
     except PromptSuiteError as err:
         raise _error(source, "prompts", *_problem_of(str(err))) from None
+
+
+def check_embedding_texts(spec: MatrixSpec, source: str) -> None:
+    """The texts file of the load section's embeddings workload exists and parses."""
+    emb = spec.load.embeddings if spec.load else None
+    if emb is None:
+        return
+    from trbench.config.embeddings import EmbeddingTextsError, load_texts
+
+    path = resolve_path(emb.texts)
+    if not path.is_file():
+        raise _error(source, "load.embeddings.texts", f"file {emb.texts} not found",
+                     "point it at a texts file, e.g. datasets/embeddings/passages_v1.yaml")
+    try:
+        load_texts(path)
+    except EmbeddingTextsError as err:
+        what, _, fix = str(err).partition("; fix: ")
+        raise _error(source, "load.embeddings.texts", what.removeprefix("spec field 'load.embeddings.texts': "),
+                     fix or "see datasets/embeddings/") from None
 
 
 def check_agents(spec: MatrixSpec, source: str) -> None:
@@ -133,6 +154,16 @@ def check_models(spec: MatrixSpec, source: str) -> None:
         raise _error(source, "models", f"{', '.join(map(repr, unknown))} not bundled with the embedded engine",
                      f"use {' or '.join(sorted(BUNDLED_MODELS))}, or a provider that serves it (ollama-process, "
                      "ollama-docker, external)")
+
+
+def check_harness(spec: MatrixSpec, source: str) -> None:
+    """An external runner must be built before anything starts (the Python harness needs nothing)."""
+    from trbench.backends.external_runner import missing_runner
+
+    for harness in spec.harness:
+        if (why := missing_runner(harness)) is not None:
+            what, _, fix = why.partition("; fix: ")
+            raise _error(source, "harness", what, fix)
 
 
 def check_output_dir(spec: MatrixSpec, source: str) -> None:

@@ -283,6 +283,174 @@ class TelemetryRow(BaseModel):
     server_cpu_pct: F = None
 
 
+# --- the embeddings workload of load mode (trbench/run/embeddings.py) ------------------------------
+
+
+class EmbeddingKeys(BaseModel):
+    """What identifies an embeddings step (one batch size on one instance): the first columns of its
+    requests and of its step row."""
+
+    tr_id: str
+    run_id: str  # the step's id: a step is the unit that is written, and resumed, at once
+    attempt: int
+    model: str
+    provider: str
+    backend: str
+    instance: str
+    instance_url: str
+    batch_size: int
+    concurrency: int
+
+
+class EmbeddingRequestRow(EmbeddingKeys):
+    """One embeddings request, warm-ups included, as observed."""
+
+    request_index: int
+    is_warmup: bool
+    sent_at: dt.datetime
+    sent_offset_ms: float  # client perf_counter_ns since the step began: the step's wall time comes from these
+    status: str
+    error_kind: S = None
+    error_message: S = None
+    http_status: I = None
+    latency_ms: float  # request sent -> whole answer received, or -> the failure (client perf_counter_ns)
+    n_texts: int
+    n_vectors: I = None
+    dims: I = None
+    prompt_tokens: I64 = None  # as the server counts them (OpenAI usage.prompt_tokens; Ollama prompt_eval_count)
+    server_total_ms: F = None  # Ollama total_duration
+    server_load_ms: F = None  # Ollama load_duration
+
+
+class EmbeddingFigures(BaseModel):
+    """An embeddings step's figures over its measured requests (definitions:
+    trbench.measure.embeddings.DEFINITIONS)."""
+
+    n_requests: int
+    n_ok: int
+    n_errors: int
+    error_kinds: S = None  # comma-separated, sorted
+    wall_s: F = None
+    texts_total: int = 0
+    tokens_total: I64 = None
+    texts_per_s: F = None
+    tokens_per_s: F = None
+    latency_mean_ms: F = None
+    latency_p50_ms: F = None
+    latency_p95_ms: F = None
+    latency_p99_ms: F = None
+    slo_ms: float
+    n_within_slo: int = 0
+    within_slo_pct: F = None
+
+
+class _EmbeddingStepHead(EmbeddingKeys):
+    started_at: dt.datetime
+    n_warmup: int
+    load_ms: F = None  # the embedding server's (re)load before this step, where it loaded
+    texts_name: str
+    texts_digest: str
+
+
+class _EmbeddingStepTail(BaseModel):
+    manifest_digest: str
+
+
+EmbeddingStepRow = _extend(
+    "EmbeddingStepRow", _EmbeddingStepHead, EmbeddingFigures, _EmbeddingStepTail,
+    doc="One embeddings step: a batch size on one instance, its figures; written last, its ledger entry.",
+)
+
+
+# --- load mode (issue 13): many requests in flight; one row per request and one per step --------
+
+
+class LoadKeys(BaseModel):
+    """What identifies one load step (run_id: the step's id, the ledger key as for runs)."""
+
+    tr_id: str
+    run_id: str
+    attempt: int
+    model: str
+    provider: str
+    backend: str
+    instance: str
+    instance_url: str
+    num_gpu: I = None
+    num_ctx: I = None
+    temperature: F = None
+    slots: I = None  # requests the server decodes at once (llama.cpp n_parallel); null: the server's own
+    step_index: int
+    step_label: str  # c4, r0.5, sync, throughput, sweep-r1.2
+    mode: str  # concurrency (closed loop) | rate (open loop)
+    concurrency: I = None
+    rate: F = None  # requests per second, open loop
+    burstiness: F = None  # gamma shape of the open-loop gaps (1: Poisson)
+
+
+_REQUEST_OWN = set(RunKeys.model_fields) | {"request_index", "is_warmup", "prompt_id", "cache_target", "sent_at"}
+
+LoadRequestRow = _extend(
+    "LoadRequestRow", LoadKeys,
+    {"request_index": (int, ...), "is_warmup": (bool, ...), "prompt_id": (str, ...), "sent_at": (dt.datetime, ...),
+     # seconds after the step started: when the request was due (open loop: its arrival; closed loop: its stream
+     # was free) and when it was sent; the difference is the client's own wait (max_inflight), never the server's
+     "scheduled_offset_ms": (float, ...), "sent_offset_ms": (float, ...),
+     "queue_ms": (F, None)},
+    {n: (f.annotation, f) for n, f in RequestRow.model_fields.items() if n not in _REQUEST_OWN},
+    doc="One request of a load step, warm-ups included, with the same measurement columns as a run's requests.",
+)
+
+LOAD_LATENCIES = ("ttft", "tpot", "itl", "e2e", "queue", "prefill")  # as load_metrics.LATENCY_COLUMNS
+LOAD_PCTS = (50, 90, 95, 99)
+
+
+class _LoadCounts(BaseModel):
+    n_requests: int = 0  # measured requests sent (warm-ups not counted)
+    n_warmup: int = 0
+    n_ok: int = 0
+    n_errors: int = 0
+    error_rate_pct: F = None
+    error_kinds: S = None  # kind:count, comma-separated, sorted
+    window_s: F = None
+    offered_rps: F = None
+    request_rps: F = None
+    output_tps: F = None
+    n_good: int = 0
+    good_pct: F = None
+    goodput_rps: F = None
+
+
+LoadFigures = _extend(
+    "LoadFigures", _LoadCounts,
+    {f"{m}_ms_p{p}": (F, None) for m in LOAD_LATENCIES for p in LOAD_PCTS},
+    doc="One load step's figures from its raw records (definitions: measure/load_metrics.LOAD_DEFINITIONS).",
+)
+
+
+class _LoadStepHead(LoadKeys):
+    started_at: dt.datetime
+    wall_s: float
+    warmup_requests: int = 0
+    warmup_s: F = None
+    ramp_up_s: F = None
+    max_inflight: I = None
+    max_tokens: int
+    slo_ttft_ms: F = None
+    slo_tpot_ms: F = None
+    slo_e2e_ms: F = None
+
+
+class _LoadStepTail(BaseModel):
+    valid: bool
+    invalid_reason: S = None
+    manifest_digest: str
+
+
+LoadStepRow = _extend("LoadStepRow", _LoadStepHead, LoadFigures, _LoadStepTail,
+                      doc="One load step: its settings and figures; written last, the ledger entry.")
+
+
 class SuiteRequestRow(BaseModel):
     """One request of a quality suite (issue 14): a scenario message (router, orchestrator, chat)
     or a QA question, what was measured, and the answer's checks; null where a check does not

@@ -12,6 +12,8 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   suites/scenario_summary.parquet, suites/results_matrix.parquet   per scenario and model; the QA
                                                 results matrix with the ensembles (suites/results.py)
   suites/ensembles/<name>.parquet               a QA ensemble's answers (trbench ensemble)
+  load_requests/, load_steps/                   the same for load steps (a step's row is its ledger entry)
+  emb_requests/, emb_steps/                     the same for embeddings steps (load mode)
   manifest.json                                 the environment (also in each file's metadata)
   fallbacks/<time>-<pid>.parquet                OOM fallback decisions, as taken (data/failures.py)
   instance_failures/<time>-<pid>-<n>.parquet    failed instance operations, as they happen (same)
@@ -45,17 +47,23 @@ REQUEST_SCHEMA = arrow_schema(rows.RequestRow)
 RUN_SCHEMA = arrow_schema(rows.RunRow)
 MA_REQUEST_SCHEMA = arrow_schema(rows.MaRequestRow)
 MA_RUN_SCHEMA = arrow_schema(rows.MaRunRow)
+LOAD_REQUEST_SCHEMA = arrow_schema(rows.LoadRequestRow)
+LOAD_STEP_SCHEMA = arrow_schema(rows.LoadStepRow)
 TELEMETRY_SCHEMA = arrow_schema(rows.TelemetryRow)  # long by source: rows.TelemetryRow says how
 ENERGY_FIELDS = list(arrow_schema(rows.Energy))  # energy and telemetry columns of both run tables
 TELEMETRY_TABLE = "telemetry"
 SUITE_REQUEST_SCHEMA = arrow_schema(rows.SuiteRequestRow)
 ENSEMBLE_SCHEMA = arrow_schema(rows.EnsembleAnswerRow)
 SUITE_TABLE = "suite_requests"
+EMB_REQUEST_SCHEMA = arrow_schema(rows.EmbeddingRequestRow)  # the embeddings workload (load mode)
+EMB_STEP_SCHEMA = arrow_schema(rows.EmbeddingStepRow)
 
 # kind -> (requests table, runs table, their schemas)
 TABLES = {
     "single": ("requests", "runs", REQUEST_SCHEMA, RUN_SCHEMA),
     "multi": ("ma_requests", "ma_runs", MA_REQUEST_SCHEMA, MA_RUN_SCHEMA),
+    "load": ("load_requests", "load_steps", LOAD_REQUEST_SCHEMA, LOAD_STEP_SCHEMA),
+    "embeddings": ("emb_requests", "emb_steps", EMB_REQUEST_SCHEMA, EMB_STEP_SCHEMA),  # a step is its "run"
 }
 
 
@@ -145,6 +153,22 @@ def read_ma_requests(root: Path) -> pd.DataFrame:
 
 def read_ma_runs(root: Path) -> pd.DataFrame:
     return _read(root, "ma_runs", MA_RUN_SCHEMA)
+
+
+def read_load_requests(root: Path) -> pd.DataFrame:
+    return _read(root, "load_requests", LOAD_REQUEST_SCHEMA)
+
+
+def read_load_steps(root: Path) -> pd.DataFrame:
+    return _read(root, "load_steps", LOAD_STEP_SCHEMA)
+
+
+def read_emb_requests(root: Path) -> pd.DataFrame:
+    return _read(root, "emb_requests", EMB_REQUEST_SCHEMA)
+
+
+def read_emb_steps(root: Path) -> pd.DataFrame:
+    return _read(root, "emb_steps", EMB_STEP_SCHEMA)
 
 
 def read_telemetry(root: Path) -> pd.DataFrame:

@@ -37,14 +37,16 @@ stop_all = _LIVE.stop_all  # every embedded server this process started (atexit,
 class EmbeddedInstance:
     provider = "embedded"
 
-    def __init__(self, name: str, host: str, port: int, threads: int | None, log_dir: Path, load_timeout_s: float = 180):
+    def __init__(self, name: str, host: str, port: int, threads: int | None, log_dir: Path, load_timeout_s: float = 180,
+                 slots: int = 1):
         self.name = name
         self.host = host
         self.port = port
         self.threads = threads or default_threads()
+        self.slots = slots  # requests decoded at once (llama.cpp n_parallel); each gets a whole num_ctx
         self.log_dir = log_dir
         self.load_timeout_s = load_timeout_s
-        self.loaded: tuple[str, int, int] | None = None
+        self.loaded: tuple | None = None  # cell.server_key, or it and "embedding"
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
@@ -68,18 +70,33 @@ class EmbeddedInstance:
             if self.loaded == cell.server_key and self.pid is not None:
                 return None
             self._stop_locked()
-            return self._start_locked(cell)
+            return self._start_locked(cell.model, cell.num_ctx, cell.num_gpu, cell.server_key)
 
-    def _start_locked(self, cell: Cell) -> float:
-        model_path = bundled.resolve(cell.model)
+    def prepare_embeddings(self, model: str, num_ctx: int, num_gpu: int = 0) -> float | None:
+        """The server in embedding mode (/v1/embeddings, mean pooling) for `model`: a load of its own,
+        as a generation cell's; the load time in ms if it (re)started."""
+        key = (model, num_gpu, num_ctx, "embedding")  # never equal to a generation cell's server_key
+        with self._lock:
+            if self.loaded == key and self.pid is not None:
+                return None
+            self._stop_locked()
+            return self._start_locked(model, num_ctx, num_gpu, key, ["--embedding"])
+
+    @property
+    def concurrency(self) -> dict[str, int]:
+        """What the manifest records of how the server batches."""
+        return {"slots": self.slots}
+
+    def _start_locked(self, model: str, num_ctx: int, num_gpu: int, key: tuple, extra: list[str] | None = None) -> float:
+        model_path = bundled.resolve(model)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{self.name}.log").open("ab")
         cmd = [
             sys.executable, "-m", SERVER_MODULE,
-            "--model", str(model_path), "--alias", cell.model,
+            "--model", str(model_path), "--alias", model,
             "--host", self.host, "--port", str(self.port),
-            "--ctx", str(cell.num_ctx), "--ngl", str(cell.num_gpu),
-            "--threads", str(self.threads), "--parent-pid", str(os.getpid()),
+            "--ctx", str(num_ctx), "--ngl", str(num_gpu), "--slots", str(self.slots),
+            "--threads", str(self.threads), "--parent-pid", str(os.getpid()), *(extra or []),
         ]
         t0 = time.perf_counter()
         # own session: a Ctrl-C in the terminal reaches us, and we stop the server in order
@@ -88,11 +105,11 @@ class EmbeddedInstance:
         _LIVE.add(self)
         try:
             wait_healthy(self.url, self.load_timeout_s, self._proc, self.name)
-            check_served_names(self.url, self.name, cell.model)
+            check_served_names(self.url, self.name, model)
         except BaseException:
             self._stop_locked()
             raise
-        self.loaded = cell.server_key
+        self.loaded = key
         return (time.perf_counter() - t0) * 1000.0
 
     def model_facts(self, model: str) -> dict:
@@ -115,5 +132,5 @@ class EmbeddedInstance:
 def create(settings: EmbeddedServer, count: int, log_dir: Path, load_timeout_s: float, backend: str) -> list[Instance]:
     threads = settings.threads or default_threads(count)
     ports = settings.instance_ports()
-    return [EmbeddedInstance(f"embedded-{i}", settings.host, ports[i], threads, log_dir, load_timeout_s)
+    return [EmbeddedInstance(f"embedded-{i}", settings.host, ports[i], threads, log_dir, load_timeout_s, settings.slots)
             for i in range(count)]

@@ -23,6 +23,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ctx", type=int, required=True)
     p.add_argument("--ngl", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--slots", type=int, default=1, help="parallel sequences (n_parallel); --ctx is per slot")
+    p.add_argument("--embedding", action="store_true", help="serve /v1/embeddings (mean pooling), not generation")
     p.add_argument("--parent-pid", type=int, required=True)
     return p.parse_args(argv)
 
@@ -37,9 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     params = xlc.CommonParams()
     params.model.path = args.model
     params.model_alias = {args.alias}  # a set of names: a plain string would be read as its characters
-    params.n_ctx = args.ctx
+    # --ctx is the context of one request: llama.cpp splits n_ctx across the slots (kv_unified off:
+    # each sequence gets n_ctx / n_parallel), so the server gets ctx x slots and every slot holds a
+    # whole num_ctx, as Ollama allocates num_ctx x OLLAMA_NUM_PARALLEL. Slots 1 (the default): a
+    # request is timed alone, as one agent on one Ollama instance.
+    params.n_ctx = args.ctx * args.slots
+    params.n_parallel = args.slots
+    params.kv_unified = False
     params.n_gpu_layers = args.ngl
-    params.n_parallel = 1  # one slot: a request is timed alone, as one agent on one Ollama instance
+    if args.embedding:
+        params.embedding = True
+        params.pooling_type = xlc.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        # a pooled embedding needs the whole input in one micro-batch: let it be one slot's context
+        params.n_batch = params.n_ubatch = args.ctx
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.hostnames = [args.host]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -216,6 +217,12 @@ class MockHTTPServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.answers = MockAnswers(pace)
         self.models = models
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client closing its kept-alive connection (a reset) is no error of the mock's
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def serve(host: str, port: int, pace: Pace, models: list[str]) -> tuple[MockHTTPServer, threading.Thread]:

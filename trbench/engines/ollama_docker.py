@@ -42,9 +42,10 @@ LABEL_OWNER = "trbench.owner"  # "<hostname>:<pid>" of the process that started 
 STOP_TIMEOUT_S = 3
 # Ollama inside the container listens on every container address (the host side is 127.0.0.1
 # only); models stay loaded between the runs of a cell (serial mode unloads them explicitly); one
-# request at a time per model, so that the KV cache is num_ctx (Ollama allocates num_ctx x
-# OLLAMA_NUM_PARALLEL) as the VRAM estimate assumes; CUDA numbers GPUs in bus order, as docker's
-# device ids and NVML do (CUDA's default is fastest first).
+# request at a time per model unless server.num_parallel says more (the KV cache is num_ctx x
+# OLLAMA_NUM_PARALLEL; the VRAM estimate assumes 1), OLLAMA_MAX_QUEUE from server.max_queue (the
+# section's values replace these defaults); CUDA numbers GPUs in bus order, as docker's device ids
+# and NVML do (CUDA's default is fastest first).
 DEFAULT_ENVIRONMENT = {"OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_NUM_PARALLEL": "1",
                        "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
@@ -205,7 +206,8 @@ class OllamaContainerInstance(OllamaServed):
         self.port = port
         self.gpu = gpu
         self.client_factory = client_factory
-        self.environment = {**DEFAULT_ENVIRONMENT, **gpu_environment(gpu), **(environment or {})}
+        self.environment = {**DEFAULT_ENVIRONMENT, **settings.concurrency_environment(), **gpu_environment(gpu),
+                            **(environment or {})}
         self.image_id: str | None = None
         self._client: docker.DockerClient | None = None
         self._container = None
@@ -219,6 +221,10 @@ class OllamaContainerInstance(OllamaServed):
     @property
     def container_name(self) -> str:
         return container_name(self.name)
+
+    @property
+    def concurrency(self) -> dict[str, int]:
+        return self.settings.concurrency()
 
     @property
     def container_id(self) -> str | None:

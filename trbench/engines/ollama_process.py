@@ -2,8 +2,9 @@
 
 Each instance runs `<server.binary> serve` in its own process group (start_new_session) with
 OLLAMA_HOST=127.0.0.1:<port> (never 0.0.0.0: the benchmark servers are not for the network),
-the spec's model store (OLLAMA_MODELS), OLLAMA_KEEP_ALIVE and OLLAMA_NUM_PARALLEL pinned (a
-user's own settings would change what is measured), CUDA_DEVICE_ORDER=PCI_BUS_ID and, when the
+the spec's model store (OLLAMA_MODELS), OLLAMA_KEEP_ALIVE pinned, OLLAMA_NUM_PARALLEL and
+OLLAMA_MAX_QUEUE from server.num_parallel / server.max_queue (a user's own settings would change
+what is measured), CUDA_DEVICE_ORDER=PCI_BUS_ID and, when the
 instance has GPUs, CUDA_VISIBLE_DEVICES=<gpu>. "all" leaves CUDA_VISIBLE_DEVICES unset: CUDA
 reads the literal "all" as no valid device, and Ollama would silently run on the CPU. Other
 OLLAMA_* variables of the calling environment pass through, with a warning naming them.
@@ -39,7 +40,7 @@ SERVICE_MODELS_DIR = "/usr/share/ollama/.ollama/models"  # install.sh's systemd 
 # a time per model, so the KV cache is num_ctx as the VRAM estimate assumes (Ollama allocates
 # num_ctx x OLLAMA_NUM_PARALLEL); GPU indices in bus order, as NVML and docker number them
 PINNED_ENVIRONMENT = {"OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_NUM_PARALLEL": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-_PINNED_NAMES = {"OLLAMA_HOST", "OLLAMA_MODELS", *PINNED_ENVIRONMENT}
+_PINNED_NAMES = {"OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_MAX_QUEUE", *PINNED_ENVIRONMENT}
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ class OllamaProcessInstance(OllamaServed):
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     @property
+    def concurrency(self) -> dict[str, int]:
+        return self.settings.concurrency()
+
+    @property
     def models_dir(self) -> str:
         return os.path.expanduser(self.settings.models_dir)
 
@@ -123,6 +128,7 @@ class OllamaProcessInstance(OllamaServed):
         """The environment `ollama serve` runs with: ours, with what trbench relies on pinned."""
         env = dict(os.environ)
         env.update(PINNED_ENVIRONMENT)
+        env.update(self.settings.concurrency_environment())  # server.num_parallel, server.max_queue
         env["OLLAMA_HOST"] = self.ollama_host
         env["OLLAMA_MODELS"] = self.models_dir
         if self.gpu == "all":

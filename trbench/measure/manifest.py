@@ -69,6 +69,13 @@ def hardware() -> dict:
     }
 
 
+def describe_instance(inst: object) -> dict:
+    """One instance as the manifest keeps it: where it is, its threads, and how it batches and queues
+    (embedded: slots; Ollama: num_parallel, max_queue; None where the provider does not say)."""
+    return {"name": inst.name, "provider": inst.provider, "url": inst.url, "threads": getattr(inst, "threads", None),
+            "concurrency": getattr(inst, "concurrency", None)}
+
+
 def collect(instances: list[dict], models: dict[str, dict], command: str) -> dict:
     return {
         "command": command,

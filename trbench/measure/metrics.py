@@ -185,6 +185,12 @@ def decode_rate(steps_n: int | None, decode_ms: float | None) -> float | None:
     return (steps_n - 1) / decode_ms * 1000.0
 
 
+def itl_gaps(times: Sequence[float], per_ms: float = 1.0) -> np.ndarray:
+    """The inter-chunk gaps in ms (DEFINITIONS['itl_ms']) of one request's chunk arrival times, given in
+    units of 1/per_ms ms (ns readings: per_ms 1e6; stored chunk offsets in ms: 1)."""
+    return np.diff(np.asarray(times, dtype=np.float64)) / per_ms if len(times) > 1 else np.array([])
+
+
 def derive(ex: RawExchange) -> RequestMetrics:
     """The metrics of one request, from its raw record alone."""
     times = ex.token_times_ns
@@ -193,7 +199,7 @@ def derive(ex: RawExchange) -> RequestMetrics:
     answer_times = [t for t, k in zip(times, ex.token_kinds) if k == "content"]
     ttfat = (answer_times[0] - ex.t_send_ns) / _NS_PER_MS if answer_times else None
     n_out = ex.output_tokens if ex.output_tokens is not None else (len(times) if times else None)
-    gaps = np.diff(np.asarray(times, dtype=np.float64)) / _NS_PER_MS if len(times) > 1 else np.array([])
+    gaps = itl_gaps(times, per_ms=_NS_PER_MS)
     span_s = (times[-1] - times[0]) / 1e9 if len(times) > 1 else 0.0
     n_streamed = streamed_tokens(ex)
     return RequestMetrics(

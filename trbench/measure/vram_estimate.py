@@ -77,6 +77,7 @@ class VramEstimate(BaseModel):
     arch: dict[str, Any] | None = None
     weights_bytes: int | None = None
     kv_type: str = "f16"
+    sequences: int = 1
 
     @property
     def total_mib(self) -> float:
@@ -85,7 +86,7 @@ class VramEstimate(BaseModel):
     def at(self, num_gpu: int | None, num_ctx: int) -> VramEstimate:
         """The same model estimated with other GPU layers and context size."""
         return estimate_vram(self.params_b, self.quant, num_ctx, self.arch, num_gpu, self.block_count,
-                             weights_bytes=self.weights_bytes, kv_type=self.kv_type)
+                             weights_bytes=self.weights_bytes, kv_type=self.kv_type, sequences=self.sequences)
 
 
 def normalize_quant(quant: str | None) -> str:
@@ -142,7 +143,7 @@ def _kv_per_token(nums: dict[str, Any], n_layers: int | None) -> tuple[int, str]
 
 def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict | None = None,
                   num_gpu: int | None = None, block_count: int | None = None, *,
-                  weights_bytes: int | None = None, kv_type: str = "f16") -> VramEstimate:
+                  weights_bytes: int | None = None, kv_type: str = "f16", sequences: int = 1) -> VramEstimate:
     """GPU memory for one model instance at one context size and GPU layer count.
 
     params_b: parameters in billions (may be None when weights_bytes is given).
@@ -151,7 +152,11 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
     num_gpu: layers on the GPU (Ollama num_gpu, llama.cpp -ngl); None or negative = all.
     weights_bytes: the model file's tensor bytes, when known: used instead of the quant table.
     kv_type: KV cache element type (f16 unless the server is told otherwise).
+    sequences: requests the server holds at once (llama.cpp slots, OLLAMA_NUM_PARALLEL), each with a
+      whole num_ctx of KV cache: both allocate num_ctx x sequences.
     """
+    if sequences < 1:
+        raise ValueError(f"sequences must be at least 1, got {sequences}")
     if num_ctx <= 0:
         raise ValueError(f"num_ctx must be positive, got {num_ctx}")
     kv_bytes_el = KV_BYTES_PER_ELEMENT.get(kv_type.lower())
@@ -185,20 +190,20 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
     kv = _kv_per_token(nums, n_layers)
     if kv is not None:
         per_token, how = kv
-        kv_bytes = num_ctx * per_token * kv_bytes_el
+        kv_bytes = num_ctx * sequences * per_token * kv_bytes_el
         kv_source = "architecture"
-        kv_text = f"KV cache {how} x {num_ctx} ctx x {kv_bytes_el:g} B ({kv_type}) = {kv_bytes / GIB:.4g} GiB"
+        kv_text = f"KV cache {how} x {num_ctx} ctx{_times(sequences)} x {kv_bytes_el:g} B ({kv_type}) = {kv_bytes / GIB:.4g} GiB"
         if _int(nums.get("sliding_window")):
             kv_text += (f" (sliding_window={nums['sliding_window']} layers counted at full ctx: an upper "
                         "bound, llama.cpp and Ollama keep smaller caches for them)")
     else:
-        kv_bytes = num_ctx * 2.0
+        kv_bytes = num_ctx * sequences * 2.0
         kv_source = "seed-000 fallback"
         missing = [k for k, ok in (("block_count", n_layers), ("head_count_kv", nums.get("head_count_kv")),
                                    ("head dim (key_length or embedding_length/head_count)",
                                     nums.get("key_length") or (nums.get("embedding_length") and nums.get("head_count"))))
                    if not ok]
-        kv_text = (f"KV cache seed-000 fallback {num_ctx} ctx x 2 B = {kv_bytes / GIB:.3g} GiB "
+        kv_text = (f"KV cache seed-000 fallback {num_ctx} ctx{_times(sequences)} x 2 B = {kv_bytes / GIB:.3g} GiB "
                    f"(architecture facts missing: {', '.join(missing) or 'unusable values'}; "
                    "undercounts a real KV cache by orders of magnitude)")
     parts.append(kv_text)
@@ -220,8 +225,12 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
         formula="; ".join(parts), fraction_offloaded=fraction, weights_source=w_source, kv_source=kv_source,
         bytes_per_param=bpp, params_b=params_b, quant=qname, num_ctx=num_ctx, num_gpu=num_gpu,
         block_count=n_layers, arch=nums or None, weights_bytes=int(weights_bytes) if weights_bytes else None,
-        kv_type=kv_type,
+        kv_type=kv_type, sequences=sequences,
     )
+
+
+def _times(sequences: int) -> str:
+    return f" x {sequences} parallel sequences" if sequences > 1 else ""
 
 
 # ---------------------------------------------------------------- model facts -> estimate inputs
@@ -250,8 +259,10 @@ def inputs_from_gguf(facts: dict) -> dict[str, Any]:
             "weights_bytes": _int(facts.get("tensor_data_bytes"))}
 
 
-def estimate_from_facts(facts: dict, num_ctx: int, num_gpu: int | None = None, kv_type: str = "f16") -> VramEstimate:
+def estimate_from_facts(facts: dict, num_ctx: int, num_gpu: int | None = None, kv_type: str = "f16",
+                        sequences: int = 1) -> VramEstimate:
     """estimate_vram for a model described by gguf.model_facts() or ollama_api.model_facts()."""
     inputs = inputs_from_gguf(facts) if "tensor_data_bytes" in facts else inputs_from_ollama(facts)
     return estimate_vram(inputs["params_b"], inputs["quant"], num_ctx, inputs["arch"], num_gpu,
-                         inputs["block_count"], weights_bytes=inputs["weights_bytes"], kv_type=kv_type)
+                         inputs["block_count"], weights_bytes=inputs["weights_bytes"], kv_type=kv_type,
+                         sequences=sequences)

@@ -15,6 +15,8 @@ Per matched cell and metric (the same numbers the report prints, from build_repo
                                    compared only where both runs measured that state
   e2e p95 ms              lower    pooled p95 of e2e_ms
   efficiency % median     higher   p50 over the valid runs' efficiency_pct (multi-agent)
+  load: output tok/s, req/s, goodput req/s (higher) and TTFT p95, e2e p99 (lower) per valid load
+  step, matched on model + config + step + server slots + max_tokens (report/load.py)
 
 change % = (current - baseline) / baseline x 100. A regression is a change worse than the
 threshold (default 10 %, strictly more), in the metric's bad direction; an improvement is a change
@@ -30,6 +32,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from trbench.measure.load_metrics import LOAD_METRICS
+
 DEFAULT_THRESHOLD_PCT = 10.0
 EXIT_REGRESSION = 3
 
@@ -43,11 +47,13 @@ MULTI_METRICS: list[tuple[str, str, bool]] = [
     ("efficiency_p50", "efficiency % median", True),
 ]
 
+Kind = Literal["single", "multi", "load"]
+
 Verdict = Literal["regression", "improvement", "within threshold", "not comparable"]
 
 
 class Comparison(BaseModel):
-    kind: Literal["single", "multi"]
+    kind: Kind
     key: str  # the matched content hash (multi-agent: matched together with model and scenario)
     label: str  # model and config / scenario, for people
     metric: str
@@ -61,7 +67,7 @@ class Comparison(BaseModel):
 
 
 class MissingCell(BaseModel):
-    kind: Literal["single", "multi"]
+    kind: Kind
     key: str
     label: str
     side: Literal["only in the baseline", "only in the current run"]
@@ -96,7 +102,8 @@ def rule_text(threshold_pct: float) -> str:
     return (f"change % = (current - baseline) / baseline x 100 per matched cell; a regression is a change more than "
             f"{threshold_pct:g} % in the bad direction (decode tok/s and efficiency lower, TTFT and e2e latency "
             f"higher), an improvement more than {threshold_pct:g} % in the good direction; cells are matched on "
-            "their content hash (single agent: cell_hash; multi-agent: model + scenario + config hash)")
+            "their content hash (single agent: cell_hash; multi-agent: model + scenario + config hash; load steps: "
+            "model + config + step + slots + max_tokens)")
 
 
 def verdict(baseline: float | None, current: float | None, higher_is_better: bool,
@@ -116,6 +123,8 @@ def verdict(baseline: float | None, current: float | None, higher_is_better: boo
 def _n(cell, field: str) -> int | None:
     if field.startswith("ttft_"):
         return getattr(cell, f"ttft_{field.split('_')[1]}_n", None)
+    if hasattr(cell, "step_label"):  # a load step: its figures are over its ok measured requests
+        return cell.n_ok
     return getattr(cell, "n_requests", None) if hasattr(cell, "n_requests") else getattr(cell, "valid_runs", None)
 
 
@@ -135,6 +144,13 @@ def _multi_cells(data) -> dict[tuple, tuple[str, str, object]]:
             for r in data.multi_agent.results}
 
 
+def _load_cells(data) -> dict[tuple, tuple[str, str, object]]:
+    load = getattr(data, "load", None)
+    if load is None:
+        return {}
+    return {(s.key,): (f"{s.model} {s.config} {s.step_label}", s.key, s) for s in load.steps if s.valid}
+
+
 def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
     """Compare two built reports (trbench.report.ReportData) cell by cell. Whoever has both builds them
     (build_report with baseline_root does); nothing here reads Parquet or imports the report."""
@@ -145,7 +161,8 @@ def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> 
     comparisons: list[Comparison] = []
     missing: list[MissingCell] = []
     for kind, cells_of, metric_list in (("single", _single_cells, SINGLE_METRICS),
-                                        ("multi", _multi_cells, MULTI_METRICS)):
+                                        ("multi", _multi_cells, MULTI_METRICS),
+                                        ("load", _load_cells, LOAD_METRICS)):
         cur, base = cells_of(current), cells_of(baseline)
         for match, (label, key, cell) in cur.items():
             if match not in base:

@@ -32,6 +32,7 @@ from trbench.quality.regression import compare as compare_regression
 from trbench.report import compare as report_compare
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
+from trbench.report.load import build_load
 from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, DEFAULT_OBJECTIVE, MESSAGE_CHARS, MODEL_DETAIL_KEYS, QUESTIONS, CacheCheck, CacheInfo,
     CellResult, Config, FailedRequest, InstanceInfo, InvalidRun, ModelInfo, PctRow, ReportData, Setup)
@@ -262,7 +263,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     if spec is None:
         spec = recorded_spec(manifest)
 
-    data_models = set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
+    data_models = (set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
+                   | set(read_frame(tr_root, "load_steps", ["model"])["model"].dropna().astype(str)))
     models = _model_order(spec, data_models)
     baseline, baseline_source = _baseline(spec, manifest, models)
 
@@ -383,12 +385,13 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     )
     data.suites = build_suites_section(tr_root, cells)
     data.mock = any(i.provider == "mock" for i in setup.instances)
+    data.load = build_load(tr_root, models)
     data.reproduce = reproduce(data, tr_root)
     data.methodology = methodology(data, spec)
     data.findings = build_findings(data)
     if baseline_root is not None:
         baseline_root = Path(baseline_root)
-        if not ((baseline_root / "runs").is_dir() or (baseline_root / "ma_runs").is_dir()):
+        if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
             raise FileNotFoundError(f"no baseline TR data under {baseline_root}")
         data.regression = compare_regression(data, build_report(baseline_root), threshold_pct)
     else:

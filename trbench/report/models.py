@@ -15,6 +15,7 @@ from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.suites import SuitesSection
+from trbench.report.load import LoadSection
 from trbench.report.multi import MultiAgentSection
 from trbench.report.quality import FlaggedRun, Rerun
 
@@ -196,6 +197,7 @@ class ReportData(BaseModel):
     failures: list[FailedRequest]
     invalid_runs: list[InvalidRun]
     multi_agent: MultiAgentSection | None = None
+    load: LoadSection | None = None  # load mode's steps (report/load.py); None when none was measured
     flagged_runs: list[FlaggedRun] = []
     fallbacks: list[dict] = []
     server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance

@@ -270,7 +270,36 @@ def quality_vs_speed(data: ReportData) -> Plot | None:
                 png=_png(fig))
 
 
-PLOTS = [throughput_ttft, run_spread, multi_agent_efficiency, efficiency_frontier, qa_breakdown, quality_vs_speed]
+def load_curves(data: ReportData) -> Plot | None:
+    """Load mode's throughput-latency curves: one line per model x config through its steps."""
+    steps = [s for s in (data.load.steps if data.load else []) if s.valid]
+    if not steps:
+        return None
+    lines: dict[str, list] = {}
+    for s in steps:
+        lines.setdefault(f"{s.model} {s.config}", []).append(s)
+    fig = Figure(figsize=(9.0, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (name, group) in enumerate(lines.items()):
+        for ax, xy in ((ax1, lambda s: (s.output_tps, s.ttft_ms_p95)), (ax2, lambda s: (s.request_rps, s.e2e_ms_p99))):
+            pts = [(*xy(s), s.step_label) for s in group if None not in xy(s)]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=_color(i), label=name)
+            for px, py, label in pts:
+                ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for ax, xl, yl, title in ((ax1, "output tok/s", "TTFT p95 ms", "Output tok/s against TTFT p95"),
+                              (ax2, "requests/s", "e2e p99 ms", "Requests/s against e2e p99")):
+        ax.set_xlabel(xl, fontsize=9)
+        ax.set_ylabel(yl, fontsize=9)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    _legend_on_top(fig, ax1)
+    return Plot(name="load_curves", title="Load: throughput against latency, per step",
+                caption="One line per model x config through its load steps (labels: the step); right and down is "
+                        "better. Each point is one step's figures over its measured requests.", png=_png(fig))
+
+
+PLOTS = [throughput_ttft, run_spread, multi_agent_efficiency, efficiency_frontier, load_curves, qa_breakdown,
+         quality_vs_speed]
 
 
 def render_plots(data: ReportData) -> list[Plot]:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from trbench.measure import metrics
-from trbench.config.agents import ROLES, AgentSuite
+from trbench.config.agents import ROLES, AgentCall, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.run.single import completion_text, prompt_text, request_row, unique_prefix, utc
 from trbench.config.spec import MatrixSpec, OptionSet
@@ -54,7 +54,8 @@ class MultiRunPlan(BaseModel):
 def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
     payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
                "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
-               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed}
+               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed,
+               **spec.harness_key()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -75,23 +76,29 @@ class MultiRunResult(BaseModel):
     request_rows: list[dict]
 
 
+def agent_request(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, call: AgentCall,
+                  previous: str) -> ChatRequest:
+    """One call of an agent's workflow, fed the previous answer."""
+    agent, slot = suite.agent(role), plan.slot(role)
+    # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
+    # cache; only ttft: cold makes every call new to it
+    unique = unique_prefix() if spec.ttft == "cold" else None
+    messages = agent.messages(call, suite.digest_text, previous, unique)
+    return ChatRequest(
+        model=plan.model, messages=messages,
+        prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
+        temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
+        num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
+    )
+
+
 def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
               phase: str) -> AgentRun:
     """The agent's calls in order, each fed the previous answer."""
-    agent, slot = suite.agent(role), plan.slot(role)
     previous, out = "", []
     t0 = time.perf_counter_ns()
-    for call in agent.calls:
-        # an agent's workflow repeats its prompts run after run: the warm-up rounds put them in the
-        # cache; only ttft: cold makes every call new to it
-        unique = unique_prefix() if spec.ttft == "cold" else None
-        messages = agent.messages(call, suite.digest_text, previous, unique)
-        req = ChatRequest(
-            model=plan.model, messages=messages,
-            prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
-            temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
-            num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
-        )
+    for call in suite.agent(role).calls:
+        req = agent_request(spec, plan, suite, role, call, previous)
         ex = client.chat(req)
         out.append((call.name, ex, prompt_text(req)))
         previous = ex.text
@@ -159,8 +166,14 @@ def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[di
     return rows
 
 
+# runs a measured phase ('concurrent' or 'solo') another way (trbench.run.multi_external: an external
+# runner's own tasks), or answers None to leave it to the threads here
+PhaseRunner = Callable[[MatrixSpec, MultiRunPlan, AgentSuite, dict[str, WireClient], str], "dict[str, AgentRun] | None"]
+
+
 def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
-                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None) -> MultiRunResult:
+                      warmups: int, manifest_digest: str, on_phase: Callable[[str], None] | None = None,
+                      phase_runner: PhaseRunner | None = None) -> MultiRunResult:
     """Warm-ups, then the concurrent and the solo phase (order alternating by run_index). on_phase
     hears each phase as it starts: 'warmup' (only with warm-ups), 'concurrent' and 'solo' (the
     measured window, back to back), then 'idle' at the end (telemetry.Sampler.mark fits)."""
@@ -173,11 +186,13 @@ def execute_multi_run(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, c
 
     def concurrent() -> dict[str, AgentRun]:
         phase("concurrent")
-        return run_concurrently(spec, plan, suite, clients)
+        other = phase_runner(spec, plan, suite, clients, "concurrent") if phase_runner else None
+        return other if other is not None else run_concurrently(spec, plan, suite, clients)
 
     def solo_phase() -> dict[str, AgentRun]:
         phase("solo")
-        return run_solo(spec, plan, suite, clients)
+        other = phase_runner(spec, plan, suite, clients, "solo") if phase_runner else None
+        return other if other is not None else run_solo(spec, plan, suite, clients)
 
     if concurrent_first:
         conc, solo = concurrent(), solo_phase()

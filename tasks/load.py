@@ -1,0 +1,43 @@
+"""Load mode's tasks: one load step each, persisted at once (its requests, then its row: the ledger)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from trbench.config.prompts import PromptSuite
+from trbench.config.spec import MatrixSpec
+from trbench.data import store
+from trbench.engines import Instance
+from trbench.run.load import StepPlan, execute_step, failed_step, wire_client
+from trbench.run.single import Gate
+
+
+def _summary(row: dict) -> str:
+    def f(v, d=1):
+        return "n/a" if v is None else f"{v:.{d}f}"
+
+    return (f"{row['run_id']}: {row['n_ok']}/{row['n_requests']} ok, {f(row['request_rps'], 2)} req/s, "
+            f"{f(row['output_tps'])} output tok/s, TTFT p95 {f(row['ttft_ms_p95'])} ms, queue p50 "
+            f"{f(row['queue_ms_p50'])} ms, goodput {f(row['goodput_rps'], 2)} req/s")
+
+
+@task(name="load-step", cache_policy=NO_CACHE, task_run_name="load {plan.run_id}")
+def load_step(plan: StepPlan, spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
+              manifest_digest: str, root: Path, gate: Gate) -> dict:
+    """One load step of one cell; its Parquet files are written before the task returns. A server
+    that will not load for the cell is recorded as the step's failure, and the sweep goes on."""
+    gate.check()
+    try:
+        inst.prepare(plan.cell)  # loads the cell's model on the first step; a dead server is started again
+    except Exception as err:  # noqa: BLE001 - recorded, the other steps go on
+        row = failed_step(spec, plan, str(err), manifest_digest)
+        store.write_run(root, row, [], manifest, kind="load")
+        return row
+    row, rows = execute_step(spec, plan, wire_client(spec), prompts, manifest_digest, gate)
+    gate.check()  # the server may have been stopped under this step: a step cut short is not written
+    store.write_run(root, row, rows, manifest, kind="load")
+    get_run_logger().info(_summary(row))
+    return row

@@ -1,0 +1,104 @@
+"""A request sent on a connection the server closes without answering (llama.cpp's HTTP server closes
+kept-alive connections; the close can cross the next request on the wire) is sent once more on a new
+connection, by the synchronous and the asynchronous client alike; a server that never answers is an error.
+
+The server here is a FAKE written for these tests (a raw socket that reads each request and, for the
+first `drops` connections, closes without a byte back), so that the close is certain, not a race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from trbench.backends import AsyncWireClient, ChatRequest, OpenAIClient
+
+SSE = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (
+    {"choices": [{"delta": {"content": "Hello"}}]},
+    {"choices": [{"delta": {"content": " there"}, "finish_reason": "stop"}],
+     "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+)) + b"data: [DONE]\n\n"
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(SSE)).encode() + b"\r\n\r\n" + SSE)
+
+
+class DroppingServer:
+    """Answers each request with one SSE stream, except that the first `drops` connections are closed
+    as soon as their request has arrived."""
+
+    def __init__(self, drops: int) -> None:
+        self.drops, self.connections = drops, 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.connections += 1
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, body = data.split(b"\r\n\r\n", 1)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                if self.connections > self.drops:
+                    conn.sendall(RESPONSE)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[DroppingServer]:
+    s = DroppingServer(request.param)
+    yield s
+    s.close()
+
+
+REQ = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+
+
+def _sync(url: str):
+    client = OpenAIClient(url, timeout_s=10)
+    try:
+        return client.chat(REQ)
+    finally:
+        client.close()
+
+
+async def _async(url: str):
+    async with AsyncWireClient("openai", url, timeout_s=10) as client:
+        return await client.chat(REQ)
+
+
+CLIENTS = {"sync": _sync, "async": lambda url: asyncio.run(_async(url))}
+
+
+@pytest.mark.parametrize("server", [1], indirect=True)
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_a_request_the_server_dropped_unanswered_is_sent_again(server: DroppingServer, client: str) -> None:
+    ex = CLIENTS[client](server.url)
+    assert (ex.status, ex.text, ex.output_tokens) == ("ok", "Hello there", 2)
+    assert server.connections == 2
+    assert ex.t_send_ns < ex.token_times_ns[0]  # timed from the send that was answered
+
+
+@pytest.mark.parametrize("server", [5], indirect=True)
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_a_server_that_keeps_dropping_is_an_error_after_one_retry(server: DroppingServer, client: str) -> None:
+    ex = CLIENTS[client](server.url)
+    assert (ex.status, ex.error_kind) == ("error", "bad_response")
+    assert "disconnected" in (ex.error_message or "").lower() or "stream broke" in (ex.error_message or "")
+    assert server.connections == 2

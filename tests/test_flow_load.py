@@ -1,0 +1,65 @@
+"""tr_load end to end on a real Prefect server and a real llama.cpp server (SmolLM2, one slot)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import llama_servers
+
+from flows.tr_load import tr_load
+from trbench.data import store
+
+
+def load_spec(tr_id: str, port: int, **load) -> dict:
+    return {"tr_id": tr_id, "models": ["smollm2:135m"], "ports": [port], "threads": 1, "single_agent": False,
+            "grid": {"num_ctx": [1024], "temperature": [0.0]}, "max_tokens": 8, "seed": 1,
+            "load": {"requests": 3, "warmup_requests": 1, "slo": {"ttft_ms": 60_000}, **load}}
+
+
+def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(prefect_api, tmp_path, free_ports):
+    port = free_ports(1)[0]
+    spec = load_spec("loadflow", port, concurrency=[1, 2], embeddings={"batch_sizes": [2], "requests": 3, "warmup": 1})
+    state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    assert "2 of 2 load step(s) valid, 1 of 1 embeddings step(s) with ok requests" in state.message
+    root = tmp_path / "loadflow"
+    steps = store.read_load_steps(root).sort_values("step_index")
+    requests = store.read_load_requests(root)
+    assert steps["step_label"].tolist() == ["c1", "c2"]
+    assert (steps["n_requests"] == 3).all() and (steps["n_warmup"] == 1).all()
+    assert len(requests) == 8 and requests["is_warmup"].sum() == 2
+    # every stored figure is the one its own request rows give
+    for _, step in steps.iterrows():
+        ok = requests[(requests["run_id"] == step["run_id"]) & ~requests["is_warmup"] & (requests["status"] == "ok")]
+        assert step["n_ok"] == len(ok)
+        if len(ok):
+            assert step["ttft_ms_p50"] == pytest.approx(ok["ttft_ms"].median())
+    emb = store.read_emb_steps(root)
+    assert emb["batch_size"].tolist() == [2] and emb["n_requests"].tolist() == [3]
+    md = (root / "report" / "loadflow.md").read_text()
+    assert "## Load" in md and "| c2 |" in md and "### Embeddings" in md and "quality of the vectors" in md.split("### Embeddings")[1]
+    assert (root / "manifest.json").is_file()
+    assert not llama_servers(port)
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert sorted(r.name for r in runs if r.name.startswith("load ")) == sorted(f"load {i}" for i in steps["run_id"])
+
+    again = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+    assert again.is_completed() and "2 already finished" in again.message
+    assert len(store.read_load_steps(root)) == 2
+
+
+def test_a_sweep_measures_its_rates_between_synchronous_and_throughput(prefect_api, tmp_path, free_ports):
+    port = free_ports(1)[0]
+    state = tr_load(spec=load_spec("loadsweep", port, sweep={"rates": 1, "max_concurrency": 2}),
+                    output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    steps = store.read_load_steps(tmp_path / "loadsweep").sort_values("step_index")
+    assert steps["step_label"].tolist()[:2] == ["sync", "throughput"]
+    assert len(steps) == 3 and steps.iloc[2]["mode"] == "rate"
+    lo, hi = sorted(steps.iloc[:2]["request_rps"])
+    assert steps.iloc[2]["rate"] == pytest.approx((lo + hi) / 2, abs=0.001)
+    assert not llama_servers(port)

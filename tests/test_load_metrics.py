@@ -1,0 +1,76 @@
+"""Load step figures (trbench/measure/load_metrics.py) on hand-computed cases."""
+
+import pytest
+
+from trbench.measure import load_metrics as lm
+
+
+def _req(sent, e2e, status="ok", ttft=None, prefill=None, tpot=None, out=None, chunks=(), warmup=False, kind=None):
+    return {"is_warmup": warmup, "status": status, "error_kind": kind, "sent_offset_ms": sent, "e2e_ms": e2e,
+            "ttft_ms": ttft, "prefill_ms": prefill, "queue_ms": lm.queue_ms(ttft, prefill), "tpot_ms": tpot,
+            "output_tokens": out, "chunk_offsets_ms": list(chunks)}
+
+
+STEP = [
+    _req(0, 100, ttft=50, prefill=40, tpot=5, out=3, chunks=[50, 55, 60], warmup=True),  # left out of everything
+    _req(100, 1000, ttft=200, prefill=150, tpot=10, out=10, chunks=[200, 210, 230]),
+    _req(200, 2000, ttft=400, prefill=100, tpot=30, out=20, chunks=[400, 440]),
+    _req(300, 500, status="error", kind="timeout"),
+    _req(400, 1600, ttft=300, prefill=100, tpot=None, out=1, chunks=[300]),
+]
+
+
+def test_closed_loop_step_figures_by_hand():
+    f = lm.step_figures(STEP, {"ttft_ms": 350, "tpot_ms": 20})
+    # window: first measured send at 100 ms, last end at 200 + 2000 ms
+    assert f.window_s == pytest.approx(2.1)
+    assert (f.n_requests, f.n_warmup, f.n_ok, f.n_errors) == (4, 1, 3, 1)
+    assert f.error_rate_pct == pytest.approx(25.0)
+    assert f.error_kinds == "timeout:1"
+    assert f.offered_rps == pytest.approx(4 / 2.1)
+    assert f.request_rps == pytest.approx(3 / 2.1)
+    assert f.output_tps == pytest.approx(31 / 2.1)
+    assert f.ttft_ms_p50 == pytest.approx(300)
+    assert f.ttft_ms_p90 == pytest.approx(380)  # linear between 300 and 400 at 0.8
+    assert f.queue_ms_p50 == pytest.approx(200)  # queues 50, 300, 200
+    assert f.queue_ms_p99 == pytest.approx(200 + 0.98 * 100)
+    assert f.prefill_ms_p50 == pytest.approx(100)
+    assert f.itl_ms_p50 == pytest.approx(20)  # gaps 10, 20 and 40, pooled
+    assert f.tpot_ms_p50 == pytest.approx(20)  # 10 and 30
+    # r1 meets both; r2 misses TTFT; r4 has one token, so no TPOT, and meets TTFT
+    assert (f.n_good, f.good_pct) == (2, pytest.approx(50.0))
+    assert f.goodput_rps == pytest.approx(2 / 2.1)
+
+
+def test_open_loop_offers_its_rate_and_no_slo_counts_every_ok_request():
+    f = lm.step_figures(STEP, {}, rate=3.0)
+    assert f.offered_rps == 3.0
+    assert f.n_good == 3 and f.goodput_rps == pytest.approx(3 / 2.1)
+
+
+def test_queueing_is_ttft_less_server_prefill():
+    assert lm.queue_ms(900.0, 120.0) == 780.0
+    assert lm.queue_ms(900.0, None) is None
+    assert lm.queue_ms(None, 120.0) is None
+
+
+def test_an_e2e_slo_and_a_failed_request():
+    assert lm.meets_slo({"status": "ok", "e2e_ms": 99.0}, {"e2e_ms": 100})
+    assert not lm.meets_slo({"status": "ok", "e2e_ms": 101.0}, {"e2e_ms": 100})
+    assert not lm.meets_slo({"status": "error", "e2e_ms": 1.0}, {"e2e_ms": 100})
+    assert not lm.meets_slo({"status": "ok", "ttft_ms": None}, {"ttft_ms": 100})  # no text at all: missed
+
+
+def test_a_step_of_only_warmups_or_errors_has_no_rates():
+    f = lm.step_figures([STEP[0]], {})
+    assert f.n_requests == 0 and f.window_s is None and f.request_rps is None
+    g = lm.step_figures([_req(0, 50, status="error", kind="connect")], {})
+    assert (g.n_ok, g.error_rate_pct, g.error_kinds, g.ttft_ms_p50) == (0, 100.0, "connect:1", None)
+
+
+def test_saturation_point_is_the_highest_rate_with_goodput_at_90_percent():
+    steps = [{"offered_rps": 1.0, "goodput_rps": 0.95}, {"offered_rps": 2.0, "goodput_rps": 1.7},
+             {"offered_rps": 4.0, "goodput_rps": 2.0}]
+    assert lm.saturation_point(steps) == 1.0
+    assert lm.saturation_point(steps + [{"offered_rps": 3.0, "goodput_rps": 2.7}]) == 3.0  # exactly 90 %
+    assert lm.saturation_point([{"offered_rps": 1.0, "goodput_rps": 0.5}, {"offered_rps": 2.0, "goodput_rps": None}]) is None

@@ -1,0 +1,71 @@
+"""The load section of the report and the regression check over load steps, from load steps stored as
+Parquet (made by the real runner against the fake client of tests/test_load_runner.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trbench.data import store
+from trbench.quality.regression import compare
+from trbench.report import publish
+from trbench.report.build import build_report
+from trbench.run import load as runner
+from tests.test_load_runner import PROMPTS, FakeAsyncClient
+
+SPEC = {"tr_id": "load-rep", "models": ["smollm2:135m"], "seed": 1, "max_tokens": 8, "single_agent": False,
+        "load": {"concurrency": [1, 4], "requests": 8, "warmup_requests": 1, "slo": {"e2e_ms": 10_000}}}
+
+
+def _measure(spec, fail_every: int = 0) -> list[tuple[dict, list[dict]]]:
+    out = []
+    for plan in runner.plan_steps(spec, "i0", "http://fake", slots=2):
+        client = FakeAsyncClient(fail_every=fail_every if plan.step.concurrency == 4 else 0)
+        out.append(runner.execute_step(spec, plan, lambda _b, _u, c=client: c, PROMPTS, "digest"))
+    return out
+
+
+def _write_tr(root, spec, steps=None, scale: float = 1.0, fail_every: int = 0):
+    for row, rows in steps or _measure(spec, fail_every):
+        # scale: the same steps as a slower or faster build of the server would have measured them
+        store.write_run(root, {**row, "output_tps": row["output_tps"] * scale}, rows, {}, kind="load")
+
+
+@pytest.fixture
+def spec():
+    from trbench.config.spec import parse_spec
+
+    return parse_spec(SPEC)
+
+
+def test_the_report_shows_every_step_goodput_saturation_and_curves(tmp_path, spec):
+    root = tmp_path / spec.tr_id
+    _write_tr(root, spec, fail_every=4)
+    files = publish(root, spec)
+    load = files.data.load
+    assert [s.step_label for s in load.steps] == ["c1", "c4"]
+    c4 = load.steps[1]
+    assert (c4.n_requests, c4.n_warmup, c4.n_errors, c4.error_kinds) == (8, 1, 2, "http_5xx:2")
+    assert c4.good_pct == pytest.approx(75.0)  # the errors miss the SLO; every ok request meets it
+    assert load.slo == {"e2e_ms": 10_000.0}
+    (summary,) = load.summaries
+    assert summary.saturation_rps == pytest.approx(load.steps[0].offered_rps)  # c4 has 75 % good: saturated
+    md = files.markdown.read_text()
+    assert "## Load" in md and "saturation point req/s" in md and "http_5xx:2" in md
+    assert "load_curves.png" in md and (root / "report" / "plots" / "load_curves.png").is_file()
+    html = files.html.read_text()
+    assert '<section id="load">' in html and "data:image/png;base64" in html
+
+
+def test_the_regression_check_covers_the_load_figures(tmp_path, spec):
+    steps = _measure(spec)
+    _write_tr(tmp_path / "base", spec, steps)
+    _write_tr(tmp_path / "slower", spec, steps, scale=0.85)
+    _write_tr(tmp_path / "same", spec, steps, scale=0.95)
+    base = build_report(tmp_path / "base", spec)
+    slower = compare(build_report(tmp_path / "slower", spec), base, 10.0)
+    hit = [c for c in slower.regressions if c.kind == "load"]
+    assert {c.metric for c in hit} >= {"load output tok/s"}
+    assert all(c.change_pct == pytest.approx(-15.0) for c in hit if c.metric == "load output tok/s")
+    same = compare(build_report(tmp_path / "same", spec), base, 10.0)
+    assert not [c for c in same.regressions if c.metric == "load output tok/s"]
+    assert [c for c in same.comparisons if c.kind == "load" and c.metric == "load output tok/s"]

@@ -1,0 +1,130 @@
+"""Asynchronous embeddings clients: OpenAI-compatible /v1/embeddings (llama.cpp server) and Ollama
+/api/embed (docs/api.md "Generate Embeddings"), on one pooled httpx.AsyncClient.
+
+Each request is timed on time.perf_counter_ns() from just before it is sent to the last byte of the
+answer; the body is parsed after that, out of the timed path. Failures are recorded, never raised,
+with the error kinds of the chat clients (base.classify_http_error, base.error_text).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel
+
+from trbench.backends.base import ErrorKind, classify_http_error, error_text
+
+EmbeddingsBackend = Literal["openai", "ollama"]
+PATHS: dict[str, str] = {"openai": "/v1/embeddings", "ollama": "/api/embed"}
+
+
+class EmbeddingExchange(BaseModel):
+    """One embeddings request as observed. Times are time.perf_counter_ns() readings of this process."""
+
+    backend: str
+    url: str
+    model: str
+    n_texts: int
+    sent_at_unix: float
+    t_send_ns: int
+    t_end_ns: int
+    http_status: int | None = None
+    n_vectors: int | None = None
+    dims: int | None = None
+    prompt_tokens: int | None = None  # as the server counts them
+    server_total_ms: float | None = None
+    server_load_ms: float | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.t_end_ns - self.t_send_ns) / 1e6
+
+    def fail(self, kind: ErrorKind, message: str) -> EmbeddingExchange:
+        self.status, self.error_kind, self.error_message = "error", kind, message
+        return self
+
+
+def body(backend: str, model: str, texts: list[str], num_ctx: int | None = None) -> dict:
+    """The request body: the texts as a list (a batch of one is a list of one)."""
+    out: dict = {"model": model, "input": texts}
+    if backend == "ollama" and num_ctx is not None:
+        out["options"] = {"num_ctx": num_ctx}
+    return out
+
+
+def read_answer(ex: EmbeddingExchange, data: object) -> EmbeddingExchange:
+    """The server's counts from a 200 answer; a bad_response when it does not hold a vector per text."""
+    if not isinstance(data, dict):
+        return ex.fail("bad_response", f"not a JSON object: {str(data)[:200]}")
+    if ex.backend == "ollama":
+        vectors = data.get("embeddings")
+        ex.prompt_tokens = data.get("prompt_eval_count")
+        if isinstance(data.get("total_duration"), (int, float)):
+            ex.server_total_ms = data["total_duration"] / 1e6  # nanoseconds
+        if isinstance(data.get("load_duration"), (int, float)):
+            ex.server_load_ms = data["load_duration"] / 1e6
+    else:
+        items = data.get("data")
+        vectors = [d.get("embedding") for d in items] if isinstance(items, list) and all(isinstance(d, dict) for d in items) else None
+        ex.prompt_tokens = (data.get("usage") or {}).get("prompt_tokens")
+    if not isinstance(vectors, list) or not all(isinstance(v, list) and v for v in vectors):
+        return ex.fail("bad_response", f"no embeddings in the answer: {json.dumps(data)[:200]}")
+    ex.n_vectors = len(vectors)
+    ex.dims = len(vectors[0]) if vectors else None
+    if ex.n_vectors != ex.n_texts:
+        return ex.fail("bad_response", f"{ex.n_vectors} vectors for {ex.n_texts} texts")
+    return ex
+
+
+def transport_failure(err: httpx.HTTPError, url: str, timeout_s: float) -> tuple[ErrorKind, str]:
+    """An exception of httpx as the chat clients name it (trbench.backends.streaming)."""
+    if isinstance(err, httpx.TimeoutException):
+        return "timeout", f"no complete answer within timeout_s={timeout_s:g} s ({type(err).__name__})"
+    if isinstance(err, httpx.ConnectError):
+        return "connect", f"cannot connect to {url}: {err}"
+    return "bad_response", f"{type(err).__name__}: {err}"
+
+
+class AsyncEmbeddingsClient:
+    """Embeddings requests to one server over one pooled httpx.AsyncClient (up to `connections` at once)."""
+
+    def __init__(self, backend: EmbeddingsBackend, base_url: str, timeout_s: float = 60.0, connections: int = 1) -> None:
+        if backend not in PATHS:
+            raise ValueError(f"backend {backend!r} has no embeddings endpoint; fix: use one of {sorted(PATHS)}")
+        self.backend = backend
+        self.url = base_url.rstrip("/") + PATHS[backend]
+        self.timeout_s = timeout_s
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        # trust_env off: a benchmark of a local server must never go through a proxy
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+                                       limits=limits, trust_env=False)
+
+    async def embed(self, model: str, texts: list[str], num_ctx: int | None = None) -> EmbeddingExchange:
+        payload = json.dumps(body(self.backend, model, texts, num_ctx)).encode()  # encoded before the clock starts
+        ex = EmbeddingExchange(backend=self.backend, url=self.url, model=model, n_texts=len(texts),
+                               sent_at_unix=time.time(), t_send_ns=0, t_end_ns=0)
+        ex.t_send_ns = time.perf_counter_ns()
+        try:
+            resp = await self._http.post(self.url, content=payload, headers={"Content-Type": "application/json"})
+            ex.t_end_ns = time.perf_counter_ns()  # httpx has read the whole body
+        except httpx.HTTPError as err:
+            ex.t_end_ns = time.perf_counter_ns()
+            return ex.fail(*transport_failure(err, self.url, self.timeout_s))
+        ex.http_status = resp.status_code
+        if resp.status_code >= 400:
+            message = error_text(resp.content)
+            return ex.fail(classify_http_error(resp.status_code, message), f"HTTP {resp.status_code}: {message}")
+        try:
+            data = resp.json()
+        except ValueError:
+            return ex.fail("bad_response", f"not JSON: {resp.text[:200]}")
+        return read_answer(ex, data)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,127 @@
+"""The figures of one load step, from its raw request records (the load_requests rows), and the
+saturation point of a sweep. Per-request metrics (TTFT, TPOT, ITL, e2e) are metrics.derive's, as
+stored in each row; this module only aggregates them, and adds queueing and goodput.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from trbench.data.rows import LOAD_PCTS, LoadFigures
+from trbench.measure.metrics import itl_gaps, percentile
+
+# step figure family -> the request column it summarises (itl: every gap of every request, pooled)
+LATENCY_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": None, "e2e": "e2e_ms", "queue": "queue_ms",
+                   "prefill": "prefill_ms"}
+# what the regression check compares per load step (quality/regression.py): (field, name, higher is better)
+LOAD_METRICS: list[tuple[str, str, bool]] = [
+    ("output_tps", "load output tok/s", True),
+    ("request_rps", "load req/s", True),
+    ("goodput_rps", "load goodput req/s", True),
+    ("ttft_ms_p95", "load TTFT p95 ms", False),
+    ("e2e_ms_p99", "load e2e p99 ms", False),
+]
+SATURATION_SHARE = 0.9  # goodput at least this share of the offered rate: not saturated
+
+LOAD_DEFINITIONS: dict[str, str] = {
+    "measured requests": "requests of a step sent after its warm-up (the first warmup_requests, and any sent in its "
+    "first warmup_s seconds); warm-ups are sent and stored but left out of every figure",
+    "window_s": "t(last measured request ended) - t(first measured request sent), client clock",
+    "offered_rps": "open loop: the step's rate; closed loop: measured requests sent / window_s (what the streams "
+    "asked of the server)",
+    "request_rps": "ok measured requests / window_s",
+    "output_tps": "output tokens (server counts) of the ok measured requests / window_s",
+    "percentiles": "p50/p90/p95/p99 over the ok measured requests (numpy 'linear'); ITL pools every inter-chunk gap "
+    "of those requests; TTFT, TPOT, e2e and prefill are the per-request metrics (metrics.DEFINITIONS)",
+    "queue_ms": "ttft_ms - prefill_ms: client TTFT less the server's own prompt processing time, so a full server "
+    "shows as queueing and not as a slow prefill (it also holds the network and the first token's sampling, "
+    "about a millisecond on a local server); null where the server reports no prefill time",
+    "error_rate_pct": "measured requests with status error / measured requests x 100; error_kinds counts them by kind",
+    "goodput_rps": "ok measured requests meeting every SLO the spec gives (ttft_ms, tpot_ms, e2e_ms; a request "
+    "with one output token has no TPOT and meets that one) / window_s; good_pct: their share of the measured "
+    "requests; without SLOs every ok request counts",
+    "saturation point": f"the highest offered_rps of a model's steps whose goodput_rps is at least "
+    f"{SATURATION_SHARE:.0%} of it; none when no step reaches that",
+}
+
+
+def queue_ms(ttft_ms: float | None, prefill_ms: float | None) -> float | None:
+    """LOAD_DEFINITIONS['queue_ms'] of one request."""
+    if ttft_ms is None or prefill_ms is None or pd.isna(ttft_ms) or pd.isna(prefill_ms):
+        return None
+    return float(ttft_ms) - float(prefill_ms)
+
+
+def meets_slo(row: Mapping, slo: Mapping[str, float]) -> bool:
+    """Whether an ok request meets every given SLO (LOAD_DEFINITIONS['goodput_rps'])."""
+    if row["status"] != "ok":
+        return False
+    for name, bound in slo.items():
+        value = row.get(name)
+        if value is None or pd.isna(value):
+            if name == "tpot_ms":  # one output token: no time per token after the first
+                continue
+            return False
+        if value > bound:
+            return False
+    return True
+
+
+def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, float], rate: float | None = None
+                 ) -> LoadFigures:
+    """One step's figures from its request rows (warm-ups included: they are left out here).
+    `rate`: the open-loop rate the step offered; None for a closed-loop step."""
+    df = requests if isinstance(requests, pd.DataFrame) else pd.DataFrame(list(requests))
+    if df.empty:
+        return LoadFigures()
+    measured = df[~df["is_warmup"].astype(bool)]
+    ok = measured[measured["status"] == "ok"]
+    errors = measured[measured["status"] != "ok"]
+    n = len(measured)
+    window = _window_s(measured)
+    good = int(sum(meets_slo(r, slo) for r in ok.to_dict("records")))
+    per_s = (lambda x: x / window) if window else (lambda x: None)
+    figures: dict = {
+        "n_requests": n, "n_warmup": len(df) - n, "n_ok": len(ok), "n_errors": len(errors),
+        "error_rate_pct": len(errors) / n * 100.0 if n else None,
+        "error_kinds": ",".join(f"{k}:{c}" for k, c in sorted(Counter(errors["error_kind"].fillna("unknown")).items()))
+        or None,
+        "window_s": window,
+        "offered_rps": rate if rate is not None else per_s(n),
+        "request_rps": per_s(len(ok)),
+        "output_tps": per_s(float(ok["output_tokens"].fillna(0).sum())),
+        "n_good": good, "good_pct": good / n * 100.0 if n else None, "goodput_rps": per_s(good),
+    }
+    for family, column in LATENCY_COLUMNS.items():
+        values = _itl(ok) if column is None else ok[column].tolist()
+        figures.update({f"{family}_ms_p{p}": percentile(values, p) for p in LOAD_PCTS})
+    return LoadFigures(**figures)
+
+
+def _window_s(measured: pd.DataFrame) -> float | None:
+    if measured.empty:
+        return None
+    start = measured["sent_offset_ms"].min()
+    end = (measured["sent_offset_ms"] + measured["e2e_ms"].fillna(0)).max()
+    return (end - start) / 1000.0 if end > start else None
+
+
+def _itl(ok: pd.DataFrame) -> list[float]:
+    gaps = [itl_gaps(list(offsets)) for offsets in ok["chunk_offsets_ms"] if offsets is not None]
+    return np.concatenate(gaps).tolist() if gaps else []
+
+
+def saturation_point(steps: Sequence[Mapping]) -> float | None:
+    """LOAD_DEFINITIONS['saturation point'] over one model's steps (offered_rps, goodput_rps each)."""
+    fine = [s["offered_rps"] for s in steps
+            if _num(s.get("offered_rps")) and _num(s.get("goodput_rps")) is not None
+            and s["goodput_rps"] >= SATURATION_SHARE * s["offered_rps"]]
+    return max(fine) if fine else None
+
+
+def _num(x) -> float | None:
+    return None if x is None or pd.isna(x) else float(x)

@@ -1,0 +1,105 @@
+"""The load section of the report: every step's figures, each model's saturation point and goodput,
+from the load_steps table alone (the figures were computed from the raw records when each step was
+written: measure/load_metrics.py). Re-run steps: only the latest attempt counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from trbench.data.cells import config_label
+from trbench.data.rows import LoadFigures
+from trbench.data.store import read_emb_steps, read_load_steps
+from trbench.measure.load_metrics import LOAD_DEFINITIONS, saturation_point
+
+_STEP_KEYS = ["model", "num_gpu", "num_ctx", "temperature", "step_index", "step_label"]
+
+
+class LoadStepResult(LoadFigures):
+    model: str
+    config: str
+    step_index: int
+    step_label: str
+    mode: str
+    concurrency: int | None = None
+    rate: float | None = None
+    slots: int | None = None
+    max_tokens: int | None = None
+    valid: bool = True
+    invalid_reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What a step is matched on against a baseline TR: the same model, config, step and server slots."""
+        return f"{self.model} {self.config} {self.step_label} slots={self.slots} max_tokens={self.max_tokens}"
+
+
+class LoadModelSummary(BaseModel):
+    model: str
+    config: str
+    steps: int
+    saturation_rps: float | None  # LOAD_DEFINITIONS['saturation point']
+    best_goodput_rps: float | None
+    best_goodput_step: str | None
+    peak_output_tps: float | None
+
+
+# the emb_steps columns the embeddings table shows (report/embeddings.py)
+_EMB_COLUMNS = ["run_id", "attempt", "model", "instance", "batch_size", "concurrency", "n_requests", "n_errors",
+                "error_kinds", "texts_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                "within_slo_pct", "slo_ms"]
+
+
+class LoadSection(BaseModel):
+    steps: list[LoadStepResult]
+    summaries: list[LoadModelSummary]
+    slo: dict[str, float]
+    definitions: dict[str, str]
+    embedding_steps: list[dict] = []  # the embeddings workload's step rows (_EMB_COLUMNS), as stored
+
+
+def _none(v):
+    return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+
+
+def build_load(tr_root: Path, models: list[str]) -> LoadSection | None:
+    """The load section of a TR run's report; None when it measured no load step."""
+    steps = read_load_steps(Path(tr_root))
+    emb = read_emb_steps(Path(tr_root))
+    embedding_steps = [{k: _none(v) for k, v in r.items()} for r in emb[_EMB_COLUMNS].to_dict("records")]
+    if steps.empty:
+        return LoadSection(steps=[], summaries=[], slo={}, definitions=dict(LOAD_DEFINITIONS),
+                           embedding_steps=embedding_steps) if embedding_steps else None
+    top = steps.groupby(_STEP_KEYS, dropna=False)["attempt"].transform("max")
+    steps = steps[steps["attempt"] == top]
+    order = {m: i for i, m in enumerate(models)}
+    steps = steps.assign(_order=steps["model"].map(lambda m: order.get(m, len(order)))).sort_values(
+        ["_order", "model", "num_gpu", "num_ctx", "temperature", "step_index"])
+    results = []
+    for r in steps.to_dict("records"):
+        r = {k: _none(v) for k, v in r.items()}
+        results.append(LoadStepResult(config=config_label(r["num_gpu"], r["num_ctx"], r["temperature"]),
+                                      **{k: r[k] for k in LoadStepResult.model_fields if k in r}))
+    summaries = []
+    for (model, config), group in _groups(results).items():
+        counted = [s for s in group if s.valid]
+        best = max(counted, key=lambda s: s.goodput_rps or 0.0, default=None)
+        summaries.append(LoadModelSummary(
+            model=model, config=config, steps=len(group),
+            saturation_rps=saturation_point([s.model_dump() for s in counted]),
+            best_goodput_rps=best.goodput_rps if best else None, best_goodput_step=best.step_label if best else None,
+            peak_output_tps=max((s.output_tps for s in counted if s.output_tps is not None), default=None)))
+    first = steps.iloc[0]
+    slo = {k.removeprefix("slo_"): float(first[k]) for k in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
+           if _none(first[k]) is not None}
+    return LoadSection(steps=results, summaries=summaries, slo=slo, definitions=dict(LOAD_DEFINITIONS),
+                       embedding_steps=embedding_steps)
+
+
+def _groups(results: list[LoadStepResult]) -> dict[tuple[str, str], list[LoadStepResult]]:
+    out: dict[tuple[str, str], list[LoadStepResult]] = {}
+    for s in results:
+        out.setdefault((s.model, s.config), []).append(s)
+    return out

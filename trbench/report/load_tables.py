@@ -1,0 +1,45 @@
+"""The load section's tables, formatted once for the Markdown and the HTML (as report/tables.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from trbench.report.embeddings import embeddings_table
+from trbench.report.tables import Table, _cols, fmt
+
+
+def _int(v: int | None) -> str:
+    return "n/a" if v is None else str(v)
+
+
+def load_tables(data) -> dict[str, Table]:
+    section = data.load
+    if section is None:
+        return {}
+    steps = section.steps
+    return {
+        "load_steps": Table(
+            columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds",
+                          ">offered req/s", ">req/s", ">output tok/s", ">TTFT p50 ms", ">TTFT p95 ms", ">TTFT p99 ms",
+                          ">TPOT p50 ms", ">TPOT p95 ms", ">ITL p50 ms", ">ITL p95 ms", ">e2e p50 ms", ">e2e p99 ms",
+                          ">queue p50 ms", ">queue p95 ms", ">prefill p50 ms", ">good %", ">goodput req/s"),
+            rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
+                   str(s.n_errors), s.error_kinds or "", fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
+                   fmt(s.output_tps), fmt(s.ttft_ms_p50), fmt(s.ttft_ms_p95), fmt(s.ttft_ms_p99), fmt(s.tpot_ms_p50),
+                   fmt(s.tpot_ms_p95), fmt(s.itl_ms_p50), fmt(s.itl_ms_p95), fmt(s.e2e_ms_p50), fmt(s.e2e_ms_p99),
+                   fmt(s.queue_ms_p50), fmt(s.queue_ms_p95), fmt(s.prefill_ms_p50), fmt(s.good_pct),
+                   fmt(s.goodput_rps, 2)] for s in steps],
+            row_classes=["" if s.valid else "regression" for s in steps]),
+        "load_summary": Table(
+            columns=_cols("model", "config", ">steps", ">saturation point req/s", ">best goodput req/s",
+                          "at step", ">peak output tok/s"),
+            rows=[[m.model, m.config, str(m.steps), fmt(m.saturation_rps, 2) if m.saturation_rps else "none",
+                   fmt(m.best_goodput_rps, 2), m.best_goodput_step or "", fmt(m.peak_output_tps)]
+                  for m in section.summaries]),
+        "load_invalid": Table(columns=_cols("model", "config", "step", "reason"),
+                              rows=[[s.model, s.config, s.step_label, s.invalid_reason or ""]
+                                    for s in steps if not s.valid]),
+        "load_definitions": Table(columns=_cols("term", "definition"),
+                                  rows=[[n, t] for n, t in section.definitions.items()]),
+        "load_embeddings": embeddings_table(pd.DataFrame(section.embedding_steps)),
+    }

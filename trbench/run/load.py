@@ -1,0 +1,258 @@
+"""One load step: many requests in flight on one asyncio event loop, every one of them recorded.
+
+Closed loop (mode concurrency): N streams, each sends its next request as soon as its last one
+returned. Open loop (mode rate): requests are sent at their seeded arrival times (run/schedule.py)
+whether or not the server keeps up; with max_inflight, an arrival waits for a free place and the
+wait is recorded (scheduled vs sent offset). A failed request is recorded with its error kind and
+the step goes on; warm-ups are stored and marked. Prefect-free: tasks/load.py calls execute_step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from trbench.backends import ChatRequest, RawExchange
+from trbench.config.load import LoadSpec, LoadStep, sweep_steps
+from trbench.config.prompts import PromptSuite
+from trbench.config.spec import Cell, MatrixSpec
+from trbench.data.rows import LoadRequestRow, LoadStepRow
+from trbench.data.store import slug
+from trbench.engines.model_kind import prompt_style
+from trbench.measure import load_metrics
+from trbench.run.schedule import arrival_offsets, stream_starts
+from trbench.run.single import Gate, RequestSlot, build_request, prompt_text, request_row, unique_prefix, utc
+
+
+class AsyncChat(Protocol):
+    """What a load step needs of a client (backends.async_client.AsyncWireClient)."""
+
+    async def chat(self, request: ChatRequest) -> RawExchange: ...
+
+    async def aclose(self) -> None: ...
+
+
+ClientFactory = Callable[[str, str], AsyncChat]  # (backend, base_url) -> client, made inside the step's loop
+
+
+def wire_client(spec: MatrixSpec) -> ClientFactory:
+    """The real client, with the spec's limits."""
+    from trbench.backends.async_client import AsyncWireClient
+
+    return lambda backend, url: AsyncWireClient(backend, url, spec.timeout_s, spec.stall_timeout_s)
+
+
+class StepPlan(BaseModel):
+    """Everything that identifies one load step of one cell."""
+
+    tr_id: str
+    cell: Cell
+    step: LoadStep
+    step_index: int
+    attempt: int = 1
+    instance: str
+    instance_url: str
+    slots: int | None = None
+    prompt_style: Literal["chat", "completion"] = "chat"
+
+    @property
+    def run_id(self) -> str:
+        return f"{slug(self.cell.model)}_{self.cell.label}_load{self.step_index:02d}_{self.step.label}_a{self.attempt}"
+
+
+class Sent(BaseModel):
+    """One request of a step as it went: its place, whether it is a warm-up, when it was due."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    index: int
+    warmup: bool
+    prompt_id: str
+    prompt: str
+    scheduled_ns: int
+    exchange: RawExchange
+
+
+class Budget:
+    """Which request is a warm-up, and when the step stops sending (LoadSpec: requests or duration_s
+    measured requests after the warm-up)."""
+
+    def __init__(self, load: LoadSpec) -> None:
+        self.load = load
+        self.measured = 0
+        self.measure_start_s: float | None = None
+
+    def admit(self, index: int, offset_s: float) -> bool | None:
+        """The warm-up flag of request `index`, due `offset_s` after the step started; None: stop sending."""
+        if index < self.load.warmup_requests or offset_s < self.load.warmup_s:
+            return True
+        if self.measure_start_s is None:
+            self.measure_start_s = offset_s
+        if self.load.requests is not None and self.measured >= self.load.requests:
+            return None
+        if self.load.duration_s is not None and offset_s >= self.measure_start_s + self.load.duration_s:
+            return None
+        self.measured += 1
+        return False
+
+
+async def drive(step: LoadStep, load: LoadSpec, send: Callable[[int], Awaitable[tuple[str, str, RawExchange]]],
+                seed: int, gate: Gate | None = None) -> tuple[int, list[Sent]]:
+    """Send a step's requests (closed or open loop) through `send(index)`; (t0_ns, every request sent)."""
+    sent: list[Sent] = []
+    budget = Budget(load)
+    t0 = time.perf_counter_ns()
+    counter = itertools.count()
+
+    async def one(index: int, warmup: bool, due_ns: int) -> None:
+        prompt_id, prompt, ex = await send(index)
+        sent.append(Sent(index=index, warmup=warmup, prompt_id=prompt_id, prompt=prompt, scheduled_ns=due_ns,
+                         exchange=ex))
+
+    async def sleep_until(ns: int) -> None:
+        delay = (ns - time.perf_counter_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def stream(start_s: float) -> None:
+        await sleep_until(t0 + int(start_s * 1e9))
+        while True:
+            if gate:
+                gate.check()
+            now = time.perf_counter_ns()
+            index = next(counter)
+            warmup = budget.admit(index, (now - t0) / 1e9)
+            if warmup is None:
+                return
+            await one(index, warmup, now)
+
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing (a cancel) cancels the rest
+            if step.mode == "concurrency":
+                for start in stream_starts(step.concurrency or 1, load.ramp_up_s):
+                    group.create_task(stream(start))
+            else:
+                room = asyncio.Semaphore(load.max_inflight) if load.max_inflight else None
+                arrivals = arrival_offsets(step.rate or 1.0, load.burstiness, seed, load.ramp_up_s)
+                for index, due_s in enumerate(arrivals):
+                    warmup = budget.admit(index, due_s)
+                    if warmup is None:
+                        break
+                    due_ns = t0 + int(due_s * 1e9)
+                    await sleep_until(due_ns)
+                    if gate:
+                        gate.check()
+                    if room:
+                        await room.acquire()  # the wait shows as sent later than scheduled
+                    task = group.create_task(one(index, warmup, due_ns))
+                    if room:
+                        task.add_done_callback(lambda _t: room.release())
+    except BaseExceptionGroup as failed:  # the first failure as itself (RunCancelled: the flow stops)
+        raise failed.exceptions[0] from None
+    return t0, sorted(sent, key=lambda s: s.index)
+
+
+def _failed(req: ChatRequest, backend: str, url: str, err: Exception, t_send: int) -> RawExchange:
+    """A request whose client raised instead of answering: kept, with what was raised."""
+    return RawExchange(backend=backend, url=url, model=req.model, sent_at_unix=time.time(), t_send_ns=t_send,
+                       t_end_ns=time.perf_counter_ns(), status="error", error_kind="bad_response",
+                       error_message=f"{type(err).__name__}: {err}"[:2000])
+
+
+def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
+    c, s = plan.cell, plan.step
+    return {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "model": c.model,
+            "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
+            "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
+            "temperature": c.temperature, "slots": plan.slots, "step_index": plan.step_index, "step_label": s.label,
+            "mode": s.mode, "concurrency": s.concurrency, "rate": s.rate,
+            "burstiness": spec.load.burstiness if s.mode == "rate" else None}
+
+
+def load_request_rows(keys: dict, t0_ns: int, sent: list[Sent]) -> list[dict]:
+    rows = []
+    for s in sent:
+        ex = s.exchange
+        row = request_row(keys, s.index, s.warmup, s.prompt_id, ex, s.prompt, model=LoadRequestRow,
+                          scheduled_offset_ms=(s.scheduled_ns - t0_ns) / 1e6,
+                          sent_offset_ms=(ex.t_send_ns - t0_ns) / 1e6)
+        row["queue_ms"] = load_metrics.queue_ms(row["ttft_ms"], row["prefill_ms"])
+        rows.append(row)
+    return rows
+
+
+def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started: float, wall_s: float,
+             manifest_digest: str, reason: str | None = None) -> dict:
+    load = spec.load
+    slo = load.slo.given()
+    figures = load_metrics.step_figures(request_rows, slo, plan.step.rate if plan.step.mode == "rate" else None)
+    if reason is None and figures.n_ok == 0:
+        reason = f"no ok measured request ({figures.n_errors} error(s): {figures.error_kinds or 'none sent'})"
+    return LoadStepRow(
+        **step_keys(spec, plan), started_at=utc(started), wall_s=wall_s, warmup_requests=load.warmup_requests,
+        warmup_s=load.warmup_s or None, ramp_up_s=load.ramp_up_s or None, max_inflight=load.max_inflight,
+        max_tokens=load.max_tokens or spec.max_tokens, **{f"slo_{k}": v for k, v in slo.items()},
+        **figures.model_dump(), valid=reason is None, invalid_reason=reason, manifest_digest=manifest_digest,
+    ).model_dump()
+
+
+def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, prompts: PromptSuite,
+                 manifest_digest: str, gate: Gate | None = None) -> tuple[dict, list[dict]]:
+    """Run one load step on a fresh event loop; (its step row, its request rows)."""
+    load = spec.load
+    max_tokens = load.max_tokens or spec.max_tokens
+
+    async def run() -> tuple[int, list[Sent]]:
+        client = make_client(spec.backend, plan.instance_url)
+
+        async def send(index: int) -> tuple[str, str, RawExchange]:
+            slot = RequestSlot(index=index, prompt_index=index, warmup=False, cache_target="cold",
+                               unique=unique_prefix(), max_tokens=max_tokens)  # every prompt new to the cache
+            prompt_id, req = build_request(spec, plan, prompts, slot)  # type: ignore[arg-type]
+            t_send = time.perf_counter_ns()
+            try:
+                ex = await client.chat(req)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as err:  # noqa: BLE001 - recorded; the step goes on
+                ex = _failed(req, spec.backend, plan.instance_url, err, t_send)
+            return prompt_id, prompt_text(req), ex
+
+        try:
+            return await drive(plan.step, load, send, (spec.seed or 0) * 1000 + plan.step_index, gate)
+        finally:
+            await client.aclose()
+
+    started, t0 = time.time(), time.perf_counter()
+    t0_ns, sent = asyncio.run(run())
+    wall_s = time.perf_counter() - t0
+    rows = load_request_rows(step_keys(spec, plan), t0_ns, sent)
+    return step_row(spec, plan, rows, started, wall_s, manifest_digest), rows
+
+
+def failed_step(spec: MatrixSpec, plan: StepPlan, reason: str, manifest_digest: str) -> dict:
+    """The row of a step that could not run (its server would not load): kept, marked invalid."""
+    return step_row(spec, plan, [], time.time(), 0.0, manifest_digest, reason=f"instance failed: {reason}")
+
+
+def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | None,
+               facts: dict[str, dict] | None = None) -> list[StepPlan]:
+    """The fixed steps of every load cell (a sweep's rates are planned once its first two are measured);
+    a base model (facts: no chat template) is prompted as plain-text completion, as in the matrix."""
+    cells = [c for c in spec.cells() if c.model in spec.load_models]
+    return [StepPlan(tr_id=spec.tr_id, cell=c, step=s, step_index=i, instance=instance, instance_url=instance_url,
+                     slots=slots, prompt_style=prompt_style((facts or {}).get(c.model)))
+            for c in cells for i, s in enumerate(spec.load.fixed_steps())]
+
+
+def sweep_plans(spec: MatrixSpec, measured: list[StepPlan], rows: list[dict]) -> list[StepPlan]:
+    """A sweep's rate steps for one cell, from its synchronous and throughput steps' request rates."""
+    if spec.load.sweep is None or len(rows) < 2:
+        return []
+    steps = sweep_steps(spec.load.sweep, rows[0]["request_rps"], rows[1]["request_rps"])
+    first = measured[0]
+    return [first.model_copy(update={"step": s, "step_index": len(measured) + i}) for i, s in enumerate(steps)]
