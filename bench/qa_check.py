@@ -17,29 +17,13 @@ from trbench.backends.openai import OpenAIClient
 from trbench.config.spec import Cell
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive, summarize
+from trbench.run.suites import spread
 from trbench.suites import qa_csv
 from trbench.suites.qa import Retriever, load_qa, messages, parse_answer
 from trbench.suites.qa_score import score_answers
-from trbench.suites.scenarios import answer_from_exchange, json_mode_fields, load_scenario, summarize_scenario
+from trbench.suites.scenarios import answer_from_exchange, load_scenario, summarize_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def client_with(url: str, extra: dict) -> OpenAIClient:
-    """OpenAIClient whose request body also carries `extra` (the JSON-mode fields)."""
-
-    class Client(OpenAIClient):
-        def body(self, req: ChatRequest) -> dict:  # type: ignore[override]
-            return OpenAIClient.body(req) | extra
-
-    return Client(url, timeout_s=300.0)
-
-
-def spread(items: list, k: int) -> list:
-    """k items evenly spaced from the first to the last."""
-    if k >= len(items):
-        return list(items)
-    return [items[round(i * (len(items) - 1) / max(1, k - 1))] for i in range(k)]
 
 
 def main() -> None:
@@ -64,19 +48,18 @@ def main() -> None:
     try:
         load_ms = inst.prepare(Cell(model=args.model, num_gpu=0, num_ctx=args.num_ctx, temperature=0.0))
         print(f"server up in {load_ms:.0f} ms ({args.model}, {args.threads} thread(s), ctx {args.num_ctx})")
-        qa_extra = {} if args.no_json_mode or not qa.suite.json_mode else {"response_format": {"type": "json_object"}}
-        client = client_with(inst.url, qa_extra)
+        client = OpenAIClient(inst.url, timeout_s=300.0)
         preds, lat = [], []
         for q in questions:
             ex = client.chat(ChatRequest(model=args.model, messages=messages(qa, q, retriever), temperature=0.0,
-                                         max_tokens=qa.suite.max_tokens, seed=42))
+                                         max_tokens=qa.suite.max_tokens, seed=42,
+                                         json_mode=qa.suite.json_mode and not args.no_json_mode))
             m = derive(ex)
             pred = parse_answer(q.id, ex.text) if ex.status == "ok" else parse_answer(q.id, "")
             preds.append(pred)
             lat.append(m.e2e_ms)
             print(f"{q.id} truth={q.truth.answer_value!r} {q.truth.answer_unit!r} {sorted(q.truth.refs)} | "
                   f"{m.e2e_ms:.0f} ms, {m.prompt_tokens} prompt tok, {m.output_tokens} out tok | answer={ex.text!r}")
-        client.close()
         score, rows = score_answers([q.truth for q in questions], preds)
         qa_csv.write_answers(preds, out / "predictions.csv")
         qa_csv.write_question_scores(rows, out / "scores.csv")
@@ -84,15 +67,15 @@ def main() -> None:
               f"NA {score.na_recall:.3f} (n_na={score.n_na})  failed {score.failed}/{score.n}  "
               f"latency p50 {summarize(lat).p50:.0f} ms")
 
-        rclient = client_with(inst.url, {} if args.no_json_mode else json_mode_fields(router, "openai"))
         answers = []
         for m in spread(router.messages, args.router):
-            ex = rclient.chat(ChatRequest(model=args.model, messages=router.chat(m), temperature=0.0,
-                                          max_tokens=router.max_tokens, seed=42))
+            ex = client.chat(ChatRequest(model=args.model, messages=router.chat(m), temperature=0.0,
+                                         max_tokens=router.max_tokens, seed=42,
+                                         json_mode=router.json_mode and not args.no_json_mode))
             a = answer_from_exchange(router, m, ex)
             answers.append(a)
             print(f"{m.id} label={m.route} answer={ex.text!r} -> {a.check.problem if a.check else a.error}")
-        rclient.close()
+        client.close()
         s = summarize_scenario(router, answers)
         print(f"router: json {s.json_parse_rate}  schema {s.schema_valid_rate}  route acc {s.route_accuracy}  "
               f"latency p50/p95/p99 {s.latency_ms.p50:.0f}/{s.latency_ms.p95:.0f}/{s.latency_ms.p99:.0f} ms  "

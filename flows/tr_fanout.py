@@ -28,6 +28,7 @@ from prefect.states import Cancelling, Completed, Failed, State
 from flows.tr_matrix import expand_tr_id
 from tasks.quality import flag_outliers, validate
 from tasks.report import artifact_key, render_report, write_failure_log
+from tasks.suites import suite_results
 from tasks.setup import load_matrix_spec, resolve_path
 from trbench.data import store
 from trbench.config.spec import MatrixSpec
@@ -165,6 +166,7 @@ def tr_fanout(
     merge_manifests(root, spec, sub_runs)
     write_failure_log(root)
     flagged = flag_outliers(root, spec)
+    suite_results(root, spec)  # over every sub-run's suite rows, with the ensemble of all the models
     report = render_report(root, spec).markdown
     checked = validate(root, spec, report)
 

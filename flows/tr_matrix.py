@@ -5,9 +5,10 @@
   3. start the instances, then preflight every model (pulled where the spec allows)
   4. model facts, the VRAM budget per configuration, the environment manifest
   5. single-agent matrix: runs mapped over lanes of cells (serial: one model at a time)
+     then the quality suites (spec `suites:`) on the same servers, mapped over lanes too
   6. multi-agent matrix: per model x scenario, both agents at once, then each alone
   7. stop the instances, whatever happened
-  8. render the report
+  8. the suites' summary and results matrix, then the report
 Runs already finished under the same tr_id are skipped: running it again resumes.
 """
 
@@ -30,6 +31,7 @@ from tasks.multi_agent import multi_agent_run
 from tasks.preflight import check_instance, check_model, vram_budget
 from tasks.progress import track_progress
 from tasks.quality import flag_outliers, validate
+from tasks.suites import run_suites, suite_results
 from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench.measure import manifest as env_manifest
@@ -133,6 +135,9 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             except Exception as err:  # noqa: BLE001 - reported in the state, after the checks
                 lane_errors.append(err)
 
+        if select is unfinished:  # a rerun of flagged configs measures speed only
+            run_suites(spec, instances, facts, manifest, digest, root, gate, faults)
+
         pair = dict(zip(ROLES, instances))
         for i, plan in enumerate(todo_multi):
             first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
@@ -177,6 +182,7 @@ def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped
     problems: list[str] = []
     _attempt(problems, "failure log", write_failure_log, root)
     flagged = _attempt(problems, "outlier flags", flag_outliers, root, spec)
+    _attempt(problems, "suite results", suite_results, root, spec)
     files = _attempt(problems, "report", render_report, root, spec)
     report = files.markdown if files is not None else root / "report" / f"{spec.tr_id}.md"
     checked = _attempt(problems, "validation", validate, root, spec, report)

@@ -40,7 +40,7 @@ def test_model_missing_on_the_embedded_engine(prefect_api, tmp_path):
 
 
 def test_unknown_provider_is_a_spec_error():
-    with pytest.raises(SpecError, match=r"field 'provider': Input should be 'embedded', 'external', 'ollama-docker' or 'ollama-process'"):
+    with pytest.raises(SpecError, match=r"field 'provider': Input should be 'embedded', 'external', 'ollama-docker', 'ollama-process' or 'mock'"):
         parse_spec({"tr_id": "x", "models": ["m"], "provider": "vllm"})
 
 

@@ -68,3 +68,20 @@ def test_request_row_checks_types_as_it_is_built():
                         cache_state="cold", sent_at=sent, status="ok")
     with pytest.raises(ValidationError, match="status"):
         rows.RequestRow(**_keys(), request_index=0, is_warmup=False, prompt_id="p0", cache_state="cold", sent_at=sent)
+
+
+def test_suite_tables_are_new_tables_with_their_own_schema():
+    """Issue 14 adds tables; the pinned ones above are unchanged. The suite rows keep the types the
+    report and the ensemble read back: counts int64, checks nullable bools, ref ids a string list."""
+    s = store.SUITE_REQUEST_SCHEMA
+    assert s.names[:3] == ["tr_id", "run_id", "model"] and s.names[-1] == "manifest_digest"
+    assert s.field("prompt_tokens").type == pa.int64() and s.field("json_ok").type == pa.bool_()
+    assert s.field("ref_id").type == pa.list_(pa.string()) and s.field("sent_at").type == pa.timestamp("us", tz="UTC")
+    assert store.table_schema(store.SUITE_TABLE) is s
+    assert store.ENSEMBLE_SCHEMA.names[:4] == ["tr_id", "ensemble", "models", "question_id"]
+    row = rows.SuiteRequestRow(tr_id="t", run_id="r", model="m", provider="mock", backend="openai", instance="i",
+                               instance_url="u", prompt_style="chat", suite="qa", kind="qa", suite_digest="d",
+                               json_mode=True, max_tokens=8, run_index=0, request_index=0, item_id="q01",
+                               sent_at=dt.datetime.now(dt.timezone.utc), status="ok", prompt_tokens=2**40,
+                               ref_id=["a"], manifest_digest="x")
+    assert pa.Table.from_pylist([row.model_dump()], schema=s).num_rows == 1

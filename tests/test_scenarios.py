@@ -48,6 +48,27 @@ def test_json_mode_fields(router, chat):
     assert json_mode_fields(chat, "openai") == {}
 
 
+@pytest.mark.parametrize("prompt", [None, "Question: hi\nAnswer:"])
+def test_json_mode_goes_into_both_wire_bodies(prompt):
+    """ChatRequest.json_mode is what the clients put on the wire: OpenAI response_format (chat and
+    completion), Ollama format: json (/api/chat and raw /api/generate); off, neither is sent."""
+    from trbench.backends.base import ChatRequest
+    from trbench.backends.ollama import OllamaClient
+    from trbench.backends.openai import OpenAIClient
+
+    on = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], prompt=prompt, max_tokens=8,
+                     json_mode=True)
+    off = on.model_copy(update={"json_mode": False})
+    body = OpenAIClient.body(on)
+    assert body["response_format"] == {"type": "json_object"}
+    body["response_format"]["type"] = "text"  # each body has its own copy
+    assert OpenAIClient.body(on)["response_format"] == {"type": "json_object"}
+    assert OllamaClient.body(on)["format"] == "json"
+    # a completion (base model) also carries llama.cpp's json_schema: /v1/completions ignores response_format
+    assert ("json_schema" in OpenAIClient.body(on)) == (prompt is not None)
+    assert "response_format" not in OpenAIClient.body(off) and "format" not in OllamaClient.body(off)
+
+
 def msg(suite, id):
     return next(m for m in suite.messages if m.id == id)
 

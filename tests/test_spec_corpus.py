@@ -125,6 +125,16 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("agents_lack_insight", OK + "multi_agent: {agents: {tmp}/agents_one.yaml}\n", "field 'multi_agent.agents': {tmp}/agents_one.yaml lacks agent(s) ['insight']"),
     ("agents_digest_missing", OK + "multi_agent: {agents: {tmp}/agents_nodigest.yaml}\n", "field 'multi_agent.agents': agent suite {tmp}/agents_nodigest.yaml: digest file"),
     ("agents_not_yaml", OK + "multi_agent: {agents: {tmp}/agents_bad.yaml}\n", "is not a valid agent suite"),
+    # --- the quality suites (issue 14)
+    ("suites_scenario_unknown", OK + "suites: {scenarios: [rooter]}\n", "field 'suites.scenarios.0': Input should be 'router', 'orchestrator' or 'chat'"),
+    ("suites_misspelt_knob", OK + "suites: {scenarios: [router], mesages: 3}\n", "field 'suites.mesages': Extra inputs are not permitted"),
+    ("suites_qa_context_too_small", OK + "suites: {qa: true}\n", "field 'suites.num_ctx': the QA prompt (its retrieved documents) needs a context of at least 1024"),
+    ("suites_model_stray", OK + "suites: {qa: true, num_ctx: 2048, models: [gemma3:270m]}\n", "field 'suites.models': ['gemma3:270m'] are not in models"),
+    ("suites_messages_zero", OK + "suites: {scenarios: [chat], messages: 0}\n", "field 'suites.messages': Input should be greater than or equal to 1"),
+    ("suites_qa_missing", OK + "suites: {qa: true, num_ctx: 2048, qa_suite: {tmp}/nope.yaml}\n", "field 'suites.qa_suite': file {tmp}/nope.yaml not found"),
+    ("suites_qa_no_documents", OK + "suites: {qa: true, num_ctx: 2048, qa_suite: {tmp}/qa_nodocs.yaml}\n", "field 'suites.qa_suite': QA suite {tmp}/qa_nodocs.yaml: field 'documents': no .md files"),
+    ("suites_scenario_dir_empty", OK + "suites: {scenarios: [router], scenario_dir: {tmp}}\n", "field 'suites.scenario_dir': no scenario suite 'router'"),
+    ("suites_scenario_bad", OK + "suites: {scenarios: [chat], scenario_dir: {tmp}/scen}\n", "field 'suites.scenarios': "),
     # --- where the results go
     ("output_dir_under_a_file", OK + "output_dir: {tmp}/a_file/out\n", "field 'output_dir': {tmp}/a_file/out cannot be created: {tmp}/a_file is a file"),
     ("output_dir_not_writable", OK + "output_dir: /proc/trbench-out\n", "field 'output_dir': /proc/trbench-out cannot be created: /proc is not writable"),
@@ -144,6 +154,9 @@ def helper_files(tmp: Path) -> None:
     (tmp / "agents_nodigest.yaml").write_text(
         f"name: a\ndigest: gone.md\nagents:\n  collector:\n    {AGENT}\n  insight:\n    {AGENT}\n")
     (tmp / "agents_bad.yaml").write_text("name: [unclosed\n")
+    (tmp / "qa_nodocs.yaml").write_text("name: q\ndocuments: nodocs\n")
+    (tmp / "scen").mkdir()
+    (tmp / "scen" / "chat.yaml").write_text("name: chat\nkind: chat\nsystem: s\nmessages: []\n")
 
 
 def test_the_corpus_is_large_and_each_case_is_distinct():

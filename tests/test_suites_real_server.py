@@ -18,7 +18,7 @@ from trbench.config.spec import Cell
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.suites.qa import Retriever, load_qa, messages, parse_answer
 from trbench.suites.qa_score import score_answers
-from trbench.suites.scenarios import answer_from_exchange, json_mode_fields, load_scenario, summarize_scenario
+from trbench.suites.scenarios import answer_from_exchange, load_scenario, summarize_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2:135m"
@@ -35,19 +35,12 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         inst.stop()
 
 
-def client(url: str, extra: dict) -> OpenAIClient:
-    class WithFields(OpenAIClient):  # the request body plus the suite's JSON-mode fields
-        def body(self, req: ChatRequest) -> dict:  # type: ignore[override]
-            return OpenAIClient.body(req) | extra
-
-    return WithFields(url, timeout_s=300.0)
-
-
 def test_router_with_json_mode(url):
     router = load_scenario(ROOT / "datasets/scenarios/router.yaml")
     picked = [router.messages[i] for i in (22, 29)]  # two that SmolLM2 finishes within max_tokens
-    c = client(url, json_mode_fields(router, "openai"))
-    exchanges = [c.chat(ChatRequest(model=MODEL, messages=router.chat(m), temperature=0.0, max_tokens=64, seed=42))
+    c = OpenAIClient(url, timeout_s=300.0)
+    exchanges = [c.chat(ChatRequest(model=MODEL, messages=router.chat(m), temperature=0.0, max_tokens=64, seed=42,
+                                    json_mode=router.json_mode))
                  for m in picked]
     c.close()
     assert all(ex.status == "ok" for ex in exchanges), [ex.error_message for ex in exchanges]
@@ -65,11 +58,11 @@ def test_qa_prompt_answers_are_read_and_scored(url):
     qa = load_qa(ROOT / "datasets/qa/qa.yaml")
     retriever = Retriever(qa.documents)
     picked = [qa.questions[0], qa.questions[-1]]  # one answerable, one not
-    c = client(url, {"response_format": {"type": "json_object"}})
+    c = OpenAIClient(url, timeout_s=300.0)
     texts = []
     for q in picked:
         ex = c.chat(ChatRequest(model=MODEL, messages=messages(qa, q, retriever), temperature=0.0,
-                                max_tokens=qa.suite.max_tokens, seed=42))
+                                max_tokens=qa.suite.max_tokens, seed=42, json_mode=qa.suite.json_mode))
         assert ex.status == "ok", ex.error_message
         assert ex.prompt_tokens > 400  # the two retrieved documents went with the question
         texts.append(ex.text)
@@ -80,3 +73,22 @@ def test_qa_prompt_answers_are_read_and_scored(url):
     assert 0.0 <= score.overall <= 1.0
     for p, r in zip(preds, rows):  # an unreadable answer is a scored failure, not a crash
         assert (p.error is None) == (r.error is None)
+
+
+def test_json_mode_reaches_a_completion_prompt_too(url):
+    """A base model is prompted as plain text (/v1/completions), where llama.cpp has no
+    response_format: json_mode sends its json_schema, and the grammar holds there too."""
+    from trbench.run.single import completion_text
+
+    router = load_scenario(ROOT / "datasets/scenarios/router.yaml")
+    m = router.messages[0]
+    c = OpenAIClient(url, timeout_s=300.0)
+    ex = c.chat(ChatRequest(model=MODEL, messages=router.chat(m), prompt=completion_text(router.chat(m)),
+                            temperature=0.0, max_tokens=48, seed=42, json_mode=True))
+    plain = c.chat(ChatRequest(model=MODEL, messages=router.chat(m), prompt=completion_text(router.chat(m)),
+                               temperature=0.0, max_tokens=8, seed=42))
+    c.close()
+    assert ex.status == "ok" and plain.status == "ok", (ex.error_message, plain.error_message)
+    assert ex.text.lstrip().startswith("{")
+    if ex.finish_reason == "stop":
+        assert answer_from_exchange(router, m, ex).check.json_ok

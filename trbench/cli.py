@@ -1,5 +1,5 @@
-"""The trbench command line: `trbench run SPEC`, `trbench report TR_ID [--baseline OTHER]`,
-`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`."""
+"""The trbench command line: `trbench run SPEC [--smoke]`, `trbench report TR_ID [--baseline OTHER]`,
+`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`, `trbench ensemble TR_ID --models a,b,c`."""
 
 from __future__ import annotations
 
@@ -206,11 +206,17 @@ def run(
     runs: int | None = typer.Option(None, min=1, help="runs per cell, overriding the spec"),
     output_dir: str | None = typer.Option(None, help="where results go (default: the spec's, 'outputs')"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
+    smoke: bool = typer.Option(False, "--smoke", help="check the setup first: every model, scenario and suite, 1 run "
+                               "of 2 requests each, under the tr_id <tr_id>-smoke"),
 ) -> None:
     """Run a TR matrix: preflight, servers, runs, Parquet, checks, report."""
     try:
         spec = load_spec(spec_path)
         spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
+        if smoke:
+            from trbench.config.smoke import smoke_spec
+
+            spec = smoke_spec(spec)
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")  # everything that needs no server, before Prefect starts
@@ -222,6 +228,8 @@ def run(
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
               "output_dir": spec.output_dir}
+    if smoke:  # the cut spec itself: the file says the long run
+        params["spec"] = spec.model_dump(mode="json")
     state = None
     if spec.single_agent or spec.multi_agent:
         state = _run_flow(tr_matrix, params, root, verbose)
@@ -352,6 +360,29 @@ def score(
         console.print(f"[yellow]warning:[/] {len(missing)} question(s) without a prediction, scored 0: "
                       f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", highlight=False, soft_wrap=True)
     console.print(f"per-question scores: {target}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def ensemble(
+    tr_id: str = typer.Argument(..., help="a stored TR run whose models answered the QA suite"),
+    models: str = typer.Option(..., "--models", help="comma-separated models; their order breaks ties"),
+    output_dir: str = typer.Option("outputs", help="where the TR run's data is"),
+) -> None:
+    """Majority vote over a stored TR's QA answers (docs/qa-scoring.md, "Ensemble vote"), scored
+    like a model and added to the TR's results matrix (`trbench report` shows it). Exit codes: 0
+    done, 2 bad input."""
+    from trbench.data.store import tr_dir
+    from trbench.suites.results import EnsembleError, add_ensemble
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    try:
+        row = add_ensemble(tr_dir(output_dir, tr_id), names)
+    except EnsembleError as err:
+        _die(str(err))
+    print(f"{row.model}: overall {row.qa.overall:.4f}  value {row.qa.value_accuracy:.4f}  ref {row.qa.ref_overlap:.4f}  "
+          f"NA {row.qa.na_recall:.4f}  ({row.qa.n} question(s), {row.qa.failed} without a vote)")
+    console.print(f"results matrix: {tr_dir(output_dir, tr_id)}/suites/results_matrix.parquet", highlight=False,
+                  soft_wrap=True)
 
 
 if __name__ == "__main__":

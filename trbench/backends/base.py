@@ -44,6 +44,7 @@ class ChatRequest(BaseModel):
     num_gpu: int | None = None
     seed: int | None = None
     cache_prompt: bool = True
+    json_mode: bool = False  # ask the server for one JSON value (OpenAI response_format, Ollama format)
 
 
 class RawExchange(BaseModel):

@@ -8,6 +8,7 @@ from trbench.backends.http import HttpClient
 from trbench.backends.streaming import StreamError, stamp, stream_exchange
 
 _NS_PER_MS = 1e6
+JSON_MODE = {"format": "json"}  # /api/chat and /api/generate alike
 
 
 class OllamaClient(HttpClient):
@@ -24,9 +25,10 @@ class OllamaClient(HttpClient):
             options["num_gpu"] = req.num_gpu
         if req.seed is not None:
             options["seed"] = req.seed
+        fmt = JSON_MODE if req.json_mode else {}
         if req.prompt is not None:  # raw: Ollama applies no template to the text
-            return {"model": req.model, "prompt": req.prompt, "raw": True, "stream": True, "options": options}
-        return {"model": req.model, "messages": req.messages, "stream": True, "options": options}
+            return {"model": req.model, "prompt": req.prompt, "raw": True, "stream": True, "options": options, **fmt}
+        return {"model": req.model, "messages": req.messages, "stream": True, "options": options, **fmt}
 
     @staticmethod
     def path(req: ChatRequest) -> str:

@@ -9,6 +9,10 @@ from trbench.backends.streaming import StreamError, stamp, stream_exchange
 
 
 SSE_PREFIX = "data:"
+# what asks an OpenAI-compatible server (llama.cpp included: a JSON grammar) for one JSON object
+JSON_MODE = {"response_format": {"type": "json_object"}}
+# llama.cpp's /completion(s) reads a JSON Schema into its grammar (tools/server, params_from_json_cmpl)
+COMPLETION_JSON_MODE = {"json_schema": {"type": "object"}}
 
 
 class OpenAIClient(HttpClient):
@@ -29,6 +33,10 @@ class OpenAIClient(HttpClient):
             body["seed"] = req.seed
         if not req.cache_prompt:
             body["cache_prompt"] = False  # llama.cpp extension; reuse of the KV cache off
+        if req.json_mode:
+            body.update({k: dict(v) for k, v in JSON_MODE.items()})  # a copy: the caller may change it
+            if req.prompt is not None:  # /v1/completions has no response_format: llama.cpp's own field
+                body.update({k: dict(v) for k, v in COMPLETION_JSON_MODE.items()})
         return body
 
     @staticmethod

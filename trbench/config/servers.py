@@ -32,11 +32,12 @@ NumParallel = Annotated[int, Field(ge=1, le=256, description=(
 MaxQueue = Annotated[int, Field(ge=1, le=1_000_000, description=(
     "OLLAMA_MAX_QUEUE: requests Ollama queues when busy; beyond it answers HTTP 503 'server busy'"))]
 
-Provider = Literal["embedded", "external", "ollama-docker", "ollama-process"]
+Provider = Literal["embedded", "external", "ollama-docker", "ollama-process", "mock"]
 
 # Ollama's own ports for the Ollama providers (seed 003: collector 11434, insight 11435); the
 # embedded engine uses its own range so that a local Ollama keeps working beside it.
-DEFAULT_PORTS = {"embedded": [18434, 18435], "ollama-docker": [11434, 11435], "ollama-process": [11434, 11435]}
+DEFAULT_PORTS = {"embedded": [18434, 18435], "ollama-docker": [11434, 11435], "ollama-process": [11434, 11435],
+                 "mock": [18534, 18535]}
 
 # flat top-level field of earlier specs -> its name in the `server:` section
 FLAT_FIELDS = {
@@ -184,12 +185,22 @@ class ExternalServer(_Section):
         return [u.rstrip("/") for u in v]
 
 
+class MockServer(_LocalServers):
+    """The mock server (trbench/engines/mock_server.py): canned valid and invalid answers at a fixed
+    pace, for testing the harness. A TR with it is never a real one (MatrixSpec says how)."""
+
+    provider: Literal["mock"] = Field(default="mock", exclude=True)
+    first_token_ms: float = Field(default=20.0, ge=0, le=60_000, description="wait before the first chunk")
+    token_ms: float = Field(default=2.0, ge=0, le=10_000, description="wait between chunks (one token each)")
+    invalid_every: int = Field(default=3, ge=0, le=1000, description="every n-th JSON answer is invalid; 0: never")
+
+
 SERVER_SETTINGS: dict[str, type[_Section]] = {
     "embedded": EmbeddedServer, "external": ExternalServer,
-    "ollama-docker": OllamaDockerServer, "ollama-process": OllamaProcessServer,
+    "ollama-docker": OllamaDockerServer, "ollama-process": OllamaProcessServer, "mock": MockServer,
 }
 
-ServerSettings = Annotated[EmbeddedServer | ExternalServer | OllamaDockerServer | OllamaProcessServer,
+ServerSettings = Annotated[EmbeddedServer | ExternalServer | OllamaDockerServer | OllamaProcessServer | MockServer,
                            Discriminator("provider")]
 
 

@@ -30,6 +30,7 @@ from trbench.config.sections import (
 )
 from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
 from trbench.config.spec_file import read_yaml
+from trbench.config.suites import QA_MIN_CTX, SuitesSpec
 from trbench.data.cells import Cell
 
 # the names callers import from here (the sections, the error and the cell live in their own modules)
@@ -42,6 +43,9 @@ Harness = Literal["python", "rust"]
 # What a TR's TTFT measures: a cold prefill (unique prefix: nothing cached), a cached one (the same
 # prompt sent just before) or both, each measured request of a run once per state.
 TtftMode = Literal["cold", "cached", "both"]
+
+# the tr_ids of mock-provider TRs, and only theirs (MatrixSpec._keep_mock_apart)
+MOCK_TR_PREFIX = "mock"
 
 # A tr_id names a folder under output_dir: one safe path component (no '/', no leading '.' or '-')
 TR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -85,6 +89,8 @@ class MatrixSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
+    suites: SuitesSpec | None = Field(default=None, description="quality suites beside the speed matrix "
+                                      "(trbench/config/suites.py): scenarios, QA")
     load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
                                   "(trbench/config/load.py)")
 
@@ -122,6 +128,8 @@ class MatrixSpec(_Strict):
         for i, rung in enumerate(self.oom_fallback):
             if rung.num_gpu is None and rung.num_ctx is None:
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
+        self._check_suites()
+        self._keep_mock_apart()
         if len(set(self.harness)) > 1:
             raise FieldRule("harness", f"{self.harness} asks for more than one harness in one TR run, which this "
                              "version cannot yet keep apart in its tables; fix: one TR run per harness (harness: [python] "
@@ -137,6 +145,33 @@ class MatrixSpec(_Strict):
             raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
                              "those); fix: add them to models, or remove them here")
         return self
+
+    def _keep_mock_apart(self) -> None:
+        """A mock TR (canned answers, no model) never shares a folder, a resume or a baseline with a
+        real one: its tr_id starts with 'mock' and no other provider's does, and it has no baseline."""
+        mock_id = self.tr_id.lower().startswith(MOCK_TR_PREFIX)
+        if self.provider == "mock" and not mock_id:
+            raise FieldRule("tr_id", f"provider mock measures the harness, not a model, and its TR is kept apart: its "
+                            f"tr_id must start with '{MOCK_TR_PREFIX}'; fix: e.g. tr_id: {MOCK_TR_PREFIX}-{self.tr_id}")
+        if self.provider != "mock" and mock_id:
+            raise FieldRule("tr_id", f"tr_ids starting with '{MOCK_TR_PREFIX}' are kept for provider mock (its runs "
+                            "would mix with this one's on a resume); fix: choose another tr_id")
+        if self.provider == "mock" and self.baseline_tr_id:
+            raise FieldRule("baseline_tr_id", "a mock TR is not compared with a stored TR (its figures are canned); "
+                            "fix: remove baseline_tr_id")
+
+    def _check_suites(self) -> None:
+        su = self.suites
+        if su is None:
+            return
+        if su.models and (stray := [m for m in su.models if m not in self.models]):
+            raise FieldRule("suites.models", f"{stray} are not in models {self.models} (preflight checks those); "
+                            "fix: add them to models, or remove them here")
+        if su.qa and self.suites_num_ctx < QA_MIN_CTX:
+            where = "suites.num_ctx" if su.num_ctx else "grid.num_ctx"
+            raise FieldRule("suites.num_ctx", f"the QA prompt (its retrieved documents) needs a context of at least "
+                            f"{QA_MIN_CTX} tokens, {where} gives {self.suites_num_ctx}; fix: set suites.num_ctx: "
+                            f"{QA_MIN_CTX}")
 
     # --- derived -------------------------------------------------------------------------
 
@@ -180,6 +215,15 @@ class MatrixSpec(_Strict):
     @property
     def multi_agent_models(self) -> list[str]:
         return (self.multi_agent.models or self.models) if self.multi_agent else []
+
+    @property
+    def suite_models(self) -> list[str]:
+        return (self.suites.models or self.models) if self.suites and self.suites.names else []
+
+    @property
+    def suites_num_ctx(self) -> int:
+        """The context the suites run at: suites.num_ctx, else the grid's largest."""
+        return (self.suites.num_ctx if self.suites else None) or max(self.grid.num_ctx)
 
     @property
     def min_ok(self) -> int:
@@ -241,6 +285,9 @@ class MatrixSpec(_Strict):
                 data[key] = value
         if overrides.get("models") and data.get("baseline_model") not in overrides["models"]:
             data["baseline_model"] = None  # the first of the chosen models becomes the baseline
+        if overrides.get("models") and (data.get("suites") or {}).get("models"):
+            kept = [m for m in data["suites"]["models"] if m in overrides["models"]]
+            data["suites"]["models"] = kept or None  # none of them chosen: the suites run on the chosen models
         spec = _validate(data, source=f"spec {self.tr_id} with overrides")
         spec._flat = dict(self._flat)
         return spec

@@ -30,6 +30,7 @@ def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
     may run. `models=False` leaves the embedded models to preflight, which names instance and check."""
     check_prompts(spec, source)
     check_agents(spec, source)
+    check_suites(spec, source)
     check_embedding_texts(spec, source)
     check_instances(spec, source)
     if models:
@@ -95,6 +96,34 @@ def check_agents(spec: MatrixSpec, source: str) -> None:
     except (OSError, UnicodeDecodeError) as err:  # the digest file beside the suite
         raise _error(source, "multi_agent.agents", f"{path}: its digest file cannot be read as UTF-8 text ({err})",
                      "ship a UTF-8 digest file beside the suite") from None
+
+
+def check_suites(spec: MatrixSpec, source: str) -> None:
+    """Every selected suite file exists and loads (its own one-line error, named by the spec field)."""
+    from trbench.suites.qa import QASuiteError, load_qa
+    from trbench.suites.scenarios import ScenarioSuiteError, load_scenario
+
+    su = spec.suites
+    if su is None:
+        return
+    for name in su.scenarios:
+        path = resolve_path(su.scenario_path(name))
+        if not path.is_file():
+            raise _error(source, "suites.scenario_dir", f"no scenario suite {name!r}: file {su.scenario_path(name)} "
+                         "not found", "point scenario_dir at a folder of <name>.yaml suites, e.g. datasets/scenarios")
+        try:
+            load_scenario(path)
+        except ScenarioSuiteError as err:
+            raise _error(source, "suites.scenarios", *_problem_of(str(err))) from None
+    if su.qa:
+        path = resolve_path(su.qa_suite)
+        if not path.is_file():
+            raise _error(source, "suites.qa_suite", f"file {su.qa_suite} not found",
+                         "point it at a QA suite, e.g. datasets/qa/qa.yaml")
+        try:
+            load_qa(path)
+        except QASuiteError as err:
+            raise _error(source, "suites.qa_suite", *_problem_of(str(err))) from None
 
 
 def _why_instances(spec: MatrixSpec) -> str:

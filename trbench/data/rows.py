@@ -460,3 +460,66 @@ class _LoadStepTail(BaseModel):
 
 LoadStepRow = _extend("LoadStepRow", _LoadStepHead, LoadFigures, _LoadStepTail,
                       doc="One load step: its settings and figures; written last, the ledger entry.")
+
+
+class SuiteRequestRow(BaseModel):
+    """One request of a quality suite (issue 14): a scenario message (router, orchestrator, chat)
+    or a QA question, what was measured, and the answer's checks; null where a check does not
+    apply (chat: no JSON; route: router only; QA columns: QA only) or the request failed."""
+
+    tr_id: str
+    run_id: str  # <model slug>_<suite>_r<run index>
+    model: str
+    provider: str
+    backend: str
+    instance: str
+    instance_url: str
+    num_gpu: I = None
+    num_ctx: I = None
+    temperature: F = None
+    prompt_style: str  # chat | completion (base model)
+    suite: str  # router | orchestrator | chat | qa
+    kind: str  # the suite's kind: router | orchestrator | chat | qa
+    suite_digest: str
+    json_mode: bool  # whether the server was asked for JSON
+    max_tokens: int
+    run_index: int
+    request_index: int
+    item_id: str  # the message or question id
+    expected: S = None  # the route label (router) or the true answer_value (QA)
+    sent_at: dt.datetime
+    status: str
+    error_kind: S = None
+    error_message: S = None
+    http_status: I = None
+    finish_reason: S = None
+    ttft_ms: F = None
+    e2e_ms: F = None
+    prompt_tokens: I64 = None
+    output_tokens: I64 = None
+    decode_tps: F = None
+    answer_check: S = None  # the sanity check: ok | empty | template_tokens | echo
+    json_ok: bool | None = None  # QA: the answer read as a JSON object with answer_value
+    schema_ok: bool | None = None
+    route: S = None
+    route_ok: bool | None = None
+    problem: S = None  # why a check failed (first failure), or why a QA answer could not be read
+    answer_value: S = None  # QA: the prediction as read
+    answer_unit: S = None
+    ref_id: list[str] = []
+    output_text: S = None
+    manifest_digest: str
+
+
+class EnsembleAnswerRow(BaseModel):
+    """One question's answer of a QA ensemble (trbench ensemble): the majority vote of `models`."""
+
+    tr_id: str
+    ensemble: str
+    models: str  # comma-separated, in the order that breaks ties
+    question_id: str
+    answer_value: str
+    answer_unit: str
+    ref_id: list[str] = []
+    error: S = None  # no model's answer could be read
+    created_at: dt.datetime

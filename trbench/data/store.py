@@ -7,6 +7,11 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   runs/model_slug=<slug>/<run_id>.parquet       the run's aggregates; written last, so it is the
                                                 ledger: a run is finished once this file exists
   ma_requests/, ma_runs/                        the same for multi-agent runs
+  suite_requests/model_slug=<slug>/<run_id>.parquet   every request of a quality suite run (one
+                                                model x suite x run; the file is its ledger entry)
+  suites/scenario_summary.parquet, suites/results_matrix.parquet   per scenario and model; the QA
+                                                results matrix with the ensembles (suites/results.py)
+  suites/ensembles/<name>.parquet               a QA ensemble's answers (trbench ensemble)
   load_requests/, load_steps/                   the same for load steps (a step's row is its ledger entry)
   emb_requests/, emb_steps/                     the same for embeddings steps (load mode)
   manifest.json                                 the environment (also in each file's metadata)
@@ -47,6 +52,9 @@ LOAD_STEP_SCHEMA = arrow_schema(rows.LoadStepRow)
 TELEMETRY_SCHEMA = arrow_schema(rows.TelemetryRow)  # long by source: rows.TelemetryRow says how
 ENERGY_FIELDS = list(arrow_schema(rows.Energy))  # energy and telemetry columns of both run tables
 TELEMETRY_TABLE = "telemetry"
+SUITE_REQUEST_SCHEMA = arrow_schema(rows.SuiteRequestRow)
+ENSEMBLE_SCHEMA = arrow_schema(rows.EnsembleAnswerRow)
+SUITE_TABLE = "suite_requests"
 EMB_REQUEST_SCHEMA = arrow_schema(rows.EmbeddingRequestRow)  # the embeddings workload (load mode)
 EMB_STEP_SCHEMA = arrow_schema(rows.EmbeddingStepRow)
 
@@ -167,6 +175,21 @@ def read_telemetry(root: Path) -> pd.DataFrame:
     return _read(root, TELEMETRY_TABLE, TELEMETRY_SCHEMA)
 
 
+def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict], manifest: dict) -> Path:
+    """One finished suite run's requests, all or nothing: the file is the run's ledger entry."""
+    path = _run_file(root, SUITE_TABLE, model, run_id)
+    write_table_atomic(path, _table(request_rows, SUITE_REQUEST_SCHEMA, manifest))
+    return path
+
+
+def finished_suite_run_ids(root: Path) -> set[str]:
+    return {p.stem for p in (root / SUITE_TABLE).glob("model_slug=*/*.parquet")}
+
+
+def read_suite_requests(root: Path) -> pd.DataFrame:
+    return _read(root, SUITE_TABLE, SUITE_REQUEST_SCHEMA)
+
+
 def read_manifest(path: Path) -> dict:
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(MANIFEST_KEY, b"{}"))
@@ -183,6 +206,7 @@ def table_schema(table: str) -> pa.Schema:
     """The storage schema of a table folder name (requests, runs, ma_requests, ma_runs, telemetry)."""
     schemas = {t: s for req, run, rs, us in TABLES.values() for t, s in ((req, rs), (run, us))}
     schemas[TELEMETRY_TABLE] = TELEMETRY_SCHEMA
+    schemas[SUITE_TABLE] = SUITE_REQUEST_SCHEMA
     return schemas[table]
 
 

@@ -18,6 +18,7 @@ PROVIDERS = {
     "external": "trbench.engines.external",
     "ollama-docker": "trbench.engines.ollama_docker",
     "ollama-process": "trbench.engines.ollama_process",
+    "mock": "trbench.engines.mock",  # harness tests only: canned answers, never a measurement
 }
 
 

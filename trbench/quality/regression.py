@@ -154,6 +154,10 @@ def _load_cells(data) -> dict[tuple, tuple[str, str, object]]:
 def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
     """Compare two built reports (trbench.report.ReportData) cell by cell. Whoever has both builds them
     (build_report with baseline_root does); nothing here reads Parquet or imports the report."""
+    for side, report in (("baseline", baseline), ("current", current)):
+        if any(i.provider == "mock" for i in report.setup.instances):
+            raise ValueError(f"the {side} TR {report.tr_id} ran on the mock provider: its figures are canned answers "
+                             "of the harness, never a baseline nor compared with one; fix: compare two real TRs")
     comparisons: list[Comparison] = []
     missing: list[MissingCell] = []
     for kind, cells_of, metric_list in (("single", _single_cells, SINGLE_METRICS),

@@ -39,6 +39,7 @@ from trbench.report.models import (
     CellResult, Config, FailedRequest, InstanceInfo, InvalidRun, ModelInfo, PctRow, ReportData, Setup)
 from trbench.report.multi import build_multi_agent
 from trbench.report.quality import flagged_runs, reruns
+from trbench.report.suites import build_suites_section
 from trbench.report.tables import PCT_FIELDS
 from trbench.report.text import methodology, reproduce
 
@@ -464,6 +465,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         **_failures(src),
         **_definitions(),
     )
+    data.suites = build_suites_section(src.root, cells)
+    data.mock = any(i.provider == "mock" for i in setup.instances)
     data.load = build_load(src.root, src.models)
     data.reproduce = reproduce(data, src.root)
     data.methodology = methodology(data, src.spec)

@@ -153,6 +153,58 @@ def _best_configs(data) -> list[str]:
     return out
 
 
+def _scenario_sentence(su) -> str | None:
+    """Per JSON scenario: parse and schema rates (and route accuracy) across the models."""
+    parts = []
+    for scenario in dict.fromkeys(r["scenario"] for r in su.scenarios if r["json_parse_rate"] is not None):
+        rows = [r for r in su.scenarios if r["scenario"] == scenario and r["json_parse_rate"] is not None]
+        key = lambda r: (r["schema_valid_rate"] or 0.0, r["route_accuracy"] or 0.0)  # noqa: E731
+        best = max(rows, key=key)
+        tied = sum(key(r) == key(best) for r in rows) > 1
+        figures = ", ".join(
+            f"{r['model']} {100 * r['json_parse_rate']:.0f} % JSON / {100 * (r['schema_valid_rate'] or 0):.0f} % valid"
+            + (f" / {100 * r['route_accuracy']:.0f} % routed right" if r["route_accuracy"] is not None else "")
+            for r in rows)
+        parts.append(f"{scenario}: {figures}" + ("" if tied else f" (best: {best['model']})"))
+    if not parts:
+        return None
+    return "Quality suites, answers that parse / match the schema / route right: " + "; ".join(parts) + "."
+
+
+def _qa_sentence(su) -> str | None:
+    models = [r for r in su.qa if r["kind"] == "model" and r["overall"] is not None]
+    if not models:
+        return None
+    best = max(models, key=lambda r: r["overall"])
+    figures = ", ".join(f"{r['model']} {r['overall']:.3f} (value {r['value_accuracy']:.2f}, ref {r['ref_overlap']:.2f}, "
+                        f"NA {r['na_recall']:.2f})" for r in models)
+    line = f"QA over retrieved documents (WattBot overall, 1 = all right; {best['questions']} question(s)): {figures}"
+    ens = [r for r in su.qa if r["kind"] == "ensemble" and r["overall"] is not None]
+    if ens:
+        line += "; " + ", ".join(f"{r['model']} {r['overall']:.3f}" for r in ens)
+    if best["overall"] == 0:
+        line += ". No model answered any question right: none is usable for this task as is, whatever its speed"
+    elif best["overall"] < 0.5:
+        line += (f". Even the best, {best['model']}, is wrong on most questions: not usable for this task as is, "
+                 "whatever its speed")
+    front = [p for p in sorted(su.points, key=lambda p: -p.decode_tps_p50) if p.on_frontier]
+    if front:
+        line += ("; good enough and fastest (the frontier): "
+                 + ", ".join(f"{p.model} ({p.overall:.3f} at {p.decode_tps_p50:.1f} tok/s)" for p in front))
+    return line + "."
+
+
+def quality_findings(data) -> list[str]:
+    """What the quality suites measured, in a sentence each; the mock provider's notice first."""
+    from trbench.report.suites import MOCK_NOTE
+
+    out = [MOCK_NOTE] if getattr(data, "mock", False) else []
+    su = getattr(data, "suites", None)
+    if su is not None:
+        out += [s for s in (_scenario_sentence(su), _qa_sentence(su)) if s]
+    return out
+
+
 def build_findings(data) -> Findings:
     """Key findings, answers, recommendations and open questions of a built report (ReportData)."""
     w = data.winners
@@ -165,6 +217,8 @@ def build_findings(data) -> Findings:
                        _answers_sentence(data.cells)] if s]
     if not data.cells and not ma_results:
         key = ["Nothing was measured: no valid run in the data."]
+    quality = quality_findings(data)
+    key = key[:max(3, 6 - len(quality))] + quality  # quality where measured, beside the speed
 
     single_answer = " ".join(s for s in [decode, ttft[0] if ttft else None] if s) or "No single-agent runs measured."
     answers = []
@@ -190,4 +244,4 @@ def build_findings(data) -> Findings:
     if (data.runs_per_cell or 0) < 5:
         undecided.append(f"With {data.runs_per_cell or 0} run(s) per config, run-to-run intervals are wide; "
                          "more runs narrow them.")
-    return Findings(key=key[:6], answers=answers, recommendations=recommendations, undecided=undecided)
+    return Findings(key=key[:8], answers=answers, recommendations=recommendations, undecided=undecided)

@@ -14,6 +14,7 @@ from trbench.quality.regression import RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
+from trbench.report.suites import SuitesSection
 from trbench.report.load import LoadSection
 from trbench.report.multi import MultiAgentSection
 from trbench.report.quality import FlaggedRun, Rerun
@@ -219,6 +220,8 @@ class ReportData(BaseModel):
     regression: RegressionResult | None = None
     regression_note: str = ""
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
+    suites: SuitesSection | None = None  # the quality suites (issue 14), where the TR ran any
+    mock: bool = False  # the TR ran on the mock provider: canned answers, the harness measured
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -184,6 +184,18 @@ def multi_agent_efficiency(data: ReportData) -> Plot | None:
                 png=_png(fig))
 
 
+def _frontier_axes(fig: Figure, ax, front: list[tuple[float, float]], xlabel: str, ylabel: str, title: str) -> None:
+    """A frontier plot's dashed line through its frontier points (x, y), its labels, grid and legend."""
+    if len(front) > 1:
+        xs, ys = zip(*sorted(front))
+        ax.plot(xs, ys, color="#444", linestyle="--", linewidth=1, label="frontier")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend_on_top(fig, ax)
+
+
 def efficiency_frontier(data: ReportData) -> Plot | None:
     points = [p for p in data.energy.points if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
     if not data.energy.measured or not points:
@@ -206,19 +218,62 @@ def efficiency_frontier(data: ReportData) -> Plot | None:
         placed.append((p.decode_tps_p50, p.tokens_per_j_p50))
         ax.annotate(p.config, (p.decode_tps_p50, p.tokens_per_j_p50), fontsize=7, xytext=(5, 4 - 10 * near),
                     textcoords="offset points")
-    front = sorted((p for p in points if p.on_frontier), key=lambda p: p.decode_tps_p50)
-    if len(front) > 1:
-        ax.plot([p.decode_tps_p50 for p in front], [p.tokens_per_j_p50 for p in front], color="#444",
-                linestyle="--", linewidth=1, label="frontier")
     ax.margins(x=0.15, y=0.12)
-    ax.set_xlabel("decode tok/s median", fontsize=9)
-    ax.set_ylabel("tokens per joule median", fontsize=9)
-    ax.set_title("Efficiency frontier (up and right is better)", fontsize=10)
-    ax.grid(alpha=0.3)
-    _legend_on_top(fig, ax)
+    _frontier_axes(fig, ax, [(p.decode_tps_p50, p.tokens_per_j_p50) for p in points if p.on_frontier],
+                   "decode tok/s median", "tokens per joule median", "Efficiency frontier (up and right is better)")
     return Plot(name="efficiency_frontier", title="Efficiency frontier: tokens per joule against decode tok/s",
                 caption="One point per model x config; whiskers: bootstrap 95% intervals of tokens per joule over "
                         "runs; dashed: the configs no other beats on both axes.", png=_png(fig))
+
+
+def qa_breakdown(data: ReportData) -> Plot | None:
+    """Each model's (and ensemble's) QA overall as its weighted components, stacked."""
+    su = data.suites
+    rows = [r for r in (su.qa if su else []) if r["overall"] is not None]
+    if not rows:
+        return None
+    parts = [("value accuracy x 0.75", "value_accuracy", 0.75), ("ref overlap x 0.15", "ref_overlap", 0.15),
+             ("NA recall x 0.10", "na_recall", 0.10)]
+    fig = Figure(figsize=(max(5.5, 1.3 * len(rows) + 2.5), 3.8))
+    ax = fig.subplots()
+    names = [r["model"] for r in rows]
+    bottom = [0.0] * len(rows)
+    for i, (label, key, w) in enumerate(parts):
+        heights = [w * (r[key] or 0.0) for r in rows]
+        ax.bar(names, heights, bottom=bottom, color=_color(i), label=label)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    for x, r in enumerate(rows):
+        ax.annotate(f"{r['overall']:.3f}", (x, r["overall"]), ha="center", xytext=(0, 3), textcoords="offset points",
+                    fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("WattBot score", fontsize=9)
+    ax.set_title("QA score breakdown per model (1 = every answer right)", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
+    _legend_on_top(fig, ax)
+    return Plot(name="qa_breakdown", title="QA score breakdown per model",
+                caption="Stacked: each component times its weight; the label is the overall score. Ensembles are "
+                        "the majority vote of the models named.", png=_png(fig))
+
+
+def quality_vs_speed(data: ReportData) -> Plot | None:
+    su = data.suites
+    points = su.points if su else []
+    if not points:
+        return None
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for i, p in enumerate(points):
+        ax.plot([p.decode_tps_p50], [p.overall], "o", color=_color(i), markersize=8 if p.on_frontier else 5,
+                label=p.model)
+        ax.annotate(p.model, (p.decode_tps_p50, p.overall), fontsize=7, xytext=(5, 4), textcoords="offset points")
+    ax.set_ylim(-0.02, 1.02)
+    ax.margins(x=0.2)
+    _frontier_axes(fig, ax, [(p.decode_tps_p50, p.overall) for p in points if p.on_frontier],
+                   "decode tok/s median (fastest config)", "QA overall score",
+                   "Good enough and fastest (up and right is better)")
+    return Plot(name="quality_vs_speed", title="QA quality against decode speed",
+                caption=f"One point per model; larger points are on the frontier ({su.frontier_rule}).",
+                png=_png(fig))
 
 
 def load_curves(data: ReportData) -> Plot | None:
@@ -249,7 +304,8 @@ def load_curves(data: ReportData) -> Plot | None:
                         "better. Each point is one step's figures over its measured requests.", png=_png(fig))
 
 
-PLOTS = [throughput_ttft, run_spread, multi_agent_efficiency, efficiency_frontier, load_curves]
+PLOTS = [throughput_ttft, run_spread, multi_agent_efficiency, efficiency_frontier, load_curves, qa_breakdown,
+         quality_vs_speed]
 
 
 def render_plots(data: ReportData) -> list[Plot]:

@@ -15,6 +15,7 @@ from trbench.report.embeddings import embeddings_text
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
 from trbench.report.sections import SECTIONS
+from trbench.report.suites import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -63,7 +64,8 @@ class _Plots(dict):
 
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
     return {"data": data, "t": {**tables(data), **load_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
-            "sample_chars": report_compare.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS}
+            "sample_chars": report_compare.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
+            "mock_note": MOCK_NOTE}
 
 
 def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:

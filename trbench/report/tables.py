@@ -356,6 +356,38 @@ def quality_tables(data) -> dict[str, Table]:
     }
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f} %"
+
+
+def suites_tables(data) -> dict[str, Table]:
+    su = data.suites
+    if su is None:
+        return {}
+    return {
+        "suite_scenarios": Table(
+            columns=_cols("`model", "scenario", "JSON mode", ">requests", ">failed", ">JSON parse", ">schema valid",
+                          ">route accuracy", ">sane", ">output tokens mean", ">latency p50 ms", ">p95 ms", ">p99 ms"),
+            rows=[[r["model"], r["scenario"], "yes" if r["json_mode"] else "no", str(r["requests"]), str(r["errors"]),
+                   _pct(r["json_parse_rate"]), _pct(r["schema_valid_rate"]), _pct(r["route_accuracy"]),
+                   _pct(r["sane_rate"]), fmt(r["output_tokens_mean"]), fmt(r["latency_ms_p50"], 0),
+                   fmt(r["latency_ms_p95"], 0), fmt(r["latency_ms_p99"], 0)] for r in su.scenarios]),
+        "qa_matrix": Table(
+            columns=_cols("`model", "kind", ">questions", ">unanswerable", ">unreadable", ">overall",
+                          ">value accuracy (x0.75)", ">ref overlap (x0.15)", ">NA recall (x0.10)", ">unit match",
+                          ">latency p50 ms", ">p95 ms", ">output tokens mean"),
+            rows=[[r["model"], r["kind"], str(r["questions"]), str(r["unanswerable"]), str(r["failed"]),
+                   fmt(r["overall"], 3), fmt(r["value_accuracy"], 3), fmt(r["ref_overlap"], 3), fmt(r["na_recall"], 3),
+                   fmt(r["unit_match"], 3), fmt(r["latency_ms_p50"], 0), fmt(r["latency_ms_p95"], 0),
+                   fmt(r["output_tokens_mean"])] for r in su.qa],
+            row_classes=["ensemble" if r["kind"] == "ensemble" else "" for r in su.qa]),
+        "quality_speed": Table(
+            columns=_cols("`model", ">QA overall", ">decode tok/s p50", "frontier"),
+            rows=[[p.model, fmt(p.overall, 3), fmt(p.decode_tps_p50), "yes" if p.on_frontier else ""]
+                  for p in sorted(su.points, key=lambda p: -p.decode_tps_p50)]),
+    }
+
+
 def tables(data) -> dict[str, Table]:
     """All of the report's tables by name (a name is absent when its section has no data at all)."""
     out: dict[str, Table] = {}
@@ -371,4 +403,5 @@ def tables(data) -> dict[str, Table]:
     out.update(vram_tables(data))
     out.update(regression_tables(data))
     out.update(quality_tables(data))
+    out.update(suites_tables(data))
     return out

@@ -103,6 +103,8 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
             problem, _, fix = str(err).partition("; fix: ")
             raise PreflightError(inst.name, "model present", problem, fix) from None
         return f"{inst.name}: {model} bundled"
+    if getattr(inst, "any_model", False):
+        return f"{inst.name}: {model} (the mock server answers any model name)"
     names = available_models(inst, backend)
     found = ollama_names.find(model, names) if backend == "ollama" else (model if model in names else None)
     if found is not None:

@@ -13,17 +13,17 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from trbench.backends.base import RawExchange
+from trbench.backends.ollama import JSON_MODE as OLLAMA_JSON_MODE
+from trbench.backends.openai import JSON_MODE as OPENAI_JSON_MODE
 from trbench.config.loading import content_digest, read_suite
 from trbench.measure.metrics import AnswerCheck, Summary, answer_check, derive, mean, summarize
 from trbench.suites.answers import parse_json_answer
 
 EXAMPLE = "the suites in datasets/scenarios/"
 
-# what asks a server for JSON, per wire protocol (OpenAI-compatible incl. llama.cpp; Ollama /api/chat)
-JSON_MODE_FIELDS: dict[str, dict] = {
-    "openai": {"response_format": {"type": "json_object"}},
-    "ollama": {"format": "json"},
-}
+# what asks a server for JSON, per wire protocol (OpenAI-compatible incl. llama.cpp; Ollama /api/chat):
+# the clients put these into the body of a ChatRequest with json_mode set
+JSON_MODE_FIELDS: dict[str, dict] = {"openai": OPENAI_JSON_MODE, "ollama": OLLAMA_JSON_MODE}
 
 
 class ScenarioSuiteError(ValueError):
