@@ -167,7 +167,7 @@ def tr_fanout(
     write_failure_log(root)
     flagged = flag_outliers(root, spec)
     suite_results(root, spec)  # over every sub-run's suite rows, with the ensemble of all the models
-    report = render_report(root, spec)
+    report = render_report(root, spec).markdown
     checked = validate(root, spec, report)
 
     shares = ", ".join(f"{s['model']} -> {s['worker'] or '?'} ({s['state']})" for s in sub_runs)

@@ -106,7 +106,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
             stop_instances([inst], faults)
         finally:
             inst.stop()
-    report = render_report(root, spec)
+    report = render_report(root, spec).markdown
     state = load_state(spec, rows, skipped, report, embedded)
     get_run_logger().info(state.message)
     return state

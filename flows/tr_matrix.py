@@ -183,12 +183,15 @@ def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped
     _attempt(problems, "failure log", write_failure_log, root)
     flagged = _attempt(problems, "outlier flags", flag_outliers, root, spec)
     _attempt(problems, "suite results", suite_results, root, spec)
-    report = _attempt(problems, "report", render_report, root, spec) or root / "report" / f"{spec.tr_id}.md"
+    files = _attempt(problems, "report", render_report, root, spec)
+    report = files.markdown if files is not None else root / "report" / f"{spec.tr_id}.md"
     checked = _attempt(problems, "validation", validate, root, spec, report)
     state = final_state(spec, outcomes, skipped, report, checked, flagged)
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the state message too
-        verdict = _attempt(problems, "regression check", compare_tr, root,
-                           root.parent / spec.baseline_tr_id, spec.regression_threshold_pct)
+        # the report compared the two TR runs already; built again only when the report failed
+        verdict = files.data.regression if files is not None else _attempt(
+            problems, "regression check", compare_tr, root, root.parent / spec.baseline_tr_id,
+            spec.regression_threshold_pct)
         if verdict is not None:
             state.message = f"{state.message}; {regression.summary_message(verdict)}"
     if faults.messages:

@@ -18,6 +18,7 @@ from trbench.backends import make_client
 from trbench.engines import Instance, unanswered
 from trbench.data.failures import InstanceFaults
 from trbench.config.prompts import PromptSuite
+from trbench.run.settings import RunSettings
 from trbench.run.single import Gate, RunPlan, execute_run, failed_run
 from trbench.config.spec import MatrixSpec
 from trbench.run.plan import Lane, oom_decision
@@ -54,7 +55,7 @@ def bench_run(
     try:
         with sampler or contextlib.nullcontext():
             result = execute_run(
-                spec, plan, client, prompts, load_ms, manifest_digest, warmups,
+                RunSettings.of(spec), plan, client, prompts, load_ms, manifest_digest, warmups,
                 on_request=lambda i, n, _ex: progress.emit(kind="request_done", run_id=plan.run_id, request=i, requests=n),
                 gate=gate, on_phase=sampler.mark if sampler else None,
             )
@@ -74,7 +75,7 @@ def record_failed_runs(plans: list[RunPlan], spec: MatrixSpec, reason: str, mani
 
 
 def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> dict:
-    row = failed_run(spec, plan, reason, manifest_digest)
+    row = failed_run(RunSettings.of(spec), plan, reason, manifest_digest)
     row.update(energy.no_telemetry("no telemetry: the run did not start"))
     store.write_run(root, row, [], manifest)
     progress.emit(kind="run_finished", **progress.run_figures(row))
@@ -88,7 +89,7 @@ def record_not_run(plans: list[RunPlan], spec: MatrixSpec, reason: str, manifest
     the failure log holds their cause once, not once per run."""
     outcomes = []
     for plan in plans:
-        row = failed_run(spec, plan, reason, manifest_digest)
+        row = failed_run(RunSettings.of(spec), plan, reason, manifest_digest)
         row.update(invalid_reason=f"not run: {reason}", error_kinds=None, gpu_memory_at_error=None)
         row.update(energy.no_telemetry("no telemetry: the run was not run"))
         store.write_run(root, row, [], manifest)

@@ -40,12 +40,13 @@ def _artifacts(files: ReportFiles) -> None:
 
 
 @task(name="render-report", cache_policy=NO_CACHE)
-def render_report(root: Path, spec: MatrixSpec) -> Path:
-    """The TR run's report (Markdown, HTML, plots) and its artifact; returns the Markdown's path."""
+def render_report(root: Path, spec: MatrixSpec) -> ReportFiles:
+    """The TR run's report (Markdown, HTML, plots), checked against the spec's baseline TR run when it
+    names one, and its artifact; returns the files and the built report (its regression result included)."""
     baseline = root.parent / spec.baseline_tr_id if spec.baseline_tr_id else None
     files = publish(root, spec, baseline_root=baseline, threshold_pct=spec.regression_threshold_pct)
     _artifacts(files)
-    return files.markdown
+    return files
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

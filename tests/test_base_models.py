@@ -15,6 +15,7 @@ from trbench.engines.embedded import EmbeddedInstance
 from trbench.engines.model_kind import ollama_has_chat_template, prompt_style
 from trbench.config.prompts import load_prompts
 from trbench.run.single import RunPlan, execute_run
+from trbench.run.settings import RunSettings
 from trbench.config.spec import parse_spec
 
 from conftest import free_port
@@ -71,7 +72,7 @@ def test_base_model_run_is_plain_completion_without_template_tokens(gemma) -> No
     assert style == "completion"
     plan = RunPlan(tr_id="base", cell=spec.cells()[0], cell_hash="h", run_index=0, instance="base",
                    instance_url=inst.url, prompt_style=style)
-    result = execute_run(spec, plan, client, load_prompts(ROOT / spec.prompts), None, "d", 1)
+    result = execute_run(RunSettings.of(spec), plan, client, load_prompts(ROOT / spec.prompts), None, "d", 1)
     measured = [r for r in result.request_rows if not r["is_warmup"]]
     assert {r["prompt_style"] for r in result.request_rows} == {"completion"}
     assert all(r["status"] == "ok" for r in measured)

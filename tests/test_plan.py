@@ -17,6 +17,7 @@ from trbench.data import store
 from trbench.engines import create_instances
 from trbench.run import plan
 from trbench.run.single import failed_run
+from trbench.run.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = load_prompts("datasets/prompts/single_agent.yaml")
@@ -99,7 +100,7 @@ def test_next_attempt_or_the_runs_a_crashed_attempt_is_missing():
 def test_unfinished_leaves_out_the_runs_with_a_run_file(tmp_path):
     spec = _spec()
     plans = _plans(spec)
-    row = failed_run(spec, plans[3], "planted", "digest")
+    row = failed_run(RunSettings.of(spec), plans[3], "planted", "digest")
     store.write_run(tmp_path, row, [], {})
     single, multi = plan.unfinished(plans, [], tmp_path)
     assert [p.run_id for p in single] == [p.run_id for p in plans if p is not plans[3]] and multi == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from trbench.measure import metrics
-from trbench.report import build_report, render_markdown, write_report
+from trbench.quality.checks import REPORT_SECTIONS
+from trbench.report import SECTIONS, build_report, render_html, render_markdown, write_report
 from trbench.config.spec import MatrixSpec
 from trbench.data.store import RUN_SCHEMA, REQUEST_SCHEMA, write_run
 
@@ -324,6 +326,20 @@ def test_empty_tr_root_renders(tmp_path: Path) -> None:
     text = render_markdown(data)
     assert "No finished runs." in text
     assert data.cells == [] and data.baseline_model is None
+
+
+def test_both_renderings_carry_every_section_heading_from_its_one_home(planted: Path, text: str) -> None:
+    # the templates write the headings from trbench.report.sections, which the validation checks against
+    data = build_report(planted)
+    html = render_html(data)
+    headings = [ln for ln in text.splitlines() if ln.startswith("##")]
+    for section in SECTIONS.values():
+        if section.multi:
+            assert section.heading not in headings  # no multi-agent runs planted
+            continue
+        assert section.heading in headings
+        assert re.search(rf"<h{section.level}[^>]*>{re.escape(section.title)}</h{section.level}>", html)
+    assert [h for h in headings if h in REPORT_SECTIONS] == REPORT_SECTIONS  # in report order
 
 
 def test_schemas_cover_planted_columns() -> None:

@@ -16,6 +16,7 @@ from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
 from trbench.report import write_report
 from trbench.run.single import RunPlan, _keys, request_row, run_row
+from trbench.run.settings import RunSettings
 from trbench.config.spec import MatrixSpec, parse_spec
 
 TR_ID = "TRqa"
@@ -55,7 +56,7 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                 continue
             plan = RunPlan(tr_id=spec.tr_id, cell=cell, cell_hash=spec.cell_hash(cell, "p"), run_index=run_index,
                            instance="embedded-0", instance_url="http://127.0.0.1:1")
-            keys = _keys(spec, plan)
+            keys = _keys(RunSettings.of(spec), plan)
             rows = []
             for i in range(spec.warmup_requests + spec.requests_per_run):
                 warm = i < spec.warmup_requests
@@ -79,7 +80,7 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                         r["decode_tps"] = r["server_decode_tokens"] / r["server_decode_ms"] * 1000.0
                     else:
                         r.update(status="error", error_kind="gremlins", error_message="planted")
-            row = run_row(keys, spec, rows, 1.7e9, 1.0, None, "digest")
+            row = run_row(keys, RunSettings.of(spec), rows, 1.7e9, 1.0, None, "digest")
             store.write_run(root, row, rows, MANIFEST)
 
 

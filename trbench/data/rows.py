@@ -95,9 +95,7 @@ class RunKeys(BaseModel):
     run_index: int
 
 
-class RequestRow(RunKeys):
-    """One request of a run, warm-ups included, with the raw observations its metrics come from."""
-
+class _RequestHead(RunKeys):
     request_index: int
     is_warmup: bool
     prompt_id: str
@@ -110,6 +108,13 @@ class RequestRow(RunKeys):
     error_message: S = None
     http_status: I = None
     finish_reason: S = None
+
+
+class RequestFigures(BaseModel):
+    """What metrics.derive computes from one request's raw record, as its row stores it (in column
+    order); trbench.measure.metrics.RequestMetrics is these with the request's status, error and
+    cache state."""
+
     ttft_ms: F = None
     ttfat_ms: F = None
     e2e_ms: F = None
@@ -125,7 +130,11 @@ class RequestRow(RunKeys):
     itl_p95_ms: F = None
     itl_max_ms: F = None
     n_chunks: int = 0
-    # the raw observations every metric above is derived from
+
+
+class _RequestRaw(BaseModel):
+    """The raw observations every figure is derived from."""
+
     server_decode_tokens: I64 = None
     server_decode_ms: F = None
     server_decode_tps_reported: F = None  # the server's own decode rate, where it reports one
@@ -135,6 +144,10 @@ class RequestRow(RunKeys):
     output_text: S = None
     reasoning_text: S = None
     gpu_memory_at_error: S = None  # what the GPUs held when the request failed; null without a GPU
+
+
+RequestRow = _extend("RequestRow", _RequestHead, RequestFigures, _RequestRaw,
+                     doc="One request of a run, warm-ups included, with the raw observations its metrics come from.")
 
 
 class MaRequestRow(RequestRow):
@@ -254,14 +267,7 @@ MaRunRow = _extend(
 )
 
 
-class TelemetryRow(BaseModel):
-    """The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
-    (gpu_index set; power_w, energy_mj, util_pct, mem_used_mib, temp_c filled; host columns null)
-    plus one host row (gpu_index null; cpu_pct, server_rss_mib, server_cpu_pct filled; GPU columns
-    null); the rows of one tick share `sample`. t: wall clock (UTC) of the read; t_rel_s: monotonic
-    seconds since the sampler started; phase: idle | warmup | measured (single-agent) or idle |
-    warmup | concurrent | solo (multi-agent). Field meanings: trbench/measure/sampler.py."""
-
+class _TelemetryHead(BaseModel):
     tr_id: str
     run_id: str
     attempt: int
@@ -273,22 +279,29 @@ class TelemetryRow(BaseModel):
     gpu_name: S = None
     t: dt.datetime
     t_rel_s: float
-    power_w: F = None
-    energy_mj: I64 = None
-    util_pct: F = None
-    mem_used_mib: F = None
-    temp_c: F = None
-    cpu_pct: F = None
-    server_rss_mib: F = None
-    server_cpu_pct: F = None
+
+
+# the columns a GPU row fills and those the host row fills (each null on the other kind of row)
+GPU_FIELDS: dict[str, Any] = {"power_w": F, "energy_mj": I64, "util_pct": F, "mem_used_mib": F, "temp_c": F}
+HOST_FIELDS: dict[str, Any] = {"cpu_pct": F, "server_rss_mib": F, "server_cpu_pct": F}
+
+TelemetryRow = _extend(
+    "TelemetryRow", _TelemetryHead,
+    {n: (t, None) for n, t in GPU_FIELDS.items()}, {n: (t, None) for n, t in HOST_FIELDS.items()},
+    doc="""The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
+    (gpu_index set; the GPU_FIELDS filled; host columns null) plus one host row (gpu_index null; the
+    HOST_FIELDS filled; GPU columns null); the rows of one tick share `sample`. t: wall clock (UTC) of
+    the read; t_rel_s: monotonic seconds since the sampler started; phase: idle | warmup | measured
+    (single-agent) or idle | warmup | concurrent | solo (multi-agent). Field meanings:
+    trbench/measure/sampler.py.""",
+)
 
 
 # --- the embeddings workload of load mode (trbench/run/embeddings.py) ------------------------------
 
 
-class EmbeddingKeys(BaseModel):
-    """What identifies an embeddings step (one batch size on one instance): the first columns of its
-    requests and of its step row."""
+class StepKeys(BaseModel):
+    """The first columns of every load-mode step and its requests (embeddings and load steps)."""
 
     tr_id: str
     run_id: str  # the step's id: a step is the unit that is written, and resumed, at once
@@ -298,6 +311,12 @@ class EmbeddingKeys(BaseModel):
     backend: str
     instance: str
     instance_url: str
+
+
+class EmbeddingKeys(StepKeys):
+    """What identifies an embeddings step (one batch size on one instance): the first columns of its
+    requests and of its step row."""
+
     batch_size: int
     concurrency: int
 
@@ -365,17 +384,9 @@ EmbeddingStepRow = _extend(
 # --- load mode (issue 13): many requests in flight; one row per request and one per step --------
 
 
-class LoadKeys(BaseModel):
+class LoadKeys(StepKeys):
     """What identifies one load step (run_id: the step's id, the ledger key as for runs)."""
 
-    tr_id: str
-    run_id: str
-    attempt: int
-    model: str
-    provider: str
-    backend: str
-    instance: str
-    instance_url: str
     num_gpu: I = None
     num_ctx: I = None
     temperature: F = None

@@ -9,8 +9,9 @@ registry.py; this module imports none of them.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -80,10 +81,18 @@ def check_served_names(url: str, name: str, model: str) -> None:
 
 
 class OllamaServed:
-    """What every instance that trbench starts as an Ollama server answers the same way."""
+    """What every instance that trbench starts as an Ollama server holds and answers the same way."""
 
     url: str
-    load_timeout_s: float
+
+    def __init__(self, name: str, settings: Any, port: int, gpu: str | None, load_timeout_s: float) -> None:
+        self.name = name
+        self.settings = settings  # the provider's own `server:` section
+        self.load_timeout_s = load_timeout_s
+        self.port = port
+        self.gpu = gpu
+        self._reaper: subprocess.Popen | None = None  # force-removes what was started if this process dies
+        self._lock = threading.Lock()
 
     def prepare(self, cell: Cell) -> float | None:
         return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost

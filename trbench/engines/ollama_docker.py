@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -195,24 +193,19 @@ stop_all = _LIVE.stop_all  # every container this process started and did not st
 
 class OllamaContainerInstance(OllamaServed):
     provider = "ollama-docker"
+    settings: OllamaDockerServer
 
     def __init__(self, name: str, settings: OllamaDockerServer, port: int, gpu: str | None,
                  load_timeout_s: float = 300.0,
                  client_factory: Callable[[], docker.DockerClient] = docker.from_env,
                  environment: Mapping[str, str] | None = None) -> None:
-        self.name = name
-        self.settings = settings
-        self.load_timeout_s = load_timeout_s
-        self.port = port
-        self.gpu = gpu
+        super().__init__(name, settings, port, gpu, load_timeout_s)
         self.client_factory = client_factory
         self.environment = {**DEFAULT_ENVIRONMENT, **settings.concurrency_environment(), **gpu_environment(gpu),
                             **(environment or {})}
         self.image_id: str | None = None
         self._client: docker.DockerClient | None = None
         self._container = None
-        self._reaper: subprocess.Popen | None = None
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:

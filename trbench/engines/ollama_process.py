@@ -27,7 +27,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 from trbench.config.servers import OllamaProcessServer
@@ -72,20 +71,15 @@ class OllamaProcessInstance(OllamaServed):
     """An `ollama serve` process on 127.0.0.1:<port>, optionally pinned to one GPU."""
 
     provider = "ollama-process"
+    settings: OllamaProcessServer
     stop_timeout_s: float = 10.0  # SIGTERM -> SIGKILL
 
     def __init__(self, name: str, settings: OllamaProcessServer, port: int, gpu: str | None, log_dir: Path,
                  load_timeout_s: float = 300.0):
-        self.name = name
-        self.settings = settings
-        self.load_timeout_s = load_timeout_s
-        self.port = port
-        self.gpu = gpu
+        super().__init__(name, settings, port, gpu, load_timeout_s)
         self.log_dir = Path(log_dir)
         self.binary = settings.binary
         self._proc: subprocess.Popen | None = None
-        self._reaper: subprocess.Popen | None = None
-        self._lock = threading.Lock()
 
     # --- identity ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from trbench.backends.base import RawExchange
+from trbench.data.rows import RequestFigures
 
 _NS_PER_MS = 1e6
 
@@ -129,26 +130,14 @@ def efficiency_pct(speedup_value: float | None, n_agents: int) -> float | None:
     return None if speedup_value is None else speedup_value / n_agents * 100.0
 
 
-class RequestMetrics(BaseModel):
+class RequestMetrics(RequestFigures):
+    """One request's metrics (derive): the figures its row stores, with its status, error and cache state."""
+
     status: str
     error_kind: str | None = None
     error_message: str | None = None
-    ttft_ms: float | None = None
-    ttfat_ms: float | None = None
-    e2e_ms: float
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_tokens: int | None = None
+    e2e_ms: float  # always measured, also on a failed request
     cache_state: CacheState = "unknown"
-    decode_tps: float | None = None
-    decode_tps_client: float | None = None
-    prefill_ms: float | None = None
-    load_ms: float | None = None
-    tpot_ms: float | None = None
-    itl_p50_ms: float | None = None
-    itl_p95_ms: float | None = None
-    itl_max_ms: float | None = None
-    n_chunks: int = 0
 
 
 CacheState = Literal["cold", "partial", "cached", "unknown"]

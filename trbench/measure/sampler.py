@@ -41,6 +41,7 @@ import threading
 import time
 from typing import Any
 
+from trbench.data.rows import GPU_FIELDS, HOST_FIELDS
 from trbench.measure.host import HostProbe
 from trbench.measure.nvml import MIB, nvml_session, open_gpus
 
@@ -50,9 +51,6 @@ MEASURED = "measured"
 # the phases whose samples make up a run's measured window: single-agent runs mark 'measured';
 # multi-agent runs mark 'concurrent' and 'solo' (both measured, back to back)
 MEASURED_PHASES = frozenset({MEASURED, "concurrent", "solo"})
-
-GPU_FIELDS = ("power_w", "energy_mj", "util_pct", "mem_used_mib", "temp_c")
-HOST_FIELDS = ("cpu_pct", "server_rss_mib", "server_cpu_pct")
 
 
 class Sampler:
@@ -236,7 +234,7 @@ class Sampler:
     def _row(self, t: float, t_ns: int, **values: Any) -> dict:
         row = {"sample": self._tick, "phase": self.phase, "t": dt.datetime.fromtimestamp(t, tz=dt.timezone.utc),
                "t_rel_s": self._rel_s(t_ns)}
-        row.update({k: None for k in GPU_FIELDS + HOST_FIELDS})
+        row.update({k: None for k in [*GPU_FIELDS, *HOST_FIELDS]})
         row.update(values)
         return row
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 from trbench.backends.base import ErrorKind
 from trbench.data import store
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS
+from trbench.report.sections import SECTIONS
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
@@ -31,13 +32,11 @@ MAX_EXAMPLES = 5
 
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 
-# The report's section headings (trbench/report/templates/report.md.j2); multi-agent only with ma runs.
-REPORT_SECTIONS = ["## Key findings", "## Objective", "## Setup", "## Methodology", "## Results",
-                   "### % of baseline", "### Answer sanity", "## Cross-model comparison", "### Winner by scenario",
-                   "## Efficiency frontier", "## VRAM and quantization", "## Regression against a baseline",
-                   "## Outliers and re-runs", "## Failures", "## Recommendations", "## Appendix: metric definitions"]
-REPORT_MULTI_SECTIONS = ["## Multi-agent results"]
-REPORT_TABLE_SECTIONS = {"## Results", "### % of baseline", "### Winner by scenario", "## Multi-agent results"}  # a table when there are runs
+# The report's section headings, from their one home (trbench.report.sections, which the templates
+# write them from); multi-agent only with ma runs.
+REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.multi]
+REPORT_MULTI_SECTIONS = [s.heading for s in SECTIONS.values() if s.multi]
+REPORT_TABLE_SECTIONS = {s.heading for s in SECTIONS.values() if s.table}  # a table when there are runs
 
 Severity = Literal["error", "warning"]
 

@@ -1,7 +1,8 @@
 """The TR report, from the Parquet files alone: models (ReportData, no formatting), build
 (build_report, one module per section: data, compare, multi, quality, findings, text), tables
 (every table formatted once), plots (matplotlib figures), render (Markdown and HTML from
-templates/*.j2) and publishing (publish(): the files under <tr_root>/report/, each written atomically).
+templates/*.j2), sections (the required section headings, one home for the templates and the
+validation) and publishing (publish(): the files under <tr_root>/report/, each written atomically).
 
 Imports point down: publishing -> build -> sections -> models; plots and render read only models and
 tables. The regression comparison (trbench.quality.regression) takes built ReportData."""
@@ -13,6 +14,7 @@ _WHERE = {
     "ReportData": "models", "ReportFiles": "models", "Plot": "models", "CellResult": "models", "Config": "models",
     "render_markdown": "render", "render_html": "render",
     "render_plots": "plots",
+    "SECTIONS": "sections", "Section": "sections",
     "publish": "publishing", "write_report": "publishing",
 }
 __all__ = list(_WHERE)

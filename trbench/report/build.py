@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,58 +248,155 @@ def recorded_spec(manifest: dict) -> MatrixSpec | None:
         return None
 
 
-def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
-                 threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> ReportData:
-    """Everything the report says, computed from the Parquet files (and manifest) under tr_root.
+@dataclass
+class _Sources:
+    """What every section is built from: the run rows (all attempts, the counted ones and the superseded
+    ones), the request columns, the manifest and the spec (given, else recorded), the models in report
+    order and the baseline model."""
 
-    spec: the TR's spec (title, objective, model order, baseline model); without it the spec recorded
-    in the manifest is used where there is one. baseline_root: another TR run's folder to check for
-    regressions against (trbench.quality.regression), with threshold_pct."""
-    tr_root = Path(tr_root)
+    root: Path
+    all_runs: pd.DataFrame
+    runs: pd.DataFrame
+    superseded: pd.DataFrame
+    reqs: RequestColumns
+    manifest: dict
+    manifest_source: str
+    given_spec: MatrixSpec | None
+    spec: MatrixSpec | None
+    models: list[str]
+    baseline: str | None
+    baseline_source: str
+
+    @property
+    def valid_ids(self) -> set:
+        return set(self.runs.loc[self.runs["valid"].astype(bool), "run_id"]) if not self.runs.empty else set()
+
+
+def _read(tr_root: Path, given_spec: MatrixSpec | None) -> _Sources:
     all_runs = read_frame(tr_root, "runs", RUN_COLUMNS)
     reqs = RequestColumns.read(tr_root)  # the columns the statistics read, not the texts and chunk lists
     manifest, manifest_source = _load_manifest(tr_root)
     runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)
-    given_spec = spec
-    if spec is None:
-        spec = recorded_spec(manifest)
-
+    spec = given_spec if given_spec is not None else recorded_spec(manifest)
     data_models = (set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
                    | set(read_frame(tr_root, "load_steps", ["model"])["model"].dropna().astype(str)))
     models = _model_order(spec, data_models)
     baseline, baseline_source = _baseline(spec, manifest, models)
+    return _Sources(tr_root, all_runs, runs, superseded, reqs, manifest, manifest_source, given_spec, spec, models,
+                    baseline, baseline_source)
 
-    # the model x config cells, each from its counted runs (requests of unfinished runs have no run row)
-    cells: list[CellResult] = []
-    if not runs.empty:
-        configs = sorted({_config_of(r).key() for r in runs.itertuples()})
-        for model in models:
-            for g, c, t in configs:
-                sel = (runs["model"] == model) & (runs["num_gpu"] == g) & (runs["num_ctx"] == c) & (
-                    runs["temperature"] == t)
-                if not sel.any():
-                    continue
-                n_superseded = 0
-                if not superseded.empty:
-                    n_superseded = int(((superseded["model"] == model) & (superseded["num_gpu"] == g)
-                                        & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)).sum())
-                cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t))
-                cells.append(_cell_result(model, cfg, runs[sel], n_superseded, reqs))
 
+def _title(src: _Sources) -> dict[str, Any]:
+    """tr_id, title and objective."""
+    spec = src.spec
+    tr_ids = sorted(set(src.all_runs["tr_id"].dropna().astype(str))) if not src.all_runs.empty else []
+    tr_id = src.given_spec.tr_id if src.given_spec is not None else (tr_ids[0] if tr_ids else src.root.name)
+    return {"tr_id": tr_id,
+            "title": spec.title if spec is not None and spec.title else f"Technical Report {tr_id}",
+            "objective": spec.objective if spec is not None and spec.objective else DEFAULT_OBJECTIVE}
+
+
+def _coverage(src: _Sources) -> dict[str, Any]:
+    """What the data holds: when it was measured, how many files and rows, runs per cell."""
+    all_runs, runs = src.all_runs, src.runs
+    return {
+        "first_started_at": _iso(all_runs["started_at"].min()) if not all_runs.empty else None,
+        "last_started_at": _iso(all_runs["started_at"].max()) if not all_runs.empty else None,
+        "n_run_files": len(all_runs),
+        "n_request_rows": src.reqs.n,
+        "n_warmup_rows": int(src.reqs.warmup.sum()),
+        "runs_per_cell": (int(runs.groupby(["model", *CONFIG_KEYS])["run_index"].nunique().max())
+                          if not runs.empty else None),
+        "warmup_per_run": (int(runs["n_warmup"].max()) if not runs.empty and runs["n_warmup"].notna().any()
+                           else None),
+    }
+
+
+def _prompt_caching(src: _Sources, cells: list[CellResult]) -> CacheInfo:
+    """The mode(s) the runs used and the cached tokens of the pooled requests."""
+    runs, reqs = src.runs, src.reqs
+    modes = sorted(set(runs["ttft_mode"].dropna().astype(str))) if not runs.empty else []
+    if not modes and src.spec is not None:
+        modes = [src.spec.ttft]
+    pooled = reqs.rows(src.valid_ids)
+    pooled = pooled[reqs.measured[pooled] & reqs.ok[pooled]]
+    cached = [v for v in reqs.floats("cached_tokens", pooled) if not math.isnan(v)]
+    return CacheInfo(
+        modes=modes,
+        descriptions={m: CACHE_MODES.get(m, m) for m in modes},
+        cached_tokens_total=int(sum(cached)),
+        cached_tokens_reported=bool(cached),
+        checks=_cache_checks(reqs, pooled),
+        states=[st for st in metrics.CACHE_STATES if any(getattr(c, f"ttft_{st}_n") for c in cells)],
+    )
+
+
+def _definitions() -> dict[str, Any]:
+    """The appendix: what each metric and statistic means, and the questions the report answers."""
+    return {"definitions": dict(metrics.DEFINITIONS), "run_definitions": dict(metrics.RUN_DEFINITIONS),
+            "statistics": dict(metrics.BOOTSTRAP_DEFINITIONS),
+            "energy_definitions": dict(getattr(metrics, "ENERGY_DEFINITIONS", {})), "questions": list(QUESTIONS)}
+
+
+def _results(src: _Sources) -> list[CellResult]:
+    """The model x config cells, each from its counted runs (requests of unfinished runs have no run row)."""
+    runs, superseded = src.runs, src.superseded
+    if runs.empty:
+        return []
+    cells = []
+    configs = sorted({_config_of(r).key() for r in runs.itertuples()})
+    for model in src.models:
+        for g, c, t in configs:
+            sel = (runs["model"] == model) & (runs["num_gpu"] == g) & (runs["num_ctx"] == c) & (
+                runs["temperature"] == t)
+            if not sel.any():
+                continue
+            n_superseded = 0
+            if not superseded.empty:
+                n_superseded = int(((superseded["model"] == model) & (superseded["num_gpu"] == g)
+                                    & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)).sum())
+            cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t))
+            cells.append(_cell_result(model, cfg, runs[sel], n_superseded, src.reqs))
+    return cells
+
+
+def _pct_of_baseline(cells: list[CellResult], baseline: str | None) -> list[PctRow]:
     base_by_config = {cell.config.key(): cell for cell in cells if cell.model == baseline}
-    pct_rows = []
+    rows = []
     for cell in cells:
         base = base_by_config.get(cell.config.key())
-        pct_rows.append(PctRow(
-            model=cell.model,
-            config=cell.config,
-            values={f: metrics.pct_of(getattr(cell, f), getattr(base, f) if base else None) for f in PCT_FIELDS},
-        ))
+        rows.append(PctRow(model=cell.model, config=cell.config, values={
+            f: metrics.pct_of(getattr(cell, f), getattr(base, f) if base else None) for f in PCT_FIELDS}))
+    return rows
 
+
+def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_agent) -> dict[str, Any]:
+    """Winners, multi-agent % of baseline, the efficiency frontier, VRAM and quantization, sample answers."""
+    ma_results = multi_agent.results if multi_agent else []
+    energy = report_compare.energy_section(cells, setup.gpus)
+    winners = report_compare.winner_rows(cells, ma_results, src.models, energy.measured)
+    return {
+        "winners": winners,
+        "winner_models": [m for m in src.models if any(m in w.estimates for w in winners)],
+        "ma_pct_of_baseline": report_compare.ma_pct_rows(ma_results, src.baseline),
+        "energy": energy,
+        "vram": report_compare.vram_rows(setup.vram_budget, cells),
+        "quant": report_compare.quant_rows(src.manifest.get("models") or {}, src.models),
+        "samples": report_compare.sample_answers(src.root, cells, src.reqs, src.valid_ids),
+    }
+
+
+def _outliers_and_reruns(src: _Sources) -> dict[str, Any]:
+    return {"flagged_runs": flagged_runs(src.root), "reruns": reruns(src.root, src.all_runs)}
+
+
+def _failures(src: _Sources) -> dict[str, Any]:
+    """Failed requests, server failures, out-of-memory fallbacks and invalid runs."""
+    runs = src.runs
     counted_ids = set(runs["run_id"]) if not runs.empty else set()
-    superseded_ids = set(superseded["run_id"]) if not superseded.empty else set()
-    failures = []
-    for r in (reqs.failed()
+    superseded_ids = set(src.superseded["run_id"]) if not src.superseded.empty else set()
+    failed = []
+    for r in (src.reqs.failed()
               .sort_values(["model", *CONFIG_KEYS, "run_index", "attempt", "request_index"]).itertuples()):
         notes = []
         if bool(r.is_warmup):
@@ -307,7 +405,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
             notes.append("superseded attempt")
         elif r.run_id not in counted_ids:
             notes.append("unfinished run (no run row)")
-        failures.append(FailedRequest(
+        failed.append(FailedRequest(
             model=str(r.model), config=_config_of(r), run_id=str(r.run_id), request_index=int(r.request_index),
             is_warmup=bool(r.is_warmup), error_kind=_str(r.error_kind), message=_truncate(_str(r.error_message)),
             note=", ".join(notes),
@@ -317,92 +415,69 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
                    invalid_reason=_str(r.invalid_reason))
         for r in runs[~runs["valid"].astype(bool)].sort_values(["model", *CONFIG_KEYS, "run_index"]).itertuples()
     ] if not runs.empty else []
+    return {
+        "failures": failed,
+        "invalid_runs": invalid,
+        "fallbacks": [{k: r[k] for k in ("model", "from_config", "to_config", "decision")}
+                      for r in read_fallbacks(src.root).to_dict("records")],
+        "server_failures": [{k: r[k] for k in ("instance", "operation", "model", "error_kind", "error_message")}
+                            for r in read_instance_failures(src.root).to_dict("records")],
+    }
 
-    # prompt caching: the mode(s) the runs used and the cached tokens of the pooled requests
-    modes = sorted(set(runs["ttft_mode"].dropna().astype(str))) if not runs.empty else []
-    if not modes and spec is not None:
-        modes = [spec.ttft]
-    valid_ids = set(runs.loc[runs["valid"].astype(bool), "run_id"]) if not runs.empty else set()
-    pooled = reqs.rows(valid_ids)
-    pooled = pooled[reqs.measured[pooled] & reqs.ok[pooled]]
-    cached = [v for v in reqs.floats("cached_tokens", pooled) if not math.isnan(v)]
-    checks = _cache_checks(reqs, pooled)
-    cache = CacheInfo(
-        modes=modes,
-        descriptions={m: CACHE_MODES.get(m, m) for m in modes},
-        cached_tokens_total=int(sum(cached)),
-        cached_tokens_reported=bool(cached),
-        checks=checks,
-        states=[st for st in metrics.CACHE_STATES if any(getattr(c, f"ttft_{st}_n") for c in cells)],
-    )
 
-    tr_ids = sorted(set(all_runs["tr_id"].dropna().astype(str))) if not all_runs.empty else []
-    tr_id = given_spec.tr_id if given_spec is not None else (tr_ids[0] if tr_ids else tr_root.name)
-    setup = _setup(manifest, manifest_source, all_runs, models)
-    multi_agent = build_multi_agent(tr_root, models)
-    ma_results = multi_agent.results if multi_agent else []
-    energy = report_compare.energy_section(cells, setup.gpus)
-    winners = report_compare.winner_rows(cells, ma_results, models, energy.measured)
-    data = ReportData(
-        tr_id=tr_id,
-        title=(spec.title if spec is not None and spec.title else f"Technical Report {tr_id}"),
-        objective=(spec.objective if spec is not None and spec.objective else DEFAULT_OBJECTIVE),
-        setup=setup,
-        cache=cache,
-        definitions=dict(metrics.DEFINITIONS),
-        run_definitions=dict(metrics.RUN_DEFINITIONS),
-        first_started_at=_iso(all_runs["started_at"].min()) if not all_runs.empty else None,
-        last_started_at=_iso(all_runs["started_at"].max()) if not all_runs.empty else None,
-        n_run_files=len(all_runs),
-        n_request_rows=reqs.n,
-        n_warmup_rows=int(reqs.warmup.sum()),
-        baseline_model=baseline,
-        baseline_source=baseline_source,
-        cells=cells,
-        pct_of_baseline=pct_rows,
-        failures=failures,
-        invalid_runs=invalid,
-        multi_agent=multi_agent,
-        flagged_runs=flagged_runs(tr_root),
-        fallbacks=[{k: r[k] for k in ("model", "from_config", "to_config", "decision")}
-                   for r in read_fallbacks(tr_root).to_dict("records")],
-        server_failures=[{k: r[k] for k in ("instance", "operation", "model", "error_kind", "error_message")}
-                         for r in read_instance_failures(tr_root).to_dict("records")],
-        reruns=reruns(tr_root, all_runs),
-        questions=list(QUESTIONS),
-        statistics=dict(metrics.BOOTSTRAP_DEFINITIONS),
-        energy_definitions=dict(getattr(metrics, "ENERGY_DEFINITIONS", {})),
-        runs_per_cell=(int(runs.groupby(["model", *CONFIG_KEYS])["run_index"].nunique().max())
-                       if not runs.empty else None),
-        warmup_per_run=int(runs["n_warmup"].max()) if not runs.empty and runs["n_warmup"].notna().any() else None,
-        winners=winners,
-        winner_models=[m for m in models if any(m in w.estimates for w in winners)],
-        ma_pct_of_baseline=report_compare.ma_pct_rows(ma_results, baseline),
-        energy=energy,
-        vram=report_compare.vram_rows(setup.vram_budget, cells),
-        quant=report_compare.quant_rows(manifest.get("models") or {}, models),
-        samples=report_compare.sample_answers(tr_root, cells, reqs, valid_ids),
-    )
-    data.suites = build_suites_section(tr_root, cells)
-    data.mock = any(i.provider == "mock" for i in setup.instances)
-    data.load = build_load(tr_root, models)
-    data.reproduce = reproduce(data, tr_root)
-    data.methodology = methodology(data, spec)
-    data.findings = build_findings(data)
-    if baseline_root is not None:
-        baseline_root = Path(baseline_root)
-        if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
-            raise FileNotFoundError(f"no baseline TR data under {baseline_root}")
-        data.regression = compare_regression(data, build_report(baseline_root), threshold_pct)
-    else:
+def _regression(data: ReportData, baseline_root: Path | None, threshold_pct: float) -> None:
+    """The comparison against a baseline TR run, or the note that there was none to compare with."""
+    if baseline_root is None:
         data.regression_note = ("No baseline TR run given: nothing compared. Give one with "
-                                f"`trbench report {tr_id} --baseline OTHER_TR_ID` (or the report flow's `baseline`).")
-    return data
+                                f"`trbench report {data.tr_id} --baseline OTHER_TR_ID` (or the report flow's "
+                                "`baseline`).")
+        return
+    baseline_root = Path(baseline_root)
+    if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
+        raise FileNotFoundError(f"no baseline TR data under {baseline_root}")
+    data.regression = compare_regression(data, build_report(baseline_root), threshold_pct)
 
+
+def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> ReportData:
+    """Everything the report says, computed from the Parquet files (and manifest) under tr_root,
+    section by section in report order.
+
+    spec: the TR's spec (title, objective, model order, baseline model); without it the spec recorded
+    in the manifest is used where there is one. baseline_root: another TR run's folder to check for
+    regressions against (trbench.quality.regression), with threshold_pct."""
+    src = _read(Path(tr_root), spec)
+    setup = _setup(src.manifest, src.manifest_source, src.all_runs, src.models)
+    cells = _results(src)
+    multi_agent = build_multi_agent(src.root, src.models)
+    data = ReportData(
+        **_title(src),
+        setup=setup,
+        cache=_prompt_caching(src, cells),
+        **_coverage(src),
+        baseline_model=src.baseline,
+        baseline_source=src.baseline_source,
+        cells=cells,
+        pct_of_baseline=_pct_of_baseline(cells, src.baseline),
+        multi_agent=multi_agent,
+        **_cross_model(src, cells, setup, multi_agent),
+        **_outliers_and_reruns(src),
+        **_failures(src),
+        **_definitions(),
+    )
+    data.suites = build_suites_section(src.root, cells)
+    data.mock = any(i.provider == "mock" for i in setup.instances)
+    data.load = build_load(src.root, src.models)
+    data.reproduce = reproduce(data, src.root)
+    data.methodology = methodology(data, src.spec)
+    data.findings = build_findings(data)
+    _regression(data, baseline_root, threshold_pct)
+    return data
 
 
 def compare_tr(tr_root: Path, baseline_root: Path,
                threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:
-    """Build both reports from their Parquet data and compare them cell by cell (the TR flow's
-    regression check; build_report with baseline_root does the same inside the report)."""
+    """Build both reports from their Parquet data and compare them cell by cell. Where the report is
+    built anyway, build_report(baseline_root=...) does this inside it (ReportData.regression): the TR
+    flow reads it from there and calls this only when its report could not be built."""
     return compare_regression(build_report(Path(tr_root)), build_report(Path(baseline_root)), threshold_pct)

@@ -133,14 +133,20 @@ def run_spread(data: ReportData) -> Plot | None:
     labels = [f"{c.model}\n{c.config.label}" for c in data.cells]
     fig = Figure(figsize=(max(6.0, 1.3 * len(labels) + 2), 3.8))
     ax = fig.subplots()
+    # one scatter per model and one set of median lines: a few artists, not a few per cell
+    points: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in models}
+    medians = [(i, c.decode_tps_p50) for i, c in enumerate(data.cells) if c.decode_tps_p50 is not None]
     for i, c in enumerate(data.cells):
         values = [v for v in c.run_means_decode_tps if v is not None]
-        color = _color(models.index(c.model))
-        offsets = [(j - (len(values) - 1) / 2) * 0.08 for j in range(len(values))]
-        ax.scatter([i + o for o in offsets], values, color=color, s=28, zorder=3,
-                   label=c.model if c.model not in ax.get_legend_handles_labels()[1] else None)
-        if c.decode_tps_p50 is not None:
-            ax.hlines(c.decode_tps_p50, i - 0.3, i + 0.3, color="#222", linewidth=1, zorder=2)
+        xs, ys = points[c.model]
+        xs.extend(i + (j - (len(values) - 1) / 2) * 0.08 for j in range(len(values)))
+        ys.extend(values)
+    for m, (xs, ys) in points.items():
+        if xs:
+            ax.scatter(xs, ys, color=_color(models.index(m)), s=28, zorder=3, label=m)
+    if medians:
+        ax.hlines([v for _, v in medians], [i - 0.3 for i, _ in medians], [i + 0.3 for i, _ in medians],
+                  color="#222", linewidth=1, zorder=2)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("mean decode tok/s per run", fontsize=9)

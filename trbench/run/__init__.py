@@ -1,12 +1,13 @@
 """Running a TR's measurements: the plan (which runs, on which instance, within the VRAM budget,
-down the OOM ladder, what a resume still needs), one single-agent run, one multi-agent run, the preflight checks and the progress events. No Prefect:
-tasks/ and flows/ call these."""
+down the OOM ladder, what a resume still needs), one single-agent run (given the small settings
+object it reads of the spec: settings.py), one multi-agent run, the preflight checks and the
+progress events. No Prefect: tasks/ and flows/ call these."""
 
 from trbench import lazy_exports
 
 _WHERE = {
     "RunPlan": "single", "RunResult": "single", "Gate": "single", "RunCancelled": "single",
-    "execute_run": "single", "failed_run": "single",
+    "execute_run": "single", "failed_run": "single", "RunSettings": "settings",
     "MultiRunPlan": "multi", "AgentSlot": "multi", "execute_multi_run": "multi", "failed_multi_run": "multi",
     "plan_runs": "plan", "apply_budget": "plan", "plan_multi_runs": "plan", "unfinished": "plan", "Lane": "plan",
     "plan_lanes": "plan", "fallback_plan": "plan", "oom_decision": "plan", "attempt_plans": "plan",

@@ -19,9 +19,10 @@ from trbench.measure import vram
 from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
-from trbench.config.spec import Cell, MatrixSpec
+from trbench.config.spec import Cell
 from trbench.data.rows import RequestRow, RunRow
 from trbench.data.store import slug
+from trbench.run.settings import RunSettings
 
 
 class RunCancelled(RuntimeError):
@@ -93,9 +94,9 @@ def unique_prefix() -> str:
     return secrets.token_hex(6)
 
 
-def request_slots(spec: MatrixSpec, plan: RunPlan, warmups: int) -> list[RequestSlot]:
+def request_slots(settings: RunSettings, plan: RunPlan, warmups: int) -> list[RequestSlot]:
     """The run's requests in order. Warm-ups (after a server load) come first, each prompt new to the
-    cache. Then per measured prompt, by spec.ttft: cold sends it once with a unique prefix; cached
+    cache. Then per measured prompt, by settings.ttft: cold sends it once with a unique prefix; cached
     sends it once as a 1-token warm-up, then again, identical, measured; both sends it cold, then
     the identical prompt again, which the server now serves from its cache."""
     slots: list[RequestSlot] = []
@@ -105,13 +106,13 @@ def request_slots(spec: MatrixSpec, plan: RunPlan, warmups: int) -> list[Request
                                  unique=unique, max_tokens=max_tokens))
 
     for w in range(warmups):
-        add(w, True, None, unique_prefix(), spec.max_tokens)
-    for i in range(spec.requests_per_run):
+        add(w, True, None, unique_prefix(), settings.max_tokens)
+    for i in range(settings.requests_per_run):
         unique = unique_prefix()
-        if spec.ttft == "cached":
+        if settings.ttft == "cached":
             add(i, True, None, unique, 1)  # puts the prompt into the KV cache; its one token costs nothing
-        for target in spec.cache_targets:
-            add(i, False, target, unique, spec.max_tokens)
+        for target in settings.cache_targets:
+            add(i, False, target, unique, settings.max_tokens)
     return slots
 
 
@@ -122,7 +123,7 @@ def completion_text(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(parts + [f"Question: {u}" for u in users]) + "\nAnswer:"
 
 
-def build_request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, slot: RequestSlot) -> tuple[str, ChatRequest]:
+def build_request(settings: RunSettings, plan: RunPlan, prompts: PromptSuite, slot: RequestSlot) -> tuple[str, ChatRequest]:
     prompt_id, messages = prompts.messages(slot.prompt_index, unique_prefix=slot.unique)
     return prompt_id, ChatRequest(
         model=plan.cell.model,
@@ -132,7 +133,7 @@ def build_request(spec: MatrixSpec, plan: RunPlan, prompts: PromptSuite, slot: R
         max_tokens=slot.max_tokens,
         num_ctx=plan.cell.num_ctx,
         num_gpu=plan.cell.num_gpu,
-        seed=spec.seed,
+        seed=settings.seed,
     )
 
 
@@ -140,13 +141,13 @@ def prompt_text(req: ChatRequest) -> str:
     return req.prompt if req.prompt is not None else "\n".join(m["content"] for m in req.messages)
 
 
-def _keys(spec: MatrixSpec, plan: RunPlan) -> dict:
+def _keys(settings: RunSettings, plan: RunPlan) -> dict:
     c = plan.cell
     return {
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.cell_hash,
-        "model": c.model, "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
+        "model": c.model, "provider": settings.provider, "backend": settings.backend, "instance": plan.instance,
         "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
-        "temperature": c.temperature, "ttft_mode": spec.ttft, "prompt_style": plan.prompt_style,
+        "temperature": c.temperature, "ttft_mode": settings.ttft, "prompt_style": plan.prompt_style,
         "run_index": plan.run_index, "fallback_from": plan.fallback_from,
     }
 
@@ -181,16 +182,16 @@ def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExc
     ).model_dump()
 
 
-def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall_s: float,
+def run_row(keys: dict, settings: RunSettings, rows: list[dict], started: float, wall_s: float,
             load_ms: float | None, manifest_digest: str) -> dict:
     measured = [r for r in rows if not r["is_warmup"]]
     ok = [r for r in measured if r["status"] == "ok"]
     errors = [r for r in measured if r["status"] != "ok"]
-    short = {t: n for t in spec.cache_targets
-             if (n := sum(r.get("cache_target") == t for r in ok)) < spec.min_ok}
+    short = {t: n for t in settings.cache_targets
+             if (n := sum(r.get("cache_target") == t for r in ok)) < settings.min_ok}
     valid = bool(measured) and not short
     reason = None if valid else (
-        f"{len(ok)} ok request(s) of {len(measured)}, fewer than min_ok_requests={spec.min_ok} per cache state"
+        f"{len(ok)} ok request(s) of {len(measured)}, fewer than min_ok_requests={settings.min_ok} per cache state"
         + (f" ({', '.join(f'{t}: {n}' for t, n in short.items())})" if short and measured else ""))
     row = {
         **keys,
@@ -201,7 +202,7 @@ def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall
         "n_warmup": len(rows) - len(measured),
         "n_ok": len(ok),
         "n_errors": len(errors),
-        "min_ok_requests": spec.min_ok,
+        "min_ok_requests": settings.min_ok,
         "valid": valid,
         "invalid_reason": reason,
         "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
@@ -221,7 +222,7 @@ def run_row(keys: dict, spec: MatrixSpec, rows: list[dict], started: float, wall
 
 
 def execute_run(
-    spec: MatrixSpec,
+    settings: RunSettings,
     plan: RunPlan,
     client: WireClient,
     prompts: PromptSuite,
@@ -237,8 +238,8 @@ def execute_run(
     Warm-ups are per cell (the flow asks for them on the first run of a cell after a server
     load); they are stored with is_warmup=True and left out of every statistic. on_phase hears
     where the warm-ups and the measured requests start and where the run ends."""
-    keys = _keys(spec, plan)
-    slots = request_slots(spec, plan, warmups)
+    keys = _keys(settings, plan)
+    slots = request_slots(settings, plan, warmups)
     rows: list[dict] = []
     phase = on_phase or (lambda _label: None)
     phase("warmup" if warmups else "measured")
@@ -249,7 +250,7 @@ def execute_run(
             gate.check()
         if slot.index == warmups and warmups:
             phase("measured")
-        prompt_id, req = build_request(spec, plan, prompts, slot)
+        prompt_id, req = build_request(settings, plan, prompts, slot)
         ex = client.chat(req)
         rows.append(request_row(keys, slot.index, slot.warmup, prompt_id, ex, prompt_text(req), slot.cache_target))
         if on_request:
@@ -262,16 +263,16 @@ def execute_run(
     phase("idle")
     if gate:
         gate.check()  # the servers may have been stopped under this run
-    row = run_row(keys, spec, rows, started, wall_s, load_ms, manifest_digest)
+    row = run_row(keys, settings, rows, started, wall_s, load_ms, manifest_digest)
     if oom:
         kinds = {k for k in (row["error_kinds"] or "").split(",") if k} | {"oom"}
         row.update(valid=False, invalid_reason=oom, error_kinds=",".join(sorted(kinds)))
     return RunResult(run_row=row, request_rows=rows)
 
 
-def failed_run(spec: MatrixSpec, plan: RunPlan, reason: str, manifest_digest: str) -> dict:
+def failed_run(settings: RunSettings, plan: RunPlan, reason: str, manifest_digest: str) -> dict:
     """The run row of a run that could not start (its server would not load): kept, marked invalid."""
-    row = run_row(_keys(spec, plan), spec, [], time.time(), 0.0, None, manifest_digest)
+    row = run_row(_keys(settings, plan), settings, [], time.time(), 0.0, None, manifest_digest)
     row.update(invalid_reason=f"instance failed: {reason}", error_kinds="oom" if is_oom(reason) else "instance",
                gpu_memory_at_error=vram.gpu_memory_snapshot())
     return row
