@@ -281,7 +281,8 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
             else "no single-agent runs")
     load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
             f"{', '.join(spec.load_models)}" if spec.load else "")
-    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}")
+    suites = (f", suites {', '.join(spec.suites.names)} on {', '.join(spec.suite_models)}" if spec.suite_models else "")
+    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}{suites}")
 
 
 @app.command()
