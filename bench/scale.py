@@ -157,7 +157,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
     keys = {"tr_id": tr_id, "run_id": run_id, "attempt": attempt, "cell_hash": f"hash-{model_i}-{config_i}",
             "model": model, "provider": "external", "backend": "openai", "instance": "external-0",
             "instance_url": "http://127.0.0.1:1", "num_gpu": g, "num_ctx": c, "temperature": t, "ttft_mode": "both",
-            "prompt_style": "chat", "run_index": run_index}
+            "prompt_style": "chat", "run_index": run_index, "harness": "python"}
     cols = {name: pa.array([v] * n, store.REQUEST_SCHEMA.field(name).type) for name, v in keys.items()}
     cols.update({
         "request_index": k.request_index, "is_warmup": k.is_warmup, "prompt_id": k.prompt_id,
@@ -181,7 +181,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
         "itl_max_ms": masked(itl * 2.0, pa.float64()), "n_chunks": pa.array(n_chunks, pa.int32()),
         "server_decode_tokens": masked(out_tok, pa.int64()), "server_decode_ms": masked(decode_ms, pa.float64()),
         "server_decode_tps_reported": masked(tps, pa.float64()),
-        "server_total_ms": masked(ttft * 0.8 + decode_ms, pa.float64()),
+        "server_total_ms": masked(ttft * 0.8 + decode_ms, pa.float64()), "client_cpu_s": pa.nulls(n, pa.float64()),
         "chunk_offsets_ms": chunk_offsets, "chunk_kinds": chunk_kinds,
         "output_text": pa.array(np.where(ok, text.to_numpy(zero_copy_only=False), "").astype(object), pa.string()),
         "reasoning_text": pa.nulls(n, pa.string()), "gpu_memory_at_error": pa.nulls(n, pa.string()),

@@ -48,19 +48,21 @@ def next_attempts(flagged: list[dict]):
 
     def select(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
         runs, ma_runs = store.read_runs(root), store.read_ma_runs(root)
-        cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"]) for f in flagged if f["kind"] == "single"}
-        scenarios = {(f["model"], f["scenario"]) for f in flagged if f["kind"] == "multi"}
+        cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"], f["harness"])
+                 for f in flagged if f["kind"] == "single"}
+        scenarios = {(f["model"], f["scenario"], f["harness"]) for f in flagged if f["kind"] == "multi"}
         todo_single: list[RunPlan] = []
         for cell_hash in dict.fromkeys(p.cell_hash for p in single):
             plans = [p for p in single if p.cell_hash == cell_hash]
             c = plans[0].cell
-            if (c.model, c.num_gpu, c.num_ctx, c.temperature) in cells:
+            if (c.model, c.num_gpu, c.num_ctx, c.temperature, plans[0].harness) in cells:
                 todo_single += attempt_plans(plans, runs[runs["cell_hash"] == cell_hash])
         todo_multi: list[MultiRunPlan] = []
-        for key in dict.fromkeys((p.model, p.scenario) for p in multi):
+        for key in dict.fromkeys((p.model, p.scenario, p.harness) for p in multi):
             if key in scenarios:
-                plans = [p for p in multi if (p.model, p.scenario) == key]
-                todo_multi += attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])])
+                plans = [p for p in multi if (p.model, p.scenario, p.harness) == key]
+                todo_multi += attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])
+                                                           & (ma_runs["harness"] == key[2])])
         return todo_single, todo_multi
 
     return select

@@ -50,7 +50,7 @@ def bench_run(
         return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
     if reloaded is not None:
         load_ms, warmups = reloaded, spec.warmup_requests
-    client = make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, spec.runner)
+    client = make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, plan.harness)
     sampler = energy.sampler_for(spec.telemetry, [inst], spec.shared_lanes)  # GPU and host telemetry beside the run
     try:
         with sampler or contextlib.nullcontext():

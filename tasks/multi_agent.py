@@ -48,7 +48,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
                 reloaded |= instances[slot.role].prepare(cell) is not None
     except Exception as err:  # noqa: BLE001 - whatever the server did, the run is recorded and the matrix goes on
         return _persist_failed(plan, spec, str(err), manifest, manifest_digest, root)
-    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, spec.runner)
+    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, plan.harness)
                for role, inst in instances.items()}
     sampler = energy.sampler_for(spec.telemetry, list(instances.values()), spec.shared_lanes)  # GPU and host telemetry beside the run
     try:

@@ -20,6 +20,8 @@ _KEYS = [
     ("ttft_mode", pa.string()),  # the spec's ttft: cold | cached | both
     ("prompt_style", pa.string()),  # chat | completion (base model)
     ("run_index", pa.int32()),
+    # added with the harness axis (issue 15): files written before lack it and read back as python
+    ("harness", pa.string()),
 ]
 
 REQUEST_SCHEMA = pa.schema(
@@ -57,6 +59,7 @@ REQUEST_SCHEMA = pa.schema(
         ("server_decode_ms", pa.float64()),
         ("server_decode_tps_reported", pa.float64()),  # the server's own decode rate, where it reports one
         ("server_total_ms", pa.float64()),
+        ("client_cpu_s", pa.float64()),  # added with the harness axis: older files read it as null
         ("chunk_offsets_ms", pa.list_(pa.float64())),
         ("chunk_kinds", pa.list_(pa.string())),
         ("output_text", pa.string()),
@@ -119,7 +122,8 @@ MA_RUN_SCHEMA = pa.schema(
     [
         ("tr_id", pa.string()), ("run_id", pa.string()), ("attempt", pa.int32()), ("cell_hash", pa.string()),
         ("model", pa.string()), ("scenario", pa.string()), ("provider", pa.string()), ("backend", pa.string()),
-        ("run_index", pa.int32()), ("started_at", pa.timestamp("us", tz="UTC")), ("phase_order", pa.string()),
+        ("run_index", pa.int32()), ("harness", pa.string()),  # harness: added with the axis, as in _KEYS
+        ("started_at", pa.timestamp("us", tz="UTC")), ("phase_order", pa.string()),
         ("n_agents", pa.int32()), ("concurrent_wall_s", pa.float64()), ("sequential_wall_s", pa.float64()),
         ("speedup", pa.float64()), ("efficiency_pct", pa.float64()), ("n_requests", pa.int32()),
         ("n_errors", pa.int32()), ("error_kinds", pa.string()), ("valid", pa.bool_()), ("invalid_reason", pa.string()),

@@ -152,7 +152,7 @@ def test_flagged_configs_for_rerunning(flags):
     assert [(c["kind"], c["config"]) for c in configs] == [
         ("multi", "a|chimera_homo"), ("single", "a|0|512|0.8"), ("single", "b|0|512|0.8")]
     a = configs[1]
-    assert a == {"kind": "single", "config": "a|0|512|0.8", "model": "a", "num_gpu": 0, "num_ctx": 512,
+    assert a == {"kind": "single", "config": "a|0|512|0.8", "model": "a", "harness": "python", "num_gpu": 0, "num_ctx": 512,
                  "temperature": 0.8, "cell_hash": "h-a-512", "metrics": ["decode_tps_mean"],
                  "run_ids": ["a_ctx512_r04_a1"], "run_indexes": [4]}
     assert configs[0]["scenario"] == "chimera_homo" and configs[0]["metrics"] == ["speedup"]

@@ -75,6 +75,10 @@ class RawExchange(BaseModel):
     status: Literal["ok", "error"] = "ok"
     error_kind: ErrorKind | None = None
     error_message: str | None = None
+    # CPU the harness spent on this request, send to last byte: the Python client's thread CPU time
+    # (the process's other threads are trbench's, not the harness's), an external runner's process
+    # CPU time as it reports it (cpu_ns, docs/runner-contract.md); None where not measured
+    client_cpu_ns: int | None = None
 
 
 class WireClient(Protocol):

@@ -69,6 +69,7 @@ class RunnerRecord(BaseModel):
     error_kind: ErrorKind | None = None
     error_message: str | None = None
     error_body: str | None = None
+    cpu_ns: int | None = Field(default=None, description="the runner process's CPU time over the request")
 
 
 def job_request(backend: str, req: ChatRequest, request_id: int | str) -> dict:
@@ -81,7 +82,8 @@ def job_request(backend: str, req: ChatRequest, request_id: int | str) -> dict:
 def to_exchange(backend: str, model: str, rec: RunnerRecord) -> RawExchange:
     """The RawExchange trbench's own client would have built from the same stream."""
     ex = RawExchange(backend=backend, url=rec.url, model=model, sent_at_unix=rec.sent_at_unix, t_send_ns=rec.t_send_ns,
-                     t_end_ns=rec.t_send_ns + rec.end_offset_ns, http_status=rec.http_status)
+                     t_end_ns=rec.t_send_ns + rec.end_offset_ns, http_status=rec.http_status,
+                     client_cpu_ns=rec.cpu_ns)
     if rec.error_kind is not None:
         ex.status, ex.error_kind, ex.error_message = "error", rec.error_kind, rec.error_message
         if rec.error_body is not None and rec.http_status and rec.http_status >= 400:

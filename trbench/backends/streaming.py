@@ -74,6 +74,8 @@ def stream_exchange(
 ) -> RawExchange:
     """timeout_s bounds the whole request; stall_timeout_s, when shorter, cuts a server gone
     silent (the client's read timeout must be http_timeout(timeout_s, stall_timeout_s))."""
+    # httpx's sync client works in this thread: its CPU is the harness's (a resend included)
+    cpu0 = time.thread_time_ns()
     for attempt in range(2):
         ex = open_exchange(backend, url, model)
         deadline_ns = ex.t_send_ns + int(timeout_s * 1e9) if timeout_s else None
@@ -94,6 +96,7 @@ def stream_exchange(
                 raise
         finally:
             ex.t_end_ns = time.perf_counter_ns()
+            ex.client_cpu_ns = time.thread_time_ns() - cpu0
         break
     return require_text(ex)
 

@@ -31,7 +31,7 @@ from trbench.config.sections import (
 from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
 from trbench.config.spec_file import read_yaml
 from trbench.config.suites import QA_MIN_CTX, SuitesSpec
-from trbench.data.cells import Cell
+from trbench.data.cells import DEFAULT_HARNESS, Cell, Harness
 
 # the names callers import from here (the sections, the error and the cell live in their own modules)
 __all__ = ["Cell", "ContentionRule", "EMBEDDED_DEFAULTS", "ExecutionSpec", "Grid", "MatrixSpec", "MultiAgentSpec",
@@ -39,7 +39,6 @@ __all__ = ["Cell", "ContentionRule", "EMBEDDED_DEFAULTS", "ExecutionSpec", "Grid
 
 Backend = Literal["openai", "ollama"]
 # Who sends the requests: trbench's Python client, or an external runner (docs/runner-contract.md)
-Harness = Literal["python", "rust"]
 # What a TR's TTFT measures: a cold prefill (unique prefix: nothing cached), a cached one (the same
 # prompt sent just before) or both, each measured request of a run once per state.
 TtftMode = Literal["cold", "cached", "both"]
@@ -79,7 +78,8 @@ class MatrixSpec(_Strict):
     output_dir: str = "outputs"
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
     harness: list[Harness] = Field(default=["python"], min_length=1, description="who sends the requests: trbench's "
-                                   "Python client, or the Rust runner (runners/rust, docs/runner-contract.md)")
+                                   "Python client, or the Rust runner (runners/rust, docs/runner-contract.md); "
+                                   "both: every run of every cell once per harness, interleaved on the same server")
     outliers: OutlierRule = OutlierRule()
     baseline_tr_id: str | None = Field(default=None, pattern=TR_ID_PATTERN, description="a stored TR run (same output_dir) to check "
                                        "this one against for regressions, cell by cell")
@@ -110,6 +110,11 @@ class MatrixSpec(_Strict):
                 raise ValueError("model names must not be empty")
         return unique(v)
 
+    @field_validator("harness")
+    @classmethod
+    def _harness(cls, v: list[str]) -> list[str]:
+        return unique(v)  # a harness named twice is measured once
+
     @model_validator(mode="after")
     def _cross_field(self) -> MatrixSpec:
         if self.baseline_model is not None and self.baseline_model not in self.models:
@@ -130,10 +135,6 @@ class MatrixSpec(_Strict):
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         self._check_suites()
         self._keep_mock_apart()
-        if len(set(self.harness)) > 1:
-            raise FieldRule("harness", f"{self.harness} asks for more than one harness in one TR run, which this "
-                             "version cannot yet keep apart in its tables; fix: one TR run per harness (harness: [python] "
-                             "and harness: [rust], two tr_id)")
         if not self.single_agent and ma is None and self.load is None:
             raise FieldRule("single_agent", "single_agent is false and there is no multi_agent or load section: "
                              "nothing to run; fix: set single_agent: true, or add a multi_agent or load section")
@@ -250,17 +251,7 @@ class MatrixSpec(_Strict):
             return opts
         return OptionSet(**{k: v if v is not None else getattr(EMBEDDED_DEFAULTS, k) for k, v in opts.model_dump().items()})
 
-    @property
-    def runner(self) -> str:
-        """The harness that sends this run's requests (one per TR run)."""
-        return self.harness[0]
-
-    def harness_key(self) -> dict:
-        """What a content hash adds for the harness: nothing for the Python client (the hashes of TR
-        runs from before the harness existed stay comparable), else its name."""
-        return {} if self.runner == "python" else {"harness": self.runner}
-
-    def cell_hash(self, cell: Cell, prompts_digest: str) -> str:
+    def cell_hash(self, cell: Cell, prompts_digest: str, harness: str = DEFAULT_HARNESS) -> str:
         """Content hash of everything that shapes one cell's measurement (not its run count),
         so the same cell in two TR runs can be compared."""
         payload = {
@@ -271,7 +262,7 @@ class MatrixSpec(_Strict):
             "ttft": self.ttft,
             "prompts": prompts_digest,
             "seed": self.seed,
-            **self.harness_key(),
+            **harness_key(harness),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -291,6 +282,12 @@ class MatrixSpec(_Strict):
         spec = _validate(data, source=f"spec {self.tr_id} with overrides")
         spec._flat = dict(self._flat)
         return spec
+
+
+def harness_key(harness: str) -> dict:
+    """What a content hash adds for the harness: nothing for the Python client (the hashes of TR
+    runs from before the harness existed stay comparable), else its name."""
+    return {} if harness == DEFAULT_HARNESS else {"harness": harness}
 
 
 def _validate(data: Any, source: str) -> MatrixSpec:

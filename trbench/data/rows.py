@@ -93,6 +93,9 @@ class RunKeys(BaseModel):
     ttft_mode: str  # the spec's ttft: cold | cached | both
     prompt_style: str  # chat | completion (base model)
     run_index: int
+    # who sent the requests: python (trbench's client) | rust (runners/rust); files written before the
+    # harness axis lack the column and read back as python (store.py)
+    harness: str = "python"
 
 
 class _RequestHead(RunKeys):
@@ -139,6 +142,7 @@ class _RequestRaw(BaseModel):
     server_decode_ms: F = None
     server_decode_tps_reported: F = None  # the server's own decode rate, where it reports one
     server_total_ms: F = None
+    client_cpu_s: F = None  # the harness's CPU time over the request (RawExchange.client_cpu_ns)
     chunk_offsets_ms: list[float] = []
     chunk_kinds: list[str] = []
     output_text: S = None
@@ -235,6 +239,7 @@ class _MaRunHead(BaseModel):
     provider: str
     backend: str
     run_index: int
+    harness: str = "python"  # as RunKeys.harness
     started_at: dt.datetime
     phase_order: S = None  # concurrent,solo | solo,concurrent
     n_agents: int
@@ -399,7 +404,9 @@ class LoadKeys(StepKeys):
     burstiness: F = None  # gamma shape of the open-loop gaps (1: Poisson)
 
 
-_REQUEST_OWN = set(RunKeys.model_fields) | {"request_index", "is_warmup", "prompt_id", "cache_target", "sent_at"}
+# client_cpu_s: the asynchronous load client shares one thread's CPU among all its streams
+_REQUEST_OWN = set(RunKeys.model_fields) | {"request_index", "is_warmup", "prompt_id", "cache_target", "sent_at",
+                                            "client_cpu_s"}
 
 LoadRequestRow = _extend(
     "LoadRequestRow", LoadKeys,

@@ -33,10 +33,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from trbench.data import rows
+from trbench.data.cells import DEFAULT_HARNESS  # every request before the harness axis was Python's
 from trbench.data.atomic import write_atomic, write_text_atomic
 from trbench.data.rows import arrow_schema
 
@@ -136,7 +138,15 @@ def _read(root: Path, table: str, schema: pa.Schema) -> pd.DataFrame:
         return schema.empty_table().to_pandas()
     full = schema.remove_metadata().append(pa.field("model_slug", pa.string()))
     dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=full)
-    return dataset.to_table().to_pandas()
+    return with_harness(dataset.to_table()).to_pandas()
+
+
+def with_harness(table: pa.Table) -> pa.Table:
+    """Files written before the harness column existed read back with harness python, not null."""
+    i = table.schema.get_field_index("harness")
+    if i < 0 or table.column(i).null_count == 0:
+        return table
+    return table.set_column(i, "harness", pc.fill_null(table.column(i), DEFAULT_HARNESS))
 
 
 def read_requests(root: Path) -> pd.DataFrame:
@@ -223,8 +233,8 @@ def read_arrow(root: Path, table: str, columns: list[str] | None = None, filter:
         return empty.select(columns) if columns is not None else empty
     dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=full)
     if limit is not None:
-        return dataset.head(limit, columns=columns, filter=filter)
-    return dataset.to_table(columns=columns, filter=filter)
+        return with_harness(dataset.head(limit, columns=columns, filter=filter))
+    return with_harness(dataset.to_table(columns=columns, filter=filter))
 
 
 def read_frame(root: Path, table: str, columns: list[str] | None = None, filter: object = None,

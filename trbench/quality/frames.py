@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trbench.data import store
-from trbench.data.cells import latest_attempts, multi_key, parse_config_label, single_key
+from trbench.data.cells import DEFAULT_HARNESS, latest_attempts, multi_key, parse_config_label, single_key, split_harness, with_harness
 from trbench.quality.checks import (
     MULTI_CONFIG, REPORT_MULTI_SECTIONS, REPORT_SECTIONS, REPORT_TABLE_SECTIONS, SCENARIO_NAMES, SINGLE_CONFIG, Check)
 
@@ -23,20 +23,26 @@ from trbench.quality.checks import (
 
 
 def is_multi_key(key: str) -> bool:
-    return key.rsplit("|", 1)[-1] in SCENARIO_NAMES
+    return split_harness(key)[0].rsplit("|", 1)[-1] in SCENARIO_NAMES
+
+
+def _key_model(key: str, kind: str) -> str:
+    bare = split_harness(key)[0]
+    return bare.split("|", 1)[0] if kind == "single" else bare.rsplit("|", 1)[0]
 
 
 def expected_runs_for(spec) -> dict[str, int]:
     """The expected run count per config key of a MatrixSpec: spec.runs per single-agent cell
-    (when single_agent is on), multi_agent.runs per model x scenario."""
+    (when single_agent is on), multi_agent.runs per model x scenario; each once per harness."""
     out: dict[str, int] = {}
-    if spec.single_agent:
-        for c in spec.cells():
-            out[single_key(c.model, c.num_gpu, c.num_ctx, c.temperature)] = spec.runs
-    if spec.multi_agent:
-        for m in spec.multi_agent_models:
-            for s in spec.multi_agent.scenarios:
-                out[multi_key(m, s)] = spec.multi_agent.runs
+    for h in spec.harness:
+        if spec.single_agent:
+            for c in spec.cells():
+                out[single_key(c.model, c.num_gpu, c.num_ctx, c.temperature, h)] = spec.runs
+        if spec.multi_agent:
+            for m in spec.multi_agent_models:
+                for s in spec.multi_agent.scenarios:
+                    out[multi_key(m, s, h)] = spec.multi_agent.runs
     return out
 
 
@@ -45,6 +51,7 @@ def config_column(frame: pd.DataFrame, kind: str) -> pd.Series:
     if frame.empty:
         return pd.Series([], dtype="str", index=frame.index)
     columns, key = (MULTI_CONFIG, multi_key) if kind == "multi" else (SINGLE_CONFIG, single_key)
+    frame = with_harness(frame)
     group = frame.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
     _, first = np.unique(group, return_index=True)  # the first row of each group, in group order
     keys = np.array([key(*(frame[c].iloc[i] for c in columns)) for i in first], dtype=object)
@@ -70,10 +77,11 @@ def _counted_as(runs: pd.DataFrame, own: pd.Series) -> pd.Series:
     if "fallback_from" not in runs.columns:
         return own
     out = own.copy()
-    for i, (model, label) in enumerate(zip(runs["model"], runs["fallback_from"])):
+    harnesses = runs["harness"] if "harness" in runs.columns else [DEFAULT_HARNESS] * len(runs)
+    for i, (model, label, harness) in enumerate(zip(runs["model"], runs["fallback_from"], harnesses)):
         parsed = parse_config_label(label)
         if parsed:
-            out.iloc[i] = single_key(model, *parsed)
+            out.iloc[i] = single_key(model, *parsed, harness)
     return out
 
 
@@ -96,7 +104,7 @@ def count_frame(runs: pd.DataFrame, kind: str, expected: dict[str, int]) -> pd.D
     for key, n in expected.items():
         if is_multi_key(key) != (kind == "multi"):
             continue
-        row = rows.setdefault(key, {"config": key, "model": key.split("|", 1)[0] if kind == "single" else key.rsplit("|", 1)[0],
+        row = rows.setdefault(key, {"config": key, "model": _key_model(key, kind),
                                     "n_runs": 0, "n_valid": 0, "run_indexes": [], "measured_as": []})
         row["expected"] = int(n)
     out = []

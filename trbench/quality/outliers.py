@@ -4,6 +4,8 @@ Groups and the runs in them:
   single-agent  model x num_gpu x num_ctx x temperature; per run_index only its latest attempt
                 counts (as in the report), and only if that attempt is valid
   multi-agent   model x scenario; same latest-attempt and validity rule
+  both          x harness: a cell measured by the Python client and by the Rust runner is two
+                groups, each run flagged against its own harness's runs only
 
 Metrics, one flag row per run x metric:
   single-agent  decode_tps_mean   the run's mean server-view decode tok/s: the per-run figure the
@@ -46,9 +48,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
-from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts, multi_key, single_key
+from trbench.data.cells import (DEFAULT_HARNESS, MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts,
+                                multi_key, single_key)
 from trbench.data import store
 from trbench.config.spec import OutlierRule
 
@@ -71,6 +74,7 @@ FLAGS_SCHEMA = pa.schema([
     ("num_ctx", pa.int32()),
     ("temperature", pa.float64()),
     ("scenario", pa.string()),  # multi-agent config; null on single-agent rows
+    ("harness", pa.string()),  # python | rust; flags files from before the axis read it as python
     ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.data.cells keys)
     ("metric", pa.string()),
     ("value", pa.float64()),
@@ -89,9 +93,10 @@ FLAGS_FILE = Path("flags") / "flags.parquet"
 
 def config_key(kind: str, row: dict) -> str:
     """The config key of a run row (trbench.data.cells)."""
+    harness = row.get("harness", DEFAULT_HARNESS)
     if kind == "multi":
-        return multi_key(row["model"], row["scenario"])
-    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"])
+        return multi_key(row["model"], row["scenario"], harness)
+    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"], harness)
 
 
 def _counted(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
@@ -148,7 +153,7 @@ def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
                     "num_ctx": None if kind == "multi" else int(r["num_ctx"]),
                     "temperature": None if kind == "multi" else float(r["temperature"]),
                     "scenario": r["scenario"] if kind == "multi" else None,
-                    "config": key, "metric": metric, "value": v, **stats, "k": float(k), "deviation": deviation,
+                    "harness": r.get("harness", DEFAULT_HARNESS), "config": key, "metric": metric, "value": v, **stats, "k": float(k), "deviation": deviation,
                     "flagged": bool(deviation is not None and abs(deviation) > stats["threshold"]),
                 })
     return out
@@ -194,7 +199,8 @@ def read_flags(tr_root: Path) -> pd.DataFrame:
     path = Path(tr_root) / FLAGS_FILE
     if not path.is_file():
         return FLAGS_SCHEMA.empty_table().to_pandas()
-    return pq.read_table(path, schema=FLAGS_SCHEMA).to_pandas()
+    # through a dataset: a flags file from before a column existed reads it as null (harness: python)
+    return store.with_harness(ds.dataset(path, format="parquet", schema=FLAGS_SCHEMA).to_table()).to_pandas()
 
 
 def flagged_configs(frame: pd.DataFrame) -> list[dict]:
@@ -206,7 +212,7 @@ def flagged_configs(frame: pd.DataFrame) -> list[dict]:
     out = []
     for (kind, key), g in flagged.groupby(["kind", "config"], sort=True):
         first = g.iloc[0]
-        entry: dict[str, Any] = {"kind": kind, "config": key, "model": first["model"]}
+        entry: dict[str, Any] = {"kind": kind, "config": key, "model": first["model"], "harness": first["harness"]}
         if kind == "multi":
             entry["scenario"] = first["scenario"]
         else:

@@ -17,7 +17,8 @@ Tables validated:
 
 Expected-run keys (expected_runs, see expected_runs_for): single-agent "model|num_gpu|num_ctx|temperature"
 with the temperature formatted like the cell label ({:g}: 0.8, 1), e.g. "smollm2:135m|0|512|0.8";
-multi-agent "model|scenario", e.g. "smollm2:135m|chimera_homo". A run counts once per run_index (its
+multi-agent "model|scenario", e.g. "smollm2:135m|chimera_homo"; a harness other than python adds
+"|<harness>" (trbench.data.cells), e.g. "smollm2:135m|chimera_homo|rust". A run counts once per run_index (its
 latest attempt), valid or not: a missing run is a run_index that has no run row at all. Whether the
 latest attempts are valid is checked separately, as a warning (an expected OOM leaves invalid runs).
 A single-agent OOM fallback run (fallback_from = the label of the cell it replaces) counts for the

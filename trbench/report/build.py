@@ -33,6 +33,7 @@ from trbench.quality.regression import compare as compare_regression
 from trbench.report import compare as report_compare
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
+from trbench.report.harness import build_harness_section, main_harness, of_harness
 from trbench.report.load import build_load
 from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, DEFAULT_OBJECTIVE, MESSAGE_CHARS, MODEL_DETAIL_KEYS, QUESTIONS, CacheCheck, CacheInfo,
@@ -191,6 +192,12 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     )
 
 
+def _model_cells(model: str, runs: pd.DataFrame, reqs: RequestColumns) -> list[CellResult]:
+    """One model's cells from these runs (one harness's, for report/harness.py)."""
+    return [_cell_result(model, Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t)), frame, 0, reqs)
+            for (g, c, t), frame in runs.groupby(["num_gpu", "num_ctx", "temperature"], sort=True)]
+
+
 def _ttft_by_state(reqs: RequestColumns, pooled: np.ndarray, per_run: list[np.ndarray]) -> dict[str, Any]:
     """TTFT n, p50, p95 and the p50's interval for each cache state, from the server's own counts."""
     out: dict[str, Any] = {}
@@ -277,6 +284,8 @@ def _read(tr_root: Path, given_spec: MatrixSpec | None) -> _Sources:
     reqs = RequestColumns.read(tr_root)  # the columns the statistics read, not the texts and chunk lists
     manifest, manifest_source = _load_manifest(tr_root)
     runs, superseded = latest_attempts(all_runs, SINGLE_CONFIG_COLUMNS)
+    main = main_harness(tr_root)  # the main sections show one harness; report/harness.py sets them side by side
+    runs, superseded = of_harness(runs, main), of_harness(superseded, main)
     spec = given_spec if given_spec is not None else recorded_spec(manifest)
     data_models = (set(all_runs["model"].dropna().astype(str)) | reqs.distinct("model")
                    | set(read_frame(tr_root, "load_steps", ["model"])["model"].dropna().astype(str)))
@@ -449,7 +458,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     src = _read(Path(tr_root), spec)
     setup = _setup(src.manifest, src.manifest_source, src.all_runs, src.models)
     cells = _results(src)
-    multi_agent = build_multi_agent(src.root, src.models)
+    multi_agent = build_multi_agent(src.root, src.models, main_harness(src.root))
     data = ReportData(
         **_title(src),
         setup=setup,
@@ -468,6 +477,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     data.suites = build_suites_section(src.root, cells)
     data.mock = any(i.provider == "mock" for i in setup.instances)
     data.load = build_load(src.root, src.models)
+    data.harness = build_harness_section(src.root, latest_attempts(src.all_runs, SINGLE_CONFIG_COLUMNS)[0], src.reqs,
+                                         src.models, lambda m, r: _model_cells(m, r, src.reqs))
     data.reproduce = reproduce(data, src.root)
     data.methodology = methodology(data, src.spec)
     data.findings = build_findings(data)

@@ -14,6 +14,7 @@ from trbench.quality.regression import RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
+from trbench.report.harness import HarnessSection
 from trbench.report.suites import SuitesSection
 from trbench.report.load import LoadSection
 from trbench.report.multi import MultiAgentSection
@@ -198,6 +199,7 @@ class ReportData(BaseModel):
     invalid_runs: list[InvalidRun]
     multi_agent: MultiAgentSection | None = None
     load: LoadSection | None = None  # load mode's steps (report/load.py); None when none was measured
+    harness: HarnessSection | None = None  # Python vs Rust (report/harness.py); None with one harness
     flagged_runs: list[FlaggedRun] = []
     fallbacks: list[dict] = []
     server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance

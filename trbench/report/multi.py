@@ -93,8 +93,11 @@ def _scenario(model: str, scenario: str, runs: pd.DataFrame, requests: pd.DataFr
     )
 
 
-def build_multi_agent(tr_root: Path, models_order: list[str]) -> MultiAgentSection | None:
+def build_multi_agent(tr_root: Path, models_order: list[str], harness: str | None = None) -> MultiAgentSection | None:
+    """The multi-agent section; harness: of that harness's runs only (None: all runs)."""
     all_runs = read_ma_runs(tr_root)
+    if harness is not None:
+        all_runs = all_runs[all_runs["harness"] == harness]
     if all_runs.empty:
         return None
     runs = latest_attempts(all_runs, MULTI_CONFIG_COLUMNS)[0]

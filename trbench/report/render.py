@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 
 from trbench.report import compare as report_compare
 from trbench.report.embeddings import embeddings_text
+from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
 from trbench.report.sections import SECTIONS
@@ -63,7 +64,7 @@ class _Plots(dict):
 
 
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
-    return {"data": data, "t": {**tables(data), **load_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
+    return {"data": data, "t": {**tables(data), **load_tables(data), **harness_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
             "sample_chars": report_compare.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
             "mock_note": MOCK_NOTE}
 

@@ -18,8 +18,9 @@ from pydantic import BaseModel
 from trbench.measure import metrics
 from trbench.config.agents import ROLES, AgentCall, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
-from trbench.run.single import completion_text, prompt_text, request_row, unique_prefix, utc
-from trbench.config.spec import MatrixSpec, OptionSet
+from trbench.run.single import completion_text, harness_tag, prompt_text, request_row, unique_prefix, utc
+from trbench.config.spec import MatrixSpec, OptionSet, harness_key
+from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.rows import AgentFigures, MaRequestRow, MaRunRow
 from trbench.data.store import slug
 
@@ -42,20 +43,22 @@ class MultiRunPlan(BaseModel):
     slots: list[AgentSlot]  # collector first, then insight
     config_hash: str
     prompt_style: Literal["chat", "completion"] = "chat"  # completion: a base model without a chat template
+    harness: Harness = DEFAULT_HARNESS
 
     @property
     def run_id(self) -> str:
-        return f"{slug(self.model)}_{self.scenario}_r{self.run_index:02d}_a{self.attempt}"
+        return f"{slug(self.model)}_{self.scenario}{harness_tag(self.harness)}_r{self.run_index:02d}_a{self.attempt}"
 
     def slot(self, role: str) -> AgentSlot:
         return next(s for s in self.slots if s.role == role)
 
 
-def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str) -> str:
+def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str,
+                harness: str = DEFAULT_HARNESS) -> str:
     payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
                "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
                "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed,
-               **spec.harness_key()}
+               **harness_key(harness)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -151,7 +154,7 @@ def _keys(spec: MatrixSpec, plan: MultiRunPlan, slot: AgentSlot) -> dict:
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
         "model": plan.model, "provider": spec.provider, "backend": spec.backend, "instance": slot.instance,
         "instance_url": slot.instance_url, "num_gpu": o.num_gpu, "num_ctx": o.num_ctx, "temperature": o.temperature,
-        "ttft_mode": spec.ttft, "prompt_style": plan.prompt_style, "run_index": plan.run_index,
+        "ttft_mode": spec.ttft, "prompt_style": plan.prompt_style, "run_index": plan.run_index, "harness": plan.harness,
         "scenario": plan.scenario, "agent": slot.role,
     }
 
@@ -214,7 +217,7 @@ def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun
     row = {
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
         "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
-        "run_index": plan.run_index, "started_at": utc(started), "phase_order": "concurrent,solo" if concurrent_first else "solo,concurrent",
+        "run_index": plan.run_index, "harness": plan.harness, "started_at": utc(started), "phase_order": "concurrent,solo" if concurrent_first else "solo,concurrent",
         "n_agents": N_AGENTS, "concurrent_wall_s": concurrent_wall, "sequential_wall_s": sequential_wall,
         "speedup": s, "efficiency_pct": metrics.efficiency_pct(s, N_AGENTS),
         "n_requests": len(measured), "n_errors": len(errors),
@@ -244,7 +247,7 @@ def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest
     """The row of a multi-agent run whose instances would not load: kept, marked invalid."""
     row = {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
            "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
-           "run_index": plan.run_index, "started_at": utc(time.time()), "n_agents": N_AGENTS, "n_requests": 0,
+           "run_index": plan.run_index, "harness": plan.harness, "started_at": utc(time.time()), "n_agents": N_AGENTS, "n_requests": 0,
            "n_errors": 0, "valid": False, "invalid_reason": f"instance failed: {reason}", "error_kinds": "instance",
            "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest}
     for role in ROLES:

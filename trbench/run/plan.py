@@ -27,16 +27,19 @@ P = TypeVar("P", RunPlan, MultiRunPlan)
 def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance],
               facts: dict[str, dict] | None = None) -> list[RunPlan]:
     """Every run of the single-agent matrix; a base model (facts: no chat template) is prompted as
-    plain-text completion."""
+    plain-text completion. With several harnesses each run is measured once per harness, the twins
+    one after the other (run 0 python, run 0 rust, run 1 python...) on the same server load, so that
+    whatever drifts during a cell (warmth, cache, a neighbour's load) falls on both alike."""
     if not spec.single_agent:
         return []
     facts = facts or {}
     return [
-        RunPlan(tr_id=spec.tr_id, cell=cell, cell_hash=spec.cell_hash(cell, prompts.digest), run_index=i,
+        RunPlan(tr_id=spec.tr_id, cell=cell, cell_hash=spec.cell_hash(cell, prompts.digest, harness), run_index=i,
                 instance=instances[0].name, instance_url=instances[0].url,
-                prompt_style=prompt_style(facts.get(cell.model)))
+                prompt_style=prompt_style(facts.get(cell.model)), harness=harness)
         for cell in spec.cells()
         for i in range(spec.runs)
+        for harness in spec.harness
     ]
 
 
@@ -53,7 +56,8 @@ def apply_budget(plans: list[RunPlan], decisions: list[dict], spec: MatrixSpec,
             skipped.append((plan, f"skipped by the VRAM budget: {d['reason']}"))
         else:
             cell = plan.cell.model_copy(update={"num_gpu": d["to_num_gpu"], "num_ctx": d["to_num_ctx"]})
-            kept.append(plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest)}))
+            kept.append(plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest,
+                                                                                         plan.harness)}))
     return kept, skipped
 
 
@@ -68,10 +72,11 @@ def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[
             options = spec.multi_agent.options(scenario)
             slots = [AgentSlot(role=role, instance=inst.name, instance_url=inst.url, options=spec.resolve_options(o))
                      for role, inst, o in zip(ROLES, instances, options)]
-            h = config_hash(spec, model, scenario, slots, suite.content_digest)
+            hashes = {h: config_hash(spec, model, scenario, slots, suite.content_digest, h) for h in spec.harness}
+            # the harnesses' twin runs one after the other, as in plan_runs
             plans += [MultiRunPlan(tr_id=spec.tr_id, model=model, scenario=scenario, run_index=i, slots=slots,
-                                   config_hash=h, prompt_style=prompt_style(facts.get(model)))
-                      for i in range(spec.multi_agent.runs)]
+                                   config_hash=hashes[h], prompt_style=prompt_style(facts.get(model)), harness=h)
+                      for i in range(spec.multi_agent.runs) for h in spec.harness]
     return plans
 
 
@@ -105,7 +110,7 @@ def plan_lanes(plans: list[RunPlan], spec: MatrixSpec, instances: list[Instance]
 def fallback_plan(plan: RunPlan, rung: OptionSet, spec: MatrixSpec, prompts: PromptSuite) -> RunPlan:
     """The same run one rung down the OOM ladder: fewer GPU layers and/or a smaller context."""
     cell = plan.cell.model_copy(update={k: v for k, v in (("num_gpu", rung.num_gpu), ("num_ctx", rung.num_ctx)) if v is not None})
-    return plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest),
+    return plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest, plan.harness),
                                    "fallback_from": plan.fallback_from or plan.cell.label})
 
 

@@ -21,6 +21,7 @@ from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell
 from trbench.data.rows import RequestRow, RunRow
+from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
 from trbench.run.settings import RunSettings
 
@@ -56,10 +57,17 @@ class RunPlan(BaseModel):
     instance_url: str
     fallback_from: str | None = None  # the config label this OOM fallback replaces
     prompt_style: Literal["chat", "completion"] = "chat"  # completion: a base model without a chat template
+    harness: Harness = DEFAULT_HARNESS  # who sends the requests (the run's only difference from its twin)
 
     @property
     def run_id(self) -> str:
-        return f"{slug(self.cell.model)}_{self.cell.label}_r{self.run_index:02d}_a{self.attempt}"
+        return f"{slug(self.cell.model)}_{self.cell.label}{harness_tag(self.harness)}_r{self.run_index:02d}_a{self.attempt}"
+
+
+def harness_tag(harness: str) -> str:
+    """What a run id adds for its harness: nothing for python (run ids, the resume ledger, of TR runs
+    from before the harness axis stay as they were), else _<harness>."""
+    return "" if harness == DEFAULT_HARNESS else f"_{harness}"
 
 
 class RunResult(BaseModel):
@@ -148,7 +156,7 @@ def _keys(settings: RunSettings, plan: RunPlan) -> dict:
         "model": c.model, "provider": settings.provider, "backend": settings.backend, "instance": plan.instance,
         "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
         "temperature": c.temperature, "ttft_mode": settings.ttft, "prompt_style": plan.prompt_style,
-        "run_index": plan.run_index, "fallback_from": plan.fallback_from,
+        "run_index": plan.run_index, "fallback_from": plan.fallback_from, "harness": plan.harness,
     }
 
 
@@ -173,6 +181,7 @@ def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExc
         server_decode_ms=ex.server_decode_ms,
         server_decode_tps_reported=ex.server_decode_tps_reported,
         server_total_ms=ex.server_total_ms,
+        client_cpu_s=ex.client_cpu_ns / 1e9 if ex.client_cpu_ns is not None else None,
         chunk_offsets_ms=[(t - ex.t_send_ns) / 1e6 for t in ex.token_times_ns],
         chunk_kinds=list(ex.token_kinds),
         output_text=ex.text,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::clock::{monotonic_ns, unix_s};
+use crate::clock::{monotonic_ns, process_cpu_ns, unix_s};
 
 pub struct Limits {
     pub timeout_s: f64,
@@ -68,10 +68,12 @@ pub async fn run(client: &reqwest::Client, backend: &str, url: &str, body: &Valu
         text_chunks: 0,
         line_failed: false,
     };
+    let cpu0 = process_cpu_ns();
     obs.t_send_ns = monotonic_ns();
     let deadline_ns = obs.t_send_ns + (limits.timeout_s * 1e9) as i64;
     exchange(client, backend, url, body, limits, deadline_ns, &mut obs).await;
     let t_end_ns = monotonic_ns();
+    let cpu_ns = process_cpu_ns() - cpu0;
     let ok = obs.error.is_none() && !obs.line_failed && obs.text_chunks > 0;
     let (kind, message) = match &obs.error {
         Some((k, m)) => (Value::from(*k), Value::from(m.as_str())),
@@ -87,6 +89,7 @@ pub async fn run(client: &reqwest::Client, backend: &str, url: &str, body: &Valu
         "error_kind": kind,
         "error_message": message,
         "error_body": obs.error_body,
+        "cpu_ns": cpu_ns,
     });
     Outcome { record, answer: obs.answer, ok }
 }
