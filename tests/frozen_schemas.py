@@ -152,4 +152,5 @@ TELEMETRY_SCHEMA = pa.schema([
     ("power_w", pa.float64()), ("energy_mj", pa.int64()), ("util_pct", pa.float64()), ("mem_used_mib", pa.float64()),
     ("temp_c", pa.float64()), ("cpu_pct", pa.float64()), ("server_rss_mib", pa.float64()),
     ("server_cpu_pct", pa.float64()),
+    ("harness", pa.string()),  # added with the harness axis: older files read it as python
 ])

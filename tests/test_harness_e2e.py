@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import llama_servers
-from test_rust_runner import runner  # noqa: F401 - the fixture that builds the runner (skips without cargo)
+import test_rust_runner
 
 from flows.tr_matrix import tr_matrix
 from trbench.data import store
+
+runner = test_rust_runner.runner  # the fixture that builds the Rust runner (it skips where cargo is absent)
 
 
 def both_spec(tr_id: str, ports: list[int]) -> dict:
@@ -28,7 +30,7 @@ def test_both_harnesses_in_one_tr_run(prefect_api, tmp_path, free_ports):
     root = tmp_path / "axis"
     runs, requests = store.read_runs(root), store.read_requests(root)
     ma_runs, ma_requests = store.read_ma_runs(root), store.read_ma_requests(root)
-    for frame in (runs, requests, ma_runs, ma_requests):
+    for frame in (runs, requests, ma_runs, ma_requests, store.read_telemetry(root)):
         assert sorted(set(frame["harness"])) == ["python", "rust"]
     # twin runs, interleaved: run 0 python, run 0 rust, run 1 python, run 1 rust
     order = runs.sort_values("started_at")[["run_index", "harness"]].values.tolist()

@@ -293,6 +293,8 @@ HOST_FIELDS: dict[str, Any] = {"cpu_pct": F, "server_rss_mib": F, "server_cpu_pc
 TelemetryRow = _extend(
     "TelemetryRow", _TelemetryHead,
     {n: (t, None) for n, t in GPU_FIELDS.items()}, {n: (t, None) for n, t in HOST_FIELDS.items()},
+    # the run's harness (RunKeys.harness); added with the axis, older files read as python
+    {"harness": (str, "python")},
     doc="""The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
     (gpu_index set; the GPU_FIELDS filled; host columns null) plus one host row (gpu_index null; the
     HOST_FIELDS filled; GPU columns null); the rows of one tick share `sample`. t: wall clock (UTC) of

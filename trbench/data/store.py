@@ -99,7 +99,7 @@ def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: dic
     model, run_id = run_row["model"], run_row["run_id"]
     write_table_atomic(_run_file(root, requests, model, run_id), _table(request_rows, request_schema, manifest))
     if telemetry_rows is not None:
-        rows = [{**r, "kind": kind} for r in telemetry_rows]
+        rows = [{**r, "kind": kind, "harness": run_row.get("harness", DEFAULT_HARNESS)} for r in telemetry_rows]
         write_table_atomic(_run_file(root, TELEMETRY_TABLE, model, run_id), _table(rows, TELEMETRY_SCHEMA, manifest))
     run_path = _run_file(root, runs, model, run_id)
     write_table_atomic(run_path, _table([run_row], run_schema, manifest))
