@@ -202,6 +202,8 @@ def test_overhead_table_says_none_inside_the_intervals(report):
 
 
 def test_report_text_shows_the_matrix_and_the_overhead(report):
+    assert report.harness.run_counts == {h: "12 valid of 12 runs" for h in ("python", "rust")}  # 6 single + 6 multi each
+    assert report.harness.other_invalid == []
     text = render_markdown(report)
     assert "### Winner by scenario and harness" in text and "### Harness overhead" in text
     assert "| single-agent Python | single-agent Rust | multi-agent Python | multi-agent Rust |" in text

@@ -78,6 +78,9 @@ class HarnessSection(BaseModel):
     matrix: list[MatrixRow]
     overhead: list[OverheadRow]
     definitions: dict[str, str]
+    run_counts: dict[str, str] = {}  # harness -> "n valid of m runs" (single- and multi-agent)
+    # the invalid runs of the harnesses the main sections do not show (theirs are listed there)
+    other_invalid: list[dict] = []
 
 
 def present_harnesses(tr_root: Path) -> list[str]:
@@ -179,9 +182,17 @@ def build_harness_section(tr_root: Path, runs: pd.DataFrame, reqs: RequestColumn
         multi = build_multi_agent(tr_root, models, h)
         per_harness[h] = winner_rows(cells, multi.results if multi else [], models, energy_measured=False)
     columns = [f"{mode} {h}" for mode in MODES for h in harnesses]
-    return HarnessSection(harnesses=harnesses, main=main_harness(tr_root), columns=columns,
-                          matrix=winner_matrix(per_harness, columns), overhead=overhead_rows(runs, reqs, harnesses),
-                          definitions=DEFINITIONS)
+    main = main_harness(tr_root)
+    every = pd.concat([runs[["run_id", "harness", "valid", "invalid_reason"]],
+                       read_frame(tr_root, "ma_runs", ["run_id", "harness", "valid", "invalid_reason"])])
+    valid = every["valid"].astype(bool)
+    return HarnessSection(
+        harnesses=harnesses, main=main, columns=columns, matrix=winner_matrix(per_harness, columns),
+        overhead=overhead_rows(runs, reqs, harnesses), definitions=DEFINITIONS,
+        run_counts={h: f"{int((valid & (every['harness'] == h)).sum())} valid of {int((every['harness'] == h).sum())} runs"
+                    for h in harnesses},
+        other_invalid=[{"run_id": r.run_id, "harness": r.harness, "invalid_reason": r.invalid_reason}
+                       for r in every[~valid & (every["harness"] != main)].itertuples()])
 
 
 # --- tables -------------------------------------------------------------------------------------
