@@ -157,7 +157,7 @@ def overhead_rows(runs: pd.DataFrame, reqs: RequestColumns, harnesses: list[str]
     out = []
     for other in harnesses[1:]:
         for cell in [k for k in by_harness["python"] if k in by_harness[other]]:
-            ids = {h: sorted(by_harness[h][cell].sort_values("run_index")["run_id"]) for h in ("python", other)}
+            ids = {h: sorted(by_harness[h][cell]["run_id"]) for h in ("python", other)}
             for metric, column, unit, scale, state, digits in OVERHEAD_METRICS:
                 est = {h: _estimate(reqs, ids[h], column, scale, state) for h in ("python", other)}
                 if all(e.value is None for e in est.values()) and state is not None:
