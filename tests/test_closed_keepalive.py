@@ -1,6 +1,7 @@
 """A request sent on a connection the server closes without answering (llama.cpp's HTTP server closes
 kept-alive connections; the close can cross the next request on the wire) is sent once more on a new
-connection, by the synchronous and the asynchronous client alike; a server that never answers is an error.
+connection, by the synchronous and the asynchronous client and the Rust runner alike; a server that never
+answers is an error.
 
 The server here is a FAKE written for these tests (a raw socket that reads each request and, for the
 first `drops` connections, closes without a byte back), so that the close is certain, not a race.
@@ -16,7 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from trbench.backends import AsyncWireClient, ChatRequest, OpenAIClient
+from trbench.backends import AsyncWireClient, ChatRequest, OpenAIClient, make_client
+from trbench.backends.external_runner import missing_runner
 
 SSE = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (
     {"choices": [{"delta": {"content": "Hello"}}]},
@@ -83,11 +85,22 @@ async def _async(url: str):
         return await client.chat(REQ)
 
 
-CLIENTS = {"sync": _sync, "async": lambda url: asyncio.run(_async(url))}
+def _rust(url: str):
+    client = make_client("openai", url, 10, harness="rust")
+    try:
+        return client.chat(REQ)
+    finally:
+        client.close()
+
+
+CLIENTS = {"sync": _sync, "async": lambda url: asyncio.run(_async(url)), "rust": _rust}
+NAMES = [pytest.param(n, marks=pytest.mark.skipif(n == "rust" and missing_runner("rust") is not None,
+                                                  reason="the Rust runner is not built (make setup with cargo)"))
+         for n in sorted(CLIENTS)]
 
 
 @pytest.mark.parametrize("server", [1], indirect=True)
-@pytest.mark.parametrize("client", sorted(CLIENTS))
+@pytest.mark.parametrize("client", NAMES)
 def test_a_request_the_server_dropped_unanswered_is_sent_again(server: DroppingServer, client: str) -> None:
     ex = CLIENTS[client](server.url)
     assert (ex.status, ex.text, ex.output_tokens) == ("ok", "Hello there", 2)
@@ -96,9 +109,10 @@ def test_a_request_the_server_dropped_unanswered_is_sent_again(server: DroppingS
 
 
 @pytest.mark.parametrize("server", [5], indirect=True)
-@pytest.mark.parametrize("client", sorted(CLIENTS))
+@pytest.mark.parametrize("client", NAMES)
 def test_a_server_that_keeps_dropping_is_an_error_after_one_retry(server: DroppingServer, client: str) -> None:
     ex = CLIENTS[client](server.url)
     assert (ex.status, ex.error_kind) == ("error", "bad_response")
-    assert "disconnected" in (ex.error_message or "").lower() or "stream broke" in (ex.error_message or "")
+    message = (ex.error_message or "").lower()
+    assert "disconnected" in message or "stream broke" in message or "connection closed" in message, message
     assert server.connections == 2

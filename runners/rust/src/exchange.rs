@@ -48,6 +48,7 @@ struct Observed {
     answer: String,
     text_chunks: usize,
     line_failed: bool, // an error object or a line that is not JSON: trbench fails the exchange there
+    unanswered: bool,  // the connection closed before any byte of a response came back
 }
 
 impl Observed {
@@ -56,10 +57,10 @@ impl Observed {
     }
 }
 
-pub async fn run(client: &reqwest::Client, backend: &str, url: &str, body: &Value, limits: &Limits) -> Outcome {
-    let mut obs = Observed {
+fn observed() -> Observed {
+    Observed {
         sent_at_unix: unix_s(),
-        t_send_ns: 0,
+        t_send_ns: monotonic_ns(),
         lines: Vec::new(),
         http_status: None,
         error: None,
@@ -67,11 +68,25 @@ pub async fn run(client: &reqwest::Client, backend: &str, url: &str, body: &Valu
         answer: String::new(),
         text_chunks: 0,
         line_failed: false,
-    };
+        unanswered: false,
+    }
+}
+
+pub async fn run(client: &reqwest::Client, backend: &str, url: &str, body: &Value, limits: &Limits) -> Outcome {
     let cpu0 = process_cpu_ns();
-    obs.t_send_ns = monotonic_ns();
-    let deadline_ns = obs.t_send_ns + (limits.timeout_s * 1e9) as i64;
-    exchange(client, backend, url, body, limits, deadline_ns, &mut obs).await;
+    // A kept-alive connection the server had just closed (llama.cpp closes idle ones; the close can
+    // cross the next request on the wire) answers nothing: the server never took the request, so it
+    // is sent once more, on a new connection, and timed from that send, as trbench's Python client
+    // does (trbench/backends/streaming.py `unanswered`); a second such close is the error it is.
+    let mut obs = observed();
+    for attempt in 0..2 {
+        obs = observed();
+        let deadline_ns = obs.t_send_ns + (limits.timeout_s * 1e9) as i64;
+        exchange(client, backend, url, body, limits, deadline_ns, &mut obs).await;
+        if !(attempt == 0 && obs.unanswered) {
+            break;
+        }
+    }
     let t_end_ns = monotonic_ns();
     let cpu_ns = process_cpu_ns() - cpu0;
     let ok = obs.error.is_none() && !obs.line_failed && obs.text_chunks > 0;
@@ -133,7 +148,10 @@ async fn exchange(
     let sent = tokio::time::timeout(wait, client.post(url).header("content-type", "application/json").body(body.to_string()).send()).await;
     let mut resp = match sent {
         Err(_) => return waited_too_long(obs, limits, deadline_hit),
-        Ok(Err(err)) => return obs.fail(transport_kind(&err), transport_message(url, &err)),
+        Ok(Err(err)) => {
+            obs.unanswered = transport_kind(&err) == "bad_response";
+            return obs.fail(transport_kind(&err), transport_message(url, &err));
+        }
         Ok(Ok(resp)) => resp,
     };
     let status = resp.status().as_u16();
