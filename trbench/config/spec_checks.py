@@ -9,7 +9,9 @@ in the spec's style: `spec <path>: field '<field>': <what is wrong>; fix: <the f
 
 from __future__ import annotations
 
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from trbench.config.agents import AgentSuiteError, load_agents
@@ -47,19 +49,33 @@ def _error(source: str, field: str, what: str, fix: str) -> SpecError:
 def _problem_of(message: str) -> tuple[str, str]:
     """(what, fix) of a loader's one-line message, without the loader's own 'spec field' prefix."""
     what, _, fix = message.partition("; fix: ")
-    what = what.removeprefix("spec field 'prompts': ").removeprefix("spec field 'multi_agent.agents': ")
-    return what, fix or "see the shipped files under datasets/"
+    return _FIELD_PREFIX.sub("", what, count=1), fix or "see the shipped files under datasets/"
+
+
+_FIELD_PREFIX = re.compile(r"^spec field '[^']*': ")
+
+
+def _check_file(source: str, field: str, shown: str, example: str, load: Callable[[Path], object],
+                errors: type[Exception] | tuple[type[Exception], ...], missing_field: str | None = None,
+                missing_what: str = "") -> None:
+    """A file the spec names (`shown`, as written) exists and its loader takes it; else one line that
+    names the field (missing_field where the file's absence is another field's doing)."""
+    path = resolve_path(shown)
+    if not path.is_file():
+        raise _error(source, missing_field or field, f"{missing_what}file {shown} not found"
+                     + (" (a folder)" if path.is_dir() else ""), f"point it at {example}")
+    try:
+        load(path)
+    except errors as err:
+        raise _error(source, field, *_problem_of(str(err))) from None
+    except (OSError, UnicodeDecodeError) as err:  # the digest file beside a suite
+        raise _error(source, field, f"{path}: it or its digest file cannot be read as UTF-8 text ({err})",
+                     "ship UTF-8 files") from None
 
 
 def check_prompts(spec: MatrixSpec, source: str) -> None:
-    path = resolve_path(spec.prompts)
-    if not path.is_file():
-        raise _error(source, "prompts", f"file {spec.prompts} not found" + (" (a folder)" if path.is_dir() else ""),
-                     "point it at a prompt suite, e.g. datasets/prompts/single_agent.yaml")
-    try:
-        load_prompts(path)
-    except PromptSuiteError as err:
-        raise _error(source, "prompts", *_problem_of(str(err))) from None
+    _check_file(source, "prompts", spec.prompts, "a prompt suite, e.g. datasets/prompts/single_agent.yaml",
+                load_prompts, PromptSuiteError)
 
 
 def check_embedding_texts(spec: MatrixSpec, source: str) -> None:
@@ -69,33 +85,14 @@ def check_embedding_texts(spec: MatrixSpec, source: str) -> None:
         return
     from trbench.config.embeddings import EmbeddingTextsError, load_texts
 
-    path = resolve_path(emb.texts)
-    if not path.is_file():
-        raise _error(source, "load.embeddings.texts", f"file {emb.texts} not found",
-                     "point it at a texts file, e.g. datasets/embeddings/passages_v1.yaml")
-    try:
-        load_texts(path)
-    except EmbeddingTextsError as err:
-        what, _, fix = str(err).partition("; fix: ")
-        raise _error(source, "load.embeddings.texts", what.removeprefix("spec field 'load.embeddings.texts': "),
-                     fix or "see datasets/embeddings/") from None
+    _check_file(source, "load.embeddings.texts", emb.texts,
+                "a texts file, e.g. datasets/embeddings/passages_v1.yaml", load_texts, EmbeddingTextsError)
 
 
 def check_agents(spec: MatrixSpec, source: str) -> None:
-    if spec.multi_agent is None:
-        return
-    path = resolve_path(spec.multi_agent.agents)
-    if not path.is_file():
-        raise _error(source, "multi_agent.agents", f"file {spec.multi_agent.agents} not found"
-                     + (" (a folder)" if path.is_dir() else ""),
-                     "point it at an agent suite, e.g. datasets/agents/tr_agents.yaml")
-    try:
-        load_agents(path)
-    except AgentSuiteError as err:
-        raise _error(source, "multi_agent.agents", *_problem_of(str(err))) from None
-    except (OSError, UnicodeDecodeError) as err:  # the digest file beside the suite
-        raise _error(source, "multi_agent.agents", f"{path}: its digest file cannot be read as UTF-8 text ({err})",
-                     "ship a UTF-8 digest file beside the suite") from None
+    if spec.multi_agent is not None:
+        _check_file(source, "multi_agent.agents", spec.multi_agent.agents,
+                    "an agent suite, e.g. datasets/agents/tr_agents.yaml", load_agents, AgentSuiteError)
 
 
 def check_suites(spec: MatrixSpec, source: str) -> None:
@@ -107,23 +104,12 @@ def check_suites(spec: MatrixSpec, source: str) -> None:
     if su is None:
         return
     for name in su.scenarios:
-        path = resolve_path(su.scenario_path(name))
-        if not path.is_file():
-            raise _error(source, "suites.scenario_dir", f"no scenario suite {name!r}: file {su.scenario_path(name)} "
-                         "not found", "point scenario_dir at a folder of <name>.yaml suites, e.g. datasets/scenarios")
-        try:
-            load_scenario(path)
-        except ScenarioSuiteError as err:
-            raise _error(source, "suites.scenarios", *_problem_of(str(err))) from None
+        _check_file(source, "suites.scenarios", su.scenario_path(name),
+                    "a folder of <name>.yaml suites, e.g. datasets/scenarios", load_scenario, ScenarioSuiteError,
+                    missing_field="suites.scenario_dir", missing_what=f"no scenario suite {name!r}: ")
     if su.qa:
-        path = resolve_path(su.qa_suite)
-        if not path.is_file():
-            raise _error(source, "suites.qa_suite", f"file {su.qa_suite} not found",
-                         "point it at a QA suite, e.g. datasets/qa/qa.yaml")
-        try:
-            load_qa(path)
-        except QASuiteError as err:
-            raise _error(source, "suites.qa_suite", *_problem_of(str(err))) from None
+        _check_file(source, "suites.qa_suite", su.qa_suite, "a QA suite, e.g. datasets/qa/qa.yaml", load_qa,
+                    QASuiteError)
 
 
 def _why_instances(spec: MatrixSpec) -> str:
