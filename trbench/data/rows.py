@@ -98,7 +98,17 @@ class RunKeys(BaseModel):
     harness: str = "python"
 
 
-class _RequestHead(RunKeys):
+class Outcome(BaseModel):
+    """How a request ended, as every request table stores it (in column order)."""
+
+    status: str
+    error_kind: S = None
+    error_message: S = None
+    http_status: I = None
+    finish_reason: S = None
+
+
+class _RequestStart(RunKeys):
     request_index: int
     is_warmup: bool
     prompt_id: str
@@ -106,11 +116,9 @@ class _RequestHead(RunKeys):
     cache_state: str  # what the server's counts say: cold | partial | cached | unknown
     answer_check: S = None  # ok | empty | template_tokens | echo (null on failed requests)
     sent_at: dt.datetime
-    status: str
-    error_kind: S = None
-    error_message: S = None
-    http_status: I = None
-    finish_reason: S = None
+
+
+_RequestHead = _extend("_RequestHead", _RequestStart, Outcome)
 
 
 class RequestFigures(BaseModel):
@@ -471,10 +479,7 @@ LoadStepRow = _extend("LoadStepRow", _LoadStepHead, LoadFigures, _LoadStepTail,
                       doc="One load step: its settings and figures; written last, the ledger entry.")
 
 
-class SuiteRequestRow(BaseModel):
-    """One request of a quality suite (issue 14): a scenario message (router, orchestrator, chat)
-    or a QA question, what was measured, and the answer's checks; null where a check does not
-    apply (chat: no JSON; route: router only; QA columns: QA only) or the request failed."""
+class _SuiteRequestHead(BaseModel):
 
     tr_id: str
     run_id: str  # <model slug>_<suite>_r<run index>
@@ -497,11 +502,9 @@ class SuiteRequestRow(BaseModel):
     item_id: str  # the message or question id
     expected: S = None  # the route label (router) or the true answer_value (QA)
     sent_at: dt.datetime
-    status: str
-    error_kind: S = None
-    error_message: S = None
-    http_status: I = None
-    finish_reason: S = None
+
+
+class _SuiteRequestTail(BaseModel):
     ttft_ms: F = None
     e2e_ms: F = None
     prompt_tokens: I64 = None
@@ -518,6 +521,13 @@ class SuiteRequestRow(BaseModel):
     ref_id: list[str] = []
     output_text: S = None
     manifest_digest: str
+
+
+SuiteRequestRow = _extend(
+    "SuiteRequestRow", _SuiteRequestHead, Outcome, _SuiteRequestTail,
+    doc="One request of a quality suite (issue 14): a scenario message (router, orchestrator, chat) or a QA "
+        "question, what was measured, and the answer's checks; null where a check does not apply (chat: no "
+        "JSON; route: router only; QA columns: QA only) or the request failed.")
 
 
 class EnsembleAnswerRow(BaseModel):
