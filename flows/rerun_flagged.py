@@ -47,7 +47,7 @@ def next_attempts(flagged: list[dict]):
     """A selector for run_tr: every run of each flagged config, one attempt higher than any before."""
 
     def select(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
-        runs, ma_runs = store.read_runs(root), store.read_ma_runs(root)
+        runs, ma_runs = store.read_frame(root, "runs"), store.read_frame(root, "ma_runs")
         cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"], f["harness"])
                  for f in flagged if f["kind"] == "single"}
         scenarios = {(f["model"], f["scenario"], f["harness"]) for f in flagged if f["kind"] == "multi"}

@@ -61,7 +61,7 @@ def run_cell(plans: list[StepPlan], spec: MatrixSpec, inst: Instance, prompts: P
         plan = queue.pop(0)
         if plan.run_id in done:
             skipped += 1
-            stored = store.read_load_steps(root)
+            stored = store.read_frame(root, "load_steps")
             row = stored[stored["run_id"] == plan.run_id].iloc[0].to_dict()
         else:
             row = load_step(plan, spec, inst, prompts, manifest, digest, root, gate)

@@ -143,7 +143,7 @@ def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict]:
     """The outcomes of runs a crashed flow run already finished, from their run files."""
     if not run_ids:
         return []
-    runs = store.read_runs(root)
+    runs = store.read_frame(root, "runs")
     runs = runs[runs["run_id"].isin(run_ids)].astype(object)
     return [_outcome(row) for row in runs.where(runs.notna(), None).to_dict("records")]
 

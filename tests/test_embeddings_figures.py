@@ -99,6 +99,6 @@ def test_step_rows_round_trip_through_parquet(tmp_path):
                                    latency_ms=12.5, n_texts=1, prompt_tokens=7).model_dump()
     store.write_run(tmp_path, row, [req], {"m": 1}, kind="embeddings")
     assert store.finished_run_ids(tmp_path, "embeddings") == {row["run_id"]}
-    back = store.read_emb_steps(tmp_path)
+    back = store.read_frame(tmp_path, "emb_steps")
     assert back.loc[0, "latency_p99_ms"] == 95.5 and list(back.columns[:-1]) == store.EMB_STEP_SCHEMA.names
-    assert store.read_emb_requests(tmp_path).loc[0, "prompt_tokens"] == 7
+    assert store.read_frame(tmp_path, "emb_requests").loc[0, "prompt_tokens"] == 7

@@ -110,9 +110,9 @@ def test_workload_task_writes_every_step_and_resumes_only_what_is_missing(tmp_pa
         sent = len(fake.bodies("/api/embed"))
     assert [s["batch_size"] for s in first] == [1, 4] and again == []
     assert sent == 2 * (6 + 2)  # the second run sent nothing
-    steps = store.read_emb_steps(tmp_path)
+    steps = store.read_frame(tmp_path, "emb_steps")
     assert sorted(steps["batch_size"]) == [1, 4] and (steps["n_ok"] == 6).all() and (steps["n_warmup"] == 2).all()
-    reqs = store.read_emb_requests(tmp_path)
+    reqs = store.read_frame(tmp_path, "emb_requests")
     assert len(reqs) == 16 and set(reqs.loc[~reqs["is_warmup"], "request_index"]) == set(range(2, 8))
     b4 = steps[steps["batch_size"] == 4].iloc[0]
     assert b4["texts_total"] == 24 and b4["slo_ms"] == 100.0 and b4["tokens_total"] > 24

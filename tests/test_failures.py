@@ -29,7 +29,7 @@ def test_fake_ollama_oom_walks_down_the_ladder_and_is_logged(prefect_api, tmp_pa
     state = tr_matrix(spec=spec(small_gpu.url, ladder), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "oom"
-    runs = store.read_runs(root).sort_values(["num_gpu", "run_index"])
+    runs = store.read_frame(root, "runs").sort_values(["num_gpu", "run_index"])
     by_gpu = {g: frame for g, frame in runs.groupby("num_gpu")}
     assert set(by_gpu) == {80, 60, 40}
     assert not by_gpu[80]["valid"].any() and list(by_gpu[80]["error_kinds"].fillna("not run")) == ["oom", "not run"]
@@ -66,7 +66,7 @@ def test_fake_ollama_oom_fails_fast_one_request_and_one_log_entry_per_rung(prefe
     log = failures.read_failure_log(root)
     assert log.groupby("config")["error_kind"].apply(list).to_dict() == {
         "gpu80_ctx1024_temp0.8": ["oom"], "gpu60_ctx1024_temp0.8": ["oom"]}
-    runs = store.read_runs(root).set_index("run_id")
+    runs = store.read_frame(root, "runs").set_index("run_id")
     cut = runs.loc["fake-llama_1b_gpu80_ctx1024_temp0.8_r00_a1"]
     assert not cut["valid"] and cut["error_kinds"] == "oom" and cut["n_warmup"] == 1 and cut["n_requests"] == 0
     assert cut["invalid_reason"] == "out of memory at warm-up request 0: the run ended there"
@@ -83,7 +83,7 @@ def test_fake_ollama_oom_mid_run_ends_that_run_at_once(prefect_api, tmp_path):
         state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
         assert state.is_completed(), state.message
         assert _chats_per_gpu_layers(server) == {80: 1, 40: 2 * 5}
-    runs = store.read_runs(tmp_path / "oom").set_index("run_id")
+    runs = store.read_frame(tmp_path / "oom", "runs").set_index("run_id")
     assert runs.loc["fake-llama_1b_gpu80_ctx1024_temp0.8_r00_a1", "invalid_reason"] == (
         "out of memory at measured request 0: the run ended there")
 
@@ -179,6 +179,6 @@ def test_resume_after_a_crash_right_after_an_oom_sends_nothing_more_on_that_rung
     after = _chats_per_gpu_layers(small_gpu)
     assert after[80] == before[80]  # nothing more sent into the out-of-memory configuration
     assert after[40] == before[40] * 2
-    runs = store.read_runs(root).set_index("run_id")
+    runs = store.read_frame(root, "runs").set_index("run_id")
     assert runs.loc["fake-llama_1b_gpu80_ctx1024_temp0.8_r01_a1", "invalid_reason"] == (
         f"not run: gpu80_ctx1024_temp0.8 ran out of memory in run {kept}")

@@ -91,9 +91,9 @@ def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_p
     spec = tiny_spec("allfail", port, timeout_s=0.001, grid={"num_ctx": [512]})
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed() and "0 of 2 run(s) valid" in state.message
-    requests = store.read_requests(tmp_path / "allfail")
+    requests = store.read_frame(tmp_path / "allfail", "requests")
     assert set(requests["error_kind"]) == {"timeout"} and set(requests["status"]) == {"error"}
-    runs = store.read_runs(tmp_path / "allfail")
+    runs = store.read_frame(tmp_path / "allfail", "runs")
     assert (~runs["valid"]).all() and runs["invalid_reason"].str.contains("fewer than min_ok_requests").all()
     assert not llama_servers(port)
 
@@ -126,12 +126,12 @@ def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefe
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     killer.join()
     assert state.is_completed(), state.message
-    runs = store.read_runs(root).sort_values("run_index")
+    runs = store.read_frame(root, "runs").sort_values("run_index")
     assert len(runs) == 3
     # a later run found the server gone, started it again (its load time recorded) and measured
     restarted = runs[(runs["run_index"] > 0) & runs["instance_load_ms"].notna()]
     assert len(restarted) >= 1 and runs.iloc[-1]["valid"]
-    requests = store.read_requests(root)
+    requests = store.read_frame(root, "requests")
     after_restart = requests[requests["run_id"].isin(restarted["run_id"])]
     assert after_restart["is_warmup"].sum() == 1  # a reloaded server gets its warm-up again
     assert not llama_servers(port)

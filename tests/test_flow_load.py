@@ -22,8 +22,8 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
     assert state.is_completed(), state.message
     assert "2 of 2 load step(s) valid, 1 of 1 embeddings step(s) with ok requests" in state.message
     root = tmp_path / "loadflow"
-    steps = store.read_load_steps(root).sort_values("step_index")
-    requests = store.read_load_requests(root)
+    steps = store.read_frame(root, "load_steps").sort_values("step_index")
+    requests = store.read_frame(root, "load_requests")
     assert steps["step_label"].tolist() == ["c1", "c2"]
     assert (steps["n_requests"] == 3).all() and (steps["n_warmup"] == 1).all()
     assert len(requests) == 8 and requests["is_warmup"].sum() == 2
@@ -33,7 +33,7 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
         assert step["n_ok"] == len(ok)
         if len(ok):
             assert step["ttft_ms_p50"] == pytest.approx(ok["ttft_ms"].median())
-    emb = store.read_emb_steps(root)
+    emb = store.read_frame(root, "emb_steps")
     assert emb["batch_size"].tolist() == [2] and emb["n_requests"].tolist() == [3]
     md = (root / "report" / "loadflow.md").read_text()
     assert "## Load" in md and "| c2 |" in md and "### Embeddings" in md and "quality of the vectors" in md.split("### Embeddings")[1]
@@ -49,7 +49,7 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
 
     again = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert again.is_completed() and "2 already finished" in again.message
-    assert len(store.read_load_steps(root)) == 2
+    assert len(store.read_frame(root, "load_steps")) == 2
 
 
 def test_a_sweep_measures_its_rates_between_synchronous_and_throughput(prefect_api, tmp_path, free_ports):
@@ -57,7 +57,7 @@ def test_a_sweep_measures_its_rates_between_synchronous_and_throughput(prefect_a
     state = tr_load(spec=load_spec("loadsweep", port, sweep={"rates": 1, "max_concurrency": 2}),
                     output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    steps = store.read_load_steps(tmp_path / "loadsweep").sort_values("step_index")
+    steps = store.read_frame(tmp_path / "loadsweep", "load_steps").sort_values("step_index")
     assert steps["step_label"].tolist()[:2] == ["sync", "throughput"]
     assert len(steps) == 3 and steps.iloc[2]["mode"] == "rate"
     lo, hi = sorted(steps.iloc[:2]["request_rps"])

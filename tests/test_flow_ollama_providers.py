@@ -27,12 +27,12 @@ def spec(tr_id: str, provider: str, **extra) -> dict:
 
 
 def check_tr(root: Path) -> None:
-    runs, requests = store.read_runs(root), store.read_requests(root)
+    runs, requests = store.read_frame(root, "runs"), store.read_frame(root, "requests")
     assert len(runs) == 4 and runs["valid"].all()
     measured = requests[~requests["is_warmup"]]
     assert (measured["output_tokens"] > 0).all() and measured["decode_tps"].notna().all()
     assert sorted(measured["num_gpu"].unique()) == [60, 80]
-    ma = store.read_ma_runs(root)
+    ma = store.read_frame(root, "ma_runs")
     assert len(ma) == 2 and ma["valid"].all()
     assert ((ma["efficiency_pct"] - ma["speedup"] / 2 * 100).abs() < 1e-9).all()
     manifest = store.read_manifest(next((root / "runs").rglob("*.parquet")))
@@ -86,7 +86,7 @@ def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_pat
     state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "pulled"
-    assert set(store.read_runs(root)["model"]) == {"qwen2.5"}
+    assert set(store.read_frame(root, "runs")["model"]) == {"qwen2.5"}
     manifest = store.read_manifest(next((root / "runs").rglob("*.parquet")))
     assert len(manifest["models"]["qwen2.5"]["digest"]) == 64  # its facts found under the listed name
     assert all(d["estimate_gib"] for d in manifest["vram_budget"])  # and an estimate from them
@@ -113,7 +113,7 @@ def test_fake_docker_stale_container_on_the_port_is_removed_and_the_run_goes_on(
         state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
         assert state.is_completed(), state.message
         assert stale in engine.removed
-        assert store.read_runs(tmp_path / "stale")["valid"].all()
+        assert store.read_frame(tmp_path / "stale", "runs")["valid"].all()
 
 
 def test_fake_ollama_serial_mode_unloads_each_model_before_the_next(prefect_api, tmp_path):

@@ -33,7 +33,7 @@ def test_suites_run_as_tasks_and_are_summarized(prefect_api, tmp_path, free_port
     state = tr_matrix(spec=mock_spec("mock-suites", free_ports(1)[0]), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "mock-suites"
-    rows = store.read_suite_requests(root)
+    rows = store.read_frame(root, "suite_requests")
     # every model x suite, the counts the spec asked for, every answer checked
     counts = rows.groupby(["model", "suite"]).size().to_dict()
     assert counts == {(m, s): n for m in MODELS for s, n in

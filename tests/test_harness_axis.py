@@ -129,9 +129,9 @@ def report(tr):
 
 
 def test_tables_carry_the_harness_column(tr):
-    for frame in (store.read_runs(tr), store.read_requests(tr), store.read_ma_runs(tr)):
+    for frame in (store.read_frame(tr, "runs"), store.read_frame(tr, "requests"), store.read_frame(tr, "ma_runs")):
         assert set(frame["harness"]) == {"python", "rust"}
-    assert store.read_requests(tr)["client_cpu_s"].notna().all()
+    assert store.read_frame(tr, "requests")["client_cpu_s"].notna().all()
 
 
 def test_files_from_before_the_axis_read_as_python(tmp_path):
@@ -143,12 +143,12 @@ def test_files_from_before_the_axis_read_as_python(tmp_path):
     path = store.run_file(tmp_path, "runs", "old", row["run_id"])
     path.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row], schema=old_schema), path)
-    assert store.read_runs(tmp_path)["harness"].tolist() == ["python"]
+    assert store.read_frame(tmp_path, "runs")["harness"].tolist() == ["python"]
     assert store.read_frame(tmp_path, "runs", ["run_id", "harness"])["harness"].tolist() == ["python"]
 
 
 def test_run_counts_keep_harnesses_apart(tr):
-    counts = count_frame(store.read_runs(tr), "single", {})
+    counts = count_frame(store.read_frame(tr, "runs"), "single", {})
     assert sorted(counts["config"]) == ["a-model|0|512|0.8", "a-model|0|512|0.8|rust", "b-model|0|512|0.8",
                                         "b-model|0|512|0.8|rust"]
     assert counts["n_runs"].tolist() == [RUNS] * 4

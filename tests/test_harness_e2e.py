@@ -28,9 +28,9 @@ def test_both_harnesses_in_one_tr_run(prefect_api, tmp_path, free_ports):
     state = tr_matrix(spec=both_spec("axis", ports), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "axis"
-    runs, requests = store.read_runs(root), store.read_requests(root)
-    ma_runs, ma_requests = store.read_ma_runs(root), store.read_ma_requests(root)
-    for frame in (runs, requests, ma_runs, ma_requests, store.read_telemetry(root)):
+    runs, requests = store.read_frame(root, "runs"), store.read_frame(root, "requests")
+    ma_runs, ma_requests = store.read_frame(root, "ma_runs"), store.read_frame(root, "ma_requests")
+    for frame in (runs, requests, ma_runs, ma_requests, store.read_frame(root, "telemetry")):
         assert sorted(set(frame["harness"])) == ["python", "rust"]
     # twin runs, interleaved: run 0 python, run 0 rust, run 1 python, run 1 rust
     order = runs.sort_values("started_at")[["run_index", "harness"]].values.tolist()

@@ -45,7 +45,7 @@ def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on
     written(root, "hung")
     # the matrix went on past the hung unload to the next model, whose load hung on every request
     assert asked.index(("/api/generate", DEFAULT_MODEL)) < asked.index(("/api/chat", STUCK))
-    runs = store.read_runs(root).set_index("model")
+    runs = store.read_frame(root, "runs").set_index("model")
     assert bool(runs.loc[DEFAULT_MODEL, "valid"]) and not bool(runs.loc[STUCK, "valid"])
     assert runs.loc[STUCK, "error_kinds"] == "stall"
 
@@ -114,7 +114,7 @@ def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_r
     assert chats == 1  # the one that took it down; the rest found nothing listening
     root = tmp_path / "dies"
     written(root, "dies")
-    runs = store.read_runs(root).set_index("run_id")
+    runs = store.read_frame(root, "runs").set_index("run_id")
     first = runs.loc["fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1"]
     assert not first["valid"] and "connect" in first["error_kinds"]
     rest = runs.drop(index=first.name)
@@ -140,6 +140,6 @@ def test_resume_measures_the_runs_a_dead_server_kept_from_running(prefect_api, t
         chats = len(healthy.bodies("/api/chat"))
     assert "3 of 3 run(s) valid" in state.message and "1 already finished" in state.message, state.message
     assert chats == 3 * 2 + 2  # three runs of two cold requests, one warm-up per model, nothing else
-    runs = store.read_runs(root).set_index("run_id")
+    runs = store.read_frame(root, "runs").set_index("run_id")
     assert len(runs) == 4 and runs["valid"].sum() == 3 and store.runs_to_retry(root) == set()
     assert not runs.loc["fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1", "valid"]  # measured before: kept

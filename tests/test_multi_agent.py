@@ -78,13 +78,13 @@ def test_multi_agent_on_two_real_embedded_servers(prefect_api, tmp_path, free_po
     state = tr_matrix(spec=ma_spec("matest", ports), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "matest"
-    runs = store.read_ma_runs(root)
+    runs = store.read_frame(root, "ma_runs")
     assert sorted(runs["scenario"]) == ["baseline_vs_chimera"] * 2 + ["chimera_homo"] * 2
     assert runs["sequential_wall_s"].gt(0).all() and runs["concurrent_wall_s"].gt(0).all()
     assert (runs["speedup"] - runs["sequential_wall_s"] / runs["concurrent_wall_s"]).abs().max() < 1e-9
     assert (runs["efficiency_pct"] - runs["speedup"] / 2 * 100).abs().max() < 1e-9
     assert set(runs["phase_order"]) == {"concurrent,solo", "solo,concurrent"}
-    requests = store.read_ma_requests(root)
+    requests = store.read_frame(root, "ma_requests")
     measured = requests[requests["phase"] != "warmup"]
     # each agent: two calls concurrently and two alone, on its own instance, with real tokens
     assert (measured.groupby(["run_id", "agent", "phase"]).size() == 2).all()
@@ -105,7 +105,7 @@ def test_multi_agent_on_two_real_embedded_servers(prefect_api, tmp_path, free_po
     assert (first["cached_tokens"] >= first["prompt_tokens"] - 16).all(), first[["call", "cached_tokens", "prompt_tokens"]]
     # telemetry beside each run: both servers' processes; the measured window is the concurrent
     # and solo phases together, warm-ups outside it
-    tele = store.read_telemetry(root)
+    tele = store.read_frame(root, "telemetry")
     assert set(tele["run_id"]) == set(runs["run_id"]) and set(tele["kind"]) == {"multi"}
     assert {"warmup", "concurrent", "solo", "idle"} <= set(tele["phase"])
     assert (tele.loc[tele["gpu_index"].isna(), "server_rss_mib"] > 0).all()
@@ -122,7 +122,7 @@ def test_parallel_mode_measures_models_at_once_on_their_own_instances(prefect_ap
             "requests_per_run": 3, "max_tokens": 32, "execution": {"mode": "parallel", "max_parallel": 2}}
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    runs = store.read_runs(tmp_path / "par")
+    runs = store.read_frame(tmp_path / "par", "runs")
     assert runs.groupby("model")["instance_url"].nunique().eq(1).all()
     assert runs["instance_url"].nunique() == 2  # one instance per model
     windows = runs.assign(end=runs["started_at"] + pd.to_timedelta(runs["wall_s"], unit="s")).groupby("model").agg(

@@ -20,7 +20,7 @@ def test_real_ollama_oom_messages_walk_the_ladder(prefect_api, tmp_path, kind):
                 "requests_per_run": 2, "max_tokens": 4, "oom_fallback": [{"num_gpu": 40}]}
         state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    runs = store.read_runs(tmp_path / "oomreal")
+    runs = store.read_frame(tmp_path / "oomreal", "runs")
     assert set(runs.loc[~runs["valid"], "num_gpu"]) == {80} and set(runs.loc[runs["valid"], "num_gpu"]) == {40}
     log = failures.read_failure_log(tmp_path / "oomreal")
     assert set(log["error_kind"]) == {"oom"}

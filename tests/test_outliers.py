@@ -165,7 +165,7 @@ def test_flags_round_trip_atomically(flags, tr):
     back = outliers.read_flags(tr)
     assert back.equals(flags)
     assert list(back.columns) == [f.name for f in outliers.FLAGS_SCHEMA]
-    assert store.read_runs(tr)["run_id"].nunique() == 17  # the flags file is not read as a run
+    assert store.read_frame(tr, "runs")["run_id"].nunique() == 17  # the flags file is not read as a run
 
 
 def test_empty_tr(tmp_path):

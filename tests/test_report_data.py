@@ -32,7 +32,7 @@ def test_rows_per_run_match_a_full_read(tmp_path):
     spec.loader.exec_module(scale)
     root = tmp_path / "TRrows"
     scale.build(root, 3 * scale.ROWS_PER_RUN)  # the third run has a failed request
-    full = store.read_requests(root)
+    full = store.read_frame(root, "requests")
     reqs = RequestColumns.read(root)
     assert reqs.n == len(full)
     for run_id, frame in full.groupby("run_id"):

@@ -25,7 +25,7 @@ def test_planted_outlier_is_flagged_rerun_and_reported(prefect_api, tmp_path, fr
             "requests_per_run": 2, "max_tokens": 12, "seed": 4}
     assert tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True).is_completed()
     root = tmp_path / "rerun"
-    victim = store.read_runs(root).sort_values("run_index")["run_id"].iloc[1]
+    victim = store.read_frame(root, "runs").sort_values("run_index")["run_id"].iloc[1]
     plant_slow_run(root, victim)
     flags = outliers.flag_outliers(root)
     outliers.write_flags(root, flags)
@@ -35,7 +35,7 @@ def test_planted_outlier_is_flagged_rerun_and_reported(prefect_api, tmp_path, fr
 
     state = rerun_flagged(tr_id="rerun", output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    runs = store.read_runs(root)
+    runs = store.read_frame(root, "runs")
     assert sorted(runs["attempt"].tolist()) == [1] * 4 + [2] * 4  # old rows kept, a full new attempt
     assert victim in set(runs["run_id"])
     report = (root / "report" / "rerun.md").read_text()
@@ -48,14 +48,14 @@ def test_planted_outlier_is_flagged_rerun_and_reported(prefect_api, tmp_path, fr
     # a kill -9 in the middle of that rerun would leave half of attempt 2 and the old flags:
     # the same rerun again finishes attempt 2 instead of starting attempt 3
     outliers.write_flags(root, flags)
-    second = store.read_runs(root).query("attempt == 2").sort_values("run_index")["run_id"].tolist()
+    second = store.read_frame(root, "runs").query("attempt == 2").sort_values("run_index")["run_id"].tolist()
     for run_id in second[2:]:
         for table in ("runs", "requests"):
             next((root / table).rglob(f"{run_id}.parquet")).unlink()
     kept = {r: next((root / "runs").rglob(f"{r}.parquet")).stat().st_mtime_ns for r in second[:2]}
     state = rerun_flagged(tr_id="rerun", output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    runs = store.read_runs(root)
+    runs = store.read_frame(root, "runs")
     assert sorted(runs["attempt"].tolist()) == [1] * 4 + [2] * 4 and set(second) <= set(runs["run_id"])
     assert {r: next((root / "runs").rglob(f"{r}.parquet")).stat().st_mtime_ns for r in second[:2]} == kept
 

@@ -47,7 +47,7 @@ def test_files_carry_the_storage_schemas(synthetic):
 
 def test_rows_read_back_as_a_ttft_both_tr(synthetic, scale):
     root, _ = synthetic
-    req, runs = store.read_requests(root), store.read_runs(root)
+    req, runs = store.read_frame(root, "requests"), store.read_frame(root, "runs")
     assert len(req) == 3 * scale.ROWS_PER_RUN and len(runs) == 3
     measured = req[~req["is_warmup"].astype(bool) & (req["status"] == "ok")]
     targets = measured["cache_target"].value_counts()

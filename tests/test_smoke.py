@@ -27,9 +27,9 @@ def test_smoke_runs_every_suite_once_and_reports_it(prefect_api, tmp_path, free_
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "long-smoke"
     assert not (tmp_path / "long").exists()  # the real TR's folder is untouched
-    runs = store.read_runs(root)
+    runs = store.read_frame(root, "runs")
     assert len(runs) == 1 and runs["n_requests"].tolist() == [2] and not store.finished_run_ids(root, "multi")
-    rows = store.read_suite_requests(root)
+    rows = store.read_frame(root, "suite_requests")
     assert rows.groupby("suite").size().to_dict() == {"router": 2, "orchestrator": 2, "chat": 2, "qa": 2}
     assert rows["e2e_ms"].notna().all() and set(rows["json_mode"]) == {True, False}
     md = (root / "report" / "long-smoke.md").read_text()

@@ -333,13 +333,13 @@ def test_telemetry_rows_round_trip_through_storage(tmp_path, fake_nvml):
     tele = s.rows(tr_id="t", run_id="m_r00_a1", attempt=1, model="m:1b")
     store.write_run(tmp_path, row, [], {}, telemetry_rows=tele)
     assert (tmp_path / "telemetry" / "model_slug=m_1b" / "m_r00_a1.parquet").is_file()
-    back = store.read_telemetry(tmp_path)
+    back = store.read_frame(tmp_path, "telemetry")
     assert len(back) == len(tele) and set(back["kind"]) == {"single"}
     assert back["gpu_index"].isna().sum() == s.n_samples  # one host row per tick
     # the energy recomputed from the stored table is the run row's
     again = energy.run_energy(back.to_dict("records"), 10)
     assert again["energy_j"] == pytest.approx(row["energy_j"])
-    runs = store.read_runs(tmp_path)
+    runs = store.read_frame(tmp_path, "runs")
     assert runs.loc[0, "energy_j"] == pytest.approx(row["energy_j"])
 
 
@@ -357,8 +357,8 @@ def test_tr_matrix_writes_telemetry_aligned_to_each_run(prefect_api, tmp_path, f
     state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "teletest"
-    runs = store.read_runs(root).set_index("run_id")
-    tele = store.read_telemetry(root)
+    runs = store.read_frame(root, "runs").set_index("run_id")
+    tele = store.read_frame(root, "telemetry")
     assert len(runs) == 2
     assert {p.stem for p in (root / "telemetry").rglob("*.parquet")} == set(runs.index)
     assert set(tele["kind"]) == {"single"} and set(tele["model"]) == {"smollm2:135m"}

@@ -282,3 +282,27 @@ def test_oom_fallback_runs_count_for_the_cell_they_replace():
     assert frame.to_dict("records") == [{
         "config": "m|80|2048|1", "model": "m", "n_runs": 3.0, "n_valid": 3.0, "expected": 3.0,
         "run_indexes": [0, 1, 2], "missing_run_indexes": [], "measured_as": ["m|40|2048|1", "m|80|2048|1"]}]
+
+
+def test_absent_kind_is_skipped_and_a_present_kind_still_fails(tmp_path, gx_context):
+    """A TR without multi-agent runs: the multi-agent tables are not run but named as skipped; the
+    single-agent tables, with their defects, are checked in full."""
+    root = tmp_path / TR_ID
+    single_runs(root, SPEC, defects=True)
+    expected = {k: n for k, n in EXPECTED.items() if not validation.is_multi_key(k)}
+    result = validation.validate_tr(root, expected, None, context=gx_context)
+    assert {s.table for s in result.skipped} == {"ma_requests", "ma_runs", "ma_run_counts"}
+    assert all("multi-agent" in s.reason for s in result.skipped)
+    assert not any(r.table.startswith("ma_") for r in result.results)
+    assert not result.success
+    failed = {(r.table, r.expectation) for r in result.failures}
+    assert failed == {(t, n) for t, n, _, _ in CAUGHT if not t.startswith("ma_")}
+    skipped_rows = [r for r in validation.summary_rows(result) if r["result"] == "skipped"]
+    assert {r["table"] for r in skipped_rows} == {"ma_requests", "ma_runs", "ma_run_counts"}
+    data = json.loads(validation.write_validation_json(result, tmp_path / "v.json").read_text())
+    assert {s["table"] for s in data["skipped"]} == {"ma_requests", "ma_runs", "ma_run_counts"}
+
+    # expected multi-agent runs that never came: the count check still runs and fails
+    missing = validation.validate_tr(root, EXPECTED, None, context=gx_context)
+    assert {s.table for s in missing.skipped} == {"ma_requests", "ma_runs"}
+    assert not missing.get("ma_run_counts", "expected_runs_per_config").success

@@ -166,7 +166,7 @@ def build_failure_log(root: Path) -> list[dict]:
                          "gpu_memory_at_error": r.gpu_memory_at_error,
                          "fallback_decision": by_config.get((r.model, config)),
                          "instance": getattr(r, "instance", None), "operation": "request"})
-    runs = store.read_runs(root)
+    runs = store.read_frame(root, "runs")
     for r in runs[runs["invalid_reason"].fillna("").str.startswith("instance failed")].itertuples():
         config = _config(r)
         rows.append({"tr_id": r.tr_id, "table": "runs", "scope": "run", "run_id": r.run_id, "attempt": r.attempt,

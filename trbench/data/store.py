@@ -68,6 +68,11 @@ TABLES = {
     "embeddings": ("emb_requests", "emb_steps", EMB_REQUEST_SCHEMA, EMB_STEP_SCHEMA),  # a step is its "run"
 }
 
+# table folder name -> its storage schema: every table read_frame / read_arrow read
+SCHEMAS: dict[str, pa.Schema] = {
+    **{t: schema for req, run, rs, us in TABLES.values() for t, schema in ((req, rs), (run, us))},
+    TELEMETRY_TABLE: TELEMETRY_SCHEMA, SUITE_TABLE: SUITE_REQUEST_SCHEMA}
+
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
@@ -130,59 +135,12 @@ def done_run_ids(root: Path, kind: str = "single") -> set[str]:
     return finished_run_ids(root, kind) - runs_to_retry(root, kind)
 
 
-def _read(root: Path, table: str, schema: pa.Schema) -> pd.DataFrame:
-    """Every file of a table under today's schema: files written before a column existed read
-    back with that column null (without the schema pyarrow would take the first file's)."""
-    folder = root / table
-    if not any(folder.glob("model_slug=*/*.parquet")):
-        return schema.empty_table().to_pandas()
-    full = schema.remove_metadata().append(pa.field("model_slug", pa.string()))
-    dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=full)
-    return with_harness(dataset.to_table()).to_pandas()
-
-
 def with_harness(table: pa.Table) -> pa.Table:
     """Files written before the harness column existed read back with harness python, not null."""
     i = table.schema.get_field_index("harness")
     if i < 0 or table.column(i).null_count == 0:
         return table
     return table.set_column(i, "harness", pc.fill_null(table.column(i), DEFAULT_HARNESS))
-
-
-def read_requests(root: Path) -> pd.DataFrame:
-    return _read(root, "requests", REQUEST_SCHEMA)
-
-
-def read_runs(root: Path) -> pd.DataFrame:
-    return _read(root, "runs", RUN_SCHEMA)
-
-
-def read_ma_requests(root: Path) -> pd.DataFrame:
-    return _read(root, "ma_requests", MA_REQUEST_SCHEMA)
-
-
-def read_ma_runs(root: Path) -> pd.DataFrame:
-    return _read(root, "ma_runs", MA_RUN_SCHEMA)
-
-
-def read_load_requests(root: Path) -> pd.DataFrame:
-    return _read(root, "load_requests", LOAD_REQUEST_SCHEMA)
-
-
-def read_load_steps(root: Path) -> pd.DataFrame:
-    return _read(root, "load_steps", LOAD_STEP_SCHEMA)
-
-
-def read_emb_requests(root: Path) -> pd.DataFrame:
-    return _read(root, "emb_requests", EMB_REQUEST_SCHEMA)
-
-
-def read_emb_steps(root: Path) -> pd.DataFrame:
-    return _read(root, "emb_steps", EMB_STEP_SCHEMA)
-
-
-def read_telemetry(root: Path) -> pd.DataFrame:
-    return _read(root, TELEMETRY_TABLE, TELEMETRY_SCHEMA)
 
 
 def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict], manifest: dict) -> Path:
@@ -194,10 +152,6 @@ def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict
 
 def finished_suite_run_ids(root: Path) -> set[str]:
     return {p.stem for p in (root / SUITE_TABLE).glob("model_slug=*/*.parquet")}
-
-
-def read_suite_requests(root: Path) -> pd.DataFrame:
-    return _read(root, SUITE_TABLE, SUITE_REQUEST_SCHEMA)
 
 
 def read_manifest(path: Path) -> dict:
@@ -213,17 +167,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def table_schema(table: str) -> pa.Schema:
-    """The storage schema of a table folder name (requests, runs, ma_requests, ma_runs, telemetry)."""
-    schemas = {t: s for req, run, rs, us in TABLES.values() for t, s in ((req, rs), (run, us))}
-    schemas[TELEMETRY_TABLE] = TELEMETRY_SCHEMA
-    schemas[SUITE_TABLE] = SUITE_REQUEST_SCHEMA
-    return schemas[table]
+    """The storage schema of a table folder name (see SCHEMAS)."""
+    return SCHEMAS[table]
 
 
 def read_arrow(root: Path, table: str, columns: list[str] | None = None, filter: object = None,
                limit: int | None = None) -> pa.Table:
-    """A table's files as one Arrow table under today's schema (as _read), with only `columns` (all
-    when None), only the rows matching `filter` (a pyarrow.dataset expression), and at most `limit`
+    """A table's files as one Arrow table under today's schema (files written before a column existed
+    read back with that column null, harness as python: see with_harness; without the schema pyarrow
+    would take the first file's), with only `columns` (all when None), only the rows matching `filter` (a pyarrow.dataset expression), and at most `limit`
     rows (the first ones) when given."""
     schema = table_schema(table)
     full = schema.remove_metadata().append(pa.field("model_slug", pa.string()))
@@ -239,7 +191,7 @@ def read_arrow(root: Path, table: str, columns: list[str] | None = None, filter:
 
 def read_frame(root: Path, table: str, columns: list[str] | None = None, filter: object = None,
                limit: int | None = None) -> pd.DataFrame:
-    """read_arrow as a pandas frame."""
+    """read_arrow as a pandas frame: the one reader of every table (read_frame(root, "runs"))."""
     return read_arrow(root, table, columns, filter, limit).to_pandas()
 
 

@@ -128,7 +128,7 @@ def mad_stats(values: list[float], k: float = DEFAULT_K, min_rel_mad: float = DE
 
 def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
                   min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> list[dict]:
-    """Flag rows (FLAGS_SCHEMA fields) for one runs table (kind 'single': read_runs, 'multi': read_ma_runs)."""
+    """Flag rows (FLAGS_SCHEMA fields) for one runs table (kind 'single': the runs table, 'multi': ma_runs)."""
     config, metric_names = (MULTI_CONFIG, MULTI_METRICS) if kind == "multi" else (SINGLE_CONFIG, SINGLE_METRICS)
     counted = _counted(runs, config)
     out: list[dict] = []

@@ -37,6 +37,12 @@ rows that carry, per column, the dtype pandas gives the whole column (see _dtype
 checks run on every row of the columns they name (plus keys and conditions), read as a projection,
 strings as pandas categories for the request tables. Both parts are reported under the table's name.
 
+Absent kinds: a TR with no runs of one kind (no single-agent or no multi-agent rows at all, neither
+runs nor requests) has nothing in that kind's tables to check, so their suites are not built or run:
+ValidationResult.skipped names each such table and why (and so do summary_rows and validation.json).
+A run count table is skipped likewise when it has no rows (no runs of its kind and none expected);
+expected runs of an absent kind still fail its count check. A kind with any row is checked in full.
+
 Severity: 'error' expectations decide ValidationResult.success; 'warning' ones are reported only.
 Great Expectations is imported inside the functions (the import takes seconds).
 
@@ -64,12 +70,20 @@ from trbench.quality.frames import (  # noqa: F401 (expected_runs_for, is_multi_
 from trbench.quality.gx import ExpectationOutcome, import_gx, make_context, run_table
 
 
+class SkippedTable(BaseModel):
+    """A table whose suite was not run: the TR has no rows of its kind, so there is nothing to check."""
+
+    table: str
+    reason: str
+
+
 class ValidationResult(BaseModel):
     tr_root: str
     success: bool
     gx_version: str
     elapsed_s: float
     results: list[ExpectationOutcome]
+    skipped: list[SkippedTable] = []
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -86,7 +100,11 @@ class ValidationResult(BaseModel):
         raise KeyError(f"no expectation {expectation!r} on table {table!r}")
 
 
-def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path | None) -> list[TableCheck]:
+_KIND_WORDS = {"single": "single-agent", "multi": "multi-agent"}
+
+
+def _prepare(root: Path, expected_runs: dict[str, int] | None,
+             report_path: Path | None) -> tuple[list[TableCheck], list[SkippedTable]]:
     req_schema, request_dtypes, req_rows, requests = read_table(
         root, "requests", lambda f: request_checks(f, multi=False), categorical=True)
     ma_req_schema, ma_request_dtypes, ma_req_rows, ma_requests = read_table(
@@ -112,26 +130,40 @@ def _prepare(root: Path, expected_runs: dict[str, int] | None, report_path: Path
     req_examples = ["run_id", "model", "config", "request_index", "status"]
     run_examples = ["run_id", "model", "config", "valid"]
     # each table's schema checks on its dtype frame, then its row checks on the rows (see read_table)
-    tables = [
-        TableCheck("requests", request_dtypes, req_schema, "none", []),
-        TableCheck("requests", requests, req_rows, "single", req_examples),
-        TableCheck("runs", run_dtypes, run_schema, "none", []),
-        TableCheck("runs", runs, run_rows, "single", run_examples),
-        TableCheck("ma_requests", ma_request_dtypes, ma_req_schema, "none", []),
-        TableCheck("ma_requests", ma_requests, ma_req_rows, "multi", [*req_examples, "agent", "phase"]),
-        TableCheck("ma_runs", ma_run_dtypes, ma_run_schema, "none", []),
-        TableCheck("ma_runs", ma_runs, ma_run_rows, "multi", run_examples),
-    ]
+    # a kind with no row in any of its tables (a TR without multi-agent runs): nothing to check there
+    present = {"single": not (requests.empty and runs.empty), "multi": not (ma_requests.empty and ma_runs.empty)}
+    skipped = [SkippedTable(table=t, reason=f"absent: the TR has no {_KIND_WORDS[kind]} runs")
+               for kind, names in (("single", ("requests", "runs")), ("multi", ("ma_requests", "ma_runs")))
+               if not present[kind] for t in names]
+    tables = []
+    if present["single"]:
+        tables += [
+            TableCheck("requests", request_dtypes, req_schema, "none", []),
+            TableCheck("requests", requests, req_rows, "single", req_examples),
+            TableCheck("runs", run_dtypes, run_schema, "none", []),
+            TableCheck("runs", runs, run_rows, "single", run_examples),
+        ]
+    if present["multi"]:
+        tables += [
+            TableCheck("ma_requests", ma_request_dtypes, ma_req_schema, "none", []),
+            TableCheck("ma_requests", ma_requests, ma_req_rows, "multi", [*req_examples, "agent", "phase"]),
+            TableCheck("ma_runs", ma_run_dtypes, ma_run_schema, "none", []),
+            TableCheck("ma_runs", ma_runs, ma_run_rows, "multi", run_examples),
+        ]
     if expected_runs is not None:
         cols = ["config", "model", "n_runs", "n_valid", "expected", "run_indexes", "missing_run_indexes", "measured_as"]
-        tables.append(TableCheck("run_counts", count_frame(runs, "single", expected_runs), count_checks(), "single", cols))
-        tables.append(TableCheck("ma_run_counts", count_frame(ma_runs, "multi", expected_runs), count_checks(), "multi", cols))
+        for table, kind, frame in (("run_counts", "single", runs), ("ma_run_counts", "multi", ma_runs)):
+            counts = count_frame(frame, kind, expected_runs)
+            if counts.empty:  # no runs of this kind and none expected
+                skipped.append(SkippedTable(table=table, reason=f"absent: no {_KIND_WORDS[kind]} runs, none expected"))
+            else:
+                tables.append(TableCheck(table, counts, count_checks(), kind, cols))
     if report_path is not None:
         tables.append(TableCheck("report", report_frame(Path(report_path), not runs.empty, not ma_runs.empty),
                                  report_checks(), "none", ["heading", "found", "body_chars", "has_table"]))
     ledger = pd.DataFrame({"run_id": pd.concat([runs["run_id"], ma_runs["run_id"]], ignore_index=True).astype("str")})
     tables.append(TableCheck("tr", ledger, tr_checks(), "none", []))
-    return tables
+    return tables, skipped
 
 
 def validate_tr(tr_root: Path, expected_runs: dict[str, int] | None = None, report_path: Path | None = None,
@@ -143,7 +175,7 @@ def validate_tr(tr_root: Path, expected_runs: dict[str, int] | None = None, repo
     root = Path(tr_root)
     gx = import_gx()
     ctx = context if context is not None else make_context()
-    tables = _prepare(root, expected_runs, report_path)
+    tables, skipped = _prepare(root, expected_runs, report_path)
     name = f"trbench_{uuid.uuid4().hex[:12]}"
     datasource = ctx.data_sources.add_pandas(name)
     try:
@@ -155,7 +187,7 @@ def validate_tr(tr_root: Path, expected_runs: dict[str, int] | None = None, repo
             pass
     success = all(r.success for r in results if r.severity == "error")
     return ValidationResult(tr_root=str(root), success=success, gx_version=str(gx.__version__),
-                            elapsed_s=round(time.perf_counter() - t0, 3), results=results)
+                            elapsed_s=round(time.perf_counter() - t0, 3), results=results, skipped=skipped)
 
 
 def write_validation_json(result: ValidationResult, path: Path) -> Path:
@@ -166,7 +198,8 @@ def write_validation_json(result: ValidationResult, path: Path) -> Path:
 
 
 def summary_rows(result: ValidationResult, failed_only: bool = False) -> list[dict]:
-    """Rows for a Prefect table artifact: failures first, then warnings, then passes."""
+    """Rows for a Prefect table artifact: failures first, then warnings, then passes, then the
+    tables skipped as absent."""
     order = {("error", False): 0, ("warning", False): 1}
     rows = sorted(result.results, key=lambda r: order.get((r.severity, r.success), 2))
     return [
@@ -174,4 +207,6 @@ def summary_rows(result: ValidationResult, failed_only: bool = False) -> list[di
          "result": "pass" if r.success else ("FAIL" if r.severity == "error" else "warn"),
          "columns": ", ".join(r.columns), "unexpected": r.unexpected_count, "message": r.message}
         for r in rows if not (failed_only and r.success)
-    ]
+    ] + ([] if failed_only else [
+        {"table": s.table, "expectation": "(suite)", "result": "skipped", "columns": "", "unexpected": None,
+         "message": f"{s.table}: skipped, {s.reason}"} for s in result.skipped])

@@ -48,7 +48,7 @@ def _floats(column: pa.ChunkedArray) -> np.ndarray:
 
 
 class RequestColumns:
-    """The projected request rows of one TR, row order as the files are read (store.read_requests)."""
+    """The projected request rows of one TR, row order as the files are read (store.read_frame(root, "requests"))."""
 
     def __init__(self, table: pa.Table) -> None:
         self.n = table.num_rows

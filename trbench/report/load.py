@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from trbench.data.cells import config_label
 from trbench.data.rows import LoadFigures
-from trbench.data.store import read_emb_steps, read_load_steps
+from trbench.data.store import read_frame
 from trbench.measure.load_metrics import LOAD_DEFINITIONS, saturation_point
 
 _STEP_KEYS = ["model", "num_gpu", "num_ctx", "temperature", "step_index", "step_label"]
@@ -66,8 +66,8 @@ def _none(v):
 
 def build_load(tr_root: Path, models: list[str]) -> LoadSection | None:
     """The load section of a TR run's report; None when it measured no load step."""
-    steps = read_load_steps(Path(tr_root))
-    emb = read_emb_steps(Path(tr_root))
+    steps = read_frame(Path(tr_root), "load_steps")
+    emb = read_frame(Path(tr_root), "emb_steps")
     embedding_steps = [{k: _none(v) for k, v in r.items()} for r in emb[_EMB_COLUMNS].to_dict("records")]
     if steps.empty:
         return LoadSection(steps=[], summaries=[], slo={}, definitions=dict(LOAD_DEFINITIONS),

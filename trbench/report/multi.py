@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, latest_attempts
 from trbench.measure import metrics
 from trbench.config.spec import SCENARIOS
-from trbench.data.store import read_frame, read_ma_runs
+from trbench.data.store import read_frame
 
 AGENT_FIELDS = [(role, phase, name) for role in ("collector", "insight") for phase in ("concurrent", "solo")
                 for name in ("decode_tps", "ttft_ms")]
@@ -95,7 +95,7 @@ def _scenario(model: str, scenario: str, runs: pd.DataFrame, requests: pd.DataFr
 
 def build_multi_agent(tr_root: Path, models_order: list[str], harness: str | None = None) -> MultiAgentSection | None:
     """The multi-agent section; harness: of that harness's runs only (None: all runs)."""
-    all_runs = read_ma_runs(tr_root)
+    all_runs = read_frame(tr_root, "ma_runs")
     if harness is not None:
         all_runs = all_runs[all_runs["harness"] == harness]
     if all_runs.empty:

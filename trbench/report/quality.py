@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from trbench.data.cells import config_label
 from trbench.measure import metrics
 from trbench.quality.outliers import read_flags
-from trbench.data.store import read_ma_runs, read_runs
+from trbench.data.store import read_frame
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
 _CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}
@@ -63,8 +63,8 @@ def reruns(tr_root: Path, single_runs: pd.DataFrame | None = None) -> list[Rerun
     """Each config run again (more than one attempt): its latest attempt against the one before.
     single_runs: the runs table when the caller has read it already."""
     out = []
-    single = read_runs(tr_root) if single_runs is None else single_runs
-    for kind, runs in (("single", single), ("multi", read_ma_runs(tr_root))):
+    single = read_frame(tr_root, "runs") if single_runs is None else single_runs
+    for kind, runs in (("single", single), ("multi", read_frame(tr_root, "ma_runs"))):
         if runs.empty or runs["attempt"].max() < 2:
             continue
         for _, group in runs.groupby(_CONFIG[kind], sort=True):

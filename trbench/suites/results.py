@@ -183,7 +183,7 @@ def stored_ensembles(root: Path) -> dict[str, list[QAAnswer]]:
 def write_suite_results(root: Path, qa: QASet | None) -> list[Path]:
     """scenario_summary.parquet and results_matrix.parquet (models, then stored ensembles) from the
     TR's suite rows; nothing when no suite ran."""
-    rows = store.read_suite_requests(root)
+    rows = store.read_frame(root, store.SUITE_TABLE)
     if rows.empty:
         return []
     written = []
@@ -232,7 +232,7 @@ def recorded_qa(root: Path, rows: pd.DataFrame) -> QASet:
 def add_ensemble(root: Path, models: Sequence[str]) -> ModelQuality:
     """The majority vote of `models` over the stored TR's QA answers: written beside the TR, scored,
     and the results matrix written again with it."""
-    rows = store.read_suite_requests(root)
+    rows = store.read_frame(root, store.SUITE_TABLE)
     if rows.empty or not (rows["kind"] == "qa").any():
         raise EnsembleError(f"no QA answers under {root}; fix: check the tr_id and --output-dir, and that the TR ran "
                             "the QA suite (spec suites: {qa: true})")
