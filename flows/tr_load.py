@@ -32,6 +32,7 @@ from trbench.data import store
 from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance, InstanceError, create_instances
 from trbench.measure import manifest as env_manifest
+from trbench.run import progress
 from trbench.run.load import StepPlan, plan_steps, sweep_plans
 from trbench.run.single import Gate
 
@@ -61,6 +62,7 @@ def run_cell(plans: list[StepPlan], spec: MatrixSpec, inst: Instance, prompts: P
         plan = queue.pop(0)
         if plan.run_id in done:
             skipped += 1
+            progress.emit(kind="run_skipped")
             stored = store.read_frame(root, "load_steps")
             row = stored[stored["run_id"] == plan.run_id].iloc[0].to_dict()
         else:
@@ -68,7 +70,9 @@ def run_cell(plans: list[StepPlan], spec: MatrixSpec, inst: Instance, prompts: P
             rows.append(row)
         kept.append(row)
         if spec.load.sweep and len(kept) == 2:  # a sweep: its rates from the synchronous and throughput steps
-            queue += sweep_plans(spec, plans, kept)
+            rates = sweep_plans(spec, plans, kept)
+            progress.emit(kind="planned", total_runs=len(rates), message="load steps: the sweep's rates")
+            queue += rates
     return rows, skipped
 
 
@@ -93,6 +97,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
         manifest = record_manifest(spec, [inst], root, facts, [])
         digest = env_manifest.digest(manifest)
         plans = plan_steps(spec, inst.name, inst.url, getattr(spec.server, "slots", None), facts)
+        progress.emit(kind="planned", total_runs=len(plans), message="load steps")
         for cell in dict.fromkeys(p.cell for p in plans):
             measured, n = run_cell([p for p in plans if p.cell == cell], spec, inst, prompts, manifest, digest,
                                    root, gate)

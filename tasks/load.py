@@ -11,6 +11,7 @@ from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.engines import Instance
+from trbench.run import progress
 from trbench.run.load import StepPlan, execute_step, failed_step, wire_client
 from trbench.run.single import Gate
 
@@ -30,14 +31,17 @@ def load_step(plan: StepPlan, spec: MatrixSpec, inst: Instance, prompts: PromptS
     """One load step of one cell; its Parquet files are written before the task returns. A server
     that will not load for the cell is recorded as the step's failure, and the sweep goes on."""
     gate.check()
+    progress.emit(kind="run_started", run_id=plan.run_id)
     try:
         inst.prepare(plan.cell)  # loads the cell's model on the first step; a dead server is started again
     except Exception as err:  # noqa: BLE001 - recorded, the other steps go on
         row = failed_step(spec, plan, str(err), manifest_digest)
         store.write_run(root, row, [], manifest, kind="load")
+        progress.emit(kind="run_finished", **progress.load_step_figures(row))
         return row
     row, rows = execute_step(spec, plan, wire_client(spec), prompts, manifest_digest, gate)
     gate.check()  # the server may have been stopped under this step: a step cut short is not written
     store.write_run(root, row, rows, manifest, kind="load")
     get_run_logger().info(_summary(row))
+    progress.emit(kind="run_finished", **progress.load_step_figures(row))
     return row

@@ -136,3 +136,9 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     report = (root / "report" / "both.md").read_text()
     assert "## Results" in report and "## Load" in report and "| c2 |" in report
     assert "1 of 1 load step(s) valid" in out.stdout
+    # plain progress lines (stdout is a pipe), a block per flow: the matrix's run, then the load step
+    # with its own figures
+    assert re.search(r"^\[1/1\] run \S+_r00_a1: valid, decode p50 ", out.stdout, re.M), out.stdout
+    assert "planned: 1 run(s), load steps" in out.stdout
+    assert re.search(r"^\[1/1\] run \S+_c2_a1: valid, output [\d.]+ tok/s, TTFT p95 [\d.]+ ms, queue p50 ",
+                     out.stdout, re.M), out.stdout

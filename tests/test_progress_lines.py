@@ -53,3 +53,26 @@ def test_plain_lines_count_and_summarise():
         "[3/3] run b: invalid, decode p50 - tok/s, TTFT - (0 ok of 2)",
         "summary: 2 run(s) finished, 1 valid, 1 invalid, 1 already finished before; Completed",
     ]
+
+
+def test_load_step_line_is_its_output_rate_ttft_p95_and_queueing():
+    row = {"run_id": "smollm2_135m_gpu0_ctx1024_temp0.8_c4", "valid": True, "output_tps": 62.24,
+           "ttft_ms_p95": 1741.8, "queue_ms_p50": 1331.7}
+    e = progress.ProgressEvent(kind="run_finished", **progress.load_step_figures(row))
+    assert progress.describe_run(e) == ("run smollm2_135m_gpu0_ctx1024_temp0.8_c4: valid, output 62.2 tok/s, "
+                                        "TTFT p95 1741.8 ms, queue p50 1331.7 ms")
+
+
+def test_plans_add_up_when_load_steps_follow_the_matrix():
+    out = io.StringIO()
+    lines = progress.PlainLines(out)
+    lines(progress.ProgressEvent(kind="planned", total_runs=2))
+    lines(event({"run_id": "a", "valid": True, "decode_tps_p50": 1.0, "ttft_ms_p50": 2.0}))
+    lines(progress.ProgressEvent(kind="planned", total_runs=1, message="load steps"))
+    lines(progress.ProgressEvent(kind="run_finished", **progress.load_step_figures(
+        {"run_id": "c2", "valid": True, "output_tps": 5.0, "ttft_ms_p95": 3.0, "queue_ms_p50": 1.0})))
+    assert out.getvalue().splitlines()[1:] == [
+        "[1/2] run a: valid, decode p50 1.0 tok/s, TTFT p50 2.0 ms",
+        "planned: 1 run(s), load steps",
+        "[2/3] run c2: valid, output 5.0 tok/s, TTFT p95 3.0 ms, queue p50 1.0 ms",
+    ]

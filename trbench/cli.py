@@ -65,8 +65,8 @@ def _progress_bar() -> tuple[Progress, callable]:
     task_id = bar.add_task("runs", total=None, detail="preflight")
 
     def on_event(e: events.ProgressEvent) -> None:
-        if e.kind == "planned":
-            bar.update(task_id, total=e.total_runs, detail=e.message)
+        if e.kind == "planned":  # adds up: load steps are planned after the matrix's runs
+            bar.update(task_id, total=(bar.tasks[0].total or 0) + e.total_runs, detail=e.message)
         elif e.kind == "run_skipped":
             bar.advance(task_id)
         elif e.kind == "run_started":

@@ -77,6 +77,14 @@ def multi_run_figures(row: dict) -> dict:
             "ttft_ms": {"TTFT agents' mean": sum(ttft) / len(ttft)} if ttft else {}}
 
 
+def load_step_figures(row: dict) -> dict:
+    """The same for a load step: its output tok/s, TTFT p95 and queueing p50, as its step row has them."""
+    ttft = {label: v for col, label in (("ttft_ms_p95", "TTFT p95"), ("queue_ms_p50", "queue p50"))
+            if (v := _number(row.get(col))) is not None}
+    return {"run_id": row["run_id"], "valid": bool(row["valid"]), "message": _reason(row),
+            "decode_tps": _number(row.get("output_tps")), "decode_label": "output", "ttft_ms": ttft}
+
+
 def describe_pull(e: ProgressEvent) -> str:
     pct = e.pull_pct
     return f"pull {e.message}" + (f" {pct:.0f}% of {e.total / 1e9:.2f} GB" if pct is not None else "")
@@ -123,8 +131,8 @@ class PlainLines:
         if e.kind == "pull":
             if self.pulls.due(e):
                 self._write(describe_pull(e))
-        elif e.kind == "planned":
-            self.planned = e.total_runs
+        elif e.kind == "planned":  # adds up: a TR with a load section plans its steps after the matrix
+            self.planned += e.total_runs
             self._write(f"planned: {e.total_runs} run(s)" + (f", {e.message}" if e.message else ""))
         elif e.kind == "run_skipped":
             self.skipped += 1
