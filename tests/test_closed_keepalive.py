@@ -1,7 +1,7 @@
 """A request sent on a connection the server closes without answering (llama.cpp's HTTP server closes
 kept-alive connections; the close can cross the next request on the wire) is sent once more on a new
-connection, by the synchronous and the asynchronous client and the Rust runner alike; a server that never
-answers is an error.
+connection, by the synchronous and the asynchronous client, the Rust runner and the embeddings client alike;
+a server that never answers is an error.
 
 The server here is a FAKE written for these tests (a raw socket that reads each request and, for the
 first `drops` connections, closes without a byte back), so that the close is certain, not a race.
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from trbench.backends import AsyncWireClient, ChatRequest, OpenAIClient, make_client
+from trbench.backends.embeddings import AsyncEmbeddingsClient
 from trbench.backends.external_runner import missing_runner
 
 SSE = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (
@@ -29,9 +30,15 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: 
             b"Content-Length: " + str(len(SSE)).encode() + b"\r\n\r\n" + SSE)
 
 
+EMBEDDING = json.dumps({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.5]}],
+                        "usage": {"prompt_tokens": 2, "total_tokens": 2}}).encode()
+EMBEDDING_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                      b"Content-Length: " + str(len(EMBEDDING)).encode() + b"\r\n\r\n" + EMBEDDING)
+
+
 class DroppingServer:
-    """Answers each request with one SSE stream, except that the first `drops` connections are closed
-    as soon as their request has arrived."""
+    """Answers each request with one SSE stream (an OpenAI embeddings answer on /v1/embeddings), except
+    that the first `drops` connections are closed as soon as their request has arrived."""
 
     def __init__(self, drops: int) -> None:
         self.drops, self.connections = drops, 0
@@ -56,7 +63,7 @@ class DroppingServer:
                 while len(body) < length:
                     body += conn.recv(65536)
                 if self.connections > self.drops:
-                    conn.sendall(RESPONSE)
+                    conn.sendall(EMBEDDING_RESPONSE if b" /v1/embeddings " in head else RESPONSE)
 
     def close(self) -> None:
         self._sock.close()
@@ -116,3 +123,21 @@ def test_a_server_that_keeps_dropping_is_an_error_after_one_retry(server: Droppi
     message = (ex.error_message or "").lower()
     assert "disconnected" in message or "stream broke" in message or "connection closed" in message, message
     assert server.connections == 2
+
+
+async def _embed(url: str):
+    client = AsyncEmbeddingsClient("openai", url, timeout_s=10)
+    try:
+        return await client.embed("m", ["hi"])
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("server", "status"), [(1, "ok"), (5, "error")], indirect=["server"])
+def test_an_embeddings_request_the_server_dropped_is_sent_again_once(server: DroppingServer, status: str) -> None:
+    ex = asyncio.run(_embed(server.url))
+    assert ex.status == status and server.connections == 2
+    if status == "ok":
+        assert (ex.n_vectors, ex.dims, ex.prompt_tokens) == (1, 2, 2)
+    else:
+        assert ex.error_kind == "bad_response" and "disconnected" in (ex.error_message or "").lower()

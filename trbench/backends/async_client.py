@@ -21,7 +21,7 @@ import httpx
 from trbench.backends import BACKENDS, WIRE_FORMATS
 from trbench.backends.base import ChatRequest, RawExchange
 from trbench.backends.streaming import (STREAM_FAILURES, _DeadlinePassed, fail_http, http_timeout, open_exchange,
-                                        read_lines, record_failure, require_text, unanswered)
+                                        read_lines, record_failure, require_text, dropped_before_answer)
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 _SLICE = 64  # lines read between two returns to the event loop (~0.1 ms of parsing)
@@ -76,7 +76,7 @@ class AsyncWireClient:
                 else:
                     await _receive(resp, times, reads, deadline_ns)
         except (*STREAM_FAILURES, asyncio.CancelledError) as err:
-            if retry and unanswered(ex, err):
+            if retry and dropped_before_answer(ex.http_status, err):
                 return await self._send(url, payload, model, retry=False)
             cut = err
         ex.t_end_ns = time.perf_counter_ns()

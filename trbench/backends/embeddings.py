@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel
 
 from trbench.backends.base import ErrorKind, classify_http_error, error_text
+from trbench.backends.streaming import dropped_before_answer
 
 EmbeddingsBackend = Literal["openai", "ollama"]
 PATHS: dict[str, str] = {"openai": "/v1/embeddings", "ollama": "/api/embed"}
@@ -107,15 +108,19 @@ class AsyncEmbeddingsClient:
 
     async def embed(self, model: str, texts: list[str], num_ctx: int | None = None) -> EmbeddingExchange:
         payload = json.dumps(body(self.backend, model, texts, num_ctx)).encode()  # encoded before the clock starts
-        ex = EmbeddingExchange(backend=self.backend, url=self.url, model=model, n_texts=len(texts),
-                               sent_at_unix=time.time(), t_send_ns=0, t_end_ns=0)
-        ex.t_send_ns = time.perf_counter_ns()
-        try:
-            resp = await self._http.post(self.url, content=payload, headers={"Content-Type": "application/json"})
-            ex.t_end_ns = time.perf_counter_ns()  # httpx has read the whole body
-        except httpx.HTTPError as err:
-            ex.t_end_ns = time.perf_counter_ns()
-            return ex.fail(*transport_failure(err, self.url, self.timeout_s))
+        for attempt in range(2):
+            ex = EmbeddingExchange(backend=self.backend, url=self.url, model=model, n_texts=len(texts),
+                                   sent_at_unix=time.time(), t_send_ns=0, t_end_ns=0)
+            ex.t_send_ns = time.perf_counter_ns()
+            try:
+                resp = await self._http.post(self.url, content=payload, headers={"Content-Type": "application/json"})
+                ex.t_end_ns = time.perf_counter_ns()  # httpx has read the whole body
+                break
+            except httpx.HTTPError as err:
+                ex.t_end_ns = time.perf_counter_ns()
+                if attempt == 0 and dropped_before_answer(ex.http_status, err):  # a kept-alive one just closed
+                    continue
+                return ex.fail(*transport_failure(err, self.url, self.timeout_s))
         ex.http_status = resp.status_code
         if resp.status_code >= 400:
             message = error_text(resp.content)

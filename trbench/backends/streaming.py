@@ -89,7 +89,7 @@ def stream_exchange(
                     if feed_line(ex, line, time.perf_counter_ns(), read_line, strip_prefix):
                         break
         except (*STREAM_FAILURES, KeyboardInterrupt) as err:
-            if attempt == 0 and unanswered(ex, err):
+            if attempt == 0 and dropped_before_answer(ex.http_status, err):
                 continue
             record_failure(ex, err, url, timeout_s, stall_timeout_s)
             if isinstance(err, KeyboardInterrupt):
@@ -101,12 +101,12 @@ def stream_exchange(
     return require_text(ex)
 
 
-def unanswered(ex: RawExchange, err: BaseException) -> bool:
+def dropped_before_answer(http_status: int | None, err: BaseException) -> bool:
     """The connection closed before any byte of a response: a kept-alive connection the server had
     just closed (llama.cpp's HTTP server closes idle ones; the close can cross the next request on
     the wire). The server never took the request, so it is sent once more on a new connection and
     timed from that send; a second such close is recorded as the error it is."""
-    return isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError)) and ex.http_status is None
+    return isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError)) and http_status is None
 
 
 def open_exchange(backend: str, url: str, model: str) -> RawExchange:
