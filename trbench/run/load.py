@@ -26,7 +26,7 @@ from trbench.data.store import slug
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
-from trbench.run.single import Gate, RequestSlot, build_request, prompt_text, request_row, unique_prefix, utc
+from trbench.run.single import Gate, generation_request, prompt_text, request_row, unique_prefix, utc
 
 
 class AsyncChat(Protocol):
@@ -210,9 +210,9 @@ def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, p
         client = make_client(spec.backend, plan.instance_url)
 
         async def send(index: int) -> tuple[str, str, RawExchange]:
-            slot = RequestSlot(index=index, prompt_index=index, warmup=False, cache_target="cold",
-                               unique=unique_prefix(), max_tokens=max_tokens)  # every prompt new to the cache
-            prompt_id, req = build_request(spec, plan, prompts, slot)  # type: ignore[arg-type]
+            # every prompt new to the cache
+            prompt_id, messages = prompts.messages(index, unique_prefix=unique_prefix())
+            req = generation_request(plan.cell.model, messages, plan.prompt_style, plan.cell, max_tokens, spec.seed)
             t_send = time.perf_counter_ns()
             try:
                 ex = await client.chat(req)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from trbench.measure import metrics
 from trbench.config.agents import ROLES, AgentCall, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
-from trbench.run.single import completion_text, harness_tag, prompt_text, request_row, unique_prefix, utc
+from trbench.run.single import generation_request, harness_tag, prompt_text, request_row, unique_prefix, utc
 from trbench.config.spec import MatrixSpec, OptionSet, harness_key
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.rows import AgentFigures, MaRequestRow, MaRunRow
@@ -87,12 +87,8 @@ def agent_request(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role:
     # cache; only ttft: cold makes every call new to it
     unique = unique_prefix() if spec.ttft == "cold" else None
     messages = agent.messages(call, suite.digest_text, previous, unique)
-    return ChatRequest(
-        model=plan.model, messages=messages,
-        prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
-        temperature=slot.options.temperature, max_tokens=spec.multi_agent.max_tokens,
-        num_ctx=slot.options.num_ctx, num_gpu=slot.options.num_gpu, seed=spec.seed,
-    )
+    return generation_request(plan.model, messages, plan.prompt_style, slot.options, spec.multi_agent.max_tokens,
+                              spec.seed)
 
 
 def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,

@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -131,18 +131,29 @@ def completion_text(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(parts + [f"Question: {u}" for u in users]) + "\nAnswer:"
 
 
+class ServerOptions(Protocol):
+    """What a request asks of the server's settings: a Cell or an agent's OptionSet."""
+
+    temperature: float | None
+    num_ctx: int | None
+    num_gpu: int | None
+
+
+def generation_request(model: str, messages: list[dict[str, str]], prompt_style: str, options: ServerOptions,
+                       max_tokens: int, seed: int | None, json_mode: bool = False) -> ChatRequest:
+    """One request of any kind of run: a chat, or its plain-text completion for a base model."""
+    return ChatRequest(
+        model=model, messages=messages,
+        prompt=completion_text(messages) if prompt_style == "completion" else None,
+        temperature=options.temperature, max_tokens=max_tokens, num_ctx=options.num_ctx,
+        num_gpu=options.num_gpu, seed=seed, json_mode=json_mode,
+    )
+
+
 def build_request(settings: RunSettings, plan: RunPlan, prompts: PromptSuite, slot: RequestSlot) -> tuple[str, ChatRequest]:
     prompt_id, messages = prompts.messages(slot.prompt_index, unique_prefix=slot.unique)
-    return prompt_id, ChatRequest(
-        model=plan.cell.model,
-        messages=messages,
-        prompt=completion_text(messages) if plan.prompt_style == "completion" else None,
-        temperature=plan.cell.temperature,
-        max_tokens=slot.max_tokens,
-        num_ctx=plan.cell.num_ctx,
-        num_gpu=plan.cell.num_gpu,
-        seed=settings.seed,
-    )
+    return prompt_id, generation_request(plan.cell.model, messages, plan.prompt_style, plan.cell, slot.max_tokens,
+                                         settings.seed)
 
 
 def prompt_text(req: ChatRequest) -> str:

@@ -21,7 +21,7 @@ from trbench.data.store import slug
 from trbench.engines.base import Instance
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import metrics
-from trbench.run.single import Gate, completion_text, utc
+from trbench.run.single import Gate, generation_request, utc
 from trbench.suites.qa import QASet, Question, Retriever, load_qa, messages as qa_messages, parse_answer
 from trbench.suites.qa_score import QAAnswer
 from trbench.suites.scenarios import (
@@ -137,12 +137,8 @@ def _items(suites: Suites, plan: SuitePlan, spec: MatrixSpec) -> list[_Item]:
 
 
 def request(spec: MatrixSpec, plan: SuitePlan, suites: Suites, item: _Item) -> ChatRequest:
-    return ChatRequest(
-        model=plan.model, messages=item.messages,
-        prompt=completion_text(item.messages) if plan.prompt_style == "completion" else None,
-        temperature=plan.cell.temperature, max_tokens=suites.max_tokens(plan.suite), num_ctx=plan.cell.num_ctx,
-        num_gpu=plan.cell.num_gpu, seed=spec.seed, json_mode=suites.json_mode(plan.suite),
-    )
+    return generation_request(plan.model, item.messages, plan.prompt_style, plan.cell, suites.max_tokens(plan.suite),
+                              spec.seed, suites.json_mode(plan.suite))
 
 
 def _checks(suites: Suites, plan: SuitePlan, item: _Item, ex: RawExchange) -> dict:
