@@ -163,7 +163,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
         with prefect, bar, watch:
             state = flow.with_options(on_running=[watch.hook])(**params, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
-        kept = len(store.finished_run_ids(root)) + len(store.finished_run_ids(root, "multi"))
+        kept = sum(len(store.finished_run_ids(root, kind)) for kind in store.TABLES)  # runs and load steps
         how = "cancelled in Prefect" if watch.cancelled else "interrupted"
         if plain:
             plain.write_summary(how)
