@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.phase:
-        result = asyncio.run(trbench_phase(args.url, args.streams, args.tokens))
+        from trbench.backends import event_loop
+
+        result = event_loop.run(trbench_phase(args.url, args.streams, args.tokens))
         print(json.dumps(result))
         return result
     for name in ("streams", "tokens"):

@@ -20,7 +20,7 @@ import test_openai_client
 from test_openai_client import LONG_ANSWER, MODEL
 
 from trbench.backends import AsyncWireClient, OllamaClient, OpenAIClient, RawExchange
-from trbench.backends.async_client import _LinearPool, arrived_lines
+from trbench.backends.async_client import arrived_lines
 from trbench.backends.base import ChatRequest
 from trbench.engines.embedded import EmbeddedInstance
 
@@ -186,7 +186,7 @@ def test_pieces_of_one_network_read_share_its_arrival_time(burst_server: str) ->
     req = ChatRequest(model="synthetic", messages=[{"role": "user", "content": "go"}], max_tokens=8)
     ex = asyncio.run(_chat("openai", burst_server, req))
     assert (ex.status, ex.output_tokens, len(ex.token_times_ns)) == ("ok", 8, 8)
-    # eight HTTP chunks in one socket read: httpx hands them over one by one, all stamped with that read
+    # eight HTTP chunks in one socket read: all stamped with that read
     assert len(set(ex.token_times_ns)) == 1
     sent = [int(t) for t in ex.text.split()]  # the server's send times, on the same clock
     assert max(sent) < ex.token_times_ns[0] <= ex.t_end_ns
@@ -242,11 +242,10 @@ def test_real_llamacpp_concurrent_requests_all_answered(instance: EmbeddedInstan
 def test_fake_ollama_pool_keeps_to_max_connections_and_reuses_them(fake: FakeOllama) -> None:
     async def two_rounds() -> tuple[list[RawExchange], list[list]]:
         async with AsyncWireClient("ollama", fake.url, timeout_s=60.0, max_connections=2) as client:
-            pool = client._http._transport._pool
             results, open_after = [], []
             for _ in range(2):
                 results += await asyncio.gather(*(client.chat(_req("fake-decode:1b")) for _ in range(4)))
-                open_after.append(list(pool.connections))
+                open_after.append(set(client._pool.open))
             return results, open_after
 
     results, open_after = asyncio.run(two_rounds())
@@ -256,12 +255,3 @@ def test_fake_ollama_pool_keeps_to_max_connections_and_reuses_them(fake: FakeOll
         # four requests on two connections: two waited for the first two to end (20 x 10 ms each)
         ends = sorted(r.t_end_ns for r in rnd)
         assert sorted(r.token_times_ns[0] for r in rnd)[2] > ends[0]
-
-
-def test_linear_pool_only_for_the_httpcore_pool_it_was_written_against() -> None:
-    client = AsyncWireClient("openai", "http://127.0.0.1:1")
-    try:
-        assert type(client._http._transport._pool).__name__ == "_LinearPool"  # this httpcore: the linear pass
-    finally:
-        asyncio.run(client.aclose())
-    assert not _LinearPool.fits(object())

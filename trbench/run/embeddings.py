@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from trbench.backends import event_loop
 from trbench.backends.embeddings import AsyncEmbeddingsClient, EmbeddingExchange
 from trbench.config.embeddings import EmbeddingsLoad, EmbeddingTexts
 from trbench.data.rows import EmbeddingKeys, EmbeddingRequestRow, EmbeddingStepRow
@@ -43,9 +44,9 @@ def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return event_loop.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(event_loop.run, coro).result()
 
 
 async def _phase(client: AsyncEmbeddingsClient, plan: EmbeddingStepPlan, texts: EmbeddingTexts, num_ctx: int | None,

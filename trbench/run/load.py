@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from trbench.backends import ChatRequest, RawExchange
+from trbench.backends import ChatRequest, RawExchange, event_loop
 from trbench.config.load import LoadSpec, LoadStep, sweep_steps
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
@@ -228,7 +228,7 @@ def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, p
             await client.aclose()
 
     started, t0 = time.time(), time.perf_counter()
-    t0_ns, sent = asyncio.run(run())
+    t0_ns, sent = event_loop.run(run())
     wall_s = time.perf_counter() - t0
     rows = load_request_rows(step_keys(spec, plan), t0_ns, sent)
     return step_row(spec, plan, rows, started, wall_s, manifest_digest), rows
