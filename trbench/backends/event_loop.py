@@ -8,7 +8,10 @@ uvloop, and the client that costs less stamps closer to the arrival (p99 0.6 ms 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import gc
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +28,37 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on the fastest loop there is: the same Ctrl-C handling (the main task is cancelled,
-    then KeyboardInterrupt is raised) and the same clean-up of what is left."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    then KeyboardInterrupt is raised) and the same clean-up of what is left; the collector paused."""
+    with collector_paused(), asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(coro)
+
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_was_enabled = True
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector waits while timed streams run: a full pass over a step's exchanges (thousands
+    of lists of arrival times) stopped the loop for 30 ms in bench/harness.py, and every read of that
+    moment was stamped 30 ms late. What exists before is frozen out of later passes; the step's own
+    garbage is collected when the last timed loop of the process ends (threads may run steps at once)."""
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0:
+                gc.unfreeze()
+                if _was_enabled:
+                    gc.enable()
+                gc.collect()
