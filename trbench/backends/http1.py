@@ -355,11 +355,10 @@ async def exchange(pool: ConnectionPool, target: str, body: bytes, received: Rec
     deadline_ns; on any of these or a cancellation the connection is closed, never reused."""
     conn = await pool.acquire((deadline_ns - _clock()) / 1e9, fresh)
     loop = asyncio.get_running_loop()
-    done = conn.send(post_json(target, pool.netloc, body), received)
     deadline = loop.call_at(loop.time() + (deadline_ns - _clock()) / 1e9, conn.fail, _DeadlinePassed())
     watchdog = _Watchdog(conn, stall_s, loop) if stall_s else None
     try:
-        await done
+        await conn.send(post_json(target, pool.netloc, body), received)
     except BaseException:
         conn.close()
         raise
