@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -90,6 +91,22 @@ def kill_all(proc: subprocess.Popen, started: list[psutil.Process]) -> None:
     proc.wait()
 
 
+def stop_cli(proc: subprocess.Popen, ready: Callable[[], None],
+             send: Callable[[int], None]) -> tuple[list[str], list[psutil.Process]]:
+    """Once `ready` returns, stop the CLI with `send(its pid)`; (the command lines of the processes it
+    had started, those still running STOP_BOUND_S later). Whatever is left is then killed."""
+    started: list[psutil.Process] = []
+    try:
+        ready()
+        started = psutil.Process(proc.pid).children(recursive=True)
+        commands = [command(p) for p in started]
+        send(proc.pid)
+        return commands, wait_gone(proc, started, STOP_BOUND_S)
+    finally:
+        if proc.poll() is None or group_alive(proc.pid):
+            kill_all(proc, started)
+
+
 @pytest.mark.parametrize("how, group", [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
                          ids=["ctrl-c-group", "sigterm-group", "sigterm-flow-process"])
 def test_stop_with_the_temporary_server(tmp_path, free_ports, how, group):
@@ -98,20 +115,9 @@ def test_stop_with_the_temporary_server(tmp_path, free_ports, how, group):
     root, env = out / "stopme", cli_env(tmp_path)
     cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)]
     proc = start_cli(cmd, env, tmp_path / "stop.log")
-    started: list[psutil.Process] = []
-    try:
-        wait_for_runs(root, 1, proc)
-        # nothing slow between the first run file and the signal: the matrix must not finish first
-        started = psutil.Process(proc.pid).children(recursive=True)
-        commands = [command(p) for p in started]
-        if group:
-            os.killpg(proc.pid, how)
-        else:
-            os.kill(proc.pid, how)
-        left = wait_gone(proc, started, STOP_BOUND_S)
-    finally:
-        if proc.poll() is None or group_alive(proc.pid):
-            kill_all(proc, started)
+    # nothing slow between the first run file and the signal: the matrix must not finish first
+    commands, left = stop_cli(proc, lambda: wait_for_runs(root, 1, proc),
+                              lambda pid: os.killpg(pid, how) if group else os.kill(pid, how))
     output = (tmp_path / "stop.log").read_text(errors="replace")
     assert left == [], f"still running after {STOP_BOUND_S} s: {[p.cmdline() for p in left]}\n{output[-3000:]}"
     assert any("prefect.server.api.server:create_app" in c for c in commands), "no temporary Prefect server?"
