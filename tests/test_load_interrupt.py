@@ -1,6 +1,8 @@
-"""Ctrl-C in a terminal during a load step of `trbench run SPEC` (a spec with a `load:` section), the
-load client on uvloop (trbench.backends.event_loop): SIGINT to the whole process group, as a shell
-sends it to its foreground job, the llama.cpp server included.
+"""Stopping `trbench run SPEC` in the middle of a load step (a spec with a `load:` section), the load
+client on uvloop (trbench.backends.event_loop): Ctrl-C in a terminal (SIGINT to the whole process
+group, as a shell sends it to its foreground job) and SIGTERM to the group (`kill -- -PGID`; Prefect's
+SIGTERM bridge turns it into TerminationSignal during a flow run). The llama.cpp server runs in a
+session of its own (engines/embedded.py): trbench stops it.
 
 What load mode promises (tasks/load.py, run.single.Gate): a step is written whole once it has
 finished, requests then its step row (the ledger); a step cut short is not written at all, so the
@@ -10,9 +12,11 @@ file, one line says what was kept and the command that resumes, and that command
 left. The real embedded llama.cpp engine serves the bundled smollm2:135m; no PREFECT_API_URL, so the
 CLI starts its temporary Prefect server, as when run by hand.
 
-The in-process tests below pin the uvloop part alone: a SIGINT mid-step ends event_loop.run with
-KeyboardInterrupt after every request in flight was cancelled and the client closed, under the CLI's
-handler and under Python's default one (asyncio.Runner's own), on uvloop and on asyncio's loop.
+The in-process tests below pin the event loop part alone (event_loop.run): a stop signal mid-step
+cancels every request in flight, closes the client and raises what the signal's handler raised, even
+when that handler ran inside a protocol callback (where uvloop would hand the exception to the loop's
+exception handler and go on); under the CLI's handler, Python's default one (asyncio.Runner's own) and
+Prefect's SIGTERM bridge, on uvloop and on asyncio's loop.
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ def load_files(root: Path) -> dict[str, dict[Path, int]]:
     return files
 
 
-def test_ctrl_c_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest(tmp_path):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c-group", "sigterm-group"])
+def test_a_stop_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest(tmp_path, how):
     import uvloop
 
     assert event_loop.loop_factory() is uvloop.new_event_loop  # the CLI below times its load on uvloop
@@ -124,7 +129,7 @@ def test_ctrl_c_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest
     root, env = out / TR_ID, cli_env(tmp_path)
     cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)]
     proc = start_cli(cmd, env, tmp_path / "stop.log")
-    commands, left = stop_cli(proc, lambda: wait_mid_step(root, port, proc), lambda pid: os.killpg(pid, signal.SIGINT))
+    commands, left = stop_cli(proc, lambda: wait_mid_step(root, port, proc), lambda pid: os.killpg(pid, how))
     output = (tmp_path / "stop.log").read_text(errors="replace")
     assert left == [], f"still running after {STOP_BOUND_S} s: {[p.cmdline() for p in left]}\n{output[-3000:]}"
     assert proc.returncode == 130, output[-3000:]
@@ -145,6 +150,8 @@ def test_ctrl_c_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest
     assert "summary: 1 run(s) finished, 1 valid, 0 invalid; interrupted" in lines, output[-3000:]
     said = [line for line in lines if "resume with:" in line]
     assert said == [f"interrupted: 1 finished run(s) kept in {root}; resume with: {shlex.join(cmd)}"], output[-3000:]
+    if how != signal.SIGINT:
+        return  # the resume is the same whatever stopped the run: checked once
 
     # the command on that line runs the two steps left, not the finished one
     again = start_cli(shlex.split(said[0].split("resume with: ", 1)[1]), env, tmp_path / "resume.log")
@@ -168,14 +175,16 @@ def test_ctrl_c_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest
     assert llama_servers(port) == []
 
 
-# --- the event loop alone: SIGINT in the middle of a step, in this process ---
+# --- the event loop alone: a stop signal in the middle of a step, in this process ---
 
 class HangingClient:
-    """A client whose requests never end (no server): each waits until it is cancelled, which it
-    records as the real client does (error kind "cancelled"); says when `streams` are in flight."""
+    """A client whose requests do not end (no server) until they are cancelled, which it records as
+    the real client does (error kind "cancelled"); says when `streams` are in flight. Not stopped
+    within `patience_s`, they end as timeouts: a lost signal fails the test instead of hanging it."""
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, patience_s: float = 30.0) -> None:
         self.streams = streams
+        self.deadline = time.monotonic() + patience_s
         self.in_flight = threading.Event()
         self.started = 0
         self.cancelled: list[RawExchange] = []
@@ -186,41 +195,62 @@ class HangingClient:
         if self.started == self.streams:
             self.in_flight.set()
         t_send = time.perf_counter_ns()
+        # no answer, but the loop wakes now and then, as a stream's reads wake it: asyncio's own loop has
+        # no wakeup fd, and a signal that lands just before it sleeps in epoll waits for the next event
         try:
-            await asyncio.Event().wait()
+            while time.monotonic() < self.deadline:
+                await asyncio.sleep(0.05)
         except asyncio.CancelledError:
-            self.cancelled.append(RawExchange(backend="openai", url="http://none", model=req.model,
-                                              sent_at_unix=time.time(), t_send_ns=t_send,
-                                              t_end_ns=time.perf_counter_ns(), status="error",
-                                              error_kind="cancelled", error_message="interrupted"))
+            self.cancelled.append(self._cut(req, t_send, "cancelled"))
             raise
-        raise AssertionError("never answered")
+        return self._cut(req, t_send, "timeout")
+
+    @staticmethod
+    def _cut(req: ChatRequest, t_send: int, kind: str) -> RawExchange:
+        return RawExchange(backend="openai", url="http://none", model=req.model, sent_at_unix=time.time(),
+                           t_send_ns=t_send, t_end_ns=time.perf_counter_ns(), status="error", error_kind=kind,
+                           error_message=kind)
 
     async def aclose(self) -> None:
         self.closed = True
 
 
 @pytest.fixture
-def restore_sigint():
+def stop_handler(request):
+    """The handler a stop signal meets, as set up by: the CLI (KeyboardInterrupt, later signals then
+    ignored), Python's default (asyncio.Runner puts its own in its place: the main task cancelled),
+    or Prefect's SIGTERM bridge of a flow run (TerminationSignal); (the signal, what it raises)."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.utilities.engine import _prefect_sigterm_handler
+
+    from trbench import cli
+
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
+    if request.param == "cli":
+        cli._stop_on_signals()
+    elif request.param == "default":
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    else:
+        signal.signal(signal.SIGTERM, _prefect_sigterm_handler)
+    yield (signal.SIGTERM, TerminationSignal) if request.param == "prefect-sigterm" else (signal.SIGINT, KeyboardInterrupt)
     for s, handler in before.items():
         signal.signal(s, handler)
 
 
-@pytest.mark.timeout(120)  # a hang fails here, not after the suite's 600 s
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-@pytest.mark.parametrize("handler", ["cli", "default"])
-def test_sigint_mid_step_cancels_every_request_in_flight_and_raises_keyboard_interrupt(
-        restore_sigint, monkeypatch, loop, handler):
-    from trbench import cli
+HANDLERS = ["cli", "default", "prefect-sigterm"]
 
-    if loop == "asyncio":
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop(request, monkeypatch):
+    if request.param == "asyncio":
         monkeypatch.setattr(event_loop, "loop_factory", lambda: None)
-    if handler == "cli":
-        cli._stop_on_signals()  # raises KeyboardInterrupt, then ignores further signals
-    else:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.Runner puts its own in its place
+    return request.param
+
+
+@pytest.mark.timeout(120)  # a hang fails here, not after the suite's 600 s
+@pytest.mark.parametrize("stop_handler", HANDLERS, indirect=True)
+def test_a_signal_mid_step_cancels_every_request_in_flight_and_stops_the_step(stop_handler, loop):
+    sig, raised = stop_handler
     spec = parse_spec({"tr_id": "lt", "models": ["smollm2:135m"], "seed": 3, "max_tokens": 8,
                        "load": {"concurrency": [3], "requests": 12}})
     plan = runner.StepPlan(tr_id="lt", cell=spec.cells()[0], step=spec.load.fixed_steps()[0], step_index=0,
@@ -228,16 +258,54 @@ def test_sigint_mid_step_cancels_every_request_in_flight_and_raises_keyboard_int
     prompts = PromptSuite(name="t", prompts=[{"id": "p0", "user": "hello"}])
     client = HangingClient(streams=3)
 
-    def ctrl_c() -> None:
+    def stop() -> None:
         if client.in_flight.wait(timeout=60):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
 
-    threading.Thread(target=ctrl_c, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
+    threading.Thread(target=stop, daemon=True).start()
+    with pytest.raises(raised):
         runner.execute_step(spec, plan, lambda _b, _u: client, prompts, "digest")
     assert client.started == 3 and client.closed
     assert [ex.error_kind for ex in client.cancelled] == ["cancelled"] * 3
-    if handler == "cli":  # the CLI's handler ignores a second Ctrl-C while the servers are stopped
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    else:
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the Runner gave it back
+
+
+class _Sends(asyncio.Protocol):
+    """The server side: one chunk to whoever connects."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"token")  # type: ignore[attr-defined]
+
+
+class _SignalsOnRead(asyncio.Protocol):
+    """The client side: the signal arrives while its read is handled (its handler runs right there),
+    as a Ctrl-C mostly does under load, when the main thread is mostly in data_received."""
+
+    def __init__(self, sig: int) -> None:
+        self.sig = sig
+
+    def data_received(self, data: bytes) -> None:
+        os.kill(os.getpid(), self.sig)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop_handler", HANDLERS, indirect=True)
+def test_a_signal_handled_inside_a_protocol_callback_still_stops_the_run(stop_handler, loop, caplog):
+    sig, raised = stop_handler
+    unwound = []
+
+    async def main() -> str:
+        server = await asyncio.get_running_loop().create_server(_Sends, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: _SignalsOnRead(sig), "127.0.0.1", port)
+            for _ in range(600):  # 30 s: the signal stops it long before (short sleeps: see HangingClient)
+                await asyncio.sleep(0.05)
+            return "not stopped"
+        finally:
+            server.close()
+            unwound.append(True)
+
+    with pytest.raises(raised):
+        event_loop.run(main())
+    assert unwound == [True]  # the run was cancelled and unwound, not dropped
+    assert "Fatal error" not in caplog.text and "Exception in callback" not in caplog.text

@@ -26,11 +26,57 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _is_interrupt(exc: object) -> bool:
+    """KeyboardInterrupt, SystemExit, Prefect's TerminationSignal: what a signal handler raises to stop
+    the process, as against an error (Exception) or a cancellation."""
+    return isinstance(exc, BaseException) and not isinstance(exc, (Exception, asyncio.CancelledError, GeneratorExit))
+
+
+class _Interrupts:
+    """Keeps an interrupt the loop would swallow, and stops the run with it.
+
+    A signal's Python handler runs wherever the main thread is, and under load that is mostly a
+    protocol callback (data_received, the timed path). uvloop hands what a stream callback raises to
+    the loop's exception handler and goes on, KeyboardInterrupt included; uvloop and asyncio both do
+    so with any other BaseException raised in a callback, Prefect's TerminationSignal (SIGTERM during a
+    flow run) among them. The stop was then lost: logged as "Fatal error on transport", and the CLI,
+    whose handler ignores later signals, ran on to the end. Here the loop's exception handler keeps it
+    and cancels the main task; run() raises it once the task has unwound (every request in flight
+    cancelled, the client closed)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.caught: BaseException | None = None
+        self._main: asyncio.Task | None = None
+        loop.set_exception_handler(self._handle)
+
+    async def watch(self, coro: Coroutine[Any, Any, T]) -> T:
+        self._main = asyncio.current_task()
+        return await coro
+
+    def _handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not _is_interrupt(exc):
+            loop.default_exception_handler(context)
+        elif self.caught is None:
+            self.caught = exc
+            if self._main is not None:
+                self._main.cancel()
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on the fastest loop there is: the same Ctrl-C handling (the main task is cancelled,
-    then KeyboardInterrupt is raised) and the same clean-up of what is left; the collector paused."""
+    then KeyboardInterrupt is raised) and the same clean-up of what is left; an interrupt raised in a
+    protocol callback stops the run too (_Interrupts); the collector paused."""
     with collector_paused(), asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(coro)
+        interrupts = _Interrupts(runner.get_loop())
+        try:
+            result = runner.run(interrupts.watch(coro))
+        except asyncio.CancelledError:
+            if interrupts.caught is None:
+                raise
+    if interrupts.caught is not None:  # outside the except: raised as itself, not "during handling" of the cancel
+        raise interrupts.caught
+    return result
 
 
 _pause_lock = threading.Lock()
