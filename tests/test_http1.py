@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from trbench.backends import AsyncWireClient, ChatRequest, event_loop
-from trbench.backends.http1 import ConnectionPool, Received, _Chunked, exchange
+from trbench.backends.http1 import Connection, ConnectionPool, Received, _Chunked, exchange
 from trbench.backends.streaming import _DeadlinePassed
 
 SSE = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (
@@ -244,3 +244,26 @@ def test_load_mode_runs_on_uvloop() -> None:
         return type(asyncio.get_running_loop()).__module__
 
     assert event_loop.run(loop_module()).startswith("uvloop")
+
+
+def test_a_stop_signal_raised_in_a_read_cancels_the_request_rather_than_breaking_it() -> None:
+    # uvloop closes a transport whose data_received raised KeyboardInterrupt with that exception
+    # (tests/test_load_interrupt.py): the request in flight was cancelled, it did not fail
+    class Transport:  # the transport's two calls a request makes, nothing sent anywhere
+        def write(self, data: bytes) -> None: ...
+
+        def is_closing(self) -> bool:
+            return True
+
+    async def cut(exc: BaseException) -> asyncio.Future:
+        conn = Connection()
+        conn.connection_made(Transport())
+        done = conn.send(b"POST / HTTP/1.1\r\n\r\n", Received())
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        conn.connection_lost(exc)
+        return done
+
+    interrupted = event_loop.run(cut(KeyboardInterrupt()))
+    broken = event_loop.run(cut(ConnectionResetError("reset by peer")))
+    assert interrupted.cancelled()
+    assert isinstance(broken.exception(), httpx.ReadError) and "reset by peer" in str(broken.exception())

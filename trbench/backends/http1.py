@@ -204,6 +204,10 @@ class Connection(asyncio.Protocol):
         if isinstance(self._body, _UntilClose):
             self._received.complete = True
             self._finish(None)
+        elif exc is not None and not isinstance(exc, Exception):
+            # a stop signal raised inside this connection's callback (trbench.backends.event_loop keeps it
+            # and stops the run): the request was cancelled, not broken by the server
+            self._done.cancel()
         elif not self._got_bytes:
             self._finish(httpx.RemoteProtocolError("Server disconnected without sending a response."))
         elif exc is not None:
