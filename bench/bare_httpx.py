@@ -51,21 +51,35 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[int,
     return t_send, reads
 
 
-async def run(url: str, streams: int, tokens: int) -> dict:
+def request_tokens(stream: int, round_: int, tokens: int, rounds: int) -> int:
+    """Tokens asked for by a stream's request in a round: `tokens` when each stream sends one request;
+    with rounds, spread between half and 1.5 times `tokens`, so that streams end at different times and
+    each one's reading overlaps the others' streaming, as in a load step (the same for both clients)."""
+    if rounds == 1:
+        return tokens
+    return max(1, round(tokens * (0.5 + (stream * 0.6180339887 + round_ * 0.3819660113) % 1.0)))
+
+
+async def _user(client: httpx.AsyncClient, url: str, stream: int, tokens: int,
+                rounds: int) -> list[tuple[int, list[tuple[int, bytes]]]]:
+    body = {"model": "synthetic", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    return [await _stream(client, url, body | {"max_tokens": request_tokens(stream, r, tokens, rounds)})
+            for r in range(rounds)]
+
+
+async def run(url: str, streams: int, tokens: int, rounds: int = 1) -> dict:
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
-    body = {"model": "synthetic", "messages": [{"role": "user", "content": "go"}], "stream": True,
-            "max_tokens": tokens}
     async with httpx.AsyncClient(limits=limits, timeout=60.0, trust_env=False,
                                  headers={"Accept-Encoding": "identity"}) as client:
         cpu0 = time.process_time()
-        results = await asyncio.gather(*(_stream(client, url, body) for _ in range(streams)),
-                                       return_exceptions=True)
+        users = await asyncio.gather(*(_user(client, url, s, tokens, rounds) for s in range(streams)),
+                                     return_exceptions=True)
         cpu_s = time.process_time() - cpu0
-    done = [r for r in results if not isinstance(r, BaseException)]
+    done = [r for user in users if not isinstance(user, BaseException) for r in user]
     errors = [t - sent for _, reads in done for t, sent in _sent_times(reads)]
     last = max((reads[-1][0] for _, reads in done if reads), default=0)
     first = min((t for t, _ in done), default=0)
-    return summary(len(errors), cpu_s, first, last, errors, streams - len(done))
+    return summary(len(errors), cpu_s, first, last, errors, streams * rounds - len(done))
 
 
 def main() -> None:
@@ -73,13 +87,14 @@ def main() -> None:
     ap.add_argument("--url", required=True, help="the synthetic server's chat completions URL")
     ap.add_argument("--streams", type=int, required=True)
     ap.add_argument("--tokens", type=int, required=True)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     try:  # the loop trbench's client runs on (trbench.backends.event_loop): the ratio compares clients, not loops
         import uvloop
     except ImportError:
         uvloop = None
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
-        print(json.dumps(runner.run(run(args.url, args.streams, args.tokens))))
+        print(json.dumps(runner.run(run(args.url, args.streams, args.tokens, args.rounds))))
 
 
 if __name__ == "__main__":

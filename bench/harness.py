@@ -16,7 +16,9 @@ time (user + system) of the client process over the streams, per 1000 tokens rec
 Targets on 2 cores: X >= 50,000 with N >= 256, E < 1 ms, R <= 2; a missed one is named on stderr.
 Run it on an otherwise idle machine: the server, the client and anything else share the two cores.
 
-Run: `make bench-harness` or `python bench/harness.py [--streams 256] [--tokens 1000] [--rate 250]`.
+Run: `make bench-harness` or `python bench/harness.py [--streams 256] [--tokens 1000] [--rate 250] [--rounds 1]`;
+`--rounds 4 --tokens 250`: each stream sends 4 requests of 125-375 tokens one after another, the pattern of
+a load step (streams end, are read and start again while the others stream).
 """
 
 from __future__ import annotations
@@ -39,17 +41,21 @@ LINE = ("harness: {streams} streams, {tok_s:.0f} tok/s ingested, timestamp error
 TARGETS = {"streams": 256, "tok_s": 50_000.0, "error_p99_ms": 1.0, "ratio": 2.0}
 
 
-async def trbench_phase(url: str, streams: int, tokens: int) -> dict:
-    """N streams through trbench's AsyncWireClient; CPU over the whole of chat(), the exchanges' reading
-    after each stream included."""
-    from bare_httpx import summary  # this script's folder is the phase process's sys.path[0]
+async def trbench_phase(url: str, streams: int, tokens: int, rounds: int) -> dict:
+    """N streams through trbench's AsyncWireClient, each sending `rounds` requests one after another; CPU
+    over the whole of chat(), the exchanges' reading after each stream included."""
+    from bare_httpx import request_tokens, summary  # this script's folder is the phase process's sys.path[0]
 
     from trbench.backends import AsyncWireClient, ChatRequest
 
-    req = ChatRequest(model="synthetic", messages=[{"role": "user", "content": "go"}], max_tokens=tokens)
+    async def user(client: AsyncWireClient, stream: int) -> list:
+        return [await client.chat(ChatRequest(model="synthetic", messages=[{"role": "user", "content": "go"}],
+                                              max_tokens=request_tokens(stream, r, tokens, rounds)))
+                for r in range(rounds)]
+
     async with AsyncWireClient("openai", url, timeout_s=600.0, max_connections=streams) as client:
         cpu0 = time.process_time()
-        exchanges = await asyncio.gather(*(client.chat(req) for _ in range(streams)))
+        exchanges = [ex for exs in await asyncio.gather(*(user(client, s) for s in range(streams))) for ex in exs]
         cpu_s = time.process_time() - cpu0
     ok = [ex for ex in exchanges if ex.status == "ok"]
     for ex in exchanges:
@@ -59,7 +65,7 @@ async def trbench_phase(url: str, streams: int, tokens: int) -> dict:
     errors = [t - int(sent) for ex in ok for t, sent in zip(ex.token_times_ns, ex.text.split(), strict=True)]
     received = sum(len(ex.token_times_ns) for ex in exchanges)
     last = max((ex.token_times_ns[-1] for ex in exchanges if ex.token_times_ns), default=0)
-    return summary(received, cpu_s, min(ex.t_send_ns for ex in exchanges), last, errors, streams - len(ok))
+    return summary(received, cpu_s, min(ex.t_send_ns for ex in exchanges), last, errors, len(exchanges) - len(ok))
 
 
 def _child(args: list[str]) -> dict:
@@ -93,11 +99,12 @@ class SyntheticServer:
         self.proc.wait(timeout=10)
 
 
-def measure(streams: int, tokens: int, rate: float) -> dict:
+def measure(streams: int, tokens: int, rate: float, rounds: int = 1) -> dict:
     """Both clients against one synthetic server; the figures of the line, and each phase's summary."""
     server = SyntheticServer(rate)
     try:
-        phase_args = ["--url", f"{server.url}/v1/chat/completions", "--streams", str(streams), "--tokens", str(tokens)]
+        phase_args = ["--url", f"{server.url}/v1/chat/completions", "--streams", str(streams), "--tokens", str(tokens),
+                      "--rounds", str(rounds)]
         cpu0 = server.cpu_s()
         ours = _child([__file__, "--phase", "trbench", *phase_args])
         cpu1 = server.cpu_s()
@@ -132,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--streams", type=int, default=256, help="concurrent streams (default 256)")
     ap.add_argument("--tokens", type=int, default=1000, help="tokens per stream (default 1000)")
     ap.add_argument("--rate", type=float, default=250.0, help="tokens/s per stream sent by the server (default 250)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="requests each stream sends one after another (default 1; above 1 their lengths are "
+                         "spread between 0.5 and 1.5 x --tokens, so that streams end while others stream, as "
+                         "in a load step)")
     ap.add_argument("--verbose", action="store_true", help="each phase's figures on stderr")
     ap.add_argument("--json", type=Path, help="also write every figure, each phase's included, to this file")
     ap.add_argument("--phase", choices=["trbench"], help=argparse.SUPPRESS)  # internal: one client process
@@ -140,15 +151,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.phase:
         from trbench.backends import event_loop
 
-        result = event_loop.run(trbench_phase(args.url, args.streams, args.tokens))
+        result = event_loop.run(trbench_phase(args.url, args.streams, args.tokens, args.rounds))
         print(json.dumps(result))
         return result
-    for name in ("streams", "tokens"):
+    for name in ("streams", "tokens", "rounds"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be at least 1")
     if args.rate <= 0:
         ap.error("--rate must be above 0 tokens/s")
-    fig = measure(args.streams, args.tokens, args.rate)
+    fig = measure(args.streams, args.tokens, args.rate, args.rounds)
     print(LINE.format(**fig), flush=True)
     if args.json:
         args.json.write_text(json.dumps(fig, indent=1))

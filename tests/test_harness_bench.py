@@ -56,3 +56,22 @@ def test_one_line_from_real_measurements(tmp_path: Path) -> None:
 def test_bad_arguments_are_one_line_errors(args: list[str], message: str) -> None:
     run = _bench(*args)
     assert run.returncode == 2 and message in run.stderr and run.stdout == ""
+
+
+def test_rounds_send_requests_of_spread_lengths_one_after_another(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from bare_httpx import request_tokens
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    rounds = 3
+    lengths = [request_tokens(s, r, TOKENS, rounds) for s in range(STREAMS) for r in range(rounds)]
+    assert len(set(lengths)) > 1 and all(TOKENS // 2 <= n <= TOKENS * 3 // 2 + 1 for n in lengths)
+    run = _bench("--streams", str(STREAMS), "--tokens", str(TOKENS), "--rate", str(RATE), "--rounds", str(rounds),
+                 "--json", str(tmp_path / "fig.json"))
+    assert run.returncode == 0, run.stderr
+    fig = json.loads((tmp_path / "fig.json").read_text())
+    # every token of every request, by both clients; a stream's requests follow each other
+    assert fig["trbench"]["tokens"] == fig["bare"]["tokens"] == sum(lengths)
+    longest_stream = max(sum(request_tokens(s, r, TOKENS, rounds) for r in range(rounds)) for s in range(STREAMS))
+    assert fig["trbench"]["span_s"] >= (longest_stream - rounds) / RATE
