@@ -5,6 +5,8 @@ path on the same cell; at concurrency 3 against one slot the wait shows as queue
 from __future__ import annotations
 
 import statistics
+
+import httpx
 import pytest
 
 from trbench.backends import make_client
@@ -36,9 +38,25 @@ def _step(instance: EmbeddedInstance, concurrency: int, index: int) -> tuple[dic
     return runner.execute_step(SPEC, plan, runner.wire_client(SPEC), PROMPTS, "digest")
 
 
+def _server_counts(instance: EmbeddedInstance) -> dict[str, float]:
+    """llama.cpp's own Prometheus counters (its /metrics endpoint)."""
+    text = httpx.get(f"{instance.url}/metrics", timeout=10).text
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("llamacpp:"))
+    return {name.removeprefix("llamacpp:"): float(value) for name, value in pairs}
+
+
+SERVER_COUNTS: dict[int, dict[str, float]] = {}  # per step: what the server counted during it
+
+
 @pytest.fixture(scope="module")
 def steps(instance: EmbeddedInstance) -> dict[int, tuple[dict, list[dict]]]:
-    return {n: _step(instance, n, i) for i, n in enumerate((1, 3))}
+    out = {}
+    for i, n in enumerate((1, 3)):
+        before = _server_counts(instance)
+        out[n] = _step(instance, n, i)
+        after = _server_counts(instance)
+        SERVER_COUNTS[n] = {k: after[k] - before.get(k, 0.0) for k in after}
+    return out
 
 
 # Some requests go out on a keep-alive connection llama.cpp has already closed ("Server disconnected
@@ -61,6 +79,14 @@ def test_every_request_of_a_step_is_recorded_and_measured(steps):
         assert all(r["prefill_ms"] and r["ttft_ms"] and r["output_tokens"] for r in ok)
         assert row["output_tps"] > 0 and row["request_rps"] > 0
         assert row["ttft_ms_p50"] <= row["ttft_ms_p99"] and row["e2e_ms_p50"] <= row["e2e_ms_p99"]
+
+
+def test_every_token_the_server_counted_is_in_the_step(steps):
+    # llama.cpp's own counters over the step against the step's rows (warm-ups included: the server
+    # answered them too): no request lost, none counted twice, on one stream and on three
+    for n, (_, rows) in steps.items():
+        assert sum(r["output_tokens"] for r in rows) == SERVER_COUNTS[n]["tokens_predicted_total"] > 0, n
+        assert sum(r["prompt_tokens"] - (r["cached_tokens"] or 0) for r in rows) == SERVER_COUNTS[n]["prompt_tokens_total"], n
 
 
 def test_concurrency_one_agrees_with_the_single_agent_path(instance, steps):
