@@ -13,6 +13,7 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -82,12 +83,13 @@ class ScriptedServer:
     """A FAKE HTTP server: the n-th request it reads (over all connections) is answered with replies[n]
     (raw bytes, or None: close without a byte); `close_after` answers close the connection after."""
 
-    def __init__(self, replies: list[bytes | None], close_after: bool = False) -> None:
-        self.replies, self.close_after = list(replies), close_after
+    def __init__(self, replies: list[bytes | None], close_after: bool = False,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.replies, self.close_after, self.tls = list(replies), close_after, tls
         self.connections = self.requests = 0
         self.heads: list[bytes] = []
         self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._sock.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -100,6 +102,12 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):  # a client that refused the certificate
+                conn.close()
+                return
         with conn:
             data = b""
             while True:
@@ -267,3 +275,46 @@ def test_a_stop_signal_raised_in_a_read_cancels_the_request_rather_than_breaking
     broken = event_loop.run(cut(ConnectionResetError("reset by peer")))
     assert interrupted.cancelled()
     assert isinstance(broken.exception(), httpx.ReadError) and "reset by peer" in str(broken.exception())
+
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, in PEM files (cryptography, as a CA would sign one)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trbench test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_https_verifies_the_servers_certificate(tmp_path, monkeypatch) -> None:
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = ScriptedServer([chunked_response([SSE[:30], SSE[30:]])], tls=tls)
+    try:
+        [untrusted] = chats(server.url)  # the system's CAs do not know this certificate
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # OpenSSL's default verify paths: now they do
+        trusted = chats(server.url, 2)
+    finally:
+        server.close()
+    assert (untrusted.status, untrusted.error_kind) == ("error", "connect")
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.error_message
+    assert [(e.status, e.text) for e in trusted] == [("ok", "Hello there")] * 2
+    assert server.connections == 2  # the refused handshake, then one kept-alive connection for both
