@@ -239,6 +239,14 @@ def failed_step(spec: MatrixSpec, plan: StepPlan, reason: str, manifest_digest: 
     return step_row(spec, plan, [], time.time(), 0.0, manifest_digest, reason=f"instance failed: {reason}")
 
 
+def server_slots(concurrency: dict[str, int] | None) -> int | None:
+    """Requests the server works on at once, as trbench set it (the instance's `concurrency`): the
+    embedded engine's slots, the Ollama providers' num_parallel (OLLAMA_NUM_PARALLEL); None for a server
+    trbench does not configure. A step is compared with a baseline's only at the same value."""
+    concurrency = concurrency or {}
+    return concurrency.get("slots", concurrency.get("num_parallel"))
+
+
 def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | None,
                facts: dict[str, dict] | None = None) -> list[StepPlan]:
     """The fixed steps of every load cell (a sweep's rates are planned once its first two are measured);
