@@ -25,7 +25,7 @@ import pytest
 
 from flows.tr_load import tr_load
 from tests.fakes.fake_docker import FakeDocker
-from tests.fakes.fake_ollama import DEFAULT_MODEL, MAX_QUEUE_MESSAGE
+from tests.fakes.fake_ollama import DEFAULT_MODEL, MAX_QUEUE_MESSAGE, FakeModel
 from trbench.data import store
 
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
@@ -159,3 +159,48 @@ def test_fake_docker_tr_load_queues_refuses_past_the_queue_and_removes_its_conta
         assert len(inside.bodies("/api/embed")) == 1 + 3  # the embeddings step: warm-up and measured
         assert engine.wait_until(lambda: not engine.containers)
         assert not any(c.running for c in engine.removed)
+
+
+LOAD_S = 0.5  # what the fake Ollama takes to (re)load the model: well above a request here (~30 ms)
+
+
+def test_fake_docker_model_load_is_never_measured_as_a_load_step_request(prefect_api, tmp_path, monkeypatch):
+    # Ollama loads a model at its first request, and again when num_ctx changes (server/sched.go
+    # needsReload); the embedded engine loads before a cell's steps (prepare). Without warm-ups, the
+    # load must not land in the first step's requests (as TTFT, and as queueing) on Ollama either.
+    spec = load_spec("loadcold", "ollama-docker")
+    spec["grid"] = {"num_ctx": [512, 1024]}  # the second cell reloads the model
+    spec["load"] = {"concurrency": [2], "requests": 4, "warmup_requests": 0}
+    with KeptFakeDocker(images=["ollama/ollama:latest"],
+                        ollama_models=lambda: {DEFAULT_MODEL: FakeModel(load_delay_s=LOAD_S)}) as engine:
+        monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
+        state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+        assert state.is_completed(), state.message
+        (inside,) = engine.served
+        loads = [c["load_duration"] / 1e9 for c in inside.final_chunks]
+    requests = store.read_frame(tmp_path / "loadcold", "load_requests")
+    assert len(requests) == 8 and (requests["status"] == "ok").all() and not requests["is_warmup"].any()
+    assert sorted(set(requests["num_ctx"])) == [512, 1024]
+    assert max(loads) < LOAD_S / 2  # no chat request found the model to (re)load: it was loaded before
+    assert (requests["load_ms"] < LOAD_S * 1000 / 2).all()
+    assert (requests["queue_ms"] < LOAD_S * 1000 / 2).all()
+
+
+def test_fake_docker_a_cell_that_does_not_fit_is_recorded_and_the_others_run(prefect_api, tmp_path, monkeypatch):
+    # Ollama answers a load that does not fit with HTTP 500 and its message (server/routes.go
+    # handleScheduleError), for a load without a prompt as for a chat
+    spec = load_spec("loadoom", "ollama-docker")
+    spec["grid"] = {"num_gpu": [0, 99], "num_ctx": [512]}
+    spec["load"] = {"concurrency": [1], "requests": 2}
+    with KeptFakeDocker(images=["ollama/ollama:latest"],
+                        ollama_models=lambda: {DEFAULT_MODEL: FakeModel(oom_above_num_gpu=50)}) as engine:
+        monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
+        state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+        (inside,) = engine.served
+        chats = inside.bodies("/api/chat")
+    assert state.is_completed() and "1 of 2 load step(s) valid" in state.message, state.message
+    steps = store.read_frame(tmp_path / "loadoom", "load_steps").set_index("num_gpu")
+    assert steps.loc[0, "valid"] and steps.loc[0, "n_ok"] == 2
+    assert not steps.loc[99, "valid"] and steps.loc[99, "n_requests"] == 0
+    assert "memory layout cannot be allocated with num_gpu = 99" in steps.loc[99, "invalid_reason"]
+    assert {b["options"]["num_gpu"] for b in chats} == {0}  # nothing sent to the cell that did not load

@@ -23,6 +23,7 @@ from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow
 from trbench.data.store import slug
+from trbench.engines import Instance, ollama_api
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
@@ -161,6 +162,18 @@ def _failed(req: ChatRequest, backend: str, url: str, err: Exception, t_send: in
     return RawExchange(backend=backend, url=url, model=req.model, sent_at_unix=time.time(), t_send_ns=t_send,
                        t_end_ns=time.perf_counter_ns(), status="error", error_kind="bad_response",
                        error_message=f"{type(err).__name__}: {err}"[:2000])
+
+
+def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
+    """The server ready for the step's cell before its clock starts. The embedded engine (re)starts
+    llama.cpp for it (prepare); Ollama loads a model at its first request, and again for another num_ctx
+    or num_gpu, so the cell's model is loaded here with its requests' options: no measured request
+    waits for a load, with or without warm-ups (once loaded, this answers at once)."""
+    inst.prepare(plan.cell)
+    if spec.backend == "ollama":
+        cell = plan.cell
+        ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu},
+                        spec.load_timeout_s)
 
 
 def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
