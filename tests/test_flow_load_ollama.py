@@ -14,14 +14,16 @@ their last ones, so only the 6-stream step can be refused.)
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
+
+from conftest import free_port_in
 
 from flows.tr_load import tr_load
 from tests.fakes.fake_docker import FakeDocker
@@ -33,16 +35,11 @@ NUM_PARALLEL, MAX_QUEUE = 2, 2
 STEPS = [1, 2, 6]  # the last one more than NUM_PARALLEL + MAX_QUEUE streams: some requests are refused
 
 
-def port_in_range(lo: int = 18500, hi: int = 18600) -> int:
+def port_in_range() -> int:
     """A free port of this test file's range (shared machine: each engineer has one)."""
-    for port in range(lo, hi):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {lo}..{hi - 1}")
+    port = free_port_in(18500, 18600)
+    assert port is not None, "no free port in 18500-18599"
+    return port
 
 
 def load_spec(tr_id: str, provider: str, **server) -> dict:
@@ -118,8 +115,6 @@ def test_fake_ollama_cli_tr_load_queues_refuses_past_the_queue_and_leaves_no_pro
     spec = load_spec("loadproc", "ollama-process")
     state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
     check_load_tr(tmp_path / "loadproc", "ollama-process", state)
-    import json
-
     (record,) = [json.loads(p.read_text()) for p in records.glob("serve-*.json")]
     assert record["env"]["OLLAMA_NUM_PARALLEL"] == str(NUM_PARALLEL)
     assert record["env"]["OLLAMA_MAX_QUEUE"] == str(MAX_QUEUE)
