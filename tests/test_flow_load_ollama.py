@@ -10,6 +10,11 @@ and "the server will return 503 when the queue is full" (server/sched.go ErrMaxQ
 and max_queue 2, a step of 6 streams has two answered at once, two waiting, and the rest refused.
 (A queue of 2 also holds a 2-stream step whose next requests arrive before the server has let go of
 their last ones, so only the 6-stream step can be refused.)
+
+Extended for these tests, after Ollama's docs and source: the fake (re)loads a model only when it is not
+loaded with the request's num_ctx (server/sched.go needsReload; before, every request paid the load), and a
+load without a prompt (docs/api.md "Load a model") schedules with the request's options, out of memory
+as a prompt's load is.
 """
 
 from __future__ import annotations
