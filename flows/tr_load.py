@@ -33,7 +33,7 @@ from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance, InstanceError, create_instances
 from trbench.measure import manifest as env_manifest
 from trbench.run import progress
-from trbench.run.load import StepPlan, plan_steps, sweep_plans
+from trbench.run.load import StepPlan, plan_steps, server_slots, sweep_plans
 from trbench.run.single import Gate
 
 
@@ -96,7 +96,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
         facts = collect_model_facts(spec, inst)
         manifest = record_manifest(spec, [inst], root, facts, [])
         digest = env_manifest.digest(manifest)
-        plans = plan_steps(spec, inst.name, inst.url, getattr(spec.server, "slots", None), facts)
+        plans = plan_steps(spec, inst.name, inst.url, server_slots(getattr(inst, "concurrency", None)), facts)
         progress.emit(kind="planned", total_runs=len(plans), message="load steps")
         for cell in dict.fromkeys(p.cell for p in plans):
             measured, n = run_cell([p for p in plans if p.cell == cell], spec, inst, prompts, manifest, digest,

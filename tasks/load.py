@@ -12,7 +12,7 @@ from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.engines import Instance
 from trbench.run import progress
-from trbench.run.load import StepPlan, execute_step, failed_step, wire_client
+from trbench.run.load import StepPlan, execute_step, failed_step, prepare_server, wire_client
 from trbench.run.single import Gate
 
 
@@ -33,7 +33,7 @@ def load_step(plan: StepPlan, spec: MatrixSpec, inst: Instance, prompts: PromptS
     gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
     try:
-        inst.prepare(plan.cell)  # loads the cell's model on the first step; a dead server is started again
+        prepare_server(inst, spec, plan)  # the cell's model loaded before the clock; a dead server started again
     except Exception as err:  # noqa: BLE001 - recorded, the other steps go on
         row = failed_step(spec, plan, str(err), manifest_digest)
         store.write_run(root, row, [], manifest, kind="load")

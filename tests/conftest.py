@@ -22,6 +22,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_in(lo: int, hi: int) -> int | None:
+    """A free port among lo..hi-1 (a test's own range on the shared machine), or None."""
+    for port in range(lo, hi):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return None
+
+
 @pytest.fixture
 def free_ports():
     return lambda n: [free_port() for _ in range(n)]

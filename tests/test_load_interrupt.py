@@ -25,7 +25,6 @@ import asyncio
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import llama_servers
+from conftest import free_port_in, llama_servers
 from test_stopping import STOP_BOUND_S, cli_env, group_alive, kill_all, start_cli, stop_cli
 
 from trbench.backends import ChatRequest, RawExchange, event_loop
@@ -58,14 +57,10 @@ NOISE = ("Traceback", "EventsWorker", "Task was destroyed", "exception was never
 
 def port_in_my_range() -> int:
     """A free port among 18400-18499: the ports this test may use on the shared machine."""
-    for port in range(18400, 18500):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port in 18400-18499")
+    port = free_port_in(18400, 18500)
+    if port is None:
+        pytest.skip("no free port in 18400-18499")
+    return port
 
 
 def write_spec(tmp_path: Path, port: int) -> Path:

@@ -86,6 +86,15 @@ def test_sweep_rates_are_spread_between_the_measured_ends():
     assert sweep_steps(Sweep(rates=3), None, 5.0) == []
 
 
+def test_a_step_records_the_parallelism_trbench_gave_the_server():
+    # each provider's instance.concurrency: embedded slots, Ollama's num_parallel (OLLAMA_NUM_PARALLEL)
+    from trbench.config.servers import OllamaProcessServer
+
+    assert runner.server_slots({"slots": 3}) == 3
+    assert runner.server_slots(OllamaProcessServer(num_parallel=4, max_queue=9).concurrency()) == 4
+    assert runner.server_slots(None) is None  # an external server: its own business
+
+
 def _spec(**load):
     return parse_spec({"tr_id": "lt", "models": ["smollm2:135m"], "seed": 3, "max_tokens": 8,
                        "load": {"requests": 12, **load}})

@@ -29,7 +29,9 @@ names the file and version it was read from where it is implemented below):
   dropped, compared case-insensitively; /api/tags lists the tag ("llama3.2:latest");
 - POST /api/generate without a prompt: keep_alive 0 unloads without loading, answering one
   object with done_reason "unload"; otherwise it loads and answers done_reason "load"
-  (server/routes.go GenerateHandler);
+  (server/routes.go GenerateHandler), through scheduleRunner with the request's options as a
+  prompt's load: out of memory the same way, and nothing (re)loaded when the model is already
+  loaded with the same num_ctx (server/sched.go needsReload), which also holds for a prompt;
 - POST /api/pull streams progress lines and reports failures as {"error"} lines inside the
   stream (server/routes.go PullHandler, streamResponse); a client that leaves cancels the pull;
 - optionally prompt_eval_cached_count, which newer Ollama adds (FakeOllama(reports_cached=True));
@@ -128,7 +130,7 @@ class FakeModel:
     content_tokens: list[str] = field(default_factory=lambda: list(_DEFAULT_CONTENT))
     think_tokens: list[str] = field(default_factory=list)  # streamed as message.thinking before the answer
     token_delay_s: float = 0.004  # one decode step: before each token after the first, and before the unstreamed EOS
-    load_delay_s: float = 0.0  # before anything is sent (model load); reported as load_duration
+    load_delay_s: float = 0.0  # a (re)load before anything is sent (not loaded, or another num_ctx); reported as load_duration
     prefill_delay_s: float = 0.002  # a cold prompt's evaluation, first token included; scaled by the uncached share
     fail: FailMode | None = None
     oom_above_num_gpu: int | None = None  # options.num_gpu above this fails as out of memory (a card that fits so many layers)
@@ -151,6 +153,11 @@ class FakeModel:
 
     def digest(self, name: str) -> str:
         return hashlib.sha256(f"fake-ollama:{name}".encode()).hexdigest()
+
+    def does_not_fit(self, options: Mapping) -> bool:
+        """A load with these options runs out of memory (fail "oom", or more layers than fit)."""
+        too_many_layers = self.oom_above_num_gpu is not None and int(options.get("num_gpu", 0)) > self.oom_above_num_gpu
+        return self.fail == "oom" or too_many_layers
 
     def oom_message(self, num_gpu: object) -> str:
         kind = "layout_auto" if self.oom_kind == "layout" and num_gpu is None else self.oom_kind
@@ -364,6 +371,13 @@ class FakeOllama:
                 if known.lower() == wanted:
                     return known, model
         return None
+
+    def needs_load(self, name: str, options: Mapping) -> bool:
+        """server/sched.go: a model loaded with the same runner options (num_ctx here) is used as it is;
+        otherwise (not loaded, or needsReload) the runner is (re)started for the request."""
+        with self._lock:
+            held = self.loaded.get(name)
+        return held is None or held["num_ctx"] != options.get("num_ctx", 2048)
 
     @contextlib.contextmanager
     def _admitted(self, model: str) -> Iterator[None]:
@@ -681,12 +695,17 @@ class _Handler(GoLikeHandler):
             with fake._lock:
                 fake.loaded.pop(name, None)
                 fake.prompt_cache.pop(name, None)
-        else:
-            if m.load_hangs:
+        else:  # scheduleRunner with the request's options, as for a prompt: the same load, the same errors
+            options = body.get("options") or {}
+            needs_load = fake.needs_load(name, options)
+            if m.load_hangs and needs_load:
                 fake._hang()
-            fake._wait(m.load_delay_s)
+            fake._wait(m.load_delay_s if needs_load else 0.0)
+            if m.does_not_fit(options):
+                self._error(500, m.oom_message(options.get("num_gpu")))
+                return
             with fake._lock:
-                fake.loaded[name] = {"num_ctx": (body.get("options") or {}).get("num_ctx", 2048),
+                fake.loaded[name] = {"num_ctx": options.get("num_ctx", 2048),
                                      "expires_at": _now_rfc3339(timedelta(minutes=5))}
         self._send_json(200, {"model": body["model"], "created_at": _now_rfc3339(), "response": "", "done": True,
                               "done_reason": "unload" if unload else "load"})
@@ -784,14 +803,13 @@ class _Handler(GoLikeHandler):
         if m.crashes:  # nothing listens any more, and every open connection is dropped
             threading.Thread(target=fake.stop, name="fake-ollama-crash", daemon=True).start()
             fake._hang()
-        with fake._lock:
-            held = fake.loaded.get(name)
-        if m.load_hangs and (held is None or held["num_ctx"] != options.get("num_ctx", 2048)):
+        needs_load = fake.needs_load(name, options)
+        if m.load_hangs and needs_load:
             fake._hang()  # the model (re)loads for this request, and the load never finishes
-        # load_duration is checkpointLoaded - checkpointStart (server/routes.go): scheduler queueing included
-        fake._step(m.load_delay_s)
-        too_many_layers = m.oom_above_num_gpu is not None and int(options.get("num_gpu", 0)) > m.oom_above_num_gpu
-        if m.fail == "oom" or too_many_layers:
+        # load_duration is checkpointLoaded - checkpointStart (server/routes.go): scheduler queueing included,
+        # and the load only when there was one (docs/api.md: "time spent in nanoseconds loading the model")
+        fake._step(m.load_delay_s if needs_load else 0.0)
+        if m.does_not_fit(options):
             self._error(500, m.oom_message(options.get("num_gpu")))  # before any stream: handleScheduleError
             return
         if m.fail == "http_500":

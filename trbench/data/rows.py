@@ -405,7 +405,7 @@ class LoadKeys(StepKeys):
     num_gpu: I = None
     num_ctx: I = None
     temperature: F = None
-    slots: I = None  # requests the server decodes at once (llama.cpp n_parallel); null: the server's own
+    slots: I = None  # requests the server works on at once (llama.cpp n_parallel, OLLAMA_NUM_PARALLEL); null: the server's own
     step_index: int
     step_label: str  # c4, r0.5, sync, throughput, sweep-r1.2
     mode: str  # concurrency (closed loop) | rate (open loop)

@@ -89,6 +89,15 @@ def unload(url: str, model: str, timeout_s: float = 60.0) -> None:
     _json(call("POST", f"{url}/api/generate", what, {"model": model, "keep_alive": 0}, timeout_s), what)
 
 
+def load(url: str, model: str, options: dict, timeout_s: float = 600.0) -> None:
+    """Load a model now, as a request with these options would: /api/generate with no prompt
+    (docs/api.md "Load a model"); the options reach the scheduler as a request's do, so a later
+    request with the same num_ctx and num_gpu finds it loaded (server/sched.go needsReload)."""
+    what = f"load {model}"
+    body = {"model": model, "options": {k: v for k, v in options.items() if v is not None}}
+    _json(call("POST", f"{url}/api/generate", what, body, timeout_s), what)
+
+
 def loaded(url: str, timeout_s: float = 30.0) -> list[dict]:
     """/api/ps: models in memory, with size and size_vram."""
     return _json(call("GET", f"{url}/api/ps", "list loaded models", timeout_s=timeout_s), "/api/ps").get("models", [])

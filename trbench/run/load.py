@@ -23,6 +23,7 @@ from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow
 from trbench.data.store import slug
+from trbench.engines import Instance, ollama_api
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
@@ -163,6 +164,18 @@ def _failed(req: ChatRequest, backend: str, url: str, err: Exception, t_send: in
                        error_message=f"{type(err).__name__}: {err}"[:2000])
 
 
+def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
+    """The server ready for the step's cell before its clock starts. The embedded engine (re)starts
+    llama.cpp for it (prepare); Ollama loads a model at its first request, and again for another num_ctx
+    or num_gpu, so the cell's model is loaded here with its requests' options: no measured request
+    waits for a load, with or without warm-ups (once loaded, this answers at once)."""
+    inst.prepare(plan.cell)
+    if spec.backend == "ollama":
+        cell = plan.cell
+        ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu},
+                        spec.load_timeout_s)
+
+
 def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
     c, s = plan.cell, plan.step
     return {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "model": c.model,
@@ -237,6 +250,14 @@ def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, p
 def failed_step(spec: MatrixSpec, plan: StepPlan, reason: str, manifest_digest: str) -> dict:
     """The row of a step that could not run (its server would not load): kept, marked invalid."""
     return step_row(spec, plan, [], time.time(), 0.0, manifest_digest, reason=f"instance failed: {reason}")
+
+
+def server_slots(concurrency: dict[str, int] | None) -> int | None:
+    """Requests the server works on at once, as trbench set it (the instance's `concurrency`): the
+    embedded engine's slots, the Ollama providers' num_parallel (OLLAMA_NUM_PARALLEL); None for a server
+    trbench does not configure. A step is compared with a baseline's only at the same value."""
+    concurrency = concurrency or {}
+    return concurrency.get("slots", concurrency.get("num_parallel"))
 
 
 def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | None,
