@@ -15,6 +15,8 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 
@@ -49,6 +51,17 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[int,
         async for data in resp.aiter_raw():
             reads.append((time.perf_counter_ns(), data))
     return t_send, reads
+
+
+def on_trbench_loop(coro: Coroutine[Any, Any, dict]) -> dict:
+    """Run on the loop trbench's client runs on (uvloop where installed, as trbench.backends.event_loop):
+    the figures compare clients, not event loops."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+        return runner.run(coro)
 
 
 def request_tokens(stream: int, round_: int, tokens: int, rounds: int) -> int:
@@ -89,12 +102,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, required=True)
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    try:  # the loop trbench's client runs on (trbench.backends.event_loop): the ratio compares clients, not loops
-        import uvloop
-    except ImportError:
-        uvloop = None
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
-        print(json.dumps(runner.run(run(args.url, args.streams, args.tokens, args.rounds))))
+    print(json.dumps(on_trbench_loop(run(args.url, args.streams, args.tokens, args.rounds))))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Starts bench/synthetic_server.py in a process of its own (a fixed token rate per
 carrying its send time), then, one after the other, each in a fresh process:
   trbench  N concurrent AsyncWireClient.chat() streams, exactly as load mode sends them; the tokens
            and their arrival times are read from the RawExchanges the client returns;
-  bare     bench/bare_httpx.py: a bare httpx streaming loop (no trbench code), the same N streams.
+  bare     bench/bare_httpx.py: a bare httpx streaming loop (no trbench code), the same N streams;
+  floor    bench/stamp_floor.py: a Protocol per stream that only stamps and keeps its reads, the least
+           any client can do: when trbench's p99 misses, its p99 tells whether the machine did too;
 and prints one line:
 
   harness: <N> streams, <X> tok/s ingested, timestamp error p99 <E> ms, client CPU <C> s per 1k tokens,
@@ -110,15 +112,17 @@ def measure(streams: int, tokens: int, rate: float, rounds: int = 1) -> dict:
         cpu1 = server.cpu_s()
         bare = _child([str(HERE / "bare_httpx.py"), *phase_args])
         cpu2 = server.cpu_s()
+        floor = _child([str(HERE / "stamp_floor.py"), *phase_args])
+        cpu3 = server.cpu_s()
     finally:
         server.stop()
-    ours["server_cpu_s"], bare["server_cpu_s"] = cpu1 - cpu0, cpu2 - cpu1
+    ours["server_cpu_s"], bare["server_cpu_s"], floor["server_cpu_s"] = cpu1 - cpu0, cpu2 - cpu1, cpu3 - cpu2
     client_cpu = ours["cpu_s"] / ours["tokens"] * 1000 if ours["tokens"] else float("nan")
     bare_cpu = bare["cpu_s"] / bare["tokens"] * 1000 if bare["tokens"] else float("nan")
     return {"streams": streams, "tok_s": ours["tokens"] / ours["span_s"] if ours["span_s"] > 0 else 0.0,
             "error_p99_ms": ours["error_p99_ms"] if ours["error_p99_ms"] is not None else float("nan"),
             "client_cpu": client_cpu, "bare_cpu": bare_cpu, "ratio": client_cpu / bare_cpu,
-            "trbench": ours, "bare": bare}
+            "trbench": ours, "bare": bare, "floor": floor}
 
 
 def missed(fig: dict) -> list[str]:
@@ -128,7 +132,10 @@ def missed(fig: dict) -> list[str]:
     if not fig["tok_s"] >= TARGETS["tok_s"]:
         out.append(f"ingest {fig['tok_s']:.0f} < {TARGETS['tok_s']:.0f} tok/s")
     if not fig["error_p99_ms"] < TARGETS["error_p99_ms"]:
-        out.append(f"timestamp error p99 {fig['error_p99_ms']:.3f} >= {TARGETS['error_p99_ms']} ms")
+        floor = fig["floor"]["error_p99_ms"]
+        out.append(f"timestamp error p99 {fig['error_p99_ms']:.3f} >= {TARGETS['error_p99_ms']} ms (a client that "
+                   f"only stamps, bench/stamp_floor.py, had p99 {floor:.3f} ms in the same run"
+                   f"{': the machine misses it too' if floor >= TARGETS['error_p99_ms'] else ''})")
     if not fig["ratio"] <= TARGETS["ratio"]:
         out.append(f"CPU ratio {fig['ratio']:.2f} > {TARGETS['ratio']}")
     return out
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         args.json.write_text(json.dumps(fig, indent=1))
     if args.verbose:
-        for phase in ("trbench", "bare"):
+        for phase in ("trbench", "bare", "floor"):
             print(f"  {phase}: {json.dumps(fig[phase])}", file=sys.stderr)
     for miss in missed(fig):
         print(f"harness: target missed: {miss}", file=sys.stderr)

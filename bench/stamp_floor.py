@@ -1,0 +1,90 @@
+"""The floor of bench/harness.py: the least any Python client on this machine can do, right now.
+
+N streams on one event loop (uvloop where installed, as trbench's client), each an asyncio Protocol that
+writes its request and, for every read, takes the time and keeps the bytes: no HTTP parsing, no pool,
+no timeouts, no reading after the stream, the garbage collector off. Its timestamp error is what the loop and the kernel cost
+alone; when it misses the 1 ms target too, the machine (a busy or slowed-down host) is what missed, not
+trbench's client. Afterwards (not timed) the tokens are read out of the bytes as bench/bare_httpx.py does.
+
+Run by the harness in a process of its own; prints one JSON object (bare_httpx.summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import time
+from urllib.parse import urlsplit
+
+from bare_httpx import _sent_times, on_trbench_loop, request_tokens, summary
+
+_END = b"0\r\n\r\n"  # the synthetic server's last chunk: the response is over
+
+
+class _Stamping(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.times: list[int] = []  # two flat lists, no tuple per read: nothing for a collector to walk
+        self.datas: list[bytes] = []
+        self.done: asyncio.Future | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.times.append(time.perf_counter_ns())
+        self.datas.append(data)
+        if data.endswith(_END) and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError(f"closed before the end: {exc}"))
+
+
+async def _user(host: str, port: int, path: str, stream: int, tokens: int,
+                rounds: int) -> list[tuple[int, list[tuple[int, bytes]]]]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_connection(_Stamping, host, port)
+    out = []
+    try:
+        for r in range(rounds):
+            body = json.dumps({"model": "synthetic", "stream": True,
+                               "max_tokens": request_tokens(stream, r, tokens, rounds)}).encode()
+            proto.times, proto.datas, proto.done = [], [], loop.create_future()
+            t_send = time.perf_counter_ns()
+            transport.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), port, len(body), body))
+            await proto.done
+            out.append((t_send, list(zip(proto.times, proto.datas))))
+    finally:
+        transport.close()
+    return out
+
+
+async def run(url: str, streams: int, tokens: int, rounds: int) -> dict:
+    parts = urlsplit(url)
+    gc.collect()
+    gc.disable()  # as trbench's client runs a load step (trbench.backends.event_loop.collector_paused)
+    cpu0 = time.process_time()
+    users = await asyncio.gather(*(_user(parts.hostname, parts.port, parts.path, s, tokens, rounds)
+                                   for s in range(streams)), return_exceptions=True)
+    cpu_s = time.process_time() - cpu0
+    gc.enable()
+    done = [r for user in users if not isinstance(user, BaseException) for r in user]
+    errors = [t - sent for _, reads in done for t, sent in _sent_times(reads)]
+    last = max((reads[-1][0] for _, reads in done if reads), default=0)
+    first = min((t for t, _ in done), default=0)
+    return summary(len(errors), cpu_s, first, last, errors, streams * rounds - len(done))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", required=True, help="the synthetic server's chat completions URL")
+    ap.add_argument("--streams", type=int, required=True)
+    ap.add_argument("--tokens", type=int, required=True)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    print(json.dumps(on_trbench_loop(run(args.url, args.streams, args.tokens, args.rounds))))
+
+
+if __name__ == "__main__":
+    main()
