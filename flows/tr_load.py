@@ -96,7 +96,8 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
         facts = collect_model_facts(spec, inst)
         manifest = record_manifest(spec, [inst], root, facts, [])
         digest = env_manifest.digest(manifest)
-        plans = plan_steps(spec, inst.name, inst.url, server_slots(getattr(inst, "concurrency", None)), facts)
+        batching = getattr(inst, "concurrency", None) or {}
+        plans = plan_steps(spec, inst.name, inst.url, server_slots(batching), facts, batching.get("max_queue"))
         progress.emit(kind="planned", total_runs=len(plans), message="load steps")
         for cell in dict.fromkeys(p.cell for p in plans):
             measured, n = run_cell([p for p in plans if p.cell == cell], spec, inst, prompts, manifest, digest,

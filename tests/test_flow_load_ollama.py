@@ -66,7 +66,7 @@ def check_load_tr(root: Path, provider: str, state) -> None:
         assert set(frame["provider"]) == {provider} and set(frame["backend"]) == {"ollama"}
         assert set(frame["instance"]) == {f"{provider}-0"}
     # the server's parallelism is the step's: a baseline at another OLLAMA_NUM_PARALLEL is another step
-    assert (steps["slots"] == NUM_PARALLEL).all()
+    assert (steps["slots"] == NUM_PARALLEL).all() and (steps["max_queue"] == MAX_QUEUE).all()
     assert (steps["n_requests"] == 10).all() and (steps["n_warmup"] == 1).all()
 
     ok = requests[requests["status"] == "ok"]

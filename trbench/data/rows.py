@@ -406,6 +406,7 @@ class LoadKeys(StepKeys):
     num_ctx: I = None
     temperature: F = None
     slots: I = None  # requests the server works on at once (llama.cpp n_parallel, OLLAMA_NUM_PARALLEL); null: the server's own
+    max_queue: I = None  # requests Ollama holds past its slots before answering 503 (OLLAMA_MAX_QUEUE); null: the server's own
     step_index: int
     step_label: str  # c4, r0.5, sync, throughput, sweep-r1.2
     mode: str  # concurrency (closed loop) | rate (open loop)

@@ -26,14 +26,17 @@ class LoadStepResult(LoadFigures):
     concurrency: int | None = None
     rate: float | None = None
     slots: int | None = None
+    max_queue: int | None = None
     max_tokens: int | None = None
     valid: bool = True
     invalid_reason: str | None = None
 
     @property
     def key(self) -> str:
-        """What a step is matched on against a baseline TR: the same model, config, step and server slots."""
-        return f"{self.model} {self.config} {self.step_label} slots={self.slots} max_tokens={self.max_tokens}"
+        """What a step is matched on against a baseline TR: the same model, config, step, server slots and
+        queue (a shorter queue turns waits into 503s: another step)."""
+        queue = f" max_queue={self.max_queue}" if self.max_queue is not None else ""
+        return f"{self.model} {self.config} {self.step_label} slots={self.slots}{queue} max_tokens={self.max_tokens}"
 
 
 class LoadModelSummary(BaseModel):

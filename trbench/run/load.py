@@ -59,6 +59,7 @@ class StepPlan(BaseModel):
     instance: str
     instance_url: str
     slots: int | None = None
+    max_queue: int | None = None
     prompt_style: Literal["chat", "completion"] = "chat"
 
     @property
@@ -181,7 +182,7 @@ def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
     return {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "model": c.model,
             "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
             "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
-            "temperature": c.temperature, "slots": plan.slots, "step_index": plan.step_index, "step_label": s.label,
+            "temperature": c.temperature, "slots": plan.slots, "max_queue": plan.max_queue, "step_index": plan.step_index, "step_label": s.label,
             "mode": s.mode, "concurrency": s.concurrency, "rate": s.rate,
             "burstiness": spec.load.burstiness if s.mode == "rate" else None}
 
@@ -261,12 +262,12 @@ def server_slots(concurrency: dict[str, int] | None) -> int | None:
 
 
 def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | None,
-               facts: dict[str, dict] | None = None) -> list[StepPlan]:
+               facts: dict[str, dict] | None = None, max_queue: int | None = None) -> list[StepPlan]:
     """The fixed steps of every load cell (a sweep's rates are planned once its first two are measured);
     a base model (facts: no chat template) is prompted as plain-text completion, as in the matrix."""
     cells = [c for c in spec.cells() if c.model in spec.load_models]
     return [StepPlan(tr_id=spec.tr_id, cell=c, step=s, step_index=i, instance=instance, instance_url=instance_url,
-                     slots=slots, prompt_style=prompt_style((facts or {}).get(c.model)))
+                     slots=slots, max_queue=max_queue, prompt_style=prompt_style((facts or {}).get(c.model)))
             for c in cells for i, s in enumerate(spec.load.fixed_steps())]
 
 
