@@ -15,7 +15,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -73,30 +73,39 @@ def request_tokens(stream: int, round_: int, tokens: int, rounds: int) -> int:
     return max(1, round(tokens * (0.5 + (stream * 0.6180339887 + round_ * 0.3819660113) % 1.0)))
 
 
-async def _user(client: httpx.AsyncClient, url: str, stream: int, tokens: int,
-                rounds: int) -> list[tuple[int, list[tuple[int, bytes]]]]:
+async def _user(client: httpx.AsyncClient, url: str, stream: int, tokens: int, rounds: int) -> Exchanges:
     body = {"model": "synthetic", "messages": [{"role": "user", "content": "go"}], "stream": True}
     return [await _stream(client, url, body | {"max_tokens": request_tokens(stream, r, tokens, rounds)})
             for r in range(rounds)]
+
+
+Exchanges = list[tuple[int, list[tuple[int, bytes]]]]  # a stream's requests: (send time, its stamped reads)
+
+
+async def timed_streams(users: list[Awaitable[Exchanges]], requests: int) -> dict:
+    """Run every stream at once, the process's CPU time taken over them alone; then (not timed) read the
+    tokens and their send times out of the bytes. A stream that failed counts its requests as failed."""
+    cpu0 = time.process_time()
+    results = await asyncio.gather(*users, return_exceptions=True)
+    cpu_s = time.process_time() - cpu0
+    done = [r for user in results if not isinstance(user, BaseException) for r in user]
+    errors = [t - sent for _, reads in done for t, sent in _sent_times(reads)]
+    last = max((reads[-1][0] for _, reads in done if reads), default=0)
+    first = min((t for t, _ in done), default=0)
+    return summary(len(errors), cpu_s, first, last, errors, requests - len(done))
 
 
 async def run(url: str, streams: int, tokens: int, rounds: int = 1) -> dict:
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     async with httpx.AsyncClient(limits=limits, timeout=60.0, trust_env=False,
                                  headers={"Accept-Encoding": "identity"}) as client:
-        cpu0 = time.process_time()
-        users = await asyncio.gather(*(_user(client, url, s, tokens, rounds) for s in range(streams)),
-                                     return_exceptions=True)
-        cpu_s = time.process_time() - cpu0
-    done = [r for user in users if not isinstance(user, BaseException) for r in user]
-    errors = [t - sent for _, reads in done for t, sent in _sent_times(reads)]
-    last = max((reads[-1][0] for _, reads in done if reads), default=0)
-    first = min((t for t, _ in done), default=0)
-    return summary(len(errors), cpu_s, first, last, errors, streams * rounds - len(done))
+        return await timed_streams([_user(client, url, s, tokens, rounds) for s in range(streams)],
+                                   streams * rounds)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def phase_main(description: str, run: Callable[[str, int, int, int], Coroutine[Any, Any, dict]]) -> None:
+    """A client phase of bench/harness.py as a process: its arguments in, one JSON object out."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--url", required=True, help="the synthetic server's chat completions URL")
     ap.add_argument("--streams", type=int, required=True)
     ap.add_argument("--tokens", type=int, required=True)
@@ -106,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    phase_main(__doc__.splitlines()[0], run)

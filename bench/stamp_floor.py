@@ -11,14 +11,13 @@ Run by the harness in a process of its own; prints one JSON object (bare_httpx.s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
 import time
 from urllib.parse import urlsplit
 
-from bare_httpx import _sent_times, on_trbench_loop, request_tokens, summary
+from bare_httpx import Exchanges, phase_main, request_tokens, timed_streams
 
 _END = b"0\r\n\r\n"  # the synthetic server's last chunk: the response is over
 
@@ -40,8 +39,7 @@ class _Stamping(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"closed before the end: {exc}"))
 
 
-async def _user(host: str, port: int, path: str, stream: int, tokens: int,
-                rounds: int) -> list[tuple[int, list[tuple[int, bytes]]]]:
+async def _user(host: str, port: int, path: str, stream: int, tokens: int, rounds: int) -> Exchanges:
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_connection(_Stamping, host, port)
     out = []
@@ -64,27 +62,12 @@ async def run(url: str, streams: int, tokens: int, rounds: int) -> dict:
     parts = urlsplit(url)
     gc.collect()
     gc.disable()  # as trbench's client runs a load step (trbench.backends.event_loop.collector_paused)
-    cpu0 = time.process_time()
-    users = await asyncio.gather(*(_user(parts.hostname, parts.port, parts.path, s, tokens, rounds)
-                                   for s in range(streams)), return_exceptions=True)
-    cpu_s = time.process_time() - cpu0
-    gc.enable()
-    done = [r for user in users if not isinstance(user, BaseException) for r in user]
-    errors = [t - sent for _, reads in done for t, sent in _sent_times(reads)]
-    last = max((reads[-1][0] for _, reads in done if reads), default=0)
-    first = min((t for t, _ in done), default=0)
-    return summary(len(errors), cpu_s, first, last, errors, streams * rounds - len(done))
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", required=True, help="the synthetic server's chat completions URL")
-    ap.add_argument("--streams", type=int, required=True)
-    ap.add_argument("--tokens", type=int, required=True)
-    ap.add_argument("--rounds", type=int, default=1)
-    args = ap.parse_args()
-    print(json.dumps(on_trbench_loop(run(args.url, args.streams, args.tokens, args.rounds))))
+    try:
+        return await timed_streams([_user(parts.hostname, parts.port, parts.path, s, tokens, rounds)
+                                    for s in range(streams)], streams * rounds)
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":
-    main()
+    phase_main(__doc__.splitlines()[0], run)
