@@ -374,10 +374,7 @@ async def exchange(pool: ConnectionPool, target: str, body: bytes, received: Rec
     watchdog = _Watchdog(conn, stall_s, loop) if stall_s else None
     try:
         await conn.send(post_json(target, pool.netloc, body), received)
-    except BaseException:
-        conn.close()
-        raise
-    finally:
+    finally:  # a response cut short leaves the connection unusable: release closes it
         deadline.cancel()
         if watchdog:
             watchdog.stop()
