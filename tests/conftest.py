@@ -10,6 +10,7 @@ os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import httpx  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
@@ -48,6 +49,17 @@ def llama_servers(port: int | None = None) -> list[psutil.Process]:
             if port is None or str(port) in cmd:
                 found.append(p)
     return found
+
+
+def llama_metrics(url: str) -> dict[str, float]:
+    """A llama.cpp server's own Prometheus counters (its /metrics endpoint: tokens_predicted_total,
+    prompt_tokens_total, requests_processing, ...); {} while it does not answer."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("llamacpp:"))
+    return {name.removeprefix("llamacpp:"): float(value) for name, value in pairs}
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import statistics
 
-import httpx
 import pytest
+from conftest import llama_metrics
 
 from trbench.backends import make_client
 from trbench.config.load import LoadStep
@@ -38,13 +38,6 @@ def _step(instance: EmbeddedInstance, concurrency: int, index: int) -> tuple[dic
     return runner.execute_step(SPEC, plan, runner.wire_client(SPEC), PROMPTS, "digest")
 
 
-def _server_counts(instance: EmbeddedInstance) -> dict[str, float]:
-    """llama.cpp's own Prometheus counters (its /metrics endpoint)."""
-    text = httpx.get(f"{instance.url}/metrics", timeout=10).text
-    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("llamacpp:"))
-    return {name.removeprefix("llamacpp:"): float(value) for name, value in pairs}
-
-
 SERVER_COUNTS: dict[int, dict[str, float]] = {}  # per step: what the server counted during it
 
 
@@ -52,9 +45,9 @@ SERVER_COUNTS: dict[int, dict[str, float]] = {}  # per step: what the server cou
 def steps(instance: EmbeddedInstance) -> dict[int, tuple[dict, list[dict]]]:
     out = {}
     for i, n in enumerate((1, 3)):
-        before = _server_counts(instance)
+        before = llama_metrics(instance.url)
         out[n] = _step(instance, n, i)
-        after = _server_counts(instance)
+        after = llama_metrics(instance.url)
         SERVER_COUNTS[n] = {k: after[k] - before.get(k, 0.0) for k in after}
     return out
 

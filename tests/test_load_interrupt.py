@@ -31,11 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import free_port_in, llama_servers
+from conftest import free_port_in, llama_metrics, llama_servers
 from test_stopping import STOP_BOUND_S, cli_env, group_alive, kill_all, start_cli, stop_cli
 
 from trbench.backends import ChatRequest, RawExchange, event_loop
@@ -74,16 +73,6 @@ def write_spec(tmp_path: Path, port: int) -> Path:
     return path
 
 
-def server_metrics(port: int) -> dict[str, float]:
-    """llama.cpp's Prometheus counters (tokens_predicted_total grows when a request has been answered)."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return {}
-    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("llamacpp:"))
-    return {name.removeprefix("llamacpp:"): float(value) for name, value in pairs}
-
-
 def wait_mid_step(root: Path, port: int, proc: subprocess.Popen, timeout_s: float = 300) -> None:
     """Until the first step's file is written, then the second step has had a request answered and
     has another in flight: the Ctrl-C lands in the middle of a step, with requests on the wire."""
@@ -94,9 +83,9 @@ def wait_mid_step(root: Path, port: int, proc: subprocess.Popen, timeout_s: floa
             pytest.fail(f"CLI exited early ({proc.returncode})")
         if answered is None:
             if store.finished_run_ids(root, "load"):  # step one done: the server is idle until step two
-                answered = server_metrics(port).get("tokens_predicted_total")
+                answered = llama_metrics(f"http://127.0.0.1:{port}").get("tokens_predicted_total")
         else:
-            m = server_metrics(port)
+            m = llama_metrics(f"http://127.0.0.1:{port}")
             if m.get("tokens_predicted_total", 0) > answered and m.get("requests_processing", 0) > 0:
                 return
         time.sleep(0.02)

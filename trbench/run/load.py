@@ -182,8 +182,8 @@ def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
     return {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "model": c.model,
             "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
             "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
-            "temperature": c.temperature, "slots": plan.slots, "max_queue": plan.max_queue, "step_index": plan.step_index, "step_label": s.label,
-            "mode": s.mode, "concurrency": s.concurrency, "rate": s.rate,
+            "temperature": c.temperature, "slots": plan.slots, "max_queue": plan.max_queue,
+            "step_index": plan.step_index, "step_label": s.label, "mode": s.mode, "concurrency": s.concurrency, "rate": s.rate,
             "burstiness": spec.load.burstiness if s.mode == "rate" else None}
 
 
