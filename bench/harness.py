@@ -102,27 +102,27 @@ class SyntheticServer:
 
 
 def measure(streams: int, tokens: int, rate: float, rounds: int = 1) -> dict:
-    """Both clients against one synthetic server; the figures of the line, and each phase's summary."""
+    """The three clients, one after the other, against one synthetic server; the figures of the line, and
+    each phase's summary (with the server's CPU time during it: did it keep up?)."""
+    phases = {"trbench": [__file__, "--phase", "trbench"], "bare": [str(HERE / "bare_httpx.py")],
+              "floor": [str(HERE / "stamp_floor.py")]}
     server = SyntheticServer(rate)
+    got: dict[str, dict] = {}
     try:
         phase_args = ["--url", f"{server.url}/v1/chat/completions", "--streams", str(streams), "--tokens", str(tokens),
                       "--rounds", str(rounds)]
-        cpu0 = server.cpu_s()
-        ours = _child([__file__, "--phase", "trbench", *phase_args])
-        cpu1 = server.cpu_s()
-        bare = _child([str(HERE / "bare_httpx.py"), *phase_args])
-        cpu2 = server.cpu_s()
-        floor = _child([str(HERE / "stamp_floor.py"), *phase_args])
-        cpu3 = server.cpu_s()
+        for name, cmd in phases.items():
+            cpu0 = server.cpu_s()
+            got[name] = _child([*cmd, *phase_args])
+            got[name]["server_cpu_s"] = server.cpu_s() - cpu0
     finally:
         server.stop()
-    ours["server_cpu_s"], bare["server_cpu_s"], floor["server_cpu_s"] = cpu1 - cpu0, cpu2 - cpu1, cpu3 - cpu2
+    ours, bare = got["trbench"], got["bare"]
     client_cpu = ours["cpu_s"] / ours["tokens"] * 1000 if ours["tokens"] else float("nan")
     bare_cpu = bare["cpu_s"] / bare["tokens"] * 1000 if bare["tokens"] else float("nan")
     return {"streams": streams, "tok_s": ours["tokens"] / ours["span_s"] if ours["span_s"] > 0 else 0.0,
             "error_p99_ms": ours["error_p99_ms"] if ours["error_p99_ms"] is not None else float("nan"),
-            "client_cpu": client_cpu, "bare_cpu": bare_cpu, "ratio": client_cpu / bare_cpu,
-            "trbench": ours, "bare": bare, "floor": floor}
+            "client_cpu": client_cpu, "bare_cpu": bare_cpu, "ratio": client_cpu / bare_cpu, **got}
 
 
 def missed(fig: dict) -> list[str]:
