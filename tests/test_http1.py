@@ -39,9 +39,9 @@ def h11_chunked(pieces: list[bytes], trailers: list[tuple[bytes, bytes]] = ()) -
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     conn.next_event(), conn.next_event()
-    head = conn.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+    conn.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))  # the head: not wanted
     wire = b"".join(conn.send(h11.Data(data=p)) for p in pieces)
-    return wire + conn.send(h11.EndOfMessage(headers=list(trailers))), head
+    return wire + conn.send(h11.EndOfMessage(headers=list(trailers)))
 
 
 def decode(wire: bytes, cuts: list[int]) -> tuple[bytes, bool]:
@@ -55,7 +55,7 @@ def decode(wire: bytes, cuts: list[int]) -> tuple[bytes, bool]:
 @pytest.mark.parametrize("trailers", [[], [(b"X-Checksum", b"abc")]])
 def test_chunked_body_decodes_as_h11_framed_it_however_the_reads_cut_it(trailers) -> None:
     pieces = [b"data: one\n\n", b"x" * 300, b"\r\n0\r\n\r\n", b"z"]  # a piece that looks like the end marker
-    wire, _ = h11_chunked(pieces, trailers)
+    wire = h11_chunked(pieces, trailers)
     body = b"".join(pieces)
     for cut in range(len(wire) + 1):  # every place one read can end and the next begin
         assert decode(wire, [cut]) == (body, True), cut
@@ -70,7 +70,7 @@ def test_chunked_extensions_bare_lf_and_bytes_after_the_end() -> None:
 
 
 def test_unfinished_chunked_body_is_not_done() -> None:
-    wire, _ = h11_chunked([b"abc", b"def"])
+    wire = h11_chunked([b"abc", b"def"])
     assert decode(wire[:-5], []) == (b"abcdef", False)
 
 
@@ -142,7 +142,7 @@ def scripted(request: pytest.FixtureRequest) -> Iterator[ScriptedServer]:
 
 
 def chunked_response(pieces: list[bytes], extra_head: bytes = b"") -> bytes:
-    wire, _ = h11_chunked(pieces)
+    wire = h11_chunked(pieces)
     return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + extra_head + \
         b"Transfer-Encoding: chunked\r\n\r\n" + wire
 
