@@ -318,3 +318,19 @@ def test_https_verifies_the_servers_certificate(tmp_path, monkeypatch) -> None:
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.error_message
     assert [(e.status, e.text) for e in trusted] == [("ok", "Hello there")] * 2
     assert server.connections == 2  # the refused handshake, then one kept-alive connection for both
+
+
+def test_the_collector_waits_while_a_load_loop_runs_and_comes_back_after() -> None:
+    import gc
+
+    async def collector_on() -> bool:
+        return gc.isenabled()
+
+    assert gc.isenabled()
+    assert event_loop.run(collector_on()) is False
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # enabled again, nothing left frozen
+    # two loops at once (threads): the collector stays off until the last one ends
+    with event_loop.collector_paused():
+        assert event_loop.run(collector_on()) is False
+        assert not gc.isenabled()
+    assert gc.isenabled()
