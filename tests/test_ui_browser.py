@@ -51,16 +51,28 @@ def wait_schedule_active(api_url: str, deployment: str, active: bool, timeout: f
     raise AssertionError(f"{deployment}'s schedule is not active={active} after the toggle")
 
 
-def find_run(api_url: str, tr_id: str, timeout: float = 30) -> dict:
-    """The flow run the form created, found by its tr_id parameter."""
+def find_runs(api_url: str, deployment: str, tr_id: str, timeout: float = 30) -> list[dict]:
+    """The flow runs the form created, found by their tr_id parameter among every run of the deployment.
+
+    Every batch is read: the server sorts by id (random uuid4) by default, and the session's server holds
+    runs of other tests and the runs the nightly schedule made while it was switched on."""
     deadline = time.monotonic() + timeout
+    seen = 0
     while time.monotonic() < deadline:
-        runs = httpx.post(f"{api_url}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
-        mine = [r for r in runs if r["parameters"].get("tr_id") == tr_id]
+        seen, offset, mine = 0, 0, []
+        while True:
+            batch = httpx.post(f"{api_url}/flow_runs/filter", timeout=10, json={
+                "deployments": {"name": {"any_": [deployment]}}, "sort": "EXPECTED_START_TIME_DESC",
+                "limit": 200, "offset": offset}).json()
+            mine += [r for r in batch if r["parameters"].get("tr_id") == tr_id]
+            seen += len(batch)
+            if len(batch) < 200:
+                break
+            offset += 200
         if mine:
-            return mine[0]
+            return mine
         time.sleep(1)
-    raise AssertionError(f"no flow run with tr_id {tr_id!r} was created by the form")
+    raise AssertionError(f"no flow run with tr_id {tr_id!r} among the {seen} runs of {deployment!r}: the form did not create it")
 
 
 def test_custom_run_from_the_ui_shows_report_and_validation(local_prefect, free_ports, tmp_path):
@@ -145,9 +157,13 @@ def test_custom_run_from_the_ui_shows_report_and_validation(local_prefect, free_
             field("ports").scroll_into_view_if_needed()
             shot("05-custom-run-filled")
             page.get_by_role("button", name="Submit").click()
+            # the UI goes back to the deployment and confirms with a toast "<run name> scheduled to start now"
+            page.wait_for_url(re.compile(r".*/deployments/deployment/[0-9a-f-]+(\?.*)?$"))
+            expect(page.get_by_text("scheduled to start").first).to_be_visible()
+            shot("05b-submitted")
 
             # 5. the worker takes it; wait (through the API) until it is final
-            run = find_run(local_prefect.api_url, tr_id)
+            (run,) = find_runs(local_prefect.api_url, "quickstart", tr_id)  # one Submit, one run
             expected = {"spec_path": "deployments/quickstart.yaml", "tr_id": tr_id, "models": ["smollm2:135m"],
                         "runs": 1, "output_dir": str(out), "ports": ports}
             assert {k: run["parameters"].get(k) for k in expected} == expected
