@@ -54,7 +54,7 @@ def wait_schedule_active(api_url: str, deployment: str, active: bool, timeout: f
 def find_runs(api_url: str, deployment: str, tr_id: str, timeout: float = 30) -> list[dict]:
     """The flow runs the form created, found by their tr_id parameter among every run of the deployment.
 
-    Every batch is read: the server sorts by id (random uuid4) by default, and the session's server holds
+    Every page of results is read: the server sorts by id (random uuid4) by default, and the session's server holds
     runs of other tests and the runs the nightly schedule made while it was switched on."""
     deadline = time.monotonic() + timeout
     seen = 0
