@@ -35,7 +35,7 @@ from tasks.suites import run_suites, suite_results
 from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
 from trbench.measure import manifest as env_manifest
-from trbench.run import progress
+from trbench.run import progress, stopping
 from trbench.quality import regression
 from trbench.report import compare_tr
 from trbench.data import store
@@ -127,7 +127,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         futures = run_lane.map(lanes, unmapped(spec), unmapped(instances), unmapped(prompts), unmapped(manifest),
                                unmapped(digest), unmapped(root), unmapped(gate), unmapped(faults))
         lane_errors = []
-        for future in futures:  # one lane's failure leaves the others' outcomes counted
+        for future in stopping.wait_each(futures):  # one lane's failure leaves the others' outcomes counted
             try:
                 outcomes += future.result().outcomes
             except (RunCancelled, CancelledRun):
@@ -140,6 +140,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
 
         pair = dict(zip(ROLES, instances))
         for i, plan in enumerate(todo_multi):
+            stopping.raise_if_requested()
             first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
             outcomes.append(multi_agent_run(plan, spec, pair, agents, manifest, digest, root, first, gate, faults))
         if lane_errors:

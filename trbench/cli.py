@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from trbench.run import progress as events
+from trbench.run import stopping
 from trbench.config.spec import MatrixSpec, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technical-Report benchmarks of local LLM servers.")
@@ -34,8 +35,10 @@ def _stop_on_signals() -> None:
     def handler(signum, _frame):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        stopping.request()  # noticed by the flow's waits even if this raise is held off or swallowed
         raise KeyboardInterrupt(f"signal {signum}")
 
+    stopping.clear()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
