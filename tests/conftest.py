@@ -62,6 +62,15 @@ def llama_metrics(url: str) -> dict[str, float]:
     return {name.removeprefix("llamacpp:"): float(value) for name, value in pairs}
 
 
+@pytest.fixture(autouse=True)
+def _no_stop_left_over():
+    """A test that ran the CLI's signal handler in-process leaves no stop request to later tests' flows."""
+    yield
+    from trbench.run import stopping
+
+    stopping.clear()
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """A real Prefect server for the whole session (startup ~15 s here)."""

@@ -15,13 +15,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from trbench.run import stopping
 
 
-@pytest.fixture(autouse=True)
-def _clean_flag():
-    stopping.clear()
-    yield
-    stopping.clear()
-
-
 @task
 def held(release: threading.Event, value: int) -> int:
     release.wait(20)

@@ -175,6 +175,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
         _exit(130)
     finally:
         _prefect_drained = prefect.drained
+        stopping.clear()  # this run's stop only: a later flow in the same process starts unstopped
         for stop in unsubscribe:
             stop()
     if plain:
