@@ -100,8 +100,9 @@ RUN_SCHEMA = pa.schema(
         for m in ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
         for s in ("mean", "p50", "p95", "p99")
     ]
-    + [  # TTFT per cache state (metrics.CACHE_STATES): never pooled across states
-        field for state in ("cold", "partial", "cached", "unknown")
+    + [  # TTFT per cache state (metrics.CACHE_STATES): never pooled across states; cold_asked and
+        # cached_asked (a server without cache counts) were added later: files written before lack them
+        field for state in ("cold", "partial", "cached", "cold_asked", "cached_asked", "unknown")
         for field in [(f"n_{state}", pa.int32()), (f"ttft_{state}_ms_mean", pa.float64()),
                       (f"ttft_{state}_ms_p50", pa.float64())]
     ]

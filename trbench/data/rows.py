@@ -113,7 +113,7 @@ class _RequestStart(RunKeys):
     is_warmup: bool
     prompt_id: str
     cache_target: S = None  # what trbench asked for: cold | cached (null on warm-ups)
-    cache_state: str  # what the server's counts say: cold | partial | cached | unknown
+    cache_state: str  # one of CACHE_STATES: the server's counts, or what was asked where it reports none
     answer_check: S = None  # ok | empty | template_tokens | echo (null on failed requests)
     sent_at: dt.datetime
 
@@ -215,7 +215,26 @@ class _RunTail(BaseModel):
 
 SUMMARIZED = ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
 STATS = ("mean", "p50", "p95", "p99")
-CACHE_STATES = ("cold", "partial", "cached", "unknown")  # as metrics.CACHE_STATES
+# The cache state of a request's prefill. cold, partial and cached come from the server's own counts
+# (cached / prompt tokens). A server that reports no cache count (Ollama before
+# prompt_eval_cached_count) cannot confirm what trbench asked for, so such a request is kept apart
+# by the state it was asked for, cold_asked or cached_asked, labelled as not verified; unknown is
+# left for a request that asked for nothing on such a server (a warm-up, a multi-agent call).
+# TTFT is never pooled across any two of these.
+CacheState = Literal["cold", "partial", "cached", "cold_asked", "cached_asked", "unknown"]
+CACHE_STATES: tuple[CacheState, ...] = typing.get_args(CacheState)
+CACHE_STATE_LABELS: dict[str, str] = {
+    "cold": "cold", "partial": "partial", "cached": "cached",
+    "cold_asked": "cold (asked, unverified)", "cached_asked": "cached (asked, unverified)", "unknown": "unknown",
+}
+ASKED_STATES: dict[str, CacheState] = {"cold": "cold_asked", "cached": "cached_asked"}  # cache_target -> state
+
+
+def ttft_state(field: str) -> str | None:
+    """The cache state a per-state TTFT field is of ('ttft_cold_asked_p50_ms' -> 'cold_asked'), None
+    for any other field; the longest state wins, since 'cold' is a prefix of 'cold_asked'."""
+    matches = [st for st in CACHE_STATES if field.startswith(f"ttft_{st}_")]
+    return max(matches, key=len) if matches else None
 
 RunRow = _extend(
     "RunRow", _RunCounts,

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from trbench.backends.base import RawExchange
-from trbench.data.rows import RequestFigures
+from trbench.data.rows import ASKED_STATES, CACHE_STATES, CacheState, RequestFigures  # noqa: F401 (re-exported)
 
 _NS_PER_MS = 1e6
 
@@ -40,8 +40,10 @@ DEFINITIONS: dict[str, str] = {
     "streamed tokens = output_tokens, less the end-of-sequence token when the server stopped on it (finish "
     "'stop': the server counts it but streams no text for it); the first token's time belongs to prefill",
     "cache_state": "the prompt cache as the server's own counts say: cold (cached_tokens <= 10 % of prompt_tokens), "
-    "cached (the uncached rest <= 10 % of prompt_tokens, or one token), partial (between), unknown (the server "
-    "reports no cached tokens); TTFT is never pooled across states",
+    "cached (the uncached rest <= 10 % of prompt_tokens, or one token), partial (between); where the server "
+    "reports no cached tokens (Ollama before prompt_eval_cached_count), the state trbench asked for, not "
+    "verified by the server: cold_asked, cached_asked ('cold (asked, unverified)'); unknown where nothing was "
+    "asked either (warm-ups, multi-agent calls on such a server); TTFT is never pooled across states",
     "cache_target": "what trbench asked for: cold (a unique prefix at the very start of the prompt, so no earlier "
     "request shares more than the template's first tokens) or cached (the identical prompt sent just before)",
     "answer_check": "sanity check of the answer text: ok, empty (no text), template_tokens (chat-template tokens "
@@ -140,16 +142,16 @@ class RequestMetrics(RequestFigures):
     cache_state: CacheState = "unknown"
 
 
-CacheState = Literal["cold", "partial", "cached", "unknown"]
-CACHE_STATES: tuple[CacheState, ...] = ("cold", "partial", "cached", "unknown")
 _COLD_MAX_SHARE = 0.10  # a cold prompt still shares the template's first few tokens with the last one
 _CACHED_MAX_REST = 0.10  # llama.cpp re-evaluates the last prompt token even on a full hit
 
 
-def cache_state(prompt_tokens: int | None, cached_tokens: int | None) -> CacheState:
-    """Cold, partial or cached, from the server's own counts; unknown where it does not say."""
+def cache_state(prompt_tokens: int | None, cached_tokens: int | None, asked: str | None = None) -> CacheState:
+    """Cold, partial or cached, from the server's own counts. Where the server does not say, the state
+    asked for (cold_asked, cached_asked: not verified), so cold and cached asks are never pooled;
+    unknown when nothing was asked either."""
     if cached_tokens is None or not prompt_tokens:
-        return "unknown"
+        return ASKED_STATES.get(asked or "", "unknown")
     if cached_tokens <= _COLD_MAX_SHARE * prompt_tokens:
         return "cold"
     rest = prompt_tokens - cached_tokens
@@ -180,8 +182,8 @@ def itl_gaps(times: Sequence[float], per_ms: float = 1.0) -> np.ndarray:
     return np.diff(np.asarray(times, dtype=np.float64)) / per_ms if len(times) > 1 else np.array([])
 
 
-def derive(ex: RawExchange) -> RequestMetrics:
-    """The metrics of one request, from its raw record alone."""
+def derive(ex: RawExchange, asked: str | None = None) -> RequestMetrics:
+    """The metrics of one request, from its raw record and the cache state it asked for (if any)."""
     times = ex.token_times_ns
     e2e = (ex.t_end_ns - ex.t_send_ns) / _NS_PER_MS
     ttft = (times[0] - ex.t_send_ns) / _NS_PER_MS if times else None
@@ -201,7 +203,7 @@ def derive(ex: RawExchange) -> RequestMetrics:
         prompt_tokens=ex.prompt_tokens,
         output_tokens=n_out,
         cached_tokens=ex.cached_tokens,
-        cache_state=cache_state(ex.prompt_tokens, ex.cached_tokens),
+        cache_state=cache_state(ex.prompt_tokens, ex.cached_tokens, asked),
         decode_tps=decode_rate(ex.server_decode_tokens, ex.server_decode_ms),
         decode_tps_client=(n_streamed - 1) / span_s if n_streamed and n_streamed > 1 and span_s > 0 else None,
         prefill_ms=ex.server_prefill_ms,

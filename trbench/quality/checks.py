@@ -16,11 +16,11 @@ import pyarrow as pa
 from trbench.backends.base import ErrorKind
 from trbench.data import store
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS
+from trbench.data.rows import CACHE_STATES
 from trbench.report.sections import SECTIONS
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
-CACHE_STATES = ("cold", "partial", "cached", "unknown")  # trbench.measure.metrics.CACHE_STATES
 DECODE_VS_SERVER_TOL_PCT = 0.1  # rounding only: the server view must be the server's own figure
 AGENTS = ("collector", "insight")
 PHASES = ("warmup", "concurrent", "solo")

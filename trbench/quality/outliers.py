@@ -10,7 +10,7 @@ Groups and the runs in them:
 Metrics, one flag row per run x metric:
   single-agent  decode_tps_mean   the run's mean server-view decode tok/s: the per-run figure the
                                   report's run-to-run CV is computed over
-                ttft_<state>_ms_p50  the run's median TTFT per cache state (cold, partial, cached,
+                ttft_<state>_ms_p50  the run's median TTFT per cache state (every state of
                                   unknown): each state against the same state of the sibling runs;
                                   a state a TR does not measure has no rows
   multi-agent   speedup           the headline figure (sequential_wall_s / concurrent_wall_s)
@@ -53,12 +53,13 @@ import pyarrow.dataset as ds
 from trbench.data.cells import (DEFAULT_HARNESS, MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts,
                                 multi_key, single_key)
 from trbench.data import store
+from trbench.data.rows import CACHE_STATES
 from trbench.config.spec import OutlierRule
 
 DEFAULT_K, DEFAULT_MIN_REL_MAD = OutlierRule().k, OutlierRule().min_rel_mad
 
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
-SINGLE_METRICS = ["decode_tps_mean", *[f"ttft_{st}_ms_p50" for st in ("cold", "partial", "cached", "unknown")]]
+SINGLE_METRICS = ["decode_tps_mean", *[f"ttft_{st}_ms_p50" for st in CACHE_STATES]]
 MULTI_METRICS = ["speedup", "collector_concurrent_decode_tps", "insight_concurrent_decode_tps",
                  "collector_concurrent_ttft_ms", "insight_concurrent_ttft_ms"]
 

@@ -11,7 +11,7 @@ Per matched cell and metric (the same numbers the report prints, from build_repo
 
   metric                  better   figure
   decode tok/s median     higher   pooled p50 of decode_tps
-  TTFT <state> p50 ms     lower    p50 of ttft_ms per cache state (cold, partial, cached, unknown),
+  TTFT <state> p50 ms     lower    p50 of ttft_ms per cache state (every state of CACHE_STATES),
                                    compared only where both runs measured that state
   e2e p95 ms              lower    pooled p95 of e2e_ms
   efficiency % median     higher   p50 over the valid runs' efficiency_pct (multi-agent)
@@ -32,6 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure.load_metrics import LOAD_METRICS
 
 DEFAULT_THRESHOLD_PCT = 10.0
@@ -40,7 +41,7 @@ EXIT_REGRESSION = 3
 # (field of the cell result, display name, higher is better)
 SINGLE_METRICS: list[tuple[str, str, bool]] = [
     ("decode_tps_p50", "decode tok/s median", True),
-    *[(f"ttft_{st}_p50_ms", f"TTFT {st} p50 ms", False) for st in ("cold", "partial", "cached", "unknown")],
+    *[(f"ttft_{st}_p50_ms", f"TTFT {CACHE_STATE_LABELS[st]} p50 ms", False) for st in CACHE_STATES],
     ("e2e_p95_ms", "e2e p95 ms", False),
 ]
 MULTI_METRICS: list[tuple[str, str, bool]] = [
@@ -122,7 +123,7 @@ def verdict(baseline: float | None, current: float | None, higher_is_better: boo
 
 def _n(cell, field: str) -> int | None:
     if field.startswith("ttft_"):
-        return getattr(cell, f"ttft_{field.split('_')[1]}_n", None)
+        return getattr(cell, f"ttft_{ttft_state(field)}_n", None)
     if hasattr(cell, "step_label"):  # a load step: its figures are over its ok measured requests
         return cell.n_ok
     return getattr(cell, "n_requests", None) if hasattr(cell, "n_requests") else getattr(cell, "valid_runs", None)

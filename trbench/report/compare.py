@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure import metrics
 from trbench.report.data import RequestColumns, first_answer
 
@@ -120,8 +121,8 @@ SINGLE_SCENARIOS: list[tuple[str, str, str, str, bool]] = [
     # scenario, value field, interval field, metric name, higher is better
     ("single-agent decode tok/s", "decode_tps_p50", "decode_tps_p50_ci", "decode tok/s median", True),
     # TTFT per cache state: a cold and a cached prefill differ tenfold and are never compared pooled
-    *[(f"single-agent TTFT {st}", f"ttft_{st}_p50_ms", f"ttft_{st}_p50_ci", f"TTFT p50 ms of {st} prefills", False)
-      for st in ("cold", "partial", "cached", "unknown")],
+    *[(f"single-agent TTFT {CACHE_STATE_LABELS[st]}", f"ttft_{st}_p50_ms", f"ttft_{st}_p50_ci",
+       f"TTFT p50 ms of {CACHE_STATE_LABELS[st]} prefills", False) for st in CACHE_STATES],
     ("single-agent e2e latency", "e2e_p50_ms", "e2e_p50_ci", "e2e p50 ms", False),
 ]
 ENERGY_SCENARIO = ("single-agent tokens per joule", "tokens_per_j_p50", "tokens_per_j_ci", "tok/J median", True)
@@ -130,7 +131,7 @@ ENERGY_SCENARIO = ("single-agent tokens per joule", "tokens_per_j_p50", "tokens_
 def _n_of(cell, field: str) -> int | None:
     """n of a cell figure: the TTFT values of its cache state, or the pooled requests."""
     if field.startswith("ttft_"):
-        return getattr(cell, f"ttft_{field.split('_')[1]}_n")
+        return getattr(cell, f"ttft_{ttft_state(field)}_n")
     return None if "tokens_per_j" in field else cell.n_requests
 
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trbench.data import store
+from trbench.data.rows import CACHE_STATES
 
 # what the report's statistics read of each request row
 REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
@@ -27,7 +28,7 @@ REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_
 RUN_COLUMNS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "instance", "instance_url", "num_gpu",
                "num_ctx", "temperature", "ttft_mode", "prompt_style", "run_index", "harness", "started_at", "n_requests",
                "n_warmup", "valid", "invalid_reason", "decode_tps_mean", "decode_tps_p50", "decode_tps_p95",
-               "ttft_cold_ms_p50", "ttft_cached_ms_p50", "energy_j", "tokens_per_j", "tokens_per_dollar",
+               *[f"ttft_{st}_ms_p50" for st in CACHE_STATES], "energy_j", "tokens_per_j", "tokens_per_dollar",
                "gpu_mem_used_mib_max"]
 _CODED = ["model", "status", "cache_target", "cache_state", "answer_check", "harness"]  # few distinct values: codes
 _FLOATS = ["ttft_ms", "e2e_ms", "decode_tps", "decode_tps_client", "cached_tokens", "temperature", "client_cpu_s"]

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from trbench.data.rows import CACHE_STATE_LABELS
 from trbench.report.compare import WinnerRow
 
 _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
+                "cold_asked": "a prefill asked cold (not verified by the server)",
+                "cached_asked": "a prefill asked cached (not verified by the server)",
                 "unknown": "a prefill of unknown cache state"}
+# the (cold, cached) state pairs whose TTFTs show what the prompt cache saves: the server's own
+# states, or where it reports no counts, the states asked for (said to be unverified)
+_CACHE_PAIRS = (("cold", "cached", ""), ("cold_asked", "cached_asked", " (as asked; the server reports no cache counts)"))
 
 
 class Findings(BaseModel):
@@ -69,19 +75,31 @@ def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str, unit: 
 
 
 def _cache_sentence(cells: list, states: list[str]) -> str | None:
-    """How much a cached prefill saves, per model, from the same runs."""
-    if "cold" not in states or "cached" not in states:
+    """How much a cached prefill saves, per model, from the same runs: the factor is measured, never assumed."""
+    for cold, cached, note in _CACHE_PAIRS:
+        if cold in states and cached in states:
+            break
+    else:
         return None
     by_model: dict[str, list[tuple[float, float]]] = {}
     for c in cells:
-        if c.ttft_cold_p50_ms and c.ttft_cached_p50_ms:
-            by_model.setdefault(c.model, []).append((c.ttft_cold_p50_ms, c.ttft_cached_p50_ms))
+        a, b = getattr(c, f"ttft_{cold}_p50_ms"), getattr(c, f"ttft_{cached}_p50_ms")
+        if a and b:
+            by_model.setdefault(c.model, []).append((a, b))
     if not by_model:
         return None
     parts = [f"{m} {_num_range([a for a, _ in v], 'ms')} cold against {_num_range([b for _, b in v], 'ms')} cached"
              for m, v in by_model.items()]
-    return ("A prompt the server has in its KV cache cuts TTFT by an order of magnitude, so the two are reported "
-            f"apart: TTFT p50 {'; '.join(parts)}.")
+    factors = [a / b for v in by_model.values() for a, b in v]
+    lo, hi = min(factors), max(factors)
+    span = f"{lo:.1f}x" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}-{hi:.1f}x"
+    if lo > 1:
+        effect = f"A prompt the server has in its KV cache gets its first token {span} sooner"
+    elif hi < 1:
+        effect = "A prompt sent cached got its first token later than a cold one"
+    else:
+        effect = "Cold and cached prefills' TTFT differ in both directions across configs"
+    return f"{effect}{note}, so the two are reported apart: TTFT p50 {'; '.join(parts)}."
 
 
 def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
@@ -143,7 +161,7 @@ def _best_configs(data) -> list[str]:
         rivals = [c for c in cells if c is not best and c.decode_tps_p50_ci and best.decode_tps_p50_ci
                   and c.decode_tps_p50_ci[0] <= best.decode_tps_p50_ci[1]
                   and best.decode_tps_p50_ci[0] <= c.decode_tps_p50_ci[1]]
-        ttft = "; ".join(f"TTFT {st} p50 {getattr(best, f'ttft_{st}_p50_ms'):.0f} ms"
+        ttft = "; ".join(f"TTFT {CACHE_STATE_LABELS[st]} p50 {getattr(best, f'ttft_{st}_p50_ms'):.0f} ms"
                          for st in data.cache.states if getattr(best, f"ttft_{st}_p50_ms") is not None)
         line = f"{model}: {best.config.label} ({best.decode_tps_p50:.1f} tok/s" + (f", {ttft}" if ttft else "") + ")"
         if rivals:
@@ -209,7 +227,8 @@ def build_findings(data) -> Findings:
     """Key findings, answers, recommendations and open questions of a built report (ReportData)."""
     w = data.winners
     decode = _compare_sentence(_rows(w, "single-agent decode tok/s"), "decode throughput", "decodes faster", "tok/s")
-    ttft = [_compare_sentence(_rows(w, f"single-agent TTFT {st}"), f"TTFT of {_STATE_WORDS[st]}", "answers sooner",
+    ttft = [_compare_sentence(_rows(w, f"single-agent TTFT {CACHE_STATE_LABELS[st]}"), f"TTFT of {_STATE_WORDS[st]}",
+                              "answers sooner",
                               "ms") for st in data.cache.states]
     ma_results = data.multi_agent.results if data.multi_agent else []
     multi = _multi_sentence(w, ma_results)

@@ -177,6 +177,11 @@ class CacheInfo(BaseModel):
     checks: list[CacheCheck] = []
     states: list[str] = []  # the cache states measured, in metrics.CACHE_STATES order
 
+    @property
+    def unverified(self) -> bool:
+        """Whether some TTFT figure is by the state asked for, the server having sent no cache count."""
+        return any(st.endswith("_asked") for st in self.states)
+
 
 class ReportData(BaseModel):
     tr_id: str

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # before anything imports pyplot; the figures below never
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from trbench.data.rows import CACHE_STATE_LABELS  # noqa: E402
 from trbench.report.models import Plot, ReportData  # noqa: E402
 
 DPI = 110
@@ -114,7 +115,7 @@ def throughput_ttft(data: ReportData) -> Plot | None:
         return getattr(c, f"ttft_{group[1]}_p50_ms"), getattr(c, f"ttft_{group[1]}_p50_ci")
 
     _grouped_bars(ax1, configs, models, tps, "decode tok/s median (higher is better)", "tok/s")
-    labels = {f"{cfg}\n{st}": (cfg, st) for cfg, st in groups}
+    labels = {f"{cfg}\n{CACHE_STATE_LABELS[st]}": (cfg, st) for cfg, st in groups}
     _grouped_bars(ax2, list(labels), models, lambda label, m: ttft(labels[label], m),
                   "TTFT p50 by cache state (lower is better)", "ms")
     if len(states) > 1:

@@ -8,14 +8,15 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench.data.cells import config_label
+from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES
 from trbench.measure import metrics
 from trbench.quality.outliers import read_flags
 from trbench.data.store import read_frame
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
 _CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}
-_COMPARED = {"single": [("decode_tps_mean", "decode tok/s"), ("ttft_cold_ms_p50", "TTFT cold p50 ms"),
-                        ("ttft_cached_ms_p50", "TTFT cached p50 ms")],
+_COMPARED = {"single": [("decode_tps_mean", "decode tok/s"),
+                        *[(f"ttft_{st}_ms_p50", f"TTFT {CACHE_STATE_LABELS[st]} p50 ms") for st in CACHE_STATES]],
              "multi": [("speedup", "speedup"), ("efficiency_pct", "efficiency %")]}
 
 
@@ -75,6 +76,8 @@ def reruns(tr_root: Path, single_runs: pd.DataFrame | None = None) -> list[Rerun
             for column, name in _COMPARED[kind]:
                 b = metrics.percentile(_values(before, column), 50)
                 a = metrics.percentile(_values(after, column), 50)
+                if a is None and b is None:
+                    continue  # a cache state neither attempt measured
                 change = metrics.pct_of(a, b)
                 out.append(Rerun(kind=kind, config=_label(kind, group.iloc[0]), metric=name, attempts=attempts,
                                  before=b, after=a, change_pct=None if change is None else change - 100.0,

@@ -13,9 +13,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
+from trbench.data.rows import CACHE_STATE_LABELS as _LABEL, CACHE_STATES, ttft_state
 from trbench.report.compare import MA_PCT_FIELDS
 
-CACHE_STATES = ("cold", "partial", "cached", "unknown")  # metrics.CACHE_STATES, in table order
 
 # The per model x config numbers, in table order: (field, column header). TTFT is per cache state,
 # with its own n; a table shows the states that were measured (data.cache.states).
@@ -23,8 +23,9 @@ RESULT_COLUMNS: list[tuple[str, str]] = [
     ("decode_tps_mean", "decode tok/s mean"),
     ("decode_tps_p50", "decode tok/s p50"),
     ("decode_tps_p95", "decode tok/s p95"),
-    *[col for st in CACHE_STATES for col in ((f"ttft_{st}_n", f"TTFT {st} n"), (f"ttft_{st}_p50_ms", f"TTFT {st} p50 ms"),
-                                             (f"ttft_{st}_p95_ms", f"TTFT {st} p95 ms"))],
+    *[col for st in CACHE_STATES for col in ((f"ttft_{st}_n", f"TTFT {_LABEL[st]} n"),
+                                             (f"ttft_{st}_p50_ms", f"TTFT {_LABEL[st]} p50 ms"),
+                                             (f"ttft_{st}_p95_ms", f"TTFT {_LABEL[st]} p95 ms"))],
     ("e2e_p50_ms", "e2e p50 ms"),
     ("e2e_p95_ms", "e2e p95 ms"),
     ("cv_pct", "CV %"),
@@ -33,7 +34,7 @@ RESULT_COLUMNS: list[tuple[str, str]] = [
 # medians that carry a bootstrap interval: value field -> (interval field, header)
 RESULT_INTERVALS: dict[str, tuple[str, str]] = {
     "decode_tps_p50": ("decode_tps_p50_ci", "decode tok/s p50 95% CI"),
-    **{f"ttft_{st}_p50_ms": (f"ttft_{st}_p50_ci", f"TTFT {st} p50 95% CI") for st in CACHE_STATES},
+    **{f"ttft_{st}_p50_ms": (f"ttft_{st}_p50_ci", f"TTFT {_LABEL[st]} p50 95% CI") for st in CACHE_STATES},
     "e2e_p50_ms": ("e2e_p50_ci", "e2e p50 95% CI"),
 }
 # The numbers the % of baseline table compares (CV and counts are not ratios of performance).
@@ -43,7 +44,13 @@ PCT_HEADERS = dict(RESULT_COLUMNS)
 
 def _shown(field: str, states: list[str]) -> bool:
     """A TTFT column only for a cache state that was measured."""
-    return not field.startswith("ttft_") or field.split("_")[1] in states
+    state = ttft_state(field)
+    return state is None or state in states
+
+
+def _server_says(state: str) -> str:
+    """What the server's counts said of a request: its state, or that it sent none."""
+    return "no cache count (kept as asked, unverified)" if state.endswith("_asked") else state
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -147,7 +154,7 @@ def setup_tables(data) -> dict[str, Table]:
                         rows=[[m.name, m.kind, m.digest or "unknown",
                                "; ".join(f"{k}={v}" for k, v in m.details.items())] for m in s.models]),
         "cache_checks": Table(columns=_cols("asked for", "server reports", ">requests"),
-                              rows=[[c.target, c.state, str(c.n)] for c in data.cache.checks]),
+                              rows=[[c.target, _server_says(c.state), str(c.n)] for c in data.cache.checks]),
     }
 
 

@@ -10,6 +10,8 @@ from typing import Literal, TextIO
 
 from pydantic import BaseModel
 
+from trbench.data.rows import CACHE_STATE_LABELS
+
 
 class ProgressEvent(BaseModel):
     kind: Literal["planned", "run_started", "request_done", "run_finished", "run_skipped", "stage", "pull"]
@@ -48,7 +50,8 @@ def emit(**fields) -> None:
 
 
 # The run row's median TTFT columns and their labels: per cache state where the run row has them.
-TTFT_COLUMNS = (("ttft_cold_ms_p50", "TTFT cold p50"), ("ttft_cached_ms_p50", "TTFT cached p50"),
+TTFT_COLUMNS = (*((f"ttft_{st}_ms_p50", f"TTFT {CACHE_STATE_LABELS[st]} p50")
+                  for st in ("cold", "cached", "cold_asked", "cached_asked")),
                 ("ttft_ms_p50", "TTFT p50"))
 
 

@@ -175,7 +175,7 @@ def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExc
                 cache_target: str | None = None, model: type[RequestRow] = RequestRow, **extra: object) -> dict:
     """One request's row, built (and type-checked) through its model: RequestRow, or MaRequestRow
     with the multi-agent columns in `extra`."""
-    m = metrics.derive(ex)
+    m = metrics.derive(ex, cache_target)
     return model(
         **keys,
         **extra,
