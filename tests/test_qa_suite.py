@@ -11,6 +11,7 @@ import pytest
 from trbench.suites.qa import QASuiteError, Retriever, load_qa, messages, parse_answer
 from trbench.suites.qa_csv import read_answers, write_answers
 from trbench.suites.qa_score import score_answers
+from trbench.suites.results import score_predictions
 
 SUITE = Path(__file__).resolve().parent.parent / "datasets" / "qa" / "qa.yaml"
 
@@ -95,8 +96,11 @@ def test_an_unreadable_answer_is_a_scored_failure(qa, text, reason):
 
 def test_the_truth_scores_one_through_the_csv_files(qa, tmp_path):
     path = write_answers(qa.truth, tmp_path / "pred.csv")
-    score, _ = score_answers(qa.truth, read_answers(path, "predictions"))
+    # both files read as the public scorer reads them (an empty unit is 'nan' on both sides)
+    score, _ = score_answers(read_answers(SUITE.parent / qa.suite.questions, "truth"), read_answers(path, "predictions"))
     assert score.overall == pytest.approx(1.0) and score.unit_match == 1.0
+    # and the suite's own scoring of the same answers in memory agrees
+    assert score_predictions(qa, qa.truth) == score
 
 
 @pytest.fixture()

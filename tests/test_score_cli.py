@@ -51,21 +51,33 @@ def test_scores_and_per_question_file(files):
     assert rows["na_correct"].isna().tolist() == [True, True, True, False] and bool(rows["na_correct"][3])
 
 
-def test_out_option_and_a_missing_prediction(files, tmp_path):
+def test_lenient_scores_a_missing_prediction_0(files, tmp_path):
     t, p = files
     p.write_text("\n".join(PREDICTIONS.splitlines()[:-1]) + "\n")  # q4 left out
     target = tmp_path / "sub" / "scores.csv"
-    out = run(t, p, "--out", target)
+    out = run(t, p, "--out", target, "--lenient")
     assert out.exit_code == 0, out.output
     assert "1 question(s) without a prediction, scored 0: q4" in out.output
-    assert "na_recall       0.0000" in out.output and "(failed: 1)" in out.output
+    assert "na_recall       0.0000" in out.output and "(failed: 1;" in out.output
     assert pd.read_csv(target)["error"].fillna("").tolist() == ["", "", "", "no prediction"]
+
+
+def test_public_reading_leaves_a_missing_prediction_out_as_the_public_scorer_does(files, tmp_path):
+    t, p = files
+    p.write_text("\n".join(PREDICTIONS.splitlines()[:-1]) + "\nq9,3,,is_blank\n")  # q4 left out, q9 unknown
+    out = run(t, p)
+    assert out.exit_code == 0, out.output
+    assert "1 question(s) without a prediction, left out, as the public scorer does" in out.output
+    assert "1 predicted id(s) not in the truth file, left out: q9" in out.output
+    # q1-q3 only: value 2/3, ref (1 + 1/3 + 0) / 3, no unanswerable question: NA 1
+    assert "questions       3  (failed: 0; unreadable cells, scored 0: 0)" in out.output
+    assert "value_accuracy  0.6667" in out.output and "na_recall       1.0000" in out.output
 
 
 @pytest.mark.parametrize("which, content, expected", [
     ("pred", "id,answer_value,ref_id\nq1,1,[]\n", "predictions {p}: column 'answer_unit' missing"),
     ("truth", "id,answer_value,answer_unit\nq1,1,W\n", "truth {t}: column 'ref_id' missing"),
-    ("pred", PREDICTIONS + "q9,3,,is_blank\n", "field 'id' 'q9' not in the truth file"),
+    ("pred", "id,answer_value,answer_unit,ref_id\nq9,3,,is_blank\n", "field 'id' 'q9' not in the truth file"),
     ("pred", PREDICTIONS + "q1,3,,is_blank\n", "field 'id' repeats 'q1'"),
     ("pred", "", "not a readable CSV file"),
 ])

@@ -340,31 +340,55 @@ def score(
     predictions_path: Path = typer.Argument(..., help="predictions CSV with the same columns (and ids)"),
     out: Path | None = typer.Option(None, "--out", help="per-question scores CSV (default: beside the predictions, "
                                     "PREDICTIONS.scores.csv)"),
+    lenient: bool = typer.Option(False, "--lenient", help="trbench's own, more forgiving reading of the cells "
+                                 "(docs/qa-scoring.md lists each difference) instead of the public WattBot scorer's"),
 ) -> None:
-    """Score QA predictions as WattBot does (docs/qa-scoring.md): overall and each component,
-    and one row per question. Exit codes: 0 scored, 2 bad input."""
+    """Score QA predictions as the public WattBot scorer does (docs/qa-scoring.md): overall and each
+    component, and one row per question. Exit codes: 0 scored, 2 bad input."""
     from trbench.suites import qa_csv
-    from trbench.suites.qa_score import WEIGHTS, score_answers
+    from trbench.suites.qa_score import WEIGHTS, Reading, score_answers
 
+    reading = Reading.LENIENT if lenient else Reading.PUBLIC
+    target = out or predictions_path.with_name(f"{predictions_path.stem}.scores.csv")
     try:
-        truth = qa_csv.read_answers(truth_path, "truth")
-        predictions = qa_csv.read_answers(predictions_path, "predictions")
-        missing = qa_csv.check_ids(truth, predictions, predictions_path)
+        truth = qa_csv.read_answers(truth_path, "truth", reading)
+        predictions = qa_csv.read_answers(predictions_path, "predictions", reading)
+        ids = qa_csv.check_ids(truth, predictions, predictions_path, reading)
     except qa_csv.ScoreInputError as err:
         _die(str(err))
-    result, rows = score_answers(truth, predictions)
-    target = out or predictions_path.with_name(f"{predictions_path.stem}.scores.csv")
-    qa_csv.write_question_scores(rows, target)
+    if not truth:
+        _die(f"truth {truth_path}: no question (a header row only); fix: give at least one question")
+    result, rows = score_answers(truth, predictions, reading)
+    try:
+        qa_csv.write_question_scores(rows, target)
+    except OSError as err:
+        _die(f"--out {target}: cannot write the per-question scores ({err.strerror or err}); fix: give a writable path")
+    print(f"reading         {reading.value} ("
+          + ("trbench's own; without --lenient: the public WattBot scorer's)" if lenient
+             else "the public WattBot scorer's; --lenient: trbench's own)"))
     print(f"overall         {result.overall:.4f}")
     print(f"value_accuracy  {result.value_accuracy:.4f}  (x {WEIGHTS['value']})")
     print(f"ref_overlap     {result.ref_overlap:.4f}  (x {WEIGHTS['ref']})")
     print(f"na_recall       {result.na_recall:.4f}  (x {WEIGHTS['na']}; {result.n_na} unanswerable question(s))")
     print(f"unit_match      {result.unit_match:.4f}  (x 0: reported, not weighed)")
-    print(f"questions       {result.n}  (failed: {result.failed})")
-    if missing:
-        console.print(f"[yellow]warning:[/] {len(missing)} question(s) without a prediction, scored 0: "
-                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", highlight=False, soft_wrap=True)
+    print(f"questions       {result.n}  (failed: {result.failed}; unreadable cells, scored 0: {result.unreadable})")
+    bad = [f"{r.id} {c}" for r in rows for c in r.unreadable]
+    if bad:
+        _warn(f"{len(bad)} cell(s) could not be read, scored 0: {_first(bad)}")
+    if ids.missing:
+        fate = "scored 0" if lenient else "left out, as the public scorer does (--lenient scores them 0)"
+        _warn(f"{len(ids.missing)} question(s) without a prediction, {fate}: {_first(ids.missing)}")
+    if ids.unknown:
+        _warn(f"{len(ids.unknown)} predicted id(s) not in the truth file, left out: {_first(ids.unknown)}")
     console.print(f"per-question scores: {target}", highlight=False, soft_wrap=True)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _first(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (" ..." if len(items) > n else "")
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """A majority vote across models' QA predictions for the same questions, scored like a model.
 The rule (docs/qa-scoring.md, "Ensemble vote"): failed answers do not vote; equal answers (after
-the scorer's normalization and tolerance; every blank is one answer) are one group; the largest
+trbench's lenient normalization of both and the tolerance; every blank is one answer; an answer
+that cannot be read is equal to none) are one group; the largest
 group wins, ties to the group whose first vote comes earliest in the models' order; the ensemble
 answers that group's first value, its voters' most common unit and the union of their ref ids."""
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from trbench.suites.qa_score import QAAnswer, canon_unit, value_matches
+from trbench.suites.lenient_rules import canon_unit, value_matches
+from trbench.suites.qa_score import UNREADABLE, QAAnswer
 
 NO_VOTE = "no model's answer could be read"
 
@@ -48,4 +50,7 @@ def _same(a: QAAnswer, b: QAAnswer) -> bool:
     if a.blank or b.blank:
         return a.blank and b.blank
     # both ways: a range truth takes a number inside it, but a number is not a range
-    return value_matches(a.answer_value, b.answer_value) and value_matches(b.answer_value, a.answer_value)
+    try:
+        return value_matches(a.answer_value, b.answer_value) and value_matches(b.answer_value, a.answer_value)
+    except UNREADABLE:
+        return False

@@ -15,7 +15,7 @@ from rank_bm25 import BM25Okapi
 from trbench.config.loading import content_digest, read_suite
 from trbench.suites.answers import parse_json_answer
 from trbench.suites.qa_csv import ScoreInputError, read_answers
-from trbench.suites.qa_score import BLANK, QAAnswer
+from trbench.suites.qa_score import BLANK, QAAnswer, Reading
 
 EXAMPLE = "datasets/qa/qa.yaml"
 SYSTEM = (
@@ -86,7 +86,8 @@ def load_qa(path: str | Path) -> QASet:
 
 def _questions(suite_path: Path, csv_path: Path, doc_ids: set[str]) -> list[Question]:
     try:
-        truth = read_answers(csv_path, f"QA suite {suite_path}: field 'questions':")
+        # the cells as written; scoring reads them as the public scorer would (results.score_predictions)
+        truth = read_answers(csv_path, f"QA suite {suite_path}: field 'questions':", Reading.LENIENT)
     except ScoreInputError as err:
         raise QASuiteError(str(err)) from None
     texts = pd.read_csv(csv_path, dtype=str, keep_default_na=False)

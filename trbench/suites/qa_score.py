@@ -1,39 +1,53 @@
-"""WattBot-style QA scoring (seed 004), decided as the public WattBot competition scorer decides
-(KohakuRAG_UI scripts/score.py) and, where it is silent, as docs/qa-scoring.md says.
+"""WattBot-style QA scoring (seed 004): one question's components and their aggregate.
 
 overall = 0.75 x value_accuracy + 0.15 x ref_overlap + 0.10 x na_recall, where
-- value_accuracy: share of questions whose answer_value matches (numbers within 0.1 % relative,
-  1e-3 absolute near zero; text case- and edge-whitespace-insensitive); an unanswerable question
-  scores 1 here whatever was answered (the scorer: "nothing expected");
-- ref_overlap: mean Jaccard of the predicted and true ref_id sets (both empty: 1);
-- na_recall: share of the truly unanswerable questions answered `is_blank` (none: 1).
-The unit is compared too (unit_match) but weighs nothing, as in the scorer.
+- value_accuracy: share of questions whose answer_value matches; an unanswerable question scores 1
+  here whatever was answered (the public scorer: "nothing expected");
+- ref_overlap: mean Jaccard of the predicted and true ref_id sets;
+- na_recall: share of the truly unanswerable questions answered blank (none: 1).
+The unit is compared too (unit_match) but weighs nothing, as in the public scorer.
+
+How a cell is read is the `Reading`: by default the public WattBot scorer's (wattbot_rules, so
+that scores reproduce that scorer's), or trbench's lenient one (lenient_rules). docs/qa-scoring.md
+states each rule and each difference. A cell neither reading can read scores 0 on its component
+and is counted (`unreadable`): no cell stops a scoring run.
 """
 
 from __future__ import annotations
 
-import ast
-import math
-import re
-from collections.abc import Iterable, Sequence
+import enum
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
+
+from trbench.suites import lenient_rules, wattbot_rules
 
 BLANK = "is_blank"
 WEIGHTS = {"value": 0.75, "ref": 0.15, "na": 0.10}
-REL_TOL = 1e-3  # ±0.1 % relative
-ABS_TOL = 1e-3  # the scorer's absolute fallback: 0 vs 0.0004 still matches
 
-# what the scorer reads as "no answer": these tokens, and its refusal phrase
-_BLANK_TOKENS = {"", "na", "n/a", BLANK}
-_REFUSAL = "unable to answer with confidence based on the provided documents"
+# what reading a hostile cell can raise: a literal nested too deep (RecursionError, MemoryError, or
+# SyntaxError from Python's parser), an unhashable set literal such as {[]} (TypeError), a number
+# beyond the float range (OverflowError), an int too long to convert (ValueError)
+UNREADABLE = (ValueError, TypeError, OverflowError, RecursionError, MemoryError, SyntaxError)
 
-_TRUE, _FALSE = {"true", "yes"}, {"false", "no"}
-_MAGNITUDE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-_MAG_RE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*([kmbt])$", re.IGNORECASE)
-_RANGE_RE = re.compile(r"^(?:from\s+)?(-?[\d.]+)\s*(?:[-–—]|to)\s*(-?[\d.]+)$", re.IGNORECASE)
-_HEDGE_RE = re.compile(r"^(?:(?:more|less|greater|fewer)\s+than|approximately|about|around|over|under|nearly"
-                       r"|roughly|up\s+to|at\s+least|at\s+most)\s+|^[~≈<>]\s*", re.IGNORECASE)
+T = TypeVar("T")
+
+
+class Reading(enum.StrEnum):
+    PUBLIC = "public"  # the public WattBot scorer's reading (the default)
+    LENIENT = "lenient"  # trbench's more forgiving reading (`trbench score --lenient`)
+
+
+class Rules(Protocol):
+    def is_blank(self, cell: str, /) -> bool: ...
+    def value_matches(self, truth: str, pred: str, /) -> bool: ...
+    def ref_overlap(self, truth: str | tuple[str, ...], pred: str | tuple[str, ...], /) -> float: ...
+    def unit_matches(self, truth: str, pred: str, /) -> bool: ...
+
+
+RULES: dict[Reading, Rules] = {Reading.PUBLIC: wattbot_rules, Reading.LENIENT: lenient_rules}  # type: ignore[dict-item]
 
 
 class QAAnswer(BaseModel):
@@ -49,21 +63,24 @@ class QAAnswer(BaseModel):
 
     @property
     def blank(self) -> bool:
-        return self.error is None and is_blank(self.answer_value)
+        """An abstention, read leniently (how ensemble votes are grouped)."""
+        return self.error is None and lenient_rules.is_blank(self.answer_value)
 
     @property
     def refs(self) -> frozenset[str]:
-        return canon_refs(self.ref_id)
+        """The ref ids, read leniently (how ensemble refs are united)."""
+        return lenient_rules.canon_refs(self.ref_id)
 
 
 class QuestionScore(BaseModel):
     id: str
-    na_question: bool  # the truth is is_blank
+    na_question: bool  # the truth is blank
     value: float  # 1 or 0
     ref: float  # Jaccard in [0, 1]
-    marked_blank: bool  # the prediction said is_blank
+    marked_blank: bool  # the prediction said blank
     unit_match: bool
     error: str | None = None
+    unreadable: tuple[str, ...] = ()  # the columns whose cells could not be read (scored 0)
 
 
 class QAScore(BaseModel):
@@ -75,166 +92,57 @@ class QAScore(BaseModel):
     unit_match: float
     overall: float
     failed: int  # predictions that could not be read (scored 0 on every component)
+    unreadable: int = 0  # cells that could not be read, each scored 0 on its component
 
 
-def is_blank(value: object) -> bool:
-    text = _text(value).lower()
-    return text in _BLANK_TOKENS or text.startswith(_REFUSAL)
-
-
-def canon_unit(unit: object) -> str:
-    text = _text(unit).lower()
-    return "" if is_blank(text) else text  # a truth file writes is_blank where an answer leaves it empty
-
-
-def canon_refs(ref: object) -> frozenset[str]:
-    """A ref_id cell (`['a', 'b']`, `["a"]`, `a`, `a, b`, `is_blank`) or a list as a set of
-    lowercased ids; is_blank, an empty cell and an empty list are the empty set."""
-    if isinstance(ref, (list, tuple, set, frozenset)):
-        items: Iterable[object] = ref
-    else:
-        text = _text(ref)
-        if is_blank(text):
-            return frozenset()
-        try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            parsed = text.strip("[]").split(",")
-        items = parsed if isinstance(parsed, (list, tuple, set)) else [parsed]
-    return frozenset(t for t in (_text(i).lower() for i in items) if not is_blank(t))
-
-
-def normalize_value(raw: object) -> str:
-    """The scorer's normalization of an answer_value: True/yes -> 1, False/no -> 0, thousands
-    commas dropped, a hedge ("about", "~", "at least") dropped, a magnitude suffix expanded
-    (2B -> 2000000000), a range ("80-90", "80 to 90") written as [80,90]. Applied to both sides."""
-    s = _text(raw)
-    if is_blank(s):
-        return s
-    if s.lower() in _TRUE:
-        return "1"
-    if s.lower() in _FALSE:
-        return "0"
-    s = _drop_commas(s)
-    hedge = _HEDGE_RE.match(s)
-    if hedge:
-        s = _drop_commas(s[hedge.end():].strip())
-    mag = _MAG_RE.match(s)
-    if mag:
-        return _fmt(float(mag.group(1)) * _MAGNITUDE[mag.group(2).lower()])
-    rng = _RANGE_RE.match(s)
-    if rng and _number(rng.group(1)) is not None and _number(rng.group(2)) is not None:
-        lo, hi = sorted((float(rng.group(1)), float(rng.group(2))))
-        return f"[{_fmt(lo)},{_fmt(hi)}]"
-    return s
-
-
-def value_matches(truth: object, pred: object) -> bool:
-    """answer_value equality as the scorer decides it; the truth must not be blank."""
-    t, p = normalize_value(truth), normalize_value(pred)
-    t_list, p_list = _listish(t), _listish(p)
-    if t_list is not None:
-        if p_list is not None:
-            return _lists_match(t_list, p_list)
-        x = _number(p)
-        # a two-number truth is a range: one number inside it (absolute tolerance) matches
-        if len(t_list) == 2 and all(isinstance(v, float) for v in t_list) and x is not None:
-            lo, hi = sorted(t_list)
-            return lo - ABS_TOL <= x <= hi + ABS_TOL
-        return False
-    tn, pn = _number(t), _number(p)
-    if tn is not None and pn is not None:
-        return math.isclose(tn, pn, rel_tol=REL_TOL, abs_tol=ABS_TOL)
-    return t.lower() == p.lower()
-
-
-def ref_overlap(truth: object, pred: object) -> float:
-    a, b = canon_refs(truth), canon_refs(pred)
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
-
-
-def score_question(truth: QAAnswer, pred: QAAnswer | None) -> QuestionScore:
-    """One question's components; a missing or unreadable prediction earns nothing."""
-    na_question = is_blank(truth.answer_value)
+def score_question(truth: QAAnswer, pred: QAAnswer | None, reading: Reading = Reading.PUBLIC) -> QuestionScore:
+    """One question's components; a missing or failed prediction earns nothing."""
+    rules = RULES[reading]
+    na_question = rules.is_blank(truth.answer_value)
     if pred is None or pred.error is not None:
         return QuestionScore(id=truth.id, na_question=na_question, value=0.0, ref=0.0, marked_blank=False,
                              unit_match=False, error="no prediction" if pred is None else pred.error)
-    value = 1.0 if na_question else float(value_matches(truth.answer_value, pred.answer_value))
-    return QuestionScore(id=truth.id, na_question=na_question, value=value, ref=ref_overlap(truth.ref_id, pred.ref_id),
-                         marked_blank=pred.blank, unit_match=canon_unit(truth.answer_unit) == canon_unit(pred.answer_unit))
+    bad: list[str] = []
+    value = 1.0 if na_question else float(_read(
+        lambda: rules.value_matches(truth.answer_value, pred.answer_value), False, "answer_value", bad))
+    ref = _read(lambda: rules.ref_overlap(truth.ref_id, pred.ref_id), 0.0, "ref_id", bad)
+    unit = _read(lambda: rules.unit_matches(truth.answer_unit, pred.answer_unit), False, "answer_unit", bad)
+    return QuestionScore(id=truth.id, na_question=na_question, value=value, ref=ref,
+                         marked_blank=rules.is_blank(pred.answer_value), unit_match=unit, unreadable=tuple(bad))
 
 
 def aggregate(rows: Sequence[QuestionScore]) -> QAScore:
+    """Means over the rows. pandas computes them, as in the public scorer, so that the figures
+    agree to the last bit (a float sum depends on the summation order)."""
     if not rows:
         raise ValueError("no questions to score; fix: give at least one question")
-    n = len(rows)
     na_rows = [r for r in rows if r.na_question]
-    value = sum(r.value for r in rows) / n
-    ref = sum(r.ref for r in rows) / n
-    na = sum(r.marked_blank for r in na_rows) / len(na_rows) if na_rows else 1.0
+    value, ref = _mean([r.value for r in rows]), _mean([r.ref for r in rows])
+    na = _mean([r.marked_blank for r in na_rows]) if na_rows else 1.0
     overall = WEIGHTS["value"] * value + WEIGHTS["ref"] * ref + WEIGHTS["na"] * na
-    return QAScore(n=n, n_na=len(na_rows), value_accuracy=value, ref_overlap=ref, na_recall=na,
-                   unit_match=sum(r.unit_match for r in rows) / n, overall=overall,
-                   failed=sum(r.error is not None for r in rows))
+    return QAScore(n=len(rows), n_na=len(na_rows), value_accuracy=value, ref_overlap=ref, na_recall=na,
+                   unit_match=_mean([r.unit_match for r in rows]), overall=overall,
+                   failed=sum(r.error is not None for r in rows), unreadable=sum(len(r.unreadable) for r in rows))
 
 
-def score_answers(truth: Sequence[QAAnswer], predictions: Sequence[QAAnswer]) -> tuple[QAScore, list[QuestionScore]]:
-    """Every truth question scored against the prediction with its id (missing: a failure)."""
+def score_answers(truth: Sequence[QAAnswer], predictions: Sequence[QAAnswer],
+                  reading: Reading = Reading.PUBLIC) -> tuple[QAScore, list[QuestionScore]]:
+    """The truth questions scored against the predictions with their ids. A truth question without
+    a prediction is left out in the public reading (the scorer joins the two files on id) and is a
+    failure in the lenient one (leaving hard questions out must not raise a score)."""
     by_id = {p.id: p for p in predictions}
-    rows = [score_question(t, by_id.get(t.id)) for t in truth]
+    asked = truth if reading is Reading.LENIENT else [t for t in truth if t.id in by_id]
+    rows = [score_question(t, by_id.get(t.id), reading) for t in asked]
     return aggregate(rows), rows
 
 
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _text(x: object) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return str(x).strip()
-
-
-def _number(s: str) -> float | None:
+def _read(fn: Callable[[], T], default: T, column: str, bad: list[str]) -> T:
     try:
-        v = float(s)
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
+        return fn()
+    except UNREADABLE:
+        bad.append(column)
+        return default
 
 
-def _drop_commas(s: str) -> str:
-    bare = s.replace(",", "")
-    return bare if _number(bare) is not None else s
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if v == int(v) else str(v)
-
-
-def _listish(s: str) -> list[float | str] | None:
-    """`[a, b]`: numbers as floats, text lowercased; `{a, b}`: a sorted set of terms; else None."""
-    if s.startswith("[") and s.endswith("]"):
-        try:
-            parsed = ast.literal_eval(s)
-            items = list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
-        except (ValueError, SyntaxError):
-            items = s[1:-1].split(",")
-        out: list[float | str] = []
-        for item in items:
-            t = _text(item)
-            n = _number(t)
-            out.append(n if n is not None else t.lower())
-        return out
-    if s.startswith("{") and s.endswith("}"):
-        return sorted({t.strip().lower() for t in s[1:-1].split(",") if t.strip()})
-    return None
-
-
-def _lists_match(a: list[float | str], b: list[float | str]) -> bool:
-    """Order-insensitive; numbers within the tolerance."""
-    if all(isinstance(v, float) for v in a) and all(isinstance(v, float) for v in b):
-        return len(a) == len(b) and all(math.isclose(x, y, rel_tol=REL_TOL, abs_tol=ABS_TOL)
-                                        for x, y in zip(sorted(a), sorted(b)))
-    return sorted(_text(v).lower() for v in a) == sorted(_text(v).lower() for v in b)
+def _mean(values: Sequence[float | bool]) -> float:
+    return float(pd.Series(values, dtype="float64").mean())

@@ -20,7 +20,8 @@ from trbench.measure.metrics import AnswerCheck, summarize
 from trbench.suites.ensemble import majority_vote
 from trbench.suites.matrix import ModelQuality, write_results_matrix
 from trbench.suites.qa import QASet
-from trbench.suites.qa_score import QAAnswer, aggregate, score_question
+from trbench.suites.qa_csv import as_public_cells
+from trbench.suites.qa_score import QAAnswer, Reading, aggregate, score_question
 from trbench.suites.scenarios import ScenarioAnswer, ScenarioCheck, ScenarioSummary, summarize_scenario
 
 SUITES_DIR = "suites"
@@ -120,9 +121,11 @@ def qa_predictions(rows: pd.DataFrame) -> dict[str, list[QAAnswer]]:
 
 
 def score_predictions(qa: QASet, predictions: Sequence[QAAnswer]):
-    """WattBot's score over every answered (question, run): a question asked twice counts twice."""
-    truth = {q.id: q.truth for q in qa.questions}
-    return aggregate([score_question(truth[p.id], p) for p in predictions if p.id in truth])
+    """WattBot's score over every answered (question, run): a question asked twice counts twice.
+    Read as the public scorer reads the truth file and the predictions file trbench writes."""
+    truth = {t.id: t for t in as_public_cells([q.truth for q in qa.questions])}
+    answered = as_public_cells([p for p in predictions if p.id in truth])
+    return aggregate([score_question(truth[p.id], p, Reading.PUBLIC) for p in answered])
 
 
 def model_quality(qa: QASet, rows: pd.DataFrame) -> list[ModelQuality]:
