@@ -24,6 +24,10 @@ WINNER_RULE = (
 FRONTIER_RULE = (
     "a model x config is on the efficiency frontier when no other one has both a higher (or equal) decode tok/s "
     "median and a higher (or equal) tokens-per-joule median, one of them strictly")
+SMOKE_NOTE = ("This TR ran the spec cut by `trbench run --smoke`: every model and quality suite once, 1 run of 2 "
+              "requests each, to show the setup works before the full run. It says pass or fail; it names no winner, "
+              "draws no finding, and its intervals are n/a (an interval needs at least 2 runs).")
+SMOKE_NO_WINNER = "a setup check (--smoke) names no winner: 1 run of 2 requests per model is not a measurement"
 NO_GPU_ENERGY = "no GPU: energy not measured"
 SAMPLE_CHARS = 600
 
