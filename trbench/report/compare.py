@@ -272,7 +272,7 @@ def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
         details = f.get("details") or {}
         size = _num(f.get("size_bytes"))
         ctx = _num(f.get("context_length"))
-        rows.append(QuantRow(
+        row = QuantRow(
             model=name,
             quantization=f.get("quantization") or details.get("quantization_level"),
             params_b=_num(f.get("params_b")),
@@ -280,7 +280,9 @@ def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
             file_gib=size / 2**30 if size else None,
             context_length=int(ctx) if ctx else None,
             source=f.get("source") or f.get("file"),
-        ))
+        )
+        if any(v is not None for k, v in row.model_dump().items() if k != "model"):  # a row of n/a says nothing
+            rows.append(row)
     return rows
 
 
