@@ -175,6 +175,10 @@ def test_a_baseline_with_no_common_cell_says_nothing_compared_and_why(tmp_path):
     html = render_html(data)
     assert 'class="status bad">nothing compared' in html and "status good" not in html
     assert "nothing compared" in summary_message(data.regression)
+    from flows.report import report_state  # the report flow: a check that did not happen is not a pass
+
+    state = report_state(publish(tmp_path / "short", baseline_root=tmp_path / "long", html=False))
+    assert state.is_failed() and "nothing compared" in state.message
     # the same two TRs measured alike: compared, and then "no regressions" is true
     same = build_report(tmp_path / "long", baseline_root=tmp_path / "long").regression
     assert same.compared_cells == 2 and not same.nothing_compared
