@@ -4,7 +4,8 @@
   2. with a baseline TR run: compare cell by cell (trbench.regression; threshold_pct)
   3. write report/<tr_id>.md, report/<tr_id>.html (self-contained: plots inline) and report/plots/*.png;
      the Markdown as an artifact, regressions and improvements as a table artifact
-  4. Failed, with the regressions in the message, when the check finds any; Completed otherwise
+  4. Failed, with the regressions in the message, when the check finds any, or when it compared no
+     cell (the message names the settings that differ); Completed otherwise
 
 No server is started: run it any time after tr_matrix (e.g. nightly against last week's run).
 """
@@ -22,13 +23,15 @@ from trbench.report import ReportFiles
 
 
 def report_state(files: ReportFiles) -> State:
-    """Completed with the files written; Failed when the regression check found regressions."""
+    """Completed with the files written; Failed when the regression check found regressions, or
+    compared no cell (a check that did not happen is not a pass)."""
     where = f"report {files.markdown} and {files.html}" if files.html else f"report {files.markdown}"
     regression = files.data.regression
     if regression is None:
         return Completed(message=f"{files.data.tr_id}: {where}; no baseline given")
     message = f"{summary_message(regression)}; {where}"
-    return Failed(message=message) if regression.has_regressions else Completed(message=message)
+    failed = regression.has_regressions or regression.nothing_compared
+    return Failed(message=message) if failed else Completed(message=message)
 
 
 @flow(name="report", log_prints=True)

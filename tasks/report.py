@@ -34,8 +34,10 @@ def _artifacts(files: ReportFiles) -> None:
         rows = [{"cell": c.label, "metric": c.metric, "baseline": c.baseline, "current": c.current,
                  "change_pct": None if c.change_pct is None else round(c.change_pct, 2), "verdict": c.verdict}
                 for c in r.regressions + r.improvements]
-        create_table_artifact(key=artifact_key(data.tr_id, "regression"), table=rows or [{"verdict": "none beyond "
-                              f"{r.threshold_pct:g}%"}], description=f"{data.tr_id} against {r.baseline_tr_id}: "
+        empty = ({"verdict": f"nothing compared: {r.why_nothing_compared}"} if r.nothing_compared
+                 else {"verdict": f"none beyond {r.threshold_pct:g}%"})
+        create_table_artifact(key=artifact_key(data.tr_id, "regression"), table=rows or [empty],
+                              description=f"{data.tr_id} against {r.baseline_tr_id}: "
                               f"regressions and improvements beyond {r.threshold_pct:g}%")
 
 

@@ -37,3 +37,19 @@ def test_smoke_runs_every_suite_once_and_reports_it(prefect_api, tmp_path, free_
     for scenario in ("router", "orchestrator", "chat"):
         assert f"| `smollm2:135m` | {scenario} |" in quality
     assert "| `smollm2:135m` | model | 2 | 1 |" in quality  # QA: two questions, one unanswerable
+    # a setup check, said so: the id it wrote is printed, the report is stamped and names no winner
+    said = " ".join(proc.stderr.split())
+    assert "smoke: a setup check under tr_id 'long-smoke'" in said and "tr_id: long-smoke" in said
+    assert md.startswith("# Setup check (--smoke) of long") and "Setup check (`--smoke`), not a measurement." in md
+    findings = md.split("## Key findings", 1)[1].split("\n## ", 1)[0]
+    assert "- Setup check passed" in findings and "faster" not in findings and "separate" not in findings
+    winners = md.split("### Winner by scenario", 1)[1].split("\n## ", 1)[0]
+    rows = [ln.split("|")[1:-1] for ln in winners.splitlines() if ln.startswith("| single-agent")]
+    assert rows and all("n/a" in [c.strip() for c in r] for r in rows)
+    again = subprocess.run([sys.executable, "-m", "trbench.cli", "report", "long-smoke", "--output-dir", str(tmp_path),
+                            "--no-html"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    missing = subprocess.run([sys.executable, "-m", "trbench.cli", "report", "long", "--output-dir", str(tmp_path)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert "a setup check of it is stored as 'long-smoke'" in " ".join(missing.stderr.split())

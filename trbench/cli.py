@@ -211,7 +211,8 @@ def run(
     output_dir: str | None = typer.Option(None, help="where results go (default: the spec's, 'outputs')"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
     smoke: bool = typer.Option(False, "--smoke", help="check the setup first: every model, scenario and suite, 1 run "
-                               "of 2 requests each, under the tr_id <tr_id>-smoke"),
+                               "of 2 requests each, under the tr_id <tr_id>-smoke (printed); its report says pass or "
+                               "fail and names no winner"),
 ) -> None:
     """Run a TR matrix: preflight, servers, runs, Parquet, checks, report."""
     try:
@@ -224,6 +225,9 @@ def run(
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")  # everything that needs no server, before Prefect starts
+    if smoke:  # the id it writes under is not the one in the spec: say so before and after
+        console.print(f"smoke: a setup check under tr_id {spec.tr_id!r} (the full TR's data is untouched)",
+                      highlight=False, soft_wrap=True)
     _quiet_prefect(verbose)
     from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
     from trbench.data import store
@@ -251,6 +255,9 @@ def run(
     report = root / "report" / f"{spec.tr_id}.md"
     if report.is_file():
         console.print(f"report: {report}")
+    if smoke:
+        console.print(f"tr_id:  {spec.tr_id}  (`trbench report {spec.tr_id}` renders it again)", highlight=False,
+                      soft_wrap=True)
     _finish(state)
 
 
@@ -289,30 +296,41 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}{suites}")
 
 
+def _has_data(root: Path) -> bool:
+    return any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps", "emb_steps"))
+
+
 @app.command()
 def report(
     tr_id: str = typer.Argument(..., help="the TR run to report on"),
     output_dir: str = typer.Option("outputs", help="where the TR run's data is"),
     baseline: str | None = typer.Option(None, "--baseline", help="a baseline TR run (same --output-dir) to check "
-                                        "for regressions against; exit code 3 when there are any"),
+                                        "for regressions against; exit code 3 when there are any, 4 when no cell "
+                                        "of the two matches (nothing compared: the differing settings are named)"),
     threshold: float = typer.Option(10.0, "--threshold", min=0.0, help="regression threshold in % (a matched cell "
                                     "worse by more than this is a regression)"),
     html: bool = typer.Option(True, "--html/--no-html", help="also write the self-contained HTML report"),
 ) -> None:
     """Render the report of a TR run again from its Parquet data (Markdown, HTML, plots).
 
-    Exit codes: 0 done (no regressions), 2 bad input, 3 regressions against --baseline."""
-    from trbench.quality.regression import EXIT_REGRESSION, describe, summary_message
+    Exit codes: 0 done (with --baseline: at least one cell compared, no regressions), 2 bad input,
+    3 regressions against --baseline, 4 nothing compared against --baseline (no cell in common; the
+    settings that differ are named)."""
+    from trbench.quality.regression import EXIT_NOTHING_COMPARED, EXIT_REGRESSION, describe, summary_message
     from trbench.report import publish
     from trbench.data.store import tr_dir
 
     root = tr_dir(output_dir, tr_id)
-    if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
-        _die(f"no data for tr_id {tr_id!r} under {root}; fix: check --output-dir and the tr_id")
+    if not _has_data(root):
+        from trbench.config.smoke import SUFFIX
+
+        smoke_root = tr_dir(output_dir, tr_id + SUFFIX)
+        hint = f" (a setup check of it is stored as {smoke_root.name!r})" if _has_data(smoke_root) else ""
+        _die(f"no data for tr_id {tr_id!r} under {root}{hint}; fix: check --output-dir and the tr_id")
     baseline_root = None
     if baseline is not None:
         baseline_root = tr_dir(output_dir, baseline)
-        if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
+        if not _has_data(baseline_root):
             _die(f"no data for baseline tr_id {baseline!r} under {baseline_root}; fix: check --baseline and "
                  "--output-dir")
     files = publish(root, baseline_root=baseline_root, threshold_pct=threshold, html=html)
@@ -328,10 +346,12 @@ def report(
         console.print(f"[red]regression[/]: {describe(c)}", highlight=False, soft_wrap=True)
     for c in result.improvements:
         console.print(f"[green]improvement[/]: {describe(c)}", highlight=False, soft_wrap=True)
-    colour = "red" if result.has_regressions else "green"
+    colour = "red" if result.has_regressions or result.nothing_compared else "green"
     console.print(f"[{colour}]{summary_message(result)}[/]", highlight=False, soft_wrap=True)
     if result.has_regressions:
         raise typer.Exit(EXIT_REGRESSION)
+    if result.nothing_compared:
+        raise typer.Exit(EXIT_NOTHING_COMPARED)
 
 
 @app.command()

@@ -25,6 +25,11 @@ def smoke_spec(spec: MatrixSpec) -> MatrixSpec:
         grid={k: v[:1] for k, v in grid.items()},
     )
     data.update(multi_agent=None, single_agent=True, load=None)  # load mode: a run of its own, not a setup check
+    # the report of a setup check must never read as the real TR's: its own title, objective and stamp
+    data.update(smoke=True, title=f"Setup check (--smoke) of {spec.title or spec.tr_id}", objective=(
+        f"Check the setup before the full run of {spec.tr_id}: every model loads and answers, every quality suite "
+        f"runs once ({RUNS} run of {REQUESTS} requests each, answers cut to {data['max_tokens']} tokens). Pass or "
+        "fail only: these figures are not a measurement, and no model is compared."))
     suites = data.get("suites") or {}
     suites.update(scenarios=list(SCENARIO_NAMES), qa=True, runs=RUNS, messages=REQUESTS, questions=REQUESTS, top_k=1,
                   models=(suites.get("models") or spec.models)[:1],

@@ -93,6 +93,8 @@ class MatrixSpec(_Strict):
                                       "(trbench/config/suites.py): scenarios, QA")
     load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
                                   "(trbench/config/load.py)")
+    smoke: bool = Field(default=False, description="set by `trbench run --smoke` on the cut spec it runs: the TR "
+                        "is a setup check, and its report says pass or fail, names no winner and states no finding")
 
     # which server fields a spec gave flat at the top level (the earlier layout): messages name them so
     _flat: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -304,6 +304,11 @@ BOOTSTRAP_LEVEL = 0.95
 # the requests within the drawn runs are integrated out (normal approximation of a binomial sum,
 # which needs tens of values per run to hold; drawing every request of a 1M-row TR takes minutes).
 TWO_STAGE_EXACT_BELOW = 50
+# An interval of a config's median needs the values of at least this many runs: with one run the
+# run-to-run variation (a restarted server, another cache state) is unseen, and an interval over that
+# run's requests alone reads narrower than the config's median really is known (two requests of one
+# run gave [151.9, 151.9]). Per-run values (the flat form) are one per run already.
+MIN_CI_RUNS = 2
 _BOOTSTRAP_CHUNK_VALUES = 2_000_000  # values drawn per chunk of resamples: bounds memory on large runs
 
 BOOTSTRAP_DEFINITIONS: dict[str, str] = {
@@ -312,7 +317,8 @@ BOOTSTRAP_DEFINITIONS: dict[str, str] = {
         "pooled per-request values: each resample draws the config's valid runs with replacement, then each drawn "
         "run's measured ok requests with replacement, and takes the median of the pooled draw; the interval is the "
         "2.5th to 97.5th percentile of the resampled medians. Resampling runs as well as requests keeps run-to-run "
-        "variation (server restarts, cache state) in the interval; with one run it is a plain request bootstrap. "
+        f"variation (server restarts, cache state) in the interval; n/a with fewer than {MIN_CI_RUNS} runs, whose "
+        "run-to-run variation is unseen. "
         f"When every run has at least {TWO_STAGE_EXACT_BELOW} values (large TRs), the runs are drawn but the "
         "requests within them are not drawn one by one but integrated out: the pooled "
         "draw's median is at most x when at least half of its values are, and that count is a sum of binomials "
@@ -324,8 +330,8 @@ BOOTSTRAP_DEFINITIONS: dict[str, str] = {
         f"percentile bootstrap of the median over the per-run values ({BOOTSTRAP_RESAMPLES} resamples, seed "
         f"{BOOTSTRAP_SEED}): multi-agent speedup and efficiency, tokens per joule; with 3 runs it spans about "
         "their range"),
-    "intervals": "n/a with fewer than two values; intervals are for reading the medians, not a test between "
-    "more than two models",
+    "intervals": f"n/a with fewer than two values or fewer than {MIN_CI_RUNS} runs; intervals are for reading the "
+    "medians, not a test between more than two models",
 }
 
 
@@ -339,13 +345,13 @@ def bootstrap_median_ci(
 
     `groups` is either a flat list of values (plain bootstrap) or a list of groups, one per run
     (two-stage: runs with replacement, then values within each drawn run with replacement, pooled).
-    None with fewer than two values in all."""
+    None with fewer than two values in all, or groups from fewer than MIN_CI_RUNS runs."""
     if not len(groups):
         return None
     nested = not isinstance(groups[0], (int, float, type(None))) and not np.isscalar(groups[0])
     arrays = [_finite(g) for g in groups] if nested else [_finite(groups)]
     arrays = [a for a in arrays if a.size]
-    if sum(a.size for a in arrays) < 2:
+    if sum(a.size for a in arrays) < 2 or (nested and len(arrays) < MIN_CI_RUNS):
         return None
     rng = np.random.default_rng(seed)
     tail = (1.0 - level) / 2.0

@@ -33,10 +33,15 @@ MAX_EXAMPLES = 5
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 
 # The report's section headings, from their one home (trbench.report.sections, which the templates
-# write them from); multi-agent only with ma runs.
-REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.multi]
-REPORT_MULTI_SECTIONS = [s.heading for s in SECTIONS.values() if s.multi]
+# write them from): those in every report, in report order; the others only where their workload ran
+# (report_required_sections).
+REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.needs]
 REPORT_TABLE_SECTIONS = {s.heading for s in SECTIONS.values() if s.table}  # a table when there are runs
+
+
+def report_required_sections(present: set[str]) -> list[str]:
+    """The headings a report of a TR holding `present` (workloads: single, multi, ...) must carry, in order."""
+    return [s.heading for s in SECTIONS.values() if s.shown(present)]
 
 Severity = Literal["error", "warning"]
 

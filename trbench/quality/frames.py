@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from trbench.data import store
 from trbench.data.cells import DEFAULT_HARNESS, latest_attempts, multi_key, parse_config_label, single_key, split_harness, with_harness
 from trbench.quality.checks import (
-    MULTI_CONFIG, REPORT_MULTI_SECTIONS, REPORT_SECTIONS, REPORT_TABLE_SECTIONS, SCENARIO_NAMES, SINGLE_CONFIG, Check)
+    MULTI_CONFIG, REPORT_TABLE_SECTIONS, SCENARIO_NAMES, SINGLE_CONFIG, Check, report_required_sections)
 
 
 # --- config keys -------------------------------------------------------------------------------
@@ -131,11 +131,12 @@ def _sections(text: str) -> list[tuple[int, str, int]]:
     return out
 
 
-def report_frame(path: Path, single_runs: bool, multi_runs: bool) -> pd.DataFrame:
-    """One row per required heading: found, characters of content up to the next heading of the same
-    or a higher level (sub-sections count), and whether its own text (before any sub-heading) holds a
-    Markdown table."""
-    required = ["# <title>", *REPORT_SECTIONS] + (REPORT_MULTI_SECTIONS if multi_runs else [])
+def report_frame(path: Path, present: set[str]) -> pd.DataFrame:
+    """One row per heading a report of these workloads (present: single, multi, ...) must carry: found,
+    characters of content up to the next heading of the same or a higher level (sub-sections count),
+    and whether its own text (before any sub-heading) holds a Markdown table (needed in a table
+    section, which is there only when its workload ran)."""
+    required = ["# <title>", *report_required_sections(present)]
     exists = path.is_file()
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if exists else []
     heads = _sections("\n".join(lines))
@@ -151,7 +152,7 @@ def report_frame(path: Path, single_runs: bool, multi_runs: bool) -> pd.DataFram
             body_chars = sum(len(ln.strip()) for ln in body)
             own_end = next((h[2] for h in heads if h[2] > match[2]), len(lines))  # before any sub-heading
             has_table = any(ln.lstrip().startswith("|") for ln in lines[start:own_end])
-        needs_table = want in REPORT_TABLE_SECTIONS and (multi_runs if want in REPORT_MULTI_SECTIONS else single_runs)
+        needs_table = want in REPORT_TABLE_SECTIONS
         rows.append({"heading": want, "file_exists": exists, "found": match is not None,
                      "body_chars": float(body_chars), "has_table": has_table, "needs_table": needs_table,
                      "table_ok": has_table or not needs_table or match is None, "path": str(path)})

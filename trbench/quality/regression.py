@@ -22,8 +22,12 @@ change % = (current - baseline) / baseline x 100. A regression is a change worse
 threshold (default 10 %, strictly more), in the metric's bad direction; an improvement is a change
 better than the threshold. Missing cells are listed but are neither.
 
-Prefect-free; the report flow turns `has_regressions` into a Failed state and the CLI into exit
-code 3.
+"No regressions" is said only when at least one cell was compared (a metric measured on both sides).
+With none, the result says "nothing compared" and why: the settings the cells are matched on that
+differ between the two TRs (MatchSettings, recorded beside each report).
+
+Prefect-free; the report flow turns `has_regressions` and `nothing_compared` into a Failed state and
+the CLI into exit code 3 (regressions) or 4 (nothing compared).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from trbench.measure.load_metrics import LOAD_METRICS
 
 DEFAULT_THRESHOLD_PCT = 10.0
 EXIT_REGRESSION = 3
+EXIT_NOTHING_COMPARED = 4  # a baseline was given but no cell of it matched: the check did not happen
 
 # (field of the cell result, display name, higher is better)
 SINGLE_METRICS: list[tuple[str, str, bool]] = [
@@ -74,6 +79,40 @@ class MissingCell(BaseModel):
     side: Literal["only in the baseline", "only in the current run"]
 
 
+class SettingDifference(BaseModel):
+    setting: str
+    current: list[str]
+    baseline: list[str]
+
+    def __str__(self) -> str:
+        return (f"{self.setting} {', '.join(self.current) or 'none'} here, "
+                f"{', '.join(self.baseline) or 'none'} in the baseline")
+
+
+class MatchSettings(BaseModel):
+    """The settings a TR's cells are matched on against a baseline (what goes into the cells' content
+    hashes and the load steps' keys), each as the sorted values the TR measured or recorded; [] where
+    it has none (no such workload, or no spec recorded)."""
+
+    workloads: list[str] = []  # the compared ones: single, multi, load
+    models: list[str] = []
+    configs: list[str] = []  # GPU layers, context size, temperature
+    provider: list[str] = []
+    backend: list[str] = []
+    max_tokens: list[str] = []
+    ttft: list[str] = []
+    prompts: list[str] = []
+    seed: list[str] = []
+    harness: list[str] = []
+    multi_agent_scenarios: list[str] = []
+    load_steps: list[str] = []
+    server_slots: list[str] = []
+
+    def differences(self, baseline: MatchSettings) -> list[SettingDifference]:
+        return [SettingDifference(setting=name, current=getattr(self, name), baseline=getattr(baseline, name))
+                for name in type(self).model_fields if getattr(self, name) != getattr(baseline, name)]
+
+
 class RegressionResult(BaseModel):
     tr_id: str
     baseline_tr_id: str
@@ -81,6 +120,7 @@ class RegressionResult(BaseModel):
     comparisons: list[Comparison]
     missing: list[MissingCell]
     rule: str
+    differences: list[SettingDifference] = []  # the matched-on settings that differ between the two TRs
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -97,6 +137,26 @@ class RegressionResult(BaseModel):
     @property
     def matched_cells(self) -> int:
         return len({(c.kind, c.label, c.key) for c in self.comparisons})
+
+    @property
+    def compared_cells(self) -> int:
+        """Matched cells with at least one metric measured on both sides: what a verdict is over."""
+        return len({(c.kind, c.label, c.key) for c in self.comparisons if c.verdict != "not comparable"})
+
+    @property
+    def nothing_compared(self) -> bool:
+        return self.compared_cells == 0
+
+    @property
+    def why_nothing_compared(self) -> str:
+        """Why no cell was compared: the settings that differ, named."""
+        if self.matched_cells:
+            return (f"the {self.matched_cells} matched cell(s) have no metric measured on both sides")
+        why = f"no cell of {self.tr_id} matches one of {self.baseline_tr_id} (cells are matched on their content hash)"
+        if self.differences:
+            return f"{why}; settings that differ: " + "; ".join(str(d) for d in self.differences)
+        return (f"{why}; no recorded setting differs, so the prompt files' contents (their digest is in the hash) "
+                "or a setting the manifests do not record differ")
 
 
 def rule_text(threshold_pct: float) -> str:
@@ -180,8 +240,12 @@ def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> 
                                               n_baseline=_n(base_cell, field), n_current=_n(cell, field)))
         missing += [MissingCell(kind=kind, key=key, label=label, side="only in the baseline")
                     for match, (label, key, _) in base.items() if match not in cur]
+    cur_settings, base_settings = getattr(current, "settings", None), getattr(baseline, "settings", None)
+    differences = (cur_settings.differences(base_settings)
+                   if cur_settings is not None and base_settings is not None else [])
     return RegressionResult(tr_id=current.tr_id, baseline_tr_id=baseline.tr_id, threshold_pct=threshold_pct,
-                            comparisons=comparisons, missing=missing, rule=rule_text(threshold_pct))
+                            comparisons=comparisons, missing=missing, rule=rule_text(threshold_pct),
+                            differences=differences)
 
 
 def _fmt(v: float | None) -> str:
@@ -197,9 +261,9 @@ def summary_message(result: RegressionResult, limit: int = 5) -> str:
     head = f"{result.tr_id} vs baseline {result.baseline_tr_id} (threshold {result.threshold_pct:g}%)"
     counts = (f"{len(result.improvements)} improvement(s), {result.matched_cells} matched cell(s), "
               f"{len(result.missing)} cell(s) on one side only")
+    if result.nothing_compared:  # never "no regressions": the check did not happen
+        return f"{head}: nothing compared: {result.why_nothing_compared} ({counts})"
     if not result.regressions:
-        if not result.comparisons:
-            return f"{head}: no regressions; no cells in common to compare ({counts})"
         return f"{head}: no regressions; {counts}"
     listed = "; ".join(describe(c) for c in result.regressions[:limit])
     more = f"; and {len(result.regressions) - limit} more" if len(result.regressions) > limit else ""

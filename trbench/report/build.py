@@ -28,7 +28,7 @@ from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
 from trbench.data.failures import read_fallbacks, read_instance_failures
 from trbench.data.store import read_frame, read_manifest
 from trbench.measure import metrics
-from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, RegressionResult
+from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
 from trbench.quality.regression import compare as compare_regression
 from trbench.report import compare as report_compare
 from trbench.report.data import RUN_COLUMNS, RequestColumns
@@ -36,8 +36,9 @@ from trbench.report.findings import build_findings
 from trbench.report.harness import build_harness_section, main_harness, of_harness
 from trbench.report.load import build_load
 from trbench.report.models import (
-    CACHE_MODES, CONFIG_KEYS, DEFAULT_OBJECTIVE, MESSAGE_CHARS, MODEL_DETAIL_KEYS, QUESTIONS, CacheCheck, CacheInfo,
-    CellResult, Config, FailedRequest, InstanceInfo, InvalidRun, ModelInfo, PctRow, ReportData, Setup)
+    CACHE_MODES, CONFIG_KEYS, MESSAGE_CHARS, MODEL_DETAIL_KEYS, CacheCheck, CacheInfo, CellResult, Config,
+    FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup)
+from trbench.report.questions import default_objective, questions
 from trbench.report.multi import build_multi_agent
 from trbench.report.quality import flagged_runs, reruns
 from trbench.report.suites import build_suites_section
@@ -295,14 +296,41 @@ def _read(tr_root: Path, given_spec: MatrixSpec | None) -> _Sources:
                     baseline, baseline_source)
 
 
-def _title(src: _Sources) -> dict[str, Any]:
-    """tr_id, title and objective."""
+def _title(src: _Sources, workloads: list[str]) -> dict[str, Any]:
+    """tr_id, title and objective (the spec's; else one that names only what was measured)."""
     spec = src.spec
     tr_ids = sorted(set(src.all_runs["tr_id"].dropna().astype(str))) if not src.all_runs.empty else []
     tr_id = src.given_spec.tr_id if src.given_spec is not None else (tr_ids[0] if tr_ids else src.root.name)
     return {"tr_id": tr_id,
             "title": spec.title if spec is not None and spec.title else f"Technical Report {tr_id}",
-            "objective": spec.objective if spec is not None and spec.objective else DEFAULT_OBJECTIVE}
+            "objective": spec.objective if spec is not None and spec.objective else default_objective(workloads)}
+
+
+def _measured(src: _Sources, cells: list[CellResult], multi_agent, suites, load) -> list[Measured]:
+    """The workloads in the data, each with what it holds, in report order (sections.WORKLOADS)."""
+    out = []
+    if cells:
+        n_runs = sum(c.runs for c in cells)
+        out.append(Measured(workload="single", title="Single agent", summary=(
+            f"{n_runs} run(s) of {len(cells)} model x config cell(s) ({sum(c.valid_runs for c in cells)} valid), "
+            f"{src.reqs.n} request row(s) of which {int(src.reqs.warmup.sum())} warm-up")))
+    if suites is not None:
+        names = sorted({str(r["scenario"]) for r in suites.scenarios}) + (["qa"] if suites.qa else [])
+        out.append(Measured(workload="suites", title="Quality suites", summary=", ".join(names) or "none scored"))
+    if multi_agent is not None:
+        res = multi_agent.results
+        out.append(Measured(workload="multi", title="Multi-agent", summary=(
+            f"{sum(r.runs for r in res)} run(s) of {len(res)} model x scenario cell(s) "
+            f"({sum(r.valid_runs for r in res)} valid)")))
+    if load is not None and load.steps:
+        out.append(Measured(workload="load", title="Load", summary=(
+            f"{len(load.steps)} step(s) ({sum(s.valid for s in load.steps)} valid), "
+            f"{sum(s.n_requests or 0 for s in load.steps)} measured request(s)")))
+    if load is not None and load.embedding_steps:
+        steps = load.embedding_steps
+        out.append(Measured(workload="embeddings", title="Embeddings", summary=(
+            f"{len(steps)} step(s), {sum(int(s['n_requests'] or 0) for s in steps)} measured request(s)")))
+    return out
 
 
 def _coverage(src: _Sources) -> dict[str, Any]:
@@ -340,11 +368,47 @@ def _prompt_caching(src: _Sources, cells: list[CellResult]) -> CacheInfo:
     )
 
 
-def _definitions() -> dict[str, Any]:
+def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, workloads: list[str]) -> MatchSettings:
+    """The settings the cells are matched on against a baseline: from the data where it holds them, else
+    from the recorded spec (max_tokens, backend, prompts and seed are only there)."""
+    spec, runs = src.spec, src.runs
+    ma = multi_agent.results if multi_agent else []
+    steps = load.steps if load else []
+
+    def distinct(values) -> list[str]:
+        return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))})
+
+    def of_runs(column: str) -> list:
+        return list(runs[column].dropna()) if not runs.empty and column in runs else []
+
+    single = bool(cells)
+    return MatchSettings(
+        workloads=[w for w in workloads if w in ("single", "multi", "load")],
+        models=distinct([c.model for c in cells] + [r.model for r in ma] + [s.model for s in steps]),
+        configs=distinct([c.config.label for c in cells] + [s.config for s in steps]),
+        provider=distinct(of_runs("provider") + [i.provider for i in _setup_instances(src)]),
+        backend=distinct([spec.backend] if spec is not None else []),
+        max_tokens=distinct(([spec.max_tokens] if spec is not None and single else []) + [s.max_tokens for s in steps]),
+        ttft=distinct(of_runs("ttft_mode")),
+        prompts=distinct([spec.prompts] if spec is not None and (single or steps) else []),
+        seed=distinct([spec.seed] if spec is not None else []),
+        harness=distinct(of_runs("harness")),
+        multi_agent_scenarios=distinct([r.scenario for r in ma]),
+        load_steps=distinct([s.step_label for s in steps]),
+        server_slots=distinct([s.slots for s in steps]),
+    )
+
+
+def _setup_instances(src: _Sources) -> list[InstanceInfo]:
+    return [InstanceInfo(name=str(i.get("name", "?")), provider=_str(i.get("provider")), url=None)
+            for i in src.manifest.get("instances") or [] if isinstance(i, dict)]
+
+
+def _definitions(workloads: list[str]) -> dict[str, Any]:
     """The appendix: what each metric and statistic means, and the questions the report answers."""
     return {"definitions": dict(metrics.DEFINITIONS), "run_definitions": dict(metrics.RUN_DEFINITIONS),
             "statistics": dict(metrics.BOOTSTRAP_DEFINITIONS),
-            "energy_definitions": dict(getattr(metrics, "ENERGY_DEFINITIONS", {})), "questions": list(QUESTIONS)}
+            "energy_definitions": dict(getattr(metrics, "ENERGY_DEFINITIONS", {})), "questions": questions(workloads)}
 
 
 def _results(src: _Sources) -> list[CellResult]:
@@ -379,11 +443,14 @@ def _pct_of_baseline(cells: list[CellResult], baseline: str | None) -> list[PctR
     return rows
 
 
-def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_agent) -> dict[str, Any]:
-    """Winners, multi-agent % of baseline, the efficiency frontier, VRAM and quantization, sample answers."""
+def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_agent, smoke: bool) -> dict[str, Any]:
+    """Winners (none in a setup check), multi-agent % of baseline, the efficiency frontier, VRAM and
+    quantization, sample answers."""
     ma_results = multi_agent.results if multi_agent else []
     energy = report_compare.energy_section(cells, setup.gpus)
     winners = report_compare.winner_rows(cells, ma_results, src.models, energy.measured)
+    if smoke:
+        winners = [w.model_copy(update={"winner": "n/a", "reason": report_compare.SMOKE_NO_WINNER}) for w in winners]
     return {
         "winners": winners,
         "winner_models": [m for m in src.models if any(m in w.estimates for w in winners)],
@@ -459,8 +526,15 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     setup = _setup(src.manifest, src.manifest_source, src.all_runs, src.models)
     cells = _results(src)
     multi_agent = build_multi_agent(src.root, src.models, main_harness(src.root))
+    suites = build_suites_section(src.root, cells)
+    load = build_load(src.root, src.models)
+    measured = _measured(src, cells, multi_agent, suites, load)
+    workloads = [m.workload for m in measured]
+    smoke = bool(src.spec is not None and src.spec.smoke)
     data = ReportData(
-        **_title(src),
+        **_title(src, workloads),
+        measured=measured,
+        smoke=smoke,
         setup=setup,
         cache=_prompt_caching(src, cells),
         **_coverage(src),
@@ -469,14 +543,15 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         cells=cells,
         pct_of_baseline=_pct_of_baseline(cells, src.baseline),
         multi_agent=multi_agent,
-        **_cross_model(src, cells, setup, multi_agent),
+        **_cross_model(src, cells, setup, multi_agent, smoke),
         **_outliers_and_reruns(src),
         **_failures(src),
-        **_definitions(),
+        **_definitions([] if smoke else workloads),  # a setup check answers no question
+        suites=suites,
+        load=load,
+        settings=_match_settings(src, cells, multi_agent, load, workloads),
     )
-    data.suites = build_suites_section(src.root, cells)
     data.mock = any(i.provider == "mock" for i in setup.instances)
-    data.load = build_load(src.root, src.models)
     data.harness = build_harness_section(src.root, latest_attempts(src.all_runs, SINGLE_CONFIG_COLUMNS)[0], src.reqs,
                                          src.models, lambda m, r: _model_cells(m, r, src.reqs))
     data.reproduce = reproduce(data, src.root)

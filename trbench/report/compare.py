@@ -25,6 +25,10 @@ WINNER_RULE = (
 FRONTIER_RULE = (
     "a model x config is on the efficiency frontier when no other one has both a higher (or equal) decode tok/s "
     "median and a higher (or equal) tokens-per-joule median, one of them strictly")
+SMOKE_NOTE = ("This TR ran the spec cut by `trbench run --smoke`: every model and quality suite once, 1 run of 2 "
+              "requests each, to show the setup works before the full run. It says pass or fail; it names no winner, "
+              "draws no finding, and its intervals are n/a (an interval needs at least 2 runs).")
+SMOKE_NO_WINNER = "a setup check (--smoke) names no winner: 1 run of 2 requests per model is not a measurement"
 NO_GPU_ENERGY = "no GPU: energy not measured"
 SAMPLE_CHARS = 600
 
@@ -269,7 +273,7 @@ def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
         details = f.get("details") or {}
         size = _num(f.get("size_bytes"))
         ctx = _num(f.get("context_length"))
-        rows.append(QuantRow(
+        row = QuantRow(
             model=name,
             quantization=f.get("quantization") or details.get("quantization_level"),
             params_b=_num(f.get("params_b")),
@@ -277,7 +281,9 @@ def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
             file_gib=size / 2**30 if size else None,
             context_length=int(ctx) if ctx else None,
             source=f.get("source") or f.get("file"),
-        ))
+        )
+        if any(v is not None for k, v in row.model_dump().items() if k != "model"):  # a row of n/a says nothing
+            rows.append(row)
     return rows
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS
+from trbench.measure.metrics import MIN_CI_RUNS
 from trbench.report.compare import WinnerRow
+from trbench.report.load_findings import embedding_sentences, load_recommendations, load_sentences
+from trbench.report.questions import QUESTIONS_BY_WORKLOAD, VRAM_QUESTION
 
 _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
                 "cold_asked": "a prefill asked cold (not verified by the server)",
@@ -68,10 +71,23 @@ def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str, unit: 
     decided = [w for w in rows if w.winner not in ("tie", "n/a")]
     if not decided:
         values = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
-        return (f"On {what}, the models are a tie {where} (95 % intervals overlap; medians "
+        verdict = "the models are a tie" if _all_intervals(rows) else "the data does not separate the models"
+        return (f"On {what}, {verdict} {where} ({_why_not_separate(rows)}; medians "
                 f"{min(values):.1f} to {max(values):.1f} {unit}).")
     parts = [f"{w.winner} at {w.config}" for w in decided]
-    return f"On {what}, the lead depends on the config: {', '.join(parts)}; the other configs are ties."
+    rest = "; the other configs do not separate them" if len(decided) < len(rows) else ""
+    return f"On {what}, the lead depends on the config: {', '.join(parts)}{rest}."
+
+
+def _all_intervals(rows: list[WinnerRow]) -> bool:
+    return all(e.ci is not None for w in rows for e in w.estimates.values())
+
+
+def _why_not_separate(rows: list[WinnerRow]) -> str:
+    """Why tied rows are ties: overlapping intervals, or medians without an interval (too few runs)."""
+    if not _all_intervals(rows):
+        return f"not every median has a 95 % interval, which needs {MIN_CI_RUNS} runs"
+    return "95 % intervals overlap"
 
 
 def _cache_sentence(cells: list, states: list[str]) -> str | None:
@@ -112,6 +128,9 @@ def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
         return None
     effs = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
     if all(w.winner in ("tie", "n/a") for w in rows):
+        if not _all_intervals(rows):
+            return (f"Multi-agent efficiency ({_pct_range(effs)}) does not separate the models: "
+                    f"{_why_not_separate(rows)}.")
         return (f"Multi-agent efficiency is a tie between models ({_pct_range(effs)}) in every scenario: "
                 "the architecture (two agents on two instances), not the model, dominates.")
     decided = [f"{w.winner} in {w.scenario.removeprefix('multi-agent efficiency ')}" for w in rows
@@ -130,6 +149,8 @@ def _answers_sentence(cells: list) -> str:
     base = sorted({c.model for c in cells if c.prompt_style == "completion"})
     note = (f" {', '.join(base)} {'is a base model' if len(base) == 1 else 'are base models'} without a chat "
             "template, driven as plain-text completion." if base else "")
+    if not total:
+        return f"No measured answer to check: no valid run has an ok measured request.{note}"
     if not flagged:
         return f"All {total} measured answers passed the answer sanity check.{note}"
     kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(flagged.items()))
@@ -223,33 +244,79 @@ def quality_findings(data) -> list[str]:
     return out
 
 
+def _single_sentence(cells: list, compared: bool) -> str | None:
+    """What the single-agent cells hold when no scenario sets two models side by side."""
+    if not cells or compared:
+        return None
+    models = list(dict.fromkeys(c.model for c in cells))
+    values = [c.decode_tps_p50 for c in cells if c.decode_tps_p50 is not None]
+    figure = f": decode p50 {_num_range(values, 'tok/s')}" if values else ": no valid run has a decode figure"
+    if len(models) == 1:
+        return f"One model measured ({models[0]}){figure} over {len(cells)} config(s); no model comparison."
+    return (f"{len(models)} models measured ({', '.join(models)}), never two at the same config{figure}; "
+            "no model comparison.")
+
+
+def _smoke_findings(data) -> Findings:
+    """A setup check: pass or fail, from what ran; no winner, no figure read as a measurement."""
+    problems = []
+    silent = [c.model for c in data.cells if not c.valid_runs]
+    if silent:
+        problems.append(f"no valid run of {', '.join(dict.fromkeys(silent))}")
+    if data.invalid_runs:
+        problems.append(f"{len(data.invalid_runs)} invalid run(s)")
+    failed = sum(c.failed_requests for c in data.cells)
+    if failed:
+        problems.append(f"{failed} failed request(s)")
+    if data.server_failures:
+        problems.append(f"{len(data.server_failures)} server failure(s)")
+    models = ", ".join(dict.fromkeys(c.model for c in data.cells)) or "none"
+    suites = next((m.summary for m in data.measured if m.workload == "suites"), None)
+    ran = f"models {models}" + (f"; quality suites {suites}" if suites else "")
+    if data.cells and not problems:
+        key = [f"Setup check passed: every model answered in a valid run and no request failed ({ran})."]
+        recommendations = ["Run the full TR: the same command without --smoke."]
+    else:
+        key = [f"Setup check failed: {'; '.join(problems) or 'no single-agent run finished'} ({ran})."]
+        recommendations = ["Fix what failed (see Failures), then run the setup check again."]
+    key.append("A setup check is not a measurement: its figures (1 run of 2 requests per model) name no winner "
+               "and support no finding.")
+    return Findings(key=key, answers=[], recommendations=recommendations, undecided=[])
+
+
 def build_findings(data) -> Findings:
-    """Key findings, answers, recommendations and open questions of a built report (ReportData)."""
+    """Key findings, answers, recommendations and open questions of a built report (ReportData), each
+    sentence about a workload the data holds."""
+    if data.smoke:
+        return _smoke_findings(data)
     w = data.winners
     decode = _compare_sentence(_rows(w, "single-agent decode tok/s"), "decode throughput", "decodes faster", "tok/s")
     ttft = [_compare_sentence(_rows(w, f"single-agent TTFT {CACHE_STATE_LABELS[st]}"), f"TTFT of {_STATE_WORDS[st]}",
                               "answers sooner",
                               "ms") for st in data.cache.states]
+    single_only = _single_sentence(data.cells, bool(decode or any(ttft)))
     ma_results = data.multi_agent.results if data.multi_agent else []
     multi = _multi_sentence(w, ma_results)
-    key = [s for s in [decode, *ttft[:2], _cache_sentence(data.cells, data.cache.states), multi,
-                       _answers_sentence(data.cells)] if s]
-    if not data.cells and not ma_results:
-        key = ["Nothing was measured: no valid run in the data."]
+    speed = [s for s in [decode, *ttft[:2], single_only, _cache_sentence(data.cells, data.cache.states), multi,
+                         _answers_sentence(data.cells) if data.cells else None] if s]
+    load, embeddings = load_sentences(data.load), embedding_sentences(data.load)
     quality = quality_findings(data)
-    key = key[:max(3, 6 - len(quality))] + quality  # quality where measured, beside the speed
+    served = load + embeddings
+    key = speed[:max(2, 6 - len(quality) - len(served))] + served + quality  # each workload measured gets its say
+    if not key:
+        key = ["Nothing was measured: no finished run, load step or quality suite answer in the data."]
 
-    single_answer = " ".join(s for s in [decode, ttft[0] if ttft else None] if s) or "No single-agent runs measured."
-    answers = []
-    for q in data.questions:
-        if "multi-agent" in q:
-            answers.append((q, multi or "No multi-agent runs measured."))
-        elif "VRAM" in q or "memory" in q:
-            answers.append((q, _vram_answer(data)))
-        else:
-            answers.append((q, single_answer))
+    single_answer = " ".join(s for s in [decode, ttft[0] if ttft else None, single_only] if s)
+    by_question = {
+        **{q: single_answer for q in QUESTIONS_BY_WORKLOAD["single"]},
+        **{q: multi or "" for q in QUESTIONS_BY_WORKLOAD["multi"]},
+        **{q: " ".join(load) for q in QUESTIONS_BY_WORKLOAD["load"]},
+        **{q: " ".join(embeddings) for q in QUESTIONS_BY_WORKLOAD["embeddings"]},
+        VRAM_QUESTION: _vram_answer(data),
+    }
+    answers = [(q, by_question[q]) for q in data.questions if by_question.get(q)]
 
-    recommendations = _best_configs(data)
+    recommendations = _best_configs(data) + load_recommendations(data.load)
     flagged = sorted({f.config for f in data.flagged_runs})
     if flagged:
         recommendations.append(f"Re-run the {len(flagged)} config(s) with outlier runs ({', '.join(flagged)}): "
@@ -258,9 +325,9 @@ def build_findings(data) -> Findings:
         recommendations.append(f"{len(data.invalid_runs)} invalid run(s) (see Failures): fix their cause and run the "
                                "same command again; only the missing runs are measured.")
     undecided = [f"{r.scenario} at {r.config or 'its options'}: {r.reason}." for r in w if r.winner == "tie"]
-    if not data.energy.measured:
+    if data.cells and not data.energy.measured:
         undecided.append("Energy per token: " + data.energy.note + ".")
-    if (data.runs_per_cell or 0) < 5:
+    if data.cells and (data.runs_per_cell or 0) < 5:
         undecided.append(f"With {data.runs_per_cell or 0} run(s) per config, run-to-run intervals are wide; "
                          "more runs narrow them.")
     return Findings(key=key[:8], answers=answers, recommendations=recommendations, undecided=undecided)

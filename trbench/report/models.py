@@ -10,7 +10,7 @@ from pydantic import BaseModel, create_model
 
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.measure.metrics import CACHE_STATES
-from trbench.quality.regression import RegressionResult
+from trbench.quality.regression import MatchSettings, RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
@@ -28,15 +28,6 @@ CACHE_MODES = {
     "both": "every measured prompt is sent cold (a unique prefix), then again, identical, served from the KV cache",
 }
 
-DEFAULT_OBJECTIVE = (
-    "Measure each model's single-agent throughput, time to first token, latency and run-to-run consistency, "
-    "and its dual-instance multi-agent efficiency and contention, with the architecture and configs held constant; "
-    "compare the models against the baseline model.")
-QUESTIONS = [
-    "Does model choice materially shift single-agent throughput (decode tok/s), TTFT and latency at the same config?",
-    "Does model choice change multi-agent efficiency, or does the architecture (two instances, two agents) dominate?",
-    "Which configurations fit the GPU memory budget, and what did a model cost in VRAM and, where measured, energy?",
-]
 CONFIG_KEYS = SINGLE_CONFIG_COLUMNS[1:]  # a config within one model
 
 
@@ -183,10 +174,20 @@ class CacheInfo(BaseModel):
         return any(st.endswith("_asked") for st in self.states)
 
 
+class Measured(BaseModel):
+    """One workload the TR measured, as the report's header states it."""
+
+    workload: str  # sections.WORKLOADS
+    title: str
+    summary: str  # what the data holds of it: counts
+
+
 class ReportData(BaseModel):
     tr_id: str
     title: str
     objective: str
+    measured: list[Measured] = []  # the workloads in the data, in report order; nothing else is spoken of
+    smoke: bool = False  # a setup check (`trbench run --smoke`): pass or fail, no winners, no findings
     setup: Setup
     cache: CacheInfo
     definitions: dict[str, str]
@@ -225,10 +226,20 @@ class ReportData(BaseModel):
     quant: list[QuantRow] = []
     samples: list[SampleAnswer] = []
     regression: RegressionResult | None = None
+    settings: MatchSettings = MatchSettings()  # what a baseline TR's cells are matched on, to name what differs
     regression_note: str = ""
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
     suites: SuitesSection | None = None  # the quality suites (issue 14), where the TR ran any
     mock: bool = False  # the TR ran on the mock provider: canned answers, the harness measured
+
+    @property
+    def workloads(self) -> list[str]:
+        return [m.workload for m in self.measured]
+
+    @property
+    def present(self) -> set[str]:
+        """What the report holds, in the names sections.Section.needs uses."""
+        return set(self.workloads) | ({"vram"} if self.vram or self.quant else set())
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from trbench.report.embeddings import embeddings_text
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
-from trbench.report.sections import SECTIONS
+from trbench.report.sections import SECTIONS, shown
 from trbench.report.suites import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
 
@@ -66,7 +66,7 @@ class _Plots(dict):
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
     return {"data": data, "t": {**tables(data), **load_tables(data), **harness_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
             "sample_chars": report_compare.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
-            "mock_note": MOCK_NOTE}
+            "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": report_compare.SMOKE_NOTE}
 
 
 def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:

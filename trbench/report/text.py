@@ -7,6 +7,7 @@ from pathlib import Path
 
 from trbench.config.spec import MatrixSpec
 from trbench.measure import metrics
+from trbench.measure.load_metrics import LOAD_DEFINITIONS
 from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, rule_text
 from trbench.report import compare as report_compare
 from trbench.report.models import ReportData
@@ -34,37 +35,58 @@ def reproduce(data: ReportData, tr_root: Path) -> list[str]:
     flag = "" if output_dir.name == "outputs" else f" --output-dir {output_dir}"
     out.append(f".venv/bin/trbench report {data.tr_id}{flag}")
     out.append(f".venv/bin/trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold "
-               f"{DEFAULT_THRESHOLD_PCT:g}   # exit code 3 on regressions")
+               f"{DEFAULT_THRESHOLD_PCT:g}   # exit code 3 on regressions, 4 when no cell was compared")
     return out
 
 
 def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, str]]:
-    configs = list(dict.fromkeys(c.config.label for c in data.cells))
-    models = list(dict.fromkeys(c.model for c in data.cells))
-    matrix = (f"{len(models)} model(s) x {len(configs)} config(s) (GPU layers, context size, temperature): "
-              f"{', '.join(configs) or 'none'}; up to {data.runs_per_cell or 0} run(s) per model x config")
-    if data.warmup_per_run:
-        matrix += f"; up to {data.warmup_per_run} warm-up request(s) per run, stored but never counted"
-    items = [
-        ("matrix", matrix),
-        ("baseline model", f"{data.baseline_model or 'none'} ({data.baseline_source}); normalized tables are "
-                           "value / baseline value at the same config or scenario x 100"),
-        ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
-         + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
-        ("medians and intervals", "every median is shown with a bootstrap 95% interval: "
-                                  + metrics.BOOTSTRAP_DEFINITIONS["95% CI of a single-agent median"]),
-        ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
-        ("winner by scenario", report_compare.WINNER_RULE),
-        ("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]),
-        ("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its config "
-                     "(raw MAD); flagged configs are run again as a new attempt and the latest attempt counts"),
-    ]
+    """How each workload the TR measured was measured and summarised; nothing on the ones it did not."""
+    present = set(data.workloads)
+    items: list[tuple[str, str]] = []
+    if data.smoke:
+        items.append(("setup check", "the spec cut by --smoke: every model and quality suite once, 1 run of 2 requests "
+                                     "each; pass or fail only, no winner named"))
+    if "single" in present:
+        configs = list(dict.fromkeys(c.config.label for c in data.cells))
+        models = list(dict.fromkeys(c.model for c in data.cells))
+        matrix = (f"{len(models)} model(s) x {len(configs)} config(s) (GPU layers, context size, temperature): "
+                  f"{', '.join(configs)}; up to {data.runs_per_cell or 0} run(s) per model x config")
+        if data.warmup_per_run:
+            matrix += f"; up to {data.warmup_per_run} warm-up request(s) per run, stored but never counted"
+        items.append(("matrix", matrix))
+    if present & {"single", "multi"}:
+        items.append(("baseline model", f"{data.baseline_model or 'none'} ({data.baseline_source}); normalized tables "
+                                        "are value / baseline value at the same config or scenario x 100"))
+    if "single" in present:
+        items += [
+            ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
+             + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
+            ("medians and intervals", "every median is shown with a bootstrap 95% interval: "
+                                      + metrics.BOOTSTRAP_DEFINITIONS["95% CI of a single-agent median"]),
+            ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
+        ]
+    if present & {"single", "multi"}:
+        items.append(("winner by scenario", report_compare.WINNER_RULE))
+    if "single" in present:
+        items.append(("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]))
+    if present & {"single", "multi"}:
+        items.append(("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its "
+                                  "config (raw MAD); flagged configs are run again as a new attempt and the latest "
+                                  "attempt counts"))
     if data.multi_agent:
         items.append(("multi-agent", "collector and insight at once on two instances, then each alone on the same "
                                      "instances (the measured sequential baseline); speedup = sequential wall / "
                                      "concurrent wall, efficiency = speedup / 2 x 100"))
-    items.append(("energy", data.energy.note if not data.energy.measured else
-                  data.energy.note + "; " + report_compare.FRONTIER_RULE))
+    if "load" in present:
+        items.append(("load", "steps of concurrent streams (closed loop) or of a request rate (open loop), each with "
+                              "its own warm-up; goodput: " + LOAD_DEFINITIONS["goodput_rps"] + "; saturation point: "
+                              + LOAD_DEFINITIONS["saturation point"]))
+    if "embeddings" in present:
+        items.append(("embeddings", "the embeddings endpoint in steps of batch size, each with its own warm-up; "
+                                    "latency from request sent to the whole answer, client clock"))
+    if present & {"single", "multi"}:
+        items.append(("energy", data.energy.note if not data.energy.measured else
+                      data.energy.note + "; " + report_compare.FRONTIER_RULE))
     items.append(("regression check", data.regression.rule if data.regression else
                   "against a baseline TR run when one is given: " + rule_text(DEFAULT_THRESHOLD_PCT)))
     return items
