@@ -31,20 +31,24 @@ import pandas as pd
 from trbench.config.spec import OutlierRule
 from trbench.quality import outlier_calibration, outliers
 
+SYNTHETIC = [(0.02, 0.05), (0.03, 0.08), (0.05, 0.10)]  # (decode CV, TTFT CV): a quiet machine to a busy one
 RULES = {"one 5 % floor (before)": OutlierRule(min_rel_mad=0.05, min_rel_mad_ttft=0.05),
          "default": OutlierRule()}
 
 
-def noise(reference: pd.DataFrame) -> dict[str, float]:
-    """Median |x - config median| / config median over the runs, per metric family."""
-    out: dict[str, list[float]] = {}
-    for (_, _, metric), group in reference.groupby(["kind", "config", "metric"]):
-        values = group["value"].to_numpy(dtype=np.float64)
-        med = float(np.median(values))
-        if med:
-            family = "ttft" if outliers.is_ttft(metric) else "speedup" if metric == "speedup" else "decode"
-            out.setdefault(family, []).extend(np.abs(values - med) / abs(med))
-    return {family: float(np.median(v)) for family, v in sorted(out.items())}
+def table(reference: pd.DataFrame, run_counts: list[int], draws: int) -> None:
+    print(f"  {'rule':<24} {'runs':>4}  {'false alarm %: single':>21} {'multi':>6} {'all':>6}   "
+          f"{'detected %: decode':>18} {'(min)':>6} {'ttft':>6} {'(min)':>6}")
+    for name, rule in RULES.items():
+        for n in run_counts:
+            cal = outlier_calibration.calibrate(reference, rule, n, draws=draws)
+            fa, det, low = cal.false_alarm, cal.detection, cal.detection_min
+
+            def pct(d: dict[str, float], key: str) -> str:
+                return f"{100 * d[key]:.1f}" if key in d else "n/a"
+
+            print(f"  {name:<24} {n:>4}  {pct(fa, 'single'):>21} {pct(fa, 'multi'):>6} {pct(fa, 'all'):>6}   "
+                  f"{pct(det, 'decode'):>18} {pct(low, 'decode'):>6} {pct(det, 'ttft'):>6} {pct(low, 'ttft'):>6}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,24 +66,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {len(reference)} rows to {outlier_calibration.REFERENCE}")
     else:
         reference = outlier_calibration.load_reference()
-    runs = reference.groupby(["kind", "config"])[["source", "run_index"]].apply(
-        lambda g: len(g.drop_duplicates()))
+    runs = reference.groupby(["source", "kind", "config"])["run_index"].nunique()
+    run_counts = [int(x) for x in args.runs.split(",")]
+    cvs = ", ".join(f"{f} {100 * v:.1f} %" for f, v in outlier_calibration.noise(reference).items())
     print(f"reference: {reference['source'].nunique()} TR run(s) ({', '.join(sorted(reference['source'].unique()))}),"
-          f" {len(runs)} configs, {runs.min()}-{runs.max()} runs each")
-    print("run-to-run noise (median |x - median| / median): "
-          + ", ".join(f"{f} {100 * v:.1f} %" for f, v in noise(reference).items()))
-    print(f"{'rule':<24} {'runs':>4}  {'false alarm: single':>19} {'multi':>6} {'all':>6}   "
-          f"{'detected: decode':>16} {'(min)':>6} {'ttft':>6} {'(min)':>6}")
-    for name, rule in RULES.items():
-        for n in (int(x) for x in args.runs.split(",")):
-            cal = outlier_calibration.calibrate(reference, rule, n, draws=args.draws)
-            fa, det, low = cal.false_alarm, cal.detection, cal.detection_min
-
-            def pct(d: dict[str, float], key: str) -> str:
-                return f"{100 * d[key]:.1f}" if key in d else "n/a"
-
-            print(f"{name:<24} {n:>4}  {pct(fa, 'single'):>19} {pct(fa, 'multi'):>6} {pct(fa, 'all'):>6}   "
-                  f"{pct(det, 'decode'):>16} {pct(low, 'decode'):>6} {pct(det, 'ttft'):>6} {pct(low, 'ttft'):>6}")
+          f" {len(runs)} TR x configs, {runs.min()}-{runs.max()} runs each; run-to-run noise (median CV over "
+          f"configs): {cvs}")
+    table(reference, run_counts, args.draws)
+    for decode_cv, ttft_cv in SYNTHETIC:
+        print(f"synthetic: normal noise, CV decode and speedup {100 * decode_cv:g} %, TTFT {100 * ttft_cv:g} %")
+        table(outlier_calibration.synthetic(decode_cv, ttft_cv), run_counts, args.draws)
 
 
 if __name__ == "__main__":

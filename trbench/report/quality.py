@@ -78,6 +78,11 @@ def _share(x: float) -> str:
     return f"{round(100 * x, 4):g} %"
 
 
+def _noise(by_family: dict[str, float]) -> str:
+    names = {"decode": "decode tok/s", "speedup": "speedup", "ttft": "TTFT"}
+    return ", ".join(f"{names[f]} {100 * v:.1f} %" for f, v in by_family.items()) or "not measurable"
+
+
 def _kind_name(kind: str) -> str:
     return "multi-agent" if kind == "multi" else "single-agent"
 
@@ -116,8 +121,11 @@ def outlier_rule_text(rule: OutlierRule, flags: pd.DataFrame) -> OutlierRuleText
                      f"{_share(outlier_calibration.TTFT_SLOWDOWN)} slower on TTFT")
     if rated:
         sentences.append("Expected false alarms: " + "; ".join(rated) + "." + (
-            " Measured by bench/outlier_calibration.py on resampled healthy quickstart runs (a 2-core CPU shared "
-            "with other work); a noisier machine has more false alarms, a quieter one fewer." if measured else ""))
+            f" Measured by bench/outlier_calibration.py on resampled healthy quickstart runs on a 2-core CPU shared "
+            f"with other work, whose run-to-run noise (median CV of a config's runs) is "
+            f"{_noise(outlier_calibration.noise(outlier_calibration.load_reference()))}; this TR's is "
+            f"{_noise(outlier_calibration.noise(flags.dropna(subset=['value'])))}. Less noise, fewer false "
+            "alarms." if measured else ""))
     return OutlierRuleText(k=rule.k, min_rel_mad=rule.min_rel_mad, min_rel_mad_ttft=rule.min_rel_mad_ttft,
                            sentences=sentences)
 
