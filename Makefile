@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup runner run test bench bench-scale bench-harness ui ui-stop clean
+.PHONY: setup runner run test bench bench-scale bench-harness bench-outliers ui ui-stop clean
 
 setup: $(VENV)/.installed runner
 
@@ -42,6 +42,10 @@ bench-scale: setup
 # load mode's client against a synthetic streaming server, beside a bare httpx loop (README: Harness)
 bench-harness: setup
 	$(PY) bench/harness.py $(HARNESS_ARGS)
+
+# the outlier rule's false alarms and detection on resampled quickstart runs (README: Outliers)
+bench-outliers: setup
+	$(PY) bench/outlier_calibration.py $(OUTLIER_ARGS)
 
 # the Prefect UI with trbench deployed and a worker, on this machine (README: Run it from the Prefect UI)
 ui: setup

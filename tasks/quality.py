@@ -17,7 +17,7 @@ from trbench.config.spec import MatrixSpec
 @task(name="flag-outliers", cache_policy=NO_CACHE)
 def flag_outliers(root: Path, spec: MatrixSpec) -> list[dict]:
     """Flag runs far from their config's median; the flags (with median, MAD, threshold) go to Parquet."""
-    frame = outliers.flag_outliers(root, k=spec.outliers.k, min_rel_mad=spec.outliers.min_rel_mad)
+    frame = outliers.flag_outliers(root, spec.outliers)
     outliers.write_flags(root, frame)
     return outliers.flagged_configs(frame)
 

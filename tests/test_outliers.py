@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from trbench.config.spec import OutlierRule
+from trbench.measure import metrics
 from trbench.quality import outliers
 from trbench.data import store
 
@@ -69,8 +71,8 @@ def tr(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def flags(tr):
-    # a 1 % floor, so that the hand-computed MADs below decide (the default floor is 5 %)
-    return outliers.flag_outliers(tr, min_rel_mad=0.01)
+    # a 1 % floor on every metric, so that the hand-computed MADs below decide (the default floors are larger)
+    return outliers.flag_outliers(tr, OutlierRule(min_rel_mad=0.01, min_rel_mad_ttft=0.01))
 
 
 def rows(flags, config: str, metric: str):
@@ -102,7 +104,7 @@ def test_mad_zero_uses_the_relative_floor(flags, tr):
     assert r["threshold"].tolist() == pytest.approx([1.6] * 5)
     assert r["flagged"].tolist() == [False, False, False, False, True]  # 80.4 is 0.5 % off: noise; 70 is not
     # the plain rule (no floor): threshold 0, every value off the median is flagged
-    plain = outliers.flag_outliers(tr, min_rel_mad=0.0)
+    plain = outliers.flag_outliers(tr, OutlierRule(min_rel_mad=0.0, min_rel_mad_ttft=0.0))
     p = rows(plain, "b|0|512|0.8", "decode_tps_mean")
     assert set(p["threshold"]) == {0.0}
     assert p["flagged"].tolist() == [False, False, False, True, True]
@@ -111,13 +113,54 @@ def test_mad_zero_uses_the_relative_floor(flags, tr):
 
 
 def test_default_floor_flags_only_runs_more_than_10_percent_off(tr):
-    assert outliers.DEFAULT_MIN_REL_MAD == 0.05 and outliers.DEFAULT_K == 2.0  # the spec's OutlierRule defaults
+    rule = OutlierRule()
+    assert (rule.k, rule.min_rel_mad) == (2.0, 0.05) and outliers.DEFAULT_RULE == rule  # the spec's defaults
     default = outliers.flag_outliers(tr)
     b = rows(default, "b|0|512|0.8", "decode_tps_mean")
     assert b["threshold"].tolist() == pytest.approx([8.0] * 5)  # 2 x 5 % of 80
+    assert set(b["floor"]) == {0.05}
     assert b["flagged"].tolist() == [False, False, False, False, True]  # 70 is 12.5 % off
     a = rows(default, "a|0|512|0.8", "ttft_cold_ms_p50")
     assert not a["flagged"].any()  # 2 % off: noise
+
+
+def single_ttft(root: Path, model: str, run_index: int, tps: float, cold: float, cached: float) -> None:
+    store.write_run(root, {"tr_id": TR_ID, "run_id": f"{model}_r{run_index:02d}", "attempt": 1, "cell_hash": model,
+                           "model": model, "provider": "embedded", "backend": "openai", "num_gpu": 0, "num_ctx": 512,
+                           "temperature": 0.8, "run_index": run_index, "started_at": STARTED, "n_requests": 8,
+                           "n_ok": 8, "n_errors": 0, "min_ok_requests": 3, "valid": True, "invalid_reason": None,
+                           "decode_tps_mean": tps, "ttft_cold_ms_p50": cold, "ttft_cached_ms_p50": cached}, [], {})
+
+
+def test_ttft_has_its_own_floor(tmp_path):
+    """TTFT of a cached prefill varies by tens of per cent between healthy runs on a busy CPU: a run 10-25 %
+    off its TTFT median is not an outlier, while one 50 % slower is; decode keeps the tighter floor."""
+    root = tmp_path / TR_ID
+    # healthy: cached TTFT 38.6, 35.9, 42.5 ms (42.5 is 10.1 % over the median, past a 10 % threshold);
+    # cold TTFT 25 % over its median
+    for i, (tps, cold, cached) in enumerate([(60.0, 400.0, 38.6), (61.0, 420.0, 35.9), (59.5, 525.0, 42.5)]):
+        single_ttft(root, "calm", i, tps, cold, cached)
+    # one run 50 % slower on cached TTFT, another model's run 20 % slower on decode
+    for i, (tps, cold, cached) in enumerate([(60.0, 400.0, 38.6), (61.0, 410.0, 38.0), (59.5, 405.0, 57.9)]):
+        single_ttft(root, "slow-ttft", i, tps, cold, cached)
+    for i, (tps, cold, cached) in enumerate([(60.0, 400.0, 38.6), (61.0, 410.0, 38.0), (48.0, 405.0, 39.0)]):
+        single_ttft(root, "slow-decode", i, tps, cold, cached)
+    flags = outliers.flag_outliers(root)
+    assert not flags.loc[flags["model"] == "calm", "flagged"].any()
+    ttft = rows(flags, "slow-ttft|0|512|0.8", "ttft_cached_ms_p50")
+    assert set(ttft["floor"]) == {OutlierRule().min_rel_mad_ttft}
+    assert ttft["flagged"].tolist() == [False, False, True]
+    assert rows(flags, "slow-decode|0|512|0.8", "decode_tps_mean")["flagged"].tolist() == [False, False, True]
+    assert [c["model"] for c in outliers.flagged_configs(flags)] == ["slow-decode", "slow-ttft"]
+    # the floor is the spec's: one floor for every metric flags the healthy config's 10 % TTFT jitter
+    one_floor = outliers.flag_outliers(root, OutlierRule(min_rel_mad_ttft=0.05))
+    assert one_floor.loc[one_floor["model"] == "calm", "flagged"].any()
+
+
+def test_every_cache_state_is_flagged_on_its_own():
+    assert outliers.SINGLE_METRICS == ["decode_tps_mean", *[f"ttft_{s}_ms_p50" for s in metrics.CACHE_STATES]]
+    assert all(outliers.is_ttft(m) for m in [*outliers.SINGLE_METRICS[1:], *outliers.MULTI_METRICS[3:]])
+    assert not any(outliers.is_ttft(m) for m in ["decode_tps_mean", *outliers.MULTI_METRICS[:3]])
 
 
 def test_unmeasured_cache_states_get_no_rows(flags):

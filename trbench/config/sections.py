@@ -121,11 +121,17 @@ class ExecutionSpec(_Strict):
 
 
 class OutlierRule(_Strict):
-    """|x - median| > k x max(MAD, min_rel_mad x |median|) within a config group (raw MAD)."""
+    """|x - median| > k x max(MAD, floor x |median|) within a config group (raw MAD); a flagged run is what
+    `rerun_flagged` runs again. The floor is per metric family: TTFT on a busy CPU varies by tens of per
+    cent from run to run, decode throughput by a few (trbench/quality/outliers.py; measured by
+    bench/outlier_calibration.py)."""
 
     k: float = Field(default=2.0, gt=0)
-    min_rel_mad: float = Field(default=0.05, ge=0, lt=1, description="floor under MAD, as a share of the median: "
-                               "with 3-5 runs MAD is often tiny and would flag noise (see trbench/quality/outliers.py)")
+    min_rel_mad: float = Field(default=0.05, ge=0, lt=1, description="floor under MAD on throughput figures (decode "
+                               "tok/s, multi-agent speedup), as a share of the median: with 3-5 runs MAD is often "
+                               "tiny and would flag noise")
+    min_rel_mad_ttft: float = Field(default=0.15, ge=0, lt=1, description="floor under MAD on TTFT figures, as a "
+                                    "share of the median")
 
 
 class TelemetrySpec(_Strict):

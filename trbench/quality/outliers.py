@@ -1,4 +1,4 @@
-"""MAD outlier flags per config group (DESIGN: |x - median| > k x MAD, k = 2, raw MAD).
+"""MAD outlier flags per config group: |x - median| > k x MAD (k = 2, raw MAD), with a floor.
 
 Groups and the runs in them:
   single-agent  model x num_gpu x num_ctx x temperature; per run_index only its latest attempt
@@ -10,9 +10,9 @@ Groups and the runs in them:
 Metrics, one flag row per run x metric:
   single-agent  decode_tps_mean   the run's mean server-view decode tok/s: the per-run figure the
                                   report's run-to-run CV is computed over
-                ttft_<state>_ms_p50  the run's median TTFT per cache state (every state of
-                                  unknown): each state against the same state of the sibling runs;
-                                  a state a TR does not measure has no rows
+                ttft_<state>_ms_p50  the run's median TTFT per cache state (trbench.data.rows
+                                  CACHE_STATES): each state against the same state of the sibling
+                                  runs; a state a TR does not measure has no rows
   multi-agent   speedup           the headline figure (sequential_wall_s / concurrent_wall_s)
                 collector_concurrent_decode_tps, insight_concurrent_decode_tps
                 collector_concurrent_ttft_ms,    insight_concurrent_ttft_ms
@@ -20,19 +20,32 @@ Metrics, one flag row per run x metric:
   (efficiency_pct is speedup / n_agents x 100, so it would only repeat the speedup flag.)
 
 Rule: median and raw MAD = median(|x_i - median|) over the group's non-null values (no 1.4826
-factor); scale = max(MAD, min_rel_mad x |median|); threshold = k x scale; a run is flagged when
-|x - median| > threshold (strictly).
+factor); scale = max(MAD, floor x |median|); threshold = k x scale; a run is flagged when
+|x - median| > threshold (strictly). Every flagged run's config is recommended for a re-run, and
+the `rerun_flagged` flow runs exactly those configs.
 
-MAD == 0 (at least half the runs have exactly the median value, e.g. a deterministic server):
-the raw rule's threshold would be 0 and flag any run that differs in the last digit, so the scale
-has a floor, min_rel_mad x |median| (default 5 %): with k = 2 a run within 10 % of its group's
-median is never an outlier, a run more than 10 % off a group of identical runs is. The same floor
-keeps the small groups of a TR run (3-5 runs, where MAD is often tiny) from flagging noise: on
-the quickstart a 2 % floor flagged every multi-agent config for runs 4-7 % off their median.
-10 % is also the default regression threshold: a run is an outlier only when it differs from
-its siblings by as much as a regression would. The raw
-MAD, the scale and the threshold are all in the output; min_rel_mad=0 gives the plain rule (then
-with MAD == 0 every value that differs from the median is flagged).
+The floor is what makes a flag mean something with the few runs of a TR. With 3 runs MAD is the
+smaller of the two gaps to the median, often near 0, so the raw rule flags the farther run of
+almost any healthy triple; with MAD == 0 (a deterministic server) it would flag a last-digit
+difference. So the scale never drops below floor x |median|: with k = 2 a run within 2 x floor of
+its group's median is never an outlier. The floor is per metric family, because run-to-run noise
+is:
+  throughput    decode tok/s, speedup: min_rel_mad (default 5 %: a run more than 10 % off is
+                flagged, and a run 20 % slower on decode is caught)
+  latency       every TTFT figure: min_rel_mad_ttft (default 15 %: a run more than 30 % off is
+                flagged, and a run 50 % slower on TTFT is caught). A cached prefill of a short
+                prompt takes tens of ms, so a few ms of scheduling jitter on a shared CPU is
+                10-20 % of it; with the throughput floor, a healthy quickstart flagged a cached
+                TTFT of 42.5 ms against a median of 38.6 ms.
+bench/outlier_calibration.py measures both sides of that choice on resampled quickstart runs:
+the share of healthy configs recommended for a re-run (false alarms) and the share of runs made
+20 % slower on decode or 50 % slower on TTFT that are flagged. Both hold (at most 1 config in 10,
+most slow runs caught) up to run-to-run noise of about 3 % on decode and 8 % on TTFT; on a CPU
+shared with other busy processes no fixed threshold tells a 20 % slowdown from the noise
+(docs/outliers.md); trbench.quality.outlier_calibration
+gives the report its expected false-alarm rate for the TR's run count. The raw MAD, the floor, the
+scale and the threshold are all in the output; floors of 0 give the plain rule (then with
+MAD == 0 every value that differs from the median is flagged).
 
 Groups with fewer than 3 values never flag (with 2 values |x - median| == MAD; with 1, both 0);
 n_runs says how many values the median and MAD are over. A null metric value gets a row with
@@ -56,12 +69,24 @@ from trbench.data import store
 from trbench.data.rows import CACHE_STATES
 from trbench.config.spec import OutlierRule
 
-DEFAULT_K, DEFAULT_MIN_REL_MAD = OutlierRule().k, OutlierRule().min_rel_mad
+DEFAULT_RULE = OutlierRule()
+DEFAULT_K = DEFAULT_RULE.k
 
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 SINGLE_METRICS = ["decode_tps_mean", *[f"ttft_{st}_ms_p50" for st in CACHE_STATES]]
 MULTI_METRICS = ["speedup", "collector_concurrent_decode_tps", "insight_concurrent_decode_tps",
                  "collector_concurrent_ttft_ms", "insight_concurrent_ttft_ms"]
+
+
+def is_ttft(metric: str) -> bool:
+    """A TTFT figure (single-agent ttft_<state>_ms_p50, multi-agent <agent>_concurrent_ttft_ms)."""
+    return metric.startswith("ttft_") or metric.endswith("_ttft_ms")
+
+
+def metric_floor(rule: OutlierRule, metric: str) -> float:
+    """The floor under MAD of a metric, as a share of its median: TTFT's or throughput's."""
+    return rule.min_rel_mad_ttft if is_ttft(metric) else rule.min_rel_mad
+
 
 FLAGS_SCHEMA = pa.schema([
     ("kind", pa.string()),  # single | multi
@@ -82,7 +107,8 @@ FLAGS_SCHEMA = pa.schema([
     ("n_runs", pa.int32()),  # values in the group the median and MAD are over
     ("median", pa.float64()),
     ("mad", pa.float64()),  # raw MAD
-    ("scale", pa.float64()),  # max(mad, min_rel_mad x |median|)
+    ("floor", pa.float64()),  # the metric's floor share: min_rel_mad, or min_rel_mad_ttft on TTFT; null in old files
+    ("scale", pa.float64()),  # max(mad, floor x |median|)
     ("k", pa.float64()),
     ("threshold", pa.float64()),  # k x scale
     ("deviation", pa.float64()),  # value - median (signed)
@@ -100,13 +126,13 @@ def config_key(kind: str, row: dict) -> str:
     return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"], harness)
 
 
-def _counted(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
+def counted_runs(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
     """Latest attempt per config x run_index, then valid ones only."""
     latest = latest_attempts(runs, config)[0]
     return latest[latest["valid"].fillna(False).astype(bool)] if not latest.empty else latest
 
 
-def _num(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
     if v is None:
         return None
     try:
@@ -116,22 +142,28 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def mad_stats(values: list[float], k: float = DEFAULT_K, min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> dict:
-    """median, raw MAD, scale and threshold of a group's values (see the module doc)."""
+def mad_scale(values: np.ndarray, k: float, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rule along the last axis of values (one group per row): (median, raw MAD, threshold), where
+    threshold = k x max(MAD, floor x |median|). One implementation for the flags and the calibration."""
+    med = np.median(values, axis=-1)
+    mad = np.median(np.abs(values - med[..., None]), axis=-1)
+    return med, mad, k * np.maximum(mad, floor * np.abs(med))
+
+
+def mad_stats(values: list[float], k: float = DEFAULT_K, floor: float = DEFAULT_RULE.min_rel_mad) -> dict:
+    """median, raw MAD, floor, scale and threshold of a group's values (see the module doc)."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
-        return {"n_runs": 0, "median": None, "mad": None, "scale": None, "threshold": None}
-    med = float(np.median(a))
-    mad = float(np.median(np.abs(a - med)))
-    scale = max(mad, min_rel_mad * abs(med))
-    return {"n_runs": int(a.size), "median": med, "mad": mad, "scale": scale, "threshold": k * scale}
+        return {"n_runs": 0, "median": None, "mad": None, "floor": floor, "scale": None, "threshold": None}
+    med, mad, threshold = (float(x) for x in mad_scale(a, k, floor))
+    return {"n_runs": int(a.size), "median": med, "mad": mad, "floor": floor, "scale": threshold / k,
+            "threshold": threshold}
 
 
-def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
-                  min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> list[dict]:
+def compute_flags(runs: pd.DataFrame, kind: str, rule: OutlierRule = DEFAULT_RULE) -> list[dict]:
     """Flag rows (FLAGS_SCHEMA fields) for one runs table (kind 'single': the runs table, 'multi': ma_runs)."""
     config, metric_names = (MULTI_CONFIG, MULTI_METRICS) if kind == "multi" else (SINGLE_CONFIG, SINGLE_METRICS)
-    counted = _counted(runs, config)
+    counted = counted_runs(runs, config)
     out: list[dict] = []
     if counted.empty:
         return out
@@ -141,10 +173,10 @@ def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
         groups.setdefault(config_key(kind, r), []).append(r)
     for key, members in groups.items():
         for metric in metric_names:
-            vals = [_num(r.get(metric)) for r in members]
+            vals = [as_number(r.get(metric)) for r in members]
             if metric.startswith("ttft_") and all(v is None for v in vals):
                 continue  # a cache state this config did not measure
-            stats = mad_stats([v for v in vals if v is not None], k, min_rel_mad)
+            stats = mad_stats([v for v in vals if v is not None], rule.k, metric_floor(rule, metric))
             for r, v in zip(members, vals):
                 deviation = None if v is None or stats["median"] is None else v - stats["median"]
                 out.append({
@@ -154,7 +186,8 @@ def compute_flags(runs: pd.DataFrame, kind: str, k: float = DEFAULT_K,
                     "num_ctx": None if kind == "multi" else int(r["num_ctx"]),
                     "temperature": None if kind == "multi" else float(r["temperature"]),
                     "scenario": r["scenario"] if kind == "multi" else None,
-                    "harness": r.get("harness", DEFAULT_HARNESS), "config": key, "metric": metric, "value": v, **stats, "k": float(k), "deviation": deviation,
+                    "harness": r.get("harness", DEFAULT_HARNESS), "config": key, "metric": metric, "value": v,
+                    **stats, "k": float(rule.k), "deviation": deviation,
                     "flagged": bool(deviation is not None and abs(deviation) > stats["threshold"]),
                 })
     return out
@@ -169,14 +202,12 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return pa.Table.from_pylist(rows, schema=FLAGS_SCHEMA).to_pandas()
 
 
-def flag_outliers(tr_root: Path, k: float = DEFAULT_K, min_rel_mad: float = DEFAULT_MIN_REL_MAD) -> pd.DataFrame:
+def flag_outliers(tr_root: Path, rule: OutlierRule = DEFAULT_RULE) -> pd.DataFrame:
     """Every counted run x metric of one TR (single- and multi-agent), with its group's median, MAD,
-    threshold and whether it is flagged. Columns: FLAGS_SCHEMA."""
+    floor, threshold and whether it is flagged. Columns: FLAGS_SCHEMA."""
     root = Path(tr_root)
-    rows = compute_flags(store.read_frame(root, "runs", _columns(SINGLE_CONFIG, SINGLE_METRICS)), "single", k,
-                         min_rel_mad)
-    rows += compute_flags(store.read_frame(root, "ma_runs", _columns(MULTI_CONFIG, MULTI_METRICS)), "multi", k,
-                          min_rel_mad)
+    rows = compute_flags(store.read_frame(root, "runs", _columns(SINGLE_CONFIG, SINGLE_METRICS)), "single", rule)
+    rows += compute_flags(store.read_frame(root, "ma_runs", _columns(MULTI_CONFIG, MULTI_METRICS)), "multi", rule)
     return _frame(rows)
 
 

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trbench.config.spec import MatrixSpec, parse_spec
+from trbench.config.spec import MatrixSpec, OutlierRule, parse_spec
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
 from trbench.data.failures import read_fallbacks, read_instance_failures
 from trbench.data.store import read_frame, read_manifest
 from trbench.measure import metrics
+from trbench.quality.outliers import read_flags
 from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
 from trbench.quality.regression import compare as compare_regression
 from trbench.report import compare as report_compare
@@ -40,7 +41,7 @@ from trbench.report.models import (
     FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup)
 from trbench.report.questions import default_objective, questions
 from trbench.report.multi import build_multi_agent
-from trbench.report.quality import flagged_runs, reruns
+from trbench.report.quality import flagged_runs, outlier_rule_text, reruns
 from trbench.report.suites import build_suites_section
 from trbench.report.tables import PCT_FIELDS
 from trbench.report.text import methodology, reproduce
@@ -463,7 +464,10 @@ def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_age
 
 
 def _outliers_and_reruns(src: _Sources) -> dict[str, Any]:
-    return {"flagged_runs": flagged_runs(src.root), "reruns": reruns(src.root, src.all_runs)}
+    flags = read_flags(src.root)
+    rule = src.spec.outliers if src.spec is not None else OutlierRule()
+    return {"flagged_runs": flagged_runs(flags), "outlier_rule": outlier_rule_text(rule, flags),
+            "reruns": reruns(src.root, src.all_runs)}
 
 
 def _failures(src: _Sources) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from trbench.report.harness import HarnessSection
 from trbench.report.suites import SuitesSection
 from trbench.report.load import LoadSection
 from trbench.report.multi import MultiAgentSection
-from trbench.report.quality import FlaggedRun, Rerun
+from trbench.report.quality import FlaggedRun, OutlierRuleText, Rerun
 
 MESSAGE_CHARS = 200
 
@@ -207,6 +207,7 @@ class ReportData(BaseModel):
     load: LoadSection | None = None  # load mode's steps (report/load.py); None when none was measured
     harness: HarnessSection | None = None  # Python vs Rust (report/harness.py); None with one harness
     flagged_runs: list[FlaggedRun] = []
+    outlier_rule: OutlierRuleText | None = None  # the rule and its expected false-alarm rate (report/quality.py)
     fallbacks: list[dict] = []
     server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance
     reruns: list[Rerun] = []

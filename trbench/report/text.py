@@ -71,8 +71,8 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
         items.append(("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]))
     if present & {"single", "multi"}:
         items.append(("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its "
-                                  "config (raw MAD); flagged configs are run again as a new attempt and the latest "
-                                  "attempt counts"))
+                                  "config (raw MAD; one floor for throughput, a wider one for TTFT); flagged configs are "
+                                  "run again as a new attempt and the latest attempt counts"))
     if data.multi_agent:
         items.append(("multi-agent", "collector and insight at once on two instances, then each alone on the same "
                                      "instances (the measured sequential baseline); speedup = sequential wall / "
