@@ -89,7 +89,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
     try:
         start_instances([inst], faults)
         if faults.down(inst.name):
-            raise InstanceError(f"{inst.name} did not start (the failure log says why)")
+            raise InstanceError(faults.start_cause(1))
         emb = spec.load.embeddings
         for model in dict.fromkeys(spec.load_models + ([emb.model or spec.models[0]] if emb else [])):
             check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))
