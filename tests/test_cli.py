@@ -60,10 +60,15 @@ def test_failed_preflight_is_explained_without_a_traceback(prefect_api, tmp_path
         holder.listen()
         out = trbench("run", str(spec), "--output-dir", str(tmp_path), env=env)
         assert out.returncode == 1
-        assert "Traceback" not in out.stderr and "PreflightError" in out.stderr
-        assert out.stderr.rstrip().splitlines()[-1].startswith("Failed: ")
-        assert f"check 'port free': 127.0.0.1:{port} is already in use" in out.stderr
+        assert "Traceback" not in out.stderr + out.stdout
+        cause = f"check 'port free': 127.0.0.1:{port} is already in use"
+        # said once, by the last line: not also as Prefect's error records, nor in the piped summary
+        assert (out.stderr + out.stdout).count(cause) == 1
+        assert out.stderr.rstrip().splitlines()[-1].startswith(f"Failed: preflight failed: instance embedded-0, {cause}")
+        assert out.stdout.splitlines()[-1] == "summary: 0 run(s) finished, 0 valid, 0 invalid; Failed"
         assert "report:" not in out.stderr and "data:" not in out.stderr  # nothing was measured: no paths to nothing
+        log = (tmp_path / "busy" / "logs" / "run.log").read_text()
+        assert "Traceback" in log and "PreflightError" in log  # the traceback is kept, in the run's log
         verbose = trbench("run", str(spec), "--output-dir", str(tmp_path), "--verbose", env=env)
         assert verbose.returncode == 1 and "Traceback" in verbose.stderr  # --verbose keeps it
 
