@@ -52,6 +52,11 @@ from trbench.quality import validation
 from trbench.quality.validation import ValidationResult
 
 
+# where a failure whose own words name no fix is explained, under the TR run's folder
+_RUN_FIX = "each request's error is in the report's Failures section and failures/failures.parquet"
+_CHECKS_FIX = "the failing rows of each check are in validation/validation.json"
+
+
 def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
                 checked: ValidationResult | None = None, flagged: list[dict] | None = None,
                 cause: str | None = None) -> State:
@@ -74,10 +79,11 @@ def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Pa
     checks = "validation failed: " + "; ".join(f.message for f in failures[:3]) if failures else None
     first_invalid = cause is None and bool(outcomes) and valid == 0
     if first_invalid:
-        cause = f"run {invalid[0]['run_id']} invalid: {invalid[0]['invalid_reason']}"
+        reason = invalid[0]["invalid_reason"]
+        cause = f"run {invalid[0]['run_id']} invalid: {reason}" + ("" if "fix: " in reason else f"; fix: {_RUN_FIX}")
         invalid = invalid[1:]
     elif cause is None and checks is not None:
-        cause, checks = checks, None
+        cause, checks = f"{checks}; fix: {_CHECKS_FIX}", None
     summary = (f"{spec.tr_id}: {valid} of {len(outcomes)} run(s) valid"
                + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     if invalid:

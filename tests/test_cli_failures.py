@@ -201,6 +201,18 @@ def test_docker_without_the_nvidia_runtime_ends_on_the_start_failure_not_on_vali
     assert len(last) < 600
 
 
+def test_a_load_tr_whose_server_does_not_start_ends_on_the_start_failure(prefect_api, tmp_path):
+    """The same on the load flow (a TR with only load steps): its one server's start failure."""
+    with FakeDocker(images=["ollama/ollama:latest"], gpu_available=False) as engine:
+        term = run_spec(tmp_path, f"tr_id: loadgpu\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\n"
+                        f"gpu_devices: [all]\nmodels: [{DEFAULT_MODEL}]\nsingle_agent: false\n"
+                        "load: {concurrency: [2], requests: 2}\n" + BASE,
+                        user_env(tmp_path, PREFECT_API_URL=prefect_api, DOCKER_HOST=engine.docker_host))
+    last = assert_one_line(term, "could not select device driver", tmp_path / "loadgpu")
+    assert last.startswith("Failed: no server started: instance ollama-docker-0: docker could not start container")
+    assert_fields_exist(last, "ollama-docker")
+
+
 def test_an_embedded_server_that_exits_at_start_ends_on_what_its_log_says(prefect_api, tmp_path):
     """A real llama.cpp server that exits while loading (a GGUF cut short: its header reads, its
     tensors are not there): the last line names the server, llama.cpp's own error and its log."""

@@ -137,11 +137,14 @@ def test_a_failed_state_opens_with_its_first_cause():
     # without a stop, nothing valid: the first invalid run is the cause, the others follow
     runs = [{"run_id": f"r{i}", "valid": False, "invalid_reason": f"reason {i}"} for i in range(3)]
     state = final_state(spec, runs, 0, "r.md")
-    assert state.is_failed() and state.message.startswith("run r0 invalid: reason 0; p: 0 of 3 run(s) valid")
+    assert state.is_failed() and state.message.startswith("run r0 invalid: reason 0; fix: each request's error is "
+                                                          "in the report's Failures section")
+    assert "; p: 0 of 3 run(s) valid" in state.message
     assert state.message.endswith("2 more invalid: r1: reason 1; r2: reason 2")
     # without a stop, a failed check on the data is the cause
     state = final_state(spec, ran, 0, "r.md", _checked(bad))
-    assert state.is_failed() and state.message.startswith("validation failed: requests.ttft_ms")
+    assert state.is_failed() and state.message.startswith("validation failed: requests.ttft_ms: 2 row(s) <= 0; fix: "
+                                                          "the failing rows of each check are in validation/validation.json")
 
 
 def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefect_api, tmp_path, port):
