@@ -147,3 +147,35 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     assert "planned: 1 run(s), load steps" in out.stdout
     assert re.search(r"^\[1/1\] run \S+_c2_a1: valid, output [\d.]+ tok/s, TTFT p95 [\d.]+ ms, queue p50 ",
                      out.stdout, re.M), out.stdout
+
+
+def test_run_log_keeps_every_traceback_and_the_terminal_only_warnings(tmp_path):
+    """While a flow runs without --verbose: the terminal's handlers show warnings, without their
+    tracebacks, and nothing else; the run's log file has every record, tracebacks included."""
+    import io
+    import logging
+
+    from trbench.cli_prefect import RunLog
+
+    terminal = io.StringIO()
+    handler = logging.StreamHandler(terminal)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logger = logging.getLogger("prefect.test_run_log")
+    logger.setLevel(logging.INFO)
+    try:
+        with RunLog(tmp_path, verbose=False) as log:
+            for level, what in ((logging.INFO, "an info"), (logging.WARNING, "a warning"), (logging.ERROR, "an error")):
+                try:
+                    raise ValueError(f"raised for {what}")
+                except ValueError:
+                    logger.log(level, what, exc_info=True)
+        logger.error("after the run")  # the filter is gone with the run
+    finally:
+        root.removeHandler(handler)
+    shown = terminal.getvalue()
+    assert "a warning" in shown and "after the run" in shown
+    assert "an info" not in shown and "an error" not in shown and "Traceback" not in shown
+    written = log.path.read_text()
+    assert written.count("Traceback") == 3 and "raised for a warning" in written and "after the run" not in written
+    assert log.path == tmp_path / "logs" / "run.log"

@@ -36,6 +36,7 @@ DRAIN_TIMEOUT_S = 5.0  # events and logs to a live local server take well under 
 # every process it starts: the temporary server, workers' flow runs, the servers under test.
 NO_TELEMETRY = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"}
 
+
 def log_path(root: Path) -> Path:
     """The run's log file: everything Prefect logged for the TR run, tracebacks included."""
     return root / "logs" / "run.log"
@@ -238,7 +239,9 @@ class RunLog:
             self._filtered = list(root_logger.handlers)
             for handler in self._filtered:
                 handler.addFilter(self._filter)
-        root_logger.addHandler(self._file)
+        # first among the root's handlers: the terminal's filter takes a warning's traceback off
+        # the record, and the file must have written it by then
+        root_logger.handlers.insert(0, self._file)
         return self
 
     def __exit__(self, *exc) -> None:
