@@ -39,17 +39,27 @@ from trbench.run.single import Gate
 
 def load_state(spec: MatrixSpec, rows: list[dict], skipped: int, report: Path | str,
                embedded: list[dict] | None = None) -> State:
-    """Completed when a step measured something; Failed when none did."""
+    """Completed when a step measured something; Failed when none did, its message opening with
+    the first invalid step's reason (the CLI prints it as its last line)."""
     valid = sum(r["valid"] for r in rows)
     emb_ok = sum(r["n_ok"] > 0 for r in embedded or [])
     msg = (f"{spec.tr_id}: {valid} of {len(rows)} load step(s) valid"
            + (f", {emb_ok} of {len(embedded)} embeddings step(s) with ok requests" if embedded else "")
            + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     bad = [r for r in rows if not r["valid"]]
-    if bad:
-        msg += "; invalid: " + "; ".join(f"{r['run_id']}: {r['invalid_reason']}" for r in bad[:3])
     measured = rows + (embedded or [])
-    return Failed(message=msg) if measured and not (valid or emb_ok) else Completed(message=msg)
+    if not measured or valid or emb_ok:
+        if bad:
+            msg += "; invalid: " + "; ".join(f"{r['run_id']}: {r['invalid_reason']}" for r in bad[:3])
+        return Completed(message=msg)
+    cause = (f"load step {bad[0]['run_id']} invalid: {bad[0]['invalid_reason']}; fix: {_FIX.format('load_requests')}"
+             if bad else f"no embeddings request answered; fix: {_FIX.format('emb_requests')}")
+    more = "; ".join(f"{r['run_id']}: {r['invalid_reason']}" for r in bad[1:3])
+    return Failed(message=f"{cause}; {msg}" + (f"; {len(bad) - 1} more invalid: {more}" if more else ""))
+
+
+# where the reasons are, under the TR run's folder
+_FIX = "each request's error_kind and error_message are in {}/ (Parquet)"
 
 
 def run_cell(plans: list[StepPlan], spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
@@ -89,7 +99,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
     try:
         start_instances([inst], faults)
         if faults.down(inst.name):
-            raise InstanceError(f"{inst.name} did not start (the failure log says why)")
+            raise InstanceError(faults.start_cause(1))
         emb = spec.load.embeddings
         for model in dict.fromkeys(spec.load_models + ([emb.model or spec.models[0]] if emb else [])):
             check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))

@@ -48,28 +48,52 @@ from trbench.run.plan import apply_budget, plan_lanes, plan_multi_runs, plan_run
 from trbench.config.prompts import PromptSuite
 from trbench.run.single import Gate, RunCancelled, RunPlan
 from trbench.config.spec import MatrixSpec
+from trbench.quality import validation
 from trbench.quality.validation import ValidationResult
 
 
+# where a failure whose own words name no fix is explained, under the TR run's folder
+_RUN_FIX = "each request's error is in the report's Failures section and failures/failures.parquet"
+_CHECKS_FIX = "the failing rows of each check are in validation/validation.json"
+
+
 def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
-                checked: ValidationResult | None = None, flagged: list[dict] | None = None) -> State:
-    """Completed with a message when something was measured; Failed when nothing was valid or a
-    Great Expectations check failed (the message names the config and the column)."""
+                checked: ValidationResult | None = None, flagged: list[dict] | None = None,
+                cause: str | None = None) -> State:
+    """Completed with a message when something was measured; Failed when `cause` (what stopped the
+    measuring) is given, nothing was valid, or a Great Expectations check failed.
+
+    A Failed message opens with its first cause, as one line the CLI prints last: what stopped the
+    measuring, else the first invalid run's reason, else the failed checks; then what was measured.
+    The runs a stop left unmeasured fail the run-count checks: that is the stop again, said in one
+    clause, not as the checks' messages."""
     valid = sum(o["valid"] for o in outcomes)
     invalid = [o for o in outcomes if not o["valid"]]
+    failures = checked.failures if checked is not None and not checked.success else []
+    consequences = []
+    if cause is not None and any(validation.is_missing_runs(f) for f in failures):
+        nothing = any(f.table == "tr" for f in failures if validation.is_missing_runs(f))
+        consequences.append("nothing measured, so nothing to validate" if nothing
+                            else "validation: only the runs that never ran are missing")
+        failures = [f for f in failures if not validation.is_missing_runs(f)]
+    checks = "validation failed: " + "; ".join(f.message for f in failures[:3]) if failures else None
+    first_invalid = cause is None and bool(outcomes) and valid == 0
+    if first_invalid:
+        reason = invalid[0]["invalid_reason"]
+        cause = f"run {invalid[0]['run_id']} invalid: {reason}" + ("" if "fix: " in reason else f"; fix: {_RUN_FIX}")
+        invalid = invalid[1:]
+    elif cause is None and checks is not None:
+        cause, checks = f"{checks}; fix: {_CHECKS_FIX}", None
     summary = (f"{spec.tr_id}: {valid} of {len(outcomes)} run(s) valid"
                + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     if invalid:
         reasons = "; ".join(f"{o['run_id']}: {o['invalid_reason']}" for o in invalid[:3])
-        summary += f"; invalid: {reasons}" + (" ..." if len(invalid) > 3 else "")
+        summary += (f"; {len(invalid)} more invalid: " if first_invalid else "; invalid: ") + reasons
+        summary += " ..." if len(invalid) > 3 else ""
     if flagged:
         summary += f"; {len(flagged)} config(s) with outlier runs (rerun_flagged runs them again)"
-    if checked is not None and not checked.success:
-        summary += "; validation failed: " + "; ".join(f.message for f in checked.failures[:3])
-        return Failed(message=summary)
-    if outcomes and valid == 0:
-        return Failed(message=summary)
-    return Completed(message=summary)
+    message = "; ".join(part for part in (cause, summary, checks, *consequences) if part)
+    return Completed(message=message) if cause is None else Failed(message=message)
 
 
 Selector = Callable[[list[RunPlan], list[MultiRunPlan], Path], tuple[list[RunPlan], list[MultiRunPlan]]]
@@ -99,7 +123,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
         start_instances(instances, faults)
         live = [inst for inst in instances if not faults.down(inst.name)]
         if not live:
-            raise InstanceError(f"no instance started ({len(instances)} tried; the failure log says why)")
+            raise NoServerStarted(faults.start_cause(len(instances)))
         for inst in live:
             for model in spec.models:
                 check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))
@@ -179,7 +203,7 @@ def _attempt(problems: list[str], what: str, fn: Callable, *args: Any) -> Any:
 def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped: int, stopped: Exception | None,
                      faults: InstanceFaults) -> State:
     """The failure log, outlier flags, report and validation, each attempted whatever came before;
-    the final state says what was measured and what went wrong."""
+    the final state says what went wrong first, then what was measured."""
     problems: list[str] = []
     _attempt(problems, "failure log", write_failure_log, root)
     flagged = _attempt(problems, "outlier flags", flag_outliers, root, spec)
@@ -187,7 +211,8 @@ def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped
     files = _attempt(problems, "report", render_report, root, spec)
     report = files.markdown if files is not None else root / "report" / f"{spec.tr_id}.md"
     checked = _attempt(problems, "validation", validate, root, spec, report)
-    state = final_state(spec, outcomes, skipped, report, checked, flagged)
+    causes = ([stop_cause(stopped)] if stopped is not None else []) + problems
+    state = final_state(spec, outcomes, skipped, report, checked, flagged, "; ".join(causes) or None)
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the state message too
         # the report compared the two TR runs already; built again only when the report failed
         verdict = files.data.regression if files is not None else _attempt(
@@ -195,14 +220,25 @@ def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped
             spec.regression_threshold_pct)
         if verdict is not None:
             state.message = f"{state.message}; {regression.summary_message(verdict)}"
-    if faults.messages:
+    if faults.messages and not isinstance(stopped, NoServerStarted):  # that one's cause is the start failures
         state.message += (f"; {len(faults.messages)} instance failure(s) in the failure log: "
                           + "; ".join(faults.messages[:2]) + (" ..." if len(faults.messages) > 2 else ""))
-    if stopped is not None or problems:
-        what = [f"the measuring stopped early: {type(stopped).__name__}: {stopped}"] if stopped else []
-        state = Failed(message="; ".join([state.message, *what, *problems]))
     get_run_logger().info(state.message)
     return state
+
+
+class NoServerStarted(InstanceError):
+    """Every server of the TR failed to start: the message is the first start failure (what
+    failed and the fix)."""
+
+
+def stop_cause(err: Exception) -> str:
+    """What stopped the measuring, as the state's first words: an instance error as it explains
+    itself (instance, what failed, fix); anything else, unforeseen, with its type (its traceback
+    is in the run's log)."""
+    if isinstance(err, InstanceError):
+        return str(err)
+    return f"the measuring stopped early: {type(err).__name__}: {err}"
 
 
 def expand_tr_id(tr_id: str | None) -> str | None:

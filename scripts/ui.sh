@@ -11,7 +11,8 @@ PORT="${TRBENCH_UI_PORT:-4200}"
 export PREFECT_HOME="$PWD/.prefect"
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$PORT"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_LOGGING_LEVEL=CRITICAL
+# nothing leaves the machine: the server's telemetry, and the SDK's (the CLI, the worker, its flow runs)
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_SERVER_LOGGING_LEVEL=CRITICAL
 PREFECT="$PWD/.venv/bin/prefect"
 SERVER_PID="$PREFECT_HOME/ui-server.pid"
 WORKER_PID="$PREFECT_HOME/ui-worker.pid"

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from trbench.measure import manifest as env_manifest
 from trbench.data import store
 from trbench.engines import Instance
+from trbench.run import preflight
 from trbench.config.agents import AgentSuite, load_agents
 from trbench.config.prompts import PromptSuite, load_prompts
 from trbench.config.spec import MatrixSpec, load_spec, parse_spec
@@ -51,8 +52,9 @@ def launch_command(tr_id: str) -> str:
 
 @task(name="model-facts", cache_policy=NO_CACHE)
 def collect_model_facts(spec: MatrixSpec, inst: Instance) -> dict[str, dict]:
-    """Digest and metadata of every model (GGUF header; Ollama /api/tags and /api/show)."""
-    return {m: inst.model_facts(m) for m in spec.models}
+    """Digest and metadata of every model (GGUF header; Ollama /api/tags and /api/show); a model
+    whose facts cannot be read fails preflight (PreflightError names it and the fix)."""
+    return {m: preflight.model_facts(inst, spec.backend, m) for m in spec.models}
 
 
 @task(name="record-manifest", cache_policy=NO_CACHE)

@@ -60,10 +60,15 @@ def test_failed_preflight_is_explained_without_a_traceback(prefect_api, tmp_path
         holder.listen()
         out = trbench("run", str(spec), "--output-dir", str(tmp_path), env=env)
         assert out.returncode == 1
-        assert "Traceback" not in out.stderr and "PreflightError" in out.stderr
-        assert out.stderr.rstrip().splitlines()[-1].startswith("Failed: ")
-        assert f"check 'port free': 127.0.0.1:{port} is already in use" in out.stderr
+        assert "Traceback" not in out.stderr + out.stdout
+        cause = f"check 'port free': 127.0.0.1:{port} is already in use"
+        # said once, by the last line: not also as Prefect's error records, nor in the piped summary
+        assert (out.stderr + out.stdout).count(cause) == 1
+        assert out.stderr.rstrip().splitlines()[-1].startswith(f"Failed: preflight failed: instance embedded-0, {cause}")
+        assert out.stdout.splitlines()[-1] == "summary: 0 run(s) finished, 0 valid, 0 invalid; Failed"
         assert "report:" not in out.stderr and "data:" not in out.stderr  # nothing was measured: no paths to nothing
+        log = (tmp_path / "busy" / "logs" / "run.log").read_text()
+        assert "Traceback" in log and "PreflightError" in log  # the traceback is kept, in the run's log
         verbose = trbench("run", str(spec), "--output-dir", str(tmp_path), "--verbose", env=env)
         assert verbose.returncode == 1 and "Traceback" in verbose.stderr  # --verbose keeps it
 
@@ -142,3 +147,35 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     assert "planned: 1 run(s), load steps" in out.stdout
     assert re.search(r"^\[1/1\] run \S+_c2_a1: valid, output [\d.]+ tok/s, TTFT p95 [\d.]+ ms, queue p50 ",
                      out.stdout, re.M), out.stdout
+
+
+def test_run_log_keeps_every_traceback_and_the_terminal_only_warnings(tmp_path):
+    """While a flow runs without --verbose: the terminal's handlers show warnings, without their
+    tracebacks, and nothing else; the run's log file has every record, tracebacks included."""
+    import io
+    import logging
+
+    from trbench.cli_prefect import RunLog
+
+    terminal = io.StringIO()
+    handler = logging.StreamHandler(terminal)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logger = logging.getLogger("prefect.test_run_log")
+    logger.setLevel(logging.INFO)
+    try:
+        with RunLog(tmp_path, verbose=False) as log:
+            for level, what in ((logging.INFO, "an info"), (logging.WARNING, "a warning"), (logging.ERROR, "an error")):
+                try:
+                    raise ValueError(f"raised for {what}")
+                except ValueError:
+                    logger.log(level, what, exc_info=True)
+        logger.error("after the run")  # the filter is gone with the run
+    finally:
+        root.removeHandler(handler)
+    shown = terminal.getvalue()
+    assert "a warning" in shown and "after the run" in shown
+    assert "an info" not in shown and "an error" not in shown and "Traceback" not in shown
+    written = log.path.read_text()
+    assert written.count("Traceback") == 3 and "raised for a warning" in written and "after the run" not in written
+    assert log.path == tmp_path / "logs" / "run.log"

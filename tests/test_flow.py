@@ -107,6 +107,46 @@ def test_partial_failure_completes_with_a_message():
     assert final_state(spec, outcomes[1:], 0, "r.md").is_failed()
 
 
+def _checked(*failed: tuple[str, str, str]):
+    from trbench.quality.gx import ExpectationOutcome
+    from trbench.quality.validation import ValidationResult
+
+    results = [ExpectationOutcome(table=t, expectation=e, gx_type="x", columns=[], success=False, message=m)
+               for t, e, m in failed]
+    return ValidationResult(tr_root="r", success=not results, gx_version="1", elapsed_s=0.0, results=results)
+
+
+def test_a_failed_state_opens_with_its_first_cause():
+    """The CLI prints the message as its last line: the first cause opens it; the runs a stop left
+    unmeasured are one clause, not the run-count checks' messages."""
+    spec = parse_spec({"tr_id": "p", "models": ["m"]})
+    missing = ("run_counts", "expected_runs_per_config", "config m|0|512|0.8: 0 run(s) of 3 expected, missing ...")
+    nothing = ("tr", "tr_has_finished_runs", "tr_has_finished_runs failed (at least one finished run; observed 0)")
+    stop = "no server started: instance x: it did not start; fix: do y"
+    state = final_state(spec, [], 0, "r.md", _checked(missing, nothing), cause=stop)
+    assert state.is_failed() and state.message == f"{stop}; p: 0 of 0 run(s) valid; report r.md; " \
+                                                  "nothing measured, so nothing to validate"
+    ran = [{"run_id": "a", "valid": True, "invalid_reason": None}]
+    state = final_state(spec, ran, 0, "r.md", _checked(missing), cause=stop)
+    assert state.message == f"{stop}; p: 1 of 1 run(s) valid; report r.md; validation: only the runs that never ran are missing"
+    # a check that fails on the data itself is its own failure, kept whole
+    bad = ("requests", "ttft_positive_on_ok_rows", "requests.ttft_ms: 2 row(s) <= 0")
+    state = final_state(spec, ran, 0, "r.md", _checked(missing, bad), cause=stop)
+    assert state.message.startswith(stop) and "validation failed: requests.ttft_ms: 2 row(s) <= 0" in state.message
+    assert "0 run(s) of 3 expected" not in state.message
+    # without a stop, nothing valid: the first invalid run is the cause, the others follow
+    runs = [{"run_id": f"r{i}", "valid": False, "invalid_reason": f"reason {i}"} for i in range(3)]
+    state = final_state(spec, runs, 0, "r.md")
+    assert state.is_failed() and state.message.startswith("run r0 invalid: reason 0; fix: each request's error is "
+                                                          "in the report's Failures section")
+    assert "; p: 0 of 3 run(s) valid" in state.message
+    assert state.message.endswith("2 more invalid: r1: reason 1; r2: reason 2")
+    # without a stop, a failed check on the data is the cause
+    state = final_state(spec, ran, 0, "r.md", _checked(bad))
+    assert state.is_failed() and state.message.startswith("validation failed: requests.ttft_ms: 2 row(s) <= 0; fix: "
+                                                          "the failing rows of each check are in validation/validation.json")
+
+
 def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefect_api, tmp_path, port):
     import threading
     import time

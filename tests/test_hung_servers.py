@@ -94,7 +94,10 @@ def test_fake_ollama_cli_servers_that_never_start_fail_the_flow_with_the_report_
     monkeypatch.setenv("FAKE_OLLAMA_NEVER_HEALTHY", "1")
     state = tr_matrix(spec={**s, "runs": 2}, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed()
-    assert "the measuring stopped early: InstanceError: no instance started" in state.message
+    # the first cause first: the start failure itself, not what it left unmeasured
+    assert state.message.startswith("no server started: instance ollama-process-0 at http://127.0.0.1:")
+    assert "did not answer 200 within 3 s" in state.message
+    assert "validation: only the runs that never ran are missing" in state.message
     written(root, "nostart")  # the report deleted above is written again, from the run measured before
     assert DEFAULT_MODEL in (root / "report" / "nostart.md").read_text()
     log = failures.read_failure_log(root)

@@ -91,3 +91,48 @@ def test_a_cell_over_budget_is_downgraded_or_skipped_with_its_reason(monkeypatch
 
     _, nothing = budget_for(monkeypatch, 100, [512])
     assert nothing[0]["action"] == "skip" and "100 MiB" in nothing[0]["reason"]
+
+
+@pytest.mark.parametrize(("provider", "backend"), [("embedded", "openai"), ("external", "ollama"),
+                                                   ("external", "openai"), ("ollama-docker", "ollama"),
+                                                   ("ollama-process", "ollama")])
+def test_every_preflight_fix_names_only_fields_of_its_provider(provider, backend, tmp_path, monkeypatch):
+    """A missing model, a listed model whose facts cannot be read, a busy port: each fix names only
+    fields that the provider's `server:` section (or the spec's top level) has."""
+    from test_cli_failures import assert_fields_exist
+
+    from trbench.engines import ollama_api
+    from trbench.run import preflight
+
+    extra = {"urls": ["http://127.0.0.1:9"]} if provider == "external" else {"ports": [free_port()]}
+    spec = parse_spec({"tr_id": "fix", "provider": provider, "backend": backend, "models": ["smollm2:135m"], **extra})
+    (inst,) = create_instances(spec.server, tmp_path, 1, backend=backend)
+    fixes = []
+    monkeypatch.setattr(preflight, "available_models", lambda *_: ["other:1b"])
+    for model in ("qwen2.5:7b", "smollm2:135m"):
+        try:
+            preflight.check_model(inst, backend, model, pull=False)
+        except preflight.PreflightError as err:
+            fixes.append(str(err))
+    for err in (ollama_api.OllamaAPIError("/api/show m: HTTP 404: model 'm' not found", "http_4xx"),
+                ollama_api.OllamaAPIError("/api/show m: cannot connect", "connect")):
+        def fail(model, err=err):
+            raise err
+        monkeypatch.setattr(inst, "model_facts", fail)
+        with pytest.raises(preflight.PreflightError, match="check 'model facts'") as facts:
+            preflight.model_facts(inst, backend, "m")
+        fixes.append(str(facts.value))
+    if provider != "external":
+        import socket
+
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", inst.port))
+            holder.listen()
+            with pytest.raises(preflight.PreflightError, match="check 'port free'") as busy:
+                preflight.check_port_free(inst)
+        fixes.append(str(busy.value))
+    assert fixes and all("; fix: " in f for f in fixes)
+    for fix in fixes:
+        assert_fields_exist(fix, provider)
+    if provider == "external":
+        assert not any("pull_models" in f for f in fixes)  # the external section has no such field

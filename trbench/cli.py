@@ -86,23 +86,19 @@ def _progress_bar() -> tuple[Progress, callable]:
     return bar, on_event
 
 
+@app.callback()
+def _no_telemetry() -> None:
+    """Before any command, so before Prefect is imported (its SDK telemetry and notice are decided
+    at import): trbench sends nothing anywhere but the servers under test, whatever the user's
+    environment says."""
+    from trbench.cli_prefect import NO_TELEMETRY
+
+    os.environ.update(NO_TELEMETRY)
+
+
 def _quiet_prefect(verbose: bool) -> None:
-    # trbench sends nothing anywhere but the instances under test: no Prefect telemetry either
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not verbose:  # the temporary server's own log (its file, logs/prefect-server.log): its warnings only
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-
-
-class _NoTracebackForKnownErrors(logging.Filter):
-    """On the console, an error trbench explains in one line (bad spec, failed preflight, a server
-    that would not start) needs no traceback: the line names the check and the fix. Prefect's API
-    log (the UI) keeps the traceback; so does --verbose; unexpected errors keep theirs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], _explained_errors()):
-            record.exc_info, record.exc_text = None, None
-        return True
 
 
 # Prefect's words for a run cut short by the stop (the flow's and the tasks' crashed states), and
@@ -128,6 +124,7 @@ class _NoStopNoise(logging.Filter):
 
 
 def _explained_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is the whole story: what failed and the fix."""
     from trbench.config.agents import AgentSuiteError
     from trbench.engines.gguf import GGUFError
     from trbench.engines import InstanceError
@@ -145,25 +142,27 @@ def _plain_lines() -> events.PlainLines | None:
 
 def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
     """Run a flow under the progress bar, against the temporary Prefect server when no
-    PREFECT_API_URL is set. Ctrl-C, SIGTERM or a cancel in the UI stop it with every server; one
-    line then says what was kept under root and the command that resumes."""
+    PREFECT_API_URL is set, with Prefect's log in the run's log file (on the terminal too with
+    --verbose). Ctrl-C, SIGTERM or a cancel in the UI stop it with every server; one line then
+    says what was kept under root and the command that resumes."""
     global _prefect_drained
     from prefect.exceptions import TerminationSignal
 
     from trbench.data import store
-    from trbench.cli_prefect import CancelWatch, TemporaryServer
+    from trbench.cli_prefect import CancelWatch, RunLog, TemporaryServer, server_log_path
 
-    if not verbose:
-        for handler in logging.getLogger().handlers:  # the console; Prefect's API handlers sit lower
-            handler.addFilter(_NoTracebackForKnownErrors())
-            handler.addFilter(_NoStopNoise())
     _stop_on_signals()
     bar, on_event = _progress_bar()
     plain = _plain_lines()
     unsubscribe = [events.subscribe(on_event)] + ([events.subscribe(plain)] if plain else [])
-    prefect, watch = TemporaryServer(), CancelWatch()
+    prefect = TemporaryServer(None if verbose else server_log_path(root))
+    watch, log = CancelWatch(), RunLog(root, verbose)
+    stop_noise = _NoStopNoise()
+    terminal = [] if verbose else list(logging.getLogger().handlers)
+    for handler in terminal:
+        handler.addFilter(stop_noise)
     try:
-        with prefect, bar, watch:
+        with log, prefect, bar, watch:
             state = flow.with_options(on_running=[watch.hook])(**params, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
         kept = sum(len(store.finished_run_ids(root, kind)) for kind in store.TABLES)  # runs and load steps
@@ -173,14 +172,30 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
         console.print(f"{how}: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
         _exit(130)
+    except Exception as err:  # noqa: BLE001 - not the flow's failure (its state says that): Prefect's own
+        _prefect_drained = prefect.drained
+        with log:
+            logging.getLogger("trbench.cli").error("the flow did not run to its end", exc_info=err)
+        console.print(f"[red]error:[/] {_failure_line(err, log.path)}", highlight=False, soft_wrap=True)
+        _exit(1)
     finally:
         _prefect_drained = prefect.drained
         stopping.clear()  # this run's stop only: a later flow in the same process starts unstopped
         for stop in unsubscribe:
             stop()
-    if plain:
-        plain.write_summary(f"{state.name}: {state.message}" if hasattr(state, "name") else "done")
+        for handler in terminal:
+            handler.removeFilter(stop_noise)
+    if plain:  # a failure's cause is the last line, once: the summary only counts
+        plain.write_summary(f"{state.name}: {state.message}" if state.is_completed() else state.name)
     return state
+
+
+def _failure_line(err: BaseException, log: Path) -> str:
+    """One line for an error: its own message where that names what failed and the fix, else its
+    type and message and where its traceback is."""
+    if isinstance(err, _explained_errors()):
+        return str(err)
+    return f"{type(err).__name__}: {err} (traceback in {log})"
 
 
 def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
@@ -196,10 +211,22 @@ def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
     return spec
 
 
-def _finish(state) -> None:
-    colour = "green" if state.is_completed() else "red"
-    console.print(f"[{colour}]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
-    _exit(0 if state.is_completed() else 1)
+def _finish(state, root: Path) -> None:
+    """The last line: the final state and its message; for a failure, its first cause (the
+    exception a flow raised, or the first words of the state it returned) and nothing after it."""
+    from trbench.cli_prefect import log_path
+
+    if state.is_completed():
+        console.print(f"[green]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
+        _exit(0)
+    try:
+        raised = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read: the state's message says it
+        raised = None
+    line = _failure_line(raised, log_path(root)) if isinstance(raised, BaseException) else state.message
+    console.print(f"log:    {log_path(root)}", highlight=False, soft_wrap=True)
+    console.print(f"[red]{state.name}[/]: {line}", highlight=False, soft_wrap=True)
+    _exit(1)
 
 
 @app.command()
@@ -258,7 +285,7 @@ def run(
     if smoke:
         console.print(f"tr_id:  {spec.tr_id}  (`trbench report {spec.tr_id}` renders it again)", highlight=False,
                       soft_wrap=True)
-    _finish(state)
+    _finish(state, root)
 
 
 @app.command()
@@ -276,7 +303,8 @@ def rerun(
     _quiet_prefect(verbose)
     from flows.rerun_flagged import rerun_flagged
 
-    _finish(_run_flow(rerun_flagged, {"tr_id": tr_id, "output_dir": output_dir}, manifest.parent, verbose))
+    _finish(_run_flow(rerun_flagged, {"tr_id": tr_id, "output_dir": output_dir}, manifest.parent, verbose),
+            manifest.parent)
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""The CLI's side of Prefect: the temporary server it owns, and the watch that stops a flow run
-the CLI runs in-process when it is cancelled in the UI.
+"""The CLI's side of Prefect: the temporary server it owns, the watch that stops a flow run the
+CLI runs in-process when it is cancelled in the UI, and the run's log file.
 
 The temporary server: `trbench run` without PREFECT_API_URL needs one. Prefect would start it
 itself (SubprocessASGIServer) as a child in the CLI's process group. A Ctrl-C in the terminal goes
@@ -17,15 +17,34 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from trbench.engines import processes, reaper
 
 DRAIN_TIMEOUT_S = 5.0  # events and logs to a live local server take well under a second
+
+# trbench sends nothing anywhere but the servers under test. Prefect's telemetry has two parts:
+# the server's heartbeat (PREFECT_SERVER_ANALYTICS_ENABLED) and the SDK's own events with their
+# first-run "anonymous usage" notice, decided at `import prefect` (DO_NOT_TRACK). Great
+# Expectations has its own. Set in the CLI's environment before Prefect is imported, they reach
+# every process it starts: the temporary server, workers' flow runs, the servers under test.
+NO_TELEMETRY = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"}
+
+
+def log_path(root: Path) -> Path:
+    """The run's log file: everything Prefect logged for the TR run, tracebacks included."""
+    return root / "logs" / "run.log"
+
+
+def server_log_path(root: Path) -> Path:
+    """The temporary Prefect server's own log, for a run without --verbose."""
+    return root / "logs" / "prefect-server.log"
 
 
 def needed() -> bool:
@@ -40,7 +59,10 @@ def _server_class():
     from prefect.server.api.server import SubprocessASGIServer
 
     class OwnSessionServer(SubprocessASGIServer):
-        """Prefect's temporary server, the same command and settings, in a session of its own."""
+        """Prefect's temporary server, the same command and settings, in a session of its own;
+        its output appended to `output` when set (else the CLI's terminal)."""
+
+        output: Path | None = None
 
         def _run_uvicorn_command(self) -> subprocess.Popen:
             import prefect
@@ -52,7 +74,12 @@ def _server_class():
             env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                    "PREFECT__SERVER_FINAL": "1",
                    **get_current_settings().to_environment_variables(exclude_unset=True)}
-            return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+            if self.output is None:
+                return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            with self.output.open("ab") as out:
+                return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
 
         def stop(self) -> None:
             proc, self.server_process = self.server_process, None
@@ -82,9 +109,11 @@ def drain_workers(timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
 class TemporaryServer:
     """Start the temporary server (when Prefect would) and point Prefect at it; on every way out,
     drain the event and log workers, then stop it. `api_url` is None when none was needed;
-    `drained` says whether everything Prefect queued was delivered."""
+    `drained` says whether everything Prefect queued was delivered. With `output`, the server's
+    own log (its errors while it stops included) goes there, not to the terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: Path | None = None) -> None:
+        self.output = output
         self.api_url: str | None = None
         self.drained = True
         self._stack = contextlib.ExitStack()
@@ -96,6 +125,7 @@ class TemporaryServer:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         server = _server_class()(port=None)
+        server.output = self.output
         # Prefect code that asks for the ephemeral server gets this one, as under prefect_test_harness
         SubprocessASGIServer._instances[None] = server
         self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
@@ -168,3 +198,56 @@ class CancelWatch:
         with contextlib.suppress(Exception), get_client(sync_client=True) as client:
             client.set_flow_run_state(self.flow_run_id, Cancelled(message="Flow run was cancelled: servers stopped, "
                                                                           "finished runs kept"), force=True)
+
+
+class TerminalOnlyWarnings(logging.Filter):
+    """The terminal, without --verbose, shows Prefect's warnings and nothing else of its log: an
+    error is said once, by the CLI's last line (what failed first and the fix), not also as the
+    task's and the flow's error records with their tracebacks; those are in the run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+class RunLog:
+    """While a flow runs: every record Prefect logs (INFO and up, tracebacks included) appended to
+    the run's log file, and, without verbose, the terminal's handlers filtered to warnings."""
+
+    FORMAT = "%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"
+
+    def __init__(self, root: Path, verbose: bool) -> None:
+        self.path = log_path(root)
+        self.verbose = verbose
+        self._file: logging.Handler | None = None
+        self._filtered: list[logging.Handler] = []
+        self._filter = TerminalOnlyWarnings()
+
+    def __enter__(self) -> RunLog:
+        from prefect.logging.formatters import PrefectFormatter
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = logging.FileHandler(self.path, encoding="utf-8")
+        self._file.setLevel(logging.INFO)
+        self._file.setFormatter(PrefectFormatter(
+            self.FORMAT, flow_run_fmt=self.FORMAT.replace("%(name)s", "Flow run %(flow_run_name)r"),
+            task_run_fmt=self.FORMAT.replace("%(name)s", "Task run %(task_run_name)r")))
+        root_logger = logging.getLogger()
+        if not self.verbose:  # the handlers there now are the terminal's; Prefect's API handlers sit lower
+            self._filtered = list(root_logger.handlers)
+            for handler in self._filtered:
+                handler.addFilter(self._filter)
+        # first among the root's handlers: the terminal's filter takes a warning's traceback off
+        # the record, and the file must have written it by then
+        root_logger.handlers.insert(0, self._file)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        root_logger = logging.getLogger()
+        if self._file is not None:
+            root_logger.removeHandler(self._file)
+            self._file.close()
+        for handler in self._filtered:
+            handler.removeFilter(self._filter)

@@ -141,6 +141,7 @@ class FakeModel:
     unload_hangs: bool = False  # an unload (generate, no prompt, keep_alive 0) is accepted, never answered
     stall_after_tokens: int | None = None  # the stream sends this many tokens, then nothing, never ending
     crashes: bool = False  # a request for it takes the whole server down (a crashed `ollama serve`)
+    showable: bool = True  # False: listed by /api/tags, but /api/show answers 404 (its manifest cannot be read)
     prompt_eval_count: int | None = None  # default: whitespace-separated words of the prompt
     durations_ns: dict[str, int] | None = None  # fixes reported durations (total/load/prompt_eval/eval_duration)
     embed_delay_s: float = 0.002  # /api/embed: evaluation of one input text
@@ -587,7 +588,7 @@ class _Handler(GoLikeHandler):
     def _show(self, body: dict) -> None:
         name = body.get("model") or body.get("name")
         found = self.fake.resolve(name)
-        if found is None:
+        if found is None or not found[1].showable:  # server/routes.go ShowHandler: os.ErrNotExist is 404
             self._error(404, f"model '{name}' not found")
             return
         name, m = found

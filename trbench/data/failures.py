@@ -62,6 +62,7 @@ class InstanceFaults:
         self.root, self.tr_id = root, tr_id
         self._down: dict[str, str] = {}
         self._seen: list[str] = []
+        self._errors: list[tuple[str, str]] = []  # (operation, the error's own text), in order
         self._lock = threading.Lock()
 
     def record(self, operation: str, instance: str, err: BaseException | str, model: str | None = None,
@@ -82,6 +83,7 @@ class InstanceFaults:
                                    pa.Table.from_pylist([row], schema=INSTANCE_FAILURE_SCHEMA))
         with self._lock:
             self._seen.append(message)
+            self._errors.append((operation, str(err)))
             if unusable:
                 self._down.setdefault(instance, f"{operation} failed ({text}); {unusable}")
         return message
@@ -95,6 +97,21 @@ class InstanceFaults:
     def messages(self) -> list[str]:
         with self._lock:
             return list(self._seen)
+
+    def errors(self, operation: str) -> list[str]:
+        """The errors of every failed `operation`, in order, as their exceptions say them (the
+        instance, what failed and the fix)."""
+        with self._lock:
+            return [text for op, text in self._errors if op == operation]
+
+    def start_cause(self, tried: int) -> str:
+        """Why no server started, for a run that cannot go on: the first start failure as its error
+        says it (what failed and the fix), the others counted: they are in the failure log."""
+        errors = self.errors("start")
+        if not errors:
+            return f"no server started ({tried} tried)"
+        more = f" ({len(errors) - 1} more start failure(s) in the failure log)" if len(errors) > 1 else ""
+        return f"no server started: {errors[0]}{more}"
 
 
 def read_instance_failures(root: Path) -> pd.DataFrame:

@@ -9,6 +9,7 @@ of this process, the server's own parent watchdog (llamacpp_server --parent-pid)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 from trbench.config.servers import EmbeddedServer
 from trbench.data.cells import Cell
 from trbench.engines import bundled, gguf, processes
-from trbench.engines.base import Instance, check_served_names, wait_healthy
+from trbench.engines.base import Instance, InstanceError, check_served_names, wait_healthy
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
 
@@ -28,6 +29,25 @@ def default_threads(instances: int = 1) -> int:
     shared between the instances. llama.cpp's threads spin while waiting: more threads than free
     cores slow decoding by orders of magnitude (measured here: 150 -> under 1 tok/s)."""
     return max(1, ((os.cpu_count() or 1) - 1) // instances)
+
+
+# llama.cpp's log lines: "<time> <level letter> <message>"; E marks an error
+_LLAMA_ERROR = re.compile(rb"^\S+ E (.+)$", re.MULTILINE)
+
+
+def first_error(log_path: Path, offset: int) -> str:
+    """The first error llama.cpp logged from `offset` on (why a server exited: a model it could not
+    load, a context it could not allocate), else the log's last line."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            text = f.read(1_000_000)
+    except OSError as err:
+        return f"its log cannot be read: {err}"
+    found = _LLAMA_ERROR.search(text)
+    lines = text.strip().splitlines()
+    line = found.group(1) if found else (lines[-1] if lines else b"its log is empty")
+    return line.decode("utf-8", "replace").strip()[:300]
 
 
 _LIVE = processes.LiveSet()
@@ -90,7 +110,9 @@ class EmbeddedInstance:
     def _start_locked(self, model: str, num_ctx: int, num_gpu: int, key: tuple, extra: list[str] | None = None) -> float:
         model_path = bundled.resolve(model)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{self.name}.log").open("ab")
+        log_path = self.log_dir / f"{self.name}.log"
+        log = log_path.open("ab")
+        log_start = log.tell()  # the log is kept across restarts: this start's lines begin here
         cmd = [
             sys.executable, "-m", SERVER_MODULE,
             "--model", str(model_path), "--alias", model,
@@ -106,6 +128,10 @@ class EmbeddedInstance:
         try:
             wait_healthy(self.url, self.load_timeout_s, self._proc, self.name)
             check_served_names(self.url, self.name, model)
+        except InstanceError as err:
+            self._stop_locked()
+            raise InstanceError(f"{err} ({model}; its log says: {first_error(log_path, log_start)}); "
+                                f"fix: see the whole log, {log_path}") from None
         except BaseException:
             self._stop_locked()
             raise

@@ -42,8 +42,10 @@ def check_port_free(inst: Instance) -> str:
             if err.errno == errno.EADDRINUSE:
                 raise PreflightError(inst.name, "port free", f"{host}:{port} is already in use",
                                      "stop the process that holds it, or pick other ports in the spec field 'ports'") from None
+            # only the embedded section has a host; the others listen on 127.0.0.1
+            where_fix = "a local address in server.host and " if isinstance(inst, EmbeddedInstance) else ""
             raise PreflightError(inst.name, "port free", f"cannot bind {host}:{port} ({err})",
-                                 "use a local address in 'host' and a port in 1024..65535") from None
+                                 f"use {where_fix}another port in the spec field 'ports'") from None
     return f"{inst.name}: port {port} free"
 
 
@@ -86,11 +88,12 @@ def _report_pull(inst: Instance, p: ollama_pull.PullProgress) -> None:
 
 
 def _store_fix(inst: Instance, model: str) -> str:
-    """How to get the model onto the instance, naming the model store the instance uses."""
+    """How to get the model onto the instance, naming the model store the instance uses. A server
+    trbench does not start (external) is pulled to by hand: its section has no pull_models."""
     pull_fix = getattr(inst, "pull_fix", None)
     if pull_fix is not None:
         return pull_fix(model)
-    return f"`ollama pull {model}` on that host, or set server.pull_models: true in the spec"
+    return f"`ollama pull {model}` on the host of {inst.url}, or correct the name in the spec field 'models'"
 
 
 def check_model(inst: Instance, backend: str, model: str, pull: bool = False) -> str:
@@ -119,5 +122,28 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
             raise PreflightError(inst.name, "model present", f"{model!r} was pulled but {inst.url} does not list it",
                                  "check the server's log")
         return f"{inst.name}: {model} pulled"
-    fix = _store_fix(inst, model) if backend == "ollama" else "load that model on the server"
+    fix = (_store_fix(inst, model) if backend == "ollama"
+           else "load that model on the server, or correct the name in the spec field 'models'")
     raise PreflightError(inst.name, "model present", f"model {model!r} is not on {inst.url} (it has: {', '.join(names) or 'none'})", fix)
+
+
+def model_facts(inst: Instance, backend: str, model: str) -> dict:
+    """What the manifest records of a model (digest, size, context, template), read from the
+    instance. A model preflight found but whose facts cannot be read (an Ollama model that
+    /api/tags lists and /api/show cannot describe, a GGUF whose header does not parse) fails
+    preflight for that model: nothing can be planned or recorded for it."""
+    try:
+        return inst.model_facts(model)
+    except Exception as err:  # noqa: BLE001 - whatever the server or file says, it is this model's preflight
+        problem = str(err) if model in str(err) else f"{model!r}: {err}"
+        raise PreflightError(inst.name, "model facts", problem, _facts_fix(inst, backend, model, err)) from err
+
+
+def _facts_fix(inst: Instance, backend: str, model: str, err: Exception) -> str:
+    if isinstance(inst, EmbeddedInstance):
+        return "reinstall the model's package: `make setup`"
+    if backend == "ollama" and isinstance(err, ollama_api.OllamaAPIError) and err.kind == "http_4xx":
+        # listed but not described: its manifest names files the store no longer has; a pull
+        # fetches what is missing (pull_models does not: preflight found the model listed)
+        return f"`ollama pull {model}` again into the model store of the server at {inst.url}"
+    return f"check that {inst.url} is a {backend} server that answers, and its log"
