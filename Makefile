@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup runner run test bench bench-scale bench-harness bench-outliers ui ui-stop clean
+.PHONY: setup runner run test test-fast bench bench-scale bench-harness bench-outliers ui ui-stop clean
 
 setup: $(VENV)/.installed runner
 
@@ -31,6 +31,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# the unit tier: planted data and in-process fakes, no real server, browser or cargo (about 2 minutes)
+test-fast: setup
+	$(PY) -m pytest -q -m unit tests
 
 bench: setup
 	$(PY) bench/decode_agreement.py

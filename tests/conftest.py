@@ -35,6 +35,40 @@ def free_port_in(lo: int, hi: int) -> int | None:
     return None
 
 
+# Test tiers (pyproject.toml declares the markers). A module or test names its tier when it needs
+# more than planted data: integration (a real Prefect, llama.cpp, Docker or CLI process), browser
+# (Chromium), rust (the Rust runner built by cargo). A test using a real-server fixture is
+# integration whatever it says; every other test is unit, the tier `make test-fast` runs.
+HEAVY_TIERS = ("integration", "browser", "rust")
+_SERVER_FIXTURES = {"prefect_api", "local_prefect"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _SERVER_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(t) for t in HEAVY_TIERS):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """A unit test must not run beside a llama.cpp server of its own: it belongs in integration."""
+    if item.get_closest_marker("unit") is not None:
+        mine = [p for p in psutil.Process().children(recursive=True) if _is_llama_server(p)]
+        if mine:
+            pytest.fail(f"{item.nodeid} is marked unit but runs beside a llama.cpp server it started "
+                        f"(pid {mine[0].pid}): mark it integration", pytrace=False)
+    yield
+
+
+def _is_llama_server(p: psutil.Process) -> bool:
+    try:
+        return SERVER_MODULE in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture
 def free_ports():
     return lambda n: [free_port() for _ in range(n)]

@@ -24,6 +24,8 @@ from trbench.backends.async_client import arrived_lines
 from trbench.backends.base import ChatRequest
 from trbench.engines.embedded import EmbeddedInstance
 
+pytestmark = pytest.mark.integration
+
 CONTENT = ["Blue", " light", " scatters", " more", " than", " red", "."]
 FIXED_NS = {"total_duration": 9_000_000, "load_duration": 1_000_000, "prompt_eval_duration": 2_000_000,
             "eval_duration": 6_000_000}

@@ -20,6 +20,8 @@ from trbench.config.spec import parse_spec
 
 from conftest import free_port
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -30,6 +30,8 @@ from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
 from trbench.config.servers import FLAT_FIELDS, SERVER_SETTINGS
 from trbench.config.spec import MatrixSpec
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 NOTICE = "anonymous usage"  # Prefect's first-run notice: "Prefect collects anonymous usage data ..."

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from decode_agreement import measure  # noqa: E402
 

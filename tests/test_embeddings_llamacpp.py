@@ -12,6 +12,9 @@ from trbench.config.spec import Cell, parse_spec
 from trbench.engines.embedded import EmbeddedInstance
 from tasks.embeddings import plan_steps
 from trbench.run.embeddings import execute_step
+import pytest
+
+pytestmark = pytest.mark.integration
 
 MODEL = "smollm2:135m"
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "harness.py"
 LINE = re.compile(r"harness: (\d+) streams, (\d+) tok/s ingested, timestamp error p99 ([\d.]+) ms, "
                   r"client CPU ([\d.]+) s per 1k tokens, bare httpx loop ([\d.]+) s per 1k tokens, ratio ([\d.]+)")

@@ -14,6 +14,9 @@ from trbench.backends.base import ChatRequest, RawExchange
 from trbench.backends.openai import OpenAIClient
 from trbench.config.spec import Cell
 from trbench.engines.embedded import EmbeddedInstance
+import pytest
+
+pytestmark = pytest.mark.integration
 
 MODEL = "smollm2:135m"
 NUM_CTX = 512

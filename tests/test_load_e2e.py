@@ -18,6 +18,8 @@ from trbench.run import load as runner
 from trbench.run.single import RunPlan, execute_run
 from tests import test_openai_client as openai_tests
 
+pytestmark = pytest.mark.integration
+
 SPEC = parse_spec({
     "tr_id": "load-e2e", "models": ["smollm2:135m"], "grid": {"num_ctx": [1024], "temperature": [0.0]},
     "max_tokens": 16, "seed": 5, "ttft": "cold", "requests_per_run": 6, "warmup_requests": 1,

@@ -43,6 +43,8 @@ from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.run import load as runner
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 TR_ID = "loadstop"
 STREAMS = [2, 1, 3]  # three steps: one finished, one cut by the Ctrl-C, one not started

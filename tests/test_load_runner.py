@@ -16,6 +16,8 @@ from trbench.config.spec import parse_spec
 from trbench.run import load as runner
 from trbench.run.schedule import arrival_offsets, stream_starts
 
+pytestmark = pytest.mark.integration
+
 
 class FakeAsyncClient:
     """A fake (no server): answers after `delay_s`, fails every `fail_every`-th request with a 503,

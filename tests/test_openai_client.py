@@ -19,6 +19,8 @@ from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
 from trbench.config.spec import Cell
 
+pytestmark = pytest.mark.integration
+
 MODEL = "smollm2:135m"
 NUM_CTX = 1024
 CELL = Cell(model=MODEL, num_gpu=0, num_ctx=NUM_CTX, temperature=0.0)

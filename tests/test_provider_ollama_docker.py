@@ -35,6 +35,8 @@ from trbench.engines.ollama_docker import (
 )
 from trbench.config.spec import MatrixSpec
 
+pytestmark = pytest.mark.integration
+
 IMAGE = "ollama/ollama:0.12.6"
 VOLUME = "trbench-test-models"
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,6 +28,8 @@ from trbench.engines import InstanceError, create_instances
 from trbench.engines.ollama_process import OllamaProcessInstance
 from trbench.config.spec import MatrixSpec
 
+pytestmark = pytest.mark.integration
+
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 
 

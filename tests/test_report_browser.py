@@ -15,8 +15,9 @@ from local_prefect import ROOT
 
 SHOTS = ROOT / "test-output" / "report"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                                 reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")]
 
 
 def test_report_opens_in_a_browser_with_every_section_and_nothing_runs(tmp_path):

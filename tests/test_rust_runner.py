@@ -41,6 +41,8 @@ from trbench.run.multi import AgentSlot, MultiRunPlan, execute_multi_run
 from trbench.run.multi_external import runner_phase
 from trbench.run.single import RunPlan, execute_run
 
+pytestmark = pytest.mark.rust
+
 SMOL = "smollm2:135m"
 PACE_S, FIRST_S, N_PACED = 0.02, 0.03, 26
 CRATE = REPO_ROOT / "runners" / "rust"

@@ -16,6 +16,8 @@ from trbench.config.spec import SpecError, parse_spec
 from trbench.engines.embedded import create as create_embedded
 from trbench.measure.manifest import describe_instance
 
+pytestmark = pytest.mark.integration
+
 GOOD = {"tr_id": "TR-conc", "models": ["smollm2:135m"]}
 
 

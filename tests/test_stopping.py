@@ -28,6 +28,8 @@ from conftest import llama_servers
 from test_interrupts import assert_intact, wait_for_runs
 from test_interrupts import write_spec as interrupts_spec
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 8
 # the requirement is 10 s (measured here: about 2 s); the bound leaves room for a busy machine

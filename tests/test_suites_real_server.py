@@ -20,6 +20,8 @@ from trbench.suites.qa import Retriever, load_qa, messages, parse_answer
 from trbench.suites.qa_score import score_answers
 from trbench.suites.scenarios import answer_from_exchange, load_scenario, summarize_scenario
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2:135m"
 

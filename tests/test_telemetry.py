@@ -19,6 +19,8 @@ from trbench.data import store
 from trbench.measure import vram
 from trbench.measure.sampler import Sampler
 
+pytestmark = pytest.mark.integration
+
 MIB = 1024**2
 
 

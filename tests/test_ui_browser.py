@@ -26,8 +26,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = ROOT / "test-output" / "ui"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                                 reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")]
 
 
 def wait_final(api_url: str, flow_run_id: str, timeout: float) -> dict:
