@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup runner run test test-fast bench bench-scale bench-harness bench-outliers ui ui-stop clean
+.PHONY: setup runner run test test-fast docs bench bench-scale bench-harness bench-outliers ui ui-stop clean
 
 setup: $(VENV)/.installed runner
 
@@ -36,22 +36,26 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m unit tests
 
+# docs/spec.md, generated from the spec's pydantic models (tests/test_spec_reference.py fails when it drifts)
+docs: setup
+	$(PY) -m trbench.config.reference > docs/spec.md.tmp && mv docs/spec.md.tmp docs/spec.md
+
 bench: setup
 	$(PY) bench/decode_agreement.py
 
-# report, outlier flags and validation of a synthetic 1M-request TR, and of one 10x smaller (README: Scale)
+# report, outlier flags and validation of a synthetic 1M-request TR, and of one 10x smaller (docs/performance.md: Scale)
 bench-scale: setup
 	$(PY) bench/scale.py $(SCALE_ARGS)
 
-# load mode's client against a synthetic streaming server, beside a bare httpx loop (README: Harness)
+# load mode's client against a synthetic streaming server, beside a bare httpx loop (docs/performance.md: Harness)
 bench-harness: setup
 	$(PY) bench/harness.py $(HARNESS_ARGS)
 
-# the outlier rule's false alarms and detection on resampled quickstart runs (README: Outliers)
+# the outlier rule's false alarms and detection on resampled quickstart runs (docs/outliers.md)
 bench-outliers: setup
 	$(PY) bench/outlier_calibration.py $(OUTLIER_ARGS)
 
-# the Prefect UI with trbench deployed and a worker, on this machine (README: Run it from the Prefect UI)
+# the Prefect UI with trbench deployed and a worker, on this machine (docs/ui.md)
 ui: setup
 	scripts/ui.sh start
 

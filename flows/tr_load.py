@@ -151,5 +151,5 @@ def tr_load(
     overrides = {"tr_id": expand_tr_id(tr_id), "models": models, "output_dir": output_dir, "ports": ports}
     spec_obj, prompts, _agents = load_matrix_spec(spec_path, spec, overrides)
     if spec_obj.load is None:
-        return Failed(message=f"{spec_obj.tr_id}: the spec has no load section; fix: add one (README: Load mode)")
+        return Failed(message=f"{spec_obj.tr_id}: the spec has no load section; fix: add one (docs/load-mode.md)")
     return run_load(spec_obj, prompts)

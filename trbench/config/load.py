@@ -54,7 +54,9 @@ class LoadStep(_Strict):
 
 
 class LoadSpec(_Strict):
-    """The load section (see the module doc)."""
+    """Load mode: many requests in flight at once. Exactly one of concurrency (closed loop), rate (open
+    loop) or sweep, or only embeddings; each value is a step of `requests` measured requests or `duration_s`
+    seconds of them, after a warm-up that is stored but left out of every statistic."""
 
     concurrency: list[int] | None = Field(default=None, description="closed-loop steps: streams in flight")
     rate: list[float] | None = Field(default=None, description="open-loop steps: requests per second")

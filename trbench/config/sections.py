@@ -21,7 +21,7 @@ class Grid(_Strict):
 
     num_gpu: list[int] = Field(default=[0], min_length=1, description="GPU layers (Ollama num_gpu, llama.cpp -ngl)")
     num_ctx: list[int] = Field(default=[512], min_length=1, description="context size in tokens")
-    temperature: list[float] = Field(default=[0.8], min_length=1)
+    temperature: list[float] = Field(default=[0.8], min_length=1, description="sampling temperature")
 
     @field_validator("num_gpu")
     @classmethod
@@ -50,9 +50,9 @@ def _each_within(values: list, low: float, high: float, rule: str) -> list:
 class OptionSet(_Strict):
     """Per-agent model options; a field left null means the server's own default."""
 
-    num_gpu: int | None = Field(default=None, ge=0, le=999)
-    num_ctx: int | None = Field(default=None, ge=128, le=1_048_576)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    num_gpu: int | None = Field(default=None, ge=0, le=999, description="GPU layers")
+    num_ctx: int | None = Field(default=None, ge=128, le=1_048_576, description="context size in tokens")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="sampling temperature")
 
 
 # What "server defaults" means on the embedded engine, where every setting must be given:
@@ -70,8 +70,10 @@ SCENARIOS: dict[str, str] = {
 class ContentionRule(_Strict):
     """When an agent running beside another counts as contended, against its own solo run."""
 
-    throughput_drop_pct: float = Field(default=25.0, gt=0, lt=100)
-    ttft_factor: float = Field(default=3.0, gt=1)
+    throughput_drop_pct: float = Field(default=25.0, gt=0, lt=100, description="contended when its concurrent "
+                                       "decode tok/s is more than this many per cent below its solo run")
+    ttft_factor: float = Field(default=3.0, gt=1, description="or when its concurrent TTFT is more than this many "
+                               "times its solo TTFT")
 
     def describe(self) -> str:
         return (f"an agent is contended when its concurrent decode tok/s is more than {self.throughput_drop_pct:g}% "
@@ -83,18 +85,21 @@ class MultiAgentSpec(_Strict):
     """Seed 003's dual-instance experiment: collector on instance 0, insight on instance 1."""
 
     models: list[str] | None = Field(default=None, description="default: the spec's models")
-    scenarios: list[Scenario] = Field(default=["baseline_vs_chimera", "chimera_homo"], min_length=1)
-    chimera: OptionSet = OptionSet(num_gpu=80, num_ctx=2048, temperature=1.0)
-    chimera_alt: OptionSet = OptionSet(num_gpu=60, num_ctx=1024, temperature=0.6)
+    scenarios: list[Scenario] = Field(default=["baseline_vs_chimera", "chimera_homo"], min_length=1,
+                                      description="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    chimera: OptionSet = Field(default=OptionSet(num_gpu=80, num_ctx=2048, temperature=1.0),
+                               description="the chimera option set")
+    chimera_alt: OptionSet = Field(default=OptionSet(num_gpu=60, num_ctx=1024, temperature=0.6),
+                                   description="the second option set (chimera_hetero's insight agent)")
     defaults: OptionSet = Field(default=OptionSet(), description="'server defaults'; null fields: the server's own")
-    runs: int = Field(default=3, ge=1, le=1000)
+    runs: int = Field(default=3, ge=1, le=1000, description="runs per model and scenario")
     # Two, because the first round meets a cold prompt cache, and a cold prefill samples another
     # answer than the cached path does: its follow-up prompt (the report call) is then new, and
     # run 0 would pay a cold prefill the later runs do not (measured: ~290 ms against ~10 ms).
     warmup_rounds: int = Field(default=2, ge=0, le=100,
                                description="each agent's whole workflow, before run 0 of a scenario and after a reload")
-    max_tokens: int = Field(default=128, ge=1, le=131_072)
-    agents: str = "datasets/agents/tr_agents.yaml"
+    max_tokens: int = Field(default=128, ge=1, le=131_072, description="generated tokens per request")
+    agents: str = Field(default="datasets/agents/tr_agents.yaml", description="agent definitions")
     contention: ContentionRule = ContentionRule()
 
     @field_validator("scenarios")
@@ -117,7 +122,7 @@ class ExecutionSpec(_Strict):
     mode: Literal["serial", "parallel"] = Field(
         default="serial", description="serial: one model loaded at a time, unloaded between; "
         "parallel: up to max_parallel models at once, one instance each, each cell timed on its own")
-    max_parallel: int = Field(default=2, ge=1, le=16)
+    max_parallel: int = Field(default=2, ge=1, le=16, description="parallel mode: models measured at once")
 
 
 class OutlierRule(_Strict):
@@ -126,7 +131,8 @@ class OutlierRule(_Strict):
     cent from run to run, decode throughput by a few (trbench/quality/outliers.py; measured by
     bench/outlier_calibration.py)."""
 
-    k: float = Field(default=2.0, gt=0)
+    k: float = Field(default=2.0, gt=0, description="how many max(MAD, floor) a run may be off its config's "
+                     "median before it is flagged")
     min_rel_mad: float = Field(default=0.05, ge=0, lt=1, description="floor under MAD on throughput figures (decode "
                                "tok/s, multi-agent speedup), as a share of the median: with 3-5 runs MAD is often "
                                "tiny and would flag noise")

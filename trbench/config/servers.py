@@ -103,7 +103,8 @@ class EmbeddedServer(_LocalServers):
     provider: Literal["embedded"] = Field(default="embedded", exclude=True)
     allow_remote_bind: bool = Field(default=False, description="let the embedded servers listen on a "
                                     "non-loopback host, reachable from the network")
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="address the embedded servers listen on; a non-loopback "
+                      "host needs allow_remote_bind: true, and is warned about")
     threads: int | None = Field(default=None, ge=1, le=512, description="embedded engine CPU threads")
     slots: Slots = 1  # 1: one request at a time, each timed alone (the single-agent matrix)
 
@@ -152,7 +153,7 @@ class OllamaDockerServer(_OllamaServers):
     """`ollama/ollama` containers through the docker SDK, sharing one model volume."""
 
     provider: Literal["ollama-docker"] = Field(default="ollama-docker", exclude=True)
-    image: str = "ollama/ollama:latest"
+    image: str = Field(default="ollama/ollama:latest", description="the Ollama server's Docker image")
     volume: str = Field(default="trbench-ollama-models", description="shared model volume: pulled once")
     num_parallel: NumParallel = 1  # trbench's pinned value: one request at a time per model
     max_queue: MaxQueue = 512  # Ollama's own default (envconfig.MaxQueue)
@@ -162,7 +163,7 @@ class OllamaProcessServer(_OllamaServers):
     """`ollama serve` subprocesses, one per port."""
 
     provider: Literal["ollama-process"] = Field(default="ollama-process", exclude=True)
-    binary: str = "ollama"
+    binary: str = Field(default="ollama", description="the ollama executable")
     models_dir: str = Field(
         default="~/.ollama/models", description="the model store every `ollama serve` uses (OLLAMA_MODELS); "
         "Ollama's default for a user, while Linux service installs keep models in /usr/share/ollama/.ollama/models")

@@ -51,39 +51,56 @@ TR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class MatrixSpec(_Strict):
-    tr_id: str = Field(pattern=TR_ID_PATTERN)
-    title: str = ""
-    objective: str = ""
-    provider: Provider = "embedded"
-    backend: Backend = "openai"
+    """What a TR run measures: the models, the servers, the settings swept, and the workloads."""
+
+    tr_id: str = Field(pattern=TR_ID_PATTERN, description="name of the TR run and of its folder under output_dir; "
+                       "the same tr_id resumes")
+    title: str = Field(default="", description="name of the TR run, for the report")
+    objective: str = Field(default="", description="purpose of the TR run, for the report")
+    provider: Provider = Field(default="embedded", description="who starts the servers: embedded (llama.cpp via "
+                               "xllamacpp, bundled models), external (servers you run, at server.urls), ollama-docker "
+                               "(ollama/ollama containers), ollama-process (`ollama serve` per port), mock (canned "
+                               "answers: tests the harness, never a model)")
+    backend: Backend = Field(default="openai", description="wire protocol: openai (SSE /v1/chat/completions) or "
+                             "ollama (NDJSON /api/chat)")
     server: ServerSettings = Field(default_factory=EmbeddedServer, description="the provider's own settings "
                                    "(trbench/config/servers.py); kind follows `provider`")
-    models: list[str] = Field(min_length=1)
-    baseline_model: str | None = None
+    models: list[str] = Field(min_length=1, description="Ollama-style model names, e.g. smollm2:135m")
+    baseline_model: str | None = Field(default=None, description="the model results are also shown as % of; "
+                                       "null: the first of models")
     grid: Grid = Grid()
-    runs: int = Field(default=3, ge=1, le=1000)
-    requests_per_run: int = Field(default=3, ge=1, le=10_000)
-    warmup_requests: int = Field(default=1, ge=0, le=100)
-    min_ok_requests: int | None = Field(default=None, ge=1)
-    max_tokens: int = Field(default=128, ge=1, le=131_072)
+    runs: int = Field(default=3, ge=1, le=1000, description="runs per cell")
+    requests_per_run: int = Field(default=3, ge=1, le=10_000, description="measured requests per run, per cache "
+                                  "state (ttft)")
+    warmup_requests: int = Field(default=1, ge=0, le=100, description="requests per cell after each server load: "
+                                 "stored with is_warmup, left out of every statistic")
+    min_ok_requests: int | None = Field(default=None, ge=1, description="ok measured requests (per cache state) a run "
+                                        "needs to be valid; null: requests_per_run")
+    max_tokens: int = Field(default=128, ge=1, le=131_072, description="generated tokens per request (Ollama "
+                            "num_predict)")
     ttft: TtftMode = Field(default="both", description="cold: every measured prompt starts with a unique prefix, so "
                            "nothing is served from the KV cache; cached: each measured prompt is sent once just before "
-                           "(a 1-token warm-up, stored, not counted); both: each prompt cold, then again cached")
-    prompts: str = "datasets/prompts/single_agent.yaml"
+                           "(a 1-token warm-up, stored, not counted); both: each prompt cold, then again cached. "
+                           "Each request records its cache state from the server's own counts; TTFT is reported per "
+                           "state, never pooled (replaces prompt_cache)")
+    prompts: str = Field(default="datasets/prompts/single_agent.yaml", description="prompt suite of the "
+                         "single-agent matrix")
     timeout_s: float = Field(default=300.0, gt=0, description="per request, the whole of it")
     stall_timeout_s: float = Field(default=60.0, gt=0, description="a request whose server sends no byte this "
                                    "long (waiting for the first one included) is cut: error kind 'stall'")
     load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load, start or unload")
-    seed: int | None = None
-    output_dir: str = "outputs"
+    seed: int | None = Field(default=None, description="sampling seed sent with every request; null: none")
+    output_dir: str = Field(default="outputs", description="where each TR run's folder (<tr_id>/) is written")
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
     harness: list[Harness] = Field(default=["python"], min_length=1, description="who sends the requests: trbench's "
                                    "Python client, or the Rust runner (runners/rust, docs/runner-contract.md); "
-                                   "both: every run of every cell once per harness, interleaved on the same server")
+                                   "both: every run of every cell once per harness, interleaved on the same server. "
+                                   "A spec asking for a runner that is not built fails validation")
     outliers: OutlierRule = OutlierRule()
     baseline_tr_id: str | None = Field(default=None, pattern=TR_ID_PATTERN, description="a stored TR run (same output_dir) to check "
                                        "this one against for regressions, cell by cell")
-    regression_threshold_pct: float = Field(default=10.0, gt=0, lt=1000)
+    regression_threshold_pct: float = Field(default=10.0, gt=0, lt=1000, description="a cell more than this many "
+                                            "per cent worse than in baseline_tr_id is a regression")
     oom_fallback: list[OptionSet] = Field(
         default_factory=list, description="rungs tried in order when a cell runs out of memory: lower num_gpu, then num_ctx")
     execution: ExecutionSpec = ExecutionSpec()

@@ -24,12 +24,15 @@ QA_MIN_CTX = 1024
 
 
 class SuitesSpec(_Strict):
+    """Quality suites on the same servers as the speed matrix (datasets/scenarios/, datasets/qa/): per-scenario
+    JSON parse, schema and route rates, the QA results matrix (docs/scenarios.md, docs/qa-scoring.md)."""
+
     scenarios: list[ScenarioName] = Field(default_factory=list, description="scenario suites to run, by name")
     qa: bool = Field(default=False, description="run the QA suite with its context documents")
     scenario_dir: str = Field(default="datasets/scenarios", description="folder of <name>.yaml scenario suites")
     qa_suite: str = Field(default="datasets/qa/qa.yaml", description="the QA suite file")
     models: list[str] | None = Field(default=None, description="models the suites run on (default: all of models)")
-    runs: int = Field(default=1, ge=1, le=100)
+    runs: int = Field(default=1, ge=1, le=100, description="runs per suite and model")
     messages: int = Field(default=6, ge=1, le=10_000, description="requests per scenario and run")
     questions: int = Field(default=6, ge=1, le=10_000, description="QA questions per run")
     max_tokens: int | None = Field(default=None, ge=8, le=4096, description="null: each suite's own")
