@@ -32,7 +32,7 @@ from trbench.config.spec import OutlierRule
 from trbench.quality import outlier_calibration, outliers
 
 SYNTHETIC = [(0.02, 0.05), (0.03, 0.08), (0.05, 0.10)]  # (decode CV, TTFT CV): a quiet machine to a busy one
-RULES = {"one 5 % floor (before)": OutlierRule(min_rel_mad=0.05, min_rel_mad_ttft=0.05),
+RULES = {"one 5 % floor (before)": OutlierRule(min_rel_mad=0.05, min_rel_mad_ttft=0.05, min_rel_mad_concurrent=0.05),
          "default": OutlierRule()}
 
 

@@ -72,7 +72,7 @@ def tr(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def flags(tr):
     # a 1 % floor on every metric, so that the hand-computed MADs below decide (the default floors are larger)
-    return outliers.flag_outliers(tr, OutlierRule(min_rel_mad=0.01, min_rel_mad_ttft=0.01))
+    return outliers.flag_outliers(tr, OutlierRule(min_rel_mad=0.01, min_rel_mad_ttft=0.01, min_rel_mad_concurrent=0.01))
 
 
 def rows(flags, config: str, metric: str):
@@ -104,7 +104,7 @@ def test_mad_zero_uses_the_relative_floor(flags, tr):
     assert r["threshold"].tolist() == pytest.approx([1.6] * 5)
     assert r["flagged"].tolist() == [False, False, False, False, True]  # 80.4 is 0.5 % off: noise; 70 is not
     # the plain rule (no floor): threshold 0, every value off the median is flagged
-    plain = outliers.flag_outliers(tr, OutlierRule(min_rel_mad=0.0, min_rel_mad_ttft=0.0))
+    plain = outliers.flag_outliers(tr, OutlierRule(min_rel_mad=0.0, min_rel_mad_ttft=0.0, min_rel_mad_concurrent=0.0))
     p = rows(plain, "b|0|512|0.8", "decode_tps_mean")
     assert set(p["threshold"]) == {0.0}
     assert p["flagged"].tolist() == [False, False, False, True, True]
@@ -153,7 +153,7 @@ def test_ttft_has_its_own_floor(tmp_path):
     assert rows(flags, "slow-decode|0|512|0.8", "decode_tps_mean")["flagged"].tolist() == [False, False, True]
     assert [c["model"] for c in outliers.flagged_configs(flags)] == ["slow-decode", "slow-ttft"]
     # the floor is the spec's: one floor for every metric flags the healthy config's 10 % TTFT jitter
-    one_floor = outliers.flag_outliers(root, OutlierRule(min_rel_mad_ttft=0.05))
+    one_floor = outliers.flag_outliers(root, OutlierRule(min_rel_mad_ttft=0.05, min_rel_mad_concurrent=0.05))
     assert one_floor.loc[one_floor["model"] == "calm", "flagged"].any()
 
 

@@ -138,6 +138,11 @@ class OutlierRule(_Strict):
                                "tiny and would flag noise")
     min_rel_mad_ttft: float = Field(default=0.15, ge=0, lt=1, description="floor under MAD on TTFT figures, as a "
                                     "share of the median")
+    min_rel_mad_concurrent: float = Field(default=0.4, ge=0, lt=1, description="floor under MAD on each agent's "
+                                          "figures measured while both agents run at once (decode and TTFT), as a "
+                                          "share of the median: two servers share the cores there, so a healthy "
+                                          "run varies by tens of per cent; the multi-agent speedup keeps the "
+                                          "throughput floor")
 
 
 class TelemetrySpec(_Strict):

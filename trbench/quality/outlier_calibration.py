@@ -4,7 +4,7 @@ catches a slow run, measured by resampling real runs.
 Reference data (outlier_reference.csv beside this module): the per-run figures the rule reads
 (decode_tps_mean, ttft_<state>_ms_p50, the multi-agent speedup and the agents' concurrent figures)
 of healthy quickstart TRs (`trbench run deployments/quickstart.yaml`, 2 models x 2 contexts, 3 runs,
-TTFT cold and cached, and the multi-agent scenarios), run on a 2-core CPU shared with other work;
+TTFT cold and cached, and the multi-agent scenarios), run on an otherwise idle 2-core CPU;
 `bench/outlier_calibration.py --extract` writes it from TR folders, its `source` column names the
 TR run each row comes from.
 
@@ -125,8 +125,8 @@ def calibrate(reference: pd.DataFrame, rule: OutlierRule, n_runs: int, draws: in
         for j, metric in enumerate(metrics):
             values = drawn[:, :, j]
             recommended |= _flagged(values, rule, metric).any(axis=1)
-            if metric == "speedup" or n_runs < 1:
-                continue
+            if metric == "speedup" or outliers.is_concurrent(metric) or n_runs < 1:
+                continue  # detection is asked of a run's own decode and TTFT, not of figures shared by two agents
             slow = values.copy()
             slow[:, 0] *= (1 + TTFT_SLOWDOWN) if outliers.is_ttft(metric) else (1 - DECODE_SLOWDOWN)
             detected["ttft" if outliers.is_ttft(metric) else "decode"].append(

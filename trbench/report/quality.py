@@ -94,10 +94,12 @@ def outlier_rule_text(rule: OutlierRule, flags: pd.DataFrame) -> OutlierRuleText
     sentences = [
         f"A run is flagged when |x - median| > k x max(MAD, floor x |median|) within its config (raw MAD), with "
         f"k = {rule.k:g} and the floor {_share(rule.min_rel_mad)} of the median on throughput (decode tok/s, "
-        f"multi-agent speedup) and {_share(rule.min_rel_mad_ttft)} on TTFT (the spec's outliers.k, "
-        f"outliers.min_rel_mad and outliers.min_rel_mad_ttft): a run closer to "
-        f"its config's median than {_share(rule.k * rule.min_rel_mad)} (throughput) or "
-        f"{_share(rule.k * rule.min_rel_mad_ttft)} (TTFT) is never flagged, and a config with fewer than 3 counted "
+        f"multi-agent speedup), {_share(rule.min_rel_mad_ttft)} on TTFT and {_share(rule.min_rel_mad_concurrent)} "
+        f"on each agent's figures while both agents run at once (the spec's outliers.k, outliers.min_rel_mad, "
+        f"outliers.min_rel_mad_ttft and outliers.min_rel_mad_concurrent): a run closer to "
+        f"its config's median than {_share(rule.k * rule.min_rel_mad)} (throughput), "
+        f"{_share(rule.k * rule.min_rel_mad_ttft)} (TTFT) or {_share(rule.k * rule.min_rel_mad_concurrent)} "
+        "(agents at once) is never flagged, and a config with fewer than 3 counted "
         "runs never is. Every config with a flagged run is recommended for a re-run: trbench rerun (the "
         "rerun_flagged flow) runs it again as a new attempt; the numbers above count the latest attempt of each run."]
     runs_per_kind = ({} if flags.empty else
@@ -122,8 +124,8 @@ def outlier_rule_text(rule: OutlierRule, flags: pd.DataFrame) -> OutlierRuleText
                      f"{_share(outlier_calibration.TTFT_SLOWDOWN)} slower on TTFT")
     if rated:
         sentences.append("Expected false alarms: " + "; ".join(rated) + "." + (
-            f" Measured by bench/outlier_calibration.py on resampled healthy quickstart runs on a 2-core CPU shared "
-            f"with other work, whose run-to-run noise (median CV of a config's runs) is "
+            f" Measured by bench/outlier_calibration.py on resampled healthy quickstart runs on an otherwise idle "
+            f"2-core CPU, whose run-to-run noise (median CV of a config's runs) is "
             f"{_noise(outlier_calibration.noise(outlier_calibration.load_reference()))}; this TR's is "
             f"{_noise(outlier_calibration.noise(flags.dropna(subset=['value'])))}. Less noise, fewer false "
             "alarms." if measured else ""))
