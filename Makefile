@@ -29,8 +29,11 @@ runner:
 run: setup
 	$(VENV)/bin/trbench run $(SPEC)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check trbench flows tasks tests bench
 
 # the unit tier: planted data and in-process fakes, no real server, browser or cargo (about 2 minutes)
 test-fast: setup

@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from trbench.config.spec import OutlierRule
-from trbench.quality import outlier_calibration, outliers
+from trbench.quality import outlier_calibration
 
 SYNTHETIC = [(0.02, 0.05), (0.03, 0.08), (0.05, 0.10)]  # (decode CV, TTFT CV): a quiet machine to a busy one
 RULES = {"one 5 % floor (before)": OutlierRule(min_rel_mad=0.05, min_rel_mad_ttft=0.05, min_rel_mad_concurrent=0.05),

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from tests.test_load_report import SPEC as LOAD_SPEC
 from tests.test_load_report import _write_tr

@@ -12,7 +12,6 @@ from trbench.data.cells import config_label
 from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES
 from trbench.measure import metrics
 from trbench.quality import outlier_calibration
-from trbench.quality.outliers import read_flags
 from trbench.data.store import read_frame
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
