@@ -154,7 +154,10 @@ def test_a_duration_step_stops_sending_after_it_and_keeps_what_was_in_flight():
     client = FakeAsyncClient(delay_s=0.01)
     row, rows = _run(spec, spec.load.fixed_steps()[0], client)
     assert len(rows) == client.calls >= 2
-    assert all(r["scheduled_offset_ms"] < 200 for r in rows)  # none admitted after the duration
+    # none admitted after the duration, which counts from the first measured request (on a busy machine
+    # that one is sent some ms after the step's start)
+    first = min(r["scheduled_offset_ms"] for r in rows)
+    assert all(r["scheduled_offset_ms"] < first + 200 for r in rows)
     assert row["n_ok"] == len(rows)
 
 
