@@ -228,6 +228,9 @@ CACHE_STATE_LABELS: dict[str, str] = {
     "cold_asked": "cold (asked, unverified)", "cached_asked": "cached (asked, unverified)", "unknown": "unknown",
 }
 ASKED_STATES: dict[str, CacheState] = {"cold": "cold_asked", "cached": "cached_asked"}  # cache_target -> state
+UNVERIFIED_STATES = frozenset(ASKED_STATES.values())  # kept by what was asked: the server sent no count
+# the states a measured request lands in when it asked for cold or cached and the prefill went as asked
+TARGET_STATES: tuple[CacheState, ...] = ("cold", "cached", *ASKED_STATES.values())
 
 
 def ttft_state(field: str) -> str | None:

@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench.data.cells import DEFAULT_HARNESS, HARNESSES, config_label
-from trbench.data.rows import CACHE_STATE_LABELS
+from trbench.data.rows import CACHE_STATE_LABELS, TARGET_STATES
 from trbench.data.store import read_frame
 from trbench.measure import metrics
 from trbench.report.compare import Estimate, winner_rows
@@ -40,7 +40,7 @@ MODES = ("single-agent", "multi-agent")
 # metric, request column, unit, scale from the stored unit, cache state (TTFT only: never pooled), digits
 OVERHEAD_METRICS: list[tuple[str, str, str, float, str | None, int]] = [
     *[(f"TTFT {CACHE_STATE_LABELS[st]}", "ttft_ms", "ms", 1.0, st, 1)
-      for st in ("cold", "cached", "cold_asked", "cached_asked")],
+      for st in TARGET_STATES],
     ("client decode rate", "decode_tps_client", "tok/s", 1.0, None, 1),
     ("client CPU per request", "client_cpu_s", "ms", 1000.0, None, 2),
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, create_model
 
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
-from trbench.measure.metrics import CACHE_STATES
+from trbench.data.rows import CACHE_STATES, UNVERIFIED_STATES
 from trbench.quality.regression import MatchSettings, RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
@@ -171,7 +171,7 @@ class CacheInfo(BaseModel):
     @property
     def unverified(self) -> bool:
         """Whether some TTFT figure is by the state asked for, the server having sent no cache count."""
-        return any(st.endswith("_asked") for st in self.states)
+        return any(st in UNVERIFIED_STATES for st in self.states)
 
 
 class Measured(BaseModel):

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
-from trbench.data.rows import CACHE_STATE_LABELS as _LABEL, CACHE_STATES, ttft_state
+from trbench.data.rows import CACHE_STATE_LABELS as _LABEL, CACHE_STATES, UNVERIFIED_STATES, ttft_state
 from trbench.report.compare import MA_PCT_FIELDS
 
 
@@ -50,7 +50,7 @@ def _shown(field: str, states: list[str]) -> bool:
 
 def _server_says(state: str) -> str:
     """What the server's counts said of a request: its state, or that it sent none."""
-    return "no cache count (kept as asked, unverified)" if state.endswith("_asked") else state
+    return "no cache count (kept as asked, unverified)" if state in UNVERIFIED_STATES else state
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -10,7 +10,7 @@ from typing import Literal, TextIO
 
 from pydantic import BaseModel
 
-from trbench.data.rows import CACHE_STATE_LABELS
+from trbench.data.rows import CACHE_STATE_LABELS, TARGET_STATES
 
 
 class ProgressEvent(BaseModel):
@@ -51,7 +51,7 @@ def emit(**fields) -> None:
 
 # The run row's median TTFT columns and their labels: per cache state where the run row has them.
 TTFT_COLUMNS = (*((f"ttft_{st}_ms_p50", f"TTFT {CACHE_STATE_LABELS[st]} p50")
-                  for st in ("cold", "cached", "cold_asked", "cached_asked")),
+                  for st in TARGET_STATES),
                 ("ttft_ms_p50", "TTFT p50"))
 
 
