@@ -7,7 +7,7 @@
   4. Failed, with the regressions in the message, when the check finds any, or when it compared no
      cell (the message names the settings that differ); Completed otherwise
 
-No server is started: run it any time after tr_matrix (e.g. nightly against last week's run).
+No server is started: run it any time after a tr run (e.g. nightly against last week's run).
 """
 
 from __future__ import annotations

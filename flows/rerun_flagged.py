@@ -4,7 +4,7 @@
   2. plan every run of each flagged config with attempt = the config's highest attempt + 1
      (old rows are kept; the report counts the latest attempt and shows what changed); when a
      crash cut that latest attempt short, only its missing runs are run, under its own number
-  3. the same body as tr_matrix: preflight, instances, runs, failure log, new flags,
+  3. the same body as tr: preflight, instances, runs, failure log, new flags,
      report, Great Expectations
 """
 
@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tr_matrix import run_tr
+from flows.tr import run_tr
 from tasks.setup import resolve_path
 from trbench.quality import outliers
 from trbench.data import store

@@ -1,7 +1,7 @@
 """tr_fanout: one TR matrix spread over several worker hosts, one report over the union.
 
   1. load the spec (with overrides) and split it into one sub-run per model
-  2. start each sub-run on a tr_matrix deployment (run_deployment): any worker of its pool takes it,
+  2. start each sub-run on a tr deployment (run_deployment): any worker of its pool takes it,
      so with one worker per GPU host (`--limit 1`) each host measures a share on its own instances
   3. every sub-run writes into the same tr_id under the same output_dir: one Parquet dataset
      (output_dir must be a path every host sees at the same place, e.g. an NFS mount)
@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling, Completed, Failed, State
 
-from flows.tr_matrix import expand_tr_id
+from flows.tr import expand_tr_id
 from tasks.quality import flag_outliers, validate
 from tasks.report import artifact_key, render_report, write_failure_log
 from tasks.suites import suite_results
@@ -38,7 +38,7 @@ WORKER_LINE = re.compile(r"Worker '([^']+)' submitting flow run")
 
 def sub_run_parameters(spec: MatrixSpec, spec_path: str, output_dir: str,
                        ports: list[list[int]] | None) -> list[dict]:
-    """One tr_matrix parameter set per model: the same tr_id and output_dir, one model each."""
+    """One tr parameter set per model: the same tr_id and output_dir, one model each."""
     if spec.multi_agent and spec.multi_agent.models:
         raise ValueError("tr_fanout splits the matrix by model and cannot split multi_agent.models; fix: remove "
                          "multi_agent.models from the spec (every model then runs the multi-agent scenarios)")
@@ -114,7 +114,7 @@ def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> dict:
 def tr_fanout(
     spec_path: str = "deployments/quickstart.yaml",
     output_dir: str | None = None,
-    deployment_name: str = "tr_matrix/quickstart",
+    deployment_name: str = "tr/quickstart",
     tr_id: str | None = None,
     models: list[str] | None = None,
     runs: int | None = None,
@@ -122,13 +122,13 @@ def tr_fanout(
     ports: list[list[int]] | None = None,
     timeout_s: int = 86400,
 ) -> State:
-    """Spread a TR matrix over the workers of a pool: one tr_matrix sub-run per model, all into one
+    """Spread a TR matrix over the workers of a pool: one tr sub-run per model, all into one
     dataset (same tr_id and output_dir), then one report over the union.
 
     Args:
         spec_path: TR matrix spec (YAML), relative to the repository on every host.
         output_dir: where every sub-run writes: a path all worker hosts share (default: the spec's).
-        deployment_name: the tr_matrix deployment the sub-runs run on ("flow/deployment").
+        deployment_name: the tr deployment the sub-runs run on ("flow/deployment").
         tr_id: override the spec's tr_id (`{date}` becomes the run's date).
         models: override the spec's models (one sub-run each).
         runs: override the runs per cell.

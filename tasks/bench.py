@@ -22,6 +22,7 @@ from trbench.run.settings import RunSettings
 from trbench.run.single import Gate, RunPlan, execute_run, failed_run
 from trbench.config.spec import MatrixSpec
 from trbench.run.plan import Lane, oom_decision
+from trbench.run.session import TRSession
 from tasks.instances import prepare_instance, unload_model
 
 # errors after which the server is asked whether it still answers at all
@@ -69,9 +70,10 @@ def bench_run(
 
 
 @task(name="record-failed-runs", cache_policy=NO_CACHE)
-def record_failed_runs(plans: list[RunPlan], spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> list[dict]:
+def record_failed_runs(plans: list[RunPlan], session: TRSession, reason: str) -> list[dict]:
     """A cell whose server would not load still leaves a row per planned run, with the error."""
-    return [_persist_failed(plan, spec, reason, manifest, manifest_digest, root) for plan in plans]
+    s = session
+    return [_persist_failed(plan, s.spec, reason, s.manifest, s.digest, s.root) for plan in plans]
 
 
 def _persist_failed(plan: RunPlan, spec: MatrixSpec, reason: str, manifest: dict, manifest_digest: str, root: Path) -> dict:
@@ -117,7 +119,7 @@ def _run_group(group: list[RunPlan], spec: MatrixSpec, inst: Instance, prompts: 
     try:
         load_ms = prepare_instance(inst, group[0].cell)
     except Exception as err:  # noqa: BLE001 - a server that would not load fails this configuration only
-        first = record_failed_runs(group[:1], spec, str(err), manifest, manifest_digest, root)
+        first = [_persist_failed(group[0], spec, str(err), manifest, manifest_digest, root)]
         return first + record_not_run(group[1:], spec, f"{inst.name} would not load {label} (see run "
                                       f"{group[0].run_id})", manifest, manifest_digest, root)
     outcomes = []
@@ -149,8 +151,7 @@ def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict]:
 
 
 @task(name="lane", cache_policy=NO_CACHE, task_run_name="lane {lane.instance}")
-def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: PromptSuite, manifest: dict,
-             manifest_digest: str, root: Path, gate: Gate, faults: InstanceFaults) -> LaneResult:
+def run_lane(lane: Lane, session: TRSession) -> LaneResult:
     """Per server configuration: load the instance, then its runs; a configuration that runs out of
     memory is tried again one rung down spec.oom_fallback; in serial mode a model is unloaded
     before the next one is loaded.
@@ -161,7 +162,9 @@ def run_lane(lane: Lane, spec: MatrixSpec, instances: list[Instance], prompts: P
 
     An instance marked unusable (it did not start, or stopped answering) measures nothing more:
     its remaining runs are recorded as not run, with the reason."""
-    inst = instances[lane.instance]
+    spec, prompts, manifest, manifest_digest = session.spec, session.prompts, session.manifest, session.digest
+    root, gate, faults = session.root, session.gate, session.faults
+    inst = session.instances[lane.instance]
     outcomes: list[dict] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
     loaded = False

@@ -13,6 +13,7 @@ from trbench.config.spec import MatrixSpec
 from trbench.config.spec_checks import resolve_path
 from trbench.data import store
 from trbench.engines import Instance
+from trbench.run.session import TRSession
 from trbench.run.embeddings import EmbeddingStepPlan, execute_step, failed_step, step_id
 
 KIND = "embeddings"  # store.TABLES: emb_requests/, emb_steps/
@@ -50,9 +51,10 @@ def embeddings_step(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: Embedd
 
 
 @task(name="embeddings-workload", cache_policy=NO_CACHE)
-def embeddings_workload(load: EmbeddingsLoad, spec: MatrixSpec, instances: list[Instance], manifest: dict,
-                        manifest_digest: str, root: Path) -> list[dict]:
-    """Every step not yet written (a resumed TR run measures only what is missing); the step rows written now."""
+def embeddings_workload(load: EmbeddingsLoad, session: TRSession, instances: list[Instance]) -> list[dict]:
+    """Every step not yet written on `instances` (a resumed TR run measures only what is missing); the
+    step rows written now."""
+    spec, manifest, manifest_digest, root = session.spec, session.manifest, session.digest, session.root
     texts = load_texts(resolve_path(load.texts))
     done = store.finished_run_ids(root, KIND)
     by_name = {inst.name: inst for inst in instances}

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from trbench.config.prompts import PromptSuite
-from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.engines import Instance
 from trbench.run import progress
 from trbench.run.load import StepPlan, execute_step, failed_step, prepare_server, wire_client
-from trbench.run.single import Gate
+from trbench.run.session import TRSession
 
 
 def _summary(row: dict) -> str:
@@ -26,10 +23,11 @@ def _summary(row: dict) -> str:
 
 
 @task(name="load-step", cache_policy=NO_CACHE, task_run_name="load {plan.run_id}")
-def load_step(plan: StepPlan, spec: MatrixSpec, inst: Instance, prompts: PromptSuite, manifest: dict,
-              manifest_digest: str, root: Path, gate: Gate) -> dict:
-    """One load step of one cell; its Parquet files are written before the task returns. A server
-    that will not load for the cell is recorded as the step's failure, and the sweep goes on."""
+def load_step(plan: StepPlan, session: TRSession, inst: Instance) -> dict:
+    """One load step of one cell on `inst`; its Parquet files are written before the task returns. A
+    server that will not load for the cell is recorded as the step's failure, and the sweep goes on."""
+    spec, prompts, manifest, manifest_digest = session.spec, session.prompts, session.manifest, session.digest
+    root, gate = session.root, session.gate
     gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
     try:

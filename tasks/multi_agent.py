@@ -11,12 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from trbench.measure import energy
 from trbench.run import progress
 from trbench.data import store
-from trbench.config.agents import AgentSuite
 from trbench.backends import make_client
 from trbench.run.multi_external import runner_phase
 from trbench.engines import Instance
-from trbench.data.failures import InstanceFaults
-from trbench.run.single import Gate
+from trbench.run.session import TRSession
 from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run
 from trbench.config.spec import Cell, MatrixSpec, OptionSet
 
@@ -29,11 +27,12 @@ def cell_for(model: str, opts: OptionSet) -> Cell | None:
 
 
 @task(name="multi-agent-run", cache_policy=NO_CACHE, task_run_name="multi-agent {plan.run_id}")
-def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, Instance], suite: AgentSuite,
-                    manifest: dict, manifest_digest: str, root: Path, first_of_config: bool, gate: Gate,
-                    faults: InstanceFaults | None = None) -> dict:
-    """Collector and insight at once, then alone; the run's Parquet files are written before returning.
-    An instance marked unusable leaves the run recorded as not run, with the reason."""
+def multi_agent_run(plan: MultiRunPlan, session: TRSession, instances: dict[str, Instance], first_of_config: bool) -> dict:
+    """Collector and insight at once, then alone, on the instances by role; the run's Parquet files are
+    written before returning. An instance marked unusable leaves the run recorded as not run, with the reason."""
+    spec, suite, manifest, manifest_digest = session.spec, session.agents, session.manifest, session.digest
+    root, gate, faults = session.root, session.gate, session.faults
+    assert suite is not None  # a multi-agent section always loads its agents
     gate.check()
     progress.emit(kind="run_started", run_id=plan.run_id)
     down = [f"{i.name} {store.SERVER_DOWN}: {why}" for i in instances.values()

@@ -11,22 +11,26 @@ from tasks.report import artifact_key
 from trbench.run import progress
 
 
-def track_progress(tr_id: str, total_runs: int, already_done: int) -> Callable[[], None]:
-    """Create the artifact and keep it current; returns the function that stops tracking."""
+def track_progress(tr_id: str, total_runs: int = 0, already_done: int = 0) -> Callable[[], None]:
+    """Create the artifact and keep it current; returns the function that stops tracking. Work
+    planned later (load steps after the matrix, a sweep's rates) adds to the total, as in the CLI."""
     lock = threading.Lock()
-    state = {"done": already_done}
+    state = {"done": already_done, "total": total_runs}
 
     def percent() -> float:
-        return 100.0 if total_runs == 0 else round(state["done"] / total_runs * 100.0, 1)
+        return 0.0 if state["total"] == 0 else min(100.0, round(state["done"] / state["total"] * 100.0, 1))
 
     artifact_id = create_progress_artifact(progress=percent(), key=artifact_key(tr_id, "progress"),
-                                           description=f"{tr_id}: runs finished of {total_runs} planned")
+                                           description=f"{tr_id}: runs and steps finished of those planned")
 
     def on_event(event: progress.ProgressEvent) -> None:
-        if event.kind != "run_finished":
+        if event.kind not in ("run_finished", "run_skipped", "planned"):
             return
         with lock:
-            state["done"] += 1
+            if event.kind == "planned":
+                state["total"] += event.total_runs or 0
+            else:
+                state["done"] += 1
             update_progress_artifact(artifact_id=artifact_id, progress=percent())
 
     return progress.subscribe(on_event)

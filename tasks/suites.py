@@ -15,6 +15,7 @@ from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance
+from trbench.run.session import TRSession
 from trbench.run.single import Gate
 from trbench.run.suites import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
@@ -75,14 +76,14 @@ def suite_results(root: Path, spec: MatrixSpec) -> list[Path]:
     return write_suite_results(root, load_suites(spec).qa)
 
 
-def run_suites(spec: MatrixSpec, instances: list[Instance], facts: dict, manifest: dict, manifest_digest: str,
-               root: Path, gate: Gate, faults: InstanceFaults) -> list[dict]:
+def run_suites(session: TRSession) -> list[dict]:
     """Every suite run the spec selects, as lanes mapped over the instances (one request at a time
     per instance, as the single-agent lanes)."""
-    lanes = suite_lanes(plan_suites(spec, instances, facts))
+    s = session
+    lanes = suite_lanes(plan_suites(s.spec, s.instances, s.facts))
     if not lanes:
         return []
-    futures = suite_lane.map(lanes, unmapped(spec), unmapped(instances), unmapped(load_suites(spec)),
-                             unmapped(manifest), unmapped(manifest_digest), unmapped(root), unmapped(gate),
-                             unmapped(faults))
+    futures = suite_lane.map(lanes, unmapped(s.spec), unmapped(s.instances), unmapped(load_suites(s.spec)),
+                             unmapped(s.manifest), unmapped(s.digest), unmapped(s.root), unmapped(s.gate),
+                             unmapped(s.faults))
     return [o for f in futures for o in f.result()]

@@ -126,7 +126,7 @@ def test_run_piped_prints_a_line_per_run_as_it_finishes(prefect_api, tmp_path, f
 
 
 def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
-    """A spec with both: `trbench run` runs tr_matrix, then tr_load, each on a real llama.cpp server."""
+    """A spec with both: `trbench run` runs one flow, the matrix then the load steps, on a real llama.cpp server."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -143,12 +143,14 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     report = (root / "report" / "both.md").read_text()
     assert "## Results" in report and "## Load" in report and "| c2 |" in report
     assert "1 of 1 load step(s) valid" in out.stdout
-    # plain progress lines (stdout is a pipe), a block per flow: the matrix's run, then the load step
-    # with its own figures
+    # plain progress lines (stdout is a pipe), one count over the TR: the matrix's run, then the load
+    # step, planned after it, with its own figures; one summary and one final state for both
     assert re.search(r"^\[1/1\] run \S+_r00_a1: valid, decode p50 ", out.stdout, re.M), out.stdout
     assert "planned: 1 run(s), load steps" in out.stdout
-    assert re.search(r"^\[1/1\] run \S+_c2_a1: valid, output [\d.]+ tok/s, TTFT p95 [\d.]+ ms, queue p50 ",
+    assert re.search(r"^\[2/2\] run \S+_c2_a1: valid, output [\d.]+ tok/s, TTFT p95 [\d.]+ ms, queue p50 ",
                      out.stdout, re.M), out.stdout
+    (summary,) = [line for line in out.stdout.splitlines() if line.startswith("summary: ")]
+    assert summary.startswith("summary: 2 run(s) finished, 2 valid, 0 invalid; Completed: both: 1 of 1 run(s) valid")
 
 
 def test_run_log_keeps_every_traceback_and_the_terminal_only_warnings(tmp_path):

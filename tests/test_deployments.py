@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from flows.tr_matrix import expand_tr_id
+from flows.tr import expand_tr_id
 
-DEPLOYMENTS = {"tr_matrix/quickstart", "tr_matrix/tr116", "rerun_flagged/rerun", "report/report", "tr_fanout/fanout",
-               "tr_load/load-quickstart"}
+DEPLOYMENTS = {"tr/quickstart", "tr/tr116", "rerun_flagged/rerun", "report/report", "tr_fanout/fanout",
+               "tr/load-quickstart"}
 
 
 def deployments(api_url: str) -> dict[str, dict]:
@@ -30,25 +30,25 @@ def test_deploy_all_creates_every_deployment_on_the_trbench_process_pool(local_p
     assert pool["type"] == "process"
     assert {d["work_pool_name"] for d in found.values()} == {"trbench"}
     assert found["tr_fanout/fanout"]["work_queue_name"] == "control"
-    assert found["tr_matrix/quickstart"]["work_queue_name"] == "default"
+    assert found["tr/quickstart"]["work_queue_name"] == "default"
     # the custom run form's fields come from these JSON schemas: every override is a plain type or null
-    props = found["tr_matrix/quickstart"]["parameter_openapi_schema"]["properties"]
+    props = found["tr/quickstart"]["parameter_openapi_schema"]["properties"]
     assert props["models"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
     assert props["ports"]["anyOf"][0] == {"items": {"type": "integer"}, "type": "array"}
     assert props["runs"]["anyOf"][0] == {"type": "integer"}
     assert props["spec"]["anyOf"][0]["type"] == "object"
     assert all(p.get("description") for p in props.values())  # from the flow's docstring
     assert found["rerun_flagged/rerun"]["parameter_openapi_schema"]["required"] == ["tr_id"]
-    load = found["tr_load/load-quickstart"]
+    load = found["tr/load-quickstart"]
     assert load["parameters"]["spec_path"] == "deployments/load-quickstart.yaml"
     assert all(p.get("description") for p in load["parameter_openapi_schema"]["properties"].values())
     assert set(found["report/report"]["parameter_openapi_schema"]["properties"]) >= {"tr_id", "baseline"}
     # flow runs start in the repository the deployment was made from
-    assert found["tr_matrix/quickstart"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert found["tr/quickstart"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
 
 
 def tr116_schedule(api_url: str) -> tuple[dict, dict]:
-    d = deployments(api_url)["tr_matrix/tr116"]
+    d = deployments(api_url)["tr/tr116"]
     (schedule,) = d["schedules"]
     return d, schedule
 
@@ -64,13 +64,13 @@ def test_nightly_schedule_is_off_until_resumed(local_prefect):
     d, schedule = tr116_schedule(api)
     assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["active"] is False and schedule["slug"] == "nightly"
     assert d["parameters"]["tr_id"] == "TR116-{date}"  # each scheduled run is a TR run of its own
-    assert not deployments(api)["tr_matrix/quickstart"]["schedules"]
+    assert not deployments(api)["tr/quickstart"]["schedules"]
 
     # the documented switch: `prefect deployment schedule resume <deployment> <schedule id>` (and pause)
-    assert schedule["id"] in local_prefect.cli("deployment", "schedule", "ls", "tr_matrix/tr116").stdout
-    local_prefect.cli("deployment", "schedule", "resume", "tr_matrix/tr116", schedule["id"])
+    assert schedule["id"] in local_prefect.cli("deployment", "schedule", "ls", "tr/tr116").stdout
+    local_prefect.cli("deployment", "schedule", "resume", "tr/tr116", schedule["id"])
     assert tr116_schedule(api)[1]["active"] is True
-    local_prefect.cli("deployment", "schedule", "pause", "tr_matrix/tr116", schedule["id"])
+    local_prefect.cli("deployment", "schedule", "pause", "tr/tr116", schedule["id"])
     assert tr116_schedule(api)[1]["active"] is False
     assert not scheduled_runs(api, d["id"])  # pausing removes the runs it had scheduled
 
@@ -87,7 +87,7 @@ def _sqlalchemy_2_1() -> bool:
 def test_resumed_schedule_creates_the_nightly_runs(local_prefect):
     api = local_prefect.api_url
     d, schedule = tr116_schedule(api)
-    local_prefect.cli("deployment", "schedule", "resume", "tr_matrix/tr116", schedule["id"])
+    local_prefect.cli("deployment", "schedule", "resume", "tr/tr116", schedule["id"])
     try:
         deadline = time.monotonic() + 30  # the scheduler runs every 5 s on the test server
         while not (runs := scheduled_runs(api, d["id"])) and time.monotonic() < deadline:
@@ -96,7 +96,7 @@ def test_resumed_schedule_creates_the_nightly_runs(local_prefect):
         assert {r["expected_start_time"][11:16] for r in runs} == {"02:00"}
         assert {r["parameters"]["tr_id"] for r in runs} == {"TR116-{date}"}
     finally:
-        local_prefect.cli("deployment", "schedule", "pause", "tr_matrix/tr116", schedule["id"])
+        local_prefect.cli("deployment", "schedule", "pause", "tr/tr116", schedule["id"])
 
 
 def test_date_in_tr_id_is_the_scheduled_date(monkeypatch):

@@ -19,6 +19,9 @@ from trbench.data import store
 from trbench.engines.ollama_process import OllamaProcessInstance
 from tasks.embeddings import embeddings_workload, plan_steps
 from trbench.run.embeddings import execute_step
+from trbench.run.session import TRSession
+from trbench.config.prompts import load_prompts
+from trbench.data.failures import InstanceFaults
 
 EMBEDDER = "fake-embed:1b"
 
@@ -99,11 +102,13 @@ def test_step_over_a_full_queue_records_503s_and_goes_on():
 def _embeddings_flow(port: int, root: str) -> list[dict]:
     spec, load = _spec()
     inst = OllamaProcessInstance("ollama-process-0", spec.server, port, None, root)
-    return embeddings_workload(load, spec, [inst], {"m": 1}, "dg", Path(root))
+    session = TRSession(spec=spec, prompts=load_prompts(spec.prompts), agents=None, root=Path(root), instances=[inst],
+                        faults=InstanceFaults(Path(root), spec.tr_id), manifest={"m": 1}, digest="dg")
+    return embeddings_workload(load, session, [inst])
 
 
 def test_workload_task_writes_every_step_and_resumes_only_what_is_missing(tmp_path, prefect_api):
-    # as the tr_load flow calls it: a task of a flow on a real (test) Prefect server, one task per step
+    # as the tr flow calls it: a task of a flow on a real (test) Prefect server, one task per step
     with FakeOllama({EMBEDDER: FakeModel(embed_delay_s=0.002)}) as fake:
         first = _embeddings_flow(fake.port, str(tmp_path))
         again = _embeddings_flow(fake.port, str(tmp_path))

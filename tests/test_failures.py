@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
 from trbench.data import failures
 from trbench.data import store
@@ -26,7 +26,7 @@ def spec(url: str, ladder: list[dict]) -> dict:
 
 def test_fake_ollama_oom_walks_down_the_ladder_and_is_logged(prefect_api, tmp_path, small_gpu):
     ladder = [{"num_gpu": 60}, {"num_gpu": 40, "num_ctx": 512}]
-    state = tr_matrix(spec=spec(small_gpu.url, ladder), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec(small_gpu.url, ladder), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "oom"
     runs = store.read_frame(root, "runs").sort_values(["num_gpu", "run_index"])
@@ -59,7 +59,7 @@ def test_fake_ollama_oom_fails_fast_one_request_and_one_log_entry_per_rung(prefe
     receives one request per failing rung, and the failure log holds one OOM per rung."""
     ladder = [{"num_gpu": 60}, {"num_gpu": 40}]
     s = {**spec(small_gpu.url, ladder), "runs": 3, "requests_per_run": 4}
-    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     assert _chats_per_gpu_layers(small_gpu) == {80: 1, 60: 1, 40: 3 * 4 + 1}
     root = tmp_path / "oom"
@@ -80,7 +80,7 @@ def test_fake_ollama_oom_mid_run_ends_that_run_at_once(prefect_api, tmp_path):
     """No warm-up: the first measured request runs out of memory and the run ends there."""
     with FakeOllama(models={DEFAULT_MODEL: FakeModel(oom_above_num_gpu=50)}) as server:
         s = {**spec(server.url, [{"num_gpu": 40}]), "warmup_requests": 0, "requests_per_run": 5}
-        state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
         assert state.is_completed(), state.message
         assert _chats_per_gpu_layers(server) == {80: 1, 40: 2 * 5}
     runs = store.read_frame(tmp_path / "oom", "runs").set_index("run_id")
@@ -89,7 +89,7 @@ def test_fake_ollama_oom_mid_run_ends_that_run_at_once(prefect_api, tmp_path):
 
 
 def test_fake_ollama_oom_with_no_rung_left_stays_failed_and_says_so(prefect_api, tmp_path, small_gpu):
-    state = tr_matrix(spec=spec(small_gpu.url, []), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec(small_gpu.url, []), output_dir=str(tmp_path), return_state=True)
     assert state.is_failed() and "0 of 2 run(s) valid" in state.message
     log = failures.read_failure_log(tmp_path / "oom")
     assert set(log["fallback_decision"]) == {"no fallback left: the config stays failed"}
@@ -98,7 +98,7 @@ def test_fake_ollama_oom_with_no_rung_left_stays_failed_and_says_so(prefect_api,
 
 
 def test_fake_ollama_fallbacks_are_in_the_report(prefect_api, tmp_path, small_gpu):
-    state = tr_matrix(spec=spec(small_gpu.url, [{"num_gpu": 40}]), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec(small_gpu.url, [{"num_gpu": 40}]), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     report = (tmp_path / "oom" / "report" / "oom.md").read_text()
     assert "| fake-llama:1b | gpu80_ctx1024_temp0.8 | retried at gpu40_ctx1024_temp0.8 (next rung of oom_fallback) |" in report
@@ -114,7 +114,7 @@ def test_resume_after_a_crash_between_rungs_goes_on_down_the_ladder(prefect_api,
     nothing twice (the OOM runs are not run again)."""
     ladder = [{"num_gpu": 60}, {"num_gpu": 40, "num_ctx": 512}]
     s = spec(small_gpu.url, ladder)
-    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
     root = tmp_path / "oom"
     complete = _run_files(root)
     for path in (root / "runs").rglob("*.parquet"):
@@ -128,7 +128,7 @@ def test_resume_after_a_crash_between_rungs_goes_on_down_the_ladder(prefect_api,
     kept = _run_files(root)
     assert kept and all("gpu80" in run_id for run_id in kept)
 
-    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     resumed = _run_files(root)
     assert set(resumed) == set(complete)  # every rung again, with the same run ids
@@ -140,7 +140,7 @@ def test_resume_after_a_crash_between_rungs_goes_on_down_the_ladder(prefect_api,
 
 def test_resume_runs_only_the_missing_run_of_a_fallback_rung(prefect_api, tmp_path, small_gpu):
     s = spec(small_gpu.url, [{"num_gpu": 40}])
-    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
     root = tmp_path / "oom"
     before = _run_files(root)
     lost = "fake-llama_1b_gpu40_ctx1024_temp0.8_r01_a1"
@@ -148,7 +148,7 @@ def test_resume_runs_only_the_missing_run_of_a_fallback_rung(prefect_api, tmp_pa
     next((root / "runs").rglob(f"{lost}.parquet")).unlink()
     next((root / "requests").rglob(f"{lost}.parquet")).unlink()
 
-    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
     after = _run_files(root)
     assert set(after) == set(before)
     assert [run_id for run_id in after if after[run_id] != before[run_id]] == [lost]
@@ -163,7 +163,7 @@ def test_resume_after_a_crash_right_after_an_oom_sends_nothing_more_on_that_rung
     only. The same TR id again records the rung's other runs as not run, without a request, and
     goes on down the ladder."""
     s = spec(small_gpu.url, [{"num_gpu": 40}])
-    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
     root = tmp_path / "oom"
     kept = "fake-llama_1b_gpu80_ctx1024_temp0.8_r00_a1"
     for table in ("runs", "requests"):
@@ -174,7 +174,7 @@ def test_resume_after_a_crash_right_after_an_oom_sends_nothing_more_on_that_rung
         path.unlink()
     before = _chats_per_gpu_layers(small_gpu)
 
-    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     after = _chats_per_gpu_layers(small_gpu)
     assert after[80] == before[80]  # nothing more sent into the out-of-memory configuration

@@ -1,4 +1,4 @@
-"""tr_fanout across two process workers: one sub-run per model on tr_matrix/quickstart, both into one
+"""tr_fanout across two process workers: one sub-run per model on tr/quickstart, both into one
 Parquet dataset, one report over the union.
 
 The two workers (`host-a`, `host-b`, one flow run slot each) stand for two GPU hosts; here both run
@@ -59,7 +59,7 @@ def test_fanout_two_workers_share_the_matrix_one_dataset_one_report(local_prefec
     spec_path.write_text(yaml.safe_dump(tiny_spec(tr_id)))
     out = tmp_path / "shared"
     with temporary_settings({PREFECT_API_URL: local_prefect.api_url}):
-        state = tr_fanout(spec_path=str(spec_path), output_dir=str(out), deployment_name="tr_matrix/quickstart",
+        state = tr_fanout(spec_path=str(spec_path), output_dir=str(out), deployment_name="tr/quickstart",
                           ports=[[p] for p in free_ports(2)], timeout_s=480, return_state=True)
     logs = "\n".join(local_prefect.log(f"worker-{w}.log")[-2000:] for w in ("host-a", "host-b"))
     assert state.is_completed(), f"{state.message}\n{logs}"

@@ -1,4 +1,4 @@
-"""tr_matrix end to end on a real Prefect server and a real llama.cpp server (SmolLM2)."""
+"""tr (the TR flow) end to end on a real Prefect server and a real llama.cpp server (SmolLM2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 from conftest import llama_servers
 
-from flows.tr_matrix import final_state, tr_matrix
+from flows.tr import final_state, tr
 from trbench.data import store
 from trbench.config.spec import parse_spec
 
@@ -27,7 +27,7 @@ def port(free_ports):
 
 
 def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path, port):
-    state = tr_matrix(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     assert "4 of 4 run(s) valid" in state.message
     root = tmp_path / "flowtest"
@@ -64,7 +64,7 @@ def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flowtest-progress"])))
     assert progress and float(progress[0].data) == 100.0
 
-    again = tr_matrix(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
+    again = tr(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
     assert again.is_completed() and "4 already finished" in again.message
     assert len(list((root / "runs").rglob("*.parquet"))) == 4
 
@@ -73,7 +73,7 @@ def test_preflight_port_taken_fails_before_any_server(prefect_api, tmp_path, por
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        state = tr_matrix(spec=tiny_spec("portfail", port), output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=tiny_spec("portfail", port), output_dir=str(tmp_path), return_state=True)
     assert state.is_failed()
     message = str(state.message) + repr(state.result(raise_on_failure=False))
     assert "port free" in message and f"127.0.0.1:{port} is already in use" in message and "fix:" in message
@@ -81,7 +81,7 @@ def test_preflight_port_taken_fails_before_any_server(prefect_api, tmp_path, por
 
 
 def test_bad_spec_fails_before_any_server(prefect_api, tmp_path, port):
-    state = tr_matrix(spec={**tiny_spec("badspec", port), "grid": {"num_ctx": [1]}}, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec={**tiny_spec("badspec", port), "grid": {"num_ctx": [1]}}, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed()
     assert "field 'grid.num_ctx'" in repr(state.result(raise_on_failure=False))
     assert not llama_servers(port)
@@ -89,7 +89,7 @@ def test_bad_spec_fails_before_any_server(prefect_api, tmp_path, port):
 
 def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_path, port):
     spec = tiny_spec("allfail", port, timeout_s=0.001, grid={"num_ctx": [512]})
-    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed() and "0 of 2 run(s) valid" in state.message
     requests = store.read_frame(tmp_path / "allfail", "requests")
     assert set(requests["error_kind"]) == {"timeout"} and set(requests["status"]) == {"error"}
@@ -163,7 +163,7 @@ def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefe
     killer = threading.Thread(target=kill_server_after_first_run, daemon=True)
     killer.start()
     spec = tiny_spec("crash", port, runs=3, requests_per_run=3, grid={"num_ctx": [512]}, min_ok_requests=1)
-    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     killer.join()
     assert state.is_completed(), state.message
     runs = store.read_frame(root, "runs").sort_values("run_index")
@@ -179,8 +179,8 @@ def test_a_server_that_dies_mid_matrix_is_restarted_and_the_matrix_goes_on(prefe
 
 def test_a_tr_run_is_checked_against_its_baseline_tr_run(prefect_api, tmp_path, port):
     base = tiny_spec("nightly-1", port, grid={"num_ctx": [512]})
-    assert tr_matrix(spec=base, output_dir=str(tmp_path), return_state=True).is_completed()
-    state = tr_matrix(spec={**base, "tr_id": "nightly-2", "baseline_tr_id": "nightly-1", "regression_threshold_pct": 10},
+    assert tr(spec=base, output_dir=str(tmp_path), return_state=True).is_completed()
+    state = tr(spec={**base, "tr_id": "nightly-2", "baseline_tr_id": "nightly-1", "regression_threshold_pct": 10},
                       output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     assert "vs baseline nightly-1 (threshold 10%)" in state.message

@@ -1,11 +1,11 @@
-"""tr_load end to end on a real Prefect server and a real llama.cpp server (SmolLM2, one slot)."""
+"""tr on a load spec end to end on a real Prefect server and a real llama.cpp server (SmolLM2, one slot)."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import llama_servers
 
-from flows.tr_load import tr_load
+from flows.tr import tr
 from trbench.data import store
 
 
@@ -18,7 +18,7 @@ def load_spec(tr_id: str, port: int, **load) -> dict:
 def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(prefect_api, tmp_path, free_ports):
     port = free_ports(1)[0]
     spec = load_spec("loadflow", port, concurrency=[1, 2], embeddings={"batch_sizes": [2], "requests": 3, "warmup": 1})
-    state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     assert "2 of 2 load step(s) valid, 1 of 1 embeddings step(s) with ok requests" in state.message
     root = tmp_path / "loadflow"
@@ -47,14 +47,14 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert sorted(r.name for r in runs if r.name.startswith("load ")) == sorted(f"load {i}" for i in steps["run_id"])
 
-    again = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+    again = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert again.is_completed() and "2 already finished" in again.message
     assert len(store.read_frame(root, "load_steps")) == 2
 
 
 def test_a_sweep_measures_its_rates_between_synchronous_and_throughput(prefect_api, tmp_path, free_ports):
     port = free_ports(1)[0]
-    state = tr_load(spec=load_spec("loadsweep", port, sweep={"rates": 1, "max_concurrency": 2}),
+    state = tr(spec=load_spec("loadsweep", port, sweep={"rates": 1, "max_concurrency": 2}),
                     output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     steps = store.read_frame(tmp_path / "loadsweep", "load_steps").sort_values("step_index")
@@ -66,7 +66,7 @@ def test_a_sweep_measures_its_rates_between_synchronous_and_throughput(prefect_a
 
 
 def test_a_failed_load_state_opens_with_its_first_invalid_step_and_where_its_errors_are():
-    from flows.tr_load import load_state
+    from flows.tr import load_state
     from trbench.config.spec import parse_spec
 
     spec = parse_spec({"tr_id": "l", "models": ["smollm2:135m"], "load": {"concurrency": [2], "requests": 2}})

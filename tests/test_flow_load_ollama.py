@@ -1,4 +1,4 @@
-"""tr_load on the Ollama providers, end to end on a real Prefect server, against FAKES of what cannot
+"""tr on load specs on the Ollama providers, end to end on a real Prefect server, against FAKES of what cannot
 run here: a fake `ollama` command (tests/fakes/bin/ollama, whose `serve` answers the fake Ollama HTTP
 API of tests/fakes/fake_ollama.py) and a fake Docker engine (tests/fakes/fake_docker.py) that starts a
 fake Ollama per container.
@@ -30,7 +30,7 @@ import pytest
 
 from conftest import free_port_in
 
-from flows.tr_load import tr_load
+from flows.tr import tr
 from tests.fakes.fake_docker import FakeDocker
 from tests.fakes.fake_ollama import DEFAULT_MODEL, MAX_QUEUE_MESSAGE, FakeModel
 from trbench.data import store
@@ -118,7 +118,7 @@ def test_fake_ollama_cli_tr_load_queues_refuses_past_the_queue_and_leaves_no_pro
     monkeypatch.setenv("FAKE_OLLAMA_RUNNER", "1")  # a child in its group, as `ollama serve` starts runners
     monkeypatch.setenv("OLLAMA_MAX_QUEUE", "1000")  # a user's own setting: the spec's wins
     spec = load_spec("loadproc", "ollama-process")
-    state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     check_load_tr(tmp_path / "loadproc", "ollama-process", state)
     (record,) = [json.loads(p.read_text()) for p in records.glob("serve-*.json")]
     assert record["env"]["OLLAMA_NUM_PARALLEL"] == str(NUM_PARALLEL)
@@ -146,7 +146,7 @@ def test_fake_docker_tr_load_queues_refuses_past_the_queue_and_removes_its_conta
                                                                                        monkeypatch):
     with KeptFakeDocker(images=["ollama/ollama:latest"]) as engine:
         monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
-        state = tr_load(spec=load_spec("loaddock", "ollama-docker"), output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=load_spec("loaddock", "ollama-docker"), output_dir=str(tmp_path), return_state=True)
         check_load_tr(tmp_path / "loaddock", "ollama-docker", state)
         (body,) = engine.create_bodies
         env = dict(e.split("=", 1) for e in body["Env"])
@@ -174,7 +174,7 @@ def test_fake_docker_model_load_is_never_measured_as_a_load_step_request(prefect
     with KeptFakeDocker(images=["ollama/ollama:latest"],
                         ollama_models=lambda: {DEFAULT_MODEL: FakeModel(load_delay_s=LOAD_S)}) as engine:
         monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
-        state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
         assert state.is_completed(), state.message
         (inside,) = engine.served
         loads = [c["load_duration"] / 1e9 for c in inside.final_chunks]
@@ -195,7 +195,7 @@ def test_fake_docker_a_cell_that_does_not_fit_is_recorded_and_the_others_run(pre
     with KeptFakeDocker(images=["ollama/ollama:latest"],
                         ollama_models=lambda: {DEFAULT_MODEL: FakeModel(oom_above_num_gpu=50)}) as engine:
         monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
-        state = tr_load(spec=spec, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
         (inside,) = engine.served
         chats = inside.bodies("/api/chat")
     assert state.is_completed() and "1 of 2 load step(s) valid" in state.message, state.message

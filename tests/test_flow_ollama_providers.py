@@ -1,4 +1,4 @@
-"""tr_matrix on the Ollama providers, end to end, against FAKES of what cannot run here:
+"""tr on the Ollama providers, end to end, against FAKES of what cannot run here:
 a fake Docker Engine API (tests/fakes/fake_docker.py) and a fake `ollama` CLI
 (tests/fakes/bin/ollama); both serve the fake Ollama HTTP API with the documented shapes."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from conftest import free_port
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from tests.fakes.fake_docker import FakeDocker
 from tests.fakes.fake_ollama import DEFAULT_MODEL
 from trbench.data import store
@@ -43,7 +43,7 @@ def check_tr(root: Path) -> None:
 def test_fake_docker_tr_matrix_runs_and_removes_its_containers(prefect_api, tmp_path, monkeypatch):
     with FakeDocker(images=["ollama/ollama:latest"]) as engine:
         monkeypatch.setenv("DOCKER_HOST", engine.docker_host)
-        state = tr_matrix(spec=spec("dock", "ollama-docker", gpu_devices=["0", "1"]), output_dir=str(tmp_path),
+        state = tr(spec=spec("dock", "ollama-docker", gpu_devices=["0", "1"]), output_dir=str(tmp_path),
                           return_state=True)
         assert state.is_completed(), state.message
         check_tr(tmp_path / "dock")
@@ -60,7 +60,7 @@ def test_fake_ollama_cli_tr_matrix_runs_and_leaves_no_process(prefect_api, tmp_p
     monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_OLLAMA_PYTHON", sys.executable)
     monkeypatch.setenv("FAKE_OLLAMA_RECORD_DIR", str(tmp_path / "records"))
-    state = tr_matrix(spec=spec("proc", "ollama-process"), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec("proc", "ollama-process"), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     check_tr(tmp_path / "proc")
     left = [p for p in psutil.process_iter(["cmdline"]) if "fake_ollama_cli.py" in " ".join(p.info["cmdline"] or [])]
@@ -70,7 +70,7 @@ def test_fake_ollama_cli_tr_matrix_runs_and_leaves_no_process(prefect_api, tmp_p
 def test_fake_ollama_cli_missing_model_fails_preflight_with_the_fix(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_OLLAMA_PYTHON", sys.executable)
-    state = tr_matrix(spec={**spec("nomodel", "ollama-process"), "models": ["qwen2.5:7b"]}, output_dir=str(tmp_path),
+    state = tr(spec={**spec("nomodel", "ollama-process"), "models": ["qwen2.5:7b"]}, output_dir=str(tmp_path),
                       return_state=True)
     assert state.is_failed()
     message = repr(state.result(raise_on_failure=False))
@@ -83,7 +83,7 @@ def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_pat
     # a name without a tag: Ollama stores and lists it as qwen2.5:latest
     s = {**spec("pulled", "ollama-process"), "models": ["qwen2.5"], "pull_models": True, "multi_agent": None,
          "grid": {"num_ctx": [512]}}
-    state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "pulled"
     assert set(store.read_frame(root, "runs")["model"]) == {"qwen2.5"}
@@ -110,7 +110,7 @@ def test_fake_docker_stale_container_on_the_port_is_removed_and_the_run_goes_on(
                                      ports={"11434/tcp": ("127.0.0.1", s["ports"][0])},
                                      labels={"trbench.managed": "true", "trbench.instance": "ollama-docker-0",
                                              "trbench.owner": f"{socket.gethostname()}:999999999"})
-        state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
         assert state.is_completed(), state.message
         assert stale in engine.removed
         assert store.read_frame(tmp_path / "stale", "runs")["valid"].all()
@@ -123,7 +123,7 @@ def test_fake_ollama_serial_mode_unloads_each_model_before_the_next(prefect_api,
         s = {"tr_id": "serial", "provider": "external", "backend": "ollama", "urls": [server.url],
              "models": [DEFAULT_MODEL, DEFAULT_THINKER], "runs": 1, "requests_per_run": 2, "max_tokens": 4,
              "execution": {"mode": "serial"}}
-        state = tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=s, output_dir=str(tmp_path), return_state=True)
         assert state.is_completed(), state.message
         sequence = [(r.path, (r.body or {}).get("model"), (r.body or {}).get("keep_alive"))
                     for r in server.requests if r.path in ("/api/chat", "/api/generate")]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from trbench.cli import app
 from trbench.data import store
 from trbench.suites.matrix import read_results_matrix
@@ -30,7 +30,7 @@ def mock_spec(tr_id: str, port: int, **extra) -> dict:
 
 
 def test_suites_run_as_tasks_and_are_summarized(prefect_api, tmp_path, free_ports):
-    state = tr_matrix(spec=mock_spec("mock-suites", free_ports(1)[0]), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=mock_spec("mock-suites", free_ports(1)[0]), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "mock-suites"
     rows = store.read_frame(root, "suite_requests")
@@ -59,7 +59,7 @@ def test_suites_run_as_tasks_and_are_summarized(prefect_api, tmp_path, free_port
 
     # a resume asks nothing again: the suite run files are the ledger
     files = {p: p.stat().st_mtime_ns for p in (root / store.SUITE_TABLE).rglob("*.parquet")}
-    again = tr_matrix(spec=mock_spec("mock-suites", free_ports(1)[0]), output_dir=str(tmp_path), return_state=True)
+    again = tr(spec=mock_spec("mock-suites", free_ports(1)[0]), output_dir=str(tmp_path), return_state=True)
     assert again.is_completed(), again.message
     assert {p: p.stat().st_mtime_ns for p in (root / store.SUITE_TABLE).rglob("*.parquet")} == files
 

@@ -1,4 +1,4 @@
-"""harness: [python, rust] end to end: tr_matrix on a real Prefect server, two real llama.cpp servers
+"""harness: [python, rust] end to end: tr on a real Prefect server, two real llama.cpp servers
 (SmolLM2, threads=1) and the Rust runner; every table carries the harness, both harnesses' rows are
 there, and the report shows the four-column winner matrix and the harness overhead table."""
 
@@ -8,7 +8,7 @@ import pytest
 from conftest import llama_servers
 import test_rust_runner
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from trbench.data import store
 
 runner = test_rust_runner.runner  # the fixture that builds the Rust runner (it skips where cargo is absent)
@@ -25,7 +25,7 @@ def both_spec(tr_id: str, ports: list[int]) -> dict:
 @pytest.mark.usefixtures("runner")
 def test_both_harnesses_in_one_tr_run(prefect_api, tmp_path, free_ports):
     ports = free_ports(2)
-    state = tr_matrix(spec=both_spec("axis", ports), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=both_spec("axis", ports), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "axis"
     runs, requests = store.read_frame(root, "runs"), store.read_frame(root, "requests")
@@ -51,5 +51,5 @@ def test_both_harnesses_in_one_tr_run(prefect_api, tmp_path, free_ports):
     assert "validation failed" not in state.message
     assert not llama_servers(ports[0]) and not llama_servers(ports[1])
 
-    again = tr_matrix(spec=both_spec("axis", ports), output_dir=str(tmp_path), return_state=True)
+    again = tr(spec=both_spec("axis", ports), output_dir=str(tmp_path), return_state=True)
     assert again.is_completed() and "6 already finished" in again.message, again.message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import free_port
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
 from trbench.data import failures
 from trbench.data import store
@@ -36,7 +36,7 @@ def written(root: Path, tr_id: str) -> None:
 def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on(prefect_api, tmp_path):
     models = {DEFAULT_MODEL: FakeModel(unload_hangs=True), STUCK: FakeModel(load_hangs=True)}
     with FakeOllama(models) as server:
-        state = tr_matrix(spec=external("hung", server.url, [DEFAULT_MODEL, STUCK]), output_dir=str(tmp_path),
+        state = tr(spec=external("hung", server.url, [DEFAULT_MODEL, STUCK]), output_dir=str(tmp_path),
                           return_state=True)
         asked = [(r.path, (r.body or {}).get("model")) for r in server.requests if r.path in ("/api/chat", "/api/generate")]
     assert state.is_completed(), state.message  # one valid run of two: the flow ends Completed, with its reasons
@@ -69,7 +69,7 @@ def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on
 def test_fake_ollama_everything_hung_still_leaves_report_and_failure_log(prefect_api, tmp_path):
     """Nothing valid, so the flow ends Failed, and says why; what was tried is still checked and reported."""
     with FakeOllama({STUCK: FakeModel(load_hangs=True, unload_hangs=True)}) as server:
-        state = tr_matrix(spec=external("allhung", server.url, [STUCK]), output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=external("allhung", server.url, [STUCK]), output_dir=str(tmp_path), return_state=True)
     assert state.is_failed() and "0 of 1 run(s) valid" in state.message
     assert "unload fake-stuck:1b on external-0 failed" in state.message
     root = tmp_path / "allhung"
@@ -87,12 +87,12 @@ def test_fake_ollama_cli_servers_that_never_start_fail_the_flow_with_the_report_
     s = {"tr_id": "nostart", "provider": "ollama-process", "backend": "ollama", "models": [DEFAULT_MODEL],
          "ports": [free_port()], "grid": {"num_ctx": [512]}, "runs": 1, "requests_per_run": 2, "max_tokens": 4,
          "load_timeout_s": 3}
-    assert tr_matrix(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=s, output_dir=str(tmp_path), return_state=True).is_completed()
     root = tmp_path / "nostart"
     (root / "report" / "nostart.md").unlink()
 
     monkeypatch.setenv("FAKE_OLLAMA_NEVER_HEALTHY", "1")
-    state = tr_matrix(spec={**s, "runs": 2}, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec={**s, "runs": 2}, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed()
     # the first cause first: the start failure itself, not what it left unmeasured
     assert state.message.startswith("no server started: instance ollama-process-0 at http://127.0.0.1:")
@@ -110,7 +110,7 @@ def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_r
     """The server goes away during the first run: after that run it does not answer at all, so it
     is marked, and every run left for it is recorded as not run, with the reason."""
     with FakeOllama({DEFAULT_MODEL: FakeModel(crashes=True), "fake-next:1b": FakeModel()}) as server:
-        state = tr_matrix(spec=external("dies", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2), output_dir=str(tmp_path),
+        state = tr(spec=external("dies", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2), output_dir=str(tmp_path),
                           return_state=True)
         chats = len(server.bodies("/api/chat"))
     assert state.is_failed() and "0 of 4 run(s) valid" in state.message
@@ -133,12 +133,12 @@ def test_resume_measures_the_runs_a_dead_server_kept_from_running(prefect_api, t
     """Run again once the server is back: the runs recorded as not run because their server was down
     are measured; the run that was measured (and failed) stays as it was, and nothing runs twice."""
     with FakeOllama({DEFAULT_MODEL: FakeModel(crashes=True), "fake-next:1b": FakeModel()}) as server:
-        assert tr_matrix(spec=external("back", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
+        assert tr(spec=external("back", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
                          output_dir=str(tmp_path), return_state=True).is_failed()
     root = tmp_path / "back"
     assert store.runs_to_retry(root) == store.finished_run_ids(root) - {"fake-llama_1b_gpu0_ctx1024_temp0.8_r00_a1"}
     with FakeOllama({DEFAULT_MODEL: FakeModel(), "fake-next:1b": FakeModel()}) as healthy:
-        state = tr_matrix(spec=external("back", healthy.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
+        state = tr(spec=external("back", healthy.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
                           output_dir=str(tmp_path), return_state=True)
         chats = len(healthy.bodies("/api/chat"))
     assert "3 of 3 run(s) valid" in state.message and "1 already finished" in state.message, state.message

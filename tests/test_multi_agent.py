@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import llama_servers
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from trbench.data import store
 from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, multi_run_row
@@ -75,7 +75,7 @@ def ma_spec(tr_id: str, ports: list[int], **extra) -> dict:
 
 def test_multi_agent_on_two_real_embedded_servers(prefect_api, tmp_path, free_ports):
     ports = free_ports(2)
-    state = tr_matrix(spec=ma_spec("matest", ports), output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=ma_spec("matest", ports), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "matest"
     runs = store.read_frame(root, "ma_runs")
@@ -120,7 +120,7 @@ def test_parallel_mode_measures_models_at_once_on_their_own_instances(prefect_ap
     ports = free_ports(2)
     spec = {"tr_id": "par", "models": ["smollm2:135m", "gemma3:270m"], "ports": ports, "runs": 3,
             "requests_per_run": 3, "max_tokens": 32, "execution": {"mode": "parallel", "max_parallel": 2}}
-    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     runs = store.read_frame(tmp_path / "par", "runs")
     assert runs.groupby("model")["instance_url"].nunique().eq(1).all()

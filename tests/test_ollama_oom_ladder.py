@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from tests.fakes.fake_ollama import DEFAULT_MODEL, OOM_MESSAGES, FakeModel, FakeOllama
 from trbench.data import failures
 from trbench.data import store
@@ -18,7 +18,7 @@ def test_real_ollama_oom_messages_walk_the_ladder(prefect_api, tmp_path, kind):
         spec = {"tr_id": "oomreal", "provider": "external", "backend": "ollama", "urls": [server.url],
                 "models": [DEFAULT_MODEL], "grid": {"num_gpu": [80], "num_ctx": [1024]}, "runs": 1,
                 "requests_per_run": 2, "max_tokens": 4, "oom_fallback": [{"num_gpu": 40}]}
-        state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     runs = store.read_frame(tmp_path / "oomreal", "runs")
     assert set(runs.loc[~runs["valid"], "num_gpu"]) == {80} and set(runs.loc[runs["valid"], "num_gpu"]) == {40}

@@ -15,9 +15,9 @@ from trbench.config.spec import SpecError, parse_spec
 
 
 def failure(prefect_api, tmp_path, spec: dict) -> str:
-    from flows.tr_matrix import tr_matrix
+    from flows.tr import tr
 
-    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_failed()
     message = repr(state.result(raise_on_failure=False))
     assert not (tmp_path / spec["tr_id"] / "runs").exists()

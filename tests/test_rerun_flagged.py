@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from flows.rerun_flagged import rerun_flagged
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from trbench.quality import outliers
 from trbench.data import store
 
@@ -23,7 +23,7 @@ def test_planted_outlier_is_flagged_rerun_and_reported(prefect_api, tmp_path, fr
     port = free_ports(1)[0]
     spec = {"tr_id": "rerun", "models": ["smollm2:135m"], "ports": [port], "grid": {"num_ctx": [512]}, "runs": 4,
             "requests_per_run": 2, "max_tokens": 12, "seed": 4}
-    assert tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=spec, output_dir=str(tmp_path), return_state=True).is_completed()
     root = tmp_path / "rerun"
     victim = store.read_frame(root, "runs").sort_values("run_index")["run_id"].iloc[1]
     plant_slow_run(root, victim)
@@ -64,6 +64,6 @@ def test_nothing_flagged_means_nothing_to_run(prefect_api, tmp_path, free_ports)
     port = free_ports(1)[0]
     spec = {"tr_id": "calm", "models": ["smollm2:135m"], "ports": [port], "grid": {"num_ctx": [512]}, "runs": 2,
             "requests_per_run": 1, "max_tokens": 8}
-    assert tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True).is_completed()
+    assert tr(spec=spec, output_dir=str(tmp_path), return_state=True).is_completed()
     state = rerun_flagged(tr_id="calm", output_dir=str(tmp_path), return_state=True)
     assert state.is_completed() and "nothing to run again" in state.message

@@ -155,7 +155,7 @@ def wait_state(api_url: str, flow_run_id: str, types: set[str], timeout_s: float
 
 
 def run_deployment(api_url: str, parameters: dict) -> str:
-    deployment = httpx.get(f"{api_url}/deployments/name/tr_matrix/quickstart", timeout=10).json()
+    deployment = httpx.get(f"{api_url}/deployments/name/tr/quickstart", timeout=10).json()
     created = httpx.post(f"{api_url}/deployments/{deployment['id']}/create_flow_run",
                          json={"parameters": parameters}, timeout=10)
     created.raise_for_status()

@@ -1,5 +1,5 @@
 """Telemetry beside every run: the sampler against a fake NVML, the energy arithmetic, the no-GPU
-path against a real child process, and a real tr_matrix run writing telemetry aligned to its runs."""
+path against a real child process, and a real tr run writing telemetry aligned to its runs."""
 
 from __future__ import annotations
 
@@ -349,14 +349,14 @@ def test_telemetry_rows_round_trip_through_storage(tmp_path, fake_nvml):
 
 
 def test_tr_matrix_writes_telemetry_aligned_to_each_run(prefect_api, tmp_path, free_ports):
-    from flows.tr_matrix import tr_matrix
+    from flows.tr import tr
     from test_flow import tiny_spec
 
     port = free_ports(1)[0]
     interval = 0.2
     spec = tiny_spec("teletest", port, grid={"num_ctx": [512]},
                      telemetry={"interval_s": interval, "price_per_kwh": 0.3})
-    state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     root = tmp_path / "teletest"
     runs = store.read_frame(root, "runs").set_index("run_id")

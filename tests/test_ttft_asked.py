@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.tr_matrix import tr_matrix
+from flows.tr import tr
 from tests.fakes.fake_ollama import FakeModel, FakeOllama
 from trbench.data import store
 from trbench.data.rows import CACHE_STATES, ttft_state
@@ -48,7 +48,7 @@ def tr_without_counts(tmp_path_factory, prefect_api):
     out = tmp_path_factory.mktemp("asked")
     models = {m: FakeModel(prefill_delay_s=0.2) for m in MODELS}
     with FakeOllama(models, reports_cached=False) as server:
-        state = tr_matrix(spec=_spec(server.url), output_dir=str(out), return_state=True)
+        state = tr(spec=_spec(server.url), output_dir=str(out), return_state=True)
     assert state.is_completed(), state.message
     return out / "asked"
 
@@ -101,7 +101,7 @@ def test_a_server_that_counts_its_cache_gets_verified_states(prefect_api, tmp_pa
     models = {m: FakeModel(prefill_delay_s=0.05) for m in MODELS[:1]}
     with FakeOllama(models, reports_cached=True) as server:
         spec = {**_spec(server.url), "models": MODELS[:1], "runs": 1}
-        state = tr_matrix(spec=spec, output_dir=str(tmp_path), return_state=True)
+        state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
     reqs = store.read_frame(tmp_path / "asked", "requests")
     measured = reqs[~reqs["is_warmup"]]

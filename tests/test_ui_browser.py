@@ -204,5 +204,5 @@ def test_custom_run_from_the_ui_shows_report_and_validation(local_prefect, free_
     # the report's command starts this run again, not Prefect's engine the worker ran
     command = json.loads((out / tr_id / "manifest.json").read_text())["command"]
     start, params = command.split(" --params ")
-    assert start == "prefect deployment run tr_matrix/quickstart"
+    assert start == "prefect deployment run tr/quickstart"
     assert {k: json.loads(shlex.split(params)[0]).get(k) for k in expected} == expected

@@ -256,7 +256,7 @@ def run(
         console.print(f"smoke: a setup check under tr_id {spec.tr_id!r} (the full TR's data is untouched)",
                       highlight=False, soft_wrap=True)
     _quiet_prefect(verbose)
-    from flows.tr_matrix import tr_matrix  # Prefect imports take seconds: only when needed
+    from flows.tr import tr  # Prefect imports take seconds: only when needed
     from trbench.data import store
     from trbench.config.spec_checks import resolve_path
 
@@ -265,17 +265,9 @@ def run(
               "output_dir": spec.output_dir}
     if smoke:  # the cut spec itself: the file says the long run
         params["spec"] = spec.model_dump(mode="json")
-    state = None
-    if spec.single_agent or spec.multi_agent:
-        state = _run_flow(tr_matrix, params, root, verbose)
-    if spec.load is not None:  # load mode after the matrix (or alone): its report covers both
-        from flows.tr_load import tr_load
-
-        params.pop("runs")
-        loaded = _run_flow(tr_load, params, root, verbose)
-        state = loaded if state is None or state.is_completed() else state
-        if store.finished_run_ids(root, "load"):
-            console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
+    state = _run_flow(tr, params, root, verbose)
+    if store.finished_run_ids(root, "load"):
+        console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
         console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)

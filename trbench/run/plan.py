@@ -1,7 +1,7 @@
 """Planning a TR's runs, without Prefect: which runs, on which instance, within the VRAM budget,
 down the OOM ladder, what a resume or a rerun of flagged configs still has to measure.
 
-flows/tr_matrix.py, flows/rerun_flagged.py and tasks/bench.py call these; they only orchestrate.
+flows/tr.py, flows/rerun_flagged.py and tasks/bench.py call these; they only orchestrate.
 """
 
 from __future__ import annotations

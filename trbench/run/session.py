@@ -1,0 +1,71 @@
+"""The TR session: what every part of one TR run shares, made once and closed on every way out.
+
+A TR run measures the workloads its spec names (single-agent matrix, quality suites, multi-agent
+runs, load steps, embeddings) against one set of servers: they are started once, every workload
+uses them, and they are stopped once at the end, whatever happened. The session holds that set
+with the rest of what the workloads share: the spec and its inputs, where the results go, the
+failure log of the servers, the gate an interrupt closes, and the manifest the runs are stamped
+with (known once the servers answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trbench.config.agents import AgentSuite
+from trbench.config.prompts import PromptSuite
+from trbench.config.spec import MatrixSpec
+from trbench.data import store
+from trbench.data.failures import InstanceFaults
+from trbench.engines import Instance, create_instances
+from trbench.run.single import Gate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TRSession:
+    """One TR run's shared state. `manifest` and `digest` are set once the servers answer
+    (record_manifest); before that they are empty."""
+
+    spec: MatrixSpec
+    prompts: PromptSuite
+    agents: AgentSuite | None
+    root: Path
+    instances: list[Instance]
+    faults: InstanceFaults
+    gate: Gate = field(default_factory=Gate)
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    _closed: bool = False
+
+    @property
+    def live(self) -> list[Instance]:
+        """The instances not marked unusable."""
+        return [inst for inst in self.instances if not self.faults.down(inst.name)]
+
+    def close(self) -> None:
+        """Close the gate first (a run cut short by it is not written), then stop every server.
+        Safe to call again: a later call stops them once more (also what an interrupt left
+        half-stopped) and records nothing twice."""
+        self.gate.close()
+        first, self._closed = not self._closed, True
+        for inst in self.instances:
+            try:
+                inst.stop()
+            except Exception as err:  # noqa: BLE001 - recorded; the other servers are stopped all the same
+                if first:
+                    log.error(self.faults.record("stop", inst.name, err))
+
+
+def open_session(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, output_dir: Path) -> TRSession:
+    """The session of one TR run: its folder under output_dir and its servers, made but not started."""
+    root = store.tr_dir(output_dir, spec.tr_id)
+    instances = create_instances(spec.server, root / "logs", spec.instance_count, load_timeout_s=spec.load_timeout_s,
+                                 backend=spec.backend)
+    return TRSession(spec=spec, prompts=prompts, agents=agents, root=root, instances=instances,
+                     faults=InstanceFaults(root, spec.tr_id))
