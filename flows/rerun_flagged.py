@@ -28,6 +28,7 @@ from trbench.config.prompts import PromptSuite, load_prompts
 from trbench.run.plan import attempt_plans
 from trbench.run.single import RunPlan
 from trbench.config.spec import MatrixSpec, parse_spec
+from trbench.workloads.session import Selection
 
 
 @task(name="load-recorded-spec", cache_policy=NO_CACHE)
@@ -43,29 +44,35 @@ def load_recorded_spec(tr_id: str, output_dir: str) -> tuple[MatrixSpec, PromptS
     return spec, load_prompts(resolve_path(spec.prompts)), agents
 
 
-def next_attempts(flagged: list[dict]):
-    """A selector for run_tr: every run of each flagged config, one attempt higher than any before."""
+class NextAttempts(Selection):
+    """Every run of each flagged config, one attempt higher than any before (runs only)."""
 
-    def select(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
-        runs, ma_runs = store.read_frame(root, "runs"), store.read_frame(root, "ma_runs")
-        cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"], f["harness"])
-                 for f in flagged if f["kind"] == "single"}
-        scenarios = {(f["model"], f["scenario"], f["harness"]) for f in flagged if f["kind"] == "multi"}
-        todo_single: list[RunPlan] = []
-        for cell_hash in dict.fromkeys(p.cell_hash for p in single):
-            plans = [p for p in single if p.cell_hash == cell_hash]
-            c = plans[0].cell
-            if (c.model, c.num_gpu, c.num_ctx, c.temperature, plans[0].harness) in cells:
-                todo_single += attempt_plans(plans, runs[runs["cell_hash"] == cell_hash])
-        todo_multi: list[MultiRunPlan] = []
-        for key in dict.fromkeys((p.model, p.scenario, p.harness) for p in multi):
-            if key in scenarios:
-                plans = [p for p in multi if (p.model, p.scenario, p.harness) == key]
-                todo_multi += attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])
-                                                           & (ma_runs["harness"] == key[2])])
-        return todo_single, todo_multi
+    rerun = True
 
-    return select
+    def __init__(self, flagged: list[dict]) -> None:
+        self.cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"], f["harness"])
+                      for f in flagged if f["kind"] == "single"}
+        self.scenarios = {(f["model"], f["scenario"], f["harness"]) for f in flagged if f["kind"] == "multi"}
+
+    def single(self, plans: list[RunPlan], root: Path) -> list[RunPlan]:
+        runs = store.read_frame(root, "runs")
+        todo: list[RunPlan] = []
+        for cell_hash in dict.fromkeys(p.cell_hash for p in plans):
+            group = [p for p in plans if p.cell_hash == cell_hash]
+            c = group[0].cell
+            if (c.model, c.num_gpu, c.num_ctx, c.temperature, group[0].harness) in self.cells:
+                todo += attempt_plans(group, runs[runs["cell_hash"] == cell_hash])
+        return todo
+
+    def multi(self, plans: list[MultiRunPlan], root: Path) -> list[MultiRunPlan]:
+        ma_runs = store.read_frame(root, "ma_runs")
+        todo: list[MultiRunPlan] = []
+        for key in dict.fromkeys((p.model, p.scenario, p.harness) for p in plans):
+            if key in self.scenarios:
+                group = [p for p in plans if (p.model, p.scenario, p.harness) == key]
+                todo += attempt_plans(group, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])
+                                                     & (ma_runs["harness"] == key[2])])
+        return todo
 
 
 @flow(name="rerun_flagged", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
@@ -75,4 +82,4 @@ def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
     flagged = outliers.flagged_configs(outliers.read_flags(store.tr_dir(resolve_path(output_dir), tr_id)))
     if not flagged:
         return Completed(message=f"{tr_id}: no flagged configs; nothing to run again")
-    return run_tr(spec, prompts, agents, next_attempts(flagged))
+    return run_tr(spec, prompts, agents, NextAttempts(flagged))

@@ -24,54 +24,33 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import CancelledRun
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import unmapped
 
-from tasks.bench import record_failed_runs, run_lane
-from tasks.embeddings import embeddings_workload
 from tasks.instances import start_instances, stop_instances
-from tasks.load import load_step
-from tasks.multi_agent import multi_agent_run
 from tasks.preflight import check_instance, check_model, vram_budget
 from tasks.progress import track_progress
 from tasks.quality import flag_outliers, validate
 from tasks.report import render_report, write_failure_log
 from tasks.setup import collect_model_facts, load_matrix_spec, record_manifest, resolve_path
-from tasks.suites import run_suites, suite_results
-from trbench.config.agents import ROLES, AgentSuite
+from tasks.steps import PrefectSteps
+from tasks.suites import suite_results
+from trbench.config.agents import AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
-from trbench.data import store
 from trbench.engines import InstanceError
 from trbench.measure import manifest as env_manifest
 from trbench.quality import regression, validation
 from trbench.quality.validation import ValidationResult
 from trbench.report import compare_tr
-from trbench.run import progress, stopping
-from trbench.run.load import StepPlan, plan_steps, server_slots, sweep_plans
-from trbench.run.multi import MultiRunPlan
-from trbench.run.plan import apply_budget, plan_lanes, plan_multi_runs, plan_runs, unfinished
+from trbench.run import progress
 from trbench.run.preflight import PreflightError
-from trbench.run.session import TRSession, open_session
-from trbench.run.single import RunCancelled, RunPlan
+from trbench.run.single import RunCancelled
+from trbench.workloads import Measured, active
+from trbench.workloads.session import Selection, TRSession, open_session
 
 # where a failure whose own words name no fix is explained, under the TR run's folder
 _RUN_FIX = "each request's error is in the report's Failures section and failures/failures.parquet"
 _CHECKS_FIX = "the failing rows of each check are in validation/validation.json"
 _LOAD_FIX = "each request's error_kind and error_message are in {}/ (Parquet)"
-
-Selector = Callable[[list[RunPlan], list[MultiRunPlan], Path], tuple[list[RunPlan], list[MultiRunPlan]]]
-
-
-class Measured:
-    """What this flow run measured, per workload: the outcomes the final state counts."""
-
-    def __init__(self) -> None:
-        self.runs: list[dict] = []  # single- and multi-agent runs measured now
-        self.skipped = 0  # runs a resumed TR had finished already
-        self.load_steps: list[dict] = []
-        self.load_skipped = 0
-        self.embeddings: list[dict] = []
-
 
 def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
                 checked: ValidationResult | None = None, flagged: list[dict] | None = None,
@@ -175,9 +154,9 @@ def expand_tr_id(tr_id: str | None) -> str | None:
 
 # --- the parts of a TR run, in the order the flow runs them ------------------------------------------
 
-def start_servers(session: TRSession) -> list[dict]:
+def start_servers(session: TRSession) -> None:
     """Start the servers once, check every model on each, then record the model facts, the VRAM
-    budget and the manifest; the budget's decisions are returned."""
+    budget (in the manifest) and the manifest."""
     spec = session.spec
     start_instances(session.instances, session.faults)
     if not session.live:
@@ -190,74 +169,31 @@ def start_servers(session: TRSession) -> list[dict]:
     budget = vram_budget(spec, session.facts) if matrix else []  # a TR of load steps alone has no matrix to budget
     session.manifest = record_manifest(spec, session.instances, session.root, session.facts, budget)
     session.digest = env_manifest.digest(session.manifest)
-    return budget
 
 
-def single_agent_matrix(session: TRSession, single: list[RunPlan], todo: list[RunPlan], measured: Measured,
-                        resuming: bool) -> None:
-    """The lanes of cells, mapped: one lane's failure leaves the others' outcomes counted."""
-    # resuming, the lanes see every planned run: they skip the finished ones, but an out-of-memory
-    # config finished before the crash still moves on to its next rung
-    lanes = plan_lanes(single if resuming else todo, session.spec, session.instances)
-    if not lanes:
-        return
-    futures = run_lane.map(lanes, unmapped(session))
-    lane_errors = []
-    for future in stopping.wait_each(futures):
-        try:
-            measured.runs += future.result().outcomes
-        except (RunCancelled, CancelledRun):
-            raise
-        except Exception as err:  # noqa: BLE001 - reported in the state, after the other workloads
-            lane_errors.append(err)
-    if lane_errors:
-        raise lane_errors[0]
-
-
-def multi_agent_matrix(session: TRSession, todo: list[MultiRunPlan], measured: Measured) -> None:
-    """Per model x scenario, both agents at once, then each alone, one run at a time."""
-    pair = dict(zip(ROLES, session.instances))
-    for i, plan in enumerate(todo):
-        stopping.raise_if_requested()
-        first = i == 0 or (plan.model, plan.scenario) != (todo[i - 1].model, todo[i - 1].scenario)
-        measured.runs.append(multi_agent_run(plan, session, pair, first))
-
-
-def load_cell(session: TRSession, plans: list[StepPlan], measured: Measured) -> None:
-    """One cell's load steps in order, a sweep's rates after its first two."""
-    spec, root = session.spec, session.root
-    done = store.finished_run_ids(root, "load")
-    kept: list[dict] = []
-    queue = list(plans)
-    while queue:
-        plan = queue.pop(0)
-        if plan.run_id in done:
-            measured.load_skipped += 1
+def measure_workloads(session: TRSession, measured: Measured) -> None:
+    """Every workload the spec names, in the registry's order: all planned first (the runs planned
+    up front announced as one count), then each measured. A workload that stops early leaves what it
+    measured kept and the next workloads measured; the first such failure is raised at the end."""
+    workloads = active(session.spec, session.selection.rerun)
+    plans = [(w, w.plan(session)) for w in workloads]
+    runs, skipped = sum(p.runs for _, p in plans), sum(p.skipped for _, p in plans)
+    measured.skipped = skipped
+    if runs or skipped:
+        progress.emit(kind="planned", total_runs=runs + skipped, message=f"{skipped} already finished")
+        for _ in range(skipped):
             progress.emit(kind="run_skipped")
-            stored = store.read_frame(root, "load_steps")
-            row = stored[stored["run_id"] == plan.run_id].iloc[0].to_dict()
-        else:
-            row = load_step(plan, session, session.live[0])
-            measured.load_steps.append(row)
-        kept.append(row)
-        if spec.load is not None and spec.load.sweep and len(kept) == 2:  # a sweep: its rates from the synchronous and throughput steps
-            rates = sweep_plans(spec, plans, kept)
-            progress.emit(kind="planned", total_runs=len(rates), message="load steps: the sweep's rates")
-            queue += rates
-
-
-def load_workload(session: TRSession, measured: Measured) -> None:
-    """Every cell's load steps on the first live server, then the embeddings workload."""
-    spec = session.spec
-    assert spec.load is not None
-    inst = session.live[0]
-    batching = getattr(inst, "concurrency", None) or {}
-    plans = plan_steps(spec, inst.name, inst.url, server_slots(batching), session.facts, batching.get("max_queue"))
-    progress.emit(kind="planned", total_runs=len(plans), message="load steps")
-    for cell in dict.fromkeys(p.cell for p in plans):
-        load_cell(session, [p for p in plans if p.cell == cell], measured)
-    if spec.load.embeddings is not None:  # last: the embedded engine restarts llama.cpp in embedding mode for it
-        measured.embeddings = embeddings_workload(spec.load.embeddings, session, [inst])
+    errors = []
+    for workload, planned in plans:
+        try:
+            workload.execute(session, planned, measured)
+        except (RunCancelled, CancelledRun, PreflightError):
+            raise
+        except Exception as err:  # noqa: BLE001 - the next workloads still run; the state names the first
+            get_run_logger().error("%s stopped early: %s: %s", workload.name, type(err).__name__, err)
+            errors.append(err)
+    if errors:
+        raise errors[0]
 
 
 def close_servers(session: TRSession) -> None:
@@ -270,45 +206,24 @@ def close_servers(session: TRSession) -> None:
         session.close()
 
 
-def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, select: Selector) -> State:
+def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, selection: Selection) -> State:
     """The body of a TR run, shared by tr (every unfinished run and step) and rerun_flagged (the
-    flagged configs, as a new attempt: speed only, no suites or load).
+    flagged configs, as a new attempt: runs only, no suites or load).
 
     Nothing a server does ends it early without the closing step: whatever stops the measuring
     (but an interrupt, or a preflight error before anything is measured), the failure log, outlier
     flags, report and validation are written for what was measured, and the state says what
     stopped it."""
-    resuming = select is unfinished
-    session = open_session(spec, prompts, agents, resolve_path(spec.output_dir))
+    session = open_session(spec, prompts, agents, resolve_path(spec.output_dir), PrefectSteps(), selection)
     for inst in session.instances:
         check_instance(inst, spec.backend)
     measured = Measured()
     untrack = None
     stopped: Exception | None = None
     try:
-        budget = start_servers(session)
-        single, over_budget = apply_budget(plan_runs(spec, prompts, session.instances, session.facts), budget, spec,
-                                           prompts)
-        multi = plan_multi_runs(spec, agents, session.instances, session.facts)
-        todo_single, todo_multi = select(single, multi, session.root)
-        for plan, reason in over_budget:
-            if plan.run_id not in store.finished_run_ids(session.root):
-                measured.runs += record_failed_runs([plan], session, reason)
-        planned = len(todo_single) + len(todo_multi)
-        measured.skipped = len(single) + len(multi) - planned if resuming else 0
+        start_servers(session)
         untrack = track_progress(spec.tr_id)
-        if planned or measured.skipped:
-            progress.emit(kind="planned", total_runs=planned + measured.skipped,
-                          message=f"{measured.skipped} already finished")
-            for _ in range(measured.skipped):
-                progress.emit(kind="run_skipped")
-
-        single_agent_matrix(session, single, todo_single, measured, resuming)
-        if resuming:  # a rerun of flagged configs measures speed only
-            run_suites(session)
-        multi_agent_matrix(session, todo_multi, measured)
-        if resuming and spec.load is not None:
-            load_workload(session, measured)
+        measure_workloads(session, measured)
     except (RunCancelled, CancelledRun, PreflightError):
         raise  # an interrupt or a cancel, or bad input found before anything was measured: no checks
     except Exception as err:  # noqa: BLE001 - what was measured is still checked and reported below
@@ -399,4 +314,4 @@ def tr(
     overrides = {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
                  "requests_per_run": requests_per_run, "output_dir": output_dir, "ports": ports}
     spec_obj, prompts, agents = load_matrix_spec(spec_path, spec, overrides)
-    return run_tr(spec_obj, prompts, agents, unfinished)
+    return run_tr(spec_obj, prompts, agents, Selection())

@@ -10,7 +10,7 @@ from tests.conftest import free_port
 from trbench.config.embeddings import EmbeddingsLoad, load_texts
 from trbench.config.spec import Cell, parse_spec
 from trbench.engines.embedded import EmbeddedInstance
-from tasks.embeddings import plan_steps
+from trbench.workloads.embedding_load import plan_steps
 from trbench.run.embeddings import execute_step
 import pytest
 

@@ -17,9 +17,9 @@ from trbench.config.embeddings import EmbeddingsLoad, load_texts
 from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.engines.ollama_process import OllamaProcessInstance
-from tasks.embeddings import embeddings_workload, plan_steps
+from trbench.workloads.embedding_load import measure_steps, plan_steps
 from trbench.run.embeddings import execute_step
-from trbench.run.session import TRSession
+from trbench.workloads.session import TRSession
 from trbench.config.prompts import load_prompts
 from trbench.data.failures import InstanceFaults
 
@@ -104,7 +104,7 @@ def _embeddings_flow(port: int, root: str) -> list[dict]:
     inst = OllamaProcessInstance("ollama-process-0", spec.server, port, None, root)
     session = TRSession(spec=spec, prompts=load_prompts(spec.prompts), agents=None, root=Path(root), instances=[inst],
                         faults=InstanceFaults(Path(root), spec.tr_id), manifest={"m": 1}, digest="dg")
-    return embeddings_workload(load, session, [inst])
+    return measure_steps(session, load, [inst])
 
 
 def test_workload_task_writes_every_step_and_resumes_only_what_is_missing(tmp_path, prefect_api):

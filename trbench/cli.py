@@ -140,7 +140,7 @@ def _plain_lines() -> events.PlainLines | None:
     return None if sys.stdout.isatty() else events.PlainLines(sys.stdout)
 
 
-def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
+def _run_flow(flow, params: dict, root: Path, verbose: bool = False, prefect=None) -> object:
     """Run a flow under the progress bar, against the temporary Prefect server when no
     PREFECT_API_URL is set, with Prefect's log in the run's log file (on the terminal too with
     --verbose). Ctrl-C, SIGTERM or a cancel in the UI stop it with every server; one line then
@@ -155,7 +155,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False) -> object:
     bar, on_event = _progress_bar()
     plain = _plain_lines()
     unsubscribe = [events.subscribe(on_event)] + ([events.subscribe(plain)] if plain else [])
-    prefect = TemporaryServer(None if verbose else server_log_path(root))
+    prefect = prefect or TemporaryServer(None if verbose else server_log_path(root))
     watch, log = CancelWatch(), RunLog(root, verbose)
     stop_noise = _NoStopNoise()
     terminal = [] if verbose else list(logging.getLogger().handlers)
@@ -256,16 +256,28 @@ def run(
         console.print(f"smoke: a setup check under tr_id {spec.tr_id!r} (the full TR's data is untouched)",
                       highlight=False, soft_wrap=True)
     _quiet_prefect(verbose)
-    from flows.tr import tr  # Prefect imports take seconds: only when needed
+    from trbench.cli_prefect import TemporaryServer, server_log_path
     from trbench.data import store
     from trbench.config.spec_checks import resolve_path
 
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    # the temporary Prefect server boots in its own process while this one imports what the run needs
+    prefect = TemporaryServer(None if verbose else server_log_path(root))
+    try:
+        if prefect.spawn() and (spec.single_agent or spec.multi_agent):
+            from trbench.quality.gx import import_gx
+
+            import_gx()  # the validation's seconds of import, spent while the server boots, not after the runs
+        from flows.tr import tr  # Prefect imports take seconds: only when needed
+    except KeyboardInterrupt:
+        prefect.discard()
+        console.print("interrupted before anything ran", style="yellow", highlight=False)
+        _exit(130)
     params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
               "output_dir": spec.output_dir}
     if smoke:  # the cut spec itself: the file says the long run
         params["spec"] = spec.model_dump(mode="json")
-    state = _run_flow(tr, params, root, verbose)
+    state = _run_flow(tr, params, root, verbose, prefect)
     if store.finished_run_ids(root, "load"):
         console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):

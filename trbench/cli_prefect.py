@@ -20,9 +20,11 @@ import contextvars
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from trbench.engines import processes, reaper
@@ -55,39 +57,67 @@ def needed() -> bool:
     return not settings.api.url and settings.server.ephemeral.enabled
 
 
-def _server_class():
-    from prefect.server.api.server import SubprocessASGIServer
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    class OwnSessionServer(SubprocessASGIServer):
-        """Prefect's temporary server, the same command and settings, in a session of its own;
-        its output appended to `output` when set (else the CLI's terminal)."""
 
-        output: Path | None = None
+class _ServerProcess:
+    """Prefect's temporary server, the command and settings Prefect's own (SubprocessASGIServer)
+    uses, in a session of its own, its output appended to `output` when set (else the CLI's
+    terminal). Started without importing Prefect's server package, which takes seconds the server
+    process spends anyway: the CLI goes on with its own work while the server boots."""
 
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            import prefect
-            from prefect.settings import get_current_settings
+    def __init__(self, output: Path | None) -> None:
+        self.output = output
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen | None = None
 
-            cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                   "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--log-level", "error", "--lifespan", "on"]
-            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                   "PREFECT__SERVER_FINAL": "1",
-                   **get_current_settings().to_environment_variables(exclude_unset=True)}
-            if self.output is None:
-                return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            with self.output.open("ab") as out:
-                return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+    def spawn(self) -> None:
+        import prefect
+        from prefect.settings import get_current_settings
 
-        def stop(self) -> None:
-            proc, self.server_process = self.server_process, None
-            if proc is not None:
-                processes.terminate(proc, 5)
-            self.running = False
+        cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+               "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+               "--log-level", "error", "--lifespan", "on"]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               **get_current_settings().to_environment_variables(exclude_unset=True)}
+        logging.getLogger("prefect").info("Starting temporary server on http://127.0.0.1:%d", self.port)
+        if self.output is None:
+            self.process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+            return
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        with self.output.open("ab") as out:
+            self.process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
 
-    return OwnSessionServer
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until /health answers 200; one line naming the server's log when it exits or times out."""
+        import httpx
+
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the temporary Prefect server exited ({self.process.returncode}) while "
+                                       f"starting; its log: {self.output or 'the terminal above'}")
+                try:
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s; fix: raise "
+                           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a running "
+                           f"server; its log: {self.output or 'the terminal above'}")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None:
+            processes.terminate(proc, 5)
 
 
 def drain_workers(timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
@@ -117,24 +147,47 @@ class TemporaryServer:
         self.api_url: str | None = None
         self.drained = True
         self._stack = contextlib.ExitStack()
+        self._server: _ServerProcess | None = None
+        self._guard: subprocess.Popen | None = None
+
+    def spawn(self) -> bool:
+        """Start the server's process (when Prefect would need one) without waiting for it, so that
+        the CLI's own start-up overlaps the server's; True when one was started. Idempotent."""
+        if self._server is not None or not needed():
+            return self._server is not None
+        server = _ServerProcess(self.output)
+        server.spawn()
+        self._server = server
+        assert server.process is not None
+        self._guard = reaper.spawn(pgids=[server.process.pid])  # stops it if the CLI is killed (kill -9)
+        return True
+
+    def discard(self) -> None:
+        """Stop a server spawned but never entered (the CLI stopped before its flow ran)."""
+        if self._server is not None and not self._stack._exit_callbacks:
+            self._server.stop()
+            if self._guard is not None:
+                processes.terminate(self._guard, 5)
 
     def __enter__(self) -> TemporaryServer:
-        if not needed():
+        if not self.spawn():
             return self
-        from prefect.server.api.server import SubprocessASGIServer
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+        from prefect.settings import temporary_settings
 
-        server = _server_class()(port=None)
-        server.output = self.output
-        # Prefect code that asks for the ephemeral server gets this one, as under prefect_test_harness
-        SubprocessASGIServer._instances[None] = server
-        self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
-        guard: list[subprocess.Popen] = []
-        self._stack.callback(lambda: [processes.terminate(g, 5) for g in guard])  # once the server is gone
+        from prefect.server.api.server import SubprocessASGIServer  # imported while the server boots
+
+        server, guard = self._server, self._guard
+        assert server is not None and guard is not None
+        self._stack.callback(lambda: processes.terminate(guard, 5))  # once the server is gone
         self._stack.callback(server.stop)
+        # Prefect code that asks for the ephemeral server (a worker thread without this context's
+        # settings) gets this one, as under prefect_test_harness, instead of starting a second
+        stand_in = SubprocessASGIServer(port=None)
+        stand_in.port, stand_in.running, stand_in.server_process = server.port, True, None
+        self._stack.callback(SubprocessASGIServer._instances.pop, None, None)
         try:
-            server.start()
-            guard.append(reaper.spawn(pgids=[server.server_process.pid]))  # stops it if the CLI is killed (kill -9)
+            server.wait_ready(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
             self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
         except BaseException:
             self._stack.close()

@@ -119,6 +119,7 @@ def finished_run_ids(root: Path, kind: str = "single") -> set[str]:
 # that stopped answering): such a run is measured when the TR run is resumed, unlike the rest of an
 # out-of-memory rung, which stays decided.
 SERVER_DOWN = "cannot be used again"
+NOT_RUN = "not run: "  # how the reason of a planned run that was never measured opens
 
 
 def runs_to_retry(root: Path, kind: str = "single") -> set[str]:
@@ -127,7 +128,7 @@ def runs_to_retry(root: Path, kind: str = "single") -> set[str]:
         return set()
     runs = read_frame(root, TABLES[kind][1], ["run_id", "invalid_reason"])
     reasons = runs["invalid_reason"].fillna("")
-    return set(runs.loc[reasons.str.startswith("not run: ") & reasons.str.contains(SERVER_DOWN), "run_id"])
+    return set(runs.loc[reasons.str.startswith(NOT_RUN) & reasons.str.contains(SERVER_DOWN), "run_id"])
 
 
 def done_run_ids(root: Path, kind: str = "single") -> set[str]:

@@ -38,7 +38,7 @@ from trbench.report.harness import build_harness_section, main_harness, of_harne
 from trbench.report.load import build_load
 from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, MESSAGE_CHARS, MODEL_DETAIL_KEYS, CacheCheck, CacheInfo, CellResult, Config,
-    FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup)
+    FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup, WorkloadPart)
 from trbench.report.questions import default_objective, questions
 from trbench.report.multi import build_multi_agent
 from trbench.report.quality import flagged_runs, outlier_rule_text, reruns
@@ -556,6 +556,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         settings=_match_settings(src, cells, multi_agent, load, workloads),
     )
     data.mock = any(i.provider == "mock" for i in setup.instances)
+    data.workload_parts = workload_parts(src.root)
     data.harness = build_harness_section(src.root, latest_attempts(src.all_runs, SINGLE_CONFIG_COLUMNS)[0], src.reqs,
                                          src.models, lambda m, r: _model_cells(m, r, src.reqs))
     data.reproduce = reproduce(data, src.root)
@@ -563,6 +564,15 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     data.findings = build_findings(data)
     _regression(data, baseline_root, threshold_pct)
     return data
+
+
+def workload_parts(root: Path) -> list[WorkloadPart]:
+    """The sections registered workloads write themselves, from the stored tables (the built-in
+    workloads' sections are the templates' own)."""
+    from trbench.workloads import WORKLOADS
+
+    parts = [w.report_section(root) for w in WORKLOADS]
+    return [WorkloadPart(title=p.title, markdown=p.markdown) for p in parts if p is not None]
 
 
 def compare_tr(tr_root: Path, baseline_root: Path,

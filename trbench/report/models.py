@@ -182,6 +182,13 @@ class Measured(BaseModel):
     summary: str  # what the data holds of it: counts
 
 
+class WorkloadPart(BaseModel):
+    """A registered workload's own section (trbench.workloads.base.ReportPart), after the Load section."""
+
+    title: str
+    markdown: str
+
+
 class ReportData(BaseModel):
     tr_id: str
     title: str
@@ -232,6 +239,7 @@ class ReportData(BaseModel):
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
     suites: SuitesSection | None = None  # the quality suites (issue 14), where the TR ran any
     mock: bool = False  # the TR ran on the mock provider: canned answers, the harness measured
+    workload_parts: list[WorkloadPart] = []  # registered workloads' own sections, in registry order
 
     @property
     def workloads(self) -> list[str]:

@@ -31,6 +31,13 @@ def _fence(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
+def _block(text: str) -> Markup:
+    """HTML for a workload's own Markdown section (CommonMark and tables; raw HTML in it escaped)."""
+    from markdown_it import MarkdownIt
+
+    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(str(text)))
+
+
 def _inline(text: str) -> Markup:
     """HTML for prose with `code` spans: everything escaped, then the spans marked up."""
     parts = str(text).split("`")
@@ -53,6 +60,7 @@ def _environment(html: bool = False) -> jinja2.Environment:
     env.filters["md"] = to_markdown
     env.filters["fence"] = _fence
     env.filters["inline"] = _inline
+    env.filters["block"] = _block
     return env
 
 

@@ -21,9 +21,24 @@ from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance, create_instances
-from trbench.run.single import Gate
+from trbench.run.plan import unfinished
+from trbench.run.multi import MultiRunPlan
+from trbench.run.single import Gate, RunPlan
+from trbench.workloads.steps import DirectSteps, Steps
 
 log = logging.getLogger(__name__)
+
+
+class Selection:
+    """Which planned runs this TR run measures: resuming, every run without a finished run file."""
+
+    rerun = False  # a rerun of flagged configs (a new attempt) measures runs only: no suites, no load
+
+    def single(self, plans: list[RunPlan], root: Path) -> list[RunPlan]:
+        return unfinished(plans, [], root)[0]
+
+    def multi(self, plans: list[MultiRunPlan], root: Path) -> list[MultiRunPlan]:
+        return unfinished([], plans, root)[1]
 
 
 @dataclass
@@ -38,6 +53,8 @@ class TRSession:
     instances: list[Instance]
     faults: InstanceFaults
     gate: Gate = field(default_factory=Gate)
+    steps: Steps = field(default_factory=DirectSteps)
+    selection: Selection = field(default_factory=Selection)
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
@@ -62,10 +79,12 @@ class TRSession:
                     log.error(self.faults.record("stop", inst.name, err))
 
 
-def open_session(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, output_dir: Path) -> TRSession:
+def open_session(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, output_dir: Path,
+                 steps: Steps | None = None, selection: Selection | None = None) -> TRSession:
     """The session of one TR run: its folder under output_dir and its servers, made but not started."""
     root = store.tr_dir(output_dir, spec.tr_id)
     instances = create_instances(spec.server, root / "logs", spec.instance_count, load_timeout_s=spec.load_timeout_s,
                                  backend=spec.backend)
     return TRSession(spec=spec, prompts=prompts, agents=agents, root=root, instances=instances,
-                     faults=InstanceFaults(root, spec.tr_id))
+                     faults=InstanceFaults(root, spec.tr_id), steps=steps or DirectSteps(),
+                     selection=selection or Selection())

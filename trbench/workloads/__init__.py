@@ -1,0 +1,16 @@
+"""The workloads of a TR run behind one protocol (base.Workload), registered once, in the order a
+TR run measures them: single-agent matrix, quality suites, multi-agent runs, load steps, embeddings.
+A new workload is one module and one `register(...)` call."""
+
+from trbench.workloads.base import Measured, Planned, ReportPart, Workload
+from trbench.workloads.embedding_load import EmbeddingLoad
+from trbench.workloads.load_mode import LoadMode
+from trbench.workloads.multi_agent import MultiAgent
+from trbench.workloads.quality_suites import QualitySuites
+from trbench.workloads.registry import WORKLOADS, active, register, unregister
+from trbench.workloads.single_agent import SingleAgent
+
+for _builtin in (SingleAgent(), QualitySuites(), MultiAgent(), LoadMode(), EmbeddingLoad()):
+    register(_builtin)
+
+__all__ = ["WORKLOADS", "Measured", "Planned", "ReportPart", "Workload", "active", "register", "unregister"]
