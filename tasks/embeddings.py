@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from trbench.config.embeddings import EmbeddingsLoad, EmbeddingTexts, load_texts
 from trbench.config.spec import MatrixSpec
-from trbench.config.spec_checks import resolve_path
+from trbench.config.paths import resolve_path
 from trbench.data import store
 from trbench.engines import Instance
 from trbench.run.session import TRSession

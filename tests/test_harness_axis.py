@@ -15,8 +15,8 @@ import pytest
 from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.data.cells import multi_key, single_key, split_harness
-from trbench.quality import outliers
-from trbench.quality.frames import count_frame, expected_runs_for
+from trbench.measure import outliers
+from trbench.validation.frames import count_frame, expected_runs_for
 from trbench.report import build_report
 from trbench.report.compare import Estimate
 from trbench.report.harness import NONE, verdict

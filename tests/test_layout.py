@@ -1,5 +1,6 @@
-"""The package layout: no import cycle among trbench's modules, a handful of modules at the top,
-and an __init__.py naming the public API in every folder. Static (AST): nothing is imported."""
+"""The package layout: the packages in layers (imports point down), no import cycle among trbench's
+modules, a handful of modules at the top, and an __init__.py naming the public API in every folder.
+Static (AST): nothing is imported."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "trbench"
 TOP_LEVEL = {"cli", "cli_prefect"}
+
+# The layers, lowest first: a package imports only packages below it (a lazy import inside a
+# function counts too); within a package, no cycle among its modules. A package or top-level module
+# not listed here has no place yet: give it one.
+LAYERS = ("data", "config", "backends", "engines", "measure", "suites", "run", "report", "validation",
+          "cli_prefect", "cli")
 
 
 def module_name(path: Path) -> str:
@@ -76,16 +83,52 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def package_of(module: str) -> str:
+    """The layer a module belongs to: its package under trbench, or the top-level module's own name
+    (the root package, trbench/__init__.py, is not a layer: every package runs it first)."""
+    return module.split(".")[1]
+
+
+def upward_imports(graph: dict[str, set[str]], layers: tuple[str, ...]) -> list[str]:
+    """Every edge from a package to one at its own layer or above it ("a -> b (pa imports pb)")
+    besides those within one package, and every package the layers do not place."""
+    rank = {name: i for i, name in enumerate(layers)}
+    out = [f"{m}: package {package_of(m)!r} has no layer" for m in sorted(graph) if package_of(m) not in rank]
+    for m in sorted(graph):
+        for t in sorted(graph[m]):
+            a, b = package_of(m), package_of(t)
+            if a != b and a in rank and b in rank and rank[b] >= rank[a]:
+                out.append(f"{m} -> {t} ({a} imports {b}, which is not below it)")
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the trbench modules it imports, the root package left out."""
+    mods = {name: path for name, path in all_modules().items() if name != "trbench"}
+    known = set(mods)
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_no_import_cycle_among_trbench_modules():
-    mods = all_modules()
-    known = set(mods)
-    graph = {name: imports_of(name, path, known) for name, path in mods.items()}
-    assert cycles(graph) == []
+    assert cycles(import_graph()) == []
+
+
+def test_the_layer_checker_finds_an_upward_import():
+    graph = {"trbench.a.x": {"trbench.b.y"}, "trbench.b.y": {"trbench.b.z"}, "trbench.b.z": set(),
+             "trbench.cli": {"trbench.a.x"}}
+    assert upward_imports(graph, ("b", "a", "cli")) == []
+    assert upward_imports(graph, ("a", "b", "cli")) == [
+        "trbench.a.x -> trbench.b.y (a imports b, which is not below it)"]
+    assert upward_imports(graph, ("b", "cli")) == ["trbench.a.x: package 'a' has no layer"]
+
+
+def test_every_package_imports_only_packages_below_it():
+    assert upward_imports(import_graph(), LAYERS) == []
 
 
 def test_a_handful_of_modules_at_the_top():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trbench.data import store
-from trbench.quality.regression import compare
+from trbench.report.regression import compare
 from trbench.report import publish
 from trbench.report.build import build_report
 from trbench.run import load as runner

@@ -18,7 +18,7 @@ from trbench.config.spec import SpecError, parse_spec
 from trbench.data.cells import Cell
 from trbench.engines import create_instances
 from trbench.engines.mock_server import CHAT_ANSWER, PROSE
-from trbench.quality import regression
+from trbench.report import regression
 from trbench.suites.qa import load_qa, messages as qa_messages, parse_answer, Retriever
 from trbench.suites.scenarios import check_answer, load_scenario
 

@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from trbench.measure import metrics
-from trbench.quality.checks import REPORT_SECTIONS
+from trbench.validation.checks import REPORT_SECTIONS
 from trbench.report import SECTIONS, build_report, render_html, render_markdown, write_report
 from trbench.config.spec import MatrixSpec
 from trbench.data.store import RUN_SCHEMA, REQUEST_SCHEMA, write_run

@@ -199,8 +199,8 @@ def _failure_line(err: BaseException, log: Path) -> str:
 
 
 def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
-    """The checks against files and machine (trbench/config/spec_checks.py); warnings printed, errors end here."""
-    from trbench.config.spec_checks import check_spec
+    """The checks against files and machine (trbench/run/spec_checks.py); warnings printed, errors end here."""
+    from trbench.run.spec_checks import check_spec
 
     try:
         warnings = check_spec(spec, source)
@@ -258,7 +258,7 @@ def run(
     _quiet_prefect(verbose)
     from flows.tr import tr  # Prefect imports take seconds: only when needed
     from trbench.data import store
-    from trbench.config.spec_checks import resolve_path
+    from trbench.config.paths import resolve_path
 
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
@@ -336,7 +336,7 @@ def report(
     Exit codes: 0 done (with --baseline: at least one cell compared, no regressions), 2 bad input,
     3 regressions against --baseline, 4 nothing compared against --baseline (no cell in common; the
     settings that differ are named)."""
-    from trbench.quality.regression import EXIT_NOTHING_COMPARED, EXIT_REGRESSION, describe, summary_message
+    from trbench.report.regression import EXIT_NOTHING_COMPARED, EXIT_REGRESSION, describe, summary_message
     from trbench.report import publish
     from trbench.data.store import tr_dir
 

@@ -128,7 +128,7 @@ class ExecutionSpec(_Strict):
 class OutlierRule(_Strict):
     """|x - median| > k x max(MAD, floor x |median|) within a config group (raw MAD); a flagged run is what
     `rerun_flagged` runs again. The floor is per metric family: TTFT on a busy CPU varies by tens of per
-    cent from run to run, decode throughput by a few (trbench/quality/outliers.py; measured by
+    cent from run to run, decode throughput by a few (trbench/measure/outliers.py; measured by
     bench/outlier_calibration.py)."""
 
     k: float = Field(default=2.0, gt=0, description="how many max(MAD, floor) a run may be off its config's "

@@ -2,10 +2,11 @@
 (build_report, one module per section: data, compare, multi, quality, findings, text), tables
 (every table formatted once), plots (matplotlib figures), render (Markdown and HTML from
 templates/*.j2), sections (the required section headings, one home for the templates and the
-validation) and publishing (publish(): the files under <tr_root>/report/, each written atomically).
+validation) and publishing (publish(): the files under <tr_root>/report/, each written atomically),
+and the regression comparison of two built reports (regression: cell by cell against a threshold).
 
 Imports point down: publishing -> build -> sections -> models; plots and render read only models and
-tables. The regression comparison (trbench.quality.regression) takes built ReportData."""
+tables; regression reads built ReportData."""
 
 from trbench import lazy_exports
 
@@ -16,6 +17,8 @@ _WHERE = {
     "render_plots": "plots",
     "SECTIONS": "sections", "Section": "sections",
     "publish": "publishing", "write_report": "publishing",
+    "RegressionResult": "regression", "summary_message": "regression", "DEFAULT_THRESHOLD_PCT": "regression",
+    "EXIT_REGRESSION": "regression",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

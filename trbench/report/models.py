@@ -10,7 +10,7 @@ from pydantic import BaseModel, create_model
 
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import CACHE_STATES, UNVERIFIED_STATES
-from trbench.quality.regression import MatchSettings, RegressionResult
+from trbench.report.regression import MatchSettings, RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings

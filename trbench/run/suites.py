@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.spec import Cell, MatrixSpec
-from trbench.config.spec_checks import resolve_path
+from trbench.config.paths import resolve_path
 from trbench.data.rows import SuiteRequestRow
 from trbench.data.store import slug
 from trbench.engines.base import Instance

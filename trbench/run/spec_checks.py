@@ -15,16 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trbench.config.agents import AgentSuiteError, load_agents
+from trbench.config.paths import resolve_path
 from trbench.engines.bundled import BUNDLED_MODELS
-from trbench.measure.manifest import PROJECT_ROOT
 from trbench.config.prompts import PromptSuiteError, load_prompts
 from trbench.config.spec import MatrixSpec, SpecError
-
-
-def resolve_path(path: str) -> Path:
-    """Relative paths mean the working directory first, then the project root (deployments run there)."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
 
 
 def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
