@@ -48,7 +48,7 @@ from trbench.validation import validate as validation
 from trbench.validation.validate import ValidationResult
 from trbench.report import compare_tr
 from trbench.run import progress, stopping
-from trbench.run.load import StepPlan, plan_steps, server_slots, sweep_plans
+from trbench.run.load_step import StepPlan, plan_steps, server_slots, sweep_plans
 from trbench.run.multi import MultiRunPlan
 from trbench.run.plan import apply_budget, plan_lanes, plan_multi_runs, plan_runs, unfinished
 from trbench.run.preflight import PreflightError

@@ -8,13 +8,13 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from trbench.config.embeddings import EmbeddingsLoad, EmbeddingTexts, load_texts
+from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTexts, load_texts
 from trbench.config.spec import MatrixSpec
 from trbench.config.paths import resolve_path
 from trbench.data import store
 from trbench.engines import Instance
 from trbench.run.session import TRSession
-from trbench.run.embeddings import EmbeddingStepPlan, execute_step, failed_step, step_id
+from trbench.run.embeddings_step import EmbeddingStepPlan, execute_step, failed_step, step_id
 
 KIND = "embeddings"  # store.TABLES: emb_requests/, emb_steps/
 

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from trbench.data import store
 from trbench.engines import Instance
 from trbench.run import progress
-from trbench.run.load import StepPlan, execute_step, failed_step, prepare_server, wire_client
+from trbench.run.load_step import StepPlan, execute_step, failed_step, prepare_server, wire_client
 from trbench.run.session import TRSession
 
 

@@ -17,7 +17,7 @@ from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance
 from trbench.run.session import TRSession
 from trbench.run.single import Gate
-from trbench.run.suites import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
+from trbench.run.suite_runs import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 
 

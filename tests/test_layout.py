@@ -156,3 +156,22 @@ def test_no_public_name_is_also_a_submodule():
         names = {k.value for d in where if isinstance(d, ast.Dict) for k in d.keys if isinstance(k, ast.Constant)}
         submodules = {p.stem for p in init.parent.glob("*.py")} | {d.name for d in init.parent.iterdir() if d.is_dir()}
         assert names & submodules == set(), f"{init}: {sorted(names & submodules)} name both an export and a module"
+
+
+def test_no_two_modules_share_a_name():
+    # a module's name says what it holds: two files called load.py (the spec's section, one step's
+    # run, the report's figures) read as one job in a traceback, a grep or an import line
+    by_name: dict[str, list[str]] = {}
+    for p in ROOT.rglob("*.py"):
+        if p.name != "__init__.py":
+            by_name.setdefault(p.stem, []).append(str(p.relative_to(ROOT)))
+    assert {n: sorted(ps) for n, ps in by_name.items() if len(ps) > 1} == {}
+
+
+def test_every_lazy_export_names_a_module_of_its_package():
+    for init in ROOT.rglob("__init__.py"):
+        where = [n.value for n in ast.parse(init.read_text()).body if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_WHERE" for t in n.targets)]
+        modules = {v.value for d in where if isinstance(d, ast.Dict) for v in d.values if isinstance(v, ast.Constant)}
+        missing = {m for m in modules if not (init.parent / f"{m}.py").is_file()}
+        assert missing == set(), f"{init}: _WHERE names {sorted(missing)}, which are not modules beside it"

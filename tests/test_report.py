@@ -331,7 +331,7 @@ def test_empty_tr_root_renders(tmp_path: Path) -> None:
 
 
 def test_both_renderings_carry_every_section_heading_from_its_one_home(planted: Path, text: str) -> None:
-    # the templates write the headings from trbench.report.sections, which the validation checks against
+    # the templates write the headings from trbench.report.outline, which the validation checks against
     data = build_report(planted)
     html = render_html(data)
     headings = [ln for ln in text.splitlines() if ln.startswith("##")]

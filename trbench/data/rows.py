@@ -334,7 +334,7 @@ TelemetryRow = _extend(
 )
 
 
-# --- the embeddings workload of load mode (trbench/run/embeddings.py) ------------------------------
+# --- the embeddings workload of load mode (trbench/run/embeddings_step.py) ------------------------------
 
 
 class StepKeys(BaseModel):
@@ -380,7 +380,7 @@ class EmbeddingRequestRow(EmbeddingKeys):
 
 class EmbeddingFigures(BaseModel):
     """An embeddings step's figures over its measured requests (definitions:
-    trbench.measure.embeddings.DEFINITIONS)."""
+    trbench.measure.embedding_metrics.DEFINITIONS)."""
 
     n_requests: int
     n_ok: int

@@ -35,14 +35,14 @@ from trbench.report import compare as report_compare
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
 from trbench.report.harness import build_harness_section, main_harness, of_harness
-from trbench.report.load import build_load
+from trbench.report.load_results import build_load
 from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, MESSAGE_CHARS, MODEL_DETAIL_KEYS, CacheCheck, CacheInfo, CellResult, Config,
     FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup)
 from trbench.report.questions import default_objective, questions
-from trbench.report.multi import build_multi_agent
-from trbench.report.quality import flagged_runs, outlier_rule_text, reruns
-from trbench.report.suites import build_suites_section
+from trbench.report.multi_agent import build_multi_agent
+from trbench.report.reruns import flagged_runs, outlier_rule_text, reruns
+from trbench.report.answer_quality import build_suites_section
 from trbench.report.tables import PCT_FIELDS
 from trbench.report.text import methodology, reproduce
 

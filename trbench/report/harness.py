@@ -32,7 +32,7 @@ from trbench.data.store import read_frame
 from trbench.measure import metrics
 from trbench.report.compare import Estimate, winner_rows
 from trbench.report.data import RequestColumns
-from trbench.report.multi import build_multi_agent
+from trbench.report.multi_agent import build_multi_agent
 from trbench.report.tables import Table, _cols, fmt, fmt_ci
 
 NONE = "none"  # the verdict on a difference inside the intervals

@@ -15,10 +15,10 @@ from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.harness import HarnessSection
-from trbench.report.suites import SuitesSection
-from trbench.report.load import LoadSection
-from trbench.report.multi import MultiAgentSection
-from trbench.report.quality import FlaggedRun, OutlierRuleText, Rerun
+from trbench.report.answer_quality import SuitesSection
+from trbench.report.load_results import LoadSection
+from trbench.report.multi_agent import MultiAgentSection
+from trbench.report.reruns import FlaggedRun, OutlierRuleText, Rerun
 
 MESSAGE_CHARS = 200
 
@@ -204,10 +204,10 @@ class ReportData(BaseModel):
     failures: list[FailedRequest]
     invalid_runs: list[InvalidRun]
     multi_agent: MultiAgentSection | None = None
-    load: LoadSection | None = None  # load mode's steps (report/load.py); None when none was measured
+    load: LoadSection | None = None  # load mode's steps (report/load_results.py); None when none was measured
     harness: HarnessSection | None = None  # Python vs Rust (report/harness.py); None with one harness
     flagged_runs: list[FlaggedRun] = []
-    outlier_rule: OutlierRuleText | None = None  # the rule and its expected false-alarm rate (report/quality.py)
+    outlier_rule: OutlierRuleText | None = None  # the rule and its expected false-alarm rate (report/reruns.py)
     fallbacks: list[dict] = []
     server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance
     reruns: list[Rerun] = []

@@ -77,7 +77,7 @@ def check_embedding_texts(spec: MatrixSpec, source: str) -> None:
     emb = spec.load.embeddings if spec.load else None
     if emb is None:
         return
-    from trbench.config.embeddings import EmbeddingTextsError, load_texts
+    from trbench.config.embeddings_section import EmbeddingTextsError, load_texts
 
     _check_file(source, "load.embeddings.texts", emb.texts,
                 "a texts file, e.g. datasets/embeddings/passages_v1.yaml", load_texts, EmbeddingTextsError)

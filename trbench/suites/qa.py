@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from rank_bm25 import BM25Okapi
 
-from trbench.config.loading import content_digest, read_suite
+from trbench.config.suite_files import content_digest, read_suite
 from trbench.suites.answers import parse_json_answer
 from trbench.suites.qa_csv import ScoreInputError, read_answers
 from trbench.suites.qa_score import BLANK, QAAnswer, Reading

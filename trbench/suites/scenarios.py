@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from trbench.backends.base import RawExchange
 from trbench.backends.ollama import JSON_MODE as OLLAMA_JSON_MODE
 from trbench.backends.openai import JSON_MODE as OPENAI_JSON_MODE
-from trbench.config.loading import content_digest, read_suite
+from trbench.config.suite_files import content_digest, read_suite
 from trbench.measure.metrics import AnswerCheck, Summary, answer_check, derive, mean, summarize
 from trbench.suites.answers import parse_json_answer
 

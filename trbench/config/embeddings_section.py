@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trbench.config.loading import content_digest, read_suite
+from trbench.config.suite_files import content_digest, read_suite
 from trbench.config.servers import unique
 
 DEFAULT_TEXTS = "datasets/embeddings/passages_v1.yaml"

@@ -18,7 +18,7 @@ from trbench.config.spec import Cell, MatrixSpec
 from trbench.config.paths import resolve_path
 from trbench.data.rows import SuiteRequestRow
 from trbench.data.store import slug
-from trbench.engines.base import Instance
+from trbench.engines.instance import Instance
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import metrics
 from trbench.run.single import Gate, generation_request, utc
