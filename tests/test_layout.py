@@ -5,9 +5,13 @@ Static (AST): nothing is imported."""
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "trbench"
+CODE = [ROOT, ROOT.parent / "flows", ROOT.parent / "tasks"]
 TOP_LEVEL = {"cli", "cli_prefect"}
 
 # The layers, lowest first: a package imports only packages below it (a lazy import inside a
@@ -175,3 +179,33 @@ def test_every_lazy_export_names_a_module_of_its_package():
         modules = {v.value for d in where if isinstance(d, ast.Dict) for v in d.values if isinstance(v, ast.Constant)}
         missing = {m for m in modules if not (init.parent / f"{m}.py").is_file()}
         assert missing == set(), f"{init}: _WHERE names {sorted(missing)}, which are not modules beside it"
+
+
+# A comment or docstring states the rule it stands for: a reader has the code, not the tracker or the
+# design notes it was written from, and an issue's or a seed document's number says nothing to them.
+CITATION = re.compile(r"\b(issue \d+|seed 0\d\d)\b", re.IGNORECASE)
+
+
+# Python 3.12 splits an f-string into parts: its text is FSTRING_MIDDLE
+TEXT_TOKENS = {tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+
+
+def citations(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every citation in the source's comments and string literals (docstrings, and the
+    descriptions the spec reference and the schemas are written from)."""
+    out = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in TEXT_TOKENS:
+            out += [(tok.start[0] + tok.string[:m.start()].count("\n"), m.group(0)) for m in CITATION.finditer(tok.string)]
+    return out
+
+
+def test_the_citation_finder_finds_one_in_a_comment_and_a_docstring():
+    src = '"""Loads it.\n\nAs seed 002 says."""\nx = 1  # see Issue 14\ny = "an issue"  # issue: none\n'
+    assert citations(src) == [(3, "seed 002"), (4, "Issue 14")]
+
+
+def test_comments_state_the_rule_and_cite_no_issue_or_seed():
+    found = [f"{p.relative_to(ROOT.parent)}:{line}: {text}" for d in CODE for p in sorted(d.rglob("*.py"))
+             for line, text in citations(p.read_text())]
+    assert found == []

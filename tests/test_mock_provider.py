@@ -1,4 +1,4 @@
-"""The mock provider (trbench/engines/mock.py, seed 001's mock server): canned valid and invalid
+"""The mock provider (trbench/engines/mock.py, a vLLM-style mock server): canned valid and invalid
 answers in each suite's format at a fixed pace, through the real wire clients; and the rules that
 keep a mock TR apart from real ones. The mock is itself a fake LLM server: it is what these tests
 exercise, for testing the harness."""

@@ -82,7 +82,7 @@ class ContentionRule(_Strict):
 
 
 class MultiAgentSpec(_Strict):
-    """Seed 003's dual-instance experiment: collector on instance 0, insight on instance 1."""
+    """The dual-instance experiment: collector on instance 0, insight on instance 1."""
 
     models: list[str] | None = Field(default=None, description="default: the spec's models")
     scenarios: list[Scenario] = Field(default=["baseline_vs_chimera", "chimera_homo"], min_length=1,
@@ -117,7 +117,7 @@ class MultiAgentSpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    """How the single-agent matrix uses the machine (seed 000)."""
+    """How the single-agent matrix uses the machine."""
 
     mode: Literal["serial", "parallel"] = Field(
         default="serial", description="serial: one model loaded at a time, unloaded between; "

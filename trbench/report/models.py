@@ -230,7 +230,7 @@ class ReportData(BaseModel):
     settings: MatchSettings = MatchSettings()  # what a baseline TR's cells are matched on, to name what differs
     regression_note: str = ""
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
-    suites: SuitesSection | None = None  # the quality suites (issue 14), where the TR ran any
+    suites: SuitesSection | None = None  # the quality suites, where the TR ran any
     mock: bool = False  # the TR ran on the mock provider: canned answers, the harness measured
 
     @property

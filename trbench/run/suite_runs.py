@@ -1,4 +1,4 @@
-"""The quality suites of a TR run (issue 14): plans (model x suite x run, on the TR's instances),
+"""The quality suites of a TR run: plans (model x suite x run, on the TR's instances),
 the suites loaded as the spec sets them, and one suite run: its requests one after the other,
 each answer checked and kept as a row, a failed request kept with its error.
 

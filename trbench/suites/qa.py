@@ -1,5 +1,5 @@
 """The QA suite (datasets/qa/): context documents, questions with WattBot-style truth, BM25
-retrieval of the top-k documents, the prompt that carries them (seed 000's prompt augmentation),
+retrieval of the top-k documents, the prompt that carries them (retrieval-augmented: the documents, then the question),
 and the parser that turns a model's answer into a prediction."""
 
 from __future__ import annotations

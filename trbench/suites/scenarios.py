@@ -1,4 +1,4 @@
-"""Scenario suites (datasets/scenarios/*.yaml, seed 001): router, orchestrator and chat. Loading
+"""Scenario suites (datasets/scenarios/*.yaml): router, orchestrator and chat. Loading
 (one-line errors), the per-answer checks (JSON parse, schema validity, route), and the
 per-scenario aggregates (rates, output tokens, latency p50/p95/p99)."""
 
