@@ -2,7 +2,7 @@
 
 For each run count n (default 3, 5, 10) and each rule (the one floor of 5 % on every metric that
 trbench used before, and the spec's default: 5 % on decode throughput and speedup, a wider floor on
-TTFT), it resamples TRs from real runs (trbench.quality.outlier_calibration: n whole runs per
+TTFT), it resamples TRs from real runs (trbench.measure.outlier_calibration: n whole runs per
 config, drawn with replacement from that config's measured runs) and prints
   false alarm   the share of healthy configs recommended for a re-run (a flagged run), single-agent,
                 multi-agent and all; target: at most 10 % (1 config in 10)
@@ -12,7 +12,7 @@ config, drawn with replacement from that config's measured runs) and prints
 and, first, the run-to-run noise of the reference per metric family: the median over runs of
 |x - config median| / config median.
 
-The runs come from the bundled reference (trbench/quality/outlier_reference.csv: healthy quickstart
+The runs come from the bundled reference (trbench/measure/outlier_reference.csv: healthy quickstart
 TRs) or from TR folders given with --tr (e.g. outputs/quickstart after `trbench run
 deployments/quickstart.yaml`); --extract writes those folders' runs as the new reference.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from trbench.config.spec import OutlierRule
-from trbench.quality import outlier_calibration
+from trbench.measure import outlier_calibration
 
 SYNTHETIC = [(0.02, 0.05), (0.03, 0.08), (0.05, 0.10)]  # (decode CV, TTFT CV): a quiet machine to a busy one
 RULES = {"one 5 % floor (before)": OutlierRule(min_rel_mad=0.05, min_rel_mad_ttft=0.05, min_rel_mad_concurrent=0.05),

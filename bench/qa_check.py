@@ -17,7 +17,7 @@ from trbench.backends.openai import OpenAIClient
 from trbench.config.spec import Cell
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive, summarize
-from trbench.run.suites import spread
+from trbench.run.suite_runs import spread
 from trbench.suites import qa_csv
 from trbench.suites.qa import Retriever, load_qa, messages, parse_answer
 from trbench.suites.qa_score import score_answers

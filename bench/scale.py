@@ -9,8 +9,8 @@ runner would compute from their requests.
 
 Each step is one fresh process, as a person runs it:
   report    `trbench report <tr_id> --output-dir <dir>` (the CLI, in the process: Markdown, HTML, plots)
-  flags     trbench.quality.outliers.flag_outliers + write_flags (what the flow does after the runs)
-  validate  trbench.quality.validation.validate_tr with the expected runs and the report just written
+  flags     trbench.measure.outliers.flag_outliers + write_flags (what the flow does after the runs)
+  validate  trbench.validation.validate.validate_tr with the expected runs and the report just written
 and prints `scale: <step> <N> rows: X s, peak Y MB` (X: wall time of the whole process, imports
 included, the figure the targets apply to; Y: its peak resident memory, from wait4). A second line
 splits X: the imports the step needs (pandas, pyarrow, matplotlib, Jinja, Great Expectations: seconds,
@@ -262,8 +262,8 @@ def build(root: Path, rows: int) -> dict[str, int]:
 WARM = {
     "report": ("trbench.cli", "trbench.report.publishing", "trbench.report.plots", "trbench.report.render",
                "pyarrow.dataset"),
-    "flags": ("trbench.quality.outliers",),
-    "validate": ("trbench.quality.validation", "great_expectations", "great_expectations.expectations",
+    "flags": ("trbench.measure.outliers",),
+    "validate": ("trbench.validation.validate", "great_expectations", "great_expectations.expectations",
                  "great_expectations.expectations.row_conditions"),
 }
 
@@ -272,7 +272,7 @@ def _warm(step: str) -> None:
     import importlib  # noqa: PLC0415
 
     if step == "validate":
-        from trbench.quality.gx import import_gx  # noqa: PLC0415 (GX's analytics off before its import)
+        from trbench.validation.gx import import_gx  # noqa: PLC0415 (GX's analytics off before its import)
 
         import_gx()
     for module in WARM[step]:
@@ -286,11 +286,11 @@ def _work(step: str, root: Path) -> None:
 
         app(["report", root.name, "--output-dir", str(root.parent)], standalone_mode=False)
     elif step == "flags":
-        from trbench.quality.outliers import flag_outliers, write_flags  # noqa: PLC0415
+        from trbench.measure.outliers import flag_outliers, write_flags  # noqa: PLC0415
 
         write_flags(root, flag_outliers(root))
     elif step == "validate":
-        from trbench.quality.validation import validate_tr  # noqa: PLC0415
+        from trbench.validation.validate import validate_tr  # noqa: PLC0415
 
         expected = json.loads((root / "expected_runs.json").read_text())
         report = root / "report" / f"{root.name}.md"

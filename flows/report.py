@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed, State
 from tasks.report import publish_report
 from tasks.setup import resolve_path
 from trbench.data import store
-from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, summary_message
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT, summary_message
 from trbench.report import ReportFiles
 
 

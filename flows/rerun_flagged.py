@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tr import run_tr
 from tasks.setup import resolve_path
-from trbench.quality import outliers
+from trbench.measure import outliers
 from trbench.data import store
 from trbench.config.agents import AgentSuite, load_agents
 from trbench.run.multi import MultiRunPlan

@@ -38,8 +38,9 @@ from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
 from trbench.engines import InstanceError
 from trbench.measure import manifest as env_manifest
-from trbench.quality import regression, validation
-from trbench.quality.validation import ValidationResult
+from trbench.report import regression
+from trbench.validation import validate as validation
+from trbench.validation.validate import ValidationResult
 from trbench.report import compare_tr
 from trbench.run import progress
 from trbench.run.preflight import PreflightError

@@ -39,8 +39,8 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
 
 @task(name="vram-budget", cache_policy=NO_CACHE)
 def vram_budget(spec: MatrixSpec, facts: dict[str, dict]) -> list[dict]:
-    """Each server configuration's estimated GPU memory against what the GPU has free (seed 000's
-    estimate, with a real KV cache term): run, downgrade or skip, with the reason recorded."""
+    """Each server configuration's estimated GPU memory against what the GPU has free (weights
+    plus a real KV cache term, trbench.measure.vram_estimate): run, downgrade or skip, with the reason recorded."""
     free = vram.gpu_free_mib()
     out = []
     for model, num_gpu, num_ctx in dict.fromkeys(c.server_key for c in spec.cells()):

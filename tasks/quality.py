@@ -9,8 +9,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.report import artifact_key
-from trbench.quality import outliers
-from trbench.quality import validation
+from trbench.measure import outliers
+from trbench.validation import validate as validation
 from trbench.config.spec import MatrixSpec
 
 

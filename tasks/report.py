@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from trbench.data import failures
-from trbench.quality.regression import DEFAULT_THRESHOLD_PCT
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT
 from trbench.report import ReportFiles, publish, render_markdown
 from trbench.config.spec import MatrixSpec
 

@@ -17,7 +17,8 @@ from trbench.run import preflight
 from trbench.config.agents import AgentSuite, load_agents
 from trbench.config.prompts import PromptSuite, load_prompts
 from trbench.config.spec import MatrixSpec, load_spec, parse_spec
-from trbench.config.spec_checks import check_spec, resolve_path
+from trbench.config.paths import resolve_path
+from trbench.run.spec_checks import check_spec
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from trbench.config.spec import MatrixSpec
-from trbench.run.suites import load_suites
+from trbench.run.suite_runs import load_suites
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 
 

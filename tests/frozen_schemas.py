@@ -20,7 +20,7 @@ _KEYS = [
     ("ttft_mode", pa.string()),  # the spec's ttft: cold | cached | both
     ("prompt_style", pa.string()),  # chat | completion (base model)
     ("run_index", pa.int32()),
-    # added with the harness axis (issue 15): files written before lack it and read back as python
+    # added with the harness axis: files written before lack it and read back as python
     ("harness", pa.string()),
 ]
 

@@ -10,7 +10,7 @@ import pytest
 from trbench.measure import metrics
 from trbench.backends import ChatRequest, OpenAIClient
 from trbench.engines import bundled, gguf
-from trbench.engines.base import served_names
+from trbench.engines.instance import served_names
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.engines.model_kind import ollama_has_chat_template, prompt_style
 from trbench.config.prompts import load_prompts

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from trbench.quality import outliers
-from trbench.quality import validation
+from trbench.measure import outliers
+from trbench.validation import validate as validation
 from trbench.data.cells import (
     SINGLE_CONFIG_COLUMNS,
     config_label,

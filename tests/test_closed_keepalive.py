@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from trbench.backends import AsyncWireClient, ChatRequest, OpenAIClient, make_client
-from trbench.backends.embeddings import AsyncEmbeddingsClient
+from trbench.backends.embedding_clients import AsyncEmbeddingsClient
 from trbench.backends.external_runner import missing_runner
 
 SSE = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from trbench.config.embeddings import EmbeddingsLoad, EmbeddingTextsError, load_texts
+from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTextsError, load_texts
 from trbench.config.errors import format_error
 from trbench.data import rows, store
-from trbench.measure.embeddings import step_figures
-from trbench.report.embeddings import embeddings_markdown, embeddings_table
+from trbench.measure.embedding_metrics import step_figures
+from trbench.report.embeddings_table import embeddings_markdown, embeddings_table
 
 
 def _req(offset: float, latency: float, status: str = "ok", tokens: int | None = 10, kind: str | None = None,

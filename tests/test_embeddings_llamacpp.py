@@ -7,11 +7,11 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import free_port
-from trbench.config.embeddings import EmbeddingsLoad, load_texts
+from trbench.config.embeddings_section import EmbeddingsLoad, load_texts
 from trbench.config.spec import Cell, parse_spec
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.workloads.embedding_load import plan_steps
-from trbench.run.embeddings import execute_step
+from trbench.run.embeddings_step import execute_step
 import pytest
 
 pytestmark = pytest.mark.integration

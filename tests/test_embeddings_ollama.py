@@ -12,13 +12,13 @@ import pytest
 from prefect import flow
 
 from tests.fakes.fake_ollama import MAX_QUEUE_MESSAGE, FakeModel, FakeOllama
-from trbench.backends.embeddings import AsyncEmbeddingsClient
-from trbench.config.embeddings import EmbeddingsLoad, load_texts
+from trbench.backends.embedding_clients import AsyncEmbeddingsClient
+from trbench.config.embeddings_section import EmbeddingsLoad, load_texts
 from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.engines.ollama_process import OllamaProcessInstance
 from trbench.workloads.embedding_load import measure_steps, plan_steps
-from trbench.run.embeddings import execute_step
+from trbench.run.embeddings_step import execute_step
 from trbench.workloads.session import TRSession
 from trbench.config.prompts import load_prompts
 from trbench.data.failures import InstanceFaults

@@ -108,8 +108,8 @@ def test_partial_failure_completes_with_a_message():
 
 
 def _checked(*failed: tuple[str, str, str]):
-    from trbench.quality.gx import ExpectationOutcome
-    from trbench.quality.validation import ValidationResult
+    from trbench.validation.gx import ExpectationOutcome
+    from trbench.validation.validate import ValidationResult
 
     results = [ExpectationOutcome(table=t, expectation=e, gx_type="x", columns=[], success=False, message=m)
                for t, e, m in failed]

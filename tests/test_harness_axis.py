@@ -1,4 +1,4 @@
-"""The harness as an axis of one TR run (issue 15): planning, keys, stored columns, outlier groups,
+"""The harness as an axis of one TR run: planning, keys, stored columns, outlier groups,
 and the report's harness section (four-column winner matrix, overhead table), on planted Parquet rows."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.data.cells import multi_key, single_key, split_harness
-from trbench.quality import outliers
-from trbench.quality.frames import count_frame, expected_runs_for
+from trbench.measure import outliers
+from trbench.validation.frames import count_frame, expected_runs_for
 from trbench.report import build_report
 from trbench.report.compare import Estimate
 from trbench.report.harness import NONE, verdict
@@ -135,7 +135,7 @@ def test_tables_carry_the_harness_column(tr):
 
 
 def test_files_from_before_the_axis_read_as_python(tmp_path):
-    """A run file written without the harness column (the schema before issue 15) reads back as python."""
+    """A run file written without the harness column (the schema before the harness axis) reads back as python."""
     old_schema = pa.schema([f for f in store.RUN_SCHEMA if f.name != "harness"])
     keys = {k: v for k, v in _keys("old", "python", 0).items() if k != "harness"}
     row = {**keys, "started_at": STARTED, "wall_s": 1.0, "n_requests": 1, "n_warmup": 0, "n_ok": 1, "n_errors": 0,

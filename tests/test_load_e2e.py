@@ -10,11 +10,11 @@ import pytest
 from conftest import llama_metrics
 
 from trbench.backends import make_client
-from trbench.config.load import LoadStep
+from trbench.config.load_section import LoadStep
 from trbench.config.prompts import load_prompts
 from trbench.config.spec import parse_spec
 from trbench.engines.embedded import EmbeddedInstance
-from trbench.run import load as runner
+from trbench.run import load_step as runner
 from trbench.run.single import RunPlan, execute_run
 from tests import test_openai_client as openai_tests
 

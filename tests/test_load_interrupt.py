@@ -41,7 +41,7 @@ from trbench.backends import ChatRequest, RawExchange, event_loop
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import parse_spec
 from trbench.data import store
-from trbench.run import load as runner
+from trbench.run import load_step as runner
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from trbench.data import store
-from trbench.quality.regression import compare
+from trbench.report.regression import compare
 from trbench.report import publish
 from trbench.report.build import build_report
-from trbench.run import load as runner
+from trbench.run import load_step as runner
 from tests.test_load_runner import PROMPTS, FakeAsyncClient
 
 SPEC = {"tr_id": "load-rep", "models": ["smollm2:135m"], "seed": 1, "max_tokens": 8, "single_agent": False,

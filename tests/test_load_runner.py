@@ -1,4 +1,4 @@
-"""The load runner's schedules and drivers (trbench/run/schedule.py, trbench/run/load.py) against a
+"""The load runner's schedules and drivers (trbench/run/schedule.py, trbench/run/load_step.py) against a
 fake asynchronous client: FakeAsyncClient answers each request after a short sleep with a
 RawExchange built the way the real clients build one, and counts how many are in flight. The real
 server is in tests/test_load_e2e.py."""
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from trbench.backends import ChatRequest, RawExchange
-from trbench.config.load import Sweep, sweep_steps
+from trbench.config.load_section import Sweep, sweep_steps
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import parse_spec
-from trbench.run import load as runner
+from trbench.run import load_step as runner
 from trbench.run.schedule import arrival_offsets, stream_starts
 
 pytestmark = pytest.mark.integration

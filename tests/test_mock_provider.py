@@ -1,4 +1,4 @@
-"""The mock provider (trbench/engines/mock.py, seed 001's mock server): canned valid and invalid
+"""The mock provider (trbench/engines/mock.py, a vLLM-style mock server): canned valid and invalid
 answers in each suite's format at a fixed pace, through the real wire clients; and the rules that
 keep a mock TR apart from real ones. The mock is itself a fake LLM server: it is what these tests
 exercise, for testing the harness."""
@@ -18,7 +18,7 @@ from trbench.config.spec import SpecError, parse_spec
 from trbench.data.cells import Cell
 from trbench.engines import create_instances
 from trbench.engines.mock_server import CHAT_ANSWER, PROSE
-from trbench.quality import regression
+from trbench.report import regression
 from trbench.suites.qa import load_qa, messages as qa_messages, parse_answer, Retriever
 from trbench.suites.scenarios import check_answer, load_scenario
 

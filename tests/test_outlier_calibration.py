@@ -1,4 +1,4 @@
-"""The outlier rule's false-alarm and detection rates (trbench.quality.outlier_calibration): the resampling
+"""The outlier rule's false-alarm and detection rates (trbench.measure.outlier_calibration): the resampling
 against hand-computed cases, the bundled reference against the targets, and the report's statement."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from trbench.config.spec import OutlierRule
 from trbench.data import store
-from trbench.quality import outlier_calibration as oc
-from trbench.quality import outliers
+from trbench.measure import outlier_calibration as oc
+from trbench.measure import outliers
 from trbench.report import build_report, render_markdown
 
 TR_ID = "TRcal"

@@ -1,4 +1,4 @@
-"""MAD outlier flags (trbench.quality.outliers) on planted run rows with hand-computed medians and MADs."""
+"""MAD outlier flags (trbench.measure.outliers) on planted run rows with hand-computed medians and MADs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from trbench.config.spec import OutlierRule
 from trbench.measure import metrics
-from trbench.quality import outliers
+from trbench.measure import outliers
 from trbench.data import store
 
 TR_ID = "TRout"

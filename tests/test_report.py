@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from trbench.measure import metrics
-from trbench.quality.checks import REPORT_SECTIONS
+from trbench.validation.checks import REPORT_SECTIONS
 from trbench.report import SECTIONS, build_report, render_html, render_markdown, write_report
 from trbench.config.spec import MatrixSpec
 from trbench.data.store import RUN_SCHEMA, REQUEST_SCHEMA, write_run
@@ -331,7 +331,7 @@ def test_empty_tr_root_renders(tmp_path: Path) -> None:
 
 
 def test_both_renderings_carry_every_section_heading_from_its_one_home(planted: Path, text: str) -> None:
-    # the templates write the headings from trbench.report.sections, which the validation checks against
+    # the templates write the headings from trbench.report.outline, which the validation checks against
     data = build_report(planted)
     html = render_html(data)
     headings = [ln for ln in text.splitlines() if ln.startswith("##")]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from trbench.measure import metrics
 from trbench.data import store
-from trbench.quality.regression import compare, summary_message
+from trbench.report.regression import compare, summary_message
 from trbench.report import build_report, publish
 from trbench.data.store import write_run
 

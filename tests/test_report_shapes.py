@@ -21,8 +21,8 @@ from tests.test_report_publish import MANIFEST, ROOT, plant
 from trbench.config.smoke import smoke_spec
 from trbench.config.spec import parse_spec
 from trbench.data.store import write_run
-from trbench.quality.frames import report_frame
-from trbench.quality.regression import EXIT_NOTHING_COMPARED, summary_message
+from trbench.validation.frames import report_frame
+from trbench.report.regression import EXIT_NOTHING_COMPARED, summary_message
 from trbench.report import build_report, publish, render_html, render_markdown
 from trbench.report.compare import WinnerRow, Estimate
 from trbench.report.findings import _compare_sentence

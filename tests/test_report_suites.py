@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from trbench.report.findings import quality_findings
-from trbench.report.suites import MOCK_NOTE, QualityPoint, SuitesSection, frontier
+from trbench.report.answer_quality import MOCK_NOTE, QualityPoint, SuitesSection, frontier
 
 
 def pts(*triples):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from flows.rerun_flagged import rerun_flagged
 from flows.tr import tr
-from trbench.quality import outliers
+from trbench.measure import outliers
 from trbench.data import store
 
 

@@ -71,7 +71,7 @@ def test_request_row_checks_types_as_it_is_built():
 
 
 def test_suite_tables_are_new_tables_with_their_own_schema():
-    """Issue 14 adds tables; the pinned ones above are unchanged. The suite rows keep the types the
+    """The suite tables are added; the pinned ones above are unchanged. The suite rows keep the types the
     report and the ensemble read back: counts int64, checks nullable bools, ref ids a string list."""
     s = store.SUITE_REQUEST_SCHEMA
     assert s.names[:3] == ["tr_id", "run_id", "model"] and s.names[-1] == "manifest_digest"

@@ -33,7 +33,7 @@ from trbench.backends.streaming import http_timeout, stream_exchange
 from trbench.config.agents import load_agents
 from trbench.config.prompts import load_prompts
 from trbench.config.spec import Cell, SpecError, parse_spec
-from trbench.config.spec_checks import check_spec
+from trbench.run.spec_checks import check_spec
 from trbench.engines.embedded import EmbeddedInstance
 from trbench.measure.metrics import derive
 from trbench.config.sections import OptionSet

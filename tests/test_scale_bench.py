@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trbench.data import store
-from trbench.quality import validation
+from trbench.validation import validate as validation
 from trbench.report import build_report
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "scale.py"

@@ -1,4 +1,4 @@
-"""Servers that batch (issue 13 item 2): the spec's concurrency fields, the manifest, and a FAKE Ollama
+"""Servers that batch: the spec's concurrency fields, the manifest, and a FAKE Ollama
 that queues and refuses as Ollama documents (docs/faq.md "How does Ollama handle concurrent
 requests?"; server/sched.go ErrMaxQueue answered as HTTP 503)."""
 

@@ -1,6 +1,7 @@
 """A corpus of malformed specs, each rejected by the real CLI (`trbench validate` and `trbench run`,
 through typer's CliRunner) with exit code 2 and one line naming the problem and the fix, never a
-traceback; `run` rejects them before Prefect starts. The first eight are the cases of issue 10."""
+traceback; `run` rejects them before Prefect starts. The first eight are the first cases met: text,
+numbers, missing files, ports, output folder and models."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ OK = "tr_id: c\nmodels: [smollm2:135m]\n"  # a spec that passes; most cases add 
 # (case id, spec text ({tmp}: a folder with the helper files below; bytes: written as they are),
 #  a distinctive part of the one line it must produce)
 CASES: list[tuple[str, str | bytes, str]] = [
-    # --- issue 10's eight
+    # --- the first eight: text, numbers, missing files, ports, output folder, models
     ("not_utf8", b"tr_id: c\nmodels: [smollm2:135m]\ntitle: caf\xe9\n", "not UTF-8 text (byte 0xe9 at line 3)"),
     ("temperature_nan", OK + "grid: {temperature: [.nan]}\n", "field 'grid.temperature.0': Input should be a finite number, got nan"),
     ("prompts_missing", OK + "prompts: datasets/prompts/nope.yaml\n", "field 'prompts': file datasets/prompts/nope.yaml not found"),
@@ -92,7 +93,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("allow_remote_bind_not_bool", OK + "allow_remote_bind: maybe\n", "field 'allow_remote_bind': Input should be a valid boolean"),
     ("host_public", OK + "host: 192.168.1.20\n", "field 'host': '192.168.1.20' is not a loopback address"),
     ("host_not_a_name", OK + "host: 'my host!'\n", "field 'host': host must be an IP address or a host name"),
-    # --- load mode (issue 13)
+    # --- load mode
     ("load_no_mode", OK + "load: {requests: 4}\n", "field 'load.concurrency': load needs exactly one of concurrency, rate or sweep (or only embeddings), got none"),
     ("load_two_modes", OK + "load: {concurrency: [1], rate: [1], requests: 4}\n", "got concurrency and rate; fix: keep one"),
     ("load_no_end", OK + "load: {concurrency: [1, 2]}\n", "field 'load.requests': a load step ends after `requests`"),
@@ -125,7 +126,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("agents_lack_insight", OK + "multi_agent: {agents: {tmp}/agents_one.yaml}\n", "field 'multi_agent.agents': {tmp}/agents_one.yaml lacks agent(s) ['insight']"),
     ("agents_digest_missing", OK + "multi_agent: {agents: {tmp}/agents_nodigest.yaml}\n", "field 'multi_agent.agents': agent suite {tmp}/agents_nodigest.yaml: digest file"),
     ("agents_not_yaml", OK + "multi_agent: {agents: {tmp}/agents_bad.yaml}\n", "is not a valid agent suite"),
-    # --- the quality suites (issue 14)
+    # --- the quality suites
     ("suites_scenario_unknown", OK + "suites: {scenarios: [rooter]}\n", "field 'suites.scenarios.0': Input should be 'router', 'orchestrator' or 'chat'"),
     ("suites_misspelt_knob", OK + "suites: {scenarios: [router], mesages: 3}\n", "field 'suites.mesages': Extra inputs are not permitted"),
     ("suites_qa_context_too_small", OK + "suites: {qa: true}\n", "field 'suites.num_ctx': the QA prompt (its retrieved documents) needs a context of at least 1024"),

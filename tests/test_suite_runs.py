@@ -1,4 +1,4 @@
-"""One suite run (trbench/run/suites.py), Prefect-free: the planned items, the request as sent
+"""One suite run (trbench/run/suite_runs.py), Prefect-free: the planned items, the request as sent
 (JSON mode, completion prompts for a base model), and failed requests kept as rows with their
 error while the run goes on. Against the mock provider (a fake LLM server for harness tests) and a
 port where nothing listens."""
@@ -16,7 +16,7 @@ from trbench.config.spec import parse_spec
 from trbench.config.smoke import smoke_spec
 from trbench.data.rows import SuiteRequestRow
 from trbench.engines import create_instances
-from trbench.run.suites import execute_suite, load_suites, plan_suites, request, spread, _items
+from trbench.run.suite_runs import execute_suite, load_suites, plan_suites, request, spread, _items
 
 ROOT = Path(__file__).resolve().parent.parent
 

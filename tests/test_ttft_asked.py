@@ -13,7 +13,7 @@ from tests.fakes.fake_ollama import FakeModel, FakeOllama
 from trbench.data import store
 from trbench.data.rows import CACHE_STATES, ttft_state
 from trbench.measure.metrics import cache_state
-from trbench.quality.outliers import read_flags
+from trbench.measure.outliers import read_flags
 from trbench.report.build import build_report, compare_tr
 from trbench.report.findings import build_findings
 

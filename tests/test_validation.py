@@ -1,4 +1,4 @@
-"""GX data QA (trbench.quality.validation) on datasets built with the real row builders: a clean TR passes
+"""GX data QA (trbench.validation.validate) on datasets built with the real row builders: a clean TR passes
 every expectation; each injected defect is caught by its own named expectation, whose message names
 the config and the column."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trbench.data import store
-from trbench.quality import validation
+from trbench.validation import validate as validation
 from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
 from trbench.report import write_report

@@ -1,7 +1,7 @@
 """VRAM estimate, NVML free memory and the budget decision.
 
 Hand-computed reference (GiB = 2^30 bytes):
-  7B Q4_K_M weights: 7e9 x 0.50 B = 3.5e9 B = 3.2596290 GiB (seed 000's multiplier)
+  7B Q4_K_M weights: 7e9 x 0.50 B = 3.5e9 B = 3.2596290 GiB (the nominal 4-bit multiplier)
   Llama-3-8B-like KV: 2 (K,V) x 32 layers x 8 kv heads x 128 head dim x 2 B = 131072 B per token
     ctx 1024 -> 134217728 B = 0.125 GiB;  ctx 8192 -> 1073741824 B = 1.0 GiB
   totals (+0.5 GiB overhead): ctx 1024 -> 3.8846290 GiB;  ctx 8192 -> 4.7596290 GiB (4873.86 MiB)
@@ -262,7 +262,7 @@ class FakeNVML(types.ModuleType):
 
 
 MIB = 2**20
-RTX_12GB = ("NVIDIA GeForce RTX 4070 Ti", 12282 * MIB, 1282 * MIB)  # seed 003's 12 GB card, 11000 MiB free
+RTX_12GB = ("NVIDIA GeForce RTX 4070 Ti", 12282 * MIB, 1282 * MIB)  # a 12 GB card with 11000 MiB free
 
 
 def use_nvml(monkeypatch, fake: FakeNVML | None) -> None:

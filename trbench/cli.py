@@ -199,8 +199,8 @@ def _failure_line(err: BaseException, log: Path) -> str:
 
 
 def _checked(spec: MatrixSpec, source: str) -> MatrixSpec:
-    """The checks against files and machine (trbench/config/spec_checks.py); warnings printed, errors end here."""
-    from trbench.config.spec_checks import check_spec
+    """The checks against files and machine (trbench/run/spec_checks.py); warnings printed, errors end here."""
+    from trbench.run.spec_checks import check_spec
 
     try:
         warnings = check_spec(spec, source)
@@ -258,14 +258,14 @@ def run(
     _quiet_prefect(verbose)
     from trbench.cli_prefect import TemporaryServer, server_log_path
     from trbench.data import store
-    from trbench.config.spec_checks import resolve_path
+    from trbench.config.paths import resolve_path
 
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     # the temporary Prefect server boots in its own process while this one imports what the run needs
     prefect = TemporaryServer(None if verbose else server_log_path(root))
     try:
         if prefect.spawn() and (spec.single_agent or spec.multi_agent):
-            from trbench.quality.gx import import_gx
+            from trbench.validation.gx import import_gx
 
             import_gx()  # the validation's seconds of import, spent while the server boots, not after the runs
         from flows.tr import tr  # Prefect imports take seconds: only when needed
@@ -348,7 +348,7 @@ def report(
     Exit codes: 0 done (with --baseline: at least one cell compared, no regressions), 2 bad input,
     3 regressions against --baseline, 4 nothing compared against --baseline (no cell in common; the
     settings that differ are named)."""
-    from trbench.quality.regression import EXIT_NOTHING_COMPARED, EXIT_REGRESSION, describe, summary_message
+    from trbench.report.regression import EXIT_NOTHING_COMPARED, EXIT_REGRESSION, describe, summary_message
     from trbench.report import publish
     from trbench.data.store import tr_dir
 

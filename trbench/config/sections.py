@@ -82,7 +82,7 @@ class ContentionRule(_Strict):
 
 
 class MultiAgentSpec(_Strict):
-    """Seed 003's dual-instance experiment: collector on instance 0, insight on instance 1."""
+    """The dual-instance experiment: collector on instance 0, insight on instance 1."""
 
     models: list[str] | None = Field(default=None, description="default: the spec's models")
     scenarios: list[Scenario] = Field(default=["baseline_vs_chimera", "chimera_homo"], min_length=1,
@@ -117,7 +117,7 @@ class MultiAgentSpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    """How the single-agent matrix uses the machine (seed 000)."""
+    """How the single-agent matrix uses the machine."""
 
     mode: Literal["serial", "parallel"] = Field(
         default="serial", description="serial: one model loaded at a time, unloaded between; "
@@ -128,7 +128,7 @@ class ExecutionSpec(_Strict):
 class OutlierRule(_Strict):
     """|x - median| > k x max(MAD, floor x |median|) within a config group (raw MAD); a flagged run is what
     `rerun_flagged` runs again. The floor is per metric family: TTFT on a busy CPU varies by tens of per
-    cent from run to run, decode throughput by a few (trbench/quality/outliers.py; measured by
+    cent from run to run, decode throughput by a few (trbench/measure/outliers.py; measured by
     bench/outlier_calibration.py)."""
 
     k: float = Field(default=2.0, gt=0, description="how many max(MAD, floor) a run may be off its config's "

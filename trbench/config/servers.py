@@ -34,7 +34,7 @@ MaxQueue = Annotated[int, Field(ge=1, le=1_000_000, description=(
 
 Provider = Literal["embedded", "external", "ollama-docker", "ollama-process", "mock"]
 
-# Ollama's own ports for the Ollama providers (seed 003: collector 11434, insight 11435); the
+# Ollama's own port and the next for the Ollama providers (collector 11434, insight 11435); the
 # embedded engine uses its own range so that a local Ollama keeps working beside it.
 DEFAULT_PORTS = {"embedded": [18434, 18435], "ollama-docker": [11434, 11435], "ollama-process": [11434, 11435],
                  "mock": [18534, 18535]}

@@ -9,7 +9,7 @@ data goes under its own tr_id (`<tr_id>-smoke`), so a smoke run never mixes into
 from __future__ import annotations
 
 from trbench.config.spec import MatrixSpec, parse_spec
-from trbench.config.suites import QA_MIN_CTX, SCENARIO_NAMES
+from trbench.config.suites_section import QA_MIN_CTX, SCENARIO_NAMES
 
 RUNS, REQUESTS, MAX_TOKENS, SUITE_MAX_TOKENS = 1, 2, 16, 32
 SUFFIX = "-smoke"

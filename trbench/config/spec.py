@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trbench.config.errors import FieldRule, SpecError, format_error
-from trbench.config.load import LoadSpec
+from trbench.config.load_section import LoadSpec
 from trbench.config.sections import (
     EMBEDDED_DEFAULTS,
     SCENARIOS,
@@ -30,7 +30,7 @@ from trbench.config.sections import (
 )
 from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
 from trbench.config.spec_file import read_yaml
-from trbench.config.suites import QA_MIN_CTX, SuitesSpec
+from trbench.config.suites_section import QA_MIN_CTX, SuitesSpec
 from trbench.data.cells import DEFAULT_HARNESS, Cell, Harness
 
 # the names callers import from here (the sections, the error and the cell live in their own modules)
@@ -107,9 +107,9 @@ class MatrixSpec(_Strict):
     telemetry: TelemetrySpec = TelemetrySpec()
     multi_agent: MultiAgentSpec | None = None
     suites: SuitesSpec | None = Field(default=None, description="quality suites beside the speed matrix "
-                                      "(trbench/config/suites.py): scenarios, QA")
+                                      "(trbench/config/suites_section.py): scenarios, QA")
     load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
-                                  "(trbench/config/load.py)")
+                                  "(trbench/config/load_section.py)")
     smoke: bool = Field(default=False, description="set by `trbench run --smoke` on the cut spec it runs: the TR "
                         "is a setup check, and its report says pass or fail, names no winner and states no finding")
 

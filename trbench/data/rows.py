@@ -334,7 +334,7 @@ TelemetryRow = _extend(
 )
 
 
-# --- the embeddings workload of load mode (trbench/run/embeddings.py) ------------------------------
+# --- the embeddings workload of load mode (trbench/run/embeddings_step.py) ------------------------------
 
 
 class StepKeys(BaseModel):
@@ -380,7 +380,7 @@ class EmbeddingRequestRow(EmbeddingKeys):
 
 class EmbeddingFigures(BaseModel):
     """An embeddings step's figures over its measured requests (definitions:
-    trbench.measure.embeddings.DEFINITIONS)."""
+    trbench.measure.embedding_metrics.DEFINITIONS)."""
 
     n_requests: int
     n_ok: int
@@ -418,7 +418,7 @@ EmbeddingStepRow = _extend(
 )
 
 
-# --- load mode (issue 13): many requests in flight; one row per request and one per step --------
+# --- load mode: many requests in flight; one row per request and one per step -------------------
 
 
 class LoadKeys(StepKeys):
@@ -548,7 +548,7 @@ class _SuiteRequestTail(BaseModel):
 
 SuiteRequestRow = _extend(
     "SuiteRequestRow", _SuiteRequestHead, Outcome, _SuiteRequestTail,
-    doc="One request of a quality suite (issue 14): a scenario message (router, orchestrator, chat) or a QA "
+    doc="One request of a quality suite: a scenario message (router, orchestrator, chat) or a QA "
         "question, what was measured, and the answer's checks; null where a check does not apply (chat: no "
         "JSON; route: router only; QA columns: QA only) or the request failed.")
 

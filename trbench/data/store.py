@@ -18,8 +18,8 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   fallbacks/<time>-<pid>.parquet                OOM fallback decisions, as taken (data/failures.py)
   instance_failures/<time>-<pid>-<n>.parquet    failed instance operations, as they happen (same)
   failures/failures.parquet                     the failure log, rebuilt whole at each flow's end (same)
-  flags/flags.parquet                           outlier flags per run (quality/outliers.py)
-  validation/validation.json                    the checks' results (quality/validation.py)
+  flags/flags.parquet                           outlier flags per run (measure/outliers.py)
+  validation/validation.json                    the checks' results (validation/validate.py)
   report/<tr_id>.md, report/<tr_id>.html, report/plots/   the report (report/publishing.py)
   logs/<instance>.log                           the output of the servers trbench started (engines/)
 Every file is written by trbench.data.atomic: all or nothing.

@@ -7,7 +7,7 @@ Providers, GGUF facts, bundled models and process handling are modules of their 
 
 from trbench import lazy_exports
 
-_WHERE = {"Instance": "base", "InstanceError": "base", "unanswered": "base",
+_WHERE = {"Instance": "instance", "InstanceError": "instance", "unanswered": "instance",
           "PROVIDERS": "registry", "create_instances": "registry"}
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

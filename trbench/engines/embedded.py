@@ -19,7 +19,7 @@ from pathlib import Path
 from trbench.config.servers import EmbeddedServer
 from trbench.data.cells import Cell
 from trbench.engines import bundled, gguf, processes
-from trbench.engines.base import Instance, InstanceError, check_served_names, wait_healthy
+from trbench.engines.instance import Instance, InstanceError, check_served_names, wait_healthy
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from trbench.config.servers import ExternalServer
 from trbench.data.cells import Cell
 from trbench.engines import ollama_api
-from trbench.engines.base import Instance
+from trbench.engines.instance import Instance
 from trbench.engines.model_kind import kind_facts
 
 

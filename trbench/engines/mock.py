@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trbench.config.servers import MockServer
 from trbench.data.cells import Cell
-from trbench.engines.base import Instance
+from trbench.engines.instance import Instance
 from trbench.engines.model_kind import kind_facts
 from trbench.engines.mock_server import MockHTTPServer, Pace, serve
 

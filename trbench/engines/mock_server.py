@@ -1,8 +1,8 @@
-"""The mock LLM server (seed 001's vllm_mock_server, as a provider): answers each suite's format
+"""The mock LLM server (a vLLM-style mock server, as a provider): answers each suite's format
 with canned valid and invalid answers at a fixed pace, on the OpenAI (SSE) and Ollama (NDJSON)
 wires, for testing the harness itself. What it measures is the harness, never a model.
 
-What it answers, from the request's own text (the user's message picks, as seed 001's fix 1 says;
+What it answers, from the request's own text (the user's message picks the answer;
 the system prompt only tells the format):
   - a router prompt ('"route"' in the system text): {"route": <the route whose keywords the user
     message has, else smalltalk>};
@@ -12,7 +12,7 @@ the system prompt only tells the format):
 Every `invalid_every`-th JSON answer of an instance is invalid instead, in turn prose (not JSON)
 and a JSON object of the wrong shape, so that parse and schema checks see both outcomes.
 Pace: the first chunk after `first_token_ms`, then one chunk of about 4 characters (one token)
-every `token_ms`; token counts as seed 001's: max(words, characters / 4).
+every `token_ms`; token counts max(words, characters / 4): no tokenizer needed.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from docker.types import DeviceRequest, Mount
 
 from trbench.config.servers import OllamaDockerServer
 from trbench.engines import processes, reaper
-from trbench.engines.base import Instance, InstanceError, OllamaServed, wait_healthy
+from trbench.engines.instance import Instance, InstanceError, OllamaServed, wait_healthy
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from trbench.config.servers import OllamaProcessServer
 from trbench.engines import ollama_api, processes, reaper
-from trbench.engines.base import Instance, InstanceError, OllamaServed, wait_healthy
+from trbench.engines.instance import Instance, InstanceError, OllamaServed, wait_healthy
 
 LOOPBACK = "127.0.0.1"
 SERVICE_MODELS_DIR = "/usr/share/ollama/.ollama/models"  # install.sh's systemd service (user ollama)

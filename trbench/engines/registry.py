@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from trbench.config.servers import ServerSettings
-from trbench.engines.base import Instance, InstanceError
+from trbench.engines.instance import Instance, InstanceError
 
 PROVIDERS = {
     "embedded": "trbench.engines.embedded",

@@ -17,7 +17,7 @@ from trbench.measure.metrics import itl_gaps, percentile
 # step figure family -> the request column it summarises (itl: every gap of every request, pooled)
 LATENCY_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": None, "e2e": "e2e_ms", "queue": "queue_ms",
                    "prefill": "prefill_ms"}
-# what the regression check compares per load step (quality/regression.py): (field, name, higher is better)
+# what the regression check compares per load step (report/regression.py): (field, name, higher is better)
 LOAD_METRICS: list[tuple[str, str, bool]] = [
     ("output_tps", "load output tok/s", True),
     ("request_rps", "load req/s", True),

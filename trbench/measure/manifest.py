@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 
+from trbench.config.paths import PROJECT_ROOT
 from trbench.measure import vram
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["trbench", "prefect", "xllamacpp", "httpx", "pydantic", "pandas", "pyarrow", "numpy",
             "great-expectations", "nvidia-ml-py", "docker"]
 

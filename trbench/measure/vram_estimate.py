@@ -1,7 +1,7 @@
 """GPU memory: an honest estimate of what a model needs (what the GPUs have free is measure/nvml.py,
 the run/downgrade/skip decision measure/vram_budget.py).
 
-The estimate is seed 000's formula (weights + context buffer + 0.5 GB overhead) with its
+The estimate is the usual rule of thumb (weights + context buffer + 0.5 GB overhead) with its
 context buffer replaced by the real KV cache:
 
     weights  = params x bytes/param       (or the model file's tensor bytes, when known)
@@ -9,7 +9,7 @@ context buffer replaced by the real KV cache:
              = 2 (K and V) x n_layers x num_ctx x n_kv_heads x head_dim x 2 B   (f16, K = V)
     total    = (weights + kv_cache) x fraction of layers on the GPU + 0.5 GiB overhead
 
-Seed 000's `ctx_size x 2 bytes` counts one byte pair per token, where a Llama-3-8B-like model
+The rule of thumb's `ctx_size x 2 bytes` counts one byte pair per token, where a Llama-3-8B-like model
 keeps 128 KiB per token (2 x 32 x 8 x 128 x 2 B): it undercounts by 65536x. It is used only
 when the architecture facts are missing, and the estimate's `formula` says so. All sizes are
 GiB (2^30 bytes); `formula` spells every factor out so a report can print it as is.
@@ -31,9 +31,9 @@ from trbench.engines.gguf import parse_size_label as parse_parameter_size  # Oll
 
 GIB = 1024**3
 OVERHEAD_GIB = 0.5
-DEFAULT_BYTES_PER_PARAM = 0.50  # seed 000's default for a quantisation it does not know
+DEFAULT_BYTES_PER_PARAM = 0.50  # a quantisation the table does not know counts as 4-bit
 
-# Bytes per parameter. Seed 000's table (Q2_K, Q3_K_M, Q4_K_M, Q8_0, F16) kept as it is; the
+# Bytes per parameter, nominal: Q2_K, Q3_K_M, Q4_K_M, Q8_0 and F16 as the rule of thumb has them; the
 # others follow its convention, nominal bits / 8, so quantisations compare on one scale.
 QUANT_BYTES_PER_PARAM: dict[str, float] = {
     "Q2_K": 0.25, "Q2_K_S": 0.25,

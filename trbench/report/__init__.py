@@ -1,11 +1,13 @@
 """The TR report, from the Parquet files alone: models (ReportData, no formatting), build
-(build_report, one module per section: data, compare, multi, quality, findings, text), tables
-(every table formatted once), plots (matplotlib figures), render (Markdown and HTML from
-templates/*.j2), sections (the required section headings, one home for the templates and the
-validation) and publishing (publish(): the files under <tr_root>/report/, each written atomically).
+(build_report, one module per section: data, compare, multi_agent, answer_quality, load_results,
+embeddings_table, reruns, findings, text), tables (every table formatted once), plots (matplotlib
+figures), render (Markdown and HTML from templates/*.j2), outline (the sections in report order and
+their headings, one home for the templates and the validation) and publishing (publish(): the files
+under <tr_root>/report/, each written atomically), and the regression comparison of two built
+reports (regression: cell by cell against a threshold).
 
-Imports point down: publishing -> build -> sections -> models; plots and render read only models and
-tables. The regression comparison (trbench.quality.regression) takes built ReportData."""
+Imports point down: publishing -> build, render, plots -> models -> the section modules; outline
+and regression import no other module of the report."""
 
 from trbench import lazy_exports
 
@@ -14,8 +16,10 @@ _WHERE = {
     "ReportData": "models", "ReportFiles": "models", "Plot": "models", "CellResult": "models", "Config": "models",
     "render_markdown": "render", "render_html": "render",
     "render_plots": "plots",
-    "SECTIONS": "sections", "Section": "sections",
+    "SECTIONS": "outline", "Section": "outline",
     "publish": "publishing", "write_report": "publishing",
+    "RegressionResult": "regression", "summary_message": "regression", "DEFAULT_THRESHOLD_PCT": "regression",
+    "EXIT_REGRESSION": "regression",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

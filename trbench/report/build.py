@@ -28,21 +28,21 @@ from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
 from trbench.data.failures import read_fallbacks, read_instance_failures
 from trbench.data.store import read_frame, read_manifest
 from trbench.measure import metrics
-from trbench.quality.outliers import read_flags
-from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
-from trbench.quality.regression import compare as compare_regression
+from trbench.measure.outliers import read_flags
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
+from trbench.report.regression import compare as compare_regression
 from trbench.report import compare as report_compare
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
 from trbench.report.harness import build_harness_section, main_harness, of_harness
-from trbench.report.load import build_load
+from trbench.report.load_results import build_load
 from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, MESSAGE_CHARS, MODEL_DETAIL_KEYS, CacheCheck, CacheInfo, CellResult, Config,
     FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup, WorkloadPart)
 from trbench.report.questions import default_objective, questions
-from trbench.report.multi import build_multi_agent
-from trbench.report.quality import flagged_runs, outlier_rule_text, reruns
-from trbench.report.suites import build_suites_section
+from trbench.report.multi_agent import build_multi_agent
+from trbench.report.reruns import flagged_runs, outlier_rule_text, reruns
+from trbench.report.answer_quality import build_suites_section
 from trbench.report.tables import PCT_FIELDS
 from trbench.report.text import methodology, reproduce
 
@@ -525,7 +525,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
 
     spec: the TR's spec (title, objective, model order, baseline model); without it the spec recorded
     in the manifest is used where there is one. baseline_root: another TR run's folder to check for
-    regressions against (trbench.quality.regression), with threshold_pct."""
+    regressions against (trbench.report.regression), with threshold_pct."""
     src = _read(Path(tr_root), spec)
     setup = _setup(src.manifest, src.manifest_source, src.all_runs, src.models)
     cells = _results(src)

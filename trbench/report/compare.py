@@ -1,7 +1,7 @@
 """The cross-model parts of the report: winner by scenario, multi-agent % of baseline, the energy
 frontier, VRAM against the estimate, quantization facts and sample answers.
 
-Computed from the report's cell results (trbench.report.CellResult, trbench.report.multi.ScenarioResult)
+Computed from the report's cell results (trbench.report.CellResult, trbench.report.multi_agent.ScenarioResult)
 and the manifest; no formatting here.
 """
 

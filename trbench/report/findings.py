@@ -235,7 +235,7 @@ def _qa_sentence(su) -> str | None:
 
 def quality_findings(data) -> list[str]:
     """What the quality suites measured, in a sentence each; the mock provider's notice first."""
-    from trbench.report.suites import MOCK_NOTE
+    from trbench.report.answer_quality import MOCK_NOTE
 
     out = [MOCK_NOTE] if getattr(data, "mock", False) else []
     su = getattr(data, "suites", None)

@@ -1,10 +1,10 @@
-"""The harness axis in the report (issue 15, seed 003): who sent the requests, trbench's Python client
+"""The harness axis in the report: who sent the requests, trbench's Python client
 or the Rust runner (docs/runner-contract.md).
 
 Only when a TR measured more than one harness. Two parts, both from the request and run rows (the
 Rust runner's raw records, read by the same code as the Python client's streams):
 
-  winner matrix    seed 003's winner by scenario with four columns, single-agent Python, single-agent
+  winner matrix    the winner by scenario with four columns, single-agent Python, single-agent
                    Rust, multi-agent Python, multi-agent Rust: the report's own winner rule
                    (compare.winner_rows) applied to each harness's runs apart
   harness overhead per model x config measured by both harnesses (the same server, prompts and cell,
@@ -32,7 +32,7 @@ from trbench.data.store import read_frame
 from trbench.measure import metrics
 from trbench.report.compare import Estimate, winner_rows
 from trbench.report.data import RequestColumns
-from trbench.report.multi import build_multi_agent
+from trbench.report.multi_agent import build_multi_agent
 from trbench.report.tables import Table, _cols, fmt, fmt_ci
 
 NONE = "none"  # the verdict on a difference inside the intervals

@@ -1,11 +1,11 @@
 """What the load and embeddings steps say, in a sentence each, for the report's key findings,
-answers and recommendations: generated from the load section (report/load.py), true for any number
+answers and recommendations: generated from the load section (report/load_results.py), true for any number
 of steps, models and SLOs, zeros included."""
 
 from __future__ import annotations
 
 from trbench.measure.load_metrics import SATURATION_SHARE
-from trbench.report.load import LoadSection, LoadStepResult
+from trbench.report.load_results import LoadSection, LoadStepResult
 
 
 def _groups(load: LoadSection) -> dict[tuple[str, str], list[LoadStepResult]]:

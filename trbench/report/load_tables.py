@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trbench.report.embeddings import embeddings_table
+from trbench.report.embeddings_table import embeddings_table
 from trbench.report.tables import Table, _cols, fmt
 
 

@@ -10,15 +10,15 @@ from pydantic import BaseModel, create_model
 
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import CACHE_STATES, UNVERIFIED_STATES
-from trbench.quality.regression import MatchSettings, RegressionResult
+from trbench.report.regression import MatchSettings, RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.harness import HarnessSection
-from trbench.report.suites import SuitesSection
-from trbench.report.load import LoadSection
-from trbench.report.multi import MultiAgentSection
-from trbench.report.quality import FlaggedRun, OutlierRuleText, Rerun
+from trbench.report.answer_quality import SuitesSection
+from trbench.report.load_results import LoadSection
+from trbench.report.multi_agent import MultiAgentSection
+from trbench.report.reruns import FlaggedRun, OutlierRuleText, Rerun
 
 MESSAGE_CHARS = 200
 
@@ -183,7 +183,7 @@ class Measured(BaseModel):
 
 
 class WorkloadPart(BaseModel):
-    """A registered workload's own section (trbench.workloads.base.ReportPart), after the Load section."""
+    """A registered workload's own section (trbench.workloads.protocol.ReportPart), after the Load section."""
 
     title: str
     markdown: str
@@ -211,10 +211,10 @@ class ReportData(BaseModel):
     failures: list[FailedRequest]
     invalid_runs: list[InvalidRun]
     multi_agent: MultiAgentSection | None = None
-    load: LoadSection | None = None  # load mode's steps (report/load.py); None when none was measured
+    load: LoadSection | None = None  # load mode's steps (report/load_results.py); None when none was measured
     harness: HarnessSection | None = None  # Python vs Rust (report/harness.py); None with one harness
     flagged_runs: list[FlaggedRun] = []
-    outlier_rule: OutlierRuleText | None = None  # the rule and its expected false-alarm rate (report/quality.py)
+    outlier_rule: OutlierRuleText | None = None  # the rule and its expected false-alarm rate (report/reruns.py)
     fallbacks: list[dict] = []
     server_failures: list[dict] = []  # failed start/unload/stop/health operations on an instance
     reruns: list[Rerun] = []
@@ -237,7 +237,7 @@ class ReportData(BaseModel):
     settings: MatchSettings = MatchSettings()  # what a baseline TR's cells are matched on, to name what differs
     regression_note: str = ""
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
-    suites: SuitesSection | None = None  # the quality suites (issue 14), where the TR ran any
+    suites: SuitesSection | None = None  # the quality suites, where the TR ran any
     mock: bool = False  # the TR ran on the mock provider: canned answers, the harness measured
     workload_parts: list[WorkloadPart] = []  # registered workloads' own sections, in registry order
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trbench.config.spec import MatrixSpec
 from trbench.data.atomic import write_atomic, write_text_atomic
-from trbench.quality.regression import DEFAULT_THRESHOLD_PCT
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT
 from trbench.report.build import build_report
 from trbench.report.models import Plot, ReportFiles
 from trbench.report.render import render_html, render_markdown

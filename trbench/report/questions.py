@@ -1,5 +1,5 @@
 """The objective a report states when its spec gives none, and the questions it answers: each
-from the workloads the TR measured (trbench.report.sections.WORKLOADS), so a report asks only
+from the workloads the TR measured (trbench.report.outline.WORKLOADS), so a report asks only
 what its data can answer."""
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ import jinja2
 from markupsafe import Markup, escape
 
 from trbench.report import compare as report_compare
-from trbench.report.embeddings import embeddings_text
+from trbench.report.embeddings_table import embeddings_text
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
-from trbench.report.sections import SECTIONS, shown
-from trbench.report.suites import MOCK_NOTE
+from trbench.report.outline import SECTIONS, shown
+from trbench.report.answer_quality import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"

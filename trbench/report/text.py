@@ -8,7 +8,7 @@ from pathlib import Path
 from trbench.config.spec import MatrixSpec
 from trbench.measure import metrics
 from trbench.measure.load_metrics import LOAD_DEFINITIONS
-from trbench.quality.regression import DEFAULT_THRESHOLD_PCT, rule_text
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT, rule_text
 from trbench.report import compare as report_compare
 from trbench.report.models import ReportData
 

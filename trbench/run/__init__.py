@@ -1,7 +1,8 @@
 """Running a TR's measurements: the plan (which runs, on which instance, within the VRAM budget,
 down the OOM ladder, what a resume still needs), one single-agent run (given the small settings
-object it reads of the spec: settings.py), one multi-agent run, the preflight checks and the
-progress events. No Prefect: tasks/ and flows/ call these."""
+object it reads of the spec: settings.py), one multi-agent run, the checks of a spec against files
+and the machine before anything starts (spec_checks), the preflight checks and the progress
+events. No Prefect: tasks/ and flows/ call these."""
 
 from trbench import lazy_exports
 

@@ -1,4 +1,4 @@
-"""One multi-agent run (seed 003): collector and insight at once on two instances, then each alone.
+"""One multi-agent run: collector and insight at once on two instances, then each alone.
 
 Prefect-free: tasks/multi_agent.py calls execute_multi_run and writes what it returns.
 """

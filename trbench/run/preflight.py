@@ -11,7 +11,7 @@ import httpx
 from trbench.run import progress
 from trbench.backends.base import error_text
 from trbench.engines import bundled, ollama_api, ollama_names, ollama_pull
-from trbench.engines.base import Instance
+from trbench.engines.instance import Instance
 from trbench.engines.embedded import EmbeddedInstance
 
 

@@ -1,5 +1,5 @@
 """The QA suite (datasets/qa/): context documents, questions with WattBot-style truth, BM25
-retrieval of the top-k documents, the prompt that carries them (seed 000's prompt augmentation),
+retrieval of the top-k documents, the prompt that carries them (retrieval-augmented: the documents, then the question),
 and the parser that turns a model's answer into a prediction."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from rank_bm25 import BM25Okapi
 
-from trbench.config.loading import content_digest, read_suite
+from trbench.config.suite_files import content_digest, read_suite
 from trbench.suites.answers import parse_json_answer
 from trbench.suites.qa_csv import ScoreInputError, read_answers
 from trbench.suites.qa_score import BLANK, QAAnswer, Reading

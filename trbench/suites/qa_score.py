@@ -1,4 +1,4 @@
-"""WattBot-style QA scoring (seed 004): one question's components and their aggregate.
+"""WattBot-style QA scoring: one question's components and their aggregate.
 
 overall = 0.75 x value_accuracy + 0.15 x ref_overlap + 0.10 x na_recall, where
 - value_accuracy: share of questions whose answer_value matches; an unanswerable question scores 1

@@ -215,7 +215,7 @@ def recorded_qa(root: Path, rows: pd.DataFrame) -> QASet:
     """The QA suite a TR ran (its path from the recorded spec), checked against the rows' digest."""
     import json
 
-    from trbench.config.spec_checks import resolve_path
+    from trbench.config.paths import resolve_path
     from trbench.suites.qa import QASuiteError, load_qa
 
     manifest = root / "manifest.json"

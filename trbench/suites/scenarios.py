@@ -1,4 +1,4 @@
-"""Scenario suites (datasets/scenarios/*.yaml, seed 001): router, orchestrator and chat. Loading
+"""Scenario suites (datasets/scenarios/*.yaml): router, orchestrator and chat. Loading
 (one-line errors), the per-answer checks (JSON parse, schema validity, route), and the
 per-scenario aggregates (rates, output tokens, latency p50/p95/p99)."""
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from trbench.backends.base import RawExchange
 from trbench.backends.ollama import JSON_MODE as OLLAMA_JSON_MODE
 from trbench.backends.openai import JSON_MODE as OPENAI_JSON_MODE
-from trbench.config.loading import content_digest, read_suite
+from trbench.config.suite_files import content_digest, read_suite
 from trbench.measure.metrics import AnswerCheck, Summary, answer_check, derive, mean, summarize
 from trbench.suites.answers import parse_json_answer
 

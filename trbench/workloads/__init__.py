@@ -2,12 +2,12 @@
 TR run measures them: single-agent matrix, quality suites, multi-agent runs, load steps, embeddings.
 A new workload is one module and one `register(...)` call."""
 
-from trbench.workloads.base import Measured, Planned, ReportPart, Workload
+from trbench.workloads.protocol import Measured, Planned, ReportPart, Workload
 from trbench.workloads.embedding_load import EmbeddingLoad
 from trbench.workloads.load_mode import LoadMode
-from trbench.workloads.multi_agent import MultiAgent
+from trbench.workloads.multi_agent_runs import MultiAgent
 from trbench.workloads.quality_suites import QualitySuites
-from trbench.workloads.registry import WORKLOADS, active, register, unregister
+from trbench.workloads.registration import WORKLOADS, active, register, unregister
 from trbench.workloads.single_agent import SingleAgent
 
 for _builtin in (SingleAgent(), QualitySuites(), MultiAgent(), LoadMode(), EmbeddingLoad()):

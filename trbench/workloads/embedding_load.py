@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from trbench.config.embeddings import EmbeddingsLoad, EmbeddingTexts, load_texts
+from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTexts, load_texts
 from trbench.config.spec import MatrixSpec
-from trbench.config.spec_checks import resolve_path
+from trbench.config.paths import resolve_path
 from trbench.data import store
 from trbench.engines import Instance
-from trbench.run.embeddings import EmbeddingStepPlan, execute_step, failed_step, step_id
-from trbench.workloads.base import Measured, Planned, ReportPart
+from trbench.run.embeddings_step import EmbeddingStepPlan, execute_step, failed_step, step_id
+from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession

@@ -11,9 +11,9 @@ from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.engines import Instance
 from trbench.run import progress
-from trbench.run.load import StepPlan, execute_step, failed_step, plan_steps, prepare_server, server_slots, sweep_plans
-from trbench.run.load import wire_client
-from trbench.workloads.base import Measured, Planned, ReportPart
+from trbench.run.load_step import StepPlan, execute_step, failed_step, plan_steps, prepare_server, server_slots, sweep_plans
+from trbench.run.load_step import wire_client
+from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession

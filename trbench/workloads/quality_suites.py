@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from trbench.backends import make_client
 from trbench.config.spec import MatrixSpec
 from trbench.data import store
-from trbench.run.suites import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
+from trbench.run.suite_runs import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
 from trbench.workloads import server_ops
-from trbench.workloads.base import Measured, Planned, ReportPart
+from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession

@@ -24,7 +24,7 @@ from trbench.run.plan import Lane, apply_budget, oom_decision, plan_lanes, plan_
 from trbench.run.settings import RunSettings
 from trbench.run.single import RunPlan, execute_run, failed_run
 from trbench.workloads import server_ops
-from trbench.workloads.base import Measured, Planned, ReportPart
+from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession

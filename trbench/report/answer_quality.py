@@ -1,4 +1,4 @@
-"""The report's quality section (issue 14): the per-scenario table, the QA results matrix with its
+"""The report's quality section: the per-scenario table, the QA results matrix with its
 ensembles, and each model's QA score against its decode speed, the "good enough and fastest"
 frontier. Read from the files the flow writes under suites/ (trbench/suites/results.py)."""
 

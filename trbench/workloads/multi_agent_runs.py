@@ -17,7 +17,7 @@ from trbench.run import progress, stopping
 from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run
 from trbench.run.multi_external import runner_phase
 from trbench.run.plan import plan_multi_runs
-from trbench.workloads.base import Measured, Planned, ReportPart
+from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession

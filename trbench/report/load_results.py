@@ -49,7 +49,7 @@ class LoadModelSummary(BaseModel):
     peak_output_tps: float | None
 
 
-# the emb_steps columns the embeddings table shows (report/embeddings.py)
+# the emb_steps columns the embeddings table shows (report/embeddings_table.py)
 _EMB_COLUMNS = ["run_id", "attempt", "model", "instance", "batch_size", "concurrency", "n_requests", "n_errors",
                 "error_kinds", "texts_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                 "within_slo_pct", "slo_ms"]

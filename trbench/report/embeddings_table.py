@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trbench.measure.embeddings import DEFINITIONS
+from trbench.measure.embedding_metrics import DEFINITIONS
 from trbench.report.tables import Table, _cols, fmt, to_markdown
 
 TITLE = "Embeddings"

@@ -1,4 +1,4 @@
-"""The quality suites of a TR run (issue 14): plans (model x suite x run, on the TR's instances),
+"""The quality suites of a TR run: plans (model x suite x run, on the TR's instances),
 the suites loaded as the spec sets them, and one suite run: its requests one after the other,
 each answer checked and kept as a row, a failed request kept with its error.
 
@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict
 
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.spec import Cell, MatrixSpec
-from trbench.config.spec_checks import resolve_path
+from trbench.config.paths import resolve_path
 from trbench.data.rows import SuiteRequestRow
 from trbench.data.store import slug
-from trbench.engines.base import Instance
+from trbench.engines.instance import Instance
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import metrics
 from trbench.run.single import Gate, generation_request, utc

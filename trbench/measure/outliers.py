@@ -47,7 +47,7 @@ the share of healthy configs recommended for a re-run (false alarms) and the sha
 20 % slower on decode or 50 % slower on TTFT that are flagged. Both hold (at most 1 config in 10,
 most slow runs caught) up to run-to-run noise of about 3 % on decode and 8 % on TTFT; on a CPU
 shared with other busy processes no fixed threshold tells a 20 % slowdown from the noise
-(docs/outliers.md); trbench.quality.outlier_calibration
+(docs/outliers.md); trbench.measure.outlier_calibration
 gives the report its expected false-alarm rate for the TR's run count. The raw MAD, the floor, the
 scale and the threshold are all in the output; floors of 0 give the plain rule (then with
 MAD == 0 every value that differs from the median is flagged).

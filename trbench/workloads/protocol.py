@@ -1,6 +1,6 @@
 """The workload protocol: what every part of a TR run (single-agent matrix, quality suites,
 multi-agent runs, load steps, embeddings) offers the TR flow, so that the flow runs them all alike
-and a new workload is one module and one registration (trbench.workloads.registry.register)."""
+and a new workload is one module and one registration (trbench.workloads.registration.register)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from trbench.config.spec import MatrixSpec
 
 if TYPE_CHECKING:
-    from trbench.run.session import TRSession
+    from trbench.workloads.session import TRSession
 
 
 @dataclass
@@ -49,7 +49,7 @@ class ReportPart:
 class Workload(Protocol):
     """One part of a TR run."""
 
-    name: ClassVar[str]  # as the report names what it measured (trbench.report.sections.WORKLOADS)
+    name: ClassVar[str]  # as the report names what it measured (trbench.report.outline.WORKLOADS)
     tables: ClassVar[tuple[str, ...]]  # the store tables it writes (trbench.data.store.TABLES)
 
     def wanted(self, spec: MatrixSpec, rerun: bool) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from trbench.quality.checks import MAX_EXAMPLES, Check, Severity, TableCheck
+from trbench.validation.checks import MAX_EXAMPLES, Check, Severity, TableCheck
 
 
 

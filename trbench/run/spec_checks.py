@@ -15,16 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trbench.config.agents import AgentSuiteError, load_agents
+from trbench.config.paths import resolve_path
 from trbench.engines.bundled import BUNDLED_MODELS
-from trbench.measure.manifest import PROJECT_ROOT
 from trbench.config.prompts import PromptSuiteError, load_prompts
 from trbench.config.spec import MatrixSpec, SpecError
-
-
-def resolve_path(path: str) -> Path:
-    """Relative paths mean the working directory first, then the project root (deployments run there)."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
 
 
 def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
@@ -83,7 +77,7 @@ def check_embedding_texts(spec: MatrixSpec, source: str) -> None:
     emb = spec.load.embeddings if spec.load else None
     if emb is None:
         return
-    from trbench.config.embeddings import EmbeddingTextsError, load_texts
+    from trbench.config.embeddings_section import EmbeddingTextsError, load_texts
 
     _check_file(source, "load.embeddings.texts", emb.texts,
                 "a texts file, e.g. datasets/embeddings/passages_v1.yaml", load_texts, EmbeddingTextsError)

@@ -19,11 +19,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from trbench.backends import event_loop
-from trbench.backends.embeddings import AsyncEmbeddingsClient, EmbeddingExchange
-from trbench.config.embeddings import EmbeddingsLoad, EmbeddingTexts
+from trbench.backends.embedding_clients import AsyncEmbeddingsClient, EmbeddingExchange
+from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTexts
 from trbench.data.rows import EmbeddingKeys, EmbeddingRequestRow, EmbeddingStepRow
 from trbench.data.store import slug
-from trbench.measure.embeddings import step_figures
+from trbench.measure.embedding_metrics import step_figures
 
 
 class EmbeddingStepPlan(EmbeddingKeys):

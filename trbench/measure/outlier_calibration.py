@@ -1,4 +1,4 @@
-"""How often the outlier rule (trbench.quality.outliers) recommends a re-run by chance, and how often it
+"""How often the outlier rule (trbench.measure.outliers) recommends a re-run by chance, and how often it
 catches a slow run, measured by resampling real runs.
 
 Reference data (outlier_reference.csv beside this module): the per-run figures the rule reads
@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from trbench.config.spec import OutlierRule
 from trbench.data import store
-from trbench.quality import outliers
+from trbench.measure import outliers
 
 REFERENCE = Path(__file__).with_name("outlier_reference.csv")
 REFERENCE_COLUMNS = ["source", "kind", "config", "run_index", "metric", "value"]

@@ -1,4 +1,4 @@
-"""The embeddings workload of load mode (issue 13 item 4): its spec sub-model and its texts.
+"""The embeddings workload of load mode: its spec sub-model and its texts.
 
 The load spec holds it as `load.embeddings`:
 
@@ -9,7 +9,7 @@ The load spec holds it as `load.embeddings`:
         requests: 20               # measured requests per step (warm-up not counted)
         warmup: 2                  # requests per step before the measured ones, left out of every figure
         concurrency: 1             # requests in flight at once (closed loop)
-        slo_ms: 100                # seed 002's "<100 ms" for embedding generation
+        slo_ms: 100                # the objective: an embedding in under 100 ms
         texts: datasets/embeddings/passages_v1.yaml
 
 What it measures is the serving path of an embeddings endpoint (texts/s, tokens/s, latency per
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trbench.config.loading import content_digest, read_suite
+from trbench.config.suite_files import content_digest, read_suite
 from trbench.config.servers import unique
 
 DEFAULT_TEXTS = "datasets/embeddings/passages_v1.yaml"
@@ -39,7 +39,7 @@ class EmbeddingsLoad(BaseModel):
     warmup: int = Field(default=2, ge=0, le=1000, description="warm-up requests per step, left out of the figures")
     concurrency: int = Field(default=1, ge=1, le=1024, description="requests in flight at once (closed loop)")
     slo_ms: float = Field(default=100.0, gt=0, le=3_600_000, description="latency objective per request "
-                          "(seed 002: embedding generation under 100 ms)")
+                          "(default: an embedding in under 100 ms)")
     num_ctx: int = Field(default=512, ge=64, le=131072, description="context of one text: the embedding server's "
                          "batch must hold the longest text")
     timeout_s: float = Field(default=60.0, gt=0, le=3600, description="bound of one request")

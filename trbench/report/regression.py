@@ -16,7 +16,7 @@ Per matched cell and metric (the same numbers the report prints, from build_repo
   e2e p95 ms              lower    pooled p95 of e2e_ms
   efficiency % median     higher   p50 over the valid runs' efficiency_pct (multi-agent)
   load: output tok/s, req/s, goodput req/s (higher) and TTFT p95, e2e p99 (lower) per valid load
-  step, matched on model + config + step + server slots + max_tokens (report/load.py)
+  step, matched on model + config + step + server slots + max_tokens (report/load_results.py)
 
 change % = (current - baseline) / baseline x 100. A regression is a change worse than the
 threshold (default 10 %, strictly more), in the metric's bad direction; an improvement is a change

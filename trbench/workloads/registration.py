@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trbench.config.spec import MatrixSpec
-from trbench.workloads.base import Workload
+from trbench.workloads.protocol import Workload
 
 WORKLOADS: list[Workload] = []
 

@@ -1,5 +1,5 @@
 """The spec's `suites:` section: which quality suites a TR runs beside its speed matrix, and how
-much of each (issue 14). The suites themselves live in datasets/ (trbench/suites/ reads them).
+much of each. The suites themselves live in datasets/ (trbench/suites/ reads them).
 
     suites:
       scenarios: [router]     # any of router, orchestrator, chat (datasets/scenarios/<name>.yaml)

@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from trbench.backends import ChatRequest, RawExchange, event_loop
-from trbench.config.load import LoadSpec, LoadStep, sweep_steps
+from trbench.config.load_section import LoadSpec, LoadStep, sweep_steps
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from trbench.config.embeddings import EmbeddingsLoad
+from trbench.config.embeddings_section import EmbeddingsLoad
 from trbench.config.errors import FieldRule
 from trbench.config.sections import _Strict, _each_within
 
@@ -77,7 +77,7 @@ class LoadSpec(_Strict):
     models: list[str] | None = Field(default=None, description="models to load; default: the spec's models")
     slo: Slo = Slo()
     embeddings: EmbeddingsLoad | None = Field(default=None, description="the embeddings workload: a step per "
-                                              "batch size (trbench/config/embeddings.py)")
+                                              "batch size (trbench/config/embeddings_section.py)")
 
     @field_validator("concurrency", "rate")
     @classmethod

@@ -1,6 +1,6 @@
 """The report's sections, one home: both templates write these headings from here (render passes
 them as `sec`, and which of them this report shows as `show`), and the validation checks the
-rendered Markdown for them (trbench.quality.checks derives its heading lists from SECTIONS).
+rendered Markdown for them (trbench.validation.checks derives its heading lists from SECTIONS).
 
 A section that belongs to a workload appears only when that workload was measured: a report says
 what it saw, never a heading over "nothing measured"."""

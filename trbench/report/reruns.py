@@ -11,7 +11,7 @@ from trbench.config.spec import OutlierRule
 from trbench.data.cells import config_label
 from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES
 from trbench.measure import metrics
-from trbench.quality import outlier_calibration
+from trbench.measure import outlier_calibration
 from trbench.data.store import read_frame
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
@@ -89,7 +89,7 @@ def _kind_name(kind: str) -> str:
 
 def outlier_rule_text(rule: OutlierRule, flags: pd.DataFrame) -> OutlierRuleText:
     """The rule with this TR's k and floors, and its expected false-alarm and detection rates for the run
-    counts the TR has (trbench.quality.outlier_calibration on the bundled reference runs)."""
+    counts the TR has (trbench.measure.outlier_calibration on the bundled reference runs)."""
     sentences = [
         f"A run is flagged when |x - median| > k x max(MAD, floor x |median|) within its config (raw MAD), with "
         f"k = {rule.k:g} and the floor {_share(rule.min_rel_mad)} of the median on throughput (decode tok/s, "

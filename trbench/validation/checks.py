@@ -17,7 +17,7 @@ from trbench.backends.base import ErrorKind
 from trbench.data import store
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS
 from trbench.data.rows import CACHE_STATES
-from trbench.report.sections import SECTIONS
+from trbench.report.outline import SECTIONS
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
@@ -32,7 +32,7 @@ MAX_EXAMPLES = 5
 
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 
-# The report's section headings, from their one home (trbench.report.sections, which the templates
+# The report's section headings, from their one home (trbench.report.outline, which the templates
 # write them from): those in every report, in report order; the others only where their workload ran
 # (report_required_sections).
 REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.needs]

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from trbench.data import store
 from trbench.data.cells import DEFAULT_HARNESS, latest_attempts, multi_key, parse_config_label, single_key, split_harness, with_harness
-from trbench.quality.checks import (
+from trbench.validation.checks import (
     MULTI_CONFIG, REPORT_TABLE_SECTIONS, SCENARIO_NAMES, SINGLE_CONFIG, Check, report_required_sections)
 
 

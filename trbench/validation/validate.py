@@ -63,11 +63,11 @@ from pydantic import BaseModel
 
 from trbench.data import store
 from trbench.data.cells import multi_key, single_key  # noqa: F401 (re-exported: the expected-run keys)
-from trbench.quality.checks import (
+from trbench.validation.checks import (
     TableCheck, count_checks, decode_vs_server_pct, ma_run_checks, report_checks, request_checks, run_checks, tr_checks)
-from trbench.quality.frames import (  # noqa: F401 (expected_runs_for, is_multi_key: re-exported)
+from trbench.validation.frames import (  # noqa: F401 (expected_runs_for, is_multi_key: re-exported)
     config_column, count_frame, expected_runs_for, is_multi_key, read_table, report_frame, request_rows_per_run)
-from trbench.quality.gx import ExpectationOutcome, import_gx, make_context, run_table
+from trbench.validation.gx import ExpectationOutcome, import_gx, make_context, run_table
 
 
 class SkippedTable(BaseModel):
