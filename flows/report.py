@@ -15,8 +15,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
-from tasks.report import publish_report
-from tasks.setup import resolve_path
+from tasks.steps import PrefectSteps
+from trbench.config.paths import resolve_path
+from trbench.tr.closing import render_report
 from trbench.data import store
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, summary_message
 from trbench.report import ReportFiles
@@ -48,7 +49,9 @@ def report(tr_id: str, baseline: str | None = None, output_dir: str = "outputs",
     folder = resolve_path(output_dir)
     root = store.tr_dir(folder, tr_id)
     baseline_root = store.tr_dir(folder, baseline) if baseline else None
-    files = publish_report(root, baseline_root, threshold_pct)
+    if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
+        raise FileNotFoundError(f"no TR data under {root}; fix: check tr_id and output_dir")
+    files = render_report(PrefectSteps(), root, None, baseline_root, threshold_pct)
     state = report_state(files)
     (get_run_logger().error if state.is_failed() else get_run_logger().info)(state.message)
     return state

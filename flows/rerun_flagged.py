@@ -18,8 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tr import run_tr
-from tasks.setup import resolve_path
+from flows.tr import run_tr_flow
+from trbench.config.paths import resolve_path
 from trbench.measure import outliers
 from trbench.data import store
 from trbench.config.agents import AgentSuite, load_agents
@@ -82,4 +82,4 @@ def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
     flagged = outliers.flagged_configs(outliers.read_flags(store.tr_dir(resolve_path(output_dir), tr_id)))
     if not flagged:
         return Completed(message=f"{tr_id}: no flagged configs; nothing to run again")
-    return run_tr(spec, prompts, agents, NextAttempts(flagged))
+    return run_tr_flow(spec, prompts, agents, NextAttempts(flagged))

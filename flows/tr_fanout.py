@@ -26,10 +26,10 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling, Completed, Failed, State
 
 from flows.tr import expand_tr_id
-from tasks.quality import flag_outliers, validate
-from tasks.report import artifact_key, render_report, write_failure_log
-from tasks.suites import suite_results
-from tasks.setup import load_matrix_spec, resolve_path
+from tasks.steps import PrefectSteps, artifact_key
+from trbench.config.paths import resolve_path
+from trbench.tr.closing import flag_outliers, render_report, suite_results, validate, write_failure_log
+from trbench.tr.opening import load_tr_spec
 from trbench.data import store
 from trbench.config.spec import MatrixSpec
 
@@ -138,7 +138,8 @@ def tr_fanout(
         timeout_s: how long to wait for the sub-runs before cancelling them.
     """
     logger = get_run_logger()
-    spec, _, _ = load_matrix_spec(spec_path, None, {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
+    steps = PrefectSteps()
+    spec, _, _ = load_tr_spec(steps, spec_path, None, {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
                                                     "requests_per_run": requests_per_run, "output_dir": output_dir})
     out = resolve_path(spec.output_dir).resolve()
     root = store.tr_dir(out, spec.tr_id)
@@ -160,15 +161,15 @@ def tr_fanout(
             sub_runs.append({"model": p["models"][0], "worker": worker_of(client, fr.id), "state": fr.state.name,
                              "flow_run": fr.name, "infrastructure_pid": fr.infrastructure_pid,
                              "message": fr.state.message or "", "flow_run_id": str(fr.id)})
-    create_table_artifact(key=artifact_key(spec.tr_id, "fanout"), table=sub_runs,
+    create_table_artifact(key=artifact_key(f"{spec.tr_id}-fanout"), table=sub_runs,
                           description=f"{spec.tr_id}: the sub-runs of the fan-out and the worker that took each")
 
     merge_manifests(root, spec, sub_runs)
-    write_failure_log(root)
-    flagged = flag_outliers(root, spec)
-    suite_results(root, spec)  # over every sub-run's suite rows, with the ensemble of all the models
-    report = render_report(root, spec).markdown
-    checked = validate(root, spec, report)
+    write_failure_log(steps, root)
+    flagged = flag_outliers(steps, root, spec)
+    suite_results(steps, root, spec)  # over every sub-run's suite rows, with the ensemble of all the models
+    report = render_report(steps, root, spec).markdown
+    checked = validate(steps, root, spec, report)
 
     shares = ", ".join(f"{s['model']} -> {s['worker'] or '?'} ({s['state']})" for s in sub_runs)
     message = f"{spec.tr_id}: {len(sub_runs)} sub-run(s): {shares}; report {report}"

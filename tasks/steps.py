@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from prefect import Task, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import CancelledRun, MissingContextError
 from prefect.utilities.annotations import unmapped
@@ -16,6 +22,11 @@ from trbench.run import stopping
 from trbench.run.single import RunCancelled
 
 T = TypeVar("T")
+
+
+def artifact_key(key: str) -> str:
+    # artifact keys allow lowercase letters, digits and dashes only
+    return re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")
 
 
 def _literal(name: str) -> str:
@@ -49,6 +60,35 @@ class PrefectSteps:
             return get_run_logger()
         except MissingContextError:  # outside a flow or task run
             return logging.getLogger("trbench.tr")
+
+    def markdown_artifact(self, key: str, markdown: str, description: str) -> None:
+        create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
+
+    def table_artifact(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
+        create_table_artifact(key=artifact_key(key), table=rows, description=description)
+
+    def progress_artifact(self, key: str, description: str) -> Callable[[float, str | None], None]:
+        artifact_id = create_progress_artifact(progress=0.0, key=artifact_key(key), description=description)
+
+        def update(pct: float, about: str | None = None) -> None:
+            update_progress_artifact(artifact_id=artifact_id, progress=pct,
+                                     **({"description": about} if about else {}))
+
+        return update
+
+    def command(self, tr_id: str) -> str:
+        """A deployment run (UI, schedule, worker, fan-out) as the `prefect deployment run` with its
+        parameters, where the process's own argv would only name Prefect's engine; anything else as
+        its argv."""
+        from prefect.runtime import deployment, flow_run
+
+        if not deployment.name:
+            return " ".join(sys.argv)
+        params = dict(flow_run.parameters)
+        if "tr_id" in params:  # the expanded one ({date}): the command resumes this TR run, not today's
+            params["tr_id"] = tr_id
+        return (f"prefect deployment run {shlex.quote(f'{flow_run.flow_name}/{deployment.name}')} "
+                f"--params {shlex.quote(json.dumps(params, sort_keys=True, default=str))}")
 
     def call(self, kind: str, name: str, fn: Callable[..., T], *args: Any) -> T:
         return task(_call, name=kind, task_run_name=_literal(name), cache_policy=NO_CACHE)(fn, args)

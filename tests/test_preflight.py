@@ -7,7 +7,7 @@ import pytest
 from conftest import free_port, llama_servers
 
 from trbench.run.plan import apply_budget, plan_runs
-from tasks.preflight import vram_budget
+from trbench.tr.opening import vram_budget
 from trbench.measure import vram
 from trbench.engines import create_instances
 from trbench.config.prompts import load_prompts
@@ -60,7 +60,7 @@ def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int], slots: int
     monkeypatch.setattr(vram, "gpu_free_mib", (lambda: None) if free_mib is None else FakeNVML(free_mib))
     inst = create_instances(spec.server, __import__("pathlib").Path("/tmp"))[0]
     facts = {"gemma3:270m": inst.model_facts("gemma3:270m")}
-    return spec, vram_budget.fn(spec, facts)
+    return spec, vram_budget(spec, facts)
 
 
 def test_no_gpu_runs_every_cell_and_says_the_budget_was_not_checked(monkeypatch):

@@ -5,6 +5,7 @@ fallback ladder, resume and down-server handling run and are tested without it."
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol, TypeVar
@@ -35,6 +36,22 @@ class Steps(Protocol):
         """Where a step says what happened (the flow run's log under Prefect)."""
         ...
 
+    def markdown_artifact(self, key: str, markdown: str, description: str) -> None:
+        """Show a Markdown document beside the run (the report, under Prefect); nothing plainly."""
+        ...
+
+    def table_artifact(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
+        """Show a table beside the run (validation results, regressions, under Prefect); nothing plainly."""
+        ...
+
+    def progress_artifact(self, key: str, description: str) -> Callable[[float, str | None], None]:
+        """A progress bar beside the run (under Prefect); the function that moves it to a percentage."""
+        ...
+
+    def command(self, tr_id: str) -> str:
+        """How this TR run was started, to start it again (the manifest keeps it)."""
+        ...
+
 
 class DirectSteps:
     """Every step a plain call in this process."""
@@ -47,6 +64,18 @@ class DirectSteps:
     @property
     def log(self) -> logging.Logger:
         return self._log
+
+    def markdown_artifact(self, key: str, markdown: str, description: str) -> None:
+        return None
+
+    def table_artifact(self, key: str, rows: list[dict[str, Any]], description: str) -> None:
+        return None
+
+    def progress_artifact(self, key: str, description: str) -> Callable[[float, str | None], None]:
+        return lambda _pct, _description=None: None
+
+    def command(self, tr_id: str) -> str:
+        return " ".join(sys.argv)
 
     def call(self, kind: str, name: str, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
