@@ -60,15 +60,16 @@ def next_attempts(flagged: list[dict]):
         todo_multi: list[MultiRunPlan] = []
         for key in dict.fromkeys((p.model, p.scenario, p.harness) for p in multi):
             if key in scenarios:
-                plans = [p for p in multi if (p.model, p.scenario, p.harness) == key]
-                todo_multi += attempt_plans(plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])
+                ma_plans = [p for p in multi if (p.model, p.scenario, p.harness) == key]
+                todo_multi += attempt_plans(ma_plans, ma_runs[(ma_runs["model"] == key[0]) & (ma_runs["scenario"] == key[1])
                                                            & (ma_runs["harness"] == key[2])])
         return todo_single, todo_multi
 
     return select
 
 
-@flow(name="rerun_flagged", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+# Prefect types task_runner as TaskRunner[PrefectFuture] (invariant), which its own ThreadPoolTaskRunner is not
+@flow(name="rerun_flagged", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)  # type: ignore[arg-type]
 def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
     """Run the flagged configs of TR run `tr_id` again (new attempt), re-validate, re-flag, re-report."""
     spec, prompts, agents = load_recorded_spec(tr_id, output_dir)

@@ -33,7 +33,7 @@ from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance, InstanceError, create_instances
 from trbench.measure import manifest as env_manifest
 from trbench.run import progress
-from trbench.run.load import StepPlan, plan_steps, server_slots, sweep_plans
+from trbench.run.load import StepPlan, load_section, plan_steps, server_slots, sweep_plans
 from trbench.run.single import Gate
 
 
@@ -79,7 +79,7 @@ def run_cell(plans: list[StepPlan], spec: MatrixSpec, inst: Instance, prompts: P
             row = load_step(plan, spec, inst, prompts, manifest, digest, root, gate)
             rows.append(row)
         kept.append(row)
-        if spec.load.sweep and len(kept) == 2:  # a sweep: its rates from the synchronous and throughput steps
+        if load_section(spec).sweep and len(kept) == 2:  # a sweep: its rates from the synchronous and throughput steps
             rates = sweep_plans(spec, plans, kept)
             progress.emit(kind="planned", total_runs=len(rates), message="load steps: the sweep's rates")
             queue += rates
@@ -100,7 +100,7 @@ def run_load(spec: MatrixSpec, prompts: PromptSuite) -> State:
         start_instances([inst], faults)
         if faults.down(inst.name):
             raise InstanceError(faults.start_cause(1))
-        emb = spec.load.embeddings
+        emb = load_section(spec).embeddings
         for model in dict.fromkeys(spec.load_models + ([emb.model or spec.models[0]] if emb else [])):
             check_model(inst, spec.backend, model, getattr(spec.server, "pull_models", False))
         facts = collect_model_facts(spec, inst)

@@ -163,10 +163,11 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, se
             run_suites(spec, instances, facts, manifest, digest, root, gate, faults)
 
         pair = dict(zip(ROLES, instances))
-        for i, plan in enumerate(todo_multi):
+        for i, ma_plan in enumerate(todo_multi):
             stopping.raise_if_requested()
-            first = i == 0 or (plan.model, plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
-            outcomes.append(multi_agent_run(plan, spec, pair, agents, manifest, digest, root, first, gate, faults))
+            assert agents is not None  # multi-agent runs are planned only with the spec's agents
+            first = i == 0 or (ma_plan.model, ma_plan.scenario) != (todo_multi[i - 1].model, todo_multi[i - 1].scenario)
+            outcomes.append(multi_agent_run(ma_plan, spec, pair, agents, manifest, digest, root, first, gate, faults))
         if lane_errors:
             raise lane_errors[0]
     except (RunCancelled, CancelledRun, PreflightError):
@@ -221,8 +222,9 @@ def check_and_report(spec: MatrixSpec, root: Path, outcomes: list[dict], skipped
         if verdict is not None:
             state.message = f"{state.message}; {regression.summary_message(verdict)}"
     if faults.messages and not isinstance(stopped, NoServerStarted):  # that one's cause is the start failures
-        state.message += (f"; {len(faults.messages)} instance failure(s) in the failure log: "
-                          + "; ".join(faults.messages[:2]) + (" ..." if len(faults.messages) > 2 else ""))
+        state.message = (state.message or "") + (f"; {len(faults.messages)} instance failure(s) in the failure log: "
+                                                 + "; ".join(faults.messages[:2])
+                                                 + (" ..." if len(faults.messages) > 2 else ""))
     get_run_logger().info(state.message)
     return state
 
@@ -254,7 +256,8 @@ def expand_tr_id(tr_id: str | None) -> str | None:
 
 # Parallelism is decided by the spec (lanes), never by the task runner: runs within a lane and the
 # multi-agent runs are measured one at a time.
-@flow(name="tr_matrix", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+# Prefect types task_runner as TaskRunner[PrefectFuture] (invariant), which its own ThreadPoolTaskRunner is not
+@flow(name="tr_matrix", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)  # type: ignore[arg-type]
 def tr_matrix(
     spec_path: str = "deployments/quickstart.yaml",
     spec: dict[str, Any] | None = None,

@@ -17,7 +17,7 @@ from trbench.run.multi_external import runner_phase
 from trbench.engines import Instance
 from trbench.data.failures import InstanceFaults
 from trbench.run.single import Gate
-from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run
+from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run, multi_agent_section
 from trbench.config.spec import Cell, MatrixSpec, OptionSet
 
 
@@ -52,7 +52,7 @@ def multi_agent_run(plan: MultiRunPlan, spec: MatrixSpec, instances: dict[str, I
                for role, inst in instances.items()}
     sampler = energy.sampler_for(spec.telemetry, list(instances.values()), spec.shared_lanes)  # GPU and host telemetry beside the run
     try:
-        warmups = spec.multi_agent.warmup_rounds if (reloaded or first_of_config) else 0
+        warmups = multi_agent_section(spec).warmup_rounds if (reloaded or first_of_config) else 0
         with sampler or contextlib.nullcontext():
             result = execute_multi_run(spec, plan, suite, clients, warmups, manifest_digest,
                                        on_phase=sampler.mark if sampler else None, phase_runner=runner_phase)

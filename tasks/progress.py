@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import cast
+from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -19,8 +21,9 @@ def track_progress(tr_id: str, total_runs: int, already_done: int) -> Callable[[
     def percent() -> float:
         return 100.0 if total_runs == 0 else round(state["done"] / total_runs * 100.0, 1)
 
-    artifact_id = create_progress_artifact(progress=percent(), key=artifact_key(tr_id, "progress"),
-                                           description=f"{tr_id}: runs finished of {total_runs} planned")
+    # called from sync code: the UUID itself, never the coroutine Prefect's dispatch types allow
+    artifact_id = cast(UUID, create_progress_artifact(progress=percent(), key=artifact_key(tr_id, "progress"),
+                                                      description=f"{tr_id}: runs finished of {total_runs} planned"))
 
     def on_event(event: progress.ProgressEvent) -> None:
         if event.kind != "run_finished":
@@ -36,7 +39,7 @@ def track_pulls() -> Callable[[], None]:
     """A Prefect progress artifact per model an instance pulls (preflight, pull_models: true),
     kept current as the layers download; returns the function that stops tracking."""
     lock = threading.Lock()
-    artifacts: dict[str, object] = {}
+    artifacts: dict[str, UUID] = {}
     percent: dict[str, float] = {}  # of the layer downloading; the statuses after it carry no byte counts
     throttle = progress.PullThrottle(step_pct=5.0)  # an API call per progress line would be thousands
 
@@ -46,8 +49,8 @@ def track_pulls() -> Callable[[], None]:
         who, _, status = event.message.rpartition(": ")
         with lock:
             if who not in artifacts:
-                artifacts[who] = create_progress_artifact(progress=0.0, key=artifact_key("pull", who),
-                                                          description=f"pull {who}")
+                artifacts[who] = cast(UUID, create_progress_artifact(progress=0.0, key=artifact_key("pull", who),
+                                                                     description=f"pull {who}"))
             pct = 100.0 if status == "success" else event.pull_pct
             percent[who] = pct if pct is not None else percent.get(who, 0.0)
             if throttle.due(event):

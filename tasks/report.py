@@ -11,7 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from trbench.data import failures
 from trbench.quality.regression import DEFAULT_THRESHOLD_PCT
-from trbench.report import ReportFiles, publish, render_markdown
+from trbench.report import publish, render_markdown
+from trbench.report.models import ReportFiles  # not through the package: its lazy names are Any to mypy
 from trbench.config.spec import MatrixSpec
 
 
