@@ -34,6 +34,7 @@ test: setup lint
 
 lint: setup
 	$(VENV)/bin/ruff check trbench flows tasks tests bench
+	$(VENV)/bin/mypy
 
 # the unit tier: planted data and in-process fakes, no real server, browser or cargo (about 2 minutes)
 test-fast: setup

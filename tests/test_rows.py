@@ -85,3 +85,69 @@ def test_suite_tables_are_new_tables_with_their_own_schema():
                                sent_at=dt.datetime.now(dt.timezone.utc), status="ok", prompt_tokens=2**40,
                                ref_id=["a"], manifest_digest="x")
     assert pa.Table.from_pylist([row.model_dump()], schema=s).num_rows == 1
+
+
+# --- the column families are written out in rows.py (and report/models.py) so an editor and mypy see
+# them; each must stay exactly the family its tuples name, in order and with its type and default.
+
+
+def _family(model, expected: list[tuple[str, object, object]]) -> None:
+    """expected: (name, annotation, default) in column order; they must be a contiguous run of model's fields."""
+    names = list(model.model_fields)
+    start = names.index(expected[0][0])
+    assert names[start:start + len(expected)] == [n for n, _, _ in expected]
+    for name, annotation, default in expected:
+        f = model.model_fields[name]
+        assert (f.annotation, f.default) == (annotation, default), name
+
+
+def test_run_row_families_follow_their_tuples():
+    _family(rows.RunRow, [(f"{m}_{s}", rows.F, None) for m in rows.SUMMARIZED for s in rows.STATS]
+            + [(n, t, None) for st in rows.CACHE_STATES
+               for n, t in ((f"n_{st}", rows.I), (f"ttft_{st}_ms_mean", rows.F), (f"ttft_{st}_ms_p50", rows.F))])
+    assert {rows.ttft_state(n) for n in rows.RunRow.model_fields} - {None} == set(rows.CACHE_STATES)
+
+
+def test_ma_run_row_agent_families_follow_their_tuples():
+    _family(rows.MaRunRow, [
+        (n, t, None) for role in rows.AGENT_ROLES for n, t in
+        [(f"{role}_instance", rows.S), (f"{role}_options", rows.S), (f"{role}_contended", bool | None)]
+        + [(f"{role}_{phase}_{k}", f.annotation) for phase in rows.AGENT_PHASES
+           for k, f in rows.AgentFigures.model_fields.items()]])
+
+
+def test_load_figures_latency_family_follows_its_tuples():
+    _family(rows.LoadFigures, [(f"{m}_ms_p{p}", rows.F, None) for m in rows.LOAD_LATENCIES for p in rows.LOAD_PCTS])
+    assert list(rows.LoadFigures.model_fields)[-len(rows.LOAD_LATENCIES) * len(rows.LOAD_PCTS):] == [
+        f"{m}_ms_p{p}" for m in rows.LOAD_LATENCIES for p in rows.LOAD_PCTS]
+
+
+def test_telemetry_row_holds_the_gpu_then_host_columns():
+    names = rows.TelemetryRow.model_fields
+    head = list(rows._TelemetryHead.model_fields)
+    assert list(names) == head + [*rows.GPU_FIELDS, *rows.HOST_FIELDS, "harness"]
+
+
+def test_load_request_row_has_the_run_request_measurement_columns():
+    """A load step's request: its keys, its own start columns, then every RequestRow column past the run keys
+    and the request's start, but client_cpu_s (one thread's CPU is shared among all the load client's streams),
+    each with RequestRow's type and default."""
+    own = ["request_index", "is_warmup", "prompt_id", "sent_at", "scheduled_offset_ms", "sent_offset_ms", "queue_ms"]
+    skipped = set(rows.RunKeys.model_fields) | {"request_index", "is_warmup", "prompt_id", "cache_target", "sent_at",
+                                                "client_cpu_s"}
+    shared = [n for n in rows.RequestRow.model_fields if n not in skipped]
+    assert list(rows.LoadRequestRow.model_fields) == list(rows.LoadKeys.model_fields) + own + shared
+    for n in shared:
+        f, g = rows.LoadRequestRow.model_fields[n], rows.RequestRow.model_fields[n]
+        assert (f.annotation, f.default, f.metadata) == (g.annotation, g.default, g.metadata), n
+
+
+def test_report_ttft_fields_follow_the_cache_states():
+    from trbench.report.models import CellResult, _TtftByState
+
+    expected = [(f"ttft_{st}_{name}", kind, default) for st in rows.CACHE_STATES
+                for name, kind, default in (("n", int, 0), ("p50_ms", float | None, None),
+                                            ("p95_ms", float | None, None),
+                                            ("p50_ci", tuple[float, float] | None, None))]
+    assert list(_TtftByState.model_fields) == [n for n, _, _ in expected]
+    _family(CellResult, expected)

@@ -8,7 +8,9 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -17,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trbench.run import progress as events
 from trbench.run import stopping
 from trbench.config.spec import MatrixSpec, SpecError, load_spec
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technical-Report benchmarks of local LLM servers.")
 console = Console(stderr=True)
@@ -62,7 +67,7 @@ def _exit(code: int) -> None:
 _prefect_drained = True
 
 
-def _progress_bar() -> tuple[Progress, callable]:
+def _progress_bar() -> tuple[Progress, Callable[[events.ProgressEvent], None]]:
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console, transient=False)
     task_id = bar.add_task("runs", total=None, detail="preflight")
@@ -140,7 +145,7 @@ def _plain_lines() -> events.PlainLines | None:
     return None if sys.stdout.isatty() else events.PlainLines(sys.stdout)
 
 
-def _run_flow(flow, params: dict, root: Path, verbose: bool = False, prefect=None) -> object:
+def _run_flow(flow, params: dict, root: Path, verbose: bool = False, prefect=None) -> State:
     """Run a flow under the progress bar, against the temporary Prefect server when no
     PREFECT_API_URL is set, with Prefect's log in the run's log file (on the terminal too with
     --verbose). Ctrl-C, SIGTERM or a cancel in the UI stop it with every server; one line then
@@ -324,7 +329,8 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
             else "no single-agent runs")
     load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
             f"{', '.join(spec.load_models)}" if spec.load else "")
-    suites = (f", suites {', '.join(spec.suites.names)} on {', '.join(spec.suite_models)}" if spec.suite_models else "")
+    suites = (f", suites {', '.join(spec.suites.names)} on {', '.join(spec.suite_models)}"
+              if spec.suites and spec.suite_models else "")  # suite_models: none without suites
     console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}{suites}")
 
 

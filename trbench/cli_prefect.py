@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from uuid import UUID
 
 from trbench.engines import processes, reaper
 
@@ -130,7 +131,8 @@ def drain_workers(timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
     left = 0
     for worker in (APILogWorker, EventsWorker):
         try:
-            left += len(worker.drain_all(timeout=timeout_s)[1])
+            drained = worker.drain_all(timeout=timeout_s)  # (done, not done); a coroutine only in an event loop
+            left += len(drained[1]) if isinstance(drained, tuple) else 0
         except Exception:  # noqa: BLE001 - a worker that never started has nothing to send
             pass
     return left == 0
@@ -213,7 +215,7 @@ class CancelWatch:
     POLL_S = 1.0
 
     def __init__(self) -> None:
-        self.flow_run_id = None
+        self.flow_run_id: UUID | None = None
         self.cancelled = False
         self._done = threading.Event()
 
@@ -222,15 +224,16 @@ class CancelWatch:
             return
         self.flow_run_id = flow_run.id
         context = contextvars.copy_context()  # the API URL of the flow's settings, also the temporary one
-        threading.Thread(target=context.run, args=(self._watch,), name="trbench-cancel-watch", daemon=True).start()
+        threading.Thread(target=context.run, args=(self._watch, flow_run.id), name="trbench-cancel-watch",
+                         daemon=True).start()
 
-    def _watch(self) -> None:
+    def _watch(self, flow_run_id: UUID) -> None:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
             while not self._done.wait(self.POLL_S):
                 try:
-                    state = client.read_flow_run(self.flow_run_id).state
+                    state = client.read_flow_run(flow_run_id).state
                 except Exception:  # noqa: BLE001 - a missed poll is retried; the flow goes on meanwhile
                     continue
                 if state is not None and state.is_cancelling():
@@ -243,7 +246,7 @@ class CancelWatch:
 
     def __exit__(self, *exc) -> None:
         self._done.set()
-        if not self.cancelled:
+        if not self.cancelled or self.flow_run_id is None:  # cancelled: only once the flow ran (flow_run_id set)
             return
         from prefect.client.orchestration import get_client
         from prefect.states import Cancelled

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from trbench.backends import BACKENDS, WIRE_FORMATS
 from trbench.backends.base import ChatRequest, RawExchange
 from trbench.backends.http1 import ConnectionPool, Received, exchange, json_body
-from trbench.backends.streaming import (STREAM_FAILURES, dropped_before_answer, fail_http, http_timeout,
+from trbench.backends.streaming import (STREAM_FAILURES, connect_timeout, dropped_before_answer, fail_http,
                                         open_exchange, read_lines, record_failure, require_text)
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
@@ -46,7 +46,7 @@ class AsyncWireClient:
         self._client, self._wire = BACKENDS[backend], WIRE_FORMATS[backend]  # path() and body(); line reader
         self.cancelled: list[RawExchange] = []
         self._parse_turn = asyncio.Lock()
-        self._pool = ConnectionPool(self.base_url, max_connections, http_timeout(timeout_s, stall_timeout_s).connect)
+        self._pool = ConnectionPool(self.base_url, max_connections, connect_timeout(timeout_s))
 
     async def chat(self, req: ChatRequest) -> RawExchange:
         url = f"{self.base_url}{self._client.path(req)}"
@@ -61,7 +61,7 @@ class AsyncWireClient:
         try:
             await exchange(self._pool, target, body, received, ex.t_send_ns + int(self.timeout_s * 1e9),
                            self.stall_timeout_s, fresh)
-        except (*STREAM_FAILURES, asyncio.CancelledError) as err:
+        except STREAM_FAILURES + (asyncio.CancelledError,) as err:
             if not fresh and dropped_before_answer(received.status, err):
                 return await self._send(url, target, body, model, fresh=True)
             cut = err

@@ -212,7 +212,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._done is None or self._done.done():
             return
-        if isinstance(self._body, _UntilClose):
+        if isinstance(self._body, _UntilClose) and self._received is not None:  # a body: a request was sent
             self._received.complete = True
             self._finish(None)
         elif exc is not None and not isinstance(exc, Exception):
@@ -232,6 +232,7 @@ class Connection(asyncio.Protocol):
         self._received, self._head, self._body, self._got_bytes = received, b"", None, False
         self._done = asyncio.get_running_loop().create_future()
         self.last_read_ns = _clock()  # the stall watchdog counts the wait for the first byte too
+        assert self.transport is not None  # the pool hands out connections once made
         self.transport.write(request)
         return self._done
 
@@ -273,6 +274,7 @@ class Connection(asyncio.Protocol):
             if status >= 200:
                 break
         self._head = b""
+        assert self._received is not None  # data_received reads a head only for a request sent
         self._received.status, self._received.headers = status, headers
         self._body = _body_reader(status, headers)
         return head
@@ -332,6 +334,7 @@ class ConnectionPool:
         else:
             conn.close()
             self.open.discard(conn)
+        assert self._room is not None  # made by the acquire this release ends
         self._room.release()
 
     async def _connect(self, timeout_s: float) -> Connection:

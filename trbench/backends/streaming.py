@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
 import httpx
@@ -27,7 +28,7 @@ class _DeadlinePassed(Exception):
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
-def _loads(line: str) -> object:
+def _loads(line: str) -> Any:  # a JSON value, as json.loads gives it
     """json.loads, through orjson first: one decode per streamed chunk is most of a client's reading
     (3-4x faster). What orjson refuses and json takes (NaN, integers past 64 bits, lone surrogates)
     is read by json, so the same lines are accepted as before."""
@@ -41,7 +42,12 @@ def http_timeout(timeout_s: float, stall_timeout_s: float | None) -> httpx.Timeo
     """httpx's read timeout is per read: it is the stall watchdog (no byte for stall_timeout_s,
     the wait for the first byte included); the whole request has a deadline of its own."""
     per_read = min(timeout_s, stall_timeout_s) if stall_timeout_s else timeout_s
-    return httpx.Timeout(per_read, connect=min(10.0, timeout_s))
+    return httpx.Timeout(per_read, connect=connect_timeout(timeout_s))
+
+
+def connect_timeout(timeout_s: float) -> float:
+    """Seconds a connection may take to open: at most 10, at most the request's own timeout."""
+    return min(10.0, timeout_s)
 
 
 def watched_lines(resp: httpx.Response, deadline_ns: int | None) -> Iterator[str]:
@@ -88,7 +94,7 @@ def stream_exchange(
                 for line in watched_lines(resp, deadline_ns):
                     if feed_line(ex, line, time.perf_counter_ns(), read_line, strip_prefix):
                         break
-        except (*STREAM_FAILURES, KeyboardInterrupt) as err:
+        except STREAM_FAILURES + (KeyboardInterrupt,) as err:
             if attempt == 0 and dropped_before_answer(ex.http_status, err):
                 continue
             record_failure(ex, err, url, timeout_s, stall_timeout_s)

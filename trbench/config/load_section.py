@@ -84,6 +84,7 @@ class LoadSpec(_Strict):
     def _steps(cls, v: list | None, info: ValidationInfo) -> list | None:
         if v is None:
             return v
+        assert info.field_name is not None  # a field validator's info names its field
         low, high, rule, example = _STEP_RULES[info.field_name]
         if not v:
             raise ValueError(f"{info.field_name} lists no steps; fix: give {example}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationInfo, field_validator
 
@@ -84,6 +84,8 @@ class _LocalServers(_Section):
     """Providers that start servers on this machine, one port each."""
 
     ports: list[int] | None = Field(default=None, min_length=1, description="local ports, one per instance")
+    if TYPE_CHECKING:  # each subclass declares its own, a Literal field (not one of this base's, which would move it)
+        provider: str
 
     @field_validator("ports")
     @classmethod
@@ -131,6 +133,9 @@ class _OllamaServers(_LocalServers):
     gpu_devices: list[str] | None = Field(
         default=None, description="GPU per instance (round robin): docker device request / CUDA_VISIBLE_DEVICES")
     pull_models: bool = Field(default=False, description="preflight pulls missing Ollama models")
+    if TYPE_CHECKING:  # each subclass declares them with its own bounds and defaults
+        num_parallel: int
+        max_queue: int
 
     def gpu_of(self, index: int) -> str | None:
         gpus = self.gpu_devices or []

@@ -28,7 +28,7 @@ from trbench.config.sections import (
     TelemetrySpec,
     _Strict,
 )
-from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, Provider, ServerSettings, gather_server, unique
+from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, ExternalServer, Provider, ServerSettings, gather_server, unique
 from trbench.config.spec_file import read_yaml
 from trbench.config.suites_section import QA_MIN_CTX, SuitesSpec
 from trbench.data.cells import DEFAULT_HARNESS, Cell, Harness
@@ -142,7 +142,7 @@ class MatrixSpec(_Strict):
         if self.min_ok_requests is not None and self.min_ok_requests > self.requests_per_run:
             raise FieldRule("min_ok_requests", f"min_ok_requests ({self.min_ok_requests}) exceeds requests_per_run "
                              f"({self.requests_per_run}); fix: lower min_ok_requests or raise requests_per_run")
-        if self.provider == "external" and not self.server.urls:
+        if self.provider == "external" and not (isinstance(self.server, ExternalServer) and self.server.urls):
             raise FieldRule("server.urls", "provider 'external' needs urls: the base URLs of the running servers; "
                              "fix: list them, e.g. server: {urls: ['http://127.0.0.1:8080']}")
         ma = self.multi_agent

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(temp_path), then make the result the file at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ SINGLE_CONFIG_COLUMNS = ["model", "num_gpu", "num_ctx", "temperature", "harness"
 MULTI_CONFIG_COLUMNS = ["model", "scenario", "harness"]
 Harness = Literal["python", "rust"]
 HARNESSES: tuple[str, ...] = typing.get_args(Harness)
-DEFAULT_HARNESS = "python"
+DEFAULT_HARNESS: Harness = "python"
 
 _LABEL = re.compile(r"^gpu(\d+)_ctx(\d+)_temp(.+)$")
 

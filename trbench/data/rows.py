@@ -6,6 +6,12 @@ bool_, datetime -> timestamp(us, UTC), list[...] -> list_). Field order is colum
 derived schemas are pinned to the ones stored files were written with (tests/test_rows.py).
 The runners build each row through its model (types checked as it is made) and hand its
 model_dump to store.write_run.
+
+Every model is declared statically, so an editor and mypy see each column. A row made of several
+parts inherits them, listed from its last columns to its first: pydantic collects fields along the
+reversed MRO, so `class R(C, B, A)` holds A's columns, then B's, then C's, then R's own. A family
+of columns (per cache state, per agent, per percentile) is written out, and tests/test_rows.py
+checks it against the tuples it is named from (CACHE_STATES, AGENT_ROLES, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import typing
 from typing import Annotated, Any, Literal, Union
 
 import pyarrow as pa
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel
 
 
 class Arrow:
@@ -59,20 +65,6 @@ def arrow_type(annotation: Any, metadata: typing.Iterable[Any] = ()) -> pa.DataT
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     """The model's fields as a pyarrow schema, in field order."""
     return pa.schema([(name, arrow_type(f.annotation, f.metadata)) for name, f in model.model_fields.items()])
-
-
-def _extend(name: str, base: type[BaseModel], *parts: dict | type[BaseModel], doc: str = "") -> type[BaseModel]:
-    """base's fields followed by each part's, in order: a dict of generated fields (name ->
-    (annotation, default)) or the fields of another model."""
-    fields: dict[str, Any] = {}
-    for part in parts:
-        if isinstance(part, dict):
-            fields.update(part)
-        else:
-            fields.update({n: (f.annotation, f) for n, f in part.model_fields.items()})
-    model = create_model(name, __base__=base, __module__=__name__, **fields)
-    model.__doc__ = doc
-    return model
 
 
 class RunKeys(BaseModel):
@@ -118,9 +110,6 @@ class _RequestStart(RunKeys):
     sent_at: dt.datetime
 
 
-_RequestHead = _extend("_RequestHead", _RequestStart, Outcome)
-
-
 class RequestFigures(BaseModel):
     """What metrics.derive computes from one request's raw record, as its row stores it (in column
     order); trbench.measure.metrics.RequestMetrics is these with the request's status, error and
@@ -143,14 +132,23 @@ class RequestFigures(BaseModel):
     n_chunks: int = 0
 
 
-class _RequestRaw(BaseModel):
-    """The raw observations every figure is derived from."""
+class _ServerRaw(BaseModel):
+    """The raw observations every figure is derived from: first the server's own counts."""
 
     server_decode_tokens: I64 = None
     server_decode_ms: F = None
     server_decode_tps_reported: F = None  # the server's own decode rate, where it reports one
     server_total_ms: F = None
+
+
+class _RequestRaw(_ServerRaw):
+    # a load step's requests lack it: the asynchronous load client shares one thread's CPU among all its streams
     client_cpu_s: F = None  # the harness's CPU time over the request (RawExchange.client_cpu_ns)
+
+
+class _StreamRaw(BaseModel):
+    """What the answer's stream carried, and the GPUs' memory where the request failed."""
+
     chunk_offsets_ms: list[float] = []
     chunk_kinds: list[str] = []
     output_text: S = None
@@ -158,8 +156,8 @@ class _RequestRaw(BaseModel):
     gpu_memory_at_error: S = None  # what the GPUs held when the request failed; null without a GPU
 
 
-RequestRow = _extend("RequestRow", _RequestHead, RequestFigures, _RequestRaw,
-                     doc="One request of a run, warm-ups included, with the raw observations its metrics come from.")
+class RequestRow(_StreamRaw, _RequestRaw, RequestFigures, Outcome, _RequestStart):
+    """One request of a run, warm-ups included, with the raw observations its metrics come from."""
 
 
 class MaRequestRow(RequestRow):
@@ -206,13 +204,6 @@ class _RunCounts(RunKeys):
     answers_flagged: int = 0
 
 
-class _RunTail(BaseModel):
-    decode_tps_cv_pct_within_run: F = None
-    manifest_digest: str
-    gpu_memory_at_error: S = None
-    fallback_from: S = None  # the config label this OOM fallback replaces
-
-
 SUMMARIZED = ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
 STATS = ("mean", "p50", "p95", "p99")
 # The cache state of a request's prefill. cold, partial and cached come from the server's own counts
@@ -239,15 +230,56 @@ def ttft_state(field: str) -> str | None:
     matches = [st for st in CACHE_STATES if field.startswith(f"ttft_{st}_")]
     return max(matches, key=len) if matches else None
 
-RunRow = _extend(
-    "RunRow", _RunCounts,
-    {f"{m}_{s}": (F, None) for m in SUMMARIZED for s in STATS},
-    # TTFT per cache state: never pooled across states
-    {n: (t, None) for st in CACHE_STATES
-     for n, t in ((f"n_{st}", I), (f"ttft_{st}_ms_mean", F), (f"ttft_{st}_ms_p50", F))},
-    _RunTail, Energy,
-    doc="One single-agent run's aggregates: written last, the ledger entry of a finished run.",
-)
+
+class _RunStats(_RunCounts):
+    # <m>_<stat> for m in SUMMARIZED, stat in STATS
+    decode_tps_mean: F = None
+    decode_tps_p50: F = None
+    decode_tps_p95: F = None
+    decode_tps_p99: F = None
+    decode_tps_client_mean: F = None
+    decode_tps_client_p50: F = None
+    decode_tps_client_p95: F = None
+    decode_tps_client_p99: F = None
+    e2e_ms_mean: F = None
+    e2e_ms_p50: F = None
+    e2e_ms_p95: F = None
+    e2e_ms_p99: F = None
+    tpot_ms_mean: F = None
+    tpot_ms_p50: F = None
+    tpot_ms_p95: F = None
+    tpot_ms_p99: F = None
+    # TTFT per cache state, never pooled across states: n_<st>, ttft_<st>_ms_mean, ttft_<st>_ms_p50
+    # for st in CACHE_STATES
+    n_cold: I = None
+    ttft_cold_ms_mean: F = None
+    ttft_cold_ms_p50: F = None
+    n_partial: I = None
+    ttft_partial_ms_mean: F = None
+    ttft_partial_ms_p50: F = None
+    n_cached: I = None
+    ttft_cached_ms_mean: F = None
+    ttft_cached_ms_p50: F = None
+    n_cold_asked: I = None
+    ttft_cold_asked_ms_mean: F = None
+    ttft_cold_asked_ms_p50: F = None
+    n_cached_asked: I = None
+    ttft_cached_asked_ms_mean: F = None
+    ttft_cached_asked_ms_p50: F = None
+    n_unknown: I = None
+    ttft_unknown_ms_mean: F = None
+    ttft_unknown_ms_p50: F = None
+
+
+class _RunTail(_RunStats):
+    decode_tps_cv_pct_within_run: F = None
+    manifest_digest: str
+    gpu_memory_at_error: S = None
+    fallback_from: S = None  # the config label this OOM fallback replaces
+
+
+class RunRow(Energy, _RunTail):
+    """One single-agent run's aggregates: written last, the ledger entry of a finished run."""
 
 
 class AgentFigures(BaseModel):
@@ -292,14 +324,35 @@ class _MaRunHead(BaseModel):
 AGENT_ROLES = ("collector", "insight")  # as config.agents.ROLES
 AGENT_PHASES = ("concurrent", "solo")
 
-MaRunRow = _extend(
-    "MaRunRow", _MaRunHead,
-    {n: (t, None) for role in AGENT_ROLES for n, t in
-     [(f"{role}_instance", S), (f"{role}_options", S), (f"{role}_contended", bool | None)]
-     + [(f"{role}_{phase}_{k}", f.annotation) for phase in AGENT_PHASES for k, f in AgentFigures.model_fields.items()]},
-    Energy,
-    doc="One multi-agent run: both agents at once, then each alone, and what contention cost.",
-)
+class _MaRunAgents(_MaRunHead):
+    # per role of AGENT_ROLES: <role>_instance, _options, _contended, then <role>_<phase>_<AgentFigures field>
+    # for phase in AGENT_PHASES
+    collector_instance: S = None
+    collector_options: S = None
+    collector_contended: bool | None = None
+    collector_concurrent_decode_tps: F = None
+    collector_concurrent_ttft_ms: F = None
+    collector_concurrent_wall_s: F = None
+    collector_concurrent_output_tokens: I64 = None
+    collector_solo_decode_tps: F = None
+    collector_solo_ttft_ms: F = None
+    collector_solo_wall_s: F = None
+    collector_solo_output_tokens: I64 = None
+    insight_instance: S = None
+    insight_options: S = None
+    insight_contended: bool | None = None
+    insight_concurrent_decode_tps: F = None
+    insight_concurrent_ttft_ms: F = None
+    insight_concurrent_wall_s: F = None
+    insight_concurrent_output_tokens: I64 = None
+    insight_solo_decode_tps: F = None
+    insight_solo_ttft_ms: F = None
+    insight_solo_wall_s: F = None
+    insight_solo_output_tokens: I64 = None
+
+
+class MaRunRow(Energy, _MaRunAgents):
+    """One multi-agent run: both agents at once, then each alone, and what contention cost."""
 
 
 class _TelemetryHead(BaseModel):
@@ -316,22 +369,38 @@ class _TelemetryHead(BaseModel):
     t_rel_s: float
 
 
-# the columns a GPU row fills and those the host row fills (each null on the other kind of row)
-GPU_FIELDS: dict[str, Any] = {"power_w": F, "energy_mj": I64, "util_pct": F, "mem_used_mib": F, "temp_c": F}
-HOST_FIELDS: dict[str, Any] = {"cpu_pct": F, "server_rss_mib": F, "server_cpu_pct": F}
+class _GpuSample(BaseModel):
+    """The columns a GPU row fills (null on the host row)."""
 
-TelemetryRow = _extend(
-    "TelemetryRow", _TelemetryHead,
-    {n: (t, None) for n, t in GPU_FIELDS.items()}, {n: (t, None) for n, t in HOST_FIELDS.items()},
-    # the run's harness (RunKeys.harness); added with the axis, older files read as python
-    {"harness": (str, "python")},
-    doc="""The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
+    power_w: F = None
+    energy_mj: I64 = None
+    util_pct: F = None
+    mem_used_mib: F = None
+    temp_c: F = None
+
+
+class _HostSample(BaseModel):
+    """The columns the host row fills (null on a GPU row)."""
+
+    cpu_pct: F = None
+    server_rss_mib: F = None
+    server_cpu_pct: F = None
+
+
+GPU_FIELDS: tuple[str, ...] = tuple(_GpuSample.model_fields)
+HOST_FIELDS: tuple[str, ...] = tuple(_HostSample.model_fields)
+
+
+class TelemetryRow(_HostSample, _GpuSample, _TelemetryHead):
+    """The telemetry table: long ("tidy") by source. Each sample tick is one row per sampled GPU
     (gpu_index set; the GPU_FIELDS filled; host columns null) plus one host row (gpu_index null; the
     HOST_FIELDS filled; GPU columns null); the rows of one tick share `sample`. t: wall clock (UTC) of
     the read; t_rel_s: monotonic seconds since the sampler started; phase: idle | warmup | measured
     (single-agent) or idle | warmup | concurrent | solo (multi-agent). Field meanings:
-    trbench/measure/sampler.py.""",
-)
+    trbench/measure/sampler.py."""
+
+    # the run's harness (RunKeys.harness); added with the axis, older files read as python
+    harness: str = "python"
 
 
 # --- the embeddings workload of load mode (trbench/run/embeddings_step.py) ------------------------------
@@ -408,14 +477,10 @@ class _EmbeddingStepHead(EmbeddingKeys):
     texts_digest: str
 
 
-class _EmbeddingStepTail(BaseModel):
+class EmbeddingStepRow(EmbeddingFigures, _EmbeddingStepHead):
+    """One embeddings step: a batch size on one instance, its figures; written last, its ledger entry."""
+
     manifest_digest: str
-
-
-EmbeddingStepRow = _extend(
-    "EmbeddingStepRow", _EmbeddingStepHead, EmbeddingFigures, _EmbeddingStepTail,
-    doc="One embeddings step: a batch size on one instance, its figures; written last, its ledger entry.",
-)
 
 
 # --- load mode: many requests in flight; one row per request and one per step -------------------
@@ -437,20 +502,24 @@ class LoadKeys(StepKeys):
     burstiness: F = None  # gamma shape of the open-loop gaps (1: Poisson)
 
 
-# client_cpu_s: the asynchronous load client shares one thread's CPU among all its streams
-_REQUEST_OWN = set(RunKeys.model_fields) | {"request_index", "is_warmup", "prompt_id", "cache_target", "sent_at",
-                                            "client_cpu_s"}
+class _LoadRequestStart(LoadKeys):
+    request_index: int
+    is_warmup: bool
+    prompt_id: str
+    sent_at: dt.datetime
+    # seconds after the step started: when the request was due (open loop: its arrival; closed loop: its stream
+    # was free) and when it was sent; the difference is the client's own wait (max_inflight), never the server's
+    scheduled_offset_ms: float
+    sent_offset_ms: float
+    queue_ms: F = None
+    # as RequestRow's (tests/test_rows.py holds them equal)
+    cache_state: str
+    answer_check: S = None
 
-LoadRequestRow = _extend(
-    "LoadRequestRow", LoadKeys,
-    {"request_index": (int, ...), "is_warmup": (bool, ...), "prompt_id": (str, ...), "sent_at": (dt.datetime, ...),
-     # seconds after the step started: when the request was due (open loop: its arrival; closed loop: its stream
-     # was free) and when it was sent; the difference is the client's own wait (max_inflight), never the server's
-     "scheduled_offset_ms": (float, ...), "sent_offset_ms": (float, ...),
-     "queue_ms": (F, None)},
-    {n: (f.annotation, f) for n, f in RequestRow.model_fields.items() if n not in _REQUEST_OWN},
-    doc="One request of a load step, warm-ups included, with the same measurement columns as a run's requests.",
-)
+
+class LoadRequestRow(_StreamRaw, _ServerRaw, RequestFigures, Outcome, _LoadRequestStart):
+    """One request of a load step, warm-ups included, with the same measurement columns as a run's requests
+    (all of RequestRow's past its keys and start, but client_cpu_s)."""
 
 LOAD_LATENCIES = ("ttft", "tpot", "itl", "e2e", "queue", "prefill")  # as load_metrics.LATENCY_COLUMNS
 LOAD_PCTS = (50, 90, 95, 99)
@@ -472,11 +541,34 @@ class _LoadCounts(BaseModel):
     goodput_rps: F = None
 
 
-LoadFigures = _extend(
-    "LoadFigures", _LoadCounts,
-    {f"{m}_ms_p{p}": (F, None) for m in LOAD_LATENCIES for p in LOAD_PCTS},
-    doc="One load step's figures from its raw records (definitions: measure/load_metrics.LOAD_DEFINITIONS).",
-)
+class LoadFigures(_LoadCounts):
+    """One load step's figures from its raw records (definitions: measure/load_metrics.LOAD_DEFINITIONS)."""
+
+    # <m>_ms_p<p> for m in LOAD_LATENCIES, p in LOAD_PCTS
+    ttft_ms_p50: F = None
+    ttft_ms_p90: F = None
+    ttft_ms_p95: F = None
+    ttft_ms_p99: F = None
+    tpot_ms_p50: F = None
+    tpot_ms_p90: F = None
+    tpot_ms_p95: F = None
+    tpot_ms_p99: F = None
+    itl_ms_p50: F = None
+    itl_ms_p90: F = None
+    itl_ms_p95: F = None
+    itl_ms_p99: F = None
+    e2e_ms_p50: F = None
+    e2e_ms_p90: F = None
+    e2e_ms_p95: F = None
+    e2e_ms_p99: F = None
+    queue_ms_p50: F = None
+    queue_ms_p90: F = None
+    queue_ms_p95: F = None
+    queue_ms_p99: F = None
+    prefill_ms_p50: F = None
+    prefill_ms_p90: F = None
+    prefill_ms_p95: F = None
+    prefill_ms_p99: F = None
 
 
 class _LoadStepHead(LoadKeys):
@@ -492,14 +584,12 @@ class _LoadStepHead(LoadKeys):
     slo_e2e_ms: F = None
 
 
-class _LoadStepTail(BaseModel):
+class LoadStepRow(LoadFigures, _LoadStepHead):
+    """One load step: its settings and figures; written last, the ledger entry."""
+
     valid: bool
     invalid_reason: S = None
     manifest_digest: str
-
-
-LoadStepRow = _extend("LoadStepRow", _LoadStepHead, LoadFigures, _LoadStepTail,
-                      doc="One load step: its settings and figures; written last, the ledger entry.")
 
 
 class _SuiteRequestHead(BaseModel):
@@ -527,7 +617,11 @@ class _SuiteRequestHead(BaseModel):
     sent_at: dt.datetime
 
 
-class _SuiteRequestTail(BaseModel):
+class SuiteRequestRow(Outcome, _SuiteRequestHead):
+    """One request of a quality suite: a scenario message (router, orchestrator, chat) or a QA
+    question, what was measured, and the answer's checks; null where a check does not apply (chat: no
+    JSON; route: router only; QA columns: QA only) or the request failed."""
+
     ttft_ms: F = None
     e2e_ms: F = None
     prompt_tokens: I64 = None
@@ -544,13 +638,6 @@ class _SuiteRequestTail(BaseModel):
     ref_id: list[str] = []
     output_text: S = None
     manifest_digest: str
-
-
-SuiteRequestRow = _extend(
-    "SuiteRequestRow", _SuiteRequestHead, Outcome, _SuiteRequestTail,
-    doc="One request of a quality suite: a scenario message (router, orchestrator, chat) or a QA "
-        "question, what was measured, and the answer's checks; null where a check does not apply (chat: no "
-        "JSON; route: router only; QA columns: QA only) or the request failed.")
 
 
 class EnsembleAnswerRow(BaseModel):

@@ -287,7 +287,7 @@ def model_facts(path: str | Path) -> dict[str, Any]:
         quant_source = "general.file_type"
     else:  # optional key: the type holding most of the 2-D weights' parameters stands in
         typed = {t: n for t, n in tinfo["tensor_type_params"].items() if t != "F32"}
-        quant = max(typed, key=typed.get) if typed else "F32"
+        quant = max(typed, key=lambda t: typed[t]) if typed else "F32"
         quant_source = "tensor types"
     head_count, head_count_kv = a("attention.head_count"), a("attention.head_count_kv")
     if head_count_kv is None and head_count is not None:

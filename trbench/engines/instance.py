@@ -27,8 +27,11 @@ class Instance(Protocol):
     """One running LLM server at one URL. Providers differ in how it starts; flows see only this."""
 
     name: str
-    url: str
     provider: str
+
+    @property
+    def url(self) -> str:
+        """The server's base URL (read-only: an instance computes it from its host and port)."""
 
     def start(self) -> None:
         """Start the server if this provider starts one (idempotent); raise InstanceError if it cannot."""
@@ -46,7 +49,16 @@ class Instance(Protocol):
         """Stop and remove whatever start() created; safe to call twice and on every exit path."""
 
 
-def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None, name: str = "",
+class Exited(Protocol):
+    """What wait_healthy watches for an early exit: a process, or what answers as one does (a container)."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+
+def wait_healthy(url: str, timeout_s: float, proc: Exited | None = None, name: str = "",
                  path: str = "/health") -> None:
     """Poll url+path until it answers 200 (llama.cpp: /health; Ollama: /api/version)."""
     deadline = time.monotonic() + timeout_s
@@ -83,7 +95,9 @@ def check_served_names(url: str, name: str, model: str) -> None:
 class OllamaServed:
     """What every instance that trbench starts as an Ollama server holds and answers the same way."""
 
-    url: str
+    @property
+    def url(self) -> str:
+        raise NotImplementedError  # each provider's own address
 
     def __init__(self, name: str, settings: Any, port: int, gpu: str | None, load_timeout_s: float) -> None:
         self.name = name

@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from pathlib import Path
 
 import docker
@@ -205,7 +206,7 @@ class OllamaContainerInstance(OllamaServed):
                             **(environment or {})}
         self.image_id: str | None = None
         self._client: docker.DockerClient | None = None
-        self._container = None
+        self._container: Any = None  # a docker Container (the docker package ships no types)
 
     @property
     def url(self) -> str:

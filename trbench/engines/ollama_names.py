@@ -28,7 +28,7 @@ def canonical(name: str) -> str:
 
 
 def same_model(a: str | None, b: str | None) -> bool:
-    return bool(a) and bool(b) and canonical(a) == canonical(b)
+    return bool(a and b and canonical(a) == canonical(b))
 
 
 def find(name: str, names: list[str]) -> str | None:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 
 def pid_alive(pid: int) -> bool:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     _reap(args.pgid, args.container)
 
 
-def spawn(pgids: list[int] = (), containers: list[str] = ()) -> subprocess.Popen:
+def spawn(pgids: Sequence[int] = (), containers: Sequence[str] = ()) -> subprocess.Popen:
     """Start a reaper for this process; stop it (terminate) once the resources are cleaned up normally."""
     cmd = [sys.executable, "-m", "trbench.engines.reaper", "--parent-pid", str(os.getpid())]
     cmd += [x for g in pgids for x in ("--pgid", str(g))]

@@ -102,13 +102,19 @@ def gpu_energy(rows: Iterable[dict]) -> list[GpuEnergy]:
         window = sum(s[-1]["t_rel_s"] - s[0]["t_rel_s"] for s in segs)
         counters = [_counter_j(s) for s in segs]
         integrals = [trapezoid(s) if len(s) > 1 else 0.0 for s in segs]
-        counter = sum(counters) if all(c is not None for c in counters) else None
-        integral = sum(integrals) if all(x is not None for x in integrals) else None
+        counter = _sum_all(counters)
+        integral = _sum_all(integrals)
         used, method = (counter, "energy counter") if counter is not None else (
             (integral, "power integral") if integral is not None else (None, None))
         out.append(GpuEnergy(gpu_index=g, window_s=window, counter_j=counter, integral_j=integral, energy_j=used,
                              method=method))
     return out
+
+
+def _sum_all(values: list[float | None]) -> float | None:
+    """The sum where every value is known, else None."""
+    known = [v for v in values if v is not None]
+    return sum(known) if len(known) == len(values) else None
 
 
 def window_s(rows: Iterable[dict]) -> float | None:
@@ -184,8 +190,8 @@ def run_energy(rows: list[dict], output_tokens: int | None, price_per_kwh: float
     energy = None
     method = None
     if per_gpu:
-        if all(g.energy_j is not None for g in per_gpu):
-            energy = sum(g.energy_j for g in per_gpu)
+        energy = _sum_all([g.energy_j for g in per_gpu])
+        if energy is not None:
             methods = {g.method for g in per_gpu}
             method = methods.pop() if len(methods) == 1 else ", ".join(f"GPU {g.gpu_index}: {g.method}" for g in per_gpu)
         else:

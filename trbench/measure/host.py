@@ -107,8 +107,9 @@ class HostProbe:
             return None, None
         if not rate_due:
             return rss / MIB, None
-        first = self._server_prev_ns is None
-        dt_s = (t_ns - self._server_prev_ns) / 1e9 if not first else 0.0
+        prev_ns = self._server_prev_ns
+        first = prev_ns is None
+        dt_s = (t_ns - prev_ns) / 1e9 if prev_ns is not None else 0.0
         self._proc_cpu, self._server_prev_ns = seen, t_ns
         server_cpu = None if first or dt_s <= 0 else max(cpu_delta, 0.0) / dt_s * 100.0
         return rss / MIB, server_cpu

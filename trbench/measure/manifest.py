@@ -9,18 +9,21 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from trbench.config.paths import PROJECT_ROOT
 from trbench.measure import vram
 
+if TYPE_CHECKING:
+    from trbench.engines.instance import Instance
 PACKAGES = ["trbench", "prefect", "xllamacpp", "httpx", "pydantic", "pandas", "pyarrow", "numpy",
             "great-expectations", "nvidia-ml-py", "docker"]
 
 
 def package_versions() -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
@@ -69,7 +72,7 @@ def hardware() -> dict:
     }
 
 
-def describe_instance(inst: object) -> dict:
+def describe_instance(inst: Instance) -> dict:
     """One instance as the manifest keeps it: where it is, its threads, and how it batches and queues
     (embedded: slots; Ollama: num_parallel, max_queue; None where the provider does not say)."""
     return {"name": inst.name, "provider": inst.provider, "url": inst.url, "threads": getattr(inst, "threads", None),

@@ -131,9 +131,9 @@ def _kv_per_token(nums: dict[str, Any], n_layers: int | None) -> tuple[int, str]
     if isinstance(hkv, list) and hkv and all(isinstance(h, int) for h in hkv):  # per-layer kv heads
         total_heads = sum(hkv)
         layers_text = f"sum of per-layer kv heads {total_heads} ({len(hkv)} layers)"
-    elif _int(hkv) and n_layers:
-        total_heads = n_layers * hkv
-        layers_text = f"{n_layers} layers x {hkv} kv heads"
+    elif (kv_heads := _int(hkv)) and n_layers:
+        total_heads = n_layers * kv_heads
+        layers_text = f"{n_layers} layers x {kv_heads} kv heads"
     else:
         return None
     if k_len == v_len:

@@ -112,7 +112,8 @@ def decide(estimates: dict[str, Estimate], higher_is_better: bool) -> tuple[str,
     if len(have) < 2:
         return "n/a", "fewer than two models measured"
     pick = max if higher_is_better else min
-    best = pick(have, key=lambda m: have[m].value)
+    value = {m: e.value for m, e in have.items() if e.value is not None}  # all of have: the filter types them
+    best = pick(value, key=value.__getitem__)
     if have[best].ci is None:
         return "tie", f"no interval for {best} (fewer than two values)"
     tied = [m for m in have if m != best and metrics.intervals_overlap(have[best].ci, have[m].ci)]
@@ -191,12 +192,12 @@ def ma_pct_rows(ma_results: list, baseline: str | None) -> list[MaPctRow]:
 
 
 def _frontier(points: list[EnergyPoint]) -> None:
-    usable = [p for p in points if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
-    for p in usable:
+    usable = [(p, p.decode_tps_p50, p.tokens_per_j_p50) for p in points
+              if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
+    for p, tps, tpj in usable:
         p.on_frontier = not any(
-            q is not p and q.decode_tps_p50 >= p.decode_tps_p50 and q.tokens_per_j_p50 >= p.tokens_per_j_p50
-            and (q.decode_tps_p50 > p.decode_tps_p50 or q.tokens_per_j_p50 > p.tokens_per_j_p50)
-            for q in usable)
+            q is not p and q_tps >= tps and q_tpj >= tpj and (q_tps > tps or q_tpj > tpj)
+            for q, q_tps, q_tpj in usable)
 
 
 def energy_section(cells: list, gpus: list[str]) -> EnergySection:
@@ -238,7 +239,7 @@ def _column(frame: pd.DataFrame, column: str) -> list[float | None]:
 
 
 def vram_rows(budget: list[dict], cells: list) -> list[VramRow]:
-    measured: dict[tuple[str, int, int], float] = {}
+    measured: dict[tuple[str, int | None, int | None], float] = {}
     for c in cells:
         if c.gpu_mem_used_mib_max is not None:
             key = (c.model, c.config.num_gpu, c.config.num_ctx)

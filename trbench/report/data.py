@@ -128,6 +128,7 @@ def first_answer(root: Path, reqs: RequestColumns, rows: np.ndarray) -> tuple[st
     for p, model in zip(rows.tolist(), model_of):
         rid = reqs.run_ids[reqs.run_code[p]]
         if rid not in texts:
+            assert model is not None  # a required column: every request row names its model
             path = store.run_file(root, "requests", model, rid)
             texts[rid] = _answers(path) if path.is_file() else {}
         text, prompt_id = texts[rid].get(int(reqs.values["request_index"][p]), (None, None))

@@ -20,7 +20,7 @@ def _pct_text(row: pd.Series) -> str:
     return f"{row['within_slo_pct']:.1f}% (<= {row['slo_ms']:g} ms)"
 
 
-def _maybe(value: object, digits: int = 1) -> str:
+def _maybe(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or pd.isna(value) else fmt(float(value), digits)
 
 

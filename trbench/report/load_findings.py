@@ -50,10 +50,10 @@ def load_sentences(load: LoadSection | None) -> list[str]:
             out.append(f"Under load, {model} {config}: none of its {len(steps)} step(s) had an ok measured request.")
             continue
         parts = []
-        with_tps = [s for s in counted if s.output_tps is not None]
+        with_tps = [(s.output_tps, s) for s in counted if s.output_tps is not None]
         if with_tps:
-            peak = max(with_tps, key=lambda s: s.output_tps)
-            parts.append(f"output {'peaks at' if len(with_tps) > 1 else 'is'} {peak.output_tps:.1f} tok/s "
+            peak_tps, peak = max(with_tps, key=lambda t: t[0])
+            parts.append(f"output {'peaks at' if len(with_tps) > 1 else 'is'} {peak_tps:.1f} tok/s "
                          f"(step {peak.step_label})")
         summary = summaries.get((model, config))
         best = next((s for s in counted if summary and s.step_label == summary.best_goodput_step), None)

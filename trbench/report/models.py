@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel
 
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
-from trbench.data.rows import CACHE_STATES, UNVERIFIED_STATES
+from trbench.data.rows import UNVERIFIED_STATES
 from trbench.report.regression import MatchSettings, RegressionResult
 from trbench.report import compare as report_compare
 from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
@@ -47,11 +47,34 @@ class Config(BaseModel):
         return (self.num_gpu, self.num_ctx, self.temperature)
 
 
-# TTFT per cache state (metrics.CACHE_STATES), never pooled: ttft_<state>_{n,p50_ms,p95_ms,p50_ci}
-_TtftByState = create_model("_TtftByState", **{
-    f"ttft_{state}_{name}": (kind, default) for state in CACHE_STATES
-    for name, kind, default in (("n", int, 0), ("p50_ms", float | None, None), ("p95_ms", float | None, None),
-                                ("p50_ci", tuple[float, float] | None, None))})
+class _TtftByState(BaseModel):
+    """TTFT per cache state (CACHE_STATES), never pooled: ttft_<state>_{n,p50_ms,p95_ms,p50_ci}, state by state
+    (tests/test_rows.py holds the fields to CACHE_STATES)."""
+
+    ttft_cold_n: int = 0
+    ttft_cold_p50_ms: float | None = None
+    ttft_cold_p95_ms: float | None = None
+    ttft_cold_p50_ci: tuple[float, float] | None = None
+    ttft_partial_n: int = 0
+    ttft_partial_p50_ms: float | None = None
+    ttft_partial_p95_ms: float | None = None
+    ttft_partial_p50_ci: tuple[float, float] | None = None
+    ttft_cached_n: int = 0
+    ttft_cached_p50_ms: float | None = None
+    ttft_cached_p95_ms: float | None = None
+    ttft_cached_p50_ci: tuple[float, float] | None = None
+    ttft_cold_asked_n: int = 0
+    ttft_cold_asked_p50_ms: float | None = None
+    ttft_cold_asked_p95_ms: float | None = None
+    ttft_cold_asked_p50_ci: tuple[float, float] | None = None
+    ttft_cached_asked_n: int = 0
+    ttft_cached_asked_p50_ms: float | None = None
+    ttft_cached_asked_p95_ms: float | None = None
+    ttft_cached_asked_p50_ci: tuple[float, float] | None = None
+    ttft_unknown_n: int = 0
+    ttft_unknown_p50_ms: float | None = None
+    ttft_unknown_p95_ms: float | None = None
+    ttft_unknown_p50_ci: tuple[float, float] | None = None
 
 
 class CellResult(_TtftByState):

@@ -198,29 +198,29 @@ def _frontier_axes(fig: Figure, ax, front: list[tuple[float, float]], xlabel: st
 
 
 def efficiency_frontier(data: ReportData) -> Plot | None:
-    points = [p for p in data.energy.points if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
+    # (point, decode tok/s, tokens per joule) of the points that have both
+    points = [(p, p.decode_tps_p50, p.tokens_per_j_p50) for p in data.energy.points
+              if p.decode_tps_p50 is not None and p.tokens_per_j_p50 is not None]
     if not data.energy.measured or not points:
         return None
-    models = list(dict.fromkeys(p.model for p in points))
+    models = list(dict.fromkeys(p.model for p, _, _ in points))
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
-    xs, ys = [p.decode_tps_p50 for p in points], [p.tokens_per_j_p50 for p in points]
+    xs, ys = [tps for _, tps, _ in points], [tpj for _, _, tpj in points]
     span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     placed: list[tuple[float, float]] = []
-    for p in points:
+    for p, tps, tpj in points:
         i = models.index(p.model)
-        below, above = _err(p.tokens_per_j_p50, p.tokens_per_j_ci)
-        ax.errorbar([p.decode_tps_p50], [p.tokens_per_j_p50], yerr=[[below], [above]], fmt="o", color=_color(i),
+        below, above = _err(tpj, p.tokens_per_j_ci)
+        ax.errorbar([tps], [tpj], yerr=[[below], [above]], fmt="o", color=_color(i),
                     markersize=7 if p.on_frontier else 5, capsize=3,
                     label=p.model if p.model not in ax.get_legend_handles_labels()[1] else None)
         # labels of points that (nearly) coincide are stacked, not drawn over each other
-        near = sum(abs(x - p.decode_tps_p50) < 0.05 * span_x and abs(y - p.tokens_per_j_p50) < 0.05 * span_y
-                   for x, y in placed)
-        placed.append((p.decode_tps_p50, p.tokens_per_j_p50))
-        ax.annotate(p.config, (p.decode_tps_p50, p.tokens_per_j_p50), fontsize=7, xytext=(5, 4 - 10 * near),
-                    textcoords="offset points")
+        near = sum(abs(x - tps) < 0.05 * span_x and abs(y - tpj) < 0.05 * span_y for x, y in placed)
+        placed.append((tps, tpj))
+        ax.annotate(p.config, (tps, tpj), fontsize=7, xytext=(5, 4 - 10 * near), textcoords="offset points")
     ax.margins(x=0.15, y=0.12)
-    _frontier_axes(fig, ax, [(p.decode_tps_p50, p.tokens_per_j_p50) for p in points if p.on_frontier],
+    _frontier_axes(fig, ax, [(tps, tpj) for p, tps, tpj in points if p.on_frontier],
                    "decode tok/s median", "tokens per joule median", "Efficiency frontier (up and right is better)")
     return Plot(name="efficiency_frontier", title="Efficiency frontier: tokens per joule against decode tok/s",
                 caption="One point per model x config; whiskers: bootstrap 95% intervals of tokens per joule over "
@@ -259,7 +259,7 @@ def qa_breakdown(data: ReportData) -> Plot | None:
 def quality_vs_speed(data: ReportData) -> Plot | None:
     su = data.suites
     points = su.points if su else []
-    if not points:
+    if su is None or not points:
         return None
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.subplots()

@@ -29,7 +29,8 @@ def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path |
     plot_paths = []
     for fig in figures:
         path = folder / fig.file
-        write_atomic(path, lambda tmp, png=fig.png: tmp.write_bytes(png))
+        png = fig.png  # written now, before the loop moves on
+        write_atomic(path, lambda tmp: tmp.write_bytes(png))
         plot_paths.append(path)
     md_path = folder / f"{data.tr_id}.md"
     write_text_atomic(md_path, render_markdown(data, figures))

@@ -177,6 +177,12 @@ def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
                         spec.load_timeout_s)
 
 
+def load_section(spec: MatrixSpec) -> LoadSpec:
+    """The spec's load section: load steps are planned only from a spec that has one."""
+    assert spec.load is not None
+    return spec.load
+
+
 def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
     c, s = plan.cell, plan.step
     return {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "model": c.model,
@@ -184,7 +190,7 @@ def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
             "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
             "temperature": c.temperature, "slots": plan.slots, "max_queue": plan.max_queue,
             "step_index": plan.step_index, "step_label": s.label, "mode": s.mode, "concurrency": s.concurrency, "rate": s.rate,
-            "burstiness": spec.load.burstiness if s.mode == "rate" else None}
+            "burstiness": load_section(spec).burstiness if s.mode == "rate" else None}
 
 
 def load_request_rows(keys: dict, t0_ns: int, sent: list[Sent]) -> list[dict]:
@@ -201,7 +207,7 @@ def load_request_rows(keys: dict, t0_ns: int, sent: list[Sent]) -> list[dict]:
 
 def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started: float, wall_s: float,
              manifest_digest: str, reason: str | None = None) -> dict:
-    load = spec.load
+    load = load_section(spec)
     slo = load.slo.given()
     figures = load_metrics.step_figures(request_rows, slo, plan.step.rate if plan.step.mode == "rate" else None)
     if reason is None and figures.n_ok == 0:
@@ -217,7 +223,7 @@ def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started
 def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, prompts: PromptSuite,
                  manifest_digest: str, gate: Gate | None = None) -> tuple[dict, list[dict]]:
     """Run one load step on a fresh event loop; (its step row, its request rows)."""
-    load = spec.load
+    load = load_section(spec)
     max_tokens = load.max_tokens or spec.max_tokens
 
     async def run() -> tuple[int, list[Sent]]:
@@ -268,13 +274,14 @@ def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | 
     cells = [c for c in spec.cells() if c.model in spec.load_models]
     return [StepPlan(tr_id=spec.tr_id, cell=c, step=s, step_index=i, instance=instance, instance_url=instance_url,
                      slots=slots, max_queue=max_queue, prompt_style=prompt_style((facts or {}).get(c.model)))
-            for c in cells for i, s in enumerate(spec.load.fixed_steps())]
+            for c in cells for i, s in enumerate(load_section(spec).fixed_steps())]
 
 
 def sweep_plans(spec: MatrixSpec, measured: list[StepPlan], rows: list[dict]) -> list[StepPlan]:
     """A sweep's rate steps for one cell, from its synchronous and throughput steps' request rates."""
-    if spec.load.sweep is None or len(rows) < 2:
+    sweep = load_section(spec).sweep
+    if sweep is None or len(rows) < 2:
         return []
-    steps = sweep_steps(spec.load.sweep, rows[0]["request_rps"], rows[1]["request_rps"])
+    steps = sweep_steps(sweep, rows[0]["request_rps"], rows[1]["request_rps"])
     first = measured[0]
     return [first.model_copy(update={"step": s, "step_index": len(measured) + i}) for i, s in enumerate(steps)]

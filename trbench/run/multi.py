@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -19,7 +19,7 @@ from trbench.measure import metrics
 from trbench.config.agents import ROLES, AgentCall, AgentSuite
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.run.single import generation_request, harness_tag, prompt_text, request_row, unique_prefix, utc
-from trbench.config.spec import MatrixSpec, OptionSet, harness_key
+from trbench.config.spec import MatrixSpec, MultiAgentSpec, OptionSet, harness_key
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.rows import AgentFigures, MaRequestRow, MaRunRow
 from trbench.data.store import slug
@@ -53,11 +53,17 @@ class MultiRunPlan(BaseModel):
         return next(s for s in self.slots if s.role == role)
 
 
+def multi_agent_section(spec: MatrixSpec) -> MultiAgentSpec:
+    """The spec's multi_agent section: multi-agent runs are planned only from a spec that has one."""
+    assert spec.multi_agent is not None
+    return spec.multi_agent
+
+
 def config_hash(spec: MatrixSpec, model: str, scenario: str, slots: list[AgentSlot], agents_digest: str,
                 harness: str = DEFAULT_HARNESS) -> str:
     payload = {"model": model, "scenario": scenario, "backend": spec.backend, "provider": spec.provider,
                "options": [s.options.model_dump() for s in slots], "agents": agents_digest,
-               "max_tokens": spec.multi_agent.max_tokens, "ttft": spec.ttft, "seed": spec.seed,
+               "max_tokens": multi_agent_section(spec).max_tokens, "ttft": spec.ttft, "seed": spec.seed,
                **harness_key(harness)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -87,8 +93,8 @@ def agent_request(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role:
     # cache; only ttft: cold makes every call new to it
     unique = unique_prefix() if spec.ttft == "cold" else None
     messages = agent.messages(call, suite.digest_text, previous, unique)
-    return generation_request(plan.model, messages, plan.prompt_style, slot.options, spec.multi_agent.max_tokens,
-                              spec.seed)
+    return generation_request(plan.model, messages, plan.prompt_style, slot.options,
+                              multi_agent_section(spec).max_tokens, spec.seed)
 
 
 def run_agent(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, role: str, client: WireClient,
@@ -136,7 +142,7 @@ def _agent_figures(run: AgentRun) -> dict:
 
 
 def contended(conc: dict, solo: dict, spec: MatrixSpec) -> bool | None:
-    rule = spec.multi_agent.contention
+    rule = multi_agent_section(spec).contention
     if None in (conc["decode_tps"], solo["decode_tps"], conc["ttft_ms"], solo["ttft_ms"]):
         return None
     slower = conc["decode_tps"] < solo["decode_tps"] * (1 - rule.throughput_drop_pct / 100)
@@ -156,7 +162,7 @@ def _keys(spec: MatrixSpec, plan: MultiRunPlan, slot: AgentSlot) -> dict:
 
 
 def _rows(spec: MatrixSpec, plan: MultiRunPlan, runs: list[AgentRun]) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     for run in runs:
         keys = _keys(spec, plan, plan.slot(run.role))
         for call, ex, prompt in run.calls:
@@ -210,7 +216,7 @@ def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun
     concurrent_wall = (max(r.t_end_ns for r in conc.values()) - min(r.t_start_ns for r in conc.values())) / 1e9
     sequential_wall = sum(r.wall_s for r in solo.values())
     s = metrics.speedup(sequential_wall, concurrent_wall)
-    row = {
+    row: dict[str, Any] = {
         "tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
         "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
         "run_index": plan.run_index, "harness": plan.harness, "started_at": utc(started), "phase_order": "concurrent,solo" if concurrent_first else "solo,concurrent",
@@ -218,7 +224,7 @@ def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun
         "speedup": s, "efficiency_pct": metrics.efficiency_pct(s, N_AGENTS),
         "n_requests": len(measured), "n_errors": len(errors),
         "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
-        "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest,
+        "contention_rule": multi_agent_section(spec).contention.describe(), "manifest_digest": manifest_digest,
     }
     flags = []
     for role in ROLES:
@@ -245,7 +251,7 @@ def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest
            "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
            "run_index": plan.run_index, "harness": plan.harness, "started_at": utc(time.time()), "n_agents": N_AGENTS, "n_requests": 0,
            "n_errors": 0, "valid": False, "invalid_reason": f"instance failed: {reason}", "error_kinds": "instance",
-           "contention_rule": spec.multi_agent.contention.describe(), "manifest_digest": manifest_digest}
+           "contention_rule": multi_agent_section(spec).contention.describe(), "manifest_digest": manifest_digest}
     for role in ROLES:
         slot = plan.slot(role)
         row.update({f"{role}_instance": slot.instance, f"{role}_options": slot.options.model_dump_json()})

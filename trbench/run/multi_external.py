@@ -22,10 +22,10 @@ NO_ANSWER = "(no answer)"  # what an agent's prompt says where there is no previ
 def runner_phase(spec: MatrixSpec, plan: MultiRunPlan, suite: AgentSuite, clients: dict[str, WireClient],
                  phase: str) -> dict[str, AgentRun] | None:
     """Both agents' workflows through the runner; None unless every client is an external runner."""
-    runners = [clients[role] for role in ROLES]
-    if not all(isinstance(c, ExternalRunnerClient) for c in runners):
+    runners = [c for c in (clients[role] for role in ROLES) if isinstance(c, ExternalRunnerClient)]
+    if len(runners) < len(ROLES):  # not every agent's client is the runner's
         return None
-    first: ExternalRunnerClient = runners[0]  # type: ignore[assignment]  # one runner process drives both
+    first = runners[0]  # one runner process drives both
     prompts: dict[str, list[tuple[str, str]]] = {}  # role -> (call name, prompt text with the placeholder)
     agents = []
     for role, client in zip(ROLES, runners):

@@ -20,7 +20,7 @@ from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell
-from trbench.data.rows import RequestRow, RunRow
+from trbench.data.rows import LoadRequestRow, RequestRow, RunRow
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
 from trbench.run.settings import RunSettings
@@ -134,9 +134,14 @@ def completion_text(messages: list[dict[str, str]]) -> str:
 class ServerOptions(Protocol):
     """What a request asks of the server's settings: a Cell or an agent's OptionSet."""
 
-    temperature: float | None
-    num_ctx: int | None
-    num_gpu: int | None
+    @property
+    def temperature(self) -> float | None: ...
+
+    @property
+    def num_ctx(self) -> int | None: ...
+
+    @property
+    def num_gpu(self) -> int | None: ...
 
 
 def generation_request(model: str, messages: list[dict[str, str]], prompt_style: str, options: ServerOptions,
@@ -172,9 +177,10 @@ def _keys(settings: RunSettings, plan: RunPlan) -> dict:
 
 
 def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExchange, prompt: str,
-                cache_target: str | None = None, model: type[RequestRow] = RequestRow, **extra: object) -> dict:
+                cache_target: str | None = None, model: type[RequestRow] | type[LoadRequestRow] = RequestRow,
+                **extra: object) -> dict:
     """One request's row, built (and type-checked) through its model: RequestRow, or MaRequestRow
-    with the multi-agent columns in `extra`."""
+    with the multi-agent columns in `extra`, or LoadRequestRow with a load step's."""
     m = metrics.derive(ex, cache_target)
     return model(
         **keys,

@@ -18,6 +18,7 @@ from trbench.config.agents import AgentSuiteError, load_agents
 from trbench.config.paths import resolve_path
 from trbench.engines.bundled import BUNDLED_MODELS
 from trbench.config.prompts import PromptSuiteError, load_prompts
+from trbench.config.servers import EmbeddedServer, ExternalServer
 from trbench.config.spec import MatrixSpec, SpecError
 
 
@@ -116,8 +117,9 @@ def check_instances(spec: MatrixSpec, source: str) -> None:
     """One port (or URL) per instance, as create_instances will need them."""
     need = spec.instance_count
     if spec.provider == "external":
-        if len(spec.server.urls) < need:
-            raise _error(source, spec.field_name("urls"), f"{len(spec.server.urls)} URL(s) for {need} instances ({_why_instances(spec)})",
+        urls = spec.server.urls if isinstance(spec.server, ExternalServer) else []
+        if len(urls) < need:
+            raise _error(source, spec.field_name("urls"), f"{len(urls)} URL(s) for {need} instances ({_why_instances(spec)})",
                          f"list {need} urls of running servers")
         return
     have = len(spec.instance_ports)
@@ -179,7 +181,7 @@ def _writable(folder: Path) -> bool:
 
 def warnings(spec: MatrixSpec, source: str) -> list[str]:
     """What the spec may do but should not do unnoticed."""
-    if spec.remote_bind:
+    if spec.remote_bind and isinstance(spec.server, EmbeddedServer):  # remote_bind: the embedded engine's
         return [f"{source}: field '{spec.field_name('host')}': the embedded servers listen on {spec.server.host}, "
                 "reachable from the network "
                 "(allow_remote_bind: true); anyone who can reach this machine can use them"]

@@ -126,8 +126,10 @@ class _Item(BaseModel):
 
 def _items(suites: Suites, plan: SuitePlan, spec: MatrixSpec) -> list[_Item]:
     su = spec.suites
+    assert su is not None  # suite runs are planned only from a spec that has suites
     if plan.suite == "qa":
         qa = suites.qa
+        assert qa is not None  # loaded for a spec whose suites hold qa
         retriever = Retriever(qa.documents)
         return [_Item(id=q.id, messages=qa_messages(qa, q, retriever), expected=q.truth.answer_value, question=q)
                 for q in spread(qa.questions, su.questions)]
@@ -150,6 +152,7 @@ def _checks(suites: Suites, plan: SuitePlan, item: _Item, ex: RawExchange) -> di
         return {"json_ok": pred.error is None, "problem": pred.error, "answer_value": pred.answer_value,
                 "answer_unit": pred.answer_unit, "ref_id": sorted(pred.refs),
                 "answer_check": metrics.answer_check(ex.text, item.messages[-1]["content"])}
+    assert item.message is not None  # a scenario's item carries its message
     a = answer_from_exchange(suites.scenarios[plan.suite], item.message, ex)
     c = a.check
     if c is None:

@@ -15,6 +15,7 @@ import ast
 import math
 import re
 from collections.abc import Iterable
+from typing import TypeGuard
 
 BLANK = "is_blank"
 REL_TOL = 1e-3  # ±0.1 % relative
@@ -97,7 +98,7 @@ def value_matches(truth: object, pred: object) -> bool:
             return _lists_match(t_list, p_list)
         x = _number(p)
         # a two-number truth is a range: one number inside it (absolute tolerance) matches
-        if len(t_list) == 2 and all(isinstance(v, float) for v in t_list) and x is not None:
+        if len(t_list) == 2 and _all_numbers(t_list) and x is not None:
             lo, hi = sorted(t_list)
             return lo - ABS_TOL <= x <= hi + ABS_TOL
         return False
@@ -161,7 +162,11 @@ def _listish(s: str) -> list[float | str] | None:
 
 def _lists_match(a: list[float | str], b: list[float | str]) -> bool:
     """Order-insensitive; numbers within the tolerance."""
-    if all(isinstance(v, float) for v in a) and all(isinstance(v, float) for v in b):
+    if _all_numbers(a) and _all_numbers(b):
         return len(a) == len(b) and all(math.isclose(x, y, rel_tol=REL_TOL, abs_tol=ABS_TOL)
                                         for x, y in zip(sorted(a), sorted(b)))
     return sorted(_text(v).lower() for v in a) == sorted(_text(v).lower() for v in b)
+
+
+def _all_numbers(items: list[float | str]) -> TypeGuard[list[float]]:
+    return all(isinstance(v, float) for v in items)

@@ -152,9 +152,9 @@ def parse_answer(question_id: str, text: str) -> QAAnswer:
     value, error = parse_json_answer(text)
     if error is None and not isinstance(value, dict):
         error = f"not a JSON object but {type(value).__name__}"
-    if error is None and "answer_value" not in value:
+    elif isinstance(value, dict) and "answer_value" not in value:
         error = "JSON object without answer_value"
-    if error is not None:
+    if error is not None or not isinstance(value, dict):  # value is a dict where no error was found
         return QAAnswer(id=question_id, answer_value="", error=error)
     refs = value.get("ref_id") or ()
     refs = tuple(str(r) for r in refs) if isinstance(refs, list) else str(refs)

@@ -7,7 +7,7 @@ ensemble added later all read the same thing."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -35,9 +35,9 @@ def _none(v: object) -> object:
     return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
 
 
-def _refs(v: object) -> tuple[str, ...]:
+def _refs(v: Iterable[object] | None) -> tuple[str, ...]:
     """A stored list column (a numpy array once read back, or None) as a tuple."""
-    return () if v is None else tuple(str(x) for x in v)  # type: ignore[union-attr]
+    return () if v is None else tuple(str(x) for x in v)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

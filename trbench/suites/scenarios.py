@@ -207,7 +207,7 @@ class ScenarioSummary(BaseModel):
 def summarize_scenario(suite: RouterSuite | OrchestratorSuite | ChatSuite,
                        answers: Sequence[ScenarioAnswer]) -> ScenarioSummary:
     done = [a for a in answers if a.ok and a.check is not None]
-    checks = [a.check for a in done]
+    checks = [a.check for a in done if a.check is not None]  # all of done's: the filter narrows the type
 
     def rate(field: str) -> float | None:
         vals = [getattr(c, field) for c in checks if getattr(c, field) is not None]

@@ -21,6 +21,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from typing import TypeGuard
 
 BLANK = "is_blank"
 TOL = 1e-3  # relative and absolute, for numbers, list items and range bounds
@@ -111,9 +112,9 @@ def value_matches(truth: str, pred: str) -> bool:
         if p_items is not None:
             return _lists_match(t_items, p_items)
         # a two-number truth list is a range: one number inside it matches
-        if len(t_items) == 2 and all(isinstance(v, float) for v in t_items):
+        if len(t_items) == 2 and _all_numbers(t_items):
             x = _number(p)
-            lo, hi = sorted(t_items)  # type: ignore[type-var]
+            lo, hi = sorted(t_items)
             return x is not None and lo - TOL <= x <= hi + TOL
         return False
     tn, pn = _number(truth), _number(p)
@@ -175,7 +176,11 @@ def _listish(cell: str) -> list[float | str] | None:
 
 def _lists_match(a: list[float | str], b: list[float | str]) -> bool:
     """Order-insensitive; all-number lists item by item within the tolerance, others as text."""
-    if all(isinstance(v, float) for v in a) and all(isinstance(v, float) for v in b):
-        return len(a) == len(b) and all(math.isclose(x, y, rel_tol=TOL, abs_tol=TOL)  # type: ignore[arg-type]
-                                        for x, y in zip(sorted(a), sorted(b)))  # type: ignore[type-var]
+    if _all_numbers(a) and _all_numbers(b):
+        return len(a) == len(b) and all(math.isclose(x, y, rel_tol=TOL, abs_tol=TOL)
+                                        for x, y in zip(sorted(a), sorted(b)))
     return sorted(_item_text(v).strip().lower() for v in a) == sorted(_item_text(v).strip().lower() for v in b)
+
+
+def _all_numbers(items: list[float | str]) -> TypeGuard[list[float]]:
+    return all(isinstance(v, float) for v in items)

@@ -57,7 +57,7 @@ class Check:
     name: str
     columns: list[str]
     what: str
-    build: Callable[[Any, Any], Any]
+    build: Callable[..., Any]  # called as build(gxe, C); its lambdas bind loop values as defaulted parameters
     severity: Severity = "error"
 
 

@@ -169,8 +169,8 @@ def _prepare(root: Path, expected_runs: dict[str, int] | None,
             else:
                 tables.append(TableCheck(table, counts, count_checks(), kind, cols))
     if report_path is not None:
-        present = {kind for kind, frame in (("single", runs), ("multi", ma_runs)) if not frame.empty}
-        tables.append(TableCheck("report", report_frame(Path(report_path), present),
+        with_runs = {kind for kind, frame in (("single", runs), ("multi", ma_runs)) if not frame.empty}
+        tables.append(TableCheck("report", report_frame(Path(report_path), with_runs),
                                  report_checks(), "none", ["heading", "found", "body_chars", "has_table"]))
     ledger = pd.DataFrame({"run_id": pd.concat([runs["run_id"], ma_runs["run_id"]], ignore_index=True).astype("str")})
     tables.append(TableCheck("tr", ledger, tr_checks(), "none", []))
