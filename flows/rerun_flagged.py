@@ -75,7 +75,8 @@ class NextAttempts(Selection):
         return todo
 
 
-@flow(name="rerun_flagged", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+# Prefect types task_runner as TaskRunner[PrefectFuture] (invariant), which its own ThreadPoolTaskRunner is not
+@flow(name="rerun_flagged", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)  # type: ignore[arg-type]
 def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
     """Run the flagged configs of TR run `tr_id` again (new attempt), re-validate, re-flag, re-report."""
     spec, prompts, agents = load_recorded_spec(tr_id, output_dir)

@@ -72,7 +72,8 @@ def expand_tr_id(tr_id: str | None) -> str | None:
 
 # Parallelism is decided by the spec (lanes), never by the task runner: runs within a lane and the
 # multi-agent runs are measured one at a time.
-@flow(name="tr", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+# Prefect types task_runner as TaskRunner[PrefectFuture] (invariant), which its own ThreadPoolTaskRunner is not
+@flow(name="tr", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)  # type: ignore[arg-type]
 def tr(
     spec_path: str = "deployments/quickstart.yaml",
     spec: dict[str, Any] | None = None,

@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling, Completed, Failed, State
@@ -63,10 +65,10 @@ def worker_of(client, flow_run_id: UUID) -> str | None:
     return None
 
 
-def wait_all(ids: list[UUID], timeout_s: float, poll_s: float = 5.0) -> dict[UUID, object]:
+def wait_all(ids: list[UUID], timeout_s: float, poll_s: float = 5.0) -> dict[UUID, FlowRun]:
     """Poll until every flow run is final; on timeout or interrupt the unfinished ones are cancelled."""
     deadline = time.monotonic() + timeout_s
-    done: dict[UUID, object] = {}
+    done: dict[UUID, FlowRun] = {}
     with get_client(sync_client=True) as client:
         try:
             while len(done) < len(ids):
@@ -147,8 +149,10 @@ def tr_fanout(
     params = sub_run_parameters(spec, spec_path, str(out), ports)
     started = []
     for p in params:
-        run = run_deployment(deployment_name, parameters=p, timeout=0,
-                             flow_run_name=f"{spec.tr_id}-{store.slug(p['models'][0])}", tags=["trbench-fanout"])
+        # called from a flow (sync): the FlowRun itself, never the coroutine Prefect's dispatch types allow
+        run = cast(FlowRun, run_deployment(deployment_name, parameters=p, timeout=0,
+                                           flow_run_name=f"{spec.tr_id}-{store.slug(p['models'][0])}",
+                                           tags=["trbench-fanout"]))
         logger.info("sub-run %s (%s) started on %s", run.name, p["models"][0], deployment_name)
         started.append((p, run))
 
@@ -158,9 +162,11 @@ def tr_fanout(
     with get_client(sync_client=True) as client:
         for p, run in started:
             fr = finished[run.id]
-            sub_runs.append({"model": p["models"][0], "worker": worker_of(client, fr.id), "state": fr.state.name,
+            state = fr.state
+            assert state is not None  # wait_all keeps final runs: each has its state
+            sub_runs.append({"model": p["models"][0], "worker": worker_of(client, fr.id), "state": state.name,
                              "flow_run": fr.name, "infrastructure_pid": fr.infrastructure_pid,
-                             "message": fr.state.message or "", "flow_run_id": str(fr.id)})
+                             "message": state.message or "", "flow_run_id": str(fr.id)})
     create_table_artifact(key=artifact_key(f"{spec.tr_id}-fanout"), table=sub_runs,
                           description=f"{spec.tr_id}: the sub-runs of the fan-out and the worker that took each")
 

@@ -9,7 +9,8 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from uuid import UUID
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import (
@@ -51,7 +52,7 @@ class PrefectSteps:
     def _task(self, kind: str, fn: Callable[..., Any], run_name: str) -> Task:
         key = (kind, run_name)
         if key not in self._tasks:
-            self._tasks[key] = task(fn, name=kind, task_run_name=run_name, cache_policy=NO_CACHE)
+            self._tasks[key] = task(name=kind, task_run_name=run_name, cache_policy=NO_CACHE)(fn)
         return self._tasks[key]
 
     @property
@@ -68,11 +69,14 @@ class PrefectSteps:
         create_table_artifact(key=artifact_key(key), table=rows, description=description)
 
     def progress_artifact(self, key: str, description: str) -> Callable[[float, str | None], None]:
-        artifact_id = create_progress_artifact(progress=0.0, key=artifact_key(key), description=description)
+        # called from a flow or task (sync): the id itself, never the coroutine Prefect's dispatch types allow
+        artifact_id = cast(UUID, create_progress_artifact(progress=0.0, key=artifact_key(key), description=description))
 
         def update(pct: float, about: str | None = None) -> None:
-            update_progress_artifact(artifact_id=artifact_id, progress=pct,
-                                     **({"description": about} if about else {}))
+            if about:
+                update_progress_artifact(artifact_id=artifact_id, progress=pct, description=about)
+            else:
+                update_progress_artifact(artifact_id=artifact_id, progress=pct)
 
         return update
 
@@ -91,7 +95,7 @@ class PrefectSteps:
                 f"--params {shlex.quote(json.dumps(params, sort_keys=True, default=str))}")
 
     def call(self, kind: str, name: str, fn: Callable[..., T], *args: Any) -> T:
-        return task(_call, name=kind, task_run_name=_literal(name), cache_policy=NO_CACHE)(fn, args)
+        return task(name=kind, task_run_name=_literal(name), cache_policy=NO_CACHE)(_call)(fn, args)
 
     def map(self, kind: str, name: str, fn: Callable[..., T], items: Sequence[Any], *shared: Any) -> list[T | Exception]:
         if not items:

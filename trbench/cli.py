@@ -224,8 +224,8 @@ def _finish(state, root: Path) -> None:
     if state.is_completed():
         console.print(f"[green]{state.name}[/]: {state.message}", highlight=False, soft_wrap=True)
         _exit(0)
-    try:
-        raised = state.result(raise_on_failure=False)
+    try:  # a Prefect state may hold what the flow raised; a run without Prefect raised it to the CLI already
+        raised = state.result(raise_on_failure=False) if hasattr(state, "result") else None
     except Exception:  # noqa: BLE001 - a result that cannot be read: the state's message says it
         raised = None
     line = _failure_line(raised, log_path(root)) if isinstance(raised, BaseException) else state.message
@@ -241,12 +241,15 @@ def run(
     models: str | None = typer.Option(None, help="comma-separated models, overriding the spec"),
     runs: int | None = typer.Option(None, min=1, help="runs per cell, overriding the spec"),
     output_dir: str | None = typer.Option(None, help="where results go (default: the spec's, 'outputs')"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show every log record (Prefect's too)"),
     smoke: bool = typer.Option(False, "--smoke", help="check the setup first: every model, scenario and suite, 1 run "
                                "of 2 requests each, under the tr_id <tr_id>-smoke (printed); its report says pass or "
                                "fail and names no winner"),
+    prefect: bool = typer.Option(False, "--prefect", help="record the run in Prefect (flow and task runs, artifacts) "
+                                 "even where no Prefect API is configured: a temporary local server; with "
+                                 "PREFECT_API_URL set (or a profile's), every run is recorded there"),
 ) -> None:
-    """Run a TR matrix: preflight, servers, runs, Parquet, checks, report."""
+    """Run a TR: preflight, servers, every workload the spec names, Parquet, checks, report."""
     try:
         spec = load_spec(spec_path)
         spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
@@ -260,29 +263,39 @@ def run(
     if smoke:  # the id it writes under is not the one in the spec: say so before and after
         console.print(f"smoke: a setup check under tr_id {spec.tr_id!r} (the full TR's data is untouched)",
                       highlight=False, soft_wrap=True)
-    _quiet_prefect(verbose)
-    from trbench.cli_prefect import TemporaryServer, server_log_path
+    from trbench.cli_prefect import TemporaryServer, api_configured, server_log_path
     from trbench.data import store
     from trbench.config.paths import resolve_path
 
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    if not (prefect or api_configured()):  # nobody would see a Prefect record: the same TR, without Prefect
+        _report_where(_run_direct(spec, root, verbose), spec, root, smoke)
+        return
+    _quiet_prefect(verbose)
     # the temporary Prefect server boots in its own process while this one imports what the run needs
-    prefect = TemporaryServer(None if verbose else server_log_path(root))
+    server = TemporaryServer(None if verbose else server_log_path(root))
     try:
-        if prefect.spawn() and (spec.single_agent or spec.multi_agent):
+        if server.spawn() and (spec.single_agent or spec.multi_agent):
             from trbench.validation.gx import import_gx
 
             import_gx()  # the validation's seconds of import, spent while the server boots, not after the runs
         from flows.tr import tr  # Prefect imports take seconds: only when needed
     except KeyboardInterrupt:
-        prefect.discard()
+        server.discard()
         console.print("interrupted before anything ran", style="yellow", highlight=False)
         _exit(130)
     params = {"spec_path": str(spec_path), "tr_id": spec.tr_id, "models": spec.models, "runs": spec.runs,
               "output_dir": spec.output_dir}
     if smoke:  # the cut spec itself: the file says the long run
         params["spec"] = spec.model_dump(mode="json")
-    state = _run_flow(tr, params, root, verbose, prefect)
+    state = _run_flow(tr, params, root, verbose, server)
+    _report_where(state, spec, root, smoke)
+
+
+def _report_where(state, spec: MatrixSpec, root: Path, smoke: bool) -> None:
+    """Where the data and the report are, then the last line."""
+    from trbench.data import store
+
     if store.finished_run_ids(root, "load"):
         console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
@@ -295,6 +308,49 @@ def run(
         console.print(f"tr_id:  {spec.tr_id}  (`trbench report {spec.tr_id}` renders it again)", highlight=False,
                       soft_wrap=True)
     _finish(state, root)
+
+
+def _run_direct(spec: MatrixSpec, root: Path, verbose: bool):
+    """The TR run in this process with no Prefect (trbench.tr.run_tr, each step a plain call), under
+    the progress bar, its log in the run's log file. Ctrl-C or SIGTERM stop it with every server;
+    one line then says what was kept under root and the command that resumes."""
+    from trbench.cli_prefect import RunLog
+    from trbench.config.agents import load_agents
+    from trbench.config.paths import resolve_path
+    from trbench.config.prompts import load_prompts
+    from trbench.data import store
+    from trbench.tr.runner import run_tr
+    from trbench.workloads.steps import DirectSteps
+
+    _stop_on_signals()
+    bar, on_event = _progress_bar()
+    plain = _plain_lines()
+    unsubscribe = [events.subscribe(on_event)] + ([events.subscribe(plain)] if plain else [])
+    log = RunLog(root, verbose, plain=True)
+    try:
+        with log, bar:
+            prompts = load_prompts(resolve_path(spec.prompts))
+            agents = load_agents(resolve_path(spec.multi_agent.agents)) if spec.multi_agent else None
+            outcome = run_tr(spec, prompts, agents, DirectSteps(logging.getLogger("trbench.tr")))
+    except KeyboardInterrupt:
+        kept = sum(len(store.finished_run_ids(root, kind)) for kind in store.TABLES)  # runs and load steps
+        if plain:
+            plain.write_summary("interrupted")
+        console.print(f"interrupted: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
+                      style="yellow", markup=False, highlight=False, soft_wrap=True)
+        _exit(130)
+    except Exception as err:  # noqa: BLE001 - one line here, the traceback in the run's log
+        with log:
+            logging.getLogger("trbench.cli").error("the TR run did not run to its end", exc_info=err)
+        console.print(f"[red]error:[/] {_failure_line(err, log.path)}", highlight=False, soft_wrap=True)
+        _exit(1)
+    finally:
+        stopping.clear()  # this run's stop only
+        for stop in unsubscribe:
+            stop()
+    if plain:  # a failure's cause is the last line, once: the summary only counts
+        plain.write_summary(f"Completed: {outcome.message}" if outcome.completed else "Failed")
+    return outcome
 
 
 @app.command()

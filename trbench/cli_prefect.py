@@ -50,6 +50,31 @@ def server_log_path(root: Path) -> Path:
     return root / "logs" / "prefect-server.log"
 
 
+def api_configured(cwd: Path | None = None) -> bool:
+    """Whether a Prefect API is configured, read from where Prefect reads it without importing
+    Prefect (seconds): PREFECT_API_URL in the environment, in a .env or prefect.toml in the working
+    directory, or in the active profile of $PREFECT_HOME/profiles.toml (PREFECT_PROFILE picks it)."""
+    import tomllib
+
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    here = cwd or Path.cwd()
+    env_file = here / ".env"
+    if env_file.is_file() and any(line.strip().startswith("PREFECT_API_URL=") and line.split("=", 1)[1].strip()
+                                  for line in env_file.read_text(errors="replace").splitlines()):
+        return True
+    try:
+        if (here / "prefect.toml").is_file() and tomllib.loads((here / "prefect.toml").read_text()).get(
+                "api", {}).get("url"):
+            return True
+        home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+        profiles = tomllib.loads((home / "profiles.toml").read_text()) if (home / "profiles.toml").is_file() else {}
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
+    return bool(active and profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
+
+
 def needed() -> bool:
     """A temporary server is what Prefect would start: no API URL, ephemeral mode allowed."""
     from prefect.settings import get_current_settings
@@ -151,6 +176,7 @@ class TemporaryServer:
         self._stack = contextlib.ExitStack()
         self._server: _ServerProcess | None = None
         self._guard: subprocess.Popen | None = None
+        self._entered = False
 
     def spawn(self) -> bool:
         """Start the server's process (when Prefect would need one) without waiting for it, so that
@@ -166,12 +192,13 @@ class TemporaryServer:
 
     def discard(self) -> None:
         """Stop a server spawned but never entered (the CLI stopped before its flow ran)."""
-        if self._server is not None and not self._stack._exit_callbacks:
+        if self._server is not None and not self._entered:
             self._server.stop()
             if self._guard is not None:
                 processes.terminate(self._guard, 5)
 
     def __enter__(self) -> TemporaryServer:
+        self._entered = True
         if not self.spawn():
             return self
         from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
@@ -274,19 +301,24 @@ class RunLog:
 
     FORMAT = "%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"
 
-    def __init__(self, root: Path, verbose: bool) -> None:
+    def __init__(self, root: Path, verbose: bool, plain: bool = False) -> None:
         self.path = log_path(root)
         self.verbose = verbose
+        self.plain = plain  # a run without Prefect: trbench's own records, formatted plainly
         self._file: logging.Handler | None = None
+        self._terminal: logging.Handler | None = None
         self._filtered: list[logging.Handler] = []
         self._filter = TerminalOnlyWarnings()
 
     def __enter__(self) -> RunLog:
-        from prefect.logging.formatters import PrefectFormatter
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = logging.FileHandler(self.path, encoding="utf-8")
         self._file.setLevel(logging.INFO)
+        if self.plain:
+            self._file.setFormatter(logging.Formatter(self.FORMAT))
+            return self._enter_plain()
+        from prefect.logging.formatters import PrefectFormatter
+
         self._file.setFormatter(PrefectFormatter(
             self.FORMAT, flow_run_fmt=self.FORMAT.replace("%(name)s", "Flow run %(flow_run_name)r"),
             task_run_fmt=self.FORMAT.replace("%(name)s", "Task run %(task_run_name)r")))
@@ -300,7 +332,31 @@ class RunLog:
         root_logger.handlers.insert(0, self._file)
         return self
 
+    def _enter_plain(self) -> RunLog:
+        """trbench's records to the file; on the terminal its warnings only (every record with
+        --verbose), without tracebacks: an error is said once, by the CLI's last line."""
+        assert self._file is not None
+        trbench_logger = logging.getLogger("trbench")
+        self._terminal = logging.StreamHandler(sys.stderr)
+        self._terminal.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not self.verbose else self.FORMAT))
+        if not self.verbose:
+            self._terminal.addFilter(self._filter)
+        trbench_logger.setLevel(logging.INFO)
+        trbench_logger.propagate = False
+        trbench_logger.addHandler(self._file)
+        trbench_logger.addHandler(self._terminal)
+        return self
+
     def __exit__(self, *exc) -> None:
+        if self.plain:
+            trbench_logger = logging.getLogger("trbench")
+            for handler in (self._file, self._terminal):
+                if handler is not None:
+                    trbench_logger.removeHandler(handler)
+            if self._file is not None:
+                self._file.close()
+            trbench_logger.propagate = True
+            return
         root_logger = logging.getLogger()
         if self._file is not None:
             root_logger.removeHandler(self._file)

@@ -22,6 +22,11 @@ class Outcome(BaseModel):
     completed: bool
     message: str
 
+    @property
+    def name(self) -> str:
+        """As Prefect names the final state."""
+        return "Completed" if self.completed else "Failed"
+
     def is_completed(self) -> bool:
         return self.completed
 

@@ -72,7 +72,10 @@ class DirectSteps:
         return None
 
     def progress_artifact(self, key: str, description: str) -> Callable[[float, str | None], None]:
-        return lambda _pct, _description=None: None
+        def nothing(_pct: float, _about: str | None = None) -> None:
+            return None
+
+        return nothing
 
     def command(self, tr_id: str) -> str:
         return " ".join(sys.argv)
