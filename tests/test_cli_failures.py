@@ -280,10 +280,12 @@ class ProxyTrap:
         self._sock.close()
 
 
-def test_prefect_telemetry_is_off_in_the_cli_and_every_process_it_starts(tmp_path):
+@pytest.mark.parametrize("prefect", [True, False], ids=["temporary-prefect-server", "no-prefect"])
+def test_prefect_telemetry_is_off_in_the_cli_and_every_process_it_starts(tmp_path, prefect):
     """A first-time Prefect user on a terminal, who did not opt out and even set the server's
-    analytics on: a real run (temporary Prefect server, a llama.cpp server) shows no notice, sends
-    nothing off the machine, and every process the CLI starts has Prefect's telemetry off."""
+    analytics on: a real run (with --prefect a temporary Prefect server, and a llama.cpp server)
+    shows no notice, sends nothing off the machine, and every process the CLI starts has Prefect's
+    telemetry off. Without --prefect and with no Prefect API configured, no Prefect server starts."""
     seen: dict[int, dict[str, str]] = {}
 
     def watch(pid: int) -> None:
@@ -304,7 +306,7 @@ def test_prefect_telemetry_is_off_in_the_cli_and_every_process_it_starts(tmp_pat
                    no_proxy="127.0.0.1,localhost", **proxies)
     try:
         term = run_spec(tmp_path, f"tr_id: quiet\nmodels: [smollm2:135m]\nports: [{free_port()}]\n" + BASE, env,
-                        watch=watch)
+                        *(["--prefect"] if prefect else []), watch=watch)
         time.sleep(1)  # what a process sends as it exits (an analytics client's last flush) has arrived
     finally:
         trap.close()
@@ -312,7 +314,7 @@ def test_prefect_telemetry_is_off_in_the_cli_and_every_process_it_starts(tmp_pat
     assert term.returncode == 0, term.text[-3000:]
     assert NOTICE not in term.text and "Traceback" not in term.text
     started = [e["cmdline"] for e in seen.values()]
-    assert any("uvicorn" in c for c in started), started  # the temporary Prefect server
+    assert any("uvicorn" in c for c in started) == prefect, started  # the temporary Prefect server
     assert any("llamacpp_server" in c for c in started), started
     for e in seen.values():
         analytics = e.get("PREFECT_SERVER_ANALYTICS_ENABLED", "").lower()  # the server's copy is Python's "False"

@@ -109,20 +109,25 @@ def stop_cli(proc: subprocess.Popen, ready: Callable[[], None],
             kill_all(proc, started)
 
 
-@pytest.mark.parametrize("how, group", [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
-                         ids=["ctrl-c-group", "sigterm-group", "sigterm-flow-process"])
-def test_stop_with_the_temporary_server(tmp_path, free_ports, how, group):
+@pytest.mark.parametrize("how, group, prefect", [
+    (signal.SIGINT, True, True), (signal.SIGTERM, True, True), (signal.SIGTERM, False, True),
+    (signal.SIGINT, True, False), (signal.SIGTERM, False, False)],
+    ids=["prefect-ctrl-c-group", "prefect-sigterm-group", "prefect-sigterm-flow-process", "ctrl-c-group",
+         "sigterm-cli-process"])
+def test_stop_from_the_terminal(tmp_path, free_ports, how, group, prefect):
+    """No Prefect API configured: the TR in the CLI's process (or, with --prefect, the flow against
+    the CLI's temporary Prefect server), stopped as people stop things."""
     port = free_ports(1)[0]
     spec, out = write_spec(tmp_path, port), tmp_path / "out"
     root, env = out / "stopme", cli_env(tmp_path)
-    cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)]
+    cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)] + (["--prefect"] if prefect else [])
     proc = start_cli(cmd, env, tmp_path / "stop.log")
     # nothing slow between the first run file and the signal: the matrix must not finish first
     commands, left = stop_cli(proc, lambda: wait_for_runs(root, 1, proc),
                               lambda pid: os.killpg(pid, how) if group else os.kill(pid, how))
     output = (tmp_path / "stop.log").read_text(errors="replace")
     assert left == [], f"still running after {STOP_BOUND_S} s: {[p.cmdline() for p in left]}\n{output[-3000:]}"
-    assert any("prefect.server.api.server:create_app" in c for c in commands), "no temporary Prefect server?"
+    assert any("prefect.server.api.server:create_app" in c for c in commands) == prefect, commands
     assert any("trbench.engines.llamacpp_server" in c for c in commands), "no llama.cpp server mid-matrix?"
     assert llama_servers(port) == []
     assert proc.returncode == 130
