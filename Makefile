@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= deployments/quickstart.yaml
 
-.PHONY: setup runner run test test-fast docs bench bench-scale bench-harness bench-outliers ui ui-stop clean
+.PHONY: setup runner run test test-fast docs bench bench-scale bench-harness bench-outliers bench-fixed ui ui-stop clean
 
 setup: $(VENV)/.installed runner
 
@@ -54,6 +54,10 @@ bench-scale: setup
 # load mode's client against a synthetic streaming server, beside a bare httpx loop (docs/performance.md: Harness)
 bench-harness: setup
 	$(PY) bench/harness.py $(HARNESS_ARGS)
+
+# the fixed cost of `trbench run` on a 2-request mock TR: wall time less the requests' own (docs/performance.md)
+bench-fixed: setup
+	$(PY) bench/fixed_cost.py $(FIXED_ARGS)
 
 # the outlier rule's false alarms and detection on resampled quickstart runs (docs/outliers.md)
 bench-outliers: setup

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import httpx
 from pydantic import BaseModel
 
 from trbench.backends.base import ErrorKind, classify_http_error, error_text
 from trbench.backends.streaming import dropped_before_answer
-
-PATHS: dict[str, str] = {"openai": "/v1/embeddings", "ollama": "/api/embed"}
-
 
 class EmbeddingExchange(BaseModel):
     """One embeddings request as observed. Times are time.perf_counter_ns() readings of this process."""
@@ -50,29 +48,48 @@ class EmbeddingExchange(BaseModel):
         return self
 
 
-def body(backend: str, model: str, texts: list[str], num_ctx: int | None = None) -> dict:
+def _ollama_vectors(ex: EmbeddingExchange, data: dict) -> object:
+    """Ollama's /api/embed: the vectors, its token count and durations (nanoseconds)."""
+    ex.prompt_tokens = data.get("prompt_eval_count")
+    if isinstance(data.get("total_duration"), (int, float)):
+        ex.server_total_ms = data["total_duration"] / 1e6
+    if isinstance(data.get("load_duration"), (int, float)):
+        ex.server_load_ms = data["load_duration"] / 1e6
+    return data.get("embeddings")
+
+
+def _openai_vectors(ex: EmbeddingExchange, data: dict) -> object:
+    """An OpenAI-compatible /v1/embeddings: a vector per item, the usage's token count."""
+    items = data.get("data")
+    ex.prompt_tokens = (data.get("usage") or {}).get("prompt_tokens")
+    return [d.get("embedding") for d in items] if isinstance(items, list) and all(isinstance(d, dict) for d in items) else None
+
+
+class EmbeddingsEndpoint(NamedTuple):
+    """A protocol's embeddings endpoint: its path, whether a request carries options, how an answer reads."""
+
+    path: str
+    options: bool  # num_ctx in the request's options
+    vectors: Callable[[EmbeddingExchange, dict], object]
+
+
+OLLAMA_EMBED = EmbeddingsEndpoint("/api/embed", True, _ollama_vectors)
+OPENAI_EMBED = EmbeddingsEndpoint("/v1/embeddings", False, _openai_vectors)
+
+
+def body(endpoint: EmbeddingsEndpoint, model: str, texts: list[str], num_ctx: int | None = None) -> dict:
     """The request body: the texts as a list (a batch of one is a list of one)."""
     out: dict = {"model": model, "input": texts}
-    if backend == "ollama" and num_ctx is not None:
+    if endpoint.options and num_ctx is not None:
         out["options"] = {"num_ctx": num_ctx}
     return out
 
 
-def read_answer(ex: EmbeddingExchange, data: object) -> EmbeddingExchange:
+def read_answer(ex: EmbeddingExchange, data: object, endpoint: EmbeddingsEndpoint) -> EmbeddingExchange:
     """The server's counts from a 200 answer; a bad_response when it does not hold a vector per text."""
     if not isinstance(data, dict):
         return ex.fail("bad_response", f"not a JSON object: {str(data)[:200]}")
-    if ex.backend == "ollama":
-        vectors = data.get("embeddings")
-        ex.prompt_tokens = data.get("prompt_eval_count")
-        if isinstance(data.get("total_duration"), (int, float)):
-            ex.server_total_ms = data["total_duration"] / 1e6  # nanoseconds
-        if isinstance(data.get("load_duration"), (int, float)):
-            ex.server_load_ms = data["load_duration"] / 1e6
-    else:
-        items = data.get("data")
-        vectors = [d.get("embedding") for d in items] if isinstance(items, list) and all(isinstance(d, dict) for d in items) else None
-        ex.prompt_tokens = (data.get("usage") or {}).get("prompt_tokens")
+    vectors = endpoint.vectors(ex, data)
     if not isinstance(vectors, list) or not all(isinstance(v, list) and v for v in vectors):
         return ex.fail("bad_response", f"no embeddings in the answer: {json.dumps(data)[:200]}")
     ex.n_vectors = len(vectors)
@@ -95,11 +112,16 @@ class AsyncEmbeddingsClient:
     """Embeddings requests to one server over one pooled httpx.AsyncClient (up to `connections` at once)."""
 
     def __init__(self, backend: str, base_url: str, timeout_s: float = 60.0, connections: int = 1) -> None:
+        from trbench.backends import BACKEND_KINDS  # the package imports this module
+
         # any name: a row's backend column is a str, and one without an endpoint is refused here
-        if backend not in PATHS:
-            raise ValueError(f"backend {backend!r} has no embeddings endpoint; fix: use one of {sorted(PATHS)}")
+        known = sorted(n for n, b in BACKEND_KINDS.items() if b.embeddings is not None)
+        kind = BACKEND_KINDS.get(backend)
+        if kind is None or kind.embeddings is None:
+            raise ValueError(f"backend {backend!r} has no embeddings endpoint; fix: use one of {known}")
         self.backend = backend
-        self.url = base_url.rstrip("/") + PATHS[backend]
+        self.endpoint = kind.embeddings
+        self.url = base_url.rstrip("/") + self.endpoint.path
         self.timeout_s = timeout_s
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         # trust_env off: a benchmark of a local server must never go through a proxy
@@ -107,7 +129,7 @@ class AsyncEmbeddingsClient:
                                        limits=limits, trust_env=False)
 
     async def embed(self, model: str, texts: list[str], num_ctx: int | None = None) -> EmbeddingExchange:
-        payload = json.dumps(body(self.backend, model, texts, num_ctx)).encode()  # encoded before the clock starts
+        payload = json.dumps(body(self.endpoint, model, texts, num_ctx)).encode()  # encoded before the clock starts
         for attempt in range(2):
             ex = EmbeddingExchange(backend=self.backend, url=self.url, model=model, n_texts=len(texts),
                                    sent_at_unix=time.time(), t_send_ns=0, t_end_ns=0)
@@ -129,7 +151,7 @@ class AsyncEmbeddingsClient:
             data = resp.json()
         except ValueError:
             return ex.fail("bad_response", f"not JSON: {resp.text[:200]}")
-        return read_answer(ex, data)
+        return read_answer(ex, data, self.endpoint)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -19,7 +19,7 @@ from pathlib import Path
 from trbench.config.servers import EmbeddedServer
 from trbench.data.cells import Cell
 from trbench.engines import bundled, gguf, processes
-from trbench.engines.instance import Instance, InstanceError, check_served_names, wait_healthy
+from trbench.engines.instance import Capabilities, Instance, InstanceError, check_served_names, wait_healthy
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
 
@@ -54,8 +54,9 @@ _LIVE = processes.LiveSet()
 stop_all = _LIVE.stop_all  # every embedded server this process started (atexit, signal handlers, tests)
 
 
-class EmbeddedInstance:
+class EmbeddedInstance(Capabilities):
     provider = "embedded"
+    restarts_itself = True  # a llama.cpp server that died is started again by the next prepare()
 
     def __init__(self, name: str, host: str, port: int, threads: int | None, log_dir: Path, load_timeout_s: float = 180,
                  slots: int = 1):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trbench.backends import backend_kind
 from trbench.config.servers import ExternalServer
 from trbench.data.cells import Cell
 from trbench.engines import ollama_api
-from trbench.engines.instance import Instance
+from trbench.engines.instance import Capabilities, Instance
 from trbench.engines.model_kind import kind_facts
 
 
-class ExternalInstance:
+class ExternalInstance(Capabilities):
     """A server someone else runs: trbench only health-checks and measures it."""
 
     provider = "external"
+    starts_server = False
 
     def __init__(self, name: str, url: str, backend: str, load_timeout_s: float = 300.0):
         self.name = name
@@ -29,11 +31,11 @@ class ExternalInstance:
         return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
 
     def unload(self, model: str) -> None:
-        if self.backend == "ollama":
+        if backend_kind(self.backend).unloads:
             ollama_api.unload(self.url, model, self.load_timeout_s)
 
     def model_facts(self, model: str) -> dict:
-        if self.backend != "ollama":  # an OpenAI-compatible server does not say: assume a chat model
+        if not backend_kind(self.backend).describes_models:  # an OpenAI-compatible server does not say: assume a chat model
             return {"model": model, "digest": None, "source": self.url, **kind_facts(None)}
         return ollama_api.model_facts(self.url, model)
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from trbench.backends import backend_kind
 from trbench.data.cells import Cell
 from trbench.engines import ollama_api
 
@@ -47,6 +48,60 @@ class Instance(Protocol):
 
     def stop(self) -> None:
         """Stop and remove whatever start() created; safe to call twice and on every exit path."""
+
+    # what an instance can do beyond that, declared by its provider class (Capabilities: the defaults)
+    starts_server: bool
+    restarts_itself: bool
+    any_model: bool
+
+    @property
+    def threads(self) -> int | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def concurrency(self) -> dict[str, int] | None: ...
+
+    def prepare_embeddings(self, model: str, num_ctx: int, num_gpu: int = 0) -> float | None: ...
+
+    def remove_leftovers(self) -> list[str]: ...
+
+    def pull_fix(self, model: str) -> str | None: ...
+
+
+class Capabilities:
+    """What an instance can do beyond starting, loading and answering, as each provider class
+    declares it; these defaults are what an instance that says nothing can do: none of it."""
+
+    starts_server = True  # False: a server trbench only uses (external): checked for an answer, never started
+    restarts_itself = False  # started again by its next prepare(), so never unusable (the embedded engine)
+    any_model = False  # answers to any model name (the mock): preflight finds every model
+    threads: int | None = None  # the server's CPU threads, where trbench sets them
+
+    @property
+    def pid(self) -> int | None:
+        """The local server process, where there is one (its CPU and memory are sampled)."""
+        return None
+
+    @property
+    def concurrency(self) -> dict[str, int] | None:
+        """How the server batches and queues, as trbench set it (embedded: slots; Ollama: num_parallel,
+        max_queue); None where trbench does not configure it."""
+        return None
+
+    def prepare_embeddings(self, model: str, num_ctx: int, num_gpu: int = 0) -> float | None:
+        """Make the server ready to embed texts with `model`; the load time in ms if it (re)loaded.
+        By default nothing to do: the server loads the model at its first request."""
+        return None
+
+    def remove_leftovers(self) -> list[str]:
+        """What a crashed earlier run left of this instance holding its port, removed; their names."""
+        return []
+
+    def pull_fix(self, model: str) -> str | None:
+        """How to get a missing model onto this instance's model store; None: pulled by hand on its host."""
+        return None
 
 
 class Exited(Protocol):
@@ -92,7 +147,7 @@ def check_served_names(url: str, name: str, model: str) -> None:
         raise InstanceError(f"instance {name} at {url}: /v1/models lists {names}, expected exactly [{model!r}]")
 
 
-class OllamaServed:
+class OllamaServed(Capabilities):
     """What every instance that trbench starts as an Ollama server holds and answers the same way."""
 
     @property
@@ -121,9 +176,9 @@ class OllamaServed:
 def unanswered(inst: Instance, backend: str, timeout_s: float = 5.0) -> str | None:
     """Why a server that failed once cannot be used again (it does not answer), or None. The
     embedded engine is started again by its next prepare(), so it always can."""
-    if inst.provider == "embedded":
+    if inst.restarts_itself:
         return None
-    path = "/api/version" if backend == "ollama" else "/v1/models"
+    path = backend_kind(backend).health_path
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False) as http:
             status = http.get(f"{inst.url}{path}").status_code

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from trbench.config.servers import MockServer
 from trbench.data.cells import Cell
-from trbench.engines.instance import Instance
+from trbench.engines.instance import Capabilities, Instance
 from trbench.engines.model_kind import kind_facts
 from trbench.engines.mock_server import MockHTTPServer, Pace, serve
 
 HOST = "127.0.0.1"
 
 
-class MockInstance:
+class MockInstance(Capabilities):
     provider = "mock"
     any_model = True  # preflight: every model name is served
 

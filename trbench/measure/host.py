@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trbench.engines.instance import Instance
 
 try:
     import psutil
@@ -115,16 +118,16 @@ class HostProbe:
         return rss / MIB, server_cpu
 
 
-def server_pids(instances: Any) -> tuple[list[int], str | None]:
-    """The local server process ids of instances (EmbeddedInstance, OllamaProcessInstance have
-    .pid), and a note when some instance has none (external servers, containers)."""
+def server_pids(instances: Iterable[Instance]) -> tuple[list[int], str | None]:
+    """The local server process ids of instances (those with a local process: embedded, ollama-process),
+    and a note when some instance has none (external servers, containers)."""
     pids, without = [], []
     for inst in instances:
-        pid = getattr(inst, "pid", None)
+        pid = inst.pid
         if pid:
             pids.append(int(pid))
         else:
-            without.append(f"{getattr(inst, 'name', '?')} ({getattr(inst, 'provider', '?')})")
+            without.append(f"{inst.name} ({inst.provider})")
     note = (f"no local server process for {', '.join(without)}: server CPU/RSS not measured for it"
             if without else None)
     return pids, note

@@ -75,8 +75,8 @@ def hardware() -> dict:
 def describe_instance(inst: Instance) -> dict:
     """One instance as the manifest keeps it: where it is, its threads, and how it batches and queues
     (embedded: slots; Ollama: num_parallel, max_queue; None where the provider does not say)."""
-    return {"name": inst.name, "provider": inst.provider, "url": inst.url, "threads": getattr(inst, "threads", None),
-            "concurrency": getattr(inst, "concurrency", None)}
+    return {"name": inst.name, "provider": inst.provider, "url": inst.url, "threads": inst.threads,
+            "concurrency": inst.concurrency}
 
 
 def collect(instances: list[dict], models: dict[str, dict], command: str) -> dict:

@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from trbench.backends import backend_kind
 from trbench.backends import ChatRequest, RawExchange, event_loop
 from trbench.config.load_section import LoadSpec, LoadStep, sweep_steps
 from trbench.config.prompts import PromptSuite
@@ -171,7 +172,7 @@ def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
     or num_gpu, so the cell's model is loaded here with its requests' options: no measured request
     waits for a load, with or without warm-ups (once loaded, this answers at once)."""
     inst.prepare(plan.cell)
-    if spec.backend == "ollama":
+    if backend_kind(spec.backend).loads_per_request:
         cell = plan.cell
         ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu},
                         spec.load_timeout_s)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from trbench.backends import backend_kind
 from trbench.run import progress
 from trbench.backends.base import error_text
 from trbench.engines import bundled, ollama_api, ollama_names, ollama_pull
@@ -25,8 +26,7 @@ def remove_leftovers(inst: Instance) -> list[str]:
     """What a crashed earlier run left of this instance and still holds its port (a container
     whose reaper died with it keeps publishing the port): removed before the port is checked, so
     that the check sees only what trbench did not start. The names of what was removed."""
-    remove = getattr(inst, "remove_leftovers", None)
-    return list(remove()) if remove is not None else []
+    return list(inst.remove_leftovers())
 
 
 def check_port_free(inst: Instance) -> str:
@@ -51,7 +51,7 @@ def check_port_free(inst: Instance) -> str:
 
 def check_health(inst: Instance, backend: str, timeout_s: float = 5.0) -> None:
     """An external server must answer before we spend time on it."""
-    path = "/api/version" if backend == "ollama" else "/v1/models"
+    path = backend_kind(backend).health_path
     try:
         with httpx.Client(timeout=timeout_s, trust_env=False) as http:
             r = http.get(f"{inst.url}{path}")
@@ -66,7 +66,8 @@ def check_health(inst: Instance, backend: str, timeout_s: float = 5.0) -> None:
 def available_models(inst: Instance, backend: str) -> list[str]:
     if isinstance(inst, EmbeddedInstance):
         return sorted(bundled.BUNDLED_MODELS)
-    path = "/api/tags" if backend == "ollama" else "/v1/models"
+    kind = backend_kind(backend)
+    path = kind.models_path
     try:
         with httpx.Client(timeout=10.0, trust_env=False) as http:
             r = http.get(f"{inst.url}{path}")
@@ -77,9 +78,7 @@ def available_models(inst: Instance, backend: str) -> list[str]:
     if not isinstance(data, dict):
         raise PreflightError(inst.name, "model present", f"GET {path} answered HTTP {r.status_code}: "
                              f"{error_text(r.content)[:200]}", f"check that {inst.url} is a {backend} server")
-    if backend == "ollama":
-        return sorted({n for m in data.get("models", []) for n in (m.get("name"), m.get("model")) if n})
-    return sorted(m.get("id") for m in data.get("data", []) if m.get("id"))
+    return kind.listed(data)
 
 
 def _report_pull(inst: Instance, p: ollama_pull.PullProgress) -> None:
@@ -90,9 +89,9 @@ def _report_pull(inst: Instance, p: ollama_pull.PullProgress) -> None:
 def _store_fix(inst: Instance, model: str) -> str:
     """How to get the model onto the instance, naming the model store the instance uses. A server
     trbench does not start (external) is pulled to by hand: its section has no pull_models."""
-    pull_fix = getattr(inst, "pull_fix", None)
-    if pull_fix is not None:
-        return pull_fix(model)
+    fix = inst.pull_fix(model)
+    if fix is not None:
+        return fix
     return f"`ollama pull {model}` on the host of {inst.url}, or correct the name in the spec field 'models'"
 
 
@@ -106,13 +105,14 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
             problem, _, fix = str(err).partition("; fix: ")
             raise PreflightError(inst.name, "model present", problem, fix) from None
         return f"{inst.name}: {model} bundled"
-    if getattr(inst, "any_model", False):
+    if inst.any_model:
         return f"{inst.name}: {model} (the mock server answers any model name)"
+    kind = backend_kind(backend)
     names = available_models(inst, backend)
-    found = ollama_names.find(model, names) if backend == "ollama" else (model if model in names else None)
+    found = ollama_names.find(model, names) if kind.ollama_names else (model if model in names else None)
     if found is not None:
         return f"{inst.name}: {model} present" + (f" (as {found})" if found != model else "")
-    if backend == "ollama" and pull:
+    if kind.pulls and pull:
         try:
             ollama_pull.pull(inst.url, model, on_progress=lambda p: _report_pull(inst, p))
         except ollama_api.OllamaAPIError as err:
@@ -122,7 +122,7 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
             raise PreflightError(inst.name, "model present", f"{model!r} was pulled but {inst.url} does not list it",
                                  "check the server's log")
         return f"{inst.name}: {model} pulled"
-    fix = (_store_fix(inst, model) if backend == "ollama"
+    fix = (_store_fix(inst, model) if kind.pulls
            else "load that model on the server, or correct the name in the spec field 'models'")
     raise PreflightError(inst.name, "model present", f"model {model!r} is not on {inst.url} (it has: {', '.join(names) or 'none'})", fix)
 
@@ -142,7 +142,7 @@ def model_facts(inst: Instance, backend: str, model: str) -> dict:
 def _facts_fix(inst: Instance, backend: str, model: str, err: Exception) -> str:
     if isinstance(inst, EmbeddedInstance):
         return "reinstall the model's package: `make setup`"
-    if backend == "ollama" and isinstance(err, ollama_api.OllamaAPIError) and err.kind == "http_4xx":
+    if backend_kind(backend).describes_models and isinstance(err, ollama_api.OllamaAPIError) and err.kind == "http_4xx":
         # listed but not described: its manifest names files the store no longer has; a pull
         # fetches what is missing (pull_models does not: preflight found the model listed)
         return f"`ollama pull {model}` again into the model store of the server at {inst.url}"

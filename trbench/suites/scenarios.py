@@ -13,8 +13,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from trbench.backends.base import RawExchange
-from trbench.backends.ollama import JSON_MODE as OLLAMA_JSON_MODE
-from trbench.backends.openai import JSON_MODE as OPENAI_JSON_MODE
+from trbench.backends import backend_kind
 from trbench.config.suite_files import content_digest, read_suite
 from trbench.measure.metrics import AnswerCheck, Summary, answer_check, derive, mean, summarize
 from trbench.suites.answers import parse_json_answer
@@ -23,7 +22,6 @@ EXAMPLE = "the suites in datasets/scenarios/"
 
 # what asks a server for JSON, per wire protocol (OpenAI-compatible incl. llama.cpp; Ollama /api/chat):
 # the clients put these into the body of a ChatRequest with json_mode set
-JSON_MODE_FIELDS: dict[str, dict] = {"openai": OPENAI_JSON_MODE, "ollama": OLLAMA_JSON_MODE}
 
 
 class ScenarioSuiteError(ValueError):
@@ -114,7 +112,7 @@ def load_scenario(path: str | Path) -> RouterSuite | OrchestratorSuite | ChatSui
 
 def json_mode_fields(suite: _Suite, backend: str) -> dict:
     """The request body fields that ask `backend` for JSON when the suite says so (else none)."""
-    return dict(JSON_MODE_FIELDS[backend]) if suite.json_mode else {}
+    return dict(backend_kind(backend).json_mode) if suite.json_mode else {}
 
 
 # --- per answer -------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def check_instance(session: TRSession, inst: Instance) -> str:
     An external one: it answers."""
 
     def check() -> str:
-        if inst.provider != "external":
+        if inst.starts_server:
             removed = preflight.remove_leftovers(inst)
             if removed:
                 session.steps.log.warning("%s: removed what a crashed run left: %s", inst.name, ", ".join(removed))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from trbench.backends import backend_kind
 from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTexts, load_texts
 from trbench.config.spec import MatrixSpec
 from trbench.config.paths import resolve_path
@@ -33,8 +34,7 @@ def plan_steps(load: EmbeddingsLoad, spec: MatrixSpec, instances: list[Instance]
 def _prepare(inst: Instance, model: str, num_ctx: int) -> float | None:
     """The embedded engine restarts llama.cpp in embedding mode (mean pooling); an Ollama server loads the
     model at the first request (its load_duration says so) and an external one is what it is."""
-    prepare = getattr(inst, "prepare_embeddings", None)
-    return prepare(model, num_ctx) if prepare is not None else None
+    return inst.prepare_embeddings(model, num_ctx)
 
 
 def measure_step(session: TRSession, plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts,
@@ -45,7 +45,8 @@ def measure_step(session: TRSession, plan: EmbeddingStepPlan, load: EmbeddingsLo
     except Exception as err:  # noqa: BLE001 - whatever the server did, the step is recorded and the rest goes on
         result = failed_step(plan, load, texts, str(err), session.digest)
     else:
-        num_ctx = load.num_ctx if plan.backend == "ollama" else None
+        endpoint = backend_kind(plan.backend).embeddings
+        num_ctx = load.num_ctx if endpoint is not None and endpoint.options else None
         result = execute_step(plan, load, texts, session.digest, load_ms, num_ctx)
     store.write_run(session.root, result.step_row, result.request_rows, session.manifest, kind=KIND)
     return result.step_row

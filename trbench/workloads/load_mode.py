@@ -82,7 +82,7 @@ class LoadMode:
 
     def plan(self, session: TRSession) -> Planned:
         inst = session.live[0]
-        batching = getattr(inst, "concurrency", None) or {}
+        batching = inst.concurrency or {}
         steps = plan_steps(session.spec, inst.name, inst.url, server_slots(batching), session.facts,
                            batching.get("max_queue"))
         return Planned(units=steps, extra={"instance": inst})
