@@ -6,10 +6,12 @@ imports, the Prefect record of the run, validation and the report. Each round ru
 user does, in a fresh process and a fresh output folder; the requests' own time is the run's
 wall_s as stored in its run row.
 
-    .venv/bin/python bench/fixed_cost.py [--rounds 3] [--prefect-api URL]
+    .venv/bin/python bench/fixed_cost.py [--rounds 3] [--prefect-api URL] [--prefect] [--repo DIR]
 
 Without --prefect-api the CLI runs as on a fresh machine (no PREFECT_API_URL); with it, against
-that server (the run recorded there).
+that server (the run recorded there); --prefect passes `trbench run --prefect` (a temporary local
+Prefect server). --repo times another checkout of trbench (e.g. an older commit, for a before and
+after) with this environment.
 """
 
 from __future__ import annotations
@@ -51,15 +53,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_round(workdir: Path, env: dict[str, str]) -> tuple[float, float, float]:
+def one_round(workdir: Path, env: dict[str, str], repo: Path, extra: list[str]) -> tuple[float, float, float]:
     """(wall s, CPU s of the CLI and its children, the requests' own s)."""
     spec = workdir / "spec.yaml"
-    spec.write_text(SPEC.format(port=free_port(), root=ROOT))
+    spec.write_text(SPEC.format(port=free_port(), root=repo))
     out = workdir / "out"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out), *extra],
+                          cwd=repo, env={**env, "PYTHONPATH": str(repo)}, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -73,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prefect-api", default=None, help="PREFECT_API_URL of a running Prefect server")
+    parser.add_argument("--prefect", action="store_true", help="trbench run --prefect: a temporary Prefect server")
+    parser.add_argument("--repo", type=Path, default=ROOT, help="the trbench checkout to time (default: this one)")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     if args.prefect_api:
@@ -80,12 +84,13 @@ def main() -> None:
     rows = []
     for i in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="trbench-fixed-") as tmp:
-            wall, cpu, requests = one_round(Path(tmp), env)
+            wall, cpu, requests = one_round(Path(tmp), env, args.repo.resolve(), ["--prefect"] if args.prefect else [])
         rows.append((wall, cpu, requests))
         print(f"round {i + 1}: wall {wall:.2f} s, CPU {cpu:.2f} s, requests {requests:.3f} s, "
               f"fixed cost {wall - requests:.2f} s", flush=True)
     fixed = [w - r for w, _, r in rows]
-    where = f"against {args.prefect_api}" if args.prefect_api else "no PREFECT_API_URL"
+    where = (f"against {args.prefect_api}" if args.prefect_api else "--prefect, a temporary Prefect server"
+             if args.prefect else "no Prefect API configured")
     print(f"fixed cost of `trbench run` ({where}, {os.cpu_count()} cores): median {statistics.median(fixed):.2f} s "
           f"(min {min(fixed):.2f}, max {max(fixed):.2f}); CPU median {statistics.median(c for _, c, _ in rows):.2f} s")
 
