@@ -97,10 +97,12 @@ def test_next_attempt_or_the_runs_a_crashed_attempt_is_missing():
     assert [(p.run_id, p.attempt) for p in missing] == [(second[1].run_id, 2)]
 
 
-def test_unfinished_leaves_out_the_runs_with_a_run_file(tmp_path):
+def test_resuming_leaves_out_the_runs_with_a_run_file(tmp_path):
+    from trbench.workloads.session import Selection
+
     spec = _spec()
     plans = _plans(spec)
     row = failed_run(RunSettings.of(spec), plans[3], "planted", "digest")
     store.write_run(tmp_path, row, [], {})
-    single, multi = plan.unfinished(plans, [], tmp_path)
+    single, multi = Selection().single(plans, tmp_path), Selection().multi([], tmp_path)
     assert [p.run_id for p in single] == [p.run_id for p in plans if p is not plans[3]] and multi == []

@@ -10,7 +10,7 @@ _WHERE = {
     "RunPlan": "single", "RunResult": "single", "Gate": "single", "RunCancelled": "single",
     "execute_run": "single", "failed_run": "single", "RunSettings": "settings",
     "MultiRunPlan": "multi", "AgentSlot": "multi", "execute_multi_run": "multi", "failed_multi_run": "multi",
-    "plan_runs": "plan", "apply_budget": "plan", "plan_multi_runs": "plan", "unfinished": "plan", "Lane": "plan",
+    "plan_runs": "plan", "apply_budget": "plan", "plan_multi_runs": "plan", "Lane": "plan",
     "plan_lanes": "plan", "fallback_plan": "plan", "oom_decision": "plan", "attempt_plans": "plan",
     "PreflightError": "preflight", "emit": "progress", "ProgressEvent": "progress",
 }

@@ -6,7 +6,6 @@ flows/tr.py, flows/rerun_flagged.py and tasks/bench.py call these; they only orc
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
@@ -15,7 +14,6 @@ from pydantic import BaseModel
 from trbench.config.agents import ROLES, AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec, OptionSet
-from trbench.data import store
 from trbench.engines import Instance
 from trbench.engines.model_kind import prompt_style
 from trbench.run.multi import AgentSlot, MultiRunPlan, config_hash
@@ -78,13 +76,6 @@ def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[
                                    config_hash=hashes[h], prompt_style=prompt_style(facts.get(model)), harness=h)
                       for i in range(spec.multi_agent.runs) for h in spec.harness]
     return plans
-
-
-def unfinished(single: list[RunPlan], multi: list[MultiRunPlan], root: Path) -> tuple[list[RunPlan], list[MultiRunPlan]]:
-    """Resume: the runs without a finished run file (the run files are the ledger), and the runs a
-    down server kept from running."""
-    done_single, done_multi = store.done_run_ids(root), store.done_run_ids(root, "multi")
-    return [p for p in single if p.run_id not in done_single], [p for p in multi if p.run_id not in done_multi]
 
 
 class Lane(BaseModel):

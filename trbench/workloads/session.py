@@ -21,7 +21,6 @@ from trbench.config.spec import MatrixSpec
 from trbench.data import store
 from trbench.data.failures import InstanceFaults
 from trbench.engines import Instance, create_instances
-from trbench.run.plan import unfinished
 from trbench.run.multi import MultiRunPlan
 from trbench.run.single import Gate, RunPlan
 from trbench.workloads.steps import DirectSteps, Steps
@@ -35,10 +34,12 @@ class Selection:
     rerun = False  # a rerun of flagged configs (a new attempt) measures runs only: no suites, no load
 
     def single(self, plans: list[RunPlan], root: Path) -> list[RunPlan]:
-        return unfinished(plans, [], root)[0]
+        done = store.done_run_ids(root)  # the run files are the ledger, less the runs a down server kept from running
+        return [p for p in plans if p.run_id not in done]
 
     def multi(self, plans: list[MultiRunPlan], root: Path) -> list[MultiRunPlan]:
-        return unfinished([], plans, root)[1]
+        done = store.done_run_ids(root, "multi")
+        return [p for p in plans if p.run_id not in done]
 
 
 @dataclass
