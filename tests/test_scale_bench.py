@@ -68,7 +68,7 @@ def test_validation_passes_and_the_report_reads_it(synthetic):
     root, expected = synthetic
     result = validation.validate_tr(root, expected)
     assert [r.message for r in result.failures] == []
-    assert result.get("requests", "type_of_ttft_ms").success and result.get("runs", "run_has_its_requests").success
+    assert result.get("requests", "column_dtypes").success and result.get("runs", "run_has_its_requests").success
     data = build_report(root)
     assert data.n_request_rows == 3 * 625
     assert all(c.ttft_cold_n and c.ttft_cached_n for c in data.cells)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trbench.data import store
+from trbench.validation import checks, frames, gx
 from trbench.validation import validate as validation
 from trbench.backends import RawExchange
 from trbench.run.multi import AgentRun, AgentSlot, MultiRunPlan, _rows, multi_run_row
@@ -167,12 +168,12 @@ def test_clean_tr_passes_every_expectation(clean):
     for table, name in [("requests", "ttft_positive_on_ok_rows"), ("requests", "output_tokens_at_least_1_on_ok_rows"),
                         ("requests", "ttft_not_above_e2e_on_ok_rows"), ("requests", "e2e_positive_on_ok_rows"),
                         ("requests", "status_in_set"), ("requests", "error_kind_in_documented_set"),
-                        ("requests", "run_id_not_null"), ("requests", "type_of_ttft_ms"), ("runs", "cell_hash_not_null"),
+                        ("requests", "run_id_not_null"), ("requests", "column_dtypes"), ("runs", "cell_hash_not_null"),
                         ("ma_runs", "efficiency_equals_speedup_over_n_agents"), ("run_counts", "expected_runs_per_config"),
                         ("ma_run_counts", "expected_runs_per_config"), ("report", "report_sections_present")]:
         assert result.get(table, name).success
     # pandas-3 dtypes: string columns are checked as str, and the count checks actually counted
-    assert result.get("requests", "type_of_model").observed == "str"
+    assert result.get("requests", "column_dtypes").element_count == len(store.REQUEST_SCHEMA)
     assert result.get("run_counts", "expected_runs_per_config").element_count == 4
     assert result.get("ma_run_counts", "expected_runs_per_config").element_count == 4
 
@@ -236,6 +237,22 @@ def test_examples_point_at_the_bad_rows(defective):
     assert zero["output_tokens"] == 0 and zero["status"] == "ok"
     eff = defective.get("ma_runs", "efficiency_equals_speedup_over_n_agents").unexpected_examples[0]
     assert eff["efficiency_pct"] == pytest.approx(eff["speedup"] / 2 * 100 + 5.0)
+
+
+def test_a_column_of_the_wrong_dtype_is_named_with_what_was_expected(gx_context):
+    frame = store.REQUEST_SCHEMA.empty_table().to_pandas()
+    frame["ttft_ms"] = frame["ttft_ms"].astype("str")  # e.g. a file written with the number as text
+    frame["attempt"] = frame["attempt"].astype("float64")  # a key: never null, so never float64
+    frame["server_decode_tokens"] = frame["server_decode_tokens"].astype("float64")  # nullable: float64 is fine
+    schema_checks, _ = frames._split(checks.request_checks(frame, multi=False))
+    table = checks.TableCheck("requests", frames.dtype_rows(frame), schema_checks, "none", [])
+    outcomes = {o.expectation: o for o in gx.run_table(gx_context.data_sources.add_pandas("wrong-dtype"), table)}
+    assert outcomes["columns_present"].success
+    dtypes = outcomes["column_dtypes"]
+    assert not dtypes.success and dtypes.unexpected_count == 2
+    assert "ttft_ms is str, expected float64" in dtypes.message
+    assert "attempt is float64, expected int32" in dtypes.message or "attempt is float64, expected int64" in dtypes.message
+    assert "server_decode_tokens" not in dtypes.message
 
 
 def test_report_sections_missing_or_empty(clean, gx_context, tmp_path):

@@ -263,6 +263,10 @@ def run(
     if smoke:  # the id it writes under is not the one in the spec: say so before and after
         console.print(f"smoke: a setup check under tr_id {spec.tr_id!r} (the full TR's data is untouched)",
                       highlight=False, soft_wrap=True)
+    if spec.single_agent or spec.multi_agent is not None:
+        from trbench.validation.worker import ValidationProcess
+
+        ValidationProcess.start_early()  # its seconds of import pass beside this process's, not after the runs
     from trbench.cli_prefect import TemporaryServer, api_configured, server_log_path
     from trbench.data import store
     from trbench.config.paths import resolve_path
@@ -275,10 +279,7 @@ def run(
     # the temporary Prefect server boots in its own process while this one imports what the run needs
     server = TemporaryServer(None if verbose else server_log_path(root))
     try:
-        if server.spawn() and (spec.single_agent or spec.multi_agent):
-            from trbench.validation.gx import import_gx
-
-            import_gx()  # the validation's seconds of import, spent while the server boots, not after the runs
+        server.spawn()
         from flows.tr import tr  # Prefect imports take seconds: only when needed
     except KeyboardInterrupt:
         server.discard()

@@ -18,6 +18,7 @@ from trbench.suites.results import EnsembleError, add_ensemble, write_suite_resu
 from trbench.tr.opening import NoServerStarted
 from trbench.tr.outcome import Outcome, joint_outcome, load_outcome, runs_outcome
 from trbench.validation import validate as validation
+from trbench.validation.worker import ValidationProcess
 from trbench.workloads import Measured
 from trbench.workloads.session import TRSession
 from trbench.workloads.steps import Steps
@@ -93,12 +94,16 @@ def render_report(steps: Steps, root: Path, spec: MatrixSpec | None = None, base
     return steps.call("render-report", "render-report", render)
 
 
-def validate(steps: Steps, root: Path, spec: MatrixSpec, report: Path) -> validation.ValidationResult:
-    """Great Expectations suites over the request, run and multi-agent tables and the report; the
-    results go to validation/validation.json and beside the run, failures first."""
+def validate(steps: Steps, root: Path, spec: MatrixSpec, report: Path,
+             checker: ValidationProcess | None = None) -> validation.ValidationResult:
+    """Great Expectations suites over the request, run and multi-agent tables and the report (in the
+    checker's process where there is one); the results go to validation/validation.json and beside
+    the run, failures first."""
 
     def check() -> validation.ValidationResult:
-        result = validation.validate_tr(root, validation.expected_runs_for(spec), report)
+        expected = validation.expected_runs_for(spec)
+        result = (checker.validate(root, expected, report) if checker is not None
+                  else validation.validate_tr(root, expected, report))
         validation.write_validation_json(result, root / "validation" / "validation.json")
         steps.table_artifact(f"{spec.tr_id}-validation", validation.summary_rows(result),
                              f"{spec.tr_id}: Great Expectations results, failures first")
@@ -128,7 +133,8 @@ def _attempt(steps: Steps, problems: list[str], what: str, fn: Callable[..., Any
         return None
 
 
-def closing_step(session: TRSession, measured: Measured, stopped: Exception | None) -> Outcome:
+def closing_step(session: TRSession, measured: Measured, stopped: Exception | None,
+                 checker: ValidationProcess | None = None) -> Outcome:
     """The failure log, outlier flags, suite results, report and validation, each attempted whatever
     came before; the outcome says what went wrong first, then what was measured. A TR of load steps
     alone has no runs to flag or validate: its outcome counts its steps."""
@@ -142,7 +148,8 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
         _attempt(steps, problems, "suite results", suite_results, steps, root, spec)
     files = _attempt(steps, problems, "report", render_report, steps, root, spec)
     report = files.markdown if files is not None else root / "report" / f"{spec.tr_id}.md"
-    checked = _attempt(steps, problems, "validation", validate, steps, root, spec, report) if matrix else None
+    checked = _attempt(steps, problems, "validation", validate, steps, root, spec, report,
+                       checker) if matrix else None
     causes = ([stop_cause(stopped)] if stopped is not None else []) + problems
     cause = "; ".join(causes) or None
     runs = runs_outcome(spec, measured.runs, measured.skipped, report, checked, flagged, cause) if matrix else None

@@ -10,6 +10,8 @@ each step a Prefect task run) or the command line without a Prefect API (each st
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from trbench.config.agents import AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
@@ -19,6 +21,7 @@ from trbench.run.single import RunCancelled
 from trbench.tr.closing import closing_step
 from trbench.tr.opening import check_instance, output_dir, start_servers
 from trbench.tr.outcome import Outcome
+from trbench.validation.worker import ValidationProcess
 from trbench.workloads import Measured, active
 from trbench.workloads.session import Selection, TRSession, open_session
 from trbench.workloads.steps import Steps
@@ -97,21 +100,24 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, st
     session = open_session(spec, prompts, agents, output_dir(spec), steps, selection)
     for inst in session.instances:
         check_instance(session, inst)
-    measured = Measured()
-    untrack = None
-    stopped: Exception | None = None
-    try:
-        start_servers(session)
-        untrack = track_progress(session)
-        measure_workloads(session, measured, stop_errors)
-    except stop_errors:
-        raise  # an interrupt or a cancel, or bad input found before anything was measured: no checks
-    except Exception as err:  # noqa: BLE001 - what was measured is still checked and reported below
-        stopping.raise_if_requested()  # a stop that surfaced as another exception is the stop
-        stopped = err
-        steps.log.error("the measuring stopped early: %s: %s", type(err).__name__, err)
-    finally:
-        if callable(untrack):
-            untrack()
-        close_servers(session)
-    return closing_step(session, measured, stopped)
+    # validated at the end: its Great Expectations import starts now, beside the measuring
+    matrix = spec.single_agent or spec.multi_agent is not None
+    with ValidationProcess.claim() if matrix else nullcontext() as checker:
+        measured = Measured()
+        untrack = None
+        stopped: Exception | None = None
+        try:
+            start_servers(session)
+            untrack = track_progress(session)
+            measure_workloads(session, measured, stop_errors)
+        except stop_errors:
+            raise  # an interrupt or a cancel, or bad input found before anything was measured: no checks
+        except Exception as err:  # noqa: BLE001 - what was measured is still checked and reported below
+            stopping.raise_if_requested()  # a stop that surfaced as another exception is the stop
+            stopped = err
+            steps.log.error("the measuring stopped early: %s: %s", type(err).__name__, err)
+        finally:
+            if callable(untrack):
+                untrack()
+            close_servers(session)
+        return closing_step(session, measured, stopped, checker)

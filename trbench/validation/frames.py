@@ -163,8 +163,8 @@ def report_frame(path: Path, present: set[str]) -> pd.DataFrame:
 
 
 def _split(checks: list[Check]) -> tuple[list[Check], list[Check]]:
-    """(schema checks: columns_present and type_of_*, row checks)."""
-    schema = [c for c in checks if c.name == "columns_present" or c.name.startswith("type_of_")]
+    """(schema checks: columns_present and column_dtypes, row checks)."""
+    schema = [c for c in checks if c.name in ("columns_present", "column_dtypes")]
     return schema, [c for c in checks if c not in schema]
 
 
@@ -192,6 +192,23 @@ def _dtype_frame(schema: pa.Schema, projected: pa.Table, head: pa.Table) -> pd.D
     return pa.table(columns).to_pandas()
 
 
+def dtype_label(column: pd.Series) -> str:
+    """The dtype pandas gave a column, as the schema checks name it: str, int64, float64, bool,
+    Timestamp; an object column as the types of its values ("object of bool"), "object" when all null."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+        return "Timestamp"
+    if pd.api.types.is_object_dtype(dtype):
+        kinds = sorted({type(v).__name__ for v in column.dropna()})
+        return f"object of {'/'.join(kinds)}" if kinds else "object"
+    return str(dtype)
+
+
+def dtype_rows(dtypes: pd.DataFrame) -> pd.DataFrame:
+    """One row per column of a dtype frame: its name and its dtype label."""
+    return pd.DataFrame({"column": list(dtypes.columns), "dtype": [dtype_label(dtypes[c]) for c in dtypes.columns]})
+
+
 def read_table(root: Path, table: str, checks: Callable[[pd.DataFrame], list[Check]],
                 categorical: bool) -> tuple[list[Check], pd.DataFrame, list[Check], pd.DataFrame]:
     """(schema checks, dtype frame, row checks, row frame) of one table, reading only the columns the
@@ -215,4 +232,4 @@ def read_table(root: Path, table: str, checks: Callable[[pd.DataFrame], list[Che
     if categorical:
         rows = pa.table({c: rows.column(c).dictionary_encode() if pa.types.is_string(rows.schema.field(c).type)
                          else rows.column(c) for c in row_columns})
-    return schema_checks, dtypes, row_checks, rows.to_pandas()
+    return schema_checks, dtype_rows(dtypes), row_checks, rows.to_pandas()

@@ -98,6 +98,8 @@ def _message(tc: TableCheck, check: Check, success: bool, element_count, unexpec
     where = tc.table if check.name == "columns_present" else f"{tc.table}.{'/'.join(check.columns)}"
     if success:
         return f"{where}: {check.name} passed ({check.what})"
+    if check.explain is not None:
+        return f"{where}: {check.name} failed: {'; '.join(check.explain(e) for e in examples)} ({check.what})"
     configs = sorted({str(e["config"]) for e in examples if e.get("config")})
     if tc.table in ("run_counts", "ma_run_counts"):
         detail = "; ".join(

@@ -29,11 +29,11 @@ schemas: string -> `str` (StringDtype, whose scalar type is str; an object colum
 too), int32/int64 -> int32/int64 (a nullable integer column that holds nulls comes back as
 float64, so nullable ones also accept float64), float64 -> float64, bool -> bool (a nullable one
 with nulls comes back as object; its values must be bool), timestamp -> Timestamp (DatetimeTZDtype);
-list columns (chunk_offsets_ms, chunk_kinds) are only required to exist.
+list columns (chunk_offsets_ms, chunk_kinds) come back as objects (arrays).
 
 What each check reads (a TR of a million requests, with their chunk lists and texts, validates in
-seconds): a table's schema checks (columns_present, type_of_<column>) run on its dtype frame, two
-rows that carry, per column, the dtype pandas gives the whole column (see _dtype_frame); its row
+seconds): a table's schema checks (columns_present, column_dtypes) run on its dtype frame, one row
+per column naming the dtype pandas gives the whole column (see _dtype_frame, dtype_rows); its row
 checks run on every row of the columns they name (plus keys and conditions), read as a projection,
 strings as pandas categories for the request tables. Both parts are reported under the table's name.
 
