@@ -198,7 +198,7 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
            "invalid_reason": None if not short else (
                f"{int(good.sum())} ok request(s) of {int(measured.sum())}, fewer than min_ok_requests={MIN_OK} "
                "per cache state (" + ", ".join(f"{tgt}: {v}" for tgt, v in short.items()) + ")"),
-           "error_kinds": "timeout" if (error & measured).any() else None,
+           "error_kinds": ["timeout"] if (error & measured).any() else [],
            "output_tokens_total": int(out_tok[good].sum()), "cached_tokens_total": int(cached_tokens[good].sum()),
            "answers_flagged": 0, "manifest_digest": "synthetic"}
     for name, values in (("decode_tps", tps), ("decode_tps_client", tps), ("e2e_ms", e2e),

@@ -1,6 +1,10 @@
 """Frozen copy of the pyarrow schemas as store.py wrote them by hand before the row models
-(git show 867daf5:trbench/data/store.py). The derived schemas must stay exactly these: stored files
-and the report read them."""
+(git show 867daf5:trbench/data/store.py), with the changes made since, each stated where it is. The
+derived schemas must stay exactly these: stored files and the report read them.
+
+Changed types: error_kinds was a string (the sorted kinds joined by commas; "kind:count" pairs on load
+steps) and is a list since; files of the old type are migrated on read (store.read_arrow), so the old
+schemas are kept here too (OLD_*), to write such files in tests."""
 
 import pyarrow as pa
 
@@ -90,7 +94,11 @@ RUN_SCHEMA = pa.schema(
         ("min_ok_requests", pa.int32()),
         ("valid", pa.bool_()),
         ("invalid_reason", pa.string()),
-        ("error_kinds", pa.string()),
+        # added: why a planned run was never measured, as a code; older files lack it (store.read_arrow
+        # gives their not-run rows the code their reason says)
+        ("not_run", pa.string()),
+        # was pa.string() (comma-joined); files of the old type are migrated on read
+        ("error_kinds", pa.list_(pa.string())),
         ("output_tokens_total", pa.int64()),
         ("cached_tokens_total", pa.int64()),
         ("answers_flagged", pa.int32()),
@@ -127,7 +135,10 @@ MA_RUN_SCHEMA = pa.schema(
         ("started_at", pa.timestamp("us", tz="UTC")), ("phase_order", pa.string()),
         ("n_agents", pa.int32()), ("concurrent_wall_s", pa.float64()), ("sequential_wall_s", pa.float64()),
         ("speedup", pa.float64()), ("efficiency_pct", pa.float64()), ("n_requests", pa.int32()),
-        ("n_errors", pa.int32()), ("error_kinds", pa.string()), ("valid", pa.bool_()), ("invalid_reason", pa.string()),
+        ("n_errors", pa.int32()),
+        ("error_kinds", pa.list_(pa.string())),  # was pa.string(): files of the old type are migrated on read
+        ("valid", pa.bool_()), ("invalid_reason", pa.string()),
+        ("not_run", pa.string()),  # added, as in RUN_SCHEMA
         ("contention", pa.bool_()), ("contention_rule", pa.string()), ("delta_decode_tps", pa.float64()),
         ("delta_ttft_ms", pa.float64()), ("manifest_digest", pa.string()),
     ]
@@ -155,3 +166,13 @@ TELEMETRY_SCHEMA = pa.schema([
     ("server_cpu_pct", pa.float64()),
     ("harness", pa.string()),  # added with the harness axis: older files read it as python
 ])
+
+
+def _before_lists(schema: pa.Schema) -> pa.Schema:
+    """A schema as files were written before error_kinds was a list and not_run existed."""
+    schema = schema.remove(schema.get_field_index("not_run"))
+    return schema.set(schema.get_field_index("error_kinds"), pa.field("error_kinds", pa.string()))
+
+
+OLD_RUN_SCHEMA = _before_lists(RUN_SCHEMA)
+OLD_MA_RUN_SCHEMA = _before_lists(MA_RUN_SCHEMA)

@@ -24,7 +24,7 @@ def test_figures_by_hand():
     reqs = [_req(0, 50, tokens=10), _req(50, 150, tokens=12), _req(200, 10, "error", None, "http_5xx"),
             _req(210, 90, tokens=8)]
     f = step_figures(reqs, slo_ms=100)
-    assert (f.n_requests, f.n_ok, f.n_errors, f.error_kinds) == (4, 3, 1, "http_5xx")
+    assert (f.n_requests, f.n_ok, f.n_errors, f.error_kinds) == (4, 3, 1, ["http_5xx"])
     assert f.wall_s == pytest.approx(0.3)  # first sent at 0 ms, last answer at 210 + 90 ms
     assert (f.texts_total, f.tokens_total) == (6, 30)
     assert f.texts_per_s == pytest.approx(20.0) and f.tokens_per_s == pytest.approx(100.0)
@@ -41,7 +41,7 @@ def test_figures_without_server_counts_and_with_only_errors():
     assert f.texts_per_s == pytest.approx(4 / 0.08)
     bad = step_figures([_req(0, 5, "error", None, "connect"), _req(5, 5, "error", None, "http_5xx")], slo_ms=100)
     assert (bad.n_ok, bad.texts_per_s, bad.latency_p50_ms, bad.within_slo_pct) == (0, None, None, 0.0)
-    assert bad.error_kinds == "connect,http_5xx"
+    assert bad.error_kinds == ["connect", "http_5xx"]
 
 
 def test_default_slo_is_seed_002s_100_ms_and_bad_fields_are_named():
@@ -72,7 +72,7 @@ def _step(**kw) -> dict:
     base = dict(tr_id="T", run_id="m_emb_b1_c1_i0", attempt=1, model="m", provider="embedded", backend="openai",
                 instance="i0", instance_url="http://x", batch_size=1, concurrency=1,
                 started_at=pd.Timestamp("2026-01-01", tz="UTC"), n_warmup=2, texts_name="t", texts_digest="d",
-                n_requests=10, n_ok=9, n_errors=1, error_kinds="http_5xx", wall_s=1.0, texts_total=9, tokens_total=90,
+                n_requests=10, n_ok=9, n_errors=1, error_kinds=["http_5xx"], wall_s=1.0, texts_total=9, tokens_total=90,
                 texts_per_s=9.0, tokens_per_s=90.0, latency_mean_ms=50.0, latency_p50_ms=48.0, latency_p95_ms=80.0,
                 latency_p99_ms=95.5, slo_ms=100.0, n_within_slo=9, within_slo_pct=90.0, manifest_digest="x")
     return rows.EmbeddingStepRow(**{**base, **kw}).model_dump()

@@ -4,6 +4,7 @@ out-of-memory config walks down the spec's oom_fallback ladder. Against a FAKE O
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from flows.tr import tr
@@ -32,7 +33,8 @@ def test_fake_ollama_oom_walks_down_the_ladder_and_is_logged(prefect_api, tmp_pa
     runs = store.read_frame(root, "runs").sort_values(["num_gpu", "run_index"])
     by_gpu = {g: frame for g, frame in runs.groupby("num_gpu")}
     assert set(by_gpu) == {80, 60, 40}
-    assert not by_gpu[80]["valid"].any() and list(by_gpu[80]["error_kinds"].fillna("not run")) == ["oom", "not run"]
+    assert not by_gpu[80]["valid"].any() and [list(k) for k in by_gpu[80]["error_kinds"]] == [["oom"], []]
+    assert by_gpu[80]["not_run"].fillna("measured").tolist() == ["measured", "oom_rung"]
     assert not by_gpu[60]["valid"].any()
     assert by_gpu[40]["valid"].all() and set(by_gpu[40]["num_ctx"]) == {512}
     assert set(by_gpu[40]["fallback_from"]) == {"gpu80_ctx1024_temp0.8"}
@@ -68,11 +70,12 @@ def test_fake_ollama_oom_fails_fast_one_request_and_one_log_entry_per_rung(prefe
         "gpu80_ctx1024_temp0.8": ["oom"], "gpu60_ctx1024_temp0.8": ["oom"]}
     runs = store.read_frame(root, "runs").set_index("run_id")
     cut = runs.loc["fake-llama_1b_gpu80_ctx1024_temp0.8_r00_a1"]
-    assert not cut["valid"] and cut["error_kinds"] == "oom" and cut["n_warmup"] == 1 and cut["n_requests"] == 0
+    assert not cut["valid"] and list(cut["error_kinds"]) == ["oom"] and cut["n_warmup"] == 1 and cut["n_requests"] == 0
     assert cut["invalid_reason"] == "out of memory at warm-up request 0: the run ended there"
     rest = runs.loc["fake-llama_1b_gpu80_ctx1024_temp0.8_r02_a1"]
     assert not rest["valid"] and rest["invalid_reason"] == (
         "not run: gpu80_ctx1024_temp0.8 ran out of memory in run fake-llama_1b_gpu80_ctx1024_temp0.8_r00_a1")
+    assert rest["not_run"] == "oom_rung" and pd.isna(cut["not_run"])
     assert runs[runs["num_gpu"] == 40]["valid"].all()
 
 

@@ -47,7 +47,7 @@ def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on
     assert asked.index(("/api/generate", DEFAULT_MODEL)) < asked.index(("/api/chat", STUCK))
     runs = store.read_frame(root, "runs").set_index("model")
     assert bool(runs.loc[DEFAULT_MODEL, "valid"]) and not bool(runs.loc[STUCK, "valid"])
-    assert runs.loc[STUCK, "error_kinds"] == "stall"
+    assert list(runs.loc[STUCK, "error_kinds"]) == ["stall"]
 
     log = failures.read_failure_log(root)
     unload = log[log["scope"] == "instance"]
@@ -123,6 +123,7 @@ def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_r
     rest = runs.drop(index=first.name)
     assert len(rest) == 3 and not rest["valid"].any()
     assert rest["invalid_reason"].str.startswith("not run: external-0 cannot be used again: health failed").all()
+    assert (rest["not_run"] == "server_down").all()
     log = failures.read_failure_log(root)
     health = log[log["scope"] == "instance"]
     assert list(health["operation"]) == ["health"] and "external-0 is not used again" in health["error_message"].iloc[0]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from trbench.data.rows import ErrorCount
 from trbench.measure import load_metrics as lm
 
 
@@ -26,7 +27,7 @@ def test_closed_loop_step_figures_by_hand():
     assert f.window_s == pytest.approx(2.1)
     assert (f.n_requests, f.n_warmup, f.n_ok, f.n_errors) == (4, 1, 3, 1)
     assert f.error_rate_pct == pytest.approx(25.0)
-    assert f.error_kinds == "timeout:1"
+    assert f.error_kinds == [ErrorCount(kind="timeout", count=1)]
     assert f.offered_rps == pytest.approx(4 / 2.1)
     assert f.request_rps == pytest.approx(3 / 2.1)
     assert f.output_tps == pytest.approx(31 / 2.1)
@@ -65,7 +66,7 @@ def test_a_step_of_only_warmups_or_errors_has_no_rates():
     f = lm.step_figures([STEP[0]], {})
     assert f.n_requests == 0 and f.window_s is None and f.request_rps is None
     g = lm.step_figures([_req(0, 50, status="error", kind="connect")], {})
-    assert (g.n_ok, g.error_rate_pct, g.error_kinds, g.ttft_ms_p50) == (0, 100.0, "connect:1", None)
+    assert (g.n_ok, g.error_rate_pct, g.error_kinds, g.ttft_ms_p50) == (0, 100.0, [ErrorCount(kind="connect", count=1)], None)
 
 
 def test_saturation_point_is_the_highest_rate_with_goodput_at_90_percent():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trbench.data import store
+from trbench.data.rows import ErrorCount
 from trbench.report.regression import compare
 from trbench.report import publish
 from trbench.report.build import build_report
@@ -44,7 +45,7 @@ def test_the_report_shows_every_step_goodput_saturation_and_curves(tmp_path, spe
     load = files.data.load
     assert [s.step_label for s in load.steps] == ["c1", "c4"]
     c4 = load.steps[1]
-    assert (c4.n_requests, c4.n_warmup, c4.n_errors, c4.error_kinds) == (8, 1, 2, "http_5xx:2")
+    assert (c4.n_requests, c4.n_warmup, c4.n_errors, c4.error_kinds) == (8, 1, 2, [ErrorCount(kind="http_5xx", count=2)])
     assert c4.good_pct == pytest.approx(75.0)  # the errors miss the SLO; every ok request meets it
     assert load.slo == {"e2e_ms": 10_000.0}
     (summary,) = load.summaries

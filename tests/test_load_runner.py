@@ -134,7 +134,8 @@ def test_errors_and_raising_clients_are_recorded_and_the_step_goes_on():
     assert len(rows) == 12
     assert kinds == ["bad_response"] * 2 + ["http_5xx"] * 3  # calls 4, 8, 12 answer 503; 5, 10 raise
     assert any("connection reset" in (r["error_message"] or "") for r in rows)
-    assert row["n_errors"] == 5 and row["error_kinds"] == "bad_response:2,http_5xx:3"
+    assert row["n_errors"] == 5 and row["error_kinds"] == [
+        {"kind": "bad_response", "count": 2}, {"kind": "http_5xx", "count": 3}]
 
 
 def test_open_loop_sends_at_the_arrivals_and_max_inflight_holds_the_rest_back():

@@ -36,6 +36,7 @@ TTFT_OVER_E2E = ("beta:2b|0|512|0.8", 2, 0)
 BAD_ERROR_KIND = ("beta:2b|0|1024|0.8", 0, 1)
 MISSING_RUN = ("beta:2b|0|1024|0.8", 2)  # this run is never written
 BAD_EFFICIENCY = ("alpha:1b|chimera_homo", 1)
+BAD_NOT_RUN = ("alpha:1b|0|1024|0.8", 2)  # a not_run code the code base never writes
 NOT_SERVERS_RATE = ("alpha:1b|0|1024|0.8", 1, 0)  # a server view in another convention than the server's own
 
 
@@ -82,6 +83,8 @@ def single_runs(root: Path, spec: MatrixSpec, defects: bool) -> None:
                     else:
                         r.update(status="error", error_kind="gremlins", error_message="planted")
             row = run_row(keys, RunSettings.of(spec), rows, 1.7e9, 1.0, None, "digest")
+            if defects and (key, run_index) == BAD_NOT_RUN:
+                row["not_run"] = "gremlins"
             store.write_run(root, row, rows, MANIFEST)
 
 
@@ -199,6 +202,7 @@ CAUGHT = [
     ("requests", "decode_tps_is_the_servers_own_rate", NOT_SERVERS_RATE[0], "decode_tps"),
     ("run_counts", "expected_runs_per_config", MISSING_RUN[0], "n_runs"),
     ("ma_runs", "efficiency_equals_speedup_over_n_agents", BAD_EFFICIENCY[0], "efficiency_pct"),
+    ("runs", "not_run_in_set", BAD_NOT_RUN[0], "not_run"),
 ]
 
 

@@ -60,8 +60,12 @@ def test_the_ladder_and_resume_run_in_the_library_without_prefect(tmp_path):
         # resuming: every run has its file, nothing is sent again and no decision is taken twice
         again = measure(session_for(ladder_spec(server.url), tmp_path))
         assert again.runs == [] and len(server.bodies("/api/chat")) == sent
-    runs = store.read_frame(tmp_path / "ladder", "runs")
+    runs = store.read_frame(tmp_path / "ladder", "runs").set_index("run_id")
     assert sorted(runs["num_gpu"].tolist()) == [40, 40, 80, 80]
+    # the twin is decided (its code), so a resume does not measure it
+    assert runs["not_run"].fillna("measured").to_dict() == {
+        o["run_id"]: "oom_rung" if o is first.runs[1] else "measured" for o in first.runs}
+    assert store.runs_to_retry(tmp_path / "ladder") == set()
 
 
 def test_a_server_that_stops_answering_leaves_the_rest_not_run_with_the_reason(tmp_path):
@@ -75,7 +79,9 @@ def test_a_server_that_stops_answering_leaves_the_rest_not_run_with_the_reason(t
     assert session.faults.down(session.instances[0].name)
     assert store.SERVER_DOWN in measured.runs[1]["invalid_reason"]
     assert measured.runs[1]["invalid_reason"].startswith(store.NOT_RUN)
-    # a resume measures those again: a down server's runs are not decided
+    # a resume measures those again: a down server's runs are not decided (their code says so)
+    codes = store.read_frame(session.root, "runs").set_index("run_id")["not_run"]
+    assert codes[measured.runs[1]["run_id"]] == "server_down"
     assert store.runs_to_retry(session.root) == {measured.runs[1]["run_id"]}
 
 

@@ -188,7 +188,7 @@ def build_failure_log(root: Path) -> list[dict]:
         config = _config(r)
         rows.append({"tr_id": r.tr_id, "table": "runs", "scope": "run", "run_id": r.run_id, "attempt": r.attempt,
                      "model": r.model, "config": config, "num_gpu": r.num_gpu, "num_ctx": r.num_ctx,
-                     "temperature": r.temperature, "is_warmup": False, "error_kind": r.error_kinds,
+                     "temperature": r.temperature, "is_warmup": False, "error_kind": ",".join(r.error_kinds),
                      "error_message": r.invalid_reason, "gpu_memory_at_error": r.gpu_memory_at_error,
                      "fallback_decision": by_config.get((r.model, config)), "instance": r.instance,
                      "operation": "prepare"})

@@ -2,7 +2,7 @@
 
 One home per column: a column is declared once, here, with its Python type; `arrow_schema` maps
 that to the Parquet type (int -> int32 unless marked Int64, float -> float64, str -> string, bool ->
-bool_, datetime -> timestamp(us, UTC), list[...] -> list_). Field order is column order, and the
+bool_, datetime -> timestamp(us, UTC), list[...] -> list_, a model -> struct of its fields). Field order is column order, and the
 derived schemas are pinned to the ones stored files were written with (tests/test_rows.py).
 The runners build each row through its model (types checked as it is made) and hand its
 model_dump to store.write_run.
@@ -57,6 +57,8 @@ def arrow_type(annotation: Any, metadata: typing.Iterable[Any] = ()) -> pa.DataT
         return arrow_type(inner)
     if origin is list:
         return pa.list_(arrow_type(args[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # a list's items of several fields
+        return pa.struct(list(arrow_schema(annotation)))
     if origin is Literal and all(isinstance(a, str) for a in args):
         return pa.string()
     return _ARROW[annotation]
@@ -187,6 +189,16 @@ class Energy(BaseModel):
     telemetry_note: S = None
 
 
+# Why a planned run was never measured (its row is kept, invalid, with the reason in words as well):
+# server_down: its server could not be used again (a start that failed, a server that stopped answering);
+# a resume measures such a run. oom_rung: an earlier run of its server configuration ran out of memory,
+# so the rest of that rung is decided (the ladder moves on). not_loaded: its server would not load its
+# configuration (the first run of the configuration holds the failure); decided as well.
+NotRun = Literal["server_down", "oom_rung", "not_loaded"]
+NOT_RUN_CODES: tuple[NotRun, ...] = typing.get_args(NotRun)
+RETRIED_NOT_RUN: frozenset[NotRun] = frozenset({"server_down"})  # the codes a resume measures again
+
+
 class _RunCounts(RunKeys):
     started_at: dt.datetime
     wall_s: float
@@ -197,8 +209,9 @@ class _RunCounts(RunKeys):
     n_errors: int
     min_ok_requests: int
     valid: bool
-    invalid_reason: S = None
-    error_kinds: S = None  # comma-separated, sorted
+    invalid_reason: S = None  # why the run is invalid, in words
+    not_run: NotRun | None = None  # why a planned run was never measured, as a code (NOT_RUN_CODES)
+    error_kinds: list[str] = []  # the kinds of the failed measured requests, sorted
     output_tokens_total: Int64 = 0
     cached_tokens_total: Int64 = 0
     answers_flagged: int = 0
@@ -311,9 +324,10 @@ class _MaRunHead(BaseModel):
     efficiency_pct: F = None
     n_requests: int
     n_errors: int
-    error_kinds: S = None
+    error_kinds: list[str] = []  # as the single-agent run's
     valid: bool
     invalid_reason: S = None
+    not_run: NotRun | None = None  # as the single-agent run's
     contention: bool | None = None
     contention_rule: str
     delta_decode_tps: F = None
@@ -454,7 +468,7 @@ class EmbeddingFigures(BaseModel):
     n_requests: int
     n_ok: int
     n_errors: int
-    error_kinds: S = None  # comma-separated, sorted
+    error_kinds: list[str] = []  # the kinds of the failed measured requests, sorted
     wall_s: F = None
     texts_total: int = 0
     tokens_total: I64 = None
@@ -525,13 +539,21 @@ LOAD_LATENCIES = ("ttft", "tpot", "itl", "e2e", "queue", "prefill")  # as load_m
 LOAD_PCTS = (50, 90, 95, 99)
 
 
+class ErrorCount(BaseModel):
+    """How many measured requests of a load step failed with one error kind (a struct in Parquet: a
+    pandas reader gets {"kind": ..., "count": ...} per kind, DuckDB `unnest(error_kinds)` its fields)."""
+
+    kind: str
+    count: int
+
+
 class _LoadCounts(BaseModel):
     n_requests: int = 0  # measured requests sent (warm-ups not counted)
     n_warmup: int = 0
     n_ok: int = 0
     n_errors: int = 0
     error_rate_pct: F = None
-    error_kinds: S = None  # kind:count, comma-separated, sorted
+    error_kinds: list[ErrorCount] = []  # the failed measured requests counted by kind, sorted by kind
     window_s: F = None
     offered_rps: F = None
     request_rps: F = None

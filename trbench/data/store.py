@@ -115,20 +115,19 @@ def finished_run_ids(root: Path, kind: str = "single") -> set[str]:
     return {p.stem for p in (root / TABLES[kind][1]).glob("model_slug=*/*.parquet")}
 
 
-# The reason a run was not run because its server could not be used (a start that failed, a server
-# that stopped answering): such a run is measured when the TR run is resumed, unlike the rest of an
-# out-of-memory rung, which stays decided.
+# How the reason of a planned run that was never measured opens, and the words its server-down reason
+# holds; the code of each such run is its not_run column (rows.NotRun), which decides what a resume does.
+NOT_RUN = "not run: "
 SERVER_DOWN = "cannot be used again"
-NOT_RUN = "not run: "  # how the reason of a planned run that was never measured opens
 
 
 def runs_to_retry(root: Path, kind: str = "single") -> set[str]:
-    """Run files of runs not run because their server was down: a resume measures them."""
+    """Run files of runs not run because their server was down (rows.RETRIED_NOT_RUN): a resume measures them."""
     if not finished_run_ids(root, kind):
         return set()
-    runs = read_frame(root, TABLES[kind][1], ["run_id", "invalid_reason"])
-    reasons = runs["invalid_reason"].fillna("")
-    return set(runs.loc[reasons.str.startswith(NOT_RUN) & reasons.str.contains(SERVER_DOWN), "run_id"])
+    runs = read_arrow(root, TABLES[kind][1], ["run_id", "not_run"])
+    retried = pc.is_in(runs.column("not_run"), pa.array(sorted(rows.RETRIED_NOT_RUN), pa.string()))
+    return set(runs.filter(pc.fill_null(retried, False)).column("run_id").to_pylist())
 
 
 def done_run_ids(root: Path, kind: str = "single") -> set[str]:
@@ -172,22 +171,108 @@ def table_schema(table: str) -> pa.Schema:
     return SCHEMAS[table]
 
 
+# --- files written before a column's type or meaning changed: migrated on read, in read_arrow -------------
+
+# Columns whose stored type changed, with the type files written before hold. error_kinds was one
+# string: the sorted kinds joined by commas ("connect,http_5xx"), on load steps "kind:count" pairs
+# ("http_5xx:3,timeout:1"); null where no request failed.
+LEGACY_TYPES: dict[str, pa.DataType] = {"error_kinds": pa.string()}
+
+
+def _error_kinds(text: str | None, counted: bool) -> list:
+    parts = [p for p in (text or "").split(",") if p]
+    if not counted:
+        return parts
+    return [{"kind": k, "count": int(c)} for k, _, c in (p.rpartition(":") for p in parts)]
+
+
+def _migrate(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """An old file's columns of LEGACY_TYPES as today's type (no error: an empty list)."""
+    for name in LEGACY_TYPES:
+        i = table.schema.get_field_index(name)
+        if i >= 0:
+            new = schema.field(name).type
+            counted = pa.types.is_struct(new.value_type)
+            values = [_error_kinds(v, counted) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, name, pa.array(values, new))
+    return table
+
+
+def _legacy_not_run(table: pa.Table) -> pa.Table:
+    """The one legacy rule of not_run: a run file written before the column held only the sentence, so
+    a not-run row there ("not run: ...", code null) takes its code from the words its reason was made of.
+    A row written since has its code whenever its reason opens so."""
+    if "not_run" not in table.column_names:
+        return table
+    stored, reasons = table.column("not_run"), table.column("invalid_reason")
+    if not pc.any(pc.and_(pc.is_null(stored), pc.starts_with(reasons, NOT_RUN))).as_py():
+        return table  # no file before the column, or none with a not-run row: nothing to read
+    codes = [code if code is not None or not (why or "").startswith(NOT_RUN) else
+             "server_down" if SERVER_DOWN in why else "oom_rung" if "ran out of memory" in why else "not_loaded"
+             for code, why in zip(stored.to_pylist(), reasons.to_pylist())]
+    return table.set_column(table.schema.get_field_index("not_run"), "not_run", pa.array(codes, pa.string()))
+
+
+def _scan(dataset: ds.Dataset, columns: list[str] | None, filter: object, limit: int | None) -> pa.Table:
+    if limit is not None:
+        return dataset.head(limit, columns=columns, filter=filter)
+    return dataset.to_table(columns=columns, filter=filter)
+
+
+def _scan_mixed(dataset: ds.FileSystemDataset, columns: list[str] | None, filter: object,
+                limit: int | None) -> pa.Table | None:
+    """A folder holding files of an old type (LEGACY_TYPES): the files of today's type are read as one
+    dataset, the old ones as another under their own type and migrated, then both as one table. None
+    when no file is of an old type."""
+    legacy = {n: t for n, t in LEGACY_TYPES.items() if dataset.schema.get_field_index(n) >= 0}
+
+    def is_old(physical: pa.Schema) -> bool:
+        return any(physical.get_field_index(n) >= 0 and physical.field(n).type == t for n, t in legacy.items())
+
+    fragments = list(dataset.get_fragments())
+    old_files = [is_old(f.physical_schema) for f in fragments]
+    if not any(old_files):
+        return None
+    old_schema = dataset.schema
+    for n, t in legacy.items():
+        old_schema = old_schema.set(old_schema.get_field_index(n), pa.field(n, t))
+    new = ds.FileSystemDataset([f for f, o in zip(fragments, old_files) if not o], dataset.schema, dataset.format,
+                               dataset.filesystem)
+    old = ds.FileSystemDataset([f for f, o in zip(fragments, old_files) if o], old_schema, dataset.format,
+                               dataset.filesystem)
+    table = pa.concat_tables([_scan(new, columns, filter, limit),
+                              _migrate(_scan(old, columns, filter, limit), dataset.schema)])
+    return table.slice(0, limit) if limit is not None else table
+
+
 def read_arrow(root: Path, table: str, columns: list[str] | None = None, filter: object = None,
                limit: int | None = None) -> pa.Table:
     """A table's files as one Arrow table under today's schema (files written before a column existed
     read back with that column null, harness as python: see with_harness; without the schema pyarrow
-    would take the first file's), with only `columns` (all when None), only the rows matching `filter` (a pyarrow.dataset expression), and at most `limit`
-    rows (the first ones) when given."""
+    would take the first file's), with only `columns` (all when None), only the rows matching `filter`
+    (a pyarrow.dataset expression), and at most `limit` rows (the first ones) when given.
+
+    Files written before a column changed read back as today's: error_kinds as its list (LEGACY_TYPES:
+    only a read that meets such a file pays for it, and a folder of today's files pays nothing), a
+    not-run row's not_run code from its reason (_legacy_not_run; a filter on not_run sees stored codes only)."""
     schema = table_schema(table)
     full = schema.remove_metadata().append(pa.field("model_slug", pa.string()))
     folder = root / table
     if not any(folder.glob("model_slug=*/*.parquet")):
         empty = full.empty_table()
         return empty.select(columns) if columns is not None else empty
+    # the legacy rule of not_run reads the reason beside it
+    extra = ["invalid_reason"] if columns is not None and "not_run" in columns and "invalid_reason" not in columns else []
+    read = [*columns, *extra] if columns is not None else None
     dataset = ds.dataset(folder, format="parquet", partitioning="hive", schema=full)
-    if limit is not None:
-        return with_harness(dataset.head(limit, columns=columns, filter=filter))
-    return with_harness(dataset.to_table(columns=columns, filter=filter))
+    try:
+        result = _scan(dataset, read, filter, limit)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a file of an old type under today's: the cast fails
+        mixed = _scan_mixed(dataset, read, filter, limit) if any(n in full.names for n in LEGACY_TYPES) else None
+        if mixed is None:
+            raise
+        result = mixed
+    return with_harness(_legacy_not_run(result).drop_columns(extra))
 
 
 def read_frame(root: Path, table: str, columns: list[str] | None = None, filter: object = None,

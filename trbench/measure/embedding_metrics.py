@@ -45,7 +45,7 @@ def step_figures(requests: Sequence[dict], slo_ms: float) -> EmbeddingFigures:
 
     return EmbeddingFigures(
         n_requests=len(requests), n_ok=len(ok), n_errors=len(errors),
-        error_kinds=",".join(sorted({str(r.get("error_kind")) for r in errors})) or None,
+        error_kinds=sorted({str(r.get("error_kind")) for r in errors}),
         wall_s=wall_s, texts_total=texts, tokens_total=tokens,
         texts_per_s=per_s(texts) if ok else None, tokens_per_s=per_s(tokens),
         latency_mean_ms=lat.mean, latency_p50_ms=lat.p50, latency_p95_ms=lat.p95, latency_p99_ms=lat.p99,

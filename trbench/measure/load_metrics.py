@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trbench.data.rows import LOAD_PCTS, LoadFigures
+from trbench.data.rows import LOAD_PCTS, ErrorCount, LoadFigures
 from trbench.measure.metrics import itl_gaps, percentile
 
 # step figure family -> the request column it summarises (itl: every gap of every request, pooled)
@@ -88,8 +88,8 @@ def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, f
     figures: dict = {
         "n_requests": n, "n_warmup": len(df) - n, "n_ok": len(ok), "n_errors": len(errors),
         "error_rate_pct": len(errors) / n * 100.0 if n else None,
-        "error_kinds": ",".join(f"{k}:{c}" for k, c in sorted(Counter(errors["error_kind"].fillna("unknown")).items()))
-        or None,
+        "error_kinds": [ErrorCount(kind=k, count=c)
+                        for k, c in sorted(Counter(errors["error_kind"].fillna("unknown")).items())],
         "window_s": window,
         "offered_rps": rate if rate is not None else per_s(n),
         "request_rps": per_s(len(ok)),
@@ -100,6 +100,11 @@ def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, f
         values = _itl(ok) if column is None else ok[column].tolist()
         figures.update({f"{family}_ms_p{p}": percentile(values, p) for p in LOAD_PCTS})
     return LoadFigures(**figures)
+
+
+def kinds_text(kinds: Sequence[ErrorCount]) -> str:
+    """A step's error kinds for people: "http_5xx:3, timeout:1" ("" without an error)."""
+    return ", ".join(f"{e.kind}:{e.count}" for e in kinds)
 
 
 def _window_s(measured: pd.DataFrame) -> float | None:

@@ -122,6 +122,12 @@ ENERGY_DEFINITIONS: dict[str, str] = {
 }
 
 
+def error_kinds(rows: Sequence[dict]) -> list[str]:
+    """The kinds of a run's failed requests (their request rows), each once, sorted; a failure without a
+    kind is left out."""
+    return sorted({r["error_kind"] for r in rows if r["error_kind"]})
+
+
 def speedup(sequential_wall_s: float | None, concurrent_wall_s: float | None) -> float | None:
     if not sequential_wall_s or not concurrent_wall_s:
         return None

@@ -32,7 +32,7 @@ def embeddings_table(steps: pd.DataFrame) -> Table:
     rows = [[r["model"], r["instance"], str(int(r["batch_size"])), str(int(r["concurrency"])), str(int(r["n_requests"])),
              _maybe(r["texts_per_s"]), _maybe(r["tokens_per_s"]), _maybe(r["latency_p50_ms"]),
              _maybe(r["latency_p95_ms"]), _maybe(r["latency_p99_ms"]), _pct_text(r),
-             f"{int(r['n_errors'])}" + (f" ({r['error_kinds']})" if r["n_errors"] else "")]
+             f"{int(r['n_errors'])}" + (f" ({', '.join(r['error_kinds'])})" if r["n_errors"] else "")]
             for _, r in steps.iterrows()]
     return Table(columns=_cols("`model", "instance", ">batch size", ">concurrency", ">n", ">texts/s", ">tokens/s",
                                ">p50 ms", ">p95 ms", ">p99 ms", ">within SLO", "errors"), rows=rows)

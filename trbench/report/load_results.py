@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
@@ -64,6 +65,9 @@ class LoadSection(BaseModel):
 
 
 def _none(v):
+    """A stored value as Python: pandas' missing values as None, a list column's array as a list."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
     return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
 

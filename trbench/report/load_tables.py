@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trbench.measure.load_metrics import kinds_text
 from trbench.report.embeddings_table import embeddings_table
 from trbench.report.tables import Table, _cols, fmt
 
@@ -24,7 +25,7 @@ def load_tables(data) -> dict[str, Table]:
                           ">TPOT p50 ms", ">TPOT p95 ms", ">ITL p50 ms", ">ITL p95 ms", ">e2e p50 ms", ">e2e p99 ms",
                           ">queue p50 ms", ">queue p95 ms", ">prefill p50 ms", ">good %", ">goodput req/s"),
             rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
-                   str(s.n_errors), s.error_kinds or "", fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
+                   str(s.n_errors), kinds_text(s.error_kinds), fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
                    fmt(s.output_tps), fmt(s.ttft_ms_p50), fmt(s.ttft_ms_p95), fmt(s.ttft_ms_p99), fmt(s.tpot_ms_p50),
                    fmt(s.tpot_ms_p95), fmt(s.itl_ms_p50), fmt(s.itl_ms_p95), fmt(s.e2e_ms_p50), fmt(s.e2e_ms_p99),
                    fmt(s.queue_ms_p50), fmt(s.queue_ms_p95), fmt(s.prefill_ms_p50), fmt(s.good_pct),

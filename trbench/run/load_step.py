@@ -212,7 +212,7 @@ def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started
     slo = load.slo.given()
     figures = load_metrics.step_figures(request_rows, slo, plan.step.rate if plan.step.mode == "rate" else None)
     if reason is None and figures.n_ok == 0:
-        reason = f"no ok measured request ({figures.n_errors} error(s): {figures.error_kinds or 'none sent'})"
+        reason = f"no ok measured request ({figures.n_errors} error(s): {load_metrics.kinds_text(figures.error_kinds) or 'none sent'})"
     return LoadStepRow(
         **step_keys(spec, plan), started_at=utc(started), wall_s=wall_s, warmup_requests=load.warmup_requests,
         warmup_s=load.warmup_s or None, ramp_up_s=load.ramp_up_s or None, max_inflight=load.max_inflight,

@@ -223,7 +223,7 @@ def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun
         "n_agents": N_AGENTS, "concurrent_wall_s": concurrent_wall, "sequential_wall_s": sequential_wall,
         "speedup": s, "efficiency_pct": metrics.efficiency_pct(s, N_AGENTS),
         "n_requests": len(measured), "n_errors": len(errors),
-        "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
+        "error_kinds": metrics.error_kinds(errors),
         "contention_rule": multi_agent_section(spec).contention.describe(), "manifest_digest": manifest_digest,
     }
     flags = []
@@ -250,7 +250,7 @@ def failed_multi_run(spec: MatrixSpec, plan: MultiRunPlan, reason: str, manifest
     row = {"tr_id": plan.tr_id, "run_id": plan.run_id, "attempt": plan.attempt, "cell_hash": plan.config_hash,
            "model": plan.model, "scenario": plan.scenario, "provider": spec.provider, "backend": spec.backend,
            "run_index": plan.run_index, "harness": plan.harness, "started_at": utc(time.time()), "n_agents": N_AGENTS, "n_requests": 0,
-           "n_errors": 0, "valid": False, "invalid_reason": f"instance failed: {reason}", "error_kinds": "instance",
+           "n_errors": 0, "valid": False, "invalid_reason": f"instance failed: {reason}", "error_kinds": ["instance"],
            "contention_rule": multi_agent_section(spec).contention.describe(), "manifest_digest": manifest_digest}
     for role in ROLES:
         slot = plan.slot(role)

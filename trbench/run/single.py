@@ -231,7 +231,7 @@ def run_row(keys: dict, settings: RunSettings, rows: list[dict], started: float,
         "min_ok_requests": settings.min_ok,
         "valid": valid,
         "invalid_reason": reason,
-        "error_kinds": ",".join(sorted({r["error_kind"] for r in errors if r["error_kind"]})) or None,
+        "error_kinds": metrics.error_kinds(errors),
         "output_tokens_total": sum(r["output_tokens"] or 0 for r in ok),
         "cached_tokens_total": sum(r["cached_tokens"] or 0 for r in ok),
         "answers_flagged": sum(r.get("answer_check") not in (None, "ok") for r in ok),
@@ -291,14 +291,13 @@ def execute_run(
         gate.check()  # the servers may have been stopped under this run
     row = run_row(keys, settings, rows, started, wall_s, load_ms, manifest_digest)
     if oom:
-        kinds = {k for k in (row["error_kinds"] or "").split(",") if k} | {"oom"}
-        row.update(valid=False, invalid_reason=oom, error_kinds=",".join(sorted(kinds)))
+        row.update(valid=False, invalid_reason=oom, error_kinds=sorted({*row["error_kinds"], "oom"}))
     return RunResult(run_row=row, request_rows=rows)
 
 
 def failed_run(settings: RunSettings, plan: RunPlan, reason: str, manifest_digest: str) -> dict:
     """The run row of a run that could not start (its server would not load): kept, marked invalid."""
     row = run_row(_keys(settings, plan), settings, [], time.time(), 0.0, None, manifest_digest)
-    row.update(invalid_reason=f"instance failed: {reason}", error_kinds="oom" if is_oom(reason) else "instance",
+    row.update(invalid_reason=f"instance failed: {reason}", error_kinds=["oom" if is_oom(reason) else "instance"],
                gpu_memory_at_error=vram.gpu_memory_snapshot())
     return row

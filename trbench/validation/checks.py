@@ -16,7 +16,7 @@ import pyarrow as pa
 from trbench.backends.base import ErrorKind
 from trbench.data import store
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS
-from trbench.data.rows import CACHE_STATES
+from trbench.data.rows import CACHE_STATES, NOT_RUN_CODES
 from trbench.report.outline import SECTIONS
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
@@ -228,6 +228,11 @@ def _run_table_checks(schema: pa.Schema, keys: list[str], frame: pd.DataFrame) -
     ]
 
 
+# a run that was never measured says why as a code (rows.NotRun); null on every other run
+_NOT_RUN_CHECK = _in_set("not_run_in_set", "not_run", list(NOT_RUN_CODES),
+                         f"not_run is one of {', '.join(NOT_RUN_CODES)} (where set)")
+
+
 def run_checks(frame: pd.DataFrame) -> list[Check]:
     checks = _run_table_checks(store.RUN_SCHEMA, _RUN_KEYS, frame)
     checks += [
@@ -239,6 +244,7 @@ def run_checks(frame: pd.DataFrame) -> list[Check]:
                  when=_valid),
         Check("invalid_runs_have_reason", ["invalid_reason"], "invalid runs carry an invalid_reason",
               lambda gxe, C: gxe.ExpectColumnValuesToNotBeNull(column="invalid_reason", row_condition=_invalid(C))),
+        _NOT_RUN_CHECK,
         _between("decode_tps_mean_positive_on_valid_runs", "decode_tps_mean", "decode_tps_mean > 0 on valid runs",
                  min_value=0, strict_min=True, when=_valid),
         *[_between(f"ttft_{st}_p50_positive_on_valid_runs", f"ttft_{st}_ms_p50",
@@ -278,6 +284,7 @@ def ma_run_checks(frame: pd.DataFrame) -> list[Check]:
                                                                min_value=-EFFICIENCY_TOL_PCT, max_value=EFFICIENCY_TOL_PCT)),
         Check("invalid_runs_have_reason", ["invalid_reason"], "invalid runs carry an invalid_reason",
               lambda gxe, C: gxe.ExpectColumnValuesToNotBeNull(column="invalid_reason", row_condition=_invalid(C))),
+        _NOT_RUN_CHECK,
     ]
     for role in AGENTS:
         col = f"{role}_concurrent_decode_tps"

@@ -11,6 +11,7 @@ from trbench.backends import make_client
 from trbench.config.agents import ROLES
 from trbench.config.spec import Cell, MatrixSpec, OptionSet
 from trbench.data import store
+from trbench.data.rows import NotRun
 from trbench.engines import Instance
 from trbench.measure import energy
 from trbench.run import progress, stopping
@@ -36,10 +37,13 @@ def outcome(row: dict[str, Any]) -> dict[str, Any]:
             "speedup": row.get("speedup"), "contention": row.get("contention")}
 
 
-def _record_failed(session: TRSession, plan: MultiRunPlan, reason: str, not_run: bool = False) -> dict[str, Any]:
+def _record_failed(session: TRSession, plan: MultiRunPlan, reason: str, not_run: NotRun | None = None
+                   ) -> dict[str, Any]:
+    """A run that could not start keeps its row with the error; one not run at all (not_run: why, as a
+    code) with the reason ("not run: ...")."""
     row = failed_multi_run(session.spec, plan, reason, session.digest)
     if not_run:
-        row.update(invalid_reason=f"{store.NOT_RUN}{reason}", error_kinds=None)
+        row.update(invalid_reason=f"{store.NOT_RUN}{reason}", not_run=not_run, error_kinds=[])
     row.update(energy.no_telemetry("no telemetry: the run did not start"))
     store.write_run(session.root, row, [], session.manifest, kind="multi")
     progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
@@ -56,7 +60,7 @@ def measure_run(session: TRSession, plan: MultiRunPlan, pair: dict[str, Instance
     progress.emit(kind="run_started", run_id=plan.run_id)
     down = [f"{i.name} {store.SERVER_DOWN}: {why}" for i in pair.values() if (why := s.faults.down(i.name))]
     if down:
-        return _record_failed(s, plan, "; ".join(down), not_run=True)
+        return _record_failed(s, plan, "; ".join(down), not_run="server_down")
     reloaded = False
     try:
         for slot in plan.slots:

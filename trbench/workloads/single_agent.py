@@ -14,9 +14,12 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pyarrow.compute as pc
+
 from trbench.backends import make_client
 from trbench.config.spec import MatrixSpec
 from trbench.data import failures, store
+from trbench.data.rows import NotRun
 from trbench.engines import Instance, unanswered
 from trbench.measure import energy
 from trbench.run import progress
@@ -33,14 +36,16 @@ if TYPE_CHECKING:
 _SERVER_GONE_KINDS = {"connect", "timeout", "stall"}
 
 
+_OUTCOME = ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50", "error_kinds")
+
+
 def outcome(row: dict[str, Any]) -> dict[str, Any]:
     """What the final state counts of a run row."""
-    return {k: row[k] for k in ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50",
-                                "error_kinds")}
+    return {k: row[k] for k in _OUTCOME}
 
 
 def _kinds(o: dict[str, Any]) -> set[str]:
-    return {k for k in (o.get("error_kinds") or "").split(",") if k}
+    return set(o.get("error_kinds") or ())
 
 
 def measure_run(session: TRSession, inst: Instance, plan: RunPlan, warmups: int, load_ms: float | None) -> dict[str, Any]:
@@ -82,15 +87,15 @@ def record_failed(session: TRSession, plan: RunPlan, reason: str) -> dict[str, A
     return outcome(row)
 
 
-def record_not_run(session: TRSession, plans: list[RunPlan], reason: str) -> list[dict[str, Any]]:
-    """Planned runs that are not measured, kept as invalid rows with the reason ("not run: ...");
-    the failure log holds their cause once, not once per run."""
+def record_not_run(session: TRSession, plans: list[RunPlan], code: NotRun, reason: str) -> list[dict[str, Any]]:
+    """Planned runs that are not measured, kept as invalid rows with the code (what a resume does with
+    them) and the reason ("not run: ..."); the failure log holds their cause once, not once per run."""
 
     def record() -> list[dict[str, Any]]:
         outcomes = []
         for plan in plans:
             row = failed_run(RunSettings.of(session.spec), plan, reason, session.digest)
-            row.update(invalid_reason=f"{store.NOT_RUN}{reason}", error_kinds=None, gpu_memory_at_error=None)
+            row.update(invalid_reason=f"{store.NOT_RUN}{reason}", not_run=code, error_kinds=[], gpu_memory_at_error=None)
             row.update(energy.no_telemetry("no telemetry: the run was not run"))
             store.write_run(session.root, row, [], session.manifest)
             progress.emit(kind="run_finished", run_id=plan.run_id, valid=False)
@@ -111,7 +116,7 @@ def _run_group(session: TRSession, inst: Instance, group: list[RunPlan]) -> list
         load_ms = server_ops.prepare(s, inst, group[0].cell)
     except Exception as err:  # noqa: BLE001 - a server that would not load fails this configuration only
         first = [record_failed(s, group[0], str(err))]
-        return first + record_not_run(s, group[1:], f"{inst.name} would not load {label} (see run {group[0].run_id})")
+        return first + record_not_run(s, group[1:], "not_loaded", f"{inst.name} would not load {label} (see run {group[0].run_id})")
     outcomes = []
     for i, plan in enumerate(group):
         first_of_cell = i == 0 or plan.cell != group[i - 1].cell
@@ -122,11 +127,11 @@ def _run_group(session: TRSession, inst: Instance, group: list[RunPlan]) -> list
         kinds = _kinds(o)
         rest = group[i + 1:]
         if "oom" in kinds:
-            return outcomes + record_not_run(s, rest, f"{label} ran out of memory in run {plan.run_id}")
+            return outcomes + record_not_run(s, rest, "oom_rung", f"{label} ran out of memory in run {plan.run_id}")
         if kinds & _SERVER_GONE_KINDS and (gone := unanswered(inst, s.spec.backend)):
-            s.faults.record("health", inst.name, f"after run {plan.run_id} ({o.get('error_kinds')})",
+            s.faults.record("health", inst.name, f"after run {plan.run_id} ({', '.join(sorted(kinds))})",
                             model=plan.cell.model, config=label, unusable=f"it does not answer ({gone})")
-            return outcomes + record_not_run(s, rest, f"{inst.name} {store.SERVER_DOWN}: {s.faults.down(inst.name)}")
+            return outcomes + record_not_run(s, rest, "server_down", f"{inst.name} {store.SERVER_DOWN}: {s.faults.down(inst.name)}")
     return outcomes
 
 
@@ -134,9 +139,8 @@ def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict[str, Any]]:
     """The outcomes of runs a crashed flow run already finished, from their run files."""
     if not run_ids:
         return []
-    runs = store.read_frame(root, "runs")
-    runs = runs[runs["run_id"].isin(run_ids)].astype(object)
-    return [outcome(row) for row in runs.where(runs.notna(), None).to_dict("records")]
+    runs = store.read_arrow(root, "runs", list(_OUTCOME), pc.field("run_id").isin(run_ids))
+    return [outcome(row) for row in runs.to_pylist()]
 
 
 def run_lane(lane: Lane, session: TRSession) -> list[dict[str, Any]]:
@@ -155,12 +159,12 @@ def run_lane(lane: Lane, session: TRSession) -> list[dict[str, Any]]:
             done = store.done_run_ids(root)
             todo = [p for p in group if p.run_id not in done]
             if todo and (down := s.faults.down(inst.name)):
-                outcomes += record_not_run(s, todo, f"{inst.name} {store.SERVER_DOWN}: {down}")
+                outcomes += record_not_run(s, todo, "server_down", f"{inst.name} {store.SERVER_DOWN}: {down}")
                 break
             stored = _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
             oom_before = sorted(o["run_id"] for o in stored if "oom" in _kinds(o))
             if todo and oom_before:  # a crash came between an OOM and the not-run rows of its rung
-                ran = record_not_run(s, todo, f"{group[0].cell.label} ran out of memory in run {oom_before[0]}")
+                ran = record_not_run(s, todo, "oom_rung", f"{group[0].cell.label} ran out of memory in run {oom_before[0]}")
             else:
                 ran = _run_group(s, inst, todo) if todo else []
                 loaded = loaded or bool(todo)
