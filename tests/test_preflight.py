@@ -51,7 +51,8 @@ class FakeNVML:
         self.free = free_mib
 
     def __call__(self):
-        return [{"index": 0, "name": "Fake RTX 4080", "total_mib": 12282, "free_mib": self.free, "used_mib": 12282 - self.free}]
+        return [vram.GpuMemory(index=0, name="Fake RTX 4080", total_mib=12282, free_mib=self.free,
+                               used_mib=12282 - self.free)]
 
 
 def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int], slots: int = 1):

@@ -276,7 +276,7 @@ def test_gpu_free_mib_through_nvml(monkeypatch):
     fake = FakeNVML([RTX_12GB, ("NVIDIA A100-SXM4-80GB", 81920 * MIB, 0)])
     use_nvml(monkeypatch, fake)
     gpus = vram.gpu_free_mib()
-    assert gpus == [
+    assert [g.model_dump() for g in gpus or []] == [
         {"index": 0, "name": "NVIDIA GeForce RTX 4070 Ti", "total_mib": 12282.0, "free_mib": 11000.0, "used_mib": 1282.0},
         {"index": 1, "name": "NVIDIA A100-SXM4-80GB", "total_mib": 81920.0, "free_mib": 81920.0, "used_mib": 0.0},
     ]
@@ -291,13 +291,13 @@ def test_gpu_free_mib_never_raises(monkeypatch):
     use_nvml(monkeypatch, FakeNVML([]))
     assert vram.gpu_free_mib() is None  # no GPU
     use_nvml(monkeypatch, FakeNVML([RTX_12GB, RTX_12GB], broken_index=0, bytes_names=True))
-    assert [(g["index"], g["name"]) for g in vram.gpu_free_mib()] == [(1, "NVIDIA GeForce RTX 4070 Ti")]
+    assert [(g.index, g.name) for g in vram.gpu_free_mib() or []] == [(1, "NVIDIA GeForce RTX 4070 Ti")]
 
 
 def test_gpu_free_mib_with_the_real_pynvml_here():
     pytest.importorskip("pynvml")
     gpus = vram.gpu_free_mib()  # no GPU on the development machines: None; on a GPU machine, the list
-    assert gpus is None or all(g["free_mib"] <= g["total_mib"] for g in gpus)
+    assert gpus is None or all(g.free_mib <= g.total_mib for g in gpus)
 
 
 # ------------------------------------------------------------------ the decision

@@ -59,7 +59,7 @@ def cpu_model() -> str:
 
 def gpus() -> list[Gpu]:
     """NVIDIA GPUs (name, total memory) through NVML; [] without one."""
-    return [Gpu(index=g["index"], name=g["name"], memory_total_mib=round(g["total_mib"]))
+    return [Gpu(index=g.index, name=g.name, memory_total_mib=round(g.total_mib))
             for g in vram.gpu_free_mib() or []]
 
 
