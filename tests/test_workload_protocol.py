@@ -17,6 +17,7 @@ from trbench.config.spec import MatrixSpec, parse_spec
 from trbench.data import failures, store
 from trbench.workloads import Measured, Planned, ReportPart, active, register, unregister
 from trbench.workloads.session import TRSession, open_session
+from trbench.workloads.run_outcomes import RunOutcome
 from trbench.workloads.single_agent import SingleAgent
 from trbench.workloads.steps import DirectSteps
 
@@ -152,3 +153,13 @@ def test_a_registered_workload_runs_through_the_flow_and_into_the_report(echo, p
     assert md.index("## Echo") < md.index("## Recommendations")
     html = (root / "report" / "mock-echo.html").read_text()
     assert "<h2>Echo</h2>" in html and "<td>mock-0</td>" in html
+
+
+def test_a_run_outcome_reads_its_error_kinds_joined_or_listed():
+    row = {"run_id": "r", "model": "m", "valid": False, "n_ok": 0, "n_errors": 3, "invalid_reason": "x",
+           "decode_tps_p50": None}
+    assert RunOutcome.of_run({**row, "error_kinds": "oom,connect"}).error_kinds == ["oom", "connect"]
+    assert RunOutcome.of_run({**row, "error_kinds": ["oom", "connect"]}).error_kinds == ["oom", "connect"]
+    assert RunOutcome.of_run({**row, "error_kinds": None}).error_kinds == []
+    multi = RunOutcome.of_multi_run({"run_id": "r", "model": "m", "valid": True, "invalid_reason": None, "speedup": 1.5})
+    assert (multi.speedup, multi.contention, multi.error_kinds) == (1.5, None, [])
