@@ -49,10 +49,9 @@ class NextAttempts(Selection):
 
     rerun = True
 
-    def __init__(self, flagged: list[dict]) -> None:
-        self.cells = {(f["model"], f["num_gpu"], f["num_ctx"], f["temperature"], f["harness"])
-                      for f in flagged if f["kind"] == "single"}
-        self.scenarios = {(f["model"], f["scenario"], f["harness"]) for f in flagged if f["kind"] == "multi"}
+    def __init__(self, flagged: list[outliers.FlaggedConfig]) -> None:
+        self.cells = {(f.model, f.num_gpu, f.num_ctx, f.temperature, f.harness) for f in flagged if f.kind == "single"}
+        self.scenarios = {(f.model, f.scenario, f.harness) for f in flagged if f.kind == "multi"}
 
     def single(self, plans: list[RunPlan], root: Path) -> list[RunPlan]:
         runs = store.read_frame(root, "runs")

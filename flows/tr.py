@@ -28,10 +28,12 @@ from tasks.steps import PrefectSteps
 from trbench.config.agents import AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
+from trbench.measure.outliers import FlaggedConfig
 from trbench.tr.opening import load_tr_spec
 from trbench.tr.outcome import Outcome, load_outcome, runs_outcome
 from trbench.tr.runner import STOP_ERRORS, run_tr
 from trbench.validation.validate import ValidationResult
+from trbench.workloads.run_outcomes import EmbeddingsOutcome, RunOutcome, StepOutcome
 from trbench.workloads.session import Selection
 
 
@@ -40,15 +42,15 @@ def as_state(outcome: Outcome) -> State:
     return Completed(message=outcome.message) if outcome.completed else Failed(message=outcome.message)
 
 
-def final_state(spec: MatrixSpec, outcomes: list[dict], skipped: int, report: Path | str,
-                checked: ValidationResult | None = None, flagged: list[dict] | None = None,
+def final_state(spec: MatrixSpec, outcomes: list[RunOutcome], skipped: int, report: Path | str,
+                checked: ValidationResult | None = None, flagged: list[FlaggedConfig] | None = None,
                 cause: str | None = None) -> State:
     """The runs' part of a TR's final state (trbench.tr.outcome.runs_outcome)."""
     return as_state(runs_outcome(spec, outcomes, skipped, report, checked, flagged, cause))
 
 
-def load_state(spec: MatrixSpec, rows: list[dict], skipped: int, report: Path | str,
-               embedded: list[dict] | None = None) -> State:
+def load_state(spec: MatrixSpec, rows: list[StepOutcome], skipped: int, report: Path | str,
+               embedded: list[EmbeddingsOutcome] | None = None) -> State:
     """The load part of a TR's final state (trbench.tr.outcome.load_outcome)."""
     return as_state(load_outcome(spec, rows, skipped, report, embedded))
 

@@ -33,6 +33,7 @@ from trbench.config.paths import resolve_path
 from trbench.tr.closing import flag_outliers, render_report, suite_results, validate, write_failure_log
 from trbench.tr.opening import load_tr_spec
 from trbench.data import store
+from trbench.data.environment import FanoutHost, Manifest
 from trbench.config.spec import MatrixSpec
 
 WORKER_LINE = re.compile(r"Worker '([^']+)' submitting flow run")
@@ -90,25 +91,25 @@ def wait_all(ids: list[UUID], timeout_s: float, poll_s: float = 5.0) -> dict[UUI
 
 
 @task(name="merge-manifests", cache_policy=NO_CACHE)
-def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> dict:
+def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> Manifest:
     """One manifest for the union: the full spec, every model's facts and every host's instances
     (each sub-run wrote its own manifest.json; each run file keeps its sub-run's manifest)."""
-    merged: dict = {}
-    hosts = []
+    merged: Manifest | None = None
+    hosts: list[FanoutHost] = []
     for sub in sub_runs:
         files = sorted((root / "runs" / f"model_slug={store.slug(sub['model'])}").glob("*.parquet"))
         if not files:
             continue
         m = store.read_manifest(files[-1])
-        merged = merged or dict(m)
-        merged.setdefault("models", {})
-        merged["models"] = {**merged["models"], **(m.get("models") or {})}
-        hosts.append({"model": sub["model"], "worker": sub["worker"], "flow_run": sub["flow_run"],
-                      "hardware": m.get("hardware"), "instances": m.get("instances")})
-    merged["instances"] = [inst for h in hosts for inst in h["instances"] or []]
-    merged["spec"] = spec.model_dump(mode="json")
-    merged["fanout"] = hosts
-    store.write_json_atomic(root / "manifest.json", merged)
+        merged = merged or m.model_copy(deep=True)
+        merged.models = {**merged.models, **m.models}
+        hosts.append(FanoutHost(model=sub["model"], worker=sub["worker"], flow_run=sub["flow_run"], hardware=m.hardware,
+                                instances=m.instances if "instances" in m.model_fields_set else None))
+    merged = merged or Manifest()
+    merged.instances = [inst for h in hosts for inst in h.instances or []]
+    merged.spec = spec.model_dump(mode="json")
+    merged.fanout = hosts
+    store.write_json_atomic(root / "manifest.json", merged.recorded())
     return merged
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from trbench.data.environment import Manifest
 from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTextsError, load_texts
 from trbench.config.errors import format_error
 from trbench.data import rows, store
@@ -97,7 +98,7 @@ def test_step_rows_round_trip_through_parquet(tmp_path):
     req = rows.EmbeddingRequestRow(**{k: row[k] for k in rows.EmbeddingKeys.model_fields}, request_index=0,
                                    is_warmup=False, sent_at=row["started_at"], sent_offset_ms=0.0, status="ok",
                                    latency_ms=12.5, n_texts=1, prompt_tokens=7).model_dump()
-    store.write_run(tmp_path, row, [req], {"m": 1}, kind="embeddings")
+    store.write_run(tmp_path, row, [req], Manifest.lenient({"m": 1}), kind="embeddings")
     assert store.finished_run_ids(tmp_path, "embeddings") == {row["run_id"]}
     back = store.read_frame(tmp_path, "emb_steps")
     assert back.loc[0, "latency_p99_ms"] == 95.5 and list(back.columns[:-1]) == store.EMB_STEP_SCHEMA.names

@@ -12,6 +12,7 @@ import pytest
 from prefect import flow
 
 from tests.fakes.fake_ollama import MAX_QUEUE_MESSAGE, FakeModel, FakeOllama
+from trbench.data.environment import Manifest
 from trbench.backends.embedding_clients import AsyncEmbeddingsClient
 from trbench.config.embeddings_section import EmbeddingsLoad, load_texts
 from trbench.config.spec import parse_spec
@@ -103,7 +104,7 @@ def _embeddings_flow(port: int, root: str) -> list[dict]:
     spec, load = _spec()
     inst = OllamaProcessInstance("ollama-process-0", spec.server, port, None, root)
     session = TRSession(spec=spec, prompts=load_prompts(spec.prompts), agents=None, root=Path(root), instances=[inst],
-                        faults=InstanceFaults(Path(root), spec.tr_id), manifest={"m": 1}, digest="dg")
+                        faults=InstanceFaults(Path(root), spec.tr_id), manifest=Manifest.lenient({"m": 1}), digest="dg")
     return measure_steps(session, load, [inst])
 
 

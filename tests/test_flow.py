@@ -9,6 +9,7 @@ import pytest
 from conftest import llama_servers
 
 from flows.tr import final_state, tr
+from trbench.workloads.run_outcomes import RunOutcome
 from trbench.data import store
 from trbench.config.spec import parse_spec
 
@@ -48,7 +49,7 @@ def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path
     for _, run in runs.iterrows():
         rows = measured[measured["run_id"] == run["run_id"]]
         assert run["decode_tps_p50"] == pytest.approx(rows["decode_tps"].median())
-    assert store.read_manifest(next((root / "runs").rglob("*.parquet")))["models"]["smollm2:135m"]["digest"].startswith("sha256:")
+    assert (store.read_manifest(next((root / "runs").rglob("*.parquet"))).models["smollm2:135m"].digest or "").startswith("sha256:")
     assert (root / "report" / "flowtest.md").is_file()
     assert not llama_servers(port)
 
@@ -100,8 +101,8 @@ def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_p
 
 def test_partial_failure_completes_with_a_message():
     spec = parse_spec({"tr_id": "p", "models": ["m"]})
-    outcomes = [{"run_id": "a", "valid": True, "invalid_reason": None},
-                {"run_id": "b", "valid": False, "invalid_reason": "1 ok request(s) of 3"}]
+    outcomes = [RunOutcome(run_id="a", model="m", valid=True, invalid_reason=None),
+                RunOutcome(run_id="b", model="m", valid=False, invalid_reason="1 ok request(s) of 3")]
     state = final_state(spec, outcomes, 0, "r.md")
     assert state.is_completed() and "1 of 2 run(s) valid" in state.message and "b: 1 ok request(s) of 3" in state.message
     assert final_state(spec, outcomes[1:], 0, "r.md").is_failed()
@@ -126,7 +127,7 @@ def test_a_failed_state_opens_with_its_first_cause():
     state = final_state(spec, [], 0, "r.md", _checked(missing, nothing), cause=stop)
     assert state.is_failed() and state.message == f"{stop}; p: 0 of 0 run(s) valid; report r.md; " \
                                                   "nothing measured, so nothing to validate"
-    ran = [{"run_id": "a", "valid": True, "invalid_reason": None}]
+    ran = [RunOutcome(run_id="a", model="m", valid=True, invalid_reason=None)]
     state = final_state(spec, ran, 0, "r.md", _checked(missing), cause=stop)
     assert state.message == f"{stop}; p: 1 of 1 run(s) valid; report r.md; validation: only the runs that never ran are missing"
     # a check that fails on the data itself is its own failure, kept whole
@@ -135,7 +136,7 @@ def test_a_failed_state_opens_with_its_first_cause():
     assert state.message.startswith(stop) and "validation failed: requests.ttft_ms: 2 row(s) <= 0" in state.message
     assert "0 run(s) of 3 expected" not in state.message
     # without a stop, nothing valid: the first invalid run is the cause, the others follow
-    runs = [{"run_id": f"r{i}", "valid": False, "invalid_reason": f"reason {i}"} for i in range(3)]
+    runs = [RunOutcome(run_id=f"r{i}", model="m", valid=False, invalid_reason=f"reason {i}") for i in range(3)]
     state = final_state(spec, runs, 0, "r.md")
     assert state.is_failed() and state.message.startswith("run r0 invalid: reason 0; fix: each request's error is "
                                                           "in the report's Failures section")

@@ -68,14 +68,15 @@ def test_a_sweep_measures_its_rates_between_synchronous_and_throughput(prefect_a
 def test_a_failed_load_state_opens_with_its_first_invalid_step_and_where_its_errors_are():
     from flows.tr import load_state
     from trbench.config.spec import parse_spec
+    from trbench.workloads.run_outcomes import StepOutcome
 
     spec = parse_spec({"tr_id": "l", "models": ["smollm2:135m"], "load": {"concurrency": [2], "requests": 2}})
-    rows = [{"run_id": "s1", "valid": False, "invalid_reason": "no ok measured request (2 error(s): timeout)"},
-            {"run_id": "s2", "valid": False, "invalid_reason": "no ok measured request (2 error(s): connect)"}]
+    rows = [StepOutcome(run_id="s1", valid=False, invalid_reason="no ok measured request (2 error(s): timeout)"),
+            StepOutcome(run_id="s2", valid=False, invalid_reason="no ok measured request (2 error(s): connect)")]
     state = load_state(spec, rows, 0, "r.md")
     assert state.is_failed() and state.message.startswith(
         "load step s1 invalid: no ok measured request (2 error(s): timeout); fix: each request's error_kind and "
         "error_message are in load_requests/ (Parquet); l: 0 of 2 load step(s) valid")
     assert state.message.endswith("1 more invalid: s2: no ok measured request (2 error(s): connect)")
-    state = load_state(spec, rows[:1] + [{"run_id": "s3", "valid": True, "invalid_reason": None}], 0, "r.md")
+    state = load_state(spec, rows[:1] + [StepOutcome(run_id="s3", valid=True, invalid_reason=None)], 0, "r.md")
     assert state.is_completed() and state.message.startswith("l: 1 of 2 load step(s) valid")

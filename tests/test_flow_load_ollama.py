@@ -92,8 +92,8 @@ def check_load_tr(root: Path, provider: str, state) -> None:
     assert busy["goodput_rps"] < busy["offered_rps"]
 
     manifest = store.read_manifest(next((root / "load_steps").rglob("*.parquet")))
-    (inst,) = manifest["instances"]
-    assert inst["concurrency"] == {"num_parallel": NUM_PARALLEL, "max_queue": MAX_QUEUE}
+    (inst,) = manifest.instances
+    assert inst.concurrency == {"num_parallel": NUM_PARALLEL, "max_queue": MAX_QUEUE}
     md = (root / "report" / f"{root.name}.md").read_text()
     load = md.split("## Load", 1)[1]
     assert f"| c{STEPS[-1]} |" in load and "http_5xx" in load and "### Embeddings" in load

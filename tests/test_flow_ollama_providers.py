@@ -36,8 +36,8 @@ def check_tr(root: Path) -> None:
     assert len(ma) == 2 and ma["valid"].all()
     assert ((ma["efficiency_pct"] - ma["speedup"] / 2 * 100).abs() < 1e-9).all()
     manifest = store.read_manifest(next((root / "runs").rglob("*.parquet")))
-    assert len(manifest["models"][DEFAULT_MODEL]["digest"]) == 64  # /api/tags: the bare sha256 hex
-    assert manifest["models"][DEFAULT_MODEL]["modelfile"]  # the `ollama show --modelfile` data
+    assert len(manifest.models[DEFAULT_MODEL].digest or "") == 64  # /api/tags: the bare sha256 hex
+    assert manifest.models[DEFAULT_MODEL].modelfile  # the `ollama show --modelfile` data
 
 
 def test_fake_docker_tr_matrix_runs_and_removes_its_containers(prefect_api, tmp_path, monkeypatch):
@@ -88,8 +88,8 @@ def test_fake_ollama_cli_pulls_a_missing_model_when_allowed(prefect_api, tmp_pat
     root = tmp_path / "pulled"
     assert set(store.read_frame(root, "runs")["model"]) == {"qwen2.5"}
     manifest = store.read_manifest(next((root / "runs").rglob("*.parquet")))
-    assert len(manifest["models"]["qwen2.5"]["digest"]) == 64  # its facts found under the listed name
-    assert all(d["estimate_gib"] for d in manifest["vram_budget"])  # and an estimate from them
+    assert len(manifest.models["qwen2.5"].digest or "") == 64  # its facts found under the listed name
+    assert all(d.estimate_gib for d in manifest.vram_budget)  # and an estimate from them
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 

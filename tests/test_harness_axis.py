@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.data.cells import multi_key, single_key, split_harness
@@ -96,7 +97,7 @@ def _plant_single(root: Path, rng: np.random.Generator) -> None:
                 run = {**keys, "started_at": STARTED, "wall_s": 1.0, "n_requests": REQUESTS, "n_warmup": 0,
                        "n_ok": REQUESTS, "n_errors": 0, "min_ok_requests": REQUESTS, "valid": True,
                        "decode_tps_mean": DECODE[model], "manifest_digest": "d"}
-                store.write_run(root, run, rows, {})
+                store.write_run(root, run, rows, Manifest())
 
 
 def _plant_multi(root: Path) -> None:
@@ -112,7 +113,7 @@ def _plant_multi(root: Path) -> None:
                    "started_at": STARTED, "n_agents": 2, "n_requests": 4, "n_errors": 0, "valid": True,
                    "contention_rule": "r", "manifest_digest": "d", "speedup": eff / 50 + run_index * 0.01,
                    "efficiency_pct": eff + run_index * 0.5, "concurrent_wall_s": 1.0, "sequential_wall_s": 1.8}
-            store.write_run(root, run, [], {}, kind="multi")
+            store.write_run(root, run, [], Manifest(), kind="multi")
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +161,10 @@ def test_outlier_groups_are_per_harness():
     rows = [{"model": "m", "num_gpu": 0, "num_ctx": 512, "temperature": 0.8, "harness": h, "tr_id": TR_ID,
              "run_id": f"{h}{i}", "attempt": 1, "run_index": i, "cell_hash": h, "valid": True, "decode_tps_mean": v}
             for h, values in (("python", [100.0] * 4), ("rust", [60.0] * 3)) for i, v in enumerate(values)]
-    flags = pd.DataFrame(outliers.compute_flags(pd.DataFrame(rows), "single"))
+    flags = outliers.flags_frame(outliers.compute_flags(pd.DataFrame(rows), "single"))
     assert not flags["flagged"].any()
     assert set(flags["config"]) == {"m|0|512|0.8", "m|0|512|0.8|rust"}
-    pooled = pd.DataFrame(outliers.compute_flags(pd.DataFrame(rows).assign(harness="python"), "single"))
+    pooled = outliers.flags_frame(outliers.compute_flags(pd.DataFrame(rows).assign(harness="python"), "single"))
     assert pooled["flagged"].sum() == 3  # what mixing the harnesses would have done
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.data import store
 from trbench.data.rows import ErrorCount
 from trbench.report.regression import compare
@@ -28,7 +29,7 @@ def _measure(spec, fail_every: int = 0) -> list[tuple[dict, list[dict]]]:
 def _write_tr(root, spec, steps=None, scale: float = 1.0, fail_every: int = 0):
     for row, rows in steps or _measure(spec, fail_every):
         # scale: the same steps as a slower or faster build of the server would have measured them
-        store.write_run(root, {**row, "output_tps": row["output_tps"] * scale}, rows, {}, kind="load")
+        store.write_run(root, {**row, "output_tps": row["output_tps"] * scale}, rows, Manifest(), kind="load")
 
 
 @pytest.fixture

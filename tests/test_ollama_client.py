@@ -264,12 +264,12 @@ def test_fake_ollama_slow_server_is_timeout(fake: FakeOllama) -> None:
 
 def test_fake_ollama_metadata_endpoints_feed_model_facts(fake: FakeOllama) -> None:
     facts = ExternalInstance("external-0", fake.url, "ollama").model_facts("fake-llama:1b")
-    assert facts["digest"] == MODELS["fake-llama:1b"].digest("fake-llama:1b")
-    assert facts["size_bytes"] == MODELS["fake-llama:1b"].size
-    assert facts["details"]["quantization_level"] == "Q4_K_M"
+    assert facts.digest == MODELS["fake-llama:1b"].digest("fake-llama:1b")
+    assert facts.size_bytes == MODELS["fake-llama:1b"].size
+    assert facts.details is not None and facts.details.quantization_level == "Q4_K_M"
     assert {r.path for r in fake.requests[-2:]} == {"/api/tags", "/api/show"}
-    assert facts["context_length"] and facts["modelfile"]  # the `ollama show --modelfile` data
-    assert ExternalInstance("external-0", fake.url, "ollama").model_facts("absent:1b")["digest"] is None
+    assert facts.context_length and facts.modelfile  # the `ollama show --modelfile` data
+    assert ExternalInstance("external-0", fake.url, "ollama").model_facts("absent:1b").digest is None
 
 
 def test_fake_ollama_answers_generate_show_ps_version_as_documented(fake: FakeOllama) -> None:

@@ -39,7 +39,7 @@ def test_a_name_without_tag_is_present_as_latest():
         assert preflight.check_model(inst, "ollama", "llama3.2") == "external-0: llama3.2 present (as llama3.2:latest)"
         assert [r.path for r in fake.requests].count("/api/pull") == 0  # not pulled again
         facts = inst.model_facts("llama3.2")  # found by its listed name: digest and numbers for the VRAM estimate
-        assert facts["digest"] == FakeModel().digest("llama3.2:latest") and facts["context_length"]
+        assert facts.digest == FakeModel().digest("llama3.2:latest") and facts.context_length
 
 
 def test_pull_is_streamed_with_progress(events):

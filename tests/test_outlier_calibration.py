@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.config.spec import OutlierRule
 from trbench.data import store
 from trbench.measure import outlier_calibration as oc
@@ -84,7 +85,7 @@ def test_extract_takes_the_counted_runs_of_a_tr(tmp_path):
                                "temperature": 0.8, "run_index": i, "started_at": STARTED, "n_requests": 2,
                                "n_ok": 2, "n_errors": 0, "min_ok_requests": 1, "valid": valid,
                                "invalid_reason": None, "decode_tps_mean": tps, "ttft_cold_ms_p50": 300.0 + i},
-                        [], {})
+                        [], Manifest())
     ref = oc.extract([root])
     assert list(ref.columns) == oc.REFERENCE_COLUMNS
     assert sorted(zip(ref["run_index"], ref["metric"], ref["value"])) == [
@@ -100,7 +101,7 @@ def plant(root: Path, runs: int) -> None:
                                "temperature": 0.8, "run_index": i, "started_at": STARTED, "n_requests": 2,
                                "n_ok": 2, "n_errors": 0, "min_ok_requests": 1, "valid": True,
                                "invalid_reason": None, "decode_tps_mean": 60.0 + i, "ttft_cold_ms_p50": 300.0},
-                        [], {})
+                        [], Manifest())
     outliers.write_flags(root, outliers.flag_outliers(root))
 
 

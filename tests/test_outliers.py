@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.config.spec import OutlierRule
 from trbench.measure import metrics
 from trbench.measure import outliers
@@ -24,7 +25,7 @@ def single(root: Path, model: str, ctx: int, run_index: int, tps: float, ttft: f
            "run_index": run_index, "started_at": STARTED, "n_requests": 3, "n_ok": 3 if valid else 0,
            "n_errors": 0 if valid else 3, "min_ok_requests": 3, "valid": valid,
            "invalid_reason": None if valid else "planted", "decode_tps_mean": tps, "ttft_cold_ms_p50": ttft}
-    store.write_run(root, row, [], {})
+    store.write_run(root, row, [], Manifest())
     return run_id
 
 
@@ -36,7 +37,7 @@ def multi(root: Path, model: str, scenario: str, run_index: int, speedup: float,
            "started_at": STARTED, "n_agents": 2, "speedup": speedup, "efficiency_pct": speedup / 2 * 100,
            "valid": True, "collector_concurrent_decode_tps": c_tps, "insight_concurrent_decode_tps": i_tps,
            "collector_concurrent_ttft_ms": c_ttft, "insight_concurrent_ttft_ms": i_ttft}
-    store.write_run(root, row, [], {}, kind="multi")
+    store.write_run(root, row, [], Manifest(), kind="multi")
     return run_id
 
 
@@ -129,7 +130,7 @@ def single_ttft(root: Path, model: str, run_index: int, tps: float, cold: float,
                            "model": model, "provider": "embedded", "backend": "openai", "num_gpu": 0, "num_ctx": 512,
                            "temperature": 0.8, "run_index": run_index, "started_at": STARTED, "n_requests": 8,
                            "n_ok": 8, "n_errors": 0, "min_ok_requests": 3, "valid": True, "invalid_reason": None,
-                           "decode_tps_mean": tps, "ttft_cold_ms_p50": cold, "ttft_cached_ms_p50": cached}, [], {})
+                           "decode_tps_mean": tps, "ttft_cold_ms_p50": cold, "ttft_cached_ms_p50": cached}, [], Manifest())
 
 
 def test_ttft_has_its_own_floor(tmp_path):
@@ -151,7 +152,7 @@ def test_ttft_has_its_own_floor(tmp_path):
     assert set(ttft["floor"]) == {OutlierRule().min_rel_mad_ttft}
     assert ttft["flagged"].tolist() == [False, False, True]
     assert rows(flags, "slow-decode|0|512|0.8", "decode_tps_mean")["flagged"].tolist() == [False, False, True]
-    assert [c["model"] for c in outliers.flagged_configs(flags)] == ["slow-decode", "slow-ttft"]
+    assert [c.model for c in outliers.flagged_configs(flags)] == ["slow-decode", "slow-ttft"]
     # the floor is the spec's: one floor for every metric flags the healthy config's 10 % TTFT jitter
     one_floor = outliers.flag_outliers(root, OutlierRule(min_rel_mad_ttft=0.05, min_rel_mad_concurrent=0.05))
     assert one_floor.loc[one_floor["model"] == "calm", "flagged"].any()
@@ -192,13 +193,15 @@ def test_multi_agent_speedup_outlier(flags):
 
 def test_flagged_configs_for_rerunning(flags):
     configs = outliers.flagged_configs(flags)
-    assert [(c["kind"], c["config"]) for c in configs] == [
+    assert [(c.kind, c.config) for c in configs] == [
         ("multi", "a|chimera_homo"), ("single", "a|0|512|0.8"), ("single", "b|0|512|0.8")]
     a = configs[1]
-    assert a == {"kind": "single", "config": "a|0|512|0.8", "model": "a", "harness": "python", "num_gpu": 0, "num_ctx": 512,
-                 "temperature": 0.8, "cell_hash": "h-a-512", "metrics": ["decode_tps_mean"],
-                 "run_ids": ["a_ctx512_r04_a1"], "run_indexes": [4]}
-    assert configs[0]["scenario"] == "chimera_homo" and configs[0]["metrics"] == ["speedup"]
+    assert a.model_dump() == {"kind": "single", "config": "a|0|512|0.8", "model": "a", "harness": "python",
+                              "scenario": None, "num_gpu": 0, "num_ctx": 512, "temperature": 0.8,
+                              "cell_hash": "h-a-512", "metrics": ["decode_tps_mean"], "run_ids": ["a_ctx512_r04_a1"],
+                              "run_indexes": [4]}
+    assert configs[0].scenario == "chimera_homo" and configs[0].metrics == ["speedup"]
+    assert configs[0].num_gpu is None and configs[0].temperature is None
 
 
 def test_flags_round_trip_atomically(flags, tr):
@@ -208,6 +211,7 @@ def test_flags_round_trip_atomically(flags, tr):
     back = outliers.read_flags(tr)
     assert back.equals(flags)
     assert list(back.columns) == [f.name for f in outliers.FLAGS_SCHEMA]
+    assert list(outliers.FlagRow.model_fields) == list(back.columns)  # a flag row is a row of the table
     assert store.read_frame(tr, "runs")["run_id"].nunique() == 17  # the flags file is not read as a run
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from trbench.data.model_facts import ModelFacts
+from trbench.data.environment import Manifest
 from trbench.config.prompts import load_prompts
 from trbench.config.spec import OptionSet, parse_spec
 from trbench.data import store
@@ -40,7 +42,7 @@ def test_planning_needs_no_prefect():
 
 def test_every_cell_times_runs_with_unique_ids_and_base_models_as_completion():
     spec = _spec()
-    plans = _plans(spec, {"b": {"prompt_style": "completion"}})
+    plans = _plans(spec, {"b": ModelFacts(prompt_style="completion")})
     assert len(plans) == 3 * 2 * 2
     assert len({p.run_id for p in plans}) == len(plans)
     assert {p.prompt_style for p in plans if p.cell.model == "b"} == {"completion"}
@@ -103,6 +105,6 @@ def test_resuming_leaves_out_the_runs_with_a_run_file(tmp_path):
     spec = _spec()
     plans = _plans(spec)
     row = failed_run(RunSettings.of(spec), plans[3], "planted", "digest")
-    store.write_run(tmp_path, row, [], {})
+    store.write_run(tmp_path, row, [], Manifest())
     single, multi = Selection().single(plans, tmp_path), Selection().multi([], tmp_path)
     assert [p.run_id for p in single] == [p.run_id for p in plans if p is not plans[3]] and multi == []

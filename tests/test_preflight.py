@@ -51,7 +51,8 @@ class FakeNVML:
         self.free = free_mib
 
     def __call__(self):
-        return [{"index": 0, "name": "Fake RTX 4080", "total_mib": 12282, "free_mib": self.free, "used_mib": 12282 - self.free}]
+        return [vram.GpuMemory(index=0, name="Fake RTX 4080", total_mib=12282, free_mib=self.free,
+                               used_mib=12282 - self.free)]
 
 
 def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int], slots: int = 1):
@@ -65,22 +66,22 @@ def budget_for(monkeypatch, free_mib: int | None, num_ctx: list[int], slots: int
 
 def test_no_gpu_runs_every_cell_and_says_the_budget_was_not_checked(monkeypatch):
     _, decisions = budget_for(monkeypatch, None, [512])
-    assert [d["action"] for d in decisions] == ["run"]
-    assert decisions[0]["reason"] == "no GPU visible: budget not checked" and decisions[0]["estimate_gib"] > 0.5
+    assert [d.action for d in decisions] == ["run"]
+    assert decisions[0].reason == "no GPU visible: budget not checked" and decisions[0].estimate_gib > 0.5
 
 
 def test_the_budget_counts_a_whole_context_per_slot(monkeypatch):
     (one,), (two,) = (budget_for(monkeypatch, 4000, [8192], slots=n)[1] for n in (1, 2))
-    assert "x 2 parallel sequences" in two["formula"] and "parallel" not in one["formula"]
-    assert two["estimate_gib"] > one["estimate_gib"]
+    assert "x 2 parallel sequences" in two.formula and "parallel" not in one.formula
+    assert two.estimate_gib > one.estimate_gib
 
 
 def test_a_cell_over_budget_is_downgraded_or_skipped_with_its_reason(monkeypatch):
     # Gemma 3 270M at gpu 80: 756 MiB estimated at ctx 512, 1323 MiB at ctx 32768; 800 MiB free
     spec, decisions = budget_for(monkeypatch, 800, [512, 32768])
-    by_ctx = {d["num_ctx"]: d for d in decisions}
-    assert by_ctx[512]["action"] == "run"
-    assert by_ctx[32768]["action"] in ("downgrade", "skip") and "800 MiB" in by_ctx[32768]["reason"]
+    by_ctx = {d.num_ctx: d for d in decisions}
+    assert by_ctx[512].action == "run"
+    assert by_ctx[32768].action in ("downgrade", "skip") and "800 MiB" in by_ctx[32768].reason
     prompts = load_prompts("datasets/prompts/single_agent.yaml")
     plans = plan_runs(spec, prompts, create_instances(spec.server, __import__("pathlib").Path("/tmp")))
     kept, skipped = apply_budget(plans, decisions, spec, prompts)
@@ -90,7 +91,7 @@ def test_a_cell_over_budget_is_downgraded_or_skipped_with_its_reason(monkeypatch
     assert all("VRAM budget" in reason for _, reason in skipped)
 
     _, nothing = budget_for(monkeypatch, 100, [512])
-    assert nothing[0]["action"] == "skip" and "100 MiB" in nothing[0]["reason"]
+    assert nothing[0].action == "skip" and "100 MiB" in nothing[0].reason
 
 
 @pytest.mark.parametrize(("provider", "backend"), [("embedded", "openai"), ("external", "ollama"),

@@ -159,7 +159,7 @@ def test_fake_docker_chat_through_instance_url(engine, started):
     assert server.last_options()["num_ctx"] == 1024 and server.last_options()["num_gpu"] == 80
     assert inst.prepare(make_spec().cells()[0]) is None
     facts = inst.model_facts(DEFAULT_MODEL)
-    assert facts["digest"] and facts["model"] == DEFAULT_MODEL
+    assert facts.digest and facts.model == DEFAULT_MODEL
     inst.unload(DEFAULT_MODEL)
     assert server.bodies("/api/generate")[-1] == {"model": DEFAULT_MODEL, "keep_alive": 0}
 

@@ -153,10 +153,10 @@ def test_fake_ollama_cli_model_facts_unload_and_no_gpu(records, started, free_po
 
     facts = inst.model_facts(DEFAULT_MODEL)
     tag = ollama_api.find_tag(inst.url, DEFAULT_MODEL)
-    assert facts["digest"] == tag["digest"] and len(facts["digest"]) == 64
-    assert facts["details"]["family"] == "llama" and facts["details"]["quantization_level"] == "Q4_K_M"
-    assert facts["context_length"] == 131072 and "FROM fake-llama:1b" in facts["modelfile"]
-    assert inst.model_facts("absent:1b")["digest"] is None
+    assert facts.digest == tag["digest"] and len(facts.digest) == 64
+    assert facts.details is not None and facts.details.family == "llama" and facts.details.quantization_level == "Q4_K_M"
+    assert facts.context_length == 131072 and "FROM fake-llama:1b" in (facts.modelfile or "")
+    assert inst.model_facts("absent:1b").digest is None
     inst.unload(DEFAULT_MODEL)  # keep_alive 0 via /api/generate, answered 200
 
 

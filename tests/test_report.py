@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.measure import metrics
 from trbench.validation.checks import REPORT_SECTIONS
 from trbench.report import SECTIONS, build_report, render_html, render_markdown, write_report
@@ -96,7 +97,7 @@ def _plant(root: Path) -> None:
                     "n_errors": sum(r["status"] != "ok" for r in measured), "min_ok_requests": REQUESTS - 1,
                     "valid": valid, "invalid_reason": None if valid else "planted: instance restarted mid-run",
                 }
-                write_run(root, run_row, rows, MANIFEST)
+                write_run(root, run_row, rows, Manifest.lenient(MANIFEST))
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +366,7 @@ def test_rerun_attempt_supersedes_earlier_attempt(tmp_path: Path) -> None:
     run_row = {**pylist("runs")[0], "run_id": new_id, "attempt": 2, "valid": True, "invalid_reason": None}
     rows = [{**r, "run_id": new_id, "attempt": 2, "decode_tps": 60.0, "ttft_ms": 100.0, "e2e_ms": 1000.0}
             for r in pylist("requests")]
-    write_run(root, run_row, rows, MANIFEST)
+    write_run(root, run_row, rows, Manifest.lenient(MANIFEST))
     data = build_report(root)
     cell = next(c for c in data.cells if (c.model, c.config.label) == (model, _label(cfg)))
     assert (cell.valid_runs, cell.runs, cell.invalid_runs, cell.superseded_runs) == (RUNS, RUNS, 0, 1)

@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
+from trbench.data.environment import Manifest
 from trbench.measure import metrics
 from trbench.data import store
 from trbench.report.regression import compare, summary_message
@@ -56,7 +57,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
     hash_salt: cells measured otherwise (another content hash) than a TR planted without it."""
     rng = np.random.default_rng(seed)
     started = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    manifest = manifest or MANIFEST
+    recorded = Manifest.lenient(manifest or MANIFEST)  # as a manifest.json or file metadata holds it
     for model, p in models.items():
         sd = p.get("sd", 0.0)
         for cfg in CONFIGS:
@@ -83,7 +84,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
                     joules = 64 * requests / p["tpj"] * (1 + 0.01 * run_index)
                     run.update(energy_j=joules, tokens_per_j=64 * requests / joules,
                                gpu_mem_used_mib_max=p["vram"] + run_index, tokens_per_dollar=1e5)
-                write_run(root, run, rows, manifest)
+                write_run(root, run, rows, recorded)
     for model, level in (multi or {}).items():
         for scenario in ("baseline_vs_chimera", "chimera_homo"):
             for run_index in range(3):
@@ -95,7 +96,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
                     "concurrent_wall_s": 2.0, "sequential_wall_s": 2.0 * eff / 50, "speedup": eff / 50,
                     "efficiency_pct": eff, "n_requests": 4, "n_errors": 0, "valid": True, "contention": False,
                     "contention_rule": "planted rule", "collector_options": "{}", "insight_options": "{}",
-                }, [], manifest, kind="multi")
+                }, [], recorded, kind="multi")
     return root
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.test_load_report import SPEC as LOAD_SPEC
 from tests.test_load_report import _write_tr
 from tests.test_report_publish import MANIFEST, ROOT, plant
+from trbench.data.environment import Manifest
 from trbench.config.smoke import smoke_spec
 from trbench.config.spec import parse_spec
 from trbench.data.store import write_run
@@ -47,7 +48,7 @@ def _embedding_steps(root: Path, tr_id: str, model: str = "smollm2:135m", slo_ms
                          "started_at": started + dt.timedelta(minutes=i), "n_warmup": 2, "texts_name": "t",
                          "texts_digest": "d", "manifest_digest": "m", "n_requests": 10, "n_errors": 0,
                          "texts_per_s": tps, "latency_p95_ms": p95, "within_slo_pct": within, "slo_ms": slo_ms},
-                  [], {}, kind="embeddings")
+                  [], Manifest(), kind="embeddings")
 
 
 # --- missing workloads --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_planted_outlier_is_flagged_rerun_and_reported(prefect_api, tmp_path, fr
     outliers.write_flags(root, flags)
     hit = flags[flags["flagged"]]
     assert victim in set(hit.loc[hit["metric"] == "decode_tps_mean", "run_id"])
-    assert [c["num_ctx"] for c in outliers.flagged_configs(flags)] == [512]
+    assert [c.num_ctx for c in outliers.flagged_configs(flags)] == [512]
 
     state = rerun_flagged(tr_id="rerun", output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message

@@ -50,7 +50,7 @@ def test_defaults_keep_todays_behaviour_and_values_reach_the_instances(tmp_path)
     (inst,) = create_embedded(spec.server, 1, tmp_path, 10, "openai")
     assert inst.slots == 3
     described = describe_instance(inst)
-    assert described["concurrency"] == {"slots": 3} and described["provider"] == "embedded"
+    assert described.concurrency == {"slots": 3} and described.provider == "embedded"
 
 
 def test_environment_of_the_ollama_sections():

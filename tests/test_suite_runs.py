@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
+from trbench.data.model_facts import ModelFacts
 from trbench.backends.openai import OpenAIClient
 from trbench.config.servers import MockServer
 from trbench.config.spec import parse_spec
@@ -34,7 +35,7 @@ def test_spread_takes_first_and_last():
 def test_plans_and_requests(tmp_path):
     s = spec(json_mode=False, max_tokens=40)
     insts = create_instances(s.server, tmp_path, 1)
-    plans = plan_suites(s, insts, {"b": {"prompt_style": "completion"}})
+    plans = plan_suites(s, insts, {"b": ModelFacts(prompt_style="completion")})
     assert [(p.model, p.suite) for p in plans] == [(m, n) for m in "ab" for n in ("router", "chat", "qa")]
     assert plans[0].cell.num_ctx == 1024 and plans[0].cell.temperature == 0.0
     suites = load_suites(s)

@@ -14,6 +14,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.measure import energy
 from trbench.data import store
 from trbench.measure import vram
@@ -333,7 +334,7 @@ def test_telemetry_rows_round_trip_through_storage(tmp_path, fake_nvml):
         s.mark("idle")
     row = {"tr_id": "t", "run_id": "m_r00_a1", "attempt": 1, "model": "m:1b", **energy.run_energy(s.rows(), 10)}
     tele = s.rows(tr_id="t", run_id="m_r00_a1", attempt=1, model="m:1b")
-    store.write_run(tmp_path, row, [], {}, telemetry_rows=tele)
+    store.write_run(tmp_path, row, [], Manifest(), telemetry_rows=tele)
     assert (tmp_path / "telemetry" / "model_slug=m_1b" / "m_r00_a1.parquet").is_file()
     back = store.read_frame(tmp_path, "telemetry")
     assert len(back) == len(tele) and set(back["kind"]) == {"single"}

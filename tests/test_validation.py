@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from trbench.data.environment import Manifest
 from trbench.data import store
 from trbench.validation import checks, frames, gx
 from trbench.validation import validate as validation
@@ -21,7 +22,7 @@ from trbench.run.settings import RunSettings
 from trbench.config.spec import MatrixSpec, parse_spec
 
 TR_ID = "TRqa"
-MANIFEST = {"command": "pytest", "packages": {"pandas": "3"}}
+MANIFEST = Manifest(command="pytest", packages={"pandas": "3"})
 SPEC = parse_spec({
     "tr_id": TR_ID, "models": ["alpha:1b", "beta:2b"], "grid": {"num_ctx": [512, 1024], "temperature": [0.8]},
     "runs": 3, "requests_per_run": 3, "min_ok_requests": 2, "warmup_requests": 1, "ttft": "cold",

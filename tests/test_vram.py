@@ -19,6 +19,7 @@ import types
 import pytest
 
 from trbench.measure import vram
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import bundled, gguf
 
 WEIGHTS_7B_Q4KM = 7e9 * 0.5 / 2**30  # 3.2596290...
@@ -136,7 +137,8 @@ def test_estimate_matches_llama_cpp_kv_cache_for_bundled_models():
     1024, and 3.00 + 15.00 MiB (non-SWA + SWA caches) for Gemma 3 270M; at ctx 4096 Gemma's SWA cache
     stays 1024 cells (12.00 + 15.00 MiB), so the estimate is an upper bound there."""
     try:
-        smol, gemma = (gguf.model_facts(bundled.resolve(m)) for m in ("smollm2:135m", "gemma3:270m"))
+        smol, gemma = (ModelFacts.model_validate(gguf.model_facts(bundled.resolve(m)))
+                       for m in ("smollm2:135m", "gemma3:270m"))
     except bundled.ModelNotFound as err:
         pytest.skip(str(err))
     e = vram.estimate_from_facts(smol, 1024)
@@ -185,18 +187,19 @@ OLLAMA_QWEN = {  # ollama_api.model_facts() for qwen2.5:7b, shaped as /api/tags 
 
 
 def test_inputs_from_ollama_facts():
-    inputs = vram.inputs_from_ollama(OLLAMA_QWEN)
-    assert inputs["params_b"] == pytest.approx(7.6)
-    assert inputs["quant"] == "Q4_K_M" and inputs["block_count"] == 28
-    assert inputs["weights_bytes"] == 4_683_087_332
-    assert inputs["arch"]["head_count_kv"] == 4 and inputs["arch"]["head_count"] == 28
-    e = vram.estimate_from_facts(OLLAMA_QWEN, num_ctx=1024, num_gpu=80)  # TR116: gpu80 ctx1024
+    qwen = ModelFacts.model_validate(OLLAMA_QWEN)
+    inputs = vram.inputs_from_ollama(qwen)
+    assert inputs.params_b == pytest.approx(7.6)
+    assert inputs.quant == "Q4_K_M" and inputs.block_count == 28
+    assert inputs.weights_bytes == 4_683_087_332
+    assert inputs.arch is not None and inputs.arch["head_count_kv"] == 4 and inputs.arch["head_count"] == 28
+    e = vram.estimate_from_facts(qwen, num_ctx=1024, num_gpu=80)  # TR116: gpu80 ctx1024
     # 2 x 28 layers x 4 kv heads x (3584/28 = 128) x 1024 x 2 B = 56 MiB
     assert e.kv_cache_gib * 1024 == pytest.approx(56.0)
     assert e.weights_gib == pytest.approx(4_683_087_332 / 2**30)
     assert e.fraction_offloaded == 1.0
     # without size or architecture, the table and the fallback, each said
-    bare = {"model": "x", "details": {"parameter_size": "8.0B", "quantization_level": "Q4_0"}}
+    bare = ModelFacts.model_validate({"model": "x", "details": {"parameter_size": "8.0B", "quantization_level": "Q4_0"}})
     e = vram.estimate_from_facts(bare, num_ctx=2048)
     assert (e.weights_source, e.kv_source) == ("quant table", "seed-000 fallback")
     assert e.weights_gib == pytest.approx(8e9 * 0.5 / 2**30)
@@ -273,7 +276,7 @@ def test_gpu_free_mib_through_nvml(monkeypatch):
     fake = FakeNVML([RTX_12GB, ("NVIDIA A100-SXM4-80GB", 81920 * MIB, 0)])
     use_nvml(monkeypatch, fake)
     gpus = vram.gpu_free_mib()
-    assert gpus == [
+    assert [g.model_dump() for g in gpus or []] == [
         {"index": 0, "name": "NVIDIA GeForce RTX 4070 Ti", "total_mib": 12282.0, "free_mib": 11000.0, "used_mib": 1282.0},
         {"index": 1, "name": "NVIDIA A100-SXM4-80GB", "total_mib": 81920.0, "free_mib": 81920.0, "used_mib": 0.0},
     ]
@@ -288,13 +291,13 @@ def test_gpu_free_mib_never_raises(monkeypatch):
     use_nvml(monkeypatch, FakeNVML([]))
     assert vram.gpu_free_mib() is None  # no GPU
     use_nvml(monkeypatch, FakeNVML([RTX_12GB, RTX_12GB], broken_index=0, bytes_names=True))
-    assert [(g["index"], g["name"]) for g in vram.gpu_free_mib()] == [(1, "NVIDIA GeForce RTX 4070 Ti")]
+    assert [(g.index, g.name) for g in vram.gpu_free_mib() or []] == [(1, "NVIDIA GeForce RTX 4070 Ti")]
 
 
 def test_gpu_free_mib_with_the_real_pynvml_here():
     pytest.importorskip("pynvml")
     gpus = vram.gpu_free_mib()  # no GPU on the development machines: None; on a GPU machine, the list
-    assert gpus is None or all(g["free_mib"] <= g["total_mib"] for g in gpus)
+    assert gpus is None or all(g.free_mib <= g.total_mib for g in gpus)
 
 
 # ------------------------------------------------------------------ the decision

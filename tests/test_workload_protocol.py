@@ -11,11 +11,13 @@ import pyarrow as pa
 import pytest
 
 from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
+from trbench.data.environment import Manifest
 from trbench.config.prompts import load_prompts
 from trbench.config.spec import MatrixSpec, parse_spec
 from trbench.data import failures, store
 from trbench.workloads import Measured, Planned, ReportPart, active, register, unregister
 from trbench.workloads.session import TRSession, open_session
+from trbench.workloads.run_outcomes import RunOutcome
 from trbench.workloads.single_agent import SingleAgent
 from trbench.workloads.steps import DirectSteps
 
@@ -33,7 +35,7 @@ def ladder_spec(url: str, tr_id: str = "ladder") -> MatrixSpec:
 def session_for(spec: MatrixSpec, out: Path) -> TRSession:
     """A session as the flow opens one, its steps plain calls: no Prefect anywhere."""
     session = open_session(spec, load_prompts(spec.prompts), None, out, DirectSteps())
-    session.manifest, session.digest = {"spec": spec.model_dump(mode="json")}, "digest"
+    session.manifest, session.digest = Manifest(spec=spec.model_dump(mode="json")), "digest"
     return session
 
 
@@ -49,10 +51,10 @@ def test_the_ladder_and_resume_run_in_the_library_without_prefect(tmp_path):
         session = session_for(ladder_spec(server.url), tmp_path)
         first = measure(session)
         # 80 layers: the first run runs out of memory, its twin is not run; the ladder moves to 40
-        by_id = {o["run_id"]: o for o in first.runs}
-        assert [o["valid"] for o in first.runs] == [False, False, True, True], by_id
-        assert "oom" in first.runs[0]["error_kinds"]
-        assert first.runs[1]["invalid_reason"].startswith(store.NOT_RUN)
+        by_id = {o.run_id: o for o in first.runs}
+        assert [o.valid for o in first.runs] == [False, False, True, True], by_id
+        assert "oom" in first.runs[0].error_kinds
+        assert (first.runs[1].invalid_reason or "").startswith(store.NOT_RUN)
         failures.write_failure_log(session.root)  # as the closing step does
         decisions = failures.read_failure_log(session.root)["fallback_decision"].dropna()
         assert set(decisions) == {"retried at gpu40_ctx1024_temp0.8 (next rung of oom_fallback)"}
@@ -64,7 +66,7 @@ def test_the_ladder_and_resume_run_in_the_library_without_prefect(tmp_path):
     assert sorted(runs["num_gpu"].tolist()) == [40, 40, 80, 80]
     # the twin is decided (its code), so a resume does not measure it
     assert runs["not_run"].fillna("measured").to_dict() == {
-        o["run_id"]: "oom_rung" if o is first.runs[1] else "measured" for o in first.runs}
+        o.run_id: "oom_rung" if o is first.runs[1] else "measured" for o in first.runs}
     assert store.runs_to_retry(tmp_path / "ladder") == set()
 
 
@@ -75,14 +77,14 @@ def test_a_server_that_stops_answering_leaves_the_rest_not_run_with_the_reason(t
     session = session_for(spec, tmp_path)
     server.__exit__(None, None, None)  # gone before the first run
     measured = measure(session)
-    assert [o["valid"] for o in measured.runs] == [False, False]
+    assert [o.valid for o in measured.runs] == [False, False]
     assert session.faults.down(session.instances[0].name)
-    assert store.SERVER_DOWN in measured.runs[1]["invalid_reason"]
-    assert measured.runs[1]["invalid_reason"].startswith(store.NOT_RUN)
+    assert store.SERVER_DOWN in (measured.runs[1].invalid_reason or "")
+    assert (measured.runs[1].invalid_reason or "").startswith(store.NOT_RUN)
     # a resume measures those again: a down server's runs are not decided (their code says so)
     codes = store.read_frame(session.root, "runs").set_index("run_id")["not_run"]
-    assert codes[measured.runs[1]["run_id"]] == "server_down"
-    assert store.runs_to_retry(session.root) == {measured.runs[1]["run_id"]}
+    assert codes[measured.runs[1].run_id] == "server_down"
+    assert store.runs_to_retry(session.root) == {measured.runs[1].run_id}
 
 
 # --- a workload of a test's own: one class, one registration ----------------------------------------
@@ -157,3 +159,12 @@ def test_a_registered_workload_runs_through_the_flow_and_into_the_report(echo, p
     assert md.index("## Echo") < md.index("## Recommendations")
     html = (root / "report" / "mock-echo.html").read_text()
     assert "<h2>Echo</h2>" in html and "<td>mock-0</td>" in html
+
+
+def test_a_run_outcome_holds_its_error_kinds_as_a_list():
+    row = {"run_id": "r", "model": "m", "valid": False, "n_ok": 0, "n_errors": 3, "invalid_reason": "x",
+           "decode_tps_p50": None}
+    assert RunOutcome.of_run({**row, "error_kinds": ["oom", "connect"]}).error_kinds == ["oom", "connect"]
+    assert RunOutcome.of_run({**row, "error_kinds": None}).error_kinds == []
+    multi = RunOutcome.of_multi_run({"run_id": "r", "model": "m", "valid": True, "invalid_reason": None, "speedup": 1.5})
+    assert (multi.speedup, multi.contention, multi.error_kinds) == (1.5, None, [])

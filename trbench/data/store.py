@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from trbench.data import rows
 from trbench.data.cells import DEFAULT_HARNESS  # every request before the harness axis was Python's
 from trbench.data.atomic import write_atomic, write_text_atomic
+from trbench.data.environment import Manifest
 from trbench.data.rows import arrow_schema
 
 MANIFEST_KEY = b"trbench.manifest"
@@ -91,12 +92,12 @@ def write_table_atomic(path: Path, table: pa.Table) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def _table(rows: list[dict], schema: pa.Schema, manifest: dict) -> pa.Table:
-    meta = {MANIFEST_KEY: json.dumps(manifest, sort_keys=True, default=str).encode()}
+def _table(rows: list[dict], schema: pa.Schema, manifest: Manifest) -> pa.Table:
+    meta = {MANIFEST_KEY: manifest.json_text().encode()}
     return pa.Table.from_pylist(rows, schema=schema.with_metadata(meta))
 
 
-def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: dict, kind: str = "single",
+def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: Manifest, kind: str = "single",
               telemetry_rows: list[dict] | None = None) -> Path:
     """Persist one finished run: its requests, its telemetry (when sampled), then its run row
     (the ledger entry)."""
@@ -143,7 +144,7 @@ def with_harness(table: pa.Table) -> pa.Table:
     return table.set_column(i, "harness", pc.fill_null(table.column(i), DEFAULT_HARNESS))
 
 
-def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict], manifest: dict) -> Path:
+def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict], manifest: Manifest) -> Path:
     """One finished suite run's requests, all or nothing: the file is the run's ledger entry."""
     path = _run_file(root, SUITE_TABLE, model, run_id)
     write_table_atomic(path, _table(request_rows, SUITE_REQUEST_SCHEMA, manifest))
@@ -154,9 +155,10 @@ def finished_suite_run_ids(root: Path) -> set[str]:
     return {p.stem for p in (root / SUITE_TABLE).glob("model_slug=*/*.parquet")}
 
 
-def read_manifest(path: Path) -> dict:
+def read_manifest(path: Path) -> Manifest:
+    """The manifest in a Parquet file's metadata, as any version wrote it (Manifest.lenient); empty without one."""
     meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta.get(MANIFEST_KEY, b"{}"))
+    return Manifest.lenient(json.loads(meta.get(MANIFEST_KEY, b"{}")))
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

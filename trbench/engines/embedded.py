@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trbench.config.servers import EmbeddedServer
 from trbench.data.cells import Cell
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import bundled, gguf, processes
 from trbench.engines.instance import Capabilities, Instance, InstanceError, check_served_names, wait_healthy
 
@@ -139,10 +140,11 @@ class EmbeddedInstance(Capabilities):
         self.loaded = key
         return (time.perf_counter() - t0) * 1000.0
 
-    def model_facts(self, model: str) -> dict:
+    def model_facts(self, model: str) -> ModelFacts:
         path = bundled.resolve(model)
         facts = {k: v for k, v in gguf.model_facts(path).items() if k not in ("path", "tensor_types")}
-        return {**facts, "model": model, "source": bundled.BUNDLED_MODELS[model], "digest": bundled.digest(path)}
+        return ModelFacts.model_validate({**facts, "model": model, "source": bundled.BUNDLED_MODELS[model],
+                                         "digest": bundled.digest(path)})
 
     def stop(self) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from trbench.config.servers import ExternalServer
 from trbench.data.cells import Cell
 from trbench.engines import ollama_api
 from trbench.engines.instance import Capabilities, Instance
+from trbench.data.model_facts import ModelFacts
 from trbench.engines.model_kind import kind_facts
 
 
@@ -34,9 +35,9 @@ class ExternalInstance(Capabilities):
         if backend_kind(self.backend).unloads:
             ollama_api.unload(self.url, model, self.load_timeout_s)
 
-    def model_facts(self, model: str) -> dict:
+    def model_facts(self, model: str) -> ModelFacts:
         if not backend_kind(self.backend).describes_models:  # an OpenAI-compatible server does not say: assume a chat model
-            return {"model": model, "digest": None, "source": self.url, **kind_facts(None)}
+            return ModelFacts(model=model, digest=None, source=self.url, **kind_facts(None).model_dump())
         return ollama_api.model_facts(self.url, model)
 
     def stop(self) -> None:

@@ -328,5 +328,5 @@ def model_facts(path: str | Path) -> dict[str, Any]:
         "head_dim": head_dim,
         "sliding_window": a("attention.sliding_window"),
         "expert_count": a("expert_count"),
-        **kind_facts("tokenizer.chat_template" in meta),
+        **kind_facts("tokenizer.chat_template" in meta).model_dump(),
     }

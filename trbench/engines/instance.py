@@ -17,6 +17,7 @@ import httpx
 
 from trbench.backends import backend_kind
 from trbench.data.cells import Cell
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import ollama_api
 
 
@@ -43,7 +44,7 @@ class Instance(Protocol):
     def unload(self, model: str) -> None:
         """Free the model's memory (serial mode, between models)."""
 
-    def model_facts(self, model: str) -> dict:
+    def model_facts(self, model: str) -> ModelFacts:
         """Digest and metadata of a model on this instance, for the manifest."""
 
     def stop(self) -> None:
@@ -169,7 +170,7 @@ class OllamaServed(Capabilities):
     def unload(self, model: str) -> None:
         ollama_api.unload(self.url, model, self.load_timeout_s)
 
-    def model_facts(self, model: str) -> dict:
+    def model_facts(self, model: str) -> ModelFacts:
         return ollama_api.model_facts(self.url, model)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from trbench.config.servers import MockServer
 from trbench.data.cells import Cell
 from trbench.engines.instance import Capabilities, Instance
+from trbench.data.model_facts import ModelFacts
 from trbench.engines.model_kind import kind_facts
 from trbench.engines.mock_server import MockHTTPServer, Pace, serve
 
@@ -41,8 +42,8 @@ class MockInstance(Capabilities):
     def unload(self, model: str) -> None:
         return None
 
-    def model_facts(self, model: str) -> dict:
-        return {"model": model, "digest": None, "source": "mock server", **kind_facts(None)}
+    def model_facts(self, model: str) -> ModelFacts:
+        return ModelFacts(model=model, digest=None, source="mock server", **kind_facts(None).model_dump())
 
     def stop(self) -> None:
         server, self._server = self._server, None

@@ -8,6 +8,7 @@ import time
 import httpx
 
 from trbench.backends.base import error_text, is_oom
+from trbench.data.model_facts import ModelFacts
 from trbench.engines.model_kind import kind_facts, ollama_has_chat_template
 from trbench.engines.ollama_names import same_model
 
@@ -103,15 +104,15 @@ def loaded(url: str, timeout_s: float = 30.0) -> list[dict]:
     return _json(call("GET", f"{url}/api/ps", "list loaded models", timeout_s=timeout_s), "/api/ps").get("models", [])
 
 
-def model_facts(url: str, model: str) -> dict:
+def model_facts(url: str, model: str) -> ModelFacts:
     """What the report records of an Ollama model: digest, details, parameters, context length."""
     tag = find_tag(url, model)
     if tag is None:
-        return {"model": model, "source": url, "digest": None, "error": "not on the server"}
+        return ModelFacts(model=model, source=url, digest=None, error="not on the server")
     info = show(url, model)
     model_info = info.get("model_info") or {}
     arch = model_info.get("general.architecture", "")
-    return {
+    return ModelFacts.model_validate({
         "model": model,
         "source": url,
         "digest": tag.get("digest"),
@@ -122,5 +123,5 @@ def model_facts(url: str, model: str) -> dict:
         "context_length": model_info.get(f"{arch}.context_length"),
         "architecture": {k.removeprefix(f"{arch}."): v for k, v in model_info.items()
                          if k.startswith(f"{arch}.") and not isinstance(v, list | dict)},
-        **kind_facts(ollama_has_chat_template(info.get("template"))),
-    }
+        **kind_facts(ollama_has_chat_template(info.get("template"))).model_dump(),
+    })

@@ -12,7 +12,7 @@ _WHERE = {
     "nvml_session": "nvml", "gpu_free_mib": "nvml", "run_energy": "energy",
     "estimate_vram": "vram_estimate", "VramEstimate": "vram_estimate", "budget_decision": "vram_budget",
     "BudgetDecision": "vram_budget", "collect": "manifest",
-    "flag_outliers": "outliers", "write_flags": "outliers", "read_flags": "outliers", "flagged_configs": "outliers",
+    "flag_outliers": "outliers", "write_flags": "outliers", "read_flags": "outliers", "flagged_configs": "outliers", "FlaggedConfig": "outliers",
 }
 __all__ = list(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

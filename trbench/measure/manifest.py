@@ -1,19 +1,21 @@
-"""The environment manifest: what a published number was measured on."""
+"""The environment manifest: what a published number was measured on, collected here (its model is
+trbench.data.environment.Manifest)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from trbench.config.paths import PROJECT_ROOT
+from trbench.data.budget_record import BudgetRecord
+from trbench.data.environment import GitState, Gpu, Hardware, InstanceDescription, Manifest
+from trbench.data.model_facts import ModelFacts
 from trbench.measure import vram
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit() -> dict[str, str | bool | None]:
+def git_commit() -> GitState:
     def git(*args: str) -> str | None:
         try:
             r = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
@@ -42,7 +44,7 @@ def git_commit() -> dict[str, str | bool | None]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    return GitState(commit=commit, dirty=bool(status) if status is not None else None)
 
 
 def cpu_model() -> str:
@@ -55,40 +57,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpus() -> list[dict]:
+def gpus() -> list[Gpu]:
     """NVIDIA GPUs (name, total memory) through NVML; [] without one."""
-    return [{"index": g["index"], "name": g["name"], "memory_total_mib": round(g["total_mib"])}
+    return [Gpu(index=g.index, name=g.name, memory_total_mib=round(g.total_mib))
             for g in vram.gpu_free_mib() or []]
 
 
-def hardware() -> dict:
-    return {
-        "cpu": cpu_model(),
-        "cpu_cores_logical": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
-        "gpus": gpus(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
+def hardware() -> Hardware:
+    return Hardware(
+        cpu=cpu_model(),
+        cpu_cores_logical=os.cpu_count(),
+        memory_gib=round(psutil.virtual_memory().total / (1 << 30), 1),
+        gpus=gpus(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+    )
 
 
-def describe_instance(inst: Instance) -> dict:
+def describe_instance(inst: Instance) -> InstanceDescription:
     """One instance as the manifest keeps it: where it is, its threads, and how it batches and queues
     (embedded: slots; Ollama: num_parallel, max_queue; None where the provider does not say)."""
-    return {"name": inst.name, "provider": inst.provider, "url": inst.url, "threads": inst.threads,
-            "concurrency": inst.concurrency}
+    return InstanceDescription(name=inst.name, provider=inst.provider, url=inst.url, threads=inst.threads,
+                               concurrency=inst.concurrency)
 
 
-def collect(instances: list[dict], models: dict[str, dict], command: str) -> dict:
-    return {
-        "command": command,
-        "git": git_commit(),
-        "packages": package_versions(),
-        "hardware": hardware(),
-        "instances": instances,
-        "models": models,
-    }
+def collect(instances: list[InstanceDescription], models: dict[str, ModelFacts], command: str,
+            spec: dict[str, Any], vram_budget: list[BudgetRecord]) -> Manifest:
+    return Manifest(command=command, git=git_commit(), packages=package_versions(), hardware=hardware(),
+                    instances=instances, models=models, spec=spec, vram_budget=vram_budget)
 
 
-def digest(manifest: dict) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def digest(manifest: Manifest) -> str:
+    """The manifest's digest (Manifest.digest): what every row it stamps carries."""
+    return manifest.digest()

@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 MIB = 1024**2
 
 _NVML_LOCK = threading.Lock()
@@ -73,7 +75,21 @@ def open_gpus(nvml: Any, indices: list[int] | None = None) -> tuple[int, list[Op
     return count, opened, notes
 
 
-def gpu_free_mib() -> list[dict] | None:
+class GpuMemory(BaseModel):
+    """One GPU's memory as NVML reports it, in MiB."""
+
+    index: int
+    name: str | None
+    total_mib: float
+    free_mib: float
+    used_mib: float
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.index}" + (f" ({self.name})" if self.name else "")
+
+
+def gpu_free_mib() -> list[GpuMemory] | None:
     """Each NVIDIA GPU's memory via NVML: index, name, total_mib, free_mib, used_mib.
 
     None when there is no NVIDIA GPU, driver or pynvml (nvidia-ml-py); never raises. NVML is
@@ -84,15 +100,15 @@ def gpu_free_mib() -> list[dict] | None:
         nvml.nvmlInit()
     except Exception:  # ImportError, NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded...
         return None
-    gpus: list[dict] = []
+    gpus: list[GpuMemory] = []
     try:
         for gpu in open_gpus(nvml)[1]:
             try:
                 mem = nvml.nvmlDeviceGetMemoryInfo(gpu.handle)  # bytes: total, free, used
             except Exception:  # a lost or inaccessible GPU: report the others
                 continue
-            gpus.append({"index": gpu.index, "name": gpu.name, "total_mib": mem.total / MIB,
-                         "free_mib": mem.free / MIB, "used_mib": mem.used / MIB})
+            gpus.append(GpuMemory(index=gpu.index, name=gpu.name, total_mib=mem.total / MIB, free_mib=mem.free / MIB,
+                                  used_mib=mem.used / MIB))
     except Exception:
         return None
     finally:
@@ -108,5 +124,4 @@ def gpu_memory_snapshot() -> str | None:
     gpus = gpu_free_mib()
     if gpus is None:
         return None
-    return json.dumps([{"index": g["index"], "used_mib": round(g["used_mib"]), "free_mib": round(g["free_mib"])}
-                       for g in gpus])
+    return json.dumps([{"index": g.index, "used_mib": round(g.used_mib), "free_mib": round(g.free_mib)} for g in gpus])

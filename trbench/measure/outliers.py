@@ -61,12 +61,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+from pydantic import BaseModel
 
 from trbench.data.cells import (DEFAULT_HARNESS, MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS, latest_attempts,
                                 multi_key, single_key)
@@ -163,21 +164,79 @@ def mad_scale(values: np.ndarray, k: float, floor: float) -> tuple[np.ndarray, n
     return med, mad, k * np.maximum(mad, floor * np.abs(med))
 
 
-def mad_stats(values: list[float], k: float = DEFAULT_K, floor: float = DEFAULT_RULE.min_rel_mad) -> dict:
+class MadStats(BaseModel):
+    """A group's median, raw MAD, floor, scale and threshold (see the module doc); None without values."""
+
+    n_runs: int
+    median: float | None
+    mad: float | None
+    floor: float
+    scale: float | None
+    threshold: float | None
+
+
+class FlagRow(BaseModel):
+    """One run x metric of the flags table (FLAGS_SCHEMA says what each column holds)."""
+
+    kind: Literal["single", "multi"]
+    tr_id: str | None
+    run_id: str
+    attempt: int
+    run_index: int
+    cell_hash: str | None
+    model: str
+    num_gpu: int | None
+    num_ctx: int | None
+    temperature: float | None
+    scenario: str | None
+    harness: str
+    config: str
+    metric: str
+    value: float | None
+    n_runs: int
+    median: float | None
+    mad: float | None
+    floor: float | None
+    scale: float | None
+    k: float
+    threshold: float | None
+    deviation: float | None
+    flagged: bool
+
+
+class FlaggedConfig(BaseModel):
+    """A config with at least one flagged run, to run again: its key and fields (num_gpu, num_ctx and
+    temperature for a single-agent config, scenario for a multi-agent one), its cell_hash (a list when
+    its runs have several), and the flagged metrics, run_ids and run indexes."""
+
+    kind: Literal["single", "multi"]
+    config: str
+    model: str
+    harness: str
+    scenario: str | None = None
+    num_gpu: int | None = None
+    num_ctx: int | None = None
+    temperature: float | None = None
+    cell_hash: str | list[str] | None = None
+    metrics: list[str]
+    run_ids: list[str]
+    run_indexes: list[int]
+
+
+def mad_stats(values: list[float], k: float = DEFAULT_K, floor: float = DEFAULT_RULE.min_rel_mad) -> MadStats:
     """median, raw MAD, floor, scale and threshold of a group's values (see the module doc)."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
-        return {"n_runs": 0, "median": None, "mad": None, "floor": floor, "scale": None, "threshold": None}
+        return MadStats(n_runs=0, median=None, mad=None, floor=floor, scale=None, threshold=None)
     med, mad, threshold = (float(x) for x in mad_scale(a, k, floor))
-    return {"n_runs": int(a.size), "median": med, "mad": mad, "floor": floor, "scale": threshold / k,
-            "threshold": threshold}
+    return MadStats(n_runs=int(a.size), median=med, mad=mad, floor=floor, scale=threshold / k, threshold=threshold)
 
 
-def compute_flags(runs: pd.DataFrame, kind: str, rule: OutlierRule = DEFAULT_RULE) -> list[dict]:
-    """Flag rows (FLAGS_SCHEMA fields) for one runs table (kind 'single': the runs table, 'multi': ma_runs)."""
+def compute_flags(runs: pd.DataFrame, kind: Literal["single", "multi"], rule: OutlierRule = DEFAULT_RULE) -> list[FlagRow]:
+    """Flag rows for one runs table (kind 'single': the runs table, 'multi': ma_runs)."""
     config, metric_names = (MULTI_CONFIG, MULTI_METRICS) if kind == "multi" else (SINGLE_CONFIG, SINGLE_METRICS)
     counted = counted_runs(runs, config)
-    out: list[dict] = []
+    out: list[FlagRow] = []
     if counted.empty:
         return out
     records = counted.sort_values([*config, "run_index"]).to_dict("records")
@@ -191,18 +250,19 @@ def compute_flags(runs: pd.DataFrame, kind: str, rule: OutlierRule = DEFAULT_RUL
                 continue  # a cache state this config did not measure
             stats = mad_stats([v for v in vals if v is not None], rule.k, metric_floor(rule, metric))
             for r, v in zip(members, vals):
-                deviation = None if v is None or stats["median"] is None else v - stats["median"]
-                out.append({
-                    "kind": kind, "tr_id": r.get("tr_id"), "run_id": r["run_id"], "attempt": int(r["attempt"]),
-                    "run_index": int(r["run_index"]), "cell_hash": r.get("cell_hash"), "model": r["model"],
-                    "num_gpu": None if kind == "multi" else int(r["num_gpu"]),
-                    "num_ctx": None if kind == "multi" else int(r["num_ctx"]),
-                    "temperature": None if kind == "multi" else float(r["temperature"]),
-                    "scenario": r["scenario"] if kind == "multi" else None,
-                    "harness": r.get("harness", DEFAULT_HARNESS), "config": key, "metric": metric, "value": v,
-                    **stats, "k": float(rule.k), "deviation": deviation,
-                    "flagged": bool(deviation is not None and abs(deviation) > stats["threshold"]),
-                })
+                deviation = None if v is None or stats.median is None else v - stats.median
+                out.append(FlagRow(
+                    kind=kind, tr_id=r.get("tr_id"), run_id=r["run_id"], attempt=int(r["attempt"]),
+                    run_index=int(r["run_index"]), cell_hash=r.get("cell_hash"), model=r["model"],
+                    num_gpu=None if kind == "multi" else int(r["num_gpu"]),
+                    num_ctx=None if kind == "multi" else int(r["num_ctx"]),
+                    temperature=None if kind == "multi" else float(r["temperature"]),
+                    scenario=r["scenario"] if kind == "multi" else None,
+                    harness=r.get("harness", DEFAULT_HARNESS), config=key, metric=metric, value=v,
+                    **stats.model_dump(), k=float(rule.k), deviation=deviation,
+                    flagged=bool(deviation is not None and stats.threshold is not None
+                                 and abs(deviation) > stats.threshold),
+                ))
     return out
 
 
@@ -211,8 +271,9 @@ def _columns(config: list[str], metric_names: list[str]) -> list[str]:
     return [*config, "tr_id", "run_id", "attempt", "run_index", "cell_hash", "valid", *metric_names]
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pa.Table.from_pylist(rows, schema=FLAGS_SCHEMA).to_pandas()
+def flags_frame(rows: list[FlagRow]) -> pd.DataFrame:
+    """Flag rows as the flags table's frame (FLAGS_SCHEMA columns and types)."""
+    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=FLAGS_SCHEMA).to_pandas()
 
 
 def flag_outliers(tr_root: Path, rule: OutlierRule = DEFAULT_RULE) -> pd.DataFrame:
@@ -221,7 +282,7 @@ def flag_outliers(tr_root: Path, rule: OutlierRule = DEFAULT_RULE) -> pd.DataFra
     root = Path(tr_root)
     rows = compute_flags(store.read_frame(root, "runs", _columns(SINGLE_CONFIG, SINGLE_METRICS)), "single", rule)
     rows += compute_flags(store.read_frame(root, "ma_runs", _columns(MULTI_CONFIG, MULTI_METRICS)), "multi", rule)
-    return _frame(rows)
+    return flags_frame(rows)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -248,25 +309,20 @@ def read_flags(tr_root: Path) -> pd.DataFrame:
     return store.with_harness(ds.dataset(path, format="parquet", schema=FLAGS_SCHEMA).to_table()).to_pandas()
 
 
-def flagged_configs(frame: pd.DataFrame) -> list[dict]:
-    """The configs with at least one flagged run, for re-running: kind, config key, the config's
-    fields, cell_hash, and the flagged metrics and run_ids. Sorted by kind, then config."""
+def flagged_configs(frame: pd.DataFrame) -> list[FlaggedConfig]:
+    """The configs with at least one flagged run, for re-running. Sorted by kind, then config."""
     if frame.empty:
         return []
     flagged = frame[frame["flagged"].fillna(False).astype(bool)]
     out = []
     for (kind, key), g in flagged.groupby(["kind", "config"], sort=True):
         first = g.iloc[0]
-        entry: dict[str, Any] = {"kind": kind, "config": key, "model": first["model"], "harness": first["harness"]}
-        if kind == "multi":
-            entry["scenario"] = first["scenario"]
-        else:
-            entry.update(num_gpu=int(first["num_gpu"]), num_ctx=int(first["num_ctx"]),
-                         temperature=float(first["temperature"]))
+        fields: dict[str, Any] = (
+            {"scenario": first["scenario"]} if kind == "multi" else
+            {"num_gpu": int(first["num_gpu"]), "num_ctx": int(first["num_ctx"]), "temperature": float(first["temperature"])})
         hashes = sorted({h for h in g["cell_hash"] if isinstance(h, str)})
-        entry["cell_hash"] = hashes[0] if len(hashes) == 1 else (hashes or None)
-        entry["metrics"] = sorted(set(g["metric"]))
-        entry["run_ids"] = sorted(set(g["run_id"]))
-        entry["run_indexes"] = sorted({int(i) for i in g["run_index"]})
-        out.append(entry)
+        out.append(FlaggedConfig(kind=kind, config=key, model=first["model"], harness=first["harness"], **fields,
+                                 cell_hash=hashes[0] if len(hashes) == 1 else (hashes or None),
+                                 metrics=sorted(set(g["metric"])), run_ids=sorted(set(g["run_id"])),
+                                 run_indexes=sorted({int(i) for i in g["run_index"]})))
     return out

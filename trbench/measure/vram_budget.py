@@ -4,10 +4,11 @@ memory (measure/nvml.gpu_free_mib)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from trbench.measure.nvml import GpuMemory
 from trbench.measure.vram_estimate import VramEstimate
 
 MIN_LADDER_CTX = 512
@@ -46,19 +47,16 @@ def default_ladder(estimate: VramEstimate) -> list[tuple[int | None, int]]:
     return rungs
 
 
-def _pick_gpu(free_mib: Any, gpu: int | None) -> tuple[float, str] | None:
+def _pick_gpu(free_mib: list[GpuMemory] | float | None, gpu: int | None) -> tuple[float, str] | None:
     if free_mib is None:
         return None
     if isinstance(free_mib, int | float):
         return float(free_mib), "the GPU"
-    gpus = [g for g in free_mib if isinstance(g, dict) and g.get("free_mib") is not None]
-    if gpu is not None:
-        gpus = [g for g in gpus if g.get("index") == gpu]
+    gpus = [g for g in free_mib if gpu is None or g.index == gpu]
     if not gpus:
         return None
-    best = max(gpus, key=lambda g: g["free_mib"])
-    label = f"GPU {best.get('index', '?')}" + (f" ({best['name']})" if best.get("name") else "")
-    return float(best["free_mib"]), label
+    best = max(gpus, key=lambda g: g.free_mib)
+    return best.free_mib, best.label
 
 
 def _describe(e: VramEstimate) -> str:
@@ -66,7 +64,7 @@ def _describe(e: VramEstimate) -> str:
             f"+ overhead {e.overhead_gib:.2f}; num_gpu={e.num_gpu}, num_ctx={e.num_ctx})")
 
 
-def budget_decision(estimate: VramEstimate, free_mib: list[dict] | float | None,
+def budget_decision(estimate: VramEstimate, free_mib: list[GpuMemory] | float | None,
                     ladder: list[tuple[int | None, int]] | None = None, gpu: int | None = None) -> BudgetDecision:
     """Run the cell as asked if its estimate fits the free GPU memory; else the first ladder rung
     (num_gpu, num_ctx) that fits ('downgrade'); else 'skip'. The reason names the estimate and the

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from trbench.data.model_facts import ModelFacts, OllamaDetails
 from trbench.engines.gguf import parse_size_label as parse_parameter_size  # Ollama's details.parameter_size
 
 GIB = 1024**3
@@ -235,34 +236,42 @@ def _times(sequences: int) -> str:
 
 # ---------------------------------------------------------------- model facts -> estimate inputs
 
-def inputs_from_ollama(facts: dict) -> dict[str, Any]:
+class EstimateInputs(BaseModel):
+    """estimate_vram's model inputs, read from a model's facts."""
+
+    params_b: float | None
+    quant: str
+    arch: dict[str, Any] | None  # arch_numbers' keys
+    block_count: int | None
+    weights_bytes: int | None
+
+
+def inputs_from_ollama(facts: ModelFacts) -> EstimateInputs:
     """estimate_vram's model inputs from ollama_api.model_facts(): params_b from
     details.parameter_size, quant from details.quantization_level, arch from `architecture`,
     weights_bytes from the model's size on the server (/api/tags `size`)."""
-    details = facts.get("details") or {}
-    arch = dict(facts.get("architecture") or {})
-    if facts.get("context_length") is not None:
-        arch.setdefault("context_length", facts["context_length"])
+    details = facts.details or OllamaDetails()
+    arch = dict(facts.architecture) if isinstance(facts.architecture, dict) else {}
+    if facts.context_length is not None:
+        arch.setdefault("context_length", facts.context_length)
     nums = arch_numbers(arch)
-    return {"params_b": parse_parameter_size(details.get("parameter_size")),
-            "quant": details.get("quantization_level") or "",
-            "arch": nums or None, "block_count": _int(nums.get("block_count")),
-            "weights_bytes": _int(facts.get("size_bytes"))}
+    return EstimateInputs(params_b=parse_parameter_size(details.parameter_size),
+                          quant=details.quantization_level or "", arch=nums or None,
+                          block_count=_int(nums.get("block_count")), weights_bytes=_int(facts.size_bytes))
 
 
-def inputs_from_gguf(facts: dict) -> dict[str, Any]:
+def inputs_from_gguf(facts: ModelFacts) -> EstimateInputs:
     """estimate_vram's model inputs from gguf.model_facts(): the exact parameter count and the
     file's tensor bytes."""
-    nums = arch_numbers(facts)
-    return {"params_b": facts.get("params_b"), "quant": facts.get("quantization") or "",
-            "arch": nums or None, "block_count": _int(facts.get("block_count")),
-            "weights_bytes": _int(facts.get("tensor_data_bytes"))}
+    nums = arch_numbers(facts.recorded())  # the architecture numbers are flat in a GGUF's facts
+    return EstimateInputs(params_b=facts.params_b, quant=facts.quantization or "", arch=nums or None,
+                          block_count=_int(facts.block_count), weights_bytes=_int(facts.tensor_data_bytes))
 
 
-def estimate_from_facts(facts: dict, num_ctx: int, num_gpu: int | None = None, kv_type: str = "f16",
+def estimate_from_facts(facts: ModelFacts, num_ctx: int, num_gpu: int | None = None, kv_type: str = "f16",
                         sequences: int = 1) -> VramEstimate:
     """estimate_vram for a model described by gguf.model_facts() or ollama_api.model_facts()."""
-    inputs = inputs_from_gguf(facts) if "tensor_data_bytes" in facts else inputs_from_ollama(facts)
-    return estimate_vram(inputs["params_b"], inputs["quant"], num_ctx, inputs["arch"], num_gpu,
-                         inputs["block_count"], weights_bytes=inputs["weights_bytes"], kv_type=kv_type,
+    inputs = inputs_from_gguf(facts) if facts.from_gguf else inputs_from_ollama(facts)
+    return estimate_vram(inputs.params_b, inputs.quant, num_ctx, inputs.arch, num_gpu,
+                         inputs.block_count, weights_bytes=inputs.weights_bytes, kv_type=kv_type,
                          sequences=sequences)

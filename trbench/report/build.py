@@ -25,6 +25,8 @@ import pandas as pd
 
 from trbench.config.spec import MatrixSpec, OutlierRule, parse_spec
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
+from trbench.data.environment import GitState, Hardware, Manifest
+from trbench.data.model_facts import ModelFacts
 from trbench.data.failures import read_fallbacks, read_instance_failures
 from trbench.data.store import read_frame, read_manifest
 from trbench.measure import metrics
@@ -64,79 +66,63 @@ def _str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
-def _load_manifest(tr_root: Path) -> tuple[dict, str]:
+def _load_manifest(tr_root: Path) -> tuple[Manifest, str]:
     path = tr_root / "manifest.json"
     if path.is_file():
-        return json.loads(path.read_text()), str(path.name)
+        return Manifest.lenient(json.loads(path.read_text())), str(path.name)
     for run_file in sorted((tr_root / "runs").glob("model_slug=*/*.parquet")):
         found = read_manifest(run_file)
-        if found:
+        if found.recorded():
             return found, f"metadata of {run_file.relative_to(tr_root)}"
-    return {}, "none found"
+    return Manifest(), "none found"
 
 
-def _setup(manifest: dict, manifest_source: str, runs: pd.DataFrame, models: list[str]) -> Setup:
-    git = manifest.get("git") or {}
-    hw = manifest.get("hardware") or {}
-    gpu_names = []
-    for g in hw.get("gpus") or []:
-        if isinstance(g, dict):
-            mem = g.get("memory_total_mib")
-            gpu_names.append(f"{g.get('name', '?')}" + (f" ({mem} MiB)" if mem else ""))
-        else:
-            gpu_names.append(str(g))
+def _model_info(name: str, f: ModelFacts) -> ModelInfo:
+    details = {k: str(v) for k in MODEL_DETAIL_KEYS if (v := f.value(k)) is not None and k != "modelfile"}
+    if f.details is not None:
+        details.update({k: str(v) for k, v in f.details.recorded().items()
+                        if k in ("family", "parameter_size", "quantization_level")})
+    kind = str(f.model_kind or "unknown")
+    if kind == "base":
+        kind = "base model (no chat template): plain-text completion"
+    return ModelInfo(name=name, kind=kind, digest=f.digest, details=details)
 
-    instances = []
-    for inst in manifest.get("instances") or []:
-        if isinstance(inst, dict):
-            instances.append(InstanceInfo(
-                name=str(inst.get("name", "?")),
-                provider=_str(inst.get("provider")),
-                url=_str(inst.get("url") or inst.get("base_url")),
-            ))
+
+def _setup(manifest: Manifest, manifest_source: str, runs: pd.DataFrame, models: list[str]) -> Setup:
+    git = manifest.git or GitState()
+    hw = manifest.hardware or Hardware()
+    instances = [InstanceInfo(name=inst.name, provider=inst.provider, url=inst.address) for inst in manifest.instances]
     if not instances and not runs.empty:  # the data says which instances served the runs
         seen = runs[["instance", "provider", "instance_url"]].drop_duplicates().sort_values("instance")
         instances = [InstanceInfo(name=str(r.instance), provider=_str(r.provider), url=_str(r.instance_url))
                      for r in seen.itertuples()]
-
-    facts = manifest.get("models") or {}
-    model_infos = []
-    for name in sorted(set(models) | set(facts)):
-        f = facts.get(name) or {}
-        details = {k: str(f[k]) for k in MODEL_DETAIL_KEYS if f.get(k) is not None and k != "modelfile"}
-        details.update({k: str(v) for k, v in (f.get("details") or {}).items()
-                        if k in ("family", "parameter_size", "quantization_level")})
-        kind = str(f.get("model_kind") or "unknown")
-        if kind == "base":
-            kind = "base model (no chat template): plain-text completion"
-        model_infos.append(ModelInfo(name=name, kind=kind, digest=_str(f.get("digest")), details=details))
-
+    facts = manifest.models
     return Setup(
-        command=_str(manifest.get("command")),
-        commit=_str(git.get("commit")),
-        dirty=git.get("dirty"),
-        packages={str(k): _str(v) for k, v in (manifest.get("packages") or {}).items()},
-        cpu=_str(hw.get("cpu")),
-        cores=hw.get("cpu_cores_logical"),
-        memory_gib=hw.get("memory_gib"),
-        gpus=gpu_names,
-        platform=_str(hw.get("platform")),
-        python=_str(hw.get("python")),
+        command=manifest.command,
+        commit=git.commit,
+        dirty=git.dirty,
+        packages=dict(manifest.packages),
+        cpu=hw.cpu,
+        cores=hw.cpu_cores_logical,
+        memory_gib=hw.memory_gib,
+        gpus=[g.describe() for g in hw.gpus],
+        platform=hw.platform,
+        python=hw.python,
         instances=instances,
-        models=model_infos,
+        models=[_model_info(name, facts.get(name) or ModelFacts()) for name in sorted(set(models) | set(facts))],
         manifest_source=manifest_source,
-        vram_budget=[d for d in manifest.get("vram_budget") or [] if isinstance(d, dict)],
+        vram_budget=list(manifest.vram_budget),
     )
 
 
-def _baseline(spec: MatrixSpec | None, manifest: dict, models: list[str]) -> tuple[str | None, str]:
+def _baseline(spec: MatrixSpec | None, manifest: Manifest, models: list[str]) -> tuple[str | None, str]:
     if spec is not None:
         if spec.baseline_model:
             return spec.baseline_model, "the spec's baseline_model"
         return spec.baseline, "the spec's first model, since it names no baseline_model"
-    stored = manifest.get("baseline_model") or manifest.get("baseline")
-    if not stored and isinstance(manifest.get("spec"), dict):
-        stored = manifest["spec"].get("baseline_model")
+    stored = manifest.baseline_model or manifest.baseline
+    if not stored and manifest.spec is not None:
+        stored = manifest.spec.get("baseline_model")
     if stored:
         return str(stored), "the baseline stored in the manifest"
     if models:
@@ -246,10 +232,10 @@ def _iso(v: Any) -> str | None:
 # --- the public API ---------------------------------------------------------------------------
 
 
-def recorded_spec(manifest: dict) -> MatrixSpec | None:
+def recorded_spec(manifest: Manifest) -> MatrixSpec | None:
     """The spec a TR run recorded in its manifest, when it is there and still parses."""
-    raw = manifest.get("spec")
-    if not isinstance(raw, dict):
+    raw = manifest.spec
+    if raw is None:
         return None
     try:
         return parse_spec(raw, "recorded spec")
@@ -268,7 +254,7 @@ class _Sources:
     runs: pd.DataFrame
     superseded: pd.DataFrame
     reqs: RequestColumns
-    manifest: dict
+    manifest: Manifest
     manifest_source: str
     given_spec: MatrixSpec | None
     spec: MatrixSpec | None
@@ -401,8 +387,7 @@ def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, w
 
 
 def _setup_instances(src: _Sources) -> list[InstanceInfo]:
-    return [InstanceInfo(name=str(i.get("name", "?")), provider=_str(i.get("provider")), url=None)
-            for i in src.manifest.get("instances") or [] if isinstance(i, dict)]
+    return [InstanceInfo(name=i.name, provider=i.provider, url=None) for i in src.manifest.instances]
 
 
 def _definitions(workloads: list[str]) -> dict[str, Any]:
@@ -458,7 +443,7 @@ def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_age
         "ma_pct_of_baseline": report_compare.ma_pct_rows(ma_results, src.baseline),
         "energy": energy,
         "vram": report_compare.vram_rows(setup.vram_budget, cells),
-        "quant": report_compare.quant_rows(src.manifest.get("models") or {}, src.models),
+        "quant": report_compare.quant_rows(src.manifest.models, src.models),
         "samples": report_compare.sample_answers(src.root, cells, src.reqs, src.valid_ids),
     }
 

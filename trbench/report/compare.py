@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from trbench.data.budget_record import BudgetRecord
+from trbench.data.model_facts import ModelFacts
 from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure import metrics
 from trbench.report.data import RequestColumns, first_answer
@@ -238,7 +240,7 @@ def _column(frame: pd.DataFrame, column: str) -> list[float | None]:
 # --- VRAM and quantization -----------------------------------------------------------------------
 
 
-def vram_rows(budget: list[dict], cells: list) -> list[VramRow]:
+def vram_rows(budget: list[BudgetRecord], cells: list) -> list[VramRow]:
     measured: dict[tuple[str, int | None, int | None], float] = {}
     for c in cells:
         if c.gpu_mem_used_mib_max is not None:
@@ -246,16 +248,14 @@ def vram_rows(budget: list[dict], cells: list) -> list[VramRow]:
             measured[key] = max(measured.get(key, 0.0), c.gpu_mem_used_mib_max)
     rows = []
     for d in budget:
-        action = str(d.get("action", "?"))
-        decision = action
-        run_gpu, run_ctx = d.get("num_gpu"), d.get("num_ctx")
-        if action == "downgrade":
-            decision = f"downgrade to gpu {d.get('to_num_gpu')} / ctx {d.get('to_num_ctx')}"
-            run_gpu, run_ctx = d.get("to_num_gpu"), d.get("to_num_ctx")
+        decision = d.action
+        run_gpu, run_ctx = d.num_gpu, d.num_ctx
+        if d.action == "downgrade":
+            decision = f"downgrade to gpu {d.to_num_gpu} / ctx {d.to_num_ctx}"
+            run_gpu, run_ctx = d.to_num_gpu, d.to_num_ctx
         rows.append(VramRow(
-            model=str(d.get("model", "?")), num_gpu=d.get("num_gpu"), num_ctx=d.get("num_ctx"),
-            estimate_gib=d.get("estimate_gib"), decision=decision, reason=str(d.get("reason") or ""),
-            measured_mib_max=None if action == "skip" else measured.get((str(d.get("model")), run_gpu, run_ctx)),
+            model=d.model, num_gpu=d.num_gpu, num_ctx=d.num_ctx, estimate_gib=d.estimate_gib, decision=decision,
+            reason=d.reason, measured_mib_max=None if d.action == "skip" else measured.get((d.model, run_gpu, run_ctx)),
         ))
     return rows
 
@@ -267,21 +267,20 @@ def _num(v: Any) -> float | None:
         return None
 
 
-def quant_rows(facts: dict, models: list[str]) -> list[QuantRow]:
+def quant_rows(facts: dict[str, ModelFacts], models: list[str]) -> list[QuantRow]:
     rows = []
     for name in models + sorted(set(facts) - set(models)):
-        f = facts.get(name) or {}
-        details = f.get("details") or {}
-        size = _num(f.get("size_bytes"))
-        ctx = _num(f.get("context_length"))
+        f = facts.get(name) or ModelFacts()
+        size = _num(f.size_bytes)
+        ctx = _num(f.context_length)
         row = QuantRow(
             model=name,
-            quantization=f.get("quantization") or details.get("quantization_level"),
-            params_b=_num(f.get("params_b")),
-            bits_per_weight=_num(f.get("bits_per_weight")),
+            quantization=f.quantization or (f.details.quantization_level if f.details is not None else None),
+            params_b=_num(f.params_b),
+            bits_per_weight=_num(f.bits_per_weight),
             file_gib=size / 2**30 if size else None,
             context_length=int(ctx) if ctx else None,
-            source=f.get("source") or f.get("file"),
+            source=f.source or f.file,
         )
         if any(v is not None for k, v in row.model_dump().items() if k != "model"):  # a row of n/a says nothing
             rows.append(row)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from trbench.data.budget_record import BudgetRecord
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import UNVERIFIED_STATES
 from trbench.report.regression import MatchSettings, RegressionResult
@@ -167,7 +168,7 @@ class Setup(BaseModel):
     instances: list[InstanceInfo]
     models: list[ModelInfo]
     manifest_source: str
-    vram_budget: list[dict] = []
+    vram_budget: list[BudgetRecord] = []
 
 
 # Model facts worth a reader's eye; the manifest keeps them all.

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from trbench.backends import backend_kind
 from trbench.backends import ChatRequest, RawExchange, event_loop
 from trbench.config.load_section import LoadSpec, LoadStep, sweep_steps
+from trbench.data.model_facts import ModelFacts
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow
@@ -269,7 +270,7 @@ def server_slots(concurrency: dict[str, int] | None) -> int | None:
 
 
 def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | None,
-               facts: dict[str, dict] | None = None, max_queue: int | None = None) -> list[StepPlan]:
+               facts: dict[str, ModelFacts] | None = None, max_queue: int | None = None) -> list[StepPlan]:
     """The fixed steps of every load cell (a sweep's rates are planned once its first two are measured);
     a base model (facts: no chat template) is prompted as plain-text completion, as in the matrix."""
     cells = [c for c in spec.cells() if c.model in spec.load_models]

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from trbench.config.agents import ROLES, AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec, OptionSet
+from trbench.data.budget_record import BudgetRecord
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import Instance
 from trbench.engines.model_kind import prompt_style
 from trbench.run.multi import AgentSlot, MultiRunPlan, config_hash
@@ -23,7 +25,7 @@ P = TypeVar("P", RunPlan, MultiRunPlan)
 
 
 def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance],
-              facts: dict[str, dict] | None = None) -> list[RunPlan]:
+              facts: dict[str, ModelFacts] | None = None) -> list[RunPlan]:
     """Every run of the single-agent matrix; a base model (facts: no chat template) is prompted as
     plain-text completion. With several harnesses each run is measured once per harness, the twins
     one after the other (run 0 python, run 0 rust, run 1 python...) on the same server load, so that
@@ -41,26 +43,26 @@ def plan_runs(spec: MatrixSpec, prompts: PromptSuite, instances: list[Instance],
     ]
 
 
-def apply_budget(plans: list[RunPlan], decisions: list[dict], spec: MatrixSpec,
+def apply_budget(plans: list[RunPlan], decisions: list[BudgetRecord], spec: MatrixSpec,
                  prompts: PromptSuite) -> tuple[list[RunPlan], list[tuple[RunPlan, str]]]:
     """Downgraded cells run at the rung that fits; skipped cells are returned with their reason."""
-    by_key = {(d["model"], d["num_gpu"], d["num_ctx"]): d for d in decisions}
+    by_key = {d.server_key: d for d in decisions}
     kept, skipped = [], []
     for plan in plans:
         d = by_key.get(plan.cell.server_key)
-        if d is None or d["action"] == "run":
+        if d is None or d.action == "run":
             kept.append(plan)
-        elif d["action"] == "skip":
-            skipped.append((plan, f"skipped by the VRAM budget: {d['reason']}"))
+        elif d.action == "skip":
+            skipped.append((plan, f"skipped by the VRAM budget: {d.reason}"))
         else:
-            cell = plan.cell.model_copy(update={"num_gpu": d["to_num_gpu"], "num_ctx": d["to_num_ctx"]})
+            cell = plan.cell.model_copy(update={"num_gpu": d.to_num_gpu, "num_ctx": d.to_num_ctx})
             kept.append(plan.model_copy(update={"cell": cell, "cell_hash": spec.cell_hash(cell, prompts.digest,
                                                                                          plan.harness)}))
     return kept, skipped
 
 
 def plan_multi_runs(spec: MatrixSpec, suite: AgentSuite | None, instances: list[Instance],
-                    facts: dict[str, dict] | None = None) -> list[MultiRunPlan]:
+                    facts: dict[str, ModelFacts] | None = None) -> list[MultiRunPlan]:
     if spec.multi_agent is None or suite is None:
         return []
     facts = facts or {}

@@ -11,6 +11,7 @@ import httpx
 from trbench.backends import backend_kind
 from trbench.run import progress
 from trbench.backends.base import error_text
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import bundled, ollama_api, ollama_names, ollama_pull
 from trbench.engines.instance import Instance
 from trbench.engines.embedded import EmbeddedInstance
@@ -127,7 +128,7 @@ def check_model(inst: Instance, backend: str, model: str, pull: bool = False) ->
     raise PreflightError(inst.name, "model present", f"model {model!r} is not on {inst.url} (it has: {', '.join(names) or 'none'})", fix)
 
 
-def model_facts(inst: Instance, backend: str, model: str) -> dict:
+def model_facts(inst: Instance, backend: str, model: str) -> ModelFacts:
     """What the manifest records of a model (digest, size, context, template), read from the
     instance. A model preflight found but whose facts cannot be read (an Ollama model that
     /api/tags lists and /api/show cannot describe, a GGUF whose header does not parse) fails

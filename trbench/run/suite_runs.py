@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.config.paths import resolve_path
+from trbench.data.model_facts import ModelFacts
 from trbench.data.rows import SuiteRequestRow
 from trbench.data.store import slug
 from trbench.engines.instance import Instance
@@ -89,7 +90,7 @@ class SuitePlan(BaseModel):
         return f"{slug(self.model)}_{self.suite}_r{self.run_index:02d}"
 
 
-def plan_suites(spec: MatrixSpec, instances: list[Instance], facts: dict) -> list[SuitePlan]:
+def plan_suites(spec: MatrixSpec, instances: list[Instance], facts: dict[str, ModelFacts]) -> list[SuitePlan]:
     """Per model (spread over the single-agent lanes' instances, as the matrix is), each suite,
     each run; the model's first GPU setting, the suites' context and temperature."""
     su = spec.suites

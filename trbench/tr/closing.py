@@ -29,10 +29,10 @@ def write_failure_log(steps: Steps, root: Path) -> Path:
     return steps.call("failure-log", "failure-log", failures.write_failure_log, root)
 
 
-def flag_outliers(steps: Steps, root: Path, spec: MatrixSpec) -> list[dict[str, Any]]:
+def flag_outliers(steps: Steps, root: Path, spec: MatrixSpec) -> list[outliers.FlaggedConfig]:
     """Flag runs far from their config's median; the flags (with median, MAD, threshold) go to Parquet."""
 
-    def flag() -> list[dict[str, Any]]:
+    def flag() -> list[outliers.FlaggedConfig]:
         frame = outliers.flag_outliers(root, spec.outliers)
         outliers.write_flags(root, frame)
         return outliers.flagged_configs(frame)

@@ -14,6 +14,9 @@ from trbench.config.paths import resolve_path
 from trbench.config.prompts import PromptSuite, load_prompts
 from trbench.config.spec import MatrixSpec, load_spec, parse_spec
 from trbench.data import store
+from trbench.data.budget_record import BudgetRecord
+from trbench.data.environment import Manifest
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import Instance, InstanceError
 from trbench.measure import manifest as env_manifest
 from trbench.measure import vram
@@ -122,35 +125,35 @@ def start_instances(session: TRSession) -> list[str]:
     return session.steps.call("start-instances", "start-instances", start)
 
 
-def vram_budget(spec: MatrixSpec, facts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def vram_budget(spec: MatrixSpec, facts: dict[str, ModelFacts]) -> list[BudgetRecord]:
     """Each server configuration's estimated GPU memory against what the GPU has free (weights
     plus a real KV cache term, trbench.measure.vram_estimate): run, downgrade or skip, with the reason recorded."""
     free = vram.gpu_free_mib()
-    out: list[dict[str, Any]] = []
+    out: list[BudgetRecord] = []
     for model, num_gpu, num_ctx in dict.fromkeys(c.server_key for c in spec.cells()):
-        row: dict[str, Any] = {"model": model, "num_gpu": num_gpu, "num_ctx": num_ctx}
         try:
-            estimate = vram.estimate_from_facts(facts.get(model) or {}, num_ctx, num_gpu,
+            estimate = vram.estimate_from_facts(facts.get(model) or ModelFacts(), num_ctx, num_gpu,
                                                 sequences=spec.server.parallel_sequences)
         except (ValueError, TypeError, KeyError) as err:
-            out.append({**row, "action": "run", "reason": f"no estimate ({err}); budget not checked", "estimate_gib": None})
+            out.append(BudgetRecord(model=model, num_gpu=num_gpu, num_ctx=num_ctx, action="run",
+                                    reason=f"no estimate ({err}); budget not checked", estimate_gib=None))
             continue
         d = vram.budget_decision(estimate, free)
-        out.append({**row, "action": d.action, "reason": d.reason, "estimate_gib": round(estimate.total_gib, 3),
-                    "formula": estimate.formula, "to_num_gpu": d.num_gpu, "to_num_ctx": d.num_ctx, "free_mib": d.free_mib})
+        out.append(BudgetRecord(model=model, num_gpu=num_gpu, num_ctx=num_ctx, action=d.action, reason=d.reason,
+                                estimate_gib=round(estimate.total_gib, 3), formula=estimate.formula,
+                                to_num_gpu=d.num_gpu, to_num_ctx=d.num_ctx, free_mib=d.free_mib))
     return out
 
 
-def record_manifest(session: TRSession, budget: list[dict[str, Any]]) -> dict[str, Any]:
+def record_manifest(session: TRSession, budget: list[BudgetRecord]) -> Manifest:
     """Describe the environment once per TR run and keep it next to the data."""
     s = session
 
-    def record() -> dict[str, Any]:
+    def record() -> Manifest:
         described = [env_manifest.describe_instance(i) for i in s.instances]
-        manifest = env_manifest.collect(described, s.facts, command=s.steps.command(s.spec.tr_id))
-        manifest["spec"] = s.spec.model_dump()
-        manifest["vram_budget"] = budget
-        store.write_json_atomic(s.root / "manifest.json", manifest)
+        manifest = env_manifest.collect(described, s.facts, command=s.steps.command(s.spec.tr_id),
+                                        spec=s.spec.model_dump(), vram_budget=budget)
+        store.write_json_atomic(s.root / "manifest.json", manifest.recorded())
         return manifest
 
     return s.steps.call("record-manifest", "record-manifest", record)

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from pydantic import BaseModel
 
 from trbench.config.spec import MatrixSpec
+from trbench.measure.outliers import FlaggedConfig
 from trbench.validation import validate as validation
 from trbench.validation.validate import ValidationResult
+from trbench.workloads.run_outcomes import EmbeddingsOutcome, RunOutcome, StepOutcome
 
 # where a failure whose own words name no fix is explained, under the TR run's folder
 _RUN_FIX = "each request's error is in the report's Failures section and failures/failures.parquet"
@@ -34,8 +34,8 @@ class Outcome(BaseModel):
         return not self.completed
 
 
-def runs_outcome(spec: MatrixSpec, outcomes: list[dict[str, Any]], skipped: int, report: Path | str,
-                 checked: ValidationResult | None = None, flagged: list[dict[str, Any]] | None = None,
+def runs_outcome(spec: MatrixSpec, outcomes: list[RunOutcome], skipped: int, report: Path | str,
+                 checked: ValidationResult | None = None, flagged: list[FlaggedConfig] | None = None,
                  cause: str | None = None) -> Outcome:
     """Completed with a message when something was measured; failed when `cause` (what stopped the
     measuring) is given, nothing was valid, or a Great Expectations check failed.
@@ -43,8 +43,8 @@ def runs_outcome(spec: MatrixSpec, outcomes: list[dict[str, Any]], skipped: int,
     A failed message opens with its first cause: what stopped the measuring, else the first invalid
     run's reason, else the failed checks; then what was measured. The runs a stop left unmeasured
     fail the run-count checks: that is the stop again, said in one clause, not as the checks' messages."""
-    valid = sum(o["valid"] for o in outcomes)
-    invalid = [o for o in outcomes if not o["valid"]]
+    valid = sum(o.valid for o in outcomes)
+    invalid = [o for o in outcomes if not o.valid]
     failures = checked.failures if checked is not None and not checked.success else []
     consequences = []
     if cause is not None and any(validation.is_missing_runs(f) for f in failures):
@@ -55,15 +55,15 @@ def runs_outcome(spec: MatrixSpec, outcomes: list[dict[str, Any]], skipped: int,
     checks = "validation failed: " + "; ".join(f.message for f in failures[:3]) if failures else None
     first_invalid = cause is None and bool(outcomes) and valid == 0
     if first_invalid:
-        reason = invalid[0]["invalid_reason"]
-        cause = f"run {invalid[0]['run_id']} invalid: {reason}" + ("" if "fix: " in reason else f"; fix: {_RUN_FIX}")
+        reason = invalid[0].invalid_reason or ""
+        cause = f"run {invalid[0].run_id} invalid: {reason}" + ("" if "fix: " in reason else f"; fix: {_RUN_FIX}")
         invalid = invalid[1:]
     elif cause is None and checks is not None:
         cause, checks = f"{checks}; fix: {_CHECKS_FIX}", None
     summary = (f"{spec.tr_id}: {valid} of {len(outcomes)} run(s) valid"
                + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     if invalid:
-        reasons = "; ".join(f"{o['run_id']}: {o['invalid_reason']}" for o in invalid[:3])
+        reasons = "; ".join(f"{o.run_id}: {o.invalid_reason}" for o in invalid[:3])
         summary += (f"; {len(invalid)} more invalid: " if first_invalid else "; invalid: ") + reasons
         summary += " ..." if len(invalid) > 3 else ""
     if flagged:
@@ -72,24 +72,23 @@ def runs_outcome(spec: MatrixSpec, outcomes: list[dict[str, Any]], skipped: int,
     return Outcome(completed=cause is None, message=message)
 
 
-def load_outcome(spec: MatrixSpec, rows: list[dict[str, Any]], skipped: int, report: Path | str,
-                 embedded: list[dict[str, Any]] | None = None) -> Outcome:
+def load_outcome(spec: MatrixSpec, rows: list[StepOutcome], skipped: int, report: Path | str,
+                 embedded: list[EmbeddingsOutcome] | None = None) -> Outcome:
     """The load part: completed when a step measured something; failed when none did, its message
     opening with the first invalid step's reason."""
-    valid = sum(r["valid"] for r in rows)
-    emb_ok = sum(r["n_ok"] > 0 for r in embedded or [])
+    valid = sum(r.valid for r in rows)
+    emb_ok = sum(r.n_ok > 0 for r in embedded or [])
     msg = (f"{spec.tr_id}: {valid} of {len(rows)} load step(s) valid"
            + (f", {emb_ok} of {len(embedded)} embeddings step(s) with ok requests" if embedded else "")
            + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
-    bad = [r for r in rows if not r["valid"]]
-    measured = rows + (embedded or [])
-    if not measured or valid or emb_ok:
+    bad = [r for r in rows if not r.valid]
+    if not (rows or embedded) or valid or emb_ok:
         if bad:
-            msg += "; invalid: " + "; ".join(f"{r['run_id']}: {r['invalid_reason']}" for r in bad[:3])
+            msg += "; invalid: " + "; ".join(f"{r.run_id}: {r.invalid_reason}" for r in bad[:3])
         return Outcome(completed=True, message=msg)
-    cause = (f"load step {bad[0]['run_id']} invalid: {bad[0]['invalid_reason']}; fix: {_LOAD_FIX.format('load_requests')}"
+    cause = (f"load step {bad[0].run_id} invalid: {bad[0].invalid_reason}; fix: {_LOAD_FIX.format('load_requests')}"
              if bad else f"no embeddings request answered; fix: {_LOAD_FIX.format('emb_requests')}")
-    more = "; ".join(f"{r['run_id']}: {r['invalid_reason']}" for r in bad[1:3])
+    more = "; ".join(f"{r.run_id}: {r.invalid_reason}" for r in bad[1:3])
     return Outcome(completed=False, message=f"{cause}; {msg}" + (f"; {len(bad) - 1} more invalid: {more}" if more else ""))
 
 

@@ -15,6 +15,7 @@ from trbench.data import store
 from trbench.engines import Instance
 from trbench.run.embeddings_step import EmbeddingStepPlan, execute_step, failed_step, step_id
 from trbench.workloads.protocol import Measured, Planned, ReportPart
+from trbench.workloads.run_outcomes import EmbeddingsOutcome
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
@@ -78,8 +79,9 @@ class EmbeddingLoad:
     def execute(self, session: TRSession, planned: Planned, measured: Measured) -> None:
         load = session.spec.load.embeddings if session.spec.load else None
         assert load is not None
-        measured.embeddings = session.steps.call("embeddings-workload", "embeddings-workload", measure_steps, session,
-                                                 load, planned.units)
+        rows = session.steps.call("embeddings-workload", "embeddings-workload", measure_steps, session, load,
+                                  planned.units)
+        measured.embeddings = [EmbeddingsOutcome.of_step(r) for r in rows]
 
     def report_section(self, root: Path) -> ReportPart | None:
         return None  # the report's Load section, its Embeddings part

@@ -14,6 +14,7 @@ from trbench.run import progress
 from trbench.run.load_step import StepPlan, execute_step, failed_step, plan_steps, prepare_server, server_slots, sweep_plans
 from trbench.run.load_step import wire_client
 from trbench.workloads.protocol import Measured, Planned, ReportPart
+from trbench.workloads.run_outcomes import StepOutcome
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
@@ -63,7 +64,7 @@ def measure_cell(session: TRSession, plans: list[StepPlan], inst: Instance, meas
             row = stored[stored["run_id"] == plan.run_id].iloc[0].to_dict()
         else:
             row = s.steps.call("load-step", f"load {plan.run_id}", measure_step, s, plan, inst)
-            measured.load_steps.append(row)
+            measured.load_steps.append(StepOutcome.of_step(row))
         kept.append(row)
         if s.spec.load is not None and s.spec.load.sweep and len(kept) == 2:  # its rates from the first two steps
             rates = sweep_plans(s.spec, plans, kept)

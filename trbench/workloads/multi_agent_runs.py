@@ -19,6 +19,7 @@ from trbench.run.multi import MultiRunPlan, execute_multi_run, failed_multi_run
 from trbench.run.multi_external import runner_phase
 from trbench.run.plan import plan_multi_runs
 from trbench.workloads.protocol import Measured, Planned, ReportPart
+from trbench.workloads.run_outcomes import RunOutcome
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
@@ -31,14 +32,13 @@ def cell_for(model: str, opts: OptionSet) -> Cell | None:
     return Cell(model=model, num_gpu=opts.num_gpu, num_ctx=opts.num_ctx, temperature=opts.temperature or 0.0)
 
 
-def outcome(row: dict[str, Any]) -> dict[str, Any]:
+def outcome(row: dict[str, Any]) -> RunOutcome:
     """What the final state counts of a multi-agent run row."""
-    return {"run_id": row["run_id"], "model": row["model"], "valid": row["valid"], "invalid_reason": row["invalid_reason"],
-            "speedup": row.get("speedup"), "contention": row.get("contention")}
+    return RunOutcome.of_multi_run(row)
 
 
 def _record_failed(session: TRSession, plan: MultiRunPlan, reason: str, not_run: NotRun | None = None
-                   ) -> dict[str, Any]:
+                   ) -> RunOutcome:
     """A run that could not start keeps its row with the error; one not run at all (not_run: why, as a
     code) with the reason ("not run: ...")."""
     row = failed_multi_run(session.spec, plan, reason, session.digest)
@@ -50,7 +50,7 @@ def _record_failed(session: TRSession, plan: MultiRunPlan, reason: str, not_run:
     return outcome(row)
 
 
-def measure_run(session: TRSession, plan: MultiRunPlan, pair: dict[str, Instance], first_of_config: bool) -> dict[str, Any]:
+def measure_run(session: TRSession, plan: MultiRunPlan, pair: dict[str, Instance], first_of_config: bool) -> RunOutcome:
     """Collector and insight at once, then alone, on the instances by role; the run's Parquet files are
     written before returning. An instance marked unusable leaves the run recorded as not run, with the reason."""
     s = session

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from trbench.config.spec import MatrixSpec
+from trbench.workloads.run_outcomes import EmbeddingsOutcome, RunOutcome, StepOutcome
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
@@ -18,11 +19,11 @@ if TYPE_CHECKING:
 class Measured:
     """What one flow run measured, per kind: the outcomes its final state counts."""
 
-    runs: list[dict[str, Any]] = field(default_factory=list)  # single- and multi-agent runs measured now
+    runs: list[RunOutcome] = field(default_factory=list)  # single- and multi-agent runs measured now
     skipped: int = 0  # runs a resumed TR had finished already
-    load_steps: list[dict[str, Any]] = field(default_factory=list)
+    load_steps: list[StepOutcome] = field(default_factory=list)
     load_skipped: int = 0
-    embeddings: list[dict[str, Any]] = field(default_factory=list)
+    embeddings: list[EmbeddingsOutcome] = field(default_factory=list)
     other: dict[str, list[Any]] = field(default_factory=dict)  # a registered workload's own outcomes, by its name
 
 

@@ -5,7 +5,7 @@ they come; the per-scenario summary and results matrix are written at the TR's c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from trbench.backends import make_client
 from trbench.config.spec import MatrixSpec
@@ -13,12 +13,13 @@ from trbench.data import store
 from trbench.run.suite_runs import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
 from trbench.workloads import server_ops
 from trbench.workloads.protocol import Measured, Planned, ReportPart
+from trbench.workloads.run_outcomes import SuiteOutcome
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
 
 
-def suite_run(session: TRSession, plan: SuitePlan, suites: Suites) -> dict[str, Any]:
+def suite_run(session: TRSession, plan: SuitePlan, suites: Suites) -> SuiteOutcome:
     """One suite run for one model; its rows are written before it returns. A server that would not
     load the model leaves a row per item with the error; the next run goes on."""
     s = session
@@ -38,10 +39,10 @@ def suite_run(session: TRSession, plan: SuitePlan, suites: Suites) -> dict[str, 
     store.write_suite_run(s.root, plan.run_id, plan.model, rows, s.manifest)
     errors = sum(r["status"] != "ok" for r in rows)
     s.steps.log.info("suite run %s: %d request(s), %d failed", plan.run_id, len(rows), errors)
-    return {"run_id": plan.run_id, "requests": len(rows), "errors": errors}
+    return SuiteOutcome(run_id=plan.run_id, requests=len(rows), errors=errors)
 
 
-def suite_lane(plans: list[SuitePlan], session: TRSession, suites: Suites) -> list[dict[str, Any]]:
+def suite_lane(plans: list[SuitePlan], session: TRSession, suites: Suites) -> list[SuiteOutcome]:
     """The suite runs of one instance, one after the other; finished ones (a resumed TR) are skipped,
     and an instance marked unusable runs none (the failure log says why)."""
     s = session

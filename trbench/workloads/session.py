@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from trbench.config.agents import AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
 from trbench.data import store
+from trbench.data.environment import Manifest
 from trbench.data.failures import InstanceFaults
+from trbench.data.model_facts import ModelFacts
 from trbench.engines import Instance, create_instances
 from trbench.run.multi import MultiRunPlan
 from trbench.run.single import Gate, RunPlan
@@ -56,8 +57,8 @@ class TRSession:
     gate: Gate = field(default_factory=Gate)
     steps: Steps = field(default_factory=DirectSteps)
     selection: Selection = field(default_factory=Selection)
-    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    manifest: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, ModelFacts] = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=Manifest)
     digest: str = ""
     _closed: bool = False
 

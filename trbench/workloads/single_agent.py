@@ -28,6 +28,7 @@ from trbench.run.settings import RunSettings
 from trbench.run.single import RunPlan, execute_run, failed_run
 from trbench.workloads import server_ops
 from trbench.workloads.protocol import Measured, Planned, ReportPart
+from trbench.workloads.run_outcomes import RUN_COLUMNS, RunOutcome
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
@@ -36,19 +37,16 @@ if TYPE_CHECKING:
 _SERVER_GONE_KINDS = {"connect", "timeout", "stall"}
 
 
-_OUTCOME = ("run_id", "model", "valid", "n_ok", "n_errors", "invalid_reason", "decode_tps_p50", "error_kinds")
-
-
-def outcome(row: dict[str, Any]) -> dict[str, Any]:
+def outcome(row: dict[str, Any]) -> RunOutcome:
     """What the final state counts of a run row."""
-    return {k: row[k] for k in _OUTCOME}
+    return RunOutcome.of_run(row)
 
 
-def _kinds(o: dict[str, Any]) -> set[str]:
-    return set(o.get("error_kinds") or ())
+def _kinds(o: RunOutcome) -> set[str]:
+    return set(o.error_kinds)
 
 
-def measure_run(session: TRSession, inst: Instance, plan: RunPlan, warmups: int, load_ms: float | None) -> dict[str, Any]:
+def measure_run(session: TRSession, inst: Instance, plan: RunPlan, warmups: int, load_ms: float | None) -> RunOutcome:
     """One run of one cell on `inst`; its Parquet files are written before it returns."""
     s = session
     s.gate.check()
@@ -77,7 +75,7 @@ def measure_run(session: TRSession, inst: Instance, plan: RunPlan, warmups: int,
     return outcome(row)
 
 
-def record_failed(session: TRSession, plan: RunPlan, reason: str) -> dict[str, Any]:
+def record_failed(session: TRSession, plan: RunPlan, reason: str) -> RunOutcome:
     """A run that could not start (its server would not load, or its cell is over the VRAM budget)
     still leaves its row, with the error."""
     row = failed_run(RunSettings.of(session.spec), plan, reason, session.digest)
@@ -87,11 +85,11 @@ def record_failed(session: TRSession, plan: RunPlan, reason: str) -> dict[str, A
     return outcome(row)
 
 
-def record_not_run(session: TRSession, plans: list[RunPlan], code: NotRun, reason: str) -> list[dict[str, Any]]:
+def record_not_run(session: TRSession, plans: list[RunPlan], code: NotRun, reason: str) -> list[RunOutcome]:
     """Planned runs that are not measured, kept as invalid rows with the code (what a resume does with
     them) and the reason ("not run: ..."); the failure log holds their cause once, not once per run."""
 
-    def record() -> list[dict[str, Any]]:
+    def record() -> list[RunOutcome]:
         outcomes = []
         for plan in plans:
             row = failed_run(RunSettings.of(session.spec), plan, reason, session.digest)
@@ -105,7 +103,7 @@ def record_not_run(session: TRSession, plans: list[RunPlan], code: NotRun, reaso
     return session.steps.call("record-not-run", f"not run: {len(plans)} run(s)", record) if plans else []
 
 
-def _run_group(session: TRSession, inst: Instance, group: list[RunPlan]) -> list[dict[str, Any]]:
+def _run_group(session: TRSession, inst: Instance, group: list[RunPlan]) -> list[RunOutcome]:
     """The runs of one server configuration. The first out-of-memory answer ends them: the rest
     are not run (the ladder moves on), so the failure log holds one OOM per rung; so does a
     server that no longer answers after a run that lost it."""
@@ -135,22 +133,22 @@ def _run_group(session: TRSession, inst: Instance, group: list[RunPlan]) -> list
     return outcomes
 
 
-def _stored_outcomes(root: Path, run_ids: list[str]) -> list[dict[str, Any]]:
+def _stored_outcomes(root: Path, run_ids: list[str]) -> list[RunOutcome]:
     """The outcomes of runs a crashed flow run already finished, from their run files."""
     if not run_ids:
         return []
-    runs = store.read_arrow(root, "runs", list(_OUTCOME), pc.field("run_id").isin(run_ids))
+    runs = store.read_arrow(root, "runs", list(RUN_COLUMNS), pc.field("run_id").isin(run_ids))
     return [outcome(row) for row in runs.to_pylist()]
 
 
-def run_lane(lane: Lane, session: TRSession) -> list[dict[str, Any]]:
+def run_lane(lane: Lane, session: TRSession) -> list[RunOutcome]:
     """Per server configuration: load the instance, then its runs, down the ladder on out-of-memory;
     in serial mode a model is unloaded before the next one is loaded. The outcomes of the runs
     measured now (finished ones it skipped are not among them)."""
     s = session
     spec, root = s.spec, s.root
     inst = s.instances[lane.instance]
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[RunOutcome] = []
     groups = [list(g) for _, g in itertools.groupby(lane.plans, key=lambda p: p.cell.server_key)]
     loaded = False
     for n, group in enumerate(groups):
@@ -162,14 +160,14 @@ def run_lane(lane: Lane, session: TRSession) -> list[dict[str, Any]]:
                 outcomes += record_not_run(s, todo, "server_down", f"{inst.name} {store.SERVER_DOWN}: {down}")
                 break
             stored = _stored_outcomes(root, [p.run_id for p in group if p.run_id in done])
-            oom_before = sorted(o["run_id"] for o in stored if "oom" in _kinds(o))
+            oom_before = sorted(o.run_id for o in stored if "oom" in _kinds(o))
             if todo and oom_before:  # a crash came between an OOM and the not-run rows of its rung
                 ran = record_not_run(s, todo, "oom_rung", f"{group[0].cell.label} ran out of memory in run {oom_before[0]}")
             else:
                 ran = _run_group(s, inst, todo) if todo else []
                 loaded = loaded or bool(todo)
             outcomes += ran
-            oom = sorted(o["run_id"] for o in ran + stored if "oom" in _kinds(o))
+            oom = sorted(o.run_id for o in ran + stored if "oom" in _kinds(o))
             if not oom:
                 break
             decision, group = oom_decision(group, oom, rungs, spec, s.prompts)
@@ -193,8 +191,8 @@ class SingleAgent:
 
     def plan(self, session: TRSession) -> Planned:
         s = session
-        budget = s.manifest.get("vram_budget") or []
-        every, over_budget = apply_budget(plan_runs(s.spec, s.prompts, s.instances, s.facts), budget, s.spec, s.prompts)
+        every, over_budget = apply_budget(plan_runs(s.spec, s.prompts, s.instances, s.facts), s.manifest.vram_budget,
+                                          s.spec, s.prompts)
         finished = store.finished_run_ids(s.root)
         over_budget = [(p, why) for p, why in over_budget if p.run_id not in finished]
         todo = s.selection.single(every, s.root)
