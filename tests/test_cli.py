@@ -151,6 +151,11 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
                      out.stdout, re.M), out.stdout
     (summary,) = [line for line in out.stdout.splitlines() if line.startswith("summary: ")]
     assert summary.startswith("summary: 2 run(s) finished, 2 valid, 0 invalid; Completed: both: 1 of 1 run(s) valid")
+    # the process ends without the interpreter's teardown, not without its exit hooks: the log is
+    # whole and the server is stopped
+    assert "1 of 1 load step(s) valid" in (root / "logs" / "run.log").read_text()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_run_log_keeps_every_traceback_and_the_terminal_only_warnings(tmp_path):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shlex
@@ -56,8 +57,13 @@ def _command_line() -> str:
 
 def _exit(code: int) -> None:
     """Exit; without Prefect's drain at interpreter exit when its server did not take everything
-    (it would retry each event against a server that is gone, for minutes)."""
-    if not _prefect_drained:
+    (it would retry each event against a server that is gone, for minutes). After a TR run in this
+    process without Prefect, without the interpreter's teardown of the modules it imported either
+    (half a second of finalisers that keep nothing): its exit hooks still run (servers stopped, logs
+    flushed)."""
+    if not _prefect_drained or _ran_without_prefect:
+        if _prefect_drained:
+            atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -65,6 +71,7 @@ def _exit(code: int) -> None:
 
 
 _prefect_drained = True
+_ran_without_prefect = False
 
 
 def _progress_bar() -> tuple[Progress, Callable[[events.ProgressEvent], None]]:
@@ -250,6 +257,7 @@ def run(
                                  "PREFECT_API_URL set (or a profile's), every run is recorded there"),
 ) -> None:
     """Run a TR: preflight, servers, every workload the spec names, Parquet, checks, report."""
+    global _ran_without_prefect
     try:
         spec = load_spec(spec_path)
         spec = spec.with_overrides(tr_id=tr_id, models=models.split(",") if models else None, runs=runs, output_dir=output_dir)
@@ -273,6 +281,7 @@ def run(
 
     root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
     if not (prefect or api_configured()):  # nobody would see a Prefect record: the same TR, without Prefect
+        _ran_without_prefect = True
         _report_where(_run_direct(spec, root, verbose), spec, root, smoke)
         return
     _quiet_prefect(verbose)

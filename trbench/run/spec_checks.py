@@ -92,12 +92,12 @@ def check_agents(spec: MatrixSpec, source: str) -> None:
 
 def check_suites(spec: MatrixSpec, source: str) -> None:
     """Every selected suite file exists and loads (its own one-line error, named by the spec field)."""
-    from trbench.suites.qa import QASuiteError, load_qa
-    from trbench.suites.scenarios import ScenarioSuiteError, load_scenario
-
     su = spec.suites
     if su is None:
         return
+    from trbench.suites.qa import QASuiteError, load_qa
+    from trbench.suites.scenarios import ScenarioSuiteError, load_scenario
+
     for name in su.scenarios:
         _check_file(source, "suites.scenarios", su.scenario_path(name),
                     "a folder of <name>.yaml suites, e.g. datasets/scenarios", load_scenario, ScenarioSuiteError,

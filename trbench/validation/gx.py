@@ -6,9 +6,11 @@ inside the functions (the import takes seconds)."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
 import math
 import os
+import sys
 import uuid
 from typing import Any
 
@@ -37,8 +39,33 @@ class ExpectationOutcome(BaseModel):
 # --- running the suites ---------------------------------------------------------------------------
 
 
+# Great Expectations imports scipy.stats at module level for expectations trbench never runs (KL
+# divergence, KS tests) and uses it only inside those expectations' functions: loaded lazily, it costs
+# nothing unless such an expectation runs, and about 1 s of every validation's start otherwise.
+_UNUSED_AT_IMPORT = ("scipy.stats",)
+
+
+def _load_lazily(name: str) -> None:
+    """Put a module in sys.modules whose code runs on its first attribute access (importlib's
+    LazyLoader); nothing happens where it is imported already or not installed."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+
+
 def import_gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    for name in _UNUSED_AT_IMPORT:
+        _load_lazily(name)
     import great_expectations as gx  # noqa: PLC0415 (seconds to import: only when validating)
 
     # this GX module pins its logger to INFO and announces its temporary docs folder on every
