@@ -144,3 +144,41 @@ def test_the_csv_holds_the_same_records(tr: Path, summary: dict) -> None:
 
     for row, record in zip(rows, summary["records"]):
         assert typed(row) == record  # floats read back to the same double
+
+
+def _scenario_row(model: str, parse: float, route: float | None) -> dict:
+    return {"model": model, "scenario": "router", "json_mode": True, "requests": 8, "errors": 0,
+            "json_parse_rate": parse, "schema_valid_rate": parse, "route_accuracy": route, "sane_rate": 1.0,
+            "output_tokens_mean": 12.5, "latency_ms_p50": 100.0, "latency_ms_p95": 150.0, "latency_ms_p99": 170.0}
+
+
+def _qa_row(model: str, overall: float, kind: str = "model") -> dict:
+    return {"model": model, "kind": kind, "questions": 4, "unanswerable": 1, "failed": 0, "overall": overall,
+            "value_accuracy": overall, "ref_overlap": 0.5, "na_recall": 1.0, "unit_match": 0.75,
+            "latency_ms_p50": 200.0, "latency_ms_p95": 300.0, "output_tokens_mean": 20.0}
+
+
+def test_the_suites_records_are_the_section_rows(tr: Path) -> None:
+    from trbench.report import build_report
+    from trbench.report.answer_quality import SuitesSection
+    from trbench.report.models import Measured
+    from trbench.report.summary import build_summary
+
+    data = build_report(tr)
+    suites = SuitesSection(scenarios=[_scenario_row("fast-model", 1.0, 0.75), _scenario_row("slow-model", 0.5, None)],
+                           qa=[_qa_row("fast-model", 0.25), _qa_row("ensemble(fast-model,slow-model)", 0.5, "ensemble")],
+                           points=[])
+    data = data.model_copy(update={"suites": suites, "measured": [
+        *data.measured, Measured(workload="suites", title="Quality suites", summary="router, qa")]})
+    summary = build_summary(data).model_dump(mode="json")
+    schema = json.loads((ROOT / "docs/summary.schema.json").read_text())
+    assert not list(Draft202012Validator(schema).iter_errors(summary))
+    (route,) = _records(summary, workload="suites", model="fast-model", config="router", metric="route_accuracy")
+    assert (route["value"], route["n"], route["n_of"], route["unit"]) == (0.75, 8, "requests", "1")
+    (none,) = _records(summary, workload="suites", model="slow-model", metric="route_accuracy")
+    assert none["value"] is None  # n/a in the report, null here
+    (ensemble,) = _records(summary, workload="suites", config="qa", metric="qa_overall",
+                           model="ensemble(fast-model,slow-model)")
+    assert ensemble["value"] == 0.5 and ensemble["config_values"] == {"suite": "qa", "kind": "ensemble"}
+    assert ensemble["n"] == 4 and ensemble["n_of"] == "questions" and ensemble["definition"] == "suites.qa_overall"
+    assert summary["definitions"]["suites.qa_overall"].startswith("WattBot QA score")
