@@ -40,9 +40,11 @@ lint: setup
 test-fast: setup
 	$(PY) -m pytest -q -m unit tests
 
-# docs/spec.md, generated from the spec's pydantic models (tests/test_spec_reference.py fails when it drifts)
+# docs/spec.md and docs/summary.schema.json, generated from their pydantic models (tests/test_spec_reference.py
+# and tests/test_summary.py fail when they drift)
 docs: setup
 	$(PY) -m trbench.config.reference > docs/spec.md.tmp && mv docs/spec.md.tmp docs/spec.md
+	$(PY) -m trbench.report.summary > docs/summary.schema.json.tmp && mv docs/summary.schema.json.tmp docs/summary.schema.json
 
 bench: setup
 	$(PY) bench/decode_agreement.py

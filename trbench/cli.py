@@ -1,5 +1,6 @@
 """The trbench command line: `trbench run SPEC [--smoke]`, `trbench report TR_ID [--baseline OTHER]`,
-`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`, `trbench ensemble TR_ID --models a,b,c`."""
+`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`, `trbench ensemble TR_ID --models a,b,c`,
+`trbench export TR_ID --format csv|jsonl [--table runs]`."""
 
 from __future__ import annotations
 
@@ -404,6 +405,20 @@ def _has_data(root: Path) -> bool:
     return any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps", "emb_steps"))
 
 
+def _tr_root(output_dir: str, tr_id: str) -> Path:
+    """The folder of a stored TR run; exit 2 naming the fix when it holds no data."""
+    from trbench.data.store import tr_dir
+
+    root = tr_dir(output_dir, tr_id)
+    if not _has_data(root):
+        from trbench.config.smoke import SUFFIX
+
+        smoke_root = tr_dir(output_dir, tr_id + SUFFIX)
+        hint = f" (a setup check of it is stored as {smoke_root.name!r})" if _has_data(smoke_root) else ""
+        _die(f"no data for tr_id {tr_id!r} under {root}{hint}; fix: check --output-dir and the tr_id")
+    return root
+
+
 @app.command()
 def report(
     tr_id: str = typer.Argument(..., help="the TR run to report on"),
@@ -424,13 +439,7 @@ def report(
     from trbench.report import publish
     from trbench.data.store import tr_dir
 
-    root = tr_dir(output_dir, tr_id)
-    if not _has_data(root):
-        from trbench.config.smoke import SUFFIX
-
-        smoke_root = tr_dir(output_dir, tr_id + SUFFIX)
-        hint = f" (a setup check of it is stored as {smoke_root.name!r})" if _has_data(smoke_root) else ""
-        _die(f"no data for tr_id {tr_id!r} under {root}{hint}; fix: check --output-dir and the tr_id")
+    root = _tr_root(output_dir, tr_id)
     baseline_root = None
     if baseline is not None:
         baseline_root = tr_dir(output_dir, baseline)
@@ -443,6 +452,8 @@ def report(
         console.print(f"html:   {files.html}")
     if files.plots:
         console.print(f"plots:  {files.plots[0].parent}/ ({len(files.plots)})")
+    if files.summary_json:
+        console.print(f"data:   {files.summary_json}, {files.summary_csv} (docs/summary.md)")
     result = files.data.regression
     if result is None:
         return
@@ -536,6 +547,31 @@ def ensemble(
           f"NA {row.qa.na_recall:.4f}  ({row.qa.n} question(s), {row.qa.failed} without a vote)")
     console.print(f"results matrix: {tr_dir(output_dir, tr_id)}/suites/results_matrix.parquet", highlight=False,
                   soft_wrap=True)
+
+
+@app.command()
+def export(
+    tr_id: str = typer.Argument(..., help="the TR run whose table to export"),
+    fmt: str = typer.Option("csv", "--format", help="csv (list columns as JSON text) or jsonl (one JSON object a row)"),
+    table: str = typer.Option("runs", "--table", help="the stored table: runs, requests, ma_runs, ma_requests, "
+                              "load_steps, load_requests, emb_steps, emb_requests, telemetry, suite_requests"),
+    output: str | None = typer.Option(None, "--output", help="the file to write ('-': standard output; default "
+                                      "<output-dir>/<tr_id>/exports/<table>.<format>)"),
+    output_dir: str = typer.Option("outputs", help="where the TR run's data is"),
+) -> None:
+    """Write one stored table of a TR run as CSV or JSON Lines, for a spreadsheet or a notebook (the
+    report's statistics are in report/summary.json and summary.csv: docs/summary.md). Exit codes: 0
+    written, 2 bad input."""
+    from trbench.data.export import ExportError, export_table
+
+    root = _tr_root(output_dir, tr_id)
+    try:
+        path, data = export_table(root, table, fmt, Path(output) if output is not None else None)
+    except ExportError as err:
+        _die(str(err))
+    if path is not None:
+        console.print(f"{table}: {data.num_rows} row(s), {data.num_columns} column(s) -> {path}", highlight=False,
+                      soft_wrap=True)
 
 
 if __name__ == "__main__":

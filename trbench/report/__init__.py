@@ -3,10 +3,11 @@
 embeddings_table, reruns, findings, text), tables (every table formatted once), plots (matplotlib
 figures), render (Markdown and HTML from templates/*.j2), outline (the sections in report order and
 their headings, one home for the templates and the validation) and publishing (publish(): the files
-under <tr_root>/report/, each written atomically), and the regression comparison of two built
+under <tr_root>/report/, each written atomically), summary (the statistics as records for other
+tools: report/summary.json and summary.csv), and the regression comparison of two built
 reports (regression: cell by cell against a threshold).
 
-Imports point down: publishing -> build, render, plots -> models -> the section modules; outline
+Imports point down: publishing -> build, render, plots, summary -> models -> the section modules; outline
 and regression import no other module of the report."""
 
 from trbench import lazy_exports
@@ -18,6 +19,7 @@ _WHERE = {
     "render_plots": "plots",
     "SECTIONS": "outline", "Section": "outline",
     "publish": "publishing", "write_report": "publishing",
+    "build_summary": "summary", "SummaryFile": "summary", "SummaryRecord": "summary",
     "RegressionResult": "regression", "summary_message": "regression", "DEFAULT_THRESHOLD_PCT": "regression",
     "EXIT_REGRESSION": "regression",
 }

@@ -24,11 +24,18 @@ def _maybe(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or pd.isna(value) else fmt(float(value), digits)
 
 
+def latest_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """The latest attempt of each step, in table order (model, instance, concurrency, batch size): the steps
+    the section shows, and report/summary.py writes."""
+    if steps.empty:
+        return steps
+    steps = steps.sort_values("attempt").drop_duplicates("run_id", keep="last")
+    return steps.sort_values(["model", "instance", "concurrency", "batch_size"])
+
+
 def embeddings_table(steps: pd.DataFrame) -> Table:
     """One row per step (model, instance, batch size), the latest attempt of each."""
-    if not steps.empty:
-        steps = steps.sort_values("attempt").drop_duplicates("run_id", keep="last")
-        steps = steps.sort_values(["model", "instance", "concurrency", "batch_size"])
+    steps = latest_steps(steps)
     rows = [[r["model"], r["instance"], str(int(r["batch_size"])), str(int(r["concurrency"])), str(int(r["n_requests"])),
              _maybe(r["texts_per_s"]), _maybe(r["tokens_per_s"]), _maybe(r["latency_p50_ms"]),
              _maybe(r["latency_p95_ms"]), _maybe(r["latency_p99_ms"]), _pct_text(r),

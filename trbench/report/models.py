@@ -300,4 +300,6 @@ class ReportFiles(BaseModel):
     html: Path | None
     plots: list[Path]
     data: ReportData
+    summary_json: Path | None = None  # the statistics for other tools (report/summary.py)
+    summary_csv: Path | None = None
 

@@ -1,6 +1,7 @@
 """publish(): build the report, draw its figures and write <tr_root>/report/<tr_id>.md,
-<tr_id>.html and plots/*.png, each atomically (trbench.data.atomic); write_report() is publish()
-returning the Markdown's path."""
+<tr_id>.html, plots/*.png and the statistics for other tools (summary.json, summary.csv:
+report/summary.py), each atomically (trbench.data.atomic); write_report() is publish() returning the
+Markdown's path."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from trbench.report.regression import DEFAULT_THRESHOLD_PCT
 from trbench.report.build import build_report
 from trbench.report.models import Plot, ReportFiles
 from trbench.report.render import render_html, render_markdown
+from trbench.report.summary import write_summary
 
 
 def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
             threshold_pct: float = DEFAULT_THRESHOLD_PCT, html: bool = True, plots: bool = True) -> ReportFiles:
-    """Build the report and write report/<tr_id>.md, report/<tr_id>.html and report/plots/*.png
-    (each file temp + rename)."""
+    """Build the report and write report/<tr_id>.md, report/<tr_id>.html, report/plots/*.png and
+    report/summary.json, report/summary.csv (each file temp + rename)."""
     tr_root = Path(tr_root)
     data = build_report(tr_root, spec, baseline_root, threshold_pct)
     figures: list[Plot] = []
@@ -38,7 +40,9 @@ def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path |
     if html:
         html_path = folder / f"{data.tr_id}.html"
         write_text_atomic(html_path, render_html(data, figures))
-    return ReportFiles(markdown=md_path, html=html_path, plots=plot_paths, data=data)
+    summary_json, summary_csv = write_summary(folder, data)
+    return ReportFiles(markdown=md_path, html=html_path, plots=plot_paths, data=data, summary_json=summary_json,
+                       summary_csv=summary_csv)
 
 
 def write_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path | None = None,
