@@ -178,3 +178,14 @@ def test_a_refused_key_is_one_line_naming_its_variable(keyed, key, monkeypatch):
 def test_a_server_that_asks_for_a_key_none_was_given_for_names_the_field(keyed):
     with pytest.raises(preflight.PreflightError, match=r"asks for an API key \(HTTP 401\); fix: .* server.api_key_env"):
         preflight.check_health(_instance(keyed, None), "openai")
+
+
+def test_the_ollama_management_calls_send_the_key(keyed, key):
+    """An external Ollama behind a gateway: model listing and the calls of unload and model facts."""
+    from trbench.engines import ollama_api
+
+    assert [m["name"] for m in ollama_api.tags(_url(keyed), api_key_env=VAR)] == [MODEL]
+    assert keyed.refused == 0
+    with pytest.raises(ollama_api.OllamaAPIError, match="HTTP 401") as err:
+        ollama_api.tags(_url(keyed))
+    assert key not in str(err.value)
