@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import free_port
 from tests.fakes.fake_ollama import FakeModel, FakeOllama
 from tests.fakes.fake_paced import FakePacedServer
 from trbench.backends import BACKENDS, ChatRequest, make_client
@@ -351,3 +352,32 @@ def test_job_carries_the_python_clients_exact_request() -> None:
         one = job_request(backend, req, 1)
         assert (one["path"], one["body"]) == (client.path(req), client.body(req))
         assert one["request"]["cache_prompt"] is False and one["request"]["max_tokens"] == 7
+
+
+def test_the_runner_sends_the_key_it_gets_in_its_environment(runner: Path, monkeypatch) -> None:
+    """A server that asks for a key (the mock server with one, as vLLM --api-key): the runner sends
+    `Authorization: Bearer $TRBENCH_RUNNER_API_KEY`, which trbench sets from server.api_key_env in the
+    runner's environment only (not its argv, not a job)."""
+    import secrets
+
+    from trbench.engines.mock_server import Pace, serve
+
+    key = f"trbk-{secrets.token_hex(16)}"
+    monkeypatch.setenv("TRBENCH_TEST_API_KEY", key)
+    server, _ = serve("127.0.0.1", free_port(), Pace(first_token_ms=1, token_ms=0, invalid_every=0), ["m"], api_key=key)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    req = ChatRequest(model="m", messages=HI, max_tokens=4)
+    try:
+        for api_key_env, status in (("TRBENCH_TEST_API_KEY", 200), (None, 401)):
+            client = ExternalRunnerClient("rust", "openai", url, 30, 10, api_key_env)
+            try:
+                ex = client.chat(req)
+                assert key not in " ".join(client.runner.command)
+            finally:
+                client.close()
+            assert ex.http_status == status, ex.error_message
+            assert (ex.status == "ok" and ex.text) if status == 200 else ex.error_kind == "http_4xx"
+        assert server.refused == 1
+    finally:
+        server.shutdown()
+        server.server_close()

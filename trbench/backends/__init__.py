@@ -73,17 +73,17 @@ def replay(ex: RawExchange, lines: list[tuple[int, str]]) -> RawExchange:
 
 
 def make_client(backend: str, base_url: str, timeout_s: float, stall_timeout_s: float | None = 60.0,
-                harness: str = "python") -> WireClient:
+                harness: str = "python", api_key_env: str | None = None) -> WireClient:
     """The wire client of a backend; with harness other than python, an external runner that sends the
-    same requests (trbench.backends.external_runner)."""
+    same requests (trbench.backends.external_runner). api_key_env: the variable holding the server's key."""
     client = BACKENDS.get(backend)
     if client is None:
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(repr(b) for b in BACKENDS)}")
     if harness != "python":
         from trbench.backends.external_runner import ExternalRunnerClient  # it imports this package
 
-        return ExternalRunnerClient(harness, backend, base_url, timeout_s, stall_timeout_s)
-    return client(base_url, timeout_s, stall_timeout_s)
+        return ExternalRunnerClient(harness, backend, base_url, timeout_s, stall_timeout_s, api_key_env)
+    return client(base_url, timeout_s, stall_timeout_s, api_key_env)
 
 
 # last: the asynchronous client reads BACKENDS and WIRE_FORMATS from this package

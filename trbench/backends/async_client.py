@@ -20,8 +20,9 @@ from itertools import islice
 from urllib.parse import urlsplit
 
 from trbench.backends import BACKENDS, WIRE_FORMATS
+from trbench.backends.auth import auth_headers
 from trbench.backends.base import ChatRequest, RawExchange
-from trbench.backends.http1 import ConnectionPool, Received, exchange, json_body
+from trbench.backends.http1 import ConnectionPool, Received, exchange, header_lines, json_body
 from trbench.backends.streaming import (STREAM_FAILURES, connect_timeout, dropped_before_answer, fail_http,
                                         open_exchange, read_lines, record_failure, require_text)
 
@@ -37,7 +38,8 @@ class AsyncWireClient:
     """
 
     def __init__(self, backend: str, base_url: str, timeout_s: float = 300.0,
-                 stall_timeout_s: float | None = 60.0, max_connections: int = 1024) -> None:
+                 stall_timeout_s: float | None = 60.0, max_connections: int = 1024,
+                 api_key_env: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(repr(b) for b in BACKENDS)}")
         self.backend = backend
@@ -47,6 +49,7 @@ class AsyncWireClient:
         self.cancelled: list[RawExchange] = []
         self._parse_turn = asyncio.Lock()
         self._pool = ConnectionPool(self.base_url, max_connections, connect_timeout(timeout_s))
+        self._headers = header_lines(auth_headers(api_key_env))  # the server's key, if it asks for one
 
     async def chat(self, req: ChatRequest) -> RawExchange:
         url = f"{self.base_url}{self._client.path(req)}"
@@ -60,7 +63,7 @@ class AsyncWireClient:
         cut: BaseException | None = None
         try:
             await exchange(self._pool, target, body, received, ex.t_send_ns + int(self.timeout_s * 1e9),
-                           self.stall_timeout_s, fresh)
+                           self.stall_timeout_s, fresh, self._headers)
         except STREAM_FAILURES + (asyncio.CancelledError,) as err:
             if not fresh and dropped_before_answer(received.status, err):
                 return await self._send(url, target, body, model, fresh=True)

@@ -16,6 +16,7 @@ from typing import Literal, NamedTuple
 import httpx
 from pydantic import BaseModel
 
+from trbench.backends.auth import auth_headers
 from trbench.backends.base import ErrorKind, classify_http_error, error_text
 from trbench.backends.streaming import dropped_before_answer
 
@@ -111,7 +112,8 @@ def transport_failure(err: httpx.HTTPError, url: str, timeout_s: float) -> tuple
 class AsyncEmbeddingsClient:
     """Embeddings requests to one server over one pooled httpx.AsyncClient (up to `connections` at once)."""
 
-    def __init__(self, backend: str, base_url: str, timeout_s: float = 60.0, connections: int = 1) -> None:
+    def __init__(self, backend: str, base_url: str, timeout_s: float = 60.0, connections: int = 1,
+                 api_key_env: str | None = None) -> None:
         from trbench.backends import BACKEND_KINDS  # the package imports this module
 
         # any name: a row's backend column is a str, and one without an endpoint is refused here
@@ -124,9 +126,10 @@ class AsyncEmbeddingsClient:
         self.url = base_url.rstrip("/") + self.endpoint.path
         self.timeout_s = timeout_s
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        # trust_env off: a benchmark of a local server must never go through a proxy
+        # trust_env off: a benchmark of a local server must never go through a proxy; the key (if the
+        # server asks for one) goes with every request
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-                                       limits=limits, trust_env=False)
+                                       limits=limits, trust_env=False, headers=auth_headers(api_key_env))
 
     async def embed(self, model: str, texts: list[str], num_ctx: int | None = None) -> EmbeddingExchange:
         payload = json.dumps(body(self.endpoint, model, texts, num_ctx)).encode()  # encoded before the clock starts

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from trbench.backends import BACKENDS, replay
+from trbench.backends.auth import runner_environment
 from trbench.backends.base import ChatRequest, ErrorKind, RawExchange, classify_http_error, error_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -98,16 +99,19 @@ def to_exchange(backend: str, model: str, rec: RunnerRecord) -> RawExchange:
 class ExternalRunner:
     """One runner process, kept for many jobs (its HTTP connections pooled, as the Python client's are)."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], api_key_env: str | None = None) -> None:
         self.command = command
+        self.api_key_env = api_key_env  # the variable holding the server's key: passed in the runner's environment
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
 
     def _started(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
-            # same process group: Ctrl-C in a terminal stops the runner with trbench
+            # same process group: Ctrl-C in a terminal stops the runner with trbench. The server's key goes
+            # in the runner's environment (never its argv or a job, which `ps` and error lines show)
             self._proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, bufsize=1)
+                                          stderr=subprocess.PIPE, text=True, bufsize=1,
+                                          env=runner_environment(self.api_key_env))
         return self._proc
 
     def run_job(self, job: dict) -> Iterator[RunnerRecord]:
@@ -160,14 +164,14 @@ class ExternalRunnerClient:
     """A WireClient whose requests an external runner sends: trbench.run.single uses it unchanged."""
 
     def __init__(self, harness: str, backend: str, base_url: str, timeout_s: float = 300.0,
-                 stall_timeout_s: float | None = 60.0) -> None:
+                 stall_timeout_s: float | None = 60.0, api_key_env: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(repr(b) for b in BACKENDS)}")
         if (why := missing_runner(harness)) is not None:
             raise RunnerMissing(why)
         self.backend, self.base_url = backend, base_url.rstrip("/")
         self.timeout_s, self.stall_timeout_s = timeout_s, stall_timeout_s
-        self.runner = ExternalRunner([str(runner_path(harness))])
+        self.runner = ExternalRunner([str(runner_path(harness))], api_key_env)
         self._n = 0
 
     def chat(self, req: ChatRequest) -> RawExchange:

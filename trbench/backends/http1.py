@@ -356,16 +356,25 @@ class ConnectionPool:
         self.idle.clear()
 
 
-def post_json(target: str, netloc: str, body: bytes) -> bytes:
+def post_json(target: str, netloc: str, body: bytes, headers: bytes = b"") -> bytes:
     """The request bytes: as httpx sends a json= POST (its headers, identity encoding: no decompression
-    between the socket and the stamp)."""
+    between the socket and the stamp); `headers`: more header lines, each ending in CRLF (header_lines)."""
     return (f"POST {target} HTTP/1.1\r\nHost: {netloc}\r\nAccept: */*\r\nAccept-Encoding: identity\r\n"
             f"Connection: keep-alive\r\nUser-Agent: trbench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+            f"Content-Length: {len(body)}\r\n").encode("latin-1") + headers + b"\r\n" + body
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    """Header lines for post_json, built once per client (not per request: that is the timed path).
+    A name or value with a line break would end the head early, and is refused."""
+    for name, value in headers.items():
+        if any(c in name + value for c in "\r\n"):
+            raise ValueError(f"header {name!r} holds a line break")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
 
 
 async def exchange(pool: ConnectionPool, target: str, body: bytes, received: Received, deadline_ns: int,
-                   stall_s: float | None, fresh: bool = False) -> None:
+                   stall_s: float | None, fresh: bool = False, headers: bytes = b"") -> None:
     """Send one request and wait until its response has ended, filling `received` as it streams in.
 
     Raises the httpx exception of what went wrong (PoolTimeout, ConnectError, ReadTimeout when no byte
@@ -376,7 +385,7 @@ async def exchange(pool: ConnectionPool, target: str, body: bytes, received: Rec
     deadline = loop.call_at(loop.time() + (deadline_ns - _clock()) / 1e9, conn.fail, _DeadlinePassed())
     watchdog = _Watchdog(conn, stall_s, loop) if stall_s else None
     try:
-        await conn.send(post_json(target, pool.netloc, body), received)
+        await conn.send(post_json(target, pool.netloc, body, headers), received)
     finally:  # a response cut short leaves the connection unusable: release closes it
         deadline.cancel()
         if watchdog:

@@ -176,11 +176,31 @@ class OllamaProcessServer(_OllamaServers):
     max_queue: MaxQueue = 512
 
 
+# An environment variable's name as a shell exports it: letters, digits and '_', not starting with a digit
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# how API keys start (OpenAI and most gateways: sk-..., sk-proj-...): a value like this is a key, not a name
+_KEY_PREFIXES = ("sk-", "sk_", "pk-", "rk-")
+
+
 class ExternalServer(_Section):
     """Servers someone else runs: trbench health-checks and measures them."""
 
     provider: Literal["external"] = Field(default="external", exclude=True)
     urls: list[str] = Field(default_factory=list, description="base URLs of running servers")
+    api_key_env: str | None = Field(default=None, description="the NAME of the environment variable that holds "
+                                    "the servers' API key (never the key itself): every request to them carries "
+                                    "`Authorization: Bearer <its value>` (vLLM --api-key, a gateway); the TR records "
+                                    "only this name. null: no key sent")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _api_key_env(cls, v: str | None) -> str | None:
+        # the message never repeats the value: it may be the key itself, pasted where its name goes
+        if v is not None and (not ENV_NAME.match(v) or v.lower().startswith(_KEY_PREFIXES)):
+            raise ValueError("api_key_env takes the name of an environment variable (letters, digits, '_'), and this "
+                             "value looks like a key; fix: export the key, e.g. `export TRBENCH_API_KEY=...`, and "
+                             "write api_key_env: TRBENCH_API_KEY (never the key in the spec)")
+        return v
 
     @field_validator("urls")
     @classmethod

@@ -206,6 +206,11 @@ class MatrixSpec(_Strict):
         return self._flat.get(server_field) or f"server.{server_field}"
 
     @property
+    def api_key_env(self) -> str | None:
+        """The environment variable holding the servers' API key (external servers only), or None."""
+        return self.server.api_key_env if isinstance(self.server, ExternalServer) else None
+
+    @property
     def baseline(self) -> str:
         return self.baseline_model or self.models[0]
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from trbench.backends import backend_kind
+from trbench.backends.auth import auth_headers
 from trbench.data.cells import Cell
 from trbench.data.model_facts import ModelFacts
 from trbench.engines import ollama_api
@@ -54,6 +55,7 @@ class Instance(Protocol):
     starts_server: bool
     restarts_itself: bool
     any_model: bool
+    api_key_env: str | None  # the variable holding the server's API key, sent with every request to it
 
     @property
     def threads(self) -> int | None: ...
@@ -79,6 +81,7 @@ class Capabilities:
     restarts_itself = False  # started again by its next prepare(), so never unusable (the embedded engine)
     any_model = False  # answers to any model name (the mock): preflight finds every model
     threads: int | None = None  # the server's CPU threads, where trbench sets them
+    api_key_env: str | None = None  # the servers trbench starts take no key; an external one may (its section says)
 
     @property
     def pid(self) -> int | None:
@@ -168,10 +171,10 @@ class OllamaServed(Capabilities):
         return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
 
     def unload(self, model: str) -> None:
-        ollama_api.unload(self.url, model, self.load_timeout_s)
+        ollama_api.unload(self.url, model, self.load_timeout_s, api_key_env=self.api_key_env)
 
     def model_facts(self, model: str) -> ModelFacts:
-        return ollama_api.model_facts(self.url, model)
+        return ollama_api.model_facts(self.url, model, api_key_env=self.api_key_env)
 
 
 def unanswered(inst: Instance, backend: str, timeout_s: float = 5.0) -> str | None:
@@ -181,7 +184,7 @@ def unanswered(inst: Instance, backend: str, timeout_s: float = 5.0) -> str | No
         return None
     path = backend_kind(backend).health_path
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False) as http:
+        with httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False, headers=auth_headers(inst.api_key_env)) as http:
             status = http.get(f"{inst.url}{path}").status_code
     except httpx.HTTPError as err:
         return f"{inst.url}{path} did not answer within {timeout_s:g} s ({type(err).__name__})"

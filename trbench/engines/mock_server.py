@@ -13,6 +13,8 @@ Every `invalid_every`-th JSON answer of an instance is invalid instead, in turn 
 and a JSON object of the wrong shape, so that parse and schema checks see both outcomes.
 Pace: the first chunk after `first_token_ms`, then one chunk of about 4 characters (one token)
 every `token_ms`; token counts max(words, characters / 4): no tokenizer needed.
+With an `api_key` it stands for a server started with one (vLLM --api-key): a request without
+`Authorization: Bearer <api_key>` is answered HTTP 401, as vLLM does, and counted in `refused`.
 """
 
 from __future__ import annotations
@@ -126,7 +128,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refused(self) -> bool:
+        """Whether the request lacks the server's key (then answered 401); /health is open, as vLLM's is."""
+        key = self.server.api_key
+        if key is None or self.path == "/health" or self.headers.get("Authorization") == f"Bearer {key}":
+            return False
+        with self.server.lock:
+            self.server.refused += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)  # the body read: the connection stays usable for the next request
+        self._json(401, {"error": "Unauthorized"})
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self._refused():
+            return
         if self.path in ("/health", "/"):
             self._json(200, {"status": "ok"})
         elif self.path == "/v1/models":
@@ -139,6 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"no route {self.path}"})
 
     def do_POST(self) -> None:  # noqa: N802
+        if self._refused():
+            return
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -213,10 +231,13 @@ def _sse(data: dict) -> bytes:
 class MockHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, pace: Pace, models: list[str]):
+    def __init__(self, host: str, port: int, pace: Pace, models: list[str], api_key: str | None = None):
         super().__init__((host, port), _Handler)
         self.answers = MockAnswers(pace)
         self.models = models
+        self.api_key = api_key  # None: no key asked for
+        self.refused = 0  # requests answered 401 for want of the key
+        self.lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client closing its kept-alive connection (a reset) is no error of the mock's
@@ -225,9 +246,11 @@ class MockHTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def serve(host: str, port: int, pace: Pace, models: list[str]) -> tuple[MockHTTPServer, threading.Thread]:
-    """A mock server answering on host:port from a daemon thread (stop: server.shutdown())."""
-    server = MockHTTPServer(host, port, pace, models)
+def serve(host: str, port: int, pace: Pace, models: list[str],
+          api_key: str | None = None) -> tuple[MockHTTPServer, threading.Thread]:
+    """A mock server answering on host:port from a daemon thread (stop: server.shutdown()); with
+    api_key, only requests that carry it (`Authorization: Bearer <api_key>`)."""
+    server = MockHTTPServer(host, port, pace, models, api_key)
     thread = threading.Thread(target=server.serve_forever, name=f"mock-{port}", daemon=True)
     thread.start()
     return server, thread

@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from trbench.backends.auth import auth_headers
 from trbench.backends.base import error_text, is_oom
 from trbench.data.model_facts import ModelFacts
 from trbench.engines.model_kind import kind_facts, ollama_has_chat_template
@@ -21,17 +22,20 @@ class OllamaAPIError(RuntimeError):
         self.kind = kind
 
 
-def _client(timeout_s: float = 30.0) -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), trust_env=False)
+def _client(timeout_s: float = 30.0, api_key_env: str | None = None) -> httpx.Client:
+    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), trust_env=False,
+                        headers=auth_headers(api_key_env))
 
 
-def call(method: str, url: str, what: str, body: dict | None = None, timeout_s: float = 30.0) -> httpx.Response:
+def call(method: str, url: str, what: str, body: dict | None = None, timeout_s: float = 30.0,
+         api_key_env: str | None = None) -> httpx.Response:
     """One management call, bounded as a whole: httpx's timeout is per read, so a server that
     trickles bytes (or answers nothing) could otherwise hold the flow for ever. Raises
-    OllamaAPIError naming what was asked and how it failed; any HTTP status is returned."""
+    OllamaAPIError naming what was asked and how it failed; any HTTP status is returned.
+    api_key_env: the variable holding the key of a server that asks for one (an external server)."""
     deadline = time.monotonic() + timeout_s
     try:
-        with _client(timeout_s) as http, http.stream(method, url, json=body) as r:
+        with _client(timeout_s, api_key_env) as http, http.stream(method, url, json=body) as r:
             chunks = []
             for chunk in r.iter_bytes():
                 chunks.append(chunk)
@@ -64,39 +68,40 @@ def version(url: str, timeout_s: float = 5.0) -> str:
     return _json(call("GET", f"{url}/api/version", "version", timeout_s=timeout_s), "/api/version").get("version", "")
 
 
-def tags(url: str, timeout_s: float = 30.0) -> list[dict]:
+def tags(url: str, timeout_s: float = 30.0, api_key_env: str | None = None) -> list[dict]:
     """Local models (/api/tags): name, model, size, digest, details."""
-    return _json(call("GET", f"{url}/api/tags", "list models", timeout_s=timeout_s), "/api/tags").get("models", [])
+    return _json(call("GET", f"{url}/api/tags", "list models", timeout_s=timeout_s, api_key_env=api_key_env),
+                 "/api/tags").get("models", [])
 
 
-def find_tag(url: str, model: str) -> dict | None:
+def find_tag(url: str, model: str, api_key_env: str | None = None) -> dict | None:
     """The /api/tags entry of `model`, named as Ollama names it ("llama3.2" is "llama3.2:latest")."""
-    for m in tags(url):
+    for m in tags(url, api_key_env=api_key_env):
         if same_model(model, m.get("name")) or same_model(model, m.get("model")):
             return m
     return None
 
 
-def show(url: str, model: str, timeout_s: float = 30.0) -> dict:
+def show(url: str, model: str, timeout_s: float = 30.0, api_key_env: str | None = None) -> dict:
     """/api/show: modelfile, parameters, template, details, model_info (the `ollama show` data)."""
     what = f"/api/show {model}"
-    return _json(call("POST", f"{url}/api/show", what, {"model": model}, timeout_s), what)
+    return _json(call("POST", f"{url}/api/show", what, {"model": model}, timeout_s, api_key_env), what)
 
 
-def unload(url: str, model: str, timeout_s: float = 60.0) -> None:
+def unload(url: str, model: str, timeout_s: float = 60.0, api_key_env: str | None = None) -> None:
     """Free the model's memory now, as serial mode needs between models: /api/generate with no
     prompt and keep_alive 0, which Ollama answers with one object, done_reason "unload"."""
     what = f"unload {model}"
-    _json(call("POST", f"{url}/api/generate", what, {"model": model, "keep_alive": 0}, timeout_s), what)
+    _json(call("POST", f"{url}/api/generate", what, {"model": model, "keep_alive": 0}, timeout_s, api_key_env), what)
 
 
-def load(url: str, model: str, options: dict, timeout_s: float = 600.0) -> None:
+def load(url: str, model: str, options: dict, timeout_s: float = 600.0, api_key_env: str | None = None) -> None:
     """Load a model now, as a request with these options would: /api/generate with no prompt
     (docs/api.md "Load a model"); the options reach the scheduler as a request's do, so a later
     request with the same num_ctx and num_gpu finds it loaded (server/sched.go needsReload)."""
     what = f"load {model}"
     body = {"model": model, "options": {k: v for k, v in options.items() if v is not None}}
-    _json(call("POST", f"{url}/api/generate", what, body, timeout_s), what)
+    _json(call("POST", f"{url}/api/generate", what, body, timeout_s, api_key_env), what)
 
 
 def loaded(url: str, timeout_s: float = 30.0) -> list[dict]:
@@ -104,12 +109,12 @@ def loaded(url: str, timeout_s: float = 30.0) -> list[dict]:
     return _json(call("GET", f"{url}/api/ps", "list loaded models", timeout_s=timeout_s), "/api/ps").get("models", [])
 
 
-def model_facts(url: str, model: str) -> ModelFacts:
+def model_facts(url: str, model: str, api_key_env: str | None = None) -> ModelFacts:
     """What the report records of an Ollama model: digest, details, parameters, context length."""
-    tag = find_tag(url, model)
+    tag = find_tag(url, model, api_key_env)
     if tag is None:
         return ModelFacts(model=model, source=url, digest=None, error="not on the server")
-    info = show(url, model)
+    info = show(url, model, api_key_env=api_key_env)
     model_info = info.get("model_info") or {}
     arch = model_info.get("general.architecture", "")
     return ModelFacts.model_validate({

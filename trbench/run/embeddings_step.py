@@ -64,9 +64,10 @@ async def _phase(client: AsyncEmbeddingsClient, plan: EmbeddingStepPlan, texts: 
     return sorted(done, key=lambda p: p[0])
 
 
-async def _drive(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts,
-                 num_ctx: int | None) -> tuple[int, list[tuple[int, bool, EmbeddingExchange]]]:
-    client = AsyncEmbeddingsClient(plan.backend, plan.instance_url, load.timeout_s, connections=load.concurrency)
+async def _drive(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts, num_ctx: int | None,
+                 api_key_env: str | None) -> tuple[int, list[tuple[int, bool, EmbeddingExchange]]]:
+    client = AsyncEmbeddingsClient(plan.backend, plan.instance_url, load.timeout_s, connections=load.concurrency,
+                                   api_key_env=api_key_env)
     try:
         t0 = time.perf_counter_ns()
         warm = await _phase(client, plan, texts, num_ctx, range(load.warmup), load.concurrency)
@@ -99,10 +100,11 @@ def step_row(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingText
 
 
 def execute_step(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts, manifest_digest: str,
-                 load_ms: float | None = None, num_ctx: int | None = None) -> StepResult:
-    """Measure one step; num_ctx goes with each Ollama request (options.num_ctx), as a chat request's."""
+                 load_ms: float | None = None, num_ctx: int | None = None, api_key_env: str | None = None) -> StepResult:
+    """Measure one step; num_ctx goes with each Ollama request (options.num_ctx), as a chat request's;
+    api_key_env: the variable holding the server's key, if it asks for one."""
     started_at = dt.datetime.now(dt.timezone.utc)
-    t0, observed = run_sync(_drive(plan, load, texts, num_ctx))
+    t0, observed = run_sync(_drive(plan, load, texts, num_ctx, api_key_env))
     rows = [request_row(plan, i, warm, ex, t0) for i, warm, ex in observed]
     return StepResult(step_row=step_row(plan, load, texts, rows, started_at, load_ms, manifest_digest), request_rows=rows)
 

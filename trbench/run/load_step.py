@@ -44,10 +44,11 @@ ClientFactory = Callable[[str, str], AsyncChat]  # (backend, base_url) -> client
 
 
 def wire_client(spec: MatrixSpec) -> ClientFactory:
-    """The real client, with the spec's limits."""
+    """The real client, with the spec's limits and the servers' key (if they ask for one)."""
     from trbench.backends.async_client import AsyncWireClient
 
-    return lambda backend, url: AsyncWireClient(backend, url, spec.timeout_s, spec.stall_timeout_s)
+    return lambda backend, url: AsyncWireClient(backend, url, spec.timeout_s, spec.stall_timeout_s,
+                                                api_key_env=spec.api_key_env)
 
 
 class StepPlan(BaseModel):
@@ -176,7 +177,7 @@ def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
     if backend_kind(spec.backend).loads_per_request:
         cell = plan.cell
         ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu},
-                        spec.load_timeout_s)
+                        spec.load_timeout_s, api_key_env=inst.api_key_env)
 
 
 def load_section(spec: MatrixSpec) -> LoadSpec:

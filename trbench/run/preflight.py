@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from trbench.backends import backend_kind
+from trbench.backends.auth import auth_headers
 from trbench.run import progress
 from trbench.backends.base import error_text
 from trbench.data.model_facts import ModelFacts
@@ -50,15 +51,31 @@ def check_port_free(inst: Instance) -> str:
     return f"{inst.name}: port {port} free"
 
 
+def _refused(inst: Instance, check: str, status: int) -> PreflightError | None:
+    """A server that refuses the request for want of the right key (HTTP 401 or 403): the error naming
+    the variable the key came from (never the key), or the field that would send one."""
+    if status not in (401, 403):
+        return None
+    if inst.api_key_env:
+        return PreflightError(inst.name, check, f"the server at {inst.url} refused the key in ${inst.api_key_env} "
+                              f"(HTTP {status})", f"export the server's own key as {inst.api_key_env} (vLLM: the "
+                              "value of its --api-key), or point server.api_key_env at the variable that holds it")
+    return PreflightError(inst.name, check, f"the server at {inst.url} asks for an API key (HTTP {status})",
+                          "export the key in an environment variable and name that variable in "
+                          "server.api_key_env (e.g. api_key_env: TRBENCH_API_KEY)")
+
+
 def check_health(inst: Instance, backend: str, timeout_s: float = 5.0) -> None:
-    """An external server must answer before we spend time on it."""
+    """An external server must answer before we spend time on it (with its key, if it asks for one)."""
     path = backend_kind(backend).health_path
     try:
-        with httpx.Client(timeout=timeout_s, trust_env=False) as http:
+        with httpx.Client(timeout=timeout_s, trust_env=False, headers=auth_headers(inst.api_key_env)) as http:
             r = http.get(f"{inst.url}{path}")
     except httpx.HTTPError as err:
         raise PreflightError(inst.name, "server answers", f"{inst.url} did not answer ({type(err).__name__})",
                              "start the server or correct the URL in the spec field 'urls'") from None
+    if (refused := _refused(inst, "server answers", r.status_code)) is not None:
+        raise refused
     if r.status_code != 200:
         raise PreflightError(inst.name, "server answers", f"GET {path} answered HTTP {r.status_code}",
                              f"check that {inst.url} is a {backend} server")
@@ -70,12 +87,14 @@ def available_models(inst: Instance, backend: str) -> list[str]:
     kind = backend_kind(backend)
     path = kind.models_path
     try:
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
+        with httpx.Client(timeout=10.0, trust_env=False, headers=auth_headers(inst.api_key_env)) as http:
             r = http.get(f"{inst.url}{path}")
         data = r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as err:
         raise PreflightError(inst.name, "model present", f"listing the models of {inst.url} failed "
                              f"({type(err).__name__}: {err})", f"check that {inst.url} is a {backend} server") from None
+    if (refused := _refused(inst, "model present", r.status_code)) is not None:
+        raise refused
     if not isinstance(data, dict):
         raise PreflightError(inst.name, "model present", f"GET {path} answered HTTP {r.status_code}: "
                              f"{error_text(r.content)[:200]}", f"check that {inst.url} is a {backend} server")

@@ -34,6 +34,7 @@ def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
         check_models(spec, source)
     check_output_dir(spec, source)
     check_harness(spec, source)
+    check_api_key(spec, source)
     return warnings(spec, source)
 
 
@@ -146,6 +147,16 @@ def check_harness(spec: MatrixSpec, source: str) -> None:
         if (why := missing_runner(harness)) is not None:
             what, _, fix = why.partition("; fix: ")
             raise _error(source, "harness", what, fix)
+
+
+def check_api_key(spec: MatrixSpec, source: str) -> None:
+    """The variable that holds the servers' key (server.api_key_env) is set: a run that cannot send it
+    would have every request refused. Its value is never read into a message."""
+    from trbench.backends.auth import missing_key
+
+    if (why := missing_key(spec.api_key_env)) is not None:
+        what, _, fix = why.partition("; fix: ")
+        raise _error(source, spec.field_name("api_key_env"), what, fix)
 
 
 def check_output_dir(spec: MatrixSpec, source: str) -> None:

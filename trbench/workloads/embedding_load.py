@@ -48,7 +48,7 @@ def measure_step(session: TRSession, plan: EmbeddingStepPlan, load: EmbeddingsLo
     else:
         endpoint = backend_kind(plan.backend).embeddings
         num_ctx = load.num_ctx if endpoint is not None and endpoint.options else None
-        result = execute_step(plan, load, texts, session.digest, load_ms, num_ctx)
+        result = execute_step(plan, load, texts, session.digest, load_ms, num_ctx, inst.api_key_env)
     store.write_run(session.root, result.step_row, result.request_rows, session.manifest, kind=KIND)
     return result.step_row
 

@@ -69,7 +69,8 @@ def measure_run(session: TRSession, plan: MultiRunPlan, pair: dict[str, Instance
                 reloaded |= pair[slot.role].prepare(cell) is not None
     except Exception as err:  # noqa: BLE001 - whatever the server did, the run is recorded and the matrix goes on
         return _record_failed(s, plan, str(err))
-    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, plan.harness)
+    clients = {role: make_client(spec.backend, inst.url, spec.timeout_s, spec.stall_timeout_s, plan.harness,
+                                 inst.api_key_env)
                for role, inst in pair.items()}
     sampler = energy.sampler_for(spec.telemetry, list(pair.values()), spec.shared_lanes)  # GPU and host telemetry beside the run
     try:

@@ -30,7 +30,8 @@ def suite_run(session: TRSession, plan: SuitePlan, suites: Suites) -> SuiteOutco
         server_ops.prepare(s, inst, plan.cell)
     except Exception as err:  # noqa: BLE001 - recorded in the rows, the other suites go on
         failed = f"{inst.name} would not load {plan.model}: {err}"
-    client = None if failed else make_client(s.spec.backend, inst.url, s.spec.timeout_s, s.spec.stall_timeout_s)
+    client = None if failed else make_client(s.spec.backend, inst.url, s.spec.timeout_s, s.spec.stall_timeout_s,
+                                                 api_key_env=inst.api_key_env)
     try:
         rows = execute_suite(s.spec, plan, client, suites, s.digest, s.gate, failed)
     finally:

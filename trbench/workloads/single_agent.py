@@ -57,7 +57,8 @@ def measure_run(session: TRSession, inst: Instance, plan: RunPlan, warmups: int,
         return record_failed(s, plan, str(err))
     if reloaded is not None:
         load_ms, warmups = reloaded, s.spec.warmup_requests
-    client = make_client(s.spec.backend, inst.url, s.spec.timeout_s, s.spec.stall_timeout_s, plan.harness)
+    client = make_client(s.spec.backend, inst.url, s.spec.timeout_s, s.spec.stall_timeout_s, plan.harness,
+                         inst.api_key_env)
     sampler = energy.sampler_for(s.spec.telemetry, [inst], s.spec.shared_lanes)  # GPU and host telemetry beside the run
     try:
         with sampler or contextlib.nullcontext():

@@ -10,19 +10,25 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use exchange::{Limits, Outcome};
+
+/// Where trbench puts the server's API key for the runner (trbench/backends/auth.py RUNNER_KEY_ENV).
+const API_KEY_ENV: &str = "TRBENCH_RUNNER_API_KEY";
 
 fn main() {
     // tokio's default runtime (multi-thread, a worker per core): seed 003's "tokio-default"
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     // one pooled client for the whole process, as trbench's Python client keeps one per server;
     // trust no proxy: a benchmark of a local server must never go through one
+    let headers = auth_headers();
     let client = runtime.block_on(async {
         reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
+            .default_headers(headers)
             .build()
             .expect("an HTTP client")
     });
@@ -43,6 +49,21 @@ fn main() {
             fatal(&message);
         }
     }
+}
+
+/// The server's API key, from the environment trbench starts the runner in (never argv or a job,
+/// which `ps` and error lines show): every request carries `Authorization: Bearer <key>` when
+/// TRBENCH_RUNNER_API_KEY is set and not empty.
+fn auth_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(key) = std::env::var_os(API_KEY_ENV).filter(|k| !k.is_empty()) {
+        let key = key.into_string().unwrap_or_else(|_| fatal(&format!("{} is not UTF-8", API_KEY_ENV)));
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", key))
+            .unwrap_or_else(|_| fatal(&format!("{} holds characters a header cannot carry", API_KEY_ENV)));
+        value.set_sensitive(true); // kept out of reqwest's Debug output
+        headers.insert(AUTHORIZATION, value);
+    }
+    headers
 }
 
 /// A malformed job is the caller's bug: one line on stderr and exit status 2.
