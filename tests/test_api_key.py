@@ -189,3 +189,15 @@ def test_the_ollama_management_calls_send_the_key(keyed, key):
     with pytest.raises(ollama_api.OllamaAPIError, match="HTTP 401") as err:
         ollama_api.tags(_url(keyed))
     assert key not in str(err.value)
+
+
+def test_a_server_error_that_echoes_the_key_is_kept_with_the_key_redacted(key):
+    """Some gateways quote the header they refused: the stored and shown message keeps the words, not the key."""
+    from trbench.backends.auth import REDACTED, api_key
+    from trbench.backends.base import error_text
+
+    body = f'{{"error": {{"message": "invalid token Bearer {key} for route /v1/chat"}}}}'
+    assert key in error_text(body)  # a key this process never sent is no secret of the TR's
+    api_key(VAR)
+    assert error_text(body.encode()) == f"invalid token Bearer {REDACTED} for route /v1/chat"
+    assert error_text(f"plain text {key}") == f"plain text {REDACTED}"

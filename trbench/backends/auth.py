@@ -15,6 +15,12 @@ import os
 RUNNER_KEY_ENV = "TRBENCH_RUNNER_API_KEY"
 
 
+# every key this process has sent: a server's error text that echoes one (some gateways quote the
+# header they refused) is stored and shown with the key replaced (redact)
+_SENT: set[str] = set()
+REDACTED = "[api key]"
+
+
 class MissingApiKey(ValueError):
     """The variable the spec names as the key's holder is not set (or empty)."""
 
@@ -33,7 +39,16 @@ def api_key(api_key_env: str | None) -> str | None:
         return None
     if (why := missing_key(api_key_env)) is not None:
         raise MissingApiKey(why)
-    return os.environ[api_key_env]
+    key = os.environ[api_key_env]
+    _SENT.add(key)
+    return key
+
+
+def redact(text: str) -> str:
+    """text with every key this process has sent replaced by REDACTED."""
+    for key in _SENT:
+        text = text.replace(key, REDACTED)
+    return text
 
 
 def auth_headers(api_key_env: str | None) -> dict[str, str]:

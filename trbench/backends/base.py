@@ -101,10 +101,13 @@ def is_oom(message: str) -> bool:
 
 
 def error_text(body: bytes | str) -> str:
-    """The server's error message from a JSON body {"error": "..."} or {"error": {"message": ...}}."""
+    """The server's error message from a JSON body {"error": "..."} or {"error": {"message": ...}}, with
+    any API key it echoes redacted (it is stored and shown)."""
     import json
 
-    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    from trbench.backends.auth import redact
+
+    text = redact(body.decode(errors="replace") if isinstance(body, bytes) else body)
     try:
         data = json.loads(text)
     except ValueError:
