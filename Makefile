@@ -36,9 +36,10 @@ lint: setup
 	$(VENV)/bin/ruff check trbench flows tasks tests bench
 	$(VENV)/bin/mypy
 
-# the unit tier: planted data and in-process fakes, no real server, browser or cargo (about 2 minutes)
+# the unit tier: planted data and in-process fakes, no real server, browser or cargo; its tests share
+# nothing, so they run on every core (about 1.5 minutes on 2)
 test-fast: setup
-	$(PY) -m pytest -q -m unit tests
+	$(PY) -m pytest -q -m unit -n auto tests
 
 # docs/spec.md and docs/summary.schema.json, generated from their pydantic models (tests/test_spec_reference.py
 # and tests/test_summary.py fail when they drift)
