@@ -25,7 +25,7 @@ from trbench.data.store import write_run
 from trbench.validation.frames import report_frame
 from trbench.report.regression import EXIT_NOTHING_COMPARED, summary_message
 from trbench.report import build_report, publish, render_html, render_markdown
-from trbench.report.compare import WinnerRow, Estimate
+from trbench.report.cross_model import WinnerRow, Estimate
 from trbench.report.findings import _compare_sentence
 
 FAST = {"tps": 120.0, "ttft": 40.0, "e2e": 600.0, "sd": 0.02}

@@ -1,5 +1,5 @@
 """The TR report, from the Parquet files alone: models (ReportData, no formatting), build
-(build_report, one module per section: data, compare, multi_agent, answer_quality, load_results,
+(build_report, one module per section: data, cross_model, multi_agent, answer_quality, load_results,
 embeddings_table, reruns, findings, text), tables (every table formatted once), plots (matplotlib
 figures), render (Markdown and HTML from templates/*.j2), outline (the sections in report order and
 their headings, one home for the templates and the validation) and publishing (publish(): the files

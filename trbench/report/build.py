@@ -33,7 +33,7 @@ from trbench.measure import metrics
 from trbench.measure.outliers import read_flags
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
 from trbench.report.regression import compare as compare_regression
-from trbench.report import compare as report_compare
+from trbench.report import cross_model
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
 from trbench.report.harness import build_harness_section, main_harness, of_harness
@@ -143,7 +143,7 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     decode = metrics.summarize(decode_values)
     e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
     run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
-    tpj, energy, tpd = report_compare.run_energy(valid_runs)
+    tpj, energy, tpd = cross_model.run_energy(valid_runs)
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
     return CellResult(
         **_ttft_by_state(reqs, pooled, per_run),
@@ -176,7 +176,7 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         energy_j_p50=metrics.percentile(energy, 50),
         energy_runs=sum(v is not None for v in tpj),
         tokens_per_dollar_p50=metrics.percentile(tpd, 50),
-        gpu_mem_used_mib_max=report_compare.gpu_mem_max(valid_runs),
+        gpu_mem_used_mib_max=cross_model.gpu_mem_max(valid_runs),
     )
 
 
@@ -433,18 +433,18 @@ def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_age
     """Winners (none in a setup check), multi-agent % of baseline, the efficiency frontier, VRAM and
     quantization, sample answers."""
     ma_results = multi_agent.results if multi_agent else []
-    energy = report_compare.energy_section(cells, setup.gpus)
-    winners = report_compare.winner_rows(cells, ma_results, src.models, energy.measured)
+    energy = cross_model.energy_section(cells, setup.gpus)
+    winners = cross_model.winner_rows(cells, ma_results, src.models, energy.measured)
     if smoke:
-        winners = [w.model_copy(update={"winner": "n/a", "reason": report_compare.SMOKE_NO_WINNER}) for w in winners]
+        winners = [w.model_copy(update={"winner": "n/a", "reason": cross_model.SMOKE_NO_WINNER}) for w in winners]
     return {
         "winners": winners,
         "winner_models": [m for m in src.models if any(m in w.estimates for w in winners)],
-        "ma_pct_of_baseline": report_compare.ma_pct_rows(ma_results, src.baseline),
+        "ma_pct_of_baseline": cross_model.ma_pct_rows(ma_results, src.baseline),
         "energy": energy,
-        "vram": report_compare.vram_rows(setup.vram_budget, cells),
-        "quant": report_compare.quant_rows(src.manifest.models, src.models),
-        "samples": report_compare.sample_answers(src.root, cells, src.reqs, src.valid_ids),
+        "vram": cross_model.vram_rows(setup.vram_budget, cells),
+        "quant": cross_model.quant_rows(src.manifest.models, src.models),
+        "samples": cross_model.sample_answers(src.root, cells, src.reqs, src.valid_ids),
     }
 
 

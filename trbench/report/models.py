@@ -12,8 +12,8 @@ from trbench.data.budget_record import BudgetRecord
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import UNVERIFIED_STATES
 from trbench.report.regression import MatchSettings, RegressionResult
-from trbench.report import compare as report_compare
-from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
+from trbench.report import cross_model
+from trbench.report.cross_model import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.harness import HarnessSection
 from trbench.report.answer_quality import SuitesSection
@@ -251,9 +251,9 @@ class ReportData(BaseModel):
     warmup_per_run: int | None = None
     winners: list[WinnerRow] = []
     winner_models: list[str] = []
-    winner_rule: str = report_compare.WINNER_RULE
+    winner_rule: str = cross_model.WINNER_RULE
     ma_pct_of_baseline: list[MaPctRow] = []
-    energy: EnergySection = EnergySection(measured=False, note=report_compare.NO_GPU_ENERGY, points=[])
+    energy: EnergySection = EnergySection(measured=False, note=cross_model.NO_GPU_ENERGY, points=[])
     vram: list[VramRow] = []
     quant: list[QuantRow] = []
     samples: list[SampleAnswer] = []

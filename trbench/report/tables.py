@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS as _LABEL, CACHE_STATES, UNVERIFIED_STATES, ttft_state
-from trbench.report.compare import MA_PCT_FIELDS
+from trbench.report.cross_model import MA_PCT_FIELDS
 
 
 # The per model x config numbers, in table order: (field, column header). TTFT is per cache state,
