@@ -54,7 +54,8 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
           seed: int = 7, manifest: dict | None = None, energy: bool = False, multi: dict[str, float] | None = None,
           answers: dict[str, str] | None = None, hash_salt: str = "") -> Path:
     """models: name -> {tps, ttft, e2e, sd (relative noise)}; multi: name -> efficiency % level;
-    hash_salt: cells measured otherwise (another content hash) than a TR planted without it."""
+    hash_salt: cells measured otherwise (another content hash, the same config values) than a TR planted
+    without it."""
     rng = np.random.default_rng(seed)
     started = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     recorded = Manifest.lenient(manifest or MANIFEST)  # as a manifest.json or file metadata holds it

@@ -25,13 +25,13 @@ import pandas as pd
 
 from trbench.config.spec import MatrixSpec, OutlierRule, parse_spec
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
-from trbench.data.environment import GitState, Hardware, Manifest
+from trbench.data.environment import GitState, Hardware, InstanceDescription, Manifest
 from trbench.data.model_facts import ModelFacts
 from trbench.data.failures import read_fallbacks, read_instance_failures
 from trbench.data.store import read_frame, read_manifest
 from trbench.measure import metrics
 from trbench.measure.outliers import read_flags
-from trbench.report.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, TrSettings
 from trbench.report.regression import compare as compare_regression
 from trbench.report import cross_model
 from trbench.report.data import RUN_COLUMNS, RequestColumns
@@ -355,9 +355,19 @@ def _prompt_caching(src: _Sources, cells: list[CellResult]) -> CacheInfo:
     )
 
 
-def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, workloads: list[str]) -> MatchSettings:
-    """The settings the cells are matched on against a baseline: from the data where it holds them, else
-    from the recorded spec (max_tokens, backend, prompts and seed are only there)."""
+def _server(instance: InstanceDescription, packages: dict[str, str | None]) -> str:
+    """The server software of an instance and its version where the manifest records it: the embedded
+    engine is llama.cpp through the xllamacpp package; another provider's version only where its
+    instance record carries one."""
+    if instance.provider == "embedded":
+        return f"llama.cpp (xllamacpp {packages.get('xllamacpp') or 'version not recorded'})"
+    version = (instance.model_extra or {}).get("version")
+    return f"{instance.provider or '?'} {version}" if version else f"{instance.provider or '?'} (version not recorded)"
+
+
+def _tr_settings(src: _Sources, cells: list[CellResult], multi_agent, load, workloads: list[str]) -> TrSettings:
+    """What the TR measured and under which settings: from the data where it holds them, else from the
+    recorded spec (max_tokens, backend, prompts and seed are only there) and the manifest (server, hardware)."""
     spec, runs = src.spec, src.runs
     ma = multi_agent.results if multi_agent else []
     steps = load.steps if load else []
@@ -369,12 +379,14 @@ def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, w
         return list(runs[column].dropna()) if not runs.empty and column in runs else []
 
     single = bool(cells)
-    return MatchSettings(
+    hardware = src.manifest.hardware
+    return TrSettings(
         workloads=[w for w in workloads if w in ("single", "multi", "load")],
         models=distinct([c.model for c in cells] + [r.model for r in ma] + [s.model for s in steps]),
         configs=distinct([c.config.label for c in cells] + [s.config for s in steps]),
         provider=distinct(of_runs("provider") + [i.provider for i in _setup_instances(src)]),
         backend=distinct([spec.backend] if spec is not None else []),
+        server=distinct([_server(i, src.manifest.packages) for i in src.manifest.instances]),
         max_tokens=distinct(([spec.max_tokens] if spec is not None and single else []) + [s.max_tokens for s in steps]),
         ttft=distinct(of_runs("ttft_mode")),
         prompts=distinct([spec.prompts] if spec is not None and (single or steps) else []),
@@ -383,6 +395,9 @@ def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, w
         multi_agent_scenarios=distinct([r.scenario for r in ma]),
         load_steps=distinct([s.step_label for s in steps]),
         server_slots=distinct([s.slots for s in steps]),
+        server_queue=distinct([s.max_queue for s in steps]),
+        gpus=distinct([g.describe() for g in hardware.gpus] if hardware is not None else []),
+        cpu=distinct([hardware.cpu] if hardware is not None else []),
     )
 
 
@@ -538,7 +553,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         **_definitions([] if smoke else workloads),  # a setup check answers no question
         suites=suites,
         load=load,
-        settings=_match_settings(src, cells, multi_agent, load, workloads),
+        settings=_tr_settings(src, cells, multi_agent, load, workloads),
     )
     data.mock = any(i.provider == "mock" for i in setup.instances)
     data.workload_parts = workload_parts(src.root)
