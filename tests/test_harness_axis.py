@@ -19,7 +19,7 @@ from trbench.data.cells import multi_key, single_key, split_harness
 from trbench.measure import outliers
 from trbench.validation.frames import count_frame, expected_runs_for
 from trbench.report import build_report
-from trbench.report.compare import Estimate
+from trbench.report.cross_model import Estimate
 from trbench.report.harness import NONE, verdict
 from trbench.report.render import render_markdown
 from trbench.run.plan import plan_runs

@@ -52,9 +52,10 @@ def _label(cfg: tuple[int, int, float]) -> str:
 
 def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: int = 3, requests: int = 5,
           seed: int = 7, manifest: dict | None = None, energy: bool = False, multi: dict[str, float] | None = None,
-          answers: dict[str, str] | None = None, hash_salt: str = "") -> Path:
+          answers: dict[str, str] | None = None, hash_salt: str = "", provider: str = "embedded") -> Path:
     """models: name -> {tps, ttft, e2e, sd (relative noise)}; multi: name -> efficiency % level;
-    hash_salt: cells measured otherwise (another content hash) than a TR planted without it."""
+    hash_salt: cells measured otherwise (another content hash, the same config values) than a TR planted
+    without it."""
     rng = np.random.default_rng(seed)
     started = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     recorded = Manifest.lenient(manifest or MANIFEST)  # as a manifest.json or file metadata holds it
@@ -65,7 +66,7 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
             for run_index in range(runs):
                 run_id = f"{store.slug(model)}_{_label(cfg)}_r{run_index:02d}_a1"
                 keys = {"tr_id": tr_id, "run_id": run_id, "attempt": 1, "cell_hash": f"{model}-{g}-{c}{hash_salt}",
-                        "model": model, "provider": "embedded", "backend": "openai", "instance": "embedded-0",
+                        "model": model, "provider": provider, "backend": "openai", "instance": "embedded-0",
                         "instance_url": "http://127.0.0.1:18434", "num_gpu": g, "num_ctx": c, "temperature": t,
                         "ttft_mode": "cold", "run_index": run_index}
                 rows = [{**keys, "request_index": 0, "is_warmup": True, "prompt_id": "warm", "status": "ok",

@@ -1,7 +1,7 @@
 """The report says only what it saw, for every shape of data: a TR without some workload shows no
 section of it and no "nothing measured" line; one model, one run, ties and zeros each get sentences
 that are true of them; a baseline with no cell in common says "nothing compared" and names the
-settings that differ; a setup check (--smoke) names no winner.
+settings that differ, one measured under other settings compares the same model x config; a setup check (--smoke) names no winner.
 
 Planted Parquet: single-agent runs from tests/test_report_publish.plant, load steps measured by the
 real load runner against the fake client of tests/test_load_runner (tests/test_load_report)."""
@@ -25,7 +25,7 @@ from trbench.data.store import write_run
 from trbench.validation.frames import report_frame
 from trbench.report.regression import EXIT_NOTHING_COMPARED, summary_message
 from trbench.report import build_report, publish, render_html, render_markdown
-from trbench.report.compare import WinnerRow, Estimate
+from trbench.report.cross_model import WinnerRow, Estimate
 from trbench.report.findings import _compare_sentence
 
 FAST = {"tps": 120.0, "ttft": 40.0, "e2e": 600.0, "sd": 0.02}
@@ -159,7 +159,8 @@ def _spec_manifest(max_tokens: int) -> dict:
 
 
 def test_a_baseline_with_no_common_cell_says_nothing_compared_and_why(tmp_path):
-    plant(tmp_path / "short", {"fast-model": FAST}, tr_id="short", manifest=_spec_manifest(16), hash_salt="-16")
+    # cells are matched on workload, model and config values: no model in common, no cell in common
+    plant(tmp_path / "short", {"slow-model": SLOW}, tr_id="short", manifest=_spec_manifest(16))
     plant(tmp_path / "long", {"fast-model": FAST}, tr_id="long", manifest=_spec_manifest(64))
     proc = subprocess.run([sys.executable, "-m", "trbench.cli", "report", "short", "--baseline", "long",
                            "--output-dir", str(tmp_path), "--no-html"], cwd=ROOT, capture_output=True, text=True,
@@ -167,7 +168,8 @@ def test_a_baseline_with_no_common_cell_says_nothing_compared_and_why(tmp_path):
     assert proc.returncode == EXIT_NOTHING_COMPARED, proc.stderr
     said = " ".join(proc.stderr.split())
     assert "nothing compared" in said and "no regressions" not in said
-    assert "settings that differ: max_tokens 16 here, 64 in the baseline" in said
+    assert ("settings that differ: models slow-model here, fast-model in the baseline; max_tokens 16 here, 64 in the "
+            "baseline") in said
     md = (tmp_path / "short" / "report" / "short.md").read_text()
     assert "nothing compared" in md and "max_tokens 16 here, 64 in the baseline" in md
     assert "0 regression(s)" not in md and "no regressions" not in md
@@ -183,6 +185,18 @@ def test_a_baseline_with_no_common_cell_says_nothing_compared_and_why(tmp_path):
     same = build_report(tmp_path / "long", baseline_root=tmp_path / "long").regression
     assert same.compared_cells == 2 and not same.nothing_compared
     assert "no regressions" in summary_message(same)
+
+
+def test_a_baseline_measured_under_other_settings_compares_the_same_model_and_config(tmp_path):
+    # another max_tokens (another content hash) is the same model x config: compared, and the setting named
+    plant(tmp_path / "short", {"fast-model": FAST}, tr_id="short", manifest=_spec_manifest(16), hash_salt="-16")
+    plant(tmp_path / "long", {"fast-model": FAST}, tr_id="long", manifest=_spec_manifest(64))
+    result = build_report(tmp_path / "short", baseline_root=tmp_path / "long").regression
+    assert result.compared_cells == 2 and not result.nothing_compared and not result.missing
+    assert [str(d) for d in result.differences] == ["max_tokens 16 here, 64 in the baseline"]
+    md = render_markdown(build_report(tmp_path / "short", baseline_root=tmp_path / "long"))
+    assert "Settings that differ between the two TRs (not matched on" in md
+    assert "max_tokens 16 here, 64 in the baseline" in md
 
 
 def test_report_help_documents_the_nothing_compared_exit_code():

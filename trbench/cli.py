@@ -1,6 +1,6 @@
 """The trbench command line: `trbench run SPEC [--smoke]`, `trbench report TR_ID [--baseline OTHER]`,
 `trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`, `trbench ensemble TR_ID --models a,b,c`,
-`trbench export TR_ID --format csv|jsonl [--table runs]`."""
+`trbench export TR_ID --format csv|jsonl [--table runs]`, `trbench compare TR_A TR_B [more]`."""
 
 from __future__ import annotations
 
@@ -467,6 +467,37 @@ def report(
         raise typer.Exit(EXIT_REGRESSION)
     if result.nothing_compared:
         raise typer.Exit(EXIT_NOTHING_COMPARED)
+
+
+def _tr_folder(output_dir: str, tr: str) -> Path:
+    """A TR given by tr_id under output_dir, or by the path of its folder."""
+    path = Path(tr)
+    return path if _has_data(path) else _tr_root(output_dir, tr)
+
+
+@app.command()
+def compare(
+    trs: list[str] = typer.Argument(..., help="two or more TR runs: tr_ids under --output-dir or TR folders; the "
+                                    "first is what the others are compared against"),
+    output_dir: str = typer.Option("outputs", help="where the TR runs' data is"),
+    fmt: str = typer.Option("md", "--format", help="md (tables for people) or json (every field)"),
+) -> None:
+    """Compare TR runs cell by cell (docs/compare.md): cells matched on workload, model and config
+    values, whatever the provider or server; per matched cell the headline figures of each TR, the
+    change against the first and whether the 95 % intervals show a difference; the settings that
+    differ; the cells only some TRs have. Exit codes: 0 compared, 1 no cell in every TR (one line
+    says why), 2 bad input."""
+    if fmt not in ("md", "json"):
+        _die(f"--format {fmt!r}: not a format; fix: give md or json")
+    if len(trs) < 2:
+        _die("compare needs at least two TR runs; fix: give TR_A TR_B [more]")
+    from trbench.report.comparison import compare_trs, load_side, markdown
+
+    result = compare_trs([load_side(_tr_folder(output_dir, tr)) for tr in trs])
+    if result.why_nothing_matched is not None:
+        console.print(f"[red]nothing compared:[/] {result.why_nothing_matched}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    print(result.model_dump_json(indent=2) if fmt == "json" else markdown(result), end="\n" if fmt == "json" else "")
 
 
 @app.command()

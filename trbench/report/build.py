@@ -25,15 +25,15 @@ import pandas as pd
 
 from trbench.config.spec import MatrixSpec, OutlierRule, parse_spec
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
-from trbench.data.environment import GitState, Hardware, Manifest
+from trbench.data.environment import GitState, Hardware, InstanceDescription, Manifest
 from trbench.data.model_facts import ModelFacts
 from trbench.data.failures import read_fallbacks, read_instance_failures
 from trbench.data.store import read_frame, read_manifest
 from trbench.measure import metrics
 from trbench.measure.outliers import read_flags
-from trbench.report.regression import DEFAULT_THRESHOLD_PCT, MatchSettings, RegressionResult
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, TrSettings
 from trbench.report.regression import compare as compare_regression
-from trbench.report import compare as report_compare
+from trbench.report import cross_model
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
 from trbench.report.harness import build_harness_section, main_harness, of_harness
@@ -143,7 +143,7 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     decode = metrics.summarize(decode_values)
     e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
     run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
-    tpj, energy, tpd = report_compare.run_energy(valid_runs)
+    tpj, energy, tpd = cross_model.run_energy(valid_runs)
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
     return CellResult(
         **_ttft_by_state(reqs, pooled, per_run),
@@ -176,7 +176,7 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         energy_j_p50=metrics.percentile(energy, 50),
         energy_runs=sum(v is not None for v in tpj),
         tokens_per_dollar_p50=metrics.percentile(tpd, 50),
-        gpu_mem_used_mib_max=report_compare.gpu_mem_max(valid_runs),
+        gpu_mem_used_mib_max=cross_model.gpu_mem_max(valid_runs),
     )
 
 
@@ -355,9 +355,19 @@ def _prompt_caching(src: _Sources, cells: list[CellResult]) -> CacheInfo:
     )
 
 
-def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, workloads: list[str]) -> MatchSettings:
-    """The settings the cells are matched on against a baseline: from the data where it holds them, else
-    from the recorded spec (max_tokens, backend, prompts and seed are only there)."""
+def _server(instance: InstanceDescription, packages: dict[str, str | None]) -> str:
+    """The server software of an instance and its version where the manifest records it: the embedded
+    engine is llama.cpp through the xllamacpp package; another provider's version only where its
+    instance record carries one."""
+    if instance.provider == "embedded":
+        return f"llama.cpp (xllamacpp {packages.get('xllamacpp') or 'version not recorded'})"
+    version = (instance.model_extra or {}).get("version")
+    return f"{instance.provider or '?'} {version}" if version else f"{instance.provider or '?'} (version not recorded)"
+
+
+def _tr_settings(src: _Sources, cells: list[CellResult], multi_agent, load, workloads: list[str]) -> TrSettings:
+    """What the TR measured and under which settings: from the data where it holds them, else from the
+    recorded spec (max_tokens, backend, prompts and seed are only there) and the manifest (server, hardware)."""
     spec, runs = src.spec, src.runs
     ma = multi_agent.results if multi_agent else []
     steps = load.steps if load else []
@@ -369,12 +379,14 @@ def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, w
         return list(runs[column].dropna()) if not runs.empty and column in runs else []
 
     single = bool(cells)
-    return MatchSettings(
+    hardware = src.manifest.hardware
+    return TrSettings(
         workloads=[w for w in workloads if w in ("single", "multi", "load")],
         models=distinct([c.model for c in cells] + [r.model for r in ma] + [s.model for s in steps]),
         configs=distinct([c.config.label for c in cells] + [s.config for s in steps]),
         provider=distinct(of_runs("provider") + [i.provider for i in _setup_instances(src)]),
         backend=distinct([spec.backend] if spec is not None else []),
+        server=distinct([_server(i, src.manifest.packages) for i in src.manifest.instances]),
         max_tokens=distinct(([spec.max_tokens] if spec is not None and single else []) + [s.max_tokens for s in steps]),
         ttft=distinct(of_runs("ttft_mode")),
         prompts=distinct([spec.prompts] if spec is not None and (single or steps) else []),
@@ -383,6 +395,9 @@ def _match_settings(src: _Sources, cells: list[CellResult], multi_agent, load, w
         multi_agent_scenarios=distinct([r.scenario for r in ma]),
         load_steps=distinct([s.step_label for s in steps]),
         server_slots=distinct([s.slots for s in steps]),
+        server_queue=distinct([s.max_queue for s in steps]),
+        gpus=distinct([g.describe() for g in hardware.gpus] if hardware is not None else []),
+        cpu=distinct([hardware.cpu] if hardware is not None else []),
     )
 
 
@@ -433,18 +448,18 @@ def _cross_model(src: _Sources, cells: list[CellResult], setup: Setup, multi_age
     """Winners (none in a setup check), multi-agent % of baseline, the efficiency frontier, VRAM and
     quantization, sample answers."""
     ma_results = multi_agent.results if multi_agent else []
-    energy = report_compare.energy_section(cells, setup.gpus)
-    winners = report_compare.winner_rows(cells, ma_results, src.models, energy.measured)
+    energy = cross_model.energy_section(cells, setup.gpus)
+    winners = cross_model.winner_rows(cells, ma_results, src.models, energy.measured)
     if smoke:
-        winners = [w.model_copy(update={"winner": "n/a", "reason": report_compare.SMOKE_NO_WINNER}) for w in winners]
+        winners = [w.model_copy(update={"winner": "n/a", "reason": cross_model.SMOKE_NO_WINNER}) for w in winners]
     return {
         "winners": winners,
         "winner_models": [m for m in src.models if any(m in w.estimates for w in winners)],
-        "ma_pct_of_baseline": report_compare.ma_pct_rows(ma_results, src.baseline),
+        "ma_pct_of_baseline": cross_model.ma_pct_rows(ma_results, src.baseline),
         "energy": energy,
-        "vram": report_compare.vram_rows(setup.vram_budget, cells),
-        "quant": report_compare.quant_rows(src.manifest.models, src.models),
-        "samples": report_compare.sample_answers(src.root, cells, src.reqs, src.valid_ids),
+        "vram": cross_model.vram_rows(setup.vram_budget, cells),
+        "quant": cross_model.quant_rows(src.manifest.models, src.models),
+        "samples": cross_model.sample_answers(src.root, cells, src.reqs, src.valid_ids),
     }
 
 
@@ -538,7 +553,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         **_definitions([] if smoke else workloads),  # a setup check answers no question
         suites=suites,
         load=load,
-        settings=_match_settings(src, cells, multi_agent, load, workloads),
+        settings=_tr_settings(src, cells, multi_agent, load, workloads),
     )
     data.mock = any(i.provider == "mock" for i in setup.instances)
     data.workload_parts = workload_parts(src.root)

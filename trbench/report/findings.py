@@ -1,7 +1,7 @@
 """What the report says first and last: key findings, answers to the objective's questions, and
 recommendations, each sentence generated from the computed report under the interval rule.
 
-A difference is stated only when the bootstrap 95% intervals separate (trbench.report.compare.decide);
+A difference is stated only when the bootstrap 95% intervals separate (trbench.report.cross_model.decide);
 otherwise the sentence says the data does not separate the models. Prefect-free, no formatting
 beyond the sentences themselves.
 """
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS
 from trbench.measure.metrics import MIN_CI_RUNS
-from trbench.report.compare import WinnerRow
+from trbench.report.cross_model import WinnerRow
 from trbench.report.load_findings import embedding_sentences, load_recommendations, load_sentences
 from trbench.report.questions import QUESTIONS_BY_WORKLOAD, VRAM_QUESTION
 

@@ -30,7 +30,7 @@ from trbench.data.cells import DEFAULT_HARNESS, HARNESSES, config_label
 from trbench.data.rows import CACHE_STATE_LABELS, TARGET_STATES
 from trbench.data.store import read_frame
 from trbench.measure import metrics
-from trbench.report.compare import Estimate, winner_rows
+from trbench.report.cross_model import Estimate, winner_rows
 from trbench.report.data import RequestColumns
 from trbench.report.multi_agent import build_multi_agent
 from trbench.report.tables import Table, _cols, fmt, fmt_ci

@@ -32,13 +32,6 @@ class LoadStepResult(LoadFigures):
     valid: bool = True
     invalid_reason: str | None = None
 
-    @property
-    def key(self) -> str:
-        """What a step is matched on against a baseline TR: the same model, config, step, server slots and
-        queue (a shorter queue turns waits into 503s: another step)."""
-        queue = f" max_queue={self.max_queue}" if self.max_queue is not None else ""
-        return f"{self.model} {self.config} {self.step_label} slots={self.slots}{queue} max_tokens={self.max_tokens}"
-
 
 class LoadModelSummary(BaseModel):
     model: str

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from trbench.data.budget_record import BudgetRecord
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import UNVERIFIED_STATES
-from trbench.report.regression import MatchSettings, RegressionResult
-from trbench.report import compare as report_compare
-from trbench.report.compare import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
+from trbench.report.regression import RegressionResult, TrSettings
+from trbench.report import cross_model
+from trbench.report.cross_model import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.harness import HarnessSection
 from trbench.report.answer_quality import SuitesSection
@@ -97,7 +97,7 @@ class CellResult(_TtftByState):
     invalid_runs: int
     failed_requests: int  # measured requests with status != ok, in any counted run
     superseded_runs: int = 0
-    cell_hashes: list[str] = []  # the runs' content hashes: what a baseline TR run is matched on
+    cell_hashes: list[str] = []  # the runs' content hashes (baselines are matched on config values: matching.py)
     # bootstrap 95% intervals of the medians (metrics.bootstrap_median_ci, two-stage over runs and requests)
     decode_tps_p50_ci: tuple[float, float] | None = None
     e2e_p50_ci: tuple[float, float] | None = None
@@ -251,14 +251,14 @@ class ReportData(BaseModel):
     warmup_per_run: int | None = None
     winners: list[WinnerRow] = []
     winner_models: list[str] = []
-    winner_rule: str = report_compare.WINNER_RULE
+    winner_rule: str = cross_model.WINNER_RULE
     ma_pct_of_baseline: list[MaPctRow] = []
-    energy: EnergySection = EnergySection(measured=False, note=report_compare.NO_GPU_ENERGY, points=[])
+    energy: EnergySection = EnergySection(measured=False, note=cross_model.NO_GPU_ENERGY, points=[])
     vram: list[VramRow] = []
     quant: list[QuantRow] = []
     samples: list[SampleAnswer] = []
     regression: RegressionResult | None = None
-    settings: MatchSettings = MatchSettings()  # what a baseline TR's cells are matched on, to name what differs
+    settings: TrSettings = TrSettings()  # what the TR measured and under which settings: named where two TRs differ
     regression_note: str = ""
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
     suites: SuitesSection | None = None  # the quality suites, where the TR ran any

@@ -1,11 +1,11 @@
 """Regression detection: a TR run against a stored baseline TR run, over the same matrix cells.
 
-Cells are matched on their content hash, never on their names: single-agent cells on `cell_hash`
-(the model, GPU layers, context, temperature, backend, provider, max_tokens, prompt caching,
-the prompt suite's digest and the seed; spec.cell_hash), multi-agent configs on model + scenario +
-their config hash (multi_agent.config_hash: the agents' options, the agent suite, max_tokens...).
-A cell whose hash differs was measured differently and is listed as missing on either side,
-not compared.
+Cells are matched on workload, model and config values (report/matching.py, the one rule `trbench
+compare` uses too): single-agent cells on GPU layers, context and temperature, multi-agent results on
+the scenario, load steps on config, mode and concurrency or rate. So a baseline measured on another
+provider, backend or server compares the same model x config; the settings that differ between the two
+TRs (TrSettings: provider, backend, server, max_tokens, TTFT mode, hardware ...) are named beside the
+result. A cell of one TR with no match in the other is listed as missing on its side, not compared.
 
 Per matched cell and metric (the same numbers the report prints, from build_report):
 
@@ -16,15 +16,15 @@ Per matched cell and metric (the same numbers the report prints, from build_repo
   e2e p95 ms              lower    pooled p95 of e2e_ms
   efficiency % median     higher   p50 over the valid runs' efficiency_pct (multi-agent)
   load: output tok/s, req/s, goodput req/s (higher) and TTFT p95, e2e p99 (lower) per valid load
-  step, matched on model + config + step + server slots + max_tokens (report/load_results.py)
+  step (report/load_results.py)
 
 change % = (current - baseline) / baseline x 100. A regression is a change worse than the
 threshold (default 10 %, strictly more), in the metric's bad direction; an improvement is a change
 better than the threshold. Missing cells are listed but are neither.
 
 "No regressions" is said only when at least one cell was compared (a metric measured on both sides).
-With none, the result says "nothing compared" and why: the settings the cells are matched on that
-differ between the two TRs (MatchSettings, recorded beside each report).
+With none, the result says "nothing compared" and why: the settings that differ between the two TRs
+(TrSettings, recorded beside each report), the models and configs among them.
 
 Prefect-free; the report flow turns `has_regressions` and `nothing_compared` into a Failed state and
 the CLI into exit code 3 (regressions) or 4 (nothing compared).
@@ -38,6 +38,8 @@ from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure.load_metrics import LOAD_METRICS
+from trbench.report.matching import RULE as MATCH_RULE
+from trbench.report.matching import CellKey, cell_key
 
 DEFAULT_THRESHOLD_PCT = 10.0
 EXIT_REGRESSION = 3
@@ -60,7 +62,7 @@ Verdict = Literal["regression", "improvement", "within threshold", "not comparab
 
 class Comparison(BaseModel):
     kind: Kind
-    key: str  # the matched content hash (multi-agent: matched together with model and scenario)
+    key: str  # the config values it is matched on, as text (matching.MATCHED_ON)
     label: str  # model and config / scenario, for people
     metric: str
     higher_is_better: bool
@@ -89,16 +91,17 @@ class SettingDifference(BaseModel):
                 f"{', '.join(self.baseline) or 'none'} in the baseline")
 
 
-class MatchSettings(BaseModel):
-    """The settings a TR's cells are matched on against a baseline (what goes into the cells' content
-    hashes and the load steps' keys), each as the sorted values the TR measured or recorded; [] where
-    it has none (no such workload, or no spec recorded)."""
+class TrSettings(BaseModel):
+    """What a TR measured and under which settings, each as the sorted values it measured or recorded;
+    [] where it has none (no such workload, or no spec recorded). Two TRs' cells are matched on workload,
+    model and config values (matching.py); every field here that differs is named beside a comparison."""
 
     workloads: list[str] = []  # the compared ones: single, multi, load
     models: list[str] = []
     configs: list[str] = []  # GPU layers, context size, temperature
     provider: list[str] = []
     backend: list[str] = []
+    server: list[str] = []  # the server software and its version where the manifest records it
     max_tokens: list[str] = []
     ttft: list[str] = []
     prompts: list[str] = []
@@ -107,8 +110,11 @@ class MatchSettings(BaseModel):
     multi_agent_scenarios: list[str] = []
     load_steps: list[str] = []
     server_slots: list[str] = []
+    server_queue: list[str] = []
+    gpus: list[str] = []
+    cpu: list[str] = []
 
-    def differences(self, baseline: MatchSettings) -> list[SettingDifference]:
+    def differences(self, baseline: TrSettings) -> list[SettingDifference]:
         return [SettingDifference(setting=name, current=getattr(self, name), baseline=getattr(baseline, name))
                 for name in type(self).model_fields if getattr(self, name) != getattr(baseline, name)]
 
@@ -120,7 +126,7 @@ class RegressionResult(BaseModel):
     comparisons: list[Comparison]
     missing: list[MissingCell]
     rule: str
-    differences: list[SettingDifference] = []  # the matched-on settings that differ between the two TRs
+    differences: list[SettingDifference] = []  # the settings that differ between the two TRs
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -152,19 +158,17 @@ class RegressionResult(BaseModel):
         """Why no cell was compared: the settings that differ, named."""
         if self.matched_cells:
             return (f"the {self.matched_cells} matched cell(s) have no metric measured on both sides")
-        why = f"no cell of {self.tr_id} matches one of {self.baseline_tr_id} (cells are matched on their content hash)"
+        why = (f"no cell of {self.tr_id} matches one of {self.baseline_tr_id} (cells are matched on workload, model "
+               "and config values)")
         if self.differences:
             return f"{why}; settings that differ: " + "; ".join(str(d) for d in self.differences)
-        return (f"{why}; no recorded setting differs, so the prompt files' contents (their digest is in the hash) "
-                "or a setting the manifests do not record differ")
+        return f"{why}; no recorded setting differs"
 
 
 def rule_text(threshold_pct: float) -> str:
     return (f"change % = (current - baseline) / baseline x 100 per matched cell; a regression is a change more than "
             f"{threshold_pct:g} % in the bad direction (decode tok/s and efficiency lower, TTFT and e2e latency "
-            f"higher), an improvement more than {threshold_pct:g} % in the good direction; cells are matched on "
-            "their content hash (single agent: cell_hash; multi-agent: model + scenario + config hash; load steps: "
-            "model + config + step + slots + max_tokens)")
+            f"higher), an improvement more than {threshold_pct:g} % in the good direction; {MATCH_RULE}")
 
 
 def verdict(baseline: float | None, current: float | None, higher_is_better: bool,
@@ -189,27 +193,27 @@ def _n(cell, field: str) -> int | None:
     return getattr(cell, "n_requests", None) if hasattr(cell, "n_requests") else getattr(cell, "valid_runs", None)
 
 
-def _key(hashes: list[str]) -> str:
-    return "+".join(sorted(hashes)) if hashes else "(no hash)"
+def _single_cells(data) -> dict[CellKey, tuple[str, str, object]]:
+    """match key -> (label, matched values as text, cell result)"""
+    return {cell_key("single_agent", c.model, {"num_gpu": c.config.num_gpu, "num_ctx": c.config.num_ctx,
+                                                "temperature": c.config.temperature}):
+            (f"{c.model} {c.config.label}", c.config.label, c) for c in data.cells}
 
 
-def _single_cells(data) -> dict[tuple, tuple[str, str, object]]:
-    """match key -> (label, hash, cell result)"""
-    return {(_key(c.cell_hashes),): (f"{c.model} {c.config.label}", _key(c.cell_hashes), c) for c in data.cells}
-
-
-def _multi_cells(data) -> dict[tuple, tuple[str, str, object]]:
+def _multi_cells(data) -> dict[CellKey, tuple[str, str, object]]:
     if data.multi_agent is None:
         return {}
-    return {(r.model, r.scenario, _key(r.config_hashes)): (f"{r.model} {r.scenario}", _key(r.config_hashes), r)
+    return {cell_key("multi_agent", r.model, {"scenario": r.scenario}): (f"{r.model} {r.scenario}", r.scenario, r)
             for r in data.multi_agent.results}
 
 
-def _load_cells(data) -> dict[tuple, tuple[str, str, object]]:
+def _load_cells(data) -> dict[CellKey, tuple[str, str, object]]:
     load = getattr(data, "load", None)
     if load is None:
         return {}
-    return {(s.key,): (f"{s.model} {s.config} {s.step_label}", s.key, s) for s in load.steps if s.valid}
+    return {cell_key("load", s.model, {"config": s.config, "mode": s.mode, "concurrency": s.concurrency,
+                                       "rate": s.rate}):
+            (f"{s.model} {s.config} {s.step_label}", f"{s.config} {s.step_label}", s) for s in load.steps if s.valid}
 
 
 def compare(current, baseline, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RegressionResult:

@@ -10,7 +10,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup, escape
 
-from trbench.report import compare as report_compare
+from trbench.report import cross_model
 from trbench.report.embeddings_table import embeddings_text
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
@@ -73,8 +73,8 @@ class _Plots(dict):
 
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
     return {"data": data, "t": {**tables(data), **load_tables(data), **harness_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
-            "sample_chars": report_compare.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
-            "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": report_compare.SMOKE_NOTE}
+            "sample_chars": cross_model.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
+            "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE}
 
 
 def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS as _LABEL, CACHE_STATES, UNVERIFIED_STATES, ttft_state
-from trbench.report.compare import MA_PCT_FIELDS
+from trbench.report.cross_model import MA_PCT_FIELDS
 
 
 # The per model x config numbers, in table order: (field, column header). TTFT is per cache state,
@@ -332,7 +332,7 @@ def regression_tables(data) -> dict[str, Table]:
                    "n/a" if c.change_pct is None else f"{c.change_pct:+.1f}", c.verdict, c.key] for c in comps],
             row_classes=["regression" if c.verdict == "regression" else "win" if c.verdict == "improvement" else ""
                          for c in comps]),
-        "regression_missing": Table(columns=_cols("kind", "cell", "`hash", "side"),
+        "regression_missing": Table(columns=_cols("kind", "cell", "`config", "side"),
                                     rows=[[m.kind, m.label, m.key, m.side] for m in r.missing]),
     }
 

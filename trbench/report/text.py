@@ -9,7 +9,7 @@ from trbench.config.spec import MatrixSpec
 from trbench.measure import metrics
 from trbench.measure.load_metrics import LOAD_DEFINITIONS
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, rule_text
-from trbench.report import compare as report_compare
+from trbench.report import cross_model
 from trbench.report.models import ReportData
 
 
@@ -66,7 +66,7 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
             ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
         ]
     if present & {"single", "multi"}:
-        items.append(("winner by scenario", report_compare.WINNER_RULE))
+        items.append(("winner by scenario", cross_model.WINNER_RULE))
     if "single" in present:
         items.append(("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]))
     if present & {"single", "multi"}:
@@ -86,7 +86,7 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
                                     "latency from request sent to the whole answer, client clock"))
     if present & {"single", "multi"}:
         items.append(("energy", data.energy.note if not data.energy.measured else
-                      data.energy.note + "; " + report_compare.FRONTIER_RULE))
+                      data.energy.note + "; " + cross_model.FRONTIER_RULE))
     items.append(("regression check", data.regression.rule if data.regression else
                   "against a baseline TR run when one is given: " + rule_text(DEFAULT_THRESHOLD_PCT)))
     return items
