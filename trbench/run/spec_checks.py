@@ -114,6 +114,13 @@ def _why_instances(spec: MatrixSpec) -> str:
     return f"execution.mode parallel runs {spec.instance_count} models at once"
 
 
+def _or_need_fewer(spec: MatrixSpec) -> str:
+    """The other fix for too few servers: drop what needs more of them (one server measures the rest)."""
+    if spec.multi_agent is not None and spec.instance_count == 2:
+        return ", or remove multi_agent (the single-agent matrix needs one server)"
+    return ", or set execution.mode: serial (one model at a time, one server)"
+
+
 def check_instances(spec: MatrixSpec, source: str) -> None:
     """One port (or URL) per instance, as create_instances will need them."""
     need = spec.instance_count
@@ -121,12 +128,12 @@ def check_instances(spec: MatrixSpec, source: str) -> None:
         urls = spec.server.urls if isinstance(spec.server, ExternalServer) else []
         if len(urls) < need:
             raise _error(source, spec.field_name("urls"), f"{len(urls)} URL(s) for {need} instances ({_why_instances(spec)})",
-                         f"list {need} urls of running servers")
+                         f"list {need} urls of running servers{_or_need_fewer(spec)}")
         return
     have = len(spec.instance_ports)
     if have < need:
         raise _error(source, spec.field_name("ports"), f"{have} port(s) for {need} instances ({_why_instances(spec)})",
-                     f"list {need} ports, or remove ports to use the defaults")
+                     f"list {need} ports, or remove ports to use the defaults{_or_need_fewer(spec)}")
 
 
 def check_models(spec: MatrixSpec, source: str) -> None:
