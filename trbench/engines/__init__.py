@@ -2,7 +2,8 @@
 
 Public API: Instance (what the flows see), InstanceError, create_instances (the provider registry:
 embedded, external, ollama-docker, ollama-process), unanswered (is a failed server still there).
-Providers, GGUF facts, bundled models and process handling are modules of their own below.
+Providers, GGUF facts, bundled models, the models a server lists (served_models, for `trbench init`)
+and process handling are modules of their own below.
 """
 
 from trbench import lazy_exports
