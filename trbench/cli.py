@@ -1,6 +1,6 @@
-"""The trbench command line: `trbench run SPEC [--smoke]`, `trbench report TR_ID [--baseline OTHER]`,
-`trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`, `trbench ensemble TR_ID --models a,b,c`,
-`trbench export TR_ID --format csv|jsonl [--table runs]`, `trbench compare TR_A TR_B [more]`."""
+"""The trbench command line: `trbench init [PATH]`, `trbench run SPEC [--smoke]`, `trbench report TR_ID
+[--baseline OTHER]`, `trbench validate SPEC`, `trbench score TRUTH.csv PREDICTIONS.csv`, `trbench ensemble TR_ID
+--models a,b,c`, `trbench export TR_ID --format csv|jsonl [--table runs]`, `trbench compare TR_A TR_B [more]`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technical-Report benchmarks of local LLM servers.")
 console = Console(stderr=True)
+_T = TypeVar("_T")
 
 
 def _die(message: str, code: int = 2) -> None:
@@ -99,8 +100,24 @@ def _progress_bar() -> tuple[Progress, Callable[[events.ProgressEvent], None]]:
     return bar, on_event
 
 
+def _print_version(asked: bool) -> None:
+    """`trbench --version`: the installed package's version (its metadata, the one pyproject.toml sets)."""
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("trbench")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            found = "unknown (not installed; fix: pip install -e .)"
+        print(f"trbench {found}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _no_telemetry() -> None:
+def _no_telemetry(
+    _version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                  help="print trbench's version and exit"),
+) -> None:
     """Before any command, so before Prefect is imported (its SDK telemetry and notice are decided
     at import): trbench sends nothing anywhere but the servers under test, whatever the user's
     environment says."""
@@ -399,6 +416,96 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     suites = (f", suites {', '.join(spec.suites.names)} on {', '.join(spec.suite_models)}"
               if spec.suites and spec.suite_models else "")  # suite_models: none without suites
     console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}{suites}")
+
+
+def _asking(yes: bool) -> bool:
+    """Whether `trbench init` asks for what its flags leave out: at a terminal, unless --yes."""
+    return not yes and sys.stdin.isatty()
+
+
+def _ask(question: str, default: str, parse: Callable[[str], _T]) -> _T:
+    """typer's prompt until parse takes the answer (its one-line error is shown before asking again)."""
+    from trbench.config.scaffold import ScaffoldError
+
+    while True:
+        answer = typer.prompt(question, default=default, show_default=bool(default))
+        try:
+            return parse(answer)
+        except ScaffoldError as err:
+            console.print(f"[red]{err}[/]", highlight=False, soft_wrap=True, markup=True)
+
+
+@app.command()
+def init(
+    path: Path | None = typer.Argument(None, help="where to write the spec (default: <tr_id>.yaml here)"),
+    provider: str | None = typer.Option(None, "--provider", help="ollama: an Ollama server you run; external: an "
+                                        "OpenAI-compatible server you run; embedded: llama.cpp servers trbench "
+                                        "starts with the bundled models (default: ollama)"),
+    url: list[str] | None = typer.Option(None, "--url", help="the server's base URL; twice for two servers (the "
+                                         "multi-agent runs need two)"),
+    models: str | None = typer.Option(None, "--models", help="comma-separated names (or numbers) of models the "
+                                      "server lists, or 'all'; default: all of them, or the first 3"),
+    tr_id: str | None = typer.Option(None, "--tr-id", help="the TR run's name (default: <provider>-tr)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="ask nothing: the flags, else the defaults"),
+    force: bool = typer.Option(False, "--force", help="overwrite PATH if it exists"),
+) -> None:
+    """Start your own TR: list the models your server has, choose, and write a commented spec that
+    `trbench validate` accepts. Asks for what the flags leave out when run at a terminal. Exit codes:
+    0 written, 2 bad input or a server that does not answer."""
+    from trbench.config import scaffold
+    from trbench.engines.served_models import ServerUnreachable, available_models
+
+    ask = _asking(yes)
+    try:
+        if path is not None:
+            scaffold.check_target(path, force)  # before any question or server
+        kinds = ", ".join(scaffold.SERVER_KINDS)
+        kind = (scaffold.kind_of(provider) if provider else _ask(f"provider ({kinds})", "ollama", scaffold.kind_of)
+                if ask else scaffold.kind_of("ollama"))
+        urls = list(url or [])
+        if kind.default_url is None and urls:
+            _die(f"--url: provider {kind.name} starts its own servers; fix: leave out --url, or use --provider "
+                 "ollama or external for a server you run")
+        if kind.default_url is not None and not urls:
+            urls = [typer.prompt(f"URL of {kind.what}", default=kind.default_url) if ask else kind.default_url]
+            second = typer.prompt("a second server's URL, for the multi-agent runs (empty: none)", default="",
+                                  show_default=False) if ask else ""
+            urls += [second.strip()] if second.strip() else []
+        if len(urls) > 2:
+            _die(f"--url given {len(urls)} times; fix: give one server, or two for the multi-agent runs")
+        listed = available_models(kind, urls)
+        where = urls[0] if urls else "the embedded engine"
+        if models:
+            chosen = scaffold.choose_models(listed, models, where)
+        elif ask:
+            for i, name in enumerate(listed, 1):
+                console.print(f"  {i:>2}. {name}", highlight=False)
+            default = "all" if len(listed) <= scaffold.DEFAULT_MODEL_COUNT else ",".join(
+                str(i) for i in range(1, scaffold.DEFAULT_MODEL_COUNT + 1))
+            chosen = _ask("models (numbers or names, comma-separated, or all)", default,
+                          lambda answer: scaffold.choose_models(listed, answer, where))
+        else:
+            chosen = scaffold.default_models(listed)
+        default_id = scaffold.default_tr_id(kind)
+        tr = (scaffold.check_tr_id(tr_id) if tr_id else _ask("tr_id", default_id, scaffold.check_tr_id)
+              if ask else default_id)
+        target = path or Path(f"{tr}.yaml")
+        scaffold.check_target(target, force)
+        answers = scaffold.InitAnswers(kind=kind, urls=urls, models=chosen, tr_id=tr)
+        text = scaffold.render_spec(answers, str(target))
+        spec = scaffold.spec_of(text, f"spec {target}")
+    except (scaffold.ScaffoldError, ServerUnreachable, SpecError) as err:
+        _die(str(err))
+    _checked(spec, f"spec {target}")  # what `trbench validate` will check, before the file is there
+    try:
+        scaffold.write_new(target, text, force)
+    except scaffold.ScaffoldError as err:
+        _die(str(err))
+    servers = " and ".join(urls) if urls else "the embedded engine"
+    console.print(f"wrote {target}: tr_id {spec.tr_id}, {len(spec.models)} model(s) ({', '.join(spec.models)}) on "
+                  f"{servers}" + (", with the multi-agent runs" if spec.multi_agent else ""), highlight=False,
+                  soft_wrap=True)
+    console.print(f"next:  trbench validate {target}   then   trbench run {target}", highlight=False, soft_wrap=True)
 
 
 def _has_data(root: Path) -> bool:
