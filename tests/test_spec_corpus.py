@@ -220,7 +220,7 @@ def test_loopback_hosts_pass_without_a_warning(tmp_path, host):
 
 def test_shipped_specs_pass_every_check(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # their prompts and agents paths resolve from the project root, as in the flow
-    for spec in ("deployments/quickstart.yaml", "deployments/tr116.yaml"):
+    for spec in ("deployments/quickstart.yaml", "deployments/tr116.yaml", "deployments/ollama-one-server.yaml"):
         result = CliRunner().invoke(app, ["validate", str(ROOT / spec)])
         assert result.exit_code == 0, result.stderr
 
