@@ -432,7 +432,7 @@ def _ask(question: str, default: str, parse: Callable[[str], _T]) -> _T:
         try:
             return parse(answer)
         except ScaffoldError as err:
-            console.print(f"[red]{err}[/]", highlight=False, soft_wrap=True, markup=True)
+            console.print(str(err), style="red", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -474,7 +474,7 @@ def init(
         if len(urls) > 2:
             _die(f"--url given {len(urls)} times; fix: give one server, or two for the multi-agent runs")
         listed = available_models(kind, urls)
-        where = urls[0] if urls else "the embedded engine"
+        where = f"the server at {urls[0]}" if urls else "the embedded engine"
         if models:
             chosen = scaffold.choose_models(listed, models, where)
         elif ask:

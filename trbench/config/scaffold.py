@@ -111,8 +111,8 @@ def default_models(listed: list[str]) -> list[str]:
 
 
 def choose_models(listed: list[str], answer: str, where: str) -> list[str]:
-    """The models an answer names, from those listed at `where`: names or 1-based numbers of the
-    list, comma-separated, or "all"; ScaffoldError names one that is not there."""
+    """The models an answer names, from those `where` (the server at URL) lists: names or 1-based
+    numbers of the list, comma-separated, or "all"; ScaffoldError names one that is not there."""
     words = [w.strip() for w in answer.split(",") if w.strip()]
     if [w.lower() for w in words] == ["all"]:
         return list(listed)
@@ -122,9 +122,11 @@ def choose_models(listed: list[str], answer: str, where: str) -> list[str]:
             name = listed[int(word) - 1]
         elif word in listed:
             name = word
+        elif f"{word}:latest" in listed:  # Ollama's name for a model asked for without a tag
+            name = f"{word}:latest"
         else:
-            raise ScaffoldError(f"model {word!r} is not among the {len(listed)} {where} lists "
-                                f"({', '.join(listed)}); fix: choose from those, or make it available there first")
+            raise ScaffoldError(f"model {word!r} is not listed by {where} ({', '.join(listed)}); fix: choose "
+                                "one of those (a name or its number), or make it available there first")
         if name not in chosen:
             chosen.append(name)
     if not chosen:
