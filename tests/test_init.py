@@ -22,6 +22,7 @@ from trbench.cli import app
 from trbench.config import scaffold
 from trbench.config.spec import load_spec
 from trbench.engines.bundled import BUNDLED_MODELS
+from trbench.engines.mock_server import Pace, serve
 from trbench.run.spec_checks import check_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +95,28 @@ def test_models_are_chosen_by_name_or_number_and_a_stray_one_is_named(tmp_path):
     (line,) = lines_of(bad)
     assert bad.exit_code == 2 and f"model 'nope:7b' is not listed by the server at {fake.url}" in line and "fix:" in line
     assert not (tmp_path / "b.yaml").exists()
+
+
+def test_an_openai_compatible_server_lists_its_models_at_v1_models(tmp_path):
+    server, _ = serve("127.0.0.1", 0, Pace(), ["served-model-a", "served-model-b"])
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = init(str(tmp_path / "openai.yaml"), "--provider", "external", "--url", url, "--models", "all")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.stderr
+    data = yaml.safe_load((tmp_path / "openai.yaml").read_text())
+    assert (data["backend"], data["models"]) == ("openai", ["served-model-a", "served-model-b"])
+    validate(tmp_path / "openai.yaml")
+
+
+def test_a_server_of_another_kind_is_one_line(tmp_path):
+    with FakeOllama() as fake:  # Ollama has no /v1/models (this fake's way): not the server asked for
+        result = init(str(tmp_path / "x.yaml"), "--provider", "external", "--url", fake.url)
+    (line,) = lines_of(result)
+    assert result.exit_code == 2 and f"{fake.url}/v1/models answered HTTP 404: not an OpenAI-compatible server" in line
+    assert "fix: check the URL (--url) and --provider" in line
 
 
 def test_a_server_that_does_not_answer_is_one_line(tmp_path, free_ports):
