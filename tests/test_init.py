@@ -111,6 +111,27 @@ def test_an_openai_compatible_server_lists_its_models_at_v1_models(tmp_path):
     validate(tmp_path / "openai.yaml")
 
 
+def test_a_server_that_asks_for_a_key_is_listed_with_the_variable_named(tmp_path, monkeypatch):
+    server, _ = serve("127.0.0.1", 0, Pace(), ["keyed-model"], api_key="secret-value-1")
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        without = init(str(tmp_path / "k.yaml"), "--provider", "external", "--url", url)
+        monkeypatch.setenv("INIT_TEST_KEY", "secret-value-1")
+        keyed = init(str(tmp_path / "k.yaml"), "--provider", "external", "--url", url, "--api-key-env", "INIT_TEST_KEY")
+    finally:
+        server.shutdown()
+        server.server_close()
+    (line,) = lines_of(without)
+    assert without.exit_code == 2 and "answered HTTP 401: the server asks for an API key" in line
+    assert "--api-key-env" in line
+    assert keyed.exit_code == 0, keyed.stderr
+    text = (tmp_path / "k.yaml").read_text()
+    assert "secret-value-1" not in text  # the variable's name only
+    data = yaml.safe_load(text)
+    assert data["server"] == {"urls": [url], "api_key_env": "INIT_TEST_KEY"} and data["models"] == ["keyed-model"]
+    validate(tmp_path / "k.yaml")
+
+
 def test_a_server_of_another_kind_is_one_line(tmp_path):
     with FakeOllama() as fake:  # Ollama has no /v1/models (this fake's way): not the server asked for
         result = init(str(tmp_path / "x.yaml"), "--provider", "external", "--url", fake.url)

@@ -446,6 +446,8 @@ def init(
     models: str | None = typer.Option(None, "--models", help="comma-separated names (or numbers) of models the "
                                       "server lists, or 'all'; default: all of them, or the first 3"),
     tr_id: str | None = typer.Option(None, "--tr-id", help="the TR run's name (default: <provider>-tr)"),
+    api_key_env: str | None = typer.Option(None, "--api-key-env", help="for a server that asks for an API key: "
+                                           "the environment variable holding it (its name, never the key)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="ask nothing: the flags, else the defaults"),
     force: bool = typer.Option(False, "--force", help="overwrite PATH if it exists"),
 ) -> None:
@@ -463,17 +465,13 @@ def init(
         kind = (scaffold.kind_of(provider) if provider else _ask(f"provider ({kinds})", "ollama", scaffold.kind_of)
                 if ask else scaffold.kind_of("ollama"))
         urls = list(url or [])
-        if kind.default_url is None and urls:
-            _die(f"--url: provider {kind.name} starts its own servers; fix: leave out --url, or use --provider "
-                 "ollama or external for a server you run")
         if kind.default_url is not None and not urls:
             urls = [typer.prompt(f"URL of {kind.what}", default=kind.default_url) if ask else kind.default_url]
             second = typer.prompt("a second server's URL, for the multi-agent runs (empty: none)", default="",
                                   show_default=False) if ask else ""
             urls += [second.strip()] if second.strip() else []
-        if len(urls) > 2:
-            _die(f"--url given {len(urls)} times; fix: give one server, or two for the multi-agent runs")
-        listed = available_models(kind, urls)
+        urls = scaffold.check_server(kind, urls, api_key_env)
+        listed = available_models(kind, urls, api_key_env)
         where = f"the server at {urls[0]}" if urls else "the embedded engine"
         if models:
             chosen = scaffold.choose_models(listed, models, where)
@@ -491,7 +489,7 @@ def init(
               if ask else default_id)
         target = path or Path(f"{tr}.yaml")
         scaffold.check_target(target, force)
-        answers = scaffold.InitAnswers(kind=kind, urls=urls, models=chosen, tr_id=tr)
+        answers = scaffold.InitAnswers(kind=kind, urls=urls, models=chosen, tr_id=tr, api_key_env=api_key_env)
         text = scaffold.render_spec(answers, str(target))
         spec = scaffold.spec_of(text, f"spec {target}")
     except (scaffold.ScaffoldError, ServerUnreachable, SpecError) as err:

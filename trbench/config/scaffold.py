@@ -16,7 +16,7 @@ from typing import Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trbench.config.errors import SpecError
 from trbench.config.servers import ExternalServer, Provider
@@ -74,16 +74,22 @@ class InitAnswers(BaseModel):
     urls: list[str] = Field(default_factory=list, max_length=2, description="one server, or two for multi_agent")
     models: list[str] = Field(min_length=1)
     tr_id: str = Field(pattern=TR_ID_PATTERN)
+    api_key_env: str | None = Field(default=None, description="the variable holding the server's API key")
 
     @field_validator("urls")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
         return ExternalServer(urls=v).urls  # the spec's own rule (http:// or https://, no trailing slash)
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _api_key_env(cls, v: str | None) -> str | None:
+        return ExternalServer(api_key_env=v).api_key_env  # the spec's own rule (a name, never a key)
+
     @model_validator(mode="after")
     def _urls_for_the_kind(self) -> InitAnswers:
-        if self.kind.default_url is None and self.urls:
-            raise ValueError(f"provider {self.kind.name} starts its own servers: it takes no URL")
+        if self.kind.default_url is None and (self.urls or self.api_key_env):
+            raise ValueError(f"provider {self.kind.name} starts its own servers: it takes no URL or API key")
         if self.kind.default_url is not None and not self.urls:
             raise ValueError(f"provider {self.kind.name} measures a server you run: give its URL")
         return self
@@ -145,6 +151,24 @@ def check_tr_id(tr_id: str) -> str:
     return tr_id
 
 
+def check_server(kind: ServerKind, urls: list[str], api_key_env: str | None) -> list[str]:
+    """The URLs as the spec will hold them, before any is asked for its models; ScaffoldError for what
+    the kind cannot take (a URL for the embedded engine, more than two servers, a URL without its
+    scheme, a key where the name of its variable goes)."""
+    if kind.default_url is None and (urls or api_key_env):
+        raise ScaffoldError(f"--url/--api-key-env: provider {kind.name} starts its own servers; fix: leave them "
+                            "out, or use --provider ollama or external for a server you run")
+    if len(urls) > 2:
+        raise ScaffoldError(f"--url given {len(urls)} times; fix: give one server, or two for the multi-agent runs")
+    try:
+        return ExternalServer(urls=urls, api_key_env=api_key_env).urls
+    except ValidationError as err:  # the first error's own message is the line, named by the flag
+        first = err.errors()[0]
+        field = "--api-key-env" if first["loc"][:1] == ("api_key_env",) else "--url"
+        what, _, fix = first["msg"].removeprefix("Value error, ").partition("; fix: ")
+        raise ScaffoldError(f"{field}: {what}; fix: {fix or 'e.g. --url ' + (kind.default_url or '')}") from None
+
+
 def _yaml_value(value: object) -> str:
     # JSON is YAML's flow style: strings quoted and escaped, lists in brackets, whatever they hold
     return json.dumps(value, ensure_ascii=False)
@@ -166,7 +190,7 @@ def render_spec(answers: InitAnswers, path: str) -> str:
                     else "") + ".")
     text = _TEMPLATES.get_template("init_spec.yaml.j2").render(
         kind=kind, urls=answers.urls, models=answers.models, tr_id=answers.tr_id, title=title, objective=objective,
-        path=path, multi_agent=answers.multi_agent, second_url=kind.example_url, max_tokens=kind.max_tokens,
+        path=path, multi_agent=answers.multi_agent, api_key_env=answers.api_key_env, second_url=kind.example_url, max_tokens=kind.max_tokens,
         timeout_s=kind.timeout_s)
     return text.rstrip("\n") + "\n"
 
