@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
 
 import jinja2
 import yaml
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trbench.config.errors import SpecError
 from trbench.config.servers import ExternalServer, Provider
-from trbench.config.spec import MOCK_TR_PREFIX, TR_ID_PATTERN, MatrixSpec, parse_spec
+from trbench.config.spec import MOCK_TR_PREFIX, TR_ID_PATTERN, Backend, MatrixSpec, parse_spec
 
 # How many of a server's models a spec measures when nobody chooses: every model of a short list,
 # else the first few (each model is a load and a whole grid of runs).
@@ -35,7 +34,7 @@ class ServerKind(BaseModel):
 
     name: str
     provider: Provider
-    backend: Literal["openai", "ollama"]
+    backend: Backend
     what: str  # for the spec's first comment and the prompts
     short: str  # for its title
     lists: str  # where its model names come from
