@@ -1,5 +1,5 @@
 """The validation's own process: the same result as validating in this process, at the lowest CPU
-priority while it waits, gone when closed, and a child that cannot answer never loses the result."""
+priority while it waits (at this one's once the measuring ends), gone when closed, and a child that cannot answer never loses the result."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ def test_the_process_gives_what_validating_here_gives(tr):
     here = validation.validate_tr(root, EXPECTED, report)
     assert not there.success and there.failures  # the planted defects: a result that could differ
     assert _comparable(there) == _comparable(here)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a privileged process may lower a nice value")
+def test_once_the_measuring_ends_the_process_runs_at_this_ones_priority():
+    with ValidationProcess() as checker:
+        checker.unthrottle()
+        assert os.getpriority(os.PRIO_PROCESS, checker._proc.pid) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def test_closing_ends_the_process(tr):

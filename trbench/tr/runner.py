@@ -120,4 +120,6 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, st
             if callable(untrack):
                 untrack()
             close_servers(session)
+        if checker is not None:
+            checker.unthrottle()
         return closing_step(session, measured, stopped, checker)

@@ -4,7 +4,8 @@ Great Expectations takes seconds to import. In a child process that imports it a
 starts, those seconds pass while the parent measures and renders the report, instead of after
 them. The child runs at the lowest CPU priority (nice 19): where the servers under test use the
 CPU, it takes only cycles they leave idle (about 1.5 % of a core when both want it), so it cannot
-slow what is measured; once the measuring ends, it has the CPU. The child then waits for one job on its stdin (a JSON line: the TR folder,
+slow what is measured; once the measuring ends, it is given this process's priority back where the
+system allows it (root), and has the CPU. The child then waits for one job on its stdin (a JSON line: the TR folder,
 the expected runs, the report) and answers one JSON line on its stdout: the ValidationResult, or
 the error that stopped it. It ends when its job is done, when its stdin closes (the parent ended),
 on Ctrl-C (quietly: the parent says what stopped) and when its parent dies.
@@ -50,6 +51,14 @@ class ValidationProcess:
             stderr=subprocess.DEVNULL, text=True, env={**os.environ, "GX_ANALYTICS_ENABLED": "false"})
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, self._proc.pid, 19)
+
+    def unthrottle(self) -> None:
+        """Back to this process's priority once nothing is measured any more, so that a busy machine (a
+        Prefect server beside it, other jobs) cannot starve the validation the TR waits for. Only a
+        privileged process (root, or RLIMIT_NICE) may lower a nice value: elsewhere it stays at 19."""
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid, os.getpriority(os.PRIO_PROCESS, 0))
 
     def validate(self, tr_root: Path, expected_runs: dict[str, int] | None,
                  report: Path | None) -> ValidationResult:
