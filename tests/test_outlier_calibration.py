@@ -126,5 +126,5 @@ def test_report_with_two_runs_says_nothing_can_be_flagged(tmp_path):
     root = tmp_path / TR_ID
     plant(root, 2)
     rates = build_report(root).outlier_rule.sentences[1]
-    assert "with 2 run(s) per config no single-agent run can be flagged (the rule needs 3)" in rates
+    assert "with 2 runs per config no single-agent run can be flagged (the rule needs 3)" in rates
     assert "slower" not in rates and "bench" not in rates  # no measured figure below 3 runs

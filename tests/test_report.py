@@ -372,4 +372,4 @@ def test_rerun_attempt_supersedes_earlier_attempt(tmp_path: Path) -> None:
     assert (cell.valid_runs, cell.runs, cell.invalid_runs, cell.superseded_runs) == (RUNS, RUNS, 0, 1)
     assert cell.n_requests == RUNS * REQUESTS
     assert data.invalid_runs == []
-    assert "1 superseded attempt(s)" in render_markdown(data)
+    assert "1 superseded attempt (re-run with a higher attempt number) is left out" in render_markdown(data)

@@ -11,7 +11,7 @@ import numpy as np
 from trbench.data import store
 from trbench.report.data import REQUEST_COLUMNS, RUN_COLUMNS, RequestColumns
 
-REPORT_MODULES = ["report/build.py", "report/models.py", "report/text.py", "report/cross_model.py", "report/reruns.py",
+REPORT_MODULES = ["report/build.py", "report/models.py", "report/methodology.py", "report/cross_model.py", "report/reruns.py",
                   "report/findings.py", "report/tables.py", "report/plots.py", "report/regression.py"]
 TRBENCH = Path(__file__).resolve().parent.parent / "trbench"
 

@@ -472,7 +472,7 @@ def test_20_percent_slower_ttft_is_a_regression(tmp_path) -> None:
     within = [c for c in result.comparisons if c.verdict == "within threshold"]
     assert {c.metric for c in within} == {"decode tok/s median", "e2e p95 ms"}
     message = summary_message(result)
-    assert "2 regression(s)" in message and "TTFT cold p50 ms +20.0%" in message and "(100.0 -> 120.0)" in message
+    assert "2 regressions" in message and "TTFT cold p50 ms +20.0%" in message and "(100.0 -> 120.0)" in message
 
 
 def test_5_percent_slower_ttft_is_not(tmp_path) -> None:
@@ -511,7 +511,7 @@ def test_report_section_lists_the_regression(tmp_path) -> None:
     assert len(hits) == 2 and all(r["change %"] == "+20.0" and r["baseline"] == "100.0" and r["current"] == "120.0"
                                   for r in hits)
     page = parse_html(files.html.read_text())
-    assert "2 regression(s)" in page.section_text["Regression against a baseline"]
+    assert "2 regressions" in page.section_text["Regression against a baseline"]
 
 
 def trbench(*args: str) -> subprocess.CompletedProcess:
@@ -543,7 +543,7 @@ def test_report_flow_fails_on_regressions(prefect_api, tmp_path) -> None:
     _pair(tmp_path, 1.20)
     state = report(tr_id="cur", baseline="base", output_dir=str(tmp_path), threshold_pct=10.0, return_state=True)
     assert state.is_failed()
-    assert "2 regression(s)" in state.message and "TTFT cold p50 ms" in state.message
+    assert "2 regressions" in state.message and "TTFT cold p50 ms" in state.message
     assert (tmp_path / "cur" / "report" / "cur.html").is_file()
     assert (tmp_path / "cur" / "report" / "plots" / "throughput_ttft.png").is_file()
 

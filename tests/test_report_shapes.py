@@ -67,7 +67,7 @@ def test_a_load_only_tr_opens_with_its_load_results(tmp_path):
                              "Appendix: metric definitions"]
     assert data.findings.key[0].startswith("Under load, smollm2:135m")
     assert data.findings.key[1].startswith("Embeddings on smollm2:135m: batch 1: 3.3 texts/s")
-    assert "- Load: 2 step(s) (2 valid), 16 measured request(s)" in md and "- Embeddings: 2 step(s)" in md
+    assert "- Load: 2 steps (2 valid), 16 measured requests" in md and "- Embeddings: 2 steps, " in md
     for line in NOTHING_LINES:
         assert line not in md, line
     assert "single-agent" not in " ".join(q for q, _ in data.findings.answers)
@@ -107,7 +107,7 @@ def test_a_single_agent_tr_shows_no_load_quality_or_multi_agent_section(tmp_path
 def test_one_model_says_it_was_alone_and_compares_nothing(tmp_path):
     data = build_report(plant(tmp_path / "planted", {"fast-model": {**FAST, "sd": 0.0}}))
     key = " ".join(data.findings.key)
-    assert "One model measured (fast-model): decode p50 120 tok/s over 2 config(s); no model comparison." in key
+    assert "One model measured (fast-model): decode p50 120 tok/s over 2 configs; no model comparison." in key
     assert "faster" not in key and "tie" not in key and "separate" not in key
     (answer,) = [a for q, a in data.findings.answers if "single-agent" in q]
     assert answer.startswith("One model measured")
@@ -132,10 +132,10 @@ def test_a_lead_that_changes_with_the_config_claims_no_ties_that_are_not_there()
                          estimates={m: Estimate(value=v, ci=(v - 1, v + 1)) for m, v in (("a", a), ("b", b))})
     both = _compare_sentence([row("c1", "a", 10, 5), row("c2", "b", 5, 10)], "decode throughput", "decodes faster",
                              "tok/s")
-    assert both == "On decode throughput, the lead depends on the config: a at c1, b at c2."
+    assert both == "On decode throughput, the lead depends on the config: a at c1 and b at c2."
     one_tie = _compare_sentence([row("c1", "a", 10, 5), row("c2", "tie", 10, 10)], "decode throughput",
                                 "decodes faster", "tok/s")
-    assert one_tie.endswith("a at c1; the other configs do not separate them.")
+    assert one_tie.endswith("a at c1; the other config does not separate them.")
 
 
 def test_zero_goodput_recommends_no_load_and_names_no_saturation_point(tmp_path):
@@ -172,7 +172,7 @@ def test_a_baseline_with_no_common_cell_says_nothing_compared_and_why(tmp_path):
             "baseline") in said
     md = (tmp_path / "short" / "report" / "short.md").read_text()
     assert "nothing compared" in md and "max_tokens 16 here, 64 in the baseline" in md
-    assert "0 regression(s)" not in md and "no regressions" not in md
+    assert "0 regressions" not in md and "no regressions" not in md
     data = build_report(tmp_path / "short", baseline_root=tmp_path / "long")
     html = render_html(data)
     assert 'class="status bad">nothing compared' in html and "status good" not in html

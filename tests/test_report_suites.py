@@ -38,7 +38,7 @@ def test_quality_findings_say_what_was_measured_and_name_a_best_only_when_there_
     scen_line, qa_line = quality_findings(SimpleNamespace(suites=su, mock=False))
     assert "a 100 % JSON / 50 % valid / 25 % routed right" in scen_line and "(best: b)" in scen_line
     assert "b 0.750" in qa_line and "ensemble(a,b) 0.500" in qa_line and "Even the best" not in qa_line
-    assert "a (0.250 at 100.0 tok/s), b (0.750 at 40.0 tok/s)" in qa_line
+    assert "decodes faster): a (0.250 at 100.0 tok/s) and b (0.750 at 40.0 tok/s)." in qa_line
     tied = SuitesSection(scenarios=[scen("a", 0.0, 0.0, 0.0), scen("b", 0.0, 0.0, 0.0)],
                          qa=[qa("a", 0.0), qa("b", 0.0)], points=[])
     lines = quality_findings(SimpleNamespace(suites=tied, mock=True))

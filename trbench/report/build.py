@@ -46,7 +46,8 @@ from trbench.report.multi_agent import build_multi_agent
 from trbench.report.reruns import flagged_runs, outlier_rule_text, reruns
 from trbench.report.answer_quality import build_suites_section
 from trbench.report.tables import PCT_FIELDS
-from trbench.report.text import methodology, reproduce
+from trbench.report.methodology import methodology, reproduce
+from trbench.report.text import count
 
 
 def _none(v: Any) -> Any:
@@ -299,24 +300,25 @@ def _measured(src: _Sources, cells: list[CellResult], multi_agent, suites, load)
     if cells:
         n_runs = sum(c.runs for c in cells)
         out.append(Measured(workload="single", title="Single agent", summary=(
-            f"{n_runs} run(s) of {len(cells)} model x config cell(s) ({sum(c.valid_runs for c in cells)} valid), "
-            f"{src.reqs.n} request row(s) of which {int(src.reqs.warmup.sum())} warm-up")))
+            f"{count(n_runs, 'run')} of {count(len(cells), 'model x config cell')} "
+            f"({sum(c.valid_runs for c in cells)} valid), {count(src.reqs.n, 'request row')} of which "
+            f"{int(src.reqs.warmup.sum())} warm-up")))
     if suites is not None:
         names = sorted({str(r["scenario"]) for r in suites.scenarios}) + (["qa"] if suites.qa else [])
         out.append(Measured(workload="suites", title="Quality suites", summary=", ".join(names) or "none scored"))
     if multi_agent is not None:
         res = multi_agent.results
         out.append(Measured(workload="multi", title="Multi-agent", summary=(
-            f"{sum(r.runs for r in res)} run(s) of {len(res)} model x scenario cell(s) "
+            f"{count(sum(r.runs for r in res), 'run')} of {count(len(res), 'model x scenario cell')} "
             f"({sum(r.valid_runs for r in res)} valid)")))
     if load is not None and load.steps:
         out.append(Measured(workload="load", title="Load", summary=(
-            f"{len(load.steps)} step(s) ({sum(s.valid for s in load.steps)} valid), "
-            f"{sum(s.n_requests or 0 for s in load.steps)} measured request(s)")))
+            f"{count(len(load.steps), 'step')} ({sum(s.valid for s in load.steps)} valid), "
+            f"{count(sum(s.n_requests or 0 for s in load.steps), 'measured request')}")))
     if load is not None and load.embedding_steps:
         steps = load.embedding_steps
         out.append(Measured(workload="embeddings", title="Embeddings", summary=(
-            f"{len(steps)} step(s), {sum(int(s['n_requests'] or 0) for s in steps)} measured request(s)")))
+            f"{count(len(steps), 'step')}, {count(sum(int(s['n_requests'] or 0) for s in steps), 'measured request')}")))
     return out
 
 

@@ -15,6 +15,7 @@ from trbench.measure.metrics import MIN_CI_RUNS
 from trbench.report.cross_model import WinnerRow
 from trbench.report.load_findings import embedding_sentences, load_recommendations, load_sentences
 from trbench.report.questions import QUESTIONS_BY_WORKLOAD, VRAM_QUESTION
+from trbench.report.text import count, fold, join, noun, verb
 
 _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
                 "cold_asked": "a prefill asked cold (not verified by the server)",
@@ -23,6 +24,12 @@ _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial
 # the (cold, cached) state pairs whose TTFTs show what the prompt cache saves: the server's own
 # states, or where it reports no counts, the states asked for (said to be unverified)
 _CACHE_PAIRS = (("cold", "cached", ""), ("cold_asked", "cached_asked", " (as asked; the server reports no cache counts)"))
+# what each multi-agent scenario is, in words a reader knows (the spec's names are internal: the
+# "chimera" option set is the spec's multi_agent.chimera, the options the multi-agent runs test)
+_SCENARIO_WORDS = {"baseline_vs_chimera": "with one agent on the server's defaults and the other on the spec's "
+                                          "multi-agent options",
+                   "chimera_homo": "with both agents on the spec's multi-agent options",
+                   "chimera_hetero": "with the two agents on two different option sets of the spec"}
 
 
 class Findings(BaseModel):
@@ -62,21 +69,30 @@ def _compare_sentence(rows: list[WinnerRow], what: str, verb_better: str, unit: 
         return None
     winners = {w.winner for w in rows}
     n = len(rows)
-    where = "at the one config" if n == 1 else "at both configs" if n == 2 else f"at all {n} configs"
+    where = f"at {rows[0].config}" if n == 1 else "at both configs" if n == 2 else f"at all {n} configs"
     if len(winners) == 1 and (win := next(iter(winners))) not in ("tie", "n/a"):
         margins = [m for w in rows if (m := _margin(w)) is not None]
         others = sorted({m for w in rows for m in w.estimates if m != win})
-        return (f"{win} {verb_better} than {', '.join(others)} {where}"
+        return (f"{win} {verb_better} than {join(others)} {where}"
                 + (f" (by {_pct_range(margins)})" if margins else "") + f" on {what}; the 95 % intervals separate.")
     decided = [w for w in rows if w.winner not in ("tie", "n/a")]
     if not decided:
         values = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
-        verdict = "the models are a tie" if _all_intervals(rows) else "the data does not separate the models"
-        return (f"On {what}, {verdict} {where} ({_why_not_separate(rows)}; medians "
-                f"{min(values):.1f} to {max(values):.1f} {unit}).")
+        verdict = ("the models are a tie" if _all_intervals(rows) else "the data does not separate the models")
+        return f"On {what}, {verdict} {where} ({_why_not_separate(rows)}; {_medians(values, unit)})."
     parts = [f"{w.winner} at {w.config}" for w in decided]
-    rest = "; the other configs do not separate them" if len(decided) < len(rows) else ""
-    return f"On {what}, the lead depends on the config: {', '.join(parts)}{rest}."
+    undecided = len(rows) - len(decided)
+    rest = ("" if not undecided else "; the other config does not separate them" if undecided == 1
+            else f"; the other {undecided} configs do not separate them")
+    return f"On {what}, the lead depends on the config: {join(parts)}{rest}."
+
+
+def _medians(values: list[float], unit: str) -> str:
+    """"medians 40.0 to 90.0 ms", or the one figure when every median is the same."""
+    lo, hi = min(values), max(values)
+    if f"{lo:.1f}" == f"{hi:.1f}":
+        return f"{'median' if len(values) == 1 else 'every median'} {lo:.1f} {unit}"
+    return f"medians {lo:.1f} to {hi:.1f} {unit}"
 
 
 def _all_intervals(rows: list[WinnerRow]) -> bool:
@@ -86,7 +102,7 @@ def _all_intervals(rows: list[WinnerRow]) -> bool:
 def _why_not_separate(rows: list[WinnerRow]) -> str:
     """Why tied rows are ties: overlapping intervals, or medians without an interval (too few runs)."""
     if not _all_intervals(rows):
-        return f"not every median has a 95 % interval, which needs {MIN_CI_RUNS} runs"
+        return f"not every median has a 95 % interval, which needs {count(MIN_CI_RUNS, 'run')}"
     return "95 % intervals overlap"
 
 
@@ -108,14 +124,28 @@ def _cache_sentence(cells: list, states: list[str]) -> str | None:
              for m, v in by_model.items()]
     factors = [a / b for v in by_model.values() for a, b in v]
     lo, hi = min(factors), max(factors)
-    span = f"{lo:.1f}x" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}-{hi:.1f}x"
     if lo > 1:
-        effect = f"A prompt the server has in its KV cache gets its first token {span} sooner"
+        effect = f"A prompt the server has in its KV cache gets its first token {fold(lo, hi)} sooner"
     elif hi < 1:
         effect = "A prompt sent cached got its first token later than a cold one"
     else:
         effect = "Cold and cached prefills' TTFT differ in both directions across configs"
     return f"{effect}{note}, so the two are reported apart: TTFT p50 {'; '.join(parts)}."
+
+
+def _scenario_words(scenario: str) -> str:
+    """A multi-agent scenario as a reader knows it: what its agents run on."""
+    return _SCENARIO_WORDS.get(scenario, f"in the scenario {scenario}")
+
+
+def _ahead(w: WinnerRow) -> str:
+    """Who is ahead of whom in one decided multi-agent scenario, with both medians."""
+    name = w.scenario.removeprefix("multi-agent efficiency ")
+    others = {m: e.value for m, e in w.estimates.items() if m != w.winner and e.value is not None}
+    best = w.estimates[w.winner].value
+    against = join(f"{v:.0f} % for {m}" for m, v in others.items())
+    figures = f" ({best:.0f} % against {against})" if best is not None and others else ""
+    return f"{w.winner} is ahead of {join(others) or 'the other models'} {_scenario_words(name)}{figures}"
 
 
 def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
@@ -124,7 +154,11 @@ def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
         if ma_results:
             effs = [r.efficiency_p50 for r in ma_results if r.efficiency_p50 is not None]
             if effs:
-                return f"Multi-agent efficiency is {_pct_range(effs)} (one model measured: no model comparison)."
+                model = ma_results[0].model
+                scenarios = len({r.scenario for r in ma_results})
+                where = "in its one scenario" if scenarios == 1 else f"across its {scenarios} scenarios"
+                return (f"Multi-agent efficiency of {model}, the one model measured, is {_pct_range(effs)} {where}; "
+                        "no model comparison.")
         return None
     effs = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
     if all(w.winner in ("tie", "n/a") for w in rows):
@@ -133,10 +167,12 @@ def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
                     f"{_why_not_separate(rows)}.")
         return (f"Multi-agent efficiency is a tie between models ({_pct_range(effs)}) in every scenario: "
                 "the architecture (two agents on two instances), not the model, dominates.")
-    decided = [f"{w.winner} in {w.scenario.removeprefix('multi-agent efficiency ')}" for w in rows
-               if w.winner not in ("tie", "n/a")]
-    return (f"Model choice changes multi-agent efficiency ({_pct_range(effs)}): {', '.join(decided)} is ahead "
-            "with separate 95 % intervals.")
+    decided = [_ahead(w) for w in rows if w.winner not in ("tie", "n/a")]
+    undecided = len(rows) - len(decided)
+    rest = ("" if not undecided else "; the other scenario does not separate the models" if undecided == 1
+            else f"; the other {undecided} scenarios do not separate the models")
+    return (f"Model choice changes multi-agent efficiency ({_pct_range(effs)}): {'; '.join(decided)}, with separate "
+            f"95 % intervals{rest}.")
 
 
 def _answers_sentence(cells: list) -> str:
@@ -147,14 +183,17 @@ def _answers_sentence(cells: list) -> str:
             if kind != "ok":
                 flagged[kind] = flagged.get(kind, 0) + n
     base = sorted({c.model for c in cells if c.prompt_style == "completion"})
-    note = (f" {', '.join(base)} {'is a base model' if len(base) == 1 else 'are base models'} without a chat "
+    note = (f" {join(base)} {'is a base model' if len(base) == 1 else 'are base models'} without a chat "
             "template, driven as plain-text completion." if base else "")
     if not total:
         return f"No measured answer to check: no valid run has an ok measured request.{note}"
     if not flagged:
-        return f"All {total} measured answers passed the answer sanity check.{note}"
-    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(flagged.items()))
-    return f"{sum(flagged.values())} of {total} measured answers failed the answer sanity check ({kinds}).{note}"
+        passed = "The one measured answer" if total == 1 else f"All {total} measured answers"
+        return f"{passed} passed the answer sanity check.{note}"
+    kinds = join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(flagged.items()))
+    n_failed = sum(flagged.values())
+    return (f"{n_failed} of {count(total, 'measured answer')} failed "
+            f"the answer sanity check ({kinds}).{note}")
 
 
 def _vram_answer(data) -> str:
@@ -165,9 +204,9 @@ def _vram_answer(data) -> str:
     skipped = [r for r in rows if r.decision == "skip"]
     downgraded = [r for r in rows if r.decision.startswith("downgrade")]
     fits = len(rows) - len(skipped) - len(downgraded)
-    return (f"{fits} of {len(rows)} server configurations fit the VRAM budget as specified"
+    return (f"{fits} of {count(len(rows), 'server configuration')} {verb('fits', fits)} the VRAM budget as specified"
             + (f", {len(downgraded)} ran downgraded" if downgraded else "")
-            + (f", {len(skipped)} were skipped" if skipped else "") + "; "
+            + (f", {len(skipped)} {verb('was', len(skipped))} skipped" if skipped else "") + "; "
             + ("energy per token is in the efficiency frontier." if data.energy.measured else
                "energy was not measured."))
 
@@ -186,7 +225,7 @@ def _best_configs(data) -> list[str]:
                          for st in data.cache.states if getattr(best, f"ttft_{st}_p50_ms") is not None)
         line = f"{model}: {best.config.label} ({best.decode_tps_p50:.1f} tok/s" + (f", {ttft}" if ttft else "") + ")"
         if rivals:
-            line += (f"; not separable from {', '.join(c.config.label for c in rivals)} (intervals overlap): "
+            line += (f"; not separable from {join(c.config.label for c in rivals)} (intervals overlap): "
                      "choose among them by memory")
         out.append(line + ".")
     return out
@@ -199,12 +238,13 @@ def _scenario_sentence(su) -> str | None:
         rows = [r for r in su.scenarios if r["scenario"] == scenario and r["json_parse_rate"] is not None]
         key = lambda r: (r["schema_valid_rate"] or 0.0, r["route_accuracy"] or 0.0)  # noqa: E731
         best = max(rows, key=key)
-        tied = sum(key(r) == key(best) for r in rows) > 1
-        figures = ", ".join(
+        # a best is named only among two or more models, alone at the top, with something right
+        named = len(rows) > 1 and sum(key(r) == key(best) for r in rows) == 1 and key(best) > (0.0, 0.0)
+        figures = join(
             f"{r['model']} {100 * r['json_parse_rate']:.0f} % JSON / {100 * (r['schema_valid_rate'] or 0):.0f} % valid"
             + (f" / {100 * r['route_accuracy']:.0f} % routed right" if r["route_accuracy"] is not None else "")
             for r in rows)
-        parts.append(f"{scenario}: {figures}" + ("" if tied else f" (best: {best['model']})"))
+        parts.append(f"{scenario}: {figures}" + (f" (best: {best['model']})" if named else ""))
     if not parts:
         return None
     return "Quality suites, answers that parse / match the schema / route right: " + "; ".join(parts) + "."
@@ -215,21 +255,26 @@ def _qa_sentence(su) -> str | None:
     if not models:
         return None
     best = max(models, key=lambda r: r["overall"])
-    figures = ", ".join(f"{r['model']} {r['overall']:.3f} (value {r['value_accuracy']:.2f}, ref {r['ref_overlap']:.2f}, "
-                        f"NA {r['na_recall']:.2f})" for r in models)
-    line = f"QA over retrieved documents (WattBot overall, 1 = all right; {best['questions']} question(s)): {figures}"
+    alone = len(models) == 1
+    figures = join(f"{r['model']} {r['overall']:.3f} (value {r['value_accuracy']:.2f}, ref {r['ref_overlap']:.2f}, "
+                   f"NA {r['na_recall']:.2f})" for r in models)
+    line = (f"QA over retrieved documents (WattBot overall, 1 = all right; {count(int(best['questions']), 'question')}): "
+            f"{figures}")
     ens = [r for r in su.qa if r["kind"] == "ensemble" and r["overall"] is not None]
     if ens:
-        line += "; " + ", ".join(f"{r['model']} {r['overall']:.3f}" for r in ens)
+        line += "; " + join(f"{r['model']} {r['overall']:.3f}" for r in ens)
     if best["overall"] == 0:
-        line += ". No model answered any question right: none is usable for this task as is, whatever its speed"
+        line += (f". {best['model']} answered no question right: it is not usable" if alone else
+                 ". No model answered any question right: none is usable") + " for this task as is, whatever its speed"
     elif best["overall"] < 0.5:
-        line += (f". Even the best, {best['model']}, is wrong on most questions: not usable for this task as is, "
-                 "whatever its speed")
-    front = [p for p in sorted(su.points, key=lambda p: -p.decode_tps_p50) if p.on_frontier]
-    if front:
-        line += ("; good enough and fastest (the frontier): "
-                 + ", ".join(f"{p.model} ({p.overall:.3f} at {p.decode_tps_p50:.1f} tok/s)" for p in front))
+        line += (f". {best['model']} is wrong on most questions" if alone else
+                 f". Even the highest-scoring, {best['model']}, is wrong on most questions") + (
+                 ": not usable for this task as is, whatever its speed")
+    # the frontier is named only where it says something: two or more models, and only models that scored
+    front = [p for p in sorted(su.points, key=lambda p: -p.decode_tps_p50) if p.on_frontier and p.overall > 0]
+    if len(su.points) > 1 and front:
+        line += ("; on the quality frontier (no other model both scores higher and decodes faster): "
+                 + join(f"{p.model} ({p.overall:.3f} at {p.decode_tps_p50:.1f} tok/s)" for p in front))
     return line + "."
 
 
@@ -252,8 +297,8 @@ def _single_sentence(cells: list, compared: bool) -> str | None:
     values = [c.decode_tps_p50 for c in cells if c.decode_tps_p50 is not None]
     figure = f": decode p50 {_num_range(values, 'tok/s')}" if values else ": no valid run has a decode figure"
     if len(models) == 1:
-        return f"One model measured ({models[0]}){figure} over {len(cells)} config(s); no model comparison."
-    return (f"{len(models)} models measured ({', '.join(models)}), never two at the same config{figure}; "
+        return f"One model measured ({models[0]}){figure} over {count(len(cells), 'config')}; no model comparison."
+    return (f"{len(models)} models measured ({join(models)}), never two at the same config{figure}; "
             "no model comparison.")
 
 
@@ -262,17 +307,18 @@ def _smoke_findings(data) -> Findings:
     problems = []
     silent = [c.model for c in data.cells if not c.valid_runs]
     if silent:
-        problems.append(f"no valid run of {', '.join(dict.fromkeys(silent))}")
+        problems.append(f"no valid run of {join(dict.fromkeys(silent))}")
     if data.invalid_runs:
-        problems.append(f"{len(data.invalid_runs)} invalid run(s)")
+        problems.append(count(len(data.invalid_runs), "invalid run"))
     failed = sum(c.failed_requests for c in data.cells)
     if failed:
-        problems.append(f"{failed} failed request(s)")
+        problems.append(count(failed, "failed request"))
     if data.server_failures:
-        problems.append(f"{len(data.server_failures)} server failure(s)")
-    models = ", ".join(dict.fromkeys(c.model for c in data.cells)) or "none"
+        problems.append(count(len(data.server_failures), "server failure"))
+    models = list(dict.fromkeys(c.model for c in data.cells))
     suites = next((m.summary for m in data.measured if m.workload == "suites"), None)
-    ran = f"models {models}" + (f"; quality suites {suites}" if suites else "")
+    ran = (f"{noun('model', len(models))} {join(models)}" if models else "no model") + (
+        f"; quality suites {suites}" if suites else "")
     if data.cells and not problems:
         key = [f"Setup check passed: every model answered in a valid run and no request failed ({ran})."]
         recommendations = ["Run the full TR: the same command without --smoke."]
@@ -319,15 +365,16 @@ def build_findings(data) -> Findings:
     recommendations = _best_configs(data) + load_recommendations(data.load)
     flagged = sorted({f.config for f in data.flagged_runs})
     if flagged:
-        recommendations.append(f"Re-run the {len(flagged)} config(s) with outlier runs ({', '.join(flagged)}): "
-                               f"`trbench rerun {data.tr_id}`.")
+        which = "the config" if len(flagged) == 1 else f"the {len(flagged)} configs"
+        recommendations.append(f"Re-run {which} with outlier runs ({join(flagged)}): `trbench rerun {data.tr_id}`.")
     if data.invalid_runs:
-        recommendations.append(f"{len(data.invalid_runs)} invalid run(s) (see Failures): fix their cause and run the "
-                               "same command again; only the missing runs are measured.")
+        n = len(data.invalid_runs)
+        recommendations.append(f"{count(n, 'invalid run')} (see Failures): fix {'its' if n == 1 else 'their'} cause and "
+                               "run the same command again; only the missing runs are measured.")
     undecided = [f"{r.scenario} at {r.config or 'its options'}: {r.reason}." for r in w if r.winner == "tie"]
     if data.cells and not data.energy.measured:
         undecided.append("Energy per token: " + data.energy.note + ".")
     if data.cells and (data.runs_per_cell or 0) < 5:
-        undecided.append(f"With {data.runs_per_cell or 0} run(s) per config, run-to-run intervals are wide; "
-                         "more runs narrow them.")
+        undecided.append(f"With {count(data.runs_per_cell or 0, 'run')} per config, run-to-run intervals are "
+                         "wide; more runs narrow them.")
     return Findings(key=key[:8], answers=answers, recommendations=recommendations, undecided=undecided)

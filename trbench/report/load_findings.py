@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from trbench.measure.load_metrics import SATURATION_SHARE
 from trbench.report.load_results import LoadSection, LoadStepResult
+from trbench.report.text import count, join, noun
 
 
 def _groups(load: LoadSection) -> dict[tuple[str, str], list[LoadStepResult]]:
@@ -35,7 +36,7 @@ def _saturation_clause(steps: list[LoadStepResult], saturation: float | None, sl
     if not below:
         return f"every step served at least {share} of its offered rate {how}: no step saturated the server"
     return (f"the saturation point is {saturation:.2f} req/s offered (the highest offered rate served at least "
-            f"{share} {how}); below that share: step(s) {', '.join(below)}")
+            f"{share} {how}); below that share: {noun('step', len(below))} {join(below)}")
 
 
 def load_sentences(load: LoadSection | None) -> list[str]:
@@ -47,7 +48,8 @@ def load_sentences(load: LoadSection | None) -> list[str]:
     for (model, config), steps in _groups(load).items():
         counted = [s for s in steps if s.valid]
         if not counted:
-            out.append(f"Under load, {model} {config}: none of its {len(steps)} step(s) had an ok measured request.")
+            none = "its one step had no" if len(steps) == 1 else f"none of its {len(steps)} steps had an"
+            out.append(f"Under load, {model} {config}: {none} ok measured request.")
             continue
         parts = []
         with_tps = [(s.output_tps, s) for s in counted if s.output_tps is not None]
@@ -99,7 +101,7 @@ def embedding_sentences(load: LoadSection | None) -> list[str]:
         parts = []
         for r in rows:
             slo = f" within {r['slo_ms']:g} ms" if r["slo_ms"] is not None else " within the SLO"
-            errors = f", {r['n_errors']} error(s)" if r["n_errors"] else ""
+            errors = f", {count(int(r['n_errors']), 'error')}" if r["n_errors"] else ""
             parts.append(f"batch {r['batch_size']}: {_num(r['texts_per_s'], ' texts/s')}, p95 "
                          f"{_num(r['latency_p95_ms'], ' ms', 0)}, {_num(r['within_slo_pct'], ' %', 0)}{slo}{errors}")
         out.append(f"Embeddings on {model}: " + "; ".join(parts) + ".")

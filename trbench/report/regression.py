@@ -40,6 +40,7 @@ from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure.load_metrics import LOAD_METRICS
 from trbench.report.matching import RULE as MATCH_RULE
 from trbench.report.matching import CellKey, cell_key
+from trbench.report.text import count, verb
 
 DEFAULT_THRESHOLD_PCT = 10.0
 EXIT_REGRESSION = 3
@@ -157,7 +158,8 @@ class RegressionResult(BaseModel):
     def why_nothing_compared(self) -> str:
         """Why no cell was compared: the settings that differ, named."""
         if self.matched_cells:
-            return (f"the {self.matched_cells} matched cell(s) have no metric measured on both sides")
+            return (f"{'the one matched cell' if self.matched_cells == 1 else f'the {self.matched_cells} matched cells'} "
+                    f"{verb('has', self.matched_cells)} no metric measured on both sides")
         why = (f"no cell of {self.tr_id} matches one of {self.baseline_tr_id} (cells are matched on workload, model "
                "and config values)")
         if self.differences:
@@ -263,12 +265,12 @@ def describe(c: Comparison) -> str:
 def summary_message(result: RegressionResult, limit: int = 5) -> str:
     """One line for a flow state or a CI log: the regressions first, then the counts."""
     head = f"{result.tr_id} vs baseline {result.baseline_tr_id} (threshold {result.threshold_pct:g}%)"
-    counts = (f"{len(result.improvements)} improvement(s), {result.matched_cells} matched cell(s), "
-              f"{len(result.missing)} cell(s) on one side only")
+    counts = (f"{count(len(result.improvements), 'improvement')}, {count(result.matched_cells, 'matched cell')}, "
+              f"{count(len(result.missing), 'cell')} on one side only")
     if result.nothing_compared:  # never "no regressions": the check did not happen
         return f"{head}: nothing compared: {result.why_nothing_compared} ({counts})"
     if not result.regressions:
         return f"{head}: no regressions; {counts}"
     listed = "; ".join(describe(c) for c in result.regressions[:limit])
     more = f"; and {len(result.regressions) - limit} more" if len(result.regressions) > limit else ""
-    return f"{head}: {len(result.regressions)} regression(s): {listed}{more}; {counts}"
+    return f"{head}: {count(len(result.regressions), 'regression')}: {listed}{more}; {counts}"

@@ -18,6 +18,7 @@ from trbench.report.models import Plot, ReportData
 from trbench.report.outline import SECTIONS, shown
 from trbench.report.answer_quality import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
+from trbench.report.text import count
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.md.j2"
@@ -61,6 +62,7 @@ def _environment(html: bool = False) -> jinja2.Environment:
     env.filters["fence"] = _fence
     env.filters["inline"] = _inline
     env.filters["block"] = _block
+    env.filters["count"] = count  # {{ n | count("run") }}: "1 run", "2 runs"
     return env
 
 

@@ -13,6 +13,7 @@ from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES
 from trbench.measure import metrics
 from trbench.measure import outlier_calibration
 from trbench.data.store import read_frame
+from trbench.report.text import count, join
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
 _CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}
@@ -107,7 +108,8 @@ def outlier_rule_text(rule: OutlierRule, flags: pd.DataFrame) -> OutlierRuleText
     for n in sorted(set(runs_per_kind.values())):
         kinds = [_kind_name(k) for k in ("single", "multi") if runs_per_kind.get(k) == n]
         if n < 3:
-            rated.append(f"with {n} run(s) per config no {' or '.join(kinds)} run can be flagged (the rule needs 3)")
+            rated.append(f"with {count(n, 'run')} per config no {join(kinds, 'or')} run can be flagged "
+                         "(the rule needs 3)")
             continue
         cal = outlier_calibration.expected(rule, n)
         shares = [f"{_pct(cal.false_alarm[k])} of healthy {_kind_name(k)} configs" for k in ("single", "multi")

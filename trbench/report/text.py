@@ -1,95 +1,45 @@
-"""The report's prose that is derived from its numbers: the methodology list and the commands that
-measure and report the TR run again."""
+"""The report's grammar: every generated sentence states its counts with the right plural ("1 run",
+"2 runs"), joins its lists as a sentence does ("a, b and c") and states a factor as measured ("6.0x";
+"an order of magnitude" only from 10x on). inflect does the English.
+
+It imports nothing of the report, so every report module (findings, load findings, methodology, the
+templates' filters) writes its prose with it."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
 
-from trbench.config.spec import MatrixSpec
-from trbench.measure import metrics
-from trbench.measure.load_metrics import LOAD_DEFINITIONS
-from trbench.report.regression import DEFAULT_THRESHOLD_PCT, rule_text
-from trbench.report import cross_model
-from trbench.report.models import ReportData
+import inflect
 
-
-def _cli(command: str | None) -> str:
-    """The recorded command with the trbench executable as the README names it (.venv/bin/trbench)."""
-    if not command:
-        return ".venv/bin/trbench run <spec>   # the command was not recorded"
-    argv = command.split()
-    if argv and Path(argv[0]).name == "trbench":
-        argv[0] = ".venv/bin/trbench"
-    return " ".join(argv)
+_EN = inflect.engine()
+# a factor is "an order of magnitude" from 10x on; below it the sentence states the factor itself
+ORDER_OF_MAGNITUDE = 10.0
 
 
-def reproduce(data: ReportData, tr_root: Path) -> list[str]:
-    """The commands that measure and report this TR run again from a fresh clone: the README's setup
-    (`make setup`: the venv, trbench and the bundled models), then the recorded command."""
-    out = ["git clone <this repository> trbench && cd trbench"]
-    if data.setup.commit:
-        out.append(f"git checkout {data.setup.commit}")
-    out.append("make setup   # README: venv, trbench and the bundled models (make run = setup + the quickstart)")
-    out.append(_cli(data.setup.command))
-    output_dir = tr_root.parent
-    flag = "" if output_dir.name == "outputs" else f" --output-dir {output_dir}"
-    out.append(f".venv/bin/trbench report {data.tr_id}{flag}")
-    out.append(f".venv/bin/trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold "
-               f"{DEFAULT_THRESHOLD_PCT:g}   # exit code 3 on regressions, 4 when no cell was compared")
-    return out
+def noun(word: str, n: int | float) -> str:
+    """The noun for n of it: noun("run", 1) == "run", noun("run", 2) == "runs"."""
+    return _EN.plural_noun(word, 1 if n == 1 else 2)
 
 
-def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, str]]:
-    """How each workload the TR measured was measured and summarised; nothing on the ones it did not."""
-    present = set(data.workloads)
-    items: list[tuple[str, str]] = []
-    if data.smoke:
-        items.append(("setup check", "the spec cut by --smoke: every model and quality suite once, 1 run of 2 requests "
-                                     "each; pass or fail only, no winner named"))
-    if "single" in present:
-        configs = list(dict.fromkeys(c.config.label for c in data.cells))
-        models = list(dict.fromkeys(c.model for c in data.cells))
-        matrix = (f"{len(models)} model(s) x {len(configs)} config(s) (GPU layers, context size, temperature): "
-                  f"{', '.join(configs)}; up to {data.runs_per_cell or 0} run(s) per model x config")
-        if data.warmup_per_run:
-            matrix += f"; up to {data.warmup_per_run} warm-up request(s) per run, stored but never counted"
-        items.append(("matrix", matrix))
-    if present & {"single", "multi"}:
-        items.append(("baseline model", f"{data.baseline_model or 'none'} ({data.baseline_source}); normalized tables "
-                                        "are value / baseline value at the same config or scenario x 100"))
-    if "single" in present:
-        items += [
-            ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
-             + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
-            ("medians and intervals", "every median is shown with a bootstrap 95% interval: "
-                                      + metrics.BOOTSTRAP_DEFINITIONS["95% CI of a single-agent median"]),
-            ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
-        ]
-    if present & {"single", "multi"}:
-        items.append(("winner by scenario", cross_model.WINNER_RULE))
-    if "single" in present:
-        items.append(("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]))
-    if present & {"single", "multi"}:
-        items.append(("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its "
-                                  "config (raw MAD; one floor for throughput, a wider one for TTFT); flagged configs are "
-                                  "run again as a new attempt and the latest attempt counts"))
-    if data.multi_agent:
-        items.append(("multi-agent", "collector and insight at once on two instances, then each alone on the same "
-                                     "instances (the measured sequential baseline); speedup = sequential wall / "
-                                     "concurrent wall, efficiency = speedup / 2 x 100"))
-    if "load" in present:
-        items.append(("load", "steps of concurrent streams (closed loop) or of a request rate (open loop), each with "
-                              "its own warm-up; goodput: " + LOAD_DEFINITIONS["goodput_rps"] + "; saturation point: "
-                              + LOAD_DEFINITIONS["saturation point"]))
-    if "embeddings" in present:
-        items.append(("embeddings", "the embeddings endpoint in steps of batch size, each with its own warm-up; "
-                                    "latency from request sent to the whole answer, client clock"))
-    if present & {"single", "multi"}:
-        items.append(("energy", data.energy.note if not data.energy.measured else
-                      data.energy.note + "; " + cross_model.FRONTIER_RULE))
-    items.append(("regression check", data.regression.rule if data.regression else
-                  "against a baseline TR run when one is given: " + rule_text(DEFAULT_THRESHOLD_PCT)))
-    return items
+def verb(word: str, n: int | float) -> str:
+    """The verb (third person present or past) agreeing with n subjects: verb("is", 2) == "are"."""
+    return word if n == 1 else _EN.plural_verb(word, 2)
 
 
-# --- rendering --------------------------------------------------------------------------------
+def count(n: int, word: str) -> str:
+    """n and its noun: count(1, "run") == "1 run", count(0, "failed request") == "0 failed requests"."""
+    return f"{n} {noun(word, n)}"
+
+
+def join(items: Iterable[str], conj: str = "and") -> str:
+    """A list as a sentence writes it: "a", "a and b", "a, b and c" (no serial comma)."""
+    words = [str(i) for i in items]
+    return _EN.join(words, conj=conj, final_sep="") if words else ""
+
+
+def fold(lo: float, hi: float | None = None) -> str:
+    """How many times one figure is another, as measured: "6.0x", "5.8-6.1x"; "an order of magnitude" is
+    added only where every factor is at least ORDER_OF_MAGNITUDE."""
+    hi = lo if hi is None else hi
+    span = f"{lo:.1f}x" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}-{hi:.1f}x"
+    return f"{span} (an order of magnitude)" if lo >= ORDER_OF_MAGNITUDE else span

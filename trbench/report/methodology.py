@@ -1,0 +1,94 @@
+"""The report's prose derived from its numbers: the methodology list and the commands that measure
+and report the TR run again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trbench.config.spec import MatrixSpec
+from trbench.measure import metrics
+from trbench.measure.load_metrics import LOAD_DEFINITIONS
+from trbench.report import cross_model
+from trbench.report.models import ReportData
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT, rule_text
+from trbench.report.text import count, join
+
+
+def _cli(command: str | None) -> str:
+    """The recorded command with the trbench executable as the README names it (.venv/bin/trbench)."""
+    if not command:
+        return ".venv/bin/trbench run <spec>   # the command was not recorded"
+    argv = command.split()
+    if argv and Path(argv[0]).name == "trbench":
+        argv[0] = ".venv/bin/trbench"
+    return " ".join(argv)
+
+
+def reproduce(data: ReportData, tr_root: Path) -> list[str]:
+    """The commands that measure and report this TR run again from a fresh clone: the README's setup
+    (`make setup`: the venv, trbench and the bundled models), then the recorded command."""
+    out = ["git clone <this repository> trbench && cd trbench"]
+    if data.setup.commit:
+        out.append(f"git checkout {data.setup.commit}")
+    out.append("make setup   # README: venv, trbench and the bundled models (make run = setup + the quickstart)")
+    out.append(_cli(data.setup.command))
+    output_dir = tr_root.parent
+    flag = "" if output_dir.name == "outputs" else f" --output-dir {output_dir}"
+    out.append(f".venv/bin/trbench report {data.tr_id}{flag}")
+    out.append(f".venv/bin/trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold "
+               f"{DEFAULT_THRESHOLD_PCT:g}   # exit code 3 on regressions, 4 when no cell was compared")
+    return out
+
+
+def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, str]]:
+    """How each workload the TR measured was measured and summarised; nothing on the ones it did not."""
+    present = set(data.workloads)
+    items: list[tuple[str, str]] = []
+    if data.smoke:
+        items.append(("setup check", "the spec cut by --smoke: every model and quality suite once, 1 run of 2 requests "
+                                     "each; pass or fail only, no winner named"))
+    if "single" in present:
+        configs = list(dict.fromkeys(c.config.label for c in data.cells))
+        models = list(dict.fromkeys(c.model for c in data.cells))
+        matrix = (f"{count(len(models), 'model')} x {count(len(configs), 'config')} (GPU layers, context size, "
+                  f"temperature): {join(configs)}; up to {count(data.runs_per_cell or 0, 'run')} per model x config")
+        if data.warmup_per_run:
+            matrix += f"; up to {count(data.warmup_per_run, 'warm-up request')} per run, stored but never counted"
+        items.append(("matrix", matrix))
+    if present & {"single", "multi"}:
+        items.append(("baseline model", f"{data.baseline_model or 'none'} ({data.baseline_source}); normalized tables "
+                                        "are value / baseline value at the same config or scenario x 100"))
+    if "single" in present:
+        items += [
+            ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
+             + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
+            ("medians and intervals", "every median is shown with a bootstrap 95% interval: "
+                                      + metrics.BOOTSTRAP_DEFINITIONS["95% CI of a single-agent median"]),
+            ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
+        ]
+    if present & {"single", "multi"}:
+        items.append(("winner by scenario", cross_model.WINNER_RULE))
+    if "single" in present:
+        items.append(("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]))
+    if present & {"single", "multi"}:
+        items.append(("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its "
+                                  "config (raw MAD; one floor for throughput, a wider one for TTFT); flagged configs are "
+                                  "run again as a new attempt and the latest attempt counts"))
+    if data.multi_agent:
+        items.append(("multi-agent", "collector and insight at once on two instances, then each alone on the same "
+                                     "instances (the measured sequential baseline); speedup = sequential wall / "
+                                     "concurrent wall, efficiency = speedup / 2 x 100"))
+    if "load" in present:
+        items.append(("load", "steps of concurrent streams (closed loop) or of a request rate (open loop), each with "
+                              "its own warm-up; goodput: " + LOAD_DEFINITIONS["goodput_rps"] + "; saturation point: "
+                              + LOAD_DEFINITIONS["saturation point"]))
+    if "embeddings" in present:
+        items.append(("embeddings", "the embeddings endpoint in steps of batch size, each with its own warm-up; "
+                                    "latency from request sent to the whole answer, client clock"))
+    if present & {"single", "multi"}:
+        items.append(("energy", data.energy.note if not data.energy.measured else
+                      data.energy.note + "; " + cross_model.FRONTIER_RULE))
+    items.append(("regression check", data.regression.rule if data.regression else
+                  "against a baseline TR run when one is given: " + rule_text(DEFAULT_THRESHOLD_PCT)))
+    return items
+
