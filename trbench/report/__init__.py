@@ -1,15 +1,17 @@
 """The TR report, from the Parquet files alone: models (ReportData, no formatting), build
 (build_report, one module per section: data, cross_model, multi_agent, answer_quality, load_results,
-embeddings_table, reruns, findings, text), tables (every table formatted once), plots (matplotlib
-figures), render (Markdown and HTML from templates/*.j2), outline (the sections in report order and
-their headings, one home for the templates and the validation) and publishing (publish(): the files
-under <tr_root>/report/, each written atomically), summary (the statistics as records for other
-tools: report/summary.json and summary.csv), the regression comparison of two built
-reports (regression: cell by cell against a threshold) and the comparison of two or more TRs
-(comparison: `trbench compare`), both matching cells by matching.py.
+embeddings_table, reruns, findings, methodology), text (the grammar every generated sentence goes
+through), tables (every table formatted once), plots (matplotlib figures), render (Markdown and HTML
+from templates/*.j2), outline (the sections in report order and their headings, one home for the
+templates and the validation) and publishing (publish(): the files under <tr_root>/report/, each
+written atomically), summary (the statistics as records for other tools: report/summary.json and
+summary.csv), the regression comparison of two built reports (regression: cell by cell against a
+threshold) and the comparison of two or more TRs (comparison: `trbench compare`), both matching
+cells by matching.py.
 
 Imports point down: comparison -> build, summary; publishing -> build, render, plots, summary -> models ->
-the section modules; outline and matching import no other module of the report, regression only matching."""
+the section modules; outline, matching and text import no other module of the report, regression only
+matching and text."""
 
 from trbench import lazy_exports
 

@@ -4,7 +4,7 @@ It reads a projection of the tables (trbench.report.data: the columns it uses, n
 by run; a TR of a million requests reads in seconds, bench/scale.py) and returns a ReportData
 (trbench.report.models), no formatting. Each section beyond the cells is built by its own module:
 compare (winners, energy, VRAM, quantization, samples), multi (multi-agent), quality (flagged runs,
-re-runs), findings; text writes the methodology and the commands that reproduce the TR.
+re-runs), findings; methodology writes the methodology and the commands that reproduce the TR.
 
 Statistics follow metrics.RUN_DEFINITIONS: only measured (not warm-up) requests of status ok
 from valid runs, pooled per model x config; CV is over the per-run mean decode_tps of the valid
