@@ -169,7 +169,7 @@ def cost(energy_j: float | None, window: float | None, n_gpus: int, price_per_kw
         if not window or n_gpus <= 0:
             return None, None
         return window / 3600.0 * price_per_gpu_hour * n_gpus, (
-            f"{window:.3f} s x {n_gpus} GPU(s) x {price_per_gpu_hour:g}/GPU-hour")
+            f"{window:.3f} s x {n_gpus} GPU{'' if n_gpus == 1 else 's'} x {price_per_gpu_hour:g}/GPU-hour")
     if price_per_kwh is not None:
         if energy_j is None:
             return None, None

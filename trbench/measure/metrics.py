@@ -109,7 +109,7 @@ ENERGY_DEFINITIONS: dict[str, str] = {
     "energy_window_s / 3600 x price_per_gpu_hour x GPUs sampled when telemetry.price_per_gpu_hour is given (it wins: "
     "a GPU-hour price already includes the electricity), else energy_j / 3.6e6 (kWh) x telemetry.price_per_kwh; "
     "null without a price; in the prices' currency",
-    "cost_basis": "the arithmetic of the run's cost, e.g. '12.5 s x 1 GPU(s) x 2.5/GPU-hour'",
+    "cost_basis": "the arithmetic of the run's cost, e.g. '12.5 s x 1 GPU x 2.5/GPU-hour'",
     "gpu_mem_used_mib_max": "peak over the whole run (warm-ups included) of the GPU memory used, summed over the "
     "sampled GPUs, every process on them included: the measured VRAM next to the estimate",
     "gpu_util_pct_mean": "time-weighted mean NVML GPU utilization over the measured window (each sample weighted by "

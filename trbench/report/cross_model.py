@@ -19,6 +19,7 @@ from trbench.data.model_facts import ModelFacts
 from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure import metrics
 from trbench.report.data import RequestColumns, first_answer
+from trbench.report.text import join
 
 WINNER_RULE = (
     "the model with the best median wins a scenario only when its bootstrap 95% interval overlaps no other "
@@ -120,7 +121,7 @@ def decide(estimates: dict[str, Estimate], higher_is_better: bool) -> tuple[str,
         return "tie", f"no interval for {best} (fewer than two values)"
     tied = [m for m in have if m != best and metrics.intervals_overlap(have[best].ci, have[m].ci)]
     if tied:
-        return "tie", f"95% intervals overlap: {best} with {', '.join(tied)}"
+        return "tie", f"95% intervals overlap: {best} with {join(tied)}"
     return best, "95% interval separate from every other model's"
 
 
@@ -213,7 +214,7 @@ def energy_section(cells: list, gpus: list[str]) -> EnergySection:
             note = NO_GPU_ENERGY
         else:
             note = (f"energy not measured: the runs carry no energy readings although a GPU was seen "
-                    f"({', '.join(gpus)}); telemetry was off or the GPU reports no energy counter")
+                    f"({join(gpus)}); telemetry was off or the GPU reports no energy counter")
         return EnergySection(measured=False, note=note, points=[])
     _frontier(points)
     return EnergySection(measured=True, note="GPU energy of each run's measured window from the telemetry sampler; "

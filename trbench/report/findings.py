@@ -143,7 +143,8 @@ def _ahead(w: WinnerRow) -> str:
     name = w.scenario.removeprefix("multi-agent efficiency ")
     others = {m: e.value for m, e in w.estimates.items() if m != w.winner and e.value is not None}
     best = w.estimates[w.winner].value
-    against = join(f"{v:.0f} % for {m}" for m, v in others.items())
+    against = (f"{next(iter(others.values())):.0f} %" if len(others) == 1 else
+               join(f"{v:.0f} % for {m}" for m, v in others.items()))
     figures = f" ({best:.0f} % against {against})" if best is not None and others else ""
     return f"{w.winner} is ahead of {join(others) or 'the other models'} {_scenario_words(name)}{figures}"
 
@@ -154,25 +155,36 @@ def _multi_sentence(winners: list[WinnerRow], ma_results: list) -> str | None:
         if ma_results:
             effs = [r.efficiency_p50 for r in ma_results if r.efficiency_p50 is not None]
             if effs:
-                model = ma_results[0].model
+                models = list(dict.fromkeys(r.model for r in ma_results))
                 scenarios = len({r.scenario for r in ma_results})
-                where = "in its one scenario" if scenarios == 1 else f"across its {scenarios} scenarios"
-                return (f"Multi-agent efficiency of {model}, the one model measured, is {_pct_range(effs)} {where}; "
-                        "no model comparison.")
+                where = "in the one scenario" if scenarios == 1 else f"across {scenarios} scenarios"
+                who = (f"of {models[0]}, the one model measured," if len(models) == 1 else
+                       f"of {join(models)}, never two in the same scenario,")
+                return f"Multi-agent efficiency {who} is {_pct_range(effs)} {where}; no model comparison."
         return None
     effs = [e.value for w in rows for e in w.estimates.values() if e.value is not None]
     if all(w.winner in ("tie", "n/a") for w in rows):
         if not _all_intervals(rows):
             return (f"Multi-agent efficiency ({_pct_range(effs)}) does not separate the models: "
                     f"{_why_not_separate(rows)}.")
-        return (f"Multi-agent efficiency is a tie between models ({_pct_range(effs)}) in every scenario: "
+        where = ("in the one scenario measured" if len(rows) == 1 else "in both scenarios" if len(rows) == 2
+                 else f"in all {len(rows)} scenarios")
+        return (f"Multi-agent efficiency is a tie between the models ({_pct_range(effs)}) {where}: "
                 "the architecture (two agents on two instances), not the model, dominates.")
     decided = [_ahead(w) for w in rows if w.winner not in ("tie", "n/a")]
     undecided = len(rows) - len(decided)
     rest = ("" if not undecided else "; the other scenario does not separate the models" if undecided == 1
             else f"; the other {undecided} scenarios do not separate the models")
-    return (f"Model choice changes multi-agent efficiency ({_pct_range(effs)}): {'; '.join(decided)}, with separate "
-            f"95 % intervals{rest}.")
+    return (f"Model choice changes multi-agent efficiency ({_pct_range(effs)}), with separate 95 % intervals: "
+            f"{'; '.join(decided)}{rest}.")
+
+
+def _tie_where(w: WinnerRow) -> str:
+    """What a tied row compared, in words: "single-agent decode tok/s at <config>", or a multi-agent
+    scenario said as what its agents run on."""
+    if w.scenario.startswith("multi-agent efficiency "):
+        return f"multi-agent efficiency {_scenario_words(w.scenario.removeprefix('multi-agent efficiency '))}"
+    return f"{w.scenario} at {w.config}" if w.config else w.scenario
 
 
 def _answers_sentence(cells: list) -> str:
@@ -371,7 +383,7 @@ def build_findings(data) -> Findings:
         n = len(data.invalid_runs)
         recommendations.append(f"{count(n, 'invalid run')} (see Failures): fix {'its' if n == 1 else 'their'} cause and "
                                "run the same command again; only the missing runs are measured.")
-    undecided = [f"{r.scenario} at {r.config or 'its options'}: {r.reason}." for r in w if r.winner == "tie"]
+    undecided = [f"{_tie_where(r)}: {r.reason}." for r in w if r.winner == "tie"]
     if data.cells and not data.energy.measured:
         undecided.append("Energy per token: " + data.energy.note + ".")
     if data.cells and (data.runs_per_cell or 0) < 5:

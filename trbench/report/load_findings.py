@@ -49,7 +49,7 @@ def load_sentences(load: LoadSection | None) -> list[str]:
         counted = [s for s in steps if s.valid]
         if not counted:
             none = "its one step had no" if len(steps) == 1 else f"none of its {len(steps)} steps had an"
-            out.append(f"Under load, {model} {config}: {none} ok measured request.")
+            out.append(f"Under load, {model} at {config}: {none} ok measured request.")
             continue
         parts = []
         with_tps = [(s.output_tps, s) for s in counted if s.output_tps is not None]
@@ -64,9 +64,14 @@ def load_sentences(load: LoadSection | None) -> list[str]:
         parts.append(_saturation_clause(counted, summary.saturation_rps if summary else None, load.slo))
         queued = [s for s in counted if s.queue_ms_p50 is not None]
         if len(queued) > 1:
-            parts.append(f"queueing p50 goes from {queued[0].queue_ms_p50:.0f} ms at {queued[0].step_label} to "
-                         f"{queued[-1].queue_ms_p50:.0f} ms at {queued[-1].step_label}")
-        out.append(f"Under load, {model} {config}: " + "; ".join(parts) + ".")
+            first, last = queued[0], queued[-1]
+            if f"{first.queue_ms_p50:.0f}" == f"{last.queue_ms_p50:.0f}":
+                parts.append(f"queueing p50 is {first.queue_ms_p50:.0f} ms at {first.step_label} and at "
+                             f"{last.step_label}")
+            else:
+                parts.append(f"queueing p50 goes from {first.queue_ms_p50:.0f} ms at {first.step_label} to "
+                             f"{last.queue_ms_p50:.0f} ms at {last.step_label}")
+        out.append(f"Under load, {model} at {config}: " + "; ".join(parts) + ".")
     return out
 
 
