@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from trbench.suites.matrix import read_results_matrix
 from trbench.suites.results import MATRIX_FILE, SUITES_DIR, SUMMARY_FILE
+from trbench.report.text import join
 
 MOCK_NOTE = ("This TR ran on the mock provider: every answer is canned (trbench/engines/mock_server.py) and every "
              "figure measures the harness, not a model. It is never a baseline and never compared with a real TR.")
@@ -37,9 +38,9 @@ class SuitesSection(BaseModel):
         plain = sorted({r["scenario"] for r in self.scenarios if not r["json_mode"]})
         parts = []
         if asked:
-            parts.append(f"the server was asked for JSON (OpenAI response_format / Ollama format: json) in {', '.join(asked)}")
+            parts.append(f"the server was asked for JSON (OpenAI response_format / Ollama format: json) in {join(asked)}")
         if plain:
-            parts.append(f"not in {', '.join(plain)}")
+            parts.append(f"not in {join(plain)}")
         return "; ".join(parts)
 
 
