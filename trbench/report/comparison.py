@@ -29,6 +29,7 @@ from trbench.report.matching import RULE as MATCH_RULE
 from trbench.report.models import ReportData
 from trbench.report.regression import TrSettings
 from trbench.report.summary import SummaryRecord, build_summary
+from trbench.report.text import join, noun
 
 Verdict = Literal["difference", "no difference the data can show", "n/a"]
 DIFFERENCE: Verdict = "difference"
@@ -170,7 +171,8 @@ def _why_nothing(sides: list[TrSide], cells: list[dict[CellKey, dict]]) -> str:
 
     def configs(c) -> set[str]:
         return {f"{k[1]} " + " ".join(f"{n}={v}" for n, v in k[2]) for k in c if k[0] in common and k[1] in models}
-    return f"no config in common for the common model(s) {', '.join(sorted(models))} ({each(configs)})"
+    return (f"no config in common for the common {noun('model', len(models))} {join(sorted(models))} "
+            f"({each(configs)})")
 
 
 def compare_trs(sides: list[TrSide]) -> TrComparison:
