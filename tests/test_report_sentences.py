@@ -26,7 +26,7 @@ from trbench.config.smoke import smoke_spec
 from trbench.config.spec import parse_spec
 from trbench.report import build_report, render_markdown
 from trbench.report.answer_quality import QualityPoint, SuitesSection, frontier
-from trbench.report.compare import Estimate, WinnerRow
+from trbench.report.cross_model import Estimate, WinnerRow
 from trbench.report.findings import _cache_sentence, _compare_sentence, _multi_sentence, quality_findings
 from trbench.report.text import count, fold, join, noun, verb
 
