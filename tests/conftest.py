@@ -36,10 +36,11 @@ def free_port_in(lo: int, hi: int) -> int | None:
 
 
 # Test tiers (pyproject.toml declares the markers). A module or test names its tier when it needs
-# more than planted data: integration (a real Prefect, llama.cpp, Docker or CLI process), browser
-# (Chromium), rust (the Rust runner built by cargo). A test using a real-server fixture is
-# integration whatever it says; every other test is unit, the tier `make test-fast` runs.
-HEAVY_TIERS = ("integration", "browser", "rust")
+# more than planted data: integration (a real Prefect, llama.cpp, fake Docker engine or CLI process),
+# docker (a real Docker engine: the docker_engine fixture), browser (Chromium), rust (the Rust runner
+# built by cargo). A test using a real-server fixture is integration whatever it says, one using the
+# real Docker engine docker; every other test is unit, the tier `make test-fast` runs.
+HEAVY_TIERS = ("integration", "docker", "browser", "rust")
 _SERVER_FIXTURES = {"prefect_api", "local_prefect"}
 
 
@@ -47,6 +48,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if _SERVER_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.integration)
+        if "docker_engine" in item.fixturenames and not item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.docker)
         if not any(item.get_closest_marker(t) for t in HEAVY_TIERS):
             item.add_marker(pytest.mark.unit)
 
@@ -134,3 +137,22 @@ def local_prefect(tmp_path_factory):
         yield prefect
     finally:
         prefect.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A REAL Docker engine with the FAKE Ollama image built (or reused) on it (tests/docker_engine.py).
+    No engine reachable and none can be started here: the test is skipped with the reason, or fails
+    where TRBENCH_REQUIRE_DOCKER=1 (CI)."""
+    from tests.docker_engine import REQUIRE_ENV, EngineUnavailable, real_engine
+
+    try:
+        engine = real_engine(tmp_path_factory.mktemp("docker"))
+    except EngineUnavailable as err:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but no Docker engine: {err}", pytrace=False)
+        pytest.skip(f"no Docker engine: {err}")
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -1,6 +1,7 @@
 """Bad setups as a user meets them: `trbench run` on a terminal (a pseudo-terminal here, so the CLI
 and Prefect behave as they do for a person), against the FAKES of what cannot run here (an Ollama
-server, the `ollama` CLI, a Docker engine) and a real llama.cpp server that exits at start.
+server, the `ollama` CLI), a REAL Docker engine running the FAKE Ollama image (tests/docker_engine.py;
+those tests are marked docker) and a real llama.cpp server that exits at start.
 
 Each failure ends in one line naming what failed first and its fix, printed once, as the last
 line; no traceback on the terminal (it is in the run's log file); fixes name only fields the
@@ -25,7 +26,6 @@ import psutil
 import pytest
 from conftest import free_port
 
-from tests.fakes.fake_docker import FakeDocker
 from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
 from trbench.config.servers import FLAT_FIELDS, SERVER_SETTINGS
 from trbench.config.spec import MatrixSpec
@@ -147,27 +147,29 @@ def test_a_listed_model_that_api_show_cannot_describe_fails_its_preflight_in_one
     assert not (tmp_path / "noshow" / "runs").exists()
 
 
-def _missing_external(tmp_path, prefect_api):
+def _missing_external(tmp_path, prefect_api, request):
     server = FakeOllama().start()
     spec = f"tr_id: missing\nprovider: external\nbackend: ollama\nurls: [{server.url}]\nmodels: [qwen2.5:7b]\n"
     return server.stop, spec, {}
 
 
-def _missing_process(tmp_path, prefect_api):
+def _missing_process(tmp_path, prefect_api, request):
     spec = f"tr_id: missing\nprovider: ollama-process\nbackend: ollama\nports: [{free_port()}]\nmodels: [qwen2.5:7b]\n"
     return (lambda: None), spec, {"PATH": f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}", "FAKE_OLLAMA_PYTHON": sys.executable}
 
 
-def _missing_docker(tmp_path, prefect_api):
-    engine = FakeDocker(images=["ollama/ollama:latest"]).start()
-    spec = f"tr_id: missing\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\nmodels: [qwen2.5:7b]\n"
-    return engine.stop, spec, {"DOCKER_HOST": engine.docker_host}
+def _missing_docker(tmp_path, prefect_api, request):
+    engine = request.getfixturevalue("docker_engine")  # the REAL engine, the FAKE Ollama image on it
+    spec = (f"tr_id: missing\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\n"
+            f"docker_image: {engine.image}\nmodels: [qwen2.5:7b]\n")
+    return (lambda: None), spec, {}
 
 
 @pytest.mark.parametrize(("provider", "setup"), [("external", _missing_external), ("ollama-process", _missing_process),
-                                                 ("ollama-docker", _missing_docker)])
-def test_a_missing_model_is_one_line_whose_fix_names_only_its_providers_fields(prefect_api, tmp_path, provider, setup):
-    stop, spec, env = setup(tmp_path, prefect_api)
+                                                 pytest.param("ollama-docker", _missing_docker, marks=pytest.mark.docker)])
+def test_a_missing_model_is_one_line_whose_fix_names_only_its_providers_fields(prefect_api, tmp_path, provider, setup,
+                                                                              request):
+    stop, spec, env = setup(tmp_path, prefect_api, request)
     try:
         term = run_spec(tmp_path, spec + BASE, user_env(tmp_path, PREFECT_API_URL=prefect_api, **env))
     finally:
@@ -187,13 +189,19 @@ def test_a_missing_model_on_the_embedded_engine_is_one_line_before_prefect_start
     assert "field 'models'" in term.lines[0] and "fix: " in term.lines[0]
 
 
-def test_docker_without_the_nvidia_runtime_ends_on_the_start_failure_not_on_validation(prefect_api, tmp_path):
+def no_nvidia_runtime(engine) -> None:
+    if "nvidia" in (engine.client.info().get("Runtimes") or {}):
+        pytest.skip("this Docker engine has the NVIDIA runtime: a GPU request may succeed")
+
+
+def test_docker_without_the_nvidia_runtime_ends_on_the_start_failure_not_on_validation(prefect_api, tmp_path,
+                                                                                        docker_engine):
     """No server can start (device requests on an engine without the NVIDIA runtime): the last
     line is that failure and its fix; the validation of runs that never ran is one short clause."""
-    with FakeDocker(images=["ollama/ollama:latest"], gpu_available=False) as engine:
-        term = run_spec(tmp_path, f"tr_id: nogpu\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\n"
-                        f"gpu_devices: [all]\nmodels: [{DEFAULT_MODEL}]\n" + BASE,
-                        user_env(tmp_path, PREFECT_API_URL=prefect_api, DOCKER_HOST=engine.docker_host))
+    no_nvidia_runtime(docker_engine)
+    term = run_spec(tmp_path, f"tr_id: nogpu\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\n"
+                    f"docker_image: {docker_engine.image}\ngpu_devices: [all]\nmodels: [{DEFAULT_MODEL}]\n" + BASE,
+                    user_env(tmp_path, PREFECT_API_URL=prefect_api))
     last = assert_one_line(term, "could not select device driver", tmp_path / "nogpu")
     assert last.startswith("Failed: no server started: instance ollama-docker-0: docker could not start container")
     assert "fix: install the NVIDIA Container Toolkit" in last and "server.gpu_devices to null" in last
@@ -203,13 +211,13 @@ def test_docker_without_the_nvidia_runtime_ends_on_the_start_failure_not_on_vali
     assert len(last) < 600
 
 
-def test_a_load_tr_whose_server_does_not_start_ends_on_the_start_failure(prefect_api, tmp_path):
+def test_a_load_tr_whose_server_does_not_start_ends_on_the_start_failure(prefect_api, tmp_path, docker_engine):
     """The same on the load flow (a TR with only load steps): its one server's start failure."""
-    with FakeDocker(images=["ollama/ollama:latest"], gpu_available=False) as engine:
-        term = run_spec(tmp_path, f"tr_id: loadgpu\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\n"
-                        f"gpu_devices: [all]\nmodels: [{DEFAULT_MODEL}]\nsingle_agent: false\n"
-                        "load: {concurrency: [2], requests: 2}\n" + BASE,
-                        user_env(tmp_path, PREFECT_API_URL=prefect_api, DOCKER_HOST=engine.docker_host))
+    no_nvidia_runtime(docker_engine)
+    term = run_spec(tmp_path, f"tr_id: loadgpu\nprovider: ollama-docker\nbackend: ollama\nports: [{free_port()}]\n"
+                    f"docker_image: {docker_engine.image}\ngpu_devices: [all]\nmodels: [{DEFAULT_MODEL}]\n"
+                    "single_agent: false\nload: {concurrency: [2], requests: 2}\n" + BASE,
+                    user_env(tmp_path, PREFECT_API_URL=prefect_api))
     last = assert_one_line(term, "could not select device driver", tmp_path / "loadgpu")
     assert last.startswith("Failed: no server started: instance ollama-docker-0: docker could not start container")
     assert_fields_exist(last, "ollama-docker")

@@ -1,7 +1,9 @@
 """tr on load specs on the Ollama providers, end to end on a real Prefect server, against FAKES of what cannot
 run here: a fake `ollama` command (tests/fakes/bin/ollama, whose `serve` answers the fake Ollama HTTP
 API of tests/fakes/fake_ollama.py) and a fake Docker engine (tests/fakes/fake_docker.py) that starts a
-fake Ollama per container.
+fake Ollama per container. The fake engine is kept here because it lets a test configure and look inside
+the Ollama of each container (its models' load delays and out-of-memory ladder; what it was sent, how many
+requests it ran at once); the provider on a REAL Docker engine is tests/test_ollama_docker_engine.py.
 
 The fake Ollama queues as Ollama's docs/faq.md ("How does Ollama handle concurrent requests?") and
 envconfig say: each model works on OLLAMA_NUM_PARALLEL requests at once, OLLAMA_MAX_QUEUE more wait,

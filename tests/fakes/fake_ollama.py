@@ -51,7 +51,9 @@ names the file and version it was read from where it is implemented below):
   `total_duration` and `load_duration` in nanoseconds.
 
 It is built on the standard library only (http.server.ThreadingHTTPServer in a background
-thread, bound to 127.0.0.1 on a port the OS picks). Each model it serves has a
+thread, bound to 127.0.0.1 on a port the OS picks), and must stay so: this file and
+fake_ollama_cli.py are also the `ollama` command of the fake Ollama image that the real-engine
+Docker tests run (tests/docker_engine.py), whose Debian has python3 and nothing else. Each model it serves has a
 FakeModel behaviour: the tokens it emits, the decode step between them, "thinking" tokens
 streamed before the answer, and a failure mode. Tokens are written one NDJSON line per HTTP
 chunk, flushed, with a real delay between them, so client-side timing metrics are meaningful;
@@ -83,7 +85,6 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-import pytest
 
 FailMode = Literal["oom", "http_500", "mid_stream"]
 
@@ -921,9 +922,3 @@ class _Handler(GoLikeHandler):
         else:
             self._send_json(200, final)
 
-
-@pytest.fixture
-def fake_ollama() -> Iterator[FakeOllama]:
-    """A started FAKE Ollama server with default_models(); import this fixture into a test module to use it."""
-    with FakeOllama() as server:
-        yield server

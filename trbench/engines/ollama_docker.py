@@ -124,7 +124,8 @@ def ensure_image(client: docker.DockerClient, image: str, name: str = "") -> str
     except _ENGINE_ERRORS as err:
         raise InstanceError(
             f"instance {name}: docker image {image} could not be pulled ({_one_line(error or _explain(err))}); "
-            f"fix: check server.image (flat: docker_image) and the engine's registry access, or `docker pull {image}`") from err
+            f"fix: check server.image (flat: docker_image) and the engine's registry access, or `docker pull {image}`; "
+            f"a host that reaches no registry: `docker save {image}` where it is and `docker load` it here") from err
 
 
 def ensure_volume(client: docker.DockerClient, volume: str) -> None:
