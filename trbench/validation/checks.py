@@ -73,8 +73,9 @@ class TableCheck:
 
 def allowed_dtypes(field: pa.Field, not_null: bool) -> tuple[str, ...]:
     """The dtype labels (dtype_label) pandas 3 may give a column of this arrow type: a nullable
-    integer column holding a null comes back as float64, a nullable boolean one as objects; a
-    string column may come back as objects of str; a list column as objects (arrays)."""
+    integer column holding a null comes back as float64, a nullable boolean one as objects (of bool,
+    or of nothing when every value is null: a multi-agent run's contention where no run measured it);
+    a string column may come back as objects of str; a list column as objects (arrays)."""
     t = field.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return ("str", "object of str")
@@ -83,7 +84,7 @@ def allowed_dtypes(field: pa.Field, not_null: bool) -> tuple[str, ...]:
     if pa.types.is_floating(t):
         return ("float64",)
     if pa.types.is_boolean(t):
-        return ("bool",) if not_null else ("bool", "object of bool")
+        return ("bool",) if not_null else ("bool", "object of bool", "object")
     if pa.types.is_timestamp(t):
         return ("Timestamp",)
     return ("object", "object of ndarray")
