@@ -202,9 +202,11 @@ def setup_tables(data) -> dict[str, Table]:
         "instances": Table(columns=_cols("instance", "provider", "URL", ">port"),
                            rows=[[i.name, i.provider or "unknown", i.url or "unknown", _port(i.url)]
                                  for i in s.instances]),
-        "models": Table(columns=_cols("model", "kind", "`digest", "details"),
-                        rows=[[m.name, m.kind, m.digest or "unknown",
-                               "; ".join(f"{k}={v}" for k, v in m.details.items())] for m in s.models]),
+        "models": Table(columns=_cols("model", "kind", "`digest"),
+                        rows=[[m.name, m.kind, m.digest or "unknown"] for m in s.models]),
+        # long, one row per recorded detail: a value of any length wraps in its own cell
+        "model_details": Table(columns=_cols("model", "detail", "`value"),
+                               rows=[[m.name, k, v] for m in s.models for k, v in m.details.items()]),
         "cache_checks": Table(columns=_cols("asked for", "server reports", ">requests"),
                               rows=[[c.target, _server_says(c.state), str(c.n)] for c in data.cache.checks]),
     }
