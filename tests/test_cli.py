@@ -141,7 +141,7 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     root = tmp_path / "both"
     assert list((root / "runs").rglob("*.parquet")) and list((root / "load_steps").rglob("*.parquet"))
     report = (root / "report" / "both.md").read_text()
-    assert "## Results" in report and "## Load" in report and "| c2 |" in report
+    assert "\n## Results\n" in report and "\n## Load\n" in report and "| c2 |" in report
     assert "1 of 1 load step(s) valid" in out.stdout
     # plain progress lines (stdout is a pipe), one count over the TR: the matrix's run, then the load
     # step, planned after it, with its own figures; one summary and one final state for both

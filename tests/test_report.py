@@ -18,6 +18,7 @@ from trbench.validation.checks import REPORT_SECTIONS
 from trbench.report import SECTIONS, build_report, render_html, render_markdown, write_report
 from trbench.config.spec import MatrixSpec
 from trbench.data.store import RUN_SCHEMA, REQUEST_SCHEMA, write_run
+from tests.test_report_publish import md_table_after
 
 TR_ID = "TRtest"
 MODELS = ["beta-model", "alpha-model"]  # not alphabetical: the baseline rule must pick alpha-model
@@ -159,18 +160,9 @@ def _expected(root: Path) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def _table(text: str, heading: str) -> list[dict[str, str]]:
-    """The first Markdown table after `heading`, as dicts keyed by header."""
-    lines = text[text.index(heading):].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    block = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        block.append(line)
-    split = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block]
-    header, body = split[0], split[2:]
-    assert all(len(row) == len(header) for row in body), block
-    return [dict(zip(header, row)) for row in body]
+    """The first Markdown table under the heading line `heading`, as dicts keyed by header; a wide
+    table's parts (back to back, each repeating the key columns) joined row by row."""
+    return md_table_after(text, heading)
 
 
 # --- the tests ---------------------------------------------------------------------------------

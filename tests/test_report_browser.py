@@ -56,3 +56,78 @@ def test_report_opens_in_a_browser_with_every_section_and_nothing_runs(tmp_path)
     assert dialogs == [] and errors == []  # the answer's script never ran
     assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []  # self-contained
     assert fetched[0] == html.as_uri()
+
+
+# the page's width a report must fit without a sideways scroll, and the printable width of an A4
+# page with the print stylesheet's 15 mm margins, in CSS px (96 per inch)
+SCREEN_PX = 1200
+A4_PRINTABLE_PX = int((210 - 2 * 15) / 25.4 * 96)
+
+_TABLE_EDGES = """() => Array.from(document.querySelectorAll('table')).map(t => {
+    const r = t.getBoundingClientRect();
+    return {right: r.right + window.scrollX, width: r.width, scroll: t.parentElement.scrollWidth - t.parentElement.clientWidth,
+            headers: Array.from(t.querySelectorAll('th')).map(th => {
+                const h = th.getBoundingClientRect();
+                return {text: th.textContent, right: h.right + window.scrollX, width: h.width,
+                        clipped: th.scrollWidth > th.clientWidth + 1};
+            })};
+})"""
+
+
+def _fits(page, width: int) -> list[str]:
+    """What sticks out past `width`: the page's own scroll, a table's right edge, a header cut off."""
+    out = []
+    scroll = page.evaluate("document.scrollingElement.scrollWidth")
+    if scroll > width:
+        out.append(f"page scrolls sideways: {scroll} px > {width}")
+    for i, t in enumerate(page.evaluate(_TABLE_EDGES)):
+        heads = [h["text"] for h in t["headers"]]
+        if t["right"] > width + 1 or t["scroll"] > 0:  # 1 px: half the collapsed outer border
+            out.append(f"table {i} ({heads[:3]}...) ends at {t['right']:.0f} px, scrolls {t['scroll']} px")
+        out += [f"table {i}: header {h['text']!r} not shown whole" for h in t["headers"]
+                if h["right"] > width + 1 or h["width"] <= 0 or h["clipped"]]
+    return out
+
+
+def test_report_fits_1200_px_and_an_a4_page_with_every_column_header(tmp_path):
+    from playwright.sync_api import sync_playwright
+    from test_report_fit import plant_everything
+
+    from trbench.report import build_report, publish
+    from trbench.report.load_tables import load_tables
+    from trbench.report.tables import MAX_COLUMNS, tables
+
+    root = plant_everything(tmp_path / "planted")
+    html = publish(root).html
+    data = build_report(root)
+    wide = {name: t for name, t in {**tables(data), **load_tables(data)}.items() if len(t.columns) > MAX_COLUMNS}
+    assert {"results", "load_steps"} <= set(wide)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": SCREEN_PX, "height": 900})
+            page.goto(html.as_uri(), wait_until="load")
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= SCREEN_PX
+            assert _fits(page, SCREEN_PX) == []
+            page.screenshot(path=str(SHOTS / "fit-1200.png"), full_page=True)
+            # the first screen answers: the glance table is on it, whole
+            glance = page.locator("table.headline").bounding_box()
+            assert glance and glance["y"] + glance["height"] <= 2 * 900, glance
+
+            # printed: the print stylesheet at the printable width of an A4 page
+            page.emulate_media(media="print")
+            page.set_viewport_size({"width": A4_PRINTABLE_PX, "height": 1000})
+            assert _fits(page, A4_PRINTABLE_PX) == []
+            page.screenshot(path=str(SHOTS / "fit-print.png"), full_page=True)
+            shown = {h["text"] for t in page.evaluate(_TABLE_EDGES) for h in t["headers"]}
+            for name, table in wide.items():  # every column of every wide table has its header on paper
+                missing = [c.header for c in table.columns if c.header not in shown]
+                assert missing == [], (name, missing)
+            pdf = tmp_path / "report.pdf"
+            page.pdf(path=str(pdf), format="A4", prefer_css_page_size=True, print_background=True)
+            pages = pdf.read_bytes().count(b"/Type /Page") - pdf.read_bytes().count(b"/Type /Pages")
+            assert pages > 3, pages  # printed, over several pages
+            (SHOTS / "planted.pdf").write_bytes(pdf.read_bytes())
+        finally:
+            browser.close()

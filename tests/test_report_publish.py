@@ -191,9 +191,25 @@ def md_tables(text: str) -> list[list[list[str]]]:
 
 
 def md_table_after(text: str, heading: str) -> list[dict[str, str]]:
-    rest = text[text.index(heading) + len(heading):]
-    table = md_tables(rest)[0]
-    return [dict(zip(table[0], row)) for row in table[1:]]
+    """The first table under the heading line `heading`, its parts (a wide table is printed as parts
+    that repeat its key columns, back to back) joined row by row: the repeated columns must agree."""
+    found = re.search(rf"(^|\n){re.escape(heading)}\n", text)
+    assert found, heading
+    parts, lines = [], [chunk.strip("\n") for chunk in text[found.end():].split("\n\n")]
+    for i, chunk in enumerate(lines):  # the first table and the parts right after it (each after its '*title:*')
+        if chunk.startswith("|"):
+            parts.append(md_tables(chunk)[0])
+        elif parts and not (chunk.startswith("*") and chunk.endswith(":*") and i + 1 < len(lines)
+                            and lines[i + 1].startswith("|")):
+            break
+    rows: list[dict[str, str]] = [{} for _ in parts[0][1:]]
+    for part in parts:
+        assert len(part) - 1 == len(rows), part
+        for joined, row in zip(rows, part[1:]):
+            assert len(row) == len(part[0]), (part[0], row)
+            for header, value in zip(part[0], row):
+                assert joined.setdefault(header, value) == value, (header, joined, row)
+    return rows
 
 
 def frame(root: Path, table: str) -> pd.DataFrame:
@@ -384,8 +400,9 @@ def test_numbers_equal_a_recomputation_from_parquet(clear) -> None:
     # multi-agent efficiency medians
     ma = frame(root, "ma_runs")
     eff = {(m, s): np.percentile(g["efficiency_pct"], 50) for (m, s), g in ma.groupby(["model", "scenario"])}
-    ma_rows = [r for r in md_tables(md) if r[0][:3] == ["model", "scenario", "valid runs / runs"]][0]
+    ma_rows = [r for r in md_tables(md) if r[0][:2] == ["model", "scenario"] and "efficiency % p50" in r[0]][0]
     header = ma_rows[0]
+    assert len(ma_rows) - 1 == len(eff)
     for r in ma_rows[1:]:
         rec = dict(zip(header, r))
         assert rec["efficiency % p50"] == f"{eff[(rec['model'], rec['scenario'])]:.1f}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.test_load_report import SPEC as LOAD_SPEC
 from tests.test_load_report import _write_tr
-from tests.test_report_publish import MANIFEST, ROOT, plant
+from tests.test_report_publish import MANIFEST, ROOT, md_table_after, plant
 from trbench.data.environment import Manifest
 from trbench.config.smoke import smoke_spec
 from trbench.config.spec import parse_spec
@@ -121,8 +121,12 @@ def test_one_run_has_no_interval_and_no_winner(tmp_path):
     key = " ".join(data.findings.key)
     assert "intervals separate" not in key and "intervals overlap" not in key
     assert "the data does not separate the models" in key and "needs 2 runs" in key
-    results = render_markdown(data).split("## Results", 1)[1].split("\n## ", 1)[0]
+    md = render_markdown(data)
+    results = md.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
     assert "n/a" in results and not re.search(r"\[\d", results)
+    glance = md_table_after(md, "### Results at a glance")  # the first screen shows no interval either
+    assert len(glance) == 4 and all("n/a" in r["decode tok/s p50 [95% CI]"] for r in glance)
+    assert not any(re.search(r"\[\d", v) for r in glance for v in r.values())
 
 
 def test_a_lead_that_changes_with_the_config_claims_no_ties_that_are_not_there():

@@ -279,7 +279,7 @@ def test_report_sections_missing_or_empty(clean, gx_context, tmp_path):
     rest = rest[rest.index("## Recommendations"):]
     broken = tmp_path / "broken.md"
     # drop the Failures section and empty the Results section's table
-    results_start = head.index("## Results")
+    results_start = head.index("\n## Results\n") + 1  # not "### Results at a glance"
     pct_start = head.index("### % of baseline")
     broken.write_text(head[:results_start] + "## Results\n\n" + head[pct_start:] + rest)
     result = validation.validate_tr(root, None, broken, context=gx_context)

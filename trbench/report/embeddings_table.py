@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trbench.measure.embedding_metrics import DEFINITIONS
-from trbench.report.tables import Table, _cols, fmt, to_markdown
+from trbench.report.tables import Table, _cols, _groups, fmt, to_markdown
 
 TITLE = "Embeddings"
 
@@ -42,7 +42,9 @@ def embeddings_table(steps: pd.DataFrame) -> Table:
              f"{int(r['n_errors'])}" + (f" ({', '.join(r['error_kinds'])})" if r["n_errors"] else "")]
             for _, r in steps.iterrows()]
     return Table(columns=_cols("`model", "instance", ">batch size", ">concurrency", ">n", ">texts/s", ">tokens/s",
-                               ">p50 ms", ">p95 ms", ">p99 ms", ">within SLO", "errors"), rows=rows)
+                               ">p50 ms", ">p95 ms", ">p99 ms", ">within SLO", "errors"), rows=rows, keys=4,
+                 groups=_groups(("throughput", ["n", "texts/s", "tokens/s", "errors"]),
+                                ("latency", ["p50 ms", "p95 ms", "p99 ms", "within SLO"])))
 
 
 def embeddings_text() -> list[str]:

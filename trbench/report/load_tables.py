@@ -6,7 +6,7 @@ import pandas as pd
 
 from trbench.measure.load_metrics import kinds_text
 from trbench.report.embeddings_table import embeddings_table
-from trbench.report.tables import Table, _cols, fmt
+from trbench.report.tables import Table, _cols, _groups, fmt
 
 
 def _int(v: int | None) -> str:
@@ -30,7 +30,13 @@ def load_tables(data) -> dict[str, Table]:
                    fmt(s.tpot_ms_p95), fmt(s.itl_ms_p50), fmt(s.itl_ms_p95), fmt(s.e2e_ms_p50), fmt(s.e2e_ms_p99),
                    fmt(s.queue_ms_p50), fmt(s.queue_ms_p95), fmt(s.prefill_ms_p50), fmt(s.good_pct),
                    fmt(s.goodput_rps, 2)] for s in steps],
-            row_classes=["" if s.valid else "regression" for s in steps]),
+            row_classes=["" if s.valid else "regression" for s in steps], keys=3,
+            groups=_groups(("throughput and goodput", ["offered req/s", "req/s", "output tok/s", "good %",
+                                                       "goodput req/s"]),
+                           ("requests", ["slots", "n", "warm-up", "errors", "error kinds"]),
+                           ("latency", ["TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "e2e p50 ms", "e2e p99 ms"]),
+                           ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL p50 ms", "ITL p95 ms",
+                                                       "queue p50 ms", "queue p95 ms", "prefill p50 ms"]))),
         "load_summary": Table(
             columns=_cols("model", "config", ">steps", ">saturation point req/s", ">best goodput req/s",
                           "at step", ">peak output tok/s"),

@@ -87,14 +87,54 @@ class Column(BaseModel):
     code: bool = False  # shown as code (Markdown backticks, HTML <code>)
 
 
+# The widest table the report prints: at 1,200 px (and on an A4 page) ten columns of figures still
+# fit; a wider table is printed as parts (its key columns repeated in each), never cut off.
+MAX_COLUMNS = 10
+
+
+class ColumnGroup(BaseModel):
+    """A named part of a wide table: the headers it shows after the table's key columns."""
+
+    title: str
+    headers: list[str]
+
+
 class Table(BaseModel):
     columns: list[Column]
     rows: list[list[str]]
     row_classes: list[str] = []  # HTML only: one class per row ("" for none)
+    keys: int = 2  # the leading columns that name a row (model, config, ...): repeated in every part
+    groups: list[ColumnGroup] = []  # how a wide table is split; none: in order, MAX_COLUMNS at a time
 
     def column(self, header: str) -> list[str]:
         i = [c.header for c in self.columns].index(header)
         return [r[i] for r in self.rows]
+
+    def parts(self) -> list[tuple[str, Table]]:
+        """The table as printed: itself when it fits MAX_COLUMNS, else parts of at most MAX_COLUMNS
+        columns, each the key columns and one group. Every column lands in exactly one part (a column
+        no group names goes to a last part), so splitting loses nothing."""
+        headers = [c.header for c in self.columns]
+        if len(headers) <= MAX_COLUMNS:
+            return [("", self)]
+        rest = headers[self.keys:]
+        named = [(g.title, [h for h in g.headers if h in rest]) for g in self.groups]
+        left = [h for h in rest if not any(h in hs for _, hs in named)]
+        if left:
+            named.append(("other columns" if named else "", left))
+        width = max(1, MAX_COLUMNS - self.keys)
+        chunked: list[tuple[str, list[str]]] = []
+        for title, hs in named:  # a group wider than the page goes on in a part of its own
+            pieces = [hs[i:i + width] for i in range(0, len(hs), width)]
+            chunked += [(title if len(pieces) == 1 else f"{title or 'part'} {i + 1} of {len(pieces)}", piece)
+                        for i, piece in enumerate(pieces)]
+        out = []
+        for title, hs in chunked:
+            idx = list(range(self.keys)) + [headers.index(h) for h in hs]
+            out.append((title, Table(columns=[self.columns[i] for i in idx],
+                                     rows=[[r[i] for i in idx] for r in self.rows],
+                                     row_classes=self.row_classes, keys=self.keys)))
+        return out
 
 
 def _cols(*spec: str) -> list[Column]:
@@ -110,6 +150,10 @@ def _cols(*spec: str) -> list[Column]:
     return out
 
 
+def _groups(*spec: tuple[str, list[str]]) -> list[ColumnGroup]:
+    return [ColumnGroup(title=title, headers=headers) for title, headers in spec]
+
+
 def _md_cell(value: str, column: Column) -> str:
     text = cell_text(value)
     if column.code and text:
@@ -118,6 +162,14 @@ def _md_cell(value: str, column: Column) -> str:
 
 
 def to_markdown(table: Table) -> str:
+    """The table in Markdown: one table, or (when wide) its parts, each after a line naming it."""
+    parts = table.parts()
+    if len(parts) == 1:
+        return _markdown_table(parts[0][1])
+    return "\n\n".join(f"*{title}:*\n\n{_markdown_table(part)}" for title, part in parts)
+
+
+def _markdown_table(table: Table) -> str:
     lines = ["| " + " | ".join(c.header for c in table.columns) + " |",
              "|" + "|".join("---:" if c.align == "right" else "---" for c in table.columns) + "|"]
     lines += ["| " + " | ".join(_md_cell(v, c) for v, c in zip(row, table.columns)) + " |" for row in table.rows]
@@ -150,9 +202,11 @@ def setup_tables(data) -> dict[str, Table]:
         "instances": Table(columns=_cols("instance", "provider", "URL", ">port"),
                            rows=[[i.name, i.provider or "unknown", i.url or "unknown", _port(i.url)]
                                  for i in s.instances]),
-        "models": Table(columns=_cols("model", "kind", "`digest", "details"),
-                        rows=[[m.name, m.kind, m.digest or "unknown",
-                               "; ".join(f"{k}={v}" for k, v in m.details.items())] for m in s.models]),
+        "models": Table(columns=_cols("model", "kind", "`digest"),
+                        rows=[[m.name, m.kind, m.digest or "unknown"] for m in s.models]),
+        # long, one row per recorded detail: a value of any length wraps in its own cell
+        "model_details": Table(columns=_cols("model", "detail", "`value"),
+                               rows=[[m.name, k, v] for m in s.models for k, v in m.details.items()]),
         "cache_checks": Table(columns=_cols("asked for", "server reports", ">requests"),
                               rows=[[c.target, _server_says(c.state), str(c.n)] for c in data.cache.checks]),
     }
@@ -201,6 +255,43 @@ def results_table(data) -> Table:
                 row.append(fmt_ci(getattr(c, RESULT_INTERVALS[field][0])))
         row += [f"{c.valid_runs} / {c.runs}", str(c.failed_requests), str(c.invalid_runs)]
         rows.append(row)
+    return Table(columns=cols, rows=rows, groups=_result_groups(data.cache.states))
+
+
+def _result_groups(states: list[str]) -> list[ColumnGroup]:
+    """The results table's parts: throughput, TTFT (two cache states a part), then end-to-end
+    latency with run-to-run stability and validity."""
+    def headers(fields: list[str]) -> list[str]:
+        out = []
+        for f in fields:
+            out.append(PCT_HEADERS[f])
+            if f in RESULT_INTERVALS:
+                out.append(RESULT_INTERVALS[f][1])
+        return out
+
+    shown = [st for st in CACHE_STATES if st in states]
+    ttft = [ColumnGroup(title="time to first token, " + " and ".join(_LABEL[st] for st in pair),
+                        headers=headers([f"ttft_{st}_{k}" for st in pair for k in ("n", "p50_ms", "p95_ms")]))
+            for pair in (shown[i:i + 2] for i in range(0, len(shown), 2))]
+    return [ColumnGroup(title="throughput", headers=["n", *headers(["decode_tps_mean", "decode_tps_p50",
+                                                                    "decode_tps_p95"])]),
+            *ttft,
+            ColumnGroup(title="end-to-end latency, stability and validity",
+                        headers=[*headers(["e2e_p50_ms", "e2e_p95_ms", "cv_pct", "decode_client_vs_server_pct"]),
+                                 "valid runs / runs", "failed requests", "invalid runs"])]
+
+
+def headline_table(data) -> Table:
+    """The first screen's answer: one row per model x config with the headline figures, each median
+    with its interval, TTFT per measured cache state in one column, and how many runs were valid."""
+    states = [st for st in CACHE_STATES if st in data.cache.states]
+    ttft = "TTFT p50 ms (" + " / ".join(_LABEL[st] for st in states) + ")" if states else "TTFT p50 ms"
+    cols = _cols("model", "config", ">decode tok/s p50 [95% CI]", ">" + ttft, ">e2e p50 ms [95% CI]",
+                 ">n", ">valid runs / runs")
+    rows = [[c.model, c.config.label, fmt_est(c.decode_tps_p50, c.decode_tps_p50_ci),
+             " / ".join(fmt(getattr(c, f"ttft_{st}_p50_ms")) for st in states) or "n/a",
+             fmt_est(c.e2e_p50_ms, c.e2e_p50_ci), str(c.n_requests), f"{c.valid_runs} / {c.runs}"]
+            for c in data.cells]
     return Table(columns=cols, rows=rows)
 
 
@@ -208,7 +299,9 @@ def pct_table(data) -> Table:
     fields = [f for f in PCT_FIELDS if _shown(f, data.cache.states)]
     cols = _cols("model", "config") + [Column(header=f"{PCT_HEADERS[f]} %", align="right") for f in fields]
     rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in fields] for r in data.pct_of_baseline]
-    return Table(columns=cols, rows=rows)
+    return Table(columns=cols, rows=rows, groups=_groups(
+        ("throughput", [f"{PCT_HEADERS[f]} %" for f in fields if f.startswith("decode")]),
+        ("latency", [f"{PCT_HEADERS[f]} %" for f in fields if not f.startswith("decode")])))
 
 
 def run_spread_table(data) -> Table:
@@ -235,7 +328,13 @@ def multi_agent_tables(data) -> dict[str, Table]:
             rows=[[r.model, r.scenario, f"{r.valid_runs} / {r.runs}", fmt(r.speedup_mean, 2), fmt(r.speedup_p50, 2),
                    fmt_ci(r.speedup_p50_ci, 2), fmt(r.speedup_min, 2), fmt(r.efficiency_mean), fmt(r.efficiency_p50),
                    fmt_ci(r.efficiency_p50_ci), fmt(r.efficiency_min), fmt(r.concurrent_wall_s_mean, 2),
-                   fmt(r.sequential_wall_s_mean, 2), f"{r.contention_runs} / {r.valid_runs}"] for r in ma.results]),
+                   fmt(r.sequential_wall_s_mean, 2), f"{r.contention_runs} / {r.valid_runs}"] for r in ma.results],
+            groups=_groups(("speedup", ["valid runs / runs", "speedup mean", "speedup p50", "speedup p50 95% CI",
+                                        "speedup min"]),
+                           ("efficiency and wall time", ["efficiency % mean", "efficiency % p50",
+                                                         "efficiency % p50 95% CI", "efficiency % min",
+                                                         "concurrent wall s", "sequential wall s",
+                                                         "runs with contention"]))),
         "ma_agents": Table(
             columns=_cols("model", "scenario", ">collector tok/s conc", ">collector tok/s solo", ">insight tok/s conc",
                           ">insight tok/s solo", ">collector TTFT ms conc", ">collector TTFT ms solo",
@@ -246,7 +345,11 @@ def multi_agent_tables(data) -> dict[str, Table]:
                 "insight_solo_decode_tps", "collector_concurrent_ttft_ms", "collector_solo_ttft_ms",
                 "insight_concurrent_ttft_ms", "insight_solo_ttft_ms")] + [fmt(r.delta_decode_tps), fmt(r.delta_ttft_ms),
                                                                             r.ttft_states]
-                  for r in ma.results]),
+                  for r in ma.results],
+            groups=_groups(("decode tok/s", ["collector tok/s conc", "collector tok/s solo", "insight tok/s conc",
+                                             "insight tok/s solo", "delta tok/s"]),
+                           ("TTFT", ["collector TTFT ms conc", "collector TTFT ms solo", "insight TTFT ms conc",
+                                     "insight TTFT ms solo", "delta TTFT ms", "TTFT cache state (calls)"]))),
         "ma_options": Table(columns=_cols("model", "scenario", "`collector", "`insight"),
                             rows=[[r.model, r.scenario, r.collector_options, r.insight_options] for r in ma.results]),
         "ma_definitions": Table(columns=_cols("term", "definition"),
@@ -378,7 +481,10 @@ def suites_tables(data) -> dict[str, Table]:
             rows=[[r["model"], r["scenario"], "yes" if r["json_mode"] else "no", str(r["requests"]), str(r["errors"]),
                    _pct(r["json_parse_rate"]), _pct(r["schema_valid_rate"]), _pct(r["route_accuracy"]),
                    _pct(r["sane_rate"]), fmt(r["output_tokens_mean"]), fmt(r["latency_ms_p50"], 0),
-                   fmt(r["latency_ms_p95"], 0), fmt(r["latency_ms_p99"], 0)] for r in su.scenarios]),
+                   fmt(r["latency_ms_p95"], 0), fmt(r["latency_ms_p99"], 0)] for r in su.scenarios],
+            groups=_groups(("answers", ["JSON mode", "requests", "failed", "JSON parse", "schema valid",
+                                        "route accuracy", "sane"]),
+                           ("output and latency", ["output tokens mean", "latency p50 ms", "p95 ms", "p99 ms"]))),
         "qa_matrix": Table(
             columns=_cols("`model", "kind", ">questions", ">unanswerable", ">unreadable", ">overall",
                           ">value accuracy (x0.75)", ">ref overlap (x0.15)", ">NA recall (x0.10)", ">unit match",
@@ -387,7 +493,10 @@ def suites_tables(data) -> dict[str, Table]:
                    fmt(r["overall"], 3), fmt(r["value_accuracy"], 3), fmt(r["ref_overlap"], 3), fmt(r["na_recall"], 3),
                    fmt(r["unit_match"], 3), fmt(r["latency_ms_p50"], 0), fmt(r["latency_ms_p95"], 0),
                    fmt(r["output_tokens_mean"])] for r in su.qa],
-            row_classes=["ensemble" if r["kind"] == "ensemble" else "" for r in su.qa]),
+            row_classes=["ensemble" if r["kind"] == "ensemble" else "" for r in su.qa],
+            groups=_groups(("scores", ["questions", "unanswerable", "unreadable", "overall", "value accuracy (x0.75)",
+                                       "ref overlap (x0.15)", "NA recall (x0.10)", "unit match"]),
+                           ("latency and output", ["latency p50 ms", "p95 ms", "output tokens mean"]))),
         "quality_speed": Table(
             columns=_cols("`model", ">QA overall", ">decode tok/s p50", "frontier"),
             rows=[[p.model, fmt(p.overall, 3), fmt(p.decode_tps_p50), "yes" if p.on_frontier else ""]
@@ -401,6 +510,7 @@ def tables(data) -> dict[str, Table]:
     out.update(setup_tables(data))
     out.update(definition_tables(data))
     out["results"] = results_table(data)
+    out["headline"] = headline_table(data)
     out["answers"] = answers_table(data)
     out["pct"] = pct_table(data)
     out["run_spread"] = run_spread_table(data)
