@@ -37,7 +37,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # the unit tier: planted data and in-process fakes, no real server, browser or cargo; its tests share
-# nothing, so they run on every core (about 1.5 minutes on 2)
+# nothing, so they run on every core (about 2 minutes on 2 cores shared with other jobs)
 test-fast: setup
 	$(PY) -m pytest -q -m unit -n auto tests
 
