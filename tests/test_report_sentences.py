@@ -147,6 +147,18 @@ def test_every_shape_reads_right(shapes, shape):
     check_findings(shapes[shape])
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_definitions_and_rules_are_stated_once(shapes, shape):
+    """The bootstrap intervals, the winner rule and the run-to-run spread are stated where their table or
+    section is; the methodology names them."""
+    from trbench.measure import metrics
+    from trbench.report.cross_model import WINNER_RULE
+
+    md = render_markdown(shapes[shape])
+    stated = [*metrics.BOOTSTRAP_DEFINITIONS.values(), WINNER_RULE, metrics.RUN_DEFINITIONS["cv_pct"]]
+    assert {text[:80]: md.count(text[:80]) for text in stated if md.count(text[:80]) > 1} == {}
+
+
 def test_one_model_and_one_config_say_so_in_the_singular(shapes):
     key = " ".join(shapes["one model, one config"].findings.key)
     assert "One model measured (fast-model): decode p50 120 tok/s over 1 config; no model comparison." in key

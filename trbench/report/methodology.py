@@ -62,14 +62,18 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
         items += [
             ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
              + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
-            ("medians and intervals", "every median is shown with a bootstrap 95% interval: "
-                                      + metrics.BOOTSTRAP_DEFINITIONS["95% CI of a single-agent median"]),
-            ("per-run intervals", metrics.BOOTSTRAP_DEFINITIONS["95% CI of a per-run median"]),
+            # each definition and rule is stated once, where its table or section is: named here
+            ("medians and intervals", "every median is shown with a bootstrap 95% interval (Statistics, below)"),
+            ("per-run intervals", "figures measured once per run (multi-agent speedup and efficiency, tokens per "
+                                  "joule) are the median of their runs with a bootstrap 95% interval (Statistics, "
+                                  "below)"),
         ]
     if present & {"single", "multi"}:
-        items.append(("winner by scenario", cross_model.WINNER_RULE))
+        items.append(("winner by scenario", "a model wins a scenario only when its interval overlaps no other "
+                                            "model's (the rule: Cross-model comparison)"))
     if "single" in present:
-        items.append(("run-to-run spread", metrics.RUN_DEFINITIONS["cv_pct"]))
+        items.append(("run-to-run spread", "cv_pct, the coefficient of variation of the per-run decode rates "
+                                           "(Appendix: metric definitions)"))
     if present & {"single", "multi"}:
         items.append(("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its "
                                   "config (raw MAD; one floor for throughput, a wider one for TTFT); flagged configs are "
