@@ -11,7 +11,7 @@ import pytest
 
 from trbench.data import store
 from trbench.data.budget_record import BudgetRecord
-from trbench.data.environment import Manifest
+from trbench.data.environment import InstanceDescription, Manifest
 from trbench.data.model_facts import ModelFacts
 from trbench.engines.mock import MockInstance
 from trbench.measure import manifest as env_manifest
@@ -151,7 +151,7 @@ def test_a_collected_manifest_holds_what_was_given(monkeypatch: pytest.MonkeyPat
     inst = MockInstance("mock-0", 1, None)  # type: ignore[arg-type]
     facts = {"m": inst.model_facts("m")}
     budget = [BudgetRecord(model="m", num_gpu=0, num_ctx=512, action="run", reason="r", estimate_gib=None)]
-    m = env_manifest.collect([env_manifest.describe_instance(inst)], facts, command="trbench run x.yaml",
+    m = env_manifest.collect([env_manifest.describe_instance(inst, "openai")], facts, command="trbench run x.yaml",
                              spec={"tr_id": "t"}, vram_budget=budget)
     recorded = m.recorded()
     assert set(recorded) == {"command", "git", "packages", "hardware", "instances", "models", "spec", "vram_budget"}
@@ -199,3 +199,25 @@ def test_the_report_reads_an_older_manifest_json(tmp_path: Path) -> None:
     (model,) = setup.models
     assert model.digest == "sha256:1" and model.details["quantization"] == "Q4_0" and model.kind.startswith("base")
     assert [(d.model, d.action) for d in setup.vram_budget] == [("m", "skip")]
+
+
+def test_the_manifest_records_the_version_the_server_reports() -> None:
+    """Ollama answers /api/version; a server whose protocol has no version endpoint it answers (llama.cpp's,
+    the mock), or that does not answer at all, gets no version: nothing is guessed."""
+    from tests.fakes.fake_ollama import FakeOllama
+    from trbench.engines.mock_server import Pace, serve
+    from trbench.report.build import _server
+
+    from conftest import free_port
+
+    with FakeOllama(version="0.9.2") as ollama:
+        assert env_manifest.server_version(ollama.url, "ollama") == "0.9.2"
+    mock, _ = serve("127.0.0.1", free_port(), Pace(first_token_ms=1, token_ms=0, invalid_every=0), ["m"])
+    try:
+        assert env_manifest.server_version(f"http://127.0.0.1:{mock.server_address[1]}", "openai") is None
+    finally:
+        mock.shutdown()
+        mock.server_close()
+    assert env_manifest.server_version(f"http://127.0.0.1:{free_port()}", "ollama", timeout_s=1) is None
+    assert _server(InstanceDescription(provider="external", version="0.9.2"), {}) == "external 0.9.2"
+    assert _server(InstanceDescription(provider="external"), {}) == "external (version not recorded)"

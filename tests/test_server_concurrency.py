@@ -49,7 +49,7 @@ def test_defaults_keep_todays_behaviour_and_values_reach_the_instances(tmp_path)
     spec = parse_spec({**GOOD, "server": {"slots": 3}})
     (inst,) = create_embedded(spec.server, 1, tmp_path, 10, "openai")
     assert inst.slots == 3
-    described = describe_instance(inst)
+    described = describe_instance(inst, "openai")
     assert described.concurrency == {"slots": 3} and described.provider == "embedded"
 
 

@@ -35,6 +35,7 @@ class Backend(NamedTuple):
     listed: Callable[[dict], list[str]]  # the model names in the models_path answer
     json_mode: Mapping[str, object]  # the request body fields that ask for a JSON answer
     embeddings: EmbeddingsEndpoint | None  # where and how it embeds texts
+    version_path: str | None  # answers {"version": ...} (Ollama's /api/version, vLLM's /version)
 
 
 def _ollama_listed(data: dict) -> list[str]:
@@ -48,10 +49,12 @@ def _openai_listed(data: dict) -> list[str]:
 BACKEND_KINDS: dict[str, Backend] = {
     "openai": Backend(OpenAIClient, WireFormat(read_sse_chunk, SSE_PREFIX), health_path="/v1/models",
                       models_path="/v1/models", ollama_names=False, pulls=False, loads_per_request=False,
-                      unloads=False, describes_models=False, listed=_openai_listed, json_mode=OPENAI_JSON_MODE, embeddings=OPENAI_EMBED),
+                      unloads=False, describes_models=False, listed=_openai_listed, json_mode=OPENAI_JSON_MODE, embeddings=OPENAI_EMBED,
+                      version_path="/version"),
     "ollama": Backend(OllamaClient, WireFormat(read_ndjson_chunk, ""), health_path="/api/version",
                       models_path="/api/tags", ollama_names=True, pulls=True, loads_per_request=True,
-                      unloads=True, describes_models=True, listed=_ollama_listed, json_mode=OLLAMA_JSON_MODE, embeddings=OLLAMA_EMBED),
+                      unloads=True, describes_models=True, listed=_ollama_listed, json_mode=OLLAMA_JSON_MODE, embeddings=OLLAMA_EMBED,
+                      version_path="/api/version"),
 }
 BACKENDS: dict[str, type[OpenAIClient] | type[OllamaClient]] = {n: b.client for n, b in BACKEND_KINDS.items()}
 WIRE_FORMATS: dict[str, WireFormat] = {n: b.wire for n, b in BACKEND_KINDS.items()}

@@ -58,6 +58,7 @@ class InstanceDescription(Recorded):
     url: str | None = None
     threads: int | None = None
     concurrency: dict[str, int] | None = None
+    version: str | None = None  # the server's own answer where its protocol has a version endpoint
 
     @property
     def address(self) -> str | None:

@@ -74,11 +74,33 @@ def hardware() -> Hardware:
     )
 
 
-def describe_instance(inst: Instance) -> InstanceDescription:
-    """One instance as the manifest keeps it: where it is, its threads, and how it batches and queues
-    (embedded: slots; Ollama: num_parallel, max_queue; None where the provider does not say)."""
+def server_version(url: str, backend: str, api_key_env: str | None = None, timeout_s: float = 3.0) -> str | None:
+    """The version the server reports at its protocol's version endpoint (Ollama's /api/version,
+    vLLM's /version); None where it has none (llama.cpp's server, the mock) or does not answer: the
+    manifest records what the server says, never a guess."""
+    import httpx  # noqa: PLC0415 (only where a TR run is recorded)
+
+    from trbench.backends import backend_kind  # noqa: PLC0415
+    from trbench.backends.auth import auth_headers  # noqa: PLC0415
+
+    path = backend_kind(backend).version_path
+    if path is None:
+        return None
+    try:
+        r = httpx.get(f"{url}{path}", headers=auth_headers(api_key_env), timeout=timeout_s)
+        found = r.json().get("version") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return str(found) if found else None
+
+
+def describe_instance(inst: Instance, backend: str) -> InstanceDescription:
+    """One instance as the manifest keeps it: where it is, its threads, how it batches and queues
+    (embedded: slots; Ollama: num_parallel, max_queue; None where the provider does not say), and the
+    version the server reports."""
     return InstanceDescription(name=inst.name, provider=inst.provider, url=inst.url, threads=inst.threads,
-                               concurrency=inst.concurrency)
+                               concurrency=inst.concurrency,
+                               version=server_version(inst.url, backend, inst.api_key_env) if inst.url else None)
 
 
 def collect(instances: list[InstanceDescription], models: dict[str, ModelFacts], command: str,

@@ -363,7 +363,7 @@ def _server(instance: InstanceDescription, packages: dict[str, str | None]) -> s
     instance record carries one."""
     if instance.provider == "embedded":
         return f"llama.cpp (xllamacpp {packages.get('xllamacpp') or 'version not recorded'})"
-    version = (instance.model_extra or {}).get("version")
+    version = instance.version
     return f"{instance.provider or '?'} {version}" if version else f"{instance.provider or '?'} (version not recorded)"
 
 

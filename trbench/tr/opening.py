@@ -150,7 +150,7 @@ def record_manifest(session: TRSession, budget: list[BudgetRecord]) -> Manifest:
     s = session
 
     def record() -> Manifest:
-        described = [env_manifest.describe_instance(i) for i in s.instances]
+        described = [env_manifest.describe_instance(i, s.spec.backend) for i in s.instances]
         manifest = env_manifest.collect(described, s.facts, command=s.steps.command(s.spec.tr_id),
                                         spec=s.spec.model_dump(), vram_budget=budget)
         store.write_json_atomic(s.root / "manifest.json", manifest.recorded())
