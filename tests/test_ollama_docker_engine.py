@@ -33,7 +33,7 @@ import psutil
 import pytest
 import yaml
 from conftest import free_port
-from test_stopping import cli_env, group_alive
+from test_stopping import cli_env, kill_all
 
 from tests.docker_engine import Listed
 from tests.fakes.fake_ollama import DEFAULT_MODEL
@@ -263,30 +263,21 @@ def reapers_of(proc: subprocess.Popen) -> list[psutil.Process]:
             if "trbench.engines.reaper" in " ".join(p.cmdline())]
 
 
-def kill_left(proc: subprocess.Popen, others: list[psutil.Process]) -> None:
-    for p in others:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    if group_alive(proc.pid):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def test_a_tr_through_two_containers_is_valid_and_removes_them(engine, tmp_path):
-    ports = [free_port(), free_port()]
-    spec = write_spec(tmp_path, engine.image, ports, "dockreal")
-    log = tmp_path / "run.log"
+def run_to_end(engine, tmp_path: Path, spec: Path, log: Path) -> tuple[int, str, Watch]:
+    """`trbench run` of spec to its end, watching the engine's containers: (exit code, output, watch)."""
     with Watch(engine) as watch:
         proc = start_cli(tmp_path, spec, log)
         try:
             rc = proc.wait(timeout=300)
         finally:
-            kill_left(proc, [])
-    output = log.read_text(errors="replace")
+            kill_all(proc, [])
+    return rc, log.read_text(errors="replace"), watch
+
+
+def test_a_tr_through_two_containers_is_valid_and_removes_them(engine, tmp_path):
+    ports = [free_port(), free_port()]
+    spec = write_spec(tmp_path, engine.image, ports, "dockreal")
+    rc, output, watch = run_to_end(engine, tmp_path, spec, tmp_path / "run.log")
     assert rc == 0, output[-3000:]
     root = tmp_path / "out" / "dockreal"
     runs = store.read_frame(root, "runs")
@@ -327,7 +318,7 @@ def test_a_stopped_or_killed_run_leaves_no_container(engine, tmp_path, how):
         assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in reapers), 10)
         print(f"{how}: containers removed {took:.1f} s after the signal")
     finally:
-        kill_left(proc, reapers)
+        kill_all(proc, reapers)
 
 
 def test_what_a_killed_run_left_is_removed_before_the_next_runs_port_check(engine, tmp_path):
@@ -344,20 +335,13 @@ def test_what_a_killed_run_left_is_removed_before_the_next_runs_port_check(engin
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        kill_left(proc, reapers)
+        kill_all(proc, reapers)
     # the containers outlived their run and still publish its ports
     assert sorted(c.id for c in ours(engine)) == sorted(c.id for c in left)
     assert not refused("127.0.0.1", ports[0])
 
     spec = write_spec(tmp_path, engine.image, ports, "docknext")
-    log = tmp_path / "next.log"
-    with Watch(engine) as watch:
-        proc = start_cli(tmp_path, spec, log)
-        try:
-            rc = proc.wait(timeout=300)
-        finally:
-            kill_left(proc, [])
-    output = log.read_text(errors="replace")
+    rc, output, watch = run_to_end(engine, tmp_path, spec, tmp_path / "next.log")
     assert rc == 0, output[-3000:]
     assert store.read_frame(tmp_path / "out" / "docknext", "runs")["valid"].all()
     for i, name in enumerate(NAMES):  # removed by the preflight, before it checked the port
