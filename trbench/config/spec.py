@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from trbench.config.errors import FieldRule, SpecError, format_error
 from trbench.config.load_section import LoadSpec
+from trbench.config.questions_section import Question
 from trbench.config.sections import (
     EMBEDDED_DEFAULTS,
     SCENARIOS,
@@ -110,6 +111,9 @@ class MatrixSpec(_Strict):
                                       "(trbench/config/suites_section.py): scenarios, QA")
     load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
                                   "(trbench/config/load_section.py)")
+    questions: list[Question] = Field(default_factory=list, description="questions the report answers from the data "
+                                      "(trbench/config/questions_section.py); none: the defaults of the workloads "
+                                      "measured")
     smoke: bool = Field(default=False, description="set by `trbench run --smoke` on the cut spec it runs: the TR "
                         "is a setup check, and its report says pass or fail, names no winner and states no finding")
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from trbench.config.spec import MatrixSpec, OutlierRule, parse_spec
+from trbench.config.questions_section import Question
 from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
 from trbench.data.environment import GitState, Hardware, InstanceDescription, Manifest
 from trbench.data.model_facts import ModelFacts
@@ -42,6 +43,8 @@ from trbench.report.models import (
     CACHE_MODES, CONFIG_KEYS, MESSAGE_CHARS, MODEL_DETAIL_KEYS, CacheCheck, CacheInfo, CellResult, Config,
     FailedRequest, InstanceInfo, InvalidRun, Measured, ModelInfo, PctRow, ReportData, Setup, WorkloadPart)
 from trbench.report.questions import default_objective, questions
+from trbench.report.spec_questions import answer
+from trbench.report.summary import build_summary
 from trbench.report.multi_agent import build_multi_agent
 from trbench.report.reruns import flagged_runs, outlier_rule_text, reruns
 from trbench.report.answer_quality import build_suites_section
@@ -564,8 +567,17 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     data.reproduce = reproduce(data, src.root)
     data.methodology = methodology(data, src.spec)
     data.findings = build_findings(data)
+    if src.spec is not None and src.spec.questions and not smoke:
+        _answer_spec_questions(data, src.spec.questions)
     _regression(data, baseline_root, threshold_pct)
     return data
+
+
+def _answer_spec_questions(data: ReportData, asked: list[Question]) -> None:
+    """The spec's own questions replace the workloads' defaults, each answered from the summary's figures."""
+    summary = build_summary(data)
+    data.questions = [q.ask for q in asked]
+    data.findings.answers = [(q.ask, answer(q, summary)) for q in asked]
 
 
 def workload_parts(root: Path) -> list[WorkloadPart]:
