@@ -159,6 +159,12 @@ def test_definitions_and_rules_are_stated_once(shapes, shape):
     assert {text[:80]: md.count(text[:80]) for text in stated if md.count(text[:80]) > 1} == {}
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_no_answer_repeats_a_key_finding(shapes, shape):
+    f = shapes[shape].findings
+    assert not [a for _, a in f.answers if any(k in a for k in f.key)]
+
+
 def test_one_model_and_one_config_say_so_in_the_singular(shapes):
     key = " ".join(shapes["one model, one config"].findings.key)
     assert "One model measured (fast-model): decode p50 120 tok/s over 1 config; no model comparison." in key

@@ -364,15 +364,16 @@ def build_findings(data) -> Findings:
     if not key:
         key = ["Nothing was measured: no finished run, load step or quality suite answer in the data."]
 
-    single_answer = " ".join(s for s in [decode, ttft[0] if ttft else None, single_only] if s)
-    by_question = {
-        **{q: single_answer for q in QUESTIONS_BY_WORKLOAD["single"]},
-        **{q: multi or "" for q in QUESTIONS_BY_WORKLOAD["multi"]},
-        **{q: " ".join(load) for q in QUESTIONS_BY_WORKLOAD["load"]},
-        **{q: " ".join(embeddings) for q in QUESTIONS_BY_WORKLOAD["embeddings"]},
-        VRAM_QUESTION: _vram_answer(data),
+    by_question: dict[str, list[str | None]] = {
+        **{q: [decode, ttft[0] if ttft else None, single_only] for q in QUESTIONS_BY_WORKLOAD["single"]},
+        **{q: [multi] for q in QUESTIONS_BY_WORKLOAD["multi"]},
+        **{q: list(load) for q in QUESTIONS_BY_WORKLOAD["load"]},
+        **{q: list(embeddings) for q in QUESTIONS_BY_WORKLOAD["embeddings"]},
+        VRAM_QUESTION: [_vram_answer(data)],
     }
-    answers = [(q, by_question[q]) for q in data.questions if by_question.get(q)]
+    # a question whose every sentence is a key finding is answered there; its answer is not said again
+    answers = [(q, " ".join(said)) for q in data.questions
+               if (said := [s for s in by_question.get(q, []) if s]) and not set(said) <= set(key[:8])]
 
     recommendations = _best_configs(data) + load_recommendations(data.load)
     flagged = sorted({f.config for f in data.flagged_runs})
