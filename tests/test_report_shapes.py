@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.test_load_report import SPEC as LOAD_SPEC
 from tests.test_load_report import _write_tr
+from tests.test_report_publish import FAST as ENERGY_FAST
 from tests.test_report_publish import MANIFEST, ROOT, md_table_after, plant
 from trbench.data.environment import Manifest
 from trbench.config.smoke import smoke_spec
@@ -240,3 +241,13 @@ def test_a_smoke_report_names_no_winner_and_says_pass_or_fail(tmp_path):
     assert "Best configuration per model" not in md
     frame = report_frame(files.markdown, {"single"})
     assert frame["found"].all() and frame["table_ok"].all()
+
+
+def test_energy_definitions_are_printed_only_where_energy_or_gpu_memory_is_reported(tmp_path):
+    from trbench.measure.metrics import ENERGY_DEFINITIONS
+
+    with_gpu = render_markdown(build_report(plant(tmp_path / "gpu", {"fast-model": ENERGY_FAST}, energy=True)))
+    without = render_markdown(build_report(plant(tmp_path / "cpu", {"fast-model": FAST})))
+    first = next(iter(ENERGY_DEFINITIONS.values()))[:60]
+    assert "Energy and telemetry (run table columns" in with_gpu and first in with_gpu
+    assert "Energy and telemetry (run table columns" not in without and first not in without
