@@ -35,6 +35,7 @@ from trbench.tr.opening import load_tr_spec
 from trbench.data import store
 from trbench.data.environment import FanoutHost, Manifest
 from trbench.config.spec import MatrixSpec
+from trbench.prose import count
 
 WORKER_LINE = re.compile(r"Worker '([^']+)' submitting flow run")
 
@@ -46,7 +47,7 @@ def sub_run_parameters(spec: MatrixSpec, spec_path: str, output_dir: str,
         raise ValueError("tr_fanout splits the matrix by model and cannot split multi_agent.models; fix: remove "
                          "multi_agent.models from the spec (every model then runs the multi-agent scenarios)")
     if ports is not None and len(ports) != len(spec.models):
-        raise ValueError(f"ports: {len(ports)} port list(s) for {len(spec.models)} sub-run(s); "
+        raise ValueError(f"ports: {count(len(ports), 'port list')} for {count(len(spec.models), 'sub-run')}; "
                          "fix: give one list per model, in the spec's model order")
     return [
         {"spec_path": spec_path, "tr_id": spec.tr_id, "models": [model], "runs": spec.runs,
@@ -80,7 +81,7 @@ def wait_all(ids: list[UUID], timeout_s: float, poll_s: float = 5.0) -> dict[UUI
                             done[i] = run
                 if len(done) < len(ids):
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{len(ids) - len(done)} sub-run(s) unfinished after {timeout_s:.0f} s")
+                        raise TimeoutError(f"{count(len(ids) - len(done), 'sub-run')} unfinished after {timeout_s:.0f} s")
                     time.sleep(poll_s)
         except BaseException:
             for i in ids:
@@ -179,9 +180,9 @@ def tr_fanout(
     checked = validate(steps, root, spec, report)
 
     shares = ", ".join(f"{s['model']} -> {s['worker'] or '?'} ({s['state']})" for s in sub_runs)
-    message = f"{spec.tr_id}: {len(sub_runs)} sub-run(s): {shares}; report {report}"
+    message = f"{spec.tr_id}: {count(len(sub_runs), 'sub-run')}: {shares}; report {report}"
     if flagged:
-        message += f"; {len(flagged)} config(s) with outlier runs (rerun_flagged runs them again)"
+        message += f"; {count(len(flagged), 'config')} with outlier runs (rerun_flagged runs them again)"
     bad = [s for s in sub_runs if s["state"] != "Completed"]
     if bad:
         return Failed(message=message + "; failed: " + "; ".join(f"{s['model']}: {s['message']}" for s in bad))

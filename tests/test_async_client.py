@@ -114,7 +114,7 @@ def test_fake_ollama_error_kinds(fake: FakeOllama) -> None:
 def test_fake_ollama_stream_gone_silent_is_stall(fake: FakeOllama) -> None:
     ex = asyncio.run(_chat("ollama", fake.url, _req("fake-stall:1b"), timeout_s=60.0, stall_timeout_s=0.5))
     assert (ex.status, ex.error_kind, ex.http_status) == ("error", "stall", 200)
-    assert "no byte for 0.5 s (stall_timeout_s)" in ex.error_message and "after 3 text chunk(s)" in ex.error_message
+    assert "no byte for 0.5 s (stall_timeout_s)" in ex.error_message and "after 3 text chunks" in ex.error_message
     assert ex.text == "".join(CONTENT[:3])
 
 

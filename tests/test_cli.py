@@ -23,7 +23,7 @@ def trbench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_validate_good_and_bad_specs(tmp_path):
     ok = trbench("validate", "deployments/quickstart.yaml")
-    assert ok.returncode == 0 and "ok: quickstart: 2 model(s), 4 cell(s), 12 run(s)" in ok.stderr
+    assert ok.returncode == 0 and "ok: quickstart: 2 models, 4 cells, 12 runs" in ok.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("tr_id: x\nmodels: [smollm2:135m]\ngrid: {num_ctx: [64]}\n")
     out = trbench("validate", str(bad))
@@ -67,7 +67,7 @@ def test_failed_preflight_is_explained_without_a_traceback(prefect_api, tmp_path
         # said once, by the last line: not also as Prefect's error records, nor in the piped summary
         assert (out.stderr + out.stdout).count(cause) == 1
         assert out.stderr.rstrip().splitlines()[-1].startswith(f"Failed: preflight failed: instance embedded-0, {cause}")
-        assert out.stdout.splitlines()[-1] == "summary: 0 run(s) finished, 0 valid, 0 invalid; Failed"
+        assert out.stdout.splitlines()[-1] == "summary: 0 runs finished, 0 valid, 0 invalid; Failed"
         assert "report:" not in out.stderr and "data:" not in out.stderr  # nothing was measured: no paths to nothing
         log = (tmp_path / "busy" / "logs" / "run.log").read_text()
         assert "Traceback" in log and "PreflightError" in log  # the traceback is kept, in the run's log
@@ -113,7 +113,7 @@ def test_run_piped_prints_a_line_per_run_as_it_finishes(prefect_api, tmp_path, f
                 proc.kill()
     assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
     assert alive_at_first_run, lines  # the first run's line came while the second run was still to go
-    assert lines[0] == "planned: 2 run(s), 0 already finished"
+    assert lines[0] == "planned: 2 runs, 0 already finished"
     run_line = re.compile(r"^\[(\d)/2\] run (\S+): valid, decode p50 ([\d.]+) tok/s, TTFT(?: cold| cached)? p50 [\d.]+ ms")
     matches = [m for line in lines if (m := run_line.match(line))]
     assert [m.group(1) for m in matches] == ["1", "2"], lines
@@ -121,7 +121,7 @@ def test_run_piped_prints_a_line_per_run_as_it_finishes(prefect_api, tmp_path, f
     assert sorted(m.group(2) for m in matches) == sorted(runs.index)
     for m in matches:  # the figures are the run row's
         assert float(m.group(3)) == pytest.approx(runs.loc[m.group(2), "decode_tps_p50"], abs=0.06)
-    assert lines[-1].startswith("summary: 2 run(s) finished, 2 valid, 0 invalid; Completed: ")
+    assert lines[-1].startswith("summary: 2 runs finished, 2 valid, 0 invalid; Completed: ")
     assert len(lines) == 4
 
 
@@ -142,18 +142,18 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     assert list((root / "runs").rglob("*.parquet")) and list((root / "load_steps").rglob("*.parquet"))
     report = (root / "report" / "both.md").read_text()
     assert "\n## Results\n" in report and "\n## Load\n" in report and "| c2 |" in report
-    assert "1 of 1 load step(s) valid" in out.stdout
+    assert "1 of 1 load step valid" in out.stdout
     # plain progress lines (stdout is a pipe), one count over the TR: the matrix's run, then the load
     # step, planned after it, with its own figures; one summary and one final state for both
     assert re.search(r"^\[1/1\] run \S+_r00_a1: valid, decode p50 ", out.stdout, re.M), out.stdout
-    assert "planned: 1 run(s), load steps" in out.stdout
+    assert "planned: 1 run, load steps" in out.stdout
     assert re.search(r"^\[2/2\] run \S+_c2_a1: valid, output [\d.]+ tok/s, TTFT p95 [\d.]+ ms, queue p50 ",
                      out.stdout, re.M), out.stdout
     (summary,) = [line for line in out.stdout.splitlines() if line.startswith("summary: ")]
-    assert summary.startswith("summary: 2 run(s) finished, 2 valid, 0 invalid; Completed: both: 1 of 1 run(s) valid")
+    assert summary.startswith("summary: 2 runs finished, 2 valid, 0 invalid; Completed: both: 1 of 1 run valid")
     # the process ends without the interpreter's teardown, not without its exit hooks: the log is
     # whole and the server is stopped
-    assert "1 of 1 load step(s) valid" in (root / "logs" / "run.log").read_text()
+    assert "1 of 1 load step valid" in (root / "logs" / "run.log").read_text()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
 

@@ -19,6 +19,7 @@ from trbench.cli import app
 from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.data.export import tables_with_rows
+from trbench.prose import count
 
 TR_ID = "planted"
 TABLES = ["runs", "requests", "ma_runs", "load_steps", "load_requests", "emb_steps"]
@@ -49,7 +50,7 @@ def test_each_format_round_trips_rows_and_columns(outputs: Path, table: str, fmt
     assert result.exit_code == 0, result.output
     path = outputs / TR_ID / "exports" / f"{table}.{fmt}"
     stored = store.read_frame(outputs / TR_ID, table, store.table_schema(table).names)
-    assert f"{table}: {len(stored)} row(s), {stored.shape[1]} column(s) -> {path}" in " ".join(result.output.split())
+    assert f"{table}: {count(len(stored), 'row')}, {count(stored.shape[1], 'column')} -> {path}" in " ".join(result.output.split())
     back = pd.read_csv(path) if fmt == "csv" else pd.read_json(path, lines=True)
     assert list(back.columns) == store.table_schema(table).names
     assert len(back) == len(stored) > 0

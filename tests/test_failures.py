@@ -93,7 +93,7 @@ def test_fake_ollama_oom_mid_run_ends_that_run_at_once(prefect_api, tmp_path):
 
 def test_fake_ollama_oom_with_no_rung_left_stays_failed_and_says_so(prefect_api, tmp_path, small_gpu):
     state = tr(spec=spec(small_gpu.url, []), output_dir=str(tmp_path), return_state=True)
-    assert state.is_failed() and "0 of 2 run(s) valid" in state.message
+    assert state.is_failed() and "0 of 2 runs valid" in state.message
     log = failures.read_failure_log(tmp_path / "oom")
     assert set(log["fallback_decision"]) == {"no fallback left: the config stays failed"}
     assert (log["scope"] == "request").all() and len(log) == 1  # the warm-up: the rung ended there

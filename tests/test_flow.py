@@ -30,7 +30,7 @@ def port(free_ports):
 def test_matrix_runs_every_cell_writes_parquet_and_resumes(prefect_api, tmp_path, port):
     state = tr(spec=tiny_spec("flowtest", port), output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    assert "4 of 4 run(s) valid" in state.message
+    assert "4 of 4 runs valid" in state.message
     root = tmp_path / "flowtest"
     runs = ds.dataset(root / "runs", partitioning="hive").to_table().to_pandas()
     requests = ds.dataset(root / "requests", partitioning="hive").to_table().to_pandas()
@@ -91,7 +91,7 @@ def test_bad_spec_fails_before_any_server(prefect_api, tmp_path, port):
 def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_path, port):
     spec = tiny_spec("allfail", port, timeout_s=0.001, grid={"num_ctx": [512]})
     state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
-    assert state.is_failed() and "0 of 2 run(s) valid" in state.message
+    assert state.is_failed() and "0 of 2 runs valid" in state.message
     requests = store.read_frame(tmp_path / "allfail", "requests")
     assert set(requests["error_kind"]) == {"timeout"} and set(requests["status"]) == {"error"}
     runs = store.read_frame(tmp_path / "allfail", "runs")
@@ -102,9 +102,9 @@ def test_all_runs_failing_ends_failed_with_every_run_recorded(prefect_api, tmp_p
 def test_partial_failure_completes_with_a_message():
     spec = parse_spec({"tr_id": "p", "models": ["m"]})
     outcomes = [RunOutcome(run_id="a", model="m", valid=True, invalid_reason=None),
-                RunOutcome(run_id="b", model="m", valid=False, invalid_reason="1 ok request(s) of 3")]
+                RunOutcome(run_id="b", model="m", valid=False, invalid_reason="1 ok request of 3")]
     state = final_state(spec, outcomes, 0, "r.md")
-    assert state.is_completed() and "1 of 2 run(s) valid" in state.message and "b: 1 ok request(s) of 3" in state.message
+    assert state.is_completed() and "1 of 2 runs valid" in state.message and "b: 1 ok request of 3" in state.message
     assert final_state(spec, outcomes[1:], 0, "r.md").is_failed()
 
 
@@ -121,30 +121,30 @@ def test_a_failed_state_opens_with_its_first_cause():
     """The CLI prints the message as its last line: the first cause opens it; the runs a stop left
     unmeasured are one clause, not the run-count checks' messages."""
     spec = parse_spec({"tr_id": "p", "models": ["m"]})
-    missing = ("run_counts", "expected_runs_per_config", "config m|0|512|0.8: 0 run(s) of 3 expected, missing ...")
+    missing = ("run_counts", "expected_runs_per_config", "config m|0|512|0.8: 0 runs of 3 expected, missing ...")
     nothing = ("tr", "tr_has_finished_runs", "tr_has_finished_runs failed (at least one finished run; observed 0)")
     stop = "no server started: instance x: it did not start; fix: do y"
     state = final_state(spec, [], 0, "r.md", _checked(missing, nothing), cause=stop)
-    assert state.is_failed() and state.message == f"{stop}; p: 0 of 0 run(s) valid; report r.md; " \
+    assert state.is_failed() and state.message == f"{stop}; p: 0 of 0 runs valid; report r.md; " \
                                                   "nothing measured, so nothing to validate"
     ran = [RunOutcome(run_id="a", model="m", valid=True, invalid_reason=None)]
     state = final_state(spec, ran, 0, "r.md", _checked(missing), cause=stop)
-    assert state.message == f"{stop}; p: 1 of 1 run(s) valid; report r.md; validation: only the runs that never ran are missing"
+    assert state.message == f"{stop}; p: 1 of 1 run valid; report r.md; validation: only the runs that never ran are missing"
     # a check that fails on the data itself is its own failure, kept whole
-    bad = ("requests", "ttft_positive_on_ok_rows", "requests.ttft_ms: 2 row(s) <= 0")
+    bad = ("requests", "ttft_positive_on_ok_rows", "requests.ttft_ms: 2 rows <= 0")
     state = final_state(spec, ran, 0, "r.md", _checked(missing, bad), cause=stop)
-    assert state.message.startswith(stop) and "validation failed: requests.ttft_ms: 2 row(s) <= 0" in state.message
-    assert "0 run(s) of 3 expected" not in state.message
+    assert state.message.startswith(stop) and "validation failed: requests.ttft_ms: 2 rows <= 0" in state.message
+    assert "0 runs of 3 expected" not in state.message
     # without a stop, nothing valid: the first invalid run is the cause, the others follow
     runs = [RunOutcome(run_id=f"r{i}", model="m", valid=False, invalid_reason=f"reason {i}") for i in range(3)]
     state = final_state(spec, runs, 0, "r.md")
     assert state.is_failed() and state.message.startswith("run r0 invalid: reason 0; fix: each request's error is "
                                                           "in the report's Failures section")
-    assert "; p: 0 of 3 run(s) valid" in state.message
+    assert "; p: 0 of 3 runs valid" in state.message
     assert state.message.endswith("2 more invalid: r1: reason 1; r2: reason 2")
     # without a stop, a failed check on the data is the cause
     state = final_state(spec, ran, 0, "r.md", _checked(bad))
-    assert state.is_failed() and state.message.startswith("validation failed: requests.ttft_ms: 2 row(s) <= 0; fix: "
+    assert state.is_failed() and state.message.startswith("validation failed: requests.ttft_ms: 2 rows <= 0; fix: "
                                                           "the failing rows of each check are in validation/validation.json")
 
 

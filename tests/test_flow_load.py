@@ -20,7 +20,7 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
     spec = load_spec("loadflow", port, concurrency=[1, 2], embeddings={"batch_sizes": [2], "requests": 3, "warmup": 1})
     state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
     assert state.is_completed(), state.message
-    assert "2 of 2 load step(s) valid, 1 of 1 embeddings step(s) with ok requests" in state.message
+    assert "2 of 2 load steps valid, 1 of 1 embeddings step with ok requests" in state.message
     root = tmp_path / "loadflow"
     steps = store.read_frame(root, "load_steps").sort_values("step_index")
     requests = store.read_frame(root, "load_requests")
@@ -71,12 +71,12 @@ def test_a_failed_load_state_opens_with_its_first_invalid_step_and_where_its_err
     from trbench.workloads.run_outcomes import StepOutcome
 
     spec = parse_spec({"tr_id": "l", "models": ["smollm2:135m"], "load": {"concurrency": [2], "requests": 2}})
-    rows = [StepOutcome(run_id="s1", valid=False, invalid_reason="no ok measured request (2 error(s): timeout)"),
-            StepOutcome(run_id="s2", valid=False, invalid_reason="no ok measured request (2 error(s): connect)")]
+    rows = [StepOutcome(run_id="s1", valid=False, invalid_reason="no ok measured request (2 errors: timeout)"),
+            StepOutcome(run_id="s2", valid=False, invalid_reason="no ok measured request (2 errors: connect)")]
     state = load_state(spec, rows, 0, "r.md")
     assert state.is_failed() and state.message.startswith(
-        "load step s1 invalid: no ok measured request (2 error(s): timeout); fix: each request's error_kind and "
-        "error_message are in load_requests/ (Parquet); l: 0 of 2 load step(s) valid")
-    assert state.message.endswith("1 more invalid: s2: no ok measured request (2 error(s): connect)")
+        "load step s1 invalid: no ok measured request (2 errors: timeout); fix: each request's error_kind and "
+        "error_message are in load_requests/ (Parquet); l: 0 of 2 load steps valid")
+    assert state.message.endswith("1 more invalid: s2: no ok measured request (2 errors: connect)")
     state = load_state(spec, rows[:1] + [StepOutcome(run_id="s3", valid=True, invalid_reason=None)], 0, "r.md")
-    assert state.is_completed() and state.message.startswith("l: 1 of 2 load step(s) valid")
+    assert state.is_completed() and state.message.startswith("l: 1 of 2 load steps valid")

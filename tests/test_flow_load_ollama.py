@@ -35,6 +35,7 @@ from flows.tr import tr
 from tests.fakes.fake_docker import FakeDocker
 from tests.fakes.fake_ollama import DEFAULT_MODEL, MAX_QUEUE_MESSAGE, FakeModel
 from trbench.data import store
+from trbench.prose import count
 
 FAKE_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 NUM_PARALLEL, MAX_QUEUE = 2, 2
@@ -59,7 +60,7 @@ def load_spec(tr_id: str, provider: str, **server) -> dict:
 def check_load_tr(root: Path, provider: str, state) -> None:
     """Every step a task, written with the provider and backend; the refused requests recorded as such."""
     assert state.is_completed(), state.message
-    assert f"{len(STEPS)} of {len(STEPS)} load step(s) valid, 1 of 1 embeddings step(s)" in state.message
+    assert f"{len(STEPS)} of {count(len(STEPS), 'load step')} valid, 1 of 1 embeddings step" in state.message
     steps = store.read_frame(root, "load_steps").sort_values("step_index")
     requests = store.read_frame(root, "load_requests")
     assert steps["step_label"].tolist() == [f"c{n}" for n in STEPS]
@@ -199,7 +200,7 @@ def test_fake_docker_a_cell_that_does_not_fit_is_recorded_and_the_others_run(pre
         state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
         (inside,) = engine.served
         chats = inside.bodies("/api/chat")
-    assert state.is_completed() and "1 of 2 load step(s) valid" in state.message, state.message
+    assert state.is_completed() and "1 of 2 load steps valid" in state.message, state.message
     steps = store.read_frame(tmp_path / "loadoom", "load_steps").set_index("num_gpu")
     assert steps.loc[0, "valid"] and steps.loc[0, "n_ok"] == 2
     assert not steps.loc[99, "valid"] and steps.loc[99, "n_requests"] == 0

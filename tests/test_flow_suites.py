@@ -74,7 +74,7 @@ def test_suites_run_as_tasks_and_are_summarized(prefect_api, tmp_path, free_port
     assert matrix["failed"].iloc[2] <= matrix["failed"].iloc[:2].min() and matrix["questions"].iloc[2] == 4
     bad = CliRunner().invoke(app, ["ensemble", "mock-suites", "--models", "tiny-a:1,nope", "--output-dir",
                                    str(tmp_path)])
-    assert bad.exit_code == 2 and "model(s) nope have no QA answers" in bad.output and "fix:" in bad.output
+    assert bad.exit_code == 2 and "model nope has no QA answers" in bad.output and "fix:" in bad.output
 
     # the report: the quality section beside the speed results, stamped as a mock TR
     from trbench.report import publish

@@ -40,7 +40,7 @@ def test_fake_ollama_hung_unload_and_hung_load_are_logged_and_the_matrix_goes_on
                           return_state=True)
         asked = [(r.path, (r.body or {}).get("model")) for r in server.requests if r.path in ("/api/chat", "/api/generate")]
     assert state.is_completed(), state.message  # one valid run of two: the flow ends Completed, with its reasons
-    assert "1 of 2 run(s) valid" in state.message and "1 instance failure(s) in the failure log" in state.message
+    assert "1 of 2 runs valid" in state.message and "1 instance failure in the failure log" in state.message
     root = tmp_path / "hung"
     written(root, "hung")
     # the matrix went on past the hung unload to the next model, whose load hung on every request
@@ -70,7 +70,7 @@ def test_fake_ollama_everything_hung_still_leaves_report_and_failure_log(prefect
     """Nothing valid, so the flow ends Failed, and says why; what was tried is still checked and reported."""
     with FakeOllama({STUCK: FakeModel(load_hangs=True, unload_hangs=True)}) as server:
         state = tr(spec=external("allhung", server.url, [STUCK]), output_dir=str(tmp_path), return_state=True)
-    assert state.is_failed() and "0 of 1 run(s) valid" in state.message
+    assert state.is_failed() and "0 of 1 run valid" in state.message
     assert "unload fake-stuck:1b on external-0 failed" in state.message
     root = tmp_path / "allhung"
     written(root, "allhung")
@@ -113,7 +113,7 @@ def test_fake_ollama_server_that_dies_is_marked_and_its_remaining_runs_are_not_r
         state = tr(spec=external("dies", server.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2), output_dir=str(tmp_path),
                           return_state=True)
         chats = len(server.bodies("/api/chat"))
-    assert state.is_failed() and "0 of 4 run(s) valid" in state.message
+    assert state.is_failed() and "0 of 4 runs valid" in state.message
     assert chats == 1  # the one that took it down; the rest found nothing listening
     root = tmp_path / "dies"
     written(root, "dies")
@@ -142,7 +142,7 @@ def test_resume_measures_the_runs_a_dead_server_kept_from_running(prefect_api, t
         state = tr(spec=external("back", healthy.url, [DEFAULT_MODEL, "fake-next:1b"], runs=2),
                           output_dir=str(tmp_path), return_state=True)
         chats = len(healthy.bodies("/api/chat"))
-    assert "3 of 3 run(s) valid" in state.message and "1 already finished" in state.message, state.message
+    assert "3 of 3 runs valid" in state.message and "1 already finished" in state.message, state.message
     assert chats == 3 * 2 + 2  # three runs of two cold requests, one warm-up per model, nothing else
     runs = store.read_frame(root, "runs").set_index("run_id")
     assert len(runs) == 4 and runs["valid"].sum() == 3 and store.runs_to_retry(root) == set()

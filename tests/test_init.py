@@ -24,6 +24,7 @@ from trbench.config.spec import load_spec
 from trbench.engines.bundled import BUNDLED_MODELS
 from trbench.engines.mock_server import Pace, serve
 from trbench.run.spec_checks import check_spec
+from trbench.prose import count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ def test_init_against_an_ollama_server_writes_a_spec_validate_accepts(tmp_path):
         result = init(str(path), "--provider", "ollama", "--url", fake.url, "--yes")
         assert result.exit_code == 0, result.stderr
         served = sorted(fake.models)
-    assert validate(path)[-1].startswith(f"ok: ollama-tr: {len(served)} model(s)")
+    assert validate(path)[-1].startswith(f"ok: ollama-tr: {count(len(served), 'model')}")
     text = path.read_text()
     data = yaml.safe_load(text)
     assert data["models"] == served  # the fake's own names, as /api/tags lists them

@@ -17,7 +17,7 @@ TOP_LEVEL = {"cli", "cli_prefect"}
 # The layers, lowest first: a package imports only packages below it (a lazy import inside a
 # function counts too); within a package, no cycle among its modules. A package or top-level module
 # not listed here has no place yet: give it one.
-LAYERS = ("data", "config", "backends", "engines", "measure", "suites", "run", "workloads", "report", "validation", "tr",
+LAYERS = ("prose", "data", "config", "backends", "engines", "measure", "suites", "run", "workloads", "report", "validation", "tr",
           "cli_prefect", "cli")
 
 

@@ -133,9 +133,9 @@ def test_a_stop_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest
     assert (step["n_requests"], step["n_ok"], bool(step["valid"])) == (REQUESTS, REQUESTS, True)
 
     lines = output.splitlines()
-    assert "summary: 1 run(s) finished, 1 valid, 0 invalid; interrupted" in lines, output[-3000:]
+    assert "summary: 1 run finished, 1 valid, 0 invalid; interrupted" in lines, output[-3000:]
     said = [line for line in lines if "resume with:" in line]
-    assert said == [f"interrupted: 1 finished run(s) kept in {root}; resume with: {shlex.join(cmd)}"], output[-3000:]
+    assert said == [f"interrupted: 1 finished run kept in {root}; resume with: {shlex.join(cmd)}"], output[-3000:]
     if how != signal.SIGINT:
         return  # the resume is the same whatever stopped the run: checked once
 
@@ -154,7 +154,7 @@ def test_a_stop_mid_load_step_keeps_finished_steps_and_resume_runs_only_the_rest
     assert {f: after[f.parent.parent.name][f] for f in kept} == kept  # the finished step was not run again
     ran = [line.split(" run ", 1)[1].split(":", 1)[0] for line in resumed.splitlines() if line.startswith("[")]
     assert ran == STEP_IDS[1:], resumed[-3000:]
-    assert "summary: 2 run(s) finished, 2 valid, 0 invalid, 1 already finished before; Completed" in resumed
+    assert "summary: 2 runs finished, 2 valid, 0 invalid, 1 already finished before; Completed" in resumed
     requests = store.read_frame(root, "load_requests")
     assert requests.groupby("run_id").size().to_dict() == {s: REQUESTS + WARMUP for s in STEP_IDS}
     assert (requests["status"] == "ok").all()  # the cut step measured again, whole: nothing cancelled kept

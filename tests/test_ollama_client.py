@@ -318,7 +318,7 @@ def test_fake_ollama_stream_that_goes_silent_is_cut_as_stall(fake: FakeOllama) -
     finally:
         c.close()
     assert ex.status == "error" and ex.error_kind == "stall"
-    assert "no byte for 0.5 s (stall_timeout_s)" in ex.error_message and "after 3 text chunk(s)" in ex.error_message
+    assert "no byte for 0.5 s (stall_timeout_s)" in ex.error_message and "after 3 text chunks" in ex.error_message
     assert ex.text == "".join(CONTENT[:3]) and ex.http_status == 200
     assert derive(ex).e2e_ms < 60_000  # cut by the watchdog, long before the whole-request timeout
 
@@ -330,7 +330,7 @@ def test_fake_ollama_load_that_never_answers_is_cut_as_stall(fake: FakeOllama) -
     finally:
         c.close()
     assert ex.status == "error" and ex.error_kind == "stall" and ex.http_status is None
-    assert "after 0 text chunk(s)" in ex.error_message
+    assert "after 0 text chunks" in ex.error_message
     assert fake.bodies("/api/chat")[-1]["model"] == "fake-hung-load:1b"  # accepted, never answered
 
 

@@ -71,7 +71,7 @@ def test_cli_and_deployment_run_the_same_parts_of_a_spec(local_prefect, tmp_path
     assert by_ui == by_cli
     # one final state for the whole TR: the runs, then the load steps
     message = run["state"]["message"]
-    assert "2 of 2 run(s) valid" in message and "load: 2 of 2 load step(s) valid" in message
+    assert "2 of 2 runs valid" in message and "load: 2 of 2 load steps valid" in message
     assert message.split("; report ")[0] in cli.stdout
     for where in ("cli", "ui"):
         report = (tmp_path / where / "mock-one" / "report" / "mock-one.md").read_text()

@@ -48,10 +48,10 @@ def test_plain_lines_count_and_summarise():
     lines(event({"run_id": "b", "valid": False, "invalid_reason": "0 ok of 2"}))
     lines.write_summary("Completed")
     assert out.getvalue().splitlines() == [
-        "planned: 3 run(s), 1 already finished",
+        "planned: 3 runs, 1 already finished",
         "[2/3] run a: valid, decode p50 1.0 tok/s, TTFT p50 2.0 ms",
         "[3/3] run b: invalid, decode p50 - tok/s, TTFT - (0 ok of 2)",
-        "summary: 2 run(s) finished, 1 valid, 1 invalid, 1 already finished before; Completed",
+        "summary: 2 runs finished, 1 valid, 1 invalid, 1 already finished before; Completed",
     ]
 
 
@@ -73,6 +73,6 @@ def test_plans_add_up_when_load_steps_follow_the_matrix():
         {"run_id": "c2", "valid": True, "output_tps": 5.0, "ttft_ms_p95": 3.0, "queue_ms_p50": 1.0})))
     assert out.getvalue().splitlines()[1:] == [
         "[1/2] run a: valid, decode p50 1.0 tok/s, TTFT p50 2.0 ms",
-        "planned: 1 run(s), load steps",
+        "planned: 1 run, load steps",
         "[2/3] run c2: valid, output 5.0 tok/s, TTFT p95 3.0 ms, queue p50 1.0 ms",
     ]

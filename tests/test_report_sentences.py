@@ -6,7 +6,7 @@ Each shape's prose (key findings, answers, recommendations, open questions and t
 held to the same rules: no "(s)" plural, a count agrees with its noun, "an order of magnitude" only
 from 10x on, no model ahead of itself, no best or frontier named for a zero score or a lone model, lists
 joined "a, b and c". Then the sentences found false or clumsy in real reports are pinned in their new
-wording. The report's grammar itself (trbench.report.text) is checked first."""
+wording. The report's grammar itself (trbench.prose.english) is checked first."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from trbench.report import build_report, render_markdown
 from trbench.report.answer_quality import QualityPoint, SuitesSection, frontier
 from trbench.report.cross_model import Estimate, WinnerRow
 from trbench.report.findings import _cache_sentence, _compare_sentence, _multi_sentence, quality_findings
-from trbench.report.text import count, fold, join, noun, verb
+from trbench.prose.english import count, fold, join, noun, verb
 
 # the nouns the report counts: after 1 the singular, after any other number the plural
 COUNTED = ("run", "config", "configuration", "step", "question", "request", "model", "cell", "error", "regression",

@@ -57,7 +57,7 @@ def test_lenient_scores_a_missing_prediction_0(files, tmp_path):
     target = tmp_path / "sub" / "scores.csv"
     out = run(t, p, "--out", target, "--lenient")
     assert out.exit_code == 0, out.output
-    assert "1 question(s) without a prediction, scored 0: q4" in out.output
+    assert "1 question without a prediction, scored 0: q4" in out.output
     assert "na_recall       0.0000" in out.output and "(failed: 1;" in out.output
     assert pd.read_csv(target)["error"].fillna("").tolist() == ["", "", "", "no prediction"]
 
@@ -67,8 +67,8 @@ def test_public_reading_leaves_a_missing_prediction_out_as_the_public_scorer_doe
     p.write_text("\n".join(PREDICTIONS.splitlines()[:-1]) + "\nq9,3,,is_blank\n")  # q4 left out, q9 unknown
     out = run(t, p)
     assert out.exit_code == 0, out.output
-    assert "1 question(s) without a prediction, left out, as the public scorer does" in out.output
-    assert "1 predicted id(s) not in the truth file, left out: q9" in out.output
+    assert "1 question without a prediction, left out, as the public scorer does" in out.output
+    assert "1 predicted id not in the truth file, left out: q9" in out.output
     # q1-q3 only: value 2/3, ref (1 + 1/3 + 0) / 3, no unanswerable question: NA 1
     assert "questions       3  (failed: 0; unreadable cells, scored 0: 0)" in out.output
     assert "value_accuracy  0.6667" in out.output and "na_recall       1.0000" in out.output

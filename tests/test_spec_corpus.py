@@ -26,7 +26,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("temperature_nan", OK + "grid: {temperature: [.nan]}\n", "field 'grid.temperature.0': Input should be a finite number, got nan"),
     ("prompts_missing", OK + "prompts: datasets/prompts/nope.yaml\n", "field 'prompts': file datasets/prompts/nope.yaml not found"),
     ("agents_missing", OK + "multi_agent: {agents: datasets/agents/nope.yaml}\n", "field 'multi_agent.agents': file datasets/agents/nope.yaml not found"),
-    ("one_port_two_instances", OK + "ports: [18611]\nmulti_agent: {}\n", "field 'ports': 1 port(s) for 2 instances (the multi-agent runs need two); fix: list 2 ports, or remove ports to use the defaults, or remove multi_agent"),
+    ("one_port_two_instances", OK + "ports: [18611]\nmulti_agent: {}\n", "field 'ports': 1 port for 2 instances (the multi-agent runs need two); fix: list 2 ports, or remove ports to use the defaults, or remove multi_agent"),
     ("output_dir_is_a_file", OK + "output_dir: {tmp}/a_file\n", "field 'output_dir': {tmp}/a_file is a file, not a folder"),
     ("model_not_bundled", "tr_id: c\nmodels: [llama3.1:8b]\n", "field 'models': 'llama3.1:8b' not bundled with the embedded engine"),
     ("host_all_addresses", OK + "host: 0.0.0.0\n", "field 'host': '0.0.0.0' is not a loopback address"),
@@ -115,17 +115,17 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("external_without_urls", OK + "provider: external\n", "field 'server.urls': provider 'external' needs urls"),
     ("url_without_scheme", OK + "provider: external\nurls: ['localhost:8080']\n", "URL must start with http:// or https://"),
     ("one_url_two_instances", OK + "provider: external\nurls: ['http://127.0.0.1:8080']\nmulti_agent: {}\n",
-     "field 'urls': 1 URL(s) for 2 instances (the multi-agent runs need two); fix: list 2 urls of running servers, "
+     "field 'urls': 1 URL for 2 instances (the multi-agent runs need two); fix: list 2 urls of running servers, "
      "or remove multi_agent"),
     ("one_port_parallel_lanes", "tr_id: c\nmodels: [smollm2:135m, gemma3:270m]\nports: [18611]\nexecution: {mode: parallel}\n",
-     "field 'ports': 1 port(s) for 2 instances (execution.mode parallel runs 2 models at once); fix: list 2 ports, "
+     "field 'ports': 1 port for 2 instances (execution.mode parallel runs 2 models at once); fix: list 2 ports, "
      "or remove ports to use the defaults, or set execution.mode: serial"),
     # --- the files the spec points at
     ("prompts_a_folder", OK + "prompts: datasets/prompts\n", "field 'prompts': file datasets/prompts not found (a folder)"),
     ("prompts_not_a_suite", OK + "prompts: {tmp}/prompts_list.yaml\n", "field 'prompts': {tmp}/prompts_list.yaml is not a valid prompt suite"),
     ("prompts_not_utf8", OK + "prompts: {tmp}/prompts_latin1.yaml\n", "field 'prompts': {tmp}/prompts_latin1.yaml is not a valid prompt suite"),
     ("prompts_empty_suite", OK + "prompts: {tmp}/prompts_none.yaml\n", "is not a valid prompt suite"),
-    ("agents_lack_insight", OK + "multi_agent: {agents: {tmp}/agents_one.yaml}\n", "field 'multi_agent.agents': {tmp}/agents_one.yaml lacks agent(s) ['insight']"),
+    ("agents_lack_insight", OK + "multi_agent: {agents: {tmp}/agents_one.yaml}\n", "field 'multi_agent.agents': {tmp}/agents_one.yaml lacks agent ['insight']"),
     ("agents_digest_missing", OK + "multi_agent: {agents: {tmp}/agents_nodigest.yaml}\n", "field 'multi_agent.agents': agent suite {tmp}/agents_nodigest.yaml: digest file"),
     ("agents_not_yaml", OK + "multi_agent: {agents: {tmp}/agents_bad.yaml}\n", "is not a valid agent suite"),
     # --- the quality suites

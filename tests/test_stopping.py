@@ -27,6 +27,7 @@ import yaml
 from conftest import llama_servers
 from test_interrupts import assert_intact, wait_for_runs
 from test_interrupts import write_spec as interrupts_spec
+from trbench.prose import count
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +138,7 @@ def test_stop_from_the_terminal(tmp_path, free_ports, how, group, prefect):
     assert 1 <= len(finished) < RUNS
     said = [line for line in output.splitlines() if "resume with:" in line]
     assert len(said) == 1, output[-3000:]
-    assert f"{len(finished)} finished run(s) kept in {root}" in said[0]
+    assert f"{count(len(finished), 'finished run')} kept in {root}" in said[0]
     kept = {f: f.stat().st_mtime_ns for f in (root / "runs").rglob("*.parquet")}
 
     # the command on that line, as given, runs only what is missing: every run exactly once
@@ -233,7 +234,7 @@ def test_cancel_in_the_ui_of_a_cli_run(prefect_api, tmp_path, free_ports):
     finished = assert_intact(root)
     assert 1 <= len(finished) < RUNS
     said = [line for line in output.splitlines() if "resume with:" in line]
-    assert len(said) == 1 and said[0].startswith(f"cancelled in Prefect: {len(finished)} finished run(s) kept"), output
+    assert len(said) == 1 and said[0].startswith(f"cancelled in Prefect: {count(len(finished), 'finished run')} kept"), output
 
     again = start_cli(shlex.split(said[0].split("resume with: ", 1)[1]), env, tmp_path / "resume.log")
     assert again.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text(errors="replace")[-3000:]

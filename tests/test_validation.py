@@ -232,7 +232,7 @@ def test_defects_fail_nothing_else(defective):
 def test_missing_run_names_the_missing_run_index(defective):
     outcome = defective.get("run_counts", "expected_runs_per_config")
     assert outcome.unexpected_examples[0]["missing_run_indexes"] == [MISSING_RUN[1]]
-    assert "2 run(s) of 3 expected" in outcome.message and "missing run_index [2]" in outcome.message
+    assert "2 runs of 3 expected" in outcome.message and "missing run_index [2]" in outcome.message
 
 
 def test_examples_point_at_the_bad_rows(defective):

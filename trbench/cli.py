@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trbench.run import progress as events
 from trbench.run import stopping
 from trbench.config.spec import MatrixSpec, SpecError, load_spec
+from trbench.prose import count
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
@@ -199,7 +200,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False, prefect=Non
         how = "cancelled in Prefect" if watch.cancelled else "interrupted"
         if plain:
             plain.write_summary(how)
-        console.print(f"{how}: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
+        console.print(f"{how}: {count(kept, 'finished run')} kept in {root}; resume with: {_command_line()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
         _exit(130)
     except Exception as err:  # noqa: BLE001 - not the flow's failure (its state says that): Prefect's own
@@ -364,7 +365,7 @@ def _run_direct(spec: MatrixSpec, root: Path, verbose: bool):
         kept = sum(len(store.finished_run_ids(root, kind)) for kind in store.TABLES)  # runs and load steps
         if plain:
             plain.write_summary("interrupted")
-        console.print(f"interrupted: {kept} finished run(s) kept in {root}; resume with: {_command_line()}",
+        console.print(f"interrupted: {count(kept, 'finished run')} kept in {root}; resume with: {_command_line()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
         _exit(130)
     except Exception as err:  # noqa: BLE001 - one line here, the traceback in the run's log
@@ -409,13 +410,13 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")
-    runs = (f"{len(spec.cells()) * spec.runs} run(s) of {spec.requests_per_run} request(s)" if spec.single_agent
+    runs = (f"{count(len(spec.cells()) * spec.runs, 'run')} of {count(spec.requests_per_run, 'request')}" if spec.single_agent
             else "no single-agent runs")
     load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
             f"{', '.join(spec.load_models)}" if spec.load else "")
     suites = (f", suites {', '.join(spec.suites.names)} on {', '.join(spec.suite_models)}"
               if spec.suites and spec.suite_models else "")  # suite_models: none without suites
-    console.print(f"ok: {spec.tr_id}: {len(spec.models)} model(s), {len(spec.cells())} cell(s), {runs}{load}{suites}")
+    console.print(f"ok: {spec.tr_id}: {count(len(spec.models), 'model')}, {count(len(spec.cells()), 'cell')}, {runs}{load}{suites}")
 
 
 def _asking(yes: bool) -> bool:
@@ -500,7 +501,7 @@ def init(
     except scaffold.ScaffoldError as err:
         _die(str(err))
     servers = " and ".join(urls) if urls else "the embedded engine"
-    console.print(f"wrote {target}: tr_id {spec.tr_id}, {len(spec.models)} model(s) ({', '.join(spec.models)}) on "
+    console.print(f"wrote {target}: tr_id {spec.tr_id}, {count(len(spec.models), 'model')} ({', '.join(spec.models)}) on "
                   f"{servers}" + (", with the multi-agent runs" if spec.multi_agent else ""), highlight=False,
                   soft_wrap=True)
     console.print(f"next:  trbench validate {target}   then   trbench run {target}", highlight=False, soft_wrap=True)
@@ -640,17 +641,17 @@ def score(
     print(f"overall         {result.overall:.4f}")
     print(f"value_accuracy  {result.value_accuracy:.4f}  (x {WEIGHTS['value']})")
     print(f"ref_overlap     {result.ref_overlap:.4f}  (x {WEIGHTS['ref']})")
-    print(f"na_recall       {result.na_recall:.4f}  (x {WEIGHTS['na']}; {result.n_na} unanswerable question(s))")
+    print(f"na_recall       {result.na_recall:.4f}  (x {WEIGHTS['na']}; {count(result.n_na, 'unanswerable question')})")
     print(f"unit_match      {result.unit_match:.4f}  (x 0: reported, not weighed)")
     print(f"questions       {result.n}  (failed: {result.failed}; unreadable cells, scored 0: {result.unreadable})")
     bad = [f"{r.id} {c}" for r in rows for c in r.unreadable]
     if bad:
-        _warn(f"{len(bad)} cell(s) could not be read, scored 0: {_first(bad)}")
+        _warn(f"{count(len(bad), 'cell')} could not be read, scored 0: {_first(bad)}")
     if ids.missing:
         fate = "scored 0" if lenient else "left out, as the public scorer does (--lenient scores them 0)"
-        _warn(f"{len(ids.missing)} question(s) without a prediction, {fate}: {_first(ids.missing)}")
+        _warn(f"{count(len(ids.missing), 'question')} without a prediction, {fate}: {_first(ids.missing)}")
     if ids.unknown:
-        _warn(f"{len(ids.unknown)} predicted id(s) not in the truth file, left out: {_first(ids.unknown)}")
+        _warn(f"{count(len(ids.unknown), 'predicted id')} not in the truth file, left out: {_first(ids.unknown)}")
     console.print(f"per-question scores: {target}", highlight=False, soft_wrap=True)
 
 
@@ -680,7 +681,7 @@ def ensemble(
     except EnsembleError as err:
         _die(str(err))
     print(f"{row.model}: overall {row.qa.overall:.4f}  value {row.qa.value_accuracy:.4f}  ref {row.qa.ref_overlap:.4f}  "
-          f"NA {row.qa.na_recall:.4f}  ({row.qa.n} question(s), {row.qa.failed} without a vote)")
+          f"NA {row.qa.na_recall:.4f}  ({count(row.qa.n, 'question')}, {row.qa.failed} without a vote)")
     console.print(f"results matrix: {tr_dir(output_dir, tr_id)}/suites/results_matrix.parquet", highlight=False,
                   soft_wrap=True)
 
@@ -706,7 +707,7 @@ def export(
     except ExportError as err:
         _die(str(err))
     if path is not None:
-        console.print(f"{table}: {data.num_rows} row(s), {data.num_columns} column(s) -> {path}", highlight=False,
+        console.print(f"{table}: {count(data.num_rows, 'row')}, {count(data.num_columns, 'column')} -> {path}", highlight=False,
                       soft_wrap=True)
 
 

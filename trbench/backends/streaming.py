@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from trbench.backends.base import RawExchange, classify_http_error, error_text, is_oom
+from trbench.prose import count
 
 
 class StreamError(Exception):
@@ -146,7 +147,7 @@ def record_failure(ex: RawExchange, err: BaseException, url: str, timeout_s: flo
         _fail(ex, "timeout", f"the request took longer than timeout_s={timeout_s:g} s")
     elif isinstance(err, httpx.ReadTimeout) and stall_timeout_s and timeout_s and stall_timeout_s < timeout_s:
         _fail(ex, "stall", f"the server sent no byte for {stall_timeout_s:g} s (stall_timeout_s); "
-                           f"cut after {len(ex.token_times_ns)} text chunk(s)")
+                           f"cut after {count(len(ex.token_times_ns), 'text chunk')}")
     elif isinstance(err, httpx.TimeoutException):
         _fail(ex, "timeout", f"{type(err).__name__}: {err}")
     elif isinstance(err, httpx.ConnectError):

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from trbench.config.suite_files import content_digest, read_suite
+from trbench.prose import noun
 
 ROLES = ("collector", "insight")
 
@@ -49,7 +50,7 @@ def load_agents(path: Path) -> AgentSuite:
                             "point it at datasets/agents/tr_agents.yaml", "datasets/agents/tr_agents.yaml")
     missing = [r for r in ROLES if r not in suite.agents]
     if missing:
-        raise AgentSuiteError(f"spec field 'multi_agent.agents': {path} lacks agent(s) {missing}; fix: define {list(ROLES)}")
+        raise AgentSuiteError(f"spec field 'multi_agent.agents': {path} lacks {noun('agent', len(missing))} {missing}; fix: define {list(ROLES)}")
     digest_file = path.parent / suite.digest
     if not digest_file.is_file():
         raise AgentSuiteError(f"agent suite {path}: digest file {digest_file} not found; fix: ship it beside the suite")

@@ -9,6 +9,7 @@ import typing
 from pydantic import BaseModel, ValidationError
 
 from trbench.config.servers import SERVER_SETTINGS
+from trbench.prose import count
 
 
 class SpecError(ValueError):
@@ -79,5 +80,5 @@ def format_error(err: ValidationError, root: type[BaseModel], source: str, flat:
     fix = own_fix or fix
     if kind == "finite_number":
         msg += f", got {e['input']}"
-    extra = f" ({len(err.errors()) - 1} more error(s))" if len(err.errors()) > 1 else ""
+    extra = f" ({count(len(err.errors()) - 1, 'more error')})" if len(err.errors()) > 1 else ""
     return f"{source}: field '{field}': {msg}; fix: {fix}{extra}"

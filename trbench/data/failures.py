@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 
 from trbench.data.cells import config_label
 from trbench.data import store
+from trbench.prose import count
 
 FALLBACK_SCHEMA = pa.schema([
     ("model", pa.string()), ("from_config", pa.string()), ("to_config", pa.string()),
@@ -110,7 +111,7 @@ class InstanceFaults:
         errors = self.errors("start")
         if not errors:
             return f"no server started ({tried} tried)"
-        more = f" ({len(errors) - 1} more start failure(s) in the failure log)" if len(errors) > 1 else ""
+        more = f" ({count(len(errors) - 1, 'more start failure')} in the failure log)" if len(errors) > 1 else ""
         return f"no server started: {errors[0]}{more}"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trbench.config.servers import ServerSettings
 from trbench.engines.instance import Instance, InstanceError
+from trbench.prose import count as plural
 
 PROVIDERS = {
     "embedded": "trbench.engines.embedded",
@@ -25,12 +26,12 @@ PROVIDERS = {
 def _check_count(settings: ServerSettings, count: int) -> None:
     if settings.provider == "external":
         if len(settings.urls) < count:
-            raise InstanceError(f"spec field 'urls': {count} instance(s) needed, {len(settings.urls)} URL(s) given; "
+            raise InstanceError(f"spec field 'urls': {plural(count, 'instance')} needed, {plural(len(settings.urls), 'URL')} given; "
                                 "fix: list more urls")
         return
     ports = settings.instance_ports()
     if len(ports) < count:
-        raise InstanceError(f"spec field 'ports': {count} instance(s) needed, {len(ports)} port(s) given; "
+        raise InstanceError(f"spec field 'ports': {plural(count, 'instance')} needed, {plural(len(ports), 'port')} given; "
                             "fix: list more ports")
 
 

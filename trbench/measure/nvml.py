@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from trbench.prose import count as plural
 
 MIB = 1024**2
 
@@ -60,7 +61,7 @@ def open_gpus(nvml: Any, indices: list[int] | None = None) -> tuple[int, list[Op
     opened, notes = [], []
     for i in range(count) if indices is None else indices:
         if not 0 <= i < count:
-            notes.append(f"GPU {i} asked for but NVML sees {count} GPU(s): not sampled")
+            notes.append(f"GPU {i} asked for but NVML sees {plural(count, 'GPU')}: not sampled")
             continue
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(i)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from trbench.suites.matrix import read_results_matrix
 from trbench.suites.results import MATRIX_FILE, SUITES_DIR, SUMMARY_FILE
-from trbench.report.text import join
+from trbench.prose.english import join
 
 MOCK_NOTE = ("This TR ran on the mock provider: every answer is canned (trbench/engines/mock_server.py) and every "
              "figure measures the harness, not a model. It is never a baseline and never compared with a real TR.")

@@ -50,7 +50,7 @@ from trbench.report.reruns import flagged_runs, outlier_rule_text, reruns
 from trbench.report.answer_quality import build_suites_section
 from trbench.report.tables import PCT_FIELDS
 from trbench.report.methodology import methodology, reproduce
-from trbench.report.text import count
+from trbench.prose.english import count
 
 
 def _none(v: Any) -> Any:

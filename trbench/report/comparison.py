@@ -29,7 +29,7 @@ from trbench.report.matching import RULE as MATCH_RULE
 from trbench.report.models import ReportData
 from trbench.report.regression import TrSettings
 from trbench.report.summary import SummaryRecord, build_summary
-from trbench.report.text import join, noun
+from trbench.prose.english import join, noun
 
 Verdict = Literal["difference", "no difference the data can show", "n/a"]
 DIFFERENCE: Verdict = "difference"

@@ -19,7 +19,7 @@ from trbench.data.model_facts import ModelFacts
 from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure import metrics
 from trbench.report.data import RequestColumns, first_answer
-from trbench.report.text import join
+from trbench.prose.english import join
 
 WINNER_RULE = (
     "the model with the best median wins a scenario only when its bootstrap 95% interval overlaps no other "

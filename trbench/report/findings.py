@@ -15,7 +15,7 @@ from trbench.measure.metrics import MIN_CI_RUNS
 from trbench.report.cross_model import WinnerRow
 from trbench.report.load_findings import embedding_sentences, load_recommendations, load_sentences
 from trbench.report.questions import QUESTIONS_BY_WORKLOAD, VRAM_QUESTION
-from trbench.report.text import count, fold, join, noun, verb
+from trbench.prose.english import count, fold, join, noun, verb
 
 _STATE_WORDS = {"cold": "a cold prefill", "cached": "a cached prefill", "partial": "a partly cached prefill",
                 "cold_asked": "a prefill asked cold (not verified by the server)",
@@ -321,12 +321,12 @@ def _smoke_findings(data) -> Findings:
     if silent:
         problems.append(f"no valid run of {join(dict.fromkeys(silent))}")
     if data.invalid_runs:
-        problems.append(count(len(data.invalid_runs), "invalid run"))
+        problems.append(count(len(data.invalid_runs), 'invalid run'))
     failed = sum(c.failed_requests for c in data.cells)
     if failed:
-        problems.append(count(failed, "failed request"))
+        problems.append(count(failed, 'failed request'))
     if data.server_failures:
-        problems.append(count(len(data.server_failures), "server failure"))
+        problems.append(count(len(data.server_failures), 'server failure'))
     models = list(dict.fromkeys(c.model for c in data.cells))
     suites = next((m.summary for m in data.measured if m.workload == "suites"), None)
     ran = (f"{noun('model', len(models))} {join(models)}" if models else "no model") + (

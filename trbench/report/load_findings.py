@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from trbench.measure.load_metrics import SATURATION_SHARE
 from trbench.report.load_results import LoadSection, LoadStepResult
-from trbench.report.text import count, join, noun
+from trbench.prose.english import count, join, noun
 
 
 def _groups(load: LoadSection) -> dict[tuple[str, str], list[LoadStepResult]]:

@@ -11,7 +11,7 @@ from trbench.measure.load_metrics import LOAD_DEFINITIONS
 from trbench.report import cross_model
 from trbench.report.models import ReportData
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, rule_text
-from trbench.report.text import count, join
+from trbench.prose.english import count, join
 
 
 def _cli(command: str | None) -> str:

@@ -40,7 +40,7 @@ from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES, ttft_state
 from trbench.measure.load_metrics import LOAD_METRICS
 from trbench.report.matching import RULE as MATCH_RULE
 from trbench.report.matching import CellKey, cell_key
-from trbench.report.text import count, verb
+from trbench.prose.english import count, verb
 
 DEFAULT_THRESHOLD_PCT = 10.0
 EXIT_REGRESSION = 3

@@ -18,7 +18,7 @@ from trbench.report.models import Plot, ReportData
 from trbench.report.outline import SECTIONS, shown
 from trbench.report.answer_quality import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
-from trbench.report.text import count
+from trbench.prose.english import count
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.md.j2"

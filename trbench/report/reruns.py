@@ -13,7 +13,7 @@ from trbench.data.rows import CACHE_STATE_LABELS, CACHE_STATES
 from trbench.measure import metrics
 from trbench.measure import outlier_calibration
 from trbench.data.store import read_frame
-from trbench.report.text import count, join
+from trbench.prose.english import count, join
 
 # per kind: the columns naming a config, and the run metrics compared between attempts
 _CONFIG = {"single": ["model", "num_gpu", "num_ctx", "temperature"], "multi": ["model", "scenario"]}

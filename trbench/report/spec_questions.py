@@ -12,7 +12,7 @@ from collections import defaultdict
 from trbench.config.questions_section import Question
 from trbench.report.summary import SummaryFile, SummaryRecord
 from trbench.report.tables import fmt, fmt_ci
-from trbench.report.text import join, noun
+from trbench.prose.english import join, noun
 
 # the statistic a question means when it names none: the median where the report gives one
 _DEFAULT_STATISTICS = ("median", "value", "max", "mean")

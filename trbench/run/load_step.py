@@ -30,6 +30,7 @@ from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
 from trbench.run.single import Gate, generation_request, prompt_text, request_row, unique_prefix, utc
+from trbench.prose import count
 
 
 class AsyncChat(Protocol):
@@ -214,7 +215,7 @@ def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started
     slo = load.slo.given()
     figures = load_metrics.step_figures(request_rows, slo, plan.step.rate if plan.step.mode == "rate" else None)
     if reason is None and figures.n_ok == 0:
-        reason = f"no ok measured request ({figures.n_errors} error(s): {load_metrics.kinds_text(figures.error_kinds) or 'none sent'})"
+        reason = f"no ok measured request ({count(figures.n_errors, 'error')}: {load_metrics.kinds_text(figures.error_kinds) or 'none sent'})"
     return LoadStepRow(
         **step_keys(spec, plan), started_at=utc(started), wall_s=wall_s, warmup_requests=load.warmup_requests,
         warmup_s=load.warmup_s or None, ramp_up_s=load.ramp_up_s or None, max_inflight=load.max_inflight,

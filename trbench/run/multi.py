@@ -23,6 +23,7 @@ from trbench.config.spec import MatrixSpec, MultiAgentSpec, OptionSet, harness_k
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.rows import AgentFigures, MaRequestRow, MaRunRow
 from trbench.data.store import slug
+from trbench.prose import count
 
 N_AGENTS = len(ROLES)
 
@@ -241,7 +242,7 @@ def multi_run_row(spec: MatrixSpec, plan: MultiRunPlan, conc: dict[str, AgentRun
         a, b = row[f"insight_concurrent_{k}"], row[f"collector_concurrent_{k}"]
         row[f"delta_{k}"] = a - b if a is not None and b is not None else None
     row["valid"] = not errors and s is not None
-    row["invalid_reason"] = None if row["valid"] else f"{len(errors)} failed call(s) of {len(measured)}"
+    row["invalid_reason"] = None if row["valid"] else f"{count(len(errors), 'failed call')} of {len(measured)}"
     return MaRunRow(**row).model_dump()
 
 

@@ -11,6 +11,7 @@ from typing import Literal, TextIO
 from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS, TARGET_STATES
+from trbench.prose import count
 
 
 class ProgressEvent(BaseModel):
@@ -136,7 +137,7 @@ class PlainLines:
                 self._write(describe_pull(e))
         elif e.kind == "planned":  # adds up: a TR with a load section plans its steps after the matrix
             self.planned += e.total_runs
-            self._write(f"planned: {e.total_runs} run(s)" + (f", {e.message}" if e.message else ""))
+            self._write(f"planned: {count(e.total_runs, 'run')}" + (f", {e.message}" if e.message else ""))
         elif e.kind == "run_skipped":
             self.skipped += 1
         elif e.kind == "run_finished":
@@ -148,7 +149,7 @@ class PlainLines:
 
     def summary(self, outcome: str) -> str:
         finished = self.valid + self.invalid
-        return (f"summary: {finished} run(s) finished, {self.valid} valid, {self.invalid} invalid"
+        return (f"summary: {count(finished, 'run')} finished, {self.valid} valid, {self.invalid} invalid"
                 + (f", {self.skipped} already finished before" if self.skipped else "") + f"; {outcome}")
 
     def write_summary(self, outcome: str) -> None:

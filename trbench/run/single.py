@@ -24,6 +24,7 @@ from trbench.data.rows import LoadRequestRow, RequestRow, RunRow
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
 from trbench.run.settings import RunSettings
+from trbench.prose import count
 
 
 class RunCancelled(RuntimeError):
@@ -217,7 +218,7 @@ def run_row(keys: dict, settings: RunSettings, rows: list[dict], started: float,
              if (n := sum(r.get("cache_target") == t for r in ok)) < settings.min_ok}
     valid = bool(measured) and not short
     reason = None if valid else (
-        f"{len(ok)} ok request(s) of {len(measured)}, fewer than min_ok_requests={settings.min_ok} per cache state"
+        f"{count(len(ok), 'ok request')} of {len(measured)}, fewer than min_ok_requests={settings.min_ok} per cache state"
         + (f" ({', '.join(f'{t}: {n}' for t, n in short.items())})" if short and measured else ""))
     row = {
         **keys,

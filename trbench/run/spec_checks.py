@@ -20,6 +20,7 @@ from trbench.engines.bundled import BUNDLED_MODELS
 from trbench.config.prompts import PromptSuiteError, load_prompts
 from trbench.config.servers import EmbeddedServer, ExternalServer
 from trbench.config.spec import MatrixSpec, SpecError
+from trbench.prose import count
 
 
 def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
@@ -127,12 +128,12 @@ def check_instances(spec: MatrixSpec, source: str) -> None:
     if spec.provider == "external":
         urls = spec.server.urls if isinstance(spec.server, ExternalServer) else []
         if len(urls) < need:
-            raise _error(source, spec.field_name("urls"), f"{len(urls)} URL(s) for {need} instances ({_why_instances(spec)})",
+            raise _error(source, spec.field_name("urls"), f"{count(len(urls), 'URL')} for {need} instances ({_why_instances(spec)})",
                          f"list {need} urls of running servers{_or_need_fewer(spec)}")
         return
     have = len(spec.instance_ports)
     if have < need:
-        raise _error(source, spec.field_name("ports"), f"{have} port(s) for {need} instances ({_why_instances(spec)})",
+        raise _error(source, spec.field_name("ports"), f"{count(have, 'port')} for {need} instances ({_why_instances(spec)})",
                      f"list {need} ports, or remove ports to use the defaults{_or_need_fewer(spec)}")
 
 

@@ -23,6 +23,7 @@ from trbench.suites.qa import QASet
 from trbench.suites.qa_csv import as_public_cells
 from trbench.suites.qa_score import QAAnswer, Reading, aggregate, score_question
 from trbench.suites.scenarios import ScenarioAnswer, ScenarioCheck, ScenarioSummary, summarize_scenario
+from trbench.prose import noun, verb
 
 SUITES_DIR = "suites"
 SUMMARY_FILE = "scenario_summary.parquet"
@@ -153,7 +154,7 @@ def ensemble_answers(rows: pd.DataFrame, models: Sequence[str]) -> list[QAAnswer
     missing = [m for m in models if m not in preds]
     if missing:
         have = ", ".join(preds) or "none"
-        raise ValueError(f"model(s) {', '.join(missing)} have no QA answers in this TR (have: {have}); "
+        raise ValueError(f"{noun('model', len(missing))} {', '.join(missing)} {verb('has', len(missing))} no QA answers in this TR (have: {have}); "
                          "fix: name models that ran the QA suite")
     return majority_vote({m: preds[m] for m in models})
 

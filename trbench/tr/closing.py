@@ -22,6 +22,7 @@ from trbench.validation.worker import ValidationProcess
 from trbench.workloads import Measured
 from trbench.workloads.session import TRSession
 from trbench.workloads.steps import Steps
+from trbench.prose import count
 
 
 def write_failure_log(steps: Steps, root: Path) -> Path:
@@ -167,7 +168,7 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
         if verdict is not None:
             outcome.message = f"{outcome.message}; {regression.summary_message(verdict)}"
     if faults.messages and not isinstance(stopped, NoServerStarted):  # that one's cause is the start failures
-        outcome.message = (f"{outcome.message}; {len(faults.messages)} instance failure(s) in the failure log: "
+        outcome.message = (f"{outcome.message}; {count(len(faults.messages), 'instance failure')} in the failure log: "
                            + "; ".join(faults.messages[:2]) + (" ..." if len(faults.messages) > 2 else ""))
     steps.log.info(outcome.message)
     return outcome

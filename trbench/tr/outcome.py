@@ -11,6 +11,7 @@ from trbench.measure.outliers import FlaggedConfig
 from trbench.validation import validate as validation
 from trbench.validation.validate import ValidationResult
 from trbench.workloads.run_outcomes import EmbeddingsOutcome, RunOutcome, StepOutcome
+from trbench.prose import count
 
 # where a failure whose own words name no fix is explained, under the TR run's folder
 _RUN_FIX = "each request's error is in the report's Failures section and failures/failures.parquet"
@@ -60,14 +61,14 @@ def runs_outcome(spec: MatrixSpec, outcomes: list[RunOutcome], skipped: int, rep
         invalid = invalid[1:]
     elif cause is None and checks is not None:
         cause, checks = f"{checks}; fix: {_CHECKS_FIX}", None
-    summary = (f"{spec.tr_id}: {valid} of {len(outcomes)} run(s) valid"
+    summary = (f"{spec.tr_id}: {valid} of {count(len(outcomes), 'run')} valid"
                + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     if invalid:
         reasons = "; ".join(f"{o.run_id}: {o.invalid_reason}" for o in invalid[:3])
         summary += (f"; {len(invalid)} more invalid: " if first_invalid else "; invalid: ") + reasons
         summary += " ..." if len(invalid) > 3 else ""
     if flagged:
-        summary += f"; {len(flagged)} config(s) with outlier runs (rerun_flagged runs them again)"
+        summary += f"; {count(len(flagged), 'config')} with outlier runs (rerun_flagged runs them again)"
     message = "; ".join(part for part in (cause, summary, checks, *consequences) if part)
     return Outcome(completed=cause is None, message=message)
 
@@ -78,8 +79,8 @@ def load_outcome(spec: MatrixSpec, rows: list[StepOutcome], skipped: int, report
     opening with the first invalid step's reason."""
     valid = sum(r.valid for r in rows)
     emb_ok = sum(r.n_ok > 0 for r in embedded or [])
-    msg = (f"{spec.tr_id}: {valid} of {len(rows)} load step(s) valid"
-           + (f", {emb_ok} of {len(embedded)} embeddings step(s) with ok requests" if embedded else "")
+    msg = (f"{spec.tr_id}: {valid} of {count(len(rows), 'load step')} valid"
+           + (f", {emb_ok} of {count(len(embedded), 'embeddings step')} with ok requests" if embedded else "")
            + (f", {skipped} already finished" if skipped else "") + f"; report {report}")
     bad = [r for r in rows if not r.valid]
     if not (rows or embedded) or valid or emb_ok:

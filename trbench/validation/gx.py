@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from trbench.validation.checks import MAX_EXAMPLES, Check, Severity, TableCheck
+from trbench.prose import count, noun
 
 
 
@@ -130,8 +131,8 @@ def _message(tc: TableCheck, check: Check, success: bool, element_count, unexpec
     configs = sorted({str(e["config"]) for e in examples if e.get("config")})
     if tc.table in ("run_counts", "ma_run_counts"):
         detail = "; ".join(
-            f"config {e['config']}: {int(e['n_runs'] if check.name != 'valid_runs_per_config' else e['n_valid'])} "
-            f"{'valid ' if check.name == 'valid_runs_per_config' else ''}run(s) of "
+            f"config {e['config']}: "
+            f"{count(int(e['n_runs'] if check.name != 'valid_runs_per_config' else e['n_valid']), 'valid run' if check.name == 'valid_runs_per_config' else 'run')} of "
             f"{'?' if e.get('expected') is None else int(e['expected'])} expected"
             + (f", missing run_index {e['missing_run_indexes']}" if e.get("missing_run_indexes") else "")
             for e in examples)
@@ -143,10 +144,11 @@ def _message(tc: TableCheck, check: Check, success: bool, element_count, unexpec
         obs = f"; observed {observed!r}" if observed is not None else ""
         return f"{where}: {check.name} failed ({check.what}{obs})"
     of = f" of {element_count}" if element_count is not None else ""
-    cfg = f" in config(s) {', '.join(configs)}" if configs else ""
+    cfg = f" in {noun('config', len(configs))} {', '.join(configs)}" if configs else ""
     runs = sorted({str(e["run_id"]) for e in examples if e.get("run_id")})
     run_txt = f" (e.g. run {runs[0]})" if runs else ""
-    return f"{where}: {check.name} failed on {unexpected_count}{of} row(s){cfg}{run_txt}: expected {check.what}"
+    rows = noun("row", element_count if element_count is not None else unexpected_count)
+    return f"{where}: {check.name} failed on {unexpected_count}{of} {rows}{cfg}{run_txt}: expected {check.what}"
 
 
 def _suite_results(batch, tc: TableCheck, checks: list[Check], result_format: str) -> dict:

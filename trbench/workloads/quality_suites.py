@@ -13,6 +13,7 @@ from trbench.data import store
 from trbench.run.suite_runs import SuitePlan, Suites, execute_suite, load_suites, plan_suites, suite_lanes
 from trbench.workloads import server_ops
 from trbench.workloads.protocol import Measured, Planned, ReportPart
+from trbench.prose import count
 from trbench.workloads.run_outcomes import SuiteOutcome
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def suite_run(session: TRSession, plan: SuitePlan, suites: Suites) -> SuiteOutco
             client.close()
     store.write_suite_run(s.root, plan.run_id, plan.model, rows, s.manifest)
     errors = sum(r["status"] != "ok" for r in rows)
-    s.steps.log.info("suite run %s: %d request(s), %d failed", plan.run_id, len(rows), errors)
+    s.steps.log.info("suite run %s: %s, %d failed", plan.run_id, count(len(rows), "request"), errors)
     return SuiteOutcome(run_id=plan.run_id, requests=len(rows), errors=errors)
 
 

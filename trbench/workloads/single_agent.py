@@ -29,6 +29,7 @@ from trbench.run.single import RunPlan, execute_run, failed_run
 from trbench.workloads import server_ops
 from trbench.workloads.protocol import Measured, Planned, ReportPart
 from trbench.workloads.run_outcomes import RUN_COLUMNS, RunOutcome
+from trbench.prose import count
 
 if TYPE_CHECKING:
     from trbench.workloads.session import TRSession
@@ -101,7 +102,7 @@ def record_not_run(session: TRSession, plans: list[RunPlan], code: NotRun, reaso
             outcomes.append(outcome(row))
         return outcomes
 
-    return session.steps.call("record-not-run", f"not run: {len(plans)} run(s)", record) if plans else []
+    return session.steps.call("record-not-run", f"not run: {count(len(plans), 'run')}", record) if plans else []
 
 
 def _run_group(session: TRSession, inst: Instance, group: list[RunPlan]) -> list[RunOutcome]:

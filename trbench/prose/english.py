@@ -1,13 +1,13 @@
-"""The report's grammar: every generated sentence states its counts with the right plural ("1 run",
+"""trbench's grammar: every generated sentence states its counts with the right plural ("1 run",
 "2 runs"), joins its lists as a sentence does ("a, b and c") and states a factor as measured ("6.0x";
 "an order of magnitude" only from 10x on).
 
-The report's nouns and verbs are trbench's own small vocabulary (run, model, cell, regression, is,
+Its nouns and verbs are trbench's own small vocabulary (run, model, cell, regression, is,
 has, fits ...), so English's regular rules are written here: inflect, which knows every irregular
 noun, takes 3.5 s to import (its type-checking decorators), a third of a short TR's whole fixed cost.
 
-It imports nothing of the report, so every report module (findings, load findings, methodology, the
-templates' filters) writes its prose with it."""
+It imports nothing of trbench, so every layer writes its prose with it: the report's findings,
+methodology and templates' filters, the CLI's lines and the spec's error messages."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def verb(word: str, n: int | float) -> str:
 
 
 def count(n: int, word: str) -> str:
-    """n and its noun: count(1, "run") == "1 run", count(0, "failed request") == "0 failed requests"."""
+    """n and its noun: count(1, 'run') == "1 run", count(0, 'failed request') == "0 failed requests"."""
     return f"{n} {noun(word, n)}"
 
 
