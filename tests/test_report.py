@@ -299,7 +299,8 @@ def test_setup_section_from_manifest_in_run_metadata(planted: Path, text: str) -
     assert "GPUs: none" in setup
     assert "http://127.0.0.1:18434" in setup and "embedded-0" in setup
     assert "sha256:aaaa" in setup and "sha256:bbbb" in setup
-    assert "| pandas | 3.0.0 |" in setup
+    assert "- Packages: pandas 3.0.0, pyarrow 20.0.0\n" in setup
+    assert "- Instances: embedded-0 (embedded, http://127.0.0.1:18434)" in setup
     assert "sent cold (a unique prefix), then again, identical" in setup  # ttft: both
     checks = _table(setup, "### Prompt caching and TTFT")
     assert {(r["asked for"], r["server reports"]) for r in checks} == {("cold", "cold"), ("cached", "cached")}

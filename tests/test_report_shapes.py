@@ -251,3 +251,13 @@ def test_energy_definitions_are_printed_only_where_energy_or_gpu_memory_is_repor
     first = next(iter(ENERGY_DEFINITIONS.values()))[:60]
     assert "Energy and telemetry (run table columns" in with_gpu and first in with_gpu
     assert "Energy and telemetry (run table columns" not in without and first not in without
+
+
+def test_setup_states_each_model_fact_once_and_a_clean_answer_check_in_one_line(tmp_path):
+    data = build_report(plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}))
+    md = render_markdown(data)
+    assert data.quant and "| fast-model | quantization |" not in md  # under VRAM and quantization only
+    assert md.count("Q4_K_M") == 1
+    sanity = md[md.index("### Answer sanity"):]
+    assert "Every measured answer of every model x config passed the check. Prompt style: fast-model `chat`" in sanity
+    assert "| model | config | prompt style |" not in md

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
@@ -176,14 +175,6 @@ def _markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def _port(url: str | None) -> str:
-    try:
-        port = urlparse(url).port if url else None
-    except ValueError:
-        port = None
-    return str(port) if port else "unknown"
-
-
 def _s(v: Any) -> str:
     """Text of a value; '' for a missing one (None or NaN)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -194,19 +185,20 @@ def _s(v: Any) -> str:
 # --- the tables -----------------------------------------------------------------------------------
 
 
+# model details the Quantization table shows (file size as GiB, context as max context): not repeated in Setup
+QUANT_DETAILS = frozenset({"quantization", "params_b", "size_bytes", "context_length", "source"})
+
+
 def setup_tables(data) -> dict[str, Table]:
     s = data.setup
+    in_quant = {q.model for q in data.quant}
     return {
-        "packages": Table(columns=_cols("package", "version"),
-                          rows=[[name, version or "not installed"] for name, version in s.packages.items()]),
-        "instances": Table(columns=_cols("instance", "provider", "URL", ">port"),
-                           rows=[[i.name, i.provider or "unknown", i.url or "unknown", _port(i.url)]
-                                 for i in s.instances]),
         "models": Table(columns=_cols("model", "kind", "`digest"),
                         rows=[[m.name, m.kind, m.digest or "unknown"] for m in s.models]),
         # long, one row per recorded detail: a value of any length wraps in its own cell
         "model_details": Table(columns=_cols("model", "detail", "`value"),
-                               rows=[[m.name, k, v] for m in s.models for k, v in m.details.items()]),
+                               rows=[[m.name, k, v] for m in s.models for k, v in m.details.items()
+                                     if not (m.name in in_quant and k in QUANT_DETAILS)]),
         "cache_checks": Table(columns=_cols("asked for", "server reports", ">requests"),
                               rows=[[c.target, _server_says(c.state), str(c.n)] for c in data.cache.checks]),
     }
