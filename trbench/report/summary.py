@@ -174,6 +174,15 @@ def _single(out: _Out, cells: list[CellResult], states: list[str]) -> None:
             if c.tokens_per_dollar_p50 is not None:
                 add("tokens_per_dollar", "median", c.tokens_per_dollar_p50, c.energy_runs, "runs", "tok/currency unit",
                     "energy.tokens_per_dollar")
+        if c.reasoning_requests:  # the reasoning split only where some request streamed reasoning first
+            add("reasoning_requests", "value", c.reasoning_requests, n, "requests", "1", "request.reasoning_tokens")
+            for st, ttfat in c.ttfat_p50_ms_by_state.items():
+                add(f"ttfat_{st}_ms", "median", ttfat, getattr(c, f"ttft_{st}_n"), "requests", "ms", "request.ttfat_ms")
+            for metric, median, unit in (("reasoning_tokens", c.reasoning_tokens_p50, "tokens"),
+                                        ("answer_tokens", c.answer_tokens_p50, "tokens"),
+                                        ("decode_tps_reasoning", c.decode_tps_reasoning_p50, "tok/s"),
+                                        ("decode_tps_answer", c.decode_tps_answer_p50, "tok/s")):
+                add(metric, "median", median, n, "requests", unit, f"request.{metric}")
         if c.gpu_mem_used_mib_max is not None:
             add("gpu_mem_used_mib", "max", c.gpu_mem_used_mib_max, c.valid_runs, "runs", "MiB",
                 "energy.gpu_mem_used_mib_max")
