@@ -22,7 +22,7 @@ def load_tables(data) -> dict[str, Table]:
         "load_steps": Table(
             columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds",
                           ">offered req/s", ">req/s", ">output tok/s", ">TTFT p50 ms", ">TTFT p95 ms", ">TTFT p99 ms",
-                          ">TPOT p50 ms", ">TPOT p95 ms", ">ITL p50 ms", ">ITL p95 ms", ">e2e p50 ms", ">e2e p99 ms",
+                          ">TPOT p50 ms", ">TPOT p95 ms", ">ITL (chunk gap) p50 ms", ">ITL (chunk gap) p95 ms", ">e2e p50 ms", ">e2e p99 ms",
                           ">queue p50 ms", ">queue p95 ms", ">prefill p50 ms", ">good %", ">goodput req/s"),
             rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
                    str(s.n_errors), kinds_text(s.error_kinds), fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
@@ -35,7 +35,7 @@ def load_tables(data) -> dict[str, Table]:
                                                        "goodput req/s"]),
                            ("requests", ["slots", "n", "warm-up", "errors", "error kinds"]),
                            ("latency", ["TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "e2e p50 ms", "e2e p99 ms"]),
-                           ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL p50 ms", "ITL p95 ms",
+                           ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL (chunk gap) p50 ms", "ITL (chunk gap) p95 ms",
                                                        "queue p50 ms", "queue p95 ms", "prefill p50 ms"]))),
         "load_summary": Table(
             columns=_cols("model", "config", ">steps", ">saturation point req/s", ">best goodput req/s",
