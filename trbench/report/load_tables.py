@@ -6,6 +6,7 @@ import pandas as pd
 
 from trbench.measure.load_metrics import kinds_text
 from trbench.report.embeddings_table import embeddings_table
+from trbench.report.load_results import batched_prefills
 from trbench.report.tables import Table, _cols, _groups, fmt
 
 
@@ -43,6 +44,11 @@ def load_tables(data) -> dict[str, Table]:
             rows=[[m.model, m.config, str(m.steps), fmt(m.saturation_rps, 2) if m.saturation_rps else "none",
                    fmt(m.best_goodput_rps, 2), m.best_goodput_step or "", fmt(m.peak_output_tps)]
                   for m in section.summaries]),
+        "load_batching": Table(
+            columns=_cols("model", "config", "step", ">slots", ">prefill p50 ms", ">prefill p50 ms at c=1",
+                          ">wait inside the batched prefill ms", ">queue p50 ms"),
+            rows=[[b.model, b.config, b.step_label, str(b.slots), fmt(b.prefill_ms_p50), fmt(b.alone_prefill_ms_p50),
+                   fmt(b.wait_ms), fmt(b.queue_ms_p50)] for b in batched_prefills(section)], keys=3),
         "load_invalid": Table(columns=_cols("model", "config", "step", "reason"),
                               rows=[[s.model, s.config, s.step_label, s.invalid_reason or ""]
                                     for s in steps if not s.valid]),

@@ -28,6 +28,7 @@ from trbench.data.rows import LOAD_LATENCIES, LOAD_PCTS
 from trbench.measure import embedding_metrics, metrics
 from trbench.measure.load_metrics import LOAD_DEFINITIONS
 from trbench.report.embeddings_table import latest_steps
+from trbench.report.load_results import batched_prefills
 from trbench.report.models import CellResult, ReportData
 
 SCHEMA_VERSION = 1
@@ -244,6 +245,10 @@ def _load(out: _Out, data: ReportData) -> None:
             for p in LOAD_PCTS:
                 out.add("load", s.model, label, values, f"{m}_ms", _PERCENTILES[p], getattr(s, f"{m}_ms_p{p}"), s.n_ok,
                         "requests", "ms", _LOAD_LATENCY_DEFINITION[m])
+    for b in batched_prefills(data.load):
+        out.add("load", b.model, f"{b.config} {b.step_label}", {"config": b.config, "step_label": b.step_label,
+                                                               "concurrency": b.concurrency, "slots": b.slots},
+                "batched_prefill_wait_ms", "value", b.wait_ms, None, None, "ms", "load.batched prefill wait")
     for summary in data.load.summaries:
         model, config = summary.model, summary.config
         values = {"config": config}
