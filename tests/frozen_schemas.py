@@ -58,6 +58,11 @@ REQUEST_SCHEMA = pa.schema(
         ("itl_p95_ms", pa.float64()),
         ("itl_max_ms", pa.float64()),
         ("n_chunks", pa.int32()),
+        # added with the reasoning split: older files read them as null
+        ("reasoning_tokens", pa.int64()),
+        ("answer_tokens", pa.int64()),
+        ("decode_tps_reasoning", pa.float64()),
+        ("decode_tps_answer", pa.float64()),
         # the raw observations every metric above is derived from
         ("server_decode_tokens", pa.int64()),
         ("server_decode_ms", pa.float64()),

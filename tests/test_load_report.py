@@ -3,6 +3,8 @@ Parquet (made by the real runner against the fake client of tests/test_load_runn
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from trbench.data.environment import Manifest
@@ -86,3 +88,27 @@ def test_a_baseline_at_another_server_queue_is_compared_and_the_queue_named(tmp_
     assert [c for c in same.regressions if c.metric == "load output tok/s"] and not same.differences
     assert [c for c in other.regressions if c.metric == "load output tok/s"]
     assert [str(d) for d in other.differences] == ["server_queue 1 here, 4 in the baseline"]
+
+
+def test_batching_interference_shows_only_where_every_stream_had_a_slot(tmp_path, spec):
+    from trbench.measure.load_metrics import LOAD_DEFINITIONS
+    from tests.test_report_publish import md_table_after
+
+    steps = _measure(spec)
+    assert [row["slots"] for row, _ in steps] == [2, 2]
+    root = tmp_path / "fewer-slots"
+    _write_tr(root, spec, steps)
+    assert "Batching interference" not in publish(root, spec).markdown.read_text()  # 4 streams, 2 slots: queueing
+
+    prefill = {"c1": 663.0, "c4": 2716.0}  # as llama.cpp measured a batch of four prompts against one
+    roomy = [({**row, "slots": 4, "prefill_ms_p50": prefill[row["step_label"]]}, rows) for row, rows in steps]
+    root = tmp_path / "slot-per-stream"
+    _write_tr(root, spec, roomy)
+    md = publish(root, spec).markdown.read_text()
+    (row,) = md_table_after(md, next(ln for ln in md.splitlines() if ln.startswith("Batching interference")))
+    assert (row["step"], row["slots"], row["prefill p50 ms"], row["prefill p50 ms at c=1"]) == ("c4", "4", "2716.0", "663.0")
+    assert row["wait inside the batched prefill ms"] == "2053.0"
+    assert "batched prefill wait" in LOAD_DEFINITIONS and "| batched prefill wait |" in md
+    summary = json.loads((root / "report" / "summary.json").read_text())
+    (wait,) = [r for r in summary["records"] if r["metric"] == "batched_prefill_wait_ms"]
+    assert wait["value"] == pytest.approx(2053.0) and wait["definition"] == "load.batched prefill wait"

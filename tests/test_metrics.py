@@ -64,6 +64,22 @@ def test_ttfat_is_none_when_only_reasoning_arrived() -> None:
     assert m.ttfat_ms is None
 
 
+def test_reasoning_and_answer_tokens_split_the_servers_count() -> None:
+    m = derive(raw(OFFSETS, KINDS_REASONING_FIRST, output_tokens=7))  # the server counts the EOS token too
+    assert (m.reasoning_tokens, m.answer_tokens) == (2, 5)
+    m = derive(raw(OFFSETS))
+    assert (m.reasoning_tokens, m.answer_tokens) == (0, 6)
+
+
+def test_decode_split_is_each_kinds_own_chunk_span() -> None:
+    m = derive(raw(OFFSETS, KINDS_REASONING_FIRST))
+    assert m.decode_tps_reasoning == pytest.approx(1 / 0.010)  # 100 -> 110 ms: one step
+    assert m.decode_tps_answer == pytest.approx(3 / 0.170)  # 130 -> 300 ms: three steps
+    m = derive(raw(OFFSETS))
+    assert m.decode_tps_reasoning is None
+    assert m.decode_tps_answer == pytest.approx(5 / 0.2)
+
+
 def test_e2e_is_send_to_last_byte() -> None:
     assert derive(raw(OFFSETS, end_ms=350.0)).e2e_ms == pytest.approx(350.0)
     assert derive(raw(OFFSETS, end_ms=1234.5)).e2e_ms == pytest.approx(1234.5)

@@ -52,8 +52,11 @@ def _label(cfg: tuple[int, int, float]) -> str:
 
 def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: int = 3, requests: int = 5,
           seed: int = 7, manifest: dict | None = None, energy: bool = False, multi: dict[str, float] | None = None,
-          answers: dict[str, str] | None = None, hash_salt: str = "", provider: str = "embedded") -> Path:
+          answers: dict[str, str] | None = None, hash_salt: str = "", provider: str = "embedded",
+          reasoning: dict[str, int] | None = None) -> Path:
     """models: name -> {tps, ttft, e2e, sd (relative noise)}; multi: name -> efficiency % level;
+    reasoning: name -> reasoning tokens streamed before each answer (a model not named has files without
+    the reasoning columns, as written before them);
     hash_salt: cells measured otherwise (another content hash, the same config values) than a TR planted
     without it."""
     rng = np.random.default_rng(seed)
@@ -78,6 +81,11 @@ def plant(root: Path, models: dict[str, dict], *, tr_id: str = "planted", runs: 
                                  "ttft_ms": p["ttft"] * noise(), "e2e_ms": p["e2e"] * noise(), "output_tokens": 64,
                                  "cache_target": "cold", "cache_state": "cold", "answer_check": "ok",
                                  "output_text": (answers or {}).get(model, f"answer {i} of {model}")})
+                    if reasoning is not None and model in reasoning:
+                        k = reasoning[model]
+                        rows[-1].update(reasoning_tokens=k, answer_tokens=64 - k, ttfat_ms=rows[-1]["ttft_ms"] + 5.0 * k,
+                                        decode_tps_reasoning=p["tps"] if k > 1 else None,
+                                        decode_tps_answer=0.9 * p["tps"])
                 run = {**keys, "started_at": started + dt.timedelta(minutes=run_index), "wall_s": 1.0,
                        "n_requests": requests, "n_warmup": 1, "n_ok": requests, "n_errors": 0,
                        "min_ok_requests": requests, "valid": True, "output_tokens_total": 64 * requests}

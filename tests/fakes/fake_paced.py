@@ -7,6 +7,11 @@ trbench reads them: OpenAI-compatible SSE (POST /v1/chat/completions, /v1/comple
 lines, a usage chunk, `data: [DONE]`) and Ollama NDJSON (POST /api/chat, /api/generate; a final
 `done: true` object). It reports no server durations: only the client-side clock is under test.
 
+With `reasoning=N` the first N tokens are reasoning, streamed as the servers that separate it do, before
+the answer: llama.cpp's server (--reasoning-format deepseek/auto) as OpenAI chat deltas
+`{"reasoning_content": ...}` with no content key, Ollama (think on) as `message.thinking` beside an empty
+`message.content` (`thinking` beside an empty `response` on /api/generate).
+
 Misbehaviours: `truncate_after=N` sends N tokens, then closes the connection without ending the
 chunked body (a server that died mid-stream); `garbage_after=N` sends N tokens, then a line that is
 not JSON (an SSE data line, for the OpenAI format).
@@ -24,8 +29,8 @@ from tests.fakes.fake_ollama import GoLikeHandler
 
 class FakePacedServer:
     def __init__(self, pace_s: float = 0.02, first_s: float = 0.04, n_tokens: int = 20,
-                 truncate_after: int | None = None, garbage_after: int | None = None) -> None:
-        self.pace_s, self.first_s, self.n_tokens = pace_s, first_s, n_tokens
+                 truncate_after: int | None = None, garbage_after: int | None = None, reasoning: int = 0) -> None:
+        self.pace_s, self.first_s, self.n_tokens, self.reasoning = pace_s, first_s, n_tokens, reasoning
         self.truncate_after, self.garbage_after = truncate_after, garbage_after
         self.bodies: list[tuple[str, dict]] = []  # (path, JSON body) of every request received
         # per request, on time.perf_counter_ns (CLOCK_MONOTONIC, shared by all processes): when its
@@ -95,7 +100,7 @@ class _Handler(GoLikeHandler):
             if delay > 0:
                 time.sleep(delay)
             entry.setdefault("t_first_sent_ns", time.perf_counter_ns())
-            self._send(self._token(sse, self.path, f"t{k} "))
+            self._send(self._token(sse, self.path, f"t{k} ", thinking=k < f.reasoning))
         else:
             self._send(self._end(sse, self.path, f.n_tokens))
         self.wfile.write(b"0\r\n\r\n")
@@ -106,11 +111,16 @@ class _Handler(GoLikeHandler):
         self.wfile.flush()
 
     @staticmethod
-    def _token(sse: bool, path: str, text: str) -> bytes:
+    def _token(sse: bool, path: str, text: str, thinking: bool = False) -> bytes:
         if sse:
-            choice = {"index": 0, "delta": {"content": text}} if path.endswith("chat/completions") else {"index": 0, "text": text}
+            delta = {"reasoning_content": text} if thinking else {"content": text}
+            choice = {"index": 0, "delta": delta} if path.endswith("chat/completions") else {"index": 0, "text": text}
             return b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n"
-        key = {"message": {"role": "assistant", "content": text}} if path == "/api/chat" else {"response": text}
+        if path == "/api/chat":
+            key: dict = {"message": {"role": "assistant", "content": "", "thinking": text} if thinking
+                         else {"role": "assistant", "content": text}}
+        else:
+            key = {"response": "", "thinking": text} if thinking else {"response": text}
         return json.dumps({"model": "paced", **key, "done": False}).encode() + b"\n"
 
     @staticmethod

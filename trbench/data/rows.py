@@ -132,6 +132,12 @@ class RequestFigures(BaseModel):
     itl_p95_ms: F = None
     itl_max_ms: F = None
     n_chunks: int = 0
+    # the reasoning split (servers that stream reasoning before the answer); files written before it
+    # lack these columns and read them back as null
+    reasoning_tokens: I64 = None
+    answer_tokens: I64 = None
+    decode_tps_reasoning: F = None
+    decode_tps_answer: F = None
 
 
 class _ServerRaw(BaseModel):

@@ -44,9 +44,21 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "goodput_rps": "ok measured requests meeting every SLO the spec gives (ttft_ms, tpot_ms, e2e_ms; a request "
     "with one output token has no TPOT and meets that one) / window_s; good_pct: their share of the measured "
     "requests; without SLOs every ok request counts",
+    "batched prefill wait": "closed-loop steps with at least as many server slots as streams (slots >= concurrency "
+    "> 1): the step's prefill_ms p50 less the prefill_ms p50 of the same model x config at concurrency 1. Every "
+    "stream has a slot, so queue_ms stays small, but the server evaluates the prompts that arrive together in one "
+    "batch and each request's prefill time covers the whole batch: the wait for the others' prompts shows here, "
+    "not as queueing; n/a without a concurrency-1 step",
     "saturation point": f"the highest offered_rps of a model's steps whose goodput_rps is at least "
     f"{SATURATION_SHARE:.0%} of it; none when no step reaches that",
 }
+
+
+def batched_prefill_wait(prefill_p50_ms: float | None, alone_p50_ms: float | None) -> float | None:
+    """LOAD_DEFINITIONS['batched prefill wait'] of one step, from its prefill p50 and the concurrency-1 step's."""
+    if prefill_p50_ms is None or alone_p50_ms is None:
+        return None
+    return prefill_p50_ms - alone_p50_ms
 
 
 def queue_ms(ttft_ms: float | None, prefill_ms: float | None) -> float | None:

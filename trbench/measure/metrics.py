@@ -54,6 +54,16 @@ DEFINITIONS: dict[str, str] = {
     "server (re)start per cell is in the run table as instance_load_ms",
     "tpot_ms": "(e2e_ms - ttft_ms) / (output_tokens - 1): time per output token after the first, client clock",
     "itl_ms": "gaps between arrivals of consecutive text chunks, client clock; p50, p95 and max kept per request",
+    "reasoning_tokens": "streamed chunks of reasoning text (llama.cpp delta.reasoning_content, Ollama "
+    "message.thinking or thinking), one token each as both servers stream them; neither server counts reasoning "
+    "apart in its usage; 0 where the server streamed no reasoning",
+    "answer_tokens": "output_tokens - reasoning_tokens: the answer's tokens as the server counts them (its "
+    "end-of-sequence token included, as in output_tokens); null where the server gave no output count",
+    "decode_tps_reasoning": "(reasoning chunks - 1) / (t(last reasoning chunk) - t(first reasoning chunk)), tokens "
+    "per second, client clock; null with fewer than two reasoning chunks",
+    "decode_tps_answer": "(answer chunks - 1) / (t(last answer chunk) - t(first answer chunk)), tokens per second, "
+    "client clock; null with fewer than two answer chunks (the step from the last reasoning chunk to the first "
+    "answer chunk, which holds the unstreamed end-of-reasoning marker, is in neither rate)",
     "status": "ok, or error with error_kind one of timeout (the whole request over timeout_s), stall (no byte "
     "for stall_timeout_s), connect, http_4xx, http_5xx, oom, bad_response, cancelled, and the server's message",
     "prompt_style": "chat (the server applies the model's chat template to the messages) or completion (a base model "
@@ -188,12 +198,20 @@ def itl_gaps(times: Sequence[float], per_ms: float = 1.0) -> np.ndarray:
     return np.diff(np.asarray(times, dtype=np.float64)) / per_ms if len(times) > 1 else np.array([])
 
 
+def stream_rate(times: Sequence[int]) -> float | None:
+    """Tokens per second over a run of one-token chunks (ns arrival times): n - 1 steps over their span."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
+
+
 def derive(ex: RawExchange, asked: str | None = None) -> RequestMetrics:
     """The metrics of one request, from its raw record and the cache state it asked for (if any)."""
     times = ex.token_times_ns
     e2e = (ex.t_end_ns - ex.t_send_ns) / _NS_PER_MS
     ttft = (times[0] - ex.t_send_ns) / _NS_PER_MS if times else None
     answer_times = [t for t, k in zip(times, ex.token_kinds) if k == "content"]
+    reasoning_times = [t for t, k in zip(times, ex.token_kinds) if k == "reasoning"]
     ttfat = (answer_times[0] - ex.t_send_ns) / _NS_PER_MS if answer_times else None
     n_out = ex.output_tokens if ex.output_tokens is not None else (len(times) if times else None)
     gaps = itl_gaps(times, per_ms=_NS_PER_MS)
@@ -219,6 +237,10 @@ def derive(ex: RawExchange, asked: str | None = None) -> RequestMetrics:
         itl_p95_ms=_pct(gaps, 95),
         itl_max_ms=float(gaps.max()) if gaps.size else None,
         n_chunks=len(times),
+        reasoning_tokens=len(reasoning_times),
+        answer_tokens=n_out - len(reasoning_times) if n_out is not None else None,
+        decode_tps_reasoning=stream_rate(reasoning_times),
+        decode_tps_answer=stream_rate(answer_times),
     )
 
 

@@ -34,7 +34,7 @@ from trbench.measure import metrics
 from trbench.measure.outliers import read_flags
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, RegressionResult, TrSettings
 from trbench.report.regression import compare as compare_regression
-from trbench.report import cross_model
+from trbench.report import cross_model, reasoning
 from trbench.report.data import RUN_COLUMNS, RequestColumns
 from trbench.report.findings import build_findings
 from trbench.report.harness import build_harness_section, main_harness, of_harness
@@ -151,6 +151,7 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
     return CellResult(
         **_ttft_by_state(reqs, pooled, per_run),
+        **reasoning.cell_figures(reqs, pooled),
         decode_client_vs_server_pct=metrics.percentile(
             [(c / v - 1) * 100 for c, v in zip(reqs.floats("decode_tps_client", pooled), decode_values)
              if not math.isnan(c) and v and not math.isnan(v)], 50),

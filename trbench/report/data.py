@@ -22,7 +22,8 @@ from trbench.data.rows import CACHE_STATES
 REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
                    "is_warmup", "status", "cache_target", "cache_state", "answer_check", "ttft_ms", "e2e_ms",
                    "decode_tps", "decode_tps_client", "cached_tokens", "error_kind", "error_message", "harness",
-                   "client_cpu_s"]
+                   "client_cpu_s", "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning",
+                   "decode_tps_answer"]
 # what the report reads of each run row (a run table has some 75 columns, read per file: 1,600 run files
 # cost seconds read whole); a column missing here is a KeyError, never a silent gap
 RUN_COLUMNS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "instance", "instance_url", "num_gpu",
@@ -31,7 +32,8 @@ RUN_COLUMNS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "
                *[f"ttft_{st}_ms_p50" for st in CACHE_STATES], "energy_j", "tokens_per_j", "tokens_per_dollar",
                "gpu_mem_used_mib_max"]
 _CODED = ["model", "status", "cache_target", "cache_state", "answer_check", "harness"]  # few distinct values: codes
-_FLOATS = ["ttft_ms", "e2e_ms", "decode_tps", "decode_tps_client", "cached_tokens", "temperature", "client_cpu_s"]
+_FLOATS = ["ttft_ms", "e2e_ms", "decode_tps", "decode_tps_client", "cached_tokens", "temperature", "client_cpu_s",
+           "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning", "decode_tps_answer"]
 _INTS = ["num_gpu", "num_ctx", "run_index", "attempt", "request_index"]
 FAILED_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
                   "is_warmup", "error_kind", "error_message", "harness"]

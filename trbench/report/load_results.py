@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from trbench.data.cells import config_label
 from trbench.data.rows import LoadFigures
 from trbench.data.store import read_frame
-from trbench.measure.load_metrics import LOAD_DEFINITIONS, saturation_point
+from trbench.measure.load_metrics import LOAD_DEFINITIONS, batched_prefill_wait, saturation_point
 
 _STEP_KEYS = ["model", "num_gpu", "num_ctx", "temperature", "step_index", "step_label"]
 
@@ -102,4 +102,37 @@ def _groups(results: list[LoadStepResult]) -> dict[tuple[str, str], list[LoadSte
     out: dict[tuple[str, str], list[LoadStepResult]] = {}
     for s in results:
         out.setdefault((s.model, s.config), []).append(s)
+    return out
+
+
+class BatchedPrefill(BaseModel):
+    """One step whose streams each had a slot, beside its model x config's concurrency-1 step."""
+
+    model: str
+    config: str
+    step_label: str
+    concurrency: int
+    slots: int
+    prefill_ms_p50: float | None
+    alone_prefill_ms_p50: float
+    queue_ms_p50: float | None
+    wait_ms: float | None  # LOAD_DEFINITIONS['batched prefill wait']
+
+
+def batched_prefills(section: LoadSection) -> list[BatchedPrefill]:
+    """The valid closed-loop steps with slots >= concurrency > 1 of each model x config that has a valid
+    concurrency-1 step with a prefill time: the wait inside a batched prefill."""
+    out = []
+    for (model, config), steps in _groups(section.steps).items():
+        closed = [s for s in steps if s.valid and s.mode == "concurrency" and s.concurrency is not None]
+        alone = next((s.prefill_ms_p50 for s in closed if s.concurrency == 1 and s.prefill_ms_p50 is not None), None)
+        if alone is None:
+            continue
+        for s in closed:
+            assert s.concurrency is not None  # closed steps have one
+            if s.concurrency > 1 and s.slots is not None and s.slots >= s.concurrency:
+                out.append(BatchedPrefill(model=model, config=config, step_label=s.step_label,
+                                          concurrency=s.concurrency, slots=s.slots, prefill_ms_p50=s.prefill_ms_p50,
+                                          alone_prefill_ms_p50=alone, queue_ms_p50=s.queue_ms_p50,
+                                          wait_ms=batched_prefill_wait(s.prefill_ms_p50, alone)))
     return out

@@ -6,6 +6,7 @@ import pandas as pd
 
 from trbench.measure.load_metrics import kinds_text
 from trbench.report.embeddings_table import embeddings_table
+from trbench.report.load_results import batched_prefills
 from trbench.report.tables import Table, _cols, _groups, fmt
 
 
@@ -22,7 +23,7 @@ def load_tables(data) -> dict[str, Table]:
         "load_steps": Table(
             columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds",
                           ">offered req/s", ">req/s", ">output tok/s", ">TTFT p50 ms", ">TTFT p95 ms", ">TTFT p99 ms",
-                          ">TPOT p50 ms", ">TPOT p95 ms", ">ITL p50 ms", ">ITL p95 ms", ">e2e p50 ms", ">e2e p99 ms",
+                          ">TPOT p50 ms", ">TPOT p95 ms", ">ITL (chunk gap) p50 ms", ">ITL (chunk gap) p95 ms", ">e2e p50 ms", ">e2e p99 ms",
                           ">queue p50 ms", ">queue p95 ms", ">prefill p50 ms", ">good %", ">goodput req/s"),
             rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
                    str(s.n_errors), kinds_text(s.error_kinds), fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
@@ -35,7 +36,7 @@ def load_tables(data) -> dict[str, Table]:
                                                        "goodput req/s"]),
                            ("requests", ["slots", "n", "warm-up", "errors", "error kinds"]),
                            ("latency", ["TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "e2e p50 ms", "e2e p99 ms"]),
-                           ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL p50 ms", "ITL p95 ms",
+                           ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL (chunk gap) p50 ms", "ITL (chunk gap) p95 ms",
                                                        "queue p50 ms", "queue p95 ms", "prefill p50 ms"]))),
         "load_summary": Table(
             columns=_cols("model", "config", ">steps", ">saturation point req/s", ">best goodput req/s",
@@ -43,6 +44,11 @@ def load_tables(data) -> dict[str, Table]:
             rows=[[m.model, m.config, str(m.steps), fmt(m.saturation_rps, 2) if m.saturation_rps else "none",
                    fmt(m.best_goodput_rps, 2), m.best_goodput_step or "", fmt(m.peak_output_tps)]
                   for m in section.summaries]),
+        "load_batching": Table(
+            columns=_cols("model", "config", "step", ">slots", ">prefill p50 ms", ">prefill p50 ms at c=1",
+                          ">wait inside the batched prefill ms", ">queue p50 ms"),
+            rows=[[b.model, b.config, b.step_label, str(b.slots), fmt(b.prefill_ms_p50), fmt(b.alone_prefill_ms_p50),
+                   fmt(b.wait_ms), fmt(b.queue_ms_p50)] for b in batched_prefills(section)], keys=3),
         "load_invalid": Table(columns=_cols("model", "config", "step", "reason"),
                               rows=[[s.model, s.config, s.step_label, s.invalid_reason or ""]
                                     for s in steps if not s.valid]),

@@ -113,6 +113,14 @@ class CellResult(_TtftByState):
     energy_runs: int = 0
     tokens_per_dollar_p50: float | None = None
     gpu_mem_used_mib_max: float | None = None
+    # reasoning streamed before the answer (report/reasoning.py), medians over the pooled requests;
+    # time to the first answer token per cache state, as TTFT is
+    reasoning_requests: int = 0  # pooled requests whose stream carried reasoning
+    ttfat_p50_ms_by_state: dict[str, float] = {}
+    reasoning_tokens_p50: float | None = None
+    answer_tokens_p50: float | None = None
+    decode_tps_reasoning_p50: float | None = None
+    decode_tps_answer_p50: float | None = None
 
 
 class PctRow(BaseModel):

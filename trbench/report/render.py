@@ -16,6 +16,7 @@ from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
 from trbench.report.outline import SECTIONS, shown
+from trbench.report import metric_names, reasoning
 from trbench.report.answer_quality import MOCK_NOTE
 from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
 from trbench.prose.english import count
@@ -74,7 +75,11 @@ class _Plots(dict):
 
 
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
-    return {"data": data, "t": {**tables(data), **load_tables(data), **harness_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
+    return {"data": data, "t": {**tables(data), **load_tables(data), **harness_tables(data),
+                                **reasoning.reasoning_tables(data), "metric_names": metric_names.names_table()},
+            "names": metric_names,
+            "reasoning_note": reasoning.sentence(data.cells) if reasoning.any_reasoning(data.cells) else None,
+            "plots": _Plots({p.name: p for p in plots or []}),
             "sample_chars": cross_model.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
             "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE}
 

@@ -28,6 +28,7 @@ from trbench.data.rows import LOAD_LATENCIES, LOAD_PCTS
 from trbench.measure import embedding_metrics, metrics
 from trbench.measure.load_metrics import LOAD_DEFINITIONS
 from trbench.report.embeddings_table import latest_steps
+from trbench.report.load_results import batched_prefills
 from trbench.report.models import CellResult, ReportData
 
 SCHEMA_VERSION = 1
@@ -174,6 +175,15 @@ def _single(out: _Out, cells: list[CellResult], states: list[str]) -> None:
             if c.tokens_per_dollar_p50 is not None:
                 add("tokens_per_dollar", "median", c.tokens_per_dollar_p50, c.energy_runs, "runs", "tok/currency unit",
                     "energy.tokens_per_dollar")
+        if c.reasoning_requests:  # the reasoning split only where some request streamed reasoning first
+            add("reasoning_requests", "value", c.reasoning_requests, n, "requests", "1", "request.reasoning_tokens")
+            for st, ttfat in c.ttfat_p50_ms_by_state.items():
+                add(f"ttfat_{st}_ms", "median", ttfat, getattr(c, f"ttft_{st}_n"), "requests", "ms", "request.ttfat_ms")
+            for metric, median, unit in (("reasoning_tokens", c.reasoning_tokens_p50, "tokens"),
+                                        ("answer_tokens", c.answer_tokens_p50, "tokens"),
+                                        ("decode_tps_reasoning", c.decode_tps_reasoning_p50, "tok/s"),
+                                        ("decode_tps_answer", c.decode_tps_answer_p50, "tok/s")):
+                add(metric, "median", median, n, "requests", unit, f"request.{metric}")
         if c.gpu_mem_used_mib_max is not None:
             add("gpu_mem_used_mib", "max", c.gpu_mem_used_mib_max, c.valid_runs, "runs", "MiB",
                 "energy.gpu_mem_used_mib_max")
@@ -235,6 +245,10 @@ def _load(out: _Out, data: ReportData) -> None:
             for p in LOAD_PCTS:
                 out.add("load", s.model, label, values, f"{m}_ms", _PERCENTILES[p], getattr(s, f"{m}_ms_p{p}"), s.n_ok,
                         "requests", "ms", _LOAD_LATENCY_DEFINITION[m])
+    for b in batched_prefills(data.load):
+        out.add("load", b.model, f"{b.config} {b.step_label}", {"config": b.config, "step_label": b.step_label,
+                                                               "concurrency": b.concurrency, "slots": b.slots},
+                "batched_prefill_wait_ms", "value", b.wait_ms, None, None, "ms", "load.batched prefill wait")
     for summary in data.load.summaries:
         model, config = summary.model, summary.config
         values = {"config": config}
