@@ -15,7 +15,7 @@ from trbench.measure import metrics
 from trbench.report.data import RequestColumns
 from trbench.report.models import CellResult, ReportData
 from trbench.report.tables import Table, _cols, fmt
-from trbench.report.text import count
+from trbench.prose.english import count
 
 CONVENTION = ("TTFT counts the first generated token of any kind, reasoning included (as aiperf's TTFT does); "
               "TTFAT is the time to the first answer token (aiperf's TTFO, time to first output token), the same as "
