@@ -310,8 +310,18 @@ def multi_agent_tables(data) -> dict[str, Table]:
     if ma is None:
         return {}
     a = "agents"
+    sent: dict[str, set[tuple[str, str]]] = {}
+    for r in ma.results:
+        sent.setdefault(r.scenario, set()).add((r.collector_options, r.insight_options))
+    # options that every model was sent alike belong to the scenario: said once, in its row
+    alike = all(len(v) == 1 for v in sent.values())
+    scenarios = (Table(columns=_cols("`scenario", "meaning", "`collector options", "`insight options"),
+                       rows=[[n, m, *next(iter(sent[n]))] if n in sent else [n, m, "", ""]
+                             for n, m in ma.scenarios.items()])
+                 if alike and sent else Table(columns=_cols("`scenario", "meaning"),
+                                              rows=[[n, m] for n, m in ma.scenarios.items()]))
     return {
-        "ma_scenarios": Table(columns=_cols("`scenario", "meaning"), rows=[[n, m] for n, m in ma.scenarios.items()]),
+        "ma_scenarios": scenarios,
         "ma_results": Table(
             columns=_cols("model", "scenario", ">valid runs / runs", ">speedup mean", ">speedup p50",
                           ">speedup p50 95% CI", ">speedup min", ">efficiency % mean", ">efficiency % p50",
@@ -343,7 +353,8 @@ def multi_agent_tables(data) -> dict[str, Table]:
                            ("TTFT", ["collector TTFT ms conc", "collector TTFT ms solo", "insight TTFT ms conc",
                                      "insight TTFT ms solo", "delta TTFT ms", "TTFT cache state (calls)"]))),
         "ma_options": Table(columns=_cols("model", "scenario", "`collector", "`insight"),
-                            rows=[[r.model, r.scenario, r.collector_options, r.insight_options] for r in ma.results]),
+                            rows=[] if alike else [[r.model, r.scenario, r.collector_options, r.insight_options]
+                                                   for r in ma.results]),
         "ma_definitions": Table(columns=_cols("term", "definition"),
                                 rows=[[n, t] for n, t in ma.definitions.items()]
                                 + [["contention", rule] for rule in ma.contention_rules]),
