@@ -70,6 +70,7 @@ class RawExchange(BaseModel):
     server_prefill_ms: float | None = None
     server_decode_ms: float | None = None
     server_decode_tps_reported: float | None = None  # the server's own rate (llama.cpp timings.predicted_per_second)
+    server_prefill_tps_reported: float | None = None  # likewise for the prompt (llama.cpp timings.prompt_per_second)
     server_load_ms: float | None = None
     server_total_ms: float | None = None
     status: Literal["ok", "error"] = "ok"

@@ -75,6 +75,7 @@ def read_sse_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
         ex.server_decode_ms = timings.get("predicted_ms")
         ex.server_decode_tokens = timings.get("predicted_n")
         ex.server_decode_tps_reported = timings.get("predicted_per_second")
+        ex.server_prefill_tps_reported = timings.get("prompt_per_second")
         if ex.server_prefill_ms is not None and ex.server_decode_ms is not None:
             ex.server_total_ms = ex.server_prefill_ms + ex.server_decode_ms
     return False

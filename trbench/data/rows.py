@@ -219,6 +219,8 @@ class _RunCounts(RunKeys):
 
 SUMMARIZED = ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
 STATS = ("mean", "p50", "p95", "p99")
+PREFILL_SUMMARIZED = ("prefill_tps", "prefill_tps_client")  # over the requests whose prefill was not cached
+PREFILL_STATS = ("mean", "p50")
 # The cache state of a request's prefill. cold, partial and cached come from the server's own counts
 # (cached / prompt tokens). A server that reports no cache count (Ollama before
 # prompt_eval_cached_count) cannot confirm what trbench asked for, so such a request is kept apart
@@ -262,6 +264,12 @@ class _RunStats(_RunCounts):
     tpot_ms_p50: F = None
     tpot_ms_p95: F = None
     tpot_ms_p99: F = None
+    # <m>_<stat> for m in PREFILL_SUMMARIZED, stat in PREFILL_STATS: prompt tokens per second beside decode
+    # (metrics.DEFINITIONS['prefill_tps']); files written before lack them
+    prefill_tps_mean: F = None
+    prefill_tps_p50: F = None
+    prefill_tps_client_mean: F = None
+    prefill_tps_client_p50: F = None
     # TTFT per cache state, never pooled across states: n_<st>, ttft_<st>_ms_mean, ttft_<st>_ms_p50
     # for st in CACHE_STATES
     n_cold: I = None
@@ -558,6 +566,10 @@ class _LoadCounts(BaseModel):
     offered_rps: F = None
     request_rps: F = None
     output_tps: F = None
+    # prompt tokens per second, server and client view, p50 over the ok measured requests whose prefill was
+    # not cached; files written before lack them
+    prefill_tps_p50: F = None
+    prefill_tps_client_p50: F = None
     n_good: int = 0
     good_pct: F = None
     goodput_rps: F = None

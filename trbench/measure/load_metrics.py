@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from trbench.data.rows import LOAD_PCTS, ErrorCount, LoadFigures
-from trbench.measure.metrics import itl_gaps, percentile
+from trbench.measure.metrics import itl_gaps, percentile, prefill_rates
 
 # step figure family -> the request column it summarises (itl: every gap of every request, pooled)
 LATENCY_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": None, "e2e": "e2e_ms", "queue": "queue_ms",
@@ -37,6 +37,9 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "output_tps": "output tokens (server counts) of the ok measured requests / window_s",
     "percentiles": "p50/p90/p95/p99 over the ok measured requests (numpy 'linear'); ITL pools every inter-chunk gap "
     "of those requests; TTFT, TPOT, e2e and prefill are the per-request metrics (metrics.DEFINITIONS)",
+    "prefill_tps": "p50 of the per-request prefill tok/s (metrics.DEFINITIONS['prefill_tps'] and "
+    "'prefill_tps_client') over the ok measured requests whose prefill was not cached: with several streams, the "
+    "server's prefill time covers the batch its prompt was processed in",
     "queue_ms": "ttft_ms - prefill_ms: client TTFT less the server's own prompt processing time, so a full server "
     "shows as queueing and not as a slow prefill (it also holds the network and the first token's sampling, "
     "about a millisecond on a local server); null where the server reports no prefill time",
@@ -99,6 +102,9 @@ def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, f
     for family, column in LATENCY_COLUMNS.items():
         values = _itl(ok) if column is None else ok[column].tolist()
         figures.update({f"{family}_ms_p{p}": percentile(values, p) for p in LOAD_PCTS})
+    ok_rows = ok.to_dict("records")
+    figures.update(prefill_tps_p50=percentile(prefill_rates(ok_rows, "server"), 50),
+                   prefill_tps_client_p50=percentile(prefill_rates(ok_rows, "client"), 50))
     return LoadFigures(**figures)
 
 

@@ -144,6 +144,10 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     decode = metrics.summarize(decode_values)
     e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
     run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
+    uncached = ~(reqs.equals("cache_state", "cached") | reqs.equals("cache_state", "cached_asked"))
+    prefill_runs = [r[uncached[r]] for r in per_run]  # metrics.PREFILL_RATE_STATES: a cached prefill is no rate
+    prefill = metrics.summarize(reqs.floats("prefill_tps", pooled[uncached[pooled]]))
+    prefill_client = metrics.summarize(reqs.floats("prefill_tps_client", pooled[uncached[pooled]]))
     tpj, energy, tpd = cross_model.run_energy(valid_runs)
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
     return CellResult(
@@ -159,6 +163,9 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         decode_tps_mean=decode.mean,
         decode_tps_p50=decode.p50,
         decode_tps_p95=decode.p95,
+        prefill_tps_p50=prefill.p50,
+        prefill_tps_p50_ci=metrics.bootstrap_median_ci([reqs.values["prefill_tps"][r] for r in prefill_runs]),
+        prefill_tps_client_p50=prefill_client.p50,
         e2e_p50_ms=e2e.p50,
         e2e_p95_ms=e2e.p95,
         cv_pct=metrics.cv_pct(run_means),
