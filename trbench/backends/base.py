@@ -45,6 +45,9 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     cache_prompt: bool = True
     json_mode: bool = False  # ask the server for one JSON value (OpenAI response_format, Ollama format)
+    # the prompt as token ids (OpenAI-compatible completions; llama.cpp counts them exactly, adding no BOS)
+    prompt_ids: list[int] | None = None
+    ignore_eos: bool = False  # generate max_tokens whatever the model samples (llama.cpp; Ollama has no such option)
 
 
 class RawExchange(BaseModel):
