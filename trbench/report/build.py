@@ -566,6 +566,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     )
     data.mock = any(i.provider == "mock" for i in setup.instances)
     data.workload_parts = workload_parts(src.root)
+    if not workloads and data.workload_parts and not (src.spec is not None and src.spec.objective):
+        data.objective = "Measure " + ", ".join(p.title for p in data.workload_parts) + "."
     data.harness = build_harness_section(src.root, latest_attempts(src.all_runs, SINGLE_CONFIG_COLUMNS)[0], src.reqs,
                                          src.models, lambda m, r: _model_cells(m, r, src.reqs))
     data.reproduce = reproduce(data, src.root)

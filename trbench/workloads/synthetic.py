@@ -289,7 +289,9 @@ def measure_run(session: TRSession, plan: SynPlan, client: WireClient, prompts: 
     s.steps.log.info(f"{plan.run_id}: {row['n_ok']}/{row['n_requests']} ok, prefill "
                      f"{_fmt(row['prefill_tps_mean'])} tok/s, decode {_fmt(row['decode_tps_mean'])} tok/s, "
                      f"{row['n_stopped_early']} stopped early, input {'as asked' if row['input_exact'] else 'OFF'}")
-    progress.emit(kind="run_finished", run_id=plan.run_id, valid=row["valid"])
+    progress.emit(kind="run_finished", run_id=plan.run_id, valid=row["valid"], message=row["invalid_reason"] or "",
+                  decode_tps=row["decode_tps_mean"], decode_label="decode mean",
+                  ttft_ms={} if row["ttft_ms_mean"] is None else {"TTFT mean": row["ttft_ms_mean"]})
     return row
 
 
@@ -330,7 +332,6 @@ class Synthetic:
         plans: list[SynPlan] = planned.units
         inst: Instance = planned.extra["instance"]
         s = session
-        progress.emit(kind="planned", total_runs=len(plans), message="synthetic runs")
         for model in dict.fromkeys(p.cell.model for p in plans):
             mine = [p for p in plans if p.cell.model == model]
             client = make_client(s.spec.backend, inst.url, s.spec.timeout_s, s.spec.stall_timeout_s,
