@@ -13,6 +13,8 @@ from tests.test_spec import error_of
 from tests.test_workload_protocol import session_for
 from trbench.config.spec import parse_spec
 from trbench.data import store
+from trbench.report import build_report, render_markdown
+from trbench.tr.outcome import other_outcome
 from trbench.workloads import Measured, active
 from trbench.workloads.synthetic import Synthetic, point_label, report_part
 
@@ -80,6 +82,14 @@ def test_on_ollama_lengths_are_calibrated_and_early_stops_kept_apart(tmp_path):
         in part.markdown
     assert f"| {DEFAULT_MODEL} | pp20 | prefill |" in part.markdown
     assert "16 request(s) stopped before their asked output length" in part.markdown
+    # a TR of this workload alone: the report's header and findings name its section, and so does its outcome
+    md = render_markdown(build_report(session.root))
+    assert "- Measured: Synthetic lengths (llama-bench view) (each in its own section below)" in md
+    assert "## Synthetic lengths (llama-bench view)" in md and "Nothing was measured" not in md
+    rows = store.read_frame(session.root, "syn_runs").to_dict("records")
+    done = other_outcome(spec, {"synthetic": rows}, "r.md", None)
+    assert done.completed and done.message == "syn: synthetic: 16 of 16 run(s) valid; report r.md"
+    assert not other_outcome(spec, {"synthetic": rows}, "r.md", "stopped by the user").completed
 
 
 def test_no_section_without_synthetic_runs(tmp_path):
