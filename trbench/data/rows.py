@@ -570,6 +570,9 @@ class _LoadCounts(BaseModel):
     # not cached; files written before lack them
     prefill_tps_p50: F = None
     prefill_tps_client_p50: F = None
+    # ok measured requests with fewer output tokens than max_tokens (load_metrics.LOAD_DEFINITIONS['n_ended_early']);
+    # files written before lack it
+    n_ended_early: I = None
     n_good: int = 0
     good_pct: F = None
     goodput_rps: F = None
@@ -613,6 +616,7 @@ class _LoadStepHead(LoadKeys):
     ramp_up_s: F = None
     max_inflight: I = None
     max_tokens: int
+    ignore_eos: bool | None = None  # the outputs were forced to max_tokens (LoadSpec.exact_output); older files: null
     slo_ttft_ms: F = None
     slo_tpot_ms: F = None
     slo_e2e_ms: F = None

@@ -20,13 +20,13 @@ def load_tables(data) -> dict[str, Table]:
     steps = section.steps
     return {
         "load_steps": Table(
-            columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds",
+            columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds", ">ended early",
                           ">offered req/s", ">req/s", ">output tok/s", ">TTFT p50 ms", ">TTFT p95 ms", ">TTFT p99 ms",
                           ">TPOT p50 ms", ">TPOT p95 ms", ">ITL p50 ms", ">ITL p95 ms", ">e2e p50 ms", ">e2e p99 ms",
                           ">queue p50 ms", ">queue p95 ms", ">prefill p50 ms", ">prefill tok/s p50",
                           ">client prefill tok/s p50", ">good %", ">goodput req/s"),
             rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
-                   str(s.n_errors), kinds_text(s.error_kinds), fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
+                   str(s.n_errors), kinds_text(s.error_kinds), _int(s.n_ended_early), fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
                    fmt(s.output_tps), fmt(s.ttft_ms_p50), fmt(s.ttft_ms_p95), fmt(s.ttft_ms_p99), fmt(s.tpot_ms_p50),
                    fmt(s.tpot_ms_p95), fmt(s.itl_ms_p50), fmt(s.itl_ms_p95), fmt(s.e2e_ms_p50), fmt(s.e2e_ms_p99),
                    fmt(s.queue_ms_p50), fmt(s.queue_ms_p95), fmt(s.prefill_ms_p50), fmt(s.prefill_tps_p50),
@@ -35,7 +35,7 @@ def load_tables(data) -> dict[str, Table]:
             row_classes=["" if s.valid else "regression" for s in steps], keys=3,
             groups=_groups(("throughput and goodput", ["offered req/s", "req/s", "output tok/s", "prefill tok/s p50",
                                                        "client prefill tok/s p50", "good %", "goodput req/s"]),
-                           ("requests", ["slots", "n", "warm-up", "errors", "error kinds"]),
+                           ("requests", ["slots", "n", "warm-up", "errors", "error kinds", "ended early"]),
                            ("latency", ["TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "e2e p50 ms", "e2e p99 ms"]),
                            ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL p50 ms", "ITL p95 ms",
                                                        "queue p50 ms", "queue p95 ms", "prefill p50 ms"]))),

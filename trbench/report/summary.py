@@ -237,6 +237,8 @@ def _load(out: _Out, data: ReportData) -> None:
         for field, (unit, key) in _LOAD_RATES.items():
             out.add("load", s.model, label, values, field, "value", getattr(s, field), s.n_requests, "requests", unit,
                     f"load.{key}")
+        out.add("load", s.model, label, values, "n_ended_early", "value", s.n_ended_early, s.n_ok, "requests", "1",
+                "load.n_ended_early")
         for field, key in _LOAD_PREFILL.items():
             out.add("load", s.model, label, values, field.removesuffix("_p50"), "median", getattr(s, field), s.n_ok,
                     "requests", "tok/s", f"load.{key}")
