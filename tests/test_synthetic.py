@@ -1,6 +1,7 @@
 """The synthetic workload (trbench/workloads/synthetic.py): its spec section's errors, exact lengths on
 the fake Ollama (calibrated text; early stops counted apart), and on a real llama.cpp server every
-request's lengths as asked by llama.cpp's own counts, with its prefill and decode rates llama.cpp's."""
+request's lengths as asked by llama.cpp's own counts, with its prefill and decode rates llama.cpp's.
+Last, exact outputs in load steps: where they cannot be forced (Ollama), the early ends are counted."""
 
 from __future__ import annotations
 
@@ -125,3 +126,20 @@ def test_on_llamacpp_every_length_is_as_asked_and_the_rates_are_llamacpps(tmp_pa
     assert part is not None
     for label in ("pp32", "pp64 @ d64", "tg8", "tg16 @ d64"):
         assert f"| smollm2:135m | {label} |" in part.markdown
+
+
+def test_a_load_step_on_ollama_counts_the_requests_that_ended_early():
+    from trbench.config.load_section import LoadStep
+    from trbench.config.prompts import load_prompts
+    from trbench.run import load_step as runner
+
+    with FakeOllama(models={DEFAULT_MODEL: FakeModel()}) as server:
+        full = len(FakeModel().content_tokens)
+        spec = parse_spec({"tr_id": "ended", "provider": "external", "backend": "ollama", "urls": [server.url],
+                           "models": [DEFAULT_MODEL], "grid": {"num_ctx": [1024]}, "max_tokens": full + 4,
+                           "load": {"concurrency": [2], "requests": 4}})
+        plan = runner.StepPlan(tr_id="ended", cell=spec.cells()[0], step=LoadStep(label="c2", mode="concurrency",
+                               concurrency=2), step_index=0, instance="i0", instance_url=server.url)
+        row, rows = runner.execute_step(spec, plan, runner.wire_client(spec), load_prompts(spec.prompts), "d")
+    assert row["ignore_eos"] is False and row["n_ok"] == 4
+    assert row["n_ended_early"] == 4 and {r["output_tokens"] for r in rows} == {full + 1}  # its answer and EOS
