@@ -113,6 +113,8 @@ RUN_SCHEMA = pa.schema(
         for m in ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
         for s in ("mean", "p50", "p95", "p99")
     ]
+    # added: prefill tok/s beside decode, server and client view; files written before lack them
+    + [(f"{m}_{s}", pa.float64()) for m in ("prefill_tps", "prefill_tps_client") for s in ("mean", "p50")]
     + [  # TTFT per cache state (metrics.CACHE_STATES): never pooled across states; cold_asked and
         # cached_asked (a server without cache counts) were added later: files written before lack them
         field for state in ("cold", "partial", "cached", "cold_asked", "cached_asked", "unknown")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trbench.measure import metrics
@@ -84,3 +85,8 @@ def test_base_model_run_is_plain_completion_without_template_tokens(gemma) -> No
     assert [(r["cache_target"], r["cache_state"]) for r in measured] == [("cold", "cold"), ("cached", "cached")] * 3
     assert result.run_row["n_cold"] == 3 and result.run_row["n_cached"] == 3 and result.run_row["valid"]
     assert result.run_row["ttft_cold_ms_p50"] > 3 * result.run_row["ttft_cached_ms_p50"]
+    # prefill tok/s from the cold prefills only: a cached one processes a token or two
+    cold = [metrics.prefill_rate(r["prompt_tokens"], r["cached_tokens"], r["prefill_ms"])
+            for r in measured if r["cache_state"] == "cold"]
+    assert result.run_row["prefill_tps_p50"] == pytest.approx(float(np.median(cold)))
+    assert 0 < result.run_row["prefill_tps_client_p50"] < result.run_row["prefill_tps_p50"]

@@ -84,6 +84,14 @@ def test_every_token_the_server_counted_is_in_the_step(steps):
         assert sum(r["prompt_tokens"] - (r["cached_tokens"] or 0) for r in rows) == SERVER_COUNTS[n]["prompt_tokens_total"], n
 
 
+def test_every_output_is_max_tokens_long_by_default(steps):
+    for n, (row, rows) in steps.items():
+        ok = [r for r in rows if r["status"] == "ok" and not r["is_warmup"]]
+        assert row["ignore_eos"] and row["n_ended_early"] == 0, n
+        assert {r["output_tokens"] for r in ok} == {SPEC.max_tokens}, n
+        assert row["prefill_tps_p50"] > 0 and row["prefill_tps_client_p50"] < row["prefill_tps_p50"], n
+
+
 def test_concurrency_one_agrees_with_the_single_agent_path(instance, steps):
     plan = RunPlan(tr_id=SPEC.tr_id, cell=CELL, cell_hash="h", run_index=0, instance=instance.name,
                    instance_url=instance.url)

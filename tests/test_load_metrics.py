@@ -75,3 +75,28 @@ def test_saturation_point_is_the_highest_rate_with_goodput_at_90_percent():
     assert lm.saturation_point(steps) == 1.0
     assert lm.saturation_point(steps + [{"offered_rps": 3.0, "goodput_rps": 2.7}]) == 3.0  # exactly 90 %
     assert lm.saturation_point([{"offered_rps": 1.0, "goodput_rps": 0.5}, {"offered_rps": 2.0, "goodput_rps": None}]) is None
+
+
+def test_requests_that_ended_before_max_tokens_are_counted_only_when_asked():
+    assert lm.step_figures(STEP, {}, max_tokens=20).n_ended_early == 2  # 10 and 1 of 20 tokens; the error is not ok
+    assert lm.step_figures(STEP, {}).n_ended_early is None
+
+
+def test_prefill_rates_of_a_step_leave_out_cached_prefills():
+    rows = [{**_req(0, 100, ttft=50, prefill=25, out=4), "prompt_tokens": 100, "cached_tokens": 0, "cache_state": "cold"},
+            {**_req(10, 100, ttft=80, prefill=50, out=4), "prompt_tokens": 100, "cached_tokens": 0, "cache_state": "cold"},
+            {**_req(20, 100, ttft=5, prefill=1, out=4), "prompt_tokens": 100, "cached_tokens": 99, "cache_state": "cached"}]
+    f = lm.step_figures(rows, {})
+    assert f.prefill_tps_p50 == pytest.approx(3000.0)  # 4000 and 2000 tok/s; the cached one is no rate
+    assert f.prefill_tps_client_p50 == pytest.approx((2000.0 + 1250.0) / 2)
+
+
+def test_outputs_are_forced_by_default_where_the_server_can_be_made_to():
+    from trbench.config.spec import parse_spec
+    from trbench.run.load_step import forces_output
+
+    base = {"tr_id": "t", "models": ["m"], "load": {"concurrency": [1], "requests": 2}}
+    assert forces_output(parse_spec(base))
+    assert not forces_output(parse_spec({**base, "load": {**base["load"], "exact_output": False}}))
+    ollama = {**base, "provider": "external", "backend": "ollama", "urls": ["http://127.0.0.1:11434"]}
+    assert not forces_output(parse_spec(ollama))  # Ollama has no ignore_eos: its early ends are counted instead

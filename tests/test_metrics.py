@@ -328,3 +328,26 @@ def test_integrated_two_stage_bootstrap_matches_drawing_every_request() -> None:
     small = [r[:10] for r in runs]
     assert m.bootstrap_median_ci(small) == m.bootstrap_median_ci(small)  # seeded: reproducible
     assert min(len(r) for r in small) < m.TWO_STAGE_EXACT_BELOW <= min(len(r) for r in runs)
+
+
+# --- prefill rate ---------------------------------------------------------------------------------
+
+
+def test_prefill_rate_is_processed_prompt_tokens_over_the_servers_prefill_time() -> None:
+    from trbench.measure.metrics import prefill_rate, prefill_rate_client
+    assert prefill_rate(512, None, 250.0) == pytest.approx(2048.0)
+    assert prefill_rate(512, 256, 250.0) == pytest.approx(1024.0)  # the cached prefix is not processed again
+    assert prefill_rate_client(512, 0, 400.0) == pytest.approx(1280.0)
+    assert prefill_rate(512, 512, 1.0) is None  # nothing processed
+    assert prefill_rate(512, None, 0.0) is None and prefill_rate(None, None, 10.0) is None
+    assert prefill_rate(512, float("nan"), 250.0) == pytest.approx(2048.0)  # a stored null count is no cache
+
+
+def test_prefill_rates_leave_out_cached_prefills() -> None:
+    from trbench.measure.metrics import prefill_rates
+    rows = [{"prompt_tokens": 100, "cached_tokens": 0, "prefill_ms": 50.0, "ttft_ms": 80.0, "cache_state": "cold"},
+            {"prompt_tokens": 100, "cached_tokens": 99, "prefill_ms": 1.0, "ttft_ms": 5.0, "cache_state": "cached"},
+            {"prompt_tokens": 100, "cached_tokens": None, "prefill_ms": 25.0, "ttft_ms": 40.0,
+             "cache_state": "cold_asked"}]
+    assert prefill_rates(rows) == pytest.approx([2000.0, 4000.0])
+    assert prefill_rates(rows, "client") == pytest.approx([1250.0, 2500.0])

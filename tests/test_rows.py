@@ -103,6 +103,7 @@ def _family(model, expected: list[tuple[str, object, object]]) -> None:
 
 def test_run_row_families_follow_their_tuples():
     _family(rows.RunRow, [(f"{m}_{s}", rows.F, None) for m in rows.SUMMARIZED for s in rows.STATS]
+            + [(f"{m}_{s}", rows.F, None) for m in rows.PREFILL_SUMMARIZED for s in rows.PREFILL_STATS]
             + [(n, t, None) for st in rows.CACHE_STATES
                for n, t in ((f"n_{st}", rows.I), (f"ttft_{st}_ms_mean", rows.F), (f"ttft_{st}_ms_p50", rows.F))])
     assert {rows.ttft_state(n) for n in rows.RunRow.model_fields} - {None} == set(rows.CACHE_STATES)

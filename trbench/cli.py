@@ -508,7 +508,9 @@ def init(
 
 
 def _has_data(root: Path) -> bool:
-    return any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps", "emb_steps"))
+    from trbench.data.store import TABLES
+
+    return any((root / runs).is_dir() for _, runs, _, _ in TABLES.values())  # every kind's ledger table
 
 
 def _tr_root(output_dir: str, tr_id: str) -> Path:

@@ -45,6 +45,9 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     cache_prompt: bool = True
     json_mode: bool = False  # ask the server for one JSON value (OpenAI response_format, Ollama format)
+    # the prompt as token ids (OpenAI-compatible completions; llama.cpp counts them exactly, adding no BOS)
+    prompt_ids: list[int] | None = None
+    ignore_eos: bool = False  # generate max_tokens whatever the model samples (llama.cpp; Ollama has no such option)
 
 
 class RawExchange(BaseModel):
@@ -70,6 +73,7 @@ class RawExchange(BaseModel):
     server_prefill_ms: float | None = None
     server_decode_ms: float | None = None
     server_decode_tps_reported: float | None = None  # the server's own rate (llama.cpp timings.predicted_per_second)
+    server_prefill_tps_reported: float | None = None  # likewise for the prompt (llama.cpp timings.prompt_per_second)
     server_load_ms: float | None = None
     server_total_ms: float | None = None
     status: Literal["ok", "error"] = "ok"

@@ -16,6 +16,8 @@ class OllamaClient(HttpClient):
 
     @staticmethod
     def body(req: ChatRequest) -> dict:
+        if req.prompt_ids is not None:
+            raise ValueError("Ollama takes a prompt as text only: it has no token-id prompt; send prompt text")
         options: dict = {"num_predict": req.max_tokens}
         if req.temperature is not None:
             options["temperature"] = req.temperature

@@ -15,6 +15,11 @@ JSON_MODE = {"response_format": {"type": "json_object"}}
 COMPLETION_JSON_MODE = {"json_schema": {"type": "object"}}
 
 
+def _completion(req: ChatRequest) -> bool:
+    """A plain-text or token-id prompt goes to /v1/completions, messages to /v1/chat/completions."""
+    return req.prompt is not None or req.prompt_ids is not None
+
+
 class OpenAIClient(HttpClient):
     backend = "openai"
 
@@ -22,7 +27,8 @@ class OpenAIClient(HttpClient):
     def body(req: ChatRequest) -> dict:
         body: dict = {
             "model": req.model,
-            **({"prompt": req.prompt} if req.prompt is not None else {"messages": req.messages}),
+            **({"prompt": req.prompt_ids if req.prompt_ids is not None else req.prompt} if _completion(req)
+               else {"messages": req.messages}),
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": req.max_tokens,
@@ -31,17 +37,19 @@ class OpenAIClient(HttpClient):
             body["temperature"] = req.temperature
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.ignore_eos:
+            body["ignore_eos"] = True  # llama.cpp extension: the output is max_tokens long
         if not req.cache_prompt:
             body["cache_prompt"] = False  # llama.cpp extension; reuse of the KV cache off
         if req.json_mode:
             body.update({k: dict(v) for k, v in JSON_MODE.items()})  # a copy: the caller may change it
-            if req.prompt is not None:  # /v1/completions has no response_format: llama.cpp's own field
+            if _completion(req):  # /v1/completions has no response_format: llama.cpp's own field
                 body.update({k: dict(v) for k, v in COMPLETION_JSON_MODE.items()})
         return body
 
     @staticmethod
     def path(req: ChatRequest) -> str:
-        return "/v1/completions" if req.prompt is not None else "/v1/chat/completions"
+        return "/v1/completions" if _completion(req) else "/v1/chat/completions"
 
     def chat(self, req: ChatRequest) -> RawExchange:
         return stream_exchange(
@@ -75,6 +83,7 @@ def read_sse_chunk(data: dict, t_ns: int, ex: RawExchange) -> bool:
         ex.server_decode_ms = timings.get("predicted_ms")
         ex.server_decode_tokens = timings.get("predicted_n")
         ex.server_decode_tps_reported = timings.get("predicted_per_second")
+        ex.server_prefill_tps_reported = timings.get("prompt_per_second")
         if ex.server_prefill_ms is not None and ex.server_decode_ms is not None:
             ex.server_total_ms = ex.server_prefill_ms + ex.server_decode_ms
     return False

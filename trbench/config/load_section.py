@@ -74,6 +74,10 @@ class LoadSpec(_Strict):
     max_inflight: int | None = Field(default=None, ge=1, le=1024, description="open loop: at most this many requests "
                                      "in flight; a later arrival waits (its wait is recorded)")
     max_tokens: int | None = Field(default=None, ge=1, le=131_072, description="per request; default: the spec's")
+    exact_output: bool = Field(default=True, description="every output max_tokens long where the server can be "
+                               "made to ignore end-of-sequence (llama.cpp, vLLM: ignore_eos), so the streams stay "
+                               "in step and two identical steps agree; Ollama cannot: the step counts the requests "
+                               "that ended early. false: outputs end where the model stops")
     models: list[str] | None = Field(default=None, description="models to load; default: the spec's models")
     slo: Slo = Slo()
     embeddings: EmbeddingsLoad | None = Field(default=None, description="the embeddings workload: a step per "

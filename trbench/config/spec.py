@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from trbench.config.errors import FieldRule, SpecError, format_error
 from trbench.config.load_section import LoadSpec
 from trbench.config.questions_section import Question
+from trbench.config.synthetic_section import SyntheticSpec
 from trbench.config.sections import (
     EMBEDDED_DEFAULTS,
     SCENARIOS,
@@ -114,6 +115,9 @@ class MatrixSpec(_Strict):
     questions: list[Question] = Field(default_factory=list, description="questions the report answers from the data "
                                       "(trbench/config/questions_section.py); none: the defaults of the workloads "
                                       "measured")
+    synthetic: SyntheticSpec | None = Field(default=None, description="exact-length prompts and outputs per "
+                                            "prompt_tokens x output_tokens x depth, llama-bench's pp/tg view "
+                                            "(trbench/config/synthetic_section.py, docs/synthetic.md)")
     smoke: bool = Field(default=False, description="set by `trbench run --smoke` on the cut spec it runs: the TR "
                         "is a setup check, and its report says pass or fail, names no winner and states no finding")
 
@@ -158,9 +162,9 @@ class MatrixSpec(_Strict):
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         self._check_suites()
         self._keep_mock_apart()
-        if not self.single_agent and ma is None and self.load is None:
-            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent or load section: "
-                             "nothing to run; fix: set single_agent: true, or add a multi_agent or load section")
+        if not self.single_agent and ma is None and self.load is None and self.synthetic is None:
+            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent, load or synthetic "
+                             "section: nothing to run; fix: set single_agent: true, or add one of those sections")
         emb = self.load.embeddings if self.load else None
         if emb and emb.model and emb.model not in self.models:
             raise FieldRule("load.embeddings.model", f"{emb.model!r} is not in models {self.models} (preflight checks "
@@ -168,7 +172,20 @@ class MatrixSpec(_Strict):
         if self.load and self.load.models and (stray := [m for m in self.load.models if m not in self.models]):
             raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
                              "those); fix: add them to models, or remove them here")
+        self._check_synthetic()
         return self
+
+    def _check_synthetic(self) -> None:
+        syn = self.synthetic
+        if syn is None:
+            return
+        if syn.models and (stray := [m for m in syn.models if m not in self.models]):
+            raise FieldRule("synthetic.models", f"{stray} are not in models {self.models} (preflight checks those); "
+                            "fix: add them to models, or remove them here")
+        if syn.longest() > (ctx := min(self.grid.num_ctx)):
+            raise FieldRule("synthetic.depth", f"depth + prompt_tokens + output_tokens reach {syn.longest()} tokens, "
+                            f"over grid.num_ctx {ctx}; fix: raise grid.num_ctx to at least {syn.longest()}, or "
+                            "shorten the lengths")
 
     def _keep_mock_apart(self) -> None:
         """A mock TR (canned answers, no model) never shares a folder, a resume or a baseline with a

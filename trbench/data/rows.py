@@ -225,6 +225,8 @@ class _RunCounts(RunKeys):
 
 SUMMARIZED = ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms")
 STATS = ("mean", "p50", "p95", "p99")
+PREFILL_SUMMARIZED = ("prefill_tps", "prefill_tps_client")  # over the requests whose prefill was not cached
+PREFILL_STATS = ("mean", "p50")
 # The cache state of a request's prefill. cold, partial and cached come from the server's own counts
 # (cached / prompt tokens). A server that reports no cache count (Ollama before
 # prompt_eval_cached_count) cannot confirm what trbench asked for, so such a request is kept apart
@@ -268,6 +270,12 @@ class _RunStats(_RunCounts):
     tpot_ms_p50: F = None
     tpot_ms_p95: F = None
     tpot_ms_p99: F = None
+    # <m>_<stat> for m in PREFILL_SUMMARIZED, stat in PREFILL_STATS: prompt tokens per second beside decode
+    # (metrics.DEFINITIONS['prefill_tps']); files written before lack them
+    prefill_tps_mean: F = None
+    prefill_tps_p50: F = None
+    prefill_tps_client_mean: F = None
+    prefill_tps_client_p50: F = None
     # TTFT per cache state, never pooled across states: n_<st>, ttft_<st>_ms_mean, ttft_<st>_ms_p50
     # for st in CACHE_STATES
     n_cold: I = None
@@ -564,6 +572,13 @@ class _LoadCounts(BaseModel):
     offered_rps: F = None
     request_rps: F = None
     output_tps: F = None
+    # prompt tokens per second, server and client view, p50 over the ok measured requests whose prefill was
+    # not cached; files written before lack them
+    prefill_tps_p50: F = None
+    prefill_tps_client_p50: F = None
+    # ok measured requests with fewer output tokens than max_tokens (load_metrics.LOAD_DEFINITIONS['n_ended_early']);
+    # files written before lack it
+    n_ended_early: I = None
     n_good: int = 0
     good_pct: F = None
     goodput_rps: F = None
@@ -607,6 +622,7 @@ class _LoadStepHead(LoadKeys):
     ramp_up_s: F = None
     max_inflight: I = None
     max_tokens: int
+    ignore_eos: bool | None = None  # the outputs were forced to max_tokens (LoadSpec.exact_output); older files: null
     slo_ttft_ms: F = None
     slo_tpot_ms: F = None
     slo_e2e_ms: F = None
@@ -680,3 +696,67 @@ class EnsembleAnswerRow(BaseModel):
     ref_id: list[str] = []
     error: S = None  # no model's answer could be read
     created_at: dt.datetime
+
+
+# --- the synthetic workload: exact-length requests, one run per point (trbench/workloads/synthetic.py) ----
+
+
+class SynKeys(StepKeys):
+    """What identifies one run of one synthetic point (run_id: the run's id, its ledger key)."""
+
+    num_gpu: I = None
+    num_ctx: I = None
+    point: str  # llama-bench's name of the point: pp512+tg128, pp512+tg128@d4096
+    prompt_tokens_asked: int  # the measured prompt (pp), after the depth
+    output_tokens_asked: int  # tg
+    depth: int  # tokens of shared, cached context before the measured prompt
+    run_index: int
+
+
+class _SynRequestStart(SynKeys):
+    request_index: int
+    is_warmup: bool  # a warm-up, or the request that puts the depth's context in the cache
+    prompt_id: str  # what makes the prompt unique (its leading tokens)
+    sent_at: dt.datetime
+    prompt_method: str  # token_ids (exact by construction, the server's usage checks it) | calibrated (text)
+    cache_target: S = None  # cold (depth 0) | prefix (the depth's context cached, the measured prompt not)
+    cache_state: str  # from the server's counts (metrics.cache_state)
+    ignore_eos: bool  # whether the output length was forced
+
+
+class SynRequestRow(_ServerRaw, RequestFigures, Outcome, _SynRequestStart):
+    """One synthetic request, warm-ups included, with asked and achieved lengths (prompt_tokens,
+    output_tokens: as the server counted them; the asked prompt is depth + prompt_tokens_asked)."""
+
+    prefill_tps: F = None  # metrics.DEFINITIONS['prefill_tps']
+    prefill_tps_client: F = None
+    server_prefill_tps_reported: F = None  # the server's own prompt rate, where it reports one (llama.cpp)
+    input_exact: bool | None = None  # the server counted depth + prompt_tokens_asked prompt tokens
+    stopped_early: bool | None = None  # fewer output tokens than asked: never averaged with full-length ones
+
+
+class SynRunRow(SynKeys):
+    """One run of one synthetic point: its rates over the full-length ok measured requests; written
+    last, its ledger entry."""
+
+    started_at: dt.datetime
+    wall_s: float
+    n_requests: int
+    n_warmup: int
+    n_ok: int
+    n_errors: int
+    n_stopped_early: int = 0  # ok requests with fewer output tokens than asked: left out of the rates
+    n_input_off: int = 0  # ok requests whose prompt the server counted other than asked
+    input_exact: bool = True  # every ok request's prompt as asked: a run where it is not is marked
+    prompt_tokens_min: I64 = None  # achieved, as the server counted them (depth included)
+    prompt_tokens_max: I64 = None
+    output_tokens_min: I64 = None
+    output_tokens_max: I64 = None
+    prefill_tps_mean: F = None
+    prefill_tps_client_mean: F = None
+    decode_tps_mean: F = None
+    decode_tps_client_mean: F = None
+    ttft_ms_mean: F = None
+    valid: bool
+    invalid_reason: S = None
+    manifest_digest: str

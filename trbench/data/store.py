@@ -14,6 +14,7 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   suites/ensembles/<name>.parquet               a QA ensemble's answers (trbench ensemble)
   load_requests/, load_steps/                   the same for load steps (a step's row is its ledger entry)
   emb_requests/, emb_steps/                     the same for embeddings steps (load mode)
+  syn_requests/, syn_runs/                      the same for the synthetic workload's runs (one per point)
   manifest.json                                 the environment (also in each file's metadata)
   fallbacks/<time>-<pid>.parquet                OOM fallback decisions, as taken (data/failures.py)
   instance_failures/<time>-<pid>-<n>.parquet    failed instance operations, as they happen (same)
@@ -63,12 +64,15 @@ SUITE_TABLE = "suite_requests"
 EMB_REQUEST_SCHEMA = arrow_schema(rows.EmbeddingRequestRow)  # the embeddings workload (load mode)
 EMB_STEP_SCHEMA = arrow_schema(rows.EmbeddingStepRow)
 
+SYN_REQUEST_SCHEMA = arrow_schema(rows.SynRequestRow)  # the synthetic workload
+SYN_RUN_SCHEMA = arrow_schema(rows.SynRunRow)
 # kind -> (requests table, runs table, their schemas)
 TABLES = {
     "single": ("requests", "runs", REQUEST_SCHEMA, RUN_SCHEMA),
     "multi": ("ma_requests", "ma_runs", MA_REQUEST_SCHEMA, MA_RUN_SCHEMA),
     "load": ("load_requests", "load_steps", LOAD_REQUEST_SCHEMA, LOAD_STEP_SCHEMA),
     "embeddings": ("emb_requests", "emb_steps", EMB_REQUEST_SCHEMA, EMB_STEP_SCHEMA),  # a step is its "run"
+    "synthetic": ("syn_requests", "syn_runs", SYN_REQUEST_SCHEMA, SYN_RUN_SCHEMA),
 }
 
 # table folder name -> its storage schema: every table read_frame / read_arrow read

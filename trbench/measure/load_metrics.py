@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from trbench.data.rows import LOAD_PCTS, ErrorCount, LoadFigures
-from trbench.measure.metrics import itl_gaps, percentile
+from trbench.measure.metrics import itl_gaps, percentile, prefill_rates
 
 # step figure family -> the request column it summarises (itl: every gap of every request, pooled)
 LATENCY_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": None, "e2e": "e2e_ms", "queue": "queue_ms",
@@ -37,6 +37,12 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "output_tps": "output tokens (server counts) of the ok measured requests / window_s",
     "percentiles": "p50/p90/p95/p99 over the ok measured requests (numpy 'linear'); ITL pools every inter-chunk gap "
     "of those requests; TTFT, TPOT, e2e and prefill are the per-request metrics (metrics.DEFINITIONS)",
+    "prefill_tps": "p50 of the per-request prefill tok/s (metrics.DEFINITIONS['prefill_tps'] and "
+    "'prefill_tps_client') over the ok measured requests whose prefill was not cached: with several streams, the "
+    "server's prefill time covers the batch its prompt was processed in",
+    "n_ended_early": "ok measured requests with fewer output tokens (server counts) than max_tokens: the model "
+    "stopped at end-of-sequence. With exact_output (the default) an OpenAI-compatible server is sent ignore_eos and "
+    "none end early, so the streams stay in step; Ollama cannot be made to, and the count says how many did",
     "queue_ms": "ttft_ms - prefill_ms: client TTFT less the server's own prompt processing time, so a full server "
     "shows as queueing and not as a slow prefill (it also holds the network and the first token's sampling, "
     "about a millisecond on a local server); null where the server reports no prefill time",
@@ -83,10 +89,11 @@ def meets_slo(row: Mapping, slo: Mapping[str, float]) -> bool:
     return True
 
 
-def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, float], rate: float | None = None
-                 ) -> LoadFigures:
+def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, float], rate: float | None = None,
+                 max_tokens: int | None = None) -> LoadFigures:
     """One step's figures from its request rows (warm-ups included: they are left out here).
-    `rate`: the open-loop rate the step offered; None for a closed-loop step."""
+    `rate`: the open-loop rate the step offered; None for a closed-loop step. `max_tokens`: the output
+    each request asked for (its early ends are counted); None: not counted."""
     df = requests if isinstance(requests, pd.DataFrame) else pd.DataFrame(list(requests))
     if df.empty:
         return LoadFigures()
@@ -111,6 +118,11 @@ def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, f
     for family, column in LATENCY_COLUMNS.items():
         values = _itl(ok) if column is None else ok[column].tolist()
         figures.update({f"{family}_ms_p{p}": percentile(values, p) for p in LOAD_PCTS})
+    if max_tokens is not None:
+        figures["n_ended_early"] = int((ok["output_tokens"].fillna(0) < max_tokens).sum())
+    ok_rows = ok.to_dict("records")
+    figures.update(prefill_tps_p50=percentile(prefill_rates(ok_rows, "server"), 50),
+                   prefill_tps_client_p50=percentile(prefill_rates(ok_rows, "client"), 50))
     return LoadFigures(**figures)
 
 

@@ -50,6 +50,13 @@ DEFINITIONS: dict[str, str] = {
     "such as <start_of_turn>, <end_of_turn> or ChatML's im_start and im_end markers in the text: the model was "
     "driven with the wrong template), or echo (at least half of the answer's word 4-grams repeat the prompt)",
     "prefill_ms": "server-reported prompt processing time (llama.cpp timings.prompt_ms; Ollama prompt_eval_duration)",
+    "prefill_tps": "server view: prompt tokens the server processed / prefill_ms, tokens per second; processed = "
+    "prompt_tokens - cached_tokens (a cached prefix is not processed again), equal to llama.cpp's own "
+    "timings.prompt_per_second (prompt_n / prompt_ms); Ollama: prompt_eval_count / prompt_eval_duration. Summarised "
+    "over the requests whose prefill was not served from the cache (cache_state not cached or cached_asked): a "
+    "cached request processes a token or two and says nothing of prefill speed",
+    "prefill_tps_client": "client view: the same processed prompt tokens / ttft_ms, tokens per second; the client "
+    "clock adds queueing, the network and the first token's sampling, so it is at most the server view",
     "load_ms": "server-reported model load time (Ollama load_duration); for the embedded engine the measured "
     "server (re)start per cell is in the run table as instance_load_ms",
     "tpot_ms": "(e2e_ms - ttft_ms) / (output_tokens - 1): time per output token after the first, client clock",
@@ -190,6 +197,53 @@ def decode_rate(steps_n: int | None, decode_ms: float | None) -> float | None:
     if steps_n is None or steps_n < 2 or not decode_ms:
         return None
     return (steps_n - 1) / decode_ms * 1000.0
+
+
+def _number(v: object) -> float | None:
+    """A stored count or time as a float; None where it is missing (None, NaN, pandas' NA)."""
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def processed_prompt_tokens(prompt_tokens: object, cached_tokens: object) -> float | None:
+    """The prompt tokens a prefill evaluated: the prompt less the cached prefix the server reused."""
+    n = _number(prompt_tokens)
+    return None if n is None else n - (_number(cached_tokens) or 0.0)
+
+
+def prefill_rate(prompt_tokens: object, cached_tokens: object, prefill_ms: object) -> float | None:
+    """DEFINITIONS['prefill_tps'] of one request: the server's processed prompt tokens over its own prefill time."""
+    n, ms = processed_prompt_tokens(prompt_tokens, cached_tokens), _number(prefill_ms)
+    if n is None or ms is None:
+        return None
+    rate = float(prefill_rate_array(np.array([n]), np.array([0.0]), np.array([ms]))[0])
+    return None if math.isnan(rate) else rate
+
+
+def prefill_rate_array(prompt_tokens: np.ndarray, cached_tokens: np.ndarray, ms: np.ndarray) -> np.ndarray:
+    """prefill_rate over arrays (NaN for missing), NaN where no prompt token was processed or no time was taken."""
+    n = prompt_tokens - np.nan_to_num(cached_tokens, nan=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((n > 0) & (ms > 0), n / ms * 1000.0, np.nan)
+
+
+def prefill_rate_client(prompt_tokens: object, cached_tokens: object, ttft_ms: object) -> float | None:
+    """DEFINITIONS['prefill_tps_client'] of one request: the same tokens over the client's TTFT."""
+    return prefill_rate(prompt_tokens, cached_tokens, ttft_ms)
+
+
+# the cache states whose prefill rate says something of prefill speed (DEFINITIONS['prefill_tps'])
+PREFILL_RATE_STATES: frozenset[str] = frozenset(CACHE_STATES) - {"cached", "cached_asked"}
+
+
+def prefill_rates(rows: Sequence[dict], view: Literal["server", "client"] = "server") -> list[float | None]:
+    """Each request row's prefill rate (server or client view), for the rows whose prefill was not cached."""
+    clock = "prefill_ms" if view == "server" else "ttft_ms"
+    return [prefill_rate(r.get("prompt_tokens"), r.get("cached_tokens"), r.get(clock)) for r in rows
+            if r.get("cache_state") in PREFILL_RATE_STATES]
 
 
 def itl_gaps(times: Sequence[float], per_ms: float = 1.0) -> np.ndarray:

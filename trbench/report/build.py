@@ -147,6 +147,10 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
     decode = metrics.summarize(decode_values)
     e2e = metrics.summarize(reqs.floats("e2e_ms", pooled))
     run_means = [metrics.mean(reqs.floats("decode_tps", r)) for r in per_run]
+    uncached = ~(reqs.equals("cache_state", "cached") | reqs.equals("cache_state", "cached_asked"))
+    prefill_runs = [r[uncached[r]] for r in per_run]  # metrics.PREFILL_RATE_STATES: a cached prefill is no rate
+    prefill = metrics.summarize(reqs.floats("prefill_tps", pooled[uncached[pooled]]))
+    prefill_client = metrics.summarize(reqs.floats("prefill_tps_client", pooled[uncached[pooled]]))
     tpj, energy, tpd = cross_model.run_energy(valid_runs)
     styles = sorted(set(cell_runs["prompt_style"].dropna().astype(str)))
     return CellResult(
@@ -163,6 +167,9 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
         decode_tps_mean=decode.mean,
         decode_tps_p50=decode.p50,
         decode_tps_p95=decode.p95,
+        prefill_tps_p50=prefill.p50,
+        prefill_tps_p50_ci=metrics.bootstrap_median_ci([reqs.values["prefill_tps"][r] for r in prefill_runs]),
+        prefill_tps_client_p50=prefill_client.p50,
         e2e_p50_ms=e2e.p50,
         e2e_p95_ms=e2e.p95,
         cv_pct=metrics.cv_pct(run_means),
@@ -563,6 +570,8 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
     )
     data.mock = any(i.provider == "mock" for i in setup.instances)
     data.workload_parts = workload_parts(src.root)
+    if not workloads and data.workload_parts and not (src.spec is not None and src.spec.objective):
+        data.objective = "Measure " + ", ".join(p.title for p in data.workload_parts) + "."
     data.harness = build_harness_section(src.root, latest_attempts(src.all_runs, SINGLE_CONFIG_COLUMNS)[0], src.reqs,
                                          src.models, lambda m, r: _model_cells(m, r, src.reqs))
     data.reproduce = reproduce(data, src.root)

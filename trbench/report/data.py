@@ -17,23 +17,25 @@ import pyarrow.parquet as pq
 
 from trbench.data import store
 from trbench.data.rows import CACHE_STATES
+from trbench.measure import metrics
 
 # what the report's statistics read of each request row
 REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
                    "is_warmup", "status", "cache_target", "cache_state", "answer_check", "ttft_ms", "e2e_ms",
                    "decode_tps", "decode_tps_client", "cached_tokens", "error_kind", "error_message", "harness",
                    "client_cpu_s", "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning",
-                   "decode_tps_answer"]
+                   "decode_tps_answer", "prompt_tokens", "prefill_ms"]
 # what the report reads of each run row (a run table has some 75 columns, read per file: 1,600 run files
 # cost seconds read whole); a column missing here is a KeyError, never a silent gap
 RUN_COLUMNS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "instance", "instance_url", "num_gpu",
                "num_ctx", "temperature", "ttft_mode", "prompt_style", "run_index", "harness", "started_at", "n_requests",
                "n_warmup", "valid", "invalid_reason", "decode_tps_mean", "decode_tps_p50", "decode_tps_p95",
+               "prefill_tps_p50", "prefill_tps_client_p50",
                *[f"ttft_{st}_ms_p50" for st in CACHE_STATES], "energy_j", "tokens_per_j", "tokens_per_dollar",
                "gpu_mem_used_mib_max"]
 _CODED = ["model", "status", "cache_target", "cache_state", "answer_check", "harness"]  # few distinct values: codes
 _FLOATS = ["ttft_ms", "e2e_ms", "decode_tps", "decode_tps_client", "cached_tokens", "temperature", "client_cpu_s",
-           "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning", "decode_tps_answer"]
+           "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning", "decode_tps_answer", "prompt_tokens", "prefill_ms"]
 _INTS = ["num_gpu", "num_ctx", "run_index", "attempt", "request_index"]
 FAILED_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
                   "is_warmup", "error_kind", "error_message", "harness"]
@@ -60,6 +62,9 @@ class RequestColumns:
         self.coded = {c: _codes(table.column(c)) for c in _CODED}
         self.values = {c: _floats(table.column(c)) for c in _FLOATS}
         self.values.update({c: table.column(c).fill_null(-1).to_numpy().astype(np.int64) for c in _INTS})
+        v = self.values  # prompt tokens per second, server and client view (metrics.DEFINITIONS['prefill_tps'])
+        v["prefill_tps"] = metrics.prefill_rate_array(v["prompt_tokens"], v["cached_tokens"], v["prefill_ms"])
+        v["prefill_tps_client"] = metrics.prefill_rate_array(v["prompt_tokens"], v["cached_tokens"], v["ttft_ms"])
         self.warmup = table.column("is_warmup").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
         run_codes, run_ids = _codes(table.column("run_id"))
         self.run_code, self.run_ids = run_codes, run_ids

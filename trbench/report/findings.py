@@ -361,6 +361,9 @@ def build_findings(data) -> Findings:
     quality = quality_findings(data)
     served = load + embeddings
     key = speed[:max(2, 6 - len(quality) - len(served))] + served + quality  # each workload measured gets its say
+    if not key and data.workload_parts:  # a registered workload's figures are in its own section
+        where = "its own section" if len(data.workload_parts) == 1 else "their own sections"
+        key = [f"Measured: {', '.join(p.title for p in data.workload_parts)}; the figures are in {where}."]
     if not key:
         key = ["Nothing was measured: no finished run, load step or quality suite answer in the data."]
 

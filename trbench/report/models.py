@@ -88,6 +88,10 @@ class CellResult(_TtftByState):
     decode_tps_mean: float | None
     decode_tps_p50: float | None
     decode_tps_p95: float | None
+    # prompt tokens per second (metrics.DEFINITIONS['prefill_tps'], '_client') over the uncached prefills
+    prefill_tps_p50: float | None = None
+    prefill_tps_p50_ci: tuple[float, float] | None = None
+    prefill_tps_client_p50: float | None = None
     e2e_p50_ms: float | None
     e2e_p95_ms: float | None
     cv_pct: float | None

@@ -158,6 +158,10 @@ def _single(out: _Out, cells: list[CellResult], states: list[str]) -> None:
         add("decode_tps", "mean", c.decode_tps_mean, n, "requests", "tok/s", "request.decode_tps")
         add("decode_tps", "median", c.decode_tps_p50, n, "requests", "tok/s", "request.decode_tps", c.decode_tps_p50_ci)
         add("decode_tps", "p95", c.decode_tps_p95, n, "requests", "tok/s", "request.decode_tps")
+        add("prefill_tps", "median", c.prefill_tps_p50, n, "requests", "tok/s", "request.prefill_tps",
+            c.prefill_tps_p50_ci)
+        add("prefill_tps_client", "median", c.prefill_tps_client_p50, n, "requests", "tok/s",
+            "request.prefill_tps_client")
         for st in states:  # TTFT is per cache state, never pooled
             sn = getattr(c, f"ttft_{st}_n")
             add(f"ttft_{st}_ms", "median", getattr(c, f"ttft_{st}_p50_ms"), sn, "requests", "ms", "request.ttft_ms",
@@ -224,6 +228,8 @@ _LOAD_RATES: dict[str, tuple[str, str]] = {
     "offered_rps": ("req/s", "offered_rps"), "request_rps": ("req/s", "request_rps"),
     "output_tps": ("tok/s", "output_tps"), "goodput_rps": ("req/s", "goodput_rps"), "good_pct": ("%", "goodput_rps"),
     "error_rate_pct": ("%", "error_rate_pct")}
+# prompt tokens per second beside the step's latencies: field -> definition key (medians over the ok requests)
+_LOAD_PREFILL = {"prefill_tps_p50": "prefill_tps", "prefill_tps_client_p50": "prefill_tps"}
 _PERCENTILES: dict[int, Statistic] = {50: "median", 90: "p90", 95: "p95", 99: "p99"}
 _LOAD_LATENCY_DEFINITION = {"queue": "load.queue_ms", "itl": "request.itl_ms", "ttft": "request.ttft_ms",
                             "tpot": "request.tpot_ms", "e2e": "request.e2e_ms", "prefill": "request.prefill_ms"}
@@ -241,6 +247,11 @@ def _load(out: _Out, data: ReportData) -> None:
         for field, (unit, key) in _LOAD_RATES.items():
             out.add("load", s.model, label, values, field, "value", getattr(s, field), s.n_requests, "requests", unit,
                     f"load.{key}")
+        out.add("load", s.model, label, values, "n_ended_early", "value", s.n_ended_early, s.n_ok, "requests", "1",
+                "load.n_ended_early")
+        for field, key in _LOAD_PREFILL.items():
+            out.add("load", s.model, label, values, field.removesuffix("_p50"), "median", getattr(s, field), s.n_ok,
+                    "requests", "tok/s", f"load.{key}")
         for m in LOAD_LATENCIES:
             for p in LOAD_PCTS:
                 out.add("load", s.model, label, values, f"{m}_ms", _PERCENTILES[p], getattr(s, f"{m}_ms_p{p}"), s.n_ok,

@@ -22,6 +22,8 @@ RESULT_COLUMNS: list[tuple[str, str]] = [
     ("decode_tps_mean", "decode tok/s mean"),
     ("decode_tps_p50", "decode tok/s p50"),
     ("decode_tps_p95", "decode tok/s p95"),
+    ("prefill_tps_p50", "prefill tok/s p50"),
+    ("prefill_tps_client_p50", "client prefill tok/s p50"),
     *[col for st in CACHE_STATES for col in ((f"ttft_{st}_n", f"TTFT {_LABEL[st]} n"),
                                              (f"ttft_{st}_p50_ms", f"TTFT {_LABEL[st]} p50 ms"),
                                              (f"ttft_{st}_p95_ms", f"TTFT {_LABEL[st]} p95 ms"))],
@@ -33,11 +35,14 @@ RESULT_COLUMNS: list[tuple[str, str]] = [
 # medians that carry a bootstrap interval: value field -> (interval field, header)
 RESULT_INTERVALS: dict[str, tuple[str, str]] = {
     "decode_tps_p50": ("decode_tps_p50_ci", "decode tok/s p50 95% CI"),
+    "prefill_tps_p50": ("prefill_tps_p50_ci", "prefill tok/s p50 95% CI"),
     **{f"ttft_{st}_p50_ms": (f"ttft_{st}_p50_ci", f"TTFT {_LABEL[st]} p50 95% CI") for st in CACHE_STATES},
     "e2e_p50_ms": ("e2e_p50_ci", "e2e p50 95% CI"),
 }
-# The numbers the % of baseline table compares (CV and counts are not ratios of performance).
-PCT_FIELDS = [f for f, _ in RESULT_COLUMNS if f not in ("cv_pct", "decode_client_vs_server_pct") and not f.endswith("_n")]
+# The numbers the % of baseline table compares (CV and counts are not ratios of performance; prefill rates
+# stay in the results table: the prompts' lengths set them as much as the model does).
+PCT_FIELDS = [f for f, _ in RESULT_COLUMNS
+              if f not in ("cv_pct", "decode_client_vs_server_pct") and not f.endswith("_n") and "prefill" not in f]
 PCT_HEADERS = dict(RESULT_COLUMNS)
 
 
@@ -266,7 +271,8 @@ def _result_groups(states: list[str]) -> list[ColumnGroup]:
                         headers=headers([f"ttft_{st}_{k}" for st in pair for k in ("n", "p50_ms", "p95_ms")]))
             for pair in (shown[i:i + 2] for i in range(0, len(shown), 2))]
     return [ColumnGroup(title="throughput", headers=["n", *headers(["decode_tps_mean", "decode_tps_p50",
-                                                                    "decode_tps_p95"])]),
+                                                                    "decode_tps_p95", "prefill_tps_p50",
+                                                                    "prefill_tps_client_p50"])]),
             *ttft,
             ColumnGroup(title="end-to-end latency, stability and validity",
                         headers=[*headers(["e2e_p50_ms", "e2e_p95_ms", "cv_pct", "decode_client_vs_server_pct"]),

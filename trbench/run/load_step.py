@@ -213,15 +213,22 @@ def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started
              manifest_digest: str, reason: str | None = None) -> dict:
     load = load_section(spec)
     slo = load.slo.given()
-    figures = load_metrics.step_figures(request_rows, slo, plan.step.rate if plan.step.mode == "rate" else None)
+    figures = load_metrics.step_figures(request_rows, slo, plan.step.rate if plan.step.mode == "rate" else None,
+                                        load.max_tokens or spec.max_tokens)
     if reason is None and figures.n_ok == 0:
         reason = f"no ok measured request ({count(figures.n_errors, 'error')}: {load_metrics.kinds_text(figures.error_kinds) or 'none sent'})"
     return LoadStepRow(
         **step_keys(spec, plan), started_at=utc(started), wall_s=wall_s, warmup_requests=load.warmup_requests,
         warmup_s=load.warmup_s or None, ramp_up_s=load.ramp_up_s or None, max_inflight=load.max_inflight,
-        max_tokens=load.max_tokens or spec.max_tokens, **{f"slo_{k}": v for k, v in slo.items()},
+        max_tokens=load.max_tokens or spec.max_tokens, ignore_eos=forces_output(spec), **{f"slo_{k}": v for k, v in slo.items()},
         **figures.model_dump(), valid=reason is None, invalid_reason=reason, manifest_digest=manifest_digest,
     ).model_dump()
+
+
+def forces_output(spec: MatrixSpec) -> bool:
+    """Whether the step's outputs are all max_tokens long: asked for, and an OpenAI-compatible server,
+    which takes ignore_eos (Ollama has no such option: its early ends are counted instead)."""
+    return load_section(spec).exact_output and not backend_kind(spec.backend).loads_per_request
 
 
 def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, prompts: PromptSuite,
@@ -229,6 +236,7 @@ def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, p
     """Run one load step on a fresh event loop; (its step row, its request rows)."""
     load = load_section(spec)
     max_tokens = load.max_tokens or spec.max_tokens
+    forced = forces_output(spec)
 
     async def run() -> tuple[int, list[Sent]]:
         client = make_client(spec.backend, plan.instance_url)
@@ -237,6 +245,7 @@ def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, p
             # every prompt new to the cache
             prompt_id, messages = prompts.messages(index, unique_prefix=unique_prefix())
             req = generation_request(plan.cell.model, messages, plan.prompt_style, plan.cell, max_tokens, spec.seed)
+            req = req.model_copy(update={"ignore_eos": forced})
             t_send = time.perf_counter_ns()
             try:
                 ex = await client.chat(req)

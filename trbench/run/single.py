@@ -20,7 +20,7 @@ from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell
-from trbench.data.rows import LoadRequestRow, RequestRow, RunRow
+from trbench.data.rows import PREFILL_STATS, PREFILL_SUMMARIZED, LoadRequestRow, RequestRow, RunRow
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
 from trbench.run.settings import RunSettings
@@ -241,6 +241,9 @@ def run_row(keys: dict, settings: RunSettings, rows: list[dict], started: float,
     for name in ("decode_tps", "decode_tps_client", "e2e_ms", "tpot_ms"):
         s = metrics.summarize([r[name] for r in ok])
         row.update({f"{name}_mean": s.mean, f"{name}_p50": s.p50, f"{name}_p95": s.p95, f"{name}_p99": s.p99})
+    for name in PREFILL_SUMMARIZED:
+        s = metrics.summarize(metrics.prefill_rates(ok, "client" if name.endswith("_client") else "server"))
+        row.update({f"{name}_{stat}": getattr(s, stat) for stat in PREFILL_STATS})
     for state in metrics.CACHE_STATES:  # TTFT only ever per cache state: cold and cached differ tenfold
         s = metrics.summarize([r["ttft_ms"] for r in ok if r["cache_state"] == state])
         row.update({f"n_{state}": s.n, f"ttft_{state}_ms_mean": s.mean, f"ttft_{state}_ms_p50": s.p50})

@@ -16,7 +16,7 @@ from trbench.report import ReportFiles, compare_tr, publish, regression, render_
 from trbench.run.suite_runs import load_suites
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 from trbench.tr.opening import NoServerStarted
-from trbench.tr.outcome import Outcome, joint_outcome, load_outcome, runs_outcome
+from trbench.tr.outcome import Outcome, joint_outcome, load_outcome, other_outcome, runs_outcome
 from trbench.validation import validate as validation
 from trbench.validation.worker import ValidationProcess
 from trbench.workloads import Measured
@@ -159,7 +159,8 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
         load = load_outcome(spec, measured.load_steps, measured.load_skipped, report, measured.embeddings)
         if not matrix and cause is not None:
             load = Outcome(completed=False, message=f"{cause}; {load.message}")
-    outcome = joint_outcome(runs, load)
+    outcome = (joint_outcome(runs, load) if runs is not None or load is not None
+               else other_outcome(spec, measured.other, report, cause))
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the message too
         # the report compared the two TR runs already; built again only when the report failed
         verdict = files.data.regression if files is not None else _attempt(

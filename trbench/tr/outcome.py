@@ -93,6 +93,18 @@ def load_outcome(spec: MatrixSpec, rows: list[StepOutcome], skipped: int, report
     return Outcome(completed=False, message=f"{cause}; {msg}" + (f"; {len(bad) - 1} more invalid: {more}" if more else ""))
 
 
+def other_outcome(spec: MatrixSpec, other: dict[str, list], report: Path | str, cause: str | None) -> Outcome:
+    """A TR of registered workloads alone (no matrix, no load): completed unless `cause` stopped it;
+    its message counts what each workload measured (a row with `valid` counts as valid or not)."""
+    parts = []
+    for name, items in other.items():
+        rows = [r for r in items if isinstance(r, dict) and "valid" in r]
+        parts.append(f"{name}: {sum(bool(r['valid']) for r in rows)} of {len(rows)} run(s) valid" if rows
+                     else f"{name}: {len(items)} measured")
+    msg = f"{spec.tr_id}: " + ("; ".join(parts) or "nothing measured") + f"; report {report}"
+    return Outcome(completed=cause is None, message=f"{cause}; {msg}" if cause else msg)
+
+
 def joint_outcome(runs: Outcome | None, load: Outcome | None) -> Outcome:
     """One outcome for a TR with both parts: failed when either failed, its first cause first; the
     load part's counts follow the runs' (its tr_id and report path said once)."""
