@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from trbench.measure.load_metrics import kinds_text
-from trbench.report.embeddings_table import embeddings_table
+from trbench.report.embeddings_table import embeddings_table, latest_steps
+from trbench.report.step_telemetry import telemetry_table
 from trbench.report.tables import Table, _cols, _groups, fmt
 
 
@@ -49,4 +50,9 @@ def load_tables(data) -> dict[str, Table]:
         "load_definitions": Table(columns=_cols("term", "definition"),
                                   rows=[[n, t] for n, t in section.definitions.items()]),
         "load_embeddings": embeddings_table(pd.DataFrame(section.embedding_steps)),
+        "load_telemetry": telemetry_table([s.model_dump() for s in steps],
+                                          [("model", "model"), ("config", "config"), ("step", "step_label")]),
+        "load_embeddings_telemetry": telemetry_table(
+            latest_steps(pd.DataFrame(section.embedding_steps)).to_dict("records"),
+            [("model", "model"), ("instance", "instance"), ("batch size", "batch_size")]),
     }

@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 
 from trbench.report import cross_model
 from trbench.report.embeddings_table import embeddings_text
+from trbench.report.load_findings import stop_sentences
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
@@ -76,6 +77,7 @@ class _Plots(dict):
 def _context(data: ReportData, plots: list[Plot] | None) -> dict:
     return {"data": data, "t": {**tables(data), **load_tables(data), **harness_tables(data)}, "plots": _Plots({p.name: p for p in plots or []}),
             "sample_chars": cross_model.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
+            "load_stop_text": stop_sentences(data.load),
             "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE}
 
 
