@@ -155,6 +155,8 @@ def test_a_load_step_without_gpu_stores_host_figures_and_the_note_and_the_report
     table = table[:table.index("Definitions:")]
     assert "CPU %" in table and "no GPU visible" in table
     assert "energy J" not in table and "J/token" not in table and "GPU power W" not in table
+    # the definitions of what it shows, and of nothing else
+    assert "`cpu_pct_mean`" in table and "`measured window`" in table and "`energy_j`" not in table
     metrics = {r.metric for r in build_summary(files.data).records}
     assert "cpu_pct" in metrics and "energy_j" not in metrics and "j_per_token" not in metrics
 
@@ -198,3 +200,22 @@ def test_an_embeddings_step_has_energy_per_text_and_input_token(tmp_path, fake_n
     assert set(tele["kind"]) == {"embeddings"} and {"warmup", "measured", "idle"} <= set(tele["phase"])
     stored = store.read_frame(tmp_path, "emb_steps").iloc[0]
     assert stored["j_per_text"] == pytest.approx(row["j_per_text"])
+
+
+def test_the_stop_sentence_is_true_for_every_shape():
+    from trbench.report.load_findings import stop_sentences
+    from trbench.report.load_results import LoadSection, LoadStepResult
+
+    def step(model: str, label: str, reason: str | None = None) -> LoadStepResult:
+        return LoadStepResult(model=model, config="c", step_index=0, step_label=label, mode="rate",
+                              stop_reason=reason)
+
+    steps = [step("a", "r1"), step("a", "r2", "over-saturated: x; 1 later step not run"), step("b", "r1")]
+    assert stop_sentences(None) == []
+    assert stop_sentences(LoadSection(steps=steps, summaries=[], slo={}, definitions={})) == []  # no rule: no word
+    ruled = LoadSection(steps=steps, summaries=[], slo={}, stop_rules={"stop_queue_growth": 4.0}, definitions={})
+    assert stop_sentences(ruled) == [
+        "a at c: the load steps stopped early after step r2, over-saturated: x; 1 later step not run.",
+        "b at c: no step stopped the load steps early (queue p50 growing over 4x a step)."]
+    assert stop_sentences(LoadSection(steps=[], summaries=[], slo={}, stop_rules={"stop_below_good_pct": 5.0},
+                                      definitions={})) == []

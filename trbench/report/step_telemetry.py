@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trbench.measure.metrics import ENERGY_DEFINITIONS
 from trbench.report.tables import Table, _cols, fmt
 
 # (header, stored column, decimals): metrics.ENERGY_DEFINITIONS defines each column
@@ -16,6 +17,10 @@ FIGURES: tuple[tuple[str, str, int], ...] = (
     ("GPU util %", "gpu_util_pct_mean", 1), ("GPU mem MiB max", "gpu_mem_used_mib_max", 0),
     ("CPU %", "cpu_pct_mean", 1), ("server RSS MiB max", "server_rss_mib_max", 0),
 )
+
+
+# columns defined together under one key of ENERGY_DEFINITIONS
+_DEFINED_AS = {"j_per_input_token": "j_per_text"}
 
 
 def _num(v: Any) -> bool:
@@ -43,3 +48,15 @@ def telemetry_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str,
             + [fmt(r.get(c) if _num(r.get(c)) else None, d) for _, c, d in figures]
             + ([_text(r.get("telemetry_note"))] if notes else []) for r in shown]
     return Table(columns=columns, rows=body, keys=len(keys))
+
+
+def telemetry_definitions(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The definitions of what telemetry_table(rows) shows: its measured window and each figure it has a
+    column for, each once (metrics.ENERGY_DEFINITIONS); no row when it shows nothing."""
+    figures = measured_figures(rows)
+    notes = any(_text(r.get("telemetry_note")) for r in rows)
+    if not (figures or notes):
+        return Table(columns=_cols("`column", "definition"), rows=[])
+    keys = ["measured window", *dict.fromkeys(_DEFINED_AS.get(c, c) for _, c, _ in figures),
+            *(["telemetry_note"] if notes else [])]
+    return Table(columns=_cols("`column", "definition"), rows=[[k, ENERGY_DEFINITIONS[k]] for k in keys])
