@@ -6,6 +6,7 @@ TR stops at the same step without measuring anything again."""
 from __future__ import annotations
 
 from trbench.config.load_section import LoadSpec, LoadStep
+from trbench.prose import count
 
 QUEUE_FLOOR_MS = 1.0  # a queue p50 below this counts as this much: growth from ~0 ms is no ratio
 
@@ -33,7 +34,7 @@ def stop_reason(load: LoadSpec, row: dict, previous: dict | None, later: int) ->
                            f"{base:.0f} ms at step {previous['step_label']}")
     if not reasons:
         return None
-    return f"over-saturated: {'; '.join(reasons)}; {later} later step{'' if later == 1 else 's'} not run"
+    return f"over-saturated: {'; '.join(reasons)}; {count(later, 'later step')} not run"
 
 
 def _num(v: object) -> float | None:
