@@ -90,7 +90,8 @@ def _progress_bar() -> tuple[Progress, Callable[[events.ProgressEvent], None]]:
         elif e.kind == "run_started":
             bar.update(task_id, detail=e.run_id)
         elif e.kind == "request_done":
-            bar.update(task_id, detail=f"{e.run_id} request {e.request}/{e.requests}")
+            of = f"/{e.requests}" if e.requests else ""  # a run bounded by time does not know its count
+            bar.update(task_id, detail=f"{e.run_id} request {e.request}{of}")
         elif e.kind == "pull":
             bar.update(task_id, detail=events.describe_pull(e))
         elif e.kind == "run_finished":
@@ -410,7 +411,8 @@ def validate(spec_path: Path = typer.Argument(..., help="TR matrix spec (YAML)")
     except SpecError as err:
         _die(str(err))
     _checked(spec, f"spec {spec_path}")
-    runs = (f"{count(len(spec.cells()) * spec.runs, 'run')} of {count(spec.requests_per_run, 'request')}" if spec.single_agent
+    per_run = f"{spec.duration_s:g} s" if spec.duration_s is not None else count(spec.requests_per_run, "request")
+    runs = (f"{count(len(spec.cells()) * spec.runs, 'run')} of {per_run}" if spec.single_agent
             else "no single-agent runs")
     load = (f", load steps {', '.join(s.label for s in spec.load.fixed_steps())} per cell of "
             f"{', '.join(spec.load_models)}" if spec.load else "")

@@ -80,6 +80,12 @@ class LoadSpec(_Strict):
                                "that ended early. false: outputs end where the model stops")
     models: list[str] | None = Field(default=None, description="models to load; default: the spec's models")
     slo: Slo = Slo()
+    stop_below_good_pct: float | None = Field(default=None, gt=0, le=100, description="stop a cell's steps after "
+                                              "one whose good_pct is below this: the server is over-saturated, so the "
+                                              "later (heavier) steps are not run; the step records why")
+    stop_queue_growth: float | None = Field(default=None, gt=1, le=1_000_000, description="stop a cell's steps after "
+                                            "one whose queue p50 is more than this many times the step before's "
+                                            "(counted as at least 1 ms): queueing grows without bound")
     embeddings: EmbeddingsLoad | None = Field(default=None, description="the embeddings workload: a step per "
                                               "batch size (trbench/config/embeddings_section.py)")
 
@@ -108,6 +114,10 @@ class LoadSpec(_Strict):
                             "seconds; fix: give exactly one of them")
         if self.burstiness != 1.0 and self.rate is None and self.sweep is None:
             raise FieldRule("burstiness", "burstiness shapes open-loop arrivals only; fix: remove it, or use rate")
+        stops = [f for f in ("stop_below_good_pct", "stop_queue_growth") if getattr(self, f) is not None]
+        if stops and not modes:
+            raise FieldRule(stops[0], f"{stops[0]} stops a cell's load steps, and this section has none (only "
+                            "embeddings); fix: remove it, or add concurrency, rate or sweep")
         if self.max_inflight is not None and self.concurrency is not None:
             raise FieldRule("max_inflight", "max_inflight bounds open-loop steps; closed-loop steps have their "
                             "concurrency in flight; fix: remove it, or use rate")

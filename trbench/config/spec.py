@@ -45,6 +45,9 @@ Backend = Literal["openai", "ollama"]
 # prompt sent just before) or both, each measured request of a run once per state.
 TtftMode = Literal["cold", "cached", "both"]
 
+# runs end after this many measured requests unless the spec bounds them by duration_s
+DEFAULT_REQUESTS_PER_RUN = 3
+
 # the tr_ids of mock-provider TRs, and only theirs (MatrixSpec._keep_mock_apart)
 MOCK_TR_PREFIX = "mock"
 
@@ -72,12 +75,15 @@ class MatrixSpec(_Strict):
                                        "null: the first of models")
     grid: Grid = Grid()
     runs: int = Field(default=3, ge=1, le=1000, description="runs per cell")
-    requests_per_run: int = Field(default=3, ge=1, le=10_000, description="measured requests per run, per cache "
-                                  "state (ttft)")
+    requests_per_run: int = Field(default=DEFAULT_REQUESTS_PER_RUN, ge=1, le=10_000, description="measured requests "
+                                  "per run, per cache state (ttft)")
+    duration_s: float | None = Field(default=None, gt=0, le=86_400, description="bound each run by time instead of "
+                                     "requests_per_run: after its warm-ups it sends prompts (each in every ttft cache "
+                                     "state) until this many seconds have passed, and records how many it sent")
     warmup_requests: int = Field(default=1, ge=0, le=100, description="requests per cell after each server load: "
                                  "stored with is_warmup, left out of every statistic")
     min_ok_requests: int | None = Field(default=None, ge=1, description="ok measured requests (per cache state) a run "
-                                        "needs to be valid; null: requests_per_run")
+                                        "needs to be valid; null: requests_per_run (1 for runs bounded by duration_s)")
     max_tokens: int = Field(default=128, ge=1, le=131_072, description="generated tokens per request (Ollama "
                             "num_predict)")
     ttft: TtftMode = Field(default="both", description="cold: every measured prompt starts with a unique prefix, so "
@@ -147,7 +153,10 @@ class MatrixSpec(_Strict):
         if self.baseline_model is not None and self.baseline_model not in self.models:
             raise FieldRule("baseline_model", f"{self.baseline_model!r} is not one of models {self.models}; "
                              "fix: name one of models, or remove it (the first model is the baseline)")
-        if self.min_ok_requests is not None and self.min_ok_requests > self.requests_per_run:
+        if self.duration_s is not None and self.requests_per_run != DEFAULT_REQUESTS_PER_RUN:
+            raise FieldRule("duration_s", "a run ends after requests_per_run measured requests or after duration_s "
+                            "seconds; fix: give one of them")
+        if self.min_ok_requests is not None and self.duration_s is None and self.min_ok_requests > self.requests_per_run:
             raise FieldRule("min_ok_requests", f"min_ok_requests ({self.min_ok_requests}) exceeds requests_per_run "
                              f"({self.requests_per_run}); fix: lower min_ok_requests or raise requests_per_run")
         if self.provider == "external" and not (isinstance(self.server, ExternalServer) and self.server.urls):
@@ -274,7 +283,7 @@ class MatrixSpec(_Strict):
     @property
     def min_ok(self) -> int:
         """Ok measured requests a run needs, per cache state it measures."""
-        return self.min_ok_requests or self.requests_per_run
+        return self.min_ok_requests or (1 if self.duration_s is not None else self.requests_per_run)
 
     @property
     def cache_targets(self) -> list[str]:

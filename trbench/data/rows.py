@@ -177,22 +177,41 @@ class MaRequestRow(RequestRow):
     call: str
 
 
-class Energy(BaseModel):
-    """Energy and telemetry columns of both run tables (definitions: metrics.ENERGY_DEFINITIONS)."""
-
+class _EnergyWindow(BaseModel):
     energy_j: F = None
     energy_method: S = None
     energy_window_s: F = None
+
+
+class _PerOutputToken(BaseModel):
     j_per_token: F = None
     tokens_per_j: F = None
     tokens_per_dollar: F = None
     cost_basis: S = None
+
+
+class _TelemetryFigures(BaseModel):
     gpu_power_w_mean: F = None
     gpu_mem_used_mib_max: F = None
     gpu_util_pct_mean: F = None
     cpu_pct_mean: F = None
     server_rss_mib_max: F = None
     telemetry_note: S = None
+
+
+class Energy(_TelemetryFigures, _PerOutputToken, _EnergyWindow):
+    """Energy and telemetry columns of both run tables and of load steps (definitions:
+    metrics.ENERGY_DEFINITIONS)."""
+
+
+class _PerText(BaseModel):
+    j_per_text: F = None
+    j_per_input_token: F = None
+
+
+class EmbeddingEnergy(_TelemetryFigures, _PerText, _EnergyWindow):
+    """Energy and telemetry columns of embeddings steps: as Energy's, per text and input token (an
+    embedding has no output tokens)."""
 
 
 # Why a planned run was never measured (its row is kept, invalid, with the reason in words as well):
@@ -388,7 +407,7 @@ class _TelemetryHead(BaseModel):
     run_id: str
     attempt: int
     model: str
-    kind: str  # single | multi
+    kind: str  # single | multi | load | embeddings
     sample: int
     phase: str
     gpu_index: I = None
@@ -505,10 +524,13 @@ class _EmbeddingStepHead(EmbeddingKeys):
     texts_digest: str
 
 
-class EmbeddingStepRow(EmbeddingFigures, _EmbeddingStepHead):
-    """One embeddings step: a batch size on one instance, its figures; written last, its ledger entry."""
-
+class _EmbeddingStepTail(EmbeddingFigures, _EmbeddingStepHead):
     manifest_digest: str
+
+
+class EmbeddingStepRow(EmbeddingEnergy, _EmbeddingStepTail):
+    """One embeddings step: a batch size on one instance, its figures; written last, its ledger entry. Its
+    energy and telemetry columns were added later: older files read null."""
 
 
 # --- load mode: many requests in flight; one row per request and one per step -------------------
@@ -628,12 +650,24 @@ class _LoadStepHead(LoadKeys):
     slo_e2e_ms: F = None
 
 
-class LoadStepRow(LoadFigures, _LoadStepHead):
-    """One load step: its settings and figures; written last, the ledger entry."""
-
+class _LoadStepTail(LoadFigures, _LoadStepHead):
     valid: bool
     invalid_reason: S = None
     manifest_digest: str
+
+
+class SweepStop(BaseModel):
+    """Whether a cell's steps stopped early at this step, the server being over-saturated (added later:
+    older files read null, as a step that did not stop them)."""
+
+    stop_below_good_pct: F = None  # the spec's rules, as the step was measured under them
+    stop_queue_growth: F = None
+    stop_reason: S = None  # why the later steps were not run; null: they were (or there were none)
+
+
+class LoadStepRow(Energy, SweepStop, _LoadStepTail):
+    """One load step: its settings and figures; written last, the ledger entry. Its energy and telemetry
+    columns were added later: older files read null."""
 
 
 class _SuiteRequestHead(BaseModel):

@@ -1,4 +1,4 @@
-"""Energy per run, from the telemetry rows of one run (trbench/measure/sampler.py), one definition.
+"""Energy per run (or load or embeddings step), from the telemetry rows of one run (trbench/measure/sampler.py), one definition.
 
 The definitions are metrics.ENERGY_DEFINITIONS (printed by the report); in short:
 
@@ -8,7 +8,9 @@ The definitions are metrics.ENERGY_DEFINITIONS (printed by the report); in short
   energy_j         sum over the sampled GPUs of each GPU's energy over the window: the difference
                    of its energy counter (NVML total energy, mJ) where it has one, else the
                    trapezoidal integral of its power samples
-  j_per_token      energy_j / output tokens of the run's ok measured requests
+  j_per_token      energy_j / output tokens of the run's ok measured requests (runs and load steps)
+  j_per_text       energy_j / texts of an embeddings step's ok measured requests; j_per_input_token:
+                   / their input tokens (an embedding has no output tokens)
   tokens_per_dollar  those tokens / cost; cost = window hours x price_per_gpu_hour x GPUs sampled
                    when price_per_gpu_hour is given (it wins), else energy kWh x price_per_kwh
 
@@ -34,6 +36,10 @@ J_PER_KWH = 3.6e6
 RUN_COLUMNS = ("energy_j", "energy_method", "energy_window_s", "j_per_token", "tokens_per_j", "tokens_per_dollar",
                "cost_basis", "gpu_power_w_mean", "gpu_mem_used_mib_max", "gpu_util_pct_mean", "cpu_pct_mean",
                "server_rss_mib_max", "telemetry_note")
+
+EMBEDDING_COLUMNS = ("energy_j", "energy_method", "energy_window_s", "j_per_text", "j_per_input_token",
+                     "gpu_power_w_mean", "gpu_mem_used_mib_max", "gpu_util_pct_mean", "cpu_pct_mean",
+                     "server_rss_mib_max", "telemetry_note")
 
 
 def segments(rows: list[dict], phases: Iterable[str] = MEASURED_PHASES) -> list[tuple[int, int]]:
@@ -224,9 +230,19 @@ def run_energy(rows: list[dict], output_tokens: int | None, price_per_kwh: float
     }
 
 
-def no_telemetry(reason: str) -> dict:
-    """The columns of a run that has no telemetry (it did not start, or sampling is off)."""
-    return {**{c: None for c in RUN_COLUMNS}, "telemetry_note": reason}
+def no_telemetry(reason: str, columns: tuple[str, ...] = RUN_COLUMNS) -> dict:
+    """The columns of a run or step that has no telemetry (it did not start, or sampling is off)."""
+    return {**{c: None for c in columns}, "telemetry_note": reason}
+
+
+def embedding_energy(rows: list[dict], texts: int | None, input_tokens: int | None, note: str | None = None) -> dict:
+    """An embeddings step's energy and telemetry columns (EMBEDDING_COLUMNS): run_energy's, with the energy
+    per embedded text and per input token instead of per output token (an embedding has none)."""
+    run = run_energy(rows, None, note=note)
+    e = run["energy_j"]
+    per_text = {"j_per_text": e / texts if e is not None and texts else None,
+                "j_per_input_token": e / input_tokens if e is not None and input_tokens else None}
+    return {c: per_text[c] if c in per_text else run[c] for c in EMBEDDING_COLUMNS}
 
 
 # --- beside a run: the sampler for it, and its columns afterwards ----------------------------
@@ -247,15 +263,31 @@ def sampler_for(telemetry: TelemetrySpec, instances: list[Any], shared_lanes: bo
     return sampler
 
 
+TELEMETRY_OFF = "telemetry off (spec telemetry.enabled: false)"
+
+
+def _sampled(sampler: Sampler, row: dict) -> list[dict]:
+    return sampler.rows(tr_id=row["tr_id"], run_id=row["run_id"], attempt=row["attempt"], model=row["model"])
+
+
 def finish(sampler: Sampler | None, run_row: dict, output_tokens: int | None,
            telemetry: TelemetrySpec) -> list[dict] | None:
-    """Put the energy and telemetry columns into run_row; the telemetry rows to store (None when
-    telemetry is off). output_tokens: output tokens of the ok measured requests."""
+    """Put the energy and telemetry columns into run_row (a run's or a load step's); the telemetry rows to
+    store (None when telemetry is off). output_tokens: output tokens of the ok measured requests."""
     if sampler is None:
-        run_row.update(no_telemetry("telemetry off (spec telemetry.enabled: false)"))
+        run_row.update(no_telemetry(TELEMETRY_OFF))
         return None
-    rows = sampler.rows(tr_id=run_row["tr_id"], run_id=run_row["run_id"], attempt=run_row["attempt"],
-                        model=run_row["model"])
+    rows = _sampled(sampler, run_row)
     run_row.update(run_energy(rows, output_tokens, telemetry.price_per_kwh, telemetry.price_per_gpu_hour,
                               sampler.note()))
+    return rows
+
+
+def finish_embeddings(sampler: Sampler | None, step_row: dict) -> list[dict] | None:
+    """finish for an embeddings step: its columns from its texts and input tokens (EmbeddingFigures)."""
+    if sampler is None:
+        step_row.update(no_telemetry(TELEMETRY_OFF, EMBEDDING_COLUMNS))
+        return None
+    rows = _sampled(sampler, step_row)
+    step_row.update(embedding_energy(rows, step_row.get("texts_total"), step_row.get("tokens_total"), sampler.note()))
     return rows

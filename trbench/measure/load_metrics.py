@@ -57,6 +57,10 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "not as queueing; n/a without a concurrency-1 step",
     "saturation point": f"the highest offered_rps of a model's steps whose goodput_rps is at least "
     f"{SATURATION_SHARE:.0%} of it; none when no step reaches that",
+    "stopped early": "a cell's steps end after the first step where the server is over-saturated by the spec's "
+    "rules, checked in step order: good_pct below stop_below_good_pct, or queue p50 more than stop_queue_growth "
+    "times the step before's (counted as at least 1 ms); the later steps are not run, and that step's stop_reason "
+    "says why; a sweep's synchronous and throughput steps are its ends and never stop it",
 }
 
 

@@ -106,13 +106,15 @@ MULTI_AGENT_DEFINITIONS: dict[str, str] = {
 
 
 ENERGY_DEFINITIONS: dict[str, str] = {
-    "telemetry": "sampled beside every run every telemetry.interval_s seconds (default 0.5) and once at each phase "
+    "telemetry": "sampled beside every run and every load and embeddings step every telemetry.interval_s seconds (default 0.5) and once at each phase "
     "change: per NVIDIA GPU via NVML power draw (W), total energy counter (mJ, where the GPU has one), utilization %, "
     "memory used (MiB, every process on the GPU) and temperature; the host's CPU % and the server processes' RSS "
     "and CPU % via psutil; stored in the telemetry table, one row per GPU and one host row per sample",
     "measured window": "from the sample taken when the measured requests start to the sample taken when they end: "
     "single-agent phase 'measured'; multi-agent phases 'concurrent' and 'solo' (back to back, both measured); "
-    "warm-ups (phase 'warmup'), model loads and idle time are outside it",
+    "a load step's from its first measured request sent to its last request answered (warm-ups still in flight "
+    "then included), an embeddings step's its measured requests; warm-ups (phase 'warmup'), model loads and idle "
+    "time are outside it",
     "energy_window_s": "length of the measured window in seconds (monotonic clock)",
     "energy_j": "GPU energy over the measured window, summed over the sampled GPUs: each GPU's energy counter "
     "difference (nvmlDeviceGetTotalEnergyConsumption) where it has one, else the trapezoidal integral of its power "
@@ -120,7 +122,9 @@ ENERGY_DEFINITIONS: dict[str, str] = {
     "energy_method": "'energy counter' or 'power integral' (per GPU when they differ)",
     "gpu_power_w_mean": "mean GPU power during active inference: energy_j / energy_window_s, summed over the "
     "sampled GPUs",
-    "j_per_token": "energy_j / output tokens of the run's ok measured requests",
+    "j_per_token": "energy_j / output tokens of the run's (or load step's) ok measured requests",
+    "j_per_text": "embeddings steps: energy_j / texts embedded by the step's ok measured requests; "
+    "j_per_input_token: energy_j / their input tokens as the server counted them (an embedding has no output)",
     "tokens_per_j": "output tokens of the run's ok measured requests / energy_j",
     "tokens_per_dollar": "output tokens of the run's ok measured requests / cost of the measured window; cost = "
     "energy_window_s / 3600 x price_per_gpu_hour x GPUs sampled when telemetry.price_per_gpu_hour is given (it wins: "

@@ -75,6 +75,24 @@ def load_sentences(load: LoadSection | None) -> list[str]:
     return out
 
 
+def stop_sentences(load: LoadSection | None) -> list[str]:
+    """Per model x config, whether its steps stopped early (the server over-saturated); nothing where the
+    spec set no stopping rule."""
+    if load is None or not load.steps or not load.stop_rules:
+        return []
+    rules = join([f"good % below {v:g}" if k == "stop_below_good_pct" else f"queue p50 growing over {v:g}x a step"
+                  for k, v in load.stop_rules.items()], "or")
+    out = []
+    for (model, config), steps in _groups(load).items():
+        stopped = next((s for s in steps if s.stop_reason), None)
+        if stopped is None:
+            out.append(f"{model} at {config}: no step stopped the load steps early ({rules}).")
+        else:
+            out.append(f"{model} at {config}: the load steps stopped early after step {stopped.step_label}, "
+                       f"{stopped.stop_reason}.")
+    return out
+
+
 def load_recommendations(load: LoadSection | None) -> list[str]:
     """Where a model served the most requests within the SLOs (only where some did)."""
     if load is None:

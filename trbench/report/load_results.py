@@ -11,14 +11,14 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench.data.cells import config_label
-from trbench.data.rows import LoadFigures
+from trbench.data.rows import EmbeddingEnergy, Energy, LoadFigures
 from trbench.data.store import read_frame
 from trbench.measure.load_metrics import LOAD_DEFINITIONS, batched_prefill_wait, saturation_point
 
 _STEP_KEYS = ["model", "num_gpu", "num_ctx", "temperature", "step_index", "step_label"]
 
 
-class LoadStepResult(LoadFigures):
+class LoadStepResult(Energy, LoadFigures):
     model: str
     config: str
     step_index: int
@@ -31,6 +31,7 @@ class LoadStepResult(LoadFigures):
     max_tokens: int | None = None
     valid: bool = True
     invalid_reason: str | None = None
+    stop_reason: str | None = None  # why the cell's later steps were not run (run/sweep_stop.py)
 
 
 class LoadModelSummary(BaseModel):
@@ -46,13 +47,14 @@ class LoadModelSummary(BaseModel):
 # the emb_steps columns the embeddings table shows (report/embeddings_table.py)
 _EMB_COLUMNS = ["run_id", "attempt", "model", "instance", "batch_size", "concurrency", "n_requests", "n_errors",
                 "error_kinds", "texts_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-                "within_slo_pct", "slo_ms"]
+                "within_slo_pct", "slo_ms", *EmbeddingEnergy.model_fields]
 
 
 class LoadSection(BaseModel):
     steps: list[LoadStepResult]
     summaries: list[LoadModelSummary]
     slo: dict[str, float]
+    stop_rules: dict[str, float] = {}  # the spec's stopping rules the steps were measured under (none: no rule)
     definitions: dict[str, str]
     embedding_steps: list[dict] = []  # the embeddings workload's step rows (_EMB_COLUMNS), as stored
 
@@ -94,8 +96,10 @@ def build_load(tr_root: Path, models: list[str]) -> LoadSection | None:
     first = steps.iloc[0]
     slo = {k.removeprefix("slo_"): float(first[k]) for k in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
            if _none(first[k]) is not None}
-    return LoadSection(steps=results, summaries=summaries, slo=slo, definitions=dict(LOAD_DEFINITIONS),
-                       embedding_steps=embedding_steps)
+    stop_rules = {k: float(first[k]) for k in ("stop_below_good_pct", "stop_queue_growth")
+                  if k in first and _none(first[k]) is not None}  # older files have no such column
+    return LoadSection(steps=results, summaries=summaries, slo=slo, stop_rules=stop_rules,
+                       definitions=dict(LOAD_DEFINITIONS), embedding_steps=embedding_steps)
 
 
 def _groups(results: list[LoadStepResult]) -> dict[tuple[str, str], list[LoadStepResult]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from trbench.measure.load_metrics import kinds_text
-from trbench.report.embeddings_table import embeddings_table
+from trbench.report.embeddings_table import embeddings_table, latest_steps
 from trbench.report.load_results import batched_prefills
+from trbench.report.step_telemetry import telemetry_definitions, telemetry_table
 from trbench.report.tables import Table, _cols, _groups, fmt
 
 
@@ -19,6 +20,8 @@ def load_tables(data) -> dict[str, Table]:
     if section is None:
         return {}
     steps = section.steps
+    step_rows = [s.model_dump() for s in steps]
+    emb_rows = latest_steps(pd.DataFrame(section.embedding_steps)).to_dict("records")
     return {
         "load_steps": Table(
             columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds", ">ended early",
@@ -57,4 +60,9 @@ def load_tables(data) -> dict[str, Table]:
         "load_definitions": Table(columns=_cols("term", "definition"),
                                   rows=[[n, t] for n, t in section.definitions.items()]),
         "load_embeddings": embeddings_table(pd.DataFrame(section.embedding_steps)),
+        "load_telemetry": telemetry_table(step_rows, [("model", "model"), ("config", "config"), ("step", "step_label")]),
+        "load_telemetry_definitions": telemetry_definitions(step_rows),
+        "load_embeddings_telemetry": telemetry_table(emb_rows, [("model", "model"), ("instance", "instance"),
+                                                                ("batch size", "batch_size")]),
+        "load_embeddings_telemetry_definitions": telemetry_definitions(emb_rows),
     }

@@ -54,6 +54,9 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
                   f"temperature): {join(configs)}; up to {count(data.runs_per_cell or 0, 'run')} per model x config")
         if data.warmup_per_run:
             matrix += f"; up to {count(data.warmup_per_run, 'warm-up request')} per run, stored but never counted"
+        if spec is not None and spec.duration_s is not None:  # how many it sent is each run's own count
+            matrix += (f"; each run bounded by time: measured prompts sent for {spec.duration_s:g} s after its "
+                       "warm-ups, as many as fitted")
         items.append(("matrix", matrix))
     if present & {"single", "multi"}:
         items.append(("baseline model", f"{data.baseline_model or 'none'} ({data.baseline_source}); normalized tables "

@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 
 from trbench.report import cross_model
 from trbench.report.embeddings_table import embeddings_text
+from trbench.report.load_findings import stop_sentences
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
@@ -81,6 +82,7 @@ def _context(data: ReportData, plots: list[Plot] | None) -> dict:
             "reasoning_note": reasoning.sentence(data.cells) if reasoning.any_reasoning(data.cells) else None,
             "plots": _Plots({p.name: p for p in plots or []}),
             "sample_chars": cross_model.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
+            "load_stop_text": stop_sentences(data.load),
             "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE}
 
 

@@ -235,6 +235,27 @@ _LOAD_LATENCY_DEFINITION = {"queue": "load.queue_ms", "itl": "request.itl_ms", "
                             "tpot": "request.tpot_ms", "e2e": "request.e2e_ms", "prefill": "request.prefill_ms"}
 
 
+# a step's energy and telemetry figures (metrics.ENERGY_DEFINITIONS): stored column -> (metric, statistic, unit);
+# each written only where the step measured it
+_STEP_ENERGY: dict[str, tuple[str, Statistic, str]] = {
+    "energy_j": ("energy_j", "value", "J"), "j_per_token": ("j_per_token", "value", "J/token"),
+    "tokens_per_j": ("tokens_per_j", "value", "tok/J"), "j_per_text": ("j_per_text", "value", "J/text"),
+    "j_per_input_token": ("j_per_input_token", "value", "J/token"),
+    "gpu_power_w_mean": ("gpu_power_w", "mean", "W"), "gpu_util_pct_mean": ("gpu_util_pct", "mean", "%"),
+    "gpu_mem_used_mib_max": ("gpu_mem_used_mib", "max", "MiB"), "cpu_pct_mean": ("cpu_pct", "mean", "%"),
+    "server_rss_mib_max": ("server_rss_mib", "max", "MiB")}
+_ENERGY_KEY = {"j_per_input_token": "j_per_text"}  # defined together
+
+
+def _step_energy(out: _Out, workload: Workload, model: str, label: str, values: dict[str, ConfigValue],
+                 step: dict[str, Any]) -> None:
+    for field, (metric, statistic, unit) in _STEP_ENERGY.items():
+        value = step.get(field)
+        if value is not None and not pd.isna(value):
+            out.add(workload, model, label, values, metric, statistic, value, None, None, unit,
+                    f"energy.{_ENERGY_KEY.get(field, field)}")
+
+
 def _load(out: _Out, data: ReportData) -> None:
     if data.load is None:
         return
@@ -256,6 +277,7 @@ def _load(out: _Out, data: ReportData) -> None:
             for p in LOAD_PCTS:
                 out.add("load", s.model, label, values, f"{m}_ms", _PERCENTILES[p], getattr(s, f"{m}_ms_p{p}"), s.n_ok,
                         "requests", "ms", _LOAD_LATENCY_DEFINITION[m])
+        _step_energy(out, "load", s.model, label, values, s.model_dump())
     for b in batched_prefills(data.load):
         out.add("load", b.model, f"{b.config} {b.step_label}", {"config": b.config, "step_label": b.step_label,
                                                                "concurrency": b.concurrency, "slots": b.slots},
@@ -290,6 +312,7 @@ def _embeddings(out: _Out, data: ReportData) -> None:
         add("latency_ms", "p95", r["latency_p95_ms"], "ms", "latency")
         add("latency_ms", "p99", r["latency_p99_ms"], "ms", "latency")
         add("within_slo_pct", "value", r["within_slo_pct"], "%", "within_slo_pct")
+        _step_energy(out, "embeddings", str(r["model"]), label, values, r)
 
 
 def _suites(out: _Out, data: ReportData) -> None:

@@ -24,6 +24,7 @@ from trbench.config.embeddings_section import EmbeddingsLoad, EmbeddingTexts
 from trbench.data.rows import EmbeddingKeys, EmbeddingRequestRow, EmbeddingStepRow
 from trbench.data.store import slug
 from trbench.measure.embedding_metrics import step_figures
+from trbench.run.single import PhaseHook
 
 
 class EmbeddingStepPlan(EmbeddingKeys):
@@ -65,15 +66,19 @@ async def _phase(client: AsyncEmbeddingsClient, plan: EmbeddingStepPlan, texts: 
 
 
 async def _drive(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts, num_ctx: int | None,
-                 api_key_env: str | None) -> tuple[int, list[tuple[int, bool, EmbeddingExchange]]]:
+                 api_key_env: str | None, on_phase: PhaseHook) -> tuple[int, list[tuple[int, bool, EmbeddingExchange]]]:
     client = AsyncEmbeddingsClient(plan.backend, plan.instance_url, load.timeout_s, connections=load.concurrency,
                                    api_key_env=api_key_env)
     try:
         t0 = time.perf_counter_ns()
+        if load.warmup:
+            on_phase("warmup")
         warm = await _phase(client, plan, texts, num_ctx, range(load.warmup), load.concurrency)
+        on_phase("measured")
         measured = await _phase(client, plan, texts, num_ctx, range(load.warmup, load.warmup + load.requests),
                                 load.concurrency)
     finally:
+        on_phase("idle")
         await client.aclose()
     return t0, [(i, True, ex) for i, ex in warm] + [(i, False, ex) for i, ex in measured]
 
@@ -100,11 +105,13 @@ def step_row(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingText
 
 
 def execute_step(plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts, manifest_digest: str,
-                 load_ms: float | None = None, num_ctx: int | None = None, api_key_env: str | None = None) -> StepResult:
+                 load_ms: float | None = None, num_ctx: int | None = None, api_key_env: str | None = None,
+                 on_phase: PhaseHook | None = None) -> StepResult:
     """Measure one step; num_ctx goes with each Ollama request (options.num_ctx), as a chat request's;
-    api_key_env: the variable holding the server's key, if it asks for one."""
+    api_key_env: the variable holding the server's key, if it asks for one; on_phase hears where the
+    warm-ups (only when there are any) and the measured requests start and where the step ends."""
     started_at = dt.datetime.now(dt.timezone.utc)
-    t0, observed = run_sync(_drive(plan, load, texts, num_ctx, api_key_env))
+    t0, observed = run_sync(_drive(plan, load, texts, num_ctx, api_key_env, on_phase or (lambda _label: None)))
     rows = [request_row(plan, i, warm, ex, t0) for i, warm, ex in observed]
     return StepResult(step_row=step_row(plan, load, texts, rows, started_at, load_ms, manifest_digest), request_rows=rows)
 

@@ -29,7 +29,7 @@ from trbench.engines import Instance, ollama_api
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
-from trbench.run.single import Gate, generation_request, prompt_text, request_row, unique_prefix, utc
+from trbench.run.single import Gate, PhaseHook, generation_request, prompt_text, request_row, unique_prefix, utc
 from trbench.prose import count
 
 
@@ -107,14 +107,21 @@ class Budget:
 
 
 async def drive(step: LoadStep, load: LoadSpec, send: Callable[[int], Awaitable[tuple[str, str, RawExchange]]],
-                seed: int, gate: Gate | None = None) -> tuple[int, list[Sent]]:
-    """Send a step's requests (closed or open loop) through `send(index)`; (t0_ns, every request sent)."""
+                seed: int, gate: Gate | None = None, on_phase: PhaseHook | None = None) -> tuple[int, list[Sent]]:
+    """Send a step's requests (closed or open loop) through `send(index)`; (t0_ns, every request sent).
+    on_phase hears 'measured' as the first measured request is sent (telemetry.Sampler.mark fits)."""
     sent: list[Sent] = []
     budget = Budget(load)
     t0 = time.perf_counter_ns()
     counter = itertools.count()
+    measuring = False
 
     async def one(index: int, warmup: bool, due_ns: int) -> None:
+        nonlocal measuring
+        if not warmup and not measuring:
+            measuring = True
+            if on_phase:
+                on_phase("measured")
         prompt_id, prompt, ex = await send(index)
         sent.append(Sent(index=index, warmup=warmup, prompt_id=prompt_id, prompt=prompt, scheduled_ns=due_ns,
                          exchange=ex))
@@ -222,6 +229,7 @@ def step_row(spec: MatrixSpec, plan: StepPlan, request_rows: list[dict], started
         warmup_s=load.warmup_s or None, ramp_up_s=load.ramp_up_s or None, max_inflight=load.max_inflight,
         max_tokens=load.max_tokens or spec.max_tokens, ignore_eos=forces_output(spec), **{f"slo_{k}": v for k, v in slo.items()},
         **figures.model_dump(), valid=reason is None, invalid_reason=reason, manifest_digest=manifest_digest,
+        stop_below_good_pct=load.stop_below_good_pct, stop_queue_growth=load.stop_queue_growth,
     ).model_dump()
 
 
@@ -232,9 +240,12 @@ def forces_output(spec: MatrixSpec) -> bool:
 
 
 def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, prompts: PromptSuite,
-                 manifest_digest: str, gate: Gate | None = None) -> tuple[dict, list[dict]]:
-    """Run one load step on a fresh event loop; (its step row, its request rows)."""
+                 manifest_digest: str, gate: Gate | None = None,
+                 on_phase: PhaseHook | None = None) -> tuple[dict, list[dict]]:
+    """Run one load step on a fresh event loop; (its step row, its request rows). on_phase hears where
+    the warm-ups (only when there are any) and the measured requests start and where the step ends."""
     load = load_section(spec)
+    phase = on_phase or (lambda _label: None)
     max_tokens = load.max_tokens or spec.max_tokens
     forced = forces_output(spec)
 
@@ -256,15 +267,25 @@ def execute_step(spec: MatrixSpec, plan: StepPlan, make_client: ClientFactory, p
             return prompt_id, prompt_text(req), ex
 
         try:
-            return await drive(plan.step, load, send, (spec.seed or 0) * 1000 + plan.step_index, gate)
+            return await drive(plan.step, load, send, (spec.seed or 0) * 1000 + plan.step_index, gate, on_phase)
         finally:
             await client.aclose()
 
+    if load.warmup_requests or load.warmup_s:
+        phase("warmup")
     started, t0 = time.time(), time.perf_counter()
-    t0_ns, sent = event_loop.run(run())
+    try:
+        t0_ns, sent = event_loop.run(run())
+    finally:
+        phase("idle")
     wall_s = time.perf_counter() - t0
     rows = load_request_rows(step_keys(spec, plan), t0_ns, sent)
     return step_row(spec, plan, rows, started, wall_s, manifest_digest), rows
+
+
+def output_tokens(request_rows: list[dict]) -> int:
+    """Output tokens of a step's ok measured requests (what its energy per token divides by)."""
+    return sum(r["output_tokens"] or 0 for r in request_rows if not r["is_warmup"] and r["status"] == "ok")
 
 
 def failed_step(spec: MatrixSpec, plan: StepPlan, reason: str, manifest_digest: str) -> dict:

@@ -20,11 +20,12 @@ class RunSettings(BaseModel):
     seed: int | None = None
     max_tokens: int
     requests_per_run: int
+    duration_s: float | None = None  # runs bounded by time: prompts are sent until it has passed
     cache_targets: tuple[str, ...]  # per measured prompt, in order: cold, cached or both
     min_ok: int  # ok requests per cache target for a valid run
 
     @classmethod
     def of(cls, spec: MatrixSpec) -> RunSettings:
         return cls(provider=spec.provider, backend=spec.backend, ttft=spec.ttft, seed=spec.seed,
-                   max_tokens=spec.max_tokens, requests_per_run=spec.requests_per_run,
+                   max_tokens=spec.max_tokens, requests_per_run=spec.requests_per_run, duration_s=spec.duration_s,
                    cache_targets=tuple(spec.cache_targets), min_ok=spec.min_ok)

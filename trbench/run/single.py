@@ -6,10 +6,11 @@ Prefect-free: the task in tasks/bench.py calls execute_run and writes what it re
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
@@ -76,6 +77,7 @@ class RunResult(BaseModel):
     request_rows: list[dict]
 
 
+# called with the request's number and the requests planned (0: not known before, a run bounded by duration_s)
 RequestHook = Callable[[int, int, RawExchange], None]
 # called with the phase that starts: 'warmup' (only when there are warm-ups), 'measured', then
 # 'idle' once the last request has returned (telemetry.Sampler.mark fits)
@@ -103,26 +105,54 @@ def unique_prefix() -> str:
     return secrets.token_hex(6)
 
 
-def request_slots(settings: RunSettings, plan: RunPlan, warmups: int) -> list[RequestSlot]:
-    """The run's requests in order. Warm-ups (after a server load) come first, each prompt new to the
-    cache. Then per measured prompt, by settings.ttft: cold sends it once with a unique prefix; cached
-    sends it once as a 1-token warm-up, then again, identical, measured; both sends it cold, then
-    the identical prompt again, which the server now serves from its cache."""
-    slots: list[RequestSlot] = []
+class TimeBound:
+    """Whether a run may send its next measured prompt: always for a run of requests_per_run prompts; for a
+    run bounded by duration_s, until that many seconds have passed since its first measured prompt. It is
+    asked before each prompt, never inside one, so every prompt is measured in all its cache states."""
 
-    def add(prompt_index: int, warmup: bool, target: str | None, unique: str, max_tokens: int) -> None:
-        slots.append(RequestSlot(index=len(slots), prompt_index=prompt_index, warmup=warmup, cache_target=target,
-                                 unique=unique, max_tokens=max_tokens))
+    def __init__(self, duration_s: float | None) -> None:
+        self.duration_s = duration_s
+        self._start: float | None = None
 
+    def more(self) -> bool:
+        if self.duration_s is None:
+            return True
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = now
+        return now - self._start < self.duration_s
+
+
+def request_slots(settings: RunSettings, plan: RunPlan, warmups: int,
+                  more: Callable[[], bool] = lambda: True) -> Iterator[RequestSlot]:
+    """The run's requests in order, made as they are sent. Warm-ups (after a server load) come first, each
+    prompt new to the cache. Then per measured prompt, by settings.ttft: cold sends it once with a unique
+    prefix; cached sends it once as a 1-token warm-up, then again, identical, measured; both sends it cold,
+    then the identical prompt again, which the server now serves from its cache. The measured prompts are
+    requests_per_run, or (duration_s) as many as `more` allows, asked before each."""
+    index = itertools.count()
     for w in range(warmups):
-        add(w, True, None, unique_prefix(), settings.max_tokens)
-    for i in range(settings.requests_per_run):
+        yield RequestSlot(index=next(index), prompt_index=w, warmup=True, cache_target=None, unique=unique_prefix(),
+                          max_tokens=settings.max_tokens)
+    prompts = itertools.count() if settings.duration_s is not None else range(settings.requests_per_run)
+    for i in prompts:
+        if not more():
+            return
         unique = unique_prefix()
-        if settings.ttft == "cached":
-            add(i, True, None, unique, 1)  # puts the prompt into the KV cache; its one token costs nothing
+        if settings.ttft == "cached":  # puts the prompt into the KV cache; its one token costs nothing
+            yield RequestSlot(index=next(index), prompt_index=i, warmup=True, cache_target=None, unique=unique,
+                              max_tokens=1)
         for target in settings.cache_targets:
-            add(i, False, target, unique, settings.max_tokens)
-    return slots
+            yield RequestSlot(index=next(index), prompt_index=i, warmup=False, cache_target=target, unique=unique,
+                              max_tokens=settings.max_tokens)
+
+
+def planned_requests(settings: RunSettings, warmups: int) -> int:
+    """Requests a run sends, warm-ups included; 0 for a run bounded by duration_s (not known before)."""
+    if settings.duration_s is not None:
+        return 0
+    per_prompt = len(settings.cache_targets) + (settings.ttft == "cached")
+    return warmups + settings.requests_per_run * per_prompt
 
 
 def completion_text(messages: list[dict[str, str]]) -> str:
@@ -269,7 +299,8 @@ def execute_run(
     load); they are stored with is_warmup=True and left out of every statistic. on_phase hears
     where the warm-ups and the measured requests start and where the run ends."""
     keys = _keys(settings, plan)
-    slots = request_slots(settings, plan, warmups)
+    total = planned_requests(settings, warmups)
+    slots = request_slots(settings, plan, warmups, TimeBound(settings.duration_s).more)
     rows: list[dict] = []
     phase = on_phase or (lambda _label: None)
     phase("warmup" if warmups else "measured")
@@ -284,7 +315,7 @@ def execute_run(
         ex = client.chat(req)
         rows.append(request_row(keys, slot.index, slot.warmup, prompt_id, ex, prompt_text(req), slot.cache_target))
         if on_request:
-            on_request(slot.index + 1, len(slots), ex)
+            on_request(slot.index + 1, total, ex)
         if ex.error_kind == "oom":  # every further request meets the same error: the next rung instead
             where = "warm-up" if slot.warmup else "measured"
             oom = f"out of memory at {where} request {slot.index}: the run ended there"

@@ -4,6 +4,7 @@ in embedding mode for it."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -13,6 +14,7 @@ from trbench.config.spec import MatrixSpec
 from trbench.config.paths import resolve_path
 from trbench.data import store
 from trbench.engines import Instance
+from trbench.measure import energy
 from trbench.run.embeddings_step import EmbeddingStepPlan, execute_step, failed_step, step_id
 from trbench.workloads.protocol import Measured, Planned, ReportPart
 from trbench.workloads.run_outcomes import EmbeddingsOutcome
@@ -41,15 +43,22 @@ def _prepare(inst: Instance, model: str, num_ctx: int) -> float | None:
 def measure_step(session: TRSession, plan: EmbeddingStepPlan, load: EmbeddingsLoad, texts: EmbeddingTexts,
                  inst: Instance) -> dict[str, Any]:
     """One step, written before it returns; a server that cannot serve it leaves the step with its error."""
+    telemetry_rows = None
     try:
         load_ms = _prepare(inst, plan.model, load.num_ctx)
     except Exception as err:  # noqa: BLE001 - whatever the server did, the step is recorded and the rest goes on
         result = failed_step(plan, load, texts, str(err), session.digest)
+        result.step_row.update(energy.no_telemetry("no telemetry: the step did not start", energy.EMBEDDING_COLUMNS))
     else:
         endpoint = backend_kind(plan.backend).embeddings
         num_ctx = load.num_ctx if endpoint is not None and endpoint.options else None
-        result = execute_step(plan, load, texts, session.digest, load_ms, num_ctx, inst.api_key_env)
-    store.write_run(session.root, result.step_row, result.request_rows, session.manifest, kind=KIND)
+        sampler = energy.sampler_for(session.spec.telemetry, [inst])  # GPU and host telemetry beside the step
+        with sampler or contextlib.nullcontext():
+            result = execute_step(plan, load, texts, session.digest, load_ms, num_ctx, inst.api_key_env,
+                                  sampler.mark if sampler else None)
+        telemetry_rows = energy.finish_embeddings(sampler, result.step_row)
+    store.write_run(session.root, result.step_row, result.request_rows, session.manifest, kind=KIND,
+                    telemetry_rows=telemetry_rows)
     return result.step_row
 
 
