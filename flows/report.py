@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from tasks.steps import PrefectSteps
-from trbench.config.paths import resolve_path
+from trbench.config.paths import output_root
 from trbench.tr.closing import render_report
 from trbench.data import store
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, summary_message
@@ -46,9 +46,9 @@ def report(tr_id: str, baseline: str | None = None, output_dir: str = "outputs",
         output_dir: where the TR runs' data is.
         threshold_pct: a change worse than this (in %) on a matched cell is a regression.
     """
-    folder = resolve_path(output_dir)
-    root = store.tr_dir(folder, tr_id)
-    baseline_root = store.tr_dir(folder, baseline) if baseline else None
+    folder = output_root(output_dir)
+    root = store.open_tr(folder, tr_id)
+    baseline_root = store.open_tr(folder, baseline) if baseline else None
     if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
         raise FileNotFoundError(f"no TR data under {root}; fix: check tr_id and output_dir")
     files = render_report(PrefectSteps(), root, None, baseline_root, threshold_pct)
