@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed, State
 from tasks.steps import PrefectSteps
 from trbench.config.paths import output_root
 from trbench.tr.closing import render_report
-from trbench.data import store
+from trbench.data import remote, store
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, summary_message
 from trbench.report import ReportFiles
 
@@ -26,7 +26,7 @@ from trbench.report import ReportFiles
 def report_state(files: ReportFiles) -> State:
     """Completed with the files written; Failed when the regression check found regressions, or
     compared no cell (a check that did not happen is not a pass)."""
-    where = f"report {files.markdown} and {files.html}" if files.html else f"report {files.markdown}"
+    where = f"report {remote.where(files.markdown)}" + (f" and {remote.where(files.html)}" if files.html else "")
     regression = files.data.regression
     if regression is None:
         return Completed(message=f"{files.data.tr_id}: {where}; no baseline given")

@@ -331,7 +331,7 @@ def _report_where(state, spec: MatrixSpec, root: Path, smoke: bool) -> None:
                       soft_wrap=True)
     report = root / "report" / f"{spec.tr_id}.md"
     if report.is_file():
-        console.print(f"report: {report}")
+        console.print(f"report: {where(report)}")
     if smoke:
         console.print(f"tr_id:  {spec.tr_id}  (`trbench report {spec.tr_id}` renders it again)", highlight=False,
                       soft_wrap=True)
