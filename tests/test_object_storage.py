@@ -167,8 +167,10 @@ def test_a_tr_on_s3_is_whole_objects_resumes_from_the_bucket_and_reads_back(s3_s
 
     # the secret key is in no output: no object, no line printed, no local file, no Prefect record
     fs = server.filesystem()
-    everything = [fs.cat_file(k) for k in fs.find(BUCKET)]
-    assert everything and not any(server.secret.encode() in b for b in everything)
+    everything = {k: fs.cat_file(k) for k in fs.find(BUCKET)}
+    assert everything and not any(server.secret.encode() in b for b in everything.values())
+    # nor the working copy's temp path, which is gone once the process ends (the logs may name it)
+    assert [k for k, b in everything.items() if b"trbench-remote-" in b and "/logs/" not in k] == []
     printed = first.stdout + first.stderr + second.stdout + second.stderr + report.output + exported.output
     assert server.secret not in printed + compared.output
     local = [p for p in tmp_path.rglob("*") if p.is_file() and p != spec_path]
