@@ -16,9 +16,9 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from tasks.steps import PrefectSteps
-from trbench.config.paths import resolve_path
+from trbench.config.paths import output_root
 from trbench.tr.closing import render_report
-from trbench.data import store
+from trbench.data import remote, store
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT, summary_message
 from trbench.report import ReportFiles
 
@@ -26,7 +26,7 @@ from trbench.report import ReportFiles
 def report_state(files: ReportFiles) -> State:
     """Completed with the files written; Failed when the regression check found regressions, or
     compared no cell (a check that did not happen is not a pass)."""
-    where = f"report {files.markdown} and {files.html}" if files.html else f"report {files.markdown}"
+    where = f"report {remote.where(files.markdown)}" + (f" and {remote.where(files.html)}" if files.html else "")
     regression = files.data.regression
     if regression is None:
         return Completed(message=f"{files.data.tr_id}: {where}; no baseline given")
@@ -46,9 +46,9 @@ def report(tr_id: str, baseline: str | None = None, output_dir: str = "outputs",
         output_dir: where the TR runs' data is.
         threshold_pct: a change worse than this (in %) on a matched cell is a regression.
     """
-    folder = resolve_path(output_dir)
-    root = store.tr_dir(folder, tr_id)
-    baseline_root = store.tr_dir(folder, baseline) if baseline else None
+    folder = output_root(output_dir)
+    root = store.open_tr(folder, tr_id)
+    baseline_root = store.open_tr(folder, baseline) if baseline else None
     if not any((root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
         raise FileNotFoundError(f"no TR data under {root}; fix: check tr_id and output_dir")
     files = render_report(PrefectSteps(), root, None, baseline_root, threshold_pct)

@@ -19,7 +19,7 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tr import run_tr_flow
-from trbench.config.paths import resolve_path
+from trbench.config.paths import output_root, resolve_path
 from trbench.measure import outliers
 from trbench.data import store
 from trbench.config.agents import AgentSuite, load_agents
@@ -34,7 +34,7 @@ from trbench.workloads.session import Selection
 @task(name="load-recorded-spec", cache_policy=NO_CACHE)
 def load_recorded_spec(tr_id: str, output_dir: str) -> tuple[MatrixSpec, PromptSuite, AgentSuite | None]:
     """The spec a TR run was made with, from its manifest."""
-    root = store.tr_dir(resolve_path(output_dir), tr_id)
+    root = store.open_tr(output_root(output_dir), tr_id)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"no TR run {tr_id!r} under {root} (manifest.json missing); fix: check tr_id and output_dir")
@@ -79,7 +79,7 @@ class NextAttempts(Selection):
 def rerun_flagged(tr_id: str, output_dir: str = "outputs") -> State:
     """Run the flagged configs of TR run `tr_id` again (new attempt), re-validate, re-flag, re-report."""
     spec, prompts, agents = load_recorded_spec(tr_id, output_dir)
-    flagged = outliers.flagged_configs(outliers.read_flags(store.tr_dir(resolve_path(output_dir), tr_id)))
+    flagged = outliers.flagged_configs(outliers.read_flags(store.tr_dir(output_root(output_dir), tr_id)))
     if not flagged:
         return Completed(message=f"{tr_id}: no flagged configs; nothing to run again")
     return run_tr_flow(spec, prompts, agents, NextAttempts(flagged))

@@ -4,7 +4,8 @@
   2. start each sub-run on a tr deployment (run_deployment): any worker of its pool takes it,
      so with one worker per GPU host (`--limit 1`) each host measures a share on its own instances
   3. every sub-run writes into the same tr_id under the same output_dir: one Parquet dataset
-     (output_dir must be a path every host sees at the same place, e.g. an NFS mount)
+     (output_dir must be the same place from every host: object storage, s3://bucket/prefix, or a
+     path every host sees at the same place, e.g. an NFS mount)
   4. wait for all, record which worker took which sub-run (table artifact `<tr_id>-fanout`)
   5. merge the sub-runs' manifests, then flag outliers, render the report and validate once,
      over the union
@@ -32,7 +33,7 @@ from tasks.steps import PrefectSteps, artifact_key
 from trbench.config.paths import resolve_path
 from trbench.tr.closing import flag_outliers, render_report, suite_results, validate, write_failure_log
 from trbench.tr.opening import load_tr_spec
-from trbench.data import store
+from trbench.data import remote, store
 from trbench.data.environment import FanoutHost, Manifest
 from trbench.config.spec import MatrixSpec
 from trbench.prose import count
@@ -145,10 +146,11 @@ def tr_fanout(
     steps = PrefectSteps()
     spec, _, _ = load_tr_spec(steps, spec_path, None, {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
                                                     "requests_per_run": requests_per_run, "output_dir": output_dir})
-    out = resolve_path(spec.output_dir).resolve()
+    # object storage is the same place from every host; a local path, the same only as an absolute one
+    out = spec.output_dir if remote.is_url(spec.output_dir) else str(resolve_path(spec.output_dir).resolve())
     root = store.tr_dir(out, spec.tr_id)
 
-    params = sub_run_parameters(spec, spec_path, str(out), ports)
+    params = sub_run_parameters(spec, spec_path, out, ports)
     started = []
     for p in params:
         # called from a flow (sync): the FlowRun itself, never the coroutine Prefect's dispatch types allow
@@ -172,6 +174,7 @@ def tr_fanout(
     create_table_artifact(key=artifact_key(f"{spec.tr_id}-fanout"), table=sub_runs,
                           description=f"{spec.tr_id}: the sub-runs of the fan-out and the worker that took each")
 
+    remote.pull(root)  # what every sub-run wrote, before the union is read
     merge_manifests(root, spec, sub_runs)
     write_failure_log(steps, root)
     flagged = flag_outliers(steps, root, spec)

@@ -82,14 +82,14 @@ def test_on_ollama_lengths_are_calibrated_and_early_stops_kept_apart(tmp_path):
     assert f"| {DEFAULT_MODEL} | tg{full + 5} @ d30 | decode | n/a | n/a | 0 | 0 | {full + 5} / {full + 1} | 8 |" \
         in part.markdown
     assert f"| {DEFAULT_MODEL} | pp20 | prefill |" in part.markdown
-    assert "16 request(s) stopped before their asked output length" in part.markdown
+    assert "16 requests stopped before their asked output length" in part.markdown
     # a TR of this workload alone: the report's header and findings name its section, and so does its outcome
     md = render_markdown(build_report(session.root))
     assert "- Measured: Synthetic lengths (llama-bench view) (each in its own section below)" in md
     assert "## Synthetic lengths (llama-bench view)" in md and "Nothing was measured" not in md
     rows = store.read_frame(session.root, "syn_runs").to_dict("records")
     done = other_outcome(spec, {"synthetic": rows}, "r.md", None)
-    assert done.completed and done.message == "syn: synthetic: 16 of 16 run(s) valid; report r.md"
+    assert done.completed and done.message == "syn: synthetic: 16 of 16 runs valid; report r.md"
     assert not other_outcome(spec, {"synthetic": rows}, "r.md", "stopped by the user").completed
 
 

@@ -201,7 +201,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False, prefect=Non
         how = "cancelled in Prefect" if watch.cancelled else "interrupted"
         if plain:
             plain.write_summary(how)
-        console.print(f"{how}: {count(kept, 'finished run')} kept in {root}; resume with: {_command_line()}",
+        console.print(f"{how}: {count(kept, 'finished run')} kept in {where(root)}; resume with: {_command_line()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
         _exit(130)
     except Exception as err:  # noqa: BLE001 - not the flow's failure (its state says that): Prefect's own
@@ -256,7 +256,7 @@ def _finish(state, root: Path) -> None:
     except Exception:  # noqa: BLE001 - a result that cannot be read: the state's message says it
         raised = None
     line = _failure_line(raised, log_path(root)) if isinstance(raised, BaseException) else state.message
-    console.print(f"log:    {log_path(root)}", highlight=False, soft_wrap=True)
+    console.print(f"log:    {where(log_path(root))}", highlight=False, soft_wrap=True)
     console.print(f"[red]{state.name}[/]: {line}", highlight=False, soft_wrap=True)
     _exit(1)
 
@@ -297,9 +297,9 @@ def run(
         ValidationProcess.start_early()  # its seconds of import pass beside this process's, not after the runs
     from trbench.cli_prefect import TemporaryServer, api_configured, server_log_path
     from trbench.data import store
-    from trbench.config.paths import resolve_path
+    from trbench.config.paths import output_root
 
-    root = store.tr_dir(resolve_path(spec.output_dir), spec.tr_id)
+    root = store.tr_dir(output_root(spec.output_dir), spec.tr_id)
     if not (prefect or api_configured()):  # nobody would see a Prefect record: the same TR, without Prefect
         _ran_without_prefect = True
         _report_where(_run_direct(spec, root, verbose), spec, root, smoke)
@@ -327,13 +327,13 @@ def _report_where(state, spec: MatrixSpec, root: Path, smoke: bool) -> None:
     from trbench.data import store
 
     if store.finished_run_ids(root, "load"):
-        console.print(f"load:   {root}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
+        console.print(f"load:   {where(root)}/{{load_requests,load_steps}}  (Parquet)", soft_wrap=True)
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
-        console.print(f"data:   {root}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
+        console.print(f"data:   {where(root)}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)
     report = root / "report" / f"{spec.tr_id}.md"
     if report.is_file():
-        console.print(f"report: {report}")
+        console.print(f"report: {where(report)}")
     if smoke:
         console.print(f"tr_id:  {spec.tr_id}  (`trbench report {spec.tr_id}` renders it again)", highlight=False,
                       soft_wrap=True)
@@ -366,7 +366,7 @@ def _run_direct(spec: MatrixSpec, root: Path, verbose: bool):
         kept = sum(len(store.finished_run_ids(root, kind)) for kind in store.TABLES)  # runs and load steps
         if plain:
             plain.write_summary("interrupted")
-        console.print(f"interrupted: {count(kept, 'finished run')} kept in {root}; resume with: {_command_line()}",
+        console.print(f"interrupted: {count(kept, 'finished run')} kept in {where(root)}; resume with: {_command_line()}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
         _exit(130)
     except Exception as err:  # noqa: BLE001 - one line here, the traceback in the run's log
@@ -390,11 +390,9 @@ def rerun(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
 ) -> None:
     """Run the configs flagged as outliers again (new attempt), re-validate, re-flag, re-report."""
-    from trbench.data.store import tr_dir
-
-    manifest = tr_dir(output_dir, tr_id) / "manifest.json"
+    manifest = _open_tr(output_dir, tr_id) / "manifest.json"
     if not manifest.is_file():  # before Prefect starts: seconds saved on a typo
-        _die(f"no TR run {tr_id!r} under {manifest.parent} (manifest.json missing); fix: check the tr_id and --output-dir")
+        _die(f"no TR run {tr_id!r} under {where(manifest.parent)} (manifest.json missing); fix: check the tr_id and --output-dir")
     _quiet_prefect(verbose)
     from flows.rerun_flagged import rerun_flagged
 
@@ -515,17 +513,35 @@ def _has_data(root: Path) -> bool:
     return any((root / runs).is_dir() for _, runs, _, _ in TABLES.values())  # every kind's ledger table
 
 
+def _open_tr(output_dir: str, tr_id: str) -> Path:
+    """The local folder of a stored TR run (for a URL output_dir, its working copy, fetched); exit 2 naming the fix
+    when output_dir is a URL trbench cannot read."""
+    from trbench.data import store
+    from trbench.data.remote import OutputDirError
+
+    try:
+        return store.open_tr(output_dir, tr_id)
+    except OutputDirError as err:
+        _die(str(err))
+        raise  # _die exits
+
+
+def where(path: Path) -> str:
+    """A path as a person should see it: its URL when it is in the working copy of an object-storage output_dir."""
+    from trbench.data.remote import where as _where
+
+    return _where(path)
+
+
 def _tr_root(output_dir: str, tr_id: str) -> Path:
     """The folder of a stored TR run; exit 2 naming the fix when it holds no data."""
-    from trbench.data.store import tr_dir
-
-    root = tr_dir(output_dir, tr_id)
+    root = _open_tr(output_dir, tr_id)
     if not _has_data(root):
         from trbench.config.smoke import SUFFIX
 
-        smoke_root = tr_dir(output_dir, tr_id + SUFFIX)
+        smoke_root = _open_tr(output_dir, tr_id + SUFFIX)
         hint = f" (a setup check of it is stored as {smoke_root.name!r})" if _has_data(smoke_root) else ""
-        _die(f"no data for tr_id {tr_id!r} under {root}{hint}; fix: check --output-dir and the tr_id")
+        _die(f"no data for tr_id {tr_id!r} under {where(root)}{hint}; fix: check --output-dir and the tr_id")
     return root
 
 
@@ -547,23 +563,21 @@ def report(
     settings that differ are named)."""
     from trbench.report.regression import EXIT_NOTHING_COMPARED, EXIT_REGRESSION, describe, summary_message
     from trbench.report import publish
-    from trbench.data.store import tr_dir
-
     root = _tr_root(output_dir, tr_id)
     baseline_root = None
     if baseline is not None:
-        baseline_root = tr_dir(output_dir, baseline)
+        baseline_root = _open_tr(output_dir, baseline)
         if not _has_data(baseline_root):
-            _die(f"no data for baseline tr_id {baseline!r} under {baseline_root}; fix: check --baseline and "
+            _die(f"no data for baseline tr_id {baseline!r} under {where(baseline_root)}; fix: check --baseline and "
                  "--output-dir")
     files = publish(root, baseline_root=baseline_root, threshold_pct=threshold, html=html)
-    console.print(f"report: {files.markdown}")
+    console.print(f"report: {where(files.markdown)}")
     if files.html:
-        console.print(f"html:   {files.html}")
+        console.print(f"html:   {where(files.html)}")
     if files.plots:
-        console.print(f"plots:  {files.plots[0].parent}/ ({len(files.plots)})")
-    if files.summary_json:
-        console.print(f"data:   {files.summary_json}, {files.summary_csv} (docs/summary.md)")
+        console.print(f"plots:  {where(files.plots[0].parent)}/ ({len(files.plots)})")
+    if files.summary_json and files.summary_csv:
+        console.print(f"data:   {where(files.summary_json)}, {where(files.summary_csv)} (docs/summary.md)")
     result = files.data.regression
     if result is None:
         return
@@ -580,7 +594,12 @@ def report(
 
 
 def _tr_folder(output_dir: str, tr: str) -> Path:
-    """A TR given by tr_id under output_dir, or by the path of its folder."""
+    """A TR given by tr_id under output_dir, or by the path or URL of its folder."""
+    from trbench.data.remote import is_url
+
+    if is_url(tr) and tr.rstrip("/").count("/") > 2:  # scheme://bucket/.../tr_id
+        parent, _, name = tr.rstrip("/").rpartition("/")
+        return _tr_root(parent, name)
     path = Path(tr)
     return path if _has_data(path) else _tr_root(output_dir, tr)
 
@@ -676,17 +695,17 @@ def ensemble(
     """Majority vote over a stored TR's QA answers (docs/qa-scoring.md, "Ensemble vote"), scored
     like a model and added to the TR's results matrix (`trbench report` shows it). Exit codes: 0
     done, 2 bad input."""
-    from trbench.data.store import tr_dir
     from trbench.suites.results import EnsembleError, add_ensemble
 
     names = [m.strip() for m in models.split(",") if m.strip()]
+    root = _open_tr(output_dir, tr_id)
     try:
-        row = add_ensemble(tr_dir(output_dir, tr_id), names)
+        row = add_ensemble(root, names)
     except EnsembleError as err:
         _die(str(err))
     print(f"{row.model}: overall {row.qa.overall:.4f}  value {row.qa.value_accuracy:.4f}  ref {row.qa.ref_overlap:.4f}  "
           f"NA {row.qa.na_recall:.4f}  ({count(row.qa.n, 'question')}, {row.qa.failed} without a vote)")
-    console.print(f"results matrix: {tr_dir(output_dir, tr_id)}/suites/results_matrix.parquet", highlight=False,
+    console.print(f"results matrix: {where(root)}/suites/results_matrix.parquet", highlight=False,
                   soft_wrap=True)
 
 
@@ -711,7 +730,7 @@ def export(
     except ExportError as err:
         _die(str(err))
     if path is not None:
-        console.print(f"{table}: {count(data.num_rows, 'row')}, {count(data.num_columns, 'column')} -> {path}", highlight=False,
+        console.print(f"{table}: {count(data.num_rows, 'row')}, {count(data.num_columns, 'column')} -> {where(path)}", highlight=False,
                       soft_wrap=True)
 
 

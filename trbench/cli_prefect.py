@@ -356,6 +356,7 @@ class RunLog:
             if self._file is not None:
                 self._file.close()
             trbench_logger.propagate = True
+            self._upload()
             return
         root_logger = logging.getLogger()
         if self._file is not None:
@@ -363,3 +364,14 @@ class RunLog:
             self._file.close()
         for handler in self._filtered:
             handler.removeFilter(self._filter)
+        self._upload()
+
+    def _upload(self) -> None:
+        """The closed log, whole, to an object-storage output_dir (a no-op for a local one); a log that does not
+        go up loses no measurement, and says so."""
+        from trbench.data import remote
+
+        try:
+            remote.push(self.path)
+        except Exception as err:  # noqa: BLE001
+            print(f"warning: the run's log was not uploaded: {type(err).__name__}: {err}", file=sys.stderr)

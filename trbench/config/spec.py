@@ -33,6 +33,7 @@ from trbench.config.sections import (
 from trbench.config.servers import FLAT_FIELDS, EmbeddedServer, ExternalServer, Provider, ServerSettings, gather_server, unique
 from trbench.config.spec_file import read_yaml
 from trbench.config.suites_section import QA_MIN_CTX, SuitesSpec
+from trbench.data import remote
 from trbench.data.cells import DEFAULT_HARNESS, Cell, Harness
 
 # the names callers import from here (the sections, the error and the cell live in their own modules)
@@ -98,7 +99,9 @@ class MatrixSpec(_Strict):
                                    "long (waiting for the first one included) is cut: error kind 'stall'")
     load_timeout_s: float = Field(default=300.0, gt=0, description="per server (re)load, start or unload")
     seed: int | None = Field(default=None, description="sampling seed sent with every request; null: none")
-    output_dir: str = Field(default="outputs", description="where each TR run's folder (<tr_id>/) is written")
+    output_dir: str = Field(default="outputs", description="where each TR run's folder (<tr_id>/) is written: a "
+                            "folder, or a URL of object storage (s3://bucket/prefix, gs://, az://, file://; "
+                            "docs/object-storage.md), credentials from the environment, never in the URL")
     single_agent: bool = Field(default=True, description="run the single-agent matrix")
     harness: list[Harness] = Field(default=["python"], min_length=1, description="who sends the requests: trbench's "
                                    "Python client, or the Rust runner (runners/rust, docs/runner-contract.md); "
@@ -142,6 +145,13 @@ class MatrixSpec(_Strict):
             if not m.strip():
                 raise ValueError("model names must not be empty")
         return unique(v)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        if remote.is_url(v) and (problem := remote.url_problem(v)) is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("harness")
     @classmethod

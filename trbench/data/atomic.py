@@ -3,6 +3,7 @@
 Written under a hidden temp name in the same folder, fsynced, renamed over the target, then the
 folder fsynced so that the rename itself survives a power cut. Readers see the old file or the
 new one, never half of one; the dot prefix keeps pyarrow datasets from ever reading the temp file.
+A file of an object-storage output_dir's working copy is then sent whole, in one request (data.remote.push).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from trbench.data import remote
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -30,6 +33,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    remote.push(path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

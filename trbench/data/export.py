@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from trbench.data import store
+from trbench.data import remote, store
 from trbench.data.atomic import write_atomic
 
 Format = Literal["csv", "jsonl"]
@@ -48,7 +48,7 @@ def read_table(root: Path, table: str) -> pa.Table:
     if table not in tables_with_rows(root):
         have = tables_with_rows(root)
         fix = f"one of the tables it has: {', '.join(have)}" if have else "check --output-dir and the tr_id"
-        raise ExportError(f"--table {table}: TR {root.name!r} has no {table} data under {root}; fix: {fix}")
+        raise ExportError(f"--table {table}: TR {root.name!r} has no {table} data under {remote.where(root)}; fix: {fix}")
     return store.read_arrow(root, table, store.table_schema(table).names)
 
 

@@ -26,6 +26,8 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   exports/<table>.csv|jsonl                     `trbench export` of one table (data/export.py)
   logs/<instance>.log                           the output of the servers trbench started (engines/)
 Every file is written by trbench.data.atomic: all or nothing.
+output_dir may be a URL (s3://bucket/prefix ...): the folder above is then a working copy of <url>/<tr_id>/, every
+file sent whole as it is written, the ledger read from the store itself (trbench.data.remote).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from trbench.data import rows
+from trbench.data import remote, rows
 from trbench.data.cells import DEFAULT_HARNESS  # every request before the harness axis was Python's
 from trbench.data.atomic import write_atomic, write_text_atomic
 from trbench.data.environment import Manifest
@@ -86,7 +88,15 @@ def slug(text: str) -> str:
 
 
 def tr_dir(output_dir: str | Path, tr_id: str) -> Path:
-    return Path(output_dir) / tr_id
+    """The local folder of a TR run: under output_dir, or under its working copy when output_dir is a URL."""
+    return (remote.working_copy(str(output_dir)) if remote.is_url(output_dir) else Path(output_dir)) / tr_id
+
+
+def open_tr(output_dir: str | Path, tr_id: str) -> Path:
+    """tr_dir of a stored TR run to read: for a URL, its working copy first made what the store holds."""
+    root = tr_dir(output_dir, tr_id)
+    remote.pull(root)
+    return root
 
 
 def _run_file(root: Path, table: str, model: str, run_id: str) -> Path:
@@ -119,7 +129,10 @@ def write_run(root: Path, run_row: dict, request_rows: list[dict], manifest: Man
 
 
 def finished_run_ids(root: Path, kind: str = "single") -> set[str]:
-    return {p.stem for p in (root / TABLES[kind][1]).glob("model_slug=*/*.parquet")}
+    """The ledger: the runs whose run file exists (for a URL, in the store: pulled first)."""
+    folder = root / TABLES[kind][1]
+    remote.pull(folder)
+    return {p.stem for p in folder.glob("model_slug=*/*.parquet")}
 
 
 # How the reason of a planned run that was never measured opens, and the words its server-down reason
@@ -158,6 +171,7 @@ def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict
 
 
 def finished_suite_run_ids(root: Path) -> set[str]:
+    remote.pull(root / SUITE_TABLE)
     return {p.stem for p in (root / SUITE_TABLE).glob("model_slug=*/*.parquet")}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trbench.config.spec import MatrixSpec
+from trbench.data import remote
 from trbench.measure import metrics
 from trbench.measure.load_metrics import LOAD_DEFINITIONS
 from trbench.report import cross_model
@@ -32,8 +33,8 @@ def reproduce(data: ReportData, tr_root: Path) -> list[str]:
         out.append(f"git checkout {data.setup.commit}")
     out.append("make setup   # README: venv, trbench and the bundled models (make run = setup + the quickstart)")
     out.append(_cli(data.setup.command))
-    output_dir = tr_root.parent
-    flag = "" if output_dir.name == "outputs" else f" --output-dir {output_dir}"
+    url = remote.url_of(tr_root.parent)  # object storage: its URL, not this process's working copy
+    flag = "" if url is None and tr_root.parent.name == "outputs" else f" --output-dir {url or tr_root.parent}"
     out.append(f".venv/bin/trbench report {data.tr_id}{flag}")
     out.append(f".venv/bin/trbench report {data.tr_id}{flag} --baseline OTHER_TR_ID --threshold "
                f"{DEFAULT_THRESHOLD_PCT:g}   # exit code 3 on regressions, 4 when no cell was compared")

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trbench.config.agents import AgentSuiteError, load_agents
-from trbench.config.paths import resolve_path
+from trbench.config.paths import output_root, resolve_path
 from trbench.engines.bundled import BUNDLED_MODELS
 from trbench.config.prompts import PromptSuiteError, load_prompts
 from trbench.config.servers import EmbeddedServer, ExternalServer
 from trbench.config.spec import MatrixSpec, SpecError
+from trbench.data import remote
 from trbench.prose import count
 
 
@@ -168,8 +169,14 @@ def check_api_key(spec: MatrixSpec, source: str) -> None:
 
 
 def check_output_dir(spec: MatrixSpec, source: str) -> None:
-    """output_dir is a folder this process can write, or can be created; its tr_id folder too."""
-    out = resolve_path(spec.output_dir)
+    """output_dir is a folder this process can write, or can be created; its tr_id folder too. A URL of object
+    storage: its bucket can be seen with the credentials at hand."""
+    if remote.is_url(spec.output_dir) and (problem := remote.reach_problem(spec.output_dir)) is not None:
+        what, _, fix = problem.partition("; fix: ")
+        raise _error(source, "output_dir", what, fix)
+    out = output_root(spec.output_dir)
+    if remote.url_of(out) is not None:
+        return  # a working copy of object storage: nothing local to check
     if out.exists() and not out.is_dir():
         raise _error(source, "output_dir", f"{spec.output_dir} is a file, not a folder",
                      "give a folder (it is created when missing)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trbench.config.spec import MatrixSpec
-from trbench.data import failures
+from trbench.data import failures, remote
 from trbench.engines import InstanceError
 from trbench.measure import outliers
 from trbench.report import ReportFiles, compare_tr, publish, regression, render_markdown
@@ -64,7 +64,7 @@ def report_artifacts(steps: Steps, files: ReportFiles) -> None:
     data = files.data
     text = render_markdown(data)
     if files.html is not None:
-        text += f"\n---\n\nHTML report with plots: `{files.html}`\n"
+        text += f"\n---\n\nHTML report with plots: `{remote.where(files.html)}`\n"
     steps.markdown_artifact(f"{data.tr_id}-report", text, f"Technical report {data.tr_id}")
     if data.regression is not None:
         r = data.regression
@@ -153,10 +153,11 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
                        checker) if matrix else None
     causes = ([stop_cause(stopped)] if stopped is not None else []) + problems
     cause = "; ".join(causes) or None
-    runs = runs_outcome(spec, measured.runs, measured.skipped, report, checked, flagged, cause) if matrix else None
+    shown = remote.where(report)  # object storage: the report's URL, not the working copy's path
+    runs = runs_outcome(spec, measured.runs, measured.skipped, shown, checked, flagged, cause) if matrix else None
     load = None
     if spec.load is not None:
-        load = load_outcome(spec, measured.load_steps, measured.load_skipped, report, measured.embeddings)
+        load = load_outcome(spec, measured.load_steps, measured.load_skipped, shown, measured.embeddings)
         if not matrix and cause is not None:
             load = Outcome(completed=False, message=f"{cause}; {load.message}")
     outcome = (joint_outcome(runs, load) if runs is not None or load is not None

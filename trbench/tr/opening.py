@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trbench.config.agents import AgentSuite, load_agents
-from trbench.config.paths import resolve_path
+from trbench.config.paths import output_root, resolve_path
 from trbench.config.prompts import PromptSuite, load_prompts
 from trbench.config.spec import MatrixSpec, load_spec, parse_spec
 from trbench.data import store
@@ -181,4 +181,4 @@ def start_servers(session: TRSession) -> None:
 
 
 def output_dir(spec: MatrixSpec) -> Path:
-    return resolve_path(spec.output_dir)
+    return output_root(spec.output_dir)

@@ -99,7 +99,7 @@ def other_outcome(spec: MatrixSpec, other: dict[str, list], report: Path | str, 
     parts = []
     for name, items in other.items():
         rows = [r for r in items if isinstance(r, dict) and "valid" in r]
-        parts.append(f"{name}: {sum(bool(r['valid']) for r in rows)} of {len(rows)} run(s) valid" if rows
+        parts.append(f"{name}: {sum(bool(r['valid']) for r in rows)} of {count(len(rows), 'run')} valid" if rows
                      else f"{name}: {len(items)} measured")
     msg = f"{spec.tr_id}: " + ("; ".join(parts) or "nothing measured") + f"; report {report}"
     return Outcome(completed=cause is None, message=f"{cause}; {msg}" if cause else msg)

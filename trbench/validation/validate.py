@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from trbench.data import store
+from trbench.data import remote, store
 from trbench.data.cells import multi_key, single_key  # noqa: F401 (re-exported: the expected-run keys)
 from trbench.validation.checks import (
     TableCheck, count_checks, decode_vs_server_pct, ma_run_checks, report_checks, request_checks, run_checks, tr_checks)
@@ -197,7 +197,7 @@ def validate_tr(tr_root: Path, expected_runs: dict[str, int] | None = None, repo
         except Exception:  # noqa: BLE001 (cleanup of an ephemeral context only)
             pass
     success = all(r.success for r in results if r.severity == "error")
-    return ValidationResult(tr_root=str(root), success=success, gx_version=str(gx.__version__),
+    return ValidationResult(tr_root=remote.where(root), success=success, gx_version=str(gx.__version__),
                             elapsed_s=round(time.perf_counter() - t0, 3), results=results, skipped=skipped)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from trbench.config.agents import AgentSuite
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import MatrixSpec
-from trbench.data import store
+from trbench.data import remote, store
 from trbench.data.environment import Manifest
 from trbench.data.failures import InstanceFaults
 from trbench.data.model_facts import ModelFacts
@@ -79,12 +79,17 @@ class TRSession:
             except Exception as err:  # noqa: BLE001 - recorded; the other servers are stopped all the same
                 if first:
                     log.error(self.faults.record("stop", inst.name, err))
+        if first:  # the servers' logs are whole once they stopped: for a URL output_dir, now they go up
+            try:
+                remote.push_tree(self.root / "logs")
+            except Exception as err:  # noqa: BLE001 - a log that did not go up loses no measurement
+                log.warning("the servers' logs were not uploaded: %s: %s", type(err).__name__, err)
 
 
 def open_session(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, output_dir: Path,
                  steps: Steps | None = None, selection: Selection | None = None) -> TRSession:
     """The session of one TR run: its folder under output_dir and its servers, made but not started."""
-    root = store.tr_dir(output_dir, spec.tr_id)
+    root = store.open_tr(output_dir, spec.tr_id)  # for a URL, resuming sees what the store holds
     instances = create_instances(spec.server, root / "logs", spec.instance_count, load_timeout_s=spec.load_timeout_s,
                                  backend=spec.backend)
     return TRSession(spec=spec, prompts=prompts, agents=agents, root=root, instances=instances,

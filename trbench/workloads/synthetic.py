@@ -34,6 +34,7 @@ from trbench.backends.auth import auth_headers
 from trbench.config.spec import MatrixSpec
 from trbench.config.synthetic_section import SyntheticSpec
 from trbench.data import store
+from trbench.prose import count
 from trbench.data.cells import Cell
 from trbench.data.rows import RequestFigures, SynRequestRow, SynRunRow, _ServerRaw
 from trbench.engines import Instance, ollama_api
@@ -252,7 +253,7 @@ def run_row(keys: dict[str, Any], rows: list[dict[str, Any]], started: float, wa
     prompts = [r["prompt_tokens"] for r in ok if r["prompt_tokens"] is not None]
     outputs = [r["output_tokens"] for r in ok if r["output_tokens"] is not None]
     errors = len(measured) - len(ok)
-    reason = None if measured and not errors else f"{errors} of {len(measured)} measured request(s) failed"
+    reason = None if measured and not errors else f"{errors} of {count(len(measured), 'measured request')} failed"
     return SynRunRow(
         **keys, started_at=utc(started), wall_s=wall_s, n_requests=len(measured), n_warmup=len(rows) - len(measured),
         n_ok=len(ok), n_errors=errors, n_stopped_early=len(ok) - len(full), n_input_off=len(off),
@@ -425,11 +426,11 @@ def report_part(root: Path) -> ReportPart | None:
         "lengths are the server's own counts (the prompt less the depth).",
     ]
     if not marked.empty:
-        notes.append(f"{len(marked)} run(s) got a prompt length other than asked: "
+        notes.append(f"{count(len(marked), 'run')} got a prompt length other than asked: "
                      + ", ".join(sorted(marked["run_id"].astype(str))) + ".")
     early = int(requests["stopped_early"].fillna(False).astype(bool).sum())
     if early:
-        notes.append(f"{early} request(s) stopped before their asked output length (the server cannot be made to "
+        notes.append(f"{count(early, 'request')} stopped before their asked output length (the server cannot be made to "
                      "ignore end-of-sequence): counted in 'stopped early' and left out of the decode rates.")
     if not rows:
         notes.append("No measured request answered ok.")
