@@ -24,6 +24,8 @@ QuestionStatistic = Literal["median", "mean", "p90", "p95", "p99", "min", "max",
 # (a figure with no better way, such as output tokens, is not askable: it has no leader)
 ASKABLE: dict[str, dict[SummaryWorkload, Better]] = {
     "decode_tps": {"single_agent": "higher"},
+    "prefill_tps": {"single_agent": "higher", "load": "higher"},
+    "prefill_tps_client": {"single_agent": "higher", "load": "higher"},
     "ttft_cold_ms": {"single_agent": "lower"},
     "ttft_cached_ms": {"single_agent": "lower"},
     "e2e_ms": {"single_agent": "lower", "load": "lower"},
