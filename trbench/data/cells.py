@@ -4,6 +4,7 @@ flags match on, the columns that name a config, and which attempt of a run count
   label   gpu{num_gpu}_ctx{num_ctx}_temp{temperature:g}       e.g. gpu80_ctx2048_temp1
           [_<server settings>] when the grid sets any              e.g. gpu80_ctx2048_temp1_fa1_kvq8_0
   key     single-agent model|num_gpu|num_ctx|temperature      e.g. llama3:8b|80|2048|1
+          [|<server settings>] when the grid sets any         e.g. llama3:8b|80|2048|1|fa1_kvq8_0
           multi-agent  model|scenario                         e.g. llama3:8b|chimera_homo
           a harness other than python adds |<harness>         e.g. llama3:8b|chimera_homo|rust
           (so the keys of TR runs from before the harness axis, all python, stay as they were)
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # the spec imports this module: no pandas import on `trbench 
     import pandas as pd
 
 # the harness is part of a config: a cell measured by two harnesses is two configs, never pooled
-SINGLE_CONFIG_COLUMNS = ["model", "num_gpu", "num_ctx", "temperature", "harness"]
+SINGLE_CONFIG_COLUMNS = ["model", "num_gpu", "num_ctx", "temperature", "server_settings", "harness"]
 MULTI_CONFIG_COLUMNS = ["model", "scenario", "harness"]
 Harness = Literal["python", "rust"]
 HARNESSES: tuple[str, ...] = typing.get_args(Harness)
@@ -79,18 +80,19 @@ def parse_config_label(label: str) -> tuple[int, int, float] | None:
     return (int(m.group(1)), int(m.group(2)), float(m.group(3))) if m and not m.group(4) else None
 
 
-def label_settings(label: str) -> str:
-    """The server-settings part of a label ('' when it has none)."""
+def parse_label_settings(label: str) -> tuple[int, int, float, str] | None:
+    """(num_gpu, num_ctx, temperature, server settings ('' for none)) of any config label; None for anything else."""
     m = _LABEL.match(label) if isinstance(label, str) else None
-    return (m.group(4) or "") if m else ""
+    return (int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4) or "") if m else None
 
 
 def _harness_suffix(harness: Any) -> str:
     return "" if _missing(harness) or harness == DEFAULT_HARNESS else f"|{harness}"
 
 
-def single_key(model: str, num_gpu: Any, num_ctx: Any, temperature: Any, harness: Any = DEFAULT_HARNESS,
-               settings: Any = None) -> str:
+def single_key(model: str, num_gpu: Any, num_ctx: Any, temperature: Any, settings: Any = "",
+               harness: Any = DEFAULT_HARNESS) -> str:
+    """In SINGLE_CONFIG_COLUMNS' order; settings: settings_text ('' or null: none, and no part in the key)."""
     return (f"{model}|{_int_text(num_gpu)}|{_int_text(num_ctx)}|{_float_text(temperature)}"
             f"{'' if _missing(settings) or not settings else f'|{settings}'}{_harness_suffix(harness)}")
 
@@ -106,15 +108,22 @@ def split_harness(key: str) -> tuple[str, str]:
 
 
 def with_harness(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame with its harness column: frames built without one (before the axis) are python."""
-    return frame if "harness" in frame.columns else frame.assign(harness=DEFAULT_HARNESS)
+    """A frame with its harness and server_settings columns: frames built without them (before those
+    axes) are python, with no server setting ('')."""
+    if "harness" not in frame.columns:
+        frame = frame.assign(harness=DEFAULT_HARNESS)
+    if "server_settings" not in frame.columns:
+        frame = frame.assign(server_settings="")
+    elif frame["server_settings"].isna().any():
+        frame = frame.assign(server_settings=frame["server_settings"].fillna(""))
+    return frame
 
 
 def latest_attempts(runs: pd.DataFrame, config: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(counted, superseded): per config x run_index only the highest attempt counts."""
     if runs.empty:
         return runs, runs
-    runs = with_harness(runs) if "harness" in config else runs
+    runs = with_harness(runs) if "harness" in config or "server_settings" in config else runs
     top = runs.groupby([*config, "run_index"], dropna=False)["attempt"].transform("max")
     return runs[runs["attempt"] == top], runs[runs["attempt"] != top]
 

@@ -22,11 +22,12 @@ from trbench.data.rows import CACHE_STATES
 REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
                    "is_warmup", "status", "cache_target", "cache_state", "answer_check", "ttft_ms", "e2e_ms",
                    "decode_tps", "decode_tps_client", "cached_tokens", "error_kind", "error_message", "harness",
-                   "client_cpu_s"]
+                   "client_cpu_s", "server_settings"]
 # what the report reads of each run row (a run table has some 75 columns, read per file: 1,600 run files
 # cost seconds read whole); a column missing here is a KeyError, never a silent gap
 RUN_COLUMNS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "instance", "instance_url", "num_gpu",
-               "num_ctx", "temperature", "ttft_mode", "prompt_style", "run_index", "harness", "started_at", "n_requests",
+               "num_ctx", "temperature", "server_settings", "ttft_mode", "prompt_style", "run_index", "harness",
+               "started_at", "n_requests",
                "n_warmup", "valid", "invalid_reason", "decode_tps_mean", "decode_tps_p50", "decode_tps_p95",
                *[f"ttft_{st}_ms_p50" for st in CACHE_STATES], "energy_j", "tokens_per_j", "tokens_per_dollar",
                "gpu_mem_used_mib_max"]
@@ -34,7 +35,7 @@ _CODED = ["model", "status", "cache_target", "cache_state", "answer_check", "har
 _FLOATS = ["ttft_ms", "e2e_ms", "decode_tps", "decode_tps_client", "cached_tokens", "temperature", "client_cpu_s"]
 _INTS = ["num_gpu", "num_ctx", "run_index", "attempt", "request_index"]
 FAILED_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
-                  "is_warmup", "error_kind", "error_message", "harness"]
+                  "is_warmup", "error_kind", "error_message", "harness", "server_settings"]
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:

@@ -177,6 +177,7 @@ def _keys(settings: RunSettings, plan: RunPlan) -> dict:
         "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
         "temperature": c.temperature, "ttft_mode": settings.ttft, "prompt_style": plan.prompt_style,
         "run_index": plan.run_index, "fallback_from": plan.fallback_from, "harness": plan.harness,
+        "server_settings": c.settings_text,
     }
 
 
