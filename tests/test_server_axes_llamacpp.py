@@ -57,3 +57,26 @@ def test_kv_type_by_flash_attention_grid_starts_each_cell_with_its_settings_and_
     f16, q8_k, _, q8_kv = (mib for *_, mib, _ in seen)
     assert q8_kv == pytest.approx(f16 * 34 / 64, rel=0.02)  # q8_0: 34 bytes per 32 values against 64
     assert f16 > q8_k > q8_kv
+
+
+def test_a_tr_over_the_grid_records_each_cell_with_its_settings_and_labels_them(prefect_api, tmp_path, free_ports):
+    import pyarrow.dataset as ds
+
+    from flows.tr import tr
+    from trbench.report.build import build_report
+
+    (port,) = free_ports(1)
+    spec = {"tr_id": "axestr", "models": [MODEL], "ports": [port], "grid": {
+        "num_ctx": [512], "kv_cache_type": ["f16", "q8_0"], "flash_attention": [False, True]},
+        "runs": 1, "requests_per_run": 1, "warmup_requests": 0, "max_tokens": 4, "seed": 1, "ttft": "cold",
+        "server": {"threads": 1}, "telemetry": {"enabled": False}}
+    state = tr(spec=spec, output_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    runs = ds.dataset(tmp_path / "axestr" / "runs", partitioning="hive").to_table().to_pandas()
+    assert sorted(runs["server_settings"]) == ["fa0_kvf16", "fa0_kvq8_0", "fa1_kvf16", "fa1_kvq8_0"]
+    assert runs["valid"].all() and runs["cell_hash"].nunique() == 4
+    labels = sorted(c.config.label for c in build_report(tmp_path / "axestr").cells)
+    assert labels == [f"gpu0_ctx512_temp0.8_{s}" for s in ("fa0_kvf16", "fa0_kvq8_0", "fa1_kvf16", "fa1_kvq8_0")]
+    log = (tmp_path / "axestr" / "logs").rglob("embedded-0.log")
+    kv = [(k["k_type"], k["v_type"]) for path in log for k in kv_cache_log(path)]
+    assert kv == [("f16", "f16"), ("q8_0", "f16"), ("f16", "f16"), ("q8_0", "q8_0")]  # one start per cell

@@ -25,7 +25,7 @@ from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow
 from trbench.data.store import slug
-from trbench.engines import Instance, ollama_api
+from trbench.engines import Instance, ollama_api, tuning
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
@@ -177,7 +177,8 @@ def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
     inst.prepare(plan.cell)
     if backend_kind(spec.backend).loads_per_request:
         cell = plan.cell
-        ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu},
+        ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu,
+                                                        **tuning.ollama_options(cell)},
                         spec.load_timeout_s, api_key_env=inst.api_key_env)
 
 
