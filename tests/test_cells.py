@@ -75,4 +75,4 @@ def test_server_settings_join_the_label_key_and_hash_only_when_the_grid_sets_the
     assert [c.server_key for c in cells][0] == cells[1].server_key != cells[2].server_key
     assert len({spec.cell_hash(c, "d") for c in cells}) == 4
     assert single_key("m", 0, 512, 0.1, settings="fa1") == "m|0|512|0.1|fa1"
-    assert single_key("m", 0, 512, 0.1, "fa1", "rust") == "m|0|512|0.1|fa1|rust"
+    assert single_key("m", 0, 512, 0.1, "rust", "fa1") == "m|0|512|0.1|fa1|rust"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the spec imports this module: no pandas import on `trbench 
     import pandas as pd
 
 # the harness is part of a config: a cell measured by two harnesses is two configs, never pooled
-SINGLE_CONFIG_COLUMNS = ["model", "num_gpu", "num_ctx", "temperature", "server_settings", "harness"]
+SINGLE_CONFIG_COLUMNS = ["model", "num_gpu", "num_ctx", "temperature", "harness", "server_settings"]
 MULTI_CONFIG_COLUMNS = ["model", "scenario", "harness"]
 Harness = Literal["python", "rust"]
 HARNESSES: tuple[str, ...] = typing.get_args(Harness)
@@ -90,8 +90,8 @@ def _harness_suffix(harness: Any) -> str:
     return "" if _missing(harness) or harness == DEFAULT_HARNESS else f"|{harness}"
 
 
-def single_key(model: str, num_gpu: Any, num_ctx: Any, temperature: Any, settings: Any = "",
-               harness: Any = DEFAULT_HARNESS) -> str:
+def single_key(model: str, num_gpu: Any, num_ctx: Any, temperature: Any, harness: Any = DEFAULT_HARNESS,
+               settings: Any = "") -> str:
     """In SINGLE_CONFIG_COLUMNS' order; settings: settings_text ('' or null: none, and no part in the key)."""
     return (f"{model}|{_int_text(num_gpu)}|{_int_text(num_ctx)}|{_float_text(temperature)}"
             f"{'' if _missing(settings) or not settings else f'|{settings}'}{_harness_suffix(harness)}")

@@ -138,8 +138,8 @@ def config_key(kind: str, row: dict) -> str:
     harness = row.get("harness", DEFAULT_HARNESS)
     if kind == "multi":
         return multi_key(row["model"], row["scenario"], harness)
-    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"], row.get("server_settings"),
-                      harness)
+    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"], harness,
+                      row.get("server_settings"))
 
 
 def counted_runs(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:

@@ -38,7 +38,7 @@ def expected_runs_for(spec) -> dict[str, int]:
     for h in spec.harness:
         if spec.single_agent:
             for c in spec.cells():
-                out[single_key(c.model, c.num_gpu, c.num_ctx, c.temperature, c.settings_text, h)] = spec.runs
+                out[single_key(c.model, c.num_gpu, c.num_ctx, c.temperature, h, c.settings_text)] = spec.runs
         if spec.multi_agent:
             for m in spec.multi_agent_models:
                 for s in spec.multi_agent.scenarios:
@@ -81,7 +81,8 @@ def _counted_as(runs: pd.DataFrame, own: pd.Series) -> pd.Series:
     for i, (model, label, harness) in enumerate(zip(runs["model"], runs["fallback_from"], harnesses)):
         parsed = parse_label_settings(label)
         if parsed:
-            out.iloc[i] = single_key(model, *parsed, harness)
+            g, c, t, settings = parsed
+            out.iloc[i] = single_key(model, g, c, t, harness, settings)
     return out
 
 
