@@ -157,7 +157,8 @@ def run_tables(k: _Constant, tr_id: str, model_i: int, config_i: int, run_index:
     keys = {"tr_id": tr_id, "run_id": run_id, "attempt": attempt, "cell_hash": f"hash-{model_i}-{config_i}",
             "model": model, "provider": "external", "backend": "openai", "instance": "external-0",
             "instance_url": "http://127.0.0.1:1", "num_gpu": g, "num_ctx": c, "temperature": t, "ttft_mode": "both",
-            "prompt_style": "chat", "run_index": run_index, "harness": "python"}
+            "prompt_style": "chat", "run_index": run_index, "harness": "python",
+            "server_settings": ""}
     cols = {name: pa.array([v] * n, store.REQUEST_SCHEMA.field(name).type) for name, v in keys.items()}
     cols.update({
         "request_index": k.request_index, "is_warmup": k.is_warmup, "prompt_id": k.prompt_id,

@@ -50,7 +50,8 @@ class NextAttempts(Selection):
     rerun = True
 
     def __init__(self, flagged: list[outliers.FlaggedConfig]) -> None:
-        self.cells = {(f.model, f.num_gpu, f.num_ctx, f.temperature, f.harness) for f in flagged if f.kind == "single"}
+        self.cells = {(f.model, f.num_gpu, f.num_ctx, f.temperature, f.server_settings, f.harness)
+                      for f in flagged if f.kind == "single"}
         self.scenarios = {(f.model, f.scenario, f.harness) for f in flagged if f.kind == "multi"}
 
     def single(self, plans: list[RunPlan], root: Path) -> list[RunPlan]:
@@ -59,7 +60,7 @@ class NextAttempts(Selection):
         for cell_hash in dict.fromkeys(p.cell_hash for p in plans):
             group = [p for p in plans if p.cell_hash == cell_hash]
             c = group[0].cell
-            if (c.model, c.num_gpu, c.num_ctx, c.temperature, group[0].harness) in self.cells:
+            if (c.model, c.num_gpu, c.num_ctx, c.temperature, c.settings_text, group[0].harness) in self.cells:
                 todo += attempt_plans(group, runs[runs["cell_hash"] == cell_hash])
         return todo
 

@@ -26,6 +26,8 @@ _KEYS = [
     ("run_index", pa.int32()),
     # added with the harness axis: files written before lack it and read back as python
     ("harness", pa.string()),
+    # added with the server-setting axes: files written before lack it and read back as ''
+    ("server_settings", pa.string()),
 ]
 
 REQUEST_SCHEMA = pa.schema(

@@ -56,3 +56,23 @@ def test_only_the_latest_attempt_counts() -> None:
     assert list(superseded["attempt"]) == [1] and list(superseded["run_index"]) == [0]
     empty = runs.iloc[0:0]
     assert latest_attempts(empty, SINGLE_CONFIG_COLUMNS)[0].empty
+
+
+def test_server_settings_join_the_label_key_and_hash_only_when_the_grid_sets_them() -> None:
+    from trbench.config.spec import parse_spec
+
+    plain = parse_spec({"tr_id": "x", "models": ["smollm2:135m"]})
+    # the hash of a cell without server settings, as trbench computed it before they existed
+    assert plain.cell_hash(plain.cells()[0], "d") == "43df59b755a75f7e"
+    spec = parse_spec({"tr_id": "t", "models": ["m"], "grid": {
+        "flash_attention": [False, True], "kv_cache_type": ["q8_0"], "batch_size": [256], "ubatch_size": [128],
+        "threads": [2], "slots": [4], "temperature": [0.1, 0.2]}})
+    cells = spec.cells()
+    assert [c.label for c in cells] == [f"gpu0_ctx512_temp{t}_fa{f}_kvq8_0_b256_ub128_t2_s4"
+                                        for f in (0, 1) for t in (0.1, 0.2)]
+    assert parse_config_label(cells[0].label) is None  # a label with settings is not the three axes alone
+    # temperature is per request: the two server configurations stay two groups, in order
+    assert [c.server_key for c in cells][0] == cells[1].server_key != cells[2].server_key
+    assert len({spec.cell_hash(c, "d") for c in cells}) == 4
+    assert single_key("m", 0, 512, 0.1, settings="fa1") == "m|0|512|0.1|fa1"
+    assert single_key("m", 0, 512, 0.1, "rust", "fa1") == "m|0|512|0.1|fa1|rust"

@@ -141,7 +141,7 @@ def test_the_recorded_manifest_is_typed() -> None:
     assert m.hardware is not None and m.hardware.gpus[0].describe() == "NVIDIA H100 80GB HBM3 (81559 MiB)"
     assert m.instances[0].concurrency == {"slots": 1} and m.git is not None and m.git.dirty is False
     downgrade, unchecked = m.vram_budget
-    assert (downgrade.action, downgrade.to_num_gpu, downgrade.server_key) == ("downgrade", 21, ("qwen2.5:7b", 80, 1024))
+    assert (downgrade.action, downgrade.to_num_gpu, downgrade.server_key) == ("downgrade", 21, ("qwen2.5:7b", 80, 1024, ""))
     assert unchecked.estimate_gib is None and "formula" not in unchecked.recorded()
     assert m.spec is not None and m.spec["tr_id"] == "fixture"
 

@@ -198,7 +198,7 @@ def test_flagged_configs_for_rerunning(flags):
     a = configs[1]
     assert a.model_dump() == {"kind": "single", "config": "a|0|512|0.8", "model": "a", "harness": "python",
                               "scenario": None, "num_gpu": 0, "num_ctx": 512, "temperature": 0.8,
-                              "cell_hash": "h-a-512", "metrics": ["decode_tps_mean"], "run_ids": ["a_ctx512_r04_a1"],
+                              "server_settings": "", "cell_hash": "h-a-512", "metrics": ["decode_tps_mean"], "run_ids": ["a_ctx512_r04_a1"],
                               "run_indexes": [4]}
     assert configs[0].scenario == "chimera_homo" and configs[0].metrics == ["speedup"]
     assert configs[0].num_gpu is None and configs[0].temperature is None

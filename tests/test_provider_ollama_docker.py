@@ -300,3 +300,35 @@ def test_fake_docker_num_parallel_and_max_queue_reach_ollama_in_the_container(en
     (inside,) = engine.container(inst.container_id).ollama
     assert (inside.num_parallel, inside.max_queue) == (3, 9)
     assert inst.concurrency == {"num_parallel": 3, "max_queue": 9}
+
+
+def test_fake_docker_grid_server_settings_restart_the_container_with_its_env_and_request_ones_go_as_options(
+        engine, started):
+    # flash attention, KV cache type and slots are Ollama server environment: a change starts a new
+    # container with it; batch size and threads are request options: no restart
+    spec = make_spec(grid={"flash_attention": [False, True], "kv_cache_type": ["q8_0"], "slots": [2],
+                           "batch_size": [128], "threads": [3]})
+    off, on = spec.cells()
+    inst = container_instance("ollama-docker-0", spec, free_port(), None)
+    started.append(inst)
+    inst.start()
+    assert inst.prepare(off) is not None
+    env = dict(e.split("=", 1) for e in engine.create_bodies[-1]["Env"])
+    assert (env["OLLAMA_FLASH_ATTENTION"], env["OLLAMA_KV_CACHE_TYPE"], env["OLLAMA_NUM_PARALLEL"]) == ("0", "q8_0", "2")
+    assert inst.prepare(off) is None  # the same server settings: the same container
+    assert inst.prepare(on) is not None
+    env = dict(e.split("=", 1) for e in engine.create_bodies[-1]["Env"])
+    assert env["OLLAMA_FLASH_ATTENTION"] == "1" and len(engine.create_bodies) == 3
+    assert inst.concurrency["num_parallel"] == 2
+    client = OllamaClient(inst.url, timeout_s=10)
+    try:
+        from trbench.run.single import generation_request
+
+        ex = client.chat(generation_request(DEFAULT_MODEL, [{"role": "user", "content": "Hi"}], "chat", on, 4, None))
+    finally:
+        client.close()
+    assert ex.status == "ok", ex.error_message
+    (server,) = engine.container(inst.container_id).ollama
+    assert server.num_parallel == 2
+    opts = server.last_options()
+    assert (opts["num_batch"], opts["num_thread"]) == (128, 3)

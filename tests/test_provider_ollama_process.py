@@ -325,3 +325,20 @@ def test_fake_ollama_cli_gets_num_parallel_and_max_queue_from_the_spec(records, 
     env = read_record(records, port)["env"]
     assert (env["OLLAMA_NUM_PARALLEL"], env["OLLAMA_MAX_QUEUE"]) == ("2", "5")
     assert inst.concurrency == {"num_parallel": 2, "max_queue": 5}
+
+
+def test_fake_ollama_cli_grid_server_settings_reach_the_serve_environment(records, started, free_ports, tmp_path):
+    # a cell's flash attention, KV cache type and slots: `ollama serve` restarted with them
+    (port,) = free_ports(1)
+    spec = make_spec(grid={"flash_attention": [True], "kv_cache_type": ["q4_0"], "slots": [4]})
+    inst = process_instance("ollama-process-0", spec, port, None, tmp_path)
+    started.append(inst)
+    inst.start()
+    first = read_record(records, port)
+    assert first["env"]["OLLAMA_FLASH_ATTENTION"] is None and first["env"]["OLLAMA_NUM_PARALLEL"] == "1"
+    (records / f"serve-{port}.json").unlink()
+    (cell,) = spec.cells()
+    assert inst.prepare(cell) is not None
+    env = read_record(records, port)["env"]
+    assert (env["OLLAMA_FLASH_ATTENTION"], env["OLLAMA_KV_CACHE_TYPE"], env["OLLAMA_NUM_PARALLEL"]) == ("1", "q4_0", "4")
+    assert inst.prepare(cell) is None and inst.concurrency["num_parallel"] == 4

@@ -125,3 +125,21 @@ def test_flat_server_fields_of_earlier_specs_are_mapped_into_the_section():
     assert parse_spec({**GOOD, "server": {"threads": 3}}).with_overrides(runs=5).server.threads == 3
     # the flow's `ports` override (a flat name) lands in the section, over what the spec gave there
     assert parse_spec({**GOOD, "server": {"ports": [18500, 18501]}}).with_overrides(ports=[18600]).instance_ports == [18600]
+
+
+@pytest.mark.parametrize(("grid", "extra", "field", "fix"), [
+    ({"kv_cache_type": ["q5_1"]}, {}, "grid.kv_cache_type", "one of the values"),
+    ({"kv_cache_type": ["q8_0"]}, {}, "grid.kv_cache_type", "add flash_attention"),
+    ({"flash_attention": ["maybe"]}, {}, "grid.flash_attention", "fix:"),
+    ({"batch_size": [0]}, {}, "grid.batch_size", "fix:"),
+    ({"batch_size": [128], "ubatch_size": [512]}, {}, "grid.ubatch_size", "<= every batch_size"),
+    ({"slots": [0]}, {}, "grid.slots", "fix:"),
+    ({"ubatch_size": [128]}, {"provider": "ollama-docker", "backend": "ollama"}, "grid.ubatch_size", "provider embedded"),
+    ({"threads": [2]}, {"provider": "external", "server": {"urls": ["http://127.0.0.1:1"]}}, "grid.threads",
+     "provider embedded"),
+])
+def test_server_setting_axes_fail_in_one_line_naming_the_field_and_the_fix(grid, extra, field, fix) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({"tr_id": "t", "models": ["m"], "grid": grid, **extra})
+    message = str(err.value)
+    assert "\n" not in message and f"'{field}" in message and fix in message and "fix:" in message

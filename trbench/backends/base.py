@@ -42,6 +42,8 @@ class ChatRequest(BaseModel):
     max_tokens: int
     num_ctx: int | None = None
     num_gpu: int | None = None
+    num_batch: int | None = None  # Ollama's per-request batch size; None: the server's
+    num_thread: int | None = None  # Ollama's per-request CPU threads; None: the server's
     seed: int | None = None
     cache_prompt: bool = True
     json_mode: bool = False  # ask the server for one JSON value (OpenAI response_format, Ollama format)

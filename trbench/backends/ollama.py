@@ -25,6 +25,10 @@ class OllamaClient(HttpClient):
             options["num_ctx"] = req.num_ctx
         if req.num_gpu is not None:
             options["num_gpu"] = req.num_gpu
+        if req.num_batch is not None:
+            options["num_batch"] = req.num_batch
+        if req.num_thread is not None:
+            options["num_thread"] = req.num_thread
         if req.seed is not None:
             options["seed"] = req.seed
         fmt = JSON_MODE if req.json_mode else {}

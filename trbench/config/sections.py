@@ -4,16 +4,22 @@ the layer that runs a section takes the section, not the whole spec."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trbench.config.servers import unique
+from trbench.data.cells import KvCacheType
 
 
 class _Strict(BaseModel):
     # allow_inf_nan: a NaN passes every range check (each comparison is False), .inf most of them
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# the grid's server-setting axes (trbench/engines/tuning.py says how each reaches each server)
+SERVER_AXES = ("flash_attention", "kv_cache_type", "batch_size", "ubatch_size", "threads", "slots")
 
 
 class Grid(_Strict):
@@ -22,6 +28,48 @@ class Grid(_Strict):
     num_gpu: list[int] = Field(default=[0], min_length=1, description="GPU layers (Ollama num_gpu, llama.cpp -ngl)")
     num_ctx: list[int] = Field(default=[512], min_length=1, description="context size in tokens")
     temperature: list[float] = Field(default=[0.8], min_length=1, description="sampling temperature")
+    # Server settings: left out, the server keeps its own default, and the cell's label, key and hash are
+    # as before these axes existed. A change of a server-level one between cells restarts the server.
+    flash_attention: list[bool] | None = Field(default=None, min_length=1, description="flash attention on/off "
+                                               "(llama.cpp flash_attn, OLLAMA_FLASH_ATTENTION); null: the server's default")
+    kv_cache_type: list[KvCacheType] | None = Field(
+        default=None, min_length=1, description="KV cache element type of K and V: f16, q8_0 or q4_0 (llama.cpp "
+        "cache_type_k/v, OLLAMA_KV_CACHE_TYPE). A quantized V cache needs flash attention: with flash_attention "
+        "off llama.cpp quantizes K only, Ollama neither; null: f16")
+    batch_size: list[int] | None = Field(default=None, min_length=1, description="logical batch in tokens "
+                                         "(llama.cpp n_batch, Ollama num_batch per request); null: the server's default")
+    ubatch_size: list[int] | None = Field(default=None, min_length=1, description="physical micro-batch in tokens "
+                                          "(llama.cpp n_ubatch; embedded engine only); null: the server's default")
+    threads: list[int] | None = Field(default=None, min_length=1, description="CPU threads (llama.cpp n_threads, "
+                                      "Ollama num_thread per request); null: server.threads or the server's default")
+    slots: list[int] | None = Field(default=None, min_length=1, description="requests the server decodes at once "
+                                    "(llama.cpp n_parallel, OLLAMA_NUM_PARALLEL); null: server.slots / "
+                                    "server.num_parallel")
+
+    @field_validator("flash_attention", "kv_cache_type")
+    @classmethod
+    def _distinct(cls, v: list | None) -> list | None:
+        return unique(v) if v is not None else v
+
+    @field_validator("batch_size", "ubatch_size")
+    @classmethod
+    def _batch(cls, v: list[int] | None) -> list[int] | None:
+        return _each_within(v, 1, 65_536, "batch sizes must be 1..65536 tokens") if v is not None else v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: list[int] | None) -> list[int] | None:
+        return _each_within(v, 1, 512, "threads must be 1..512") if v is not None else v
+
+    @field_validator("slots")
+    @classmethod
+    def _slots(cls, v: list[int] | None) -> list[int] | None:
+        return _each_within(v, 1, 256, "slots must be 1..256") if v is not None else v
+
+    def server_settings(self) -> list[dict]:
+        """Every combination of the server-setting axes the grid gives ([{}] when it gives none)."""
+        axes = {k: getattr(self, k) for k in SERVER_AXES if getattr(self, k) is not None}
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
     @field_validator("num_gpu")
     @classmethod

@@ -22,7 +22,7 @@ def smoke_spec(spec: MatrixSpec) -> MatrixSpec:
         tr_id=(spec.tr_id[: 64 - len(SUFFIX)] + SUFFIX) if not spec.tr_id.endswith(SUFFIX) else spec.tr_id,
         runs=RUNS, requests_per_run=REQUESTS, warmup_requests=0, min_ok_requests=None, ttft="cold",
         max_tokens=min(spec.max_tokens, MAX_TOKENS), baseline_tr_id=None, oom_fallback=[],
-        grid={k: v[:1] for k, v in grid.items()},
+        grid={k: v[:1] if v is not None else None for k, v in grid.items()},
     )
     data.update(multi_agent=None, single_agent=True, load=None)  # load mode: a run of its own, not a setup check
     # the report of a setup check must never read as the real TR's: its own title, objective and stamp

@@ -25,6 +25,7 @@ from trbench.config.sections import (
     Grid,
     MultiAgentSpec,
     OptionSet,
+    SERVER_AXES,
     OutlierRule,
     Scenario,
     TelemetrySpec,
@@ -180,6 +181,7 @@ class MatrixSpec(_Strict):
             if rung.num_gpu is None and rung.num_ctx is None:
                 raise FieldRule(f"oom_fallback.{i}", f"oom_fallback[{i}] lowers nothing; fix: give num_gpu and/or num_ctx")
         self._check_suites()
+        self._check_server_axes()
         self._keep_mock_apart()
         if not self.single_agent and ma is None and self.load is None and self.synthetic is None:
             raise FieldRule("single_agent", "single_agent is false and there is no multi_agent, load or synthetic "
@@ -205,6 +207,28 @@ class MatrixSpec(_Strict):
             raise FieldRule("synthetic.depth", f"depth + prompt_tokens + output_tokens reach {syn.longest()} tokens, "
                             f"over grid.num_ctx {ctx}; fix: raise grid.num_ctx to at least {syn.longest()}, or "
                             "shorten the lengths")
+
+    def _check_server_axes(self) -> None:
+        """Server settings only where trbench starts the server and can set them."""
+        given = [a for a in SERVER_AXES if getattr(self.grid, a) is not None]
+        if not given:
+            return
+        if self.provider in ("external", "mock"):
+            raise FieldRule(f"grid.{given[0]}", f"grid.{given[0]} is a server setting, and provider {self.provider!r} "
+                            "runs servers trbench does not configure; fix: remove it, or use provider embedded, "
+                            "ollama-docker or ollama-process")
+        if self.provider.startswith("ollama") and self.grid.ubatch_size is not None:
+            raise FieldRule("grid.ubatch_size", "Ollama has no micro-batch setting (only num_batch); fix: remove "
+                            "grid.ubatch_size, or use provider embedded")
+        kv = self.grid.kv_cache_type or []
+        if any(t != "f16" for t in kv) and self.grid.flash_attention is None:
+            raise FieldRule("grid.kv_cache_type", f"a quantized KV cache ({', '.join(t for t in kv if t != 'f16')}) "
+                            "quantizes V only with flash attention on, and grid.flash_attention leaves it to the "
+                            "server; fix: add flash_attention: [true] (or [false, true] to compare)")
+        ub, b = self.grid.ubatch_size, self.grid.batch_size
+        if ub and b and max(ub) > min(b):
+            raise FieldRule("grid.ubatch_size", f"ubatch_size {max(ub)} exceeds batch_size {min(b)}: the micro-batch "
+                            "is a part of the batch; fix: keep every ubatch_size <= every batch_size")
 
     def _keep_mock_apart(self) -> None:
         """A mock TR (canned answers, no model) never shares a folder, a resume or a baseline with a
@@ -301,11 +325,12 @@ class MatrixSpec(_Strict):
         return ["cold", "cached"] if self.ttft == "both" else [self.ttft]
 
     def cells(self) -> list[Cell]:
-        """Cells ordered so that server reloads are fewest: by model, then GPU layers, then context."""
+        """Cells ordered so that server reloads are fewest: by model, then GPU layers, then context, then
+        server settings; temperature, per request, varies fastest."""
         return [
-            Cell(model=m, num_gpu=g, num_ctx=c, temperature=t)
-            for m, g, c, t in itertools.product(
-                self.models, self.grid.num_gpu, self.grid.num_ctx, self.grid.temperature
+            Cell(model=m, num_gpu=g, num_ctx=c, temperature=t, **settings)
+            for m, g, c, settings, t in itertools.product(
+                self.models, self.grid.num_gpu, self.grid.num_ctx, self.grid.server_settings(), self.grid.temperature
             )
         ]
 
@@ -319,7 +344,7 @@ class MatrixSpec(_Strict):
         """Content hash of everything that shapes one cell's measurement (not its run count),
         so the same cell in two TR runs can be compared."""
         payload = {
-            "cell": cell.model_dump(),
+            "cell": cell.model_dump(exclude_none=True),  # settings left out: the hash of the cell before them
             "backend": self.backend,
             "provider": self.provider,
             "max_tokens": self.max_tokens,

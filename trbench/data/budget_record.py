@@ -15,6 +15,7 @@ class BudgetRecord(Recorded):
     model: str = "?"
     num_gpu: int | None = None
     num_ctx: int | None = None
+    settings: str = ""  # the cell's server settings (cells.settings_text; '' in records from before them)
     action: str = "?"  # run | downgrade | skip (BudgetDecision.action); a string, as older records hold it
     reason: str = ""
     estimate_gib: float | None = None
@@ -24,6 +25,6 @@ class BudgetRecord(Recorded):
     free_mib: float | None = None
 
     @property
-    def server_key(self) -> tuple[str, int | None, int | None]:
-        """As Cell.server_key: the configuration a server loads."""
-        return self.model, self.num_gpu, self.num_ctx
+    def server_key(self) -> tuple[str, int | None, int | None, str]:
+        """As Cell.budget_key: the configuration a server loads."""
+        return self.model, self.num_gpu, self.num_ctx, self.settings

@@ -141,7 +141,7 @@ def read_fallbacks(root: Path) -> pd.DataFrame:
 
 
 def _label(row) -> str:
-    return config_label(row.num_gpu, row.num_ctx, row.temperature)
+    return config_label(row.num_gpu, row.num_ctx, row.temperature, getattr(row, "server_settings", None))
 
 
 def _config(row) -> str:

@@ -90,6 +90,9 @@ class RunKeys(BaseModel):
     # who sent the requests: python (trbench's client) | rust (runners/rust); files written before the
     # harness axis lack the column and read back as python (store.py)
     harness: str = "python"
+    # the server settings the cell set (trbench.data.cells.settings_text, e.g. fa1_kvq8_0); '' for none, and
+    # files written before the server-setting axes read back as ''
+    server_settings: str = ""
 
 
 class Outcome(BaseModel):
@@ -544,6 +547,7 @@ class LoadKeys(StepKeys):
     temperature: F = None
     slots: I = None  # requests the server works on at once (llama.cpp n_parallel, OLLAMA_NUM_PARALLEL); null: the server's own
     max_queue: I = None  # requests Ollama holds past its slots before answering 503 (OLLAMA_MAX_QUEUE); null: the server's own
+    server_settings: S = None  # as RunKeys.server_settings (null in files from before it)
     step_index: int
     step_label: str  # c4, r0.5, sync, throughput, sweep-r1.2
     mode: str  # concurrency (closed loop) | rate (open loop)

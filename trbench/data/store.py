@@ -156,11 +156,13 @@ def done_run_ids(root: Path, kind: str = "single") -> set[str]:
 
 
 def with_harness(table: pa.Table) -> pa.Table:
-    """Files written before the harness column existed read back with harness python, not null."""
-    i = table.schema.get_field_index("harness")
-    if i < 0 or table.column(i).null_count == 0:
-        return table
-    return table.set_column(i, "harness", pc.fill_null(table.column(i), DEFAULT_HARNESS))
+    """Files written before the harness column existed read back with harness python, not null, and
+    files from before the server-setting axes with server_settings '' (none set)."""
+    for name, fill in (("harness", DEFAULT_HARNESS), ("server_settings", "")):
+        i = table.schema.get_field_index(name)
+        if i >= 0 and table.column(i).null_count:
+            table = table.set_column(i, name, pc.fill_null(table.column(i), fill))
+    return table
 
 
 def write_suite_run(root: Path, run_id: str, model: str, request_rows: list[dict], manifest: Manifest) -> Path:

@@ -1,8 +1,9 @@
 """Provider 'embedded': llama.cpp's own HTTP server (xllamacpp), one OS process per instance,
 serving a bundled GGUF model.
 
-The server (re)starts when the model, GPU layers or context size change, as Ollama reloads a
-model. Every started process is stopped on every exit path: stop(), atexit, and, for a kill -9
+The server (re)starts when the model, GPU layers, context size or a server setting of the grid
+(flash attention, KV cache type, batch sizes, threads, slots: trbench/engines/tuning.py) change,
+as Ollama reloads a model. Every started process is stopped on every exit path: stop(), atexit, and, for a kill -9
 of this process, the server's own parent watchdog (llamacpp_server --parent-pid).
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from trbench.config.servers import EmbeddedServer
 from trbench.data.cells import Cell
 from trbench.data.model_facts import ModelFacts
-from trbench.engines import bundled, gguf, processes
+from trbench.engines import bundled, gguf, processes, tuning
 from trbench.engines.instance import Capabilities, Instance, InstanceError, check_served_names, wait_healthy
 
 SERVER_MODULE = "trbench.engines.llamacpp_server"
@@ -51,6 +52,21 @@ def first_error(log_path: Path, offset: int) -> str:
     return line.decode("utf-8", "replace").strip()[:300]
 
 
+# "llama_kv_cache: size =   11.25 MiB (   512 cells,  30 layers,  1/1 seqs), K (f16):    5.62 MiB, V (f16):    5.62 MiB"
+_KV_SIZE = re.compile(rb"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells.*?K \((\w+)\): +([\d.]+) MiB, "
+                      rb"V \((\w+)\): +([\d.]+) MiB")
+
+
+def kv_cache_log(log_path: Path, offset: int = 0) -> list[dict]:
+    """The KV caches llama.cpp logged from `offset` on, one per context it made: total, cells, and
+    the K and V types and sizes (MiB) as llama.cpp allocated them."""
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        text = f.read()
+    return [{"mib": float(m[0]), "cells": int(m[1]), "k_type": m[2].decode(), "k_mib": float(m[3]),
+             "v_type": m[4].decode(), "v_mib": float(m[5])} for m in _KV_SIZE.findall(text)]
+
+
 _LIVE = processes.LiveSet()
 stop_all = _LIVE.stop_all  # every embedded server this process started (atexit, signal handlers, tests)
 
@@ -66,6 +82,7 @@ class EmbeddedInstance(Capabilities):
         self.port = port
         self.threads = threads or default_threads()
         self.slots = slots  # requests decoded at once (llama.cpp n_parallel); each gets a whole num_ctx
+        self.slots_now = slots  # as the running server was started (a cell's slots setting wins)
         self.log_dir = log_dir
         self.load_timeout_s = load_timeout_s
         self.loaded: tuple | None = None  # cell.server_key, or it and "embedding"
@@ -92,7 +109,8 @@ class EmbeddedInstance(Capabilities):
             if self.loaded == cell.server_key and self.pid is not None:
                 return None
             self._stop_locked()
-            return self._start_locked(cell.model, cell.num_ctx, cell.num_gpu, cell.server_key)
+            return self._start_locked(cell.model, cell.num_ctx, cell.num_gpu, cell.server_key, tuning.llamacpp_args(cell),
+                                      threads=cell.threads, slots=cell.slots)
 
     def prepare_embeddings(self, model: str, num_ctx: int, num_gpu: int = 0) -> float | None:
         """The server in embedding mode (/v1/embeddings, mean pooling) for `model`: a load of its own,
@@ -107,9 +125,10 @@ class EmbeddedInstance(Capabilities):
     @property
     def concurrency(self) -> dict[str, int]:
         """What the manifest records of how the server batches."""
-        return {"slots": self.slots}
+        return {"slots": self.slots_now}
 
-    def _start_locked(self, model: str, num_ctx: int, num_gpu: int, key: tuple, extra: list[str] | None = None) -> float:
+    def _start_locked(self, model: str, num_ctx: int, num_gpu: int, key: tuple, extra: list[str] | None = None,
+                      threads: int | None = None, slots: int | None = None) -> float:
         model_path = bundled.resolve(model)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{self.name}.log"
@@ -119,9 +138,10 @@ class EmbeddedInstance(Capabilities):
             sys.executable, "-m", SERVER_MODULE,
             "--model", str(model_path), "--alias", model,
             "--host", self.host, "--port", str(self.port),
-            "--ctx", str(num_ctx), "--ngl", str(num_gpu), "--slots", str(self.slots),
-            "--threads", str(self.threads), "--parent-pid", str(os.getpid()), *(extra or []),
+            "--ctx", str(num_ctx), "--ngl", str(num_gpu), "--slots", str(slots or self.slots),
+            "--threads", str(threads or self.threads), "--parent-pid", str(os.getpid()), *(extra or []),
         ]
+        self.slots_now = slots or self.slots
         t0 = time.perf_counter()
         # own session: a Ctrl-C in the terminal reaches us, and we stop the server in order
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

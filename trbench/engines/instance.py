@@ -19,7 +19,7 @@ from trbench.backends import backend_kind
 from trbench.backends.auth import auth_headers
 from trbench.data.cells import Cell
 from trbench.data.model_facts import ModelFacts
-from trbench.engines import ollama_api
+from trbench.engines import ollama_api, tuning
 
 
 class InstanceError(RuntimeError):
@@ -166,9 +166,32 @@ class OllamaServed(Capabilities):
         self.gpu = gpu
         self._reaper: subprocess.Popen | None = None  # force-removes what was started if this process dies
         self._lock = threading.Lock()
+        # the server environment the current cell's settings need (OLLAMA_FLASH_ATTENTION...), over the section's
+        self.cell_environment: dict[str, str] = {}
+
+    def start(self) -> None:
+        raise NotImplementedError  # each provider's own
+
+    def stop(self) -> None:
+        raise NotImplementedError  # each provider's own
 
     def prepare(self, cell: Cell) -> float | None:
-        return None  # Ollama loads per request (options.num_ctx/num_gpu); its load_duration says the cost
+        """Ollama loads per request (options.num_ctx/num_gpu; its load_duration says the cost); only a
+        change of the server-level settings (flash attention, KV cache type, parallel slots: its
+        environment) restarts the server, and the restart time is returned."""
+        wanted = tuning.ollama_environment(cell)
+        if wanted == self.cell_environment:
+            return None
+        t0 = time.perf_counter()
+        self.stop()
+        self.cell_environment = wanted
+        self.start()
+        return (time.perf_counter() - t0) * 1000.0
+
+    def cell_concurrency(self, section: dict[str, int]) -> dict[str, int]:
+        """What the manifest records of how the server batches: the section's, or the cell's slots."""
+        slots = self.cell_environment.get("OLLAMA_NUM_PARALLEL")
+        return {**section, "num_parallel": int(slots)} if slots else section
 
     def unload(self, model: str) -> None:
         ollama_api.unload(self.url, model, self.load_timeout_s, api_key_env=self.api_key_env)

@@ -219,7 +219,7 @@ class OllamaContainerInstance(OllamaServed):
 
     @property
     def concurrency(self) -> dict[str, int]:
-        return self.settings.concurrency()
+        return self.cell_concurrency(self.settings.concurrency())
 
     @property
     def container_id(self) -> str | None:
@@ -282,7 +282,7 @@ class OllamaContainerInstance(OllamaServed):
                 detach=True,
                 ports={CONTAINER_PORT: ("127.0.0.1", self.port)},
                 mounts=[Mount(target=MODELS_PATH, source=self.settings.volume, type="volume")],
-                environment=dict(self.environment),
+                environment={**self.environment, **self.cell_environment},
                 labels=labels,
                 device_requests=device_requests(self.gpu),
             )

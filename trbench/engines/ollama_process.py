@@ -107,7 +107,7 @@ class OllamaProcessInstance(OllamaServed):
 
     @property
     def concurrency(self) -> dict[str, int]:
-        return self.settings.concurrency()
+        return self.cell_concurrency(self.settings.concurrency())
 
     @property
     def models_dir(self) -> str:
@@ -123,6 +123,7 @@ class OllamaProcessInstance(OllamaServed):
         env = dict(os.environ)
         env.update(PINNED_ENVIRONMENT)
         env.update(self.settings.concurrency_environment())  # server.num_parallel, server.max_queue
+        env.update(self.cell_environment)  # the cell's flash attention, KV cache type, slots
         env["OLLAMA_HOST"] = self.ollama_host
         env["OLLAMA_MODELS"] = self.models_dir
         if self.gpu == "all":
@@ -156,7 +157,8 @@ class OllamaProcessInstance(OllamaServed):
                 f"({other} is there); fix: stop it or choose other ports")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = self.environment()
-        inherited = sorted(k for k in env if k.startswith("OLLAMA_") and k not in _PINNED_NAMES)
+        inherited = sorted(k for k in env if k.startswith("OLLAMA_") and k not in _PINNED_NAMES
+                           and k not in self.cell_environment)
         if inherited:
             log.warning("instance %s: `ollama serve` inherits %s from this environment; they may change what is "
                         "measured", self.name, ", ".join(f"{k}={env[k]}" for k in inherited))

@@ -115,6 +115,7 @@ FLAGS_SCHEMA = pa.schema([
     ("temperature", pa.float64()),
     ("scenario", pa.string()),  # multi-agent config; null on single-agent rows
     ("harness", pa.string()),  # python | rust; flags files from before the axis read it as python
+    ("server_settings", pa.string()),  # single-agent config's server settings; files from before read it as ''
     ("config", pa.string()),  # "model|num_gpu|num_ctx|temperature" or "model|scenario" (trbench.data.cells keys)
     ("metric", pa.string()),
     ("value", pa.float64()),
@@ -137,7 +138,8 @@ def config_key(kind: str, row: dict) -> str:
     harness = row.get("harness", DEFAULT_HARNESS)
     if kind == "multi":
         return multi_key(row["model"], row["scenario"], harness)
-    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"], harness)
+    return single_key(row["model"], row["num_gpu"], row["num_ctx"], row["temperature"], harness,
+                      row.get("server_settings"))
 
 
 def counted_runs(runs: pd.DataFrame, config: list[str]) -> pd.DataFrame:
@@ -190,6 +192,7 @@ class FlagRow(BaseModel):
     temperature: float | None
     scenario: str | None
     harness: str
+    server_settings: str = ""  # '' on multi-agent rows and where no server setting was set
     config: str
     metric: str
     value: float | None
@@ -217,6 +220,7 @@ class FlaggedConfig(BaseModel):
     num_gpu: int | None = None
     num_ctx: int | None = None
     temperature: float | None = None
+    server_settings: str = ""
     cell_hash: str | list[str] | None = None
     metrics: list[str]
     run_ids: list[str]
@@ -258,7 +262,9 @@ def compute_flags(runs: pd.DataFrame, kind: Literal["single", "multi"], rule: Ou
                     num_ctx=None if kind == "multi" else int(r["num_ctx"]),
                     temperature=None if kind == "multi" else float(r["temperature"]),
                     scenario=r["scenario"] if kind == "multi" else None,
-                    harness=r.get("harness", DEFAULT_HARNESS), config=key, metric=metric, value=v,
+                    harness=r.get("harness", DEFAULT_HARNESS),
+                    server_settings=r.get("server_settings") or "",
+                    config=key, metric=metric, value=v,
                     **stats.model_dump(), k=float(rule.k), deviation=deviation,
                     flagged=bool(deviation is not None and stats.threshold is not None
                                  and abs(deviation) > stats.threshold),
@@ -319,7 +325,8 @@ def flagged_configs(frame: pd.DataFrame) -> list[FlaggedConfig]:
         first = g.iloc[0]
         fields: dict[str, Any] = (
             {"scenario": first["scenario"]} if kind == "multi" else
-            {"num_gpu": int(first["num_gpu"]), "num_ctx": int(first["num_ctx"]), "temperature": float(first["temperature"])})
+            {"num_gpu": int(first["num_gpu"]), "num_ctx": int(first["num_ctx"]), "temperature": float(first["temperature"]),
+             "server_settings": first["server_settings"] if isinstance(first["server_settings"], str) else ""})
         hashes = sorted({h for h in g["cell_hash"] if isinstance(h, str)})
         out.append(FlaggedConfig(kind=kind, config=key, model=first["model"], harness=first["harness"], **fields,
                                  cell_hash=hashes[0] if len(hashes) == 1 else (hashes or None),

@@ -14,6 +14,11 @@ keeps 128 KiB per token (2 x 32 x 8 x 128 x 2 B): it undercounts by 65536x. It i
 when the architecture facts are missing, and the estimate's `formula` says so. All sizes are
 GiB (2^30 bytes); `formula` spells every factor out so a report can print it as is.
 
+The KV cache is counted at its element types, K and V apart (q8_0 and q4_0 store 32 values in 34 and
+18 bytes: 8.5 and 4.5 bits against f16's 16). Flash attention off: llama.cpp's compute buffer also
+holds the attention scores of a micro-batch, head_count x context x ubatch x 4 B (f32), counted as
+its own term; on, the scores are never materialised. Unknown (the server's default): not counted.
+
 Known limits (all named in `formula` where they apply): the quantisation table is nominal
 (bits/8: real K-quant files run 10-25% larger, so the file-size path is preferred); layers
 with a sliding window (Gemma 3) are counted at full context, an upper bound; the compute
@@ -32,6 +37,7 @@ from trbench.engines.gguf import parse_size_label as parse_parameter_size  # Oll
 
 GIB = 1024**3
 OVERHEAD_GIB = 0.5
+DEFAULT_UBATCH = 512  # llama.cpp's n_ubatch default
 DEFAULT_BYTES_PER_PARAM = 0.50  # a quantisation the table does not know counts as 4-bit
 
 # Bytes per parameter, nominal: Q2_K, Q3_K_M, Q4_K_M, Q8_0 and F16 as the rule of thumb has them; the
@@ -78,6 +84,10 @@ class VramEstimate(BaseModel):
     arch: dict[str, Any] | None = None
     weights_bytes: int | None = None
     kv_type: str = "f16"
+    kv_type_v: str | None = None  # None: as kv_type
+    flash_attention: bool | None = None
+    ubatch: int | None = None
+    attention_gib: float = 0.0
     sequences: int = 1
 
     @property
@@ -87,7 +97,8 @@ class VramEstimate(BaseModel):
     def at(self, num_gpu: int | None, num_ctx: int) -> VramEstimate:
         """The same model estimated with other GPU layers and context size."""
         return estimate_vram(self.params_b, self.quant, num_ctx, self.arch, num_gpu, self.block_count,
-                             weights_bytes=self.weights_bytes, kv_type=self.kv_type, sequences=self.sequences)
+                             weights_bytes=self.weights_bytes, kv_type=self.kv_type, sequences=self.sequences,
+                             kv_type_v=self.kv_type_v, flash_attention=self.flash_attention, ubatch=self.ubatch)
 
 
 def normalize_quant(quant: str | None) -> str:
@@ -120,8 +131,8 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def _kv_per_token(nums: dict[str, Any], n_layers: int | None) -> tuple[int, str] | None:
-    """KV cache elements per token of context over all layers, and how it was computed."""
+def _kv_per_token(nums: dict[str, Any], n_layers: int | None) -> tuple[tuple[int, int], str] | None:
+    """(K, V) cache elements per token of context over all layers, and how it was computed."""
     hd = _int(nums.get("embedding_length")) and _int(nums.get("head_count")) and (
         nums["embedding_length"] // nums["head_count"])
     k_len = _int(nums.get("key_length")) or hd
@@ -138,13 +149,15 @@ def _kv_per_token(nums: dict[str, Any], n_layers: int | None) -> tuple[int, str]
     else:
         return None
     if k_len == v_len:
-        return 2 * total_heads * k_len, f"2 (K,V) x {layers_text} x {k_len} head dim"
-    return total_heads * (k_len + v_len), f"{layers_text} x ({k_len} key + {v_len} value dims)"
+        return (total_heads * k_len, total_heads * v_len), f"2 (K,V) x {layers_text} x {k_len} head dim"
+    return (total_heads * k_len, total_heads * v_len), f"{layers_text} x ({k_len} key + {v_len} value dims)"
 
 
 def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict | None = None,
                   num_gpu: int | None = None, block_count: int | None = None, *,
-                  weights_bytes: int | None = None, kv_type: str = "f16", sequences: int = 1) -> VramEstimate:
+                  weights_bytes: int | None = None, kv_type: str = "f16", sequences: int = 1,
+                  kv_type_v: str | None = None, flash_attention: bool | None = None,
+                  ubatch: int | None = None) -> VramEstimate:
     """GPU memory for one model instance at one context size and GPU layer count.
 
     params_b: parameters in billions (may be None when weights_bytes is given).
@@ -152,7 +165,8 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
     arch: architecture facts (see arch_numbers); block_count overrides arch's.
     num_gpu: layers on the GPU (Ollama num_gpu, llama.cpp -ngl); None or negative = all.
     weights_bytes: the model file's tensor bytes, when known: used instead of the quant table.
-    kv_type: KV cache element type (f16 unless the server is told otherwise).
+    kv_type: KV cache element type of K, and of V unless kv_type_v is given (f16 unless the server is told otherwise).
+    flash_attention: False adds the attention scores of one micro-batch (ubatch, default 512 tokens).
     sequences: requests the server holds at once (llama.cpp slots, OLLAMA_NUM_PARALLEL), each with a
       whole num_ctx of KV cache: both allocate num_ctx x sequences.
     """
@@ -160,9 +174,10 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
         raise ValueError(f"sequences must be at least 1, got {sequences}")
     if num_ctx <= 0:
         raise ValueError(f"num_ctx must be positive, got {num_ctx}")
-    kv_bytes_el = KV_BYTES_PER_ELEMENT.get(kv_type.lower())
-    if kv_bytes_el is None:
-        raise ValueError(f"unknown KV cache type {kv_type!r}; known: {sorted(KV_BYTES_PER_ELEMENT)}")
+    k_el = KV_BYTES_PER_ELEMENT.get(kv_type.lower())
+    v_el = KV_BYTES_PER_ELEMENT.get((kv_type_v or kv_type).lower())
+    if k_el is None or v_el is None:
+        raise ValueError(f"unknown KV cache type {kv_type!r}/{kv_type_v!r}; known: {sorted(KV_BYTES_PER_ELEMENT)}")
     nums = arch_numbers(arch)
     n_layers = _int(block_count) or _int(nums.get("block_count"))
     qname = normalize_quant(quant)
@@ -191,9 +206,11 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
     kv = _kv_per_token(nums, n_layers)
     if kv is not None:
         per_token, how = kv
-        kv_bytes = num_ctx * sequences * per_token * kv_bytes_el
         kv_source = "architecture"
-        kv_text = f"KV cache {how} x {num_ctx} ctx{_times(sequences)} x {kv_bytes_el:g} B ({kv_type}) = {kv_bytes / GIB:.4g} GiB"
+        kv_bytes = num_ctx * sequences * per_token[0] * k_el + num_ctx * sequences * per_token[1] * v_el
+        types = kv_type if (kv_type_v or kv_type) == kv_type else f"K {kv_type} {k_el:g} B, V {kv_type_v} {v_el:g} B"
+        kv_text = (f"KV cache {how} x {num_ctx} ctx{_times(sequences)} x {_el_text(k_el, v_el)} ({types}) "
+                   f"= {kv_bytes / GIB:.4g} GiB")
         if _int(nums.get("sliding_window")):
             kv_text += (f" (sliding_window={nums['sliding_window']} layers counted at full ctx: an upper "
                         "bound, llama.cpp and Ollama keep smaller caches for them)")
@@ -219,15 +236,28 @@ def estimate_vram(params_b: float | None, quant: str, num_ctx: int, arch: dict |
         fraction, off_text = 1.0, f"num_gpu {num_gpu} but layer count unknown: all assumed on GPU"
     weights_gib = w_bytes / GIB * fraction
     kv_gib = kv_bytes / GIB * fraction
-    total = weights_gib + kv_gib + OVERHEAD_GIB
-    parts.append(f"(weights + KV) x {fraction:.3g} [{off_text}] + overhead {OVERHEAD_GIB} GiB = {total:.3f} GiB")
+    attention_gib = 0.0
+    heads = _int(nums.get("head_count"))
+    if flash_attention is False and heads:
+        ub = min(ubatch or DEFAULT_UBATCH, num_ctx)
+        attention_gib = heads * num_ctx * sequences * ub * 4 / GIB
+        parts.append(f"attention scores without flash attention {heads} heads x {num_ctx * sequences} ctx x {ub} "
+                     f"ubatch x 4 B = {attention_gib:.4g} GiB")
+    total = weights_gib + kv_gib + attention_gib + OVERHEAD_GIB
+    scores = " + attention scores" if attention_gib else ""
+    parts.append(f"(weights + KV) x {fraction:.3g} [{off_text}]{scores} + overhead {OVERHEAD_GIB} GiB = {total:.3f} GiB")
     return VramEstimate(
         weights_gib=weights_gib, kv_cache_gib=kv_gib, overhead_gib=OVERHEAD_GIB, total_gib=total,
         formula="; ".join(parts), fraction_offloaded=fraction, weights_source=w_source, kv_source=kv_source,
         bytes_per_param=bpp, params_b=params_b, quant=qname, num_ctx=num_ctx, num_gpu=num_gpu,
         block_count=n_layers, arch=nums or None, weights_bytes=int(weights_bytes) if weights_bytes else None,
-        kv_type=kv_type, sequences=sequences,
+        kv_type=kv_type, sequences=sequences, kv_type_v=kv_type_v, flash_attention=flash_attention, ubatch=ubatch,
+        attention_gib=attention_gib,
     )
+
+
+def _el_text(k_el: float, v_el: float) -> str:
+    return f"{k_el:g} B" if k_el == v_el else f"({k_el:g} B K, {v_el:g} B V)"
 
 
 def _times(sequences: int) -> str:
@@ -269,9 +299,10 @@ def inputs_from_gguf(facts: ModelFacts) -> EstimateInputs:
 
 
 def estimate_from_facts(facts: ModelFacts, num_ctx: int, num_gpu: int | None = None, kv_type: str = "f16",
-                        sequences: int = 1) -> VramEstimate:
+                        sequences: int = 1, kv_type_v: str | None = None, flash_attention: bool | None = None,
+                        ubatch: int | None = None) -> VramEstimate:
     """estimate_vram for a model described by gguf.model_facts() or ollama_api.model_facts()."""
     inputs = inputs_from_gguf(facts) if facts.from_gguf else inputs_from_ollama(facts)
     return estimate_vram(inputs.params_b, inputs.quant, num_ctx, inputs.arch, num_gpu,
                          inputs.block_count, weights_bytes=inputs.weights_bytes, kv_type=kv_type,
-                         sequences=sequences)
+                         sequences=sequences, kv_type_v=kv_type_v, flash_attention=flash_attention, ubatch=ubatch)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from trbench.config.spec import MatrixSpec, OutlierRule, parse_spec
 from trbench.config.questions_section import Question
-from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts
+from trbench.data.cells import SINGLE_CONFIG_COLUMNS, latest_attempts, with_harness
 from trbench.data.environment import GitState, Hardware, InstanceDescription, Manifest
 from trbench.data.model_facts import ModelFacts
 from trbench.data.failures import read_fallbacks, read_instance_failures
@@ -194,8 +194,10 @@ def _cell_result(model: str, config: Config, cell_runs: pd.DataFrame, superseded
 
 def _model_cells(model: str, runs: pd.DataFrame, reqs: RequestColumns) -> list[CellResult]:
     """One model's cells from these runs (one harness's, for report/harness.py)."""
-    return [_cell_result(model, Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t)), frame, 0, reqs)
-            for (g, c, t), frame in runs.groupby(["num_gpu", "num_ctx", "temperature"], sort=True)]
+    runs = with_harness(runs)
+    return [_cell_result(model, Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t), server_settings=str(s)),
+                         frame, 0, reqs)
+            for (g, c, t, s), frame in runs.groupby(["num_gpu", "num_ctx", "temperature", "server_settings"], sort=True)]
 
 
 def _ttft_by_state(reqs: RequestColumns, pooled: np.ndarray, per_run: list[np.ndarray]) -> dict[str, Any]:
@@ -222,7 +224,9 @@ def _cache_checks(reqs: RequestColumns, pooled: np.ndarray) -> list[CacheCheck]:
 
 
 def _config_of(row: Any) -> Config:
-    return Config(num_gpu=int(row.num_gpu), num_ctx=int(row.num_ctx), temperature=float(row.temperature))
+    settings = getattr(row, "server_settings", "")
+    return Config(num_gpu=int(row.num_gpu), num_ctx=int(row.num_ctx), temperature=float(row.temperature),
+                  server_settings=settings if isinstance(settings, str) else "")
 
 
 def _model_order(spec: MatrixSpec | None, models: set[str]) -> list[str]:
@@ -430,19 +434,22 @@ def _results(src: _Sources) -> list[CellResult]:
     runs, superseded = src.runs, src.superseded
     if runs.empty:
         return []
+    runs = with_harness(runs)
+    superseded = with_harness(superseded) if not superseded.empty else superseded
     cells = []
     configs = sorted({_config_of(r).key() for r in runs.itertuples()})
     for model in src.models:
-        for g, c, t in configs:
+        for g, c, t, s in configs:
             sel = (runs["model"] == model) & (runs["num_gpu"] == g) & (runs["num_ctx"] == c) & (
-                runs["temperature"] == t)
+                runs["temperature"] == t) & (runs["server_settings"] == s)
             if not sel.any():
                 continue
             n_superseded = 0
             if not superseded.empty:
                 n_superseded = int(((superseded["model"] == model) & (superseded["num_gpu"] == g)
-                                    & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)).sum())
-            cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t))
+                                    & (superseded["num_ctx"] == c) & (superseded["temperature"] == t)
+                                    & (superseded["server_settings"] == s)).sum())
+            cfg = Config(num_gpu=int(g), num_ctx=int(c), temperature=float(t), server_settings=s)
             cells.append(_cell_result(model, cfg, runs[sel], n_superseded, src.reqs))
     return cells
 

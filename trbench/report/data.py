@@ -24,11 +24,13 @@ REQUEST_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_
                    "is_warmup", "status", "cache_target", "cache_state", "answer_check", "ttft_ms", "e2e_ms",
                    "decode_tps", "decode_tps_client", "cached_tokens", "error_kind", "error_message", "harness",
                    "client_cpu_s", "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning",
-                   "decode_tps_answer", "prompt_tokens", "prefill_ms"]
+                   "decode_tps_answer", "prompt_tokens", "prefill_ms",
+                   "server_settings"]
 # what the report reads of each run row (a run table has some 75 columns, read per file: 1,600 run files
 # cost seconds read whole); a column missing here is a KeyError, never a silent gap
 RUN_COLUMNS = ["tr_id", "run_id", "attempt", "cell_hash", "model", "provider", "instance", "instance_url", "num_gpu",
-               "num_ctx", "temperature", "ttft_mode", "prompt_style", "run_index", "harness", "started_at", "n_requests",
+               "num_ctx", "temperature", "server_settings", "ttft_mode", "prompt_style", "run_index", "harness",
+               "started_at", "n_requests",
                "n_warmup", "valid", "invalid_reason", "decode_tps_mean", "decode_tps_p50", "decode_tps_p95",
                "prefill_tps_p50", "prefill_tps_client_p50",
                *[f"ttft_{st}_ms_p50" for st in CACHE_STATES], "energy_j", "tokens_per_j", "tokens_per_dollar",
@@ -38,7 +40,7 @@ _FLOATS = ["ttft_ms", "e2e_ms", "decode_tps", "decode_tps_client", "cached_token
            "ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning", "decode_tps_answer", "prompt_tokens", "prefill_ms"]
 _INTS = ["num_gpu", "num_ctx", "run_index", "attempt", "request_index"]
 FAILED_COLUMNS = ["run_id", "model", "num_gpu", "num_ctx", "temperature", "run_index", "attempt", "request_index",
-                  "is_warmup", "error_kind", "error_message", "harness"]
+                  "is_warmup", "error_kind", "error_message", "harness", "server_settings"]
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from trbench.data.cells import DEFAULT_HARNESS, HARNESSES, config_label
+from trbench.data.cells import DEFAULT_HARNESS, HARNESSES, config_label, with_harness
 from trbench.data.rows import CACHE_STATE_LABELS, TARGET_STATES
 from trbench.data.store import read_frame
 from trbench.measure import metrics
@@ -107,8 +107,10 @@ CellBuilder = Callable[[str, pd.DataFrame], list]  # (model, the runs of one har
 def _cell_groups(runs: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     """(model, config label) -> the runs of that cell, in config order."""
     out: dict[tuple[str, str], pd.DataFrame] = {}
-    for (model, g, c, t), frame in runs.groupby(["model", "num_gpu", "num_ctx", "temperature"], sort=True):
-        out[(str(model), config_label(g, c, t))] = frame
+    runs = with_harness(runs)
+    for (model, g, c, t, s), frame in runs.groupby(["model", "num_gpu", "num_ctx", "temperature", "server_settings"],
+                                                   sort=True):
+        out[(str(model), config_label(g, c, t, s))] = frame
     return out
 
 

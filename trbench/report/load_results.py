@@ -82,7 +82,8 @@ def build_load(tr_root: Path, models: list[str]) -> LoadSection | None:
     results = []
     for r in steps.to_dict("records"):
         r = {k: _none(v) for k, v in r.items()}
-        results.append(LoadStepResult(config=config_label(r["num_gpu"], r["num_ctx"], r["temperature"]),
+        results.append(LoadStepResult(config=config_label(r["num_gpu"], r["num_ctx"], r["temperature"],
+                                                                  r.get("server_settings")),
                                       **{k: r[k] for k in LoadStepResult.model_fields if k in r}))
     summaries = []
     for (model, config), group in _groups(results).items():

@@ -4,7 +4,7 @@ one cell; what else differs between the TRs (provider, backend, server, max_toke
 hardware) is named beside the comparison, not matched on.
 
   workload       matched on (beside the model)
-  single_agent   num_gpu, num_ctx, temperature
+  single_agent   num_gpu, num_ctx, temperature, server_settings (absent where the grid set none)
   multi_agent    scenario
   load           config (gpu/ctx/temperature label), mode, concurrency, rate: the offered load of a step
 
@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 MATCHED_ON: dict[str, tuple[str, ...]] = {
-    "single_agent": ("num_gpu", "num_ctx", "temperature"),
+    "single_agent": ("num_gpu", "num_ctx", "temperature", "server_settings"),
     "multi_agent": ("scenario",),
     "load": ("config", "mode", "concurrency", "rate"),
 }
-RULE = ("cells are matched on workload, model and config values (single agent: GPU layers, context, temperature; "
+RULE = ("cells are matched on workload, model and config values (single agent: GPU layers, context, temperature, server settings; "
         "multi-agent: scenario; load: config, mode and concurrency or rate of the step), never on a content hash: "
         "provider, backend, server, max_tokens, TTFT mode and hardware are named where they differ, not matched on")
 

@@ -39,13 +39,14 @@ class Config(BaseModel):
     num_gpu: int
     num_ctx: int
     temperature: float
+    server_settings: str = ""  # the server settings the grid set (cells.settings_text); '' for none
 
     @property
     def label(self) -> str:
-        return config_label(self.num_gpu, self.num_ctx, self.temperature)
+        return config_label(self.num_gpu, self.num_ctx, self.temperature, self.server_settings)
 
-    def key(self) -> tuple[int, int, float]:
-        return (self.num_gpu, self.num_ctx, self.temperature)
+    def key(self) -> tuple[int, int, float, str]:
+        return (self.num_gpu, self.num_ctx, self.temperature, self.server_settings)
 
 
 class _TtftByState(BaseModel):

@@ -198,7 +198,8 @@ def _n(cell, field: str) -> int | None:
 def _single_cells(data) -> dict[CellKey, tuple[str, str, object]]:
     """match key -> (label, matched values as text, cell result)"""
     return {cell_key("single_agent", c.model, {"num_gpu": c.config.num_gpu, "num_ctx": c.config.num_ctx,
-                                                "temperature": c.config.temperature}):
+                                                "temperature": c.config.temperature,
+                                                "server_settings": c.config.server_settings or None}):
             (f"{c.model} {c.config.label}", c.config.label, c) for c in data.cells}
 
 

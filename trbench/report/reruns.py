@@ -58,7 +58,7 @@ class Rerun(BaseModel):
 def _label(kind: str, row) -> str:
     if kind == "multi":
         return f"{row['model']} {row['scenario']}"
-    return f"{row['model']} {config_label(row['num_gpu'], row['num_ctx'], row['temperature'])}"
+    return f"{row['model']} {config_label(row['num_gpu'], row['num_ctx'], row['temperature'], row.get('server_settings'))}"
 
 
 def flagged_runs(flags: pd.DataFrame) -> list[FlaggedRun]:

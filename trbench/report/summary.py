@@ -148,6 +148,8 @@ def _single(out: _Out, cells: list[CellResult], states: list[str]) -> None:
     for c in cells:
         cfg = c.config
         values: dict[str, ConfigValue] = {"num_gpu": cfg.num_gpu, "num_ctx": cfg.num_ctx, "temperature": cfg.temperature}
+        if cfg.server_settings:  # only where the grid set one: records from before the axes match these
+            values["server_settings"] = cfg.server_settings
 
         def add(metric: str, statistic: Statistic, value: Any, n: int | None, n_of: Any, unit: str, definition: str,
                 ci: tuple[float, float] | None = None, ci_definition: str = _SINGLE_CI) -> None:

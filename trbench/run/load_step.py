@@ -25,7 +25,7 @@ from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell, MatrixSpec
 from trbench.data.rows import LoadRequestRow, LoadStepRow
 from trbench.data.store import slug
-from trbench.engines import Instance, ollama_api
+from trbench.engines import Instance, ollama_api, tuning
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import load_metrics
 from trbench.run.schedule import arrival_offsets, stream_starts
@@ -184,7 +184,8 @@ def prepare_server(inst: Instance, spec: MatrixSpec, plan: StepPlan) -> None:
     inst.prepare(plan.cell)
     if backend_kind(spec.backend).loads_per_request:
         cell = plan.cell
-        ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu},
+        ollama_api.load(plan.instance_url, cell.model, {"num_ctx": cell.num_ctx, "num_gpu": cell.num_gpu,
+                                                        **tuning.ollama_options(cell)},
                         spec.load_timeout_s, api_key_env=inst.api_key_env)
 
 
@@ -200,6 +201,7 @@ def step_keys(spec: MatrixSpec, plan: StepPlan) -> dict:
             "provider": spec.provider, "backend": spec.backend, "instance": plan.instance,
             "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
             "temperature": c.temperature, "slots": plan.slots, "max_queue": plan.max_queue,
+            "server_settings": c.settings_text or None,
             "step_index": plan.step_index, "step_label": s.label, "mode": s.mode, "concurrency": s.concurrency, "rate": s.rate,
             "burstiness": load_section(spec).burstiness if s.mode == "rate" else None}
 
@@ -307,7 +309,7 @@ def plan_steps(spec: MatrixSpec, instance: str, instance_url: str, slots: int | 
     a base model (facts: no chat template) is prompted as plain-text completion, as in the matrix."""
     cells = [c for c in spec.cells() if c.model in spec.load_models]
     return [StepPlan(tr_id=spec.tr_id, cell=c, step=s, step_index=i, instance=instance, instance_url=instance_url,
-                     slots=slots, max_queue=max_queue, prompt_style=prompt_style((facts or {}).get(c.model)))
+                     slots=c.slots or slots, max_queue=max_queue, prompt_style=prompt_style((facts or {}).get(c.model)))
             for c in cells for i, s in enumerate(load_section(spec).fixed_steps())]
 
 

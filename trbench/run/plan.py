@@ -49,7 +49,7 @@ def apply_budget(plans: list[RunPlan], decisions: list[BudgetRecord], spec: Matr
     by_key = {d.server_key: d for d in decisions}
     kept, skipped = [], []
     for plan in plans:
-        d = by_key.get(plan.cell.server_key)
+        d = by_key.get(plan.cell.budget_key)
         if d is None or d.action == "run":
             kept.append(plan)
         elif d.action == "skip":

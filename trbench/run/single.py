@@ -24,6 +24,7 @@ from trbench.config.spec import Cell
 from trbench.data.rows import PREFILL_STATS, PREFILL_SUMMARIZED, LoadRequestRow, RequestRow, RunRow
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
+from trbench.engines import tuning
 from trbench.run.settings import RunSettings
 from trbench.prose import count
 
@@ -177,12 +178,14 @@ class ServerOptions(Protocol):
 
 def generation_request(model: str, messages: list[dict[str, str]], prompt_style: str, options: ServerOptions,
                        max_tokens: int, seed: int | None, json_mode: bool = False) -> ChatRequest:
-    """One request of any kind of run: a chat, or its plain-text completion for a base model."""
+    """One request of any kind of run: a chat, or its plain-text completion for a base model. A cell's
+    per-request server settings (Ollama's num_batch, num_thread) go with it; an agent's options have none."""
+    per_request = tuning.ollama_options(options) if isinstance(options, Cell) else {}
     return ChatRequest(
         model=model, messages=messages,
         prompt=completion_text(messages) if prompt_style == "completion" else None,
         temperature=options.temperature, max_tokens=max_tokens, num_ctx=options.num_ctx,
-        num_gpu=options.num_gpu, seed=seed, json_mode=json_mode,
+        num_gpu=options.num_gpu, seed=seed, json_mode=json_mode, **per_request,
     )
 
 
@@ -204,6 +207,7 @@ def _keys(settings: RunSettings, plan: RunPlan) -> dict:
         "instance_url": plan.instance_url, "num_gpu": c.num_gpu, "num_ctx": c.num_ctx,
         "temperature": c.temperature, "ttft_mode": settings.ttft, "prompt_style": plan.prompt_style,
         "run_index": plan.run_index, "fallback_from": plan.fallback_from, "harness": plan.harness,
+        "server_settings": c.settings_text,
     }
 
 

@@ -17,7 +17,7 @@ from trbench.data import store
 from trbench.data.budget_record import BudgetRecord
 from trbench.data.environment import Manifest
 from trbench.data.model_facts import ModelFacts
-from trbench.engines import Instance, InstanceError
+from trbench.engines import Instance, InstanceError, tuning
 from trbench.measure import manifest as env_manifest
 from trbench.measure import vram
 from trbench.run import preflight, progress
@@ -130,16 +130,21 @@ def vram_budget(spec: MatrixSpec, facts: dict[str, ModelFacts]) -> list[BudgetRe
     plus a real KV cache term, trbench.measure.vram_estimate): run, downgrade or skip, with the reason recorded."""
     free = vram.gpu_free_mib()
     out: list[BudgetRecord] = []
-    for model, num_gpu, num_ctx in dict.fromkeys(c.server_key for c in spec.cells()):
+    cells = {c.budget_key: c for c in spec.cells()}
+    for (model, num_gpu, num_ctx, settings), cell in cells.items():
+        k, v = tuning.kv_types(cell, spec.provider)
         try:
             estimate = vram.estimate_from_facts(facts.get(model) or ModelFacts(), num_ctx, num_gpu,
-                                                sequences=spec.server.parallel_sequences)
+                                                sequences=cell.slots or spec.server.parallel_sequences, kv_type=k,
+                                                kv_type_v=v, flash_attention=cell.flash_attention,
+                                                ubatch=cell.ubatch_size)
         except (ValueError, TypeError, KeyError) as err:
-            out.append(BudgetRecord(model=model, num_gpu=num_gpu, num_ctx=num_ctx, action="run",
+            out.append(BudgetRecord(model=model, num_gpu=num_gpu, num_ctx=num_ctx, settings=settings, action="run",
                                     reason=f"no estimate ({err}); budget not checked", estimate_gib=None))
             continue
         d = vram.budget_decision(estimate, free)
-        out.append(BudgetRecord(model=model, num_gpu=num_gpu, num_ctx=num_ctx, action=d.action, reason=d.reason,
+        out.append(BudgetRecord(model=model, num_gpu=num_gpu, num_ctx=num_ctx, settings=settings, action=d.action,
+                                reason=d.reason,
                                 estimate_gib=round(estimate.total_gib, 3), formula=estimate.formula,
                                 to_num_gpu=d.num_gpu, to_num_ctx=d.num_ctx, free_mib=d.free_mib))
     return out

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trbench.data import store
-from trbench.data.cells import DEFAULT_HARNESS, latest_attempts, multi_key, parse_config_label, single_key, split_harness, with_harness
+from trbench.data.cells import DEFAULT_HARNESS, latest_attempts, multi_key, parse_label_settings, single_key, split_harness, with_harness
 from trbench.validation.checks import (
     MULTI_CONFIG, REPORT_TABLE_SECTIONS, SCENARIO_NAMES, SINGLE_CONFIG, Check, report_required_sections)
 
@@ -38,7 +38,7 @@ def expected_runs_for(spec) -> dict[str, int]:
     for h in spec.harness:
         if spec.single_agent:
             for c in spec.cells():
-                out[single_key(c.model, c.num_gpu, c.num_ctx, c.temperature, h)] = spec.runs
+                out[single_key(c.model, c.num_gpu, c.num_ctx, c.temperature, h, c.settings_text)] = spec.runs
         if spec.multi_agent:
             for m in spec.multi_agent_models:
                 for s in spec.multi_agent.scenarios:
@@ -79,9 +79,10 @@ def _counted_as(runs: pd.DataFrame, own: pd.Series) -> pd.Series:
     out = own.copy()
     harnesses = runs["harness"] if "harness" in runs.columns else [DEFAULT_HARNESS] * len(runs)
     for i, (model, label, harness) in enumerate(zip(runs["model"], runs["fallback_from"], harnesses)):
-        parsed = parse_config_label(label)
+        parsed = parse_label_settings(label)
         if parsed:
-            out.iloc[i] = single_key(model, *parsed, harness)
+            g, c, t, settings = parsed
+            out.iloc[i] = single_key(model, g, c, t, harness, settings)
     return out
 
 
