@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 # Before any Prefect import: a quiet test server that sends nothing anywhere.
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
@@ -156,3 +157,15 @@ def docker_engine(tmp_path_factory):
         yield engine
     finally:
         engine.close()
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    """Installs the NVML fake (tests/fakes/fake_nvml.py) as pynvml: fake_nvml(gpus, init_error) -> the fake."""
+    from tests.fakes.fake_nvml import FakeNVML
+
+    def install(gpus: list[dict] | None = None, init_error: str | None = None) -> FakeNVML:
+        fake = FakeNVML(gpus, init_error)
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        return fake
+    return install

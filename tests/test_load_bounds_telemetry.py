@@ -5,12 +5,10 @@ and the fake Ollama's embeddings."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.fake_nvml import FakeNVML
 from tests.fakes.fake_ollama import FakeModel, FakeOllama
 from trbench.config.embeddings_section import load_texts
 from trbench.config.prompts import load_prompts
@@ -35,13 +33,6 @@ from conftest import free_port
 EMBEDDER = "nomic-embed-text:latest"
 
 
-@pytest.fixture
-def fake_nvml(monkeypatch):
-    def install(gpus: list[dict] | None = None, init_error: str | None = None) -> FakeNVML:
-        fake = FakeNVML(gpus, init_error)
-        monkeypatch.setitem(sys.modules, "pynvml", fake)
-        return fake
-    return install
 
 
 def _spec(**load) -> dict:

@@ -17,18 +17,10 @@ from trbench.measure import energy
 from trbench.data import store
 from trbench.measure import vram
 from trbench.measure.sampler import Sampler
-from tests.fakes.fake_nvml import FakeNVML
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def fake_nvml(monkeypatch):
-    def install(gpus: list[dict] | None = None, init_error: str | None = None) -> FakeNVML:
-        fake = FakeNVML(gpus, init_error)
-        monkeypatch.setitem(sys.modules, "pynvml", fake)
-        return fake
-    return install
 
 
 def gpu_rows(rows: list[dict], index: int) -> list[dict]:
