@@ -1,0 +1,166 @@
+"""The multi-turn workload (trbench/workloads/multi_turn.py) against the fake Ollama: every turn resends the
+growing chat, each turn's server counts are stored as the server reported them (a cached count only where
+it reports one, never guessed), a failed turn ends only its conversation, a resume measures nothing twice,
+and the report section says only what its data shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
+from trbench.config.multi_turn_section import DialoguesError, load_dialogues
+from trbench.config.prompts import load_prompts
+from trbench.config.spec import MatrixSpec, SpecError, parse_spec
+from trbench.data import store
+from trbench.data.environment import Manifest
+from trbench.run.spec_checks import check_dialogues
+from trbench.workloads import Measured, active
+from trbench.workloads.multi_turn import MultiTurn, history, report_section, transcript
+from trbench.workloads.session import TRSession, open_session
+from trbench.workloads.steps import DirectSteps
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mt_spec(url: str, **section: object) -> MatrixSpec:
+    return parse_spec({"tr_id": "mt", "provider": "external", "backend": "ollama", "urls": [url],
+                       "models": [DEFAULT_MODEL], "grid": {"num_gpu": [80], "num_ctx": [1024]}, "single_agent": False,
+                       "multi_turn": {"conversations": 2, "turns": 3, "max_tokens": 4,
+                                      "dialogues": str(ROOT / "datasets/multi_turn/dialogues.yaml"), **section},
+                       "prompts": str(ROOT / "datasets/prompts/single_agent.yaml")}, "test spec")
+
+
+def session_for(spec: MatrixSpec, out: Path) -> TRSession:
+    session = open_session(spec, load_prompts(spec.prompts), None, out, DirectSteps())
+    session.manifest, session.digest = Manifest(spec=spec.model_dump(mode="json")), "digest"
+    return session
+
+
+def measure(session: TRSession) -> Measured:
+    measured, workload = Measured(), MultiTurn()
+    workload.execute(session, workload.plan(session), measured)
+    return measured
+
+
+def turns_of(root: Path) -> pd.DataFrame:
+    return store.read_frame(root, "mt_turns").sort_values(["conversation_index", "turn_index"])
+
+
+@pytest.mark.parametrize("reports_cached", [True, False])
+def test_each_turn_resends_the_growing_chat_and_keeps_the_servers_counts(tmp_path, reports_cached):
+    with FakeOllama(models={DEFAULT_MODEL: FakeModel()}, reports_cached=reports_cached) as server:
+        session = session_for(mt_spec(server.url), tmp_path)
+        measured = measure(session)
+        chats = [b["messages"] for b in server.bodies("/api/chat")]
+    assert [r["valid"] for r in measured.other["multi_turn"]] == [True, True]
+    assert [len(m) for m in chats] == [2, 4, 6] * 2  # system + user, then each earlier turn and its answer added
+    first, second = chats[0], chats[1]
+    assert second[:2] == first and second[2]["role"] == "assistant"
+    assert second[2]["content"] == "The sky is blue"  # the answer as the server streamed it (4 tokens)
+    assert chats[0][0]["content"].split()[0] != chats[3][0]["content"].split()[0]  # each conversation its own prefix
+    turns = turns_of(session.root)
+    assert turns["turn_index"].tolist() == [0, 1, 2] * 2 and turns["history_messages"].tolist() == [1, 3, 5] * 2
+    for _, conv in turns.groupby("conversation_index"):
+        prompt = conv["prompt_tokens"].tolist()
+        assert prompt == sorted(prompt) and len(set(prompt)) == 3  # the prompt grows with the history
+        if reports_cached:
+            cached = conv["cached_tokens"].tolist()
+            # turn k reuses turn k-1's whole prompt, as the fake's cache slot holds it
+            assert cached[1:] == prompt[:-1] and cached[0] < prompt[0]
+            assert conv["cache_state"].tolist()[1:] == ["partial", "partial"]
+        else:
+            assert conv["cached_tokens"].isna().all()  # not reported: null, never a guess
+            assert conv["cache_state"].tolist() == ["cold_asked", "unknown", "unknown"]
+    assert turns["ttft_ms"].notna().all() and turns["prefill_ms"].notna().all()
+    md = report_section(session.root).markdown
+    if reports_cached:
+        assert "from its prompt cache instead of prefilling them" in md
+    else:
+        assert "reported no cached-token count" in md
+
+
+def test_a_resumed_tr_does_not_measure_a_finished_conversation_again(tmp_path):
+    with FakeOllama(models={DEFAULT_MODEL: FakeModel()}) as server:
+        spec = mt_spec(server.url)
+        measure(session_for(spec, tmp_path))
+        sent = len(server.bodies("/api/chat"))
+        root = tmp_path / "mt"
+        gone = next((root / "mt_conversations").glob("model_slug=*/*mt001_a1.parquet"))
+        gone.unlink()  # as if the flow had stopped before the second conversation was written
+        again = MultiTurn().plan(session_for(spec, tmp_path))
+        assert [p.conversation_index for p in again.units] == [1] and again.skipped == 1
+        measure(session_for(spec, tmp_path))
+        assert len(server.bodies("/api/chat")) == sent + 3  # the second conversation's three turns only
+    assert len(store.read_frame(root, "mt_conversations")) == 2
+
+
+def test_a_failing_server_is_recorded_and_ends_only_its_own_conversations(tmp_path):
+    server = FakeOllama(models={DEFAULT_MODEL: FakeModel()})
+    server.__enter__()
+    session = session_for(mt_spec(server.url, concurrency=2), tmp_path)
+    server.__exit__(None, None, None)  # gone before the first turn: the load fails
+    measured = measure(session)
+    rows = measured.other["multi_turn"]
+    assert [r["valid"] for r in rows] == [False, False]
+    assert all(r["invalid_reason"].startswith("instance failed:") for r in rows)
+    md = report_section(session.root).markdown
+    assert "2 conversations, 0 turns sent, 0 answered." in md and "2 conversations of 2 did not answer" in md
+
+
+def test_a_failed_turn_ends_its_conversation_and_is_kept(tmp_path):
+    with FakeOllama(models={DEFAULT_MODEL: FakeModel()}) as server:
+        session = session_for(mt_spec(server.url, conversations=1), tmp_path)
+        plan = MultiTurn().plan(session)
+        server.models[DEFAULT_MODEL].fail = "mid_stream"  # loaded already; the first turn breaks off
+        measured = Measured()
+        MultiTurn().execute(session, plan, measured)
+    (row,) = measured.other["multi_turn"]
+    assert (row["n_sent"], row["n_ok"], row["n_errors"], row["valid"]) == (1, 0, 1, False)
+    assert "turn 0 of 3 failed" in row["invalid_reason"]
+    assert turns_of(session.root)["status"].tolist() == ["error"]
+
+
+def test_the_completion_transcript_of_a_turn_starts_with_the_whole_turn_before():
+    plan_messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"}]
+    one = transcript(plan_messages)
+    two = transcript(plan_messages + [{"role": "assistant", "content": " a1"}, {"role": "user", "content": "q2"}])
+    assert one == "S\n\nQuestion: q1\nAnswer:" and two.startswith(one + " a1")
+    assert two.endswith("Question: q2\nAnswer:")
+
+
+def test_history_puts_the_prefix_on_the_first_message_only(tmp_path):
+    with FakeOllama() as server:
+        plan = MultiTurn().plan(session_for(mt_spec(server.url), tmp_path)).units[0]
+    msgs = history(plan, "abc", ["x"])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[0]["content"].startswith("[abc] ") and not msgs[1]["content"].startswith("[")
+
+
+# --- the spec --------------------------------------------------------------------------------------
+
+
+def test_the_section_is_optional_and_its_errors_name_the_field():
+    base = {"tr_id": "t", "models": ["smollm2:135m"]}
+    assert parse_spec(base).multi_turn is None
+    spec = parse_spec({**base, "single_agent": False, "multi_turn": {}})
+    assert [w.name for w in active(spec)] == ["multi_turn"]
+    for bad, field in [({"turns": 0}, "multi_turn.turns"), ({"concurrency": 0}, "multi_turn.concurrency"),
+                       ({"source": "web"}, "multi_turn.source"), ({"turn": 3}, "multi_turn.turn"),
+                       ({"models": ["other:1b"]}, "multi_turn.models")]:
+        with pytest.raises(SpecError) as err:
+            parse_spec({**base, "multi_turn": bad})
+        message = str(err.value)
+        assert "\n" not in message and field in message and "fix" in message.lower(), message
+
+
+def test_a_dialogue_shorter_than_the_turns_asked_is_refused_before_anything_runs(tmp_path):
+    spec = parse_spec({"tr_id": "t", "models": ["smollm2:135m"], "multi_turn": {"turns": 7}})
+    with pytest.raises(SpecError, match=r"field 'multi_turn.turns': 7 turns, but dialogue\(s\) garden"):
+        check_dialogues(spec, "spec x")
+    check_dialogues(spec.model_copy(update={"multi_turn": spec.multi_turn.model_copy(update={"source": "generated"})}),
+                    "spec x")  # generated turns: any number
+    with pytest.raises(DialoguesError, match="multi_turn.dialogues"):
+        load_dialogues(tmp_path / "none.yaml")
