@@ -197,7 +197,8 @@ _CONVERSATION_KEYS = [
 _REQUEST_MEASURES = REQUEST_SCHEMA.names[REQUEST_SCHEMA.get_field_index("status"):]  # status .. gpu_memory_at_error
 MT_TURN_SCHEMA = pa.schema(
     _CONVERSATION_KEYS
-    + [("turn_index", pa.int32()), ("history_messages", pa.int32()), ("sent_at", pa.timestamp("us", tz="UTC")),
+    + [("turn_index", pa.int32()), ("history_messages", pa.int32()), ("is_warmup", pa.bool_()),
+       ("sent_at", pa.timestamp("us", tz="UTC")),
        ("cache_state", pa.string()), ("answer_check", pa.string())]
     + [REQUEST_SCHEMA.field(n) for n in _REQUEST_MEASURES if n != "client_cpu_s"]
 )

@@ -56,12 +56,17 @@ def test_each_turn_resends_the_growing_chat_and_keeps_the_servers_counts(tmp_pat
         measured = measure(session)
         chats = [b["messages"] for b in server.bodies("/api/chat")]
     assert [r["valid"] for r in measured.other["multi_turn"]] == [True, True]
-    assert [len(m) for m in chats] == [2, 4, 6] * 2  # system + user, then each earlier turn and its answer added
+    # the warm-up (one turn), then system + user, then each earlier turn and its answer added
+    assert [len(m) for m in chats] == [2] + [2, 4, 6] * 2
+    warmup, chats = chats[0], chats[1:]
+    assert warmup[1] == chats[0][1] and warmup[0] != chats[0][0]  # the first user turn, with a prefix of its own
     first, second = chats[0], chats[1]
     assert second[:2] == first and second[2]["role"] == "assistant"
     assert second[2]["content"] == "The sky is blue"  # the answer as the server streamed it (4 tokens)
     assert chats[0][0]["content"].split()[0] != chats[3][0]["content"].split()[0]  # each conversation its own prefix
-    turns = turns_of(session.root)
+    stored = turns_of(session.root)
+    assert stored["is_warmup"].sum() == 1 and stored.loc[stored["is_warmup"], "run_id"].str.contains("mtwarmup").all()
+    turns = stored[~stored["is_warmup"]]
     assert turns["turn_index"].tolist() == [0, 1, 2] * 2 and turns["history_messages"].tolist() == [1, 3, 5] * 2
     for _, conv in turns.groupby("conversation_index"):
         prompt = conv["prompt_tokens"].tolist()
@@ -93,7 +98,8 @@ def test_a_resumed_tr_does_not_measure_a_finished_conversation_again(tmp_path):
         again = MultiTurn().plan(session_for(spec, tmp_path))
         assert [p.conversation_index for p in again.units] == [1] and again.skipped == 1
         measure(session_for(spec, tmp_path))
-        assert len(server.bodies("/api/chat")) == sent + 3  # the second conversation's three turns only
+        # a warm-up after the resumed TR's server load, then the second conversation's three turns only
+        assert len(server.bodies("/api/chat")) == sent + 1 + 3
     assert len(store.read_frame(root, "mt_conversations")) == 2
 
 
@@ -120,7 +126,7 @@ def test_a_failed_turn_ends_its_conversation_and_is_kept(tmp_path):
     (row,) = measured.other["multi_turn"]
     assert (row["n_sent"], row["n_ok"], row["n_errors"], row["valid"]) == (1, 0, 1, False)
     assert "turn 0 of 3 failed" in row["invalid_reason"]
-    assert turns_of(session.root)["status"].tolist() == ["error"]
+    assert turns_of(session.root)["status"].tolist() == ["error", "error"]  # the warm-up failed as well
 
 
 def test_the_completion_transcript_of_a_turn_starts_with_the_whole_turn_before():

@@ -40,7 +40,9 @@ def test_cached_tokens_reported_by_llamacpp_grow_with_the_history(tmp_path, free
     finally:
         session.close()
     assert [r["valid"] for r in measured.other["multi_turn"]] == [True, True]
-    turns = store.read_frame(session.root, "mt_turns").sort_values(["conversation_index", "turn_index"])
+    stored = store.read_frame(session.root, "mt_turns")
+    assert stored["is_warmup"].sum() == 1
+    turns = stored[~stored["is_warmup"]].sort_values(["conversation_index", "turn_index"])
     for _, conv in turns.groupby("conversation_index"):
         prompt, cached = conv["prompt_tokens"].tolist(), conv["cached_tokens"].tolist()
         print(conv[["turn_index", "prompt_tokens", "cached_tokens", "ttft_ms", "prefill_ms"]].to_string())

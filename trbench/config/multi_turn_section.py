@@ -6,6 +6,7 @@ turns they send.
       turns: 4                # user turns per conversation, each resending the whole chat so far
       max_tokens: 48          # per turn; default: the spec's
       concurrency: 1          # conversations in flight at once
+      warmup_requests: 1      # one-turn chats before the conversations, stored, left out of every figure
       source: dataset         # dataset: the dialogues file's user turns; generated: made-up follow-ups
       dialogues: datasets/multi_turn/dialogues.yaml
       models: [smollm2:135m]  # default: the spec's models
@@ -43,6 +44,9 @@ class MultiTurnSpec(_Strict):
                                "dialogues file) or generated (numbered follow-ups on a topic per conversation)")
     dialogues: str = Field(default=DEFAULT_DIALOGUES, description="YAML file of dialogues (datasets/multi_turn/); "
                            "read with source: dataset")
+    warmup_requests: int = Field(default=1, ge=0, le=100, description="one-turn chats per model x config before its "
+                                 "conversations (after the server load): stored in mt_turns with is_warmup, left out "
+                                 "of every figure, so that turn 1 is not timed with the server's first-request costs")
     models: list[str] | None = Field(default=None, description="models to converse with; default: the spec's models")
 
     @field_validator("models")

@@ -27,6 +27,7 @@ class ConversationKeys(StepKeys):
 class _TurnStart(ConversationKeys):
     turn_index: int  # 0: the first user message; turn k resends turns 0..k-1 with the server's answers
     history_messages: int  # messages sent with this turn, its own user message included (system not counted)
+    is_warmup: bool = False  # a one-turn chat sent before the conversations: stored, left out of every figure
     sent_at: dt.datetime
     cache_state: str  # as RequestRow's: the server's counts, or what was asked where it reports none
     answer_check: S = None

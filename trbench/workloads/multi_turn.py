@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel
 
 from trbench.backends import ChatRequest, RawExchange, backend_kind, event_loop
@@ -58,10 +59,12 @@ class ConversationPlan(BaseModel):
     dialogues_digest: str | None = None
     concurrency: int
     max_tokens: int
+    warmup: bool = False  # a one-turn chat before the conversations: its turn is stored, it has no conversation row
 
     @property
     def run_id(self) -> str:
-        return f"{slug(self.cell.model)}_{self.cell.label}_mt{self.conversation_index:03d}_a{self.attempt}"
+        kind = "mtwarmup" if self.warmup else "mt"
+        return f"{slug(self.cell.model)}_{self.cell.label}_{kind}{self.conversation_index:03d}_a{self.attempt}"
 
 
 class Turn(BaseModel):
@@ -161,7 +164,7 @@ def conversation_keys(spec: MatrixSpec, plan: ConversationPlan) -> dict[str, Any
 def turn_rows(keys: dict[str, Any], plan: ConversationPlan, turns: list[Turn]) -> list[dict[str, Any]]:
     """The turns' rows, through the run requests' own row builder (the same metrics, defined once); the
     first turn asked for a cold prompt, the later ones for nothing but their history."""
-    return [request_row(keys, t.index, False, f"{plan.dialogue.id}#{t.index}", t.exchange, prompt_text(t.request),
+    return [request_row(keys, t.index, plan.warmup, f"{plan.dialogue.id}#{t.index}", t.exchange, prompt_text(t.request),
                         "cold" if t.index == 0 else None, model=TurnRow, turn_index=t.index,
                         history_messages=t.history_messages)
             for t in turns]
@@ -205,6 +208,27 @@ def record_failed(session: TRSession, plans: list[ConversationPlan], reason: str
     return out
 
 
+def warmup_plans(spec: MatrixSpec, plans: list[ConversationPlan]) -> list[ConversationPlan]:
+    """The cell's warm-ups: the first turn of its first conversation, each with a prefix of its own."""
+    first = plans[0]
+    one = first.dialogue.model_copy(update={"turns": first.dialogue.turns[:1]})
+    return [first.model_copy(update={"warmup": True, "conversation_index": w, "dialogue": one})
+            for w in range(section(spec).warmup_requests)]
+
+
+async def warm_up(session: TRSession, plans: list[ConversationPlan], client: AsyncChat) -> None:
+    """Send the warm-ups one after the other and store their turns (no conversation row: a resume sends them
+    again, after its own server load)."""
+    s = session
+    meta = {store.MANIFEST_KEY: s.manifest.json_text().encode()}
+    for plan in plans:
+        turns = await converse(s.spec, plan, client, s.gate)
+        rows = turn_rows(conversation_keys(s.spec, plan), plan, turns)
+        table = pa.Table.from_pylist(rows, schema=store.MT_TURN_SCHEMA.with_metadata(meta))
+        path = store.run_file(s.root, "mt_turns", plan.cell.model, plan.run_id)
+        await asyncio.to_thread(store.write_table_atomic, path, table)
+
+
 def measure_cell(session: TRSession, inst: Instance, plans: list[ConversationPlan],
                  make_client: ClientFactory | None = None) -> list[dict[str, Any]]:
     """One cell's conversations not yet written, `concurrency` at once, each written as it ends; their rows."""
@@ -236,6 +260,7 @@ def measure_cell(session: TRSession, inst: Instance, plans: list[ConversationPla
         client = factory(s.spec.backend, inst.url)
         slots = asyncio.Semaphore(plans[0].concurrency)
         try:
+            await warm_up(s, warmup_plans(s.spec, plans), client)
             await asyncio.gather(*(one(p, client, slots) for p in plans))
         finally:
             await client.aclose()
@@ -278,14 +303,14 @@ class MultiTurn:
 # --- the report's section, from the stored tables alone ---------------------------------------------------
 
 _CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
-_TURN_COLUMNS = [*_CONFIG, "run_id", "turn_index", "status", "ttft_ms", "prompt_tokens", "cached_tokens",
+_TURN_COLUMNS = [*_CONFIG, "run_id", "turn_index", "is_warmup", "status", "ttft_ms", "prompt_tokens", "cached_tokens",
                  "prefill_ms", "decode_tps"]
 _CONVERSATION_COLUMNS = [*_CONFIG, "run_id", "valid", "invalid_reason"]
 INTRO = ("Each conversation resends its whole chat so far at every turn (the user turns and the answers the "
          "server gave), so the prompt grows turn by turn. Per turn, across the conversations of a model and config: "
          "how many turns were answered, and the medians of the prompt as the server counted it, of the part it "
          "served from its prompt cache (cached tokens: null where the server does not report it), of TTFT, of the "
-         "server's prefill time and of its decode rate.")
+         "server's prefill time and of its decode rate. Warm-up requests, sent after each server load, are left out.")
 
 
 def _num(v: Any, digits: int = 0) -> str:
@@ -358,7 +383,7 @@ def report_section(root: Path) -> ReportPart | None:
     parts = [INTRO]
     for key, convs in conversations.groupby(_CONFIG, sort=True, dropna=False):
         model, num_gpu, num_ctx, temperature = key
-        mine = turns[turns["run_id"].isin(convs["run_id"])]
+        mine = turns[turns["run_id"].isin(convs["run_id"]) & ~turns["is_warmup"].astype(bool)]
         ok = mine[mine["status"] == "ok"]
         heading = f"### {model}, {config_label(num_gpu, num_ctx, temperature)}"
         said = [f"{count(len(convs), 'conversation')}, {count(len(mine), 'turn')} sent, {len(ok)} answered."]
