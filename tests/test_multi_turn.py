@@ -5,9 +5,11 @@ and the report section says only what its data shows."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tests.fakes.fake_ollama import DEFAULT_MODEL, FakeModel, FakeOllama
@@ -170,3 +172,55 @@ def test_a_dialogue_shorter_than_the_turns_asked_is_refused_before_anything_runs
                     "spec x")  # generated turns: any number
     with pytest.raises(DialoguesError, match="multi_turn.dialogues"):
         load_dialogues(tmp_path / "none.yaml")
+
+
+# --- the report section, for every shape of data ------------------------------------------------------
+
+
+def _section_of(tmp_path: Path, models: list[str], reports_cached: bool, **section: object) -> str:
+    with FakeOllama(reports_cached=reports_cached) as server:
+        spec = mt_spec(server.url, **section).with_overrides(models=models)
+        measure(session_for(spec, tmp_path))
+    return report_section(tmp_path / "mt").markdown
+
+
+def _check(md: str) -> None:
+    from tests.test_report_sentences import check_prose
+
+    check_prose(md)
+    assert not re.search(r"(?<![\d.])1 (conversation|turn)s\b", md), md
+    assert not re.search(r"(?<![\d.])(0|[2-9]|\d\d+) (conversation|turn)\b(?! x)", md), md
+
+
+def test_one_turn_says_there_is_no_history_to_compare(tmp_path):
+    md = _section_of(tmp_path, [DEFAULT_MODEL], True, conversations=1, turns=1)
+    _check(md)
+    assert "1 conversation, 1 turn sent, 1 answered." in md
+    assert "Only turn 1 has answered turns, so there is no longer history to compare" in md
+    assert "No answered turn carried earlier turns' history" in md
+    assert "| 1 | 1 |" in md and "| 2 |" not in md
+
+
+def test_two_models_get_a_part_each_and_the_growth_sentence_names_first_and_last_turn(tmp_path):
+    md = _section_of(tmp_path, [DEFAULT_MODEL, "fake-thinker:1b"], True, turns=3)
+    _check(md)
+    assert md.count("### ") == 2 and f"### {DEFAULT_MODEL}, gpu80_ctx1024_temp0.8" in md
+    assert md.count("at turn 1 and ") == 2 and md.count(" ms at turn 3, with a median prompt of ") == 2
+
+
+def test_a_count_missing_on_some_turns_is_said_to_cover_only_the_others(tmp_path):
+    _section_of(tmp_path, [DEFAULT_MODEL], True, conversations=1, turns=3)
+    (path,) = (tmp_path / "mt" / "mt_turns").glob("model_slug=*/*_mt000_a1.parquet")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    cached = table.column("cached_tokens").to_pylist()
+    cached[2] = None  # as a server that stopped reporting it
+    table = table.set_column(table.schema.get_field_index("cached_tokens"), "cached_tokens",
+                             pa.array(cached, pa.int64()))
+    pq.write_table(table, path)
+    md = report_section(tmp_path / "mt").markdown
+    _check(md)
+    kept = table.to_pandas()
+    assert (f"On the turns after the first (the 1 turn whose count the server reported), the server took "
+            f"{int(kept['cached_tokens'][1]):,} of {int(kept['prompt_tokens'][1]):,} prompt tokens") in md

@@ -309,7 +309,7 @@ _CONVERSATION_COLUMNS = [*_CONFIG, "run_id", "valid", "invalid_reason"]
 INTRO = ("Each conversation resends its whole chat so far at every turn (the user turns and the answers the "
          "server gave), so the prompt grows turn by turn. Per turn, across the conversations of a model and config: "
          "how many turns were answered, and the medians of the prompt as the server counted it, of the part it "
-         "served from its prompt cache (cached tokens: null where the server does not report it), of TTFT, of the "
+         "served from its prompt cache (n/a where the server does not report it), of TTFT, of the "
          "server's prefill time and of its decode rate. Warm-up requests, sent after each server load, are left out.")
 
 
