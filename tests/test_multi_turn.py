@@ -224,3 +224,33 @@ def test_a_count_missing_on_some_turns_is_said_to_cover_only_the_others(tmp_path
     kept = table.to_pandas()
     assert (f"On the turns after the first (the 1 turn whose count the server reported), the server took "
             f"{int(kept['cached_tokens'][1]):,} of {int(kept['prompt_tokens'][1]):,} prompt tokens") in md
+
+
+def test_a_report_of_conversations_alone_says_what_was_measured(tmp_path):
+    from trbench.report import build_report, render_html, render_markdown
+
+    _section_of(tmp_path, [DEFAULT_MODEL], True, conversations=1, turns=2)
+    data = build_report(tmp_path / "mt")
+    md, html = render_markdown(data), render_html(data)
+    assert "- Measured: Multi-turn conversations (each in its own section below)" in md
+    assert "- Measured: Multi-turn conversations; the figures are in its own section." in md
+    assert "Nothing was measured" not in md and "Measured: nothing" not in md + html
+    assert "## Multi-turn conversations" in md and "<h2>Multi-turn conversations</h2>" in html
+
+
+def test_the_tr_outcome_counts_conversations_and_fails_when_none_answered(tmp_path):
+    from trbench.tr.outcome import Outcome
+    from trbench.workloads.multi_turn import with_outcome
+
+    spec = parse_spec({"tr_id": "t", "models": ["m:1"], "single_agent": False, "multi_turn": {}})
+    good = {"run_id": "c0", "valid": True, "invalid_reason": None}
+    bad = {"run_id": "c1", "valid": False, "invalid_reason": "turn 0 of 4 failed (connect): the conversation ended there"}
+    alone = with_outcome(None, spec, tmp_path, [good, bad], tmp_path / "r.md", None)
+    assert alone.completed and alone.message.startswith("t: 1 of 2 conversation(s) answered every turn; report ")
+    failed = with_outcome(None, spec, tmp_path, [bad], tmp_path / "r.md", None)
+    assert not failed.completed and failed.message.startswith("conversation c1 invalid: turn 0 of 4 failed")
+    cut = with_outcome(None, spec, tmp_path, [], tmp_path / "r.md", "stopped by Ctrl-C")
+    assert not cut.completed and cut.message.startswith("stopped by Ctrl-C; t: 0 of 0")
+    joint = with_outcome(Outcome(completed=True, message="t: 3 of 3 run(s) valid"), spec, tmp_path, [good],
+                         tmp_path / "r.md", None)
+    assert joint.completed and joint.message == "t: 3 of 3 run(s) valid; multi-turn: 1 of 1 conversation(s) answered every turn"

@@ -38,6 +38,7 @@ from trbench.run.single import Gate, generation_request, prompt_text, request_ro
 from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
+    from trbench.tr.outcome import Outcome
     from trbench.workloads.session import TRSession
 
 KIND = "multi_turn"  # store.TABLES: mt_turns/, mt_conversations/
@@ -288,8 +289,7 @@ class MultiTurn:
                        extra={"instance": session.live[0]})
 
     def execute(self, session: TRSession, planned: Planned, measured: Measured) -> None:
-        todo: list[ConversationPlan] = planned.units
-        progress.emit(kind="planned", total_runs=len(todo), message="multi-turn conversations")
+        todo: list[ConversationPlan] = planned.units  # the TR announced them: Planned.runs
         for cell in dict.fromkeys(p.cell for p in todo):
             plans = [p for p in todo if p.cell == cell]
             rows = session.steps.call("multi-turn-cell", f"multi-turn {cell.model} {cell.label}", measure_cell,
@@ -298,6 +298,27 @@ class MultiTurn:
 
     def report_section(self, root: Path) -> ReportPart | None:
         return report_section(root)
+
+
+def with_outcome(outcome: Outcome | None, spec: MatrixSpec, root: Path, rows: list[dict[str, Any]], report: Path | str,
+                 cause: str | None) -> Outcome:
+    """The TR's outcome with its conversations counted: failed when conversations were measured and none
+    answered every turn (opening with the first one's reason), or when the other parts failed; alone (no
+    other part), it carries the closing step's cause as well."""
+    from trbench.tr.outcome import Outcome  # the TR's closing imports the workloads
+
+    valid = sum(r["valid"] for r in rows)
+    skipped = len(store.finished_run_ids(root, KIND)) - len(rows)
+    counts = (f"{valid} of {len(rows)} conversation(s) answered every turn"
+              + (f", {skipped} already finished" if skipped > 0 else ""))
+    failed = bool(rows) and not valid
+    why = (f"conversation {rows[0]['run_id']} invalid: {rows[0]['invalid_reason']}; fix: see the error_message of "
+           "its turns in mt_turns and the server's log") if failed else None
+    if outcome is None:
+        message = "; ".join(p for p in (cause, why, f"{spec.tr_id}: {counts}; report {report}") if p)
+        return Outcome(completed=cause is None and not failed, message=message)
+    message = "; ".join(p for p in (why, outcome.message, f"multi-turn: {counts}") if p)
+    return Outcome(completed=outcome.completed and not failed, message=message)
 
 
 # --- the report's section, from the stored tables alone ---------------------------------------------------
