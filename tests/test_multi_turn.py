@@ -239,8 +239,7 @@ def test_a_report_of_conversations_alone_says_what_was_measured(tmp_path):
 
 
 def test_the_tr_outcome_counts_conversations_and_fails_when_none_answered(tmp_path):
-    from trbench.tr.outcome import Outcome
-    from trbench.workloads.multi_turn import with_outcome
+    from trbench.tr.outcome import Outcome, conversations_outcome as with_outcome
 
     spec = parse_spec({"tr_id": "t", "models": ["m:1"], "single_agent": False, "multi_turn": {}})
     good = {"run_id": "c0", "valid": True, "invalid_reason": None}

@@ -16,7 +16,7 @@ from trbench.report import ReportFiles, compare_tr, publish, regression, render_
 from trbench.run.suite_runs import load_suites
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 from trbench.tr.opening import NoServerStarted
-from trbench.tr.outcome import Outcome, joint_outcome, load_outcome, other_outcome, runs_outcome
+from trbench.tr.outcome import Outcome, conversations_outcome, joint_outcome, load_outcome, other_outcome, runs_outcome
 from trbench.validation import validate as validation
 from trbench.validation.worker import ValidationProcess
 from trbench.workloads import Measured
@@ -165,7 +165,7 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
     others = {k: v for k, v in measured.other.items() if k != multi_turn.KIND}
     if base is None and (others or spec.multi_turn is None):
         base = other_outcome(spec, others, shown, cause)
-    outcome = (multi_turn.with_outcome(base, spec, root, measured.other.get(multi_turn.KIND, []), shown, cause)
+    outcome = (conversations_outcome(base, spec, root, measured.other.get(multi_turn.KIND, []), shown, cause)
                if spec.multi_turn is not None else base)
     assert outcome is not None  # without a multi_turn section, base is made above
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the message too

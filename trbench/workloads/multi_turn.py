@@ -31,14 +31,12 @@ from trbench.data.store import slug
 from trbench.engines import Instance, ollama_api
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import metrics
-from trbench.report.text import count, join
 from trbench.run import progress
 from trbench.run.load_step import AsyncChat, ClientFactory, _failed, wire_client
 from trbench.run.single import Gate, generation_request, prompt_text, request_row, unique_prefix, utc
 from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
-    from trbench.tr.outcome import Outcome
     from trbench.workloads.session import TRSession
 
 KIND = "multi_turn"  # store.TABLES: mt_turns/, mt_conversations/
@@ -300,27 +298,6 @@ class MultiTurn:
         return report_section(root)
 
 
-def with_outcome(outcome: Outcome | None, spec: MatrixSpec, root: Path, rows: list[dict[str, Any]], report: Path | str,
-                 cause: str | None) -> Outcome:
-    """The TR's outcome with its conversations counted: failed when conversations were measured and none
-    answered every turn (opening with the first one's reason), or when the other parts failed; alone (no
-    other part), it carries the closing step's cause as well."""
-    from trbench.tr.outcome import Outcome  # the TR's closing imports the workloads
-
-    valid = sum(r["valid"] for r in rows)
-    skipped = len(store.finished_run_ids(root, KIND)) - len(rows)
-    counts = (f"{valid} of {len(rows)} conversation(s) answered every turn"
-              + (f", {skipped} already finished" if skipped > 0 else ""))
-    failed = bool(rows) and not valid
-    why = (f"conversation {rows[0]['run_id']} invalid: {rows[0]['invalid_reason']}; fix: see the error_message of "
-           "its turns in mt_turns and the server's log") if failed else None
-    if outcome is None:
-        message = "; ".join(p for p in (cause, why, f"{spec.tr_id}: {counts}; report {report}") if p)
-        return Outcome(completed=cause is None and not failed, message=message)
-    message = "; ".join(p for p in (why, outcome.message, f"multi-turn: {counts}") if p)
-    return Outcome(completed=outcome.completed and not failed, message=message)
-
-
 # --- the report's section, from the stored tables alone ---------------------------------------------------
 
 _CONFIG = ["model", "num_gpu", "num_ctx", "temperature"]
@@ -332,6 +309,11 @@ INTRO = ("Each conversation resends its whole chat so far at every turn (the use
          "how many turns were answered, and the medians of the prompt as the server counted it, of the part it "
          "served from its prompt cache (n/a where the server does not report it), of TTFT, of the "
          "server's prefill time and of its decode rate. Warm-up requests, sent after each server load, are left out.")
+
+
+def count(n: int, word: str) -> str:
+    """n and its noun, for the section's regular nouns (conversation, turn): "1 turn", "2 turns"."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _num(v: Any, digits: int = 0) -> str:
@@ -390,7 +372,7 @@ def failure_sentence(conversations: pd.DataFrame) -> str | None:
     bad = conversations[~conversations["valid"].astype(bool)]
     if bad.empty:
         return None
-    reasons = join(sorted({str(r) for r in bad["invalid_reason"].dropna()})[:3], "and")
+    reasons = "; ".join(sorted({str(r) for r in bad["invalid_reason"].dropna()})[:3])
     return (f"{count(len(bad), 'conversation')} of {len(conversations)} did not answer every turn"
             + (f": {reasons}." if reasons else "."))
 
