@@ -245,11 +245,11 @@ def test_the_tr_outcome_counts_conversations_and_fails_when_none_answered(tmp_pa
     good = {"run_id": "c0", "valid": True, "invalid_reason": None}
     bad = {"run_id": "c1", "valid": False, "invalid_reason": "turn 0 of 4 failed (connect): the conversation ended there"}
     alone = with_outcome(None, spec, tmp_path, [good, bad], tmp_path / "r.md", None)
-    assert alone.completed and alone.message.startswith("t: 1 of 2 conversation(s) answered every turn; report ")
+    assert alone.completed and alone.message.startswith("t: 1 of 2 conversations answered every turn; report ")
     failed = with_outcome(None, spec, tmp_path, [bad], tmp_path / "r.md", None)
     assert not failed.completed and failed.message.startswith("conversation c1 invalid: turn 0 of 4 failed")
     cut = with_outcome(None, spec, tmp_path, [], tmp_path / "r.md", "stopped by Ctrl-C")
     assert not cut.completed and cut.message.startswith("stopped by Ctrl-C; t: 0 of 0")
-    joint = with_outcome(Outcome(completed=True, message="t: 3 of 3 run(s) valid"), spec, tmp_path, [good],
+    joint = with_outcome(Outcome(completed=True, message="t: 3 of 3 runs valid"), spec, tmp_path, [good],
                          tmp_path / "r.md", None)
-    assert joint.completed and joint.message == "t: 3 of 3 run(s) valid; multi-turn: 1 of 1 conversation(s) answered every turn"
+    assert joint.completed and joint.message == "t: 3 of 3 runs valid; multi-turn: 1 of 1 conversation answered every turn"

@@ -129,7 +129,7 @@ def conversations_outcome(outcome: Outcome | None, spec: MatrixSpec, root: Path,
     the other parts failed; alone (no other part), it carries the closing step's cause as well."""
     valid = sum(r["valid"] for r in rows)
     skipped = len(store.finished_run_ids(root, "multi_turn")) - len(rows)
-    counts = (f"{valid} of {len(rows)} conversation(s) answered every turn"
+    counts = (f"{valid} of {count(len(rows), 'conversation')} answered every turn"
               + (f", {skipped} already finished" if skipped > 0 else ""))
     failed = bool(rows) and not valid
     why = (f"conversation {rows[0]['run_id']} invalid: {rows[0]['invalid_reason']}; fix: see the error_message of "

@@ -31,6 +31,7 @@ from trbench.data.store import slug
 from trbench.engines import Instance, ollama_api
 from trbench.engines.model_kind import prompt_style
 from trbench.measure import metrics
+from trbench.prose import count
 from trbench.run import progress
 from trbench.run.load_step import AsyncChat, ClientFactory, _failed, wire_client
 from trbench.run.single import Gate, generation_request, prompt_text, request_row, unique_prefix, utc
@@ -309,11 +310,6 @@ INTRO = ("Each conversation resends its whole chat so far at every turn (the use
          "how many turns were answered, and the medians of the prompt as the server counted it, of the part it "
          "served from its prompt cache (n/a where the server does not report it), of TTFT, of the "
          "server's prefill time and of its decode rate. Warm-up requests, sent after each server load, are left out.")
-
-
-def count(n: int, word: str) -> str:
-    """n and its noun, for the section's regular nouns (conversation, turn): "1 turn", "2 turns"."""
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _num(v: Any, digits: int = 0) -> str:
