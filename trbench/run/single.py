@@ -21,7 +21,7 @@ from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell
-from trbench.data.rows import PREFILL_STATS, PREFILL_SUMMARIZED, LoadRequestRow, RequestRow, RunRow
+from trbench.data.rows import PREFILL_STATS, PREFILL_SUMMARIZED, RequestRow, RunRow
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
 from trbench.engines import tuning
