@@ -185,3 +185,27 @@ def _before_lists(schema: pa.Schema) -> pa.Schema:
 
 OLD_RUN_SCHEMA = _before_lists(RUN_SCHEMA)
 OLD_MA_RUN_SCHEMA = _before_lists(MA_RUN_SCHEMA)
+
+# The multi-turn workload's tables (added with it): one row per turn, one per conversation (its ledger entry).
+_CONVERSATION_KEYS = [
+    ("tr_id", pa.string()), ("run_id", pa.string()), ("attempt", pa.int32()), ("model", pa.string()),
+    ("provider", pa.string()), ("backend", pa.string()), ("instance", pa.string()), ("instance_url", pa.string()),
+    ("num_gpu", pa.int32()), ("num_ctx", pa.int32()), ("temperature", pa.float64()), ("prompt_style", pa.string()),
+    ("conversation_index", pa.int32()), ("dialogue_id", pa.string()), ("source", pa.string()),
+    ("dialogues_digest", pa.string()), ("concurrency", pa.int32()), ("max_tokens", pa.int32()),
+]
+_REQUEST_MEASURES = REQUEST_SCHEMA.names[REQUEST_SCHEMA.get_field_index("status"):]  # status .. gpu_memory_at_error
+MT_TURN_SCHEMA = pa.schema(
+    _CONVERSATION_KEYS
+    + [("turn_index", pa.int32()), ("history_messages", pa.int32()), ("is_warmup", pa.bool_()),
+       ("sent_at", pa.timestamp("us", tz="UTC")),
+       ("cache_state", pa.string()), ("answer_check", pa.string())]
+    + [REQUEST_SCHEMA.field(n) for n in _REQUEST_MEASURES if n != "client_cpu_s"]
+)
+MT_CONVERSATION_SCHEMA = pa.schema(
+    _CONVERSATION_KEYS
+    + [("started_at", pa.timestamp("us", tz="UTC")), ("wall_s", pa.float64()), ("n_turns", pa.int32()),
+       ("n_sent", pa.int32()), ("n_ok", pa.int32()), ("n_errors", pa.int32()), ("error_kinds", pa.list_(pa.string())),
+       ("prompt_tokens_last", pa.int64()), ("cached_tokens_total", pa.int64()), ("valid", pa.bool_()),
+       ("invalid_reason", pa.string()), ("manifest_digest", pa.string())]
+)

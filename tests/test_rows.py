@@ -16,7 +16,7 @@ from trbench.measure import metrics
 
 
 @pytest.mark.parametrize("name", ["REQUEST_SCHEMA", "RUN_SCHEMA", "MA_REQUEST_SCHEMA", "MA_RUN_SCHEMA",
-                                  "TELEMETRY_SCHEMA"])
+                                  "TELEMETRY_SCHEMA", "MT_TURN_SCHEMA", "MT_CONVERSATION_SCHEMA"])
 def test_derived_schema_is_the_stored_one(name):
     derived, pinned = getattr(store, name), getattr(frozen, name)
     assert derived.names == pinned.names

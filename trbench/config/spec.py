@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from trbench.config.errors import FieldRule, SpecError, format_error
 from trbench.config.load_section import LoadSpec
+from trbench.config.multi_turn_section import MultiTurnSpec
 from trbench.config.questions_section import Question
 from trbench.config.synthetic_section import SyntheticSpec
 from trbench.config.sections import (
@@ -122,6 +123,8 @@ class MatrixSpec(_Strict):
                                       "(trbench/config/suites_section.py): scenarios, QA")
     load: LoadSpec | None = Field(default=None, description="load mode: concurrency or rate steps "
                                   "(trbench/config/load_section.py)")
+    multi_turn: MultiTurnSpec | None = Field(default=None, description="multi-turn conversations whose history "
+                                             "grows turn by turn (trbench/config/multi_turn_section.py)")
     questions: list[Question] = Field(default_factory=list, description="questions the report answers from the data "
                                       "(trbench/config/questions_section.py); none: the defaults of the workloads "
                                       "measured")
@@ -183,9 +186,11 @@ class MatrixSpec(_Strict):
         self._check_suites()
         self._check_server_axes()
         self._keep_mock_apart()
-        if not self.single_agent and ma is None and self.load is None and self.synthetic is None:
-            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent, load or synthetic "
-                             "section: nothing to run; fix: set single_agent: true, or add one of those sections")
+        if (not self.single_agent and ma is None and self.load is None and self.synthetic is None
+                and self.multi_turn is None):
+            raise FieldRule("single_agent", "single_agent is false and there is no multi_agent, load, synthetic or "
+                            "multi_turn section: nothing to run; fix: set single_agent: true, or add one of those "
+                            "sections")
         emb = self.load.embeddings if self.load else None
         if emb and emb.model and emb.model not in self.models:
             raise FieldRule("load.embeddings.model", f"{emb.model!r} is not in models {self.models} (preflight checks "
@@ -194,6 +199,10 @@ class MatrixSpec(_Strict):
             raise FieldRule("load.models", f"{stray} are not in models {self.models} (preflight checks "
                              "those); fix: add them to models, or remove them here")
         self._check_synthetic()
+        mt = self.multi_turn
+        if mt and mt.models and (stray := [m for m in mt.models if m not in self.models]):
+            raise FieldRule("multi_turn.models", f"{stray} are not in models {self.models} (preflight checks "
+                             "those); fix: add them to models, or remove them here")
         return self
 
     def _check_synthetic(self) -> None:

@@ -15,6 +15,8 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   load_requests/, load_steps/                   the same for load steps (a step's row is its ledger entry)
   emb_requests/, emb_steps/                     the same for embeddings steps (load mode)
   syn_requests/, syn_runs/                      the same for the synthetic workload's runs (one per point)
+  mt_turns/, mt_conversations/                  the same for multi-turn conversations (a conversation's row is
+                                                its ledger entry)
   manifest.json                                 the environment (also in each file's metadata)
   fallbacks/<time>-<pid>.parquet                OOM fallback decisions, as taken (data/failures.py)
   instance_failures/<time>-<pid>-<n>.parquet    failed instance operations, as they happen (same)
@@ -42,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from trbench.data import remote, rows
+from trbench.data import conversation_rows, remote, rows
 from trbench.data.cells import DEFAULT_HARNESS  # every request before the harness axis was Python's
 from trbench.data.atomic import write_atomic, write_text_atomic
 from trbench.data.environment import Manifest
@@ -65,6 +67,8 @@ ENSEMBLE_SCHEMA = arrow_schema(rows.EnsembleAnswerRow)
 SUITE_TABLE = "suite_requests"
 EMB_REQUEST_SCHEMA = arrow_schema(rows.EmbeddingRequestRow)  # the embeddings workload (load mode)
 EMB_STEP_SCHEMA = arrow_schema(rows.EmbeddingStepRow)
+MT_TURN_SCHEMA = arrow_schema(conversation_rows.TurnRow)  # the multi-turn workload
+MT_CONVERSATION_SCHEMA = arrow_schema(conversation_rows.ConversationRow)
 
 SYN_REQUEST_SCHEMA = arrow_schema(rows.SynRequestRow)  # the synthetic workload
 SYN_RUN_SCHEMA = arrow_schema(rows.SynRunRow)
@@ -75,6 +79,7 @@ TABLES = {
     "load": ("load_requests", "load_steps", LOAD_REQUEST_SCHEMA, LOAD_STEP_SCHEMA),
     "embeddings": ("emb_requests", "emb_steps", EMB_REQUEST_SCHEMA, EMB_STEP_SCHEMA),  # a step is its "run"
     "synthetic": ("syn_requests", "syn_runs", SYN_REQUEST_SCHEMA, SYN_RUN_SCHEMA),
+    "multi_turn": ("mt_turns", "mt_conversations", MT_TURN_SCHEMA, MT_CONVERSATION_SCHEMA),  # a conversation is its "run"
 }
 
 # table folder name -> its storage schema: every table read_frame / read_arrow read

@@ -21,7 +21,7 @@ from trbench.backends.base import is_oom
 from trbench.backends import ChatRequest, RawExchange, WireClient
 from trbench.config.prompts import PromptSuite
 from trbench.config.spec import Cell
-from trbench.data.rows import PREFILL_STATS, PREFILL_SUMMARIZED, LoadRequestRow, RequestRow, RunRow
+from trbench.data.rows import PREFILL_STATS, PREFILL_SUMMARIZED, RequestRow, RunRow
 from trbench.data.cells import DEFAULT_HARNESS, Harness
 from trbench.data.store import slug
 from trbench.engines import tuning
@@ -212,10 +212,11 @@ def _keys(settings: RunSettings, plan: RunPlan) -> dict:
 
 
 def request_row(keys: dict, index: int, warmup: bool, prompt_id: str, ex: RawExchange, prompt: str,
-                cache_target: str | None = None, model: type[RequestRow] | type[LoadRequestRow] = RequestRow,
+                cache_target: str | None = None, model: type[BaseModel] = RequestRow,
                 **extra: object) -> dict:
     """One request's row, built (and type-checked) through its model: RequestRow, or MaRequestRow
-    with the multi-agent columns in `extra`, or LoadRequestRow with a load step's."""
+    with the multi-agent columns in `extra`, or LoadRequestRow with a load step's, or another
+    row with the same measurement columns (a multi-turn TurnRow)."""
     m = metrics.derive(ex, cache_target)
     return model(
         **keys,

@@ -31,6 +31,7 @@ def check_spec(spec: MatrixSpec, source: str, models: bool = True) -> list[str]:
     check_agents(spec, source)
     check_suites(spec, source)
     check_embedding_texts(spec, source)
+    check_dialogues(spec, source)
     check_instances(spec, source)
     if models:
         check_models(spec, source)
@@ -85,6 +86,21 @@ def check_embedding_texts(spec: MatrixSpec, source: str) -> None:
 
     _check_file(source, "load.embeddings.texts", emb.texts,
                 "a texts file, e.g. datasets/embeddings/passages_v1.yaml", load_texts, EmbeddingTextsError)
+
+
+def check_dialogues(spec: MatrixSpec, source: str) -> None:
+    """The dialogues file of the multi-turn workload exists, parses, and holds `turns` user turns per dialogue."""
+    mt = spec.multi_turn
+    if mt is None or mt.source != "dataset":
+        return
+    from trbench.config.multi_turn_section import DEFAULT_DIALOGUES, DialoguesError, load_dialogues
+
+    _check_file(source, "multi_turn.dialogues", mt.dialogues, f"a dialogues file, e.g. {DEFAULT_DIALOGUES}",
+                load_dialogues, DialoguesError)
+    try:
+        load_dialogues(resolve_path(mt.dialogues), mt.turns)
+    except DialoguesError as err:
+        raise _error(source, "multi_turn.turns", *_problem_of(str(err))) from None
 
 
 def check_agents(spec: MatrixSpec, source: str) -> None:

@@ -16,10 +16,11 @@ from trbench.report import ReportFiles, compare_tr, publish, regression, render_
 from trbench.run.suite_runs import load_suites
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 from trbench.tr.opening import NoServerStarted
-from trbench.tr.outcome import Outcome, joint_outcome, load_outcome, other_outcome, runs_outcome
+from trbench.tr.outcome import Outcome, conversations_outcome, joint_outcome, load_outcome, other_outcome, runs_outcome
 from trbench.validation import validate as validation
 from trbench.validation.worker import ValidationProcess
 from trbench.workloads import Measured
+from trbench.workloads import multi_turn
 from trbench.workloads.session import TRSession
 from trbench.workloads.steps import Steps
 from trbench.prose import count
@@ -160,8 +161,13 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
         load = load_outcome(spec, measured.load_steps, measured.load_skipped, shown, measured.embeddings)
         if not matrix and cause is not None:
             load = Outcome(completed=False, message=f"{cause}; {load.message}")
-    outcome = (joint_outcome(runs, load) if runs is not None or load is not None
-               else other_outcome(spec, measured.other, report, cause))
+    base = joint_outcome(runs, load) if runs is not None or load is not None else None
+    others = {k: v for k, v in measured.other.items() if k != multi_turn.KIND}
+    if base is None and (others or spec.multi_turn is None):
+        base = other_outcome(spec, others, shown, cause)
+    outcome = (conversations_outcome(base, spec, root, measured.other.get(multi_turn.KIND, []), shown, cause)
+               if spec.multi_turn is not None else base)
+    assert outcome is not None  # without a multi_turn section, base is made above
     if spec.baseline_tr_id:  # the regression check's verdict belongs in the message too
         # the report compared the two TR runs already; built again only when the report failed
         verdict = files.data.regression if files is not None else _attempt(

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel
 
 from trbench.config.spec import MatrixSpec
+from trbench.data import store
 from trbench.measure.outliers import FlaggedConfig
 from trbench.validation import validate as validation
 from trbench.validation.validate import ValidationResult
@@ -117,3 +120,22 @@ def joint_outcome(runs: Outcome | None, load: Outcome | None) -> Outcome:
     if runs.completed and not load.completed:
         return Outcome(completed=False, message=f"{load.message}; {runs.message}")
     return Outcome(completed=runs.completed, message=f"{runs.message}; load: {load_words}")
+
+
+def conversations_outcome(outcome: Outcome | None, spec: MatrixSpec, root: Path, rows: list[dict[str, Any]],
+                          report: Path | str, cause: str | None) -> Outcome:
+    """The TR's outcome with its multi-turn conversations counted (rows: those measured now): failed when
+    conversations were measured and none answered every turn (opening with the first one's reason), or when
+    the other parts failed; alone (no other part), it carries the closing step's cause as well."""
+    valid = sum(r["valid"] for r in rows)
+    skipped = len(store.finished_run_ids(root, "multi_turn")) - len(rows)
+    counts = (f"{valid} of {count(len(rows), 'conversation')} answered every turn"
+              + (f", {skipped} already finished" if skipped > 0 else ""))
+    failed = bool(rows) and not valid
+    why = (f"conversation {rows[0]['run_id']} invalid: {rows[0]['invalid_reason']}; fix: see the error_message of "
+           "its turns in mt_turns and the server's log") if failed else None
+    if outcome is None:
+        message = "; ".join(p for p in (cause, why, f"{spec.tr_id}: {counts}; report {report}") if p)
+        return Outcome(completed=cause is None and not failed, message=message)
+    message = "; ".join(p for p in (why, outcome.message, f"multi-turn: {counts}") if p)
+    return Outcome(completed=outcome.completed and not failed, message=message)
