@@ -90,7 +90,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("nothing_to_run", OK + "single_agent: false\n", "field 'single_agent': single_agent is false and there is no multi_agent, load, synthetic or multi_turn section"),
     ("multi_turn_turns_zero", OK + "multi_turn: {turns: 0}\n", "field 'multi_turn.turns': Input should be greater than or equal to 1"),
     ("multi_turn_dialogues_missing", OK + "multi_turn: {dialogues: datasets/multi_turn/nope.yaml}\n", "field 'multi_turn.dialogues': file datasets/multi_turn/nope.yaml not found"),
-    ("multi_turn_dialogues_short", OK + "multi_turn: {turns: 9}\n", "field 'multi_turn.turns': 9 turns, but dialogue(s) garden, bread, running, budget, trip, code of"),
+    ("multi_turn_dialogues_short", OK + "multi_turn: {turns: 9}\n", "field 'multi_turn.turns': 9 turns, but dialogues garden, bread, running, budget, trip, code of"),
     ("multi_agent_model_stray", OK + "multi_agent: {models: [gemma3:270m]}\n", "field 'multi_agent.models': ['gemma3:270m'] are not in models"),
     ("scenario_unknown", OK + "multi_agent: {scenarios: [solo]}\n", "field 'multi_agent.scenarios.0': Input should be"),
     ("allow_remote_bind_not_bool", OK + "allow_remote_bind: maybe\n", "field 'allow_remote_bind': Input should be a valid boolean"),

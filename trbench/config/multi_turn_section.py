@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trbench.config.sections import _Strict
 from trbench.config.servers import unique
 from trbench.config.suite_files import content_digest, read_suite
+from trbench.prose import noun, verb
 
 DEFAULT_DIALOGUES = "datasets/multi_turn/dialogues.yaml"
 TurnSource = Literal["dataset", "generated"]
@@ -84,8 +85,8 @@ def load_dialogues(path: str | Path, turns: int | None = None) -> Dialogues:
                             detail_lines=3)
     short = [d.id for d in suite.dialogues if turns is not None and len(d.turns) < turns]
     if short:
-        raise DialoguesError(f"spec field 'multi_turn.turns': {turns} turns, but dialogue(s) {', '.join(short)} of "
-                             f"{path} hold fewer user turns; fix: lower multi_turn.turns, add turns to those "
+        raise DialoguesError(f"spec field 'multi_turn.turns': {turns} turns, but {noun('dialogue', len(short))} "
+                             f"{', '.join(short)} of {path} {verb('holds', len(short))} fewer user turns; fix: lower multi_turn.turns, add turns to those "
                              "dialogues, or set multi_turn.source: generated")
     return suite.model_copy(update={"digest": content_digest(raw)})
 
