@@ -166,7 +166,7 @@ def test_the_section_is_optional_and_its_errors_name_the_field():
 
 def test_a_dialogue_shorter_than_the_turns_asked_is_refused_before_anything_runs(tmp_path):
     spec = parse_spec({"tr_id": "t", "models": ["smollm2:135m"], "multi_turn": {"turns": 7}})
-    with pytest.raises(SpecError, match=r"field 'multi_turn.turns': 7 turns, but dialogue\(s\) garden"):
+    with pytest.raises(SpecError, match=r"field 'multi_turn.turns': 7 turns, but dialogues garden"):
         check_dialogues(spec, "spec x")
     check_dialogues(spec.model_copy(update={"multi_turn": spec.multi_turn.model_copy(update={"source": "generated"})}),
                     "spec x")  # generated turns: any number
