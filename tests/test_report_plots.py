@@ -32,8 +32,8 @@ from trbench.config.spec import parse_spec
 from trbench.report import build_report, render_html, render_markdown
 from trbench.report.answer_quality import QualityPoint, SuitesSection, frontier
 from trbench.report.models import Measured, ReportData
-from trbench.report.plots import (COLUMN_CSS_PX, ENSEMBLE_COLOR, PIXEL_RATIO, Drawing, drawings, model_colors, render_plots,
-                                  report_models)
+from trbench.report.plot_layout import COLUMN_CSS_PX, ENSEMBLE_COLOR, PIXEL_RATIO, model_colors
+from trbench.report.plots import Drawing, drawings, render_plots, report_models
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "trbench" / "report" / "templates" / "report.html.j2"
 SMOL, GEMMA = "smollm2:135m", "gemma3:270m"
