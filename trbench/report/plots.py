@@ -427,8 +427,8 @@ def load_curves(data: ReportData, colors: Colors) -> Drawing | None:
     unshown = [k for k in slo if k not in drawn_slos]
     caption = ("One line per model x config through its load steps (labels: the step, where there is room); right "
                "and down is better. Each point is one step's figures over its measured requests."
-               + (" Dashed red: the spec's SLO limit on each request; a percentile above it means more than that "
-                  "share of requests missed it." if drawn_slos else "")
+               + (" Dashed red: the spec's SLO limit on each request; where a step's p95 is above it, more than "
+                  "about 5 % of its requests missed it (a p99: 1 %)." if drawn_slos else "")
                + (f" Not drawn: {join(unshown)} (no figure of it to hold against)." if unshown else "")
                + (f" Logarithmic latency axis ({join(logs)}): its values and limit span tenfold or more."
                   if logs else ""))
