@@ -33,7 +33,7 @@ from trbench.report import build_report, render_html, render_markdown
 from trbench.report.answer_quality import QualityPoint, SuitesSection, frontier
 from trbench.report.models import Measured, ReportData
 from trbench.report.plot_layout import COLUMN_CSS_PX, ENSEMBLE_COLOR, PIXEL_RATIO, model_colors
-from trbench.report.plots import Drawing, drawings, render_plots, report_models
+from trbench.report.plots import PLOTS, Drawing, drawings, render_plots, report_models
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "trbench" / "report" / "templates" / "report.html.j2"
 SMOL, GEMMA = "smollm2:135m", "gemma3:270m"
@@ -67,17 +67,22 @@ def planted(root: Path, models: dict[str, dict], *, cached: dict[str, float] | N
     if cached:
         data.cache.states = ["cold", "cached"]
     if qa is not None:
-        speed = {c.model: c.decode_tps_p50 or 0.0 for c in data.cells}
-        points = [QualityPoint(model=r["model"], overall=r["overall"], decode_tps_p50=speed[r["model"]])
-                  for r in qa if r["kind"] == "model"]
-        data.suites = SuitesSection(scenarios=[], qa=qa, points=frontier(points))
-        data.measured.append(Measured(workload="suites", title="Quality suites", summary="qa"))
+        _set_qa(data, qa)
     spec = parse_spec({**LOAD_SPEC, "tr_id": "load", "load": {**LOAD_SPEC["load"], "concurrency": [1, 2, 4],
                                                                "slo": slo or {}}})
     _write_tr(root / "load", spec, scale=load_scale)
     data.load = build_report(root / "load", spec).load
     data.measured.append(Measured(workload="load", title="Load", summary="3 steps"))
     return data
+
+
+def _set_qa(data: ReportData, qa: list[dict]) -> None:
+    speed = {c.model: c.decode_tps_p50 or 0.0 for c in data.cells}
+    points = [QualityPoint(model=r["model"], overall=r["overall"], decode_tps_p50=speed[r["model"]])
+              for r in qa if r["kind"] == "model"]
+    data.suites = SuitesSection(scenarios=[], qa=qa, points=frontier(points))
+    if "suites" not in data.workloads:
+        data.measured.append(Measured(workload="suites", title="Quality suites", summary="qa"))
 
 
 QUICK = {SMOL: {"tps": 124.8, "ttft": 95.0, "e2e": 600.0, "sd": 0.05, "tpj": 2.0, "vram": 900.0},
@@ -104,8 +109,28 @@ def crowded(tmp_path_factory) -> ReportData:
                    qa=[_qa(m, 0.05 * i, 0.06 * i, 0.5, 1.0) for i, m in enumerate(models)], slo=SLO, energy=True)
 
 
+@pytest.fixture(scope="module")
+def quickstart_figures(quickstart) -> dict[str, Drawing]:
+    return _figures(quickstart)
+
+
+@pytest.fixture(scope="module")
+def crowded_figures(crowded) -> dict[str, Drawing]:
+    return _figures(crowded)
+
+
 def _figures(data: ReportData) -> dict[str, Drawing]:
     return {d.name: d for d in drawings(data)}
+
+
+def _draw(data: ReportData, name: str) -> Drawing | None:
+    """One figure of the data, coloured as the report colours it."""
+    make = next(f for f in PLOTS if f.__name__ == name)
+    return make(data, model_colors(report_models(data)))
+
+
+def _copy(data: ReportData) -> ReportData:
+    return data.model_copy(deep=True)
 
 
 # --- no text meets another ---------------------------------------------------------------------------
@@ -139,8 +164,7 @@ def _overlap(a, b) -> float:
 
 @pytest.mark.parametrize("shape", ["quickstart", "crowded"])
 def test_no_text_of_any_figure_meets_another_or_leaves_the_figure(shape, request) -> None:
-    data = request.getfixturevalue(shape)
-    figures = _figures(data)
+    figures = request.getfixturevalue(f"{shape}_figures")
     assert {"throughput_ttft", "run_spread", "multi_agent_efficiency", "efficiency_frontier", "load_curves",
             "qa_breakdown", "quality_vs_speed"} <= {n for n, d in figures.items() if d.figure is not None}
     for name, d in figures.items():
@@ -171,12 +195,12 @@ def test_the_old_ttft_panel_labels_would_have_been_caught() -> None:
 # --- points, not bars; log axes labelled at every decade -----------------------------------------------
 
 
-def test_medians_are_points_with_interval_whiskers_never_bars(quickstart) -> None:
-    for name, d in _figures(quickstart).items():
+def test_medians_are_points_with_interval_whiskers_never_bars(quickstart_figures) -> None:
+    for name, d in quickstart_figures.items():
         if d.figure is None:
             continue
         assert not [p for ax in d.figure.axes for p in ax.patches if isinstance(p, Rectangle)], name
-    ttft = _figures(quickstart)["throughput_ttft"].figure
+    ttft = quickstart_figures["throughput_ttft"].figure
     whiskers = [c for ax in ttft.axes for c in ax.collections if isinstance(c, LineCollection)]
     assert whiskers and any(len(seg) for c in whiskers for seg in c.get_segments())
 
@@ -189,8 +213,8 @@ def _decades_labelled(axis) -> tuple[list[float], set[float]]:
     return decades, labelled
 
 
-def test_a_ttft_axis_spanning_tenfold_is_logarithmic_with_every_decade_labelled(quickstart) -> None:
-    d = _figures(quickstart)["throughput_ttft"]
+def test_a_ttft_axis_spanning_tenfold_is_logarithmic_with_every_decade_labelled(quickstart_figures) -> None:
+    d = quickstart_figures["throughput_ttft"]
     fig = d.figure
     fig.canvas.draw()
     ttft = fig.axes[-1]
@@ -204,9 +228,12 @@ def test_a_ttft_axis_spanning_tenfold_is_logarithmic_with_every_decade_labelled(
     assert fig.axes[0].get_xscale() == "linear" and fig.axes[0].get_xlim()[0] == 0  # decode tok/s from 0
 
 
-def test_ttft_within_tenfold_stays_on_a_linear_axis_from_zero(tmp_path) -> None:
-    data = planted(tmp_path, QUICK, cached={SMOL: 60.0, GEMMA: 120.0})
-    d = _figures(data)["throughput_ttft"]
+def test_ttft_within_tenfold_stays_on_a_linear_axis_from_zero(quickstart) -> None:
+    data = _copy(quickstart)
+    for c in data.cells:
+        c.ttft_cached_p50_ms, c.ttft_cached_p50_ci = 60.0, (58.0, 63.0)
+    d = _draw(data, "throughput_ttft")
+    assert d is not None and d.figure is not None
     ttft = d.figure.axes[-1]
     assert ttft.get_xscale() == "linear" and ttft.get_xlim()[0] == 0 and "logarithmic" not in d.caption
 
@@ -232,12 +259,12 @@ def _colours_by_model(fig: Figure) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("shape", ["quickstart", "crowded"])
 def test_each_model_has_one_colour_in_every_figure(shape, request) -> None:
-    data = request.getfixturevalue(shape)
+    data, figures = request.getfixturevalue(shape), request.getfixturevalue(f"{shape}_figures")
     expected = model_colors(report_models(data))
     assert len(set(expected.values())) == len(expected)  # no two models share one
     seen: dict[str, set[str]] = defaultdict(set)
     figures_per_model: dict[str, int] = defaultdict(int)
-    for name, d in _figures(data).items():
+    for name, d in figures.items():
         if d.figure is None:
             continue
         for model, colours in _colours_by_model(d.figure).items():
@@ -258,9 +285,9 @@ def test_the_colour_map_follows_the_report_order_and_outgrows_the_palette() -> N
 # --- nothing to draw: no figure, and the report says why ----------------------------------------------
 
 
-def test_all_zero_quality_draws_no_figure_and_the_report_says_why(tmp_path) -> None:
-    data = planted(tmp_path, QUICK, qa=[_qa(GEMMA, 0.0), _qa(SMOL, 0.0),
-                                        _qa(f"ensemble({SMOL},{GEMMA})", 0.0, kind="ensemble")])
+def test_all_zero_quality_draws_no_figure_and_the_report_says_why(quickstart) -> None:
+    data = _copy(quickstart)
+    _set_qa(data, [_qa(GEMMA, 0.0), _qa(SMOL, 0.0), _qa(f"ensemble({SMOL},{GEMMA})", 0.0, kind="ensemble")])
     figures = _figures(data)
     for name in ("qa_breakdown", "quality_vs_speed"):
         assert figures[name].figure is None and figures[name].reason, name
@@ -274,17 +301,18 @@ def test_all_zero_quality_draws_no_figure_and_the_report_says_why(tmp_path) -> N
     assert figures["throughput_ttft"].figure is not None and "throughput_ttft.png" in md
 
 
-def test_a_zero_beside_a_nonzero_score_is_drawn(tmp_path) -> None:
-    data = planted(tmp_path, QUICK, qa=[_qa(GEMMA, 0.0), _qa(SMOL, 0.0, na=1.0)])
-    figures = _figures(data)
-    assert figures["qa_breakdown"].figure is not None  # NA recall 1.0: something to show
-    assert figures["quality_vs_speed"].figure is None  # both overall scores 0
+def test_a_zero_beside_a_nonzero_score_is_drawn(quickstart) -> None:
+    data = _copy(quickstart)
+    _set_qa(data, [_qa(GEMMA, 0.0), _qa(SMOL, 0.0, na=1.0)])
+    breakdown, speed = _draw(data, "qa_breakdown"), _draw(data, "quality_vs_speed")
+    assert breakdown is not None and breakdown.figure is not None  # NA recall 1.0: something to show
+    assert speed is not None and speed.figure is None  # both overall scores 0
 
 
-def test_no_decode_rate_ttft_or_efficiency_draws_no_figure(tmp_path) -> None:
-    data = planted(tmp_path, QUICK)
+def test_no_decode_rate_ttft_or_efficiency_draws_no_figure(quickstart) -> None:
+    data = _copy(quickstart)
     for c in data.cells:
-        c.decode_tps_p50 = c.ttft_cold_p50_ms = None
+        c.decode_tps_p50 = c.ttft_cold_p50_ms = c.ttft_cached_p50_ms = None
         c.run_means_decode_tps = [None, 0.0]
     assert data.multi_agent is not None
     for r in data.multi_agent.results:
@@ -312,8 +340,8 @@ def _slo_lines(fig: Figure) -> dict[str, float]:
             for a in fig.findobj(Line2D) if str(a.get_gid() or "").startswith("slo:")}
 
 
-def test_load_curves_draw_each_slo_limit_inside_the_axes(quickstart) -> None:
-    d = _figures(quickstart)["load_curves"]
+def test_load_curves_draw_each_slo_limit_inside_the_axes(quickstart_figures) -> None:
+    d = quickstart_figures["load_curves"]
     assert _slo_lines(d.figure) == SLO
     for ax in d.figure.axes:  # each limit is within its panel's view
         for line in ax.get_lines():
@@ -324,19 +352,22 @@ def test_load_curves_draw_each_slo_limit_inside_the_axes(quickstart) -> None:
     assert "SLO limit" in d.caption and "ttft_ms" in d.alt
 
 
-def test_load_curves_without_slos_draw_no_limit(tmp_path) -> None:
-    data = planted(tmp_path, QUICK, slo={})
-    d = _figures(data)["load_curves"]
-    assert d.figure is not None and _slo_lines(d.figure) == {} and "SLO" not in d.caption
-
-
-def test_an_slo_with_no_figure_to_hold_against_is_named(tmp_path) -> None:
-    data = planted(tmp_path, QUICK, slo={"e2e_ms": 5000.0})
+def test_load_curves_without_slos_draw_no_limit(quickstart) -> None:
+    data = _copy(quickstart)
     assert data.load is not None
+    data.load.slo = {}
+    d = _draw(data, "load_curves")
+    assert d is not None and d.figure is not None and _slo_lines(d.figure) == {} and "SLO" not in d.caption
+
+
+def test_an_slo_with_no_figure_to_hold_against_is_named(quickstart) -> None:
+    data = _copy(quickstart)
+    assert data.load is not None
+    data.load.slo = {"e2e_ms": 5000.0}
     for s in data.load.steps:
         s.e2e_ms_p99 = None
-    d = _figures(data)["load_curves"]
-    assert _slo_lines(d.figure) == {} and "Not drawn: e2e_ms" in d.caption
+    d = _draw(data, "load_curves")
+    assert d is not None and d.figure is not None and _slo_lines(d.figure) == {} and "Not drawn: e2e_ms" in d.caption
 
 
 # --- size, sharpness and alt text --------------------------------------------------------------------
@@ -355,8 +386,8 @@ def test_figures_are_the_text_column_wide_at_twice_its_pixel_density(quickstart)
         assert f'alt="{p.alt}" width="{p.width_px}" height="{p.height_px}"' in html.replace("&#39;", "'")
 
 
-def test_alt_text_names_what_each_figure_shows(quickstart) -> None:
-    figures = _figures(quickstart)
+def test_alt_text_names_what_each_figure_shows(quickstart, quickstart_figures) -> None:
+    figures = quickstart_figures
     for name, d in figures.items():
         assert d.alt and d.alt.endswith("."), name
     assert all(m in figures["throughput_ttft"].alt for m in (SMOL, GEMMA, "decode tok/s", "TTFT", "cached"))
