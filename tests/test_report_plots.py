@@ -32,7 +32,7 @@ from trbench.config.spec import parse_spec
 from trbench.report import build_report, render_html, render_markdown
 from trbench.report.answer_quality import QualityPoint, SuitesSection, frontier
 from trbench.report.models import Measured, ReportData
-from trbench.report.plot_layout import COLUMN_CSS_PX, ENSEMBLE_COLOR, PIXEL_RATIO, model_colors
+from trbench.report.plot_layout import COLUMN_CSS_PX, ENSEMBLE_COLOR, PIXEL_RATIO, PlainFormatter, model_colors, plain
 from trbench.report.plots import PLOTS, Drawing, drawings, render_plots, report_models
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "trbench" / "report" / "templates" / "report.html.j2"
@@ -177,6 +177,18 @@ def test_no_text_of_any_figure_meets_another_or_leaves_the_figure(shape, request
         for i, (a, box_a) in enumerate(texts):
             for b, box_b in texts[i + 1:]:
                 assert _overlap(box_a, box_b) < 1.0, (name, a, b)
+        for ax in d.figure.axes:  # no two ticks of an axis read the same
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t.get_text() for t in axis.get_ticklabels() + axis.get_ticklabels(minor=True) if t.get_text()]
+                assert len(labels) == len(set(labels)), (name, labels)
+
+
+def test_tick_labels_have_the_decimals_that_tell_them_apart() -> None:
+    fmt = PlainFormatter()
+    for locs, labels in (([0.88, 0.96, 1.04], ["0.88", "0.96", "1.04"]), ([0, 25, 50, 75], ["0", "25", "50", "75"]),
+                         ([1000, 1200, 1400], ["1,000", "1,200", "1,400"]), ([0, 2.5, 5.0], ["0.0", "2.5", "5.0"])):
+        assert fmt.format_ticks(locs) == labels
+    assert [plain(v) for v in (2000.0, 60.0, 12.5, 0.5)] == ["2,000", "60", "12.5", "0.5"]
 
 
 def test_the_old_ttft_panel_labels_would_have_been_caught() -> None:

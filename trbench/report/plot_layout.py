@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import Formatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 COLUMN_CSS_PX = 1000  # the report's text column: report.html.j2 caps p and figcaption at 1000px
 PIXEL_RATIO = 2  # device pixels per CSS pixel: sharp on high-density screens and when printed
@@ -112,11 +112,26 @@ def positive(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None and v > 0 and math.isfinite(v)]
 
 
-def plain(v: float, _pos: object = None) -> str:
-    """A tick value as a reader writes it: 20, 100, 1,000, 0.5."""
-    if v >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.0f}" if v >= 1 else f"{v:g}"
+def plain(v: float) -> str:
+    """One number as a reader writes it: 60, 2,000, 12.5, 0.5."""
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,g}"
+
+
+# a log axis's labels span decades: each written for itself (0.01, 0.1, 1, 10), not to a shared decimal count
+_LOG_LABELS = FuncFormatter(lambda v, _pos: plain(v))
+
+
+class PlainFormatter(Formatter):
+    """Tick labels in plain numbers (1,000, not 10^3) with the fewest decimals that tell every tick of
+    the axis apart: 0.88, 0.96, 1.04 (never 1 and 1), 25, 50, 75."""
+
+    def format_ticks(self, values) -> list[str]:
+        decimals = next((d for d in range(7) if all(abs(round(float(v), d) - float(v)) <= 1e-9 * max(abs(float(v)), 1.0)
+                                                    for v in values)), 6)
+        return [f"{float(v):,.{decimals}f}" for v in values]
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return plain(x)  # one value alone (no ticks to tell apart)
 
 
 def log_axis(axis, values: list[float]) -> None:
@@ -132,9 +147,9 @@ def log_axis(axis, values: list[float]) -> None:
         ax.set_yscale("log")
         ax.set_ylim(10.0 ** lo, 10.0 ** hi)
     axis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
-    axis.set_major_formatter(FuncFormatter(plain))
+    axis.set_major_formatter(PlainFormatter())
     axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0) if hi - lo <= 2 else tuple(range(2, 10))))
-    axis.set_minor_formatter(FuncFormatter(plain) if hi - lo <= 2 else NullFormatter())
+    axis.set_minor_formatter(PlainFormatter() if hi - lo <= 2 else NullFormatter())
 
 
 def value_axis(axis, values: list[float], *, zero: bool) -> bool:
@@ -144,7 +159,7 @@ def value_axis(axis, values: list[float], *, zero: bool) -> bool:
         log_axis(axis, pos)
         return True
     axis.set_major_locator(MaxNLocator(nbins=6))
-    axis.set_major_formatter(FuncFormatter(plain))
+    axis.set_major_formatter(PlainFormatter())
     if zero:
         top = max(values, default=1.0) * 1.08 or 1.0
         (axis.axes.set_xlim if axis.axis_name == "x" else axis.axes.set_ylim)(0, top)

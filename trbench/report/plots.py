@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import MaxNLocator
 
 from trbench.data.rows import CACHE_STATE_LABELS
 from trbench.report.load_results import LoadStepResult
 from trbench.report.models import Plot, ReportData
 from trbench.report.plot_layout import (
-    NEUTRAL, PIXEL_RATIO, SLO_COLOR, Colors, Row, color_of, dot_height,
-    dots, key_handle, label_points, legend_above, model_colors, model_handle, new_figure, plain, present, png_bytes,
-    row_axis, row_height, style_axes, value_axis)
+    NEUTRAL, PIXEL_RATIO, SLO_COLOR, Colors, PlainFormatter, Row, color_of, dot_height, dots, key_handle, label_points,
+    legend_above, model_colors, model_handle, new_figure, plain, present, png_bytes, row_axis, row_height, style_axes,
+    value_axis)
 from trbench.report.text import count, join
 
 STATE_MARKERS = {"cold": ("o", True), "partial": ("D", True), "cached": ("s", True), "cold_asked": ("o", False),
@@ -180,7 +180,7 @@ def run_spread(data: ReportData, colors: Colors) -> Drawing | None:
         ax.plot(med_x, med_y, "|", color=NEUTRAL, markersize=13, markeredgewidth=1.6, zorder=4)
     row_axis(ax, configs)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
-    ax.xaxis.set_major_formatter(FuncFormatter(plain))
+    ax.xaxis.set_major_formatter(PlainFormatter())
     ax.margins(x=0.08)
     style_axes(ax, "mean decode tok/s of each valid run", "tok/s", grid="x")
     legend_above(fig, [model_handle(colors, m) for m in models] + [key_handle("|")], [*models, "pooled median"])
@@ -338,7 +338,7 @@ def quality_vs_speed(data: ReportData, colors: Colors) -> Drawing | None:
     front = _frontier_line(ax, [(p.decode_tps_p50, p.overall) for p in points if p.on_frontier])
     ax.set_ylim(-0.02, 1.02)
     ax.margins(x=0.15)
-    ax.xaxis.set_major_formatter(FuncFormatter(plain))
+    ax.xaxis.set_major_formatter(PlainFormatter())
     style_axes(ax, "Good enough and fastest (up and right is better)", "decode tok/s median (fastest config)",
                "QA overall score")
     _scatter_legend(fig, colors, models, [], front)
@@ -407,7 +407,7 @@ def load_curves(data: ReportData, colors: Colors) -> Drawing | None:
         if value_axis(ax.yaxis, ys, zero=True):
             logs.append(panel.title)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        ax.xaxis.set_major_formatter(FuncFormatter(plain))
+        ax.xaxis.set_major_formatter(PlainFormatter())
         ax.margins(x=0.12)
         style_axes(ax, panel.title + (f" (SLO {plain(limit)} ms)" if limit is not None else ""), panel.xlabel, panel.ylabel)
     handles = [model_handle(colors, m) for m in models]
