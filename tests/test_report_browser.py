@@ -12,6 +12,7 @@ from test_report_publish import FAST, SCRIPT, SECTIONS, SLOW, plant, publish
 from test_ui_browser import CHROMIUM, CHROMIUM_ARGS
 
 from local_prefect import ROOT
+from trbench.report.plot_layout import COLUMN_CSS_PX, PIXEL_RATIO
 
 SHOTS = ROOT / "test-output" / "report"
 
@@ -45,6 +46,10 @@ def test_report_opens_in_a_browser_with_every_section_and_nothing_runs(tmp_path)
             images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
             # throughput/TTFT, run-to-run spread, multi-agent efficiency (no energy: no frontier)
             assert len(images) == 3 and all(done and w > 100 and h > 100 for done, w, h in images), images
+            # each figure is shown the text column wide, from a PNG with twice its pixels
+            shown = page.evaluate("Array.from(document.images).map(i => [i.getBoundingClientRect().width, "
+                                  "i.naturalWidth])")
+            assert all(w == COLUMN_CSS_PX and natural == COLUMN_CSS_PX * PIXEL_RATIO for w, natural in shown), shown
             rows = page.evaluate("Array.from(document.querySelectorAll('table')).map(t => t.rows.length)")
             assert rows and min(rows) >= 2, rows  # a header and at least one row of data each
             answer = page.get_by_text(SCRIPT, exact=False).first

@@ -1,7 +1,7 @@
 """The TR report, from the Parquet files alone: models (ReportData, no formatting), build
 (build_report, one module per section: data, cross_model, multi_agent, answer_quality, load_results,
 embeddings_table, reruns, findings, methodology), text (the grammar every generated sentence goes
-through), tables (every table formatted once), plots (matplotlib figures), render (Markdown and HTML
+through), tables (every table formatted once), plots (matplotlib figures, laid out by plot_layout), render (Markdown and HTML
 from templates/*.j2), outline (the sections in report order and their headings, one home for the
 templates and the validation) and publishing (publish(): the files under <tr_root>/report/, each
 written atomically), summary (the statistics as records for other tools: report/summary.json and
@@ -10,8 +10,8 @@ threshold) and the comparison of two or more TRs (comparison: `trbench compare`)
 cells by matching.py.
 
 Imports point down: comparison -> build, summary; publishing -> build, render, plots, summary -> models ->
-the section modules; outline, matching and text import no other module of the report, regression only
-matching and text."""
+the section modules; plots -> plot_layout; outline, matching, text and plot_layout import no other module of
+the report, regression only matching and text."""
 
 from trbench import lazy_exports
 

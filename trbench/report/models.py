@@ -292,12 +292,17 @@ class ReportData(BaseModel):
 
 
 class Plot(BaseModel):
-    """One figure of the report: a PNG and where it is written (report/plots/<name>.png)."""
+    """One figure of the report: a PNG and where it is written (report/plots/<name>.png), or, where its
+    section has data but nothing to draw, no PNG and the reason the report prints instead."""
 
     name: str
     title: str
-    caption: str
-    png: bytes
+    caption: str = ""
+    alt: str = ""  # what the figure shows, for a reader who cannot see it
+    png: bytes | None = None
+    reason: str = ""  # why there is no figure (png None)
+    width_px: int = 0  # the size the page shows it at, in CSS pixels (the PNG has more: plots.PIXEL_RATIO)
+    height_px: int = 0
 
     @property
     def file(self) -> str:
@@ -305,7 +310,7 @@ class Plot(BaseModel):
 
     @property
     def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        return "data:image/png;base64," + base64.b64encode(self.png or b"").decode("ascii")
 
 
 class ReportFiles(BaseModel):

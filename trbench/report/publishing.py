@@ -30,6 +30,8 @@ def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path |
     folder = tr_root / "report"
     plot_paths = []
     for fig in figures:
+        if fig.png is None:  # none drawn: the report says why
+            continue
         path = folder / fig.file
         png = fig.png  # written now, before the loop moves on
         write_atomic(path, lambda tmp: tmp.write_bytes(png))

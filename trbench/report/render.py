@@ -69,7 +69,8 @@ def _environment(html: bool = False) -> jinja2.Environment:
 
 
 class _Plots(dict):
-    """Plots by name; a plot that was not drawn reads as None in the templates."""
+    """Plots by name; one not asked for reads as None in the templates, one with nothing to draw has
+    no PNG and the reason the report prints instead."""
 
     def __getattr__(self, name: str) -> Plot | None:
         return self.get(name)
