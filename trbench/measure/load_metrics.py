@@ -40,8 +40,8 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "prefill_tps": "p50 of the per-request prefill tok/s (metrics.DEFINITIONS['prefill_tps'] and "
     "'prefill_tps_client') over the ok measured requests whose prefill was not cached: with several streams, the "
     "server's prefill time covers the batch its prompt was processed in",
-    "n_ended_early": "ok measured requests with fewer output tokens (server counts) than max_tokens: the model "
-    "stopped at end-of-sequence. With exact_output (the default) an OpenAI-compatible server is sent ignore_eos and "
+    "n_ended_early": "ok measured requests that stopped early (metrics.DEFINITIONS['stopped_early']: fewer output "
+    "tokens than max_tokens). With exact_output (the default) an OpenAI-compatible server is sent ignore_eos and "
     "none end early, so the streams stay in step; Ollama cannot be made to, and the count says how many did",
     "queue_ms": "ttft_ms - prefill_ms: client TTFT less the server's own prompt processing time, so a full server "
     "shows as queueing and not as a slow prefill (it also holds the network and the first token's sampling, "
