@@ -197,7 +197,7 @@ def test_on_llamacpp_every_length_is_as_asked_and_the_rates_are_llamacpps(tmp_pa
         assert f"| smollm2:135m | {label} |" in part.markdown
 
 
-def test_a_load_step_on_ollama_counts_the_requests_that_ended_early():
+def test_a_load_step_on_ollama_counts_the_requests_that_ended_early(tmp_path):
     from trbench.config.load_section import LoadStep
     from trbench.config.prompts import load_prompts
     from trbench.run import load_step as runner
@@ -212,3 +212,18 @@ def test_a_load_step_on_ollama_counts_the_requests_that_ended_early():
         row, rows = runner.execute_step(spec, plan, runner.wire_client(spec), load_prompts(spec.prompts), "d")
     assert row["ignore_eos"] is False and row["n_ok"] == 4
     assert row["n_ended_early"] == 4 and {r["output_tokens"] for r in rows} == {full + 1}  # its answer and EOS
+    # how far out of step: every stream produced full + 1 of full + 4 tokens
+    assert row["output_share_p50"] == pytest.approx((full + 1) / (full + 4)) == row["output_share_min"]
+    # the load table shows the shares because a step ended early; the summary holds them
+    from tests.test_load_report import _write_tr
+    from trbench.report.load_tables import load_tables
+    from trbench.report.summary import build_summary
+
+    root = tmp_path / "ended"
+    _write_tr(root, spec, steps=[(row, rows)])
+    data = build_report(root, spec)
+    table = load_tables(data)["load_steps"]
+    assert table.column("output share min") == [f"{(full + 1) / (full + 4):.2f}"]
+    assert any(title == "streams out of step" for title, _ in table.parts())
+    (share,) = [r for r in build_summary(data).records if r.metric == "output_share" and r.statistic == "min"]
+    assert share.value == pytest.approx((full + 1) / (full + 4)) and share.definition == "load.output_share"

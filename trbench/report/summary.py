@@ -274,6 +274,10 @@ def _load(out: _Out, data: ReportData) -> None:
                     f"load.{key}")
         out.add("load", s.model, label, values, "n_ended_early", "value", s.n_ended_early, s.n_ok, "requests", "1",
                 "load.n_ended_early")
+        out.add("load", s.model, label, values, "output_share", "median", s.output_share_p50, s.n_ok, "requests", "1",
+                "load.output_share")
+        out.add("load", s.model, label, values, "output_share", "min", s.output_share_min, s.n_ok, "requests", "1",
+                "load.output_share")
         for field, key in _LOAD_PREFILL.items():
             out.add("load", s.model, label, values, field.removesuffix("_p50"), "median", getattr(s, field), s.n_ok,
                     "requests", "tok/s", f"load.{key}")
