@@ -10,8 +10,8 @@ threshold) and the comparison of two or more TRs (comparison: `trbench compare`)
 cells by matching.py.
 
 Imports point down: comparison -> build, summary; publishing -> build, render, plots, summary -> models ->
-the section modules; outline, matching, text and figure (a registered workload's section figure, for the
-summary) import no other module of the report, regression only matching and text."""
+the section modules; outline, matching and text import no other module of the report, regression only
+matching and text."""
 
 from trbench import lazy_exports
 

@@ -13,7 +13,7 @@ from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import UNVERIFIED_STATES
 from trbench.report.regression import RegressionResult, TrSettings
 from trbench.report import cross_model
-from trbench.report.figure import Figure
+from trbench.measure.figure import Figure
 from trbench.report.cross_model import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.harness import HarnessSection

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from trbench.config.spec import MatrixSpec
-from trbench.report.figure import Figure
+from trbench.measure.figure import Figure
 from trbench.workloads.run_outcomes import EmbeddingsOutcome, RunOutcome, StepOutcome
 
 if TYPE_CHECKING:

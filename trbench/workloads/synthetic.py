@@ -41,7 +41,7 @@ from trbench.engines import Instance, ollama_api
 from trbench.measure import metrics
 from trbench.run import progress
 from trbench.run.single import RunCancelled, utc
-from trbench.report.figure import Figure
+from trbench.measure.figure import Figure
 from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
