@@ -148,14 +148,16 @@ def test_a_failing_read_of_another_cause_is_not_hidden(tmp_path):
 
 def test_step_files_from_before_telemetry_and_stopping_read_those_columns_as_null(tmp_path):
     added = [*store.ENERGY_FIELDS, *(store.LOAD_STEP_SCHEMA.field(n) for n in
-                                     ("stop_below_good_pct", "stop_queue_growth", "stop_reason"))]
+                                     ("stop_below_good_pct", "stop_queue_growth", "stop_reason", "n_ended_early",
+                                      "output_share_p50", "output_share_min"))]
     before = pa.schema([f for f in store.LOAD_STEP_SCHEMA if f.name not in {a.name for a in added}])
     _write(tmp_path, "load_steps", _load_step("old"), before)
-    _write(tmp_path, "load_steps", _load_step("new", energy_j=12.5, stop_reason="over-saturated: x"),
-           store.LOAD_STEP_SCHEMA)
+    _write(tmp_path, "load_steps", _load_step("new", energy_j=12.5, stop_reason="over-saturated: x",
+                                              output_share_min=0.25), store.LOAD_STEP_SCHEMA)
     got = _by_id(tmp_path, "load_steps")
     assert all(got["old"][a.name] is None for a in added)
     assert (got["new"]["energy_j"], got["new"]["stop_reason"]) == (12.5, "over-saturated: x")
+    assert got["new"]["output_share_min"] == 0.25
 
     emb_added = {"energy_j", "energy_method", "energy_window_s", "j_per_text", "j_per_input_token",
                  "gpu_power_w_mean", "gpu_mem_used_mib_max", "gpu_util_pct_mean", "cpu_pct_mean",

@@ -82,6 +82,14 @@ def test_requests_that_ended_before_max_tokens_are_counted_only_when_asked():
     assert lm.step_figures(STEP, {}).n_ended_early is None
 
 
+def test_how_far_out_of_step_the_streams_ran_is_the_share_of_max_tokens_they_produced():
+    f = lm.step_figures(STEP, {}, max_tokens=20)  # 10, 20 and 1 of 20 tokens; the warm-up and the error left out
+    assert (f.output_share_p50, f.output_share_min) == (pytest.approx(0.5), pytest.approx(0.05))
+    assert lm.step_figures(STEP, {}, max_tokens=1).output_share_min == pytest.approx(1.0)  # each produced all
+    g = lm.step_figures(STEP, {})
+    assert g.output_share_p50 is None and g.output_share_min is None  # not counted without max_tokens
+
+
 def test_prefill_rates_of_a_step_leave_out_cached_prefills():
     rows = [{**_req(0, 100, ttft=50, prefill=25, out=4), "prompt_tokens": 100, "cached_tokens": 0, "cache_state": "cold"},
             {**_req(10, 100, ttft=80, prefill=50, out=4), "prompt_tokens": 100, "cached_tokens": 0, "cache_state": "cold"},

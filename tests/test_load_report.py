@@ -55,6 +55,14 @@ def test_the_report_shows_every_step_goodput_saturation_and_curves(tmp_path, spe
     assert summary.saturation_rps == pytest.approx(load.steps[0].offered_rps)  # c4 has 75 % good: saturated
     md = files.markdown.read_text()
     assert "## Load" in md and "saturation point req/s" in md and "http_5xx:2" in md
+    # the fake client's answers end before max_tokens: how far out of step the streams ran is shown ...
+    assert [s.n_ended_early for s in load.steps] == [8, 6] and "output share min" in md
+    from trbench.report.load_tables import load_tables
+
+    # ... and not where every stream produced its whole length (exact outputs)
+    exact = load.model_copy(update={"steps": [s.model_copy(update={"n_ended_early": 0}) for s in load.steps]})
+    headers = [c.header for c in load_tables(files.data.model_copy(update={"load": exact}))["load_steps"].columns]
+    assert "ended early" in headers and not any(h.startswith("output share") for h in headers)
     assert "load_curves.png" in md and (root / "report" / "plots" / "load_curves.png").is_file()
     html = files.html.read_text()
     assert '<section id="load">' in html and "data:image/png;base64" in html

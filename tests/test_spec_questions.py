@@ -110,6 +110,15 @@ def test_a_bad_question_is_one_line_naming_its_field(question, line):
     assert line in str(err.value) and "\n" not in str(err.value)
 
 
+def test_decode_tps_still_means_the_single_agent_s_and_synthetic_rates_are_named():
+    spec = _spec([{"ask": "a?", "metric": "decode_tps"},
+                  {"ask": "b?", "metric": "prefill_tps", "workload": "synthetic", "across": "configs"}])
+    assert [q.of_workload for q in spec.questions] == ["single_agent", "synthetic"]
+    with pytest.raises(SpecError) as err:
+        _spec([{"ask": "?", "metric": "prefill_tps"}])
+    assert "prefill_tps is a figure of single_agent and load and synthetic: name one as workload" in str(err.value)
+
+
 def test_every_figure_the_summary_holds_can_be_asked_about(tmp_path):
     """The askable figures are summary.json's metric ids (agent-level multi-agent figures aside), so a new
     figure in the summary is askable or a test fails."""

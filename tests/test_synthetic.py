@@ -93,6 +93,75 @@ def test_on_ollama_lengths_are_calibrated_and_early_stops_kept_apart(tmp_path):
     assert not other_outcome(spec, {"synthetic": rows}, "r.md", "stopped by the user").completed
 
 
+def test_summary_records_are_the_sections_figures_recomputed_from_the_stored_requests(tmp_path):
+    import json
+
+    import numpy as np
+    from jsonschema import Draft202012Validator
+
+    from trbench.measure.metrics import bootstrap_median_ci
+    from trbench.report.summary import build_summary
+
+    with FakeOllama(models={DEFAULT_MODEL: FakeModel()}) as server:
+        full = len(FakeModel().content_tokens)
+        spec = parse_spec({**_ollama_spec(server.url, [2, full + 5]),
+                           "synthetic": {"prompt_tokens": [20], "output_tokens": [2, full + 5], "depth": [0, 30],
+                                         "runs": 3, "requests": 3, "warmup_requests": 1}})
+        session = session_for(spec, tmp_path)
+        Synthetic().execute(session, Synthetic().plan(session), Measured())
+    summary = build_summary(build_report(session.root)).model_dump(mode="json")
+    schema = json.loads((ROOT / "docs/summary.schema.json").read_text())
+    assert not list(Draft202012Validator(schema).iter_errors(summary))
+    records = [r for r in summary["records"] if r["workload"] == "synthetic"]
+    assert {r["workload"] for r in summary["records"]} == {"synthetic"}
+
+    def one(config: str, metric: str, statistic: str) -> dict:
+        (r,) = [r for r in records if (r["config"], r["metric"], r["statistic"]) == (config, metric, statistic)]
+        assert r["model"] == DEFAULT_MODEL
+        return r
+
+    reqs = store.read_frame(session.root, "syn_requests")
+    ok = reqs[~reqs["is_warmup"] & (reqs["status"] == "ok")]
+    for depth in (0, 30):
+        at = f" @ d{depth}" if depth else ""
+        for rate, metric, config, part in (
+                ("prefill", "prefill_tps", f"pp20{at}", ok[ok["depth"] == depth]),
+                ("decode", "decode_tps", f"tg2{at}", ok[(ok["depth"] == depth) & (ok["output_tokens_asked"] == 2)])):
+            runs = [g[metric].tolist() for _, g in part.groupby("run_index")]
+            means = [float(np.mean(r)) for r in runs]
+            median = one(config, metric, "median")
+            assert median["value"] == pytest.approx(float(np.median(part[metric])), rel=1e-12)
+            assert (median["ci_low"], median["ci_high"]) == pytest.approx(bootstrap_median_ci(runs), rel=1e-12)
+            assert median["n"] == len(part) == 3 * 3 * (2 if rate == "prefill" else 1) and median["n_of"] == "requests"
+            assert median["ci_definition"] == "statistics.95% CI of a single-agent median"
+            assert one(config, metric, "mean")["value"] == pytest.approx(float(np.mean(means)), rel=1e-12)
+            sd = one(config, metric, "stddev")
+            assert sd["value"] == pytest.approx(float(np.std(means, ddof=1)), rel=1e-12)
+            assert (sd["n"], sd["n_of"], sd["unit"]) == (3, "runs", "tok/s")
+            assert median["definition"] == f"request.{metric}" and median["config_values"]["depth"] == depth
+        assert one(f"pp20{at}", "prompt_tokens", "min")["value"] == 20 == one(f"pp20{at}", "prompt_tokens", "max")["value"]
+        assert one(f"pp20{at}", "n_input_off", "value")["value"] == 0
+        assert one(f"tg2{at}", "n_stopped_early", "value")["value"] == 0
+        # outputs that stopped early: counted, their decode rate n/a (never averaged in), the achieved length kept
+        long = f"tg{full + 5}{at}"
+        assert one(long, "n_stopped_early", "value")["value"] == 9
+        assert one(long, "decode_tps", "median")["value"] is None and one(long, "decode_tps", "mean")["value"] is None
+        assert one(long, "output_tokens", "max")["value"] == full + 1
+        assert one(long, "output_tokens", "max")["config_values"] == {"test": long, "tg": full + 5, "depth": depth,
+                                                                    "num_gpu": spec.cells()[0].num_gpu, "num_ctx": 1024}
+    assert summary["definitions"]["request.stopped_early"].startswith("an ok request with fewer output tokens")
+    # the rates can be asked about; the lengths and counts have no better way
+    from trbench.config.questions_section import ASKABLE
+
+    unaskable = {"prompt_tokens", "output_tokens", "n_input_off", "n_stopped_early"}
+    assert {r["metric"] for r in records} - unaskable == {m for m, ws in ASKABLE.items() if "synthetic" in ws}
+    # the section shows the same numbers
+    part = report_part(session.root)
+    assert part is not None
+    p = one("pp20", "prefill_tps", "median")
+    assert f"{p['value']:.1f} [{p['ci_low']:.1f}, {p['ci_high']:.1f}]" in part.markdown
+
+
 def test_no_section_without_synthetic_runs(tmp_path):
     assert report_part(tmp_path) is None
 
@@ -128,7 +197,7 @@ def test_on_llamacpp_every_length_is_as_asked_and_the_rates_are_llamacpps(tmp_pa
         assert f"| smollm2:135m | {label} |" in part.markdown
 
 
-def test_a_load_step_on_ollama_counts_the_requests_that_ended_early():
+def test_a_load_step_on_ollama_counts_the_requests_that_ended_early(tmp_path):
     from trbench.config.load_section import LoadStep
     from trbench.config.prompts import load_prompts
     from trbench.run import load_step as runner
@@ -143,3 +212,18 @@ def test_a_load_step_on_ollama_counts_the_requests_that_ended_early():
         row, rows = runner.execute_step(spec, plan, runner.wire_client(spec), load_prompts(spec.prompts), "d")
     assert row["ignore_eos"] is False and row["n_ok"] == 4
     assert row["n_ended_early"] == 4 and {r["output_tokens"] for r in rows} == {full + 1}  # its answer and EOS
+    # how far out of step: every stream produced full + 1 of full + 4 tokens
+    assert row["output_share_p50"] == pytest.approx((full + 1) / (full + 4)) == row["output_share_min"]
+    # the load table shows the shares because a step ended early; the summary holds them
+    from tests.test_load_report import _write_tr
+    from trbench.report.load_tables import load_tables
+    from trbench.report.summary import build_summary
+
+    root = tmp_path / "ended"
+    _write_tr(root, spec, steps=[(row, rows)])
+    data = build_report(root, spec)
+    table = load_tables(data)["load_steps"]
+    assert table.column("output share min") == [f"{(full + 1) / (full + 4):.2f}"]
+    assert any(title == "streams out of step" for title, _ in table.parts())
+    (share,) = [r for r in build_summary(data).records if r.metric == "output_share" and r.statistic == "min"]
+    assert share.value == pytest.approx((full + 1) / (full + 4)) and share.definition == "load.output_share"

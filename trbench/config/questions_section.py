@@ -16,15 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trbench.config.errors import FieldRule
 
-SummaryWorkload = Literal["single_agent", "multi_agent", "suites", "load", "embeddings"]
+SummaryWorkload = Literal["single_agent", "multi_agent", "suites", "load", "embeddings", "synthetic"]
 Better = Literal["higher", "lower"]
 QuestionStatistic = Literal["median", "mean", "p90", "p95", "p99", "min", "max", "value"]
 
 # the figures a question may name: summary.json's metric ids, per workload, with which way is better
 # (a figure with no better way, such as output tokens, is not askable: it has no leader)
 ASKABLE: dict[str, dict[SummaryWorkload, Better]] = {
-    "decode_tps": {"single_agent": "higher"},
-    "prefill_tps": {"single_agent": "higher", "load": "higher"},
+    "decode_tps": {"single_agent": "higher", "synthetic": "higher"},
+    "prefill_tps": {"single_agent": "higher", "load": "higher", "synthetic": "higher"},
     "prefill_tps_client": {"single_agent": "higher", "load": "higher"},
     "ttft_cold_ms": {"single_agent": "lower"},
     "ttft_cached_ms": {"single_agent": "lower"},
@@ -70,6 +70,10 @@ ASKABLE: dict[str, dict[SummaryWorkload, Better]] = {
     "na_recall": {"suites": "higher"},
 }
 
+# the workload a question means when it names none, for a figure that was one workload's alone before
+# another workload had it: a spec written then still asks what it asked
+DEFAULT_OWNER: dict[str, SummaryWorkload] = {"decode_tps": "single_agent"}
+
 
 class Question(BaseModel):
     """One question of the spec: which figure it is about, and what is compared."""
@@ -80,7 +84,8 @@ class Question(BaseModel):
     metric: str = Field(description="the figure it is about: a metric id of summary.json, e.g. decode_tps, "
                         "ttft_cold_ms, efficiency_pct, goodput_rps, qa_overall (docs/summary.md)")
     workload: SummaryWorkload | None = Field(default=None, description="the workload whose figure it is; null: the "
-                                             "only workload with that metric id (needed for e2e_ms and latency_ms)")
+                                             "only workload with that metric id (needed for e2e_ms, latency_ms and "
+                                             "prefill_tps), or single_agent for decode_tps")
     across: Literal["models", "configs"] = Field(default="models", description="models: which model leads at each "
                                                  "config; configs: which config leads for each model")
     statistic: QuestionStatistic | None = Field(default=None, description="which statistic of the figure; null: "
@@ -98,7 +103,7 @@ class Question(BaseModel):
     @model_validator(mode="after")
     def _workload(self) -> Question:
         owners = ASKABLE[self.metric]
-        if self.workload is None and len(owners) > 1:
+        if self.workload is None and len(owners) > 1 and self.metric not in DEFAULT_OWNER:
             raise FieldRule("workload", f"{self.metric} is a figure of {' and '.join(owners)}: name one as workload")
         if self.workload is not None and self.workload not in owners:
             raise FieldRule("workload", f"{self.metric} is not a figure of {self.workload}; it is one of "
@@ -109,7 +114,7 @@ class Question(BaseModel):
     def of_workload(self) -> SummaryWorkload:
         if self.workload is not None:
             return self.workload
-        return next(iter(ASKABLE[self.metric]))
+        return DEFAULT_OWNER.get(self.metric, next(iter(ASKABLE[self.metric])))
 
     @property
     def better_way(self) -> Better:

@@ -605,6 +605,10 @@ class _LoadCounts(BaseModel):
     # ok measured requests with fewer output tokens than max_tokens (load_metrics.LOAD_DEFINITIONS['n_ended_early']);
     # files written before lack it
     n_ended_early: I = None
+    # how far out of step the streams ran: the share of max_tokens the ok measured requests produced, p50 and
+    # min (load_metrics.LOAD_DEFINITIONS['output_share']); files written before lack them
+    output_share_p50: F = None
+    output_share_min: F = None
     n_good: int = 0
     good_pct: F = None
     goodput_rps: F = None

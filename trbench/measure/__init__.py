@@ -2,7 +2,8 @@
 probe nvml, the host probe host, the threaded sampler), energy and cost (energy), the VRAM
 estimate and budget (vram_estimate, vram_budget, both named by vram), the environment manifest, and
 the run statistics that say which runs to measure again: MAD outlier flags per config (outliers) and
-how often that rule flags a healthy run (outlier_calibration)."""
+how often that rule flags a healthy run (outlier_calibration), and one statistic of a figure as a
+workload's own report section hands it to the summary records (figure)."""
 
 from trbench import lazy_exports
 

@@ -40,9 +40,14 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "prefill_tps": "p50 of the per-request prefill tok/s (metrics.DEFINITIONS['prefill_tps'] and "
     "'prefill_tps_client') over the ok measured requests whose prefill was not cached: with several streams, the "
     "server's prefill time covers the batch its prompt was processed in",
-    "n_ended_early": "ok measured requests with fewer output tokens (server counts) than max_tokens: the model "
-    "stopped at end-of-sequence. With exact_output (the default) an OpenAI-compatible server is sent ignore_eos and "
+    "n_ended_early": "ok measured requests that stopped early (metrics.DEFINITIONS['stopped_early']: fewer output "
+    "tokens than max_tokens). With exact_output (the default) an OpenAI-compatible server is sent ignore_eos and "
     "none end early, so the streams stay in step; Ollama cannot be made to, and the count says how many did",
+    "output_share": "how far out of step the streams ran: each ok measured request's output tokens (server counts) / "
+    "max_tokens, p50 and min over the step. 1 where every stream produced its whole length (exact_output on an "
+    "OpenAI-compatible server); a stream that ended early frees its slot and the next request starts out of step "
+    "with the others, so the lower, the further TTFT and ITL are from a lockstep step's. Shown where some step had "
+    "requests that ended early",
     "queue_ms": "ttft_ms - prefill_ms: client TTFT less the server's own prompt processing time, so a full server "
     "shows as queueing and not as a slow prefill (it also holds the network and the first token's sampling, "
     "about a millisecond on a local server); null where the server reports no prefill time",
@@ -123,11 +128,19 @@ def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, f
         values = _itl(ok) if column is None else ok[column].tolist()
         figures.update({f"{family}_ms_p{p}": percentile(values, p) for p in LOAD_PCTS})
     if max_tokens is not None:
-        figures["n_ended_early"] = int((ok["output_tokens"].fillna(0) < max_tokens).sum())
+        produced = ok["output_tokens"].fillna(0)
+        figures["n_ended_early"] = int((produced < max_tokens).sum())
+        figures.update(output_shares(produced.tolist(), max_tokens))
     ok_rows = ok.to_dict("records")
     figures.update(prefill_tps_p50=percentile(prefill_rates(ok_rows, "server"), 50),
                    prefill_tps_client_p50=percentile(prefill_rates(ok_rows, "client"), 50))
     return LoadFigures(**figures)
+
+
+def output_shares(output_tokens: Sequence[float], max_tokens: int) -> dict[str, float | None]:
+    """LOAD_DEFINITIONS['output_share'] of a step's ok measured requests: output_share_p50 and _min."""
+    shares = [float(n) / max_tokens for n in output_tokens] if max_tokens > 0 else []
+    return {"output_share_p50": percentile(shares, 50), "output_share_min": min(shares, default=None)}
 
 
 def kinds_text(kinds: Sequence[ErrorCount]) -> str:

@@ -27,7 +27,14 @@ DEFINITIONS: dict[str, str] = {
     "e2e_ms": "t(last byte of the response) - t(request sent); client clock",
     "output_tokens": "generated tokens as the server counts them (OpenAI usage.completion_tokens; Ollama eval_count); "
     "never estimated from characters",
-    "prompt_tokens": "prompt tokens as the server counts them (usage.prompt_tokens; Ollama prompt_eval_count)",
+    "prompt_tokens": "prompt tokens as the server counts them (usage.prompt_tokens; Ollama prompt_eval_count); the "
+    "synthetic workload gives them less its depth (the measured prompt alone), beside the length it asked",
+    "input_exact": "synthetic workload: the server counted the prompt as asked (depth + the asked prompt tokens); "
+    "a run with a request whose prompt was counted otherwise is marked, and the report counts such requests",
+    "stopped_early": "an ok request with fewer output tokens (server counts) than it asked for (max_tokens): the "
+    "model stopped at end-of-sequence. An OpenAI-compatible server (llama.cpp, vLLM) is sent ignore_eos and none "
+    "stops early; Ollama cannot be made to ignore end-of-sequence, so such requests are counted, and left out of "
+    "the synthetic workload's decode rates",
     "cached_tokens": "prompt tokens served from the server's KV cache (llama.cpp timings.cache_n; "
     "usage.prompt_tokens_details.cached_tokens; Ollama prompt_eval_cached_count, newer Ollama only); null where "
     "the server does not say (older Ollama: prompt_eval_count is the whole prompt, cached or not)",

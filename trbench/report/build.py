@@ -602,8 +602,9 @@ def workload_parts(root: Path) -> list[WorkloadPart]:
     workloads' sections are the templates' own)."""
     from trbench.workloads import WORKLOADS
 
-    parts = [w.report_section(root) for w in WORKLOADS]
-    return [WorkloadPart(title=p.title, markdown=p.markdown) for p in parts if p is not None]
+    parts = [(w.name, w.report_section(root)) for w in WORKLOADS]
+    return [WorkloadPart(workload=name, title=p.title, markdown=p.markdown, figures=p.figures)
+            for name, p in parts if p is not None]
 
 
 def compare_tr(tr_root: Path, baseline_root: Path,

@@ -15,6 +15,42 @@ def _int(v: int | None) -> str:
     return "n/a" if v is None else str(v)
 
 
+_OUT_OF_STEP = ["ended early", "output share p50", "output share min"]
+
+
+def _steps_table(steps: list) -> Table:
+    """The steps' figures; how far out of step the streams ran (output share) only where some step had
+    requests that ended early: with exact outputs every share is 1 and says nothing."""
+    early = any(s.n_ended_early for s in steps)
+    shares = [">output share p50", ">output share min"] if early else []
+    requests = ["slots", "n", "warm-up", "errors", "error kinds"] + ([] if early else ["ended early"])
+    return Table(
+        columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds", ">ended early",
+                      *shares, ">offered req/s", ">req/s", ">output tok/s", ">TTFT p50 ms", ">TTFT p95 ms",
+                      ">TTFT p99 ms", ">TPOT p50 ms", ">TPOT p95 ms", ">ITL (chunk gap) p50 ms",
+                      ">ITL (chunk gap) p95 ms", ">e2e p50 ms", ">e2e p99 ms", ">queue p50 ms", ">queue p95 ms",
+                      ">prefill p50 ms", ">prefill tok/s p50", ">client prefill tok/s p50", ">good %",
+                      ">goodput req/s"),
+        rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
+               str(s.n_errors), kinds_text(s.error_kinds), _int(s.n_ended_early),
+               *([fmt(s.output_share_p50, 2), fmt(s.output_share_min, 2)] if early else []),
+               fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
+               fmt(s.output_tps), fmt(s.ttft_ms_p50), fmt(s.ttft_ms_p95), fmt(s.ttft_ms_p99), fmt(s.tpot_ms_p50),
+               fmt(s.tpot_ms_p95), fmt(s.itl_ms_p50), fmt(s.itl_ms_p95), fmt(s.e2e_ms_p50), fmt(s.e2e_ms_p99),
+               fmt(s.queue_ms_p50), fmt(s.queue_ms_p95), fmt(s.prefill_ms_p50), fmt(s.prefill_tps_p50),
+               fmt(s.prefill_tps_client_p50), fmt(s.good_pct),
+               fmt(s.goodput_rps, 2)] for s in steps],
+        row_classes=["" if s.valid else "regression" for s in steps], keys=3,
+        groups=_groups(("throughput and goodput", ["offered req/s", "req/s", "output tok/s", "prefill tok/s p50",
+                                                   "client prefill tok/s p50", "good %", "goodput req/s"]),
+                       ("requests", requests),
+                       *([("streams out of step", _OUT_OF_STEP)] if early else []),
+                       ("latency", ["TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "e2e p50 ms", "e2e p99 ms"]),
+                       ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL (chunk gap) p50 ms",
+                                                   "ITL (chunk gap) p95 ms", "queue p50 ms", "queue p95 ms",
+                                                   "prefill p50 ms"])))
+
+
 def load_tables(data) -> dict[str, Table]:
     section = data.load
     if section is None:
@@ -23,26 +59,7 @@ def load_tables(data) -> dict[str, Table]:
     step_rows = [s.model_dump() for s in steps]
     emb_rows = latest_steps(pd.DataFrame(section.embedding_steps)).to_dict("records")
     return {
-        "load_steps": Table(
-            columns=_cols("model", "config", "step", ">slots", ">n", ">warm-up", ">errors", "error kinds", ">ended early",
-                          ">offered req/s", ">req/s", ">output tok/s", ">TTFT p50 ms", ">TTFT p95 ms", ">TTFT p99 ms",
-                          ">TPOT p50 ms", ">TPOT p95 ms", ">ITL (chunk gap) p50 ms", ">ITL (chunk gap) p95 ms", ">e2e p50 ms", ">e2e p99 ms",
-                          ">queue p50 ms", ">queue p95 ms", ">prefill p50 ms", ">prefill tok/s p50",
-                          ">client prefill tok/s p50", ">good %", ">goodput req/s"),
-            rows=[[s.model, s.config, s.step_label, _int(s.slots), str(s.n_requests), str(s.n_warmup),
-                   str(s.n_errors), kinds_text(s.error_kinds), _int(s.n_ended_early), fmt(s.offered_rps, 2), fmt(s.request_rps, 2),
-                   fmt(s.output_tps), fmt(s.ttft_ms_p50), fmt(s.ttft_ms_p95), fmt(s.ttft_ms_p99), fmt(s.tpot_ms_p50),
-                   fmt(s.tpot_ms_p95), fmt(s.itl_ms_p50), fmt(s.itl_ms_p95), fmt(s.e2e_ms_p50), fmt(s.e2e_ms_p99),
-                   fmt(s.queue_ms_p50), fmt(s.queue_ms_p95), fmt(s.prefill_ms_p50), fmt(s.prefill_tps_p50),
-                   fmt(s.prefill_tps_client_p50), fmt(s.good_pct),
-                   fmt(s.goodput_rps, 2)] for s in steps],
-            row_classes=["" if s.valid else "regression" for s in steps], keys=3,
-            groups=_groups(("throughput and goodput", ["offered req/s", "req/s", "output tok/s", "prefill tok/s p50",
-                                                       "client prefill tok/s p50", "good %", "goodput req/s"]),
-                           ("requests", ["slots", "n", "warm-up", "errors", "error kinds", "ended early"]),
-                           ("latency", ["TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "e2e p50 ms", "e2e p99 ms"]),
-                           ("per token and queueing", ["TPOT p50 ms", "TPOT p95 ms", "ITL (chunk gap) p50 ms", "ITL (chunk gap) p95 ms",
-                                                       "queue p50 ms", "queue p95 ms", "prefill p50 ms"]))),
+        "load_steps": _steps_table(steps),
         "load_summary": Table(
             columns=_cols("model", "config", ">steps", ">saturation point req/s", ">best goodput req/s",
                           "at step", ">peak output tok/s"),

@@ -13,6 +13,7 @@ from trbench.data.cells import SINGLE_CONFIG_COLUMNS, config_label
 from trbench.data.rows import UNVERIFIED_STATES
 from trbench.report.regression import RegressionResult, TrSettings
 from trbench.report import cross_model
+from trbench.measure.figure import Figure
 from trbench.report.cross_model import EnergySection, MaPctRow, QuantRow, SampleAnswer, VramRow, WinnerRow
 from trbench.report.findings import Findings
 from trbench.report.harness import HarnessSection
@@ -222,8 +223,10 @@ class Measured(BaseModel):
 class WorkloadPart(BaseModel):
     """A registered workload's own section (trbench.workloads.protocol.ReportPart), after the Load section."""
 
+    workload: str  # its name (Workload.name)
     title: str
     markdown: str
+    figures: list[Figure] = []  # the numbers the section shows, for the summary records
 
 
 class ReportData(BaseModel):

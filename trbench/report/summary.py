@@ -35,8 +35,8 @@ SCHEMA_VERSION = 1
 JSON_FILE = "summary.json"
 CSV_FILE = "summary.csv"
 
-Workload = Literal["single_agent", "multi_agent", "suites", "load", "embeddings"]
-Statistic = Literal["median", "mean", "p90", "p95", "p99", "min", "max", "value"]
+Workload = Literal["single_agent", "multi_agent", "suites", "load", "embeddings", "synthetic"]
+Statistic = Literal["median", "mean", "stddev", "p90", "p95", "p99", "min", "max", "value"]
 ConfigValue = str | int | float | bool | None
 
 # the report's workload names (outline.WORKLOADS) as the summary spells them
@@ -85,11 +85,13 @@ class SummaryRecord(BaseModel):
     workload: Workload
     model: str
     config: str = Field(description="the config label: gpu<num_gpu>_ctx<num_ctx>_temp<temperature> (single agent, "
-                        "load), the scenario (multi agent, suites), 'qa' (QA suite) or the embeddings step")
+                        "load), the scenario (multi agent, suites), 'qa' (QA suite), the embeddings step or "
+                        "llama-bench's test name (synthetic: pp512, tg128 @ d4096)")
     config_values: dict[str, ConfigValue] = Field(description="the settings the config label stands for")
     metric: str = Field(description="stable metric id, e.g. decode_tps, ttft_cold_ms, e2e_ms, speedup, goodput_rps")
-    statistic: Statistic = Field(description="what `value` is of the metric's values: median (p50), mean, a "
-                                 "percentile, min, max, or value (a figure computed once, e.g. a rate over a step)")
+    statistic: Statistic = Field(description="what `value` is of the metric's values: median (p50), mean, stddev "
+                                 "(sample standard deviation), a percentile, min, max, or value (a figure computed "
+                                 "once, e.g. a rate over a step)")
     value: float | None = Field(description="the number; null where the report says n/a")
     ci_low: float | None = Field(description="bootstrap 95% interval of a median, low end")
     ci_high: float | None = Field(description="bootstrap 95% interval of a median, high end")
@@ -272,6 +274,10 @@ def _load(out: _Out, data: ReportData) -> None:
                     f"load.{key}")
         out.add("load", s.model, label, values, "n_ended_early", "value", s.n_ended_early, s.n_ok, "requests", "1",
                 "load.n_ended_early")
+        out.add("load", s.model, label, values, "output_share", "median", s.output_share_p50, s.n_ok, "requests", "1",
+                "load.output_share")
+        out.add("load", s.model, label, values, "output_share", "min", s.output_share_min, s.n_ok, "requests", "1",
+                "load.output_share")
         for field, key in _LOAD_PREFILL.items():
             out.add("load", s.model, label, values, field.removesuffix("_p50"), "median", getattr(s, field), s.n_ok,
                     "requests", "tok/s", f"load.{key}")
@@ -345,6 +351,17 @@ def _suites(out: _Out, data: ReportData) -> None:
                 "tokens", "suites.output_tokens")
 
 
+def _parts(out: _Out, data: ReportData) -> None:
+    """The figures registered workloads' own sections show (their section's numbers, not recomputed)."""
+    for part in data.workload_parts:
+        for f in part.figures:
+            out.records.append(SummaryRecord(
+                tr_id=out.tr_id, workload=part.workload, model=f.model, config=f.config, config_values=f.config_values,
+                metric=f.metric, statistic=f.statistic, value=f.value, ci_low=f.ci[0] if f.ci else None,
+                ci_high=f.ci[1] if f.ci else None, ci_definition=f.ci_definition if f.ci else None, n=f.n,
+                n_of=f.n_of, unit=f.unit, definition=f.definition))
+
+
 def definition_text(definition: str) -> str:
     """The text of a definition id '<catalog>.<key>' (a KeyError for an id no table holds)."""
     catalog, _, key = definition.partition(".")
@@ -352,8 +369,8 @@ def definition_text(definition: str) -> str:
 
 
 def build_summary(data: ReportData) -> SummaryFile:
-    """The records of a built report, in report order: single agent, suites, multi agent, load, embeddings
-    (only the workloads the TR measured)."""
+    """The records of a built report, in report order: single agent, suites, multi agent, load, embeddings,
+    then the registered workloads' own sections (only the workloads the TR measured)."""
     out = _Out(data.tr_id)
     present = set(data.workloads)
     if "single" in present:
@@ -366,6 +383,7 @@ def build_summary(data: ReportData) -> SummaryFile:
         _load(out, data)
     if "embeddings" in present:
         _embeddings(out, data)
+    _parts(out, data)
     ids = sorted({i for r in out.records for i in (r.definition, r.ci_definition) if i is not None})
     return SummaryFile(schema_version=SCHEMA_VERSION, tr_id=data.tr_id, definitions={i: definition_text(i) for i in ids}, records=out.records)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from trbench.config.spec import MatrixSpec
+from trbench.measure.figure import Figure
 from trbench.workloads.run_outcomes import EmbeddingsOutcome, RunOutcome, StepOutcome
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ class Planned:
 
 @dataclass
 class ReportPart:
-    """A workload's own report section: its heading's title and its Markdown body."""
+    """A workload's own report section: its heading's title, its Markdown body, and the figures it
+    shows as numbers (computed once, for the section and the summary records alike)."""
 
     title: str
     markdown: str
+    figures: list[Figure] = field(default_factory=list)
 
 
 class Workload(Protocol):

@@ -41,6 +41,7 @@ from trbench.engines import Instance, ollama_api
 from trbench.measure import metrics
 from trbench.run import progress
 from trbench.run.single import RunCancelled, utc
+from trbench.measure.figure import Figure
 from trbench.workloads.protocol import Measured, Planned, ReportPart
 
 if TYPE_CHECKING:
@@ -359,52 +360,124 @@ class Synthetic:
 # --- the report's llama-bench view ------------------------------------------------------------------
 
 
-def _pm(values: list[float]) -> str:
-    """mean +- sample stddev over runs (the stddev n/a with one run)."""
-    if not values:
-        return "n/a"
-    sd = f"{np.std(values, ddof=1):.1f}" if len(values) > 1 else "n/a"
-    return f"{np.mean(values):.1f} ± {sd}"
+class BenchPoint(BaseModel):
+    """One row of the llama-bench view: a pp row (prefill tok/s) or a tg row (decode tok/s) of one
+    model and depth, as numbers."""
+
+    model: str
+    num_gpu: int
+    num_ctx: int
+    depth: int
+    rate: str  # prefill (a pp row) or decode (a tg row)
+    asked: int  # the prompt (pp) or output (tg) tokens asked
+    run_means: list[float]  # per run: the mean rate over its requests in the row
+    median: float | None  # over the row's requests, pooled
+    ci: tuple[float, float] | None  # two-stage bootstrap interval of that median, runs then requests
+    n_requests: int  # pp: the ok measured requests; tg: those that produced every asked token
+    achieved_min: int | None  # the server's counts: the prompt less the depth (pp), the output (tg)
+    achieved_max: int | None
+    n_input_off: int = 0  # pp: requests whose prompt the server counted other than asked
+    n_stopped_early: int = 0  # tg: ok requests with fewer output tokens than asked, left out of the rate
+
+    @property
+    def test(self) -> str:
+        """llama-bench's name of the row: pp512, tg128 @ d4096."""
+        return f"{'pp' if self.rate == 'prefill' else 'tg'}{self.asked}" + (f" @ d{self.depth}" if self.depth else "")
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.run_means)) if self.run_means else None
+
+    @property
+    def stddev(self) -> float | None:
+        """Sample standard deviation over the runs' means (None with one run)."""
+        return float(np.std(self.run_means, ddof=1)) if len(self.run_means) > 1 else None
 
 
-def _ci(groups: list[list[float]]) -> str:
-    ci = metrics.bootstrap_median_ci(groups)
-    return "n/a" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+def _point(keys: tuple, rate: str, asked: int, part: pd.DataFrame, column: str, achieved: pd.Series,
+           **counts: int) -> BenchPoint:
+    model, num_gpu, num_ctx, depth = keys
+    runs = [g[column].dropna().tolist() for _, g in part.groupby("run_index")]
+    pooled = [v for r in runs for v in r]
+    lo, hi = achieved.min(), achieved.max()
+    return BenchPoint(model=str(model), num_gpu=int(num_gpu), num_ctx=int(num_ctx), depth=int(depth), rate=rate,
+                      asked=int(asked), run_means=[float(np.mean(r)) for r in runs if r],
+                      median=float(np.median(pooled)) if pooled else None, ci=metrics.bootstrap_median_ci(runs),
+                      n_requests=len(part), achieved_min=None if pd.isna(lo) else int(lo),
+                      achieved_max=None if pd.isna(hi) else int(hi), **counts)
 
 
-def _lengths(values: pd.Series) -> str:
-    lo, hi = values.min(), values.max()
-    if pd.isna(lo):
-        return "n/a"
-    return f"{int(lo)}" if lo == hi else f"{int(lo)}-{int(hi)}"
-
-
-def bench_rows(requests: pd.DataFrame) -> list[list[str]]:
+def bench_points(requests: pd.DataFrame) -> list[BenchPoint]:
     """llama-bench's rows per model and depth: a pp row (prefill tok/s, over every point with that prompt
     length) and a tg row (decode tok/s, over the full-length outputs of every point with that output
-    length), each mean +- stddev of the per-run means, with the interval of the median."""
-    out: list[list[str]] = []
+    length)."""
+    out: list[BenchPoint] = []
     ok = requests[~requests["is_warmup"].astype(bool) & (requests["status"] == "ok")]
-    for (model, depth), at in ok.groupby(["model", "depth"], sort=True):
-        at_d = f" @ d{int(depth)}" if depth else ""
+    for keys, at in ok.groupby(["model", "num_gpu", "num_ctx", "depth"], sort=True):
+        depth = int(keys[3])
         for pp, part in at.groupby("prompt_tokens_asked", sort=True):
-            runs = [g["prefill_tps"].dropna().tolist() for _, g in part.groupby("run_index")]
-            means = [float(np.mean(r)) for r in runs if r]
             off = int((part["input_exact"] == False).sum())  # noqa: E712 - a nullable column
-            achieved = _lengths(part["prompt_tokens"] - depth)
-            out.append([str(model), f"pp{int(pp)}{at_d}", "prefill", _pm(means), _ci(runs), str(len(means)),
-                        str(len(part)), f"{int(pp)} / {achieved}" + (f" ({off} off)" if off else ""), "-"])
+            out.append(_point(keys, "prefill", int(pp), part, "prefill_tps", part["prompt_tokens"] - depth,
+                              n_input_off=off))
         for tg, part in at.groupby("output_tokens_asked", sort=True):
             full = part[~part["stopped_early"].astype(bool)]
-            runs = [g["decode_tps"].dropna().tolist() for _, g in full.groupby("run_index")]
-            means = [float(np.mean(r)) for r in runs if r]
-            early = len(part) - len(full)
-            out.append([str(model), f"tg{int(tg)}{at_d}", "decode", _pm(means), _ci(runs), str(len(means)),
-                        str(len(full)), f"{int(tg)} / {_lengths(part['output_tokens'])}", str(early)])
+            out.append(_point(keys, "decode", int(tg), full, "decode_tps", part["output_tokens"],
+                              n_stopped_early=len(part) - len(full)))
     return out
 
 
-HEADER = ("| model | test | rate | tok/s mean ± stddev over runs | median 95% CI | runs | requests | "
+def _lengths(p: BenchPoint) -> str:
+    if p.achieved_min is None:
+        return "n/a"
+    return f"{p.achieved_min}" if p.achieved_min == p.achieved_max else f"{p.achieved_min}-{p.achieved_max}"
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def bench_row(p: BenchPoint) -> list[str]:
+    """A point as the section's table row: mean +- stddev of the per-run means (the stddev n/a with one
+    run), the pooled median with its interval."""
+    pm = "n/a" if p.mean is None else f"{p.mean:.1f} ± {_f(p.stddev)}"
+    median = _f(p.median) + ("" if p.ci is None else f" [{p.ci[0]:.1f}, {p.ci[1]:.1f}]")
+    achieved = f"{p.asked} / {_lengths(p)}" + (f" ({p.n_input_off} off)" if p.n_input_off else "")
+    early = str(p.n_stopped_early) if p.rate == "decode" else "-"
+    return [p.model, p.test, p.rate, pm, median, str(len(p.run_means)), str(p.n_requests), achieved, early]
+
+
+_CI = "statistics.95% CI of a single-agent median"
+
+
+def point_figures(p: BenchPoint) -> list[Figure]:
+    """A point's numbers as the summary's records hold them: the rate's mean and stddev over runs, its
+    median with the interval, the achieved lengths and the requests counted apart."""
+    values: dict[str, str | int | float | bool | None] = {
+        "test": p.test, "pp" if p.rate == "prefill" else "tg": p.asked, "depth": p.depth, "num_gpu": p.num_gpu,
+        "num_ctx": p.num_ctx}
+    metric = "prefill_tps" if p.rate == "prefill" else "decode_tps"
+    tokens = "prompt_tokens" if p.rate == "prefill" else "output_tokens"
+
+    def fig(metric: str, statistic: str, value: float | None, n: int | None, n_of: str | None, unit: str,
+            definition: str, ci: tuple[float, float] | None = None) -> Figure:
+        return Figure(model=p.model, config=p.test, config_values=values, metric=metric, statistic=statistic,
+                      value=value, n=n, n_of=n_of, unit=unit, definition=definition, ci=ci,
+                      ci_definition=_CI if ci else None)
+
+    runs = len(p.run_means)
+    out = [fig(metric, "mean", p.mean, runs, "runs", "tok/s", f"request.{metric}"),
+           fig(metric, "stddev", p.stddev, runs, "runs", "tok/s", f"request.{metric}"),
+           fig(metric, "median", p.median, p.n_requests, "requests", "tok/s", f"request.{metric}", p.ci),
+           fig(tokens, "min", p.achieved_min, None, None, "tokens", f"request.{tokens}"),
+           fig(tokens, "max", p.achieved_max, None, None, "tokens", f"request.{tokens}")]
+    if p.rate == "prefill":
+        out.append(fig("n_input_off", "value", p.n_input_off, None, None, "requests", "request.input_exact"))
+    else:
+        out.append(fig("n_stopped_early", "value", p.n_stopped_early, None, None, "requests", "request.stopped_early"))
+    return out
+
+
+HEADER = ("| model | test | rate | tok/s mean ± stddev over runs | median [95% CI] | runs | requests | "
           "asked / achieved tokens | stopped early |")
 
 
@@ -413,7 +486,8 @@ def report_part(root: Path) -> ReportPart | None:
     requests = store.read_frame(root, "syn_requests")
     if requests.empty:
         return None
-    rows = bench_rows(requests)
+    points = bench_points(requests)
+    rows = [bench_row(p) for p in points]
     runs = store.read_frame(root, "syn_runs")
     marked = runs[~runs["input_exact"].astype(bool)]
     lines = [HEADER, "|---|---|---|---:|---:|---:|---:|---:|---:|", *("| " + " | ".join(r) + " |" for r in rows)]
@@ -422,7 +496,8 @@ def report_part(root: Path) -> ReportPart | None:
         "(prefill tok/s: metrics' prefill_tps, the prompt tokens the server processed over its own prefill "
         "time), `tgN` an output of N tokens (decode tok/s: decode_tps, over the requests that produced all N), "
         "`@ dD` with D tokens of shared context already in the server's cache. Mean ± stddev are over the runs' "
-        "means; the interval is the two-stage bootstrap interval of the median (n/a with one run). Achieved "
+        "means; the median is over the requests of every run, with its two-stage bootstrap interval (runs, then "
+        "requests; none with one run). Achieved "
         "lengths are the server's own counts (the prompt less the depth).",
     ]
     if not marked.empty:
@@ -434,4 +509,5 @@ def report_part(root: Path) -> ReportPart | None:
                      "ignore end-of-sequence): counted in 'stopped early' and left out of the decode rates.")
     if not rows:
         notes.append("No measured request answered ok.")
-    return ReportPart(title="Synthetic lengths (llama-bench view)", markdown="\n\n".join(notes) + "\n\n" + "\n".join(lines))
+    return ReportPart(title="Synthetic lengths (llama-bench view)", markdown="\n\n".join(notes) + "\n\n" + "\n".join(lines),
+                      figures=[f for p in points for f in point_figures(p)])
