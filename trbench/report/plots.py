@@ -43,7 +43,7 @@ from trbench.report.plot_layout import (
     NEUTRAL, PIXEL_RATIO, SLO_COLOR, Colors, PlainFormatter, Row, color_of, dot_height, dots, key_handle, label_points,
     legend_above, model_colors, model_handle, new_figure, plain, present, png_bytes, row_axis, row_height, style_axes,
     value_axis)
-from trbench.report.text import count, join
+from trbench.prose.english import count, join
 
 STATE_MARKERS = {"cold": ("o", True), "partial": ("D", True), "cached": ("s", True), "cold_asked": ("o", False),
                  "cached_asked": ("s", False), "unknown": ("X", True)}
@@ -342,7 +342,7 @@ def quality_vs_speed(data: ReportData, colors: Colors) -> Drawing | None:
     style_axes(ax, "Good enough and fastest (up and right is better)", "decode tok/s median (fastest config)",
                "QA overall score")
     _scatter_legend(fig, colors, models, [], front)
-    return Drawing(name, title, f"One point per model; larger points are on the frontier ({su.frontier_rule}).",
+    return Drawing(name, title, "One point per model; larger points are on the frontier (the rule stated above).",
                    f"Scatter plot of the QA overall score against median decode tok/s for {join(models)}.",
                    fig, models=models)
 
