@@ -60,3 +60,18 @@ def test_cli_signal_handler_sets_the_flag_as_well_as_raising():
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_an_error_waits_briefly_for_a_stop_on_its_way():
+    """A child stopped by the same signal can fail a call before this process runs its handler: the
+    error is the stop when the stop is asked for within the settle time, and only then."""
+    stopping.clear()
+    try:
+        started = time.monotonic()
+        stopping.raise_if_requested_soon(0.3)  # no stop: returns once the settle time is over
+        assert 0.3 <= time.monotonic() - started < 2.0
+        threading.Timer(0.1, stopping.request).start()
+        with pytest.raises(KeyboardInterrupt):
+            stopping.raise_if_requested_soon(2.0)
+    finally:
+        stopping.clear()

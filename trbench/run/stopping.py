@@ -8,30 +8,47 @@ thread waits on workers in short slices that check it."""
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 POLL_S = 0.25  # how late a stop may be noticed, at most, on top of the signal handler's own raise
+# how long an error waits for a stop that may be on its way: a signal to the process group reaches the
+# children (the temporary Prefect server, the validation process) as it reaches this process, and a
+# child's end can surface here as an error before this process has run its own handler
+SETTLE_S = 0.5
 
-_requested = threading.Event()
+# a plain flag, not a threading.Event: the signal handler sets it, and an Event's set() takes a lock
+# that the interrupted code may be inside
+_requested = [False]
 
 
 def request() -> None:
-    _requested.set()
+    _requested[0] = True
 
 
 def clear() -> None:
-    _requested.clear()
+    _requested[0] = False
 
 
 def requested() -> bool:
-    return _requested.is_set()
+    return _requested[0]
 
 
 def raise_if_requested() -> None:
-    if _requested.is_set():
+    if _requested[0]:
         raise KeyboardInterrupt("stop requested by a signal")
+
+
+def raise_if_requested_soon(settle_s: float = SETTLE_S) -> None:
+    """KeyboardInterrupt if a stop is asked for within settle_s (sleeping in the main thread lets its
+    handler run); returns after settle_s otherwise."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        raise_if_requested()
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)
 
 
 def wait_each(futures: Iterable[Any], poll_s: float = POLL_S) -> Iterable[Any]:

@@ -70,8 +70,9 @@ def measure_workloads(session: TRSession, measured: Measured, stop_errors: tuple
             raise
         except Exception as err:  # noqa: BLE001 - the next workloads still run; the outcome names the first
             # a stop can surface as another exception (the signal's raise landing inside a lock's release
-            # reads "release unlocked lock"): once a stop was asked for, it is the stop
-            stopping.raise_if_requested()
+            # reads "release unlocked lock", or a child stopped by the same signal fails a call first):
+            # once a stop was asked for, it is the stop
+            stopping.raise_if_requested_soon()
             session.steps.log.error("%s stopped early: %s: %s", workload.name, type(err).__name__, err)
             errors.append(err)
     if errors:
@@ -113,7 +114,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, st
         except stop_errors:
             raise  # an interrupt or a cancel, or bad input found before anything was measured: no checks
         except Exception as err:  # noqa: BLE001 - what was measured is still checked and reported below
-            stopping.raise_if_requested()  # a stop that surfaced as another exception is the stop
+            stopping.raise_if_requested_soon()  # a stop that surfaced as another exception is the stop
             stopped = err
             steps.log.error("the measuring stopped early: %s: %s", type(err).__name__, err)
         finally:

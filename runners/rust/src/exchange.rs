@@ -127,9 +127,10 @@ fn waited_too_long(obs: &mut Observed, limits: &Limits, deadline_hit: bool) {
         obs.fail(
             "stall",
             format!(
-                "the server sent no byte for {} s (stall_timeout_s); cut after {} text chunk(s)",
+                "the server sent no byte for {} s (stall_timeout_s); cut after {} text {}",
                 limits.per_read_s(),
-                obs.text_chunks
+                obs.text_chunks,
+                if obs.text_chunks == 1 { "chunk" } else { "chunks" }
             ),
         );
     }
