@@ -162,8 +162,12 @@ def wait_state(api_url: str, flow_run_id: str, types: set[str], timeout_s: float
 
 def run_deployment(api_url: str, parameters: dict) -> str:
     deployment = httpx.get(f"{api_url}/deployments/name/tr/quickstart", timeout=10).json()
-    created = httpx.post(f"{api_url}/deployments/{deployment['id']}/create_flow_run",
-                         json={"parameters": parameters}, timeout=10)
+    for attempt in range(5):  # a busy server answers 503, and Prefect's own client retries it as this does
+        created = httpx.post(f"{api_url}/deployments/{deployment['id']}/create_flow_run",
+                             json={"parameters": parameters}, timeout=10)
+        if created.status_code != 503:
+            break
+        time.sleep(1 + attempt)
     created.raise_for_status()
     return created.json()["id"]
 
