@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_ollama import FakeModel, FakeOllama
+from tests.test_run_bounds import error_of
 from trbench.config.embeddings_section import load_texts
 from trbench.config.prompts import load_prompts
-from trbench.config.spec import SpecError, parse_spec
+from trbench.config.spec import parse_spec
 from trbench.data import store
 from trbench.data.environment import Manifest
 from trbench.data.failures import InstanceFaults
@@ -61,21 +62,14 @@ def _run_load(spec_data: dict, root: Path) -> Measured:
 # --- bounds: the spec, the rule, and a cell that stops -----------------------------------------------------
 
 
-def _error_of(data) -> str:
-    with pytest.raises(SpecError) as info:
-        parse_spec(data)
-    assert "\n" not in str(info.value)
-    return str(info.value)
-
-
 def test_stop_fields_are_validated_in_one_line():
     load = parse_spec(_spec(concurrency=[1, 2], stop_below_good_pct=80, stop_queue_growth=4)).load
     assert load.stop_below_good_pct == 80 and load.stop_queue_growth == 4
-    assert "field 'load.stop_below_good_pct'" in _error_of(_spec(concurrency=[1], stop_below_good_pct=0))
-    assert "field 'load.stop_below_good_pct'" in _error_of(_spec(concurrency=[1], stop_below_good_pct=101))
-    assert "field 'load.stop_queue_growth'" in _error_of(_spec(concurrency=[1], stop_queue_growth=1))
+    assert "field 'load.stop_below_good_pct'" in error_of(_spec(concurrency=[1], stop_below_good_pct=0))
+    assert "field 'load.stop_below_good_pct'" in error_of(_spec(concurrency=[1], stop_below_good_pct=101))
+    assert "field 'load.stop_queue_growth'" in error_of(_spec(concurrency=[1], stop_queue_growth=1))
     only_emb = {"embeddings": {"batch_sizes": [1]}, "stop_queue_growth": 4}
-    message = _error_of({**_spec(), "load": only_emb})
+    message = error_of({**_spec(), "load": only_emb})
     assert "field 'load.stop_queue_growth'" in message and "fix: remove it" in message
 
 
