@@ -42,9 +42,10 @@ def _group_answer(q: Question, group: list[SummaryRecord]) -> tuple[str | None, 
     """(the leader or None, the sentence) for one config's models or one model's configs."""
     what = "model" if q.across == "models" else "config"
     known = [r for r in group if r.value is not None]
-    if len(known) < 2:
-        only = f"only {_named(known[0], q.across)} has the figure" if known else "no candidate has the figure"
-        return None, f"the data cannot decide: {only} ({_value(known[0])})" if known else f"the data cannot decide: {only}"
+    if not known:
+        return None, "the data cannot decide: no candidate has the figure"
+    if len(known) == 1:
+        return None, f"the data cannot decide: only {_named(known[0], q.across)} has the figure ({_value(known[0])})"
     higher = q.better_way == "higher"
     ranked = sorted(known, key=lambda r: float(r.value or 0.0), reverse=higher)
     best, rest = ranked[0], ranked[1:]
