@@ -56,9 +56,10 @@ def load_state(spec: MatrixSpec, rows: list[StepOutcome], skipped: int, report: 
 
 
 def run_tr_flow(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, selection: Selection,
-                steps: PrefectSteps | None = None) -> State:
+                steps: PrefectSteps | None = None, server_logs: str | None = None) -> State:
     """The TR body with each step a task run of the current flow run; shared with rerun_flagged."""
-    return as_state(run_tr(spec, prompts, agents, steps or PrefectSteps(), selection, STOP_ERRORS + (CancelledRun,)))
+    return as_state(run_tr(spec, prompts, agents, steps or PrefectSteps(), selection, STOP_ERRORS + (CancelledRun,),
+                           server_logs))
 
 
 def expand_tr_id(tr_id: str | None) -> str | None:
@@ -85,6 +86,7 @@ def tr(
     requests_per_run: int | None = None,
     output_dir: str | None = None,
     ports: list[int] | None = None,
+    server_logs: str | None = None,
 ) -> State:
     """Run a TR spec (a YAML path, or the spec itself) with optional overrides: every part it names
     (single-agent matrix, suites, multi-agent, load, embeddings). The same tr_id again resumes,
@@ -99,9 +101,11 @@ def tr(
         requests_per_run: override the measured requests per run.
         output_dir: where the results go (default: the spec's, 'outputs').
         ports: override the local ports of the servers trbench starts (one per instance).
+        server_logs: the servers' logs under logs/<server_logs>/ instead of logs/: the fan-out gives each
+            sub-run its own, so hosts writing one TR keep each other's logs.
     """
     steps = PrefectSteps()
     overrides = {"tr_id": expand_tr_id(tr_id), "models": models, "runs": runs,
                  "requests_per_run": requests_per_run, "output_dir": output_dir, "ports": ports}
     spec_obj, prompts, agents = load_tr_spec(steps, spec_path, spec, overrides)
-    return run_tr_flow(spec_obj, prompts, agents, Selection(), steps)
+    return run_tr_flow(spec_obj, prompts, agents, Selection(), steps, server_logs)

@@ -6,30 +6,25 @@
   3. every sub-run writes into the same tr_id under the same output_dir: one Parquet dataset
      (output_dir must be the same place from every host: object storage, s3://bucket/prefix, or a
      path every host sees at the same place, e.g. an NFS mount)
-  4. wait for all, record which worker took which sub-run (table artifact `<tr_id>-fanout`)
+  4. wait for all, record which worker took which sub-run, from Prefect's API (table artifact
+     `<tr_id>-fanout`); a sub-run whose host died is started again on another worker, where the
+     TR's resume skips every run the lost host finished (tasks.sub_runs)
   5. merge the sub-runs' manifests, then flag outliers, render the report and validate once,
      over the union
 """
 
 from __future__ import annotations
 
-import re
-import time
 from pathlib import Path
-from typing import cast
-from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-from prefect.deployments import run_deployment
-from prefect.states import Cancelling, Completed, Failed, State
+from prefect.states import Completed, Failed, State
 
 from flows.tr import expand_tr_id
 from tasks.steps import PrefectSteps, artifact_key
+from tasks.sub_runs import SubRun, latest, start, watch
 from trbench.config.paths import resolve_path
 from trbench.tr.closing import flag_outliers, render_report, suite_results, validate, write_failure_log
 from trbench.tr.opening import load_tr_spec
@@ -38,12 +33,11 @@ from trbench.data.environment import FanoutHost, Manifest
 from trbench.config.spec import MatrixSpec
 from trbench.prose import count
 
-WORKER_LINE = re.compile(r"Worker '([^']+)' submitting flow run")
-
 
 def sub_run_parameters(spec: MatrixSpec, spec_path: str, output_dir: str,
                        ports: list[list[int]] | None) -> list[dict]:
-    """One tr parameter set per model: the same tr_id and output_dir, one model each."""
+    """One tr parameter set per model: the same tr_id and output_dir, one model each, the servers' logs in a
+    folder of the sub-run's own (logs/<model slug>/: hosts never write over each other's)."""
     if spec.multi_agent and spec.multi_agent.models:
         raise ValueError("tr_fanout splits the matrix by model and cannot split multi_agent.models; fix: remove "
                          "multi_agent.models from the spec (every model then runs the multi-agent scenarios)")
@@ -52,61 +46,30 @@ def sub_run_parameters(spec: MatrixSpec, spec_path: str, output_dir: str,
                          "fix: give one list per model, in the spec's model order")
     return [
         {"spec_path": spec_path, "tr_id": spec.tr_id, "models": [model], "runs": spec.runs,
-         "requests_per_run": spec.requests_per_run, "output_dir": output_dir,
+         "requests_per_run": spec.requests_per_run, "output_dir": output_dir, "server_logs": store.slug(model),
          **({"ports": ports[i]} if ports else {})}
         for i, model in enumerate(spec.models)
     ]
 
 
-def worker_of(client, flow_run_id: UUID) -> str | None:
-    """The worker that took a flow run, from the line it logs for it ("Worker 'x' submitting ...")."""
-    logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
-    for log in logs:
-        m = WORKER_LINE.search(log.message)
-        if m:
-            return m.group(1)
-    return None
-
-
-def wait_all(ids: list[UUID], timeout_s: float, poll_s: float = 5.0) -> dict[UUID, FlowRun]:
-    """Poll until every flow run is final; on timeout or interrupt the unfinished ones are cancelled."""
-    deadline = time.monotonic() + timeout_s
-    done: dict[UUID, FlowRun] = {}
-    with get_client(sync_client=True) as client:
-        try:
-            while len(done) < len(ids):
-                for i in ids:
-                    if i not in done:
-                        run = client.read_flow_run(i)
-                        if run.state and run.state.is_final():
-                            done[i] = run
-                if len(done) < len(ids):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{count(len(ids) - len(done), 'sub-run')} unfinished after {timeout_s:.0f} s")
-                    time.sleep(poll_s)
-        except BaseException:
-            for i in ids:
-                if i not in done:
-                    client.set_flow_run_state(i, Cancelling(message="tr_fanout stopped"), force=True)
-            raise
-    return done
-
-
 @task(name="merge-manifests", cache_policy=NO_CACHE)
-def merge_manifests(root: Path, spec: MatrixSpec, sub_runs: list[dict]) -> Manifest:
+def merge_manifests(root: Path, spec: MatrixSpec, history: list[SubRun]) -> Manifest:
     """One manifest for the union: the full spec, every model's facts and every host's instances
     (each sub-run wrote its own manifest.json; each run file keeps its sub-run's manifest)."""
     merged: Manifest | None = None
     hosts: list[FanoutHost] = []
-    for sub in sub_runs:
-        files = sorted((root / "runs" / f"model_slug={store.slug(sub['model'])}").glob("*.parquet"))
+    for sub in latest(history):
+        files = sorted((root / "runs" / f"model_slug={store.slug(sub.model)}").glob("*.parquet"))
         if not files:
             continue
         m = store.read_manifest(files[-1])
         merged = merged or m.model_copy(deep=True)
         merged.models = {**merged.models, **m.models}
-        hosts.append(FanoutHost(model=sub["model"], worker=sub["worker"], flow_run=sub["flow_run"], hardware=m.hardware,
-                                instances=m.instances if "instances" in m.model_fields_set else None))
+        earlier = [f"{e.flow_run} on {e.worker or '?'}: {e.state}, {e.message}"
+                   for e in history if e.model == sub.model and e.attempt < sub.attempt]
+        hosts.append(FanoutHost(model=sub.model, worker=sub.worker, flow_run=sub.flow_run, hardware=m.hardware,
+                                instances=m.instances if "instances" in m.model_fields_set else None,
+                                earlier=earlier or None))
     merged = merged or Manifest()
     merged.instances = [inst for h in hosts for inst in h.instances or []]
     merged.spec = spec.model_dump(mode="json")
@@ -126,13 +89,15 @@ def tr_fanout(
     requests_per_run: int | None = None,
     ports: list[list[int]] | None = None,
     timeout_s: int = 86400,
+    max_attempts: int = 3,
 ) -> State:
     """Spread a TR matrix over the workers of a pool: one tr sub-run per model, all into one
     dataset (same tr_id and output_dir), then one report over the union.
 
     Args:
         spec_path: TR matrix spec (YAML), relative to the repository on every host.
-        output_dir: where every sub-run writes: a path all worker hosts share (default: the spec's).
+        output_dir: where every sub-run writes: an s3:// (gs://, az://) URL, or a path every worker
+            host sees at the same place (default: the spec's).
         deployment_name: the tr deployment the sub-runs run on ("flow/deployment").
         tr_id: override the spec's tr_id (`{date}` becomes the run's date).
         models: override the spec's models (one sub-run each).
@@ -141,6 +106,8 @@ def tr_fanout(
         ports: server ports per sub-run, in model order, e.g. [[18434], [18444]]; needed when two
             sub-runs can land on the same host (default: the spec's ports on every host).
         timeout_s: how long to wait for the sub-runs before cancelling them.
+        max_attempts: how often one model's sub-run is started in all, when its host dies or its
+            process crashes (each attempt resumes: what an earlier one finished is kept).
     """
     logger = get_run_logger()
     steps = PrefectSteps()
@@ -151,44 +118,34 @@ def tr_fanout(
     root = store.tr_dir(out, spec.tr_id)
 
     params = sub_run_parameters(spec, spec_path, out, ports)
-    started = []
-    for p in params:
-        # called from a flow (sync): the FlowRun itself, never the coroutine Prefect's dispatch types allow
-        run = cast(FlowRun, run_deployment(deployment_name, parameters=p, timeout=0,
-                                           flow_run_name=f"{spec.tr_id}-{store.slug(p['models'][0])}",
-                                           tags=["trbench-fanout"]))
-        logger.info("sub-run %s (%s) started on %s", run.name, p["models"][0], deployment_name)
-        started.append((p, run))
+    started = [start(deployment_name, p, f"{spec.tr_id}-{store.slug(p['models'][0])}", p["models"][0], 1)
+               for p in params]
+    for sub in started:
+        logger.info("sub-run %s (%s) started on %s", sub.flow_run, sub.model, deployment_name)
 
-    finished = wait_all([run.id for _, run in started], timeout_s)
-
-    sub_runs = []
-    with get_client(sync_client=True) as client:
-        for p, run in started:
-            fr = finished[run.id]
-            state = fr.state
-            assert state is not None  # wait_all keeps final runs: each has its state
-            sub_runs.append({"model": p["models"][0], "worker": worker_of(client, fr.id), "state": state.name,
-                             "flow_run": fr.name, "infrastructure_pid": fr.infrastructure_pid,
-                             "message": state.message or "", "flow_run_id": str(fr.id)})
-    create_table_artifact(key=artifact_key(f"{spec.tr_id}-fanout"), table=sub_runs,
-                          description=f"{spec.tr_id}: the sub-runs of the fan-out and the worker that took each")
+    history = watch(started, deployment_name, timeout_s, max_attempts=max_attempts, log=logger)
+    create_table_artifact(key=artifact_key(f"{spec.tr_id}-fanout"),
+                          table=[s.model_dump(mode="json", exclude={"parameters", "final"}) for s in history],
+                          description=f"{spec.tr_id}: the sub-runs of the fan-out, every attempt, and the worker "
+                                      "that took each")
 
     remote.pull(root)  # what every sub-run wrote, before the union is read
-    merge_manifests(root, spec, sub_runs)
+    merge_manifests(root, spec, history)
     write_failure_log(steps, root)
     flagged = flag_outliers(steps, root, spec)
     suite_results(steps, root, spec)  # over every sub-run's suite rows, with the ensemble of all the models
     report = render_report(steps, root, spec).markdown
     checked = validate(steps, root, spec, report)
 
-    shares = ", ".join(f"{s['model']} -> {s['worker'] or '?'} ({s['state']})" for s in sub_runs)
-    message = f"{spec.tr_id}: {count(len(sub_runs), 'sub-run')}: {shares}; report {report}"
+    final = latest(history)
+    shares = ", ".join(f"{s.model} -> {s.worker or '?'} ({s.state}"
+                       + (f", attempt {s.attempt}" if s.attempt > 1 else "") + ")" for s in final)
+    message = f"{spec.tr_id}: {count(len(final), 'sub-run')}: {shares}; report {report}"
     if flagged:
         message += f"; {count(len(flagged), 'config')} with outlier runs (rerun_flagged runs them again)"
-    bad = [s for s in sub_runs if s["state"] != "Completed"]
+    bad = [s for s in final if s.state != "Completed"]
     if bad:
-        return Failed(message=message + "; failed: " + "; ".join(f"{s['model']}: {s['message']}" for s in bad))
+        return Failed(message=message + "; failed: " + "; ".join(f"{s.model}: {s.message}" for s in bad))
     if not checked.success:
         return Failed(message=message + "; validation failed: " + "; ".join(f.message for f in checked.failures[:3]))
     logger.info(message)

@@ -137,6 +137,9 @@ def local_prefect(tmp_path_factory):
         prefect.wait_workers_online({"host-a", "host-b"})
         yield prefect
     finally:
+        from trbench.cli_prefect import drain_workers
+
+        drain_workers()  # while the server answers: what this process queued for it would be retried at exit for minutes
         prefect.stop()
 
 

@@ -21,7 +21,7 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 class LocalPrefect:
-    def __init__(self, home: Path, port: int):
+    def __init__(self, home: Path, port: int, bind: str = "127.0.0.1"):
         self.home, self.port = home, port
         self.url = f"http://127.0.0.1:{port}"
         self.api_url = f"{self.url}/api"
@@ -31,7 +31,7 @@ class LocalPrefect:
         env.update({
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": self.api_url,           # the CLI, the workers and the UI (its api_url)
-            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_HOST": bind,           # 0.0.0.0: reachable from other hosts (network namespaces)
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
@@ -43,9 +43,9 @@ class LocalPrefect:
         self.env = env
         self.procs: list[subprocess.Popen] = []
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / log_name, "wb")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own process group: stopped with its children
         self.procs.append(proc)
         return proc
@@ -71,11 +71,14 @@ class LocalPrefect:
             raise RuntimeError(f"prefect {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done
 
-    def start_worker(self, name: str, limit: int | None = None, queue: str | None = None) -> subprocess.Popen:
+    def start_worker(self, name: str, limit: int | None = None, queue: str | None = None,
+                     netns: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A process worker; with netns, inside that network namespace (another host), env on top of the
+        server's (there, at least PREFECT_API_URL at an address that host reaches)."""
         args = [PREFECT, "worker", "start", "--pool", "trbench", "--name", name]
         args += ["--limit", str(limit)] if limit else []
         args += ["--work-queue", queue] if queue else []
-        return self._spawn(args, f"worker-{name}.log")
+        return self._spawn(["ip", "netns", "exec", netns, *args] if netns else args, f"worker-{name}.log", env)
 
     def wait_workers_online(self, names: set[str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -36,12 +36,13 @@ class S3Server:
                                  client_kwargs={"endpoint_url": self.endpoint})
 
 
-def serve(tmp_path_factory) -> Iterator[S3Server]:
-    """The server for as long as the generator runs: a module's fixture yields from it."""
+def serve(tmp_path_factory, bind: str = "127.0.0.1") -> Iterator[S3Server]:
+    """The server for as long as the generator runs: a module's fixture yields from it. Its endpoint is on
+    loopback; bind 0.0.0.0 makes it reachable from other hosts (network namespaces) too."""
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "requests.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", bind, "-p", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     try:

@@ -32,6 +32,7 @@ def test_sub_run_parameters_one_per_model_same_tr_id_and_dir():
     assert [p["models"] for p in params] == [["smollm2:135m"], ["gemma3:270m"]]
     assert {p["tr_id"] for p in params} == {"split"} and {p["output_dir"] for p in params} == {"/shared/out"}
     assert [p["ports"] for p in params] == [[20001], [20002]]
+    assert [p["server_logs"] for p in params] == ["smollm2_135m", "gemma3_270m"]  # each sub-run's logs its own
     assert "ports" not in sub_run_parameters(spec, "x.yaml", "/shared/out", None)[0]
     try:
         sub_run_parameters(spec, "x.yaml", "/o", [[1]])

@@ -75,6 +75,8 @@ class FanoutHost(Recorded):
     flow_run: str | None = None
     hardware: Hardware | None = None
     instances: list[InstanceDescription] | None = None
+    # the earlier attempts at this share whose host died or whose process crashed: flow run, worker, how it ended
+    earlier: list[str] | None = None
 
 
 def _dicts(v: Any) -> Any:

@@ -90,7 +90,8 @@ def close_servers(session: TRSession) -> None:
 
 
 def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, steps: Steps,
-           selection: Selection | None = None, stop_errors: tuple[type[BaseException], ...] = STOP_ERRORS) -> Outcome:
+           selection: Selection | None = None, stop_errors: tuple[type[BaseException], ...] = STOP_ERRORS,
+           server_logs: str | None = None) -> Outcome:
     """A TR run: every unfinished run and step (or, with a rerun's selection, the flagged configs as a
     new attempt: runs only, no suites or load).
 
@@ -98,7 +99,7 @@ def run_tr(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, st
     (but an interrupt or a cancel, or a preflight error before anything is measured), the failure
     log, outlier flags, report and validation are written for what was measured, and the outcome
     says what stopped it."""
-    session = open_session(spec, prompts, agents, output_dir(spec), steps, selection)
+    session = open_session(spec, prompts, agents, output_dir(spec), steps, selection, server_logs)
     for inst in session.instances:
         check_instance(session, inst)
     # validated at the end: its Great Expectations import starts now, beside the measuring

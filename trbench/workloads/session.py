@@ -87,10 +87,13 @@ class TRSession:
 
 
 def open_session(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, output_dir: Path,
-                 steps: Steps | None = None, selection: Selection | None = None) -> TRSession:
-    """The session of one TR run: its folder under output_dir and its servers, made but not started."""
+                 steps: Steps | None = None, selection: Selection | None = None,
+                 server_logs: str | None = None) -> TRSession:
+    """The session of one TR run: its folder under output_dir and its servers, made but not started. The
+    servers' logs go to logs/, or to logs/<server_logs>/ where several hosts write one TR (each its own)."""
     root = store.open_tr(output_dir, spec.tr_id)  # for a URL, resuming sees what the store holds
-    instances = create_instances(spec.server, root / "logs", spec.instance_count, load_timeout_s=spec.load_timeout_s,
+    log_dir = root / "logs" / server_logs if server_logs else root / "logs"
+    instances = create_instances(spec.server, log_dir, spec.instance_count, load_timeout_s=spec.load_timeout_s,
                                  backend=spec.backend)
     return TRSession(spec=spec, prompts=prompts, agents=agents, root=root, instances=instances,
                      faults=InstanceFaults(root, spec.tr_id), steps=steps or DirectSteps(),
