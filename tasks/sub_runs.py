@@ -5,8 +5,9 @@ A sub-run whose host died would stay Running for ever: its process and its serve
 nothing is left to report a final state. It counts as gone when two things hold at once:
 - its worker stopped heartbeating: no heartbeat for LOST_HEARTBEATS of the worker's own intervals (Prefect's own
   rule for marking a worker offline), or Prefect already shows the worker offline;
-- and nothing was heard of the sub-run itself for as long (no task run, state or heartbeat event about it), so a
-  flow run whose worker alone was stopped, while it goes on, is left to finish.
+- and nothing was heard of the sub-run itself for as long, and for at least one and a half of a flow run's
+  heartbeat intervals (no task run, state or heartbeat event about it), so a flow run whose worker alone was
+  stopped, while it goes on, is left to finish.
 It is then marked Crashed and started again on the same deployment with the same parameters: any live worker of
 the pool takes it, and the TR's resume skips every run the lost host finished (the run files in the shared
 output_dir are the ledger), so nothing is measured twice and a run cut off midway is measured again whole.
@@ -102,7 +103,17 @@ def lost(client: SyncPrefectClient, sub: SubRun, run: FlowRun) -> str | None:
     if gone is None:
         return None
     why, window = gone
-    return why if quiet(client, sub.flow_run_id, now - timedelta(seconds=window)) else None
+    return why if quiet(client, sub.flow_run_id, now - timedelta(seconds=max(window, heard_within()))) else None
+
+
+def heard_within() -> float:
+    """How long a live flow run may go without any event: one and a half of its heartbeat intervals (a run's
+    process heartbeats every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds, taken to be the same on every host);
+    0 when heartbeats are off."""
+    from prefect.settings import get_current_settings
+
+    frequency = get_current_settings().flows.heartbeat_frequency
+    return 1.5 * frequency if frequency else 0.0
 
 
 def refresh(client: SyncPrefectClient, sub: SubRun) -> FlowRun:

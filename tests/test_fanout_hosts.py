@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 RUNS = 5  # per cell: enough that the killed host is part-way through its share
 MODELS = ["smollm2:135m", "gemma3:270m"]
+FLOW_HEARTBEAT_S = 30  # Prefect's least: a sub-run silent for 45 s, whose worker is silent too, is taken for lost
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,8 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster(hosts, s3, tmp_path_factory):
     """The Prefect server on every address, the trbench pool and deployments, one worker per host that
-    reaches the Prefect and S3 servers at its gateway and heartbeats every 2 s (gone after 6 s of silence)."""
+    reaches the Prefect and S3 servers at its gateway and heartbeats every 2 s (gone after 6 s of silence); the
+    sub-runs' flow runs heartbeat every 30 s."""
     prefect = LocalPrefect(tmp_path_factory.mktemp("prefect-home"), free_port(), bind="0.0.0.0")
     try:
         prefect.start_server()
@@ -65,7 +67,7 @@ def cluster(hosts, s3, tmp_path_factory):
             s3_port = s3.endpoint.rsplit(":", 1)[1]
             env = {**s3.env, "AWS_ENDPOINT_URL": f"http://{host.gateway}:{s3_port}",
                    "PREFECT_API_URL": f"http://{host.gateway}:{prefect.port}/api",
-                   "PREFECT_WORKER_HEARTBEAT_SECONDS": "2"}
+                   "PREFECT_WORKER_HEARTBEAT_SECONDS": "2", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_S)}
             prefect.start_worker(host.name, limit=1, queue="default", netns=host.name, env=env)
         prefect.wait_workers_online({h.name for h in hosts})
         yield prefect
@@ -128,7 +130,7 @@ class HostKiller(threading.Thread):
 
 
 def test_a_tr_over_two_hosts_on_s3_loses_nothing_when_a_host_dies(cluster, hosts, s3, tmp_path, monkeypatch):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.tr_fanout import tr_fanout
     from trbench.data.store import slug
@@ -142,7 +144,7 @@ def test_a_tr_over_two_hosts_on_s3_loses_nothing_when_a_host_dies(cluster, hosts
         monkeypatch.setenv(k, v)
     killer = HostKiller(cluster.api_url, s3, tr_id, hosts)
     killer.start()
-    with temporary_settings({PREFECT_API_URL: cluster.api_url}):
+    with temporary_settings({PREFECT_API_URL: cluster.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: FLOW_HEARTBEAT_S}):
         state = tr_fanout(spec_path=str(spec_path), output_dir=f"s3://{BUCKET}/trs", deployment_name="tr/quickstart",
                           timeout_s=600, return_state=True)
     killer.join(timeout=5)
