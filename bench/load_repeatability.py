@@ -1,7 +1,8 @@
 """Are two identical load steps the same? The same load step (c streams on a server with c slots,
 SmolLM2 on the embedded llama.cpp engine) measured in two TRs one after the other, each step's TTFT
-p50 and TPOT p50 with their bootstrap 95 % intervals over the step's measured ok requests, and
-whether each median lies inside the other step's interval.
+p50 and TPOT p50 with the step's own bootstrap 95 % interval (blocks of the requests in flight together,
+load_metrics.LOAD_DEFINITIONS['p50 interval']), and whether each median lies inside the other step's
+interval; beside it the same with an interval that draws the requests one by one.
 
 With exact outputs (load.exact_output, the default: ignore_eos) every stream runs max_tokens long and
 the streams stay in lockstep; --free lets them stop at EOS, as trbench did before, and shows how far
@@ -45,10 +46,14 @@ def measure(out: Path, tr_id: str, concurrency: int, requests: int, exact: bool)
         sys.exit(f"{tr_id}: trbench run exited {done.returncode}:\n{done.stderr[-2000:]}")
     rows = store.read_frame(out / tr_id, "load_requests")
     ok = rows[(~rows["is_warmup"].astype(bool)) & (rows["status"] == "ok")]
+    step = store.read_frame(out / tr_id, "load_steps").iloc[0]
     figures: dict[str, tuple] = {}
     for metric in ("ttft_ms", "tpot_ms"):
         values = [float(v) for v in ok[metric].dropna()]
-        figures[metric] = (float(ok[metric].median()), bootstrap_median_ci(values), len(values))
+        # the step's own interval (blocks of requests in flight together) and, beside it, one that draws the
+        # requests one by one as if they were independent
+        blocks = (float(step[f"{metric}_p50_ci_low"]), float(step[f"{metric}_p50_ci_high"]))
+        figures[metric] = (float(step[f"{metric}_p50"]), blocks, bootstrap_median_ci(values), len(values))
     figures["ended_early"] = (int((ok["output_tokens"] < 64).sum()), len(ok))
     return figures
 
@@ -65,14 +70,17 @@ def main() -> None:
         b = measure(out, "rep-b", args.concurrency, args.requests, not args.free)
     print(f"c = {args.concurrency}, {args.requests} measured requests per step, outputs "
           f"{'free (EOS ends them)' if args.free else 'exact (ignore_eos, 64 tokens)'}")
-    print(f"{'figure':<10} {'step A p50 [95% CI]':>26} {'step B p50 [95% CI]':>26}  each inside the other's interval")
+    print(f"{'figure':<10} {'step A p50 [95% CI]':>28} {'step B p50 [95% CI]':>28}  each inside the other's: "
+          "step interval / request-by-request interval")
     for metric in ("ttft_ms", "tpot_ms"):
-        (ma, ca, na), (mb, cb, nb) = a[metric], b[metric]
-        inside = bool(ca and cb and ca[0] <= mb <= ca[1] and cb[0] <= ma <= cb[1])
+        (ma, ca, ia, na), (mb, cb, ib, nb) = a[metric], b[metric]
 
-        def show(m: float, ci: tuple[float, float] | None, n: int) -> str:
-            return f"{m:8.1f} [{ci[0]:.1f}, {ci[1]:.1f}] n={n}" if ci else f"{m:8.1f} n={n}"
-        print(f"{metric:<10} {show(ma, ca, na):>26} {show(mb, cb, nb):>26}  {'yes' if inside else 'no'}")
+        def inside(x: tuple[float, float] | None, y: tuple[float, float] | None) -> str:
+            return "yes" if x and y and x[0] <= mb <= x[1] and y[0] <= ma <= y[1] else "no"
+
+        def show(m: float, ci: tuple[float, float], n: int) -> str:
+            return f"{m:8.1f} [{ci[0]:.1f}, {ci[1]:.1f}] n={n}"
+        print(f"{metric:<10} {show(ma, ca, na):>28} {show(mb, cb, nb):>28}  {inside(ca, cb)} / {inside(ia, ib)}")
     print(f"ended early: step A {a['ended_early'][0]} of {a['ended_early'][1]}, "
           f"step B {b['ended_early'][0]} of {b['ended_early'][1]}")
 

@@ -1,5 +1,7 @@
 """Load step figures (trbench/measure/load_metrics.py) on hand-computed cases."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from trbench.data.rows import ErrorCount
@@ -108,3 +110,31 @@ def test_outputs_are_forced_by_default_where_the_server_can_be_made_to():
     assert not forces_output(parse_spec({**base, "load": {**base["load"], "exact_output": False}}))
     ollama = {**base, "provider": "external", "backend": "ollama", "urls": ["http://127.0.0.1:11434"]}
     assert not forces_output(parse_spec(ollama))  # Ollama has no ignore_eos: its early ends are counted instead
+
+
+def test_a_steps_p50_interval_resamples_blocks_of_requests_in_flight_together():
+    """Four streams in lockstep: the four requests of a wave share a batch, so they vary together. The interval
+    resamples whole waves (blocks of as many requests as were in flight: Little's law gives 4 here) and is wider
+    than one that draws the requests one by one, which would claim 40 independent values."""
+    from trbench.measure.metrics import bootstrap_median_ci
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for wave in range(10):
+        shared = 1000.0 + rng.normal(0.0, 40.0)  # the wave's batch
+        for k in range(4):
+            rows.append({"is_warmup": False, "status": "ok", "error_kind": None, "sent_offset_ms": wave * 2000.0 + k,
+                         "e2e_ms": 2000.0, "ttft_ms": shared + rng.normal(0.0, 2.0), "tpot_ms": 30.0 + k,
+                         "queue_ms": 1.0, "prefill_ms": 900.0, "output_tokens": 64, "chunk_offsets_ms": None,
+                         "prompt_tokens": 50, "cached_tokens": 0})
+    figures = lm.step_figures(pd.DataFrame(rows), {})
+    low, high = figures.ttft_ms_p50_ci_low, figures.ttft_ms_p50_ci_high
+    assert low is not None and high is not None and low <= figures.ttft_ms_p50 <= high
+    iid = bootstrap_median_ci([r["ttft_ms"] for r in rows])
+    assert iid is not None and (high - low) > 1.5 * (iid[1] - iid[0])
+    # the same values as waves of four, resampled as such, give the very same interval
+    waves = [[r["ttft_ms"] for r in rows[i:i + 4]] for i in range(0, 40, 4)]
+    assert bootstrap_median_ci(waves) == (low, high)
+    # one block only (every request in flight at once): no interval
+    together = [{**r, "sent_offset_ms": 0.0, "e2e_ms": 40000.0} for r in rows]
+    assert lm.step_figures(pd.DataFrame(together), {}).ttft_ms_p50_ci_low is None

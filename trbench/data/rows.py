@@ -617,6 +617,14 @@ class _LoadCounts(BaseModel):
 class LoadFigures(_LoadCounts):
     """One load step's figures from its raw records (definitions: measure/load_metrics.LOAD_DEFINITIONS)."""
 
+    # bootstrap 95 % interval of the TTFT, TPOT and e2e p50, resampling blocks of requests sent together
+    # (load_metrics.LOAD_DEFINITIONS['p50 interval']); files written before lack them
+    ttft_ms_p50_ci_low: F = None
+    ttft_ms_p50_ci_high: F = None
+    tpot_ms_p50_ci_low: F = None
+    tpot_ms_p50_ci_high: F = None
+    e2e_ms_p50_ci_low: F = None
+    e2e_ms_p50_ci_high: F = None
     # <m>_ms_p<p> for m in LOAD_LATENCIES, p in LOAD_PCTS
     ttft_ms_p50: F = None
     ttft_ms_p90: F = None

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from trbench.data.rows import LOAD_PCTS, ErrorCount, LoadFigures
-from trbench.measure.metrics import itl_gaps, percentile, prefill_rates
+from trbench.measure.metrics import bootstrap_median_ci, itl_gaps, percentile, prefill_rates
 
 # step figure family -> the request column it summarises (itl: every gap of every request, pooled)
 LATENCY_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": None, "e2e": "e2e_ms", "queue": "queue_ms",
@@ -26,6 +26,7 @@ LOAD_METRICS: list[tuple[str, str, bool]] = [
     ("e2e_ms_p99", "load e2e p99 ms", False),
 ]
 SATURATION_SHARE = 0.9  # goodput at least this share of the offered rate: not saturated
+CI_FAMILIES = ("ttft", "tpot", "e2e")  # the p50s a step gives with an interval
 
 LOAD_DEFINITIONS: dict[str, str] = {
     "measured requests": "requests of a step sent after its warm-up (the first warmup_requests, and any sent in its "
@@ -60,6 +61,12 @@ LOAD_DEFINITIONS: dict[str, str] = {
     "stream has a slot, so queue_ms stays small, but the server evaluates the prompts that arrive together in one "
     "batch and each request's prefill time covers the whole batch: the wait for the others' prompts shows here, "
     "not as queueing; n/a without a concurrency-1 step",
+    "p50 interval": "bootstrap 95 % interval of a step's TTFT, TPOT and e2e p50 (metrics' resamples and seed), "
+    "two-stage over blocks of requests sent together: the ok measured requests in the order sent, cut into blocks "
+    "of as many as were in flight on average (Little's law: request_rps x mean e2e, at least 1); each resample "
+    "draws blocks, then requests within them. Requests in flight together share the server's batches, so they "
+    "are not independent draws: resampling them one by one gives an interval that two identical steps miss; "
+    "n/a with fewer than two blocks",
     "saturation point": f"the highest offered_rps of a model's steps whose goodput_rps is at least "
     f"{SATURATION_SHARE:.0%} of it; none when no step reaches that",
     "stopped early": "a cell's steps end after the first step where the server is over-saturated by the spec's "
@@ -131,6 +138,10 @@ def step_figures(requests: pd.DataFrame | Sequence[Mapping], slo: Mapping[str, f
         produced = ok["output_tokens"].fillna(0)
         figures["n_ended_early"] = int((produced < max_tokens).sum())
         figures.update(output_shares(produced.tolist(), max_tokens))
+    blocks = _blocks(ok, figures["request_rps"])
+    for family in CI_FAMILIES:
+        ci = bootstrap_median_ci([block[LATENCY_COLUMNS[family]].tolist() for block in blocks]) if blocks else None
+        figures[f"{family}_ms_p50_ci_low"], figures[f"{family}_ms_p50_ci_high"] = ci or (None, None)
     ok_rows = ok.to_dict("records")
     figures.update(prefill_tps_p50=percentile(prefill_rates(ok_rows, "server"), 50),
                    prefill_tps_client_p50=percentile(prefill_rates(ok_rows, "client"), 50))
@@ -154,6 +165,17 @@ def _window_s(measured: pd.DataFrame) -> float | None:
     start = measured["sent_offset_ms"].min()
     end = (measured["sent_offset_ms"] + measured["e2e_ms"].fillna(0)).max()
     return (end - start) / 1000.0 if end > start else None
+
+
+def _blocks(ok: pd.DataFrame, request_rps: float | None) -> list[pd.DataFrame]:
+    """The ok measured requests in the order sent, cut into blocks of as many as were in flight on average
+    (LOAD_DEFINITIONS['p50 interval'])."""
+    e2e_s = _num(ok["e2e_ms"].mean()) if len(ok) else None
+    if not request_rps or e2e_s is None:
+        return []
+    size = max(1, round(request_rps * e2e_s / 1000.0))
+    ordered = ok.sort_values("sent_offset_ms")
+    return [ordered.iloc[i:i + size] for i in range(0, len(ordered), size)]
 
 
 def _itl(ok: pd.DataFrame) -> list[float]:
