@@ -31,14 +31,26 @@ def test_the_names_that_differ_are_mapped_both_ways():
     assert "called TPOT" in by["(none)"].guidellm  # guidellm's TPOT has no trbench counterpart
 
 
-def test_the_report_appendix_prints_the_table(tmp_path):
+def test_the_report_appendix_points_to_the_names_or_prints_them_where_it_shows_load(tmp_path):
+    from tests.test_load_report import SPEC, _write_tr
+    from trbench.config.spec import parse_spec
+
     data = build_report(plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}, runs=2, requests=2))
     md = render_markdown(data)
+    appendix = md[md.index("## Appendix"):]
+    assert metric_names.CONVENTION in appendix and "docs/metric-names.md" in appendix
+    assert "| TPOT |" not in appendix  # no load figure here: the table is the page's
+    assert 'id="metric-names"' in render_html(data)
+
+    spec = parse_spec(SPEC)
+    _write_tr(tmp_path / spec.tr_id, spec)
+    loaded = build_report(tmp_path / spec.tr_id)
+    md = render_markdown(loaded)
     appendix = md[md.index("Metric names across tools"):]
     assert metric_names.CONVENTION in appendix and metric_names.AMBIGUOUS in appendix
     for n in metric_names.NAMES:
         assert f"| {n.figure} |" in appendix
-    assert 'id="metric-names"' in render_html(data)
+    assert 'id="metric-names"' in render_html(loaded)
 
 
 def test_the_load_section_says_whose_tpot_and_itl_it_shows(tmp_path):

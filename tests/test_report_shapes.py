@@ -63,9 +63,8 @@ def test_a_load_only_tr_opens_with_its_load_results(tmp_path):
     files = publish(root, spec)
     md, data = files.markdown.read_text(), files.data
     # the results come right after how they were measured: Load is the first results section
-    assert _headings(md) == ["Key findings", "Objective", "Setup", "Methodology", "Load",
-                             "Regression against a baseline", "Failures", "Recommendations",
-                             "Appendix: metric definitions"]
+    assert _headings(md) == ["Key findings", "Objective", "Setup", "Methodology", "Load", "Failures",
+                             "Recommendations", "Appendix: metric definitions"]
     assert data.findings.key[0].startswith("Under load, smollm2:135m")
     assert data.findings.key[1].startswith("Embeddings on smollm2:135m: batch 1: 3.3 texts/s")
     assert "- Load: 2 steps (2 valid), 16 measured requests" in md and "- Embeddings: 2 steps, " in md

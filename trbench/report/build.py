@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -429,6 +430,22 @@ def _definitions(workloads: list[str]) -> dict[str, Any]:
             "energy_definitions": dict(getattr(metrics, "ENERGY_DEFINITIONS", {})), "questions": questions(workloads)}
 
 
+# per-request metrics the appendix defines only where the report shows them: metric ids -> whether it does
+_SHOWN_WHERE: list[tuple[tuple[str, ...], Callable[[ReportData], bool]]] = [
+    (("ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning", "decode_tps_answer"),
+     lambda d: reasoning.any_reasoning(d.cells)),
+    (("tpot_ms", "itl_ms"), lambda d: d.load is not None),
+    (("stopped_early",), lambda d: d.compared_across_tools),
+    (("input_exact",), lambda d: any(p.workload == "synthetic" for p in d.workload_parts)),
+]
+
+
+def shown_definitions(data: ReportData) -> dict[str, str]:
+    """The per-request definitions of the metrics this report shows (the full list: docs/how-it-works.md)."""
+    hidden = {m for ids, shown in _SHOWN_WHERE if not shown(data) for m in ids}
+    return {k: v for k, v in data.definitions.items() if k not in hidden}
+
+
 def _results(src: _Sources) -> list[CellResult]:
     """The model x config cells, each from its counted runs (requests of unfinished runs have no run row)."""
     runs, superseded = src.runs, src.superseded
@@ -526,11 +543,8 @@ def _failures(src: _Sources) -> dict[str, Any]:
 
 
 def _regression(data: ReportData, baseline_root: Path | None, threshold_pct: float) -> None:
-    """The comparison against a baseline TR run, or the note that there was none to compare with."""
+    """The comparison against a baseline TR run, where one is given (the report has no such section without)."""
     if baseline_root is None:
-        data.regression_note = ("No baseline TR run given: nothing compared. Give one with "
-                                f"`trbench report {data.tr_id} --baseline OTHER_TR_ID` (or the report flow's "
-                                "`baseline`).")
         return
     baseline_root = Path(baseline_root)
     if not any((baseline_root / t).is_dir() for t in ("runs", "ma_runs", "load_steps")):
@@ -581,6 +595,7 @@ def build_report(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: P
         data.objective = "Measure " + ", ".join(p.title for p in data.workload_parts) + "."
     data.harness = build_harness_section(src.root, latest_attempts(src.all_runs, SINGLE_CONFIG_COLUMNS)[0], src.reqs,
                                          src.models, lambda m, r: _model_cells(m, r, src.reqs))
+    data.definitions = shown_definitions(data)
     data.reproduce = reproduce(data, src.root)
     data.methodology = methodology(data, src.spec)
     data.findings = build_findings(data)

@@ -9,9 +9,8 @@ from trbench.config.spec import MatrixSpec
 from trbench.data import remote
 from trbench.measure import metrics
 from trbench.measure.load_metrics import LOAD_DEFINITIONS
-from trbench.report import cross_model
 from trbench.report.models import ReportData
-from trbench.report.regression import DEFAULT_THRESHOLD_PCT, rule_text
+from trbench.report.regression import DEFAULT_THRESHOLD_PCT
 from trbench.prose.english import count, join
 
 
@@ -66,26 +65,12 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
         items += [
             ("pooling", "statistics per model x config are " + metrics.RUN_DEFINITIONS["per-config statistics"]
              + "; valid run: " + metrics.RUN_DEFINITIONS["valid run"]),
-            # each definition and rule is stated once, where its table or section is: named here
-            ("medians and intervals", "every median is shown with a bootstrap 95% interval (Statistics, below)"),
-            ("per-run intervals", "figures measured once per run (multi-agent speedup and efficiency, tokens per "
-                                  "joule) are the median of their runs with a bootstrap 95% interval (Statistics, "
-                                  "below)"),
+            # each definition and rule is stated once, where its table or section is (intervals: Statistics,
+            # the winner rule: Cross-model comparison, outliers: their section, multi-agent: its definitions)
+            ("medians and intervals", "every median is shown with a bootstrap 95% interval; figures measured once "
+                                      "per run (multi-agent speedup and efficiency, tokens per joule) are the median "
+                                      "of their runs with one (Statistics, below)"),
         ]
-    if present & {"single", "multi"}:
-        items.append(("winner by scenario", "a model wins a scenario only when its interval overlaps no other "
-                                            "model's (the rule: Cross-model comparison)"))
-    if "single" in present:
-        items.append(("run-to-run spread", "cv_pct, the coefficient of variation of the per-run decode rates "
-                                           "(Appendix: metric definitions)"))
-    if present & {"single", "multi"}:
-        items.append(("outliers", "a run is flagged when |x - median| > k x max(MAD, floor x |median|) within its "
-                                  "config (raw MAD; one floor for throughput, a wider one for TTFT); flagged configs are "
-                                  "run again as a new attempt and the latest attempt counts"))
-    if data.multi_agent:
-        items.append(("multi-agent", "collector and insight at once on two instances, then each alone on the same "
-                                     "instances (the measured sequential baseline); speedup = sequential wall / "
-                                     "concurrent wall, efficiency = speedup / 2 x 100"))
     if "load" in present:
         items.append(("load", "steps of concurrent streams (closed loop) or of a request rate (open loop), each with "
                               "its own warm-up; goodput: " + LOAD_DEFINITIONS["goodput_rps"] + "; saturation point: "
@@ -93,10 +78,5 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
     if "embeddings" in present:
         items.append(("embeddings", "the embeddings endpoint in steps of batch size, each with its own warm-up; "
                                     "latency from request sent to the whole answer, client clock"))
-    if present & {"single", "multi"}:
-        items.append(("energy", data.energy.note if not data.energy.measured else
-                      data.energy.note + "; " + cross_model.FRONTIER_RULE))
-    items.append(("regression check", data.regression.rule if data.regression else
-                  "against a baseline TR run when one is given: " + rule_text(DEFAULT_THRESHOLD_PCT)))
     return items
 

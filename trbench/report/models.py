@@ -275,7 +275,6 @@ class ReportData(BaseModel):
     samples: list[SampleAnswer] = []
     regression: RegressionResult | None = None
     settings: TrSettings = TrSettings()  # what the TR measured and under which settings: named where two TRs differ
-    regression_note: str = ""
     findings: Findings = Findings(key=[], answers=[], recommendations=[], undecided=[])
     suites: SuitesSection | None = None  # the quality suites, where the TR ran any
     mock: bool = False  # the TR ran on the mock provider: canned answers, the harness measured
@@ -286,9 +285,29 @@ class ReportData(BaseModel):
         return [m.workload for m in self.measured]
 
     @property
+    def compared_across_tools(self) -> bool:
+        """Whether the report shows figures readers set beside other tools' (load steps, llama-bench's view):
+        then its appendix maps every name; otherwise it points to the page that does."""
+        return self.load is not None or any(p.workload == "synthetic" for p in self.workload_parts)
+
+    @property
+    def vram_unchecked(self) -> str:
+        """The sentence that stands for the budget table when no GPU was visible: every configuration ran, none
+        checked against a budget, so the table would hold only the estimates; empty where a GPU was seen."""
+        if not self.vram or self.setup.gpus:
+            return ""
+        estimates = sorted(r.estimate_gib for r in self.vram if r.estimate_gib is not None)
+        lo, hi = (f"{estimates[0]:.3f}", f"{estimates[-1]:.3f}") if estimates else ("", "")
+        span = ("" if not estimates else f"; trbench's estimate was {lo} GiB for every configuration" if lo == hi
+                else f"; trbench's estimates were {lo} to {hi} GiB per configuration")
+        return f"No GPU was visible, so no VRAM budget applied and every configuration ran{span}."
+
+    @property
     def present(self) -> set[str]:
         """What the report holds, in the names sections.Section.needs uses."""
-        return set(self.workloads) | ({"vram"} if self.vram or self.quant else set())
+        facts = {"vram": bool(self.vram or self.quant), "energy": self.energy.measured,
+                 "baseline": self.regression is not None}
+        return set(self.workloads) | {name for name, held in facts.items() if held}
 
 
 # --- helpers ----------------------------------------------------------------------------------

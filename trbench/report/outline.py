@@ -17,8 +17,8 @@ class Section(NamedTuple):
     level: int  # 2: ##, 3: ###
     title: str
     table: bool = False  # holds a table when there are runs of its kind
-    # shown only when one of these was measured (WORKLOADS, or "vram": VRAM or quantization facts);
-    # empty: in every report
+    # shown only when one of these was measured (WORKLOADS, or the facts: "vram" VRAM or quantization facts,
+    # "energy" energy readings, "baseline" a baseline TR compared against); empty: in every report
     needs: tuple[str, ...] = ()
 
     @property
@@ -49,9 +49,9 @@ SECTIONS: dict[str, Section] = {
     "load": Section(2, "Load", needs=("load", "embeddings")),
     "cross_model": Section(2, "Cross-model comparison", needs=_RUNS),
     "winner": Section(3, "Winner by scenario", table=True, needs=_RUNS),
-    "frontier": Section(2, "Efficiency frontier", needs=_RUNS),
+    "frontier": Section(2, "Efficiency frontier", needs=("energy",)),
     "vram": Section(2, "VRAM and quantization", needs=("vram",)),
-    "regression": Section(2, "Regression against a baseline"),
+    "regression": Section(2, "Regression against a baseline", needs=("baseline",)),
     "outliers": Section(2, "Outliers and re-runs", needs=_RUNS),
     "failures": Section(2, "Failures"),
     "recommendations": Section(2, "Recommendations"),
