@@ -75,7 +75,7 @@ def test_a_planted_report_with_energy_has_no_wide_table_either(tmp_path) -> None
 def test_every_column_of_a_wide_table_is_in_exactly_one_part(everything) -> None:
     data = build_report(everything[0])
     wide = {name: t for name, t in {**tables(data), **load_tables(data)}.items() if len(t.columns) > MAX_COLUMNS}
-    assert {"results", "load_steps", "ma_results", "ma_agents", "load_embeddings"} <= set(wide)
+    assert {"results", "load_steps", "ma_agents", "load_embeddings"} <= set(wide)
     for name, table in wide.items():
         parts = table.parts()
         assert len(parts) > 1 and all(title for title, _ in parts), name

@@ -408,12 +408,13 @@ def test_numbers_equal_a_recomputation_from_parquet(clear) -> None:
     # multi-agent efficiency medians
     ma = frame(root, "ma_runs")
     eff = {(m, s): np.percentile(g["efficiency_pct"], 50) for (m, s), g in ma.groupby(["model", "scenario"])}
-    ma_rows = [r for r in md_tables(md) if r[0][:2] == ["model", "scenario"] and "efficiency % p50" in r[0]][0]
+    column = "efficiency % p50 [95% CI]"
+    ma_rows = [r for r in md_tables(md) if r[0][:2] == ["model", "scenario"] and column in r[0]][0]
     header = ma_rows[0]
     assert len(ma_rows) - 1 == len(eff)
     for r in ma_rows[1:]:
         rec = dict(zip(header, r))
-        assert rec["efficiency % p50"] == f"{eff[(rec['model'], rec['scenario'])]:.1f}"
+        assert rec[column].split(" [")[0] == f"{eff[(rec['model'], rec['scenario'])]:.1f}"
 
 
 def test_plot_files_are_valid_pngs_and_inlined(clear, html_page) -> None:

@@ -24,7 +24,8 @@ from trbench.prose.english import join
 WINNER_RULE = (
     "the model with the best median wins a scenario only when its bootstrap 95% interval overlaps no other "
     "model's interval; otherwise the scenario is a tie (the models whose intervals overlap the best one's are "
-    "named); n/a with fewer than two models measured")
+    "named); n/a with fewer than two models measured. Higher is better for throughput, speedup, efficiency and "
+    "tokens per joule, lower for TTFT and latency")
 FRONTIER_RULE = (
     "a model x config is on the efficiency frontier when no other one has both a higher (or equal) decode tok/s "
     "median and a higher (or equal) tokens-per-joule median, one of them strictly")

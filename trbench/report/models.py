@@ -211,6 +211,15 @@ class CacheInfo(BaseModel):
         """Whether some TTFT figure is by the state asked for, the server having sent no cache count."""
         return any(st in UNVERIFIED_STATES for st in self.states)
 
+    @property
+    def all_confirmed(self) -> str:
+        """The sentence that stands for the asked-against-reported table when the server's counts confirmed
+        every request's state as asked; empty where some request got another state or went unconfirmed."""
+        if not self.checks or any(c.target != c.state for c in self.checks):
+            return ""
+        parts = ", ".join(f"{c.target} {c.n}" for c in self.checks)
+        return f"The server's own counts confirmed every measured request's cache state as asked ({parts})."
+
 
 class Measured(BaseModel):
     """One workload the TR measured, as the report's header states it."""

@@ -198,12 +198,12 @@ def setup_tables(data) -> dict[str, Table]:
     s = data.setup
     in_quant = {q.model for q in data.quant}
     return {
-        "models": Table(columns=_cols("model", "kind", "`digest"),
-                        rows=[[m.name, m.kind, m.digest or "unknown"] for m in s.models]),
-        # long, one row per recorded detail: a value of any length wraps in its own cell
-        "model_details": Table(columns=_cols("model", "detail", "`value"),
-                               rows=[[m.name, k, v] for m in s.models for k, v in m.details.items()
-                                     if not (m.name in in_quant and k in QUANT_DETAILS)]),
+        # one row per model, its recorded details in one cell that wraps (those the Quantization table shows
+        # are not repeated)
+        "models": Table(columns=_cols("model", "kind", "as the server reported it", "`digest"),
+                        rows=[[m.name, m.kind, "; ".join(f"{k} {v}" for k, v in m.details.items()
+                                                         if not (m.name in in_quant and k in QUANT_DETAILS)) or "-",
+                               m.digest or "unknown"] for m in s.models]),
         "cache_checks": Table(columns=_cols("asked for", "server reports", ">requests"),
                               rows=[[c.target, _server_says(c.state), str(c.n)] for c in data.cache.checks]),
     }
@@ -294,12 +294,11 @@ def headline_table(data) -> Table:
 
 
 def pct_table(data) -> Table:
-    fields = [f for f in PCT_FIELDS if _shown(f, data.cache.states)]
+    # the medians only: a mean's or a p95's share of the baseline's follows from the Results tables
+    fields = [f for f in PCT_FIELDS if _shown(f, data.cache.states) and "p50" in f]
     cols = _cols("model", "config") + [Column(header=f"{PCT_HEADERS[f]} %", align="right") for f in fields]
     rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in fields] for r in data.pct_of_baseline]
-    return Table(columns=cols, rows=rows, groups=_groups(
-        ("throughput", [f"{PCT_HEADERS[f]} %" for f in fields if f.startswith("decode")]),
-        ("latency", [f"{PCT_HEADERS[f]} %" for f in fields if not f.startswith("decode")])))
+    return Table(columns=cols, rows=rows)
 
 
 def run_spread_table(data) -> Table:
@@ -328,21 +327,14 @@ def multi_agent_tables(data) -> dict[str, Table]:
                                               rows=[[n, m] for n, m in ma.scenarios.items()]))
     return {
         "ma_scenarios": scenarios,
+        # efficiency is speedup / agents x 100: its interval and minimum are the speedup's, said once
         "ma_results": Table(
-            columns=_cols("model", "scenario", ">valid runs / runs", ">speedup mean", ">speedup p50",
-                          ">speedup p50 95% CI", ">speedup min", ">efficiency % mean", ">efficiency % p50",
-                          ">efficiency % p50 95% CI", ">efficiency % min", ">concurrent wall s", ">sequential wall s",
-                          ">runs with contention"),
-            rows=[[r.model, r.scenario, f"{r.valid_runs} / {r.runs}", fmt(r.speedup_mean, 2), fmt(r.speedup_p50, 2),
-                   fmt_ci(r.speedup_p50_ci, 2), fmt(r.speedup_min, 2), fmt(r.efficiency_mean), fmt(r.efficiency_p50),
-                   fmt_ci(r.efficiency_p50_ci), fmt(r.efficiency_min), fmt(r.concurrent_wall_s_mean, 2),
-                   fmt(r.sequential_wall_s_mean, 2), f"{r.contention_runs} / {r.valid_runs}"] for r in ma.results],
-            groups=_groups(("speedup", ["valid runs / runs", "speedup mean", "speedup p50", "speedup p50 95% CI",
-                                        "speedup min"]),
-                           ("efficiency and wall time", ["efficiency % mean", "efficiency % p50",
-                                                         "efficiency % p50 95% CI", "efficiency % min",
-                                                         "concurrent wall s", "sequential wall s",
-                                                         "runs with contention"]))),
+            columns=_cols("model", "scenario", ">valid runs / runs", ">speedup p50", ">efficiency % p50 [95% CI]",
+                          ">efficiency % min", ">concurrent wall s", ">sequential wall s", ">runs with contention"),
+            rows=[[r.model, r.scenario, f"{r.valid_runs} / {r.runs}", fmt(r.speedup_p50, 2),
+                   fmt_est(r.efficiency_p50, r.efficiency_p50_ci), fmt(r.efficiency_min),
+                   fmt(r.concurrent_wall_s_mean, 2), fmt(r.sequential_wall_s_mean, 2),
+                   f"{r.contention_runs} / {r.valid_runs}"] for r in ma.results]),
         "ma_agents": Table(
             columns=_cols("model", "scenario", ">collector tok/s conc", ">collector tok/s solo", ">insight tok/s conc",
                           ">insight tok/s solo", ">collector TTFT ms conc", ">collector TTFT ms solo",
@@ -376,16 +368,17 @@ def multi_agent_tables(data) -> dict[str, Table]:
 
 def winner_table(data) -> Table:
     cols = _cols("scenario", "config") + [Column(header=f"{m} median [95% CI]", align="right")
-                                          for m in data.winner_models] + _cols("winner", "why")
+                                          for m in data.winner_models] + _cols("winner", "intervals")
     rows, classes = [], []
     for w in data.winners:
         digits = 3 if "joule" in w.scenario else 1
-        better = "higher" if w.higher_is_better else "lower"
+        # the rule and which way is better are said once, above the table: a row says only how it came out
+        intervals = "separate" if w.winner not in ("tie", "n/a") else w.reason.removeprefix("95% intervals ")
         rows.append([w.scenario, w.config or "scenario options"]
                     + [fmt_est(w.estimates[m].value, w.estimates[m].ci, digits) + _n(w.estimates[m].n)
                        if m in w.estimates else "n/a"
                        for m in data.winner_models]
-                    + [w.winner, f"{w.metric}, {better} is better; {w.reason}"])
+                    + [w.winner, intervals])
         classes.append("tie" if w.winner in ("tie", "n/a") else "win")
     return Table(columns=cols, rows=rows, row_classes=classes)
 
