@@ -29,8 +29,11 @@ runner:
 run: setup
 	$(VENV)/bin/trbench run $(SPEC)
 
+# everything: the unit tier on every core (its tests share nothing), then the tiers with real servers, Prefect,
+# Docker, a browser or cargo one at a time (their timings and ports must not compete); the slowest are listed
 test: setup lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m unit -n auto tests
+	$(PY) -m pytest -q -m "not unit" --durations=30 tests
 
 lint: setup
 	$(VENV)/bin/ruff check trbench flows tasks tests bench
