@@ -65,6 +65,10 @@ def test_a_load_only_tr_opens_with_its_load_results(tmp_path):
     # the results come right after how they were measured: Load is the first results section
     assert _headings(md) == ["Key findings", "Objective", "Setup", "Methodology", "Load", "Failures",
                              "Recommendations", "Appendix: metric definitions"]
+    # its first screen: one row per load step, the latencies' medians with their intervals
+    glance = md[md.index("### Results at a glance"):md.index("## Objective")]
+    assert "| model | config, step | req/s | output tok/s | TTFT p50 ms [95% CI] |" in glance
+    assert glance.count("\n| smollm2:135m |") == len(data.load.steps)
     assert data.findings.key[0].startswith("Under load, smollm2:135m")
     assert data.findings.key[1].startswith("Embeddings on smollm2:135m: batch 1: 3.3 texts/s")
     assert "- Load: 2 steps (2 valid), 16 measured requests" in md and "- Embeddings: 2 steps, " in md

@@ -37,7 +37,7 @@ _RUNS = ("single", "multi")  # what the winner, outlier and energy rules are com
 SECTIONS: dict[str, Section] = {
     "key_findings": Section(2, "Key findings"),
     # the headline figures right under the findings, one row per model x config; the full tables follow
-    "at_a_glance": Section(3, "Results at a glance", table=True, needs=("single",)),
+    "at_a_glance": Section(3, "Results at a glance", table=True, needs=("single", "multi", "load")),
     "objective": Section(2, "Objective"),
     "setup": Section(2, "Setup"),
     "methodology": Section(2, "Methodology"),
