@@ -150,8 +150,8 @@ def read_guidellm(result: Path) -> dict[str, float]:
     return figures
 
 
-def show(round_no: int, tr: dict[str, float], gl: dict[str, float], tolerance: float) -> bool:
-    print(f"\nround {round_no}")
+def show(title: str, tr: dict[str, float], gl: dict[str, float], tolerance: float) -> bool:
+    print(f"\n{title}")
     print(f"{'figure':<24} {'trbench':>10} {'guidellm':>10} {'diff':>8}")
     agree = True
     for label in tr:
@@ -187,17 +187,32 @@ def main() -> None:
         version = subprocess.run([str(args.guidellm), "--version"], capture_output=True, text=True).stdout.strip()
         print(f"c = {args.concurrency} on {args.concurrency} slots, {args.requests} measured requests of "
               f"{MAX_TOKENS} tokens (ignore_eos) per step, {MODEL}; {version}")
-        verdicts = []
+        rounds = []
         for n in range(1, args.rounds + 1):
             t0 = time.perf_counter()
             tr = trbench_step(out, f"peer-tr{n}", args.concurrency, args.requests)
             gl = guidellm_step(args.guidellm, out, f"peer-gl{n}", tokenizer, args.concurrency, args.requests,
                                args.prompt_tokens, args.guidellm_workers)
-            verdicts.append(show(n, tr, gl, args.tolerance))
+            rounds.append((tr, gl, show(f"round {n}", tr, gl, args.tolerance)))
             print(f"(round took {time.perf_counter() - t0:.0f} s)")
+    if len(rounds) > 1:
+        show_rounds(rounds, args.tolerance)
     print(f"\nwithin {args.tolerance:g} % on every checked figure: "
-          + ", ".join(f"round {i}: {'yes' if v else 'no'}" for i, v in enumerate(verdicts, 1)))
+          + ", ".join(f"round {i}: {'yes' if v else 'no'}" for i, (_, _, v) in enumerate(rounds, 1)))
 
+
+def show_rounds(rounds: list[tuple[dict[str, float], dict[str, float], bool]], tolerance: float) -> None:
+    """Each tool's median over the rounds, compared, and each tool's own spread between its rounds
+    ((max - min) / median): where one tool's rounds differ by more than the tolerance, the machine's
+    noise, not the tools, decides the verdict."""
+    tr = {label: statistics.median(r[0][label] for r in rounds) for label, _, _ in FIGURES}
+    gl = {label: statistics.median(r[1][label] for r in rounds) for label, _, _ in FIGURES}
+    show(f"median of {len(rounds)} rounds", tr, gl, tolerance)
+    print(f"{'own spread over rounds':<24} {'trbench':>10} {'guidellm':>10}")
+    for label, _, _ in FIGURES:
+        spread = [(max(v) - min(v)) / statistics.median(v) * 100
+                  for v in ([r[0][label] for r in rounds], [r[1][label] for r in rounds])]
+        print(f"{label:<24} {spread[0]:>9.1f}% {spread[1]:>9.1f}%")
 
 if __name__ == "__main__":
     main()
