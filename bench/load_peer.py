@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,7 @@ def trbench_step(out: Path, tr_id: str, concurrency: int, requests: int) -> dict
     figures["prefilled tokens p50"] = float((ok["prompt_tokens"] - ok["cached_tokens"].fillna(0)).median())
     figures["output tokens p50"] = float(ok["output_tokens"].median())
     figures["measured requests"] = float(len(ok))
+    figures["server ms/token p50"] = float((ok["server_decode_ms"] / ok["server_decode_tokens"]).median())
     return figures
 
 
@@ -119,6 +121,8 @@ def guidellm_step(guidellm: Path, out: Path, name: str, tokenizer: Path, concurr
     server = EmbeddedInstance("peer", "127.0.0.1", GUIDELLM_PORT, None, out / "logs", slots=concurrency)
     config, result = out / f"{name}.json", out / f"{name}-result.json"
     config.write_text(json.dumps(scenario(server.url, tokenizer, concurrency, requests, prompt_tokens, result)))
+    log = out / "logs" / "peer.log"
+    offset = log.stat().st_size if log.exists() else 0  # the log is kept across restarts: this step's from here
     try:
         server.prepare(Cell(model=MODEL, num_gpu=0, num_ctx=NUM_CTX, temperature=0.8))
         # guidellm spreads the streams over worker processes (one per stream, up to 10); here one, as
@@ -130,7 +134,22 @@ def guidellm_step(guidellm: Path, out: Path, name: str, tokenizer: Path, concurr
         server.stop()
     if done.returncode != 0:
         sys.exit(f"{name}: guidellm exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
-    return read_guidellm(result)
+    figures = read_guidellm(result)
+    figures["server ms/token p50"] = server_ms_per_token(log, offset)
+    return figures
+
+
+# llama.cpp's own decode timing of each request: "... |        eval time =  1972.42 ms /    64 tokens (..."
+_EVAL = re.compile(r"\|\s+eval time =\s+([\d.]+) ms /\s+(\d+) tokens")
+
+
+def server_ms_per_token(log: Path, offset: int) -> float:
+    """The median over the step's requests (its warm-ups too) of llama.cpp's decode time per token, as
+    trbench's server_decode_ms / server_decode_tokens: whether the server itself ran slower."""
+    with log.open() as f:
+        f.seek(offset)
+        found = _EVAL.findall(f.read())
+    return statistics.median(float(ms) / int(n) for ms, n in found) if found else float("nan")
 
 
 def read_guidellm(result: Path) -> dict[str, float]:
@@ -178,6 +197,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="trbench then guidellm, this many times")
     ap.add_argument("--guidellm-workers", type=int, default=1, help="guidellm's worker processes")
     ap.add_argument("--keep", type=Path, help="keep both tools' outputs in this folder (default: a temporary one)")
+    ap.add_argument("--guidellm-first", action="store_true", help="in each round guidellm's step before trbench's")
     ap.add_argument("--tolerance", type=float, default=5.0, help="percent")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,9 +210,13 @@ def main() -> None:
         rounds = []
         for n in range(1, args.rounds + 1):
             t0 = time.perf_counter()
-            tr = trbench_step(out, f"peer-tr{n}", args.concurrency, args.requests)
-            gl = guidellm_step(args.guidellm, out, f"peer-gl{n}", tokenizer, args.concurrency, args.requests,
-                               args.prompt_tokens, args.guidellm_workers)
+            steps = [lambda n=n: trbench_step(out, f"peer-tr{n}", args.concurrency, args.requests),
+                     lambda n=n: guidellm_step(args.guidellm, out, f"peer-gl{n}", tokenizer, args.concurrency,
+                                               args.requests, args.prompt_tokens, args.guidellm_workers)]
+            if args.guidellm_first:
+                steps.reverse()
+            first, second = (step() for step in steps)
+            tr, gl = (second, first) if args.guidellm_first else (first, second)
             rounds.append((tr, gl, show(f"round {n}", tr, gl, args.tolerance)))
             print(f"(round took {time.perf_counter() - t0:.0f} s)")
     if len(rounds) > 1:
