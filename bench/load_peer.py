@@ -17,12 +17,18 @@ What each sends (both /v1/chat/completions, streamed, warm-ups left out of every
   third); max_completion_tokens 64 and ignore_eos (guidellm's output_tokens), llama.cpp's default
   sampling (temperature 0.8).
 Both servers: 1024 tokens of context per slot, c slots, the embedded engine's default threads.
+Beside the figures: llama.cpp's own decode time per token during each step (its timings), which
+tells a server that ran slower from a client that measured differently.
 
 guidellm needs a Hugging Face tokenizer to make its prompts; with no model hub reachable it is built
 offline from the bundled GGUF (transformers' GGUF loading, needs the gguf package beside guidellm)
 and saved to a folder, unless --tokenizer names one.
 
     .venv/bin/python bench/load_peer.py [--guidellm /tmp/gl/bin/guidellm] [--requests 40] [--rounds 1]
+        [--guidellm-first] [--tokenizer DIR] [--keep DIR]
+
+At 40 requests guidellm's requests/s reads about 8 % high (its window opens at a batch's end and counts
+that batch: docs/load-mode.md); use --requests 120 to compare it.
 """
 
 from __future__ import annotations
