@@ -24,6 +24,7 @@ from prefect.exceptions import CancelledRun
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.signals import flag_stops_first
 from tasks.steps import PrefectSteps
 from trbench.config.agents import AgentSuite
 from trbench.config.prompts import PromptSuite
@@ -58,6 +59,7 @@ def load_state(spec: MatrixSpec, rows: list[StepOutcome], skipped: int, report: 
 def run_tr_flow(spec: MatrixSpec, prompts: PromptSuite, agents: AgentSuite | None, selection: Selection,
                 steps: PrefectSteps | None = None, server_logs: str | None = None) -> State:
     """The TR body with each step a task run of the current flow run; shared with rerun_flagged."""
+    flag_stops_first()
     return as_state(run_tr(spec, prompts, agents, steps or PrefectSteps(), selection, STOP_ERRORS + (CancelledRun,),
                            server_logs))
 

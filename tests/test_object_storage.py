@@ -190,3 +190,14 @@ def test_a_bucket_that_cannot_be_seen_is_one_line_before_anything_runs(s3_server
     (line,) = printed.strip().splitlines()
     assert "output_dir" in line and "'no-such-bucket' does not exist" in line and "fix: create it" in line
     assert s3_server.secret not in printed and not (tmp_path / "s3:").exists()
+
+
+def test_a_changed_endpoint_or_key_gets_a_filesystem_of_its_own(monkeypatch):
+    """fsspec caches a filesystem by its options, not by the environment its backend reads: a process whose
+    AWS_ENDPOINT_URL changed (another S3 server) must not be handed the instance made for the old one."""
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    first, path = remote.filesystem("s3://bucket/a")
+    assert remote.filesystem("s3://bucket/b")[0] is first and path == "bucket/a"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    assert remote.filesystem("s3://bucket/a")[0] is not first

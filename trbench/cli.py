@@ -48,6 +48,7 @@ def _stop_on_signals() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     stopping.clear()
+    stopping.own_signals()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 

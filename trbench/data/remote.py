@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import os
 import re
 import shutil
 import tempfile
@@ -129,12 +130,25 @@ def _join(url: str, rel: Path) -> str:
     return url if rel == Path(".") else f"{url}/{rel.as_posix()}"
 
 
+# the environment variables the backends read their credentials and endpoint from
+_CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+_filesystems: dict[tuple, AbstractFileSystem] = {}
+
+
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
-    """The fsspec filesystem of a URL and the path in it (fsspec keeps one instance per set of options)."""
+    """The fsspec filesystem of a URL and the path in it: one instance per scheme and credential environment.
+    fsspec's own cache keys on the options passed, not on the environment the backend reads, so a process
+    whose AWS_ENDPOINT_URL or keys changed would be handed the instance made for the old ones."""
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_CREDENTIAL_PREFIXES)))
+    key = (urlsplit(url).scheme.lower(), env)
+    fs = _filesystems.get(key)
+    if fs is None:
+        fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True)
+        _filesystems[key] = fs
+        return fs, path
+    return fs, fs._strip_protocol(url)
 
 
 def push(path: Path) -> None:

@@ -78,5 +78,8 @@ def methodology(data: ReportData, spec: MatrixSpec | None) -> list[tuple[str, st
     if "embeddings" in present:
         items.append(("embeddings", "the embeddings endpoint in steps of batch size, each with its own warm-up; "
                                     "latency from request sent to the whole answer, client clock"))
+    if not items:  # nothing finished: the section still says so, rather than stand empty
+        items.append(("measured", "nothing: no run, load step or quality suite answer finished, so no figure was "
+                                  "computed"))
     return items
 

@@ -23,6 +23,19 @@ SETTLE_S = 0.5
 _requested = [False]
 
 
+# whether this process's own signal handler (the CLI's) is the one that sets the flag: then a flow run in this
+# process keeps it set first, ahead of Prefect's handler (tasks/signals.py)
+_owned = [False]
+
+
+def own_signals() -> None:
+    _owned[0] = True
+
+
+def signals_owned() -> bool:
+    return _owned[0]
+
+
 def request() -> None:
     _requested[0] = True
 
