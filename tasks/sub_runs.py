@@ -142,9 +142,8 @@ def watch(subs: list[SubRun], deployment: str, timeout_s: float, poll_s: float =
                     run = refresh(client, sub)
                     why = None if sub.final else lost(client, sub, run)
                     if why is not None:
-                        client.set_flow_run_state(sub.flow_run_id, Crashed(message=f"{why}: its host is taken for gone"),
-                                                  force=True)
                         sub.state, sub.message, sub.final = "Crashed", f"{why}: its host is taken for gone", True
+                        client.set_flow_run_state(sub.flow_run_id, Crashed(message=sub.message), force=True)
                     if sub.final and sub.state in RESTARTABLE and sub.attempt < max_attempts:
                         again = start(deployment, sub.parameters, _base_name(sub), sub.model, sub.attempt + 1)
                         history.append(again)

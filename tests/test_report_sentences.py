@@ -317,3 +317,22 @@ def test_the_vram_estimate_is_said_to_be_trbenchs_own_and_no_internal_word_is_le
     assert "seed 000" not in md
     template = (Path(publish_fixtures.ROOT) / "trbench" / "report" / "templates" / "report.md.j2").read_text()
     assert "the estimate trbench makes before the runs" in template and "seed 000" not in template
+
+
+def test_the_sentence_for_an_unchecked_vram_budget_is_true_for_each_shape_of_estimates():
+    """No GPU: one sentence instead of the budget table; the estimates' span in number order, one figure when
+    every configuration has the same, none without any; with a GPU, the table (no sentence)."""
+    from trbench.report.cross_model import VramRow
+    from trbench.report.models import ReportData, Setup
+
+    def sentence(estimates: list[float | None], gpus: list[str]) -> str:
+        rows = [VramRow(model="m", num_gpu=0, num_ctx=512, estimate_gib=e, decision="run", reason="r",
+                        measured_mib_max=None) for e in estimates]
+        return ReportData.model_construct(vram=rows, setup=Setup.model_construct(gpus=gpus)).vram_unchecked
+
+    head = "No GPU was visible, so no VRAM budget applied and every configuration ran"
+    assert sentence([2.0, 10.0, 2.5], []) == f"{head}; trbench's estimates were 2.000 to 10.000 GiB per configuration."
+    assert sentence([0.5, 0.5], []) == f"{head}; trbench's estimate was 0.500 GiB for every configuration."
+    assert sentence([None], []) == f"{head}."
+    assert sentence([0.5], ["NVIDIA H100"]) == ""
+    assert ReportData.model_construct(vram=[], setup=Setup.model_construct(gpus=[])).vram_unchecked == ""

@@ -17,6 +17,7 @@ checks it against the tuples it is named from (CACHE_STATES, AGENT_ROLES, ...).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import types
 import typing
 from typing import Annotated, Any, Literal, Union
@@ -650,6 +651,12 @@ class LoadFigures(_LoadCounts):
     prefill_ms_p90: F = None
     prefill_ms_p95: F = None
     prefill_ms_p99: F = None
+
+    def p50_ci(self, family: str) -> tuple[float, float] | None:
+        """The stored interval of a latency family's p50 (TTFT, TPOT and e2e have one); None for the others, for
+        steps written before intervals were, and for a step of one block of requests."""
+        low, high = getattr(self, f"{family}_ms_p50_ci_low", None), getattr(self, f"{family}_ms_p50_ci_high", None)
+        return None if low is None or high is None or math.isnan(low) or math.isnan(high) else (low, high)
 
 
 class _LoadStepHead(LoadKeys):

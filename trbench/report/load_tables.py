@@ -51,11 +51,6 @@ def _steps_table(steps: list) -> Table:
                                                    "prefill p50 ms"])))
 
 
-def _ci(low: float | None, high: float | None) -> tuple[float, float] | None:
-    """A stored interval; none for a step written before steps had one (or with one block of requests)."""
-    return None if low is None or high is None or pd.isna(low) or pd.isna(high) else (float(low), float(high))
-
-
 def load_tables(data) -> dict[str, Table]:
     section = data.load
     if section is None:
@@ -69,9 +64,8 @@ def load_tables(data) -> dict[str, Table]:
             columns=_cols("model", "config, step", ">req/s", ">output tok/s", ">TTFT p50 ms [95% CI]",
                           ">TPOT p50 ms [95% CI]", ">e2e p50 ms [95% CI]", ">good %"),
             rows=[[s.model, f"{s.config} {s.step_label}", fmt(s.request_rps, 2), fmt(s.output_tps),
-                   fmt_est(s.ttft_ms_p50, _ci(s.ttft_ms_p50_ci_low, s.ttft_ms_p50_ci_high)),
-                   fmt_est(s.tpot_ms_p50, _ci(s.tpot_ms_p50_ci_low, s.tpot_ms_p50_ci_high)),
-                   fmt_est(s.e2e_ms_p50, _ci(s.e2e_ms_p50_ci_low, s.e2e_ms_p50_ci_high)), fmt(s.good_pct)]
+                   fmt_est(s.ttft_ms_p50, s.p50_ci("ttft")), fmt_est(s.tpot_ms_p50, s.p50_ci("tpot")),
+                   fmt_est(s.e2e_ms_p50, s.p50_ci("e2e")), fmt(s.good_pct)]
                   for s in steps]),
         "load_steps": _steps_table(steps),
         "load_summary": Table(

@@ -305,11 +305,13 @@ class ReportData(BaseModel):
         checked against a budget, so the table would hold only the estimates; empty where a GPU was seen."""
         if not self.vram or self.setup.gpus:
             return ""
-        estimates = sorted(r.estimate_gib for r in self.vram if r.estimate_gib is not None)
-        lo, hi = (f"{estimates[0]:.3f}", f"{estimates[-1]:.3f}") if estimates else ("", "")
-        span = ("" if not estimates else f"; trbench's estimate was {lo} GiB for every configuration" if lo == hi
-                else f"; trbench's estimates were {lo} to {hi} GiB per configuration")
-        return f"No GPU was visible, so no VRAM budget applied and every configuration ran{span}."
+        said = "No GPU was visible, so no VRAM budget applied and every configuration ran"
+        estimates = [f"{e:.3f}" for e in sorted(r.estimate_gib for r in self.vram if r.estimate_gib is not None)]
+        if not estimates:
+            return said + "."
+        if estimates[0] == estimates[-1]:
+            return f"{said}; trbench's estimate was {estimates[0]} GiB for every configuration."
+        return f"{said}; trbench's estimates were {estimates[0]} to {estimates[-1]} GiB per configuration."
 
     @property
     def present(self) -> set[str]:

@@ -238,12 +238,6 @@ _PERCENTILES: dict[int, Statistic] = {50: "median", 90: "p90", 95: "p95", 99: "p
 _LOAD_CI = "load.p50 interval"
 
 
-def _step_ci(step: Any, family: str) -> tuple[float, float] | None:
-    """A load step's interval of a p50 (stored for TTFT, TPOT and e2e by steps written since it was)."""
-    low, high = getattr(step, f"{family}_ms_p50_ci_low", None), getattr(step, f"{family}_ms_p50_ci_high", None)
-    return None if low is None or high is None or pd.isna(low) or pd.isna(high) else (float(low), float(high))
-
-
 _LOAD_LATENCY_DEFINITION = {"queue": "load.queue_ms", "itl": "request.itl_ms", "ttft": "request.ttft_ms",
                             "tpot": "request.tpot_ms", "e2e": "request.e2e_ms", "prefill": "request.prefill_ms"}
 
@@ -292,7 +286,7 @@ def _load(out: _Out, data: ReportData) -> None:
                     "requests", "tok/s", f"load.{key}")
         for m in LOAD_LATENCIES:
             for p in LOAD_PCTS:
-                ci = _step_ci(s, m) if p == 50 else None
+                ci = s.p50_ci(m) if p == 50 else None
                 out.add("load", s.model, label, values, f"{m}_ms", _PERCENTILES[p], getattr(s, f"{m}_ms_p{p}"), s.n_ok,
                         "requests", "ms", _LOAD_LATENCY_DEFINITION[m], ci, _LOAD_CI if ci else None)
         _step_energy(out, "load", s.model, label, values, s.model_dump())
