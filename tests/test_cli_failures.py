@@ -302,8 +302,8 @@ def test_prefect_telemetry_is_off_in_the_cli_and_every_process_it_starts(tmp_pat
         except psutil.NoSuchProcess:
             return
         for child in children:
-            try:
-                seen.setdefault(child.pid, {"cmdline": " ".join(child.cmdline()), **child.environ()})
+            try:  # the latest look: a child seen between fork and exec still shows the CLI's own command
+                seen[child.pid] = {"cmdline": " ".join(child.cmdline()), **child.environ()}
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
 

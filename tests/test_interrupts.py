@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = 6
 
 
-def write_spec(tmp_path: Path, port: int, tr_id: str = "killme", runs: int = RUNS) -> Path:
+def write_spec(tmp_path: Path, port: int, tr_id: str = "killme", runs: int = RUNS, max_tokens: int = 16) -> Path:
+    """A run of about a second: a stop sent as a run file appears lands mid-matrix, and the resume is short.
+    A stop that is slower to arrive (a worker's cancel) needs longer runs: more max_tokens."""
     spec = {"tr_id": tr_id, "models": ["smollm2:135m"], "ports": [port], "grid": {"num_ctx": [512]},
-            "runs": runs, "requests_per_run": 3, "warmup_requests": 1, "max_tokens": 64, "seed": 3}
+            "runs": runs, "requests_per_run": 3, "warmup_requests": 1, "max_tokens": max_tokens, "seed": 3}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

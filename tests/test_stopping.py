@@ -178,7 +178,8 @@ def test_cancel_from_the_ui_stops_servers_and_keeps_finished_runs(local_prefect,
     stay, and the same run again completes the matrix."""
     port = free_ports(1)[0]
     tr_id = f"cancel-{uuid.uuid4().hex[:8]}"
-    spec = yaml.safe_load(interrupts_spec(tmp_path, port, tr_id, RUNS).read_text())
+    # the worker notices a cancel on its next poll, seconds later: runs long enough that the matrix is not over by then
+    spec = yaml.safe_load(interrupts_spec(tmp_path, port, tr_id, RUNS, max_tokens=64).read_text())
     out = tmp_path / "out"
     root, api = out / tr_id, local_prefect.api_url
     params = {"spec": spec, "output_dir": str(out)}
@@ -212,7 +213,7 @@ def test_cancel_in_the_ui_of_a_cli_run(prefect_api, tmp_path, free_ports):
     to CANCELLING, as the Cancel button does) it stops as on Ctrl-C and the run ends Cancelled."""
     port = free_ports(1)[0]
     tr_id = f"cancel-cli-{uuid.uuid4().hex[:8]}"
-    spec = interrupts_spec(tmp_path, port, tr_id, RUNS)
+    spec = interrupts_spec(tmp_path, port, tr_id, RUNS, max_tokens=32)  # the CLI looks for a cancel each second
     out = tmp_path / "out"
     root, env = out / tr_id, {**os.environ, "PREFECT_API_URL": prefect_api}
     cmd = [sys.executable, "-m", "trbench.cli", "run", str(spec), "--output-dir", str(out)]

@@ -136,14 +136,17 @@ def _quiet_prefect(verbose: bool) -> None:
 
 # Prefect's words for a run cut short by the stop (the flow's and the tasks' crashed states), and
 # trbench's exception for a run the closed gate did not let finish
+# Prefect's event and log workers say "Still processing items" while they drain at the end of a run on a busy
+# machine: the drain is bounded and its outcome said once, so the progress of it is log-file detail
 _STOP_MARKS = ("Execution was aborted by an interrupt signal", "Execution was aborted by a termination signal",
-               "RunCancelled: ", "RunCancelled(")
+               "RunCancelled: ", "RunCancelled(", "Still processing items: ")
 
 
 class _NoStopNoise(logging.Filter):
     """On the console, a stop is said in one line (what was kept, the command that resumes), not
     as Prefect's errors about it: the runs cut short by the closed gate (RunCancelled) and the
-    flow run "crashed" by the interrupt. The UI and --verbose keep them."""
+    flow run "crashed" by the interrupt; nor the progress of Prefect's final drain. The UI, the
+    log file and --verbose keep them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from prefect.exceptions import TerminationSignal
@@ -198,6 +201,7 @@ def _run_flow(flow, params: dict, root: Path, verbose: bool = False, prefect=Non
         with log, prefect, bar, watch:
             state = flow.with_options(on_running=[watch.hook])(**params, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
+        _prefect_drained = prefect.drained  # _exit below decides on it before the finally clause runs
         kept = sum(len(store.finished_run_ids(root, kind)) for kind in store.TABLES)  # runs and load steps
         how = "cancelled in Prefect" if watch.cancelled else "interrupted"
         if plain:
