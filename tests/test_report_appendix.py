@@ -109,3 +109,39 @@ def test_the_html_appendix_renders_every_section_of_the_markdown_one(files):
         assert f">{heading}</h2>" in html, heading
     assert "<img" not in html  # the plots are the report's
 
+
+
+def test_a_lone_baseline_model_has_no_pct_rows_and_its_appendix_still_validates(tmp_path):
+    from tests.test_report_publish import MANIFEST
+    from trbench.validation.frames import report_frame
+
+    spec = {**MANIFEST["spec"], "models": ["fast-model"], "baseline_model": "fast-model"}
+    files = publish(plant(tmp_path / "planted", {"fast-model": FAST}, manifest={**MANIFEST, "spec": spec}),
+                    plots=False)
+    assert files.data.baseline_model == "fast-model"
+    appendix = files.appendix_markdown.read_text()
+    assert "Only the baseline model ran: nothing to compare." in appendix
+    frame = report_frame(files.appendix_markdown, {"single"}, "appendix")
+    assert frame["found"].all() and frame["table_ok"].all()
+
+
+def test_the_report_artifact_is_the_publishable_report_and_names_its_appendix(files):
+    from trbench.tr.closing import report_artifacts
+    from trbench.workloads.steps import DirectSteps
+
+    class Recording(DirectSteps):
+        """The plain steps, keeping the Markdown artifacts it is asked to show."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.markdown: dict[str, str] = {}
+
+        def markdown_artifact(self, key: str, markdown: str, description: str) -> None:
+            self.markdown[key] = markdown
+
+    steps = Recording()
+    report_artifacts(steps, files)
+    text = steps.markdown["planted-report"]
+    assert text.startswith(render_markdown(files.data))  # the publishable report, without the plot links
+    assert "### Winner by scenario" not in text
+    assert text.rstrip().endswith(f"`{files.appendix_markdown}`")  # where the appendix is

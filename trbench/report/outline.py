@@ -62,7 +62,8 @@ SECTIONS: dict[str, Section] = {
     "setup_details": Section(2, "Setup details", doc=A),
     "methodology": Section(2, "Methodology", doc=A),
     "result_tables": Section(2, "Single-agent tables", table=True, needs=("single",), doc=A),
-    "pct_of_baseline": Section(3, "% of baseline", table=True, needs=("single",), doc=A),
+    # no table when the baseline is the only model: its own rows (always 100) are left out
+    "pct_of_baseline": Section(3, "% of baseline", needs=("single",), doc=A),
     "answer_sanity": Section(3, "Answer sanity", needs=("single",), doc=A),
     "quality_tables": Section(2, "Quality tables", needs=("suites",), doc=A),
     "multi_agent_tables": Section(2, "Multi-agent tables", table=True, needs=("multi",), doc=A),
