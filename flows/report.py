@@ -2,8 +2,10 @@
 
   1. build the report (the spec recorded in the run's manifest gives title, objective, baseline model)
   2. with a baseline TR run: compare cell by cell (trbench.regression; threshold_pct)
-  3. write report/<tr_id>.md, report/<tr_id>.html (self-contained: plots inline) and report/plots/*.png;
-     the Markdown as an artifact, regressions and improvements as a table artifact
+  3. write report/<tr_id>.md, report/<tr_id>.html (self-contained: plots inline), their appendix
+     report/<tr_id>-appendix.md and .html (every detail table and definition) and report/plots/*.png;
+     the publishable Markdown as an artifact (naming where the appendix is), regressions and
+     improvements as a table artifact
   4. Failed, with the regressions in the message, when the check finds any, or when it compared no
      cell (the message names the settings that differ); Completed otherwise
 

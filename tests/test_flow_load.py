@@ -36,7 +36,9 @@ def test_load_flow_runs_each_step_as_a_task_writes_parquet_report_and_resumes(pr
     emb = store.read_frame(root, "emb_steps")
     assert emb["batch_size"].tolist() == [2] and emb["n_requests"].tolist() == [3]
     md = (root / "report" / "loadflow.md").read_text()
-    assert "## Load" in md and "| c2 |" in md and "### Embeddings" in md and "quality of the vectors" in md.split("### Embeddings")[1]
+    appendix = (root / "report" / "loadflow-appendix.md").read_text()  # the per-step tables, the definitions
+    assert "## Load" in md and "### Embeddings" in md and "| c2 |" in appendix
+    assert "quality of the vectors" in appendix.split("### Embeddings")[1]
     assert (root / "manifest.json").is_file()
     assert not llama_servers(port)
 

@@ -82,7 +82,8 @@ def test_suites_run_as_tasks_and_are_summarized(prefect_api, tmp_path, free_port
     files = publish(root)
     md = files.markdown.read_text()
     assert md.count("**Mock provider.**") == 1 and "never a baseline" in md
-    quality = md.split("## Quality", 1)[1].split("\n## ", 1)[0]
+    appendix = files.appendix_markdown.read_text()  # the suites' tables are the appendix's
+    quality = appendix.split("## Quality tables", 1)[1].split("\n## ", 1)[0]
     for part in ("### Scenarios", "| `tiny-a:1` | router | yes |", "### QA results matrix",
                  "| `ensemble(tiny-a:1,tiny-b:1)` | ensemble |", "JSON mode: the server was asked for JSON"):
         assert part in quality, part

@@ -21,7 +21,7 @@ from trbench.validation.frames import count_frame, expected_runs_for
 from trbench.report import build_report
 from trbench.report.cross_model import Estimate
 from trbench.report.harness import NONE, verdict
-from trbench.report.render import render_markdown
+from trbench.report.render import render_appendix_markdown
 from trbench.run.plan import plan_runs
 
 TR_ID = "TRaxis"
@@ -205,7 +205,7 @@ def test_overhead_table_says_none_inside_the_intervals(report):
 def test_report_text_shows_the_matrix_and_the_overhead(report):
     assert report.harness.run_counts == {h: "12 valid of 12 runs" for h in ("python", "rust")}  # 6 single + 6 multi each
     assert report.harness.other_invalid == []
-    text = render_markdown(report)
+    text = render_appendix_markdown(report)  # the winner tables are the appendix's
     assert "### Winner by scenario and harness" in text and "### Harness overhead" in text
     assert "| single-agent Python | single-agent Rust | multi-agent Python | multi-agent Rust |" in text
     assert "| a-model | gpu0_ctx512_temp0.8 | TTFT cold | ms |" in text

@@ -135,7 +135,7 @@ def test_a_load_step_without_gpu_stores_host_figures_and_the_note_and_the_report
     assert set(tele["kind"]) == {"load"} and set(tele["run_id"]) == {row["run_id"]}
     assert {"warmup", "measured", "idle"} <= set(tele["phase"])
     files = publish(tmp_path, parse_spec(data))
-    md = files.markdown.read_text()
+    md = files.appendix_markdown.read_text()  # the telemetry tables are the appendix's
     table = md[md.index("Energy and telemetry per step"):]
     table = table[:table.index("Definitions:")]
     assert "CPU %" in table and "no GPU visible" in table
@@ -158,7 +158,7 @@ def test_a_load_step_on_a_gpu_has_energy_and_joules_per_output_token(tmp_path, f
     assert row["j_per_token"] == pytest.approx(row["energy_j"] / tokens)
     assert row["gpu_util_pct_mean"] == pytest.approx(40.0) and row["gpu_power_w_mean"] == pytest.approx(200, rel=0.05)
     files = publish(tmp_path, parse_spec(data))
-    md = files.markdown.read_text()
+    md = files.appendix_markdown.read_text()  # the telemetry tables are the appendix's
     assert "energy J" in md and "J/token" in md and "GPU util %" in md
     records = {(r.metric, r.statistic): r for r in build_summary(files.data).records if r.workload == "load"}
     assert records[("j_per_token", "value")].value == pytest.approx(row["j_per_token"])

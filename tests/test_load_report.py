@@ -53,10 +53,11 @@ def test_the_report_shows_every_step_goodput_saturation_and_curves(tmp_path, spe
     assert load.slo == {"e2e_ms": 10_000.0}
     (summary,) = load.summaries
     assert summary.saturation_rps == pytest.approx(load.steps[0].offered_rps)  # c4 has 75 % good: saturated
-    md = files.markdown.read_text()
-    assert "## Load" in md and "saturation point req/s" in md and "http_5xx:2" in md
+    md, appendix = files.markdown.read_text(), files.appendix_markdown.read_text()
+    # the report: goodput and saturation with the curves; the appendix: every step's table
+    assert "## Load" in md and "saturation point req/s" in md and "http_5xx:2" in appendix
     # the fake client's answers end before max_tokens: how far out of step the streams ran is shown ...
-    assert [s.n_ended_early for s in load.steps] == [8, 6] and "output share min" in md
+    assert [s.n_ended_early for s in load.steps] == [8, 6] and "output share min" in appendix
     from trbench.report.load_tables import load_tables
 
     # ... and not where every stream produced its whole length (exact outputs)
@@ -106,13 +107,13 @@ def test_batching_interference_shows_only_where_every_stream_had_a_slot(tmp_path
     assert [row["slots"] for row, _ in steps] == [2, 2]
     root = tmp_path / "fewer-slots"
     _write_tr(root, spec, steps)
-    assert "Batching interference" not in publish(root, spec).markdown.read_text()  # 4 streams, 2 slots: queueing
+    assert "Batching interference" not in publish(root, spec).appendix_markdown.read_text()  # 4 streams, 2 slots
 
     prefill = {"c1": 663.0, "c4": 2716.0}  # as llama.cpp measured a batch of four prompts against one
     roomy = [({**row, "slots": 4, "prefill_ms_p50": prefill[row["step_label"]]}, rows) for row, rows in steps]
     root = tmp_path / "slot-per-stream"
     _write_tr(root, spec, roomy)
-    md = publish(root, spec).markdown.read_text()
+    md = publish(root, spec).appendix_markdown.read_text()  # a detail table: the appendix's
     (row,) = md_table_after(md, next(ln for ln in md.splitlines() if ln.startswith("Batching interference")))
     assert (row["step"], row["slots"], row["prefill p50 ms"], row["prefill p50 ms at c=1"]) == ("c4", "4", "2716.0", "663.0")
     assert row["wait inside the batched prefill ms"] == "2053.0"

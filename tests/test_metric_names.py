@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.test_report_publish import FAST, SLOW, plant
 from trbench.measure.metrics import DEFINITIONS
-from trbench.report import build_report, render_html, render_markdown
+from trbench.report import build_report, render_appendix_html, render_appendix_markdown
 from trbench.report import metric_names
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metric-names.md"
@@ -36,21 +36,21 @@ def test_the_report_appendix_points_to_the_names_or_prints_them_where_it_shows_l
     from trbench.config.spec import parse_spec
 
     data = build_report(plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}, runs=2, requests=2))
-    md = render_markdown(data)
-    appendix = md[md.index("## Appendix"):]
+    md = render_appendix_markdown(data)
+    appendix = md[md.index("## Metric definitions"):]
     assert metric_names.CONVENTION in appendix and "docs/metric-names.md" in appendix
     assert "| TPOT |" not in appendix  # no load figure here: the table is the page's
-    assert 'id="metric-names"' in render_html(data)
+    assert 'id="metric-names"' in render_appendix_html(data)
 
     spec = parse_spec(SPEC)
     _write_tr(tmp_path / spec.tr_id, spec)
     loaded = build_report(tmp_path / spec.tr_id)
-    md = render_markdown(loaded)
+    md = render_appendix_markdown(loaded)
     appendix = md[md.index("Metric names across tools"):]
     assert metric_names.CONVENTION in appendix and metric_names.AMBIGUOUS in appendix
     for n in metric_names.NAMES:
         assert f"| {n.figure} |" in appendix
-    assert 'id="metric-names"' in render_html(loaded)
+    assert 'id="metric-names"' in render_appendix_html(loaded)
 
 
 def test_the_load_section_says_whose_tpot_and_itl_it_shows(tmp_path):
@@ -60,5 +60,5 @@ def test_the_load_section_says_whose_tpot_and_itl_it_shows(tmp_path):
     spec = parse_spec(SPEC)
     root = tmp_path / spec.tr_id
     _write_tr(root, spec)
-    md = render_markdown(build_report(root))
+    md = render_appendix_markdown(build_report(root))  # the per-step table is the appendix's
     assert metric_names.LOAD_NOTE in md and "ITL (chunk gap) p50 ms" in md

@@ -154,7 +154,8 @@ def test_a_tr_on_s3_is_whole_objects_resumes_from_the_bucket_and_reads_back(s3_s
     assert f"report: {URL}/mock-s3/report/mock-s3.md" in report.output
     md = server.filesystem().cat_file(f"{BUCKET}/trs/mock-s3/report/mock-s3.md").decode()
     assert "3 run" in md or "runs" in md
-    assert f"--output-dir {URL}" in md  # the reproduce commands name the bucket, not a temp folder
+    appendix = server.filesystem().cat_file(f"{BUCKET}/trs/mock-s3/report/mock-s3-appendix.md").decode()
+    assert f"--output-dir {URL}" in appendix  # the reproduce commands name the bucket, not a temp folder
     exported = cli.invoke(app, ["export", "mock-s3", "--output-dir", URL, "--format", "jsonl"])
     assert exported.exit_code == 0 and f"-> {URL}/mock-s3/exports/runs.jsonl" in exported.output, exported.output
     lines = server.filesystem().cat_file(f"{BUCKET}/trs/mock-s3/exports/runs.jsonl").decode().splitlines()

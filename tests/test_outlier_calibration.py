@@ -14,7 +14,7 @@ from trbench.config.spec import OutlierRule
 from trbench.data import store
 from trbench.measure import outlier_calibration as oc
 from trbench.measure import outliers
-from trbench.report import build_report, render_markdown
+from trbench.report import build_report, render_appendix_markdown, render_markdown
 
 TR_ID = "TRcal"
 STARTED = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -111,7 +111,7 @@ def test_report_states_the_rule_and_its_false_alarm_rate_for_its_run_count(tmp_p
     data = build_report(root)
     rule = OutlierRule()
     expected = oc.expected(rule, 4)
-    text = render_markdown(data, [])
+    text = render_appendix_markdown(data)  # the whole rule is the appendix's; the report says it in one line
     first, rates = data.outlier_rule.sentences
     assert "k = 2" in first and "5 % of the median on throughput" in first and "15 % on TTFT" in first
     assert "10 % (throughput), 30 % (TTFT) or 80 % (agents at once) is never flagged" in first
@@ -120,6 +120,7 @@ def test_report_states_the_rule_and_its_false_alarm_rate_for_its_run_count(tmp_p
     assert f"with 4 runs per config, {share} of healthy single-agent configs are recommended for a re-run" in rates
     assert "bench/outlier_calibration.py" in rates and "multi-agent" not in rates  # the TR has no multi-agent runs
     assert first in text and rates in text
+    assert first not in render_markdown(data, []) and "k = 2 MADs" in render_markdown(data, [])
 
 
 def test_report_with_two_runs_says_nothing_can_be_flagged(tmp_path):

@@ -15,7 +15,8 @@ import pytest
 from trbench.data.environment import Manifest
 from trbench.measure import metrics
 from trbench.validation.checks import REPORT_SECTIONS
-from trbench.report import SECTIONS, build_report, render_html, render_markdown, write_report
+from trbench.report import (SECTIONS, build_report, render_appendix_html, render_appendix_markdown, render_html,
+                            render_markdown, write_report)
 from trbench.config.spec import MatrixSpec
 from trbench.data.store import RUN_SCHEMA, REQUEST_SCHEMA, write_run
 from tests.test_report_publish import md_table_after
@@ -118,6 +119,12 @@ def text(report_path: Path) -> str:
     return report_path.read_text()
 
 
+@pytest.fixture(scope="module")
+def appendix(report_path: Path) -> str:
+    """The appendix written beside the report: the detail tables and definitions."""
+    return report_path.with_name(f"{TR_ID}-appendix.md").read_text()
+
+
 # --- an independent recomputation: pyarrow.dataset + numpy, no trbench code --------------------
 
 
@@ -183,9 +190,9 @@ def test_planted_data_is_what_the_test_expects(planted: Path) -> None:
     assert (reqs["is_warmup"] & (reqs["decode_tps"] == WARMUP_EXTREME)).sum() == len(MODELS) * len(CONFIGS)
 
 
-def test_results_table_matches_independent_recomputation(planted: Path, text: str) -> None:
+def test_results_table_matches_independent_recomputation(planted: Path, text: str, appendix: str) -> None:
     expected = _expected(planted)
-    rows = _table(text, "## Results")
+    rows = _table(appendix, "## Single-agent tables")
     assert {(r["model"], r["config"]) for r in rows} == set(expected)
     assert len(rows) == len(MODELS) * len(CONFIGS)
     for row in rows:
@@ -211,7 +218,7 @@ def test_report_data_matches_recomputation_to_full_precision(planted: Path) -> N
             assert getattr(cell, field) == pytest.approx(exp[header], rel=1e-12), (cell.model, field)
 
 
-def test_warmup_and_invalid_rows_excluded(planted: Path, text: str) -> None:
+def test_warmup_and_invalid_rows_excluded(planted: Path, text: str, appendix: str) -> None:
     data = build_report(planted)
     for cell in data.cells:
         for v in (cell.decode_tps_mean, cell.decode_tps_p95, cell.ttft_cold_p95_ms, cell.ttft_cached_p95_ms,
@@ -225,16 +232,19 @@ def test_warmup_and_invalid_rows_excluded(planted: Path, text: str) -> None:
     assert data.n_warmup_rows == len(MODELS) * len(CONFIGS)
     # cached tokens: warm-ups (1000 each) excluded, 10 per pooled ok request
     assert data.cache.cached_tokens_total == 10 * sum(c.n_requests for c in data.cells)
-    assert "1000000.0" not in text and "900000.0" not in text
+    assert all("1000000.0" not in t and "900000.0" not in t for t in (text, appendix))
 
 
-def test_baseline_is_first_alphabetically_and_100_percent(text: str, planted: Path) -> None:
+def test_baseline_is_first_alphabetically_and_100_percent(appendix: str, planted: Path) -> None:
     data = build_report(planted)
     assert data.baseline_model == "alpha-model"
     assert "alphabetically" in data.baseline_source
-    assert "Baseline: `alpha-model`" in text
-    rows = _table(text, "### % of baseline")
-    assert len(rows) == len(MODELS) * len(CONFIGS)
+    assert "Baseline: `alpha-model`" in appendix
+    assert all(r.values[f] == 100.0 for r in data.pct_of_baseline if r.model == "alpha-model"
+               for f in r.values if r.values[f] is not None)
+    rows = _table(appendix, "### % of baseline")
+    # the baseline's own rows (always 100) are left out of the table
+    assert len(rows) == (len(MODELS) - 1) * len(CONFIGS)
     expected = _expected(planted)
     for row in rows:
         pct_cols = [h for h in row if h.endswith(" %") and h != "CV % %"]
@@ -242,11 +252,9 @@ def test_baseline_is_first_alphabetically_and_100_percent(text: str, planted: Pa
         assert pct_cols == ["decode tok/s p50 %", "TTFT cold p50 ms %", "TTFT cached p50 ms %", "e2e p50 ms %"]
         for col in pct_cols:
             header = col[: -len(" %")]
-            if row["model"] == "alpha-model":
-                assert row[col] == "100.0", (row, col)
-            else:
-                exp = expected[(row["model"], row["config"])][header] / expected[("alpha-model", row["config"])][header]
-                assert row[col] == f"{exp * 100:.1f}", (row, col)
+            assert row["model"] != "alpha-model"
+            exp = expected[(row["model"], row["config"])][header] / expected[("alpha-model", row["config"])][header]
+            assert row[col] == f"{exp * 100:.1f}", (row, col)
 
 
 def test_spec_baseline_and_title_take_precedence(planted: Path) -> None:
@@ -260,14 +268,14 @@ def test_spec_baseline_and_title_take_precedence(planted: Path) -> None:
     text = render_markdown(data)
     assert text.startswith("# Planted TR")
     assert "Check the report." in text
-    assert "Baseline: `beta-model`" in text
-    for row in _table(text, "### % of baseline"):
-        if row["model"] == "beta-model":
-            assert all(row[h] == "100.0" for h in row if h.endswith(" %")), row
+    appendix = render_appendix_markdown(data)
+    assert "Baseline: `beta-model`" in appendix
+    rows = _table(appendix, "### % of baseline")
+    assert rows and all(row["model"] == "alpha-model" for row in rows)  # the baseline's rows are 100: left out
 
 
-def test_definitions_section_has_the_formula_of_every_metric_it_shows_and_only_those(text: str) -> None:
-    section = text[text.index("## Appendix: metric definitions"):]
+def test_definitions_section_has_the_formula_of_every_metric_it_shows_and_only_those(appendix: str) -> None:
+    section = appendix[appendix.index("## Metric definitions"):]
     # a single- and multi-agent TR without reasoning, load or synthetic steps: their metrics are not defined
     not_shown = {"ttfat_ms", "reasoning_tokens", "answer_tokens", "decode_tps_reasoning", "decode_tps_answer",
                  "tpot_ms", "itl_ms", "stopped_early", "input_exact"}
@@ -293,18 +301,19 @@ def test_failures_section_lists_failed_request_and_invalid_run(text: str) -> Non
     assert invalid[0]["model"] == INVALID[0]
 
 
-def test_setup_section_from_manifest_in_run_metadata(planted: Path, text: str) -> None:
+def test_setup_section_from_manifest_in_run_metadata(planted: Path, text: str, appendix: str) -> None:
     # no manifest.json was written: the manifest comes from the Parquet metadata
     assert not (planted / "manifest.json").exists()
-    setup = text[text.index("## Setup"):text.index("## Methodology")]
-    assert MANIFEST["command"] in setup
-    assert MANIFEST["git"]["commit"] in setup and "dirty" in setup
-    assert "Planted CPU 9000" in setup and "2 logical cores" in setup and "7.5 GiB" in setup
-    assert "GPUs: none" in setup
-    assert "http://127.0.0.1:18434" in setup and "embedded-0" in setup
+    short = text[text.index("## Setup"):text.index("\n## Results\n")]  # the report's: command to instances
+    assert MANIFEST["command"] in short
+    assert MANIFEST["git"]["commit"] in short and "dirty" in short
+    assert "Planted CPU 9000" in short and "2 logical cores" in short and "7.5 GiB" in short
+    assert "GPUs: none" in short
+    assert "http://127.0.0.1:18434" in short and "embedded-0" in short
+    assert "- Instances: embedded-0 (embedded, http://127.0.0.1:18434)" in short
+    setup = appendix[appendix.index("## Setup details"):appendix.index("## Methodology")]  # the rest
     assert "sha256:aaaa" in setup and "sha256:bbbb" in setup
     assert "- Packages: pandas 3.0.0, pyarrow 20.0.0\n" in setup
-    assert "- Instances: embedded-0 (embedded, http://127.0.0.1:18434)" in setup
     assert "sent cold (a unique prefix), then again, identical" in setup  # ttft: both
     # every state confirmed as asked: one sentence stands for the asked-against-reported table
     assert "### Prompt caching and TTFT" in setup and "| asked for |" not in setup
@@ -329,17 +338,21 @@ def test_empty_tr_root_renders(tmp_path: Path) -> None:
     assert data.cells == [] and data.baseline_model is None
 
 
-def test_both_renderings_carry_every_section_heading_from_its_one_home(planted: Path, text: str) -> None:
-    # the templates write the headings from trbench.report.outline, which the validation checks against
+def test_both_renderings_carry_every_section_heading_from_its_one_home(planted: Path, text: str,
+                                                                    appendix: str) -> None:
+    # the templates write the headings from trbench.report.outline, which the validation checks against;
+    # each section in its own document, the publishable report or its appendix
     data = build_report(planted)
-    html = render_html(data)
-    headings = [ln for ln in text.splitlines() if ln.startswith("##")]
+    docs = {"report": (text, render_html(data)), "appendix": (appendix, render_appendix_html(data))}
     for section in SECTIONS.values():
+        md, html = docs[section.doc]
+        headings = [ln for ln in md.splitlines() if ln.startswith("##")]
         if not section.shown(data.present):
             assert section.heading not in headings  # no multi-agent, load or suite runs planted
             continue
         assert section.heading in headings
         assert re.search(rf"<h{section.level}[^>]*>{re.escape(section.title)}</h{section.level}>", html)
+    headings = [ln for ln in text.splitlines() if ln.startswith("##")]
     assert [h for h in headings if h in REPORT_SECTIONS] == REPORT_SECTIONS  # in report order
 
 
@@ -370,4 +383,4 @@ def test_rerun_attempt_supersedes_earlier_attempt(tmp_path: Path) -> None:
     assert (cell.valid_runs, cell.runs, cell.invalid_runs, cell.superseded_runs) == (RUNS, RUNS, 0, 1)
     assert cell.n_requests == RUNS * REQUESTS
     assert data.invalid_runs == []
-    assert "1 superseded attempt (re-run with a higher attempt number) is left out" in render_markdown(data)
+    assert "1 superseded attempt (re-run with a higher attempt number) is left out" in render_appendix_markdown(data)

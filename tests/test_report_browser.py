@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_report_publish import FAST, SCRIPT, SECTIONS, SLOW, plant, publish
+from test_report_publish import APPENDIX_SECTIONS, FAST, SCRIPT, SECTIONS, SLOW, plant, publish
 from test_ui_browser import CHROMIUM, CHROMIUM_ARGS
 
 from local_prefect import ROOT
@@ -26,7 +26,8 @@ def test_report_opens_in_a_browser_with_every_section_and_nothing_runs(tmp_path)
 
     root = plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW},
                  multi={"fast-model": 80.0, "slow-model": 55.0}, answers={"fast-model": f"Sure! {SCRIPT} done"})
-    html = publish(root).html
+    files = publish(root)
+    html, appendix = files.html, files.appendix_html
     SHOTS.mkdir(parents=True, exist_ok=True)
     fetched, dialogs, errors = [], [], []
     with sync_playwright() as pw:
@@ -52,15 +53,22 @@ def test_report_opens_in_a_browser_with_every_section_and_nothing_runs(tmp_path)
             assert all(w == COLUMN_CSS_PX and natural == COLUMN_CSS_PX * PIXEL_RATIO for w, natural in shown), shown
             rows = page.evaluate("Array.from(document.querySelectorAll('table')).map(t => t.rows.length)")
             assert rows and min(rows) >= 2, rows  # a header and at least one row of data each
+            page.screenshot(path=str(SHOTS / "planted.png"), full_page=True)
+            # the appendix: its sections, its tables, the sample answers (the tag shown as text), no plot
+            page.goto(appendix.as_uri(), wait_until="load")
+            expect(page.locator("h2")).to_have_text(APPENDIX_SECTIONS)
+            rows = page.evaluate("Array.from(document.querySelectorAll('table')).map(t => t.rows.length)")
+            assert rows and min(rows) >= 2, rows
+            assert page.evaluate("document.images.length") == 0
             answer = page.get_by_text(SCRIPT, exact=False).first
             answer.scroll_into_view_if_needed()
             expect(answer).to_be_visible()  # the tag is text on the page
-            page.screenshot(path=str(SHOTS / "planted.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / "planted-appendix.png"), full_page=True)
         finally:
             browser.close()
     assert dialogs == [] and errors == []  # the answer's script never ran
     assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []  # self-contained
-    assert fetched[0] == html.as_uri()
+    assert fetched[0] == html.as_uri() and appendix.as_uri() in fetched
 
 
 # the page's width a report must fit without a sideways scroll, and the printable width of an A4
@@ -103,36 +111,41 @@ def test_report_fits_1200_px_and_an_a4_page_with_every_column_header(tmp_path):
     from trbench.report.tables import MAX_COLUMNS, tables
 
     root = plant_everything(tmp_path / "planted")
-    html = publish(root).html
+    files = publish(root)
     data = build_report(root)
     wide = {name: t for name, t in {**tables(data), **load_tables(data)}.items() if len(t.columns) > MAX_COLUMNS}
     assert {"results", "load_steps"} <= set(wide)
     SHOTS.mkdir(parents=True, exist_ok=True)
+    shown: set[str] = set()
+    printed: dict[str, int] = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": SCREEN_PX, "height": 900})
-            page.goto(html.as_uri(), wait_until="load")
-            assert page.evaluate("document.scrollingElement.scrollWidth") <= SCREEN_PX
-            assert _fits(page, SCREEN_PX) == []
-            page.screenshot(path=str(SHOTS / "fit-1200.png"), full_page=True)
-            # the first screen answers: the glance table is on it, whole
-            glance = page.locator("table.headline").first.bounding_box()
-            assert glance and glance["y"] + glance["height"] <= 2 * 900, glance
+            for name, html in (("report", files.html), ("appendix", files.appendix_html)):
+                page = browser.new_page(viewport={"width": SCREEN_PX, "height": 900})
+                page.goto(html.as_uri(), wait_until="load")
+                assert page.evaluate("document.scrollingElement.scrollWidth") <= SCREEN_PX
+                assert _fits(page, SCREEN_PX) == [], name
+                page.screenshot(path=str(SHOTS / f"fit-1200-{name}.png"), full_page=True)
+                if name == "report":  # the first screen answers: the glance table is on it, whole
+                    glance = page.locator("table.headline").first.bounding_box()
+                    assert glance and glance["y"] + glance["height"] <= 2 * 900, glance
 
-            # printed: the print stylesheet at the printable width of an A4 page
-            page.emulate_media(media="print")
-            page.set_viewport_size({"width": A4_PRINTABLE_PX, "height": 1000})
-            assert _fits(page, A4_PRINTABLE_PX) == []
-            page.screenshot(path=str(SHOTS / "fit-print.png"), full_page=True)
-            shown = {h["text"] for t in page.evaluate(_TABLE_EDGES) for h in t["headers"]}
-            for name, table in wide.items():  # every column of every wide table has its header on paper
-                missing = [c.header for c in table.columns if c.header not in shown]
-                assert missing == [], (name, missing)
-            pdf = tmp_path / "report.pdf"
-            page.pdf(path=str(pdf), format="A4", prefer_css_page_size=True, print_background=True)
-            pages = pdf.read_bytes().count(b"/Type /Page") - pdf.read_bytes().count(b"/Type /Pages")
-            assert pages > 3, pages  # printed, over several pages
-            (SHOTS / "planted.pdf").write_bytes(pdf.read_bytes())
+                # printed: the print stylesheet at the printable width of an A4 page
+                page.emulate_media(media="print")
+                page.set_viewport_size({"width": A4_PRINTABLE_PX, "height": 1000})
+                assert _fits(page, A4_PRINTABLE_PX) == [], name
+                page.screenshot(path=str(SHOTS / f"fit-print-{name}.png"), full_page=True)
+                shown |= {h["text"] for t in page.evaluate(_TABLE_EDGES) for h in t["headers"]}
+                pdf = tmp_path / f"{name}.pdf"
+                page.pdf(path=str(pdf), format="A4", prefer_css_page_size=True, print_background=True)
+                printed[name] = pdf.read_bytes().count(b"/Type /Page") - pdf.read_bytes().count(b"/Type /Pages")
+                (SHOTS / f"planted-{name}.pdf").write_bytes(pdf.read_bytes())
+                page.close()
         finally:
             browser.close()
+    for name, table in wide.items():  # every column of every wide table has its header on paper
+        missing = [c.header for c in table.columns if c.header not in shown]
+        assert missing == [], (name, missing)
+    # printed, the appendix over several pages; the report shorter than its appendix
+    assert printed["appendix"] > 3 and 1 <= printed["report"] < printed["appendix"], printed

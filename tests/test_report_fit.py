@@ -17,7 +17,7 @@ from tests.test_report_shapes import _embedding_steps
 from trbench.config.spec import parse_spec
 from trbench.report import build_report, publish
 from trbench.report.load_tables import load_tables
-from trbench.report.tables import MAX_COLUMNS, Table, _cols, tables
+from trbench.report.tables import MAX_COLUMNS, WIN_MARK, Table, _cols, tables
 
 LONG = "hf.co/bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M"  # a long model name: it must wrap, not widen
 MODELS = {"fast-model": FAST, "slow-model": SLOW, LONG: {**SLOW, "tps": 35.0}}
@@ -48,19 +48,22 @@ def test_the_glance_table_is_compact_with_one_row_per_model_and_config(everythin
     # right under the key findings, before the Objective; its figures are the full table's
     assert md.index("## Key findings") < md.index("### Results at a glance") < md.index("## Objective")
     rows = md_table_after(md, "### Results at a glance")
-    full = {(r["model"], r["config"]): r for r in md_table_after(md, "## Results")}
+    appendix = files.appendix_markdown.read_text()  # the full table is the appendix's
+    full = {(r["model"], r["config"]): r for r in md_table_after(appendix, "## Single-agent tables")}
     assert len(rows) == len(full) == len(MODELS) * len(CONFIGS)
     for row in rows:
         cell = full[(row["model"], row["config"])]
-        assert row["decode tok/s p50 [95% CI]"] == f"{cell['decode tok/s p50']} {cell['decode tok/s p50 95% CI']}"
-        assert row["e2e p50 ms [95% CI]"] == f"{cell['e2e p50 ms']} {cell['e2e p50 95% CI']}"
-        assert row["TTFT p50 ms (cold)"] == cell["TTFT cold p50 ms"]
+        # a winning median carries the winner mark after its interval
+        assert row["decode tok/s p50 [95% CI]"].removesuffix(f" {WIN_MARK}") == (
+            f"{cell['decode tok/s p50']} {cell['decode tok/s p50 95% CI']}")
+        assert row["e2e p50 ms [95% CI]"].removesuffix(f" {WIN_MARK}") == f"{cell['e2e p50 ms']} {cell['e2e p50 95% CI']}"
+        assert row["TTFT p50 ms (cold)"].removesuffix(f" {WIN_MARK}") == cell["TTFT cold p50 ms"]
         assert (row["n"], row["valid runs / runs"]) == (cell["n"], cell["valid runs / runs"])
 
 
 def test_no_markdown_table_is_wider_than_the_page(everything) -> None:
-    md = everything[1].markdown.read_text()
-    found = md_tables(md)
+    files = everything[1]
+    found = md_tables(files.markdown.read_text()) + md_tables(files.appendix_markdown.read_text())
     assert len(found) > 20
     widths = [len(t[0]) for t in found]
     assert max(widths) <= MAX_COLUMNS, [t[0] for t in found if len(t[0]) > MAX_COLUMNS]
@@ -68,8 +71,9 @@ def test_no_markdown_table_is_wider_than_the_page(everything) -> None:
 
 def test_a_planted_report_with_energy_has_no_wide_table_either(tmp_path) -> None:
     root = plant(tmp_path / "two", {"fast-model": FAST, "slow-model": SLOW}, energy=True)
-    md = publish(root).markdown.read_text()
-    assert max(len(t[0]) for t in md_tables(md)) <= MAX_COLUMNS
+    files = publish(root)
+    for md in (files.markdown.read_text(), files.appendix_markdown.read_text()):
+        assert max(len(t[0]) for t in md_tables(md)) <= MAX_COLUMNS
 
 
 def test_every_column_of_a_wide_table_is_in_exactly_one_part(everything) -> None:

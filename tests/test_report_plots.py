@@ -35,7 +35,8 @@ from trbench.report.models import Measured, ReportData
 from trbench.report.plot_layout import COLUMN_CSS_PX, ENSEMBLE_COLOR, PIXEL_RATIO, PlainFormatter, model_colors, plain
 from trbench.report.plots import PLOTS, Drawing, drawings, render_plots, report_models
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "trbench" / "report" / "templates" / "report.html.j2"
+# the page head and style both HTML documents (the report and its appendix) share
+TEMPLATE = Path(__file__).resolve().parent.parent / "trbench" / "report" / "templates" / "_html.j2"
 SMOL, GEMMA = "smollm2:135m", "gemma3:270m"
 LONG = "hf.co/bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M"
 SLO = {"ttft_ms": 2000.0, "tpot_ms": 60.0, "e2e_ms": 5000.0}

@@ -241,6 +241,13 @@ def html_page(clear) -> tuple[str, Page]:
     return text, parse_html(text)
 
 
+@pytest.fixture(scope="module")
+def appendix_page(clear) -> tuple[str, Page]:
+    """The appendix's HTML: the detail tables and definitions."""
+    text = clear[1].appendix_html.read_text(encoding="utf-8")
+    return text, parse_html(text)
+
+
 # --- winner by scenario --------------------------------------------------------------------------------
 
 
@@ -303,46 +310,50 @@ def test_bootstrap_interval_width_is_about_right() -> None:
 
 # --- the HTML ------------------------------------------------------------------------------------------
 
-SECTIONS = ["Key findings", "Objective", "Setup", "Methodology", "Results", "Multi-agent results",
-            "Cross-model comparison", "VRAM and quantization", "Outliers and re-runs", "Failures", "Recommendations",
-            "Appendix: metric definitions"]  # no energy measured and no baseline given: no frontier or regression
+SECTIONS = ["Key findings", "Objective", "Setup", "Results", "Multi-agent results", "VRAM and quantization",
+            "Outliers and re-runs", "Failures", "Recommendations"]  # no energy measured, no baseline: no frontier
+APPENDIX_SECTIONS = ["Setup details", "Methodology", "Single-agent tables", "Multi-agent tables",
+                     "Cross-model comparison", "VRAM budget and quantization", "Flagged runs", "Metric definitions"]
 
 
-def test_html_is_one_self_contained_page_with_every_section(clear, html_page) -> None:
+def test_html_is_one_self_contained_page_with_every_section(clear, html_page, appendix_page) -> None:
     root, files = clear
-    text, page = html_page
     assert files.html == root / "report" / "planted.html"
-    assert text.startswith("<!DOCTYPE html>")
-    h2 = [h for tag, h in page.headings if tag == "h2"]
-    assert h2 == SECTIONS
-    for section in SECTIONS:
-        assert len(page.section_text[section].strip()) > 40, section
-    # the same headings as the Markdown, in the same order
-    md = files.markdown.read_text()
-    assert [ln[3:] for ln in md.splitlines() if ln.startswith("## ")] == h2
-    assert [ln[4:] for ln in md.splitlines() if ln.startswith("### ")] == [h for tag, h in page.headings if tag == "h3"]
-    # self-contained: no script, no external stylesheet or image
-    assert "script" not in page.tags and "link" not in page.tags
-    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
-    assert "http://" not in " ".join(page.images) and "<link" not in text
+    assert files.appendix_html == root / "report" / "planted-appendix.html"
+    for (text, page), sections, md_path in ((html_page, SECTIONS, files.markdown),
+                                            (appendix_page, APPENDIX_SECTIONS, files.appendix_markdown)):
+        assert text.startswith("<!DOCTYPE html>")
+        h2 = [h for tag, h in page.headings if tag == "h2"]
+        assert h2 == sections
+        for section in sections:
+            assert len(page.section_text[section].strip()) > 40, section
+        # the same headings as the Markdown, in the same order
+        md = md_path.read_text()
+        assert [ln[3:] for ln in md.splitlines() if ln.startswith("## ")] == h2
+        assert [ln[4:] for ln in md.splitlines() if ln.startswith("### ")] == [h for tag, h in page.headings
+                                                                               if tag == "h3"]
+        # self-contained: no script, no external stylesheet or image
+        assert "script" not in page.tags and "link" not in page.tags
+        assert all(src.startswith("data:image/png;base64,") for src in page.images)
+        assert "http://" not in " ".join(page.images) and "<link" not in text
+    assert html_page[1].images and not appendix_page[1].images  # the plots are the report's
 
 
-def test_sections_have_their_data(clear, html_page) -> None:
-    _, page = html_page
-    s = page.section_text
+def test_sections_have_their_data(clear, html_page, appendix_page) -> None:
+    s, a = html_page[1].section_text, appendix_page[1].section_text
     assert "Check the published report." in s["Objective"]
-    assert "fedcba9876543210fedcba9876543210fedcba98" in s["Setup"] and "sha256:f00d" in s["Setup"]
-    assert "18434" in s["Setup"] and "pandas" in s["Setup"] and "GPUs: none" in s["Setup"]
-    assert "bootstrap" in s["Methodology"] and "2000 resamples" in s["Methodology"]
-    assert "decode_tps" in s["Appendix: metric definitions"]
+    assert "fedcba9876543210fedcba9876543210fedcba98" in s["Setup"] and "sha256:f00d" in a["Setup details"]
+    assert "18434" in s["Setup"] and "pandas" in a["Setup details"] and "GPUs: none" in s["Setup"]
+    assert "bootstrap" in a["Methodology"] and "2000 resamples" in a["Methodology"]
+    assert "decode_tps" in a["Metric definitions"]
     # findings first, from the data: the fast model decodes faster with separate intervals
     assert "fast-model decodes faster than slow-model at both configs" in s["Key findings"]
     assert "fast-model:" in s["Recommendations"] and "cannot decide" in s["Recommendations"]
-    assert "fast-model" in s["Results"] and "gpu80_ctx1024_temp0.8" in s["Results"]
-    assert "chimera_homo" in s["Multi-agent results"]
-    assert "single-agent decode tok/s" in s["Cross-model comparison"]
-    assert "multi-agent efficiency chimera_homo" in s["Cross-model comparison"]
-    assert "Q8_0" in s["VRAM and quantization"]
+    assert "fast-model" in a["Single-agent tables"] and "gpu80_ctx1024_temp0.8" in a["Single-agent tables"]
+    assert "chimera_homo" in a["Multi-agent tables"]
+    assert "single-agent decode tok/s" in a["Cross-model comparison"]
+    assert "multi-agent efficiency chimera_homo" in a["Cross-model comparison"]
+    assert "Q8_0" in a["VRAM budget and quantization"]
     assert "Regression against a baseline" not in s and "Efficiency frontier" not in s
 
 
@@ -355,28 +366,30 @@ def test_energy_sections_say_no_gpu_when_energy_is_absent(clear, html_page) -> N
     assert "measured max MiB" not in md  # no measured VRAM column without measurements
 
 
-def test_model_answer_with_script_tag_is_escaped(clear, html_page) -> None:
-    text, page = html_page
+def test_model_answer_with_script_tag_is_escaped(clear, html_page, appendix_page) -> None:
+    assert SCRIPT not in html_page[0]
+    text, page = appendix_page  # the sample answers are the appendix's
     assert SCRIPT not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert any(SCRIPT in pre for pre in page.pres)  # shown as text
-    md = clear[1].markdown.read_text()
-    block = md[md.index("### Sample answers"):md.index("## Multi-agent results")]
+    md = clear[1].appendix_markdown.read_text()
+    block = md[md.index("### Sample answers"):md.index("## Multi-agent tables")]
     fence = re.search(r"```text\n(.*?)\n```", block, re.S)
     assert fence and SCRIPT in fence.group(1)  # in a code block: text, not markup
 
 
-def test_every_html_table_equals_the_markdown_table(clear, html_page) -> None:
-    _, page = html_page
-    md = md_tables(clear[1].markdown.read_text())
-    assert len(page.tables) == len(md) > 15
-    for html_table, md_table in zip(page.tables, md):
+def test_every_html_table_equals_the_markdown_table(clear, html_page, appendix_page) -> None:
+    files = clear[1]
+    report, appendix = md_tables(files.markdown.read_text()), md_tables(files.appendix_markdown.read_text())
+    assert len(html_page[1].tables) == len(report) and len(appendix_page[1].tables) == len(appendix)
+    assert len(report) + len(appendix) > 15
+    for html_table, md_table in zip(html_page[1].tables + appendix_page[1].tables, report + appendix):
         assert html_table == md_table
 
 
 def test_numbers_equal_a_recomputation_from_parquet(clear) -> None:
     root, files = clear
-    md = files.markdown.read_text()
+    md, appendix = files.markdown.read_text(), files.appendix_markdown.read_text()
     reqs, runs = frame(root, "requests"), frame(root, "runs")
     ok = reqs[(~reqs["is_warmup"]) & (reqs["status"] == "ok") & reqs["run_id"].isin(runs.loc[runs["valid"], "run_id"])]
     expected = {}
@@ -385,7 +398,7 @@ def test_numbers_equal_a_recomputation_from_parquet(clear) -> None:
             "decode tok/s p50": np.percentile(cell["decode_tps"], 50),
             "TTFT cold p50 ms": np.percentile(cell["ttft_ms"], 50),
             "e2e p50 ms": np.percentile(cell["e2e_ms"], 50), "e2e p95 ms": np.percentile(cell["e2e_ms"], 95)}
-    rows = md_table_after(md, "## Results")
+    rows = md_table_after(appendix, "## Single-agent tables")
     assert len(rows) == len(expected) == 4
     for row in rows:
         exp = expected[(row["model"], row["config"])]
@@ -394,14 +407,14 @@ def test_numbers_equal_a_recomputation_from_parquet(clear) -> None:
         lo, hi = (float(x) for x in row["decode tok/s p50 95% CI"].strip("[]").split(", "))
         assert lo <= float(row["decode tok/s p50"]) <= hi
     # the winner matrix shows the same medians
-    winners = md_table_after(md, "### Winner by scenario")
+    winners = md_table_after(appendix, "### Winner by scenario")
     for w in winners:
         if w["scenario"] == "single-agent decode tok/s":
             for model in ("fast-model", "slow-model"):
                 value = w[f"{model} median [95% CI]"].split(" [")[0]
                 assert value == f"{expected[(model, w['config'])]['decode tok/s p50']:.1f}"
     # % of baseline (slow-model, from the recorded spec)
-    for row in md_table_after(md, "### % of baseline"):
+    for row in md_table_after(appendix, "### % of baseline"):
         base = expected[("slow-model", row["config"])]["decode tok/s p50"]
         mine = expected[(row["model"], row["config"])]["decode tok/s p50"]
         assert row["decode tok/s p50 %"] == f"{mine / base * 100:.1f}"
@@ -463,7 +476,7 @@ def test_energy_frontier_and_measured_vram(tmp_path) -> None:
     md = files.markdown.read_text()
     section = md[md.index("## Efficiency frontier"):md.index("## VRAM")]
     assert "no GPU" not in section and "| yes |" in section
-    vram = md_table_after(md, "### VRAM budget")
+    vram = md_table_after(md, "## VRAM and quantization")  # the budget table is the report's
     fast = next(r for r in vram if r["model"] == "fast-model")
     assert fast["measured max MiB"] == "3002" and fast["estimate GiB"] == "4.000"
     page = parse_html(files.html.read_text())

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.test_report_publish import FAST, SLOW, md_table_after, plant
-from trbench.report import build_report, publish, render_html, render_markdown
+from trbench.report import build_report, publish, render_appendix_html, render_appendix_markdown, render_markdown
 from trbench.report.reasoning import CONVENTION
 
 HEADING = "### Reasoning before the answer"
@@ -25,14 +25,14 @@ def test_no_reasoning_shows_no_section_and_writes_no_reasoning_records(tmp_path)
     root = plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}, runs=2, requests=3)
     data = build_report(root)
     assert all(c.reasoning_requests == 0 for c in data.cells)
-    assert HEADING not in render_markdown(data) and 'id="reasoning"' not in render_html(data)
+    assert HEADING not in render_appendix_markdown(data) and 'id="reasoning"' not in render_appendix_html(data)
     assert not _summary_metrics(root) & REASONING_METRICS
 
 
 def test_files_that_store_zero_reasoning_tokens_show_no_section(tmp_path):
     root = plant(tmp_path / "planted", {"fast-model": FAST}, runs=2, requests=3, reasoning={"fast-model": 0})
     data = build_report(root)
-    assert HEADING not in render_markdown(data)
+    assert HEADING not in render_appendix_markdown(data)
     assert data.cells[0].answer_tokens_p50 == 64  # the split is stored, there is just nothing reasoned
 
 
@@ -40,7 +40,8 @@ def test_some_model_configs_reasoning_are_counted_and_tabled(tmp_path):
     root = plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}, runs=2, requests=3,
                  reasoning={"fast-model": 6, "slow-model": 0})
     data = build_report(root)
-    md = render_markdown(data)
+    assert HEADING not in render_markdown(data)  # a detail table: the appendix's
+    md = render_appendix_markdown(data)
     assert HEADING in md
     assert "2 of 4 model x configs streamed reasoning before the answer, in 12 of their 12 pooled requests." in md
     assert CONVENTION in md
@@ -56,14 +57,14 @@ def test_some_model_configs_reasoning_are_counted_and_tabled(tmp_path):
     for row in slow:
         assert row["TTFAT p50 ms (cold)"] == row["TTFT p50 ms (cold)"]
         assert row["reasoning decode tok/s p50"] == "n/a"
-    assert 'id="reasoning"' in render_html(data)
+    assert 'id="reasoning"' in render_appendix_html(data)
     assert REASONING_METRICS <= _summary_metrics(root)
 
 
 def test_every_model_config_reasoning_says_all(tmp_path):
     root = plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}, runs=2, requests=3,
                  reasoning={"fast-model": 3, "slow-model": 1})
-    md = render_markdown(build_report(root))
+    md = render_appendix_markdown(build_report(root))
     assert "All 4 model x configs streamed reasoning before the answer, in 24 of their 24 pooled requests." in md
 
 
@@ -77,5 +78,5 @@ def test_one_model_config_reasoning_says_the_one(tmp_path):
         plant(root, {"fast-model": FAST}, runs=2, requests=2, reasoning={"fast-model": 2})
     finally:
         pub.CONFIGS = configs
-    md = render_markdown(build_report(root))
+    md = render_appendix_markdown(build_report(root))
     assert "The one model x config streamed reasoning before the answer, in 4 of its 4 pooled requests." in md

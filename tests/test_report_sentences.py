@@ -24,7 +24,7 @@ from tests.test_report_publish import MANIFEST, plant
 from tests.test_report_shapes import FAST, SLOW, _embedding_steps
 from trbench.config.smoke import smoke_spec
 from trbench.config.spec import parse_spec
-from trbench.report import build_report, render_markdown
+from trbench.report import build_report, render_appendix_markdown, render_markdown
 from trbench.report.answer_quality import QualityPoint, SuitesSection, frontier
 from trbench.report.cross_model import Estimate, WinnerRow
 from trbench.report.findings import _cache_sentence, _compare_sentence, _multi_sentence, quality_findings
@@ -313,9 +313,9 @@ def test_the_only_model_tested_is_not_the_best_of_one():
 
 
 def test_the_vram_estimate_is_said_to_be_trbenchs_own_and_no_internal_word_is_left(shapes):
-    md = render_markdown(shapes["two models"])
+    md = render_markdown(shapes["two models"]) + render_appendix_markdown(shapes["two models"])
     assert "seed 000" not in md
-    template = (Path(publish_fixtures.ROOT) / "trbench" / "report" / "templates" / "report.md.j2").read_text()
+    template = (Path(publish_fixtures.ROOT) / "trbench" / "report" / "templates" / "appendix.md.j2").read_text()
     assert "the estimate trbench makes before the runs" in template and "seed 000" not in template
 
 

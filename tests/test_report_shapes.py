@@ -25,7 +25,7 @@ from trbench.config.spec import parse_spec
 from trbench.data.store import write_run
 from trbench.validation.frames import report_frame
 from trbench.report.regression import EXIT_NOTHING_COMPARED, summary_message
-from trbench.report import build_report, publish, render_html, render_markdown
+from trbench.report import build_report, publish, render_appendix_markdown, render_html, render_markdown
 from trbench.report.cross_model import WinnerRow, Estimate
 from trbench.report.findings import _compare_sentence
 
@@ -63,8 +63,9 @@ def test_a_load_only_tr_opens_with_its_load_results(tmp_path):
     files = publish(root, spec)
     md, data = files.markdown.read_text(), files.data
     # the results come right after how they were measured: Load is the first results section
-    assert _headings(md) == ["Key findings", "Objective", "Setup", "Methodology", "Load", "Failures",
-                             "Recommendations", "Appendix: metric definitions"]
+    assert _headings(md) == ["Key findings", "Objective", "Setup", "Load", "Failures", "Recommendations"]
+    assert _headings(files.appendix_markdown.read_text()) == ["Setup details", "Methodology", "Load tables",
+                                                              "Metric definitions"]
     # its first screen: one row per load step, the latencies' medians with their intervals
     glance = md[md.index("### Results at a glance"):md.index("## Objective")]
     assert "| model | config, step | req/s | output tok/s | TTFT p50 ms [95% CI] |" in glance
@@ -80,6 +81,8 @@ def test_a_load_only_tr_opens_with_its_load_results(tmp_path):
     assert '<section id="load">' in html and 'id="results"' not in html and "cross-model" not in html
     # the validation asks this report for the sections it carries, each with content
     frame = report_frame(files.markdown, set())
+    assert frame["found"].all() and (frame["body_chars"] > 0).all() and frame["table_ok"].all()
+    frame = report_frame(files.appendix_markdown, set(), "appendix")
     assert frame["found"].all() and (frame["body_chars"] > 0).all() and frame["table_ok"].all()
 
 
@@ -128,7 +131,7 @@ def test_one_run_has_no_interval_and_no_winner(tmp_path):
     assert "intervals separate" not in key and "intervals overlap" not in key
     assert "the data does not separate the models" in key and "needs 2 runs" in key
     md = render_markdown(data)
-    results = md.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    results = render_appendix_markdown(data).split("\n## Single-agent tables\n", 1)[1].split("\n## ", 1)[0]
     assert "n/a" in results and not re.search(r"\[\d", results)
     glance = md_table_after(md, "### Results at a glance")  # the first screen shows no interval either
     assert len(glance) == 4 and all("n/a" in r["decode tok/s p50 [95% CI]"] for r in glance)
@@ -244,13 +247,17 @@ def test_a_smoke_report_names_no_winner_and_says_pass_or_fail(tmp_path):
     assert "Best configuration per model" not in md
     frame = report_frame(files.markdown, {"single"})
     assert frame["found"].all() and frame["table_ok"].all()
+    frame = report_frame(files.appendix_markdown, {"single"}, "appendix")
+    assert frame["found"].all() and frame["table_ok"].all()
 
 
 def test_energy_definitions_are_printed_only_where_energy_or_gpu_memory_is_reported(tmp_path):
     from trbench.measure.metrics import ENERGY_DEFINITIONS
 
-    with_gpu = render_markdown(build_report(plant(tmp_path / "gpu", {"fast-model": ENERGY_FAST}, energy=True)))
-    without = render_markdown(build_report(plant(tmp_path / "cpu", {"fast-model": FAST})))
+    # the definitions are the appendix's
+    with_gpu = render_appendix_markdown(build_report(plant(tmp_path / "gpu", {"fast-model": ENERGY_FAST},
+                                                           energy=True)))
+    without = render_appendix_markdown(build_report(plant(tmp_path / "cpu", {"fast-model": FAST})))
     first = next(iter(ENERGY_DEFINITIONS.values()))[:60]
     assert "Energy and telemetry (run table columns" in with_gpu and first in with_gpu
     assert "Energy and telemetry (run table columns" not in without and first not in without
@@ -258,7 +265,7 @@ def test_energy_definitions_are_printed_only_where_energy_or_gpu_memory_is_repor
 
 def test_setup_states_each_model_fact_once_and_a_clean_answer_check_in_one_line(tmp_path):
     data = build_report(plant(tmp_path / "planted", {"fast-model": FAST, "slow-model": SLOW}))
-    md = render_markdown(data)
+    md = render_markdown(data) + render_appendix_markdown(data)  # a fact once in the two documents together
     assert data.quant and "| fast-model | quantization |" not in md  # under VRAM and quantization only
     assert md.count("Q4_K_M") == 1
     sanity = md[md.index("### Answer sanity"):]

@@ -33,7 +33,8 @@ def test_smoke_runs_every_suite_once_and_reports_it(prefect_api, tmp_path, free_
     assert rows.groupby("suite").size().to_dict() == {"router": 2, "orchestrator": 2, "chat": 2, "qa": 2}
     assert rows["e2e_ms"].notna().all() and set(rows["json_mode"]) == {True, False}
     md = (root / "report" / "long-smoke.md").read_text()
-    quality = md.split("## Quality", 1)[1].split("\n## ", 1)[0]
+    appendix = (root / "report" / "long-smoke-appendix.md").read_text()  # the detail tables
+    quality = appendix.split("## Quality tables", 1)[1].split("\n## ", 1)[0]
     for scenario in ("router", "orchestrator", "chat"):
         assert f"| `smollm2:135m` | {scenario} |" in quality
     assert "| `smollm2:135m` | model | 2 | 1 |" in quality  # QA: two questions, one unanswerable
@@ -43,7 +44,7 @@ def test_smoke_runs_every_suite_once_and_reports_it(prefect_api, tmp_path, free_
     assert md.startswith("# Setup check (--smoke) of long") and "Setup check (`--smoke`), not a measurement." in md
     findings = md.split("## Key findings", 1)[1].split("\n## ", 1)[0]
     assert "- Setup check passed" in findings and "faster" not in findings and "separate" not in findings
-    winners = md.split("### Winner by scenario", 1)[1].split("\n## ", 1)[0]
+    winners = appendix.split("### Winner by scenario", 1)[1].split("\n## ", 1)[0]
     rows = [ln.split("|")[1:-1] for ln in winners.splitlines() if ln.startswith("| single-agent")]
     assert rows and all("n/a" in [c.strip() for c in r] for r in rows)
     again = subprocess.run([sys.executable, "-m", "trbench.cli", "report", "long-smoke", "--output-dir", str(tmp_path),

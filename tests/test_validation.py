@@ -165,7 +165,8 @@ def test_clean_tr_passes_every_expectation(clean):
     assert failed == []
     assert result.success
     tables = {r.table for r in result.results}
-    assert tables == {"requests", "runs", "ma_requests", "ma_runs", "run_counts", "ma_run_counts", "report", "tr"}
+    assert tables == {"requests", "runs", "ma_requests", "ma_runs", "run_counts", "ma_run_counts", "report", "appendix",
+                      "tr"}
     # every expectation has a stable, unique name per table, and the checks the brief names exist
     names = [(r.table, r.expectation) for r in result.results]
     assert len(names) == len(set(names))
@@ -278,17 +279,22 @@ def test_report_sections_missing_or_empty(clean, gx_context, tmp_path):
     head, _, rest = text.partition("## Failures")
     rest = rest[rest.index("## Recommendations"):]
     broken = tmp_path / "broken.md"
-    # drop the Failures section and empty the Results section's table
-    results_start = head.index("\n## Results\n") + 1  # not "### Results at a glance"
-    pct_start = head.index("### % of baseline")
-    broken.write_text(head[:results_start] + "## Results\n\n" + head[pct_start:] + rest)
+    # drop the report's Failures section and empty the appendix's single-agent table
+    broken.write_text(head + rest)
+    appendix = report.with_name(f"{report.stem}-appendix.md").read_text()
+    results_start = appendix.index("\n## Single-agent tables\n") + 1
+    spread_start = appendix.index("### Run-to-run spread")
+    (tmp_path / "broken-appendix.md").write_text(appendix[:results_start] + "## Single-agent tables\n\n"
+                                                 + appendix[spread_start:])
     result = validation.validate_tr(root, None, broken, context=gx_context)
     present = result.get("report", "report_sections_present")
     assert not present.success and "## Failures" in present.message
     assert [e["heading"] for e in present.unexpected_examples] == ["## Failures"]
-    tables = result.get("report", "report_result_tables_present")
-    assert not tables.success and "## Results" in tables.message
-    assert result.get("report", "report_file_exists").success
+    assert result.get("report", "report_result_tables_present").success
+    tables = result.get("appendix", "report_result_tables_present")
+    assert not tables.success and [e["heading"] for e in tables.unexpected_examples] == ["## Single-agent tables"]
+    assert result.get("appendix", "report_sections_present").success
+    assert result.get("report", "report_file_exists").success and result.get("appendix", "report_file_exists").success
     assert not any(r.table in ("run_counts", "ma_run_counts") for r in result.results)  # expected_runs=None
 
     missing = validation.validate_tr(root, None, tmp_path / "nope.md", context=gx_context)

@@ -579,6 +579,9 @@ def report(
     console.print(f"report: {where(files.markdown)}")
     if files.html:
         console.print(f"html:   {where(files.html)}")
+    if files.appendix_markdown:  # every detail table and definition, beside the report
+        console.print(f"appendix: {where(files.appendix_markdown)}"
+                      + (f", {where(files.appendix_html)}" if files.appendix_html else ""))
     if files.plots:
         console.print(f"plots:  {where(files.plots[0].parent)}/ ({len(files.plots)})")
     if files.summary_json and files.summary_csv:

@@ -24,6 +24,7 @@ Layout under <output_dir>/<tr_id>/ (what writes each):
   flags/flags.parquet                           outlier flags per run (measure/outliers.py)
   validation/validation.json                    the checks' results (validation/validate.py)
   report/<tr_id>.md, report/<tr_id>.html, report/plots/   the report (report/publishing.py)
+  report/<tr_id>-appendix.md, report/<tr_id>-appendix.html  its appendix: the detail tables and definitions
   report/summary.json, report/summary.csv       the report's statistics as records (report/summary.py)
   exports/<table>.csv|jsonl                     `trbench export` of one table (data/export.py)
   logs/<instance>.log                           the output of the servers trbench started (engines/)

@@ -18,7 +18,8 @@ from trbench import lazy_exports
 _WHERE = {
     "build_report": "build", "recorded_spec": "build", "compare_tr": "build",
     "ReportData": "models", "ReportFiles": "models", "Plot": "models", "CellResult": "models", "Config": "models",
-    "render_markdown": "render", "render_html": "render",
+    "render_markdown": "render", "render_html": "render", "render_appendix_markdown": "render",
+    "render_appendix_html": "render",
     "render_plots": "plots",
     "SECTIONS": "outline", "Section": "outline",
     "publish": "publishing", "write_report": "publishing",

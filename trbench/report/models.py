@@ -353,4 +353,6 @@ class ReportFiles(BaseModel):
     data: ReportData
     summary_json: Path | None = None  # the statistics for other tools (report/summary.py)
     summary_csv: Path | None = None
+    appendix_markdown: Path | None = None  # <tr_id>-appendix.md: the detail tables and definitions
+    appendix_html: Path | None = None
 

@@ -1,6 +1,7 @@
-"""The report laid out: Markdown and one self-contained HTML page from the Jinja2 templates
-(templates/report.md.j2 and report.html.j2, the HTML one autoescaped); every table is formatted once
-by trbench.report.tables."""
+"""The report laid out: two documents, the publishable report and its appendix (every detail table
+and definition, each written once), each as Markdown and as one self-contained HTML page from the
+Jinja2 templates (templates/report.*.j2 and appendix.*.j2, the HTML ones autoescaped); every table is
+formatted once by trbench.report.tables."""
 
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ from trbench.report.load_findings import stop_sentences
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
-from trbench.report.outline import SECTIONS, shown
+from trbench.report.outline import SECTIONS, appendix_file, shown
 from trbench.report import metric_names, reasoning
 from trbench.report.answer_quality import MOCK_NOTE
-from trbench.report.tables import cell_text, fmt, fmt_ci, tables, to_markdown
+from trbench.report.tables import WIN_LEGEND, cell_text, fmt, fmt_ci, tables, to_markdown
 from trbench.prose.english import count
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.md.j2"
 HTML_TEMPLATE_NAME = "report.html.j2"
+APPENDIX_TEMPLATE_NAME = "appendix.md.j2"
+APPENDIX_HTML_TEMPLATE_NAME = "appendix.html.j2"
 
 
 def _fence(text: str) -> str:
@@ -84,7 +87,11 @@ def _context(data: ReportData, plots: list[Plot] | None) -> dict:
             "plots": _Plots({p.name: p for p in plots or []}),
             "sample_chars": cross_model.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
             "load_stop_text": stop_sentences(data.load),
-            "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE}
+            "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE,
+            "win_legend": WIN_LEGEND,
+            # the two documents link each other by file name: they are written side by side
+            "report_md": f"{data.tr_id}.md", "report_html": f"{data.tr_id}.html",
+            "appendix_md": appendix_file(data.tr_id), "appendix_html": appendix_file(data.tr_id, "html")}
 
 
 def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:
@@ -95,3 +102,13 @@ def render_markdown(data: ReportData, plots: list[Plot] | None = None) -> str:
 def render_html(data: ReportData, plots: list[Plot] | None = None) -> str:
     """The report as one self-contained HTML page (inline CSS, plots as data: URIs), autoescaped."""
     return _environment(html=True).get_template(HTML_TEMPLATE_NAME).render(**_context(data, plots))
+
+
+def render_appendix_markdown(data: ReportData) -> str:
+    """The report's appendix as Markdown: every detail table and definition (no plots: they are the report's)."""
+    return _environment().get_template(APPENDIX_TEMPLATE_NAME).render(**_context(data, None))
+
+
+def render_appendix_html(data: ReportData) -> str:
+    """The report's appendix as one self-contained HTML page, autoescaped."""
+    return _environment(html=True).get_template(APPENDIX_HTML_TEMPLATE_NAME).render(**_context(data, None))

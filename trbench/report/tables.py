@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from trbench.data.rows import CACHE_STATE_LABELS as _LABEL, CACHE_STATES, UNVERIFIED_STATES, ttft_state
-from trbench.report.cross_model import MA_PCT_FIELDS
+from trbench.report.cross_model import MA_PCT_FIELDS, SINGLE_SCENARIOS
 
 
 # The per model x config numbers, in table order: (field, column header). TTFT is per cache state,
@@ -279,27 +279,57 @@ def _result_groups(states: list[str]) -> list[ColumnGroup]:
                                  "valid runs / runs", "failed requests", "invalid runs"])]
 
 
+# The mark the glance tables put on a winning median (the winner rule's pick); WIN_LEGEND says the rule once.
+WIN_MARK = "▲"
+WIN_LEGEND = (f"{WIN_MARK}: the winning median at that config or scenario: the best one, whose 95% interval "
+              "overlaps no other model's (higher is better for decode tok/s and efficiency, lower for TTFT and "
+              "latency); unmarked where the intervals overlap (a tie, listed under What this data cannot decide)")
+_SCENARIO_OF = {field: scenario for scenario, field, *_ in SINGLE_SCENARIOS}  # value field -> winner scenario
+
+
+def _winners(data) -> dict[tuple[str, str], str]:
+    """(winner scenario, config label or "") -> the model that won it; ties and n/a are absent."""
+    return {(w.scenario, w.config): w.winner for w in data.winners if w.winner not in ("tie", "n/a")}
+
+
+def _marked(text: str, won: bool) -> str:
+    return f"{text} {WIN_MARK}" if won else text
+
+
 def headline_table(data) -> Table:
     """The first screen's answer: one row per model x config with the headline figures, each median
-    with its interval, TTFT per measured cache state in one column, and how many runs were valid."""
+    with its interval, TTFT per measured cache state in one column, and how many runs were valid; a
+    median the winner rule picked carries WIN_MARK."""
     states = [st for st in CACHE_STATES if st in data.cache.states]
     ttft = "TTFT p50 ms (" + " / ".join(_LABEL[st] for st in states) + ")" if states else "TTFT p50 ms"
     cols = _cols("model", "config", ">decode tok/s p50 [95% CI]", ">" + ttft, ">e2e p50 ms [95% CI]",
                  ">n", ">valid runs / runs")
-    rows = [[c.model, c.config.label, fmt_est(c.decode_tps_p50, c.decode_tps_p50_ci),
-             " / ".join(fmt(getattr(c, f"ttft_{st}_p50_ms")) for st in states) or "n/a",
-             fmt_est(c.e2e_p50_ms, c.e2e_p50_ci), str(c.n_requests), f"{c.valid_runs} / {c.runs}"]
+    won = _winners(data)
+
+    def win(c, field: str) -> bool:
+        return won.get((_SCENARIO_OF[field], c.config.label)) == c.model
+
+    rows = [[c.model, c.config.label,
+             _marked(fmt_est(c.decode_tps_p50, c.decode_tps_p50_ci), win(c, "decode_tps_p50")),
+             " / ".join(_marked(fmt(getattr(c, f"ttft_{st}_p50_ms")), win(c, f"ttft_{st}_p50_ms"))
+                        for st in states) or "n/a",
+             _marked(fmt_est(c.e2e_p50_ms, c.e2e_p50_ci), win(c, "e2e_p50_ms")), str(c.n_requests),
+             f"{c.valid_runs} / {c.runs}"]
             for c in data.cells]
     return Table(columns=cols, rows=rows)
 
 
 def ma_headline_table(data) -> Table:
-    """The first screen's multi-agent rows: one per model x scenario, the efficiency median with its interval."""
+    """The first screen's multi-agent rows: one per model x scenario, the efficiency median with its
+    interval (WIN_MARK where the winner rule picked it)."""
     ma = data.multi_agent
+    won = _winners(data)
     return Table(columns=_cols("model", "scenario", ">efficiency % p50 [95% CI]", ">speedup p50",
                                ">concurrent wall s", ">valid runs / runs"),
-                 rows=[[r.model, r.scenario, fmt_est(r.efficiency_p50, r.efficiency_p50_ci), fmt(r.speedup_p50, 2),
-                        fmt(r.concurrent_wall_s_mean, 2), f"{r.valid_runs} / {r.runs}"]
+                 rows=[[r.model, r.scenario,
+                        _marked(fmt_est(r.efficiency_p50, r.efficiency_p50_ci),
+                                won.get((f"multi-agent efficiency {r.scenario}", "")) == r.model),
+                        fmt(r.speedup_p50, 2), fmt(r.concurrent_wall_s_mean, 2), f"{r.valid_runs} / {r.runs}"]
                        for r in (ma.results if ma is not None else [])])
 
 
@@ -307,7 +337,9 @@ def pct_table(data) -> Table:
     # the medians only: a mean's or a p95's share of the baseline's follows from the Results tables
     fields = [f for f in PCT_FIELDS if _shown(f, data.cache.states) and "p50" in f]
     cols = _cols("model", "config") + [Column(header=f"{PCT_HEADERS[f]} %", align="right") for f in fields]
-    rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in fields] for r in data.pct_of_baseline]
+    # the baseline's own rows are 100 by definition: left out
+    rows = [[r.model, r.config.label] + [fmt(r.values[f]) for f in fields] for r in data.pct_of_baseline
+            if r.model != data.baseline_model]
     return Table(columns=cols, rows=rows)
 
 
@@ -367,11 +399,17 @@ def multi_agent_tables(data) -> dict[str, Table]:
         "ma_invalid": Table(columns=_cols("model", "scenario", "run_id", "invalid_reason"),
                             rows=[[_s(r["model"]), _s(r["scenario"]), _s(r["run_id"]),
                                    _s(r["invalid_reason"]) or "not given"] for r in ma.invalid_runs]),
-        "ma_pct": Table(columns=_cols("model", "scenario") + [Column(header=f"{h} %", align="right")
-                                                              for _, h in MA_PCT_FIELDS],
-                        rows=[[r.model, r.scenario] + [fmt(r.values[f]) for f, _ in MA_PCT_FIELDS]
-                              for r in data.ma_pct_of_baseline]),
+        # efficiency is speedup / n_agents, so its share of the baseline's is the speedup's: one column;
+        # the baseline's own rows are 100 by definition: left out
+        "ma_pct": Table(columns=_cols("model", "scenario") + [Column(header=_MA_PCT_HEADERS.get(f, f"{h} %"),
+                                                                     align="right") for f, h in _MA_PCT_SHOWN],
+                        rows=[[r.model, r.scenario] + [fmt(r.values[f]) for f, _ in _MA_PCT_SHOWN]
+                              for r in data.ma_pct_of_baseline if r.model != data.baseline_model]),
     }
+
+
+_MA_PCT_SHOWN = [(f, h) for f, h in MA_PCT_FIELDS if f != "efficiency_p50"]
+_MA_PCT_HEADERS = {"speedup_p50": "speedup (= efficiency) median %"}
 
 
 def winner_table(data) -> Table:

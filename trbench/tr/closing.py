@@ -60,12 +60,16 @@ def suite_results(steps: Steps, root: Path, spec: MatrixSpec) -> list[Path]:
 
 
 def report_artifacts(steps: Steps, files: ReportFiles) -> None:
-    """The report beside the run (without the plot links: relative files the UI cannot show; the
-    HTML beside the data has them inline), and the regression check's cells."""
+    """The publishable report beside the run (without the plot links: relative files the UI cannot
+    show; the HTML beside the data has them inline), where its appendix is, and the regression
+    check's cells."""
     data = files.data
     text = render_markdown(data)
+    text += "\n---\n\n"
     if files.html is not None:
-        text += f"\n---\n\nHTML report with plots: `{remote.where(files.html)}`\n"
+        text += f"HTML report with plots: `{remote.where(files.html)}`\n\n"
+    if files.appendix_markdown is not None:
+        text += f"Appendix (every detail table and definition): `{remote.where(files.appendix_markdown)}`\n"
     steps.markdown_artifact(f"{data.tr_id}-report", text, f"Technical report {data.tr_id}")
     if data.regression is not None:
         r = data.regression

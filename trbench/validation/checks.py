@@ -33,15 +33,16 @@ MAX_EXAMPLES = 5
 SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 
 # The report's section headings, from their one home (trbench.report.outline, which the templates
-# write them from): those in every report, in report order; the others only where their workload ran
-# (report_required_sections).
-REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.needs]
+# write them from): those in every publishable report, in report order; the others only where their
+# workload ran (report_required_sections), the appendix's in the appendix.
+REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.needs and s.doc == "report"]
 REPORT_TABLE_SECTIONS = {s.heading for s in SECTIONS.values() if s.table}  # a table when there are runs
 
 
-def report_required_sections(present: set[str]) -> list[str]:
-    """The headings a report of a TR holding `present` (workloads: single, multi, ...) must carry, in order."""
-    return [s.heading for s in SECTIONS.values() if s.shown(present)]
+def report_required_sections(present: set[str], doc: Literal["report", "appendix"] = "report") -> list[str]:
+    """The headings one document (the publishable report or its appendix) of a TR holding `present`
+    (workloads: single, multi, ...) must carry, in order."""
+    return [s.heading for s in SECTIONS.values() if s.doc == doc and s.shown(present)]
 
 Severity = Literal["error", "warning"]
 

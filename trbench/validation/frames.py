@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -132,12 +133,12 @@ def _sections(text: str) -> list[tuple[int, str, int]]:
     return out
 
 
-def report_frame(path: Path, present: set[str]) -> pd.DataFrame:
+def report_frame(path: Path, present: set[str], doc: Literal["report", "appendix"] = "report") -> pd.DataFrame:
     """One row per heading a report of these workloads (present: single, multi, ...) must carry: found,
     characters of content up to the next heading of the same or a higher level (sub-sections count),
     and whether its own text (before any sub-heading) holds a Markdown table (needed in a table
     section, which is there only when its workload ran)."""
-    required = ["# <title>", *report_required_sections(present)]
+    required = ["# <title>", *report_required_sections(present, doc)]
     exists = path.is_file()
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if exists else []
     heads = _sections("\n".join(lines))

@@ -12,7 +12,7 @@ Tables validated:
   runs, ma_runs           every run row: schema, keys, counts, efficiency = speedup / n_agents x 100
   run_counts              derived: runs per model x config (latest attempt of each run_index)
   ma_run_counts           derived: runs per model x scenario           } only with expected_runs
-  report                  derived: the report's section headings       } only with report_path
+  report, appendix        derived: the report's and its appendix's section headings } only with report_path
   tr                      derived: the TR has at least one finished run
 
 Expected-run keys (expected_runs, see expected_runs_for): single-agent "model|num_gpu|num_ctx|temperature"
@@ -62,6 +62,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from trbench.data import remote, store
+from trbench.report.outline import appendix_file
 from trbench.data.cells import multi_key, single_key  # noqa: F401 (re-exported: the expected-run keys)
 from trbench.validation.checks import (
     TableCheck, count_checks, decode_vs_server_pct, ma_run_checks, report_checks, request_checks, run_checks, tr_checks)
@@ -171,6 +172,10 @@ def _prepare(root: Path, expected_runs: dict[str, int] | None,
     if report_path is not None:
         with_runs = {kind for kind, frame in (("single", runs), ("multi", ma_runs)) if not frame.empty}
         tables.append(TableCheck("report", report_frame(Path(report_path), with_runs),
+                                 report_checks(), "none", ["heading", "found", "body_chars", "has_table"]))
+        # the appendix beside it (<tr_id>-appendix.md) holds the detail tables and the definitions
+        appendix = Path(report_path).with_name(appendix_file(Path(report_path).stem))
+        tables.append(TableCheck("appendix", report_frame(appendix, with_runs, "appendix"),
                                  report_checks(), "none", ["heading", "found", "body_chars", "has_table"]))
     ledger = pd.DataFrame({"run_id": pd.concat([runs["run_id"], ma_runs["run_id"]], ignore_index=True).astype("str")})
     tables.append(TableCheck("tr", ledger, tr_checks(), "none", []))
