@@ -98,8 +98,11 @@ def test_a_tie_and_a_lone_model_are_never_marked(tmp_path):
                   and w.winner not in ("tie", "n/a")}
     assert not decode_won and not any(WIN_MARK in r["decode tok/s p50 [95% CI]"] for r in glance)
     alone = build_report(plant(tmp_path / "alone", {"fast-model": FAST}))
-    rows = md_table_after(render_markdown(alone), "### Results at a glance")
+    md = render_markdown(alone)
+    rows = md_table_after(md, "### Results at a glance")
     assert rows and not any(WIN_MARK in v for r in rows for v in r.values())
+    assert WIN_MARK not in md  # nor a legend for a mark that cannot appear
+    assert "Every figure with its p95, CV and counts: in the appendix." in md
 
 
 def test_the_html_appendix_renders_every_section_of_the_markdown_one(files):

@@ -307,7 +307,7 @@ def test_all_zero_quality_draws_no_figure_and_the_report_says_why(quickstart) ->
     plots = render_plots(data)
     md, html = render_markdown(data, plots), render_html(data, plots)
     assert "qa_breakdown.png" not in md and "quality_vs_speed.png" not in md
-    assert "No QA breakdown figure: no score or component in the matrix above is above 0." in md
+    assert "No QA breakdown figure: every QA score and each of its components is 0." in md
     assert "No quality-against-speed figure: every model's QA overall score is 0" in md
     assert 'id="plot-qa_breakdown">No QA breakdown figure' in html and 'id="plot-qa_breakdown"><img' not in html
     # the figures with data are still drawn

@@ -289,8 +289,8 @@ def qa_breakdown(data: ReportData, colors: Colors) -> Drawing | None:
     if not rows:
         return None
     if not present([r.get(key) for r in rows for key, *_ in QA_PARTS]):
-        return Drawing(name, title, reason="No QA breakdown figure: no score or component in the matrix above is "
-                                           "above 0.")
+        return Drawing(name, title, reason="No QA breakdown figure: every QA score and each of its components "
+                                           "is 0.")
     qa_rows = [Row(str(r["model"]), [((str(r["model"]), key), r.get(key), None) for key, *_ in QA_PARTS]) for r in rows]
     keys = [(str(r["model"]), key) for r in rows for key, *_ in QA_PARTS]
     marks = {key: (marker, filled) for key, _, marker, filled in QA_PARTS}

@@ -88,7 +88,8 @@ def _context(data: ReportData, plots: list[Plot] | None) -> dict:
             "sample_chars": cross_model.SAMPLE_CHARS, "embeddings_text": embeddings_text(), "sec": SECTIONS,
             "load_stop_text": stop_sentences(data.load),
             "show": shown(data.present), "mock_note": MOCK_NOTE, "smoke_note": cross_model.SMOKE_NOTE,
-            "win_legend": WIN_LEGEND,
+            # the mark means something only where models were compared (a win or a tie, not n/a)
+            "win_legend": WIN_LEGEND if any(w.winner != "n/a" for w in data.winners) else None,
             # the two documents link each other by file name: they are written side by side
             "report_md": f"{data.tr_id}.md", "report_html": f"{data.tr_id}.html",
             "appendix_md": appendix_file(data.tr_id), "appendix_html": appendix_file(data.tr_id, "html")}

@@ -280,7 +280,7 @@ def _result_groups(states: list[str]) -> list[ColumnGroup]:
 
 
 # The mark the glance tables put on a winning median (the winner rule's pick); WIN_LEGEND says the rule once.
-WIN_MARK = "▲"
+WIN_MARK = "★"
 WIN_LEGEND = (f"{WIN_MARK}: the winning median at that config or scenario: the best one, whose 95% interval "
               "overlaps no other model's (higher is better for decode tok/s and efficiency, lower for TTFT and "
               "latency); unmarked where the intervals overlap (a tie, listed under What this data cannot decide)")
