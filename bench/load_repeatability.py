@@ -178,8 +178,9 @@ def main() -> None:
           f"step B {ms_b:.3f} ({n_b} timed), B/A {(ms_b / ms_a - 1) * 100:+.1f}%")
     print(f"prefilled tokens p50: step A {pre_a:.0f}, step B {pre_b:.0f}")
     print(f"machine CPU busy ({os.cpu_count()} cores) during the step: step A {a['busy'][0]:.0f}%, "
-          f"step B {b['busy'][0]:.0f}%; the shared server's CPU demand that waited for a CPU: "
-          f"step A {a['busy'][1]:.1f}%, step B {b['busy'][1]:.1f}%")
+          f"step B {b['busy'][0]:.0f}%" + ("" if args.fresh_servers else
+                                          f"; the shared server's CPU demand that waited for a CPU: "
+                                          f"step A {a['busy'][1]:.1f}%, step B {b['busy'][1]:.1f}%"))
 
 
 if __name__ == "__main__":
