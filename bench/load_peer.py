@@ -1,9 +1,18 @@
 """Does an independent peer measure the same load step? One load step (c streams on a llama.cpp server
 with c slots, SmolLM2 on the embedded engine, exact outputs) measured by trbench (a load TR, as
-bench/load_repeatability.py runs it) and then by guidellm (its concurrent profile against a llama.cpp
-server started the way the embedded engine starts one), one after the other, never at once; each
-tool's TTFT p50, TPOT p50 (guidellm's "ITL"), chunk gap p50, output tok/s, requests/s and e2e p50,
-and whether the two agree within --tolerance (5 %).
+bench/load_repeatability.py runs it) and by guidellm (its concurrent profile), one after the other,
+never at once, the first tool taking turns from round to round; each tool's TTFT p50, TPOT p50
+(guidellm's "ITL"), chunk gap p50, output tok/s, requests/s and e2e p50, and whether the two agree
+within --tolerance (5 %).
+
+Both tools measure one llama.cpp server that this script starts the way the embedded engine starts
+one: trbench reaches it as an external server (the OpenAI-compatible backend, which still reads
+llama.cpp's timings), guidellm at the same URL. A llama.cpp server's decode speed differs by a few
+percent from one start to the next, and with a server per step that difference, not the tools, decides
+the comparison. --fresh-servers starts a server per step instead (trbench's own, as an embedded-provider
+TR does, and one for guidellm), for contrast. What one step leaves in the server's prompt cache does
+not help the next: trbench's prompts open with a unique prefix and guidellm's are sent with
+cache_prompt off (the prefilled-token row shows it).
 
 What each sends (both /v1/chat/completions, streamed, warm-ups left out of every figure):
 - trbench: the spec's prompts (datasets/prompts/single_agent.yaml: a system prompt and a short task,
@@ -16,7 +25,7 @@ What each sends (both /v1/chat/completions, streamed, warm-ups left out of every
   llama.cpp serves the shared system prompt, 26 tokens, from the cache and guidellm's TTFT drops by a
   third); max_completion_tokens 64 and ignore_eos (guidellm's output_tokens), llama.cpp's default
   sampling (temperature 0.8).
-Both servers: 1024 tokens of context per slot, c slots, the embedded engine's default threads.
+Every server: 1024 tokens of context per slot, c slots, the embedded engine's default threads.
 Beside the figures: llama.cpp's own decode time per token during each step (its timings), which
 tells a server that ran slower from a client that measured differently.
 
@@ -25,7 +34,7 @@ offline from the bundled GGUF (transformers' GGUF loading, needs the gguf packag
 and saved to a folder, unless --tokenizer names one.
 
     .venv/bin/python bench/load_peer.py [--guidellm /tmp/gl/bin/guidellm] [--requests 40] [--rounds 1]
-        [--guidellm-first] [--tokenizer DIR] [--keep DIR]
+        [--guidellm-first] [--fresh-servers] [--tokenizer DIR] [--keep DIR]
 
 At 40 requests guidellm's requests/s reads about 8 % high (its window opens at a batch's end and counts
 that batch: docs/load-mode.md); use --requests 120 to compare it.
@@ -42,10 +51,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
-from load_repeatability import spec  # this script's folder is sys.path[0]
+from load_repeatability import (  # this script's folder is sys.path[0]
+    MODEL, NUM_CTX, busy_share, cpu_ticks, cpu_wait_share, sched_ns, shared_server, spec)
 
 from trbench.data import store
 from trbench.data.cells import Cell
@@ -53,8 +64,6 @@ from trbench.engines import bundled
 from trbench.engines.embedded import EmbeddedInstance
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "smollm2:135m"
-NUM_CTX = 1024
 MAX_TOKENS = 64  # load_repeatability.spec's
 GUIDELLM_PORT = 18475
 FIGURES = [  # (label, trbench load_steps column, guidellm metric name and statistic)
@@ -85,9 +94,13 @@ def build_tokenizer(guidellm: Path, folder: Path) -> Path:
     return folder
 
 
-def trbench_step(out: Path, tr_id: str, concurrency: int, requests: int) -> dict[str, float]:
+def trbench_step(out: Path, tr_id: str, concurrency: int, requests: int,
+                 shared: EmbeddedInstance | None) -> dict[str, float]:
+    """A load TR against the `shared` server (reached as an external one), or (None) against its own."""
     path = out / f"{tr_id}.yaml"
-    path.write_text(yaml.safe_dump(spec(tr_id, concurrency, requests, exact=True)))
+    path.write_text(yaml.safe_dump(spec(tr_id, concurrency, requests, exact=True, url=shared and shared.url)))
+    pid = shared.pid if shared else None
+    t0, s0 = cpu_ticks(), sched_ns(pid)
     done = subprocess.run([str(Path(sys.executable).parent / "trbench"), "run", str(path), "--output-dir", str(out)],
                           cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -102,6 +115,10 @@ def trbench_step(out: Path, tr_id: str, concurrency: int, requests: int) -> dict
     figures["output tokens p50"] = float(ok["output_tokens"].median())
     figures["measured requests"] = float(len(ok))
     figures["server ms/token p50"] = float((ok["server_decode_ms"] / ok["server_decode_tokens"]).median())
+    figures["TPOT less server's"] = figures["TPOT p50 ms"] - figures["server ms/token p50"]
+    figures["requests with server timings"] = float(ok["server_decode_ms"].notna().sum())
+    figures["machine CPU busy %"] = busy_share(t0)
+    figures["server CPU wait %"] = cpu_wait_share(pid, s0)
     return figures
 
 
@@ -123,25 +140,32 @@ def scenario(url: str, tokenizer: Path, concurrency: int, requests: int, prompt_
 
 
 def guidellm_step(guidellm: Path, out: Path, name: str, tokenizer: Path, concurrency: int, requests: int,
-                  prompt_tokens: int, workers: int) -> dict[str, float]:
-    server = EmbeddedInstance("peer", "127.0.0.1", GUIDELLM_PORT, None, out / "logs", slots=concurrency)
+                  prompt_tokens: int, workers: int, shared: EmbeddedInstance | None) -> dict[str, float]:
+    """guidellm's step against the `shared` server, or (None) against one started for this step alone."""
+    server = shared or EmbeddedInstance("peer", "127.0.0.1", GUIDELLM_PORT, None, out / "logs", slots=concurrency)
     config, result = out / f"{name}.json", out / f"{name}-result.json"
     config.write_text(json.dumps(scenario(server.url, tokenizer, concurrency, requests, prompt_tokens, result)))
-    log = out / "logs" / "peer.log"
+    log = out / "logs" / f"{server.name}.log"
     offset = log.stat().st_size if log.exists() else 0  # the log is kept across restarts: this step's from here
+    t0, s0 = cpu_ticks(), sched_ns(shared.pid if shared else None)
     try:
-        server.prepare(Cell(model=MODEL, num_gpu=0, num_ctx=NUM_CTX, temperature=0.8))
+        server.prepare(Cell(model=MODEL, num_gpu=0, num_ctx=NUM_CTX, temperature=0.8))  # the shared one: a no-op
         # guidellm spreads the streams over worker processes (one per stream, up to 10); here one, as
         # trbench's client is one event loop: on 2 cores more processes compete with the server's thread
         env = {**os.environ, "GUIDELLM__MAX_WORKER_PROCESSES": str(workers)}
         done = subprocess.run([str(guidellm), "run", "-c", str(config), "--disable-console-interactive"],
                               capture_output=True, text=True, env=env)
     finally:
-        server.stop()
+        if shared is None:
+            server.stop()
     if done.returncode != 0:
         sys.exit(f"{name}: guidellm exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
     figures = read_guidellm(result)
-    figures["server ms/token p50"] = server_ms_per_token(log, offset)
+    figures["server ms/token p50"] = server_ms_per_token(log, offset, skip=concurrency)
+    figures["TPOT less server's"] = figures["TPOT p50 ms"] - figures["server ms/token p50"]
+    figures["requests with server timings"] = float("nan")  # read from the server's log
+    figures["machine CPU busy %"] = busy_share(t0)
+    figures["server CPU wait %"] = cpu_wait_share(shared.pid if shared else None, s0)
     return figures
 
 
@@ -149,12 +173,13 @@ def guidellm_step(guidellm: Path, out: Path, name: str, tokenizer: Path, concurr
 _EVAL = re.compile(r"\|\s+eval time =\s+([\d.]+) ms /\s+(\d+) tokens")
 
 
-def server_ms_per_token(log: Path, offset: int) -> float:
-    """The median over the step's requests (its warm-ups too) of llama.cpp's decode time per token, as
-    trbench's server_decode_ms / server_decode_tokens: whether the server itself ran slower."""
+def server_ms_per_token(log: Path, offset: int, skip: int) -> float:
+    """The median over the step's requests of llama.cpp's decode time per token, as trbench's
+    server_decode_ms / server_decode_tokens: whether the server itself ran slower. The log says which
+    requests ended, not whose: the first `skip` to end are taken as the warm-ups (sent first, in step)."""
     with log.open() as f:
         f.seek(offset)
-        found = _EVAL.findall(f.read())
+        found = _EVAL.findall(f.read())[skip:]
     return statistics.median(float(ms) / int(n) for ms, n in found) if found else float("nan")
 
 
@@ -200,10 +225,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40, help="measured requests per step")
     ap.add_argument("--prompt-tokens", type=int, default=36,
                     help="guidellm's synthetic prompt, before the chat template's 30 tokens: 36 prefills as many as trbench")
-    ap.add_argument("--rounds", type=int, default=1, help="trbench then guidellm, this many times")
+    ap.add_argument("--rounds", type=int, default=1, help="both tools' steps, this many times, the first tool taking turns")
     ap.add_argument("--guidellm-workers", type=int, default=1, help="guidellm's worker processes")
     ap.add_argument("--keep", type=Path, help="keep both tools' outputs in this folder (default: a temporary one)")
-    ap.add_argument("--guidellm-first", action="store_true", help="in each round guidellm's step before trbench's")
+    ap.add_argument("--guidellm-first", action="store_true", help="guidellm's step first in round 1 (trbench's by default)")
+    ap.add_argument("--fresh-servers", action="store_true",
+                    help="a fresh llama.cpp server for each step (default: one server for every step)")
     ap.add_argument("--tolerance", type=float, default=5.0, help="percent")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,23 +239,32 @@ def main() -> None:
         tokenizer = args.tokenizer or build_tokenizer(args.guidellm, out / "tokenizer")
         version = subprocess.run([str(args.guidellm), "--version"], capture_output=True, text=True).stdout.strip()
         print(f"c = {args.concurrency} on {args.concurrency} slots, {args.requests} measured requests of "
-              f"{MAX_TOKENS} tokens (ignore_eos) per step, {MODEL}; {version}")
-        rounds = []
-        for n in range(1, args.rounds + 1):
-            t0 = time.perf_counter()
-            steps = [lambda n=n: trbench_step(out, f"peer-tr{n}", args.concurrency, args.requests),
-                     lambda n=n: guidellm_step(args.guidellm, out, f"peer-gl{n}", tokenizer, args.concurrency,
-                                               args.requests, args.prompt_tokens, args.guidellm_workers)]
-            if args.guidellm_first:
-                steps.reverse()
-            first, second = (step() for step in steps)
-            tr, gl = (second, first) if args.guidellm_first else (first, second)
-            rounds.append((tr, gl, show(f"round {n}", tr, gl, args.tolerance)))
-            print(f"(round took {time.perf_counter() - t0:.0f} s)")
+              f"{MAX_TOKENS} tokens (ignore_eos) per step, {MODEL}; {version}; "
+              f"{'a fresh llama.cpp server per step' if args.fresh_servers else 'one llama.cpp server for every step'}")
+        with ExitStack() as stack:
+            shared = None if args.fresh_servers else stack.enter_context(shared_server(out, args.concurrency))
+            rounds = [run_round(args, n, out, tokenizer, shared) for n in range(1, args.rounds + 1)]
     if len(rounds) > 1:
         show_rounds(rounds, args.tolerance)
     print(f"\nwithin {args.tolerance:g} % on every checked figure: "
           + ", ".join(f"round {i}: {'yes' if v else 'no'}" for i, (_, _, v) in enumerate(rounds, 1)))
+
+
+def run_round(args: argparse.Namespace, n: int, out: Path, tokenizer: Path,
+              shared: EmbeddedInstance | None) -> tuple[dict[str, float], dict[str, float], bool]:
+    """Round n: both tools' steps, guidellm's first in every other round (which one opens round 1:
+    --guidellm-first), so that neither always meets the server as the other left it."""
+    t0 = time.perf_counter()
+    guidellm_first = args.guidellm_first != (n % 2 == 0)
+    order = ["guidellm", "trbench"] if guidellm_first else ["trbench", "guidellm"]
+    steps = {"trbench": lambda: trbench_step(out, f"peer-tr{n}", args.concurrency, args.requests, shared),
+             "guidellm": lambda: guidellm_step(args.guidellm, out, f"peer-gl{n}", tokenizer, args.concurrency,
+                                               args.requests, args.prompt_tokens, args.guidellm_workers, shared)}
+    done = {tool: steps[tool]() for tool in order}
+    result = (done["trbench"], done["guidellm"],
+              show(f"round {n} ({order[0]} first)", done["trbench"], done["guidellm"], args.tolerance))
+    print(f"(round took {time.perf_counter() - t0:.0f} s)")
+    return result
 
 
 def show_rounds(rounds: list[tuple[dict[str, float], dict[str, float], bool]], tolerance: float) -> None:
