@@ -17,7 +17,7 @@ from trbench.backends.base import ErrorKind
 from trbench.data import store
 from trbench.data.cells import MULTI_CONFIG_COLUMNS, SINGLE_CONFIG_COLUMNS
 from trbench.data.rows import CACHE_STATES, NOT_RUN_CODES
-from trbench.report.outline import SECTIONS
+from trbench.report.outline import SECTIONS, of
 
 ERROR_KINDS: tuple[str, ...] = typing.get_args(ErrorKind)
 STATUSES = ("ok", "error")
@@ -35,14 +35,14 @@ SINGLE_CONFIG, MULTI_CONFIG = SINGLE_CONFIG_COLUMNS, MULTI_CONFIG_COLUMNS
 # The report's section headings, from their one home (trbench.report.outline, which the templates
 # write them from): those in every publishable report, in report order; the others only where their
 # workload ran (report_required_sections), the appendix's in the appendix.
-REPORT_SECTIONS = [s.heading for s in SECTIONS.values() if not s.needs and s.doc == "report"]
+REPORT_SECTIONS = [s.heading for s in of("report") if not s.needs]
 REPORT_TABLE_SECTIONS = {s.heading for s in SECTIONS.values() if s.table}  # a table when there are runs
 
 
 def report_required_sections(present: set[str], doc: Literal["report", "appendix"] = "report") -> list[str]:
     """The headings one document (the publishable report or its appendix) of a TR holding `present`
     (workloads: single, multi, ...) must carry, in order."""
-    return [s.heading for s in SECTIONS.values() if s.doc == doc and s.shown(present)]
+    return [s.heading for s in of(doc) if s.shown(present)]
 
 Severity = Literal["error", "warning"]
 
