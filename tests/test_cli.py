@@ -142,6 +142,10 @@ def test_run_measures_the_matrix_then_the_load_steps_into_one_report(tmp_path):
     assert list((root / "runs").rglob("*.parquet")) and list((root / "load_steps").rglob("*.parquet"))
     report = (root / "report" / "both.md").read_text()
     assert "\n## Results\n" in report and "\n## Load\n" in report and "| c2 |" in report
+    # the closing lines name both documents: the report and its appendix beside it
+    said = (out.stdout + out.stderr).splitlines()
+    assert any(line.startswith("report: ") and line.endswith("both.md") for line in said), said
+    assert any(line.startswith("appendix: ") and line.endswith("both-appendix.md") for line in said), said
     assert "1 of 1 load step valid" in out.stdout
     # plain progress lines (stdout is a pipe), one count over the TR: the matrix's run, then the load
     # step, planned after it, with its own figures; one summary and one final state for both

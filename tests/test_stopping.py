@@ -33,12 +33,15 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 8
+# a terminal stop is sent the moment the first run file appears, so two more runs keep it mid-matrix; the
+# fewer runs, the shorter the resume that follows it
+TERMINAL_RUNS = 4
 # the requirement is 10 s (measured here: about 2 s); the bound leaves room for a busy machine
 STOP_BOUND_S = 30
 
 
 def write_spec(tmp_path: Path, port: int) -> Path:
-    return interrupts_spec(tmp_path, port, "stopme", RUNS)
+    return interrupts_spec(tmp_path, port, "stopme", TERMINAL_RUNS)
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
@@ -135,7 +138,7 @@ def test_stop_from_the_terminal(tmp_path, free_ports, how, group, prefect):
     assert "Traceback" not in output and "EventsWorker" not in output, output[-3000:]
 
     finished = assert_intact(root)
-    assert 1 <= len(finished) < RUNS
+    assert 1 <= len(finished) < TERMINAL_RUNS
     said = [line for line in output.splitlines() if "resume with:" in line]
     assert len(said) == 1, output[-3000:]
     assert f"{count(len(finished), 'finished run')} kept in {root}" in said[0]
@@ -146,7 +149,7 @@ def test_stop_from_the_terminal(tmp_path, free_ports, how, group, prefect):
     again = start_cli(resume, env, tmp_path / "resume.log")
     assert again.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text(errors="replace")[-3000:]
     after = assert_intact(root)
-    assert len(after) == RUNS and len(set(after)) == RUNS
+    assert len(after) == TERMINAL_RUNS and len(set(after)) == TERMINAL_RUNS
     assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the kept runs were not run again
     assert llama_servers(port) == []
 

@@ -336,9 +336,14 @@ def _report_where(state, spec: MatrixSpec, root: Path, smoke: bool) -> None:
     if store.finished_run_ids(root) or store.finished_run_ids(root, "multi"):
         console.print(f"data:   {where(root)}/{{requests,runs,ma_requests,ma_runs}}  (Parquet, hive-partitioned by model_slug)",
                       soft_wrap=True)
-    report = root / "report" / f"{spec.tr_id}.md"
+    from trbench.report.outline import appendix_file, report_file
+
+    report = root / "report" / report_file(spec.tr_id)
     if report.is_file():
-        console.print(f"report: {where(report)}")
+        console.print(f"report: {where(report)}", soft_wrap=True)
+    appendix = report.with_name(appendix_file(spec.tr_id))
+    if appendix.is_file():  # every detail table and definition, beside the report
+        console.print(f"appendix: {where(appendix)}", soft_wrap=True)
     if smoke:
         console.print(f"tr_id:  {spec.tr_id}  (`trbench report {spec.tr_id}` renders it again)", highlight=False,
                       soft_wrap=True)

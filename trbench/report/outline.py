@@ -86,6 +86,11 @@ def of(doc: Literal["report", "appendix"]) -> list[Section]:
     return [s for s in SECTIONS.values() if s.doc == doc]
 
 
+def report_file(tr_id: str, ext: str = "md") -> str:
+    """The publishable report's file name: <tr_id>.md (or .html)."""
+    return f"{tr_id}.{ext}"
+
+
 def appendix_file(tr_id: str, ext: str = "md") -> str:
     """The appendix's file name beside the report: <tr_id>-appendix.md (or .html)."""
     return f"{tr_id}-appendix.{ext}"

@@ -13,7 +13,7 @@ from trbench.data.atomic import write_atomic, write_text_atomic
 from trbench.report.regression import DEFAULT_THRESHOLD_PCT
 from trbench.report.build import build_report
 from trbench.report.models import Plot, ReportFiles
-from trbench.report.outline import appendix_file
+from trbench.report.outline import appendix_file, report_file
 from trbench.report.render import render_appendix_html, render_appendix_markdown, render_html, render_markdown
 from trbench.report.summary import write_summary
 
@@ -39,13 +39,13 @@ def publish(tr_root: Path, spec: MatrixSpec | None = None, baseline_root: Path |
         png = fig.png  # written now, before the loop moves on
         write_atomic(path, lambda tmp: tmp.write_bytes(png))
         plot_paths.append(path)
-    md_path = folder / f"{data.tr_id}.md"
+    md_path = folder / report_file(data.tr_id)
     write_text_atomic(md_path, render_markdown(data, figures))
     appendix_md = folder / appendix_file(data.tr_id)
     write_text_atomic(appendix_md, render_appendix_markdown(data))
     html_path = appendix_html = None
     if html:
-        html_path = folder / f"{data.tr_id}.html"
+        html_path = folder / report_file(data.tr_id, "html")
         write_text_atomic(html_path, render_html(data, figures))
         appendix_html = folder / appendix_file(data.tr_id, "html")
         write_text_atomic(appendix_html, render_appendix_html(data))

@@ -17,7 +17,7 @@ from trbench.report.load_findings import stop_sentences
 from trbench.report.harness import harness_tables
 from trbench.report.load_tables import load_tables
 from trbench.report.models import Plot, ReportData
-from trbench.report.outline import SECTIONS, appendix_file, shown
+from trbench.report.outline import SECTIONS, appendix_file, report_file, shown
 from trbench.report import metric_names, reasoning
 from trbench.report.answer_quality import MOCK_NOTE
 from trbench.report.tables import WIN_LEGEND, cell_text, fmt, fmt_ci, tables, to_markdown
@@ -91,7 +91,7 @@ def _context(data: ReportData, plots: list[Plot] | None) -> dict:
             # the mark means something only where models were compared (a win or a tie, not n/a)
             "win_legend": WIN_LEGEND if any(w.winner != "n/a" for w in data.winners) else None,
             # the two documents link each other by file name: they are written side by side
-            "report_md": f"{data.tr_id}.md", "report_html": f"{data.tr_id}.html",
+            "report_md": report_file(data.tr_id), "report_html": report_file(data.tr_id, "html"),
             "appendix_md": appendix_file(data.tr_id), "appendix_html": appendix_file(data.tr_id, "html")}
 
 

@@ -13,6 +13,7 @@ from trbench.data import failures, remote
 from trbench.engines import InstanceError
 from trbench.measure import outliers
 from trbench.report import ReportFiles, compare_tr, publish, regression, render_markdown
+from trbench.report.outline import report_file
 from trbench.run.suite_runs import load_suites
 from trbench.suites.results import EnsembleError, add_ensemble, write_suite_results
 from trbench.tr.opening import NoServerStarted
@@ -153,7 +154,7 @@ def closing_step(session: TRSession, measured: Measured, stopped: Exception | No
         flagged = _attempt(steps, problems, "outlier flags", flag_outliers, steps, root, spec)
         _attempt(steps, problems, "suite results", suite_results, steps, root, spec)
     files = _attempt(steps, problems, "report", render_report, steps, root, spec)
-    report = files.markdown if files is not None else root / "report" / f"{spec.tr_id}.md"
+    report = files.markdown if files is not None else root / "report" / report_file(spec.tr_id)
     checked = _attempt(steps, problems, "validation", validate, steps, root, spec, report,
                        checker) if matrix else None
     causes = ([stop_cause(stopped)] if stopped is not None else []) + problems
