@@ -33,8 +33,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 8
-# a terminal stop is sent the moment the first run file appears, so two more runs keep it mid-matrix; the
-# fewer runs, the shorter the resume that follows it
+# a terminal stop is sent the moment the first run file appears: three runs still to go keep it mid-matrix
+# even if it lands a run late, and the fewer runs, the shorter the resume that follows it
 TERMINAL_RUNS = 4
 # the requirement is 10 s (measured here: about 2 s); the bound leaves room for a busy machine
 STOP_BOUND_S = 30
